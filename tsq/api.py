@@ -1,0 +1,215 @@
+"""The HTTP API (`/v1`, JSON through orjson); see shared/specs/loops.md §4.
+
+Every error is `{"error": {"type", "message", "details"}}` with the status its class carries
+(tsq.errors); nothing answers with a stack trace. A synchronous run answers 200 with the run
+record when the handler resolved, 500 when it failed and 504 when it timed out; the record is
+in `details.run` of the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tsq import __version__
+from tsq.errors import BadRequest, PayloadTooLarge, TsqError
+from tsq.runstore import RunFilter, RunStatus
+from tsq.service import Service
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tsq.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+class OrjsonResponse(JSONResponse):
+    """JSON through orjson (FastAPI's own OrjsonResponse is deprecated in favour of models)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+RUN_ERROR_STATUS = {"failed": 500, "timeout": 504, "cancelled": 500, "expired": 500}
+
+
+class DeployRequest(BaseModel):
+    file: str = Field("loops.yml", description="the loop file's name, used in error positions")
+    content: str = Field(description="the loop file's YAML text")
+    files: dict[str, str] = Field(default_factory=dict,
+                                  description="handler files by path relative to the loop file")
+
+
+class RunRequest(BaseModel):
+    params: dict[str, Any] = Field(default_factory=dict)
+    event: str | None = Field(None, description="take the params of this event of the loop")
+
+
+class RollbackRequest(BaseModel):
+    version: str | None = Field(None, description="version number or id; default: the previous")
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="tsq", version=__version__, default_response_class=OrjsonResponse)
+    app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)  # type: ignore[arg-type]
+    _install_error_handlers(app)
+    _install_routes(app, service)
+    return app
+
+
+def _install_routes(app: FastAPI, service: Service) -> None:  # noqa: PLR0915
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/v1/loops", status_code=201)
+    def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
+        # A sync endpoint: deploy compiles handlers in V8, which must not see the event loop.
+        return service.deploy(request.content, request.file, request.files.get)
+
+    @app.get("/v1/loops")
+    def list_loops(project: str | None = None) -> Any:
+        return service.list_loops(project)
+
+    @app.get("/v1/loops/{name}")
+    def get_loop(name: str, project: str | None = None) -> Any:
+        return service.get_loop(name, project)
+
+    @app.post("/v1/loops/{name}/rollback")
+    def rollback(name: str, project: str | None = None,
+                 request: Annotated[RollbackRequest | None, Body()] = None) -> Any:
+        return service.rollback(name, project, request.version if request else None)
+
+    @app.delete("/v1/loops/{name}")
+    def delete_loop(name: str, project: str | None = None) -> Any:
+        return service.delete_loop(name, project)
+
+    @app.post("/v1/loops/{name}/run")
+    async def run_loop(name: str, project: str | None = None,
+                       is_async: Annotated[bool, Query(alias="async")] = False,
+                       request: Annotated[RunRequest | None, Body()] = None) -> Any:
+        body = request or RunRequest()
+        submitted = await run_in_threadpool(
+            service.submit, name, body.params, project=project, event=body.event, trigger="http")
+        if is_async:
+            return OrjsonResponse(submitted.record, status_code=202)
+        record = await asyncio.wrap_future(submitted.done)
+        return _run_response(record)
+
+    @app.get("/v1/runs")
+    def list_runs(loop: str | None = None, status: RunStatus | None = None,
+                  project: str | None = None,
+                  since: Annotated[int | None, Query(description="epoch ms, inclusive")] = None,
+                  until: Annotated[int | None, Query(description="epoch ms, exclusive")] = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Any:
+        return service.list_runs(RunFilter(project, loop, status.value if status else None,
+                                           since, until, limit))
+
+    @app.get("/v1/runs/{run_id}")
+    def get_run(run_id: str) -> Any:
+        return service.get_run(run_id)
+
+    @app.get("/v1/runs/{run_id}/logs")
+    def run_logs(run_id: str) -> Any:
+        return service.run_logs(run_id)
+
+
+def _run_response(record: dict[str, Any]) -> OrjsonResponse:
+    status = record["status"]
+    if status == "success":
+        return OrjsonResponse(record)
+    error = record.get("error") or {}
+    kind = {"timeout": "RunTimeout"}.get(status, "RunFailed")
+    body = {"type": kind, "message": error.get("message", status),
+            "details": {"run": record, "stack": error.get("stack", "")}}
+    return OrjsonResponse({"error": body}, status_code=RUN_ERROR_STATUS.get(status, 500))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TsqError)
+    async def tsq_error(_request: Request, exc: TsqError) -> OrjsonResponse:
+        return _error(exc.http_status, exc.to_json())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        problems = [{"where": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
+                    for e in exc.errors()]
+        wrong_type = any(e.get("type") == "model_attributes_type" for e in exc.errors())
+        message = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
+        if wrong_type:
+            message = "the request body must be a JSON object (Content-Type: application/json)"
+        return _error(422 if not wrong_type else 415,
+                      {"type": "BadRequest", "message": message, "details": {"problems": problems}})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return _error(exc.status_code, {"type": kind, "message": str(exc.detail), "details": {}})
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> OrjsonResponse:
+        log.exception("unexpected error")
+        return _error(500, {"type": "InternalError",
+                            "message": f"tsq failed unexpectedly: {type(exc).__name__}: {exc}",
+                            "details": {}})
+
+
+def _error(status: int, body: dict[str, Any]) -> OrjsonResponse:
+    return OrjsonResponse({"error": body}, status_code=status)
+
+
+class _BodyLimit:
+    """Answers 413 for a body over `limit` bytes, by Content-Length or while it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise PayloadTooLarge(self._message())
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except PayloadTooLarge:
+            await self._reject(send)
+
+    def _message(self) -> str:
+        return (f"the request body is larger than {self.limit >> 20} MiB "
+                f"(TSQ_MAX_BODY_MB raises the limit)")
+
+    async def _reject(self, send: Send) -> None:
+        response = _error(413, PayloadTooLarge(self._message()).to_json())
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    raise BadRequest("no body expected")

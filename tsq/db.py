@@ -1,0 +1,128 @@
+"""The database behind the loop and run stores: schema, engine, migrations.
+
+SQLite (one file in the data directory) by default, PostgreSQL by URL; the same SQLAlchemy Core
+tables for both. The schema is owned by Alembic (`tsq/migrations`); `connect` upgrades it to the
+newest revision, so a new data directory or a newer tsq needs no manual step.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+from tsq.errors import ConfigError
+
+__all__ = ["connect", "loop_versions", "loops", "metadata", "run_logs", "runs"]
+
+metadata = sa.MetaData()
+
+loops = sa.Table(
+    "loops", metadata,
+    sa.Column("project", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("latest_version", sa.String(64), nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("deleted_ms", sa.BigInteger, nullable=True),
+)
+
+loop_versions = sa.Table(
+    "loop_versions", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("runtime", sa.String(16), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project", "name", "number", name="uq_loop_versions_number"),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(200), nullable=True, unique=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("loop", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("version_id", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("pipeline_id", sa.String(32), nullable=True),
+    sa.Column("scheduled_ms", sa.BigInteger, nullable=True),
+    sa.Column("queued_ms", sa.BigInteger, nullable=False),
+    sa.Column("started_ms", sa.BigInteger, nullable=True),
+    sa.Column("finished_ms", sa.BigInteger, nullable=True),
+    sa.Index("ix_runs_loop_queued", "project", "loop", "queued_ms"),
+    sa.Index("ix_runs_status", "status"),
+)
+
+run_logs = sa.Table(
+    "run_logs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url` with the schema at the newest revision."""
+    try:
+        engine = sa.create_engine(url, **_engine_options(url))
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}") from None
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    with _migrate_lock:
+        if url not in _migrated:
+            _upgrade(engine)
+            _migrated.add(url)
+    return engine
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets readers (the API, the CLI) work while a writer commits; NORMAL is durable in WAL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _upgrade(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("tsq") / "migrations"))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except sa.exc.OperationalError as exc:
+        raise ConfigError(
+            f"cannot open the database {_redact(str(engine.url))}: {exc.orig}"
+        ) from None
+
+
+def _redact(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

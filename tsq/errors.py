@@ -1,0 +1,141 @@
+"""Every error tsq raises on purpose, in one tree.
+
+    TsqError                     anything tsq reports to a user
+    ├── ConfigError              bad settings (data dir, database URL, worker limits)
+    ├── InvalidLoopFile          a loop file with problems; .problems lists every one of them
+    ├── CompileError             a handler that does not parse (file, line, column)
+    ├── ScheduleError            a Metronome schedule that does not parse
+    ├── NotFound                 an unknown loop, version or run
+    ├── Conflict                 a request that contradicts the current state
+    ├── BadRequest               a malformed API request (wrong content type, bad JSON)
+    │   └── PayloadTooLarge      a body or value over its size limit
+    ├── ServerUnavailable        the CLI could not reach the server it was pointed at
+    └── WorkerError              a worker process could not be started or died unexpectedly
+
+A run that fails (the handler threw, timed out, ran out of memory) is *not* an exception: it is a
+run record whose status says how it ended. Exceptions are for requests that cannot be carried out.
+
+Each class carries the HTTP status the API answers with, so the API maps errors by data, not by
+a chain of `except` clauses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "BadRequest",
+    "CompileError",
+    "ConfigError",
+    "Conflict",
+    "InvalidLoopFile",
+    "NotFound",
+    "PayloadTooLarge",
+    "Problem",
+    "ScheduleError",
+    "ServerUnavailable",
+    "TsqError",
+    "WorkerError",
+]
+
+
+class TsqError(Exception):
+    """Base of every error tsq reports; `details` is extra JSON for API clients."""
+
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "details": self.details}
+
+
+class ConfigError(TsqError):
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a loop file, located as precisely as the file allows."""
+
+    file: str
+    line: int | None
+    col: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.col}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "path": self.path,
+            "message": self.message,
+        }
+
+
+class InvalidLoopFile(TsqError):
+    http_status = 422
+
+    def __init__(self, problems: list[Problem]) -> None:
+        count = len(problems)
+        head = f"the loop file has {count} problem{'s' if count != 1 else ''}; nothing was deployed"
+        super().__init__(
+            head + "\n" + "\n".join(f"  {p}" for p in problems),
+            details={"problems": [p.to_json() for p in problems]},
+        )
+        self.problems = problems
+
+
+class CompileError(TsqError):
+    """A handler that does not compile. line and col are 1-based."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, file: str, line: int | None, col: int | None) -> None:
+        where = file if line is None else f"{file}:{line}:{col}"
+        super().__init__(f"{where}: {message}", details={"file": file, "line": line, "col": col})
+        self.reason = message
+        self.file = file
+        self.line = line
+        self.col = col
+
+
+class ScheduleError(TsqError):
+    http_status = 422
+
+
+class NotFound(TsqError):
+    http_status = 404
+
+
+class Conflict(TsqError):
+    http_status = 409
+
+
+class BadRequest(TsqError):
+    http_status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    http_status = 413
+
+
+class ServerUnavailable(TsqError):
+    http_status = 503
+
+
+class WorkerError(TsqError):
+    http_status = 500

@@ -1,0 +1,468 @@
+"""Loop files (`loops.yml`): parse, validate every part, report every problem at once.
+
+A loop file is validated completely before anything is deployed: each problem becomes a
+`Problem` with the file, line, column and document path, and `load_loop_file` raises
+`InvalidLoopFile` with all of them. The accepted shape is OVH Loops' (`functions: NAME: {handler,
+runtime, timeout, environment, events: [- EVENT: {rate, params}]}`) plus tsq's optional keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tsq import metronome
+from tsq.errors import CompileError, InvalidLoopFile, Problem, ScheduleError
+from tsq.model import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventSpec, LoopSpec, Retries
+from tsq.runtimes import runtime_for_file, runtime_names
+from tsq.yamlpos import DocPath, Positions, YamlSyntaxError, format_path, load
+
+__all__ = ["Deployable", "FileReader", "load_loop_file"]
+
+FileReader = Callable[[str], "str | None"]  # relative path → text, None when missing
+Compiler = Callable[[str, str, str], None]  # (runtime, source, file name); raises CompileError
+
+NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
+EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]{0,62}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+
+TOP_KEYS = ("project", "connectors", "functions")
+FUNCTION_KEYS = (
+    "handler", "runtime", "timeout", "memory", "connector", "environment",
+    "retries", "catchup", "notify", "events", "description",
+)
+EVENT_KEYS = ("rate", "after", "params")
+RETRY_KEYS = ("max", "backoff")
+NOTIFY_KEYS = ("webhook",)
+CATCHUP_POLICIES = ("none", "epsilon", "all")
+CONNECTOR_TYPES: Mapping[str, tuple[str, ...]] = {  # type → keys it requires
+    "embedded": (),
+    "influxdb": ("url",),
+    "prometheus": ("url",),
+    "warp10": ("url",),
+}
+CONNECTOR_KEYS = ("type", "url", "database", "token", "org", "bucket")
+MAX_TIMEOUT_S = 3600.0
+MEMORY_RANGE_MB = (16, 4096)
+MAX_HANDLER_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """One validated loop, ready to be stored as a version."""
+
+    spec: LoopSpec
+    source: str
+
+
+def load_loop_file(
+    text: str,
+    file_name: str,
+    read: FileReader,
+    compile_handler: Compiler,
+    deployed_after: Callable[[str], Mapping[str, Iterable[str]]] | None = None,
+) -> list[Deployable]:
+    """Validate a loop file; return its loops or raise InvalidLoopFile listing every problem.
+
+    `deployed_after(project)` maps loops already deployed in the project to the loops they run
+    after; it resolves `after:` references and finds cycles that cross files.
+    """
+    try:
+        document, positions = load(text)
+    except YamlSyntaxError as exc:
+        raise InvalidLoopFile(
+            [Problem(file_name, exc.line, exc.col, "", f"not valid YAML: {exc.message}")]
+        ) from None
+    checker = _Checker(file_name, positions, read, compile_handler)
+    loops = checker.document(document)
+    if loops:
+        deployed = deployed_after(loops[0].spec.project) if deployed_after else {}
+        checker.after_references(loops, dict(deployed))
+    if checker.problems:
+        raise InvalidLoopFile(checker.problems)
+    return loops
+
+
+class _Checker:
+    def __init__(
+        self, file_name: str, positions: Positions, read: FileReader, compile_handler: Compiler
+    ) -> None:
+        self.file_name = file_name
+        self.positions = positions
+        self.read = read
+        self.compile_handler = compile_handler
+        self.problems: list[Problem] = []
+        self.after_paths: dict[str, DocPath] = {}
+        for path in positions.duplicates:
+            self.report(path, f'duplicate key "{path[-1]}"; each key may appear once', key=True)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def report(self, path: DocPath, message: str, *, key: bool = False) -> None:
+        mark = self.positions.of_key(path) if key else self.positions.of_value(path)
+        line, col = mark if mark else (None, None)
+        self.problems.append(Problem(self.file_name, line, col, format_path(path), message))
+
+    def mapping(self, value: Any, path: DocPath, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """`value` as a mapping with only `allowed` keys; reports and drops anything else."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.report(path, f"expected a mapping with keys {', '.join(allowed)}, "
+                              f"got {_describe(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.report((*path, key), _unknown_key(str(key), allowed), key=True)
+        return {key: item for key, item in value.items() if key in allowed}
+
+    def string(self, value: Any, path: DocPath, pattern: re.Pattern[str] | None = None,
+               hint: str = "") -> str | None:
+        if not isinstance(value, str):
+            self.report(path, f"expected a string{hint and ' ' + hint}, got {_describe(value)}")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.report(path, f'"{value}" is not valid; expected {hint}')
+            return None
+        return value
+
+    def number(self, value: Any, path: DocPath, low: float, high: float, unit: str) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.report(path, f"expected a number of {unit}, got {_describe(value)}")
+            return None
+        if not low <= value <= high:
+            self.report(path, f"{value} is out of range; expected {low:g} to {high:g} {unit}")
+            return None
+        return float(value)
+
+    # -- the document ----------------------------------------------------------------------
+
+    def document(self, document: Any) -> list[Deployable]:
+        if document is None:
+            self.report((), "the loop file is empty; it needs a `functions:` mapping")
+            return []
+        top = self.mapping(document, (), TOP_KEYS)
+        project = "default"
+        if "project" in top:
+            project = self.string(top["project"], ("project",), NAME,
+                                  "a name like `monitoring` ([a-z0-9][a-z0-9-_.]*)") or project
+        connectors = self.connectors(top.get("connectors"))
+        functions = top.get("functions")
+        if not isinstance(functions, dict) or not functions:
+            if "functions" in top or isinstance(document, dict):
+                self.report(("functions",), "expected a mapping of loop names to loop "
+                                            "definitions, e.g. `functions: {my-loop: {handler: "
+                                            "my-loop.js}}`")
+            return []
+        loops = [self.function(project, str(name), body, connectors)
+                 for name, body in functions.items()]
+        return [loop for loop in loops if loop is not None]
+
+    def connectors(self, value: Any) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = {}
+        if value is None:
+            return result
+        if not isinstance(value, dict):
+            self.report(("connectors",), f"expected a mapping of connector names to "
+                                         f"definitions, got {_describe(value)}")
+            return result
+        for name, body in value.items():
+            path: DocPath = ("connectors", name)
+            config = self.mapping(body, path, CONNECTOR_KEYS)
+            kind = config.get("type")
+            if kind not in CONNECTOR_TYPES:
+                self.report((*path, "type") if "type" in config else path,
+                            f"unknown connector type {kind!r}; expected one of "
+                            f"{', '.join(CONNECTOR_TYPES)}")
+                continue
+            for required in CONNECTOR_TYPES[kind]:
+                if required not in config:
+                    self.report(path, f'a {kind} connector needs "{required}"')
+            if "url" in config:
+                self.string(config["url"], (*path, "url"), URL, "an http(s):// URL")
+            result[str(name)] = config
+        return result
+
+    def function(self, project: str, name: str, body: Any,
+                 connectors: dict[str, dict[str, Any]]) -> Deployable | None:
+        path: DocPath = ("functions", name)
+        if not NAME.fullmatch(name):
+            self.report(path, f'bad loop name "{name}"; expected [a-z0-9][a-z0-9-_.]{{0,62}}',
+                        key=True)
+        fields = self.mapping(body, path, FUNCTION_KEYS)
+        if not isinstance(body, dict):
+            return None
+        handler = None
+        if "handler" in fields:
+            handler = self.string(fields["handler"], (*path, "handler"), hint="(a file name)")
+        else:
+            self.report(path, "a loop needs `handler:`, the file that holds its function")
+        runtime = self.runtime(fields, path, handler)
+        source = self.handler_source(handler, runtime, (*path, "handler"))
+        spec = LoopSpec(
+            project=project,
+            name=name,
+            runtime=runtime or "",
+            handler=handler or "",
+            timeout_s=self.optional_number(fields, path, "timeout", DEFAULT_TIMEOUT_S,
+                                           (0.001, MAX_TIMEOUT_S), "seconds"),
+            memory_mb=int(self.optional_number(fields, path, "memory", DEFAULT_MEMORY_MB,
+                                               MEMORY_RANGE_MB, "MiB")),
+            connector=self.connector_ref(fields, path, connectors),
+            **self.environment(fields.get("environment"), (*path, "environment")),
+            retries=self.retries(fields.get("retries"), (*path, "retries")),
+            catchup=self.catchup(fields, path),
+            notify=self.notify(fields.get("notify"), (*path, "notify")),
+            events=self.events(fields.get("events"), (*path, "events")),
+        )
+        if source is None or runtime is None:
+            return None
+        return Deployable(spec, source)
+
+    def runtime(self, fields: dict[str, Any], path: DocPath, handler: str | None) -> str | None:
+        known = runtime_names()
+        if "runtime" in fields:
+            runtime = fields["runtime"]
+            if runtime not in known:
+                self.report((*path, "runtime"), _unknown_choice("runtime", runtime, known))
+                return None
+            return str(runtime)
+        if handler is None:
+            return None
+        inferred = runtime_for_file(handler)
+        if inferred is None:
+            self.report((*path, "handler"), f'cannot tell the runtime of "{handler}" from its '
+                                            f"extension; set `runtime:` to one of "
+                                            f"{', '.join(known)}")
+        return inferred
+
+    def handler_source(self, handler: str | None, runtime: str | None,
+                       path: DocPath) -> str | None:
+        if handler is None:
+            return None
+        source = self.read(handler)
+        if source is None:
+            self.report(path, f'handler file "{handler}" not found (paths are relative to '
+                              f"{posixpath.basename(self.file_name)})")
+            return None
+        if len(source.encode()) > MAX_HANDLER_BYTES:
+            self.report(path, f'handler file "{handler}" is larger than 1 MiB')
+            return None
+        if runtime is not None:
+            try:
+                self.compile_handler(runtime, source, handler)
+            except CompileError as exc:
+                self.problems.append(Problem(exc.file, exc.line, exc.col, format_path(path),
+                                             exc.reason))
+                return None
+        return source
+
+    def optional_number(self, fields: dict[str, Any], path: DocPath, key: str, default: float,
+                        bounds: tuple[float, float], unit: str) -> float:
+        if key not in fields:
+            return default
+        value = self.number(fields[key], (*path, key), bounds[0], bounds[1], unit)
+        return default if value is None else value
+
+    def connector_ref(self, fields: dict[str, Any], path: DocPath,
+                      connectors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if "connector" not in fields:
+            return connectors.get("main", {"type": "embedded"})
+        name = fields["connector"]
+        if name not in connectors:
+            declared = sorted(connectors)
+            self.report((*path, "connector"), _unknown_choice("connector", name, declared)
+                        if declared else f"unknown connector {name!r}; declare it under "
+                                         f"`connectors:` first")
+            return {"type": "embedded"}
+        return {"name": name, **connectors[name]}
+
+    def environment(self, value: Any, path: DocPath) -> dict[str, Any]:
+        env: dict[str, str] = {}
+        secrets: set[str] = set()
+        if value is None:
+            return {"environment": env, "secrets": frozenset()}
+        if not isinstance(value, dict):
+            self.report(path, f"expected a mapping of variable names to values, "
+                              f"got {_describe(value)}")
+            return {"environment": env, "secrets": frozenset()}
+        for key, item in value.items():
+            item_path = (*path, key)
+            if not ENV_NAME.fullmatch(str(key)):
+                self.report(item_path, f'bad variable name "{key}"; expected [A-Za-z_][A-Za-z0-9_]*',
+                            key=True)
+            if isinstance(item, dict):
+                secret = self.mapping(item, item_path, ("secret",)).get("secret")
+                if isinstance(secret, str | int | float) and not isinstance(secret, bool):
+                    env[str(key)], secrets = str(secret), secrets | {str(key)}
+                else:
+                    self.report(item_path, "expected `{secret: \"value\"}` with a string value")
+            elif isinstance(item, str | int | float | bool):
+                env[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+            else:
+                self.report(item_path, f"expected a string, a number or {{secret: …}}, "
+                                       f"got {_describe(item)}")
+        return {"environment": env, "secrets": frozenset(secrets)}
+
+    def retries(self, value: Any, path: DocPath) -> Retries:
+        fields = self.mapping(value, path, RETRY_KEYS)
+        count = self.optional_number(fields, path, "max", 0, (0, 20), "retries")
+        backoff = 10.0
+        if "backoff" in fields:
+            backoff = self.duration(fields["backoff"], (*path, "backoff")) or backoff
+        return Retries(max=int(count), backoff_s=backoff)
+
+    def duration(self, value: Any, path: DocPath) -> float | None:
+        text = self.string(value, path, DURATION, 'a duration like "500ms", "10s", "5m" or "1h"')
+        if text is None:
+            return None
+        match = DURATION.fullmatch(text)
+        assert match is not None
+        return float(match.group(1)) * DURATION_SECONDS[match.group(2)]
+
+    def catchup(self, fields: dict[str, Any], path: DocPath) -> str:
+        policy = fields.get("catchup", "epsilon")
+        if policy not in CATCHUP_POLICIES:
+            self.report((*path, "catchup"), _unknown_choice("catchup policy", policy,
+                                                            CATCHUP_POLICIES))
+            return "epsilon"
+        return str(policy)
+
+    def notify(self, value: Any, path: DocPath) -> dict[str, str]:
+        fields = self.mapping(value, path, NOTIFY_KEYS)
+        if "webhook" in fields:
+            url = self.string(fields["webhook"], (*path, "webhook"), URL, "an http(s):// URL")
+            return {"webhook": url} if url else {}
+        return {}
+
+    def events(self, value: Any, path: DocPath) -> tuple[EventSpec, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.report(path, f"expected a list of events (`- name: {{rate: …}}`), "
+                              f"got {_describe(value)}")
+            return ()
+        events = [self.event(item, (*path, index)) for index, item in enumerate(value)]
+        seen: set[str] = set()
+        for index, event in enumerate(events):
+            if event is not None and event.name in seen:
+                self.report((*path, index, event.name), f'duplicate event name "{event.name}"',
+                            key=True)
+            seen |= {event.name} if event else set()
+        return tuple(event for event in events if event is not None)
+
+    def event(self, item: Any, path: DocPath) -> EventSpec | None:
+        if not isinstance(item, dict) or len(item) != 1:
+            self.report(path, "expected one event as `- NAME: {rate: R/…/PT5M/ET1M, params: "
+                              "{…}}` or `- NAME: {after: other-loop}`")
+            return None
+        [(name, body)] = item.items()
+        event_path = (*path, name)
+        if not EVENT_NAME.fullmatch(str(name)):
+            self.report(event_path, f'bad event name "{name}"; expected '
+                                    f"[A-Za-z0-9][A-Za-z0-9-_.]{{0,62}}", key=True)
+        fields = self.mapping(body, event_path, EVENT_KEYS)
+        if ("rate" in fields) == ("after" in fields):
+            self.report(event_path, "an event needs exactly one of `rate:` (a schedule) or "
+                                    "`after:` (a loop name)")
+        rate = self.rate(fields.get("rate"), (*event_path, "rate")) if "rate" in fields else None
+        after = None
+        if "after" in fields:
+            after = self.string(fields["after"], (*event_path, "after"), NAME, "a loop name")
+            if after:
+                self.after_paths.setdefault(after, (*event_path, "after"))
+        params = fields.get("params") or {}
+        if not isinstance(params, dict):
+            self.report((*event_path, "params"), f"expected a mapping, got {_describe(params)}")
+            params = {}
+        return EventSpec(name=str(name), rate=rate, after=after, params=params)
+
+    def rate(self, value: Any, path: DocPath) -> str | None:
+        text = self.string(value, path, hint=f"(a schedule like {metronome.EXAMPLE})")
+        if text is None:
+            return None
+        try:
+            metronome.parse(text)
+        except ScheduleError as exc:
+            self.report(path, exc.message)
+            return None
+        return text
+
+    # -- across loops ----------------------------------------------------------------------
+
+    def after_references(self, loops: list[Deployable],
+                         deployed_after: dict[str, Iterable[str]]) -> None:
+        graph = {name: set(targets) for name, targets in deployed_after.items()}
+        for loop in loops:
+            graph[loop.spec.name] = {e.after for e in loop.spec.events if e.after}
+        for loop in loops:
+            for event in loop.spec.events:
+                if event.after and event.after not in graph:
+                    self.report(self._after_path(loop, event), _unknown_choice(
+                        "loop", event.after, sorted(graph), what="after"))
+        for cycle in _cycles(graph, [loop.spec.name for loop in loops]):
+            first = next(loop for loop in loops if loop.spec.name == cycle[0])
+            event = next(e for e in first.spec.events if e.after == cycle[1])
+            self.report(self._after_path(first, event),
+                        f"`after:` triggers form a cycle: {' → '.join(cycle)}")
+
+    def _after_path(self, loop: Deployable, event: EventSpec) -> DocPath:
+        index = loop.spec.events.index(event)
+        return ("functions", loop.spec.name, "events", index, event.name, "after")
+
+
+def _cycles(graph: dict[str, set[str]], starts: list[str]) -> list[list[str]]:
+    """One cycle per start loop that lies on one, as a closed list of names."""
+    found: list[list[str]] = []
+    reported: set[frozenset[str]] = set()
+    for start in starts:
+        path = _path_back(graph, start)
+        if path and frozenset(path) not in reported:
+            reported.add(frozenset(path))
+            found.append(path)
+    return found
+
+
+def _path_back(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path start → … → start through `graph`, if there is one (iterative DFS)."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    visited: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for successor in sorted(graph.get(node, ())):
+            if successor == start:
+                return [*path, start]
+            if successor not in visited:
+                visited.add(successor)
+                stack.append((successor, [*path, successor]))
+    return None
+
+
+def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
+    guess = difflib.get_close_matches(key, allowed, n=1)
+    hint = f'; did you mean "{guess[0]}"?' if guess else f"; allowed keys: {', '.join(allowed)}"
+    return f'unknown key "{key}"{hint}'
+
+
+def _unknown_choice(kind: str, value: Any, allowed: Iterable[str], what: str = "") -> str:
+    options = list(allowed)
+    guess = difflib.get_close_matches(str(value), options, n=1)
+    hint = f'; did you mean "{guess[0]}"?' if guess else (
+        f"; expected one of {', '.join(options)}" if options else "")
+    return f"unknown {kind} {value!r}{' in ' + what if what else ''}{hint}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} ({shown[:40]}{'…' if len(shown) > 40 else ''})"

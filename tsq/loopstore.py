@@ -1,0 +1,194 @@
+"""Loops and their immutable versions.
+
+A version is stored once under its content hash; deploying the same content again only moves
+`latest` back to it. Rollback moves `latest`; delete hides the loop and keeps every version, so
+history and old runs stay readable. Concurrent deploys of one name are serialised by the
+database: both versions are kept and `latest` is whichever committed last.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from tsq.db import loop_versions, loops
+from tsq.errors import Conflict, NotFound
+from tsq.loopfile import Deployable
+from tsq.model import LoopSpec, version_id
+
+__all__ = ["LoopStore", "StoredLoop", "StoredVersion"]
+
+MAX_DEPLOY_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    id: str
+    number: int
+    spec: LoopSpec
+    source: str
+    created_ms: int
+
+    def to_json(self, *, with_source: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "number": self.number,
+            "runtime": self.spec.runtime,
+            "handler": self.spec.handler,
+            "created": self.created_ms,
+        }
+        if with_source:
+            data["source"] = self.source
+        return data
+
+
+@dataclass(frozen=True)
+class StoredLoop:
+    project: str
+    name: str
+    latest: StoredVersion
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project": self.project, "name": self.name, "version": self.latest.to_json(),
+                "spec": self.latest.spec.to_json()}
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    loop: StoredLoop
+    created: bool  # False when that exact content was already a version
+
+
+class LoopStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def deploy(self, item: Deployable) -> DeployOutcome:
+        spec = item.spec
+        vid = version_id(spec, item.source)
+        for _ in range(MAX_DEPLOY_ATTEMPTS):
+            try:
+                with self.engine.begin() as db:
+                    created = self._insert_version(db, vid, item)
+                    self._point_latest(db, spec.project, spec.name, vid)
+                return DeployOutcome(self.get(spec.project, spec.name), created)
+            except sa.exc.IntegrityError:
+                continue  # a concurrent deploy took the same number; number again
+        raise Conflict(f"loop {spec.name!r} is being deployed by others right now; try again")
+
+    def _insert_version(self, db: Connection, vid: str, item: Deployable) -> bool:
+        if db.execute(sa.select(loop_versions.c.id).where(loop_versions.c.id == vid)).first():
+            return False
+        spec = item.spec
+        number = db.execute(
+            sa.select(sa.func.coalesce(sa.func.max(loop_versions.c.number), 0) + 1).where(
+                loop_versions.c.project == spec.project, loop_versions.c.name == spec.name
+            )
+        ).scalar_one()
+        db.execute(loop_versions.insert().values(
+            id=vid, project=spec.project, name=spec.name, number=number, runtime=spec.runtime,
+            spec=spec.to_json(reveal_secrets=True), source=item.source, created_ms=_now_ms(),
+        ))
+        return True
+
+    def _point_latest(self, db: Connection, project: str, name: str, vid: str) -> None:
+        now = _now_ms()
+        updated = db.execute(
+            loops.update()
+            .where(loops.c.project == project, loops.c.name == name)
+            .values(latest_version=vid, updated_ms=now, deleted_ms=None)
+        )
+        if updated.rowcount == 0:
+            db.execute(loops.insert().values(project=project, name=name, latest_version=vid,
+                                             created_ms=now, updated_ms=now))
+
+    def get(self, project: str, name: str) -> StoredLoop:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(loops).where(
+                loops.c.project == project, loops.c.name == name, loops.c.deleted_ms.is_(None)
+            )).first()
+            if row is None or row.latest_version is None:
+                raise NotFound(f"no loop named {name!r} in project {project!r}")
+            return StoredLoop(project, name, self._version(db, row.latest_version))
+
+    def list(self, project: str | None = None) -> list[StoredLoop]:
+        query = sa.select(loops).where(loops.c.deleted_ms.is_(None))
+        if project is not None:
+            query = query.where(loops.c.project == project)
+        with self.engine.connect() as db:
+            rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
+            return [StoredLoop(r.project, r.name, self._version(db, r.latest_version))
+                    for r in rows]
+
+    def projects_of(self, name: str) -> list[str]:
+        """The projects that have a live loop called `name`."""
+        with self.engine.connect() as db:
+            return list(db.execute(sa.select(loops.c.project).where(
+                loops.c.name == name, loops.c.deleted_ms.is_(None))).scalars())
+
+    def versions(self, project: str, name: str) -> list[StoredVersion]:
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(loop_versions).where(
+                loop_versions.c.project == project, loop_versions.c.name == name
+            ).order_by(loop_versions.c.number.desc())).all()
+        return [_to_version(row) for row in rows]
+
+    def version(self, vid: str) -> StoredVersion:
+        with self.engine.connect() as db:
+            return self._version(db, vid)
+
+    def rollback(self, project: str, name: str, to: str | int | None = None) -> StoredLoop:
+        """Point `latest` at version `to` (id, id prefix or number), or the one before it."""
+        current = self.get(project, name)
+        history = self.versions(project, name)
+        target = _pick_version(history, current.latest, to, name)
+        with self.engine.begin() as db:
+            self._point_latest(db, project, name, target.id)
+        return self.get(project, name)
+
+    def delete(self, project: str, name: str) -> None:
+        self.get(project, name)
+        with self.engine.begin() as db:
+            db.execute(loops.update().where(loops.c.project == project, loops.c.name == name)
+                       .values(deleted_ms=_now_ms()))
+
+    def after_graph(self, project: str) -> dict[str, list[str]]:
+        """Live loops of `project` → the loops their `after:` events follow."""
+        return {loop.name: [e.after for e in loop.latest.spec.events if e.after]
+                for loop in self.list(project)}
+
+    def _version(self, db: Connection, vid: str) -> StoredVersion:
+        row = db.execute(sa.select(loop_versions).where(loop_versions.c.id == vid)).first()
+        if row is None:
+            raise NotFound(f"no loop version {vid!r}")
+        return _to_version(row)
+
+
+def _pick_version(history: list[StoredVersion], current: StoredVersion,
+                  to: str | int | None, name: str) -> StoredVersion:
+    if to is None:
+        older = [v for v in history if v.number < current.number]
+        if not older:
+            raise Conflict(f"loop {name!r} is at its first version {current.number}; "
+                           f"there is nothing to roll back to")
+        return older[0]
+    text = str(to)
+    matches = [v for v in history if str(v.number) == text or v.id.startswith(text)]
+    if len(matches) != 1:
+        known = ", ".join(f"{v.number} ({v.id[:12]})" for v in history)
+        problem = "matches several versions" if matches else "is not a version of"
+        raise NotFound(f"{text!r} {problem} loop {name!r}; its versions are {known}")
+    return matches[0]
+
+
+def _to_version(row: Any) -> StoredVersion:
+    return StoredVersion(row.id, row.number, LoopSpec.from_json(row.spec), row.source,
+                         row.created_ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

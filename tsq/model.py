@@ -1,0 +1,87 @@
+"""What a deployed loop is: its spec, as validated from a loop file, and its handler source.
+
+A `LoopSpec` is plain data (JSON in the store). Its version id is a content hash of the spec and
+the handler source, so deploying the same thing twice creates nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
+    "EventSpec",
+    "LoopSpec",
+    "Retries",
+    "version_id",
+]
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MEMORY_MB = 128
+SECRET_MASK = "********"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    name: str
+    rate: str | None = None  # a Metronome schedule
+    after: str | None = None  # run when that loop succeeds, for the same window
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retries:
+    max: int = 0
+    backoff_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    project: str
+    name: str
+    runtime: str
+    handler: str  # the handler's file name, relative to the loop file
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+    connector: dict[str, Any] = field(default_factory=lambda: {"type": "embedded"})
+    environment: dict[str, str] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()  # names in `environment` never shown back
+    retries: Retries = Retries()
+    catchup: str = "epsilon"
+    notify: dict[str, str] = field(default_factory=dict)
+    events: tuple[EventSpec, ...] = ()
+
+    def to_json(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        data["secrets"] = sorted(self.secrets)
+        if not reveal_secrets:
+            data["environment"] = {
+                key: SECRET_MASK if key in self.secrets else value
+                for key, value in self.environment.items()
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoopSpec:
+        return cls(
+            **{
+                **data,
+                "secrets": frozenset(data.get("secrets", ())),
+                "retries": Retries(**data.get("retries", {})),
+                "events": tuple(EventSpec(**event) for event in data.get("events", ())),
+            }
+        )
+
+
+def version_id(spec: LoopSpec, handler_source: str) -> str:
+    """sha256 of the canonical spec (secrets included: a new secret is a new version) + source."""
+    digest = hashlib.sha256()
+    digest.update(orjson.dumps(spec.to_json(reveal_secrets=True), option=orjson.OPT_SORT_KEYS))
+    digest.update(b"\0")
+    digest.update(handler_source.encode())
+    return digest.hexdigest()

@@ -1,0 +1,104 @@
+"""The worker process: receives jobs on a pipe, runs them, sends back log lines and outcomes.
+
+User code runs only here, never in the API process. The process caps its own data segment
+(RLIMIT_DATA: V8 then fails a huge ArrayBuffer inside JavaScript instead of the machine paging)
+and is otherwise disposable: the supervisor (`tsq.workers`) kills it at a run's deadline or
+memory ceiling and starts another.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tsq.errors import CompileError
+from tsq.runtimes import create_runtime
+from tsq.runtimes.base import Limits, LogLine, Program, RunContext, RunResult, Runtime
+
+__all__ = ["Job", "WorkerOptions", "worker_main"]
+
+PROGRAM_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    runtime: str
+    version_id: str
+    source: str
+    file_name: str
+    event: dict[str, Any]
+    env: dict[str, str]
+    limits: Limits
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    memory_mb: int  # the worker's data segment cap
+    max_result_bytes: int
+
+
+def worker_main(conn: Connection, options: WorkerOptions) -> None:
+    _cap_data_segment(options.memory_mb)
+    worker = _Worker(conn, options)
+    conn.send(("ready", None))
+    while True:
+        try:
+            job: Job | None = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        conn.send(("done", worker.run(job)))
+
+
+class _Worker:
+    def __init__(self, conn: Connection, options: WorkerOptions) -> None:
+        self.conn = conn
+        self.options = options
+        self.runtimes: dict[str, Runtime] = {}
+        self.programs: OrderedDict[str, Program] = OrderedDict()
+        self.runtime("js")  # start the V8 instance pool on the main thread, before any run
+
+    def run(self, job: Job) -> RunResult:
+        try:
+            program = self.program(job)
+            return program.run(RunContext(job.event, job.env, job.limits, self.log, job.info))
+        except CompileError as exc:
+            return RunResult.failed("CompileError", exc.message)
+        except Exception as exc:  # a fault of tsq, not of the handler: say so, keep the worker
+            return RunResult.failed("InternalError", f"tsq could not run the handler: {exc!r}")
+
+    def log(self, lines: list[LogLine]) -> None:
+        self.conn.send(("log", lines))
+
+    def runtime(self, name: str) -> Runtime:
+        if name not in self.runtimes:
+            self.runtimes[name] = create_runtime(
+                name, max_result_bytes=self.options.max_result_bytes)
+            self.runtimes[name].warm(runs=True)
+        return self.runtimes[name]
+
+    def program(self, job: Job) -> Program:
+        """The prepared program of `job`'s version, cached (least recently used out)."""
+        programs = self.programs
+        program = programs.get(job.version_id)
+        if program is None:
+            program = self.runtime(job.runtime).prepare(job.source, job.file_name)
+            programs[job.version_id] = program
+            if len(programs) > PROGRAM_CACHE_SIZE:
+                programs.popitem(last=False)
+        programs.move_to_end(job.version_id)
+        return program
+
+
+def _cap_data_segment(memory_mb: int) -> None:
+    limit = memory_mb << 20
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))

@@ -1,0 +1,220 @@
+"""The worker supervisor: a fixed number of worker processes, each driven by one slot thread.
+
+A slot takes the next job, hands it to its process and watches it: log lines are forwarded as
+they arrive; at the run's deadline (its timeout plus a grace period) or over its memory ceiling
+the process is killed, the run is recorded as `timeout` or `failed`, and a new process takes its
+place. A process that dies by itself (a fatal V8 allocation, a signal) is reported the same way.
+The service keeps serving whatever the handler does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from tsq.errors import WorkerError
+from tsq.runtimes.base import LogLine, RunResult
+from tsq.worker import Job, WorkerOptions, worker_main
+
+__all__ = ["JobListener", "WorkerPool"]
+
+GRACE_S = 2.0  # past the handler's own timeout, before the process is killed
+WATCH_INTERVAL_S = 0.05
+START_TIMEOUT_S = 60.0
+RSS_SLACK_MB = 64
+
+
+@dataclass
+class JobListener:
+    started: Callable[[Job], None]
+    logs: Callable[[Job, list[LogLine]], None]
+
+
+class _Process:
+    """One worker process and its end of the pipe."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=worker_main, args=(child, options), name="tsq-worker", daemon=True)
+        self.process.start()
+        child.close()
+        if not self.conn.poll(START_TIMEOUT_S):
+            self.kill()
+            raise WorkerError("a worker process did not start within 60 s")
+        try:
+            self.conn.recv()
+        except EOFError:
+            raise WorkerError(f"a worker process exited at start "
+                              f"(exit code {self.process.exitcode})") from None
+        self.baseline_rss = self.rss()
+
+    def rss(self) -> int:
+        try:
+            return int(psutil.Process(self.process.pid).memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.kill()
+
+    def death_reason(self) -> str:
+        self.process.join(timeout=1)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"signal {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+class WorkerPool:
+    def __init__(self, size: int, options: WorkerOptions) -> None:
+        self.options = options
+        self._jobs: queue.Queue[tuple[Job, Future[RunResult], JobListener] | None] = queue.Queue()
+        self._processes: list[_Process | None] = [None] * max(1, size)
+        self._threads = [threading.Thread(target=self._slot, args=(index,), daemon=True,
+                                          name=f"tsq-slot-{index}")
+                         for index in range(len(self._processes))]
+        self._closed = False
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job, listener: JobListener) -> Future[RunResult]:
+        if self._closed:
+            raise WorkerError("the worker pool is shut down")
+        future: Future[RunResult] = Future()
+        self._jobs.put((job, future, listener))
+        return future
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for process in self._processes:
+            if process is not None:
+                process.stop()
+
+    def _slot(self, index: int) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, future, listener = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._run(index, job, listener))
+            except Exception as exc:  # never let a slot die: the run fails, the slot goes on
+                future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
+
+    def _process(self, index: int) -> _Process:
+        process = self._processes[index]
+        if process is None or not process.process.is_alive():
+            process = self._processes[index] = _Process(self.options)
+        return process
+
+    def _run(self, index: int, job: Job, listener: JobListener) -> RunResult:
+        process = self._process(index)
+        process.conn.send(job)
+        listener.started(job)
+        result = _Watch(process, job, listener).until_done()
+        if result.status == "timeout":
+            # A handler that timed out may still spin inside V8 after an `await`, where no
+            # in-process limit reaches it; only a new process reliably gets the core back.
+            process.kill()
+        if not process.process.is_alive():
+            self._processes[index] = self._replacement()
+        return result
+
+    def _replacement(self) -> _Process | None:
+        try:
+            return _Process(self.options)
+        except WorkerError:
+            return None  # started again on the next job, where the error reaches the run
+
+
+class _Watch:
+    """Follows one job in one process until it reports, dies, times out or grows too big."""
+
+    def __init__(self, process: _Process, job: Job, listener: JobListener) -> None:
+        self.process = process
+        self.job = job
+        self.listener = listener
+        self.deadline = time.monotonic() + job.limits.timeout_s + GRACE_S
+        ceiling_mb = job.limits.memory_mb * 3 // 2 + RSS_SLACK_MB
+        self.rss_ceiling = process.baseline_rss + (ceiling_mb << 20)
+
+    def until_done(self) -> RunResult:
+        while True:
+            wait = min(WATCH_INTERVAL_S, self.deadline - time.monotonic())
+            if wait <= 0:
+                self.process.kill()
+                return self.killed_at_deadline()
+            try:
+                if self.process.conn.poll(wait):
+                    message = self.process.conn.recv()
+                    outcome = self.handle(message)
+                    if outcome is not None:
+                        return outcome
+                elif self.process.rss() > self.rss_ceiling:
+                    self.process.kill()
+                    return self.killed_for_memory()
+            except (EOFError, OSError):
+                return self.died()
+
+    def handle(self, message: tuple[str, Any]) -> RunResult | None:
+        kind, payload = message
+        if kind == "log":
+            self.listener.logs(self.job, payload)
+            return None
+        result: RunResult = payload
+        return result
+
+    def killed_at_deadline(self) -> RunResult:
+        return RunResult("timeout", error={
+            "type": "Timeout",
+            "message": f"the handler did not finish within its timeout of "
+                       f"{self.job.limits.timeout_s:g} s and was stopped",
+            "stack": "",
+        })
+
+    def killed_for_memory(self) -> RunResult:
+        return RunResult.failed(
+            "MemoryLimit",
+            f"the handler went over its memory limit of {self.job.limits.memory_mb} MiB "
+            f"(typed arrays and buffers count too) and was stopped; set `memory:` in the loop "
+            f"file to raise it",
+        )
+
+    def died(self) -> RunResult:
+        reason = self.process.death_reason()
+        return RunResult.failed(
+            "WorkerCrashed",
+            f"the worker process running the handler died ({reason}); this usually means the "
+            f"handler allocated more memory than the worker may use",
+        )

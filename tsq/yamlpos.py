@@ -1,0 +1,101 @@
+"""YAML loaded into plain Python values, with the line and column of every key and value kept.
+
+PyYAML composes a node tree that carries marks; this module walks it once and returns the
+values together with a `Positions` table keyed by document path, so a validator can say
+`loops.yml:17:17: functions.x.events[0].agra.rate: …` without carrying nodes around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = ["DocPath", "Positions", "YamlSyntaxError", "format_path", "load"]
+
+DocPath = tuple[str | int, ...]
+Mark = tuple[int, int]  # 1-based line and column
+
+
+def format_path(path: DocPath) -> str:
+    """`("functions", "x", "events", 0, "agra")` → `functions.x.events[0].agra`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass
+class Positions:
+    values: dict[DocPath, Mark] = field(default_factory=dict)
+    keys: dict[DocPath, Mark] = field(default_factory=dict)
+    duplicates: list[DocPath] = field(default_factory=list)
+
+    def of_value(self, path: DocPath) -> Mark | None:
+        """The value's position, or the nearest enclosing one that is known."""
+        for end in range(len(path), -1, -1):
+            mark = self.values.get(path[:end])
+            if mark is not None:
+                return mark
+        return None
+
+    def of_key(self, path: DocPath) -> Mark | None:
+        return self.keys.get(path) or self.of_value(path)
+
+
+@dataclass
+class YamlSyntaxError(Exception):
+    message: str
+    line: int | None
+    col: int | None
+
+
+def load(text: str) -> tuple[Any, Positions]:
+    """Parse one YAML document; raise YamlSyntaxError with the position of the first error."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = " ".join(part for part in (exc.context, exc.problem) if part)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise YamlSyntaxError(reason or "not valid YAML", line, col) from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(str(exc), None, None) from None
+    positions = Positions()
+    if root is None:
+        return None, positions
+    return _Walker(positions).value(root, ()), positions
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Walker:
+    def __init__(self, positions: Positions) -> None:
+        self.positions = positions
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def value(self, node: yaml.Node, path: DocPath) -> Any:
+        self.positions.values[path] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, (*path, index)) for index, item in enumerate(node.value)]
+        return self.constructor.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.MappingNode, path: DocPath) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.constructor.construct_object(key_node, deep=True)
+            key = key if isinstance(key, str | int) else str(key)
+            child = (*path, key)
+            if key in result:
+                self.positions.duplicates.append(child)
+            self.positions.keys[child] = _mark(key_node)
+            result[key] = self.value(value_node, child)
+        return result
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return node.start_mark.line + 1, node.start_mark.column + 1
