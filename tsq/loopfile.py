@@ -241,6 +241,10 @@ class _Checker:
             self.report((*path, "handler"), f'cannot tell the runtime of "{handler}" from its '
                                             f"extension; set `runtime:` to one of "
                                             f"{', '.join(known)}")
+        elif inferred not in known:
+            self.report((*path, "handler"), f'"{handler}" is a {inferred} handler, and this '
+                                            f"tsq runs only {', '.join(known)} handlers so far")
+            return None
         return inferred
 
     def handler_source(self, handler: str | None, runtime: str | None,

@@ -132,7 +132,7 @@ class RunStore:
 
 
 def _to_json(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
+    data = {str(key): value for key, value in row._mapping.items()}
     started, finished, queued = data["started_ms"], data["finished_ms"], data["queued_ms"]
     data["duration_ms"] = finished - started if finished is not None and started else None
     data["queue_delay_ms"] = started - queued if started is not None else None

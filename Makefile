@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` (try it) and `make test` (check everything).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= $(CURDIR)/.demo-data
+PORT ?= 8080
+
+.PHONY: demo test lint bench install install-test clean
+
+$(BIN)/tsq:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+
+install: $(BIN)/tsq
+
+install-test: install
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+
+## demo: install, deploy the example loop, run it, show the history, then serve on 127.0.0.1
+demo: install
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq deploy examples/hello/loops.yml
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq run hello --event gra
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --limit 5
+	@echo "Serving on http://127.0.0.1:$(PORT) (API docs at /docs); Ctrl-C stops it."
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)
+
+## test: lint, type-check and run the whole test suite
+test: install-test lint
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## bench: the benchmarks of benchmarks/ (a table on screen, JSON lines in benchmarks/results/)
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) build *.egg-info

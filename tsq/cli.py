@@ -1,0 +1,295 @@
+"""The `tsq` command. Every command works against a running server or the data directory.
+
+Read commands take `--json` for scripts. `tsq run` exits 0 only when the run succeeded (1 when
+it failed, 2 for a timeout); any other error prints one clear line and exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tsq import metronome
+from tsq.client import Client, open_client
+from tsq.config import Settings
+from tsq.errors import InvalidLoopFile, TsqError
+from tsq.runstore import RunFilter
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="tsq: continuous queries over time series as small functions (loops).",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+schedule_app = typer.Typer(help="Metronome schedules.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
+RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
+                                              help="where loops, runs and points live")]
+Url = Annotated[str | None, typer.Option("--url", envvar="TSQ_URL",
+                                         help="a tsq server to talk to (default: the one "
+                                              "recorded in the data directory, else none)")]
+Project = Annotated[str | None, typer.Option("--project", help="the loop's project")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def main() -> None:
+    try:
+        app()
+    except TsqError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+        sys.exit(EXIT_ERROR)
+
+
+@contextmanager
+def _client(data_dir: Path | None, url: str | None) -> Iterator[Client]:
+    client = open_client(Settings.load(data_dir), url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8080, data_dir: DataDir = None) -> None:
+    """Start the HTTP API and the workers (Ctrl-C stops them)."""
+    import uvicorn
+
+    from tsq.api import create_app
+    from tsq.service import Service
+
+    settings = Settings.load(data_dir)
+    service = Service(settings)
+    interrupted = service.runs.fail_unfinished("the service stopped before this run finished")
+    url = f"http://{host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port,
+                                           log_level="warning", timeout_graceful_shutdown=5))
+    settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    err.print(f"tsq serving on [bold]{url}[/bold] (data in {settings.data_dir}"
+              f"{f'; {interrupted} interrupted runs marked failed' if interrupted else ''})")
+    _ = service.pool  # start the workers now, not on the first run
+    try:
+        server.run()
+    finally:
+        settings.server_file.unlink(missing_ok=True)
+        service.close()
+
+
+@app.command()
+def deploy(loop_file: Path, data_dir: DataDir = None, url: Url = None,
+           as_json: AsJson = False) -> None:
+    """Validate a loop file and deploy its loops; nothing is deployed if anything is wrong."""
+    with _client(data_dir, url) as client:
+        try:
+            result = client.deploy(loop_file)
+        except InvalidLoopFile as exc:
+            _fail_deploy(exc.message)
+        except TsqError as exc:
+            if exc.type == "TsqError" and exc.details.get("problems"):
+                _fail_deploy(exc.message)
+            raise
+    if as_json:
+        _print_json(result)
+        return
+    for loop in result["loops"]:
+        version = loop["version"]
+        state = "deployed" if loop["created"] else "unchanged"
+        out.print(f"{state} [bold]{loop['name']}[/bold] version {version['number']} "
+                  f"({version['id'][:12]}) in project {loop['project']}")
+
+
+def _fail_deploy(message: str) -> None:
+    err.print(message, highlight=False, markup=False)
+    raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def loops(project: Project = None, data_dir: DataDir = None, url: Url = None,
+          as_json: AsJson = False) -> None:
+    """List the deployed loops."""
+    with _client(data_dir, url) as client:
+        result = client.loops(project)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("project", "loop", "runtime", "version", "events", "deployed")
+    for loop in result["loops"]:
+        spec, version = loop["spec"], loop["version"]
+        events = ", ".join(e["name"] for e in spec["events"]) or "-"
+        table.add_row(loop["project"], loop["name"], spec["runtime"],
+                      f"{version['number']} ({version['id'][:12]})", events,
+                      _time(version["created"]))
+    out.print(table)
+
+
+@app.command()
+def show(name: str, project: Project = None, data_dir: DataDir = None, url: Url = None,
+         as_json: AsJson = False) -> None:
+    """One loop: its versions, events and next fire times."""
+    with _client(data_dir, url) as client:
+        result = client.loop(name, project)
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"[bold]{result['name']}[/bold] ({result['project']}), "
+              f"{result['spec']['runtime']} handler {result['spec']['handler']}")
+    for version in result["versions"]:
+        marker = "*" if version["id"] == result["version"]["id"] else " "
+        out.print(f" {marker} version {version['number']}  {version['id'][:12]}  "
+                  f"{_time(version['created'])}")
+    for event in result["events"]:
+        when = event["rate"] or f"after {event['after']}"
+        out.print(f"   event {event['name']}: {when}  next: {', '.join(event.get('next', []))}")
+
+
+@app.command()
+def rollback(name: str, to: Annotated[str | None, typer.Option(
+        help="version number or id (default: the previous one)")] = None,
+             project: Project = None, data_dir: DataDir = None, url: Url = None) -> None:
+    """Point a loop back at an earlier version."""
+    with _client(data_dir, url) as client:
+        result = client.rollback(name, project, to)
+    out.print(f"{name} now at version {result['version']['number']} "
+              f"({result['version']['id'][:12]})")
+
+
+@app.command()
+def delete(name: str, project: Project = None, data_dir: DataDir = None,
+           url: Url = None) -> None:
+    """Remove a loop (its versions and runs stay in the history)."""
+    with _client(data_dir, url) as client:
+        client.delete(name, project)
+    out.print(f"deleted {name}")
+
+
+@app.command()
+def run(name: str,
+        param: Annotated[list[str] | None, typer.Option(
+            "-p", "--param", help="k=v (the value is parsed as JSON when it can be)")] = None,
+        event: Annotated[str | None, typer.Option(help="use this event's params")] = None,
+        run_async: Annotated[bool, typer.Option("--async", help="queue and return at once "
+                                                "(needs a server)")] = False,
+        project: Project = None, data_dir: DataDir = None, url: Url = None,
+        as_json: AsJson = False) -> None:
+    """Run a loop now; exit 0 only if it succeeded."""
+    params = _parse_params(param or [])
+    with _client(data_dir, url) as client:
+        record = client.run(name, params, project, event, wait=not run_async)
+    if as_json:
+        _print_json(record)
+    else:
+        _print_run(record)
+    status = record["status"]
+    if status in ("queued", "running"):
+        return
+    raise typer.Exit(RUN_EXIT.get(status, EXIT_FAILED))
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not k=v", param_hint="-p")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def _print_run(record: dict[str, Any]) -> None:
+    colour = {"success": "green", "failed": "red", "timeout": "yellow"}.get(record["status"],
+                                                                           "cyan")
+    duration = record.get("duration_ms")
+    timing = f" in {duration} ms" if duration is not None else ""
+    out.print(f"run {record['id']} [{colour}]{record['status']}[/{colour}]{timing}",
+              highlight=False)
+    if record.get("result") is not None:
+        out.print_json(data=record["result"])
+    if record.get("error"):
+        error = record["error"]
+        err.print(f"{error.get('type')}: {error.get('message')}", highlight=False, markup=False)
+        if error.get("stack"):
+            err.print(error["stack"], highlight=False, markup=False)
+
+
+@app.command()
+def runs(loop: Annotated[str | None, typer.Option(help="only this loop")] = None,
+         status: Annotated[str | None, typer.Option(help="only this status")] = None,
+         limit: int = 20, project: Project = None, data_dir: DataDir = None, url: Url = None,
+         as_json: AsJson = False) -> None:
+    """Run history, newest first."""
+    with _client(data_dir, url) as client:
+        result = client.runs(RunFilter(project=project, loop=loop, status=status, limit=limit))
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("run", "loop", "event", "status", "queued", "duration", "result / error")
+    for record in result["runs"]:
+        outcome = record["error"]["message"] if record.get("error") else json.dumps(
+            record.get("result"))
+        duration = record.get("duration_ms")
+        table.add_row(record["id"], record["loop"], record["event"], record["status"],
+                      _time(record["queued_ms"]), "" if duration is None else f"{duration} ms",
+                      outcome[:60])
+    out.print(table)
+
+
+@app.command()
+def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
+         as_json: AsJson = False) -> None:
+    """The log lines of one run."""
+    with _client(data_dir, url) as client:
+        result = client.logs(run_id)
+    if as_json:
+        _print_json(result)
+        return
+    for line in result["logs"]:
+        out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}", highlight=False,
+                  markup=False)
+
+
+@schedule_app.command("next")
+def schedule_next(schedule: str, n: Annotated[int, typer.Option("-n")] = 10,
+                  after: Annotated[str | None, typer.Option(
+                      help="an RFC 3339 instant (default: now)")] = None,
+                  as_json: AsJson = False) -> None:
+    """The next fire times of a schedule, with the window each run covers."""
+    parsed = metronome.parse(schedule)
+    start = datetime.fromisoformat(after) if after else datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    times = list(islice(parsed.fire_times(start, datetime.max.replace(tzinfo=UTC)), n))
+    rows = [{"time": t.isoformat(), "window": [w.isoformat() for w in parsed.window(t)]}
+            for t in times]
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        out.print(f"{row['time']}  window [{row['window'][0]}, {row['window'][1]})")
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")

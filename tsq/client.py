@@ -1,0 +1,223 @@
+"""What the CLI talks to: a running server over HTTP, or the data directory itself.
+
+Both clients answer with the same JSON the API returns, and raise the same TsqError classes,
+so the CLI does not care which one it has. `open_client` picks: an explicit URL, else the server
+recorded in the data directory if it answers, else local.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import orjson
+import yaml
+
+from tsq import errors
+from tsq.config import Settings
+from tsq.errors import ServerUnavailable, TsqError
+from tsq.runstore import RunFilter
+
+__all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
+
+RUN_WAIT_S = 3600.0
+
+
+class Client(Protocol):
+    where: str
+
+    def deploy(self, loop_file: Path) -> dict[str, Any]: ...
+    def loops(self, project: str | None) -> dict[str, Any]: ...
+    def loop(self, name: str, project: str | None) -> dict[str, Any]: ...
+    def rollback(self, name: str, project: str | None, to: str | None) -> dict[str, Any]: ...
+    def delete(self, name: str, project: str | None) -> dict[str, Any]: ...
+    def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
+            wait: bool) -> dict[str, Any]: ...
+    def runs(self, where: RunFilter) -> dict[str, Any]: ...
+    def get_run(self, run_id: str) -> dict[str, Any]: ...
+    def logs(self, run_id: str) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def read_bundle(loop_file: Path) -> tuple[str, dict[str, str]]:
+    """The loop file's text and every handler file it names that exists beside it."""
+    try:
+        text = loop_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise errors.BadRequest(f"cannot read the loop file {loop_file}: {exc.strerror}") from None
+    files: dict[str, str] = {}
+    for name in _handler_names(text):
+        content = _read_beside(loop_file, name)
+        if content is not None:
+            files[name] = content
+    return text, files
+
+
+def _handler_names(text: str) -> list[str]:
+    """The `handler:` of each function; a file that does not parse names none (the server
+    then reports why, with positions)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    functions = document.get("functions") if isinstance(document, dict) else None
+    if not isinstance(functions, dict):
+        return []
+    return [body["handler"] for body in functions.values()
+            if isinstance(body, dict) and isinstance(body.get("handler"), str)]
+
+
+def _read_beside(loop_file: Path, name: str) -> str | None:
+    path = loop_file.parent / name
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+class LocalClient:
+    def __init__(self, settings: Settings) -> None:
+        from tsq.service import Service  # V8 and SQLAlchemy load only when working locally
+
+        self.service = Service(settings)
+        self.where = f"data directory {settings.data_dir}"
+
+    def deploy(self, loop_file: Path) -> dict[str, Any]:
+        text, _ = read_bundle(loop_file)
+        return self.service.deploy(text, loop_file.name, lambda name: _read_beside(loop_file, name))
+
+    def loops(self, project: str | None) -> dict[str, Any]:
+        return self.service.list_loops(project)
+
+    def loop(self, name: str, project: str | None) -> dict[str, Any]:
+        return self.service.get_loop(name, project)
+
+    def rollback(self, name: str, project: str | None, to: str | None) -> dict[str, Any]:
+        return self.service.rollback(name, project, to)
+
+    def delete(self, name: str, project: str | None) -> dict[str, Any]:
+        return self.service.delete_loop(name, project)
+
+    def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
+            wait: bool) -> dict[str, Any]:
+        # Working locally, the CLI process is the service: it waits even for --async, or the
+        # run would die with it. The record says how it ended.
+        return self.service.run(name, params, project=project, event=event, trigger="cli")
+
+    def runs(self, where: RunFilter) -> dict[str, Any]:
+        return self.service.list_runs(where)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.service.get_run(run_id)
+
+    def logs(self, run_id: str) -> dict[str, Any]:
+        return self.service.run_logs(run_id)
+
+    def close(self) -> None:
+        self.service.close()
+
+
+class HttpClient:
+    def __init__(self, url: str) -> None:
+        self.where = f"server {url}"
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=RUN_WAIT_S))
+
+    def deploy(self, loop_file: Path) -> dict[str, Any]:
+        text, files = read_bundle(loop_file)
+        return self._call("POST", "/v1/loops",
+                          json={"file": loop_file.name, "content": text, "files": files})
+
+    def loops(self, project: str | None) -> dict[str, Any]:
+        return self._call("GET", "/v1/loops", params=_only(project=project))
+
+    def loop(self, name: str, project: str | None) -> dict[str, Any]:
+        return self._call("GET", f"/v1/loops/{name}", params=_only(project=project))
+
+    def rollback(self, name: str, project: str | None, to: str | None) -> dict[str, Any]:
+        return self._call("POST", f"/v1/loops/{name}/rollback", params=_only(project=project),
+                          json={"version": to})
+
+    def delete(self, name: str, project: str | None) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/loops/{name}", params=_only(project=project))
+
+    def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
+            wait: bool) -> dict[str, Any]:
+        query = _only(project=project, **({} if wait else {"async": "true"}))
+        try:
+            return self._call("POST", f"/v1/loops/{name}/run", params=query,
+                              json={"params": params, "event": event})
+        except TsqError as exc:
+            if "run" in exc.details:  # a run that failed or timed out: the record says it all
+                record: dict[str, Any] = exc.details["run"]
+                return record
+            raise
+
+    def runs(self, where: RunFilter) -> dict[str, Any]:
+        return self._call("GET", "/v1/runs", params=_only(
+            project=where.project, loop=where.loop, status=where.status, since=where.since_ms,
+            until=where.until_ms, limit=where.limit))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{run_id}")
+
+    def logs(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{run_id}/logs")
+
+    def close(self) -> None:
+        self.http.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _call(self, method: str, path: str, **options: Any) -> dict[str, Any]:
+        try:
+            response = self.http.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach the tsq server at {self.http.base_url}: "
+                                    f"{exc}") from None
+        try:
+            body: dict[str, Any] = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ServerUnavailable(f"{self.http.base_url} answered {response.status_code} with "
+                                    f"something that is not tsq's JSON") from None
+        if response.status_code >= 400:
+            raise _error_from(body, response.status_code)
+        return body
+
+
+def _error_from(body: dict[str, Any], status: int) -> TsqError:
+    error = body.get("error") or {}
+    kind = getattr(errors, str(error.get("type")), None)
+    message = str(error.get("message", f"HTTP {status}"))
+    details = error.get("details") or {}
+    exc: TsqError
+    if isinstance(kind, type) and issubclass(kind, TsqError) and kind not in (
+        errors.InvalidLoopFile, errors.CompileError
+    ):
+        exc = kind(message, details=details)
+    else:
+        exc = TsqError(message, details=details)
+        exc.http_status = status  # type: ignore[misc]
+    return exc
+
+
+def _only(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def open_client(settings: Settings, url: str | None) -> Client:
+    if url:
+        return HttpClient(url)
+    try:
+        recorded = orjson.loads(settings.server_file.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return LocalClient(settings)
+    client = HttpClient(str(recorded["url"]))
+    if client.healthy():
+        return client
+    client.close()
+    return LocalClient(settings)
