@@ -1,0 +1,49 @@
+"""The `tsq` command on a local data directory, as a new user would type it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello" / "loops.yml"
+
+
+def tsq(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
+    env.pop("TSQ_URL", None)
+    return subprocess.run([sys.executable, "-m", "tsq", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_quick_start(tmp_path: Path) -> None:
+    assert "deployed hello version 1" in tsq(tmp_path, "deploy", str(EXAMPLE)).stdout
+    ran = tsq(tmp_path, "run", "hello", "--event", "gra", "--json")
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads(ran.stdout)
+    assert record["status"] == "success" and record["result"]["greeting"] == "Hello, ovh-a-gra!"
+    history = json.loads(tsq(tmp_path, "runs", "--json").stdout)["runs"]
+    assert [r["id"] for r in history] == [record["id"]]
+    logs = json.loads(tsq(tmp_path, "logs", record["id"], "--json").stdout)["logs"]
+    assert "Hello from ovh-a-gra" in logs[0]["message"]
+
+
+@pytest.mark.slow
+def test_exit_codes_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "loops.yml").write_text("functions:\n  boom:\n    handler: boom.js\n")
+    (tmp_path / "boom.js").write_text("module.exports = async () => { throw new Error('kaput') }")
+    assert tsq(tmp_path, "deploy", str(tmp_path / "loops.yml")).returncode == 0
+    failed = tsq(tmp_path, "run", "boom")
+    assert failed.returncode == 1 and "kaput" in failed.stderr
+    missing = tsq(tmp_path, "run", "nope")
+    assert missing.returncode == 3 and "no loop named 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    (tmp_path / "bad.yml").write_text("functions:\n  x:\n    handler: gone.js\n")
+    bad = tsq(tmp_path, "deploy", str(tmp_path / "bad.yml"))
+    assert bad.returncode == 3 and "bad.yml:3:14: functions.x.handler" in bad.stderr
+    assert "gone.js" in bad.stderr

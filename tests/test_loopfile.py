@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+
+from tsq.errors import CompileError, InvalidLoopFile
+from tsq.loopfile import load_loop_file
+
+OVH_EXAMPLE = """\
+functions:
+  cpu-by-cell:
+    handler: apps.js
+    runtime: js
+    timeout: 30
+    environment:
+      THRESHOLD: "0.9"
+    events:
+      - agra:
+          rate: R/2018-01-01T00:00:00Z/PT5M/ET1M
+          params: {cell: ovh-a-gra}
+      - rbx:
+          rate: R/2018-01-01T00:00:00Z/PT5M/ET1M
+          params: {cell: ovh-a-rbx}
+"""
+
+
+def no_compile(runtime: str, source: str, file_name: str) -> None:
+    if "(" in source and ")" not in source:
+        raise CompileError("SyntaxError: Unexpected end of input", file=file_name, line=1, col=9)
+
+
+def load(text: str, files: dict[str, str] | None = None, deployed: dict[str, list[str]] | None = None):  # type: ignore[no-untyped-def]
+    files = files if files is not None else {"apps.js": "x"}
+    return load_loop_file(text, "loops.yml", files.get, no_compile,
+                          deployed_after=lambda project: deployed or {})
+
+
+def problems(text: str, **options: object) -> list[str]:
+    with pytest.raises(InvalidLoopFile) as raised:
+        load(text, **options)  # type: ignore[arg-type]
+    return [str(p) for p in raised.value.problems]
+
+
+def test_ovh_shape_works_unchanged() -> None:
+    [loop] = load(OVH_EXAMPLE)
+    assert loop.spec.name == "cpu-by-cell" and loop.spec.environment == {"THRESHOLD": "0.9"}
+    assert [(e.name, e.params["cell"]) for e in loop.spec.events] == [("agra", "ovh-a-gra"),
+                                                                      ("rbx", "ovh-a-rbx")]
+
+
+def test_every_problem_with_its_position() -> None:
+    text = OVH_EXAMPLE.replace("PT5M/ET1M\n          params: {cell: ovh-a-rbx}",
+                               "PT0S/ET1M\n          params: {cell: ovh-a-rbx}")
+    text = text.replace("timeout: 30", "timeout: -1\n    memroy: 64")
+    assert problems(text) == [
+        'loops.yml:6:5: functions.cpu-by-cell.memroy: unknown key "memroy"; did you mean "memory"?',
+        "loops.yml:5:14: functions.cpu-by-cell.timeout: -1 is out of range; expected 0.001 to 3600 seconds",
+        "loops.yml:14:17: functions.cpu-by-cell.events[1].rbx.rate: Null period "
+        "R/2018-01-01T00:00:00Z/PT0S/ET1M: the period must be longer than zero",
+    ]
+
+
+def test_malformed_yaml() -> None:
+    [problem] = problems("functions:\n  a: [\n")
+    assert problem.startswith("loops.yml:3:1: not valid YAML")
+
+
+def test_missing_handler_and_compile_error() -> None:
+    text = "functions:\n  a:\n    handler: a.js\n  b:\n    handler: b.js\n"
+    found = problems(text, files={"b.js": "f("})
+    assert found == [
+        'loops.yml:3:14: functions.a.handler: handler file "a.js" not found (paths are relative to loops.yml)',
+        "b.js:1:9: functions.b.handler: SyntaxError: Unexpected end of input",
+    ]
+
+
+def test_after_cycles_and_unknown_targets() -> None:
+    text = ("functions:\n  a:\n    handler: apps.js\n    events:\n      - x: {after: b}\n"
+            "  b:\n    handler: apps.js\n    events:\n      - y: {after: a}\n"
+            "  c:\n    handler: apps.js\n    events:\n      - z: {after: nowhere}\n")
+    found = problems(text)
+    assert any("cycle: a → b → a" in p for p in found)
+    assert any("unknown loop 'nowhere'" in p for p in found)
+
+
+def test_cycle_through_a_deployed_loop() -> None:
+    text = "functions:\n  a:\n    handler: apps.js\n    events:\n      - x: {after: old}\n"
+    found = problems(text, deployed={"old": ["a"]})
+    assert found == ["loops.yml:5:20: functions.a.events[0].x.after: `after:` triggers form a "
+                     "cycle: a → old → a"]
+
+
+def test_duplicate_keys_and_bad_names() -> None:
+    text = "functions:\n  Bad Name:\n    handler: apps.js\n    handler: apps.js\n"
+    found = problems(text)
+    assert any("duplicate key" in p for p in found)
+    assert any('bad loop name "Bad Name"' in p for p in found)
+
+
+def test_unknown_connector_and_runtime() -> None:
+    text = ("connectors:\n  influx: {type: influxdb, url: http://127.0.0.1:8086}\n"
+            "functions:\n  a:\n    handler: apps.js\n    connector: influxx\n"
+            "  b:\n    handler: q.tsl\n")
+    found = problems(text, files={"apps.js": "x", "q.tsl": "select('cpu')"})
+    assert any('unknown connector \'influxx\'; did you mean "influx"?' in p for p in found)
+    assert any("tsl handler" in p for p in found)

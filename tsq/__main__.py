@@ -1,0 +1,3 @@
+from tsq.cli import main
+
+main()
