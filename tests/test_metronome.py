@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import json
-from itertools import islice
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import pytest

@@ -64,13 +64,13 @@ class RollbackRequest(BaseModel):
 
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="tsq", version=__version__, default_response_class=OrjsonResponse)
-    app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
     _install_error_handlers(app)
     _install_routes(app, service)
     return app
 
 
-def _install_routes(app: FastAPI, service: Service) -> None:  # noqa: PLR0915
+def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
@@ -101,7 +101,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:  # noqa: PLR0915
     async def run_loop(name: str, project: str | None = None,
                        is_async: Annotated[bool, Query(alias="async")] = False,
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
-        body = request or RunRequest()
+        body = request or RunRequest(event=None)
         submitted = await run_in_threadpool(
             service.submit, name, body.params, project=project, event=body.event, trigger="http")
         if is_async:

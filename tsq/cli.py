@@ -66,7 +66,8 @@ def _client(data_dir: Path | None, url: str | None) -> Iterator[Client]:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    sys.stdout.write(orjson.dumps(data, option=options).decode() + "\n")
 
 
 @app.command()

@@ -176,10 +176,10 @@ class _Checker:
         for name, body in value.items():
             path: DocPath = ("connectors", name)
             config = self.mapping(body, path, CONNECTOR_KEYS)
-            kind = config.get("type")
+            kind = str(config.get("type"))
             if kind not in CONNECTOR_TYPES:
                 self.report((*path, "type") if "type" in config else path,
-                            f"unknown connector type {kind!r}; expected one of "
+                            f"unknown connector type {config.get('type')!r}; expected one of "
                             f"{', '.join(CONNECTOR_TYPES)}")
                 continue
             for required in CONNECTOR_TYPES[kind]:
@@ -300,8 +300,8 @@ class _Checker:
         for key, item in value.items():
             item_path = (*path, key)
             if not ENV_NAME.fullmatch(str(key)):
-                self.report(item_path, f'bad variable name "{key}"; expected [A-Za-z_][A-Za-z0-9_]*',
-                            key=True)
+                self.report(item_path, f'bad variable name "{key}"; '
+                                       f"expected [A-Za-z_][A-Za-z0-9_]*", key=True)
             if isinstance(item, dict):
                 secret = self.mapping(item, item_path, ("secret",)).get("secret")
                 if isinstance(secret, str | int | float) and not isinstance(secret, bool):

@@ -115,7 +115,7 @@ class LoopStore:
                 raise NotFound(f"no loop named {name!r} in project {project!r}")
             return StoredLoop(project, name, self._version(db, row.latest_version))
 
-    def list(self, project: str | None = None) -> list[StoredLoop]:
+    def live(self, project: str | None = None) -> list[StoredLoop]:
         query = sa.select(loops).where(loops.c.deleted_ms.is_(None))
         if project is not None:
             query = query.where(loops.c.project == project)
@@ -159,7 +159,7 @@ class LoopStore:
     def after_graph(self, project: str) -> dict[str, list[str]]:
         """Live loops of `project` → the loops their `after:` events follow."""
         return {loop.name: [e.after for e in loop.latest.spec.events if e.after]
-                for loop in self.list(project)}
+                for loop in self.live(project)}
 
     def _version(self, db: Connection, vid: str) -> StoredVersion:
         row = db.execute(sa.select(loop_versions).where(loop_versions.c.id == vid)).first()

@@ -100,7 +100,7 @@ class RunStore:
             raise NotFound(f"no run with id {run_id!r}")
         return _to_json(row)
 
-    def list(self, where: RunFilter) -> list[dict[str, Any]]:
+    def find(self, where: RunFilter) -> list[dict[str, Any]]:
         query = sa.select(runs)
         for column, value in (("project", where.project), ("loop", where.loop),
                               ("status", where.status)):

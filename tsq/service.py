@@ -7,10 +7,10 @@ same thing whether it talks to a server or works on the data directory itself.
 from __future__ import annotations
 
 import time
-from itertools import islice
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from tsq import metronome
@@ -69,7 +69,7 @@ class Service:
         return {"loops": [{**o.loop.to_json(), "created": o.created} for o in outcomes]}
 
     def list_loops(self, project: str | None = None) -> dict[str, Any]:
-        return {"loops": [loop.to_json() for loop in self.loops.list(project)]}
+        return {"loops": [loop.to_json() for loop in self.loops.live(project)]}
 
     def get_loop(self, name: str, project: str | None = None) -> dict[str, Any]:
         loop = self._loop(name, project)
@@ -150,7 +150,7 @@ class Service:
         raise NotFound(f"loop {loop.name!r} has no event {event!r}; its events: {known}")
 
     def list_runs(self, where: RunFilter) -> dict[str, Any]:
-        return {"runs": self.runs.list(where)}
+        return {"runs": self.runs.find(where)}
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.runs.get(run_id)

@@ -35,7 +35,8 @@ __all__ = ["JsProgram", "JsRuntime"]
 
 COMPILE_TIMEOUT_S = 5.0
 INTERNAL_SOURCE = "tsq:internal"  # stack frames of the bootstrap, hidden from users
-OUTPUT_CAPS = {"maxLines": 10_000, "maxLogChars": 4 << 20, "maxLineChars": 8192, "maxTimers": 10_000}
+OUTPUT_CAPS = {"maxLines": 10_000, "maxLogChars": 4 << 20, "maxLineChars": 8192,
+               "maxTimers": 10_000}
 POLL_INTERVALS_S = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
