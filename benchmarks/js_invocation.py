@@ -1,0 +1,71 @@
+"""JS invocation: a trivial async handler through the worker path and through HTTP, beside a
+fresh `node -e` and `python3 -c` process per run (the process-per-run model)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import uvicorn
+
+from benchmarks.report import Report
+from tsq.api import create_app
+from tsq.config import Settings
+from tsq.service import Service
+
+HANDLER = "export default async (event) => ({ok: true, n: event.params.n})"
+PACE_S = 0.01  # a service sees calls spread over time; back to back, the V8 pool drains
+
+
+def _timed(call, n: int) -> list[float]:  # type: ignore[no-untyped-def]
+    samples = []
+    for i in range(n):
+        time.sleep(PACE_S)
+        start = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def run(report: Report, *, quick: bool) -> None:
+    n = 30 if quick else 1000
+    with tempfile.TemporaryDirectory() as data:
+        service = Service(Settings.load(data))
+        service.deploy(f"functions:\n  noop:\n    handler: noop.js\n", "loops.yml",
+                       {"noop.js": HANDLER}.get)
+        assert service.run("noop", {"n": 1})["result"] == {"ok": True, "n": 1}
+        peers: list[tuple[str, list[str]]] = [("python3 -c per run", [sys.executable, "-c", "print(1)"])]
+        if shutil.which("node"):
+            peers.insert(0, ("node -e per run", ["node", "-e", "(async () => 1)().then(console.log)"]))
+        for name, argv in peers:
+            report.add("js_invocation", name, _timed(
+                lambda i: subprocess.run(argv, check=True, capture_output=True), max(5, n // 20)))
+        baseline = peers[0][0]
+        report.add("js_invocation", "tsq worker path (fresh V8 per run)",
+                   _timed(lambda i: service.run("noop", {"n": i}), n), baseline)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            report.add("js_invocation", "tsq POST /v1/loops/noop/run", _timed(
+                lambda i: client.post("/v1/loops/noop/run", json={"params": {"n": i}}), n),
+                baseline)
+        server.should_exit = True
+        thread.join()
+        service.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,40 @@
+"""Collects measurements, prints them as a table, writes them as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "results.jsonl"
+
+
+@dataclass
+class Report:
+    run_id: str
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, bench: str, impl: str, samples_s: list[float], baseline: str | None = None,
+            ) -> None:
+        ordered = sorted(samples_s)
+        row: dict[str, object] = {
+            "run": self.run_id, "bench": bench, "impl": impl, "n": len(ordered),
+            "median_s": statistics.median(ordered),
+            "p99_s": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        }
+        if baseline is not None:
+            base = next(r for r in self.rows if r["bench"] == bench and r["impl"] == baseline)
+            row["ratio_vs"] = {baseline: float(base["median_s"]) / float(row["median_s"])}  # type: ignore[arg-type]
+        self.rows.append(row)
+        RESULTS.parent.mkdir(exist_ok=True)
+        with RESULTS.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+
+    def print(self) -> None:
+        print(f"{'bench':<16} {'impl':<34} {'p50 ms':>9} {'p99 ms':>9}  ratio")
+        for r in self.rows:
+            ratio = ", ".join(f"{v:.1f}x faster than {k}" for k, v in
+                              dict(r.get("ratio_vs") or {}).items())  # type: ignore[call-overload]
+            print(f"{r['bench']:<16} {r['impl']:<34} {float(r['median_s']) * 1e3:9.2f} "  # type: ignore[arg-type]
+                  f"{float(r['p99_s']) * 1e3:9.2f}  {ratio}")  # type: ignore[arg-type]
