@@ -37,15 +37,17 @@ def run(report: Report, *, quick: bool) -> None:
     n = 30 if quick else 1000
     with tempfile.TemporaryDirectory() as data:
         service = Service(Settings.load(data))
-        service.deploy(f"functions:\n  noop:\n    handler: noop.js\n", "loops.yml",
+        service.deploy("functions:\n  noop:\n    handler: noop.js\n", "loops.yml",
                        {"noop.js": HANDLER}.get)
         assert service.run("noop", {"n": 1})["result"] == {"ok": True, "n": 1}
-        peers: list[tuple[str, list[str]]] = [("python3 -c per run", [sys.executable, "-c", "print(1)"])]
+        peers = [("python3 -c per run", [sys.executable, "-c", "print(1)"])]
         if shutil.which("node"):
-            peers.insert(0, ("node -e per run", ["node", "-e", "(async () => 1)().then(console.log)"]))
+            node = ["node", "-e", "(async () => 1)().then(console.log)"]
+            peers.insert(0, ("node -e per run", node))
         for name, argv in peers:
             report.add("js_invocation", name, _timed(
-                lambda i: subprocess.run(argv, check=True, capture_output=True), max(5, n // 20)))
+                lambda i, argv=argv: subprocess.run(argv, check=True, capture_output=True),
+                max(5, n // 20)))
         baseline = peers[0][0]
         report.add("js_invocation", "tsq worker path (fresh V8 per run)",
                    _timed(lambda i: service.run("noop", {"n": i}), n), baseline)
