@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = ["Limits", "LogLine", "Program", "RunContext", "RunResult", "Runtime"]
 
-Outcome = Literal["success", "failed", "timeout"]
+Outcome = Literal["success", "failed", "timeout", "expired", "cancelled"]
 
 
 @dataclass(frozen=True)

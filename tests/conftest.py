@@ -20,6 +20,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = Service(Settings.load(tmp_path_factory.mktemp("data")))
+    svc.start()
     yield svc
     svc.close()
 

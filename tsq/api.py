@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tsq import __version__
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
 from tsq.runstore import RunFilter, RunStatus
-from tsq.service import Service
+from tsq.service import Service, parse_time
 
 __all__ = ["create_app"]
 
@@ -56,6 +56,14 @@ class DeployRequest(BaseModel):
 class RunRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     event: str | None = Field(None, description="take the params of this event of the loop")
+
+
+class BackfillRequest(BaseModel):
+    loop: str
+    start: str = Field(alias="from", description="ISO-8601 time with offset, inclusive")
+    end: str = Field(alias="to", description="ISO-8601 time with offset, exclusive")
+    event: str | None = Field(None, description="only this scheduled event (default: all)")
+    project: str | None = None
 
 
 class RollbackRequest(BaseModel):
@@ -114,9 +122,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                   project: str | None = None,
                   since: Annotated[int | None, Query(description="epoch ms, inclusive")] = None,
                   until: Annotated[int | None, Query(description="epoch ms, exclusive")] = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Any:
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                  event: str | None = None, trigger: str | None = None) -> Any:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
-                                           since, until, limit))
+                                           since, until, limit, event, trigger))
 
     @app.get("/v1/runs/{run_id}")
     def get_run(run_id: str) -> Any:
@@ -125,6 +134,16 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/runs/{run_id}/logs")
     def run_logs(run_id: str) -> Any:
         return service.run_logs(run_id)
+
+    @app.post("/v1/backfill", status_code=202)
+    def backfill(request: Annotated[BackfillRequest, Body()]) -> Any:
+        return service.backfill(request.loop, parse_time(request.start, "from"),
+                                parse_time(request.end, "to"), project=request.project,
+                                event=request.event)
+
+    @app.get("/v1/backfill/{job_id}")
+    def backfill_status(job_id: str) -> Any:
+        return service.backfill_status(job_id)
 
 
 def _run_response(record: dict[str, Any]) -> OrjsonResponse:

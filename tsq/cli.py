@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
+BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
@@ -79,20 +81,44 @@ def serve(host: str = "127.0.0.1", port: int = 8080, data_dir: DataDir = None) -
     from tsq.service import Service
 
     settings = Settings.load(data_dir)
+    _refuse_second_server(settings)
     service = Service(settings)
-    interrupted = service.runs.fail_unfinished("the service stopped before this run finished")
+    interrupted = service.start()
     url = f"http://{host}:{port}"
     server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port,
                                            log_level="warning", timeout_graceful_shutdown=5))
     settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     err.print(f"tsq serving on [bold]{url}[/bold] (data in {settings.data_dir}"
-              f"{f'; {interrupted} interrupted runs marked failed' if interrupted else ''})")
-    _ = service.pool  # start the workers now, not on the first run
+              f"{f'; took over {interrupted} unfinished runs' if interrupted else ''})")
     try:
         server.run()
     finally:
         settings.server_file.unlink(missing_ok=True)
         service.close()
+
+
+def _refuse_second_server(settings: Settings) -> None:
+    """One service per data directory: two would both schedule (harmless: run keys are unique)
+    and both take over the other's unfinished runs (not harmless)."""
+    try:
+        recorded = json.loads(settings.server_file.read_text())
+        pid = int(recorded["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if pid != os.getpid() and _alive(pid):
+        err.print(f"[red]error:[/red] tsq is already serving {settings.data_dir} at "
+                  f"{recorded.get('url')} (pid {pid}); stop it first or use another --data-dir")
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @app.command()
@@ -159,7 +185,10 @@ def show(name: str, project: Project = None, data_dir: DataDir = None, url: Url 
                   f"{_time(version['created'])}")
     for event in result["events"]:
         when = event["rate"] or f"after {event['after']}"
-        out.print(f"   event {event['name']}: {when}  next: {', '.join(event.get('next', []))}")
+        out.print(f"   event {event['name']}: {when}", highlight=False)
+        for upcoming in event.get("next", []):
+            start, end = upcoming["window"]
+            out.print(f"     next {upcoming['time']}  window [{start}, {end})", highlight=False)
 
 
 @app.command()
@@ -245,13 +274,18 @@ def runs(loop: Annotated[str | None, typer.Option(help="only this loop")] = None
     if as_json:
         _print_json(result)
         return
-    table = Table("run", "loop", "event", "status", "queued", "duration", "result / error")
+    table = Table("run", "loop", "event", "status", "scheduled / queued", "window", "attempt",
+                  "duration", "result / error")
     for record in result["runs"]:
         outcome = record["error"]["message"] if record.get("error") else json.dumps(
             record.get("result"))
         duration = record.get("duration_ms")
+        window = ""
+        if record.get("window_start_ms") is not None:
+            window = f"[{_time(record['window_start_ms'])}, {_time(record['window_end_ms'])})"
         table.add_row(record["id"], record["loop"], record["event"], record["status"],
-                      _time(record["queued_ms"]), "" if duration is None else f"{duration} ms",
+                      _time(record["scheduled_ms"] or record["queued_ms"]), window,
+                      str(record["attempt"]), "" if duration is None else f"{duration} ms",
                       outcome[:60])
     out.print(table)
 
@@ -268,6 +302,37 @@ def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
     for line in result["logs"]:
         out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}", highlight=False,
                   markup=False)
+
+
+@app.command()
+def backfill(name: str,
+             start: Annotated[str, typer.Option("--from", help="ISO-8601 time, inclusive")],
+             end: Annotated[str, typer.Option("--to", help="ISO-8601 time, exclusive")],
+             event: Annotated[str | None, typer.Option(help="only this scheduled event")] = None,
+             project: Project = None, data_dir: DataDir = None, url: Url = None,
+             as_json: AsJson = False) -> None:
+    """Run a loop for every scheduled time in [--from, --to), skipping times that succeeded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with _client(data_dir, url) as client:
+        job = client.backfill(name, start, end, project, event)
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, disable=as_json) as progress:
+            task = progress.add_task(f"backfill {name}", total=job["total"])
+            while True:
+                progress.update(task, completed=job["done"])
+                if job["status"] == "done":
+                    break
+                time.sleep(BACKFILL_POLL_S)
+                job = client.backfill_status(job["id"])
+    if as_json:
+        _print_json(job)
+    else:
+        out.print(f"backfill {job['id']}: {job['total']} scheduled times, "
+                  f"{job['success']} succeeded, {job['failed'] + job['timeout']} failed, "
+                  f"{job['skipped']} skipped (already succeeded)")
+    if job["failed"] or job["timeout"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @schedule_app.command("next")

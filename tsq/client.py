@@ -37,6 +37,9 @@ class Client(Protocol):
     def runs(self, where: RunFilter) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def logs(self, run_id: str) -> dict[str, Any]: ...
+    def backfill(self, name: str, start: str, end: str, project: str | None,
+                 event: str | None) -> dict[str, Any]: ...
+    def backfill_status(self, job_id: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -114,6 +117,17 @@ class LocalClient:
     def logs(self, run_id: str) -> dict[str, Any]:
         return self.service.run_logs(run_id)
 
+    def backfill(self, name: str, start: str, end: str, project: str | None,
+                 event: str | None) -> dict[str, Any]:
+        # Working locally, this process runs the backfill: the CLI follows it to the end.
+        from tsq.service import parse_time
+
+        return self.service.backfill(name, parse_time(start, "--from"),
+                                     parse_time(end, "--to"), project=project, event=event)
+
+    def backfill_status(self, job_id: str) -> dict[str, Any]:
+        return self.service.backfill_status(job_id)
+
     def close(self) -> None:
         self.service.close()
 
@@ -156,13 +170,21 @@ class HttpClient:
     def runs(self, where: RunFilter) -> dict[str, Any]:
         return self._call("GET", "/v1/runs", params=_only(
             project=where.project, loop=where.loop, status=where.status, since=where.since_ms,
-            until=where.until_ms, limit=where.limit))
+            until=where.until_ms, limit=where.limit, event=where.event, trigger=where.trigger))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{run_id}")
 
     def logs(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{run_id}/logs")
+
+    def backfill(self, name: str, start: str, end: str, project: str | None,
+                 event: str | None) -> dict[str, Any]:
+        return self._call("POST", "/v1/backfill", json=_only(
+            loop=name, project=project, event=event, **{"from": start, "to": end}))
+
+    def backfill_status(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/backfill/{job_id}")
 
     def close(self) -> None:
         self.http.close()

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from tsq.errors import ConfigError
 
-__all__ = ["connect", "loop_versions", "loops", "metadata", "run_logs", "runs"]
+__all__ = ["connect", "loop_versions", "loops", "metadata", "run_logs", "runs", "schedules"]
 
 metadata = sa.MetaData()
 
@@ -48,7 +48,7 @@ loop_versions = sa.Table(
 runs = sa.Table(
     "runs", metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("key", sa.String(200), nullable=True, unique=True),
+    sa.Column("key", sa.String(200), nullable=True),
     sa.Column("project", sa.String(64), nullable=False),
     sa.Column("loop", sa.String(64), nullable=False),
     sa.Column("event", sa.String(64), nullable=False),
@@ -64,8 +64,23 @@ runs = sa.Table(
     sa.Column("queued_ms", sa.BigInteger, nullable=False),
     sa.Column("started_ms", sa.BigInteger, nullable=True),
     sa.Column("finished_ms", sa.BigInteger, nullable=True),
+    sa.Column("window_start_ms", sa.BigInteger, nullable=True),
+    sa.Column("window_end_ms", sa.BigInteger, nullable=True),
+    sa.Column("epsilon_ms", sa.BigInteger, nullable=True),
+    sa.Column("not_before_ms", sa.BigInteger, nullable=True),  # a retry waits until then
+    sa.UniqueConstraint("project", "key", name="uq_runs_project_key"),
     sa.Index("ix_runs_loop_queued", "project", "loop", "queued_ms"),
     sa.Index("ix_runs_status", "status"),
+    sa.Index("ix_runs_event_scheduled", "project", "loop", "event", "scheduled_ms"),
+)
+
+schedules = sa.Table(  # when each scheduled event's current rate took effect
+    "schedules", metadata,
+    sa.Column("project", sa.String(64), primary_key=True),
+    sa.Column("loop", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(64), primary_key=True),
+    sa.Column("rate", sa.String(200), nullable=False),
+    sa.Column("since_ms", sa.BigInteger, nullable=False),
 )
 
 run_logs = sa.Table(

@@ -17,7 +17,15 @@ from typing import Any
 
 from tsq import metronome
 from tsq.errors import CompileError, InvalidLoopFile, Problem, ScheduleError
-from tsq.model import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventSpec, LoopSpec, Retries
+from tsq.model import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    URL_RUNTIME,
+    EventSpec,
+    LoopSpec,
+    Retries,
+)
 from tsq.runtimes import runtime_for_file, runtime_names
 from tsq.yamlpos import DocPath, Positions, YamlSyntaxError, format_path, load
 
@@ -36,9 +44,9 @@ URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 TOP_KEYS = ("project", "connectors", "functions")
 FUNCTION_KEYS = (
     "handler", "runtime", "timeout", "memory", "connector", "environment",
-    "retries", "catchup", "notify", "events", "description",
+    "retries", "catchup", "max_concurrency", "notify", "target", "events", "description",
 )
-EVENT_KEYS = ("rate", "after", "params")
+EVENT_KEYS = ("rate", "after", "params", "target")
 RETRY_KEYS = ("max", "backoff")
 NOTIFY_KEYS = ("webhook",)
 CATCHUP_POLICIES = ("none", "epsilon", "all")
@@ -51,6 +59,7 @@ CONNECTOR_TYPES: Mapping[str, tuple[str, ...]] = {  # type → keys it requires
 CONNECTOR_KEYS = ("type", "url", "database", "token", "org", "bucket")
 MAX_TIMEOUT_S = 3600.0
 MEMORY_RANGE_MB = (16, 4096)
+MAX_CONCURRENCY = 64
 MAX_HANDLER_BYTES = 1 << 20
 
 
@@ -199,13 +208,21 @@ class _Checker:
         fields = self.mapping(body, path, FUNCTION_KEYS)
         if not isinstance(body, dict):
             return None
+        target = self.url(fields, path, "target")
         handler = None
         if "handler" in fields:
             handler = self.string(fields["handler"], (*path, "handler"), hint="(a file name)")
-        else:
-            self.report(path, "a loop needs `handler:`, the file that holds its function")
-        runtime = self.runtime(fields, path, handler)
-        source = self.handler_source(handler, runtime, (*path, "handler"))
+            if target is not None:
+                self.report((*path, "target"), "a loop has either `handler:` (a function) or "
+                                               "`target:` (a URL to POST), not both")
+        elif "target" not in fields:
+            self.report(path, "a loop needs `handler:`, the file that holds its function "
+                              "(or `target:`, a URL that tsq POSTs to)")
+        runtime: str | None = URL_RUNTIME
+        source: str | None = ""
+        if target is None:
+            runtime = self.runtime(fields, path, handler)
+            source = self.handler_source(handler, runtime, (*path, "handler"))
         spec = LoopSpec(
             project=project,
             name=name,
@@ -219,7 +236,11 @@ class _Checker:
             **self.environment(fields.get("environment"), (*path, "environment")),
             retries=self.retries(fields.get("retries"), (*path, "retries")),
             catchup=self.catchup(fields, path),
+            max_concurrency=int(self.optional_number(
+                fields, path, "max_concurrency", DEFAULT_MAX_CONCURRENCY, (1, MAX_CONCURRENCY),
+                "runs at once")),
             notify=self.notify(fields.get("notify"), (*path, "notify")),
+            target=target,
             events=self.events(fields.get("events"), (*path, "events")),
         )
         if source is None or runtime is None:
@@ -340,11 +361,13 @@ class _Checker:
         return str(policy)
 
     def notify(self, value: Any, path: DocPath) -> dict[str, str]:
-        fields = self.mapping(value, path, NOTIFY_KEYS)
-        if "webhook" in fields:
-            url = self.string(fields["webhook"], (*path, "webhook"), URL, "an http(s):// URL")
-            return {"webhook": url} if url else {}
-        return {}
+        url = self.url(self.mapping(value, path, NOTIFY_KEYS), path, "webhook")
+        return {"webhook": url} if url else {}
+
+    def url(self, fields: dict[str, Any], path: DocPath, key: str) -> str | None:
+        if key not in fields:
+            return None
+        return self.string(fields[key], (*path, key), URL, "an http(s):// URL")
 
     def events(self, value: Any, path: DocPath) -> tuple[EventSpec, ...]:
         if value is None:
@@ -386,7 +409,8 @@ class _Checker:
         if not isinstance(params, dict):
             self.report((*event_path, "params"), f"expected a mapping, got {_describe(params)}")
             params = {}
-        return EventSpec(name=str(name), rate=rate, after=after, params=params)
+        target = self.url(fields, event_path, "target")
+        return EventSpec(name=str(name), rate=rate, after=after, params=params, target=target)
 
     def rate(self, value: Any, path: DocPath) -> str | None:
         text = self.string(value, path, hint=f"(a schedule like {metronome.EXAMPLE})")

@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MEMORY_MB",
     "DEFAULT_TIMEOUT_S",
+    "URL_RUNTIME",
     "EventSpec",
     "LoopSpec",
     "Retries",
@@ -23,6 +25,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY_MB = 128
+DEFAULT_MAX_CONCURRENCY = 1
+URL_RUNTIME = "http"  # the runtime of a loop whose `target:` is a URL instead of a handler
 SECRET_MASK = "********"
 
 
@@ -32,6 +36,7 @@ class EventSpec:
     rate: str | None = None  # a Metronome schedule
     after: str | None = None  # run when that loop succeeds, for the same window
     params: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None  # a URL POSTed instead of running the handler
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,18 @@ class LoopSpec:
     secrets: frozenset[str] = frozenset()  # names in `environment` never shown back
     retries: Retries = Retries()
     catchup: str = "epsilon"
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # scheduled runs of this loop at once
     notify: dict[str, str] = field(default_factory=dict)
+    target: str | None = None  # a URL POSTed instead of running a handler
     events: tuple[EventSpec, ...] = ()
+
+    def event(self, name: str) -> EventSpec | None:
+        return next((event for event in self.events if event.name == name), None)
+
+    def target_of(self, event: str) -> str | None:
+        """The URL a run of `event` POSTs to, or None when it runs the handler."""
+        spec = self.event(event)
+        return (spec.target if spec is not None else None) or self.target
 
     def to_json(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
         data = asdict(self)

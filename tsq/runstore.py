@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import run_logs, runs
 from tsq.errors import NotFound
 from tsq.runtimes.base import LogLine, RunResult
 
-__all__ = ["RunFilter", "RunStatus", "RunStore", "new_run_id"]
+__all__ = ["NewRun", "RunFilter", "RunStatus", "RunStore", "new_run_id", "run_key"]
+
+# INSERT … ON CONFLICT DO NOTHING: the statement that makes a run key unique without a race.
+_INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
+    "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class RunStatus(StrEnum):
@@ -46,6 +51,47 @@ class RunFilter:
     since_ms: int | None = None
     until_ms: int | None = None
     limit: int = 50
+    event: str | None = None
+    trigger: str | None = None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create; `key` (scheduled, after and backfill runs) makes it exactly-once."""
+
+    project: str
+    loop: str
+    event: str
+    version_id: str
+    trigger: str
+    params: dict[str, Any]
+    key: str | None = None
+    scheduled_ms: int | None = None
+    window: tuple[int, int] | None = None  # [start, end) in epoch ms
+    epsilon_ms: int | None = None
+    status: RunStatus = RunStatus.QUEUED
+    error: dict[str, Any] | None = None
+    attempt: int = 1
+    pipeline_id: str | None = None
+
+    def row(self, run_id: str, now_ms: int) -> dict[str, Any]:
+        finished = now_ms if self.status.finished else None
+        return {
+            "id": run_id, "key": self.key, "project": self.project, "loop": self.loop,
+            "event": self.event, "version_id": self.version_id, "trigger": self.trigger,
+            "status": self.status.value, "params": self.params, "result": None,
+            "error": self.error, "attempt": self.attempt, "pipeline_id": self.pipeline_id,
+            "scheduled_ms": self.scheduled_ms, "queued_ms": now_ms, "started_ms": None,
+            "finished_ms": finished,
+            "window_start_ms": self.window[0] if self.window else None,
+            "window_end_ms": self.window[1] if self.window else None,
+            "epsilon_ms": self.epsilon_ms, "not_before_ms": None,
+        }
+
+
+def run_key(loop: str, event: str, scheduled_ms: int) -> str:
+    """The key that makes `(loop, event, scheduled time)` run once (unique per project)."""
+    return f"{loop}:{event}:{scheduled_ms}"
 
 
 def new_run_id() -> str:
@@ -57,41 +103,93 @@ class RunStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def create(self, *, project: str, loop: str, event: str, version_id: str, trigger: str,
-               params: dict[str, Any], scheduled_ms: int | None = None, key: str | None = None,
-               attempt: int = 1, pipeline_id: str | None = None) -> dict[str, Any]:
-        run_id = new_run_id()
+    def create(self, run: NewRun) -> dict[str, Any]:
+        """Insert a run; a keyed run whose key exists raises sqlalchemy's IntegrityError."""
+        row = run.row(new_run_id(), _now_ms())
         with self.engine.begin() as db:
-            db.execute(runs.insert().values(
-                id=run_id, key=key, project=project, loop=loop, event=event,
-                version_id=version_id, trigger=trigger, status=RunStatus.QUEUED.value,
-                params=params, attempt=attempt, pipeline_id=pipeline_id,
-                scheduled_ms=scheduled_ms, queued_ms=_now_ms(),
-            ))
-        return self.get(run_id)
+            db.execute(runs.insert().values(**row))
+        return _to_json(row)
 
-    def mark_running(self, run_id: str) -> None:
+    def create_new(self, batch: Sequence[NewRun]) -> list[dict[str, Any]]:
+        """Insert the runs whose keys are new, in one transaction; the records created.
+
+        A key that exists already (a duplicate fire, a second scheduler, a restart) is skipped,
+        which is what makes every scheduled time run at most once.
+        """
+        now = _now_ms()
+        created = []
         with self.engine.begin() as db:
-            db.execute(runs.update().where(runs.c.id == run_id, runs.c.status == "queued")
-                       .values(status=RunStatus.RUNNING.value, started_ms=_now_ms()))
+            insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
+            for run in batch:
+                row = run.row(new_run_id(), now)
+                if db.execute(insert.values(**row)).rowcount == 1:
+                    created.append(_to_json(row))
+        return created
 
-    def finish(self, run_id: str, outcome: RunResult) -> dict[str, Any]:
+    def claim(self, run_id: str) -> bool:
+        """queued → running, atomically; False when another dispatcher took it first."""
+        with self.engine.begin() as db:
+            claimed = db.execute(runs.update().where(runs.c.id == run_id,
+                                                     runs.c.status == "queued")
+                                 .values(status=RunStatus.RUNNING.value, started_ms=_now_ms()))
+        return bool(claimed.rowcount == 1)
+
+    def finish(self, run_id: str, outcome: RunResult,
+               logs: Sequence[LogLine] = ()) -> dict[str, Any]:
+        """Record the outcome and the log lines not written yet, in one transaction."""
         now = _now_ms()
         with self.engine.begin() as db:
+            _insert_logs(db, run_id, logs)
             db.execute(runs.update().where(runs.c.id == run_id).values(
                 status=outcome.status, result=outcome.result, error=outcome.error,
                 finished_ms=now, started_ms=sa.func.coalesce(runs.c.started_ms, now),
             ))
         return self.get(run_id)
 
-    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> None:
-        if not lines:
-            return
+    def expire(self, run_id: str, message: str) -> dict[str, Any]:
+        return self.finish(run_id, RunResult("expired", error={
+            "type": "Expired", "message": message, "stack": ""}),
+            [LogLine(_now_ms(), "warn", message)])
+
+    def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
+                message: str) -> dict[str, Any]:
+        """Put a finished run back in the queue for another attempt (a retry, a backfill)."""
         with self.engine.begin() as db:
-            db.execute(run_logs.insert(), [
-                {"run_id": run_id, "ts_ms": line.ts_ms, "level": line.level,
-                 "message": line.message} for line in lines
-            ])
+            _insert_logs(db, run_id, [LogLine(_now_ms(), "info", message)])
+            db.execute(runs.update().where(runs.c.id == run_id).values(
+                status=RunStatus.QUEUED.value, attempt=attempt, not_before_ms=not_before_ms,
+                started_ms=None, finished_ms=None, queued_ms=_now_ms()))
+        return self.get(run_id)
+
+    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> None:
+        if lines:
+            with self.engine.begin() as db:
+                _insert_logs(db, run_id, lines)
+
+    def by_keys(self, project: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as db:
+            for chunk in range(0, len(keys), 500):
+                query = sa.select(runs).where(runs.c.project == project,
+                                              runs.c.key.in_(keys[chunk:chunk + 500]))
+                found.update((row.key, _to_json(row)) for row in db.execute(query))
+        return found
+
+    def last_scheduled_ms(self, project: str, loop: str, event: str) -> int | None:
+        """The newest scheduled time that has a run of this event (None: it never fired)."""
+        with self.engine.connect() as db:
+            value = db.execute(sa.select(sa.func.max(runs.c.scheduled_ms)).where(
+                runs.c.project == project, runs.c.loop == loop, runs.c.event == event,
+                runs.c.trigger == "schedule")).scalar()
+        return None if value is None else int(value)
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Queued and running runs, oldest first."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(runs).where(runs.c.status.in_(["queued", "running"]))
+                              .order_by(sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms),
+                                        runs.c.id))
+            return [_to_json(row) for row in rows]
 
     def get(self, run_id: str) -> dict[str, Any]:
         with self.engine.connect() as db:
@@ -103,7 +201,8 @@ class RunStore:
     def find(self, where: RunFilter) -> list[dict[str, Any]]:
         query = sa.select(runs)
         for column, value in (("project", where.project), ("loop", where.loop),
-                              ("status", where.status)):
+                              ("status", where.status), ("event", where.event),
+                              ("trigger", where.trigger)):
             if value is not None:
                 query = query.where(runs.c[column] == value)
         if where.since_ms is not None:
@@ -121,18 +220,19 @@ class RunStore:
                               .order_by(run_logs.c.id)).all()
         return [{"ts": row.ts_ms, "level": row.level, "message": row.message} for row in rows]
 
-    def fail_unfinished(self, message: str) -> int:
-        """Mark runs left queued or running by a stopped service as failed; return how many."""
-        with self.engine.begin() as db:
-            result = db.execute(runs.update().where(runs.c.status.in_(["queued", "running"]))
-                                .values(status=RunStatus.FAILED.value, finished_ms=_now_ms(),
-                                        error={"type": "Interrupted", "message": message,
-                                               "stack": ""}))
-        return int(result.rowcount)
+
+
+def _insert_logs(db: Connection, run_id: str, lines: Sequence[LogLine]) -> None:
+    if lines:
+        db.execute(run_logs.insert(), [
+            {"run_id": run_id, "ts_ms": line.ts_ms, "level": line.level, "message": line.message}
+            for line in lines
+        ])
 
 
 def _to_json(row: Any) -> dict[str, Any]:
-    data = {str(key): value for key, value in row._mapping.items()}
+    mapping = row if isinstance(row, dict) else row._mapping
+    data = {str(key): value for key, value in mapping.items()}
     started, finished, queued = data["started_ms"], data["finished_ms"], data["queued_ms"]
     data["duration_ms"] = finished - started if finished is not None and started else None
     data["queue_delay_ms"] = started - queued if started is not None else None

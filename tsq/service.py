@@ -14,18 +14,23 @@ from itertools import islice
 from typing import Any
 
 from tsq import metronome
+from tsq.backfill import Backfills
 from tsq.config import Settings
 from tsq.db import connect
-from tsq.errors import Conflict, NotFound
+from tsq.dispatcher import Clock, Dispatcher
+from tsq.errors import BadRequest, Conflict, NotFound
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop
-from tsq.runstore import RunFilter, RunStore
+from tsq.model import EventSpec
+from tsq.notify import Notifier
+from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
-from tsq.runtimes.base import Limits, LogLine, RunResult
-from tsq.worker import Job, WorkerOptions
-from tsq.workers import JobListener, WorkerPool
+from tsq.scheduler import Scheduler
+from tsq.schedulestore import ScheduleStore
+from tsq.worker import WorkerOptions
+from tsq.workers import WorkerPool
 
-__all__ = ["Service", "SubmittedRun"]
+__all__ = ["Service", "SubmittedRun", "parse_time"]
 
 NEXT_FIRE_TIMES = 3
 
@@ -37,12 +42,19 @@ class SubmittedRun:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self.settings = settings
         engine = connect(settings.database_url)
         self.loops = LoopStore(engine)
         self.runs = RunStore(engine)
+        self.schedules = ScheduleStore(engine)
+        self.notifier = Notifier()
         self._pool: WorkerPool | None = None
+        self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
+                                     clock)
+        self.backfills = Backfills(self.runs, self.dispatcher)
+        self.scheduler: Scheduler | None = None
+        self.clock = clock
         for name in runtime_names():
             get_runtime(name).warm()
 
@@ -55,7 +67,21 @@ class Service:
             ))
         return self._pool
 
+    def start(self) -> int:
+        """Become the running service: take over unfinished runs, start the workers and the
+        scheduler. Returns how many unfinished runs were taken over."""
+        _ = self.pool
+        recovered = self.dispatcher.recover(self.runs.unfinished())
+        self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
+                                   self.clock)
+        self.scheduler.start()
+        return recovered
+
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+        self.dispatcher.close()
+        self.notifier.close()
         if self._pool is not None:
             self._pool.close()
 
@@ -66,6 +92,8 @@ class Service:
         items = load_loop_file(text, file_name, read, _compile,
                                deployed_after=self.loops.after_graph)
         outcomes = [self.loops.deploy(item) for item in items]
+        for outcome in outcomes:
+            self._loop_changed(outcome.loop.project, outcome.loop.name)
         return {"loops": [{**o.loop.to_json(), "created": o.created} for o in outcomes]}
 
     def list_loops(self, project: str | None = None) -> dict[str, Any]:
@@ -75,19 +103,34 @@ class Service:
         loop = self._loop(name, project)
         data = loop.to_json()
         data["versions"] = [v.to_json() for v in self.loops.versions(loop.project, name)]
-        data["events"] = [_event_json(event.name, event.rate, event.after, event.params)
+        held = self.scheduler.next_times(loop.project, name) if self.scheduler else {}
+        data["events"] = [_event_json(event, held.get(event.name))
                           for event in loop.latest.spec.events]
         return data
 
     def rollback(self, name: str, project: str | None = None,
                  to: str | None = None) -> dict[str, Any]:
         loop = self._loop(name, project)
-        return self.loops.rollback(loop.project, name, to).to_json()
+        result = self.loops.rollback(loop.project, name, to)
+        self._loop_changed(loop.project, name)
+        return result.to_json()
 
     def delete_loop(self, name: str, project: str | None = None) -> dict[str, Any]:
         loop = self._loop(name, project)
         self.loops.delete(loop.project, name)
+        self._loop_changed(loop.project, name)
         return {"deleted": name, "project": loop.project}
+
+    def _loop_changed(self, project: str, name: str) -> None:
+        """Schedules, `after:` triggers and jobs follow a deploy, rollback or delete at once."""
+        try:
+            spec = self.loops.get(project, name).latest.spec
+        except NotFound:
+            spec = None
+        self.schedules.sync(project, name, spec)
+        self.dispatcher.loops_changed()
+        if self.scheduler is not None:
+            self.scheduler.sync(project, name)
 
     def _loop(self, name: str, project: str | None) -> StoredLoop:
         if project is not None:
@@ -107,26 +150,12 @@ class Service:
                trigger: str = "manual") -> SubmittedRun:
         """Queue a run of the loop's latest version; `done` resolves to the final record."""
         loop = self._loop(name, project)
-        version = loop.latest
-        spec = version.spec
-        event_params = self._event_params(loop, event)
-        merged = {**event_params, **(params or {})}
-        record = self.runs.create(project=loop.project, loop=name, event=event or trigger,
-                                  version_id=version.id, trigger=trigger, params=merged)
-        now_ms = int(time.time() * 1000)
-        job = Job(
-            run_id=record["id"], runtime=spec.runtime, version_id=version.id,
-            source=version.source, file_name=spec.handler,
-            event=_event_payload(loop, event or trigger, merged, now_ms, record),
-            env=spec.environment, limits=Limits(spec.timeout_s, spec.memory_mb),
-            info={"loop": name, "project": loop.project, "version": version.id,
-                  "runId": record["id"], "attempt": record["attempt"]},
-        )
-        done: Future[dict[str, Any]] = Future()
-        listener = JobListener(started=lambda j: self.runs.mark_running(j.run_id),
-                               logs=lambda j, lines: self.runs.append_logs(j.run_id, lines))
-        self.pool.submit(job, listener).add_done_callback(
-            lambda result: done.set_result(self._finish(job, result.result())))
+        merged = {**self._event_params(loop, event), **(params or {})}
+        record = self.runs.create(NewRun(project=loop.project, loop=name,
+                                         event=event or trigger, version_id=loop.latest.id,
+                                         trigger=trigger, params=merged))
+        done = self.dispatcher.wait(record["id"])
+        self.dispatcher.offer(record)
         return SubmittedRun(record, done)
 
     def run(self, name: str, params: dict[str, Any] | None = None, **options: Any
@@ -134,11 +163,12 @@ class Service:
         """Run and wait; the final run record."""
         return self.submit(name, params, **options).done.result()
 
-    def _finish(self, job: Job, result: RunResult) -> dict[str, Any]:
-        if result.status != "success" and result.error:
-            stamp = int(time.time() * 1000)
-            self.runs.append_logs(job.run_id, [LogLine(stamp, "error", _error_line(result))])
-        return self.runs.finish(job.run_id, result)
+    def backfill(self, name: str, start: datetime, end: datetime, *,
+                 project: str | None = None, event: str | None = None) -> dict[str, Any]:
+        return self.backfills.start(self._loop(name, project), start, end, event)
+
+    def backfill_status(self, job_id: str) -> dict[str, Any]:
+        return self.backfills.get(job_id)
 
     def _event_params(self, loop: StoredLoop, event: str | None) -> dict[str, Any]:
         if event is None:
@@ -163,32 +193,28 @@ def _compile(runtime: str, source: str, file_name: str) -> None:
     get_runtime(runtime).prepare(source, file_name)
 
 
-def _event_payload(loop: StoredLoop, name: str, params: dict[str, Any], now_ms: int,
-                   record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "loop": loop.name, "name": name, "params": params,
-        "scheduled": _iso(now_ms), "scheduledMs": now_ms, "window": None, "epsilon": None,
-        "attempt": record["attempt"], "version": loop.latest.id, "runId": record["id"],
-    }
-
-
-def _event_json(name: str, rate: str | None, after: str | None,
-                params: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": name, "rate": rate, "after": after, "params": params}
-    if rate is not None:
-        upcoming = metronome.parse(rate).fire_times(datetime.now(UTC), datetime.max.replace(
-            tzinfo=UTC))
-        data["next"] = [t.isoformat() for t in islice(upcoming, NEXT_FIRE_TIMES)]
+def _event_json(event: EventSpec, held: datetime | None) -> dict[str, Any]:
+    """An event as `GET /v1/loops/{name}` shows it, with its next fire times and windows."""
+    data: dict[str, Any] = {"name": event.name, "rate": event.rate, "after": event.after,
+                            "params": event.params, "target": event.target}
+    if event.rate is not None:
+        schedule = metronome.parse(event.rate)
+        first = held or datetime.now(UTC)
+        upcoming = islice(schedule.fire_times(first, datetime.max.replace(tzinfo=UTC)),
+                          NEXT_FIRE_TIMES)
+        data["next"] = [{"time": t.isoformat(), "window": [w.isoformat() for w in
+                                                           schedule.window(t)]}
+                        for t in upcoming]
     return data
 
 
-def _error_line(result: RunResult) -> str:
-    error = result.error or {}
-    stack = error.get("stack") or ""
-    head = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-    return stack if stack.startswith(head) else f"{head}\n{stack}".rstrip()
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+def parse_time(text: str, what: str) -> datetime:
+    """An ISO-8601 instant with an offset (`Z` or `+02:00`), or BadRequest naming `what`."""
+    try:
+        when = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise BadRequest(f"{what} {text!r} is not an ISO-8601 time like "
+                         f"2026-01-01T00:00:00Z") from None
+    if when.tzinfo is None:
+        raise BadRequest(f"{what} {text!r} has no UTC offset; add Z or +hh:mm")
+    return when

@@ -1,0 +1,376 @@
+"""The dispatcher: takes queued runs to the workers, in order, within each loop's limits.
+
+Every run passes through here, whoever created it (the scheduler, an API call, a backfill, an
+`after:` trigger, a retry). For each run the dispatcher
+- keeps each loop's scheduled, triggered and backfilled runs within its `max_concurrency`
+  (oldest first; manual runs are not limited), so a catch-up never becomes a storm;
+- applies the epsilon rule: a scheduled time that cannot start within its epsilon is recorded
+  `expired` instead (unless the loop's `catchup` is `all`);
+- claims the run in the store (queued → running) before it runs, so two dispatchers on one store
+  never run it twice;
+- on failure or timeout, queues another attempt after a capped, jittered exponential backoff
+  while `retries.max` allows, and otherwise notifies the loop's webhook;
+- on success of a run that covers a window, creates the runs of the loops that follow it
+  (`after:`), for the same window and the same scheduled time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from tsq.loopstore import LoopStore, StoredVersion
+from tsq.model import LoopSpec
+from tsq.notify import NOTIFIED_STATUSES, Notifier
+from tsq.runstore import NewRun, RunStore, run_key
+from tsq.runtimes.base import Limits, LogLine, RunResult
+from tsq.targets import call_target
+from tsq.worker import Job
+from tsq.workers import JobListener, WorkerPool
+
+__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "retry_delay_s"]
+
+log = logging.getLogger("tsq.dispatcher")
+
+Clock = Callable[[], float]  # epoch seconds; tests pass their own
+LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
+RETRIED_TRIGGERS = LIMITED_TRIGGERS  # a caller waiting on a manual run wants its first answer
+RETRY_CAP_S = 3600.0
+LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
+TARGET_THREADS = 8
+
+
+def retry_delay_s(backoff_s: float, attempt: int, jitter: float) -> float:
+    """The wait before attempt `attempt + 1`: backoff·2^(attempt-1), capped, times [0.5, 1).
+
+    `jitter` is uniform in [0, 1); half the delay is fixed and half random ("equal jitter"), so
+    retries of many runs that failed together spread out but none comes back too early.
+    """
+    delay = min(RETRY_CAP_S, backoff_s * 2.0 ** max(0, attempt - 1))
+    return delay * (0.5 + jitter / 2)
+
+
+@dataclass
+class _Lane:
+    """The runs of one loop that share its concurrency limit."""
+
+    running: int = 0
+    waiting: deque[dict[str, Any]] = field(default_factory=deque)
+
+
+class Dispatcher:
+    def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
+                 notifier: Notifier, clock: Clock = time.time) -> None:
+        self.runs = runs
+        self.loops = loops
+        self.notifier = notifier
+        self.clock = clock
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._waiters: dict[str, Future[dict[str, Any]]] = {}
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._versions: dict[str, StoredVersion] = {}
+        self._followers: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+        self._timers: set[threading.Timer] = set()
+        self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
+        self._http = httpx.Client()
+        self._closed = False
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def offer(self, record: dict[str, Any]) -> None:
+        """Run a queued run as soon as its loop's limit and its retry time allow."""
+        not_before = record.get("not_before_ms")
+        if not_before is not None and not_before > self._now_ms():
+            self._later((not_before - self._now_ms()) / 1000, record)
+            return
+        if record["trigger"] not in LIMITED_TRIGGERS:
+            self._launch(record)
+            return
+        lane_key = (record["project"], record["loop"])
+        limit = self._version(record["version_id"]).spec.max_concurrency
+        with self._lock:
+            lane = self._lanes.setdefault(lane_key, _Lane())
+            if lane.running >= limit:
+                lane.waiting.append(record)
+                return
+            lane.running += 1
+        self._launch(record)
+
+    def wait(self, run_id: str) -> Future[dict[str, Any]]:
+        """A future for the final record of `run_id`; ask before offering the run."""
+        with self._lock:
+            return self._waiters.setdefault(run_id, Future())
+
+    def on_finished(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with every final run record (after retries)."""
+        self._listeners.append(listener)
+
+    def recover(self, unfinished: Iterable[dict[str, Any]]) -> int:
+        """Take over the runs a stopped service left: re-offer queued ones, fail running ones.
+
+        A run that was running may have done part of its work, so it is not silently run again;
+        it is recorded as interrupted, and retried only if its loop asks for retries.
+        """
+        count = 0
+        for record in unfinished:
+            count += 1
+            if record["status"] == "queued":
+                self.offer(record)
+            else:
+                self._complete(record, RunResult.failed(
+                    "Interrupted", "the service stopped while this run was running"), [],
+                    holds_slot=False)
+        return count
+
+    def loops_changed(self) -> None:
+        """Forget the cached `after:` graph; the next success reads it again."""
+        self._followers = None
+
+    def close(self) -> None:
+        self._closed = True
+        for timer in list(self._timers):
+            timer.cancel()
+        self._targets.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def _launch(self, record: dict[str, Any]) -> None:
+        """Start `record`, and the lane's next runs as long as they end at once (expired…)."""
+        current: dict[str, Any] | None = record
+        while current is not None:
+            current = self._start(current)
+
+    def _start(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Start one run; the next run of its lane when this one ended without running."""
+        try:
+            version = self._version(record["version_id"])
+            if self._expired(record, version.spec):
+                late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
+                final = self.runs.expire(record["id"], (
+                    f"not started: {late_s:.1f} s after its scheduled time, past its epsilon of "
+                    f"{record['epsilon_ms'] / 1000:g} s (catchup: {version.spec.catchup})"))
+                self._settle(final, version.spec)
+                return self._next(record)
+            if not self.runs.claim(record["id"]):
+                return self._next(record)  # another dispatcher runs it, or it was cancelled
+            self._execute(record, version)
+            return None
+        except Exception as exc:  # a store or worker fault: record it, keep dispatching
+            log.exception("could not start run %s", record["id"])
+            self._complete(record, RunResult.failed(
+                "InternalError", f"tsq could not start the run: {exc}"), [], holds_slot=False)
+            return self._next(record)
+
+    def _execute(self, record: dict[str, Any], version: StoredVersion) -> None:
+        spec = version.spec
+        event = event_payload(record, version)
+        target = spec.target_of(record["event"])
+        logs = _LogBuffer(self.runs, record["id"])
+        if target is not None:
+            future = self._targets.submit(call_target, self._http, target, event, spec.timeout_s,
+                                          self.clock())
+        else:
+            job = Job(
+                run_id=record["id"], runtime=spec.runtime, version_id=version.id,
+                source=version.source, file_name=spec.handler, event=event,
+                env=spec.environment, limits=Limits(spec.timeout_s, spec.memory_mb),
+                info={"loop": spec.name, "project": spec.project, "version": version.id,
+                      "runId": record["id"], "attempt": record["attempt"]},
+            )
+            future = self._pool().submit(job, JobListener(started=lambda _job: None,
+                                                          logs=lambda _job, ls: logs.add(ls)))
+        future.add_done_callback(lambda done: self._complete(record, _outcome(done),
+                                                             logs.take()))
+
+    def _complete(self, record: dict[str, Any], result: RunResult, logs: list[LogLine],
+                  *, holds_slot: bool = True) -> None:
+        try:
+            version = self._version(record["version_id"])
+            if result.status != "success" and result.error:
+                logs = [*logs, LogLine(self._now_ms(), "error", _error_line(result))]
+            final = self.runs.finish(record["id"], result, logs)
+            if not self._retry(final, version.spec):
+                self._settle(final, version.spec)
+        except Exception:
+            log.exception("could not record the end of run %s", record["id"])
+        if holds_slot:
+            following = self._next(record)
+            if following is not None:
+                self._launch(following)
+
+    def _settle(self, final: dict[str, Any], spec: LoopSpec) -> None:
+        """A run's last word: notify, trigger followers, wake waiters and listeners."""
+        webhook = spec.notify.get("webhook")
+        if webhook and final["status"] in NOTIFIED_STATUSES:
+            self.notifier.send(webhook, final)
+        if final["status"] == "success" and final["window_start_ms"] is not None:
+            self._trigger_followers(final)
+        with self._lock:
+            waiter = self._waiters.pop(final["id"], None)
+        if waiter is not None:
+            waiter.set_result(final)
+        for listener in self._listeners:
+            listener(final)
+
+    def _retry(self, final: dict[str, Any], spec: LoopSpec) -> bool:
+        attempt = int(final["attempt"])
+        if (final["status"] not in ("failed", "timeout") or final["trigger"] not in
+                RETRIED_TRIGGERS or attempt > spec.retries.max or self._closed):
+            return False
+        delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
+        again = self.runs.requeue(
+            final["id"], attempt=attempt + 1, not_before_ms=self._now_ms() + int(delay * 1000),
+            message=f"attempt {attempt} {final['status']}; attempt {attempt + 1} of "
+                    f"{spec.retries.max + 1} in {delay:.1f} s")
+        self.offer(again)
+        return True
+
+    def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
+        return (record["trigger"] == "schedule" and record["attempt"] == 1
+                and spec.catchup != "all" and record["epsilon_ms"] is not None
+                and self._now_ms() - record["scheduled_ms"] > record["epsilon_ms"])
+
+    def _next(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Free `record`'s lane slot, or hand it straight to the lane's next waiting run."""
+        if record["trigger"] not in LIMITED_TRIGGERS:
+            return None
+        with self._lock:
+            lane = self._lanes.get((record["project"], record["loop"]))
+            if lane is None:
+                return None
+            if lane.waiting:
+                return lane.waiting.popleft()
+            lane.running -= 1
+            return None
+
+    def _later(self, delay_s: float, record: dict[str, Any]) -> None:
+        def fire() -> None:
+            self._timers.discard(timer)
+            if not self._closed:
+                self.offer(record)
+
+        timer = threading.Timer(max(0.0, delay_s), fire)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    # -- after: ----------------------------------------------------------------------------
+
+    def _trigger_followers(self, final: dict[str, Any]) -> None:
+        followers = self._follower_map().get((final["project"], final["loop"]), [])
+        if not followers:
+            return
+        batch = []
+        for loop, event in followers:
+            try:
+                stored = self.loops.get(final["project"], loop)
+            except Exception:
+                continue  # deleted since the map was read
+            follower = stored.latest.spec.event(event)
+            params = dict(follower.params) if follower else {}
+            batch.append(NewRun(
+                project=final["project"], loop=loop, event=event, version_id=stored.latest.id,
+                trigger="after", params=params,
+                key=run_key(loop, event, final["scheduled_ms"]),
+                scheduled_ms=final["scheduled_ms"],
+                window=(final["window_start_ms"], final["window_end_ms"]),
+                pipeline_id=final.get("pipeline_id")))
+        for created in self.runs.create_new(batch):
+            self.offer(created)
+
+    def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        followers = self._followers
+        if followers is None:
+            followers = {}
+            for loop in self.loops.live():
+                for event in loop.latest.spec.events:
+                    if event.after:
+                        followers.setdefault((loop.project, event.after), []).append(
+                            (loop.name, event.name))
+            self._followers = followers
+        return followers
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _version(self, version_id: str) -> StoredVersion:
+        version = self._versions.get(version_id)
+        if version is None:  # versions never change, so a cache entry never goes stale
+            version = self._versions[version_id] = self.loops.version(version_id)
+        return version
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+class _LogBuffer:
+    """Log lines of a running run, written with its outcome (one transaction) or every second."""
+
+    def __init__(self, runs: RunStore, run_id: str) -> None:
+        self.runs = runs
+        self.run_id = run_id
+        self.lines: list[LogLine] = []
+        self.flushed = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, lines: list[LogLine]) -> None:
+        with self.lock:
+            self.lines.extend(lines)
+            if time.monotonic() - self.flushed < LOG_FLUSH_S:
+                return
+            pending, self.lines, self.flushed = self.lines, [], time.monotonic()
+        self.runs.append_logs(self.run_id, pending)
+
+    def take(self) -> list[LogLine]:
+        with self.lock:
+            pending, self.lines = self.lines, []
+        return pending
+
+
+def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, Any]:
+    """The `event` a handler receives: times as ISO strings and epoch milliseconds."""
+    scheduled = record["scheduled_ms"] if record["scheduled_ms"] is not None else \
+        record["queued_ms"]
+    window = None
+    if record["window_start_ms"] is not None:
+        start, end = record["window_start_ms"], record["window_end_ms"]
+        window = {"start": iso(start), "end": iso(end), "startMs": start, "endMs": end}
+    epsilon = record["epsilon_ms"]
+    return {
+        "loop": record["loop"], "name": record["event"], "params": record["params"],
+        "scheduled": iso(scheduled), "scheduledMs": scheduled, "window": window,
+        "epsilon": epsilon / 1000 if epsilon is not None else None,
+        "attempt": record["attempt"], "trigger": record["trigger"], "version": version.id,
+        "runId": record["id"],
+    }
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _outcome(done: Future[RunResult]) -> RunResult:
+    try:
+        return done.result()
+    except Exception as exc:
+        return RunResult.failed("InternalError", f"tsq could not run the handler: {exc}")
+
+
+def _error_line(result: RunResult) -> str:
+    error = result.error or {}
+    stack = error.get("stack") or ""
+    head = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return stack if stack.startswith(head) else f"{head}\n{stack}".rstrip()

@@ -1,0 +1,271 @@
+"""The scheduler: APScheduler 3 fires Metronome times; each fire only creates keyed runs.
+
+Each scheduled event of each live loop is one APScheduler job with a `MetronomeTrigger`. The
+job's executor does no work of its own: it hands the due times to the recorder thread, which
+creates the runs `loop:event:scheduled_ms` in one transaction per batch (a key that exists is
+skipped: a duplicate fire, a restart or a second scheduler never creates a second run) and passes
+the new runs to the dispatcher. User code never runs here. APScheduler's own guards against
+busy jobs (`max_instances`, misfire grace) would drop times, so the executor bypasses them: every
+due time is recorded, and the dispatcher applies epsilon when the run would start.
+
+After an outage each event resumes from the later of its last scheduled run and the time its
+schedule took effect (a schedule is never backfilled before it was deployed). The missed times
+are recorded per the loop's `catchup` policy: `none` records them `expired` at once; `epsilon`
+and `all` queue them, oldest first, and the dispatcher expires (epsilon) or runs (all) them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job as ApsJob
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from tsq import metronome
+from tsq.dispatcher import Clock, Dispatcher
+from tsq.loopstore import LoopStore, StoredLoop
+from tsq.runstore import NewRun, RunStatus, RunStore, run_key
+from tsq.schedulestore import ScheduleStore
+
+__all__ = ["MetronomeTrigger", "Scheduler", "missed_times"]
+
+log = logging.getLogger("tsq.scheduler")
+
+RECORD_BATCH = 1000  # runs created per transaction
+MISSED_BATCH = 5000  # expired times recorded per transaction after an outage
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class MetronomeTrigger(BaseTrigger):  # type: ignore[misc]
+    """APScheduler trigger yielding a Metronome schedule's times."""
+
+    def __init__(self, schedule: metronome.Schedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        if previous_fire_time is None:
+            return self.schedule.next_at_or_after(now)
+        return self.schedule.next_at_or_after(previous_fire_time + ONE_MICROSECOND)
+
+    def __str__(self) -> str:
+        return f"metronome[{self.schedule.text}]"
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One scheduled event of a live loop, as its job fires it."""
+
+    project: str
+    loop: str
+    event: str
+    version_id: str
+    schedule: metronome.Schedule
+    params: dict[str, Any]
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.project, self.loop, self.event)
+
+    def run(self, t: datetime, status: RunStatus = RunStatus.QUEUED,
+            error: dict[str, Any] | None = None) -> NewRun:
+        ms = _ms(t)
+        start, end = self.schedule.window(t)
+        return NewRun(project=self.project, loop=self.loop, event=self.event,
+                      version_id=self.version_id, trigger="schedule", params=self.params,
+                      key=run_key(self.loop, self.event, ms), scheduled_ms=ms,
+                      window=(_ms(start), _ms(end)),
+                      epsilon_ms=int(self.schedule.epsilon.total_seconds() * 1000),
+                      status=status, error=error)
+
+
+def job_id(project: str, loop: str, event: str) -> str:
+    return f"{project}/{loop}/{event}"
+
+
+def missed_times(schedule: metronome.Schedule, since: datetime, last: datetime | None,
+                 now: datetime) -> Iterator[datetime]:
+    """The scheduled times an outage skipped: after `last` (and from `since`), before `now`."""
+    lower = since if last is None else max(since, last + ONE_MICROSECOND)
+    return schedule.fire_times(lower, now)
+
+
+class _HandOff(BaseExecutor):  # type: ignore[misc]
+    """An APScheduler executor that passes every due time on and never refuses one."""
+
+    def __init__(self, hand_off: Any) -> None:
+        super().__init__()
+        self._hand_off = hand_off
+
+    def submit_job(self, job: ApsJob, run_times: list[datetime]) -> None:
+        self._hand_off(job.id, run_times)
+
+    def _do_submit_job(self, job: ApsJob, run_times: list[datetime]) -> None:
+        self._hand_off(job.id, run_times)
+
+
+def _never_called() -> None:
+    """The APScheduler job function; `_HandOff` runs instead of it."""
+
+
+class Scheduler:
+    def __init__(self, runs: RunStore, loops: LoopStore, schedules: ScheduleStore,
+                 dispatcher: Dispatcher, clock: Clock = time.time) -> None:
+        self.runs = runs
+        self.loops = loops
+        self.schedules = schedules
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.fired = 0
+        self.on_recorded: Any = None  # benchmarks: called with (records, fired_at) per batch
+        self._events: dict[str, _Event] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, list[datetime]] | None] = queue.Queue()
+        self._aps = BackgroundScheduler(
+            timezone=UTC, executors={"default": _HandOff(self._due)},
+            job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1})
+        self._recorder = threading.Thread(target=self._record_loop, daemon=True,
+                                          name="tsq-recorder")
+
+    def start(self) -> None:
+        self._recorder.start()
+        self._aps.start()
+        for loop in self.loops.live():
+            self._plan(loop)
+
+    def close(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+        self._queue.put(None)
+        if self._recorder.is_alive():
+            self._recorder.join(timeout=10)
+
+    def sync(self, project: str, name: str) -> None:
+        """Make the jobs of loop `name` match what is live now (after deploy/rollback/delete)."""
+        try:
+            loop: StoredLoop | None = self.loops.get(project, name)
+        except Exception:
+            loop = None
+        prefix = job_id(project, name, "")
+        with self._lock:
+            stale = [key for key in self._events if key.startswith(prefix)]
+        for key in stale:
+            self._unschedule(key)
+        if loop is not None:
+            self._plan(loop)
+
+    def next_times(self, project: str, name: str) -> dict[str, datetime | None]:
+        """The next fire time of each scheduled event of a loop, as APScheduler holds it."""
+        with self._lock:
+            keys = [k for k in self._events if k.startswith(job_id(project, name, ""))]
+        times = {}
+        for key in keys:
+            job = self._aps.get_job(key)
+            times[self._events[key].event] = job.next_run_time if job else None
+        return times
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _plan(self, loop: StoredLoop) -> None:
+        spec = loop.latest.spec
+        for event in spec.events:
+            if event.rate is None:
+                continue
+            scheduled = _Event(loop.project, loop.name, event.name, loop.latest.id,
+                               metronome.parse(event.rate), dict(event.params))
+            self._schedule(scheduled, spec.catchup)
+
+    def _schedule(self, event: _Event, catchup: str) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        since = _dt(self.schedules.since_ms(event.project, event.loop, event.event,
+                                            event.schedule.text))
+        last_ms = self.runs.last_scheduled_ms(event.project, event.loop, event.event)
+        missed = missed_times(event.schedule, since, None if last_ms is None else _dt(last_ms),
+                              now)
+        first = next(missed, None)
+        if first is not None and catchup == "none":
+            self._expire_missed(event, first, missed)
+            first = None
+        if first is None:
+            first = event.schedule.next_at_or_after(now)
+        with self._lock:
+            self._events[event.job_id] = event
+        if first is not None:  # None: an R<n> schedule that has run out
+            self._aps.add_job(_never_called, trigger=MetronomeTrigger(event.schedule),
+                              id=event.job_id, next_run_time=first, replace_existing=True)
+
+    def _expire_missed(self, event: _Event, first: datetime, rest: Iterator[datetime]) -> None:
+        error = {"type": "Expired", "stack": "",
+                 "message": "missed while tsq was not running (catchup: none)"}
+        times: Iterator[datetime] = iter([first, *islice(rest, MISSED_BATCH - 1)])
+        while True:
+            batch = [event.run(t, RunStatus.EXPIRED, error) for t in times]
+            if not batch:
+                return
+            self.runs.create_new(batch)
+            times = islice(rest, MISSED_BATCH)
+
+    def _unschedule(self, key: str) -> None:
+        with self._lock:
+            self._events.pop(key, None)
+        if self._aps.get_job(key) is not None:
+            self._aps.remove_job(key)
+
+    # -- firing ----------------------------------------------------------------------------
+
+    def _due(self, key: str, run_times: list[datetime]) -> None:
+        """Called on APScheduler's thread: hand the times over and return at once."""
+        self._queue.put((key, run_times))
+
+    def _record_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < RECORD_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                self._record(batch)
+            except Exception:  # the store is down: say so, and keep the scheduler alive
+                log.exception("could not record %d scheduled runs", len(batch))
+
+    def _record(self, batch: list[tuple[str, list[datetime]]]) -> None:
+        runs: list[NewRun] = []
+        with self._lock:
+            for key, times in batch:
+                event = self._events.get(key)
+                if event is not None:  # None: the loop was deleted meanwhile
+                    runs.extend(event.run(t) for t in times)
+        self.fired += len(runs)
+        for start in range(0, len(runs), RECORD_BATCH):
+            created = self.runs.create_new(runs[start:start + RECORD_BATCH])
+            if self.on_recorded is not None:
+                self.on_recorded(created)
+            for record in created:
+                self.dispatcher.offer(record)
+
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
