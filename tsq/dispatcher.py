@@ -94,7 +94,10 @@ class Dispatcher:
         not_before = record.get("not_before_ms")
         if not_before is not None and not_before > self._now_ms():
             self._later((not_before - self._now_ms()) / 1000, record)
-            return
+        else:
+            self._admit(record)
+
+    def _admit(self, record: dict[str, Any]) -> None:
         if record["trigger"] not in LIMITED_TRIGGERS:
             self._launch(record)
             return
@@ -198,12 +201,13 @@ class Dispatcher:
     def _complete(self, record: dict[str, Any], result: RunResult, logs: list[LogLine],
                   *, holds_slot: bool = True) -> None:
         try:
-            version = self._version(record["version_id"])
+            spec = self._version(record["version_id"]).spec
             if result.status != "success" and result.error:
                 logs = [*logs, LogLine(self._now_ms(), "error", _error_line(result))]
-            final = self.runs.finish(record["id"], result, logs)
-            if not self._retry(final, version.spec):
-                self._settle(final, version.spec)
+            if self._retries(record, result, spec):
+                self._retry(record, result, spec, logs)
+            else:
+                self._settle(self.runs.finish(record["id"], result, logs), spec)
         except Exception:
             log.exception("could not record the end of run %s", record["id"])
         if holds_slot:
@@ -225,18 +229,21 @@ class Dispatcher:
         for listener in self._listeners:
             listener(final)
 
-    def _retry(self, final: dict[str, Any], spec: LoopSpec) -> bool:
-        attempt = int(final["attempt"])
-        if (final["status"] not in ("failed", "timeout") or final["trigger"] not in
-                RETRIED_TRIGGERS or attempt > spec.retries.max or self._closed):
-            return False
+    def _retries(self, record: dict[str, Any], result: RunResult, spec: LoopSpec) -> bool:
+        return (result.status in ("failed", "timeout") and record["trigger"] in RETRIED_TRIGGERS
+                and int(record["attempt"]) <= spec.retries.max and not self._closed)
+
+    def _retry(self, record: dict[str, Any], result: RunResult, spec: LoopSpec,
+               logs: list[LogLine]) -> None:
+        """Queue the next attempt; the record goes from running to queued in one step."""
+        attempt = int(record["attempt"])
         delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
         again = self.runs.requeue(
-            final["id"], attempt=attempt + 1, not_before_ms=self._now_ms() + int(delay * 1000),
-            message=f"attempt {attempt} {final['status']}; attempt {attempt + 1} of "
-                    f"{spec.retries.max + 1} in {delay:.1f} s")
+            record["id"], attempt=attempt + 1,
+            not_before_ms=self._now_ms() + int(delay * 1000),
+            message=f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
+                    f"{spec.retries.max + 1} in {delay:.1f} s", logs=logs)
         self.offer(again)
-        return True
 
     def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
         return (record["trigger"] == "schedule" and record["attempt"] == 1
@@ -260,7 +267,7 @@ class Dispatcher:
         def fire() -> None:
             self._timers.discard(timer)
             if not self._closed:
-                self.offer(record)
+                self._admit(record)
 
         timer = threading.Timer(max(0.0, delay_s), fire)
         timer.daemon = True

@@ -152,10 +152,10 @@ class RunStore:
             [LogLine(_now_ms(), "warn", message)])
 
     def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
-                message: str) -> dict[str, Any]:
-        """Put a finished run back in the queue for another attempt (a retry, a backfill)."""
+                message: str, logs: Sequence[LogLine] = ()) -> dict[str, Any]:
+        """Put a run back in the queue for another attempt (a retry, a backfill)."""
         with self.engine.begin() as db:
-            _insert_logs(db, run_id, [LogLine(_now_ms(), "info", message)])
+            _insert_logs(db, run_id, [*logs, LogLine(_now_ms(), "info", message)])
             db.execute(runs.update().where(runs.c.id == run_id).values(
                 status=RunStatus.QUEUED.value, attempt=attempt, not_before_ms=not_before_ms,
                 started_ms=None, finished_ms=None, queued_ms=_now_ms()))

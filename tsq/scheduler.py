@@ -127,6 +127,7 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.fired = 0
+        self.missed = 0
         self.on_recorded: Any = None  # benchmarks: called with (records, fired_at) per batch
         self._events: dict[str, _Event] = {}
         self._lock = threading.Lock()
@@ -138,8 +139,13 @@ class Scheduler:
                                           name="tsq-recorder")
 
     def start(self) -> None:
+        """Catch up on what was missed, then fire on time."""
         self._recorder.start()
+        self.plan_all()
         self._aps.start()
+
+    def plan_all(self) -> None:
+        """Record the times missed since each event last fired and queue its next fire."""
         for loop in self.loops.live():
             self._plan(loop)
 
@@ -171,7 +177,7 @@ class Scheduler:
         times = {}
         for key in keys:
             job = self._aps.get_job(key)
-            times[self._events[key].event] = job.next_run_time if job else None
+            times[self._events[key].event] = getattr(job, "next_run_time", None)
         return times
 
     # -- planning --------------------------------------------------------------------------
@@ -190,30 +196,27 @@ class Scheduler:
         since = _dt(self.schedules.since_ms(event.project, event.loop, event.event,
                                             event.schedule.text))
         last_ms = self.runs.last_scheduled_ms(event.project, event.loop, event.event)
-        missed = missed_times(event.schedule, since, None if last_ms is None else _dt(last_ms),
-                              now)
-        first = next(missed, None)
-        if first is not None and catchup == "none":
-            self._expire_missed(event, first, missed)
-            first = None
-        if first is None:
-            first = event.schedule.next_at_or_after(now)
         with self._lock:
             self._events[event.job_id] = event
+        self._catch_up(event, catchup, missed_times(
+            event.schedule, since, None if last_ms is None else _dt(last_ms), now))
+        first = event.schedule.next_at_or_after(now)
         if first is not None:  # None: an R<n> schedule that has run out
             self._aps.add_job(_never_called, trigger=MetronomeTrigger(event.schedule),
                               id=event.job_id, next_run_time=first, replace_existing=True)
 
-    def _expire_missed(self, event: _Event, first: datetime, rest: Iterator[datetime]) -> None:
+    def _catch_up(self, event: _Event, catchup: str, missed: Iterator[datetime]) -> None:
+        """Record every missed time: `expired` at once (none), or queued for the dispatcher,
+        which runs them oldest first and expires those past epsilon (epsilon, all)."""
+        expired = catchup == "none"
         error = {"type": "Expired", "stack": "",
                  "message": "missed while tsq was not running (catchup: none)"}
-        times: Iterator[datetime] = iter([first, *islice(rest, MISSED_BATCH - 1)])
-        while True:
-            batch = [event.run(t, RunStatus.EXPIRED, error) for t in times]
-            if not batch:
-                return
-            self.runs.create_new(batch)
-            times = islice(rest, MISSED_BATCH)
+        while batch := [event.run(t, RunStatus.EXPIRED, error) if expired else event.run(t)
+                        for t in islice(missed, MISSED_BATCH)]:
+            created = self.runs.create_new(batch)
+            self.missed += len(created)
+            for record in created if not expired else ():
+                self.dispatcher.offer(record)
 
     def _unschedule(self, key: str) -> None:
         with self._lock:
@@ -243,11 +246,12 @@ class Scheduler:
                     break
                 batch.append(more)
             try:
-                self._record(batch)
+                self.record_due(batch)
             except Exception:  # the store is down: say so, and keep the scheduler alive
                 log.exception("could not record %d scheduled runs", len(batch))
 
-    def _record(self, batch: list[tuple[str, list[datetime]]]) -> None:
+    def record_due(self, batch: list[tuple[str, list[datetime]]]) -> None:
+        """Create the runs of due times `(job id, times)` that do not exist, and dispatch them."""
         runs: list[NewRun] = []
         with self._lock:
             for key, times in batch:

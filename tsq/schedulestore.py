@@ -8,6 +8,7 @@ scheduled run. Deploy, rollback and delete keep the table in step with the live 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,13 +20,14 @@ __all__ = ["ScheduleStore"]
 
 
 class ScheduleStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
+        self.clock = clock
 
     def sync(self, project: str, loop: str, spec: LoopSpec | None) -> None:
         """Record the schedules of `loop` now live (`spec`; None once deleted)."""
         rates = {event.name: event.rate for event in spec.events if event.rate} if spec else {}
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         where = (schedules.c.project == project, schedules.c.loop == loop)
         with self.engine.begin() as db:
             known = {row.event: row.rate for row in db.execute(sa.select(schedules).where(*where))}
@@ -52,7 +54,7 @@ class ScheduleStore:
         return self.since_ms(project, loop, event, rate)
 
     def _record(self, project: str, loop: str, rates: dict[str, str]) -> None:
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         with self.engine.begin() as db:
             for event, rate in rates.items():
                 where = (schedules.c.project == project, schedules.c.loop == loop,

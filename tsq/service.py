@@ -47,7 +47,7 @@ class Service:
         engine = connect(settings.database_url)
         self.loops = LoopStore(engine)
         self.runs = RunStore(engine)
-        self.schedules = ScheduleStore(engine)
+        self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: WorkerPool | None = None
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
