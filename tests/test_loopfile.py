@@ -103,3 +103,35 @@ def test_unknown_connector_and_runtime() -> None:
     found = problems(text, files={"apps.js": "x", "q.tsl": "select('cpu')"})
     assert any('unknown connector \'influxx\'; did you mean "influx"?' in p for p in found)
     assert any("tsl handler" in p for p in found)
+
+
+def test_scheduling_keys() -> None:
+    [loop] = load("functions:\n  f:\n    handler: apps.js\n    catchup: all\n"
+                  "    max_concurrency: 4\n    retries: {max: 2, backoff: 500ms}\n"
+                  "    notify: {webhook: http://127.0.0.1:9000/hook}\n")
+    spec = loop.spec
+    assert (spec.catchup, spec.max_concurrency) == ("all", 4)
+    assert (spec.retries.max, spec.retries.backoff_s) == (2, 0.5)
+    assert spec.notify == {"webhook": "http://127.0.0.1:9000/hook"}
+
+
+def test_url_targets_instead_of_a_handler() -> None:
+    [loop] = load("functions:\n  ping:\n    target: http://127.0.0.1:9000/task\n"
+                  "    events:\n      - a: {rate: R/2026-01-01T00:00:00Z/PT1M/ET1S}\n"
+                  "      - b: {rate: R/2026-01-01T00:00:00Z/PT1M/ET1S, "
+                  "target: https://example.org/other}\n", files={})
+    assert loop.spec.runtime == "http" and loop.source == ""
+    assert loop.spec.target_of("a") == "http://127.0.0.1:9000/task"
+    assert loop.spec.target_of("b") == "https://example.org/other"
+
+
+def test_bad_scheduling_keys_are_reported_with_positions() -> None:
+    found = problems("functions:\n  f:\n    handler: apps.js\n    target: ftp://x\n"
+                     "    max_concurrency: 0\n    catchup: sometimes\n"
+                     "  g:\n    timeout: 3\n")
+    assert any("loops.yml:4:13: functions.f.target" in p and "http(s)://" in p for p in found)
+    assert any("functions.f.max_concurrency: 0 is out of range" in p for p in found)
+    assert any("functions.f.catchup: unknown catchup policy 'sometimes'" in p for p in found)
+    assert any("functions.g" in p and "or `target:`" in p for p in found)
+    both = problems("functions:\n  f:\n    handler: apps.js\n    target: http://127.0.0.1/x\n")
+    assert any("either `handler:`" in p and "not both" in p for p in both)
