@@ -6,16 +6,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import js_invocation
+from benchmarks import js_invocation, scheduler
 from benchmarks.report import Report
+
+BENCHES = {"js_invocation": js_invocation.run, "scheduler": scheduler.run}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few repetitions: proves they run")
+    parser.add_argument("names", nargs="*", choices=[[], *BENCHES], metavar="NAME",
+                        help=f"which to run (default: all of {', '.join(BENCHES)})")
     args = parser.parse_args()
     report = Report(time.strftime("%Y%m%dT%H%M%S"))
-    js_invocation.run(report, quick=args.quick)
+    for name in args.names or BENCHES:
+        BENCHES[name](report, quick=args.quick)
     report.print()
 
 

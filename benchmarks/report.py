@@ -14,6 +14,7 @@ RESULTS = Path(__file__).parent / "results" / "results.jsonl"
 class Report:
     run_id: str
     rows: list[dict[str, object]] = field(default_factory=list)
+    notes: list[dict[str, object]] = field(default_factory=list)
 
     def add(self, bench: str, impl: str, samples_s: list[float], baseline: str | None = None,
             ) -> None:
@@ -27,6 +28,15 @@ class Report:
             base = next(r for r in self.rows if r["bench"] == bench and r["impl"] == baseline)
             row["ratio_vs"] = {baseline: float(base["median_s"]) / float(row["median_s"])}  # type: ignore[arg-type]
         self.rows.append(row)
+        self._write(row)
+
+    def note(self, bench: str, impl: str, facts: dict[str, object]) -> None:
+        """Measurements that are not timings (counts, rates, CPU shares)."""
+        row = {"run": self.run_id, "bench": bench, "impl": impl, "facts": facts}
+        self.notes.append(row)
+        self._write(row)
+
+    def _write(self, row: dict[str, object]) -> None:
         RESULTS.parent.mkdir(exist_ok=True)
         with RESULTS.open("a") as out:
             out.write(json.dumps(row) + "\n")
@@ -38,3 +48,5 @@ class Report:
                               dict(r.get("ratio_vs") or {}).items())  # type: ignore[call-overload]
             print(f"{r['bench']:<16} {r['impl']:<34} {float(r['median_s']) * 1e3:9.2f} "  # type: ignore[arg-type]
                   f"{float(r['p99_s']) * 1e3:9.2f}  {ratio}")  # type: ignore[arg-type]
+        for note in self.notes:
+            print(f"{note['bench']:<16} {note['impl']:<34} {json.dumps(note['facts'])}")
