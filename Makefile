@@ -7,22 +7,28 @@ PORT ?= 8080
 
 .PHONY: demo test lint bench install install-test clean
 
-$(BIN)/tsq:
+# Re-installed whenever pyproject.toml changes, so new dependencies arrive in an old venv too.
+$(BIN)/tsq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	touch $@
 
 install: $(BIN)/tsq
 
 install-test: install
 	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 
-## demo: install, deploy the example loop, run it, show the history, then serve on 127.0.0.1
+## demo: install, deploy the examples, run one, backfill the scheduled one, then serve it
 demo: install
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq deploy examples/hello/loops.yml
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq run hello --event gra
-	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --limit 5
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq show heartbeat
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq backfill heartbeat \
+	  --from $$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:00Z) --to $$(date -u +%Y-%m-%dT%H:%M:00Z)
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat --limit 6
 	@echo "Serving on http://127.0.0.1:$(PORT) (API docs at /docs); Ctrl-C stops it."
+	@echo "heartbeat fires every 10 s: run 'TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat' in another terminal."
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)
 
 ## test: lint, type-check and run the whole test suite

@@ -116,13 +116,14 @@ class LoopStore:
             return StoredLoop(project, name, self._version(db, row.latest_version))
 
     def live(self, project: str | None = None) -> list[StoredLoop]:
-        query = sa.select(loops).where(loops.c.deleted_ms.is_(None))
+        query = (sa.select(loop_versions)
+                 .join(loops, loops.c.latest_version == loop_versions.c.id)
+                 .where(loops.c.deleted_ms.is_(None)))
         if project is not None:
             query = query.where(loops.c.project == project)
         with self.engine.connect() as db:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
-            return [StoredLoop(r.project, r.name, self._version(db, r.latest_version))
-                    for r in rows]
+        return [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
 
     def projects_of(self, name: str) -> list[str]:
         """The projects that have a live loop called `name`."""

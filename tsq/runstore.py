@@ -116,15 +116,14 @@ class RunStore:
         A key that exists already (a duplicate fire, a second scheduler, a restart) is skipped,
         which is what makes every scheduled time run at most once.
         """
+        if not batch:
+            return []
         now = _now_ms()
-        created = []
+        rows = [run.row(new_run_id(), now) for run in batch]
         with self.engine.begin() as db:
             insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
-            for run in batch:
-                row = run.row(new_run_id(), now)
-                if db.execute(insert.values(**row)).rowcount == 1:
-                    created.append(_to_json(row))
-        return created
+            inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
+        return [_to_json(row) for row in rows if row["id"] in inserted]
 
     def claim(self, run_id: str) -> bool:
         """queued → running, atomically; False when another dispatcher took it first."""
@@ -175,13 +174,16 @@ class RunStore:
                 found.update((row.key, _to_json(row)) for row in db.execute(query))
         return found
 
-    def last_scheduled_ms(self, project: str, loop: str, event: str) -> int | None:
-        """The newest scheduled time that has a run of this event (None: it never fired)."""
+    def last_scheduled_all(self, project: str | None = None, loop: str | None = None
+                           ) -> dict[tuple[str, str, str], int]:
+        """(project, loop, event) → the newest scheduled time that has a scheduled run."""
+        query = sa.select(runs.c.project, runs.c.loop, runs.c.event,
+                          sa.func.max(runs.c.scheduled_ms)).where(runs.c.trigger == "schedule")
+        if project is not None and loop is not None:
+            query = query.where(runs.c.project == project, runs.c.loop == loop)
+        query = query.group_by(runs.c.project, runs.c.loop, runs.c.event)
         with self.engine.connect() as db:
-            value = db.execute(sa.select(sa.func.max(runs.c.scheduled_ms)).where(
-                runs.c.project == project, runs.c.loop == loop, runs.c.event == event,
-                runs.c.trigger == "schedule")).scalar()
-        return None if value is None else int(value)
+            return {(p, name, e): int(ms) for p, name, e, ms in db.execute(query)}
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Queued and running runs, oldest first."""

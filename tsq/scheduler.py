@@ -8,10 +8,12 @@ the new runs to the dispatcher. User code never runs here. APScheduler's own gua
 busy jobs (`max_instances`, misfire grace) would drop times, so the executor bypasses them: every
 due time is recorded, and the dispatcher applies epsilon when the run would start.
 
-After an outage each event resumes from the later of its last scheduled run and the time its
-schedule took effect (a schedule is never backfilled before it was deployed). The missed times
-are recorded per the loop's `catchup` policy: `none` records them `expired` at once; `epsilon`
-and `all` queue them, oldest first, and the dispatcher expires (epsilon) or runs (all) them.
+At start (and when a loop changes) each event is planned from the later of its last scheduled
+run and the time its schedule took effect (a schedule is never backfilled before it was
+deployed). The times missed meanwhile are recorded here, before APScheduler takes over from the
+next time at or after now, per the loop's `catchup` policy: `none` records them `expired` at
+once; `epsilon` and `all` queue them, oldest first, and the dispatcher expires (epsilon) or runs
+(all) them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from typing import Any
 
 from apscheduler.executors.base import BaseExecutor
@@ -100,6 +101,25 @@ def missed_times(schedule: metronome.Schedule, since: datetime, last: datetime |
     return schedule.fire_times(lower, now)
 
 
+def _caught_up(event: _Event, catchup: str, missed: Iterator[datetime],
+               now: datetime) -> Iterator[NewRun]:
+    """The runs of missed times: queued when the policy runs them, else `expired` at once.
+
+    `all` queues every time; `epsilon` queues those still within epsilon (the dispatcher
+    checks again when each starts); `none` queues nothing.
+    """
+    if catchup == "all":
+        yield from (event.run(t) for t in missed)
+        return
+    error = {"type": "Expired", "stack": "",
+             "message": f"missed while tsq was not running (catchup: {catchup})"}
+    for t in missed:
+        if catchup == "epsilon" and now - t <= event.schedule.epsilon:
+            yield event.run(t)
+        else:
+            yield event.run(t, RunStatus.EXPIRED, error)
+
+
 class _HandOff(BaseExecutor):  # type: ignore[misc]
     """An APScheduler executor that passes every due time on and never refuses one."""
 
@@ -146,8 +166,7 @@ class Scheduler:
 
     def plan_all(self) -> None:
         """Record the times missed since each event last fired and queue its next fire."""
-        for loop in self.loops.live():
-            self._plan(loop)
+        self._plan(self.loops.live(), self.runs.last_scheduled_all())
 
     def close(self) -> None:
         if self._aps.running:
@@ -168,7 +187,7 @@ class Scheduler:
         for key in stale:
             self._unschedule(key)
         if loop is not None:
-            self._plan(loop)
+            self._plan([loop], self.runs.last_scheduled_all(project, name))
 
     def next_times(self, project: str, name: str) -> dict[str, datetime | None]:
         """The next fire time of each scheduled event of a loop, as APScheduler holds it."""
@@ -182,41 +201,39 @@ class Scheduler:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _plan(self, loop: StoredLoop) -> None:
-        spec = loop.latest.spec
-        for event in spec.events:
-            if event.rate is None:
-                continue
-            scheduled = _Event(loop.project, loop.name, event.name, loop.latest.id,
-                               metronome.parse(event.rate), dict(event.params))
-            self._schedule(scheduled, spec.catchup)
-
-    def _schedule(self, event: _Event, catchup: str) -> None:
+    def _plan(self, loops: list[StoredLoop], last: dict[tuple[str, str, str], int]) -> None:
+        """Catch up on the events of `loops` (in a few large transactions), then queue each
+        event's next time. `last` holds each event's newest scheduled run."""
         now = datetime.fromtimestamp(self.clock(), UTC)
-        since = _dt(self.schedules.since_ms(event.project, event.loop, event.event,
-                                            event.schedule.text))
-        last_ms = self.runs.last_scheduled_ms(event.project, event.loop, event.event)
-        with self._lock:
-            self._events[event.job_id] = event
-        self._catch_up(event, catchup, missed_times(
-            event.schedule, since, None if last_ms is None else _dt(last_ms), now))
-        first = event.schedule.next_at_or_after(now)
-        if first is not None:  # None: an R<n> schedule that has run out
-            self._aps.add_job(_never_called, trigger=MetronomeTrigger(event.schedule),
-                              id=event.job_id, next_run_time=first, replace_existing=True)
-
-    def _catch_up(self, event: _Event, catchup: str, missed: Iterator[datetime]) -> None:
-        """Record every missed time: `expired` at once (none), or queued for the dispatcher,
-        which runs them oldest first and expires those past epsilon (epsilon, all)."""
-        expired = catchup == "none"
-        error = {"type": "Expired", "stack": "",
-                 "message": "missed while tsq was not running (catchup: none)"}
-        while batch := [event.run(t, RunStatus.EXPIRED, error) if expired else event.run(t)
-                        for t in islice(missed, MISSED_BATCH)]:
-            created = self.runs.create_new(batch)
+        since = self.schedules.since_all(
+            [(loop.project, loop.name, e.name, e.rate) for loop in loops
+             for e in loop.latest.spec.events if e.rate])
+        missed: list[NewRun] = []
+        for loop in loops:
+            spec = loop.latest.spec
+            for spec_event in spec.events:
+                if spec_event.rate is None:
+                    continue
+                event = _Event(loop.project, loop.name, spec_event.name, loop.latest.id,
+                               metronome.parse(spec_event.rate), dict(spec_event.params))
+                with self._lock:
+                    self._events[event.job_id] = event
+                where = (loop.project, loop.name, spec_event.name)
+                previous = last.get(where)
+                times = missed_times(event.schedule, _dt(since[where]),
+                                     None if previous is None else _dt(previous), now)
+                missed.extend(_caught_up(event, spec.catchup, times, now))
+                first = event.schedule.next_at_or_after(now)
+                if first is not None:  # None: an R<n> schedule that has run out
+                    self._aps.add_job(_never_called, trigger=MetronomeTrigger(event.schedule),
+                                      id=event.job_id, next_run_time=first,
+                                      replace_existing=True)
+        for start in range(0, len(missed), MISSED_BATCH):
+            created = self.runs.create_new(missed[start:start + MISSED_BATCH])
             self.missed += len(created)
-            for record in created if not expired else ():
-                self.dispatcher.offer(record)
+            for record in created:
+                if record["status"] == RunStatus.QUEUED.value:
+                    self.dispatcher.offer(record)
 
     def _unschedule(self, key: str) -> None:
         with self._lock:

@@ -41,24 +41,29 @@ class ScheduleStore:
                     db.execute(schedules.update().where(*where, schedules.c.event == event)
                                .values(rate=rate, since_ms=now))
 
-    def since_ms(self, project: str, loop: str, event: str, rate: str) -> int:
-        """When `rate` took effect for this event; now, recorded, if nobody recorded it."""
+    def since_all(self, events: list[tuple[str, str, str, str]]
+                  ) -> dict[tuple[str, str, str], int]:
+        """(project, loop, event) → when its rate took effect, for `(project, loop, event,
+        rate)`; an event nobody recorded, or recorded with another rate, starts now."""
         with self.engine.connect() as db:
-            row = db.execute(sa.select(schedules).where(
-                schedules.c.project == project, schedules.c.loop == loop,
-                schedules.c.event == event)).first()
-        if row is not None and row.rate == rate:
-            return int(row.since_ms)
-        spec_events = {event: rate}
-        self._record(project, loop, spec_events)
-        return self.since_ms(project, loop, event, rate)
-
-    def _record(self, project: str, loop: str, rates: dict[str, str]) -> None:
+            known = {(r.project, r.loop, r.event): (r.rate, int(r.since_ms))
+                     for r in db.execute(sa.select(schedules))}
         now = int(self.clock() * 1000)
-        with self.engine.begin() as db:
-            for event, rate in rates.items():
-                where = (schedules.c.project == project, schedules.c.loop == loop,
-                         schedules.c.event == event)
-                db.execute(schedules.delete().where(*where))
-                db.execute(schedules.insert().values(project=project, loop=loop, event=event,
-                                                     rate=rate, since_ms=now))
+        since: dict[tuple[str, str, str], int] = {}
+        fresh = []
+        for project, loop, event, rate in events:
+            recorded = known.get((project, loop, event))
+            if recorded is not None and recorded[0] == rate:
+                since[(project, loop, event)] = recorded[1]
+            else:
+                since[(project, loop, event)] = now
+                fresh.append({"project": project, "loop": loop, "event": event, "rate": rate,
+                              "since_ms": now})
+        if fresh:
+            with self.engine.begin() as db:
+                for row in fresh:
+                    db.execute(schedules.delete().where(
+                        schedules.c.project == row["project"], schedules.c.loop == row["loop"],
+                        schedules.c.event == row["event"]))
+                db.execute(schedules.insert(), fresh)
+        return since

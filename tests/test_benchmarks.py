@@ -1,0 +1,26 @@
+"""The benchmarks still work (quick mode: small sizes, no timing claims)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_scheduler_benchmark_runs_and_loses_nothing() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "scheduler"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
+             if line.startswith("scheduler") and line.rstrip().endswith("}")]
+    tsq = next(f for f in facts if "duplicate_keys" in f)
+    assert tsq["duplicate_keys"] == 0 and tsq["lost_times"] == 0
+    assert tsq["loops_that_fired"] == tsq["loops"]
+    assert tsq["resume_s"] is not None
