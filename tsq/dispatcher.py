@@ -17,6 +17,7 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -32,7 +33,7 @@ import httpx
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import NOTIFIED_STATUSES, Notifier
-from tsq.runstore import NewRun, RunStore, run_key
+from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes.base import Limits, LogLine, RunResult
 from tsq.targets import call_target
 from tsq.worker import Job
@@ -60,6 +61,16 @@ def retry_delay_s(backoff_s: float, attempt: int, jitter: float) -> float:
     return delay * (0.5 + jitter / 2)
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """A run that ended (or will not start), on its way to the store."""
+
+    record: dict[str, Any]
+    result: RunResult
+    logs: list[LogLine] = field(default_factory=list)
+    holds_slot: bool = True  # False for runs taken over at start, which never had a lane slot
+
+
 @dataclass
 class _Lane:
     """The runs of one loop that share its concurrency limit."""
@@ -69,6 +80,10 @@ class _Lane:
 
 
 class Dispatcher:
+    """Two threads do the store work in batches, so a burst of fires costs a few transactions:
+    `tsq-dispatch` expires or claims ready runs and hands them to the workers, `tsq-settle`
+    writes how runs ended and does what follows (retries, webhooks, `after:`, waiters)."""
+
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
                  notifier: Notifier, clock: Clock = time.time) -> None:
         self.runs = runs
@@ -86,6 +101,13 @@ class Dispatcher:
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
         self._http = httpx.Client()
         self._closed = False
+        self._ready: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._ended: queue.Queue[_Ended | None] = queue.Queue()
+        self._threads = [threading.Thread(target=target, daemon=True, name=name) for
+                         target, name in ((self._dispatch_loop, "tsq-dispatch"),
+                                          (self._settle_loop, "tsq-settle"))]
+        for thread in self._threads:
+            thread.start()
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -96,20 +118,6 @@ class Dispatcher:
             self._later((not_before - self._now_ms()) / 1000, record)
         else:
             self._admit(record)
-
-    def _admit(self, record: dict[str, Any]) -> None:
-        if record["trigger"] not in LIMITED_TRIGGERS:
-            self._launch(record)
-            return
-        lane_key = (record["project"], record["loop"])
-        limit = self._version(record["version_id"]).spec.max_concurrency
-        with self._lock:
-            lane = self._lanes.setdefault(lane_key, _Lane())
-            if lane.running >= limit:
-                lane.waiting.append(record)
-                return
-            lane.running += 1
-        self._launch(record)
 
     def wait(self, run_id: str) -> Future[dict[str, Any]]:
         """A future for the final record of `run_id`; ask before offering the run."""
@@ -132,9 +140,9 @@ class Dispatcher:
             if record["status"] == "queued":
                 self.offer(record)
             else:
-                self._complete(record, RunResult.failed(
-                    "Interrupted", "the service stopped while this run was running"), [],
-                    holds_slot=False)
+                self._ended.put(_Ended(record, RunResult.failed(
+                    "Interrupted", "the service stopped while this run was running"),
+                    holds_slot=False))
         return count
 
     def loops_changed(self) -> None:
@@ -145,37 +153,89 @@ class Dispatcher:
         self._closed = True
         for timer in list(self._timers):
             timer.cancel()
+        self._ready.put(None)
+        self._ended.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
         self._targets.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
-    # -- one run ---------------------------------------------------------------------------
+    # -- lanes -----------------------------------------------------------------------------
 
-    def _launch(self, record: dict[str, Any]) -> None:
-        """Start `record`, and the lane's next runs as long as they end at once (expired…)."""
-        current: dict[str, Any] | None = record
-        while current is not None:
-            current = self._start(current)
+    def _admit(self, record: dict[str, Any]) -> None:
+        if record["trigger"] in LIMITED_TRIGGERS:
+            limit = self._version(record["version_id"]).spec.max_concurrency
+            with self._lock:
+                lane = self._lanes.setdefault((record["project"], record["loop"]), _Lane())
+                if lane.running >= limit:
+                    lane.waiting.append(record)
+                    return
+                lane.running += 1
+        self._ready.put(record)
 
-    def _start(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Start one run; the next run of its lane when this one ended without running."""
-        try:
-            version = self._version(record["version_id"])
-            if self._expired(record, version.spec):
+    def _release(self, record: dict[str, Any]) -> None:
+        """Free `record`'s lane slot, or hand it straight to the lane's next waiting run."""
+        if record["trigger"] not in LIMITED_TRIGGERS:
+            return
+        with self._lock:
+            lane = self._lanes.get((record["project"], record["loop"]))
+            if lane is None:
+                return
+            if not lane.waiting:
+                lane.running -= 1
+                return
+            following = lane.waiting.popleft()
+        self._ready.put(following)
+
+    def _later(self, delay_s: float, record: dict[str, Any]) -> None:
+        def fire() -> None:
+            self._timers.discard(timer)
+            if not self._closed:
+                self._admit(record)
+
+        timer = threading.Timer(max(0.0, delay_s), fire)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    # -- starting runs (tsq-dispatch) ------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while (batch := _drain(self._ready)) is not None:
+            try:
+                self._dispatch(batch)
+            except Exception as exc:  # the store failed: these runs fail, dispatching goes on
+                log.exception("could not start %d runs", len(batch))
+                for record in batch:
+                    self._ended.put(_Ended(record, RunResult.failed(
+                        "InternalError", f"tsq could not start the run: {exc}")))
+
+    def _dispatch(self, batch: list[dict[str, Any]]) -> None:
+        fresh = []
+        for record in batch:
+            spec = self._version(record["version_id"]).spec
+            if self._expired(record, spec):
                 late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
-                final = self.runs.expire(record["id"], (
-                    f"not started: {late_s:.1f} s after its scheduled time, past its epsilon of "
-                    f"{record['epsilon_ms'] / 1000:g} s (catchup: {version.spec.catchup})"))
-                self._settle(final, version.spec)
-                return self._next(record)
-            if not self.runs.claim(record["id"]):
-                return self._next(record)  # another dispatcher runs it, or it was cancelled
-            self._execute(record, version)
-            return None
-        except Exception as exc:  # a store or worker fault: record it, keep dispatching
-            log.exception("could not start run %s", record["id"])
-            self._complete(record, RunResult.failed(
-                "InternalError", f"tsq could not start the run: {exc}"), [], holds_slot=False)
-            return self._next(record)
+                message = (f"not started: {late_s:.1f} s after its scheduled time, past its "
+                           f"epsilon of {record['epsilon_ms'] / 1000:g} s "
+                           f"(catchup: {spec.catchup})")
+                self._ended.put(_Ended(record, RunResult("expired", error={
+                    "type": "Expired", "message": message, "stack": ""}),
+                    [LogLine(self._now_ms(), "warning", message)]))
+            else:
+                fresh.append(record)
+        claimed = self.runs.claim_many([record["id"] for record in fresh])
+        now = self._now_ms()
+        for record in fresh:
+            if record["id"] not in claimed:
+                self._release(record)  # another dispatcher runs it, or it was cancelled
+                continue
+            running = {**record, "status": "running", "started_ms": now}
+            try:
+                self._execute(running, self._version(record["version_id"]))
+            except Exception as exc:
+                self._ended.put(_Ended(running, RunResult.failed(
+                    "InternalError", f"tsq could not start the run: {exc}")))
 
     def _execute(self, record: dict[str, Any], version: StoredVersion) -> None:
         spec = version.spec
@@ -195,27 +255,55 @@ class Dispatcher:
             )
             future = self._pool().submit(job, JobListener(started=lambda _job: None,
                                                           logs=lambda _job, ls: logs.add(ls)))
-        future.add_done_callback(lambda done: self._complete(record, _outcome(done),
-                                                             logs.take()))
+        future.add_done_callback(
+            lambda done: self._ended.put(_Ended(record, _outcome(done), logs.take())))
 
-    def _complete(self, record: dict[str, Any], result: RunResult, logs: list[LogLine],
-                  *, holds_slot: bool = True) -> None:
-        try:
+    def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
+        return (record["trigger"] == "schedule" and record["attempt"] == 1
+                and spec.catchup != "all" and record["epsilon_ms"] is not None
+                and self._now_ms() - record["scheduled_ms"] > record["epsilon_ms"])
+
+    # -- ending runs (tsq-settle) ----------------------------------------------------------
+
+    def _settle_loop(self) -> None:
+        while (batch := _drain(self._ended)) is not None:
+            try:
+                self._settle(batch)
+            except Exception:
+                log.exception("could not record the end of %d runs", len(batch))
+                for ended in batch:
+                    if ended.holds_slot:
+                        self._release(ended.record)
+
+    def _settle(self, batch: list[_Ended]) -> None:
+        settlements = [self._settlement(ended) for ended in batch]
+        for ended, settlement, record in zip(batch, settlements,
+                                             self.runs.settle_many(settlements), strict=True):
             spec = self._version(record["version_id"]).spec
-            if result.status != "success" and result.error:
-                logs = [*logs, LogLine(self._now_ms(), "error", _error_line(result))]
-            if self._retries(record, result, spec):
-                self._retry(record, result, spec, logs)
+            if settlement.retry_at_ms is not None:
+                self.offer(record)
             else:
-                self._settle(self.runs.finish(record["id"], result, logs), spec)
-        except Exception:
-            log.exception("could not record the end of run %s", record["id"])
-        if holds_slot:
-            following = self._next(record)
-            if following is not None:
-                self._launch(following)
+                self._follow_up(record, spec)
+            if ended.holds_slot:
+                self._release(ended.record)
 
-    def _settle(self, final: dict[str, Any], spec: LoopSpec) -> None:
+    def _settlement(self, ended: _Ended) -> Settlement:
+        record, result = ended.record, ended.result
+        spec = self._version(record["version_id"]).spec
+        logs = list(ended.logs)
+        if result.status not in ("success", "expired") and result.error:
+            logs.append(LogLine(self._now_ms(), "error", _error_line(result)))
+        attempt = int(record["attempt"])
+        if (result.status in ("failed", "timeout") and record["trigger"] in RETRIED_TRIGGERS
+                and attempt <= spec.retries.max and not self._closed):
+            delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
+            logs.append(LogLine(self._now_ms(), "info",
+                                f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
+                                f"{spec.retries.max + 1} in {delay:.1f} s"))
+            return Settlement(record, result, logs, self._now_ms() + int(delay * 1000))
+        return Settlement(record, result, logs)
+
+    def _follow_up(self, final: dict[str, Any], spec: LoopSpec) -> None:
         """A run's last word: notify, trigger followers, wake waiters and listeners."""
         webhook = spec.notify.get("webhook")
         if webhook and final["status"] in NOTIFIED_STATUSES:
@@ -228,51 +316,6 @@ class Dispatcher:
             waiter.set_result(final)
         for listener in self._listeners:
             listener(final)
-
-    def _retries(self, record: dict[str, Any], result: RunResult, spec: LoopSpec) -> bool:
-        return (result.status in ("failed", "timeout") and record["trigger"] in RETRIED_TRIGGERS
-                and int(record["attempt"]) <= spec.retries.max and not self._closed)
-
-    def _retry(self, record: dict[str, Any], result: RunResult, spec: LoopSpec,
-               logs: list[LogLine]) -> None:
-        """Queue the next attempt; the record goes from running to queued in one step."""
-        attempt = int(record["attempt"])
-        delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
-        again = self.runs.requeue(
-            record["id"], attempt=attempt + 1,
-            not_before_ms=self._now_ms() + int(delay * 1000),
-            message=f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
-                    f"{spec.retries.max + 1} in {delay:.1f} s", logs=logs)
-        self.offer(again)
-
-    def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
-        return (record["trigger"] == "schedule" and record["attempt"] == 1
-                and spec.catchup != "all" and record["epsilon_ms"] is not None
-                and self._now_ms() - record["scheduled_ms"] > record["epsilon_ms"])
-
-    def _next(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Free `record`'s lane slot, or hand it straight to the lane's next waiting run."""
-        if record["trigger"] not in LIMITED_TRIGGERS:
-            return None
-        with self._lock:
-            lane = self._lanes.get((record["project"], record["loop"]))
-            if lane is None:
-                return None
-            if lane.waiting:
-                return lane.waiting.popleft()
-            lane.running -= 1
-            return None
-
-    def _later(self, delay_s: float, record: dict[str, Any]) -> None:
-        def fire() -> None:
-            self._timers.discard(timer)
-            if not self._closed:
-                self._admit(record)
-
-        timer = threading.Timer(max(0.0, delay_s), fire)
-        timer.daemon = True
-        self._timers.add(timer)
-        timer.start()
 
     # -- after: ----------------------------------------------------------------------------
 
@@ -367,6 +410,27 @@ def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, A
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
+
+
+BATCH = 500  # runs per transaction, at most
+
+
+def _drain(items: queue.Queue[Any]) -> list[Any] | None:
+    """The next item and whatever else is waiting (up to BATCH); None once closed."""
+    first = items.get()
+    if first is None:
+        return None
+    batch = [first]
+    while len(batch) < BATCH:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            items.put(None)  # seen again by the next _drain, after this batch
+            break
+        batch.append(item)
+    return batch
 
 
 def _outcome(done: Future[RunResult]) -> RunResult:

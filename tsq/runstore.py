@@ -22,7 +22,8 @@ from tsq.db import run_logs, runs
 from tsq.errors import NotFound
 from tsq.runtimes.base import LogLine, RunResult
 
-__all__ = ["NewRun", "RunFilter", "RunStatus", "RunStore", "new_run_id", "run_key"]
+__all__ = ["NewRun", "RunFilter", "RunStatus", "RunStore", "Settlement", "new_run_id",
+           "run_key"]
 
 # INSERT … ON CONFLICT DO NOTHING: the statement that makes a run key unique without a race.
 _INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
@@ -89,6 +90,40 @@ class NewRun:
         }
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How one dispatched run ended: its outcome and new log lines, and, for a retry, when its
+    next attempt may start."""
+
+    record: dict[str, Any]  # the run as it was dispatched
+    result: RunResult
+    logs: Sequence[LogLine] = ()
+    retry_at_ms: int | None = None
+
+    def settled(self, now: int) -> dict[str, Any]:
+        """The record after `RunStore.settle_many`, without reading it back."""
+        record = dict(self.record)
+        if self.retry_at_ms is not None:
+            record.update(status=RunStatus.QUEUED.value, attempt=record["attempt"] + 1,
+                          not_before_ms=self.retry_at_ms, started_ms=None, finished_ms=None,
+                          queued_ms=now)
+        else:
+            record.update(status=self.result.status, result=self.result.result,
+                          error=self.result.error, finished_ms=now,
+                          started_ms=record["started_ms"] or now)
+        return _to_json(record)
+
+
+_FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
+    status=sa.bindparam("b_status"), result=sa.bindparam("b_result", type_=sa.JSON),
+    error=sa.bindparam("b_error", type_=sa.JSON), finished_ms=sa.bindparam("b_now"),
+    started_ms=sa.func.coalesce(runs.c.started_ms, sa.bindparam("b_now"))))
+_RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
+    status=RunStatus.QUEUED.value, attempt=sa.bindparam("b_attempt"),
+    not_before_ms=sa.bindparam("b_not_before"), started_ms=None, finished_ms=None,
+    queued_ms=sa.bindparam("b_now")))
+
+
 def run_key(loop: str, event: str, scheduled_ms: int) -> str:
     """The key that makes `(loop, event, scheduled time)` run once (unique per project)."""
     return f"{loop}:{event}:{scheduled_ms}"
@@ -125,30 +160,40 @@ class RunStore:
             inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
         return [_to_json(row) for row in rows if row["id"] in inserted]
 
-    def claim(self, run_id: str) -> bool:
-        """queued → running, atomically; False when another dispatcher took it first."""
+    def claim_many(self, run_ids: Sequence[str]) -> set[str]:
+        """queued → running, atomically, in one transaction; the ids this caller got (another
+        dispatcher on the same store gets none of them)."""
+        if not run_ids:
+            return set()
         with self.engine.begin() as db:
-            claimed = db.execute(runs.update().where(runs.c.id == run_id,
-                                                     runs.c.status == "queued")
-                                 .values(status=RunStatus.RUNNING.value, started_ms=_now_ms()))
-        return bool(claimed.rowcount == 1)
+            claimed = db.execute(runs.update()
+                                 .where(runs.c.id.in_(run_ids), runs.c.status == "queued")
+                                 .values(status=RunStatus.RUNNING.value, started_ms=_now_ms())
+                                 .returning(runs.c.id))
+            return set(claimed.scalars())
 
-    def finish(self, run_id: str, outcome: RunResult,
-               logs: Sequence[LogLine] = ()) -> dict[str, Any]:
-        """Record the outcome and the log lines not written yet, in one transaction."""
+    def settle_many(self, outcomes: Sequence[Settlement]) -> list[dict[str, Any]]:
+        """Write the ends of many runs in one transaction: outcomes, log lines, and retries
+        (back to queued for their next attempt). The records as they are now, in order."""
         now = _now_ms()
+        finished = [o for o in outcomes if o.retry_at_ms is None]
+        retried = [o for o in outcomes if o.retry_at_ms is not None]
+        lines = [(o.record["id"], line) for o in outcomes for line in o.logs]
         with self.engine.begin() as db:
-            _insert_logs(db, run_id, logs)
-            db.execute(runs.update().where(runs.c.id == run_id).values(
-                status=outcome.status, result=outcome.result, error=outcome.error,
-                finished_ms=now, started_ms=sa.func.coalesce(runs.c.started_ms, now),
-            ))
-        return self.get(run_id)
-
-    def expire(self, run_id: str, message: str) -> dict[str, Any]:
-        return self.finish(run_id, RunResult("expired", error={
-            "type": "Expired", "message": message, "stack": ""}),
-            [LogLine(_now_ms(), "warn", message)])
+            if lines:
+                db.execute(run_logs.insert(), [
+                    {"run_id": run_id, "ts_ms": line.ts_ms, "level": line.level,
+                     "message": line.message} for run_id, line in lines])
+            if finished:
+                db.execute(_FINISH, [{"b_id": o.record["id"], "b_status": o.result.status,
+                                      "b_result": o.result.result, "b_error": o.result.error,
+                                      "b_now": now} for o in finished])
+            if retried:
+                db.execute(_RETRY, [{"b_id": o.record["id"],
+                                     "b_attempt": o.record["attempt"] + 1,
+                                     "b_not_before": o.retry_at_ms, "b_now": now}
+                                    for o in retried])
+        return [o.settled(now) for o in outcomes]
 
     def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
                 message: str, logs: Sequence[LogLine] = ()) -> dict[str, Any]:
