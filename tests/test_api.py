@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -154,3 +155,48 @@ def test_bad_requests(api: httpx.Client) -> None:
     assert api.get("/v1/runs/nope").status_code == 404
     assert api.get("/v1/nothing-here").json()["error"]["type"] == "NotFound"
     assert api.get("/healthz").json()["status"] == "ok"
+
+
+def test_scheduled_loop_shows_next_times_and_backfills_with_progress(
+        api: httpx.Client) -> None:
+    source = "export default async (e) => ({start: e.window.startMs, end: e.window.endMs})"
+    extra = ("    events:\n      - agra:\n          rate: R/2018-01-01T00:00:00Z/PT1H/ET1M\n"
+             "          params: {cell: ovh-a-gra}\n")
+    assert deploy(api, "hourly", source, extra).status_code == 201
+    [event] = api.get("/v1/loops/hourly").json()["events"]
+    assert event["params"] == {"cell": "ovh-a-gra"} and len(event["next"]) == 3
+    first = event["next"][0]
+    assert first["time"].endswith(":00:00+00:00")
+    assert first["window"][1] == first["time"]
+
+    started = api.post("/v1/backfill", json={"loop": "hourly", "from": "2026-01-01T00:00:00Z",
+                                             "to": "2026-01-01T06:00:00Z"})
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert job["total"] == 6
+    deadline = time.monotonic() + 60
+    while job["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = api.get(f"/v1/backfill/{job['id']}").json()
+    assert (job["status"], job["success"], job["skipped"]) == ("done", 6, 0)
+    runs = api.get("/v1/runs", params={"loop": "hourly", "trigger": "backfill"}).json()["runs"]
+    windows = sorted((r["result"]["start"], r["result"]["end"]) for r in runs)
+    assert windows[0] == (1767222000000, 1767225600000)  # [2025-12-31T23:00, 2026-01-01T00:00)
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False)), "windows tile"
+
+    again = api.post("/v1/backfill", json={"loop": "hourly", "from": "2026-01-01T00:00:00Z",
+                                           "to": "2026-01-01T06:00:00Z"}).json()
+    assert (again["skipped"], again["status"]) == (6, "done")
+
+
+def test_backfill_bad_requests(api: httpx.Client) -> None:
+    no_offset = api.post("/v1/backfill", json={"loop": "hourly", "from": "2026-01-01T00:00:00",
+                                               "to": "2026-01-02T00:00:00Z"})
+    assert no_offset.status_code == 400 and "no UTC offset" in no_offset.json()["error"]["message"]
+    garbage = api.post("/v1/backfill", json={"loop": "hourly", "from": "yesterday",
+                                             "to": "2026-01-02T00:00:00Z"})
+    assert garbage.status_code == 400 and "'yesterday'" in garbage.json()["error"]["message"]
+    unknown = api.post("/v1/backfill", json={"loop": "nope", "from": "2026-01-01T00:00:00Z",
+                                             "to": "2026-01-02T00:00:00Z"})
+    assert unknown.status_code == 404
+    assert api.get("/v1/backfill/0123").status_code == 404

@@ -47,3 +47,18 @@ def test_exit_codes_and_errors(tmp_path: Path) -> None:
     bad = tsq(tmp_path, "deploy", str(tmp_path / "bad.yml"))
     assert bad.returncode == 3 and "bad.yml:3:14: functions.x.handler" in bad.stderr
     assert "gone.js" in bad.stderr
+
+
+@pytest.mark.slow
+def test_show_and_backfill_a_scheduled_loop(tmp_path: Path) -> None:
+    assert tsq(tmp_path, "deploy", str(EXAMPLE)).returncode == 0
+    shown = tsq(tmp_path, "show", "heartbeat").stdout
+    assert "R/2026-01-01T00:00:00Z/PT10S/ET5S" in shown and shown.count("window [") == 3
+    done = tsq(tmp_path, "backfill", "heartbeat", "--from", "2026-01-01T00:00:00Z",
+               "--to", "2026-01-01T00:01:00Z")
+    assert done.returncode == 0, done.stderr
+    assert "6 scheduled times, 6 succeeded, 0 failed, 0 skipped" in done.stdout
+    history = json.loads(tsq(tmp_path, "runs", "--loop", "heartbeat", "--json").stdout)["runs"]
+    assert sorted(r["result"]["window"][1] for r in history)[0] == "2026-01-01T00:00:00.000Z"
+    bad = tsq(tmp_path, "backfill", "heartbeat", "--from", "soon", "--to", "later")
+    assert bad.returncode == 3 and "'soon' is not an ISO-8601 time" in bad.stderr

@@ -49,6 +49,7 @@ RETRIED_TRIGGERS = LIMITED_TRIGGERS  # a caller waiting on a manual run wants it
 RETRY_CAP_S = 3600.0
 LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
 TARGET_THREADS = 8
+SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 
 
 def retry_delay_s(backoff_s: float, attempt: int, jitter: float) -> float:
@@ -85,7 +86,7 @@ class Dispatcher:
     writes how runs ended and does what follows (retries, webhooks, `after:`, waiters)."""
 
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
-                 notifier: Notifier, clock: Clock = time.time) -> None:
+                 notifier: Notifier, clock: Clock = time.time, workers: int = 2) -> None:
         self.runs = runs
         self.loops = loops
         self.notifier = notifier
@@ -101,6 +102,10 @@ class Dispatcher:
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
         self._http = httpx.Client()
         self._closed = False
+        # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
+        # and the next one waiting, so it never idles between runs.
+        self._workers_free = threading.Semaphore(workers * 2)
+        self._targets_free = threading.Semaphore(TARGET_THREADS)
         self._ready: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._ended: queue.Queue[_Ended | None] = queue.Queue()
         self._threads = [threading.Thread(target=target, daemon=True, name=name) for
@@ -211,33 +216,67 @@ class Dispatcher:
                         "InternalError", f"tsq could not start the run: {exc}")))
 
     def _dispatch(self, batch: list[dict[str, Any]]) -> None:
-        fresh = []
-        for record in batch:
-            spec = self._version(record["version_id"]).spec
-            if self._expired(record, spec):
-                late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
-                message = (f"not started: {late_s:.1f} s after its scheduled time, past its "
-                           f"epsilon of {record['epsilon_ms'] / 1000:g} s "
-                           f"(catchup: {spec.catchup})")
-                self._ended.put(_Ended(record, RunResult("expired", error={
-                    "type": "Expired", "message": message, "stack": ""}),
-                    [LogLine(self._now_ms(), "warning", message)]))
-            else:
-                fresh.append(record)
-        claimed = self.runs.claim_many([record["id"] for record in fresh])
+        """Start the runs of `batch` in order, as fast as free capacity allows.
+
+        A run is claimed (marked running) only when a worker slot is free for it, so a stopped
+        service leaves few runs `running` (those are recorded as interrupted at restart) and
+        many `queued` (those simply run at restart); and epsilon is checked when a slot is there,
+        so a run that waited too long for one expires instead of starting late.
+        """
+        pending = deque(batch)
+        while pending and not self._closed:
+            group: list[tuple[dict[str, Any], threading.Semaphore]] = []
+            while pending:
+                record = pending[0]
+                spec = self._version(record["version_id"]).spec
+                if self._expired(record, spec):
+                    self._expire(pending.popleft(), spec)
+                    continue
+                slots = self._targets_free if spec.target_of(record["event"]) else \
+                    self._workers_free
+                if not self._take(slots, wait=not group):
+                    break  # start what holds a slot; wait for more afterwards
+                if self._expired(record, spec):  # the wait for a slot made it too late
+                    slots.release()
+                    continue
+                group.append((pending.popleft(), slots))
+            self._start(group)
+
+    def _take(self, slots: threading.Semaphore, *, wait: bool) -> bool:
+        """A free slot; with `wait`, as soon as one frees up (False only once closing)."""
+        if not wait:
+            return slots.acquire(blocking=False)
+        while not self._closed:
+            if slots.acquire(timeout=SLOT_WAIT_S):
+                return True
+        return False
+
+    def _start(self, group: list[tuple[dict[str, Any], threading.Semaphore]]) -> None:
+        claimed = self.runs.claim_many([record["id"] for record, _ in group])
         now = self._now_ms()
-        for record in fresh:
+        for record, slots in group:
             if record["id"] not in claimed:
+                slots.release()
                 self._release(record)  # another dispatcher runs it, or it was cancelled
                 continue
             running = {**record, "status": "running", "started_ms": now}
             try:
-                self._execute(running, self._version(record["version_id"]))
+                self._execute(running, self._version(record["version_id"]), slots)
             except Exception as exc:
+                slots.release()
                 self._ended.put(_Ended(running, RunResult.failed(
                     "InternalError", f"tsq could not start the run: {exc}")))
 
-    def _execute(self, record: dict[str, Any], version: StoredVersion) -> None:
+    def _expire(self, record: dict[str, Any], spec: LoopSpec) -> None:
+        late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
+        message = (f"not started: {late_s:.1f} s after its scheduled time, past its epsilon of "
+                   f"{record['epsilon_ms'] / 1000:g} s (catchup: {spec.catchup})")
+        self._ended.put(_Ended(record, RunResult("expired", error={
+            "type": "Expired", "message": message, "stack": ""}),
+            [LogLine(self._now_ms(), "warning", message)]))
+
+    def _execute(self, record: dict[str, Any], version: StoredVersion,
+                 slots: threading.Semaphore) -> None:
         spec = version.spec
         event = event_payload(record, version)
         target = spec.target_of(record["event"])
@@ -255,8 +294,12 @@ class Dispatcher:
             )
             future = self._pool().submit(job, JobListener(started=lambda _job: None,
                                                           logs=lambda _job, ls: logs.add(ls)))
-        future.add_done_callback(
-            lambda done: self._ended.put(_Ended(record, _outcome(done), logs.take())))
+
+        def ended(done: Future[RunResult]) -> None:
+            slots.release()
+            self._ended.put(_Ended(record, _outcome(done), logs.take()))
+
+        future.add_done_callback(ended)
 
     def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
         return (record["trigger"] == "schedule" and record["attempt"] == 1

@@ -51,7 +51,7 @@ class Service:
         self.notifier = Notifier()
         self._pool: WorkerPool | None = None
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
-                                     clock)
+                                     clock, workers=settings.workers)
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
         self.clock = clock
