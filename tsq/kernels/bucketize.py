@@ -1,0 +1,217 @@
+"""Bucketize: one value per series per time bucket, then fill the empty buckets.
+
+Buckets are `span` long and aligned on `anchor` (any bucket boundary). Two conventions exist:
+- `closed="right"` (Warp 10's BUCKETIZE, which TSL compiles to): a bucket is `(end - span, end]`
+  and its tick is `end`;
+- `closed="left"` (InfluxDB's GROUP BY time, pandas' resample): `[start, start + span)`, tick
+  `start`.
+
+NaN values are left out before aggregating, so a bucket of NaNs is an empty bucket. With
+`first`/`last` (ticks) the grid is fixed: points outside it are dropped and fills cover all of it;
+without, each series' grid runs from its first to its last bucket, so fills only close inner
+gaps. Fills work on a dense (series by buckets) grid, all series at once; they apply in the order
+given, as Warp 10 applies INTERPOLATE, FILLPREVIOUS, FILLNEXT and FILLVALUE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from tsq.errors import BadRequest
+from tsq.kernels.aggregate import Aggregator, reduce_segments
+from tsq.series import SeriesSet
+
+__all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Fill", "bucket_index", "bucketize"]
+
+Ints = npt.NDArray[np.int64]
+Array = npt.NDArray[Any]
+
+FILLS = ("none", "previous", "next", "interpolate", "auto", "value")
+AUTO = ("interpolate", "previous", "next")
+MAX_GRID_CELLS = 200_000_000  # series by buckets a fill may materialise (1.6 GB of float64)
+
+
+@dataclass(frozen=True)
+class Fill:
+    policy: str  # one of FILLS
+    value: float = np.nan  # for "value"
+
+    def __post_init__(self) -> None:
+        if self.policy not in FILLS:
+            raise BadRequest(f"unknown fill policy {self.policy!r}; expected one of "
+                             f"{', '.join(FILLS)}")
+
+
+@dataclass(frozen=True)
+class Buckets:
+    span: int  # nanoseconds
+    anchor: int = 0  # a bucket boundary, epoch ns
+    closed: Literal["right", "left"] = "right"
+    first: int | None = None  # the first bucket's tick: fixes the grid
+    last: int | None = None  # the last bucket's tick
+
+    def __post_init__(self) -> None:
+        if self.span <= 0:
+            raise BadRequest(f"a bucket span must be positive, got {self.span} ns")
+        if (self.first is None) != (self.last is None):
+            raise BadRequest("give both the first and the last bucket, or neither")
+
+    def tick(self, index: Ints) -> Ints:
+        return self.anchor + index * self.span
+
+    @property
+    def bounds(self) -> tuple[int, int] | None:
+        if self.first is None or self.last is None:
+            return None
+        low = bucket_index(np.array([self.first], np.int64), self)[0]
+        high = bucket_index(np.array([self.last], np.int64), self)[0]
+        return int(low), int(high)
+
+
+def bucket_index(timestamps: Ints, buckets: Buckets) -> Ints:
+    """The bucket of each timestamp, counted in spans from the anchor."""
+    shifted = timestamps - buckets.anchor
+    if buckets.closed == "right":
+        return -((-shifted) // buckets.span)  # ceil: (end - span, end] → end
+    return shifted // buckets.span
+
+
+def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
+              fills: Sequence[Fill] = ()) -> SeriesSet:
+    values, stamps, ids = series.values, series.timestamps, series.series_ids()
+    if values.dtype.kind == "f":
+        present = ~np.isnan(values)
+        if not present.all():
+            values, stamps, ids = values[present], stamps[present], ids[present]
+    index = bucket_index(stamps, buckets)
+    bounds = buckets.bounds
+    if bounds is not None:
+        inside = (index >= bounds[0]) & (index <= bounds[1])
+        values, index, ids = values[inside], index[inside], ids[inside]
+    starts = _segment_starts(ids, index)
+    reduced = reduce_segments(values, starts, agg)
+    row, column = ids[starts], index[starts]
+    policies = _policies(fills)
+    if policies:
+        row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
+    return _assemble(series, row, buckets.tick(column), reduced)
+
+
+def _segment_starts(ids: Ints, index: Ints) -> Ints:
+    if len(ids) == 0:
+        return np.empty(0, np.int64)
+    change = np.empty(len(ids), dtype=bool)
+    change[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=change[1:])
+    change[1:] |= index[1:] != index[:-1]
+    return np.flatnonzero(change).astype(np.int64)
+
+
+def _policies(fills: Sequence[Fill]) -> list[Fill]:
+    expanded: list[Fill] = []
+    for fill in fills:
+        if fill.policy == "auto":
+            expanded.extend(Fill(policy) for policy in AUTO)
+        elif fill.policy != "none":
+            expanded.append(fill)
+    return expanded
+
+
+def _filled(rows: int, row: Ints, column: Ints, values: Array, policies: list[Fill],
+            bounds: tuple[int, int] | None) -> tuple[Ints, Ints, Array]:
+    """Fill the empty cells of the (series by bucket) grid; the filled cells, row-major."""
+    if len(row) == 0 and bounds is None:
+        return row, column, values
+    low, high = bounds if bounds is not None else (int(column.min()), int(column.max()))
+    width = high - low + 1
+    if rows * width > MAX_GRID_CELLS:
+        raise BadRequest(f"filling {rows} series over {width} buckets is too large "
+                         f"(at most {MAX_GRID_CELLS} cells); use a larger span or a shorter "
+                         f"range")
+    grid = np.full((rows, width), np.nan if values.dtype.kind == "f" else None,
+                   dtype=values.dtype if values.dtype.kind == "f" else object)
+    valid = np.zeros((rows, width), dtype=bool)
+    grid[row, column - low] = values
+    valid[row, column - low] = True
+    allowed = _allowed(valid, bounds is not None)
+    for fill in policies:
+        grid, valid = _FILLERS[fill.policy](grid, valid, fill)
+        valid &= allowed
+    cell_row, cell_column = np.nonzero(valid)
+    return (cell_row.astype(np.int64), (cell_column + low).astype(np.int64),
+            grid[cell_row, cell_column])
+
+
+def _allowed(valid: npt.NDArray[np.bool_], fixed: bool) -> npt.NDArray[np.bool_]:
+    """The cells a fill may write: all of a fixed grid, else each row's first to last bucket."""
+    if fixed:
+        return np.ones_like(valid)
+    seen = np.logical_or.accumulate(valid, axis=1)
+    seen_after = np.logical_or.accumulate(valid[:, ::-1], axis=1)[:, ::-1]
+    return seen & seen_after
+
+
+def _previous_index(valid: npt.NDArray[np.bool_]) -> Ints:
+    """Per cell, the column of the nearest valid cell at or before it (-1: none)."""
+    columns = np.where(valid, np.arange(valid.shape[1]), -1)
+    return np.maximum.accumulate(columns, axis=1)
+
+
+def _next_index(valid: npt.NDArray[np.bool_]) -> Ints:
+    """Per cell, the column of the nearest valid cell at or after it (-1: none)."""
+    mirrored = _previous_index(valid[:, ::-1])
+    return np.where(mirrored >= 0, valid.shape[1] - 1 - mirrored, -1)[:, ::-1]
+
+
+def _take(grid: Array, source: Ints) -> Array:
+    rows = np.arange(grid.shape[0])[:, None]
+    return grid[rows, np.maximum(source, 0)]
+
+
+def _fill_previous(grid: Array, valid: npt.NDArray[np.bool_], _fill: Fill
+                   ) -> tuple[Array, npt.NDArray[np.bool_]]:
+    source = _previous_index(valid)
+    return _take(grid, source), source >= 0
+
+
+def _fill_next(grid: Array, valid: npt.NDArray[np.bool_], _fill: Fill
+               ) -> tuple[Array, npt.NDArray[np.bool_]]:
+    source = _next_index(valid)
+    return _take(grid, source), source >= 0
+
+
+def _fill_interpolate(grid: Array, valid: npt.NDArray[np.bool_], _fill: Fill
+                      ) -> tuple[Array, npt.NDArray[np.bool_]]:
+    if grid.dtype.kind != "f":
+        return grid, valid  # only numbers interpolate
+    before, after = _previous_index(valid), _next_index(valid)
+    inner = ~valid & (before >= 0) & (after >= 0)
+    if not inner.any():
+        return grid, valid
+    left, right = _take(grid, before), _take(grid, after)
+    position = np.arange(grid.shape[1])[None, :]
+    span = np.maximum(after - before, 1)
+    interpolated = left + (right - left) * (position - before) / span
+    return np.where(inner, interpolated, grid), valid | inner
+
+
+def _fill_value(grid: Array, valid: npt.NDArray[np.bool_], fill: Fill
+                ) -> tuple[Array, npt.NDArray[np.bool_]]:
+    return np.where(valid, grid, fill.value), np.ones_like(valid)
+
+
+_FILLERS = {"previous": _fill_previous, "next": _fill_next,
+            "interpolate": _fill_interpolate, "value": _fill_value}
+
+
+def _assemble(series: SeriesSet, row: Ints, ticks: Ints, values: Array) -> SeriesSet:
+    """A SeriesSet with the same series as `series` from points sorted by (row, tick)."""
+    counts = np.bincount(row, minlength=len(series)) if len(row) else np.zeros(
+        len(series), np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return SeriesSet(series.names, series.labels, ticks.astype(np.int64), values, offsets)

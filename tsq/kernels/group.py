@@ -1,0 +1,57 @@
+"""Group: reduce the series of each equivalence class into one series, tick by tick.
+
+`group_by(series, ["dc"], mean)` is Warp 10's REDUCE and PromQL's `avg by (dc)`: series with
+the same values of the given labels form a class (a missing label counts as its own value), and
+at each timestamp present in the class the values of that timestamp are aggregated. `labels=None`
+puts every series in one class; `without=True` groups on every label except the given ones.
+The result keeps the labels the class is defined by, and the name its series share (else "").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tsq.kernels.aggregate import Aggregator, reduce_segments
+from tsq.series import SeriesSet
+
+__all__ = ["group_by"]
+
+
+def group_by(series: SeriesSet, labels: Sequence[str] | None, agg: Aggregator, *,
+             without: bool = False) -> SeriesSet:
+    keys_of = _class_keys(series, labels, without)
+    classes: dict[tuple[tuple[str, str], ...], int] = {}
+    class_of_series = np.array([classes.setdefault(key, len(classes)) for key in keys_of],
+                               dtype=np.int64)
+    values, stamps = series.values, series.timestamps
+    members = class_of_series[series.series_ids()] if len(series) else np.empty(0, np.int64)
+    if values.dtype.kind == "f":
+        present = ~np.isnan(values)
+        values, stamps, members = values[present], stamps[present], members[present]
+    order = np.lexsort((stamps, members))
+    values, stamps, members = values[order], stamps[order], members[order]
+    change = np.ones(len(order), dtype=bool)
+    change[1:] = (members[1:] != members[:-1]) | (stamps[1:] != stamps[:-1])
+    starts = np.flatnonzero(change).astype(np.int64)
+    reduced = reduce_segments(values, starts, agg)
+    counts = np.bincount(members[starts], minlength=len(classes))
+    names = []
+    for index in range(len(classes)):
+        member_names = {series.names[i] for i in np.flatnonzero(class_of_series == index)}
+        names.append(member_names.pop() if len(member_names) == 1 else "")
+    return SeriesSet(tuple(names), tuple(dict(key) for key in classes), stamps[starts],
+                     reduced, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+
+def _class_keys(series: SeriesSet, labels: Sequence[str] | None,
+                without: bool) -> list[tuple[tuple[str, str], ...]]:
+    if labels is None:
+        return [()] * len(series)
+    chosen = set(labels)
+    keys = []
+    for own in series.labels:
+        names = [k for k in own if k not in chosen] if without else [k for k in labels if k in own]
+        keys.append(tuple(sorted((k, own[k]) for k in names)))
+    return keys

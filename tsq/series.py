@@ -1,0 +1,182 @@
+"""SeriesSet: many time series in memory as a few flat arrays.
+
+All series are concatenated: `timestamps` (int64 epoch nanoseconds) and `values` hold every
+point, and `offsets[i]:offsets[i + 1]` is series i, like an Arrow list array. Names and label
+dicts are per series. Kernels (`tsq.kernels`) work on these arrays whole, never a Python loop per
+point. Values are float64 first of all; int64, bool and str (object) arrays are kept as they are
+for the functions that need them.
+
+A SeriesSet from `from_series` or `normalized()` has every series sorted by time with at most one
+point per timestamp (the last written wins, as in InfluxDB and Prometheus); kernels assume that.
+pandas and JSON are import/export formats, not the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["NS_PER_MS", "Series", "SeriesSet"]
+
+NS_PER_MS = 1_000_000
+Ints = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a SeriesSet: views into the set's arrays, not copies."""
+
+    name: str
+    labels: Mapping[str, str]
+    timestamps: Ints
+    values: npt.NDArray[Any]
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesSet:
+    names: tuple[str, ...]
+    labels: tuple[Mapping[str, str], ...]
+    timestamps: Ints
+    values: npt.NDArray[Any]
+    offsets: Ints  # len(names) + 1 entries, offsets[0] == 0, offsets[-1] == len(timestamps)
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.labels) or len(self.offsets) != len(self.names) + 1:
+            raise ValueError("a SeriesSet needs one name, one label set and one offset per "
+                             "series, plus a final offset")
+        if len(self.timestamps) != len(self.values) or int(self.offsets[-1]) != len(self.values):
+            raise ValueError("timestamps, values and the last offset must all count the points")
+
+    # -- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> SeriesSet:
+        return cls((), (), np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(1, np.int64))
+
+    @classmethod
+    def from_series(cls, series: Iterable[tuple[str, Mapping[str, str], Any, Any]]
+                    ) -> SeriesSet:
+        """From `(name, labels, timestamps_ns, values)` tuples; sorted and de-duplicated."""
+        items = list(series)
+        if not items:
+            return cls.empty()
+        stamps = [np.asarray(ts, dtype=np.int64) for _, _, ts, _ in items]
+        values = [np.asarray(vs) for _, _, _, vs in items]
+        for (name, _, _, _), ts, vs in zip(items, stamps, values, strict=True):
+            if ts.shape != vs.shape or ts.ndim != 1:
+                raise ValueError(f"series {name!r}: timestamps and values must be 1-D arrays of "
+                                 f"the same length ({ts.shape} and {vs.shape} given)")
+        lengths = np.array([len(ts) for ts in stamps], dtype=np.int64)
+        return cls(
+            tuple(name for name, _, _, _ in items),
+            tuple(dict(labels) for _, labels, _, _ in items),
+            np.concatenate(stamps),
+            np.concatenate(values) if values else np.empty(0, np.float64),
+            np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
+        ).normalized()
+
+    def normalized(self) -> SeriesSet:
+        """Each series sorted by time; of points sharing a timestamp, the last one stays."""
+        ids = self.series_ids()
+        if len(ids) < 2:
+            return self
+        ordered = bool(np.all((ids[1:] != ids[:-1]) | (self.timestamps[1:] > self.timestamps[:-1])))
+        if ordered:
+            return self
+        order = np.lexsort((np.arange(len(ids)), self.timestamps, ids))  # stable: last stays last
+        ids, stamps = ids[order], self.timestamps[order]
+        keep = np.ones(len(order), dtype=bool)
+        keep[:-1] = (ids[:-1] != ids[1:]) | (stamps[:-1] != stamps[1:])
+        order = order[keep]
+        counts = np.bincount(self.series_ids()[order], minlength=len(self.names))
+        return SeriesSet(self.names, self.labels, self.timestamps[order], self.values[order],
+                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def points(self) -> int:
+        return len(self.timestamps)
+
+    def series_ids(self) -> Ints:
+        """The index of the series each point belongs to."""
+        return np.repeat(np.arange(len(self.names), dtype=np.int64), np.diff(self.offsets))
+
+    def __getitem__(self, index: int) -> Series:
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        return Series(self.names[index], self.labels[index], self.timestamps[start:end],
+                      self.values[start:end])
+
+    def __iter__(self) -> Iterator[Series]:
+        return (self[i] for i in range(len(self)))
+
+    def take(self, indices: Sequence[int] | Ints) -> SeriesSet:
+        """The series at `indices`, in that order."""
+        picked = np.asarray(indices, dtype=np.int64)
+        counts = np.diff(self.offsets)[picked]
+        points = (np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1])
+                                  for i in picked]) if len(picked) else np.empty(0, np.int64))
+        return SeriesSet(tuple(self.names[i] for i in picked),
+                         tuple(self.labels[i] for i in picked),
+                         self.timestamps[points], self.values[points],
+                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """`[{name, labels, timestamps (epoch ms), values}]`, the API's shape."""
+        return [{"name": s.name, "labels": dict(s.labels),
+                 "timestamps": (s.timestamps // NS_PER_MS).tolist(),
+                 "values": [None if isinstance(v, float) and math.isnan(v) else v
+                            for v in s.values.tolist()]}
+                for s in self]
+
+    @classmethod
+    def from_json(cls, items: Iterable[Mapping[str, Any]]) -> SeriesSet:
+        return cls.from_series(
+            (str(item["name"]), dict(item.get("labels") or {}),
+             np.asarray(item["timestamps"], dtype=np.int64) * NS_PER_MS,
+             np.asarray([np.nan if v is None else v for v in item["values"]]))
+            for item in items)
+
+    def to_pandas(self) -> Any:
+        """A long DataFrame: `name`, one column per label key, `time` (UTC), `value`."""
+        import pandas as pd
+
+        ids = self.series_ids()
+        frame: dict[str, Any] = {"name": np.asarray(self.names, dtype=object)[ids]}
+        for key in sorted({k for labels in self.labels for k in labels}):
+            column = np.asarray([labels.get(key) for labels in self.labels], dtype=object)
+            frame[key] = column[ids]
+        frame["time"] = pd.to_datetime(self.timestamps, unit="ns", utc=True)
+        frame["value"] = self.values
+        return pd.DataFrame(frame)
+
+    @classmethod
+    def from_pandas(cls, frame: Any, *, name: str = "name", time: str = "time",
+                    value: str = "value", labels: Sequence[str] | None = None) -> SeriesSet:
+        """From a long DataFrame; every column other than name/time/value is a label unless
+        `labels` says which are."""
+        import pandas as pd
+
+        keys = list(labels) if labels is not None else [
+            c for c in frame.columns if c not in (name, time, value)]
+        stamps = pd.to_datetime(frame[time], utc=True).to_numpy(dtype="datetime64[ns]")
+        grouped = frame.assign(_t=stamps.astype(np.int64)).groupby([name, *keys], sort=True,
+                                                                   dropna=False)
+        series = []
+        for key, part in grouped:
+            parts = key if isinstance(key, tuple) else (key,)
+            series.append((str(parts[0]),
+                           {k: str(v) for k, v in zip(keys, parts[1:], strict=True)
+                            if not pd.isna(v)},
+                           part["_t"].to_numpy(), part[value].to_numpy()))
+        return cls.from_series(series)
