@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import js_invocation, scheduler
+from benchmarks import js_invocation, rollup, scheduler
 from benchmarks.report import Report
 
-BENCHES = {"js_invocation": js_invocation.run, "scheduler": scheduler.run}
+BENCHES = {"rollup": rollup.run, "js_invocation": js_invocation.run, "scheduler": scheduler.run}
 
 
 def main() -> None:

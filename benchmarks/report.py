@@ -16,17 +16,21 @@ class Report:
     rows: list[dict[str, object]] = field(default_factory=list)
     notes: list[dict[str, object]] = field(default_factory=list)
 
-    def add(self, bench: str, impl: str, samples_s: list[float], baseline: str | None = None,
-            ) -> None:
+    def add(self, bench: str, impl: str, samples_s: list[float],
+            baseline: str | list[str] | None = None) -> None:
         ordered = sorted(samples_s)
         row: dict[str, object] = {
             "run": self.run_id, "bench": bench, "impl": impl, "n": len(ordered),
             "median_s": statistics.median(ordered),
             "p99_s": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
         }
-        if baseline is not None:
-            base = next(r for r in self.rows if r["bench"] == bench and r["impl"] == baseline)
-            row["ratio_vs"] = {baseline: float(base["median_s"]) / float(row["median_s"])}  # type: ignore[arg-type]
+        baselines = [baseline] if isinstance(baseline, str) else baseline or []
+        ratios = {}
+        for name in baselines:
+            base = next(r for r in self.rows if r["bench"] == bench and r["impl"] == name)
+            ratios[name] = float(base["median_s"]) / float(row["median_s"])  # type: ignore[arg-type]
+        if ratios:
+            row["ratio_vs"] = ratios
         self.rows.append(row)
         self._write(row)
 

@@ -24,3 +24,12 @@ def test_scheduler_benchmark_runs_and_loses_nothing() -> None:
     assert tsq["duplicate_keys"] == 0 and tsq["lost_times"] == 0
     assert tsq["loops_that_fired"] == tsq["loops"]
     assert tsq["resume_s"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "rollup"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # the answers are compared before timing
+    assert "tsq kernels" in done.stdout and "pandas groupby.resample" in done.stdout

@@ -141,6 +141,27 @@ def test_group_by_matches_pandas(spec: list[Any], name: str, by: list[str] | Non
         assert dict(series.labels) == {k: series.labels[k] for k in keys}
 
 
+@slow
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
+                               st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6)),
+                     min_size=1, max_size=6),
+       name=st.sampled_from(["mean", "sum", "min", "median", "stddev", "last"]))
+def test_group_by_on_aligned_series_matches_the_general_path(
+        rows: list[tuple[str, list[float]]], name: str) -> None:
+    ticks = [0, 10, 20, 30, 40, 50]
+    aligned = SeriesSet.from_series(
+        ("cpu", {"dc": dc, "host": f"h{i}"}, ticks, values) for i, (dc, values) in enumerate(rows))
+    shuffled = SeriesSet.from_series(  # one extra tick on a series of its own: not aligned
+        [*(("cpu", {"dc": dc, "host": f"h{i}"}, ticks, values)
+           for i, (dc, values) in enumerate(rows)), ("cpu", {"dc": "zz"}, [5], [1.0])])
+    fast = group_by(aligned, ["dc"], Aggregator(name))
+    general = group_by(shuffled, ["dc"], Aggregator(name))
+    assert [dict(s.labels) for s in fast] == [dict(s.labels) for s in general][:len(fast)]
+    for a, b in zip(fast, general, strict=False):
+        assert list(a.timestamps) == list(b.timestamps)
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-9, atol=1e-6, equal_nan=True)
+
+
 def test_series_set_sorts_and_keeps_the_last_write() -> None:
     ms = 1_000_000
     ss = SeriesSet.from_series([("cpu", {"h": "a"}, [30 * ms, 10 * ms, 20 * ms, 10 * ms],

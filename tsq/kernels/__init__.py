@@ -1,7 +1,7 @@
 """Vectorised kernels over whole SeriesSets (numpy; no Python loop per point)."""
 
 from tsq.kernels.aggregate import AGGREGATORS, Aggregator, reduce_segments
-from tsq.kernels.bucketize import Buckets, Fill, bucket_index, bucketize
+from tsq.kernels.buckets import Buckets, Fill, bucket_index, bucketize
 from tsq.kernels.group import group_by
 
 __all__ = ["AGGREGATORS", "Aggregator", "Buckets", "Fill", "bucket_index", "bucketize",

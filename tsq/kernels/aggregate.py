@@ -50,7 +50,8 @@ def _count(_values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
 
 
 def _mean(values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
-    means: Array = np.add.reduceat(values.astype(np.float64), starts) / (ends - starts)
+    means: Array = np.add.reduceat(values.astype(np.float64, copy=False), starts)
+    means /= ends - starts
     return means
 
 

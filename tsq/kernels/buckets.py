@@ -73,43 +73,139 @@ class Buckets:
         return int(low), int(high)
 
 
+EXACT_FLOAT = 2**52  # below this, int64 → float64 is exact and so is floor(x / span)
+CHUNK = 1 << 16  # points per pass: scratch arrays stay in cache and are allocated once
+
+
 def bucket_index(timestamps: Ints, buckets: Buckets) -> Ints:
     """The bucket of each timestamp, counted in spans from the anchor."""
-    shifted = timestamps - buckets.anchor
-    if buckets.closed == "right":
-        return -((-shifted) // buckets.span)  # ceil: (end - span, end] → end
-    return shifted // buckets.span
+    if len(timestamps) == 0:
+        return np.empty(0, np.int64)
+    index = np.empty(len(timestamps), np.int64)
+    _Indexer(buckets, int(timestamps.min()), int(timestamps.max())).into(timestamps, index)
+    return index
+
+
+class _Indexer:
+    """Bucket indices for timestamps within [low, high], fast.
+
+    int64 division is several times slower than float division; within 2^52 ns (52 days) of
+    the first bucket the float quotient rounds to the right bucket every time, so that range
+    takes the float path and anything wider the exact integer one.
+    """
+
+    def __init__(self, buckets: Buckets, low: int, high: int) -> None:
+        self.span, self.right, self.anchor = buckets.span, buckets.closed == "right", \
+            buckets.anchor
+        self.base = (low - buckets.anchor) // buckets.span  # whole spans to the data
+        self.origin = buckets.anchor + self.base * buckets.span
+        self.exact = high - self.origin < EXACT_FLOAT and buckets.span < EXACT_FLOAT
+        self.quotient = np.empty(CHUNK, np.float64)
+
+    def into(self, stamps: Ints, out: Ints) -> None:
+        for first in range(0, len(stamps), CHUNK):
+            last = min(len(stamps), first + CHUNK)
+            self._chunk(stamps[first:last], out[first:last])
+
+    def relative(self, stamps: Ints) -> npt.NDArray[np.float64]:
+        """Exact mode: bucket indices minus `base`, as floats, in a scratch array."""
+        quotient = self.quotient[:len(stamps)]
+        np.subtract(stamps, self.origin, out=quotient, casting="unsafe")
+        quotient /= self.span
+        (np.ceil if self.right else np.floor)(quotient, out=quotient)
+        return quotient
+
+    def _chunk(self, stamps: Ints, out: Ints) -> None:
+        if self.exact:
+            np.copyto(out, self.relative(stamps), casting="unsafe")
+            out += self.base
+        elif self.right:
+            out[:] = -((self.anchor - stamps) // self.span)
+        else:
+            out[:] = (stamps - self.anchor) // self.span
 
 
 def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
               fills: Sequence[Fill] = ()) -> SeriesSet:
-    values, stamps, ids = series.values, series.timestamps, series.series_ids()
-    if values.dtype.kind == "f":
-        present = ~np.isnan(values)
-        if not present.all():
-            values, stamps, ids = values[present], stamps[present], ids[present]
-    index = bucket_index(stamps, buckets)
+    values, stamps, offsets = series.values, series.timestamps, series.offsets
     bounds = buckets.bounds
-    if bounds is not None:
-        inside = (index >= bounds[0]) & (index <= bounds[1])
-        values, index, ids = values[inside], index[inside], ids[inside]
-    starts = _segment_starts(ids, index)
+    keep = _kept(values, stamps, offsets, buckets) if len(values) else None
+    if keep is not None:
+        values, stamps, offsets = values[keep], stamps[keep], _kept_offsets(offsets, keep)
+    starts, column = _segments(stamps, offsets, buckets)
     reduced = reduce_segments(values, starts, agg)
-    row, column = ids[starts], index[starts]
+    counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
     policies = _policies(fills)
     if policies:
+        row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
         row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
-    return _assemble(series, row, buckets.tick(column), reduced)
+        counts = np.bincount(row, minlength=len(series)).astype(np.int64)
+    return SeriesSet(series.names, series.labels, buckets.tick(column), reduced,
+                     np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
-def _segment_starts(ids: Ints, index: Ints) -> Ints:
-    if len(ids) == 0:
-        return np.empty(0, np.int64)
-    change = np.empty(len(ids), dtype=bool)
-    change[0] = True
-    np.not_equal(ids[1:], ids[:-1], out=change[1:])
-    change[1:] |= index[1:] != index[:-1]
-    return np.flatnonzero(change).astype(np.int64)
+def _kept(values: Array, stamps: Ints, offsets: Ints, buckets: Buckets
+          ) -> npt.NDArray[np.bool_] | None:
+    """Which points to aggregate (not NaN, inside a fixed grid); None when all of them."""
+    keep = None
+    if values.dtype.kind == "f" and any(np.isnan(values[a:a + CHUNK]).any()
+                                        for a in range(0, len(values), CHUNK)):
+        keep = ~np.isnan(values)
+    if buckets.first is not None and buckets.last is not None:
+        step = buckets.span
+        low, high = (buckets.first - step, buckets.last) if buckets.closed == "right" else (
+            buckets.first - 1, buckets.last + step - 1)
+        nonempty = offsets[:-1] < offsets[1:]
+        firsts, lasts = stamps[offsets[:-1][nonempty]], stamps[offsets[1:][nonempty] - 1]
+        if len(firsts) and (firsts.min() <= low or lasts.max() > high):
+            inside = (stamps > low) & (stamps <= high)
+            keep = inside if keep is None else keep & inside
+    return keep
+
+
+def _kept_offsets(offsets: Ints, keep: npt.NDArray[np.bool_]) -> Ints:
+    kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    return kept_before[offsets]
+
+
+def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
+    """Where each (series, bucket) run of points starts, and its bucket index.
+
+    Works through the points in chunks with scratch arrays allocated once: a full-size
+    temporary per step would cost more in fresh memory pages than the arithmetic itself.
+    """
+    total = len(stamps)
+    if total == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    nonempty = offsets[:-1] < offsets[1:]
+    low = int(stamps[offsets[:-1][nonempty]].min())
+    high = int(stamps[offsets[1:][nonempty] - 1].max())
+    indexer = _Indexer(buckets, low, high)
+    series_starts = offsets[1:-1]
+    index = np.empty(CHUNK, np.int64)
+    change = np.empty(CHUNK, dtype=bool)
+    starts: list[Ints] = []
+    columns: list[Ints] = []
+    previous: float | None = None
+    for first in range(0, total, CHUNK):
+        last = min(total, first + CHUNK)
+        size = last - first
+        changed = change[:size]
+        if indexer.exact:  # compare the float quotients: two passes fewer than integers
+            here: npt.NDArray[Any] = indexer.relative(stamps[first:last])
+        else:
+            here = index[:size]
+            indexer.into(stamps[first:last], here)
+        np.not_equal(here[1:], here[:-1], out=changed[1:])
+        changed[0] = previous is None or here[0] != previous
+        begins = series_starts[np.searchsorted(series_starts, first):
+                               np.searchsorted(series_starts, last)]
+        changed[begins - first] = True
+        local = np.flatnonzero(changed)
+        starts.append(local + first)
+        columns.append(here[local].astype(np.int64) + (indexer.base if indexer.exact else 0))
+        previous = here[-1]
+    return np.concatenate(starts).astype(np.int64), np.concatenate(columns)
 
 
 def _policies(fills: Sequence[Fill]) -> list[Fill]:
@@ -207,11 +303,3 @@ def _fill_value(grid: Array, valid: npt.NDArray[np.bool_], fill: Fill
 
 _FILLERS = {"previous": _fill_previous, "next": _fill_next,
             "interpolate": _fill_interpolate, "value": _fill_value}
-
-
-def _assemble(series: SeriesSet, row: Ints, ticks: Ints, values: Array) -> SeriesSet:
-    """A SeriesSet with the same series as `series` from points sorted by (row, tick)."""
-    counts = np.bincount(row, minlength=len(series)) if len(row) else np.zeros(
-        len(series), np.int64)
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return SeriesSet(series.names, series.labels, ticks.astype(np.int64), values, offsets)
