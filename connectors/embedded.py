@@ -1,0 +1,221 @@
+"""The embedded store: time series in one DuckDB file, nothing to install or start.
+
+Tables: `series` (id, name, labels as canonical JSON, kind) and the points, `points` (series
+id, ts, value DOUBLE) and `text_points` for string values, each keyed by (series id, ts) so a
+point written again replaces the old one. The series table is small and lives in memory too:
+selectors are matched there, per series, and only the points of matching series are read, as
+numpy arrays straight from DuckDB (no rows in Python). Every user value reaches SQL as a bound
+parameter or a registered array, never as SQL text.
+
+One writer at a time (a lock), many readers (a DuckDB cursor per call). DuckDB lets one process
+open a file for writing, so worker processes reach the store through the service.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from tsq.connectors.base import Capabilities, Selector
+from tsq.errors import ConfigError, Conflict
+from tsq.series import SeriesSet
+
+__all__ = ["EmbeddedStore"]
+
+Ints = npt.NDArray[np.int64]
+NUMERIC_KINDS = ("double", "long", "bool")
+KIND_OF_DTYPE = {"f": "double", "i": "long", "u": "long", "b": "bool", "O": "text",
+                 "U": "text"}
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+    "labels VARCHAR NOT NULL, kind VARCHAR NOT NULL, UNIQUE (name, labels))",
+    "CREATE TABLE IF NOT EXISTS points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
+    "value DOUBLE, PRIMARY KEY (sid, ts))",
+    "CREATE TABLE IF NOT EXISTS text_points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
+    "value VARCHAR, PRIMARY KEY (sid, ts))",
+)
+TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
+
+
+@dataclass(frozen=True)
+class _Known:
+    id: int
+    name: str
+    labels: dict[str, str]
+    kind: str
+
+
+class EmbeddedStore:
+    capabilities = Capabilities()
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            self._db = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            raise ConfigError(f"cannot open the embedded store {path}: {exc}") from None
+        self._write_lock = threading.Lock()
+        for statement in SCHEMA:
+            self._db.execute(statement)
+        self._series: dict[tuple[str, str], _Known] = {}
+        for sid, name, labels, kind in self._db.execute(
+                "SELECT id, name, labels, kind FROM series").fetchall():
+            self._series[(name, labels)] = _Known(sid, name, orjson.loads(labels), kind)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def select(self, selector: Selector, start: int | None = None,
+               end: int | None = None) -> SeriesSet:
+        matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
+        if not matching:
+            return SeriesSet.empty()
+        parts = []
+        for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
+            ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int32)
+            parts.append(self._read(table, ids, start, end))
+        sid = np.concatenate([p["sid"] for p in parts]).astype(np.int64)
+        ts = np.concatenate([p["ts"] for p in parts]).astype(np.int64)
+        values = _values([p["value"] for p in parts], matching)
+        rank_of = np.zeros(max(s.id for s in matching) + 1, dtype=np.int64)
+        rank_of[[s.id for s in matching]] = np.arange(len(matching))
+        rank = rank_of[sid]
+        order = np.lexsort((ts, rank))
+        counts = np.bincount(rank, minlength=len(matching))
+        return SeriesSet(tuple(s.name for s in matching), tuple(s.labels for s in matching),
+                         ts[order], values[order],
+                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+    def _read(self, table: str, ids: npt.NDArray[np.int32], start: int | None,
+              end: int | None) -> dict[str, Any]:
+        cursor = self._db.cursor()
+        try:
+            cursor.register("wanted", _frame({"sid": ids}))
+            return cursor.execute(
+                f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN wanted w "
+                f"ON p.sid = w.sid WHERE p.ts >= ? AND p.ts < ? ORDER BY p.sid, p.ts",
+                [_low(start), _high(end)]).fetchnumpy()
+        finally:
+            cursor.close()
+
+    def names(self) -> list[str]:
+        return sorted({s.name for s in self._series.values()})
+
+    def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for series in self._matching(selector or Selector(None, ())):
+            for key, value in series.labels.items():
+                found.setdefault(key, set()).add(value)
+        return {key: sorted(values) for key, values in sorted(found.items())}
+
+    def _matching(self, selector: Selector) -> Iterator[_Known]:
+        return (s for s in list(self._series.values()) if selector.matches(s.name, s.labels))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, series: SeriesSet) -> int:
+        if series.points == 0:
+            return 0
+        kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
+        if kind is None:
+            raise Conflict(f"cannot store values of type {series.values.dtype}")
+        with self._write_lock, self._transaction() as db:
+            ids = np.array([self._series_id(db, s.name, dict(s.labels), kind) for s in series],
+                           dtype=np.int32)
+            sid = np.repeat(ids, np.diff(series.offsets))
+            values = series.values.astype(np.float64) if kind in NUMERIC_KINDS else \
+                series.values.astype(object)
+            db.register("batch", _frame({"sid": sid, "ts": series.timestamps,
+                                         "value": values}))
+            # table names come from TABLE_OF_KIND, never from a user
+            db.execute(f"INSERT OR REPLACE INTO {TABLE_OF_KIND[kind]} "
+                       f"SELECT sid, ts, value FROM batch")
+            db.unregister("batch")
+        return series.points
+
+    def delete(self, selector: Selector, start: int | None = None,
+               end: int | None = None) -> int:
+        matching = list(self._matching(selector))
+        removed = 0
+        with self._write_lock, self._transaction() as db:
+            for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
+                ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table],
+                               np.int32)
+                db.register("doomed", _frame({"sid": ids}))
+                row = db.execute(
+                    f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM doomed) "
+                    f"AND ts >= ? AND ts < ?", [_low(start), _high(end)]).fetchone()
+                removed += int(row[0]) if row else 0
+                db.unregister("doomed")
+        return removed
+
+    def _series_id(self, db: duckdb.DuckDBPyConnection, name: str, labels: dict[str, str],
+                   kind: str) -> int:
+        key = (name, _canonical(labels))
+        known = self._series.get(key)
+        if known is not None:
+            if (known.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
+                raise Conflict(f"series {name}{key[1]} holds {known.kind} values; "
+                               f"{kind} values cannot be added to it")
+            return known.id
+        row = db.execute("SELECT coalesce(max(id), 0) + 1 FROM series").fetchone()
+        sid = int(row[0]) if row else 1
+        db.execute("INSERT INTO series VALUES (?, ?, ?, ?)", [sid, name, key[1], kind])
+        self._series[key] = _Known(sid, name, dict(labels), kind)
+        return sid
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        db = self._db.cursor()
+        db.execute("BEGIN TRANSACTION")
+        known = dict(self._series)
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._series = known  # forget series whose rows were rolled back
+            raise
+        finally:
+            db.close()
+
+
+def _canonical(labels: dict[str, str]) -> str:
+    return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _frame(columns: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
+def _values(parts: list[Any], matching: list[_Known]) -> npt.NDArray[Any]:
+    """One values array; NULL (pandas writes NaN as NULL) comes back as NaN or None."""
+    numeric = all(s.kind in NUMERIC_KINDS for s in matching)
+    dtype = np.float64 if numeric else object
+    filled = [np.ma.filled(np.ma.asarray(p).astype(dtype), np.nan if numeric else None)
+              for p in parts]
+    return np.concatenate(filled)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _low(start: int | None) -> int:
+    return INT64_MIN if start is None else int(start)
+
+
+def _high(end: int | None) -> int:
+    return INT64_MAX if end is None else int(end)
+
