@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -135,6 +136,32 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def run_logs(run_id: str) -> Any:
         return service.run_logs(run_id)
 
+    async def write(request: Request, precision: str) -> Response:
+        body = await request.body()
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body, service.settings.max_body_bytes)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
+        await run_in_threadpool(service.write_lines, text, precision)
+        return Response(status_code=204)
+
+    @app.post("/write", status_code=204)
+    async def write_v1(request: Request, db: str | None = None, rp: str | None = None,
+                       precision: str = "ns") -> Response:
+        """InfluxDB 1.x write (`db` and `rp` are accepted; tsq has one embedded store)."""
+        return await write(request, precision)
+
+    @app.post("/api/v2/write", status_code=204)
+    async def write_v2(request: Request, org: str | None = None, bucket: str | None = None,
+                       precision: str = "ns") -> Response:
+        """InfluxDB 2.x write (`org` and `bucket` are accepted; tsq has one embedded store)."""
+        if precision not in V2_PRECISIONS:
+            raise BadRequest(f"unknown precision {precision!r}; expected one of "
+                             f"{', '.join(V2_PRECISIONS)}")
+        return await write(request, precision)
+
     @app.post("/v1/backfill", status_code=202)
     def backfill(request: Annotated[BackfillRequest, Body()]) -> Any:
         return service.backfill(request.loop, parse_time(request.start, "from"),
@@ -144,6 +171,22 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/backfill/{job_id}")
     def backfill_status(job_id: str) -> Any:
         return service.backfill_status(job_id)
+
+
+V2_PRECISIONS = ("ns", "us", "ms", "s")
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress, refusing more than `limit` bytes out (a small gzip can expand enormously)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"the body is not valid gzip: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body is larger than {limit >> 20} MiB "
+                              f"(TSQ_MAX_BODY_MB raises the limit)")
+    return data
 
 
 def _run_response(record: dict[str, Any]) -> OrjsonResponse:

@@ -25,7 +25,7 @@ from rich.table import Table
 from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import Settings
-from tsq.errors import InvalidLoopFile, TsqError
+from tsq.errors import InvalidLoopFile, PartialWrite, TsqError
 from tsq.runstore import RunFilter
 
 __all__ = ["app", "main"]
@@ -333,6 +333,26 @@ def backfill(name: str,
                   f"{job['skipped']} skipped (already succeeded)")
     if job["failed"] or job["timeout"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def write(source: Annotated[str, typer.Argument(help="a line-protocol file, or - for stdin")],
+          precision: Annotated[str, typer.Option(help="timestamp unit: ns, us, ms, s, m, h")
+                               ] = "ns",
+          data_dir: DataDir = None, url: Url = None) -> None:
+    """Store InfluxDB line protocol in the embedded store; bad lines are listed, good ones kept."""
+    try:
+        body = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error:[/red] cannot read {source}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    with _client(data_dir, url) as client:
+        try:
+            client.write(body, precision)
+        except PartialWrite as exc:
+            err.print(exc.message, highlight=False, markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"wrote {source}")
 
 
 @schedule_app.command("next")

@@ -40,6 +40,7 @@ class Client(Protocol):
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
+    def write(self, body: str, precision: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -128,6 +129,9 @@ class LocalClient:
     def backfill_status(self, job_id: str) -> dict[str, Any]:
         return self.service.backfill_status(job_id)
 
+    def write(self, body: str, precision: str) -> dict[str, Any]:
+        return self.service.write_lines(body, precision)
+
     def close(self) -> None:
         self.service.close()
 
@@ -186,6 +190,11 @@ class HttpClient:
     def backfill_status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/backfill/{job_id}")
 
+    def write(self, body: str, precision: str) -> dict[str, Any]:
+        self._call("POST", "/write", params={"precision": precision}, content=body.encode(),
+                   headers={"Content-Type": "text/plain; charset=utf-8"})
+        return {}
+
     def close(self) -> None:
         self.http.close()
 
@@ -201,6 +210,8 @@ class HttpClient:
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"cannot reach the tsq server at {self.http.base_url}: "
                                     f"{exc}") from None
+        if response.status_code == 204:
+            return {}
         try:
             body: dict[str, Any] = orjson.loads(response.content)
         except orjson.JSONDecodeError:

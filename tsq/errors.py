@@ -31,6 +31,7 @@ __all__ = [
     "Conflict",
     "InvalidLoopFile",
     "NotFound",
+    "PartialWrite",
     "PayloadTooLarge",
     "Problem",
     "ScheduleError",
@@ -127,6 +128,10 @@ class Conflict(TsqError):
 
 class BadRequest(TsqError):
     http_status = 400
+
+
+class PartialWrite(BadRequest):
+    """Some lines of a write were bad: the good ones were written, the bad ones are listed."""
 
 
 class PayloadTooLarge(BadRequest):

@@ -6,6 +6,7 @@ same thing whether it talks to a server or works on the data directory itself.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from typing import Any
 from tsq import metronome
 from tsq.backfill import Backfills
 from tsq.config import Settings
+from tsq.connectors.embedded import EmbeddedStore
 from tsq.db import connect
 from tsq.dispatcher import Clock, Dispatcher
-from tsq.errors import BadRequest, Conflict, NotFound
+from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
+from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop
 from tsq.model import EventSpec
@@ -50,6 +53,8 @@ class Service:
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: WorkerPool | None = None
+        self._store: EmbeddedStore | None = None
+        self._store_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
                                      clock, workers=settings.workers)
         self.backfills = Backfills(self.runs, self.dispatcher)
@@ -66,6 +71,14 @@ class Service:
                 max_result_bytes=self.settings.max_result_bytes,
             ))
         return self._pool
+
+    @property
+    def store(self) -> EmbeddedStore:
+        """The embedded time-series store (opened on first use: DuckDB holds the file)."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = EmbeddedStore(self.settings.data_dir / "points.duckdb")
+            return self._store
 
     def start(self) -> int:
         """Become the running service: take over unfinished runs, start the workers and the
@@ -84,6 +97,8 @@ class Service:
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
+        if self._store is not None:
+            self._store.close()
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -178,6 +193,20 @@ class Service:
                 return dict(candidate.params)
         known = ", ".join(e.name for e in loop.latest.spec.events) or "none"
         raise NotFound(f"loop {loop.name!r} has no event {event!r}; its events: {known}")
+
+    # -- points ----------------------------------------------------------------------------
+
+    def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
+        """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some
+        lines were bad."""
+        batch = parse_lines(body, precision)
+        for part in (batch.numbers, batch.strings):
+            self.store.write(part)
+        if batch.errors:
+            raise PartialWrite(batch.error_message(), details={
+                "written": batch.points,
+                "errors": [{"line": n, "message": why} for n, why in batch.errors]})
+        return {"written": batch.points}
 
     def list_runs(self, where: RunFilter) -> dict[str, Any]:
         return {"runs": self.runs.find(where)}

@@ -1,0 +1,230 @@
+"""InfluxDB line protocol: `measurement,tag=v field=1.5,other=2i 1700000000000000000`.
+
+The whole of InfluxDB's syntax: backslash escapes (commas and spaces in measurements; commas,
+equals signs and spaces in tag keys, tag values and field keys), double-quoted string fields with
+`\\"` and `\\\\`, floats, `i` integers, `u` unsigned integers, booleans (t, T, true, True, TRUE and
+the same for false), an optional timestamp in the request's precision (now when absent), and
+`#` comment lines. Like InfluxDB, a batch is parsed line by line: the good lines are kept and
+each bad one is reported with its line number.
+
+Each field becomes a series named `measurement.field` (just `measurement` for a field called
+`value`, so `cpu,host=a value=1` is the series `cpu{host="a"}`), labelled with the tags.
+Integers and booleans are stored as doubles (exact up to 2^53); strings as strings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tsq.errors import BadRequest
+from tsq.series import SeriesSet
+
+__all__ = ["PRECISIONS", "ParsedBatch", "parse_lines"]
+
+PRECISIONS = {"n": 1, "ns": 1, "u": 1_000, "us": 1_000, "µ": 1_000, "ms": 1_000_000,
+              "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
+FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
+MAX_ERRORS_SHOWN = 20
+_INTEGER = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass
+class ParsedBatch:
+    numbers: SeriesSet
+    strings: SeriesSet
+    points: int
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+
+    def error_message(self) -> str:
+        shown = "; ".join(f"line {n}: {why}" for n, why in self.errors[:MAX_ERRORS_SHOWN])
+        more = len(self.errors) - MAX_ERRORS_SHOWN
+        return (f"partial write: {len(self.errors)} line(s) could not be parsed and were "
+                f"skipped ({shown}{f'; and {more} more' if more > 0 else ''})")
+
+
+class _LineError(Exception):
+    pass
+
+
+def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> ParsedBatch:
+    scale = PRECISIONS.get(precision)
+    if scale is None:
+        raise BadRequest(f"unknown precision {precision!r}; expected one of "
+                         f"{', '.join(p for p in PRECISIONS if p != 'µ')}")
+    now = time.time_ns() if now_ns is None else now_ns
+    default_ts = now - now % scale  # a point without a time gets the request's time
+    numbers: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[int], list[float]]] = \
+        defaultdict(lambda: ([], []))
+    strings: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[int], list[str]]] = \
+        defaultdict(lambda: ([], []))
+    errors: list[tuple[int, str]] = []
+    points = 0
+    for number, raw in enumerate(body.split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            measurement, tags, fields, stamp = _parse_line(line)
+        except _LineError as exc:
+            errors.append((number, f"{exc} in {_excerpt(line)}"))
+            continue
+        ts = default_ts if stamp is None else stamp * scale
+        key_tags = tuple(sorted(tags))
+        for name, value in fields:
+            series = measurement if name == "value" else f"{measurement}.{name}"
+            target = strings if isinstance(value, str) else numbers
+            stamps, values = target[(series, key_tags)]
+            stamps.append(ts)
+            values.append(value)
+            points += 1
+    return ParsedBatch(_to_set(numbers, np.float64), _to_set(strings, object), points, errors)
+
+
+def _to_set(groups: dict[Any, tuple[list[int], list[Any]]], dtype: Any) -> SeriesSet:
+    return SeriesSet.from_series(
+        (name, dict(tags), np.asarray(stamps, dtype=np.int64), np.asarray(values, dtype=dtype))
+        for (name, tags), (stamps, values) in groups.items())
+
+
+def _excerpt(line: str) -> str:
+    return repr(line if len(line) <= 60 else line[:57] + "...")
+
+
+def _parse_line(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]], int | None]:
+    if "\\" not in line and '"' not in line:
+        return _parse_plain(line)
+    return _parse_escaped(line)
+
+
+def _parse_plain(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]],
+                                     int | None]:
+    """The common case, no escapes and no strings: plain splits."""
+    parts = line.split(" ")
+    if len(parts) not in (2, 3) or "" in parts:
+        if len([p for p in parts if p]) in (2, 3) and "  " in line:
+            parts = [p for p in parts if p]
+        else:
+            raise _LineError("expected `measurement[,tag=value…] field=value[,…] [timestamp]`")
+    key, *tag_parts = parts[0].split(",")
+    if not key:
+        raise _LineError("missing measurement")
+    tags = [_pair(part, "tag") for part in tag_parts]
+    fields = [(name, _field_value(text)) for name, text in
+              (_pair(part, "field") for part in parts[1].split(","))]
+    return key, tags, fields, _timestamp(parts[2]) if len(parts) == 3 else None
+
+
+def _pair(text: str, what: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise _LineError(f"bad {what} {text!r}; expected key=value")
+    return name, value
+
+
+def _parse_escaped(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]],
+                                       int | None]:
+    """The general case: a scanner that honours backslash escapes and quoted strings."""
+    at = 0
+    measurement, at = _scan(line, at, stops=", ")
+    if not measurement:
+        raise _LineError("missing measurement")
+    tags: list[tuple[str, str]] = []
+    while at < len(line) and line[at] == ",":
+        key, at = _scan(line, at + 1, stops=",= ")
+        if at >= len(line) or line[at] != "=" or not key:
+            raise _LineError("bad tag; expected key=value")
+        value, at = _scan(line, at + 1, stops=", ", escapes="=")
+        if not value:
+            raise _LineError(f"tag {key!r} has no value")
+        tags.append((key, value))
+    if at >= len(line) or line[at] != " ":
+        raise _LineError("expected a space before the fields")
+    while at < len(line) and line[at] == " ":
+        at += 1
+    fields: list[tuple[str, Any]] = []
+    while True:
+        key, at = _scan(line, at, stops=",= ")
+        if at >= len(line) or line[at] != "=" or not key:
+            raise _LineError("bad field; expected key=value")
+        at += 1
+        if at < len(line) and line[at] == '"':
+            value, at = _quoted(line, at + 1)
+            fields.append((key, value))
+        else:
+            text, at = _scan(line, at, stops=", ")
+            fields.append((key, _field_value(text)))
+        if at < len(line) and line[at] == ",":
+            at += 1
+            continue
+        break
+    rest = line[at:].strip()
+    return measurement, tags, fields, _timestamp(rest) if rest else None
+
+
+def _scan(line: str, at: int, stops: str, escapes: str = "") -> tuple[str, int]:
+    """Up to the first unescaped character of `stops`; `\\` before one of `stops`, `escapes`
+    or a backslash stands for that character."""
+    chars: list[str] = []
+    escapable = stops + escapes + "\\"
+    while at < len(line):
+        char = line[at]
+        if char == "\\" and at + 1 < len(line) and line[at + 1] in escapable:
+            chars.append(line[at + 1])
+            at += 2
+            continue
+        if char in stops:
+            break
+        chars.append(char)
+        at += 1
+    return "".join(chars), at
+
+
+def _quoted(line: str, at: int) -> tuple[str, int]:
+    chars: list[str] = []
+    while at < len(line):
+        char = line[at]
+        if char == "\\" and at + 1 < len(line) and line[at + 1] in '"\\':
+            chars.append(line[at + 1])
+            at += 2
+            continue
+        if char == '"':
+            return "".join(chars), at + 1
+        chars.append(char)
+        at += 1
+    raise _LineError("unterminated string field")
+
+
+def _field_value(text: str) -> float | str:
+    if not text:
+        raise _LineError("a field has no value")
+    last = text[-1]
+    if last in "iu" and _INTEGER.fullmatch(text[:-1]):
+        number = int(text[:-1])
+        if last == "u" and number < 0:
+            raise _LineError(f"unsigned field value {text!r} is negative")
+        return float(number)
+    if text in TRUE:
+        return 1.0
+    if text in FALSE:
+        return 0.0
+    if _FLOAT.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    raise _LineError(f"bad field value {text!r}; expected a finite number, 12i, 12u, "
+                     f'true/false or "a string"')
+
+
+def _timestamp(text: str) -> int:
+    if not _INTEGER.fullmatch(text):
+        raise _LineError(f"bad timestamp {text!r}; expected an integer")
+    return int(text)
