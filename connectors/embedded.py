@@ -1,8 +1,11 @@
 """The embedded store: time series in one DuckDB file, nothing to install or start.
 
 Tables: `series` (id, name, labels as canonical JSON, kind) and the points, `points` (series
-id, ts, value DOUBLE) and `text_points` for string values, each keyed by (series id, ts) so a
-point written again replaces the old one. The series table is small and lives in memory too:
+id, ts, value DOUBLE) and `text_points` for string values. A series holds one point per
+timestamp, the last written: the store remembers each series' newest timestamp, so a write that
+only adds newer points (the usual case for metrics) is a plain append, and a write that reaches
+back first deletes the points it replaces (a primary-key index made every write four times
+slower). The series table is small and lives in memory too:
 selectors are matched there, per series, and only the points of matching series are read, as
 numpy arrays straight from DuckDB (no rows in Python). Every user value reaches SQL as a bound
 parameter or a registered array, never as SQL text.
@@ -14,7 +17,7 @@ open a file for writing, so worker processes reach the store through the service
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,19 +42,20 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
     "labels VARCHAR NOT NULL, kind VARCHAR NOT NULL, UNIQUE (name, labels))",
     "CREATE TABLE IF NOT EXISTS points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
-    "value DOUBLE, PRIMARY KEY (sid, ts))",
+    "value DOUBLE)",
     "CREATE TABLE IF NOT EXISTS text_points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
-    "value VARCHAR, PRIMARY KEY (sid, ts))",
+    "value VARCHAR)",
 )
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Known:
     id: int
     name: str
     labels: dict[str, str]
     kind: str
+    newest: int | None = None  # the newest timestamp stored
 
 
 class EmbeddedStore:
@@ -66,9 +70,14 @@ class EmbeddedStore:
         for statement in SCHEMA:
             self._db.execute(statement)
         self._series: dict[tuple[str, str], _Known] = {}
+        newest = dict(self._db.execute(
+            "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
+            "SELECT sid, ts FROM text_points) GROUP BY sid").fetchall())
         for sid, name, labels, kind in self._db.execute(
                 "SELECT id, name, labels, kind FROM series").fetchall():
-            self._series[(name, labels)] = _Known(sid, name, orjson.loads(labels), kind)
+            self._series[(name, labels)] = _Known(sid, name, orjson.loads(labels), kind,
+                                                  newest.get(sid))
+        self._next_id = max((k.id for k in self._series.values()), default=0)
 
     def close(self) -> None:
         self._db.close()
@@ -129,18 +138,34 @@ class EmbeddedStore:
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
         if kind is None:
             raise Conflict(f"cannot store values of type {series.values.dtype}")
+        table = TABLE_OF_KIND[kind]  # table names come from TABLE_OF_KIND, never from a user
         with self._write_lock, self._transaction() as db:
-            ids = np.array([self._series_id(db, s.name, dict(s.labels), kind) for s in series],
-                           dtype=np.int32)
+            created: list[_Known] = []
+            known = [self._series_id(name, labels, kind, created)
+                     for name, labels in zip(series.names, series.labels, strict=True)]
+            if created:
+                db.executemany("INSERT INTO series VALUES (?, ?, ?, ?)", [
+                    [k.id, k.name, _canonical(k.labels), k.kind] for k in created])
+            ids = np.array([k.id for k in known], dtype=np.int32)
             sid = np.repeat(ids, np.diff(series.offsets))
             values = series.values.astype(np.float64) if kind in NUMERIC_KINDS else \
                 series.values.astype(object)
             db.register("batch", _frame({"sid": sid, "ts": series.timestamps,
                                          "value": values}))
-            # table names come from TABLE_OF_KIND, never from a user
-            db.execute(f"INSERT OR REPLACE INTO {TABLE_OF_KIND[kind]} "
-                       f"SELECT sid, ts, value FROM batch")
+            counts = np.diff(series.offsets)
+            firsts = series.timestamps[np.minimum(series.offsets[:-1], series.points - 1)]
+            lasts = series.timestamps[np.maximum(series.offsets[1:] - 1, 0)]
+            reaching_back = [k.id for k, count, first in zip(known, counts, firsts, strict=True)
+                             if count and k.newest is not None and first <= k.newest]
+            if reaching_back:  # these series get points at stored times: replace them
+                db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN "
+                           f"(SELECT sid, ts FROM batch WHERE sid IN "
+                           f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
+            db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
             db.unregister("batch")
+            for entry, count, last in zip(known, counts, lasts.tolist(), strict=True):
+                if count:
+                    entry.newest = last if entry.newest is None else max(entry.newest, last)
         return series.points
 
     def delete(self, selector: Selector, start: int | None = None,
@@ -159,38 +184,39 @@ class EmbeddedStore:
                 db.unregister("doomed")
         return removed
 
-    def _series_id(self, db: duckdb.DuckDBPyConnection, name: str, labels: dict[str, str],
-                   kind: str) -> int:
+    def _series_id(self, name: str, labels: Mapping[str, str], kind: str,
+                   created: list[_Known]) -> _Known:
+        """The series' entry; a new one is appended to `created` for the caller to insert."""
         key = (name, _canonical(labels))
         known = self._series.get(key)
         if known is not None:
             if (known.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
                 raise Conflict(f"series {name}{key[1]} holds {known.kind} values; "
                                f"{kind} values cannot be added to it")
-            return known.id
-        row = db.execute("SELECT coalesce(max(id), 0) + 1 FROM series").fetchone()
-        sid = int(row[0]) if row else 1
-        db.execute("INSERT INTO series VALUES (?, ?, ?, ?)", [sid, name, key[1], kind])
-        self._series[key] = _Known(sid, name, dict(labels), kind)
-        return sid
+            return known
+        self._next_id += 1
+        known = self._series[key] = _Known(self._next_id, name, dict(labels), kind)
+        created.append(known)
+        return known
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         db = self._db.cursor()
         db.execute("BEGIN TRANSACTION")
-        known = dict(self._series)
+        known = {key: _Known(**vars(entry)) for key, entry in self._series.items()}
+        next_id = self._next_id
         try:
             yield db
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._series = known  # forget series whose rows were rolled back
+            self._series, self._next_id = known, next_id  # forget what was rolled back
             raise
         finally:
             db.close()
 
 
-def _canonical(labels: dict[str, str]) -> str:
+def _canonical(labels: Mapping[str, str]) -> str:
     return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
 
 

@@ -67,24 +67,34 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> 
     strings: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[int], list[str]]] = \
         defaultdict(lambda: ([], []))
     errors: list[tuple[int, str]] = []
+    # the lists of each (series key text, field) of this batch: most lines repeat a key
+    slots: dict[tuple[str, str, bool], tuple[list[int], list[Any]]] = {}
+    heads: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
     points = 0
     for number, raw in enumerate(body.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            measurement, tags, fields, stamp = _parse_line(line)
+            if "\\" in line or '"' in line:
+                key, measurement, tag_list, fields, stamp = _parse_escaped(line)
+                heads.setdefault(key, (measurement, tuple(sorted(tag_list))))
+            else:
+                key, fields, stamp = _parse_plain(line, heads)
         except _LineError as exc:
             errors.append((number, f"{exc} in {_excerpt(line)}"))
             continue
         ts = default_ts if stamp is None else stamp * scale
-        key_tags = tuple(sorted(tags))
         for name, value in fields:
-            series = measurement if name == "value" else f"{measurement}.{name}"
-            target = strings if isinstance(value, str) else numbers
-            stamps, values = target[(series, key_tags)]
-            stamps.append(ts)
-            values.append(value)
+            text = isinstance(value, str)
+            slot = slots.get((key, name, text))
+            if slot is None:
+                measurement, tags = heads[key]
+                series = measurement if name == "value" else f"{measurement}.{name}"
+                target: Any = strings if text else numbers
+                slot = slots[(key, name, text)] = target[(series, tags)]
+            slot[0].append(ts)
+            slot[1].append(value)
             points += 1
     return ParsedBatch(_to_set(numbers, np.float64), _to_set(strings, object), points, errors)
 
@@ -99,28 +109,21 @@ def _excerpt(line: str) -> str:
     return repr(line if len(line) <= 60 else line[:57] + "...")
 
 
-def _parse_line(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]], int | None]:
-    if "\\" not in line and '"' not in line:
-        return _parse_plain(line)
-    return _parse_escaped(line)
-
-
-def _parse_plain(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]],
-                                     int | None]:
-    """The common case, no escapes and no strings: plain splits."""
-    parts = line.split(" ")
-    if len(parts) not in (2, 3) or "" in parts:
-        if len([p for p in parts if p]) in (2, 3) and "  " in line:
-            parts = [p for p in parts if p]
-        else:
-            raise _LineError("expected `measurement[,tag=value…] field=value[,…] [timestamp]`")
-    key, *tag_parts = parts[0].split(",")
-    if not key:
-        raise _LineError("missing measurement")
-    tags = [_pair(part, "tag") for part in tag_parts]
+def _parse_plain(line: str, heads: dict[str, tuple[str, tuple[tuple[str, str], ...]]]
+                 ) -> tuple[str, list[tuple[str, Any]], int | None]:
+    """The common case, no escapes and no strings: plain splits, the series key parsed once."""
+    parts = line.split()
+    if len(parts) not in (2, 3):
+        raise _LineError("expected `measurement[,tag=value…] field=value[,…] [timestamp]`")
+    key = parts[0]
+    if key not in heads:
+        measurement, *tag_parts = key.split(",")
+        if not measurement:
+            raise _LineError("missing measurement")
+        heads[key] = (measurement, tuple(sorted(_pair(part, "tag") for part in tag_parts)))
     fields = [(name, _field_value(text)) for name, text in
               (_pair(part, "field") for part in parts[1].split(","))]
-    return key, tags, fields, _timestamp(parts[2]) if len(parts) == 3 else None
+    return key, fields, _timestamp(parts[2]) if len(parts) == 3 else None
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -130,7 +133,7 @@ def _pair(text: str, what: str) -> tuple[str, str]:
     return name, value
 
 
-def _parse_escaped(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, Any]],
+def _parse_escaped(line: str) -> tuple[str, str, list[tuple[str, str]], list[tuple[str, Any]],
                                        int | None]:
     """The general case: a scanner that honours backslash escapes and quoted strings."""
     at = 0
@@ -167,7 +170,8 @@ def _parse_escaped(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[st
             continue
         break
     rest = line[at:].strip()
-    return measurement, tags, fields, _timestamp(rest) if rest else None
+    key = "\0".join([measurement, *(f"{k}={v}" for k, v in tags)])  # never a plain-line key
+    return key, measurement, tags, fields, _timestamp(rest) if rest else None
 
 
 def _scan(line: str, at: int, stops: str, escapes: str = "") -> tuple[str, int]:
