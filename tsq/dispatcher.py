@@ -34,7 +34,7 @@ from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import NOTIFIED_STATUSES, Notifier
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
-from tsq.runtimes.base import Limits, LogLine, RunResult
+from tsq.runtimes.base import Host, Limits, LogLine, RunResult
 from tsq.targets import call_target
 from tsq.worker import Job
 from tsq.workers import JobListener, WorkerPool
@@ -86,8 +86,10 @@ class Dispatcher:
     writes how runs ended and does what follows (retries, webhooks, `after:`, waiters)."""
 
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
-                 notifier: Notifier, clock: Clock = time.time, workers: int = 2) -> None:
+                 notifier: Notifier, clock: Clock = time.time, workers: int = 2,
+                 host: Host | None = None) -> None:
         self.runs = runs
+        self.host = host
         self.loops = loops
         self.notifier = notifier
         self.clock = clock
@@ -292,8 +294,8 @@ class Dispatcher:
                 info={"loop": spec.name, "project": spec.project, "version": version.id,
                       "runId": record["id"], "attempt": record["attempt"]},
             )
-            future = self._pool().submit(job, JobListener(started=lambda _job: None,
-                                                          logs=lambda _job, ls: logs.add(ls)))
+            future = self._pool().submit(job, JobListener(
+                started=lambda _job: None, logs=lambda _job, ls: logs.add(ls), host=self.host))
 
         def ended(done: Future[RunResult]) -> None:
             slots.release()

@@ -21,6 +21,7 @@ from tsq.connectors.embedded import EmbeddedStore
 from tsq.db import connect
 from tsq.dispatcher import Clock, Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
+from tsq.hostapi import StoreHost
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop
@@ -56,7 +57,8 @@ class Service:
         self._store: EmbeddedStore | None = None
         self._store_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
-                                     clock, workers=settings.workers)
+                                     clock, workers=settings.workers,
+                                     host=StoreHost(lambda: self.store))
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
         self.clock = clock

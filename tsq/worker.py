@@ -16,7 +16,16 @@ from typing import Any
 
 from tsq.errors import CompileError
 from tsq.runtimes import create_runtime
-from tsq.runtimes.base import Limits, LogLine, Program, RunContext, RunResult, Runtime
+from tsq.runtimes.base import (
+    HostAnswer,
+    HostError,
+    Limits,
+    LogLine,
+    Program,
+    RunContext,
+    RunResult,
+    Runtime,
+)
 
 __all__ = ["Job", "WorkerOptions", "worker_main"]
 
@@ -67,7 +76,8 @@ class _Worker:
     def run(self, job: Job) -> RunResult:
         try:
             program = self.program(job)
-            return program.run(RunContext(job.event, job.env, job.limits, self.log, job.info))
+            return program.run(RunContext(job.event, job.env, job.limits, self.log, job.info,
+                                          self.host))
         except CompileError as exc:
             return RunResult.failed("CompileError", exc.message)
         except Exception as exc:  # a fault of tsq, not of the handler: say so, keep the worker
@@ -75,6 +85,15 @@ class _Worker:
 
     def log(self, lines: list[LogLine]) -> None:
         self.conn.send(("log", lines))
+
+    def host(self, op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        """A host call, answered by the supervisor (which holds the store) over the pipe."""
+        self.conn.send(("host", (op, args, arrays)))
+        kind, payload = self.conn.recv()
+        if kind == "error":
+            raise HostError(*payload)
+        answer: HostAnswer = payload
+        return answer
 
     def runtime(self, name: str) -> Runtime:
         if name not in self.runtimes:

@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
-from tsq.errors import WorkerError
-from tsq.runtimes.base import LogLine, RunResult
+from tsq.errors import TsqError, WorkerError
+from tsq.runtimes.base import Host, HostError, LogLine, RunResult
 from tsq.worker import Job, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool"]
@@ -39,6 +39,7 @@ RSS_SLACK_MB = 64
 class JobListener:
     started: Callable[[Job], None]
     logs: Callable[[Job, list[LogLine]], None]
+    host: Host | None = None  # answers the handler's db.* calls
 
 
 class _Process:
@@ -190,8 +191,23 @@ class _Watch:
         if kind == "log":
             self.listener.logs(self.job, payload)
             return None
+        if kind == "host":
+            self.process.conn.send(self.answer(*payload))
+            return None
         result: RunResult = payload
         return result
+
+    def answer(self, op: str, args: dict[str, Any], arrays: list[Any]) -> tuple[str, Any]:
+        if self.listener.host is None:
+            return "error", ("Unavailable", f"db.{op} is not available here")
+        try:
+            return "answer", self.listener.host(op, args, arrays)
+        except HostError as exc:
+            return "error", (exc.kind, exc.message)
+        except TsqError as exc:
+            return "error", (exc.type, exc.message)
+        except Exception as exc:  # the store failed: the handler hears it, the slot goes on
+            return "error", ("InternalError", f"tsq could not serve db.{op}: {exc}")
 
     def killed_at_deadline(self) -> RunResult:
         return RunResult("timeout", error={

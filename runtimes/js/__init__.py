@@ -19,6 +19,7 @@ import time
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import orjson
 from py_mini_racer import (
     JSEvalException,
@@ -28,7 +29,7 @@ from py_mini_racer import (
 )
 
 from tsq.errors import CompileError
-from tsq.runtimes.base import LogLine, RunContext, RunResult
+from tsq.runtimes.base import HostError, LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
 __all__ = ["JsProgram", "JsRuntime"]
@@ -157,12 +158,47 @@ class _Execution:
             report = orjson.loads(str(self.instance.eval("__tsq.poll()",
                                                          timeout_sec=self.remaining())))
             self.forward_logs(report["logs"])
+            if report["requests"]:
+                for request in report["requests"]:
+                    self.serve(request)
+                attempt = 0
+                continue
             outcome = report["outcome"]
             if outcome is not None or time.monotonic() >= self.deadline:
                 self.note_dropped(report["dropped"])
                 return self.timed_out() if outcome is None else self.settled(outcome)
             time.sleep(POLL_INTERVALS_S[min(attempt, len(POLL_INTERVALS_S) - 1)])
             attempt += 1
+
+    def serve(self, request: dict[str, Any]) -> None:
+        """Answer one host call of the handler (db.select, db.write, db.delete)."""
+        rid, op, args = int(request["id"]), str(request["op"]), request["args"]
+        try:
+            arrays = [self.read_array(rid, 0), self.read_array(rid, 1)] if (
+                op == "write" and "series" in args) else []
+            answer = self.ctx.host(op, args, arrays)
+            if answer.arrays:
+                self.instance.eval(f"__tsq.allocate({rid}, {len(answer.arrays[0])})",
+                                   timeout_sec=self.remaining())
+                for index, data in enumerate(answer.arrays):
+                    self.float_view(rid, index)[:] = data
+            self.instance.eval(f"__tsq.deliver({rid}, {_js_json(answer.meta)})",
+                               timeout_sec=self.remaining())
+        except HostError as exc:
+            self.instance.eval(f"__tsq.reject({rid}, "
+                               f"{_js_json({'type': exc.kind, 'message': exc.message})})",
+                               timeout_sec=self.remaining())
+
+    def float_view(self, rid: int, index: int) -> Any:
+        """A float64 numpy view of a request's buffer inside V8 (valid during this call)."""
+        buffer = self.instance.eval(f"__tsq.buffer({rid}, {index})",
+                                    timeout_sec=self.remaining())
+        if not isinstance(buffer, memoryview):
+            raise HostError("TypeError", "the series to write must hold numbers")
+        return np.frombuffer(buffer, dtype=np.uint8).view(np.float64)
+
+    def read_array(self, rid: int, index: int) -> Any:
+        return self.float_view(rid, index).copy()  # V8 may free the buffer after the run
 
     def settled(self, outcome: dict[str, Any]) -> RunResult:
         if outcome["ok"]:

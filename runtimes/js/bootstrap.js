@@ -27,6 +27,10 @@
   // mini-racer's own __timer_manager cannot be deleted; without these globals it is inert.
   for (const name of ["SharedArrayBuffer", "Atomics", "WebAssembly"]) delete g[name];
 
+  const Float64 = Float64Array;
+  const isView = ArrayBuffer.isView;
+  const dateParse = Date.parse;
+  const PromiseType = Promise;
   const logs = [];
   let logBytes = 0;
   let dropped = 0;
@@ -143,7 +147,126 @@
     apply(then, resolve(returned), [succeed, fail]);
   }
 
+  // -- the store: db.select / db.write / db.delete ----------------------------------------
+  // A call queues a request that the host collects with poll(); the host answers through
+  // fill()/deliver()/reject(). Bulk numbers travel as Float64Array buffers the host reads or
+  // writes in place, never as JSON.
+  const requests = [];
+  const pending = new Map();
+  let nextRequest = 1;
+
+  function call(op, args, arrays) {
+    const id = nextRequest++;
+    return new PromiseType(function (resolveCall, rejectCall) {
+      pending.set(id, { resolve: resolveCall, reject: rejectCall, arrays: arrays || [], op: op });
+      apply(push, requests, [{ id: id, op: op, args: args }]);
+    });
+  }
+
+  function instant(value, what) {
+    if (value === undefined || value === null) return null;
+    if (typeof value === "number" && value === value) return value;
+    if (value instanceof Date) return value.getTime();
+    if (typeof value === "string") {
+      const parsed = dateParse(value);
+      if (parsed === parsed) return parsed;
+    }
+    throw new TypeError(what + " must be epoch milliseconds, a Date or an ISO-8601 string, got " + show(value));
+  }
+
+  function range(options) {
+    const given = options || {};
+    return { start: instant(given.start, "start"), end: instant(given.end, "end") };
+  }
+
+  function withRename(series) {
+    defineProperty(series, "rename", {
+      value: function (name) {
+        return withRename(series.map(function (s) { return { name: name, labels: s.labels, timestamps: s.timestamps, values: s.values }; }));
+      },
+      enumerable: false,
+    });
+    return series;
+  }
+
+  function packSeries(list) {
+    if (!Array.isArray(list)) list = [list];
+    let total = 0;
+    const meta = [];
+    for (const s of list) {
+      if (!s || typeof s.name !== "string" || s.name === "") throw new TypeError("db.write needs series as {name, labels, timestamps, values}");
+      const n = s.timestamps.length;
+      if (s.values.length !== n) throw new RangeError("series " + s.name + ": " + n + " timestamps but " + s.values.length + " values");
+      apply(push, meta, [{ name: s.name, labels: s.labels || {}, count: n }]);
+      total += n;
+    }
+    const times = new Float64(total);
+    const values = new Float64(total);
+    let at = 0;
+    for (const s of list) {
+      const n = s.timestamps.length;
+      if (isView(s.timestamps) && isView(s.values)) {
+        times.set(s.timestamps, at);
+        values.set(s.values, at);
+      } else {
+        for (let i = 0; i < n; i++) { times[at + i] = instant(s.timestamps[i], "a timestamp"); values[at + i] = +s.values[i]; }
+      }
+      at += n;
+    }
+    return { meta: meta, arrays: [times, values] };
+  }
+
+  const db = freeze({
+    select(selector, options) {
+      if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.select needs a selector string like 'cpu{dc=\"gra\"}'"));
+      try { return call("select", { selector: selector, range: range(options) }); }
+      catch (error) { return PromiseType.reject(error); }
+    },
+    write(data) {
+      try {
+        if (typeof data === "string") return call("write", { lines: data });
+        const packed = packSeries(data);
+        return call("write", { series: packed.meta }, packed.arrays);
+      } catch (error) { return PromiseType.reject(error); }
+    },
+    delete(selector, options) {
+      if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.delete needs a selector string"));
+      try { return call("delete", { selector: selector, range: range(options) }); }
+      catch (error) { return PromiseType.reject(error); }
+    },
+  });
+  defineProperty(g, "db", { value: db, writable: false, configurable: false });
+
   const host = freeze({
+    // A request's arrays, for the host to read (db.write) or fill (db.select).
+    buffer(id, index) { return pending.get(id).arrays[index].buffer; },
+    allocate(id, points) {
+      const slot = pending.get(id);
+      slot.arrays = [new Float64(points), new Float64(points)];
+    },
+    deliver(id, answerJson) {
+      const slot = pending.get(id);
+      pending.delete(id);
+      const answer = parse(answerJson);
+      if (slot.op !== "select") { slot.resolve(answer); return; }
+      const times = slot.arrays[0];
+      const values = slot.arrays[1];
+      const series = [];
+      let at = 0;
+      for (const s of answer.series) {
+        apply(push, series, [{ name: s.name, labels: s.labels, timestamps: times.subarray(at, at + s.count), values: values.subarray(at, at + s.count) }]);
+        at += s.count;
+      }
+      slot.resolve(withRename(series));
+    },
+    reject(id, errorJson) {
+      const slot = pending.get(id);
+      pending.delete(id);
+      const error = parse(errorJson);
+      const failure = new ErrorType(error.message);
+      failure.name = error.type;
+      slot.reject(failure);
+    },
     start(moduleFunction, eventJson, contextJson, envJson) {
       const event = freeze(parse(eventJson));
       const env = freeze(parse(envJson));
@@ -179,7 +302,8 @@
     },
     poll() {
       const lines = apply(splice, logs, [0, logs.length]);
-      const report = { logs: lines, dropped: dropped, outcome: outcome };
+      const asked = apply(splice, requests, [0, requests.length]);
+      const report = { logs: lines, dropped: dropped, outcome: outcome, requests: asked };
       return stringify(report);
     },
   });

@@ -1,0 +1,72 @@
+"""The service side of a handler's `db.select`, `db.write` and `db.delete`.
+
+A worker process cannot open the store (DuckDB lets one process write a file), so its calls come
+to the supervisor, which answers them here. Times cross as epoch milliseconds (what JavaScript
+numbers hold exactly); bulk numbers as float64 arrays, never JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tsq.connectors.base import Connector, parse_selector
+from tsq.lineprotocol import parse_lines
+from tsq.runtimes.base import HostAnswer, HostError
+from tsq.series import NS_PER_MS, SeriesSet
+
+__all__ = ["StoreHost"]
+
+
+class StoreHost:
+    def __init__(self, store: Callable[[], Connector]) -> None:
+        self._store = store
+
+    def __call__(self, op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        method = {"select": self.select, "write": self.write, "delete": self.delete}.get(op)
+        if method is None:
+            raise HostError("TypeError", f"db.{op} does not exist; db has select, write, delete")
+        return method(args, arrays)
+
+    def select(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
+        start, end = _range(args)
+        found = self._store().select(parse_selector(str(args["selector"])), start, end)
+        if found.values.dtype.kind not in "fiub":
+            text = sorted({s.name for s in found if s.values.dtype.kind not in "fiub"})
+            raise HostError("TypeError", f"db.select returns numbers; {args['selector']} "
+                                         f"matches series holding strings ({', '.join(text)})")
+        meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
+                for s in found]
+        times = found.timestamps.astype(np.float64) / NS_PER_MS
+        return HostAnswer({"series": meta}, (times, found.values.astype(np.float64)))
+
+    def write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        if "lines" in args:
+            batch = parse_lines(str(args["lines"]))
+            written = sum(self._store().write(part) for part in (batch.numbers, batch.strings))
+            if batch.errors:
+                raise HostError("PartialWrite", batch.error_message())
+            return HostAnswer({"written": written})
+        times, values = arrays
+        stamps = np.round(times * NS_PER_MS).astype(np.int64)
+        counts = [int(s["count"]) for s in args["series"]]
+        bounds = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        series = SeriesSet.from_series(
+            (str(s["name"]), {str(k): str(v) for k, v in dict(s["labels"]).items()},
+             stamps[bounds[i]:bounds[i + 1]], values[bounds[i]:bounds[i + 1]])
+            for i, s in enumerate(args["series"]))
+        return HostAnswer({"written": self._store().write(series)})
+
+    def delete(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
+        start, end = _range(args)
+        removed = self._store().delete(parse_selector(str(args["selector"])), start, end)
+        return HostAnswer({"deleted": removed})
+
+
+def _range(args: dict[str, Any]) -> tuple[int | None, int | None]:
+    given = args.get("range") or {}
+    start, end = given.get("start"), given.get("end")
+    return (None if start is None else round(start * NS_PER_MS),
+            None if end is None else round(end * NS_PER_MS))
