@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import js_invocation, rollup, scheduler
+from benchmarks import ingest, js_invocation, rollup, scheduler
 from benchmarks.report import Report
 
-BENCHES = {"rollup": rollup.run, "js_invocation": js_invocation.run, "scheduler": scheduler.run}
+BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
+           "scheduler": scheduler.run}
 
 
 def main() -> None:

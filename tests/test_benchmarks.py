@@ -33,3 +33,12 @@ def test_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
     assert done.returncode == 0, done.stderr[-2000:]  # the answers are compared before timing
     assert "tsq kernels" in done.stdout and "pandas groupby.resample" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ingest_benchmark_runs_and_stores_every_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "ingest"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # each store is counted after the writes
+    assert "tsq /write (embedded DuckDB)" in done.stdout
