@@ -181,6 +181,20 @@ def test_series_set_sorts_and_keeps_the_last_write() -> None:
     assert list(again[0].values) == [9.0, 2.0, 3.0]
 
 
+def test_arrow_round_trip() -> None:
+    ms = 1_000_000
+    ss = SeriesSet.from_series([("cpu", {"dc": "gra", "host": "a"}, [1 * ms, 2 * ms], [1.0, 2.0]),
+                                ("mem", {"dc": "rbx"}, [3 * ms], [3.5])])
+    table = ss.to_arrow()
+    assert table.column_names == ["name", "dc", "host", "time", "value"]
+    assert str(table.schema.field("time").type) == "timestamp[ns, tz=UTC]"
+    assert table.column("value").to_pylist() == [1.0, 2.0, 3.5]
+    back = SeriesSet.from_arrow(table)
+    assert [(s.name, dict(s.labels), s.timestamps.tolist(), s.values.tolist()) for s in back] == [
+        ("cpu", {"dc": "gra", "host": "a"}, [1 * ms, 2 * ms], [1.0, 2.0]),
+        ("mem", {"dc": "rbx"}, [3 * ms], [3.5])]
+
+
 def test_join_and_boolean_aggregators() -> None:
     ss = SeriesSet.from_series([("s", {}, [1, 2, 11], np.array(["x", "y", "z"], dtype=object))])
     joined = bucketize(ss, Buckets(SPAN), Aggregator("join", "-"))

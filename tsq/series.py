@@ -4,7 +4,7 @@ All series are concatenated: `timestamps` (int64 epoch nanoseconds) and `values`
 point, and `offsets[i]:offsets[i + 1]` is series i, like an Arrow list array. Names and label
 dicts are per series. Kernels (`tsq.kernels`) work on these arrays whole, never a Python loop per
 point. Values are float64 first of all; int64, bool and str (object) arrays are kept as they are
-for the functions that need them.
+for the functions that need them. pandas, Arrow and JSON are import/export formats.
 
 A SeriesSet from `from_series` or `normalized()` has every series sorted by time with at most one
 point per timestamp (the last written wins, as in InfluxDB and Prometheus); kernels assume that.
@@ -159,6 +159,28 @@ class SeriesSet:
         frame["time"] = pd.to_datetime(self.timestamps, unit="ns", utc=True)
         frame["value"] = self.values
         return pd.DataFrame(frame)
+
+    def to_arrow(self) -> Any:
+        """An Arrow table of the long form: `name`, one column per label key, `time`
+        (timestamp[ns, UTC]) and `value`; the numeric columns are not copied."""
+        import pyarrow as pa
+
+        ids = pa.array(self.series_ids())
+        columns: dict[str, Any] = {"name": pa.array(self.names, pa.string()).take(ids)}
+        for key in sorted({k for labels in self.labels for k in labels}):
+            per_series = pa.array([labels.get(key) for labels in self.labels], pa.string())
+            columns[key] = per_series.take(ids)
+        columns["time"] = pa.array(self.timestamps, pa.timestamp("ns", tz="UTC"))
+        columns["value"] = pa.array(self.values) if self.values.dtype.kind != "O" else \
+            pa.array(self.values.tolist())
+        return pa.table(columns)
+
+    @classmethod
+    def from_arrow(cls, table: Any, *, name: str = "name", time: str = "time",
+                   value: str = "value", labels: Sequence[str] | None = None) -> SeriesSet:
+        """From an Arrow table of the long form (as `to_arrow` writes it)."""
+        return cls.from_pandas(table.to_pandas(), name=name, time=time, value=value,
+                               labels=labels)
 
     @classmethod
     def from_pandas(cls, frame: Any, *, name: str = "name", time: str = "time",
