@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import ingest, js_invocation, rollup, scheduler
+from benchmarks import ingest, js_data, js_invocation, rollup, scheduler
 from benchmarks.report import Report
 
 BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
-           "scheduler": scheduler.run}
+           "js_data": js_data.run, "scheduler": scheduler.run}
 
 
 def main() -> None:

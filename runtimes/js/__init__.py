@@ -128,6 +128,7 @@ class _Execution:
         self.program = program
         self.ctx = ctx
         self.deadline = time.monotonic() + ctx.limits.timeout_s
+        self.answers: list[list[Any]] = []  # host answers waiting for the next poll
 
     def run(self) -> RunResult:
         try:
@@ -155,14 +156,15 @@ class _Execution:
     def wait(self) -> RunResult:
         attempt = 0
         while True:
-            report = orjson.loads(str(self.instance.eval("__tsq.poll()",
-                                                         timeout_sec=self.remaining())))
+            answers, self.answers = self.answers, []
+            call = f"__tsq.poll({_js_json(answers)})" if answers else "__tsq.poll()"
+            report = orjson.loads(str(self.instance.eval(call, timeout_sec=self.remaining())))
             self.forward_logs(report["logs"])
             if report["requests"]:
                 for request in report["requests"]:
                     self.serve(request)
                 attempt = 0
-                continue
+                continue  # the answers go in with the next poll
             outcome = report["outcome"]
             if outcome is not None or time.monotonic() >= self.deadline:
                 self.note_dropped(report["dropped"])
@@ -171,34 +173,30 @@ class _Execution:
             attempt += 1
 
     def serve(self, request: dict[str, Any]) -> None:
-        """Answer one host call of the handler (db.select, db.write, db.delete)."""
+        """Answer one host call of the handler (db.select, db.write, db.delete); the answer
+        reaches JavaScript with the next poll, bulk numbers through a buffer filled in place."""
         rid, op, args = int(request["id"]), str(request["op"]), request["args"]
         try:
-            arrays = [self.read_array(rid, 0), self.read_array(rid, 1)] if (
-                op == "write" and "series" in args) else []
+            arrays = []
+            if op == "write" and "series" in args:
+                packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
+                arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
             answer = self.ctx.host(op, args, arrays)
             if answer.arrays:
-                self.instance.eval(f"__tsq.allocate({rid}, {len(answer.arrays[0])})",
-                                   timeout_sec=self.remaining())
-                for index, data in enumerate(answer.arrays):
-                    self.float_view(rid, index)[:] = data
-            self.instance.eval(f"__tsq.deliver({rid}, {_js_json(answer.meta)})",
-                               timeout_sec=self.remaining())
+                times, values = answer.arrays
+                view = self.float_view(f"__tsq.allocate({rid}, {len(times)})")
+                view[:len(times)] = times
+                view[len(times):] = values
+            self.answers.append([rid, True, answer.meta])
         except HostError as exc:
-            self.instance.eval(f"__tsq.reject({rid}, "
-                               f"{_js_json({'type': exc.kind, 'message': exc.message})})",
-                               timeout_sec=self.remaining())
+            self.answers.append([rid, False, {"type": exc.kind, "message": exc.message}])
 
-    def float_view(self, rid: int, index: int) -> Any:
-        """A float64 numpy view of a request's buffer inside V8 (valid during this call)."""
-        buffer = self.instance.eval(f"__tsq.buffer({rid}, {index})",
-                                    timeout_sec=self.remaining())
+    def float_view(self, script: str) -> Any:
+        """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
+        buffer = self.instance.eval(script, timeout_sec=self.remaining())
         if not isinstance(buffer, memoryview):
             raise HostError("TypeError", "the series to write must hold numbers")
         return np.frombuffer(buffer, dtype=np.uint8).view(np.float64)
-
-    def read_array(self, rid: int, index: int) -> Any:
-        return self.float_view(rid, index).copy()  # V8 may free the buffer after the run
 
     def settled(self, outcome: dict[str, Any]) -> RunResult:
         if outcome["ok"]:

@@ -200,8 +200,9 @@
       apply(push, meta, [{ name: s.name, labels: s.labels || {}, count: n }]);
       total += n;
     }
-    const times = new Float64(total);
-    const values = new Float64(total);
+    const packed = new Float64(2 * total);  // times then values: one buffer for the host
+    const times = packed.subarray(0, total);
+    const values = packed.subarray(total);
     let at = 0;
     for (const s of list) {
       const n = s.timestamps.length;
@@ -213,7 +214,7 @@
       }
       at += n;
     }
-    return { meta: meta, arrays: [times, values] };
+    return { meta: meta, arrays: [packed] };
   }
 
   const db = freeze({
@@ -237,20 +238,13 @@
   });
   defineProperty(g, "db", { value: db, writable: false, configurable: false });
 
-  const host = freeze({
-    // A request's arrays, for the host to read (db.write) or fill (db.select).
-    buffer(id, index) { return pending.get(id).arrays[index].buffer; },
-    allocate(id, points) {
-      const slot = pending.get(id);
-      slot.arrays = [new Float64(points), new Float64(points)];
-    },
-    deliver(id, answerJson) {
+  function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);
-      const answer = parse(answerJson);
       if (slot.op !== "select") { slot.resolve(answer); return; }
-      const times = slot.arrays[0];
-      const values = slot.arrays[1];
+      const points = slot.arrays.length ? slot.arrays[0].length / 2 : 0;
+      const times = points ? slot.arrays[0].subarray(0, points) : new Float64(0);
+      const values = points ? slot.arrays[0].subarray(points) : new Float64(0);
       const series = [];
       let at = 0;
       for (const s of answer.series) {
@@ -258,14 +252,24 @@
         at += s.count;
       }
       slot.resolve(withRename(series));
-    },
-    reject(id, errorJson) {
+  }
+
+  function reject(id, error) {
       const slot = pending.get(id);
       pending.delete(id);
-      const error = parse(errorJson);
       const failure = new ErrorType(error.message);
       failure.name = error.type;
       slot.reject(failure);
+  }
+
+  const host = freeze({
+    // A request's numbers as one buffer, times then values: the host reads it (db.write) or,
+    // after allocate, fills it (db.select), in place.
+    buffer(id) { return pending.get(id).arrays[0].buffer; },
+    allocate(id, points) {
+      const slot = pending.get(id);
+      slot.arrays = [new Float64(2 * points)];
+      return slot.arrays[0].buffer;
     },
     start(moduleFunction, eventJson, contextJson, envJson) {
       const event = freeze(parse(eventJson));
@@ -300,7 +304,12 @@
         invoke(handler, event, context);
       }, fail]);
     },
-    poll() {
+    // `answersJson`: the host's answers to earlier requests, [[id, ok, answer], …]; handing
+    // them over here saves a call into V8 per request.
+    poll(answersJson) {
+      if (answersJson) {
+        for (const [id, ok, answer] of parse(answersJson)) (ok ? deliver : reject)(id, answer);
+      }
       const lines = apply(splice, logs, [0, logs.length]);
       const asked = apply(splice, requests, [0, requests.length]);
       const report = { logs: lines, dropped: dropped, outcome: outcome, requests: asked };
