@@ -62,3 +62,11 @@ def test_cumulative_sum_and_max_restart_per_series() -> None:
                                     ("b", {}, [1, 2], [10.0, 1.0])])
     assert cumulative(source, Aggregator("sum")).values.tolist() == [1.0, 6.0, 8.0, 10.0, 11.0]
     assert cumulative(source, Aggregator("max")).values.tolist() == [1.0, 5.0, 5.0, 10.0, 10.0]
+
+
+def test_stddev_of_close_large_values_does_not_cancel() -> None:
+    values = [10_000.0, 10_000.001, 10_000.003, 10_000.006, 9_999.999]
+    source = SeriesSet.from_series([("s", {}, [1, 2, 3, 4, 5], values)])
+    got = window(source, Aggregator("stddev"), pre=1).values
+    expected = [np.nan] + [np.std(values[i - 1:i + 1], ddof=1) for i in range(1, 5)]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, equal_nan=True)

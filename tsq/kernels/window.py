@@ -29,7 +29,8 @@ Array = npt.NDArray[Any]
 Ints = npt.NDArray[np.int64]
 GATHER_CELLS = 1 << 22  # points x window width gathered at once
 MAX_GATHER_WIDTH = 4096  # wider windows are walked series by series
-PREFIX = frozenset({"sum", "mean", "count", "stddev", "stdvar", "first", "last", "delta"})
+PREFIX = frozenset({"sum", "mean", "count", "first", "last", "delta"})
+SPREAD = frozenset({"stddev", "stdvar"})  # prefix sums only for wide windows: they cancel badly
 
 
 def window(series: SeriesSet, agg: Aggregator, pre: int = 0, post: int = 0, *,
@@ -90,9 +91,15 @@ def _time_bounds(series: SeriesSet, pre: int, post: int) -> tuple[Ints, Ints]:
 
 def _aggregate(series: SeriesSet, lo: Ints, hi: Ints, agg: Aggregator) -> Array:
     values = series.values
-    if agg.name in PREFIX and values.dtype.kind in "fiub":
-        return _from_prefix_sums(values.astype(np.float64), lo, hi, agg)
     width = int((hi - lo).max()) + 1
+    numeric = values.dtype.kind in "fiub"
+    if numeric and (agg.name in PREFIX or (agg.name in SPREAD and width > MAX_GATHER_WIDTH)):
+        floats = values.astype(np.float64)
+        if agg.name in SPREAD:  # centre each series: variance is shift-invariant, sums stay small
+            ids = series.series_ids()
+            sums = np.bincount(ids, weights=floats, minlength=len(series))
+            floats = floats - (sums / np.maximum(np.diff(series.offsets), 1))[ids]
+        return _from_prefix_sums(floats, lo, hi, agg)
     if width <= MAX_GATHER_WIDTH:
         return _gathered(values, lo, hi, width, agg)
     return np.concatenate([reduce_segments(values[a:b + 1], np.array([0], np.int64), agg)
