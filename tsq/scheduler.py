@@ -148,7 +148,6 @@ class Scheduler:
         self.clock = clock
         self.fired = 0
         self.missed = 0
-        self.on_recorded: Any = None  # benchmarks: called with (records, fired_at) per batch
         self._events: dict[str, _Event] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[str, list[datetime]] | None] = queue.Queue()
@@ -278,8 +277,6 @@ class Scheduler:
         self.fired += len(runs)
         for start in range(0, len(runs), RECORD_BATCH):
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])
-            if self.on_recorded is not None:
-                self.on_recorded(created)
             for record in created:
                 self.dispatcher.offer(record)
 
