@@ -5,9 +5,6 @@ there."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.influxdb import available, free_port, influxdb
 from benchmarks.report import Report
 from benchmarks.rollup import make_data
 from benchmarks.scheduler import _Serve
@@ -22,29 +20,6 @@ from tsq.connectors.base import parse_selector
 from tsq.connectors.embedded import EmbeddedStore
 
 BATCH = 5000
-INFLUX_CONFIG = """
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{root}/meta"
-[data]
-  dir = "{root}/data"
-  wal-dir = "{root}/wal"
-  query-log-enabled = false
-[coordinator]
-  max-select-point = 0
-[http]
-  bind-address = "127.0.0.1:{http}"
-  log-enabled = false
-  max-body-size = 0
-  max-row-limit = 0
-[continuous_queries]
-  enabled = false
-[monitor]
-  store-enabled = false
-"""
-
-
 def batches(points: int) -> list[bytes]:
     data = make_data(max(1, points // 8640))
     hosts, per_host = data["hosts"], data["per_host"]
@@ -69,7 +44,7 @@ def run(report: Report, *, quick: bool) -> None:
     bodies = batches(100_000 if quick else 1_000_000)
     points = sum(body.count(b"\n") + 1 for body in bodies)
     rates: dict[str, float] = {}
-    if shutil.which("influxd"):
+    if available():
         rates["InfluxDB 1.6 /write"] = points / _influx(bodies, points)
     rates["tsq /write (embedded DuckDB)"] = points / _tsq(bodies, points)
     for impl, rate in rates.items():
@@ -81,7 +56,7 @@ def run(report: Report, *, quick: bool) -> None:
 
 def _tsq(bodies: list[bytes], points: int) -> float:
     with tempfile.TemporaryDirectory() as data:
-        port = _free_port()
+        port = free_port()
         with _Serve(Path(data), port):
             elapsed = _post_all(f"http://127.0.0.1:{port}/write", {"precision": "ns"}, bodies)
         store = EmbeddedStore(Path(data) / "points.duckdb")
@@ -95,41 +70,11 @@ def _tsq(bodies: list[bytes], points: int) -> float:
 
 
 def _influx(bodies: list[bytes], points: int) -> float:
-    with tempfile.TemporaryDirectory() as root:
-        http, rpc = _free_port(), _free_port()
-        config = Path(root) / "influxdb.conf"
-        config.write_text(INFLUX_CONFIG.format(root=root, http=http, rpc=rpc))
-        process = subprocess.Popen(["influxd", "-config", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            base = f"http://127.0.0.1:{http}"
-            _wait_for(f"{base}/ping")
-            httpx.post(f"{base}/query", params={"q": "CREATE DATABASE bench"}, timeout=30)
-            elapsed = _post_all(f"{base}/write", {"db": "bench", "precision": "ns"}, bodies)
-            answer = httpx.get(f"{base}/query", params={
-                "db": "bench", "q": "SELECT count(value) FROM cpu"}, timeout=120).json()
-            stored = answer["results"][0]["series"][0]["values"][0][1]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with influxdb("bench") as base:
+        elapsed = _post_all(f"{base}/write", {"db": "bench", "precision": "ns"}, bodies)
+        answer = httpx.get(f"{base}/query", params={
+            "db": "bench", "q": "SELECT count(value) FROM cpu"}, timeout=120).json()
+        stored = answer["results"][0]["series"][0]["values"][0][1]
     if stored != points:
         raise RuntimeError(f"InfluxDB stored {stored} of {points} points")
     return elapsed
-
-
-def _wait_for(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code in (200, 204):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -80,7 +80,9 @@ def test_bucketize_matches_pandas(spec: list[Any], name: str, closed: str, p: in
         matching = [s for s in spec if (s[0], s[1], s[2]) == key]
         if len(matching) != 1:
             continue  # two generated series with one identity: kept apart, compared elsewhere
-        assert_same(as_series(result, i), reference_bucketize(matching[0][3], agg, closed))
+        # a bucket whose aggregate is undefined (stddev of one point) is left out
+        assert_same(as_series(result, i),
+                    reference_bucketize(matching[0][3], agg, closed).dropna())
 
 
 def reference_filled(points: list[tuple[int, float]], policy: str,

@@ -136,9 +136,18 @@ def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
     reduced = reduce_segments(values, starts, agg)
     counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
     policies = _policies(fills)
+    row: Ints | None = None
     if policies:
         row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
         row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
+    if reduced.dtype.kind == "f" and np.isnan(reduced).any():
+        # A bucket whose points have no aggregate (the stddev of one point) is left out, after
+        # the fills: it had points, so no fill writes over it (as in InfluxDB).
+        if row is None:
+            row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
+        defined = ~np.isnan(reduced)
+        row, column, reduced = row[defined], column[defined], reduced[defined]
+    if row is not None:
         counts = np.bincount(row, minlength=len(series)).astype(np.int64)
     return SeriesSet(series.names, series.labels, buckets.tick(column), reduced,
                      np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
