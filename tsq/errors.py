@@ -5,6 +5,7 @@
     ├── InvalidLoopFile          a loop file with problems; .problems lists every one of them
     ├── CompileError             a handler that does not parse (file, line, column)
     ├── ScheduleError            a Metronome schedule that does not parse
+    ├── TslError                 a TSL query that does not parse, compile or evaluate
     ├── NotFound                 an unknown loop, version or run
     ├── Conflict                 a request that contradicts the current state
     ├── BadRequest               a malformed API request (wrong content type, bad JSON)
@@ -36,6 +37,7 @@ __all__ = [
     "Problem",
     "ScheduleError",
     "ServerUnavailable",
+    "TslError",
     "TsqError",
     "WorkerError",
 ]
@@ -112,6 +114,21 @@ class CompileError(TsqError):
         self.file = file
         self.line = line
         self.col = col
+
+
+class TslError(TsqError):
+    """A TSL query that cannot be parsed, compiled for a target or evaluated. The message is the
+    reference implementation's where it has one ("Cannot parsed query: … at line L, char C");
+    `line` and `char` are 1-based, and `caret` shows the source line with a ^ under the place."""
+
+    http_status = 400
+
+    def __init__(self, message: str, *, line: int | None = None, char: int | None = None,
+                 caret: str = "") -> None:
+        super().__init__(message, details={"line": line, "char": char, "caret": caret})
+        self.line = line
+        self.char = char
+        self.caret = caret
 
 
 class ScheduleError(TsqError):
