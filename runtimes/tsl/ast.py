@@ -242,7 +242,8 @@ _TEXT: dict[Tok, str] = {
 
 # Identifier → keyword, case-insensitively (the reference lowercases before its lookup).
 KEYWORDS: Mapping[str, Tok] = MappingProxyType(
-    {text.lower(): tok for tok, text in _KEYWORD_TEXT.items()} | {"true": Tok.TRUE, "false": Tok.FALSE})
+    {text.lower(): tok for tok, text in _KEYWORD_TEXT.items()}
+    | {"true": Tok.TRUE, "false": Tok.FALSE})
 
 
 class Prefix(enum.Enum):

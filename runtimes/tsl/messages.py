@@ -13,13 +13,14 @@ __all__ = ["backend_error", "parse_error", "with_caret"]
 
 def parse_error(message: str, pos: Pos) -> TslError:
     line, char = pos.line + 1, pos.char + 1
-    return TslError(f"Cannot parsed query: {message} at line {line}, char {char}", line=line, char=char)
+    return TslError(f"Cannot parsed query: {message} at line {line}, char {char}",
+                    line=line, char=char)
 
 
 def backend_error(backend: str, message: str, pos: Pos) -> TslError:
     line, char = pos.line + 1, pos.char + 1
-    return TslError(f"Cannot execute query on {backend} back-end: {message} at line {line}, char {char}",
-                    line=line, char=char)
+    message = f"Cannot execute query on {backend} back-end: {message} at line {line}, char {char}"
+    return TslError(message, line=line, char=char)
 
 
 def with_caret(error: TslError, source: str) -> TslError:
