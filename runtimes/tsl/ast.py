@@ -357,6 +357,9 @@ class Method:
     named: Mapping[Prefix, Field] = field(default_factory=dict)
     unnamed: Mapping[int, Field] = field(default_factory=dict)
     pos: Pos = Pos()
+    # The arguments as written (variables substituted): native evaluation reads these, since
+    # `named`/`unnamed` keep the reference's quirks (a percentile can overwrite a label there).
+    args: tuple[Field, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,19 @@ T = Tok
 P = Prefix
 
 
-def parse(source: str, *, token: str = "", api: str = "",
-          variables: Sequence[str] = ()) -> tuple[Instruction, ...]:
+Value = str | int | float | bool
+
+
+def parse(source: str, *, token: str = "", api: str = "", variables: Sequence[str] = (),
+          values: Mapping[str, Value] | None = None) -> tuple[Instruction, ...]:
     """The statements of a TSL script that produce series, in order. `variables` names native
-    variables the back-end provides (the reference's variable list)."""
+    variables the back-end provides (the reference's variable list); `values` are variables
+    defined before the script, as if it began with `name = value` lines (a string such as "5m"
+    is a duration)."""
     try:
-        return _Binder(token, api, variables).script(parse_script(source))
+        binder = _Binder(token, api, variables)
+        binder.define(values or {})
+        return binder.script(parse_script(source))
     except TslError as error:
         raise with_caret(error, source.replace("\r\n", "\n")) from None
 
@@ -102,6 +109,7 @@ _SERIES_OPERATORS = {T.ADDSERIES, T.ANDL, T.DIVSERIES, T.EQUAL, T.GREATEROREQUAL
 _MASKS = {T.MASK, T.NEGMASK}
 _META = {T.NAMES, T.LABELS, T.SELECTORS, T.ATTRIBUTES}
 _RE_ZERO_ONLY = re.compile(r"^\s*0+\s*$")
+_DURATION = re.compile(r"-?[0-9]+[A-Za-zµ][A-Za-z0-9µ]*")
 _WHERE_OPS = (Match.EQUAL, Match.REGEX, Match.NOT_EQUAL, Match.NOT_REGEX)
 _DEFAULT_SAMPLER = Method(T.SAMPLEBY, {P.SAMPLE_AGGREGATOR: Field(T.ILLEGAL, "last"),
                                        P.SPAN: Field(T.ILLEGAL, "1m")})
@@ -127,6 +135,18 @@ class _Binder:
     def __post_init__(self) -> None:
         for name in self.native:
             self.variables[name] = _Variable(name, T.NATIVEVARIABLE, name)
+
+    def define(self, values: Mapping[str, Value]) -> None:
+        for name, value in values.items():
+            if isinstance(value, bool):
+                self.variables[name] = _Variable(name, T.TRUE if value else T.FALSE)
+            elif isinstance(value, int):
+                self.variables[name] = _Variable(name, T.NEGINTEGER if value < 0 else T.INTEGER, str(value))
+            elif isinstance(value, float):
+                self.variables[name] = _Variable(name, T.NEGNUMBER if value < 0 else T.NUMBER, repr(value))
+            else:
+                kind = T.DURATIONVAL if _DURATION.fullmatch(value) else T.STRING
+                self.variables[name] = _Variable(name, kind, value)
 
     # -- statements -------------------------------------------------------------------------
 
@@ -402,7 +422,7 @@ class _Binder:
     def meta(self, call: Call, instruction: Instruction) -> Instruction:
         tok = call.name.tok
         fields = self.fields(tok.text, call, {}, 1 if tok in (T.LABELS, T.ATTRIBUTES) else 0)
-        method = Method(tok, {}, dict(fields), call.name.pos)
+        method = Method(tok, {}, dict(fields), call.name.pos, _args(fields))
         return replace(instruction, is_meta=True, select=_append(instruction.select, method))
 
     def attribute_policy(self, call: Call, instruction: Instruction) -> Instruction:
@@ -552,7 +572,7 @@ class _Binder:
             if select.has_last and not select.last.is_duration:
                 raise parse_error(f"In {q(tok.text)} function, cannot work on Integer last values", pos)
             named[P.COUNT] = Field(T.INTEGER, self.samplers_count)
-        return _add(instruction, Method(tok, named, unnamed, pos))
+        return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
 
     def sample_option(self, call: Call, item: Field) -> tuple[Prefix, Field]:
         tok, pos = call.name.tok, call.name.pos
@@ -612,7 +632,7 @@ class _Binder:
                     self.value_aggregator(unnamed, skipped, call, item, fields, 0)
                 elif len(fields) > 1:
                     raise parse_error(f"{q(tok.text)} expects at most 1 field(s)", pos)
-            return _add(instruction, Method(tok, named, unnamed, pos))
+            return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
         fields = self.fields(tok.text, call, {1: _BY_AGGREGATORS, 0: _BY_PARAMS, 2: _BY_PARAMS}, 3)
         if not fields:
             raise parse_error(f"The {q(tok.text)} function expects at least a parameter: the n value number", pos)
@@ -634,7 +654,7 @@ class _Binder:
                     raise parse_error(f"{q(tok.text)} expects at most 2 field(s)", pos)
             else:
                 raise parse_error(f"The {q(tok.text)} function encountered an error when parsing its parameter", pos)
-        return _add(instruction, Method(tok, named, unnamed, pos))
+        return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
 
     def group_by(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok, pos = call.name.tok, call.name.pos
@@ -671,7 +691,7 @@ class _Binder:
                 named[P.KEEP_DISTINCT] = item
         if not sampled:
             instruction = _add(instruction, _DEFAULT_SAMPLER)
-        return _add(instruction, Method(tok, named, unnamed, pos))
+        return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
 
     def n_strings(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok, pos = call.name.tok, call.name.pos
@@ -681,7 +701,7 @@ class _Binder:
         least = {T.RENAMEBY: 1, T.REMOVELABELS: 0}.get(tok, count)
         if len(fields) < least:
             raise parse_error(f'The {q(tok.text)} function expects at least {least} "STRING" parameter(s)', pos)
-        return _add(instruction, Method(tok, {}, dict(fields), pos))
+        return _add(instruction, Method(tok, {}, dict(fields), pos, _args(fields)))
 
     def rename_label_value(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok, pos = call.name.tok, call.name.pos
@@ -690,14 +710,14 @@ class _Binder:
             raise parse_error(f'The {q(tok.text)} function expects at least 2 "STRING" parameter(s)', pos)
         if len(fields) == 2:
             fields = {0: fields[0], 1: Field(T.STRING, ".*"), 2: fields[1]}
-        return _add(instruction, Method(tok, {}, dict(fields), pos))
+        return _add(instruction, Method(tok, {}, dict(fields), pos, _args(fields)))
 
     def set_label_from_name(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok, pos = call.name.tok, call.name.pos
         fields = self.fields(tok.text, call, {}, 2)
         if not fields:
             raise parse_error(f'The {q(tok.text)} function expects at least one "STRING" parameter', pos)
-        return _add(instruction, Method(tok, {}, dict(fields), pos))
+        return _add(instruction, Method(tok, {}, dict(fields), pos, _args(fields)))
 
     def single_number(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok = {T.KEEPFIRSTVALUE: T.KEEPFIRSTVALUES, T.KEEPLASTVALUE: T.KEEPLASTVALUES}.get(call.name.tok, call.name.tok)
@@ -705,7 +725,7 @@ class _Binder:
         fields = self.fields(tok.text, call, {0: accept}, 1)
         if len(fields) < (0 if tok in (T.KEEPFIRSTVALUES, T.KEEPLASTVALUES) else 1):
             raise parse_error(f'The {q(tok.text)} function expects at least one "NUMBER" parameter', call.name.pos)
-        return _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos))
+        return _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos, _args(fields)))
 
     def operators(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok, pos = call.name.tok, call.name.pos
@@ -713,21 +733,21 @@ class _Binder:
         fields = self.fields(tok.text, call, accept, most)
         if len(fields) < least:
             raise parse_error(f"The {q(tok.text)} function expects at least {least} parameter(s)", pos)
-        return _add(instruction, Method(tok, {}, dict(fields), pos))
+        return _add(instruction, Method(tok, {}, dict(fields), pos, _args(fields)))
 
     def boolean(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok = call.name.tok
         fields = self.fields(tok.text, call, {0: [_f(T.TRUE), _f(T.FALSE)]}, 1)
         if not fields:
             raise parse_error(f"The {q(tok.text)} function expects at least one boolean parameter", call.name.pos)
-        return _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos))
+        return _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos, _args(fields)))
 
     def time_operator(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok = call.name.tok
         fields = self.fields(tok.text, call, {0: [_f(T.DURATIONVAL)]}, 1)
         if len(fields) < (0 if tok is T.RATE else 1):
             raise parse_error(f'The {q(tok.text)} function expects at least one "DURATIONVAL" parameter', call.name.pos)
-        instruction = _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos))
+        instruction = _add(instruction, Method(tok, _as_values(fields), {}, call.name.pos, _args(fields)))
         if tok is T.RATE:
             instruction = replace(instruction, select=replace(instruction.select, has_rate=True))
         return instruction
@@ -774,7 +794,7 @@ class _Binder:
             named[item.prefix] = item
         if is_duration and not sampled:
             instruction = _add(instruction, replace(_DEFAULT_SAMPLER, pos=pos))
-        return _add(instruction, Method(tok, named, unnamed, pos))
+        return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
 
     def no_operator(self, call: Call, instruction: Instruction, sampled: bool) -> Instruction:
         tok = call.name.tok
@@ -813,7 +833,7 @@ class _Binder:
             elif index in (2, 3):
                 prefix = P.PRE if index == 2 else P.POST
                 named[prefix] = replace(item, prefix=prefix)
-        return _add(instruction, Method(tok, named, unnamed, pos))
+        return _add(instruction, Method(tok, named, unnamed, pos, _args(fields)))
 
     # -- arguments --------------------------------------------------------------------------
 
@@ -1018,6 +1038,10 @@ def _append(select: Select, method: Method) -> Select:
 
 def _add(instruction: Instruction, method: Method) -> Instruction:
     return replace(instruction, select=_append(instruction.select, method))
+
+
+def _args(fields: Mapping[int, Field]) -> tuple[Field, ...]:
+    return tuple(fields[i] for i in sorted(fields))
 
 
 def _as_values(fields: Mapping[int, Field]) -> dict[Prefix, Field]:
