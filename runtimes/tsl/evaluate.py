@@ -1,0 +1,555 @@
+"""Native evaluation: TSL statements planned onto the engine's kernels, reading from a connector.
+
+A select becomes one connector read with what the connector can do itself pushed down (the name,
+the label matchers, the time range); every method after it is a kernel over the whole SeriesSet.
+Where the reference implementation has a documented bug, evaluation follows the documented intent
+(see docs/tsl.md, "Where tsq differs from the reference").
+
+Time in native evaluation:
+- `last(d)` reads the points in (end - d, end], with end = now (or the loop's scheduled time),
+  minus `shift`, or the given `timestamp`/`date`.
+- A bare number used as a timestamp (`from(…)`, `last(…, timestamp=…)`, `setValues(base, …)`) is
+  read by its size: seconds, milliseconds, microseconds (Warp 10's unit at OVH) or nanoseconds.
+- `sampleBy` buckets are closed on the right and labelled by their end, as Warp 10's BUCKETIZE; the
+  grid is aligned on the epoch (`relative=false`, the documented default) or on the range's end
+  (`relative=true`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tsq.connectors.base import NAME_LABEL, Matcher, Selector
+from tsq.errors import BadRequest, TslError
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
+from tsq.kernels.window import cumulative, window
+from tsq.series import SeriesSet
+
+from .ast import EMPTY, Field, Instruction, Match, Method, Prefix, Select, Tok
+from .messages import with_caret
+from .parser import Value, parse
+
+__all__ = ["Evaluation", "duration_ns", "timestamp_ns"]
+
+T, P = Tok, Prefix
+NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+      "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000,
+      "w": 604_800_000_000_000}
+_DURATION = re.compile(r"(-?[0-9]+)([A-Za-zµ]+)")
+_MATCH_OP = {Match.EQUAL: "=", Match.NOT_EQUAL: "!=", Match.REGEX: "=~", Match.NOT_REGEX: "!~"}
+_AGGREGATOR_TOKS = {T.MEAN: "mean", T.MAX: "max", T.MIN: "min", T.FIRST: "first", T.LAST: "last",
+                    T.SUM: "sum", T.MEDIAN: "median", T.COUNT: "count", T.ANDL: "and",
+                    T.ORL: "or", T.JOIN: "join", T.PERCENTILE: "percentile", T.DELTA: "delta",
+                    T.STDDEV: "stddev", T.STDVAR: "stdvar"}
+
+
+def duration_ns(text: str) -> int:
+    """`1m`, `-5m`, `2h`, `100ms` → nanoseconds (TSL durations; no compound forms)."""
+    found = _DURATION.fullmatch(text)
+    if found is None or found.group(2) not in NS:
+        if found is not None and found.group(2) == "ps":
+            return int(found.group(1)) // 1000
+        raise TslError(f"unknown duration {text!r}: write a whole number and one of the units "
+                       f"{', '.join(['w', 'd', 'h', 'm', 's', 'ms', 'us', 'ns'])}, e.g. 5m")
+    return int(found.group(1)) * NS[found.group(2)]
+
+
+def timestamp_ns(item: Field | str | float) -> int:
+    """An absolute time: an ISO 8601 / RFC 3339 string, or a number read by its size."""
+    text = item.lit if isinstance(item, Field) else item
+    if isinstance(text, str):
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise TslError(f"{text!r} is not a time: give an ISO 8601 date such as "
+                               f"2021-01-01T00:00:00Z or an epoch number") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return int(moment.timestamp() * 1_000_000) * 1_000
+    else:
+        number = float(text)
+    magnitude = abs(number)
+    scale = 1e9 if magnitude < 1e11 else 1e6 if magnitude < 1e14 else 1e3 if magnitude < 1e17 else 1
+    return round(number * scale)
+
+
+@dataclass(frozen=True)
+class _Range:
+    start: int | None   # exclusive, ns
+    end: int            # inclusive, ns
+
+
+class Evaluation:
+    """Evaluates TSL on `connector`; `connectors` are the other back-ends a script may `connect()`
+    to, by name."""
+
+    def __init__(self, connector: Any, *, now: datetime | None = None,
+                 connectors: Mapping[str, Any] | None = None) -> None:
+        self.connector = connector
+        self.connectors = dict(connectors or {})
+        self.now = int((now or datetime.now(UTC)).timestamp() * 1_000_000) * 1_000
+
+    def run(self, source: str, variables: Mapping[str, Value] | None = None) -> SeriesSet:
+        return self.run_all(source, variables).joined()
+
+    def run_all(self, source: str, variables: Mapping[str, Value] | None = None) -> Results:
+        instructions = parse(source, values=variables)
+        try:
+            return Results(tuple(self.instruction(i) for i in instructions))
+        except BadRequest as error:
+            raise TslError(error.message) from None
+        except TslError as error:
+            raise with_caret(error, source) from None
+
+    # -- statements -------------------------------------------------------------------------
+
+    def instruction(self, instruction: Instruction) -> SeriesSet:
+        select = instruction.select
+        if instruction.is_operator:
+            operator = instruction.operator
+            operands = [self.instruction(o) for o in operator.operands]
+            series = combine.apply(operator.op.text, operands,
+                                   on=operator.labels or None if not operator.ignoring else None,
+                                   ignoring=operator.ignoring or None)
+            span = _Range(None, self.now)
+        elif instruction.create.series:
+            series, span = self.create(instruction), _Range(None, self.now)
+        else:
+            if instruction.is_meta:
+                raise _error("names(), labels(), attributes() and selectors() describe series "
+                             "rather than produce them; native evaluation returns series",
+                             select)
+            span = self.range(select)
+            series = self.fetch(instruction, span)
+        for method in select.methods:
+            series = self.method(method, series, span, instruction)
+        return series
+
+    def connector_for(self, instruction: Instruction) -> Any:
+        connect = instruction.connect
+        if not connect.type:
+            return self.connector
+        named = self.connectors.get(connect.api)
+        if named is None:
+            known = ", ".join(sorted(self.connectors)) or "none are configured"
+            raise TslError(f"connect({connect.type!r}, {connect.api!r}) names no connector of "
+                           f"this loop ({known}); add it under `connectors:` in the loop file")
+        return named
+
+    def fetch(self, instruction: Instruction, span: _Range) -> SeriesSet:
+        select = instruction.select
+        name: str | None = None
+        matchers = [Matcher.of(w.key, _MATCH_OP[w.op], w.value) for w in select.where]
+        if select.metric.startswith("~"):
+            matchers.insert(0, Matcher.of(NAME_LABEL, "=~", select.metric[1:]))
+        elif not select.select_all:
+            name = select.metric
+        start = None if span.start is None else span.start + 1
+        series = self.connector_for(instruction).select(Selector(name, tuple(matchers)), start,
+                                                       span.end + 1)
+        if select.has_last and not select.last.is_duration:
+            series = maps.keep(series, int(select.last.last))
+        return series
+
+    def range(self, select: Select) -> _Range:
+        if select.has_from:
+            end = timestamp_ns(select.from_.end) if select.from_.has_end else self.now
+            return _Range(timestamp_ns(select.from_.start), end)
+        if not select.has_last:
+            return _Range(None, self.now)
+        options = select.last.options
+        end = self.now
+        if P.TIMESTAMP in options:
+            end = timestamp_ns(options[P.TIMESTAMP])
+        elif P.DATE in options:
+            end = timestamp_ns(options[P.DATE].lit)
+        if P.SHIFT in options:
+            end -= duration_ns(options[P.SHIFT].lit)
+        if select.last.is_duration:
+            return _Range(end - duration_ns(select.last.last), end)
+        return _Range(None, end)
+
+    def create(self, instruction: Instruction) -> SeriesSet:
+        out = []
+        for created in instruction.create.series:
+            base = self.now if created.end.lit in ("", "now") else timestamp_ns(created.end)
+            ticks = [base + (duration_ns(p.tick.lit) if p.tick.tok is T.DURATIONVAL
+                             else timestamp_ns(p.tick) if created.end.tok is T.ILLEGAL
+                             else int(float(p.tick.lit) * 1_000_000)) for p in created.values]
+            values = [_number_or_text(p.value) for p in created.values]
+            labels = {w.key: w.value for w in created.where}
+            out.append((created.metric.lit, labels, np.array(ticks, np.int64), np.array(values)))
+        return SeriesSet.from_series(out)
+
+    # -- methods ----------------------------------------------------------------------------
+
+    def method(self, method: Method, series: SeriesSet, span: _Range,
+               instruction: Instruction) -> SeriesSet:
+        handler = _METHODS.get(method.op)
+        if handler is None:
+            raise _error(f"{method.op.text}() is not available in native evaluation; compile the "
+                         f"query to WarpScript for it", method)
+        result: SeriesSet = handler(self, method, series, span, instruction)
+        return result
+
+    def sample_by(self, method: Method, series: SeriesSet, span: _Range,
+                  _i: Instruction) -> SeriesSet:
+        named = method.named
+        aggregator = _aggregator(named.get(P.SAMPLE_AGGREGATOR, EMPTY), method.unnamed.get(0))
+        relative = named.get(P.RELATIVE, EMPTY).lit == "TRUE"
+        end, start = span.end, span.start
+        if P.SPAN in named:
+            if named[P.SPAN].lit.endswith("M"):
+                raise _error("calendar-month buckets (nM) are not available in native "
+                             "evaluation; use a span in days", method)
+            width = duration_ns(named[P.SPAN].lit)
+        else:
+            count = int(named.get(P.COUNT, EMPTY).lit or 1)
+            if start is None:
+                start = int(series.timestamps.min()) - 1 if series.points else end - 1
+            width = max((end - start) // max(count, 1), 1)
+            relative = True
+        if width <= 0:
+            raise _error(f"a sampleBy span must be positive, got {named[P.SPAN].lit}", method)
+        anchor = end % width if relative else 0
+        last = end if relative else -(-end // width) * width
+        first = None if start is None else last - ((last - start - 1) // width) * width
+        grid = Buckets(width, anchor, "right", first, last)
+        return bucketize(series, grid, aggregator, _fills(method))
+
+    def group(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        args = list(method.args)
+        labels: list[str] | None = None
+        if method.op is not T.GROUP:
+            given = args.pop(0)
+            labels = [i.lit for i in given.items] if given.tok is T.INTERNALLIST else [given.lit]
+        aggregator = _aggregator(args[0], args[1] if len(args) > 1 else None)
+        return group_by(series, labels, aggregator, without=method.op is T.GROUPWITHOUT)
+
+    def window(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        args = [a for a in method.args if a.prefix is None]
+        aggregator_field = next((a for a in method.args if a.prefix is P.AGGREGATOR), None)
+        if aggregator_field is None:
+            aggregator_field = args.pop(0)
+        param = args.pop(0) if aggregator_field.tok in (T.JOIN, T.PERCENTILE) and args else None
+        aggregator = _aggregator(aggregator_field, param)
+        if method.op is T.CUMULATIVE:
+            return cumulative(series, aggregator)
+        pre = next((a for a in method.args if a.prefix is P.PRE), args[0] if args else None)
+        post = next((a for a in method.args if a.prefix is P.POST),
+                    args[1] if len(args) > 1 else None)
+        return _windowed(series, aggregator, pre, post, method)
+
+    def mapper(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        """`.mean()`, `.max(2, 1)`, `.sum(5m)`: a window of the method's aggregator."""
+        if method.op is T.FINITE:
+            return maps.finite(series)
+        named = method.named
+        param = named.get(P.VALUE)
+        aggregator = _aggregator(Field(method.op), param)
+        if P.SAMPLING in named:
+            return _windowed(series, aggregator, named[P.SAMPLING], None, method)
+        return _windowed(series, aggregator, named.get(P.PRE), named.get(P.POST), method)
+
+    def number(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        operand = float(method.named[P.VALUE].lit) if P.VALUE in method.named else None
+        op = method.op
+        if op in (T.ADDSERIES, T.SUBSERIES, T.MULSERIES, T.DIVSERIES):
+            return maps.arithmetic(series, op.text, _required(operand, method))
+        if op in (T.EQUAL, T.NOTEQUAL, T.GREATERTHAN, T.GREATEROREQUAL, T.LESSTHAN, T.LESSOREQUAL):
+            return maps.compare(series, op.text, _required(operand, method))
+        if op is T.MAXWITH:
+            return maps.clamp(series, low=_required(operand, method))
+        if op is T.MINWITH:
+            return maps.clamp(series, high=_required(operand, method))
+        if op is T.LOGN:
+            return maps.math(series, "logN", _required(operand, method))
+        count = 1 if operand is None else int(operand)
+        if op is T.TIMESCALE:
+            return SeriesSet(series.names, series.labels,
+                             (series.timestamps * _required(operand, method)).astype(np.int64),
+                             series.values, series.offsets).normalized()
+        return maps.keep(series, count, last=op is T.KEEPLASTVALUES)
+
+    def no_argument(self, method: Method, series: SeriesSet, _s: _Range,
+                    _i: Instruction) -> SeriesSet:
+        op = method.op
+        if op.text in maps.MATH or op in (T.LN, T.LOG2, T.LOG10):
+            return maps.math(series, op.text)
+        if op.text in maps.TIME_PARTS:
+            return maps.time_part(series, op.text)
+        if op is T.CUMULATIVESUM:
+            return cumulative(series, Aggregator("sum"))
+        if op is T.RESETS:
+            return _without_resets(series)
+        kinds: dict[Tok, Callable[[Any], Any]] = {
+            T.TODOUBLE: lambda v: v.astype(np.float64), T.TOLONG: _to_long,
+            T.TOBOOLEAN: lambda v: v.astype(bool), T.TOSTRING: _to_text}
+        return SeriesSet(series.names, series.labels, series.timestamps,
+                         kinds[op](series.values), series.offsets)
+
+    def time(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        given = method.named.get(P.VALUE)
+        if method.op is T.SHIFT:
+            return maps.shift(series, duration_ns(_required_field(given, method).lit))
+        return maps.rate(series, duration_ns(given.lit) if given else 1_000_000_000)
+
+    def choose(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        op, args = method.op, list(method.args)
+        descending = op in (T.SORTDESC, T.SORTDESCBY, T.TOPN, T.TOPNBY)
+        count = int(args.pop(0).lit) if op in (T.TOPN, T.BOTTOMN, T.TOPNBY, T.BOTTOMNBY) else None
+        if count is not None and count <= 0:
+            raise _error(f"{op.text} needs a count above 0, got {count}", method)
+        key = args[0] if args else Field(T.MEAN)
+        if key.tok in (T.NAMES, T.SELECTORS, T.LABELS, T.ATTRIBUTES):
+            param = args[1] if len(args) > 1 else None
+            ordered = series.take(_by_text(series, key, param, descending))
+        else:
+            aggregator = _aggregator(key, args[1] if len(args) > 1 else None)
+            ordered = choose.sort_by(series, aggregator, descending=descending)
+        return ordered if count is None else ordered.take(range(min(count, len(ordered))))
+
+    def strings(self, method: Method, series: SeriesSet, _s: _Range,
+                instruction: Instruction) -> SeriesSet:
+        handler = _STRING_METHODS[method.op]
+        texts = [a.lit for a in method.args]
+        if method.op is T.STORE:
+            self.connector_for(instruction).write(series)
+            return series
+        return handler(series, texts)
+
+    def clip(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        end_field, width_field = method.args[0], method.args[1]
+        end = self.now if end_field.tok is T.NOW else timestamp_ns(end_field)
+        if width_field.tok is T.DURATIONVAL:
+            start = end - duration_ns(width_field.lit)
+        elif width_field.tok is T.STRING:
+            start, end = end, timestamp_ns(width_field.lit)
+        else:
+            start = end - int(float(width_field.lit) * 1_000)   # Warp 10 units: µs
+        keep = (series.timestamps >= start) & (series.timestamps <= end)
+        return _subset(series, keep)
+
+
+Handler = Callable[[Evaluation, Method, SeriesSet, _Range, Instruction], SeriesSet]
+
+
+@dataclass(frozen=True)
+class Results:
+    """What each statement of a script produced, in order."""
+
+    statements: tuple[SeriesSet, ...]
+
+    def joined(self) -> SeriesSet:
+        items = [(s.name, s.labels, s.timestamps, s.values) for out in self.statements for s in out]
+        if not any(out.points for out in self.statements) and not items:
+            return SeriesSet.empty()
+        return SeriesSet.from_series(items)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _error(message: str, where: Method | Select) -> TslError:
+    line, char = where.pos.line + 1, where.pos.char + 1
+    return TslError(f"{message} at line {line}, char {char}", line=line, char=char)
+
+
+def _required(value: float | None, method: Method) -> float:
+    if value is None:
+        raise _error(f"{method.op.text}() needs a number", method)
+    return value
+
+
+def _required_field(value: Field | None, method: Method) -> Field:
+    if value is None:
+        raise _error(f"{method.op.text}() needs an argument", method)
+    return value
+
+
+def _aggregator(given: Field, param: Field | None) -> Aggregator:
+    name = _AGGREGATOR_TOKS.get(given.tok) or given.lit
+    if name not in _AGGREGATOR_TOKS.values():
+        raise TslError(f"unknown aggregator {name!r}; expected one of "
+                       f"{', '.join(sorted(set(_AGGREGATOR_TOKS.values())))}")
+    if name == "percentile":
+        return Aggregator(name, float(param.lit) if param else 50.0)
+    if name == "join":
+        return Aggregator(name, param.lit if param else ",")
+    return Aggregator(name)
+
+
+def _fills(method: Method) -> list[Fill]:
+    named = method.named
+    if P.FILL_VALUE in named:
+        return [Fill("value", _fill_number(named[P.FILL_VALUE].lit))]
+    given = named.get(P.FILL)
+    if given is None:
+        return [Fill("auto")]
+    names = [i.lit for i in given.items] if given.tok is T.INTERNALLIST else [given.lit]
+    if names == ["none"] or not names:
+        return []
+    unknown = [n for n in names if n not in ("auto", "interpolate", "previous", "next")]
+    if unknown:
+        raise _error(f"unknown fill {unknown[0]!r}; expected auto, none, interpolate, previous, "
+                     f"next, a list of the last three, or fill(value)", method)
+    return [Fill(n) for n in names]
+
+
+def _fill_number(text: str) -> float:
+    try:
+        return float({"TRUE": "1", "FALSE": "0"}.get(text, text))
+    except ValueError:
+        raise TslError(f"fill({text}) needs a number in native evaluation") from None
+
+
+def _windowed(series: SeriesSet, aggregator: Aggregator, pre: Field | None, post: Field | None,
+              method: Method) -> SeriesSet:
+    by_time = any(f is not None and f.tok is T.DURATIONVAL for f in (pre, post))
+    if by_time and any(f is not None and f.tok is not T.DURATIONVAL for f in (pre, post)):
+        raise _error("a window's pre and post must both be point counts or both durations", method)
+
+    def size(given: Field | None) -> int:
+        if given is None:
+            return 0
+        return abs(duration_ns(given.lit)) if by_time else abs(int(given.lit))
+    return window(series, aggregator, size(pre), size(post), by_time=by_time)
+
+
+def _subset(series: SeriesSet, keep: Any) -> SeriesSet:
+    counts = np.bincount(series.series_ids()[keep], minlength=len(series))
+    return SeriesSet(series.names, series.labels, series.timestamps[keep], series.values[keep],
+                     np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+
+def _without_resets(series: SeriesSet) -> SeriesSet:
+    """Counter resets undone: after a drop, the value before it is added to what follows."""
+    values = series.values.astype(np.float64)
+    drop = np.zeros(len(values))
+    if len(values) > 1:
+        falls = np.diff(values) < 0
+        falls &= np.diff(series.series_ids()) == 0
+        drop[1:] = np.where(falls, values[:-1], 0.0)
+    carried = np.cumsum(drop)
+    ids = series.series_ids()
+    base = carried[series.offsets[:-1][ids]]   # each series starts from nothing carried
+    return SeriesSet(series.names, series.labels, series.timestamps, values + carried - base,
+                     series.offsets)
+
+
+def _to_long(values: Any) -> Any:
+    numbers = values.astype(np.float64)
+    return np.trunc(np.nan_to_num(numbers)).astype(np.int64)
+
+
+def _to_text(values: Any) -> Any:
+    return np.array([str(v) for v in values.tolist()], dtype=object)
+
+
+def _number_or_text(item: Field) -> Any:
+    if item.tok is T.STRING:
+        return item.lit
+    return float(item.lit)
+
+
+def _by_text(series: SeriesSet, key: Field, param: Field | None, descending: bool) -> list[int]:
+    keys = [i.lit for i in param.items] if param is not None and param.tok is T.INTERNALLIST else \
+        [param.lit] if param is not None else []
+
+    def text(index: int) -> str:
+        labels = series.labels[index]
+        if key.tok is T.NAMES:
+            return series.names[index]
+        if key.tok is T.SELECTORS:
+            pairs = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            return series.names[index] + "{" + pairs + "}"
+        return ",".join(labels.get(k, "") for k in keys)
+    return sorted(range(len(series)), key=text, reverse=descending)
+
+
+def _relabel(series: SeriesSet, names: Sequence[str] | None = None,
+             labels: Sequence[Mapping[str, str]] | None = None) -> SeriesSet:
+    return SeriesSet(tuple(names) if names is not None else series.names,
+                     tuple(labels) if labels is not None else series.labels,
+                     series.timestamps, series.values, series.offsets)
+
+
+def _rename_template(series: SeriesSet, template: str) -> list[str]:
+    def one(index: int) -> str:
+        labels = series.labels[index]
+        text = template.replace("${this.name}", series.names[index])
+        return re.sub(r"\$\{this\.labels\.([^}]+)\}", lambda m: labels.get(m.group(1), ""), text)
+    return [one(i) for i in range(len(series))]
+
+
+def _label_matchers(texts: Sequence[str]) -> list[Matcher]:
+    out = []
+    for text in texts:
+        found = re.match(r"^(.*?)(!=|!~|=|~)(.*)$", text)
+        if found is None:
+            raise TslError(f"filterByLabels needs clauses like 'k=v', 'k~re', 'k!=v' or 'k!~re', "
+                           f"got {text!r}")
+        op = {"=": "=", "!=": "!=", "~": "=~", "!~": "!~"}[found.group(2)]
+        out.append(Matcher.of(found.group(1), op, found.group(3)))
+    return out
+
+
+def _set_label_from_name(series: SeriesSet, texts: Sequence[str]) -> SeriesSet:
+    key, pattern = texts[0], re.compile(texts[1] if len(texts) > 1 else "(.*)")
+    labels = []
+    for name, current in zip(series.names, series.labels, strict=True):
+        found = pattern.fullmatch(name)
+        value = (found.group(1) if found.groups() else found.group(0)) if found else None
+        labels.append({**current, key: value} if value is not None else dict(current))
+    return _relabel(series, labels=labels)
+
+
+_STRING_METHODS: dict[Tok, Callable[[SeriesSet, Sequence[str]], SeriesSet]] = {
+    T.ADDNAMEPREFIX: lambda s, t: _relabel(s, names=[t[0] + n for n in s.names]),
+    T.ADDNAMESUFFIX: lambda s, t: _relabel(s, names=[n + t[0] for n in s.names]),
+    T.RENAME: lambda s, t: _relabel(s, names=[t[0]] * len(s)),
+    T.RENAMEBY: lambda s, t: _relabel(s, names=[
+        "-".join(lab[k] for k in t if k in lab) for lab in s.labels]),
+    T.RENAMETEMPLATE: lambda s, t: _relabel(s, names=_rename_template(s, t[0])),
+    T.REMOVELABELS: lambda s, t: _relabel(s, labels=[
+        {k: v for k, v in lab.items() if t and k not in t} for lab in s.labels]),
+    T.RENAMELABELKEY: lambda s, t: _relabel(s, labels=[
+        {(t[1] if k == t[0] else k): v for k, v in lab.items()} for lab in s.labels]),
+    T.RENAMELABELVALUE: lambda s, t: _relabel(s, labels=[
+        {k: (re.sub(f"^(?:{t[1]})$", t[2], v) if k == t[0] else v) for k, v in lab.items()}
+        for lab in s.labels]),
+    T.SETLABELFROMNAME: _set_label_from_name,
+    T.FILTERBYLABELS: lambda s, t: choose.filter_by_labels(s, _label_matchers(t)),
+    T.FILTERWITHOUTLABELS: choose.filter_without_labels,
+    T.FILTERBYNAME: lambda s, t: choose.filter_by_name(s, t[0]),
+    T.FILTERBYLASTVALUE: lambda s, t: choose.filter_by_last_value(s, t[0]),
+    T.STORE: lambda s, t: s,
+}
+
+_METHODS: dict[Tok, Handler] = {
+    **dict.fromkeys((T.SAMPLEBY, T.SAMPLE), Evaluation.sample_by),
+    **dict.fromkeys((T.GROUP, T.GROUPBY, T.GROUPWITHOUT), Evaluation.group),
+    **dict.fromkeys((T.WINDOW, T.CUMULATIVE), Evaluation.window),
+    **dict.fromkeys((T.DELTA, T.MEAN, T.MEDIAN, T.MIN, T.MAX, T.COUNT, T.STDDEV, T.STDVAR, T.SUM,
+                     T.JOIN, T.PERCENTILE, T.FINITE), Evaluation.mapper),
+    **dict.fromkeys((T.ADDSERIES, T.SUBSERIES, T.MULSERIES, T.DIVSERIES, T.EQUAL, T.MAXWITH,
+                     T.MINWITH, T.NOTEQUAL, T.GREATERTHAN, T.GREATEROREQUAL, T.LESSTHAN,
+                     T.LESSOREQUAL, T.LOGN, T.SHRINK, T.KEEPFIRSTVALUES, T.KEEPLASTVALUES,
+                     T.TIMESCALE), Evaluation.number),
+    **dict.fromkeys((T.ABS, T.CEIL, T.CUMULATIVESUM, T.DAY, T.FLOOR, T.HOUR, T.LN, T.LOG2, T.LOG10,
+                     T.MINUTE, T.MONTH, T.ROUND, T.RESETS, T.SQRT, T.TIMESTAMP, T.WEEKDAY, T.YEAR,
+                     T.TOBOOLEAN, T.TODOUBLE, T.TOLONG, T.TOSTRING), Evaluation.no_argument),
+    **dict.fromkeys((T.SHIFT, T.RATE), Evaluation.time),
+    **dict.fromkeys((T.SORT, T.SORTDESC, T.SORTBY, T.SORTDESCBY, T.TOPN, T.BOTTOMN, T.TOPNBY,
+                     T.BOTTOMNBY), Evaluation.choose),
+    **dict.fromkeys(_STRING_METHODS, Evaluation.strings),
+    T.TIMECLIP: Evaluation.clip,
+}
