@@ -17,7 +17,7 @@ EXTENSIONS = {".js": "js", ".mjs": "js", ".cjs": "js", ".tsl": "tsl", ".mc2": "w
 
 
 def runtime_names() -> tuple[str, ...]:
-    return ("js",)
+    return ("js", "tsl")
 
 
 def runtime_for_file(file_name: str) -> str | None:
@@ -29,6 +29,10 @@ def create_runtime(name: str, *, max_result_bytes: int = 1 << 20) -> Runtime:
         from tsq.runtimes.js import JsRuntime
 
         return JsRuntime(max_result_bytes=max_result_bytes)
+    if name == "tsl":
+        from tsq.runtimes.tsl.runtime import TslRuntime
+
+        return TslRuntime(max_result_bytes=max_result_bytes)
     raise KeyError(f"unknown runtime {name!r}; known: {', '.join(runtime_names())}")
 
 

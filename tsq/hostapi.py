@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from tsq.connectors.base import Connector, parse_selector
+from tsq.connectors.base import Connector, Matcher, Selector, parse_selector
 from tsq.lineprotocol import parse_lines
 from tsq.runtimes.base import HostAnswer, HostError
 from tsq.series import NS_PER_MS, SeriesSet
 
-__all__ = ["StoreHost"]
+__all__ = ["StoreHost", "selector_message", "series_from_message", "series_message"]
 
 
 class StoreHost:
@@ -25,7 +25,9 @@ class StoreHost:
         self._store = store
 
     def __call__(self, op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-        method = {"select": self.select, "write": self.write, "delete": self.delete}.get(op)
+        method = {"select": self.select, "write": self.write, "delete": self.delete,
+                  "series.select": self.series_select, "series.write": self.series_write,
+                  "series.delete": self.series_delete}.get(op)
         if method is None:
             raise HostError("TypeError", f"db.{op} does not exist; db has select, write, delete")
         return method(args, arrays)
@@ -63,6 +65,47 @@ class StoreHost:
         start, end = _range(args)
         removed = self._store().delete(parse_selector(str(args["selector"])), start, end)
         return HostAnswer({"deleted": removed})
+
+
+    # Runtimes that evaluate in the worker (TSL) read and write whole sets, nanoseconds exact.
+
+    def series_select(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
+        found = self._store().select(_selector(args), args.get("start"), args.get("end"))
+        meta = [{"name": s.name, "labels": dict(s.labels)} for s in found]
+        return HostAnswer({"series": meta}, (found.timestamps, found.values, found.offsets))
+
+    def series_write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        return HostAnswer({"written": self._store().write(series_from_message(args, arrays))})
+
+    def series_delete(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
+        removed = self._store().delete(_selector(args), args.get("start"), args.get("end"))
+        return HostAnswer({"deleted": removed})
+
+
+def series_message(series: SeriesSet) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """A SeriesSet as a host message: names and labels as JSON, the columns as arrays."""
+    meta = [{"name": s.name, "labels": dict(s.labels)} for s in series]
+    return {"series": meta}, (series.timestamps, series.values, series.offsets)
+
+
+def series_from_message(args: dict[str, Any], arrays: list[Any]) -> SeriesSet:
+    timestamps, values, offsets = arrays
+    meta = args["series"]
+    return SeriesSet(tuple(str(s["name"]) for s in meta),
+                     tuple({str(k): str(v) for k, v in s["labels"].items()} for s in meta),
+                     np.asarray(timestamps, np.int64), np.asarray(values),
+                     np.asarray(offsets, np.int64)).normalized()
+
+
+def selector_message(selector: Selector) -> dict[str, Any]:
+    return {"name": selector.name,
+            "matchers": [[m.label, m.op, m.value] for m in selector.matchers]}
+
+
+def _selector(args: dict[str, Any]) -> Selector:
+    matchers = tuple(Matcher.of(str(label), str(op), str(value))
+                     for label, op, value in args.get("matchers", []))
+    return Selector(args.get("name"), matchers)
 
 
 def _range(args: dict[str, Any]) -> tuple[int | None, int | None]:

@@ -102,7 +102,9 @@ class Evaluation:
         return self.run_all(source, variables).joined()
 
     def run_all(self, source: str, variables: Mapping[str, Value] | None = None) -> Results:
-        instructions = parse(source, values=variables)
+        return self.results(parse(source, values=variables), source)
+
+    def results(self, instructions: Sequence[Instruction], source: str) -> Results:
         try:
             return Results(tuple(self.instruction(i) for i in instructions))
         except BadRequest as error:
@@ -154,8 +156,8 @@ class Evaluation:
         elif not select.select_all:
             name = select.metric
         start = None if span.start is None else span.start + 1
-        series = self.connector_for(instruction).select(Selector(name, tuple(matchers)), start,
-                                                       span.end + 1)
+        connector = self.connector_for(instruction)
+        series: SeriesSet = connector.select(Selector(name, tuple(matchers)), start, span.end + 1)
         if select.has_last and not select.last.is_duration:
             series = maps.keep(series, int(select.last.last))
         return series

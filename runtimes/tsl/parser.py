@@ -39,7 +39,7 @@ from .goquote import go_quote as q
 from .messages import parse_error, with_caret
 from .syntax import Assign, Call, Chain, ListLit, Node, Tk, first_token, parse_script
 
-__all__ = ["parse"]
+__all__ = ["Value", "bind", "parse"]
 
 T = Tok
 P = Prefix
@@ -55,9 +55,21 @@ def parse(source: str, *, token: str = "", api: str = "", variables: Sequence[st
     defined before the script, as if it began with `name = value` lines (a string such as "5m"
     is a duration)."""
     try:
+        script = parse_script(source)
+    except TslError as error:
+        raise with_caret(error, source.replace("\r\n", "\n")) from None
+    return bind(script, source, token=token, api=api, variables=variables, values=values)
+
+
+def bind(script: Sequence[Assign | Chain], source: str, *, token: str = "", api: str = "",
+         variables: Sequence[str] = (), values: Mapping[str, Value] | None = None
+         ) -> tuple[Instruction, ...]:
+    """`parse` for a script whose syntax tree is already at hand (a loop parses its file once
+    and binds it again for each run's variables)."""
+    try:
         binder = _Binder(token, api, variables)
         binder.define(values or {})
-        return binder.script(parse_script(source))
+        return binder.script(script)
     except TslError as error:
         raise with_caret(error, source.replace("\r\n", "\n")) from None
 

@@ -1,0 +1,125 @@
+"""TSL loops (`runtime: tsl`): the handler file is a TSL script.
+
+The script is parsed once per loop version (when its program is prepared) and bound again for
+each run, because each run defines its own variables before the script (specs/loops.md §2):
+`start` and `end` (the window, epoch ms), `scheduled`, `period` (a duration such as "5m") and
+every event param. Evaluation happens in the worker; the store is reached through the host calls
+`series.select/write/delete`, so reads come as whole columns and nothing runs in the service.
+The result of a run is the last statement's series set.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tsq.connectors.base import Capabilities, Selector
+from tsq.errors import CompileError, TslError
+from tsq.hostapi import selector_message, series_from_message, series_message
+from tsq.runtimes.base import Host, HostError, LogLine, Program, RunContext, RunResult
+from tsq.series import SeriesSet
+
+from .evaluate import Evaluation
+from .parser import Value, bind
+from .syntax import Assign, Chain, parse_script
+
+__all__ = ["HostConnector", "TslRuntime", "run_variables"]
+
+
+class HostConnector:
+    """The loop's connector as seen from a worker: every call is a host call."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def select(self, selector: Selector, start: int | None = None,
+               end: int | None = None) -> SeriesSet:
+        answer = self.host("series.select", {**selector_message(selector), "start": start,
+                                             "end": end}, [])
+        return series_from_message(answer.meta, list(answer.arrays))
+
+    def write(self, series: SeriesSet) -> int:
+        meta, arrays = series_message(series)
+        return int(self.host("series.write", meta, list(arrays)).meta["written"])
+
+    def delete(self, selector: Selector, start: int | None = None, end: int | None = None) -> int:
+        answer = self.host("series.delete", {**selector_message(selector), "start": start,
+                                             "end": end}, [])
+        return int(answer.meta["deleted"])
+
+
+def run_variables(event: dict[str, Any]) -> dict[str, Value]:
+    """The variables a run defines before its script: the window, the scheduled time, the
+    period and the event's params (params never override the four built-in names)."""
+    values: dict[str, Value] = {}
+    for key, value in dict(event.get("params") or {}).items():
+        if isinstance(value, str | int | float | bool):
+            values[str(key)] = value
+    window = event.get("window") or {}
+    for name, given in (("start", window.get("startMs")), ("end", window.get("endMs")),
+                        ("scheduled", event.get("scheduledMs"))):
+        if given is not None:
+            values[name] = int(given)
+    if window.get("startMs") is not None and window.get("endMs") is not None:
+        values["period"] = f"{int(window['endMs']) - int(window['startMs'])}ms"
+    return values
+
+
+def _now(event: dict[str, Any]) -> datetime:
+    """The time `last()` counts back from: the window's end, else the scheduled time, else now."""
+    window = event.get("window") or {}
+    moment = window.get("endMs") or event.get("scheduledMs")
+    return datetime.fromtimestamp(moment / 1000, UTC) if moment else datetime.now(UTC)
+
+
+class TslProgram:
+    def __init__(self, source: str, script: tuple[Assign | Chain, ...],
+                 max_result_bytes: int) -> None:
+        self.source = source
+        self.script = script
+        self.max_result_bytes = max_result_bytes
+
+    def run(self, ctx: RunContext) -> RunResult:
+        started = datetime.now(UTC)
+        try:
+            instructions = bind(self.script, self.source, values=run_variables(ctx.event))
+            evaluation = Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
+            results = evaluation.results(instructions, self.source)
+        except TslError as error:
+            return RunResult.failed("TslError", error.message, error.caret)
+        except HostError as error:
+            return RunResult.failed(error.kind, error.message)
+        last = results.statements[-1] if results.statements else SeriesSet.empty()
+        took_ms = (datetime.now(UTC) - started).total_seconds() * 1000
+        ctx.log([LogLine(int(started.timestamp() * 1000), "info",
+                         f"{len(results.statements)} statement(s); the last gave {len(last)} "
+                         f"series, {last.points} points in {took_ms:.1f} ms")])
+        result: dict[str, Any] = {"series": last.to_json()}
+        if len(orjson.dumps(result)) > self.max_result_bytes:
+            result = {"series": [{"name": s.name, "labels": dict(s.labels),
+                                  "points": len(s.timestamps)} for s in last],
+                      "truncated": f"the points are left out: the result is over "
+                                   f"{self.max_result_bytes} bytes"}
+        return RunResult("success", result=result)
+
+
+class TslRuntime:
+    name = "tsl"
+
+    def __init__(self, *, max_result_bytes: int = 1 << 20) -> None:
+        self.max_result_bytes = max_result_bytes
+
+    def warm(self, *, runs: bool = False) -> None:
+        parse_script('select("warm").last(1m)')
+
+    def prepare(self, source: str, file_name: str) -> Program:
+        try:   # names are bound per run: the params differ from one event to the next
+            script = tuple(parse_script(source))
+        except TslError as error:
+            message = error.message if not error.caret else f"{error.message}\n{error.caret}"
+            raise CompileError(message, file=file_name, line=error.line, col=error.char) from None
+        return TslProgram(source, script, self.max_result_bytes)

@@ -1,0 +1,81 @@
+"""TSL loops end to end on a real server with real workers: points written over HTTP, a deployed
+TSL rollup backfilled over five minutes, its output read back from the store; and the errors a TSL
+loop can meet, at deploy time and at run time."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+
+from tests.conftest import loop_file
+from tsq.connectors.base import parse_selector
+from tsq.service import Service
+
+ROLLUP = """// one-minute means per dc, written back as tsl_cpu_1m
+select("tsl_cpu").where("dc=${dc}").from(start, end)
+  .sampleBy(1m, mean, "none")
+  .groupBy(["dc"], mean)
+  .rename("tsl_cpu_1m")
+  .store("token")
+"""
+EVENTS = ("    events:\n      - gra:\n          rate: R/2026-01-01T00:00:00Z/PT1M/ET1M\n"
+          "          params: {dc: gra}\n")
+BASE = 1767225600  # 2026-01-01T00:00:00Z
+
+
+def deploy_tsl(api: httpx.Client, name: str, source: str, extra: str = "") -> httpx.Response:
+    return api.post("/v1/loops", json={"content": loop_file(name, f"{name}.tsl", extra),
+                                       "files": {f"{name}.tsl": source}})
+
+
+def test_a_tsl_loop_rolls_up_its_window_and_stores_it(api: httpx.Client, service: Service) -> None:
+    stamps = BASE - 60 + 10 * np.arange(36)            # 23:59:00 … 00:04:50, every 10 s
+    lines = [f"tsl_cpu,dc={dc},host={host} value={v}i {t}"
+             for dc, host, scale in (("gra", "a", 1), ("gra", "b", 3), ("rbx", "c", 100))
+             for t, v in zip(stamps.tolist(), (scale * np.arange(36)).tolist(), strict=True)]
+    assert api.post("/write", params={"precision": "s"},
+                    content="\n".join(lines).encode()).status_code == 204
+    assert deploy_tsl(api, "tsl-rollup", ROLLUP, EVENTS).status_code == 201
+
+    job = api.post("/v1/backfill", json={"loop": "tsl-rollup", "from": "2026-01-01T00:01:00Z",
+                                         "to": "2026-01-01T00:05:00Z"}).json()
+    deadline = time.monotonic() + 60
+    while job["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = api.get(f"/v1/backfill/{job['id']}").json()
+    assert (job["status"], job["success"]) == ("done", 4), job
+
+    [rolled] = service.store.select(parse_selector("tsl_cpu_1m"))
+    ends = BASE + 60 * np.arange(1, 5)                 # each run's window is (end - 1m, end]
+    expected = [np.mean([scale * i for scale in (1, 3) for i in range(36)
+                         if end - 60 < stamps[i] <= end]) for end in ends]
+    assert dict(rolled.labels) == {"dc": "gra"}
+    assert rolled.timestamps.tolist() == (ends * 10**9).tolist()
+    np.testing.assert_allclose(rolled.values, expected)
+
+    runs = api.get("/v1/runs", params={"loop": "tsl-rollup"}).json()["runs"]
+    result = next(r for r in runs if r["scheduled_ms"] == (BASE + 120) * 1000)["result"]
+    assert result["series"][0]["name"] == "tsl_cpu_1m"
+    assert result["series"][0]["timestamps"] == [(BASE + 120) * 1000]
+
+
+def test_a_tsl_syntax_error_fails_the_deploy_with_its_place(api: httpx.Client) -> None:
+    answer = deploy_tsl(api, "tsl-broken", 'select("cpu")\n  .last(1h\n')
+    assert answer.status_code == 422
+    problem = answer.json()["error"]["details"]["problems"][0]
+    assert (problem["line"], problem["col"]) == (2, 9)
+    assert "missing closing parenthesis" in problem["message"]
+    assert problem["message"].endswith("  .last(1h\n        ^")
+    assert api.get("/v1/loops/tsl-broken").status_code == 404
+
+
+def test_a_tsl_run_error_is_a_failed_run_with_the_message(api: httpx.Client) -> None:
+    assert deploy_tsl(api, "tsl-unbound", 'select("cpu").last(1h).sampleBy(1m, mean)'
+                      '.add(missing)').status_code == 201
+    answer = api.post("/v1/loops/tsl-unbound/run", json={})
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert "this variable isn't declared" in error["message"]
+    assert '"missing"' in error["message"]
