@@ -79,3 +79,20 @@ def test_a_tsl_run_error_is_a_failed_run_with_the_message(api: httpx.Client) -> 
     error = answer.json()["error"]
     assert "this variable isn't declared" in error["message"]
     assert '"missing"' in error["message"]
+
+
+def test_query_endpoint_evaluates_tsl_on_the_store(api: httpx.Client) -> None:
+    lines = [f"tsl_q,host=h{h} value={h * 10 + i} {BASE + 60 * i}" for h in (1, 2) for i in range(3)]
+    assert api.post("/write", params={"precision": "s"},
+                    content="\n".join(lines).encode()).status_code == 204
+    answer = api.post("/v1/query", json={
+        "tsl": 'select("tsl_q").from(start, end).sampleBy(1m, max, "none").group(sum)',
+        "variables": {"start": (BASE - 1) * 1000, "end": (BASE + 120) * 1000}})
+    assert answer.status_code == 200, answer.text
+    [series] = answer.json()["series"]
+    assert series["timestamps"] == [(BASE + 60 * i) * 1000 for i in range(3)]
+    assert series["values"] == [30.0, 32.0, 34.0]
+    bad = api.post("/v1/query", json={"tsl": 'select("x").sampleBy(1m mean)'})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "TslError"
+    assert bad.json()["error"]["details"]["line"] == 1

@@ -67,6 +67,12 @@ class BackfillRequest(BaseModel):
     project: str | None = None
 
 
+class QueryRequest(BaseModel):
+    tsl: str = Field(description="a TSL script; its statements' series are returned in order")
+    variables: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="TSL variables defined before the script")
+
+
 class RollbackRequest(BaseModel):
     version: str | None = Field(None, description="version number or id; default: the previous")
 
@@ -171,6 +177,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/backfill/{job_id}")
     def backfill_status(job_id: str) -> Any:
         return service.backfill_status(job_id)
+
+    @app.post("/v1/query")
+    def query(request: Annotated[QueryRequest, Body()]) -> Any:
+        return {"series": service.query_tsl(request.tsl, request.variables).to_json()}
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")

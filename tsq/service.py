@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
+from collections.abc import Mapping
 from typing import Any
 
 from tsq import metronome
@@ -31,6 +32,7 @@ from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
+from tsq.series import SeriesSet
 from tsq.worker import WorkerOptions
 from tsq.workers import WorkerPool
 
@@ -48,6 +50,7 @@ class SubmittedRun:
 class Service:
     def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self.settings = settings
+        self._clock = clock
         engine = connect(settings.database_url)
         self.loops = LoopStore(engine)
         self.runs = RunStore(engine)
@@ -197,6 +200,12 @@ class Service:
         raise NotFound(f"loop {loop.name!r} has no event {event!r}; its events: {known}")
 
     # -- points ----------------------------------------------------------------------------
+
+    def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None) -> SeriesSet:
+        """An ad-hoc TSL query on the embedded store, evaluated here (TslError if it is bad)."""
+        from tsq import tsl
+        return tsl.evaluate(source, self.store, variables=variables,
+                            now=datetime.fromtimestamp(self._clock(), UTC))
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some
