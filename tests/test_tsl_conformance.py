@@ -36,7 +36,7 @@ def _outcome(run: Any) -> tuple[str, Any]:
 
 
 def _expected(case: dict[str, Any], key: str) -> list[tuple[str, Any]]:
-    options = [case] + list(case.get("variants", []))
+    options = [case, *case.get("variants", [])]
     return [("ok", option[key]) if key in option else ("error", option["error"]) for option in options]
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from collections.abc import Mapping
 from typing import Any
 
 from tsq import metronome
