@@ -77,6 +77,18 @@ def test_a_percent_in_a_where_key_is_read_as_a_format_verb() -> None:
     # The reference formats with Sprintf(key + op + "%q", value).
     assert _query(_select(where=(Where("a%s", "v"),))) == 'sys.cpu.nice{av=%!q(MISSING)}'
     assert _query(_select(where=(Where("a%%", "v"),))) == 'sys.cpu.nice{a%="v"}'
+    assert _query(_select(where=(Where("a%", "v"),))) == 'sys.cpu.nice{a%!=(string=v)%!q(MISSING)}'
+    assert _query(_select(where=(Where("a", "v"), Where("b", "w", Match.NOT_REGEX)))) == \
+        'sys.cpu.nice{a="v",b!~"w"}'
+
+
+@pytest.mark.parametrize(("template", "text"), [
+    ("%q", '"v"'), ("%#q", "`v`"), ("%s!", "v!"), ("%5s|", "    v|"), ("%-3s|", "v  |"),
+    ("%.0s|", "|"), ("%x", "76"), ("%d", "%!d(string=v)"), ("x", "x%!(EXTRA string=v)"),
+    ("%", "%!(NOVERB)%!(EXTRA string=v)"),
+])
+def test_go_sprintf_with_one_string(template: str, text: str) -> None:
+    assert promql._go_sprintf(template, "v") == text
 
 
 def test_operator_with_on_and_group_left() -> None:

@@ -586,7 +586,7 @@ def _format_string(value: str, letter: str, flags: str, width: str,
     if letter in "sv":
         text = go_quote(value) if letter == "v" and "#" in flags else value
     elif letter == "q":
-        text = go_quote(value)
+        text = f"`{value}`" if "#" in flags and _can_backquote(value) else go_quote(value)
     elif letter in "xX":
         text = _bytes(value).hex()
         text = text.upper() if letter == "X" else text
@@ -596,3 +596,9 @@ def _format_string(value: str, letter: str, flags: str, width: str,
     if "-" in flags:
         return text + " " * padding
     return ("0" if "0" in flags else " ") * padding + text
+
+
+def _can_backquote(value: str) -> bool:
+    """strconv.CanBackquote: one line of printable text without a backquote."""
+    return not any((ch < " " and ch != "\t") or ch in "`\x7f\ufeff" or "\ud800" <= ch <= "\udfff"
+                   for ch in value)
