@@ -1,0 +1,178 @@
+"""Native TSL evaluation, method by method, on the embedded store: each result checked against
+values worked out by hand or with numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsq import tsl
+from tsq.connectors.embedded import EmbeddedStore
+from tsq.errors import TslError
+from tsq.series import SeriesSet
+
+T0 = 1609459200  # 2021-01-01T00:00:00Z
+NOW = datetime.fromtimestamp(T0 + 600, UTC)
+S = 10**9
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStore]:
+    path: Path = tmp_path_factory.mktemp("tsl") / "points.duckdb"
+    store = EmbeddedStore(path)
+    stamps = (T0 + 10 * np.arange(60)) * S              # 00:00:00 … 00:09:50
+    rows = [("cpu", {"dc": "gra", "host": "a"}, stamps, np.arange(60.0)),
+            ("cpu", {"dc": "gra", "host": "b"}, stamps, 2 * np.arange(60.0)),
+            ("cpu", {"dc": "rbx", "host": "c"}, stamps, np.full(60, 5.0)),
+            ("mem", {"dc": "gra", "host": "a"}, stamps[::6], np.arange(10.0))]
+    store.write(SeriesSet.from_series(rows))
+    yield store
+    store.close()
+
+
+def run(store: EmbeddedStore, source: str, **variables: object) -> dict[str, tuple[list[int], list[float]]]:
+    found = tsl.evaluate(source, store, now=NOW, variables=variables)  # type: ignore[arg-type]
+    return {",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or s.name:
+            ([int(t) // S - T0 for t in s.timestamps], [float(v) for v in s.values]) for s in found}
+
+
+def test_where_and_last_push_down_and_read_the_half_open_range(store: EmbeddedStore) -> None:
+    out = run(store, 'select("cpu").where("host=a").last(1m)')
+    assert out == {"dc=gra,host=a": ([550, 560, 570, 580, 590], [55.0, 56.0, 57.0, 58.0, 59.0])}
+    regex = run(store, 'select("~c.u").where("dc~g.*", "host!=b").last(20s)')
+    assert list(regex) == ["dc=gra,host=a"]
+
+
+def test_from_reads_numbers_by_their_size_and_iso_dates(store: EmbeddedStore) -> None:
+    seconds = run(store, f'select("mem").from({T0 + 60}, {T0 + 180})')
+    micros = run(store, f'select("mem").from({(T0 + 60) * 10**6}, {(T0 + 180) * 10**6})')
+    iso = run(store, 'select("mem").from("2021-01-01T00:01:00Z", "2021-01-01T00:03:00Z")')
+    assert seconds == micros == iso == {"dc=gra,host=a": ([120, 180], [2.0, 3.0])}
+
+
+def test_last_count_shift_and_timestamp(store: EmbeddedStore) -> None:
+    assert run(store, 'select("mem").last(2)') == {"dc=gra,host=a": ([480, 540], [8.0, 9.0])}
+    shifted = run(store, 'select("mem").last(2m, shift=5m)')
+    assert shifted == {"dc=gra,host=a": ([240, 300], [4.0, 5.0])}
+    at = run(store, f'select("mem").last(1m, timestamp={T0 + 120})')
+    assert at == {"dc=gra,host=a": ([120], [2.0])}
+
+
+def test_sample_by_buckets_right_closed_on_the_epoch_grid(store: EmbeddedStore) -> None:
+    out = run(store, 'select("cpu").where("host=a").last(3m).sampleBy(1m, mean)')
+    # (420, 480] holds 430..480, (480, 540] 490..540, (540, 600] 550..590
+    assert out == {"dc=gra,host=a": ([480, 540, 600], [45.5, 51.5, 57.0])}
+    maxed = run(store, 'select("cpu").where("host=a").last(3m).sampleBy(2m, max, relative=true)')
+    assert maxed == {"dc=gra,host=a": ([480, 600], [48.0, 59.0])}   # (360, 480], (480, 600]
+
+
+def test_sample_by_fills(store: EmbeddedStore) -> None:
+    base = 'select("mem").from({a}, {b}).sampleBy(30s, max, {fill})'
+    window = {"a": T0 + 90, "b": T0 + 240}
+    assert run(store, base.format(fill='"none"', **window)) == {
+        "dc=gra,host=a": ([120, 180, 240], [2.0, 3.0, 4.0])}
+    assert run(store, base.format(fill='"previous"', **window)) == {
+        "dc=gra,host=a": ([120, 150, 180, 210, 240], [2.0, 2.0, 3.0, 3.0, 4.0])}
+    assert run(store, base.format(fill="fill(-1)", **window)) == {
+        "dc=gra,host=a": ([120, 150, 180, 210, 240], [2.0, -1.0, 3.0, -1.0, 4.0])}
+    assert run(store, base.format(fill='"interpolate"', **window)) == {
+        "dc=gra,host=a": ([120, 150, 180, 210, 240], [2.0, 2.5, 3.0, 3.5, 4.0])}
+
+
+def test_group_by_and_without(store: EmbeddedStore) -> None:
+    query = 'select("cpu").last(1m).sampleBy(1m, last).{}'
+    assert run(store, query.format('groupBy(["dc"], sum)')) == {
+        "dc=gra": ([600], [59.0 + 118.0]), "dc=rbx": ([600], [5.0])}
+    assert run(store, query.format('groupWithout(["host"], max)')) == {
+        "dc=gra": ([600], [118.0]), "dc=rbx": ([600], [5.0])}
+    assert run(store, query.format("group(mean)")) == {"cpu": ([600], [(59 + 118 + 5) / 3])}
+    percentile = run(store, query.format('groupBy("dc", percentile, 50)'))
+    assert percentile["dc=gra"] == ([600], [88.5])
+
+
+def test_window_mappers_and_cumulative(store: EmbeddedStore) -> None:
+    base = 'select("mem").last(3m)'
+    summed = run(store, base + ".window(sum, 1, 0)")["dc=gra,host=a"]
+    assert summed == ([480, 540], [8.0, 9.0 + 8.0])   # 480 has no point before it in the set
+    assert run(store, base + ".window(sum, pre=1, post=0)")["dc=gra,host=a"] == summed
+    shorthand = run(store, base + ".sum(1, 0)")["dc=gra,host=a"]
+    assert shorthand == summed
+    # a duration window on unsampled data is sampled by 1m first, as in the reference
+    timed = run(store, 'select("cpu").where("host=a").last(3m).max(2m)')["dc=gra,host=a"]
+    assert timed == ([480, 540, 600], [48.0, 54.0, 59.0])
+    assert run(store, base + ".cumulativeSum()")["dc=gra,host=a"][1] == [8.0, 17.0]
+    assert run(store, base + ".cumulative(max)")["dc=gra,host=a"][1] == [8.0, 9.0]
+
+
+def test_point_wise_methods(store: EmbeddedStore) -> None:
+    base = 'select("mem").last(3m)'
+    assert run(store, base + ".add(1).mul(2)")["dc=gra,host=a"][1] == [18.0, 20.0]
+    assert run(store, base + ".sub(1).div(4)")["dc=gra,host=a"][1] == [1.75, 2.0]
+    assert run(store, base + ".greaterThan(8)")["dc=gra,host=a"] == ([540], [9.0])
+    assert run(store, base + ".maxWith(8.5).minWith(8.7)")["dc=gra,host=a"][1] == [8.5, 8.7]
+    assert run(store, base + ".shift(1m)")["dc=gra,host=a"][0] == [540, 600]
+    assert run(store, base + ".rate()")["dc=gra,host=a"] == ([540], [1 / 60])
+    assert run(store, base + ".minute()")["dc=gra,host=a"][1] == [8.0, 9.0]
+    assert run(store, base + ".keepLastValue()")["dc=gra,host=a"] == ([540], [9.0])
+    assert run(store, base + ".keepFirstValues(1)")["dc=gra,host=a"] == ([480], [8.0])
+    assert run(store, base + ".timeclip(now, 30s)") == {"dc=gra,host=a": ([], [])}
+    assert run(store, base + ".timeclip(now, 1m)") == {"dc=gra,host=a": ([540], [9.0])}
+
+
+def test_sort_top_and_filters(store: EmbeddedStore) -> None:
+    base = 'select("cpu").last(1m)'
+    assert list(run(store, base + ".topN(1)")) == ["dc=gra,host=b"]
+    assert list(run(store, base + ".bottomN(1)")) == ["dc=rbx,host=c"]
+    assert list(run(store, base + ".sortDesc()")) == ["dc=gra,host=b", "dc=gra,host=a", "dc=rbx,host=c"]
+    assert list(run(store, base + '.filterByLabels("dc=rbx")')) == ["dc=rbx,host=c"]
+    assert list(run(store, base + '.filterByLastValue(">=59")')) == ["dc=gra,host=a", "dc=gra,host=b"]
+    assert list(run(store, base + '.filterWithoutLabels("nope")')) == [
+        "dc=gra,host=a", "dc=gra,host=b", "dc=rbx,host=c"]
+    with pytest.raises(TslError, match="count above 0"):
+        run(store, base + ".topN(0)")
+
+
+def test_names_and_labels_are_edited(store: EmbeddedStore) -> None:
+    found = tsl.evaluate('select("mem").last(1m).rename("m").addSuffix("_1m")'
+                         '.renameLabelKey("host", "h").removeLabels("dc")', store, now=NOW)
+    assert found.names == ("m_1m",) and dict(found.labels[0]) == {"h": "a"}
+    templated = tsl.evaluate('select("mem").last(1m).renameTemplate("${this.name}.${this.labels.host}")',
+                             store, now=NOW)
+    assert templated.names == ("mem.a",)
+
+
+def test_operators_across_sets_match_on_labels(store: EmbeddedStore) -> None:
+    query = ('a = select("cpu").where("dc=gra").last(2m).sampleBy(1m, last)\n'
+             'b = select("mem").last(2m).sampleBy(1m, last)\n'
+             'add(a, b).on(["host"])')
+    # b has no point in (540, 600]: the default fill carries 9 forward. As in PromQL, one-to-one
+    # matching on(host) keeps only the host label.
+    assert run(store, query) == {"host=a": ([540, 600], [54.0 + 9.0, 59.0 + 9.0])}
+
+
+def test_create_builds_series_in_memory(store: EmbeddedStore) -> None:
+    out = run(store, 'create(series("t").setLabels(["k=v"]).setValues("now", [-1m, 2], [0, 3]))')
+    assert out == {"k=v": ([540, 600], [2.0, 3.0])}
+
+
+def test_store_writes_to_the_connector(store: EmbeddedStore) -> None:
+    run(store, 'select("mem").last(3m).rename("mem_copy").store("token")')
+    assert run(store, 'select("mem_copy").last(10m)') == {"dc=gra,host=a": ([480, 540], [8.0, 9.0])}
+
+
+def test_variables_and_templates(store: EmbeddedStore) -> None:
+    out = run(store, 'select("cpu").where("host=${h}").last(span).sampleBy(1m, max)', h="c", span="1m")
+    assert out == {"dc=rbx,host=c": ([600], [5.0])}
+
+
+def test_errors_name_the_method_and_place(store: EmbeddedStore) -> None:
+    with pytest.raises(TslError) as caught:
+        tsl.evaluate('select("mem").last(1h)\n  .timesplit(now, 2, "x")', store, now=NOW)
+    assert "timesplit() is not available in native evaluation" in caught.value.message
+    assert (caught.value.line, caught.value.char) == (2, 4)
+    with pytest.raises(TslError, match="names no connector"):
+        tsl.evaluate('connect("prometheus", "http://127.0.0.1:1")\nselect("x").last(1m)', store)
