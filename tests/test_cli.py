@@ -62,3 +62,32 @@ def test_show_and_backfill_a_scheduled_loop(tmp_path: Path) -> None:
     assert sorted(r["result"]["window"][1] for r in history)[0] == "2026-01-01T00:00:00.000Z"
     bad = tsq(tmp_path, "backfill", "heartbeat", "--from", "soon", "--to", "later")
     assert bad.returncode == 3 and "'soon' is not an ISO-8601 time" in bad.stderr
+
+
+@pytest.mark.slow
+def test_query_tsl_and_tsl_compile(tmp_path: Path) -> None:
+    points = tmp_path / "points.lp"
+    points.write_text("".join(f"clicpu,host=a value={i} {1767225600 + 60 * i}\n" for i in range(5)))
+    assert tsq(tmp_path, "write", str(points), "--precision", "s").returncode == 0
+    query = 'select("clicpu").from(start, end).sampleBy(2m, sum, "none")'
+    found = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225599000",
+                "-v", "end=1767225840000", "--json")
+    assert found.returncode == 0, found.stderr
+    [series] = json.loads(found.stdout)["series"]
+    assert series["values"] == [0.0, 3.0, 7.0]     # (…, 0:00], (0:00, 0:02], (0:02, 0:04]
+    table = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225599000",
+                "-v", "end=1767225840000")
+    assert "clicpu" in table.stdout and "host=a" in table.stdout
+
+    bad = tsq(tmp_path, "query", "--tsl", 'select("clicpu").last(1h')
+    assert bad.returncode == 3
+    assert "missing closing parenthesis" in bad.stderr and "^" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    warp = tsq(tmp_path, "tsl", "compile", 'select("sys.cpu.nice").last(2m, shift=1h)')
+    assert warp.stdout == ("NOW 'now' STORE\n\n[ 'TOKEN' 'sys.cpu.nice' {} $now 1 h  - 2 m ] FETCH \n"
+                           "<% DROP DUP DUP ATTRIBUTES SWAP LABELS APPEND RELABEL %> LMAP\n\n")
+    prom = tsq(tmp_path, "tsl", "compile", "--to", "promql", "--now", "2021-01-01T00:00:00Z",
+               'select("cpu").last(1h).sampleBy(1m, last)')
+    assert json.loads(prom.stdout) == [{"query": "cpu", "start": "1609455600", "end": "1609459200",
+                                        "step": "1m", "instant_query": False}]

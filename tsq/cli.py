@@ -25,7 +25,7 @@ from rich.table import Table
 from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import Settings
-from tsq.errors import InvalidLoopFile, PartialWrite, TsqError
+from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
 from tsq.runstore import RunFilter
 
 __all__ = ["app", "main"]
@@ -34,6 +34,9 @@ app = typer.Typer(help="tsq: continuous queries over time series as small functi
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 schedule_app = typer.Typer(help="Metronome schedules.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
+tsl_app = typer.Typer(help="TSL queries: compile them for Warp 10 or Prometheus.",
+                      no_args_is_help=True)
+app.add_typer(tsl_app, name="tsl")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -55,6 +58,8 @@ def main() -> None:
         app()
     except TsqError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+        if isinstance(exc, TslError) and exc.caret:
+            err.print(exc.caret, highlight=False, markup=False)
         sys.exit(EXIT_ERROR)
 
 
@@ -353,6 +358,61 @@ def write(source: Annotated[str, typer.Argument(help="a line-protocol file, or -
             err.print(exc.message, highlight=False, markup=False)
             raise typer.Exit(EXIT_FAILED) from None
     out.print(f"wrote {source}")
+
+
+@app.command()
+def query(tsl: Annotated[str, typer.Option("--tsl", help="a TSL script, or @FILE to read one")],
+          var: Annotated[list[str] | None, typer.Option(
+              "--var", "-v", help="a TSL variable, name=value (repeatable)")] = None,
+          data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
+    """Evaluate a TSL query on the store and print the series it gives."""
+    source = _read_source(tsl)
+    with _client(data_dir, url) as client:
+        series = client.query_tsl(source, _parse_params(var or []))
+    if as_json:
+        _print_json({"series": series})
+        return
+    table = Table("name", "labels", "points", "first", "last", "last value")
+    for item in series:
+        stamps, values = item["timestamps"], item["values"]
+        labels = ",".join(f"{k}={v}" for k, v in item["labels"].items())
+        table.add_row(item["name"], labels, str(len(stamps)), _time(stamps[0] if stamps else None),
+                      _time(stamps[-1] if stamps else None), str(values[-1]) if values else "")
+    out.print(table)
+
+
+@tsl_app.command("compile")
+def tsl_compile(source: Annotated[str, typer.Argument(help="a TSL script, @FILE, or - for stdin")],
+                to: Annotated[str, typer.Option(help="warpscript or promql")] = "warpscript",
+                token: Annotated[str, typer.Option(help="the Warp 10 read token")] = "TOKEN",
+                now: Annotated[str | None, typer.Option(
+                    help="PromQL: the RFC 3339 instant last() counts back from")] = None) -> None:
+    """Compile TSL to WarpScript or to PromQL requests, as the reference implementation does."""
+    from tsq import tsl as tsl_module
+
+    if to not in ("warpscript", "promql"):
+        err.print(f"[red]error:[/red] --to must be warpscript or promql, not {to!r}")
+        raise typer.Exit(EXIT_ERROR)
+    moment = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    text = sys.stdin.read() if source == "-" else _read_source(source)
+    compiled = tsl_module.compile(text, "promql" if to == "promql" else "warpscript",
+                                  token=token, now=moment)
+    if isinstance(compiled, str):
+        sys.stdout.write(compiled)
+    else:
+        _print_json(compiled)
+
+
+def _read_source(given: str) -> str:
+    if not given.startswith("@"):
+        return given
+    try:
+        return Path(given[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error:[/red] cannot read {given[1:]}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 @schedule_app.command("next")

@@ -41,6 +41,7 @@ class Client(Protocol):
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
     def write(self, body: str, precision: str) -> dict[str, Any]: ...
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
@@ -132,6 +133,9 @@ class LocalClient:
     def write(self, body: str, precision: str) -> dict[str, Any]:
         return self.service.write_lines(body, precision)
 
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.service.query_tsl(source, variables).to_json()
+
     def close(self) -> None:
         self.service.close()
 
@@ -194,6 +198,11 @@ class HttpClient:
         self._call("POST", "/write", params={"precision": precision}, content=body.encode(),
                    headers={"Content-Type": "text/plain; charset=utf-8"})
         return {}
+
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
+        series: list[dict[str, Any]] = answer["series"]
+        return series
 
     def close(self) -> None:
         self.http.close()
