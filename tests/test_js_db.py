@@ -82,3 +82,27 @@ def test_db_errors_reach_the_handler_as_rejections(api: httpx.Client) -> None:
     assert seen[2] == "RangeError: series x: 2 timestamps but 1 values"
     assert seen[3].startswith("PartialWrite: partial write: 1 line(s)")
     assert seen[4].startswith("TypeError: start must be epoch milliseconds")
+
+
+def test_tsl_from_javascript(api: httpx.Client) -> None:
+    base = 1767225600
+    lines = [f"jstsl_cpu,dc={dc} value={v} {base + 60 * i}"
+             for dc, scale in (("gra", 1), ("rbx", 10)) for i, v in enumerate(range(0, 5 * scale, scale))]
+    assert api.post("/write", params={"precision": "s"},
+                    content="\n".join(lines).encode()).status_code == 204
+    source = """export default async () => {
+      const q = 'select("jstsl_cpu").where("dc=${dc}").from(a, b).sampleBy(2m, sum, "none")';
+      const found = await tsl(q, {dc: "rbx", a: %d, b: %d});
+      let error = null;
+      try { await tsl('select("jstsl_cpu").last(1h'); } catch (e) { error = e.name + ": " + e.message; }
+      return {names: found.map(s => s.name), typed: found[0].values instanceof Float64Array,
+              times: Array.from(found[0].timestamps), values: Array.from(found[0].values), error};
+    }""" % ((base - 1) * 1000, (base + 240) * 1000)
+    assert deploy(api, "jstsl", source).status_code == 201
+    answer = run(api, "jstsl")
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    assert result["names"] == ["jstsl_cpu"] and result["typed"] is True
+    assert result["times"] == [base * 1000, (base + 120) * 1000, (base + 240) * 1000]
+    assert result["values"] == [0.0, 30.0, 70.0]
+    assert result["error"].startswith("TslError: Cannot parsed query: missing closing parenthesis")

@@ -28,8 +28,8 @@ from py_mini_racer import (
     MiniRacer,
 )
 
-from tsq.errors import CompileError
-from tsq.runtimes.base import HostError, LogLine, RunContext, RunResult
+from tsq.errors import CompileError, TslError
+from tsq.runtimes.base import HostAnswer, HostError, LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
 __all__ = ["JsProgram", "JsRuntime"]
@@ -181,7 +181,7 @@ class _Execution:
             if op == "write" and "series" in args:
                 packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
                 arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
-            answer = self.ctx.host(op, args, arrays)
+            answer = self.tsl(args) if op == "tsl" else self.ctx.host(op, args, arrays)
             if answer.arrays:
                 times, values = answer.arrays
                 view = self.float_view(f"__tsq.allocate({rid}, {len(times)})")
@@ -190,6 +190,24 @@ class _Execution:
             self.answers.append([rid, True, answer.meta])
         except HostError as exc:
             self.answers.append([rid, False, {"type": exc.kind, "message": exc.message}])
+
+    def tsl(self, args: dict[str, Any]) -> HostAnswer:
+        """tsl(query): evaluated here, in the worker, reading the store through host calls."""
+        from tsq.runtimes.tsl.runtime import evaluate_for_run  # TSL loads only when used
+
+        try:
+            found = evaluate_for_run(str(args["query"]), dict(args.get("variables") or {}),
+                                     self.ctx)
+        except TslError as exc:
+            message = f"{exc.message}\n{exc.caret}" if exc.caret else exc.message
+            raise HostError("TslError", message) from None
+        if found.values.dtype.kind not in "fiub":
+            raise HostError("TypeError", "tsl() returns numbers; the query gave series holding "
+                                         "strings")
+        meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
+                for s in found]
+        times = found.timestamps.astype(np.float64) / 1_000_000
+        return HostAnswer({"series": meta}, (times, found.values.astype(np.float64)))
 
     def float_view(self, script: str) -> Any:
         """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""

@@ -238,10 +238,19 @@
   });
   defineProperty(g, "db", { value: db, writable: false, configurable: false });
 
+  // tsl(query[, variables]): a TSL query on the loop's store, evaluated by the worker; resolves
+  // to the same series set as db.select. The run's start, end, scheduled and params are defined.
+  function tsl(query, variables) {
+    if (typeof query !== "string") return PromiseType.reject(new TypeError("tsl needs the query as a string"));
+    if (variables !== undefined && (variables === null || typeof variables !== "object")) return PromiseType.reject(new TypeError("tsl's variables must be an object like {dc: \"gra\"}"));
+    return call("tsl", { query: query, variables: variables || {} });
+  }
+  defineProperty(g, "tsl", { value: freeze(tsl), writable: false, configurable: false });
+
   function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);
-      if (slot.op !== "select") { slot.resolve(answer); return; }
+      if (slot.op !== "select" && slot.op !== "tsl") { slot.resolve(answer); return; }
       const points = slot.arrays.length ? slot.arrays[0].length / 2 : 0;
       const times = points ? slot.arrays[0].subarray(0, points) : new Float64(0);
       const values = points ? slot.arrays[0].subarray(points) : new Float64(0);

@@ -25,7 +25,7 @@ from .evaluate import Evaluation
 from .parser import Value, bind
 from .syntax import Assign, Chain, parse_script
 
-__all__ = ["HostConnector", "TslRuntime", "run_variables"]
+__all__ = ["HostConnector", "TslRuntime", "evaluate_for_run", "run_variables"]
 
 
 class HostConnector:
@@ -67,6 +67,13 @@ def run_variables(event: dict[str, Any]) -> dict[str, Value]:
     if window.get("startMs") is not None and window.get("endMs") is not None:
         values["period"] = f"{int(window['endMs']) - int(window['startMs'])}ms"
     return values
+
+
+def evaluate_for_run(source: str, variables: dict[str, Value], ctx: RunContext) -> SeriesSet:
+    """A query made by a running handler (JavaScript's `tsl()`): the run's variables, then the
+    caller's, on the loop's store."""
+    evaluation = Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
+    return evaluation.run(source, {**run_variables(ctx.event), **variables})
 
 
 def _now(event: dict[str, Any]) -> datetime:
