@@ -92,12 +92,12 @@ def test_tsl_from_javascript(api: httpx.Client) -> None:
                     content="\n".join(lines).encode()).status_code == 204
     source = """export default async () => {
       const q = 'select("jstsl_cpu").where("dc=${dc}").from(a, b).sampleBy(2m, sum, "none")';
-      const found = await tsl(q, {dc: "rbx", a: %d, b: %d});
+      const found = await tsl(q, {dc: "rbx", a: START, b: END});
       let error = null;
       try { await tsl('select("jstsl_cpu").last(1h'); } catch (e) { error = e.name + ": " + e.message; }
       return {names: found.map(s => s.name), typed: found[0].values instanceof Float64Array,
               times: Array.from(found[0].timestamps), values: Array.from(found[0].values), error};
-    }""" % ((base - 1) * 1000, (base + 240) * 1000)
+    }""".replace("START", str((base - 1) * 1000)).replace("END", str((base + 240) * 1000))
     assert deploy(api, "jstsl", source).status_code == 201
     answer = run(api, "jstsl")
     assert answer.status_code == 200, answer.text
