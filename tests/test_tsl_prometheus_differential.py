@@ -24,7 +24,7 @@ Native `last(d)` reads (now - d, now]: its first bucket is labelled now - d + st
 PromQL range query from now - d also evaluates at now - d itself. The comparison drops that one
 leading step from Prometheus' answer (`after`), and nothing else; the few rollups whose two ranges
 only partly overlap (`shift`, a `now` off the minute) are compared on the overlap, each saying
-why. tsq disagreements found here are strict xfails naming the bug (TSQ_*_BUG below).
+why. tsq disagreements found here are strict xfails naming the bug.
 """
 
 from __future__ import annotations
@@ -306,24 +306,8 @@ CONFORMANCE_REJECTED: dict[str, tuple[str, str]] = {
 }
 # tsq's native evaluation disagrees where the semantics are the same: expected to fail until
 # fixed (strict: a fix makes these fail, so that the mark gets removed).
-TSQ_ROUND_BUG = (
-    "tsq bug: native round() rounds half to even (numpy's np.round in tsq/kernels/maps.py MATH), "
-    "so 0.5 -> 0 and 2.5 -> 2; Warp 10's mapper.round is Java's Math.round and PromQL's round() "
-    "is floor(x + 0.5): both give 1 and 3")
-TSQ_GROUP_LEFT_BUG = (
-    "tsq bug: native evaluation ignores .groupLeft(\"dc\") (runtimes/tsl/evaluate.py never reads "
-    "it): the result keeps only the on() labels {host}, where PromQL's group_left(dc) keeps the "
-    "left operand's labels and copies dc from the right; it should do the same or refuse "
-    "groupLeft with a TslError")
-TSQ_RELATIVE_BUG = (
-    "tsq bug: native sampleBy ignores the named form relative=true (runtimes/tsl/evaluate.py "
-    "sample_by tests `named[P.RELATIVE].lit == \"TRUE\"`, but the parser leaves the lit of "
-    "`relative=true` empty; the unprefixed `true` works): the buckets stay on the epoch's "
-    "minutes. The WarpScript compiler treats both forms as relative")
-CONFORMANCE_XFAILS: dict[str, str] = {
-    f"{WRAP}.round()#promql-wrap": TSQ_ROUND_BUG,
-    f"{WRAP}add(...).on(\"host\").groupLeft(\"dc\")": TSQ_GROUP_LEFT_BUG,
-}
+# tsq disagreements found here become strict xfails naming the bug, until fixed.
+CONFORMANCE_XFAILS: dict[str, str] = {}
 # tsq's timestamp() gives epoch milliseconds (Warp 10's platform unit at OVH is microseconds,
 # tsq chose ms, see tsq/kernels/maps.py time_part); PromQL's timestamp() gives seconds.
 CONFORMANCE_SCALES: dict[str, float] = {f"{WRAP}.timestamp()#promql-wrap": 1000.0}
@@ -443,7 +427,7 @@ ROLLUPS = [
     _sampled(".log2()", "log2(cpu)"),
     _sampled(".log10()", "log10(cpu)"),
     _rollup(f"{NICE}.round()", "round(sys.cpu.nice)", id=".round() on halves",
-            marks=pytest.mark.xfail(reason=TSQ_ROUND_BUG, strict=True, raises=AssertionError)),
+            ),
     # two decimals plus 0.003 is never a tie: there tsq, Warp 10 and PromQL agree
     _rollup(f"{SAMPLED}.add(0.003).round()", "round(cpu + 0.003)", id=".round() without ties"),
     # comparisons with a number keep the matching points, as PromQL's filters do
@@ -498,9 +482,7 @@ ROLLUPS = [
             after=NOW_S - 25 - HOUR),
     _rollup(f"{SAMPLED[:-1]}, relative=true)", "cpu", id="relative=true, now off the minute",
             now=MINUS_25S, request={"start": NOW_S - 25 - HOUR, "end": NOW_S - 25},
-            after=NOW_S - 25 - HOUR,
-            marks=pytest.mark.xfail(reason=TSQ_RELATIVE_BUG, strict=True,
-                                    raises=AssertionError)),
+            after=NOW_S - 25 - HOUR),
     _rollup(SAMPLED, "cpu", id="relative=false, now off the minute", now=MINUS_25S,
             request={"start": NOW_S - HOUR, "end": NOW_S - 60}, after=None, until=NOW_S - 60),
 ]

@@ -119,9 +119,13 @@ class Evaluation:
         if instruction.is_operator:
             operator = instruction.operator
             operands = [self.instruction(o) for o in operator.operands]
-            series = combine.apply(operator.op.text, operands,
-                                   on=operator.labels or None if not operator.ignoring else None,
-                                   ignoring=operator.ignoring or None)
+            on = operator.labels or None if not operator.ignoring else None
+            ignoring = operator.ignoring or None
+            if operator.group.lit:
+                series = _many_to_one(operator.op.text, operands, on, ignoring,
+                                      operator.group.tok is T.GROUPLEFT, operator.group_labels)
+            else:
+                series = combine.apply(operator.op.text, operands, on=on, ignoring=ignoring)
             span = _Range(None, self.now)
         elif instruction.create.series:
             series, span = self.create(instruction), _Range(None, self.now)
@@ -207,7 +211,7 @@ class Evaluation:
                   _i: Instruction) -> SeriesSet:
         named = method.named
         aggregator = _aggregator(named.get(P.SAMPLE_AGGREGATOR, EMPTY), method.unnamed.get(0))
-        relative = named.get(P.RELATIVE, EMPTY).lit == "TRUE"
+        relative = named.get(P.RELATIVE, EMPTY).tok is T.TRUE
         end, start = span.end, span.start
         if P.SPAN in named:
             if named[P.SPAN].lit.endswith("M"):
@@ -424,6 +428,44 @@ def _windowed(series: SeriesSet, aggregator: Aggregator, pre: Field | None, post
             return 0
         return abs(duration_ns(given.lit)) if by_time else abs(int(given.lit))
     return window(series, aggregator, size(pre), size(post), by_time=by_time)
+
+
+def _many_to_one(op: str, operands: Sequence[SeriesSet], on: Sequence[str] | None,
+                 ignoring: Sequence[str] | None, left: bool, extra: Sequence[str]) -> SeriesSet:
+    """`.groupLeft(labels)` / `.groupRight(labels)`, as PromQL's group_left/group_right: each
+    series of the "many" side meets the one series of the other side with the same matching
+    labels, keeps its own labels and copies `extra` from the other side."""
+    if len(operands) != 2:
+        raise TslError(f"groupLeft/groupRight need exactly two operands, got {len(operands)}")
+    many, one = (operands[0], operands[1]) if left else (operands[1], operands[0])
+
+    def key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        if on is not None:
+            return tuple((k, labels.get(k, "")) for k in on)
+        return tuple(sorted((k, v) for k, v in labels.items() if k not in (ignoring or ())))
+    partners: dict[tuple[tuple[str, str], ...], int] = {}
+    for index, labels in enumerate(one.labels):
+        if partners.setdefault(key(labels), index) != index:
+            raise TslError(f"groupLeft/groupRight: several series on the 'one' side match "
+                           f"{dict(key(labels))}; the matching labels must single one out")
+    apply = combine.OPERATORS.get(op)
+    if apply is None:
+        raise TslError(f"groupLeft/groupRight work with arithmetic and comparison operators, "
+                       f"not {op}")
+    out = []
+    for series in many:
+        found = partners.get(key(series.labels))
+        if found is None:
+            continue
+        other = one[found]
+        common = np.intersect1d(series.timestamps, other.timestamps)
+        mine = series.values[np.searchsorted(series.timestamps, common)].astype(np.float64)
+        theirs = other.values[np.searchsorted(other.timestamps, common)].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = apply(mine, theirs) if left else apply(theirs, mine)
+        labels = {**series.labels, **{k: other.labels[k] for k in extra if k in other.labels}}
+        out.append((series.name, labels, common, values))
+    return SeriesSet.from_series(out)
 
 
 def _subset(series: SeriesSet, keep: Any) -> SeriesSet:

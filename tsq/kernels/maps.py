@@ -24,11 +24,17 @@ Array = npt.NDArray[Any]
 Ints = npt.NDArray[np.int64]
 NS_PER_S = 1_000_000_000
 
+def _round_half_up(values: Array) -> Array:
+    """Ties go up, as Warp 10's Math.round and PromQL's round() (numpy rounds them to even)."""
+    rounded: Array = np.floor(values + 0.5)
+    return rounded
+
+
 ARITHMETIC: dict[str, Callable[[Array, float], Array]] = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
 }
 MATH: dict[str, Callable[[Array], Array]] = {
-    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "round": np.round, "sqrt": np.sqrt,
+    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "round": _round_half_up, "sqrt": np.sqrt,
     "ln": np.log, "log2": np.log2, "log10": np.log10,
 }
 COMPARISONS: dict[str, Callable[[Array, float], Array]] = {
