@@ -28,7 +28,9 @@ class Report:
         ratios = {}
         for name in baselines:
             base = next(r for r in self.rows if r["bench"] == bench and r["impl"] == name)
-            ratios[name] = float(base["median_s"]) / float(row["median_s"])  # type: ignore[arg-type]
+            mine = float(row["median_s"])  # type: ignore[arg-type]
+            # A median of 0 (a latency under the clock's millisecond) has no finite ratio.
+            ratios[name] = float(base["median_s"]) / mine if mine else float("inf")  # type: ignore[arg-type]
         if ratios:
             row["ratio_vs"] = ratios
         self.rows.append(row)
