@@ -767,7 +767,7 @@ def _reducer(method: Method, labels: dict[int, Field], prefix: str) -> str:
 
 @dataclass
 class _Sampling:
-    """What getBucketize works out before writing: the bucketizer, span, count and fill."""
+    """What getBucketize reads from a sampler: its bucketizer, span and count."""
 
     bucketizer: str
     span: str
@@ -780,48 +780,52 @@ def _bucketize(select: Select, method: Method, prefix: str) -> tuple[str, str]:
     sampling = _sampling(select, method)
     if sampling is None:    # sample() over an empty range
         return "", _ZERO_SPAN
-    span, count = sampling.span, sampling.count
-    if sampling.has_count and span == _ZERO_SPAN and count == _ZERO_SPAN:
+    span = sampling.span
+    if sampling.has_count and span == _ZERO_SPAN and sampling.count == _ZERO_SPAN:
         raise _error("sampling expects at least a span or a count not equals to zero", method.pos)
     end = _end_timestamp(select)
     relative_field = method.named.get(Prefix.RELATIVE)
     relative = relative_field is None or relative_field.tok is Tok.TRUE
     relative = relative and span != _ZERO_SPAN
     head = "'raw' STORE "
-    last_bucket, relative_last_bucket = end, ""
-    if relative:
-        relative_span = span[:-1] + " 30 d *" if span.endswith("M") else span
-        head += (f"$raw {end} {end} {end} {relative_span} / {relative_span} * - TIMECLIP "
-                 f"NONEMPTY \n{prefix}<% SIZE 0 > %>\n")
-        # (the reference computes a span from the count here when the span is zero: it never is)
-        if relative_span != _ZERO_SPAN:
-            relative_last_bucket = f"{end} {relative_span} / {relative_span} * "
-            last_bucket = f"{end} {relative_span} / {relative_span} * {relative_span} +"
+    last_bucket = end
+    if relative:    # buckets aligned on the span, the last one (partial) ending at `end`
+        bucket = span[:-1] + " 30 d *" if span.endswith("M") else span
+        head += (f"$raw {end} {end} {end} {bucket} / {bucket} * - TIMECLIP NONEMPTY \n"
+                 f"{prefix}<% SIZE 0 > %>\n")
+        last_bucket = f"{end} {bucket} / {bucket} * {bucket} +"
     if span.endswith("M"):
         return head + _month_buckets(last_bucket, span[:-1]), span
     fill = _fill(method, sampling)
-    if not sampling.has_count:
-        is_from, count = _start_for_sampling(select)
-        if is_from:
-            count = f"{_end_timestamp_or_empty(select)} {count} - "
-        if count != "0":
-            count = f"{count} {span} /"
-    bucketizer = sampling.bucketizer
-    text = f"[ $raw {bucketizer} {last_bucket} {span} {count} ] BUCKETIZE {fill} UNBUCKETIZE"
-    if relative:
-        if select.has_rate:
-            text = _rate_buckets(f"[ $raw {bucketizer} {last_bucket} {span} {count} ]", end,
-                                 span, fill, prefix)
-        text = (f"  <% {text} %> \n"
-                f"{prefix}  <% [ $raw {bucketizer} {relative_last_bucket} {span} {count} ] "
-                f"BUCKETIZE {fill} UNBUCKETIZE %> IFTE\n"
-                f"{prefix}<% DROP DUP DUP LASTTICK 'tick' STORE <% SIZE 0 > $tick {end} > && %> "
-                f"<%  DUP $tick ATTICK 4 GET 'value' STORE DUP SIZE 1 - SHRINK {end} NaN NaN "
-                "NaN $value SETVALUE %> IFT %> LMAP")
-    return head + text, span
+    count = sampling.count if sampling.has_count else _bucket_count(select, span)
+    buckets = f"[ $raw {sampling.bucketizer} {last_bucket} {span} {count} ] BUCKETIZE"
+    if not relative:
+        return f"{head}{buckets} {fill} UNBUCKETIZE", span
+    if select.has_rate:
+        text = _rate_buckets(buckets, end, span, fill, prefix)
+    else:
+        text = f"{buckets} {fill} UNBUCKETIZE"
+    # without data in the last (partial) bucket, the buckets stop at the previous boundary
+    previous = f"{end} {bucket} / {bucket} * "
+    return (f"{head}  <% {text} %> \n"
+            f"{prefix}  <% [ $raw {sampling.bucketizer} {previous} {span} {count} ] "
+            f"BUCKETIZE {fill} UNBUCKETIZE %> IFTE\n"
+            f"{prefix}<% DROP DUP DUP LASTTICK 'tick' STORE <% SIZE 0 > $tick {end} > && %> "
+            f"<%  DUP $tick ATTICK 4 GET 'value' STORE DUP SIZE 1 - SHRINK {end} NaN NaN "
+            "NaN $value SETVALUE %> IFT %> LMAP"), span
+
+
+def _bucket_count(select: Select, span: str) -> str:
+    """Without a count, as many buckets as the span fits in the time range ("0": as needed)."""
+    is_from, count = _start_for_sampling(select)
+    if is_from:
+        count = f"{_end_timestamp_or_empty(select)} {count} - "
+    return f"{count} {span} /" if count != "0" else count
 
 
 def _sampling(select: Select, method: Method) -> _Sampling | None:
+    """The sampler's settings; for sample(), the span that cuts the range in `count` buckets.
+    None when sample() has an empty range (from and to the same)."""
     named = method.named
     aggregator, params = _SAMPLE_AGGREGATOR, ""
     if Prefix.SAMPLE_AGGREGATOR in named:
@@ -865,10 +869,10 @@ def _fill(method: Method, sampling: _Sampling) -> str:
     return _FILL_POLICIES["auto"]
 
 
-def _rate_buckets(bucketize: str, end: str, span: str, fill: str, prefix: str) -> str:
+def _rate_buckets(buckets: str, end: str, span: str, fill: str, prefix: str) -> str:
     """With a rate later in the chain, the last (partial) bucket is extrapolated."""
     indent = prefix + "     "
-    return (f"{bucketize} BUCKETIZE \n"
+    return (f"{buckets} \n"
             f"{indent}<% DROP 'series' STORE\n"
             f"{indent}$series DUP LASTBUCKET $series BUCKETSPAN - ATTICK DUP 0 GET 't0' STORE "
             "4 GET 'v0' STORE\n"
