@@ -99,10 +99,10 @@ def test_duplicate_keys_and_bad_names() -> None:
 def test_unknown_connector_and_runtime() -> None:
     text = ("connectors:\n  influx: {type: influxdb, url: http://127.0.0.1:8086}\n"
             "functions:\n  a:\n    handler: apps.js\n    connector: influxx\n"
-            "  b:\n    handler: q.tsl\n")
-    found = problems(text, files={"apps.js": "x", "q.tsl": "select('cpu')"})
+            "  b:\n    handler: q.ws\n")
+    found = problems(text, files={"apps.js": "x", "q.ws": "NOW"})
     assert any('unknown connector \'influxx\'; did you mean "influx"?' in p for p in found)
-    assert any("tsl handler" in p for p in found)
+    assert any('"q.ws" is a ws handler' in p for p in found)
 
 
 def test_scheduling_keys() -> None:

@@ -37,8 +37,9 @@ def test_arithmetic(spec: Any, op: str, n: float) -> None:
     result = maps.arithmetic(source, op, n)
     pandas_op = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv"}[op]
     for got, expected in zip(frames(result), frames(source), strict=True):
-        np.testing.assert_allclose(got.to_numpy(), getattr(expected, pandas_op)(n).to_numpy(),
-                                   equal_nan=True)
+        with np.errstate(over="ignore", invalid="ignore"):   # 1e308 * 2 is inf in both
+            reference = getattr(expected, pandas_op)(n).to_numpy()
+        np.testing.assert_allclose(got.to_numpy(), reference, equal_nan=True)
 
 
 @quick

@@ -26,7 +26,8 @@ NS_PER_S = 1_000_000_000
 
 def _round_half_up(values: Array) -> Array:
     """Ties go up, as Warp 10's Math.round and PromQL's round() (numpy rounds them to even)."""
-    rounded: Array = np.floor(values + 0.5)
+    floor = np.floor(values)
+    rounded: Array = np.where(values - floor >= 0.5, floor + 1, floor)  # no overflow near max
     return rounded
 
 
