@@ -176,3 +176,10 @@ def test_errors_name_the_method_and_place(store: EmbeddedStore) -> None:
     assert (caught.value.line, caught.value.char) == (2, 4)
     with pytest.raises(TslError, match="names no connector"):
         tsl.evaluate('connect("prometheus", "http://127.0.0.1:1")\nselect("x").last(1m)', store)
+
+
+def test_sample_takes_its_aggregator_first(store: EmbeddedStore) -> None:
+    """`sample(agg)`: 100 buckets over the range (the reference's default count)."""
+    out = run(store, 'select("mem").last(10m).sample(max, "none")')["dc=gra,host=a"]
+    assert out[1] == list(np.arange(1.0, 10.0))           # one point per bucket, as it was
+    assert run(store, 'select("mem").last(10m).sample(count)')["dc=gra,host=a"][1][-1] == 1.0

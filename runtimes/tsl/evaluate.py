@@ -209,8 +209,8 @@ class Evaluation:
 
     def sample_by(self, method: Method, series: SeriesSet, span: _Range,
                   _i: Instruction) -> SeriesSet:
-        named = method.named
-        aggregator = _aggregator(named.get(P.SAMPLE_AGGREGATOR, EMPTY), method.unnamed.get(0))
+        named, given, param = _sampling(method)
+        aggregator = _aggregator(given, param)
         relative = named.get(P.RELATIVE, EMPTY).tok is T.TRUE
         end, start = span.end, span.start
         if P.SPAN in named:
@@ -230,7 +230,7 @@ class Evaluation:
         last = end if relative else -(-end // width) * width
         first = None if start is None else last - ((last - start - 1) // width) * width
         grid = Buckets(width, anchor, "right", first, last)
-        return bucketize(series, grid, aggregator, _fills(method))
+        return bucketize(series, grid, aggregator, _fills(named, method))
 
     def group(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         args = list(method.args)
@@ -393,8 +393,25 @@ def _aggregator(given: Field, param: Field | None) -> Aggregator:
     return Aggregator(name)
 
 
-def _fills(method: Method) -> list[Fill]:
-    named = method.named
+def _sampling(method: Method) -> tuple[Mapping[Prefix, Field], Field, Field | None]:
+    """sampleBy's options, aggregator and its parameter. For `sample(agg, …)` they come from the
+    arguments as written: the reference files sample()'s aggregator in the wrong slot."""
+    if method.op is not T.SAMPLE:
+        return method.named, method.named.get(P.SAMPLE_AGGREGATOR, EMPTY), method.unnamed.get(0)
+    args = list(method.args)
+    given = args.pop(0) if args else Field(T.MEAN)
+    param = args.pop(0) if given.tok in (T.JOIN, T.PERCENTILE) and args else None
+    kinds = {T.STRING: P.FILL, T.INTERNALLIST: P.FILL, T.FILL: P.FILL_VALUE, T.TRUE: P.RELATIVE,
+             T.FALSE: P.RELATIVE}
+    named: dict[Prefix, Field] = {P.COUNT: method.named.get(P.COUNT, Field(T.INTEGER, "100"))}
+    for item in args:
+        prefix = item.prefix or kinds.get(item.tok)
+        if prefix is not None:
+            named[P.FILL_VALUE if item.tok is T.FILL else prefix] = item
+    return named, given, param
+
+
+def _fills(named: Mapping[Prefix, Field], method: Method) -> list[Fill]:
     if P.FILL_VALUE in named:
         return [Fill("value", _fill_number(named[P.FILL_VALUE].lit))]
     given = named.get(P.FILL)

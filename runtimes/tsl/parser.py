@@ -551,7 +551,6 @@ class _Binder:
         named: dict[Prefix, Field] = {}
         unnamed: dict[int, Field] = {}
         skipped: set[int] = set()
-        aggregator_index = 0 if tok is T.SAMPLE else 1
         for index in sorted(fields):
             if index in skipped:
                 continue
@@ -559,12 +558,12 @@ class _Binder:
             if item.prefix is not None:
                 named[P.FILL_VALUE if item.tok is T.FILL else item.prefix] = item
                 continue
-            if index == 0 and tok is T.SAMPLEBY:
+            if index == 0:   # for sample() too: the reference files its aggregator under "from"
                 prefix = {T.DURATIONVAL: P.SPAN, T.INTEGER: P.COUNT, T.NATIVEVARIABLE: P.SPAN}.get(item.tok)
                 item = replace(item, prefix=prefix)
                 named[prefix if prefix is not None else P.FROM] = item
                 continue
-            if index == aggregator_index:
+            if index == 1:
                 if item.tok not in (T.STRING, T.NUMBER, T.INTEGER):
                     item = replace(item, prefix=P.SAMPLE_AGGREGATOR, lit=item.tok.text)
                 if item.tok in (T.JOIN, T.PERCENTILE):

@@ -98,6 +98,8 @@ def _tk(token: Token) -> Tk:
         keyword = KEYWORDS.get(text.lower())
         return Tk(keyword, "", pos) if keyword else Tk(Tok.IDENT, text, pos)
     if kind == "STRING":
+        if text.startswith("'"):   # the reference places a single-quoted string one char early
+            pos = Pos(pos.line, max(pos.char - 1, 0))
         return Tk(Tok.STRING, _unescape(text, pos), pos)
     if kind in ("INTEGER", "NUMBER", "DURATION"):
         negative = text.startswith("-")
