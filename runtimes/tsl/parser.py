@@ -10,7 +10,7 @@ it. Each method's accepted argument types are data: `Accept` tables below.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from tsq.errors import TslError
@@ -551,10 +551,8 @@ class _Binder:
         named: dict[Prefix, Field] = {}
         unnamed: dict[int, Field] = {}
         skipped: set[int] = set()
-        for index in sorted(fields):
-            if index in skipped:
-                continue
-            item = fields[index]
+        for index, given in _unskipped(fields, skipped):
+            item = given   # rewritten below as the reference rewrites its fields
             if item.prefix is not None:
                 named[P.FILL_VALUE if item.tok is T.FILL else item.prefix] = item
                 continue
@@ -647,10 +645,8 @@ class _Binder:
         fields = self.fields(tok.text, call, {1: _BY_AGGREGATORS, 0: _BY_PARAMS, 2: _BY_PARAMS}, 3)
         if not fields:
             raise parse_error(f"The {q(tok.text)} function expects at least a parameter: the n value number", pos)
-        for index in sorted(fields):
-            if index in skipped:
-                continue
-            item = fields[index]
+        for index, given in _unskipped(fields, skipped):
+            item = given   # rewritten below as the reference rewrites its fields
             if index == 0 and item.tok is T.INTEGER:
                 if _RE_ZERO_ONLY.match(call.name.lit):   # the reference tests the method name here
                     raise parse_error(f"The {q(tok.text)} function cannot work with \"\" param, expect a value > 0", pos)
@@ -681,10 +677,8 @@ class _Binder:
         named: dict[Prefix, Field] = {}
         unnamed: dict[int, Field] = {}
         skipped: set[int] = set()
-        for index in sorted(fields):
-            if index in skipped:
-                continue
-            item = fields[index]
+        for index, given in _unskipped(fields, skipped):
+            item = given   # rewritten below as the reference rewrites its fields
             if item.tok is T.INTERNALLIST:
                 for position, inner in enumerate(item.items):
                     if inner.tok is not T.STRING:
@@ -829,10 +823,8 @@ class _Binder:
         named: dict[Prefix, Field] = {P.PRE: Field(T.INTEGER, pre), P.POST: Field(T.INTEGER, "0")}
         unnamed: dict[int, Field] = {}
         skipped: set[int] = set()
-        for index in sorted(fields):
-            if index in skipped:
-                continue
-            item = fields[index]
+        for index, given in _unskipped(fields, skipped):
+            item = given   # rewritten below as the reference rewrites its fields
             if item.prefix is not None:
                 named[item.prefix] = item
             elif index == 0:
@@ -1049,6 +1041,13 @@ def _append(select: Select, method: Method) -> Select:
 
 def _add(instruction: Instruction, method: Method) -> Instruction:
     return replace(instruction, select=_append(instruction.select, method))
+
+
+def _unskipped(fields: Mapping[int, Field], skipped: set[int]) -> Iterator[tuple[int, Field]]:
+    """The arguments in order, less those an aggregator took as its parameter on the way."""
+    for index in sorted(fields):
+        if index not in skipped:
+            yield index, fields[index]
 
 
 def _args(fields: Mapping[int, Field]) -> tuple[Field, ...]:
