@@ -172,7 +172,7 @@ def test_variables_and_templates(store: EmbeddedStore) -> None:
 def test_errors_name_the_method_and_place(store: EmbeddedStore) -> None:
     with pytest.raises(TslError) as caught:
         tsl.evaluate('select("mem").last(1h)\n  .timesplit(now, 2, "x")', store, now=NOW)
-    assert "timesplit() is not available in native evaluation" in caught.value.message
+    assert "timesplit() needs a duration or a number of microseconds, not now" in caught.value.message
     assert (caught.value.line, caught.value.char) == (2, 4)
     with pytest.raises(TslError, match="names no connector"):
         tsl.evaluate('connect("prometheus", "http://127.0.0.1:1")\nselect("x").last(1m)', store)
@@ -183,3 +183,44 @@ def test_sample_takes_its_aggregator_first(store: EmbeddedStore) -> None:
     out = run(store, 'select("mem").last(10m).sample(max, "none")')["dc=gra,host=a"]
     assert out[1] == list(np.arange(1.0, 10.0))           # one point per bucket, as it was
     assert run(store, 'select("mem").last(10m).sample(count)')["dc=gra,host=a"][1][-1] == 1.0
+
+
+SPLIT_GTS = ('create(series("test name").setLabels(["label0=42"]).setValues(0, '
+             + ", ".join(f"[{t}, {v}]" for t, v in ((100, 10), (200, 9), (300, 8), (400, 7), (500, 6),
+                                                   (1100, 10), (1200, 9), (1300, 8), (1400, 7),
+                                                   (1500, 6))) + "))")
+
+
+def test_timesplit_as_warp10_documents_it(store: EmbeddedStore) -> None:
+    """Warp 10's TIMESPLIT example (warp10.io function_TIMESPLIT.md): 250 quiet, 2 values."""
+    found = tsl.evaluate(SPLIT_GTS + '.timesplit(250, 2, "subSequenceNumber")', store, now=NOW)
+    assert [dict(s.labels) for s in found] == [
+        {"label0": "42", "subSequenceNumber": "1"}, {"label0": "42", "subSequenceNumber": "2"}]
+    assert [s.values.tolist() for s in found] == [[10, 9, 8, 7, 6], [10, 9, 8, 7, 6]]
+    assert tsl.evaluate(SPLIT_GTS + '.timesplit(250, 6, "n")', store, now=NOW).points == 0
+
+
+def test_timemodulo_splits_by_quotient(store: EmbeddedStore) -> None:
+    found = tsl.evaluate(SPLIT_GTS + '.timemodulo(1000, "sub-sequence")', store, now=NOW)
+    assert sorted(s.labels["sub-sequence"] for s in found) == ["0", "1"]
+    first = next(s for s in found if s.labels["sub-sequence"] == "1")
+    assert (first.timestamps // 1000).tolist() == [100, 200, 300, 400, 500]   # ticks % 1000 µs
+
+
+def test_quantize_counts_values_per_bucket(store: EmbeddedStore) -> None:
+    found = tsl.evaluate(SPLIT_GTS + '.quantize("bucket", [7, 9])', store, now=NOW)
+    counts = {s.labels["bucket"]: s.values.tolist() for s in found}
+    assert counts == {"<=7": [4.0], "7<v<=9": [4.0], ">9": [2.0]}
+    stepped = tsl.evaluate(SPLIT_GTS + '.quantize("bucket", 2)', store, now=NOW)
+    assert sum(s.values.sum() for s in stepped) == 10
+
+
+def test_sample_by_calendar_months(store: EmbeddedStore) -> None:
+    points = ", ".join(f'[{t}, {v}]' for t, v in (
+        (1609459200, 1), (1610000000, 2), (1612137600, 3), (1612200000, 4), (1614600000, 5)))
+    query = f'create(series("m").setValues({points})).sampleBy(1M, sum, "none")'
+    [series] = tsl.evaluate(query, store, now=NOW)
+    months = series.timestamps.astype("datetime64[ns]").astype("datetime64[D]").astype(str)
+    # right-closed: 2021-01-01T00:00 closes December, 2021-02-01T00:00 closes January
+    assert months.tolist() == ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
+    assert series.values.tolist() == [1.0, 2.0 + 3.0, 4.0, 5.0]

@@ -17,6 +17,7 @@ Time in native evaluation:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,9 +189,10 @@ class Evaluation:
         out = []
         for created in instruction.create.series:
             base = self.now if created.end.lit in ("", "now") else timestamp_ns(created.end)
-            ticks = [base + (duration_ns(p.tick.lit) if p.tick.tok is T.DURATIONVAL
-                             else timestamp_ns(p.tick) if created.end.tok is T.ILLEGAL
-                             else int(float(p.tick.lit) * 1_000_000)) for p in created.values]
+            # without a base, a tick is a time; after one, an offset (a duration, or µs)
+            ticks = [timestamp_ns(p.tick) if created.end.tok is T.ILLEGAL and
+                     p.tick.tok is not T.DURATIONVAL else base + _duration_arg(p.tick)
+                     for p in created.values]
             values = [_number_or_text(p.value) for p in created.values]
             labels = {w.key: w.value for w in created.where}
             out.append((created.metric.lit, labels, np.array(ticks, np.int64), np.array(values)))
@@ -214,9 +216,10 @@ class Evaluation:
         relative = named.get(P.RELATIVE, EMPTY).tok is T.TRUE
         end, start = span.end, span.start
         if P.SPAN in named:
-            if named[P.SPAN].lit.endswith("M"):
-                raise _error("calendar-month buckets (nM) are not available in native "
-                             "evaluation; use a span in days", method)
+            months = re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit)
+            if months is not None:
+                return _by_months(series, int(months.group(1)), aggregator, _fills(named, method),
+                                  start, end)
             width = duration_ns(named[P.SPAN].lit)
         else:
             count = int(named.get(P.COUNT, EMPTY).lit or 1)
@@ -332,6 +335,59 @@ class Evaluation:
             self.connector_for(instruction).write(series)
             return series
         return handler(series, texts)
+
+    def split(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
+        """timemodulo(n, label) and timesplit(quiet, minPoints, label), flattened."""
+        args = method.args
+        if args[0].tok is T.NOW:
+            raise _error(f"{method.op.text}() needs a duration or a number of microseconds, "
+                         f"not now, in native evaluation", method)
+        width = _duration_arg(args[0])
+        if width <= 0:
+            raise _error(f"{method.op.text}() needs a positive period", method)
+        out = []
+        for item in series:
+            if method.op is T.TIMEMODULO:
+                quotients = item.timestamps // width
+                for quotient in np.unique(quotients):
+                    keep = quotients == quotient
+                    out.append((item.name, {**item.labels, args[1].lit: str(int(quotient))},
+                                item.timestamps[keep] % width, item.values[keep]))
+                continue
+            cuts = np.flatnonzero(np.diff(item.timestamps) > width) + 1
+            pieces = [p for p in np.split(np.arange(len(item.timestamps)), cuts)
+                      if len(p) >= int(args[1].lit)]
+            for number, piece in enumerate(pieces, start=1):
+                out.append((item.name, {**item.labels, args[2].lit: str(number)},
+                            item.timestamps[piece], item.values[piece]))
+        return SeriesSet.from_series(out)
+
+    def quantize(self, method: Method, series: SeriesSet, _s: _Range,
+                 _i: Instruction) -> SeriesSet:
+        """A histogram of the values: per bucket of the given bounds (or of a step), one series
+        labelled by the bucket (`<=b0`, `b0<v<=b1`, …, `>bn`) counting its values, at the
+        series' last tick or, given a duration, at the end of each chunk of that duration."""
+        key, step = method.args[0].lit, method.args[1]
+        chunk = _duration_arg(method.args[2]) if len(method.args) > 2 else None
+        counts: dict[tuple[str, int], float] = {}
+        name = series.names[0] if len(series) else ""
+        for item in series:
+            values = item.values.astype(np.float64)
+            if not len(values):
+                continue
+            bounds = _quantize_bounds(step, values)
+            names = _bucket_names(bounds)
+            slots = np.searchsorted(np.asarray([float(b) for b in bounds]), values, side="left")
+            ticks = (-(-item.timestamps // chunk) * chunk if chunk
+                     else np.full(len(values), item.timestamps[-1]))
+            for tick, slot in zip(ticks.tolist(), slots.tolist(), strict=True):
+                counts[(names[slot], tick)] = counts.get((names[slot], tick), 0.0) + 1.0
+        by_label: dict[str, list[tuple[int, float]]] = {}
+        for (label, tick), count in counts.items():
+            by_label.setdefault(label, []).append((tick, count))
+        return SeriesSet.from_series(
+            (name, {key: label}, np.array([t for t, _ in points], np.int64),
+             np.array([c for _, c in points])) for label, points in by_label.items())
 
     def clip(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         end_field, width_field = method.args[0], method.args[1]
@@ -485,6 +541,57 @@ def _many_to_one(op: str, operands: Sequence[SeriesSet], on: Sequence[str] | Non
     return SeriesSet.from_series(out)
 
 
+def _by_months(series: SeriesSet, months: int, aggregator: Aggregator, fills: Sequence[Fill],
+               start: int | None, end: int) -> SeriesSet:
+    """sampleBy(nM): calendar months, closed on the right and labelled by the month that ends
+    them, on a grid of n months from 1970-01. The kernel buckets month numbers, then the ticks
+    go back to time."""
+    if months <= 0:
+        raise TslError("a month span must be at least 1M")
+
+    def month_ends(stamps: Any) -> Any:   # the month a right-closed bucket ends with, as a number
+        return (np.asarray(stamps, np.int64) - 1).astype("datetime64[ns]").astype(
+            "datetime64[M]").astype(np.int64) + 1
+
+    numbered = SeriesSet(series.names, series.labels, month_ends(series.timestamps),
+                         series.values, series.offsets)
+    last = int(-(-month_ends([end])[0] // months) * months)
+    first = None if start is None else int(-(-month_ends([start + 1])[0] // months) * months)
+    grid = Buckets(months, 0, "right", first, last if first is not None else None)
+    out = bucketize(numbered, grid, aggregator, fills)
+    stamps = out.timestamps.astype("datetime64[M]").astype("datetime64[ns]").astype(np.int64)
+    return SeriesSet(out.names, out.labels, stamps, out.values, out.offsets)
+
+
+def _duration_arg(item: Field) -> int:
+    """A duration argument, or a bare number of microseconds (Warp 10's unit at OVH)."""
+    return duration_ns(item.lit) if item.tok is T.DURATIONVAL else int(float(item.lit) * 1_000)
+
+
+def _quantize_bounds(step: Field, values: Any) -> list[int | float]:
+    if step.tok is T.INTERNALLIST:
+        return [_number(i.lit) for i in step.items]
+    width = _number(step.lit)
+    if width <= 0:
+        raise TslError(f"quantize needs a positive step, got {step.lit}")
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    bound = round(low / width) * width
+    bounds = [bound, bound + width]
+    while bounds[-1] < high:
+        bounds.append(bounds[-1] + width)
+    return bounds
+
+
+def _number(text: str) -> int | float:
+    return int(text) if re.fullmatch(r"-?[0-9]+", text) else float(text)
+
+
+def _bucket_names(bounds: Sequence[int | float]) -> list[str]:
+    texts = [str(b) for b in bounds]
+    middle = [f"{low}<v<={high}" for low, high in itertools.pairwise(texts)]
+    return [f"<={texts[0]}", *middle, f">{texts[-1]}"]
+
+
 def _subset(series: SeriesSet, keep: Any) -> SeriesSet:
     counts = np.bincount(series.series_ids()[keep], minlength=len(series))
     return SeriesSet(series.names, series.labels, series.timestamps[keep], series.values[keep],
@@ -613,4 +720,6 @@ _METHODS: dict[Tok, Handler] = {
                      T.BOTTOMNBY), Evaluation.choose),
     **dict.fromkeys(_STRING_METHODS, Evaluation.strings),
     T.TIMECLIP: Evaluation.clip,
+    **dict.fromkeys((T.TIMEMODULO, T.TIMESPLIT), Evaluation.split),
+    T.QUANTIZE: Evaluation.quantize,
 }
