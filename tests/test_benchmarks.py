@@ -42,3 +42,26 @@ def test_ingest_benchmark_runs_and_stores_every_point() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
     assert done.returncode == 0, done.stderr[-2000:]  # each store is counted after the writes
     assert "tsq /write (embedded DuckDB)" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tsl_compile_benchmark_runs_and_prints_its_rows() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "tsl_compile"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # every parser's tree is compared first
+    for impl in ("lark Earley tree", "parse_script (LALR + syntax)", "bind (each run: tree cached)",
+                 "parse (LALR + syntax + bind)"):
+        assert f"tsl_compile      {impl}" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tsl_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "tsl_rollup"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # every answer is checked before timing
+    assert "tsq TSL loop run (deployed)" in done.stdout
+    facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
+             if line.startswith("tsl_rollup") and line.rstrip().endswith("}")]
+    assert any(f.get("points_read") == 100 * 8640 - 100 for f in facts)

@@ -1,0 +1,301 @@
+"""Rollup loop end to end (BENCHMARKS.md): the 1-minute mean by dc of the day of `cpu{host, dc}`
+as a deployed TSL loop on the embedded store, run over the whole day through the worker path
+(`POST /v1/loops/{name}/run` calls the same `Service.submit`) and writing its 1-minute series
+back; beside InfluxDB 1.6 (`GROUP BY time(1m), "dc"` and the exact per-host subquery) and
+Prometheus 2.42 (`avg by (dc)(avg_over_time(cpu[59s]))`) holding the same points. All three are
+loaded first, every answer is checked against numpy, then they are timed in turns, round after
+round, so that a noisy neighbour slows each of them alike. The tsq run's parts (store read,
+kernels, the rest: the pipe to the worker) are timed alone afterwards and noted.
+
+Bucket edges. tsq's `sampleBy` buckets are closed on the right and labelled by their end, and a
+run's window (start, end] is closed on the right too, so the loop over the day (t0, t0 + 1 day]
+leaves out the point at t0, and its minute t holds the points in (t - 1m, t]: t - 50 s … t.
+Prometheus' `cpu[59s]` at step t holds [t - 59 s, t], the same six points. InfluxDB's buckets
+are [t, t + 1m), six other points (t … t + 50 s): its timed queries are checked against numpy's
+left-closed means, and once more, untimed, with `GROUP BY time(1m, 10s)` over (t0, t0 + 1 day]
+(buckets [t + 10 s, t + 70 s), labelled 50 s before tsq's), whose answer must equal tsq's.
+Every host has the same number of points in each minute, so the mean of all points by dc is
+also the mean of the host means (what the subquery computes) and all three agree on numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+
+from benchmarks import influxdb, prometheus
+from benchmarks.ingest import batches
+from benchmarks.report import Report
+from benchmarks.rollup import DAY_NS, MINUTE_NS, START_NS, STEP_NS, as_series_set, make_data
+from tsq import tsl
+from tsq.config import Settings
+from tsq.connectors.base import Capabilities, Selector, parse_selector
+from tsq.series import SeriesSet
+from tsq.service import Service
+
+BENCH = "tsl_rollup"
+DCS = ("gra", "rbx", "sbg", "bhs")  # dc = host number mod 4
+LOOP = "cpu-1m"
+HANDLER = ('select("cpu").from(start, end).sampleBy(1m, mean, "none")'
+           '.groupBy(["dc"], mean).rename("cpu_1m").store("t")\n')
+# The whole day is 8.64 M points (138 MB of columns) in one run: above the default 128 MiB.
+LOOP_FILE = (f"functions:\n  {LOOP}:\n    handler: {LOOP}.tsl\n    runtime: tsl\n"
+             f"    memory: 2048\n    timeout: 600\n")
+START_S, END_S = START_NS // 10**9, (START_NS + DAY_NS) // 10**9
+INFLUX_RANGE = f"time >= {START_NS} AND time < {START_NS + DAY_NS}"
+INFLUX_GROUP_BY = f'SELECT mean("value") FROM "cpu" WHERE {INFLUX_RANGE} GROUP BY time(1m), "dc"'
+# The outer query needs the range too, or its buckets run from the data to now.
+INFLUX_SUBQUERY = (f'SELECT mean("m") FROM (SELECT mean("value") AS m FROM "cpu" WHERE '
+                   f'{INFLUX_RANGE} GROUP BY time(1m), "host", "dc") WHERE {INFLUX_RANGE} '
+                   f'GROUP BY time(1m), "dc"')
+INFLUX_AS_TSQ = (f'SELECT mean("value") FROM "cpu" WHERE time > {START_NS} '
+                 f'AND time <= {START_NS + DAY_NS} GROUP BY time(1m, 10s), "dc" fill(none)')
+INFLUX_SHIFT_S = 50  # tsq's label of a minute minus INFLUX_AS_TSQ's label of the same minute
+PROMQL = "avg by (dc)(avg_over_time(cpu[59s]))"
+TOOK = re.compile(r" in ([0-9.]+) ms$")  # the TSL run's log line: "… points in 118.2 ms"
+TSQ = "tsq TSL loop run (deployed)"
+INFLUX = "InfluxDB 1.6 GROUP BY time(1m),dc"
+INFLUX_EXACT = "InfluxDB 1.6 subquery by host"
+PROMETHEUS = "Prometheus 2.42 avg_over_time"
+SUBQUERY_RUNS = 3  # 10-30 s each
+
+Answer = dict[str, tuple[np.ndarray, np.ndarray]]  # dc → (times in epoch s, values)
+
+
+def reference(data: dict[str, Any], closed: str) -> Answer:
+    """numpy: per host minute means, then their mean by dc. Right-closed: the day's window
+    (t0, t0 + 1 day] and buckets (t - 1m, t] labelled t; left-closed: [t, t + 1m) labelled t."""
+    hosts, per_host = data["hosts"], data["per_host"]
+    values = data["values"].reshape(hosts, per_host)
+    first_s = START_S
+    if closed == "right":  # the point at t0 is out of the window; the last minute has five
+        values = np.concatenate([values[:, 1:], np.full((hosts, 1), np.nan)], axis=1)
+        first_s += MINUTE_NS // 10**9
+    minute = np.nanmean(values.reshape(hosts, -1, MINUTE_NS // STEP_NS), axis=2)
+    times = first_s + 60 * np.arange(minute.shape[1], dtype=np.int64)
+    return {dc: (times, minute[data["dc"] == i].mean(axis=0)) for i, dc in enumerate(DCS)}
+
+
+def check(impl: str, got: Answer, expected: Answer, shift_s: int = 0) -> None:
+    if sorted(got) != sorted(expected):
+        raise RuntimeError(f"{impl}: dcs {sorted(got)}, expected {sorted(expected)}")
+    for dc, (times, values) in expected.items():
+        got_times, got_values = got[dc]
+        if not np.array_equal(got_times + shift_s, times):
+            raise RuntimeError(f"{impl}: dc={dc} has {len(got_times)} minutes from "
+                               f"{got_times[:2]}…, expected {len(times)} from {times[:2]}…")
+        np.testing.assert_allclose(got_values, values, rtol=1e-9, err_msg=f"{impl} dc={dc}")
+
+
+def run(report: Report, *, quick: bool) -> None:
+    data = make_data(100 if quick else 1000)
+    repeat = 1 if quick else 5
+    right, left = reference(data, "right"), reference(data, "left")
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    # All three hold the day at once (idle when not queried) and are timed in turns, round by
+    # round, so that a noisy neighbour slows each of them alike.
+    with ExitStack() as stack:
+        tsq_loop = stack.enter_context(_tsq(data, right))
+        calls: dict[str, Callable[[], object]] = {TSQ: tsq_loop.run}
+        if influxdb.available():
+            calls.update(stack.enter_context(_influx(data, left, tsq_loop.answer, report)))
+        else:
+            report.note(BENCH, "InfluxDB 1.6", {"skipped": "influxd is not installed"})
+        if prometheus.available():
+            calls[PROMETHEUS] = stack.enter_context(_prometheus(data, right, report))
+        else:
+            report.note(BENCH, "Prometheus 2.42", {"skipped": "prometheus or promtool is not "
+                                                              "installed"})
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for round_ in range(repeat):
+            for name, call in calls.items():
+                if name != INFLUX_EXACT or round_ < SUBQUERY_RUNS:
+                    start = time.perf_counter()
+                    call()
+                    samples[name].append(time.perf_counter() - start)
+        tsq_facts = tsq_loop.breakdown(samples[TSQ], repeat)
+    peers = [name for name in samples if name != TSQ]
+    for name in peers:
+        report.add(BENCH, name, samples[name])
+    report.add(BENCH, TSQ, samples[TSQ], peers)
+    report.note(BENCH, TSQ, tsq_facts)
+    report.note(BENCH, "machine", {"loadavg_1m_before": round(load_before, 2),
+                                   "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                                   "cores": os.cpu_count()})
+
+
+def _timed(call: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+# -- tsq ---------------------------------------------------------------------------------------
+
+
+class _InMemory:
+    """A connector holding the selected day: the loop's kernels alone, without store or pipe."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, day: SeriesSet) -> None:
+        self.day = day
+
+    def select(self, _selector: Selector, _start: int | None = None,
+               _end: int | None = None) -> SeriesSet:
+        return self.day
+
+    def write(self, series: SeriesSet) -> int:
+        return series.points
+
+
+class _TsqLoop:
+    """The deployed loop on a started service holding the day."""
+
+    WINDOW: ClassVar[dict[str, int]] = {"start": START_NS // 10**6,  # epoch ms
+                                        "end": (START_NS + DAY_NS) // 10**6}
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.evaluations: list[float] = []  # the worker's own time, from its log line
+        self.answer: Answer = {}
+        self.cold_s = 0.0  # the first run: starts the worker process, which parses the script
+
+    def run(self) -> None:  # what POST /v1/loops/cpu-1m/run does, without HTTP
+        record = self.service.run(LOOP, self.WINDOW)
+        if record["status"] != "success":
+            raise RuntimeError(f"the loop run failed: {record.get('error')}")
+        for line in self.service.run_logs(record["id"])["logs"]:
+            took = TOOK.search(line["message"])
+            if took:
+                self.evaluations.append(float(took.group(1)) / 1e3)
+
+    def written(self) -> Answer:
+        got = {}
+        for series in self.service.store.select(parse_selector("cpu_1m")):
+            if set(series.labels) != {"dc"}:
+                raise RuntimeError(f"tsq wrote cpu_1m{dict(series.labels)}, not by dc")
+            got[series.labels["dc"]] = (series.timestamps // 10**9, series.values)
+        return got
+
+    def breakdown(self, runs: list[float], repeat: int) -> dict[str, object]:
+        """The parts of a run, each timed alone in the service process on the same day."""
+        if len(self.written()[DCS[0]][0]) != len(self.answer[DCS[0]][0]):
+            raise RuntimeError("runs over the same window did not replace their points")
+        store, selector = self.service.store, parse_selector("cpu")
+        read = (START_NS + 1, START_NS + DAY_NS + 1)  # (start, end] as the loop reads it
+        select_s = statistics.median(_timed(lambda: store.select(selector, *read), repeat))
+        memory = _InMemory(store.select(selector, *read))
+        kernel_s = statistics.median(_timed(
+            lambda: tsl.evaluate(HANDLER, memory, variables=self.WINDOW), repeat))
+        run_s, eval_s = statistics.median(runs), statistics.median(self.evaluations)
+        return {"points_read": memory.day.points, "cold_first_run_s": round(self.cold_s, 3),
+                "run_p50_s": round(run_s, 3),
+                "worker_evaluation_p50_s": round(eval_s, 3),
+                "store_select_p50_s": round(select_s, 3), "kernels_p50_s": round(kernel_s, 3),
+                "pipe_and_rest_in_worker_s": round(eval_s - select_s - kernel_s, 3),
+                "outside_worker_evaluation_s": round(run_s - eval_s, 3)}
+
+
+@contextmanager
+def _tsq(data: dict[str, Any], expected: Answer) -> Iterator[_TsqLoop]:
+    with tempfile.TemporaryDirectory() as root:
+        # One worker process: a run uses one, and the warm-up run starts the one every timed
+        # run then uses (the pool starts its processes on their first job).
+        service = Service(dataclasses.replace(Settings.load(Path(root)), workers=1))
+        service.start()
+        try:
+            service.store.write(as_series_set(data))
+            service.deploy(LOOP_FILE, "tsq.yaml", {f"{LOOP}.tsl": HANDLER}.get)
+            loop = _TsqLoop(service)
+            loop.cold_s = _timed(loop.run, 1)[0]
+            loop.evaluations.clear()
+            loop.answer = loop.written()
+            check("tsq loop", loop.answer, expected)
+            yield loop
+        finally:
+            service.close()
+
+
+# -- InfluxDB 1.6 ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _influx(data: dict[str, Any], expected: Answer, tsq_answer: Answer,
+            report: Report) -> Iterator[dict[str, Callable[[], Answer]]]:
+    points = data["hosts"] * data["per_host"]
+    bodies = batches(points)  # the same day (same seed), as line protocol, time-major
+    with influxdb.influxdb("bench") as base, httpx.Client(base_url=base, timeout=600) as client:
+        start = time.perf_counter()
+        for body in bodies:
+            answer = client.post("/write", params={"db": "bench", "precision": "ns"},
+                                 content=body)
+            if answer.status_code != 204:
+                raise RuntimeError(f"InfluxDB /write answered {answer.status_code}: "
+                                   f"{answer.text[:200]}")
+        load_s = time.perf_counter() - start
+        del bodies
+
+        def query(text: str) -> Answer:
+            answer = client.get("/query", params={"db": "bench", "q": text, "epoch": "s"})
+            result = answer.json()["results"][0]
+            if answer.status_code != 200 or "error" in result:
+                raise RuntimeError(f"InfluxDB: {result.get('error') or answer.text[:300]}")
+            out = {}
+            for series in result.get("series", []):
+                rows = series["values"]
+                out[series["tags"]["dc"]] = (np.array([r[0] for r in rows], np.int64),
+                                             np.array([r[1] for r in rows], np.float64))
+            return out
+
+        check("InfluxDB GROUP BY", query(INFLUX_GROUP_BY), expected)
+        check("InfluxDB subquery", query(INFLUX_SUBQUERY), expected)
+        check("InfluxDB GROUP BY on tsq's buckets", query(INFLUX_AS_TSQ), tsq_answer,
+              INFLUX_SHIFT_S)
+        report.note(BENCH, "InfluxDB 1.6", {"points": points, "load_s": round(load_s, 1)})
+        yield {INFLUX: lambda: query(INFLUX_GROUP_BY),
+               INFLUX_EXACT: lambda: query(INFLUX_SUBQUERY)}
+
+
+# -- Prometheus 2.42 ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _prometheus(data: dict[str, Any], expected: Answer,
+                report: Report) -> Iterator[Callable[[], Answer]]:
+    hosts, per_host = data["hosts"], data["per_host"]
+    stamps = data["timestamps"][:per_host] // 10**9
+    start = time.perf_counter()
+    text = prometheus.to_openmetrics(
+        ("cpu", {"host": f"web{i:03d}", "dc": DCS[i % 4]}, stamps,
+         data["values"][i * per_host:(i + 1) * per_host]) for i in range(hosts))
+    text_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with prometheus.prometheus(text) as base:
+        import_s = time.perf_counter() - start
+        del text
+
+        def query() -> Answer:  # steps t0 + 1m … t0 + 1 day: the minutes tsq labels
+            found = prometheus.query_range(base, PROMQL, START_S + 60, END_S, 60)
+            return {s["metric"]["dc"]: (np.array([int(t) for t, _ in s["values"]], np.int64),
+                                        np.array([float(v) for _, v in s["values"]]))
+                    for s in found}
+
+        check("Prometheus", query(), expected)
+        report.note(BENCH, "Prometheus 2.42", {
+            "samples": hosts * per_host, "openmetrics_text_s": round(text_s, 1),
+            "promtool_import_and_start_s": round(import_s, 1)})
+        yield query
