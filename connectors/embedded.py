@@ -91,28 +91,31 @@ class EmbeddedStore:
             return SeriesSet.empty()
         parts = []
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
-            ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int32)
+            ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
             parts.append(self._read(table, ids, start, end))
-        sid = np.concatenate([p["sid"] for p in parts]).astype(np.int64)
-        ts = np.concatenate([p["ts"] for p in parts]).astype(np.int64)
-        values = _values([p["value"] for p in parts], matching)
         rank_of = np.zeros(max(s.id for s in matching) + 1, dtype=np.int64)
         rank_of[[s.id for s in matching]] = np.arange(len(matching))
-        rank = rank_of[sid]
-        order = np.lexsort((ts, rank))
+        rank = rank_of[_joined([p["sid"] for p in parts], np.int64)]
+        ts = _joined([p["ts"] for p in parts], np.int64)
+        values = _values([p["value"] for p in parts], matching)
+        order = _series_then_time(rank, ts)
+        if order is not None:
+            rank, ts, values = rank[order], ts[order], values[order]
         counts = np.bincount(rank, minlength=len(matching))
         return SeriesSet(tuple(s.name for s in matching), tuple(s.labels for s in matching),
-                         ts[order], values[order],
-                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+                         ts, values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
-    def _read(self, table: str, ids: npt.NDArray[np.int32], start: int | None,
+    def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:
+        """The points of the series `ids` in [start, end), in the order the scan gives them
+        (mostly insertion order, so mostly time order per series): sorting the rest here costs
+        a third of an ORDER BY in SQL."""
         cursor = self._db.cursor()
         try:
             cursor.register("wanted", _frame({"sid": ids}))
             return cursor.execute(
                 f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN wanted w "
-                f"ON p.sid = w.sid WHERE p.ts >= ? AND p.ts < ? ORDER BY p.sid, p.ts",
+                f"ON p.sid = w.sid WHERE p.ts >= ? AND p.ts < ?",
                 [_low(start), _high(end)]).fetchnumpy()
         finally:
             cursor.close()
@@ -226,13 +229,41 @@ def _frame(columns: dict[str, Any]) -> Any:
     return pd.DataFrame(columns)
 
 
+def _series_then_time(rank: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
+                      ) -> npt.NDArray[np.int64] | None:
+    """The order that groups points by series rank and sorts each by time; None if they are
+    already so. A stable sort on the rank keeps each series' order from the table, mostly time
+    order already; only the series found out of order are sorted again."""
+    if len(rank) < 2:
+        return None
+    in_place = np.all((rank[1:] > rank[:-1]) | ((rank[1:] == rank[:-1]) & (ts[1:] > ts[:-1])))
+    if in_place:
+        return None
+    narrow = rank.astype(np.int16) if rank.max() < 2**15 else rank  # numpy radix-sorts int16
+    order = np.argsort(narrow, kind="stable").astype(np.int64)
+    ranked, stamps = rank[order], ts[order]
+    unsorted = np.flatnonzero((ranked[1:] == ranked[:-1]) & (stamps[1:] <= stamps[:-1]))
+    if len(unsorted):   # parallel scans can hand a series' row groups out of order
+        bounds = np.searchsorted(ranked, np.arange(int(ranked[-1]) + 2))
+        for series in np.unique(ranked[unsorted]).tolist():
+            lo, hi = int(bounds[series]), int(bounds[series + 1])
+            order[lo:hi] = order[lo:hi][np.argsort(stamps[lo:hi], kind="stable")]
+    return order
+
+
+def _joined(parts: list[Any], dtype: type) -> npt.NDArray[Any]:
+    """One array from the reads, copied only when there are several or the type differs."""
+    arrays = [np.asarray(p, dtype=dtype) for p in parts]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def _values(parts: list[Any], matching: list[_Known]) -> npt.NDArray[Any]:
     """One values array; NULL (pandas writes NaN as NULL) comes back as NaN or None."""
     numeric = all(s.kind in NUMERIC_KINDS for s in matching)
     dtype = np.float64 if numeric else object
-    filled = [np.ma.filled(np.ma.asarray(p).astype(dtype), np.nan if numeric else None)
-              for p in parts]
-    return np.concatenate(filled)
+    filled = [np.ma.filled(p.astype(dtype), np.nan if numeric else None)
+              if isinstance(p, np.ma.MaskedArray) else np.asarray(p, dtype=dtype) for p in parts]
+    return filled[0] if len(filled) == 1 else np.concatenate(filled)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.connector_contract import CPU, ConnectorContract, S
 from tsq.connectors.base import parse_selector
-from tsq.connectors.embedded import EmbeddedStore
+from tsq.connectors.embedded import EmbeddedStore, _series_then_time
 from tsq.errors import Conflict
 from tsq.series import SeriesSet
 
@@ -46,3 +48,16 @@ def test_a_type_conflict_writes_nothing(tmp_path: Path) -> None:
         assert list(store.select(parse_selector("up"))[0].values) == [1.0]
     finally:
         store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.sets(st.tuples(st.integers(0, 40), st.integers(-50, 50)), max_size=300),
+       seed=st.integers(0, 2**32 - 1))
+def test_reads_are_ordered_by_series_then_time_whatever_the_scan_order(
+        pairs: set[tuple[int, int]], seed: int) -> None:
+    rows = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    shuffled = rows[np.random.default_rng(seed).permutation(len(rows))]
+    rank, ts = shuffled[:, 0].copy(), shuffled[:, 1].copy()
+    order = _series_then_time(rank, ts)
+    got = shuffled if order is None else shuffled[order]
+    assert got.tolist() == rows.tolist()
