@@ -160,7 +160,7 @@ class _SelectorParser:
 class Capabilities:
     """What a back-end can do itself; the engine does the rest."""
 
-    sampling: bool = False  # bucketize in the back-end
+    sampling: bool = False  # bucketize in the back-end: the connector has `select_sampled`
     grouping: bool = False
     promql: bool = False
     influxql: bool = False

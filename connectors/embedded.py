@@ -17,7 +17,7 @@ open a file for writing, so worker processes reach the store through the service
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ import orjson
 
 from tsq.connectors.base import Capabilities, Selector
 from tsq.errors import ConfigError, Conflict
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.series import SeriesSet
 
 __all__ = ["EmbeddedStore"]
@@ -59,7 +60,7 @@ class _Known:
 
 
 class EmbeddedStore:
-    capabilities = Capabilities()
+    capabilities = Capabilities(sampling=True)
 
     def __init__(self, path: str | Path) -> None:
         try:
@@ -104,6 +105,12 @@ class EmbeddedStore:
         counts = np.bincount(rank, minlength=len(matching))
         return SeriesSet(tuple(s.name for s in matching), tuple(s.labels for s in matching),
                          ts, values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        """`select` then bucketize, here: the caller gets the buckets, not the raw points."""
+        return bucketize(self.select(selector, start, end), buckets, aggregator, fills)
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:
@@ -253,7 +260,7 @@ def _series_then_time(rank: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
 
 def _joined(parts: list[Any], dtype: type) -> npt.NDArray[Any]:
     """One array from the reads, copied only when there are several or the type differs."""
-    arrays = [np.asarray(p, dtype=dtype) for p in parts]
+    arrays: list[npt.NDArray[Any]] = [np.asarray(p, dtype=dtype) for p in parts]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tsq import tsl
+from tsq.connectors.base import Capabilities
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.errors import TslError
 from tsq.series import SeriesSet
@@ -224,3 +225,31 @@ def test_sample_by_calendar_months(store: EmbeddedStore) -> None:
     # right-closed: 2021-01-01T00:00 closes December, 2021-02-01T00:00 closes January
     assert months.tolist() == ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
     assert series.values.tolist() == [1.0, 2.0 + 3.0, 4.0, 5.0]
+
+
+class _NoSampling:
+    """The store, minus its sampling: evaluation must sample itself and agree."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self.store = store
+
+    def select(self, *args: object) -> SeriesSet:
+        return self.store.select(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("query", [
+    'select("cpu").last(3m).sampleBy(1m, mean)',
+    'select("cpu").where("host=a").last(5m).sampleBy(2m, max, "previous", relative=true)',
+    'select("mem").from({a}, {b}).sampleBy(30s, sum, fill(0)).groupBy("dc", sum)',
+    'select("cpu").last(4m).sampleBy(10, percentile, 90)',
+    'select("cpu").last(4m).sample(count)',
+])
+def test_sampling_pushed_to_the_store_agrees_with_sampling_after(
+        store: EmbeddedStore, query: str) -> None:
+    source = query.format(a=T0 + 90, b=T0 + 300)
+    assert store.capabilities.sampling
+    pushed = tsl.evaluate(source, store, now=NOW)
+    after = tsl.evaluate(source, _NoSampling(store), now=NOW)
+    assert pushed.to_json() == after.to_json() and pushed.points > 0

@@ -7,17 +7,19 @@ numbers hold exactly); bulk numbers as float64 arrays, never JSON.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from tsq.connectors.base import Connector, Matcher, Selector, parse_selector
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.lineprotocol import parse_lines
 from tsq.runtimes.base import HostAnswer, HostError
 from tsq.series import NS_PER_MS, SeriesSet
 
-__all__ = ["StoreHost", "selector_message", "series_from_message", "series_message"]
+__all__ = ["StoreHost", "sampling_from_message", "sampling_message", "selector_message",
+           "series_from_message", "series_message"]
 
 
 class StoreHost:
@@ -70,7 +72,12 @@ class StoreHost:
     # Runtimes that evaluate in the worker (TSL) read and write whole sets, nanoseconds exact.
 
     def series_select(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
-        found = self._store().select(_selector(args), args.get("start"), args.get("end"))
+        store, selector = self._store(), _selector(args)
+        start, end = args.get("start"), args.get("end")
+        found = store.select(selector, start, end)
+        if "sample" in args:   # pushed down: only the buckets cross to the worker
+            grid, aggregator, fills = sampling_from_message(args["sample"])
+            found = bucketize(found, grid, aggregator, fills)
         meta = [{"name": s.name, "labels": dict(s.labels)} for s in found]
         return HostAnswer({"series": meta}, (found.timestamps, found.values, found.offsets))
 
@@ -100,6 +107,24 @@ def series_from_message(args: dict[str, Any], arrays: list[Any]) -> SeriesSet:
 def selector_message(selector: Selector) -> dict[str, Any]:
     return {"name": selector.name,
             "matchers": [[m.label, m.op, m.value] for m in selector.matchers]}
+
+
+def sampling_message(grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill]
+                     ) -> dict[str, Any]:
+    return {"span": grid.span, "anchor": grid.anchor, "closed": grid.closed,
+            "first": grid.first, "last": grid.last,
+            "aggregator": [aggregator.name, aggregator.param],
+            "fills": [[fill.policy, None if np.isnan(fill.value) else fill.value]
+                      for fill in fills]}
+
+
+def sampling_from_message(given: dict[str, Any]) -> tuple[Buckets, Aggregator, list[Fill]]:
+    grid = Buckets(int(given["span"]), int(given["anchor"]), given["closed"],
+                   given.get("first"), given.get("last"))
+    name, param = given["aggregator"]
+    fills = [Fill(str(policy), np.nan if value is None else float(value))
+             for policy, value in given["fills"]]
+    return grid, Aggregator(str(name), param), fills
 
 
 def _selector(args: dict[str, Any]) -> Selector:

@@ -136,6 +136,12 @@ class Evaluation:
                              "rather than produce them; native evaluation returns series",
                              select)
             span = self.range(select)
+            pushed = self.fetch_sampled(instruction, span)
+            if pushed is not None:   # the connector sampled: the first method is done
+                series = pushed
+                for method in select.methods[1:]:
+                    series = self.method(method, series, span, instruction)
+                return series
             series = self.fetch(instruction, span)
         for method in select.methods:
             series = self.method(method, series, span, instruction)
@@ -154,18 +160,32 @@ class Evaluation:
 
     def fetch(self, instruction: Instruction, span: _Range) -> SeriesSet:
         select = instruction.select
-        name: str | None = None
-        matchers = [Matcher.of(w.key, _MATCH_OP[w.op], w.value) for w in select.where]
-        if select.metric.startswith("~"):
-            matchers.insert(0, Matcher.of(NAME_LABEL, "=~", select.metric[1:]))
-        elif not select.select_all:
-            name = select.metric
         start = None if span.start is None else span.start + 1
         connector = self.connector_for(instruction)
-        series: SeriesSet = connector.select(Selector(name, tuple(matchers)), start, span.end + 1)
+        series: SeriesSet = connector.select(_selector(select), start, span.end + 1)
         if select.has_last and not select.last.is_duration:
             series = maps.keep(series, int(select.last.last))
         return series
+
+    def fetch_sampled(self, instruction: Instruction, span: _Range) -> SeriesSet | None:
+        """A select whose first method is a sampleBy over a time range, read from a connector
+        that samples itself (`capabilities.sampling`): only the buckets travel. None when it
+        cannot be pushed down."""
+        select = instruction.select
+        connector = self.connector_for(instruction)
+        if not select.methods or not getattr(connector.capabilities, "sampling", False) or \
+                span.start is None or (select.has_last and not select.last.is_duration):
+            return None
+        first = select.methods[0]
+        if first.op not in (T.SAMPLEBY, T.SAMPLE):
+            return None
+        plan = self.sampling_plan(first, span)
+        if plan is None:
+            return None
+        grid, aggregator, fills = plan
+        found: SeriesSet = connector.select_sampled(_selector(select), span.start + 1,
+                                                    span.end + 1, grid, aggregator, fills)
+        return found
 
     def range(self, select: Select) -> _Range:
         if select.has_from:
@@ -212,19 +232,34 @@ class Evaluation:
     def sample_by(self, method: Method, series: SeriesSet, span: _Range,
                   _i: Instruction) -> SeriesSet:
         named, given, param = _sampling(method)
+        months = re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit) if P.SPAN in named else None
+        if months is not None:
+            return _by_months(series, int(months.group(1)), _aggregator(given, param),
+                              _fills(named, method), span.start, span.end)
+        if span.start is None and P.SPAN not in named:   # a count of buckets over the data
+            start = int(series.timestamps.min()) - 1 if series.points else span.end - 1
+            span = _Range(start, span.end)
+        plan = self.sampling_plan(method, span)
+        assert plan is not None
+        grid, aggregator, fills = plan
+        return bucketize(series, grid, aggregator, fills)
+
+    def sampling_plan(self, method: Method, span: _Range
+                      ) -> tuple[Buckets, Aggregator, list[Fill]] | None:
+        """The bucket grid, aggregator and fills of a sampleBy over `span`; None for calendar
+        months, or a count of buckets with no range to divide."""
+        named, given, param = _sampling(method)
         aggregator = _aggregator(given, param)
         relative = named.get(P.RELATIVE, EMPTY).tok is T.TRUE
         end, start = span.end, span.start
         if P.SPAN in named:
-            months = re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit)
-            if months is not None:
-                return _by_months(series, int(months.group(1)), aggregator, _fills(named, method),
-                                  start, end)
+            if re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit):
+                return None
             width = duration_ns(named[P.SPAN].lit)
         else:
-            count = int(named.get(P.COUNT, EMPTY).lit or 1)
             if start is None:
-                start = int(series.timestamps.min()) - 1 if series.points else end - 1
+                return None
+            count = int(named.get(P.COUNT, EMPTY).lit or 1)
             width = max((end - start) // max(count, 1), 1)
             relative = True
         if width <= 0:
@@ -232,8 +267,7 @@ class Evaluation:
         anchor = end % width if relative else 0
         last = end if relative else -(-end // width) * width
         first = None if start is None else last - ((last - start - 1) // width) * width
-        grid = Buckets(width, anchor, "right", first, last)
-        return bucketize(series, grid, aggregator, _fills(named, method))
+        return Buckets(width, anchor, "right", first, last), aggregator, _fills(named, method)
 
     def group(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         args = list(method.args)
@@ -419,6 +453,15 @@ class Results:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _selector(select: Select) -> Selector:
+    """What a select asks the connector for: the name (or `~regex`) and the label matchers."""
+    matchers = [Matcher.of(w.key, _MATCH_OP[w.op], w.value) for w in select.where]
+    if select.metric.startswith("~"):
+        matchers.insert(0, Matcher.of(NAME_LABEL, "=~", select.metric[1:]))
+        return Selector(None, tuple(matchers))
+    return Selector(None if select.select_all else select.metric, tuple(matchers))
+
 
 def _error(message: str, where: Method | Select) -> TslError:
     line, char = where.pos.line + 1, where.pos.char + 1

@@ -10,6 +10,7 @@ The result of a run is the last statement's series set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,8 @@ import orjson
 
 from tsq.connectors.base import Capabilities, Selector
 from tsq.errors import CompileError, TslError
-from tsq.hostapi import selector_message, series_from_message, series_message
+from tsq.hostapi import sampling_message, selector_message, series_from_message, series_message
+from tsq.kernels import Aggregator, Buckets, Fill
 from tsq.runtimes.base import Host, HostError, LogLine, Program, RunContext, RunResult
 from tsq.series import SeriesSet
 
@@ -31,7 +33,7 @@ __all__ = ["HostConnector", "TslRuntime", "evaluate_for_run", "run_variables"]
 class HostConnector:
     """The loop's connector as seen from a worker: every call is a host call."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(sampling=True)   # the store samples before answering
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -40,6 +42,15 @@ class HostConnector:
                end: int | None = None) -> SeriesSet:
         answer = self.host("series.select", {**selector_message(selector), "start": start,
                                              "end": end}, [])
+        return series_from_message(answer.meta, list(answer.arrays))
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       grid: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        answer = self.host("series.select", {**selector_message(selector), "start": start,
+                                             "end": end,
+                                             "sample": sampling_message(grid, aggregator, fills)},
+                           [])
         return series_from_message(answer.meta, list(answer.arrays))
 
     def write(self, series: SeriesSet) -> int:
