@@ -127,6 +127,11 @@ class EmbeddedStore:
         finally:
             cursor.close()
 
+    def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
+        """The matching series, without their points: (name, labels), in `select`'s order."""
+        matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
+        return [(s.name, dict(s.labels)) for s in matching]
+
     def names(self) -> list[str]:
         return sorted({s.name for s in self._series.values()})
 

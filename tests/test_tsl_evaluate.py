@@ -253,3 +253,23 @@ def test_sampling_pushed_to_the_store_agrees_with_sampling_after(
     pushed = tsl.evaluate(source, store, now=NOW)
     after = tsl.evaluate(source, _NoSampling(store), now=NOW)
     assert pushed.to_json() == after.to_json() and pushed.points > 0
+
+
+def test_metadata_statements_list_the_matching_series(store: EmbeddedStore) -> None:
+    from tsq.runtimes.tsl.evaluate import Evaluation
+
+    results = Evaluation(store, now=NOW).run_all(
+        'select("cpu").where("dc=gra").names()\n'
+        'select("cpu").labels()\n'
+        'select("cpu").labels("host")\n'
+        'select("mem").selectors()\n'
+        'select("mem").attributes()\n'
+        'select("mem").last(1m)')
+    assert results.meta == [
+        ["cpu"],
+        [{"dc": "gra", "host": "a"}, {"dc": "gra", "host": "b"}, {"dc": "rbx", "host": "c"}],
+        ["a", "b", "c"],
+        ["mem{dc=gra,host=a}"],
+        [{}],
+    ]
+    assert results.joined().names == ("mem",)

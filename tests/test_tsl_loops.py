@@ -92,6 +92,8 @@ def test_query_endpoint_evaluates_tsl_on_the_store(api: httpx.Client) -> None:
     [series] = answer.json()["series"]
     assert series["timestamps"] == [(BASE + 60 * i) * 1000 for i in range(3)]
     assert series["values"] == [30.0, 32.0, 34.0]
+    listed = api.post("/v1/query", json={"tsl": 'select("tsl_q").labels("host")'}).json()
+    assert listed == {"series": [], "meta": [["h1", "h2"]]}
     bad = api.post("/v1/query", json={"tsl": 'select("x").sampleBy(1m mean)'})
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "TslError"

@@ -180,7 +180,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/query")
     def query(request: Annotated[QueryRequest, Body()]) -> Any:
-        return {"series": service.query_tsl(request.tsl, request.variables).to_json()}
+        return service.query_tsl(request.tsl, request.variables)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")

@@ -368,9 +368,14 @@ def query(tsl: Annotated[str, typer.Option("--tsl", help="a TSL script, or @FILE
     """Evaluate a TSL query on the store and print the series it gives."""
     source = _read_source(tsl)
     with _client(data_dir, url) as client:
-        series = client.query_tsl(source, _parse_params(var or []))
+        answer = client.query_tsl(source, _parse_params(var or []))
     if as_json:
-        _print_json({"series": series})
+        _print_json(answer)
+        return
+    for listed in answer.get("meta", []):   # names(), labels(), … statements
+        out.print(orjson.dumps(listed).decode(), highlight=False, markup=False)
+    series = answer["series"]
+    if not series and answer.get("meta"):
         return
     table = Table("name", "labels", "points", "first", "last", "last value")
     for item in series:

@@ -41,7 +41,7 @@ class Client(Protocol):
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
     def write(self, body: str, precision: str) -> dict[str, Any]: ...
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -133,8 +133,8 @@ class LocalClient:
     def write(self, body: str, precision: str) -> dict[str, Any]:
         return self.service.write_lines(body, precision)
 
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.service.query_tsl(source, variables).to_json()
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
+        return self.service.query_tsl(source, variables)
 
     def close(self) -> None:
         self.service.close()
@@ -199,10 +199,8 @@ class HttpClient:
                    headers={"Content-Type": "text/plain; charset=utf-8"})
         return {}
 
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
-        answer = self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
-        series: list[dict[str, Any]] = answer["series"]
-        return series
+    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
 
     def close(self) -> None:
         self.http.close()

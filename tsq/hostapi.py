@@ -29,7 +29,8 @@ class StoreHost:
     def __call__(self, op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
         method = {"select": self.select, "write": self.write, "delete": self.delete,
                   "series.select": self.series_select, "series.write": self.series_write,
-                  "series.delete": self.series_delete}.get(op)
+                  "series.delete": self.series_delete,
+                  "series.describe": self.series_describe}.get(op)
         if method is None:
             raise HostError("TypeError", f"db.{op} does not exist; db has select, write, delete")
         return method(args, arrays)
@@ -83,6 +84,13 @@ class StoreHost:
 
     def series_write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
         return HostAnswer({"written": self._store().write(series_from_message(args, arrays))})
+
+    def series_describe(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
+        store = self._store()
+        if not hasattr(store, "describe"):
+            raise HostError("TypeError", "this store cannot list its series")
+        return HostAnswer({"series": [[name, labels] for name, labels in
+                                      store.describe(_selector(args))]})
 
     def series_delete(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
         removed = self._store().delete(_selector(args), args.get("start"), args.get("end"))

@@ -32,7 +32,6 @@ from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
-from tsq.series import SeriesSet
 from tsq.worker import WorkerOptions
 from tsq.workers import WorkerPool
 
@@ -201,11 +200,17 @@ class Service:
 
     # -- points ----------------------------------------------------------------------------
 
-    def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None) -> SeriesSet:
-        """An ad-hoc TSL query on the embedded store, evaluated here (TslError if it is bad)."""
-        from tsq import tsl
-        return tsl.evaluate(source, self.store, variables=variables,
-                            now=datetime.fromtimestamp(self._clock(), UTC))
+    def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+        """An ad-hoc TSL query on the embedded store, evaluated here (TslError if it is bad):
+        `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements."""
+        from tsq.runtimes.tsl.evaluate import Evaluation
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        results = Evaluation(self.store, now=now).run_all(source, dict(variables or {}))
+        answer: dict[str, Any] = {"series": results.joined().to_json()}
+        if results.meta:
+            answer["meta"] = results.meta
+        return answer
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some

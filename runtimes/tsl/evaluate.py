@@ -107,13 +107,32 @@ class Evaluation:
 
     def results(self, instructions: Sequence[Instruction], source: str) -> Results:
         try:
-            return Results(tuple(self.instruction(i) for i in instructions))
+            return Results(tuple(self.statement(i) for i in instructions))
         except BadRequest as error:
             raise TslError(error.message) from None
         except TslError as error:
             raise with_caret(error, source) from None
 
     # -- statements -------------------------------------------------------------------------
+
+    def statement(self, instruction: Instruction) -> SeriesSet | list[Any]:
+        """A statement's series, or for names()/labels()/attributes()/selectors() the list they
+        describe the matching series with."""
+        if not instruction.is_meta:
+            return self.instruction(instruction)
+        method = instruction.select.methods[-1]
+        found = self.connector_for(instruction).describe(_selector(instruction.select))
+        key = method.args[0].lit if method.args else None
+        if method.op is T.NAMES:
+            return sorted({name for name, _ in found})
+        if method.op is T.SELECTORS:
+            return [name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+                    for name, labels in found]
+        if method.op is T.ATTRIBUTES:   # tsq's stores keep no attributes
+            return [] if key is not None else [{} for _ in found]
+        if key is not None:
+            return sorted({labels[key] for _, labels in found if key in labels})
+        return [dict(labels) for _, labels in found]
 
     def instruction(self, instruction: Instruction) -> SeriesSet:
         select = instruction.select
@@ -131,10 +150,6 @@ class Evaluation:
         elif instruction.create.series:
             series, span = self.create(instruction), _Range(None, self.now)
         else:
-            if instruction.is_meta:
-                raise _error("names(), labels(), attributes() and selectors() describe series "
-                             "rather than produce them; native evaluation returns series",
-                             select)
             span = self.range(select)
             pushed = self.fetch_sampled(instruction, span)
             if pushed is not None:   # the connector sampled: the first method is done
@@ -441,15 +456,21 @@ Handler = Callable[[Evaluation, Method, SeriesSet, _Range, Instruction], SeriesS
 
 @dataclass(frozen=True)
 class Results:
-    """What each statement of a script produced, in order."""
+    """What each statement of a script produced, in order: series, or a metadata list."""
 
-    statements: tuple[SeriesSet, ...]
+    statements: tuple[SeriesSet | list[Any], ...]
+
+    @property
+    def series(self) -> tuple[SeriesSet, ...]:
+        return tuple(out for out in self.statements if isinstance(out, SeriesSet))
+
+    @property
+    def meta(self) -> list[list[Any]]:
+        return [out for out in self.statements if not isinstance(out, SeriesSet)]
 
     def joined(self) -> SeriesSet:
-        items = [(s.name, s.labels, s.timestamps, s.values) for out in self.statements for s in out]
-        if not any(out.points for out in self.statements) and not items:
-            return SeriesSet.empty()
-        return SeriesSet.from_series(items)
+        items = [(s.name, s.labels, s.timestamps, s.values) for out in self.series for s in out]
+        return SeriesSet.from_series(items) if items else SeriesSet.empty()
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ class HostConnector:
                            [])
         return series_from_message(answer.meta, list(answer.arrays))
 
+    def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
+        answer = self.host("series.describe", selector_message(selector), [])
+        return [(str(name), dict(labels)) for name, labels in answer.meta["series"]]
+
     def write(self, series: SeriesSet) -> int:
         meta, arrays = series_message(series)
         return int(self.host("series.write", meta, list(arrays)).meta["written"])
@@ -113,6 +117,11 @@ class TslProgram:
             return RunResult.failed(error.kind, error.message)
         last = results.statements[-1] if results.statements else SeriesSet.empty()
         took_ms = (datetime.now(UTC) - started).total_seconds() * 1000
+        if not isinstance(last, SeriesSet):   # names(), labels(), …: the list is the result
+            ctx.log([LogLine(int(started.timestamp() * 1000), "info",
+                             f"{len(results.statements)} statement(s); the last listed "
+                             f"{len(last)} item(s) in {took_ms:.1f} ms")])
+            return RunResult("success", result={"meta": last})
         ctx.log([LogLine(int(started.timestamp() * 1000), "info",
                          f"{len(results.statements)} statement(s); the last gave {len(last)} "
                          f"series, {last.points} points in {took_ms:.1f} ms")])
