@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,3 +58,15 @@ class Report:
                   f"{float(r['p99_s']) * 1e3:9.2f}  {ratio}")  # type: ignore[arg-type]
         for note in self.notes:
             print(f"{note['bench']:<16} {note['impl']:<34} {json.dumps(note['facts'])}")
+
+
+def timed(call: Callable[[], object], repeat: int, *, warm: int = 0) -> list[float]:
+    """Seconds each of `repeat` calls took, after `warm` untimed ones."""
+    for _ in range(warm):
+        call()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples

@@ -4,14 +4,13 @@ DuckDB SQL, polars and plain numpy `add.reduceat`; every answer is compared befo
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from benchmarks.report import Report
+from benchmarks.report import Report, timed
 from tsq.kernels import Aggregator, Buckets, bucketize, group_by
 from tsq.series import SeriesSet
 
@@ -105,14 +104,6 @@ def polars_rollup(frame: Any) -> np.ndarray:
             .sort(["dc", "bucket"])["value"].to_numpy())
 
 
-def _timed(call: Callable[[], Any], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
-
 
 def run(report: Report, *, quick: bool) -> None:
     data = make_data(100 if quick else 1000)
@@ -147,8 +138,8 @@ def run(report: Report, *, quick: bool) -> None:
     for name, call in peers:
         np.testing.assert_allclose(call(), expected, rtol=1e-9, err_msg=name)
     for name, call in peers:
-        report.add("rollup", name, _timed(call, repeat))
-    report.add("rollup", "tsq kernels", _timed(lambda: tsq_kernels(series), repeat),
+        report.add("rollup", name, timed(call, repeat))
+    report.add("rollup", "tsq kernels", timed(lambda: tsq_kernels(series), repeat),
                [name for name, _ in peers])
     raw_bytes = series.timestamps.nbytes + series.values.nbytes
     tracemalloc.start()

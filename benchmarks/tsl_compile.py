@@ -6,12 +6,11 @@ scheduled run pays. Every parser must give the same tree before timing."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from lark import Lark
 
-from benchmarks.report import Report
+from benchmarks.report import Report, timed
 from tsq.runtimes.tsl.parser import bind, parse
 from tsq.runtimes.tsl.syntax import GRAMMAR, Chain, _lark, _ToSyntax, parse_script
 
@@ -23,14 +22,7 @@ BENCH = "tsl_compile"
 
 
 def _timed(call: Callable[[], object], repeat: int) -> list[float]:
-    for _ in range(max(3, repeat // 20)):  # warm: lark's caches, the allocator
-        call()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
+    return timed(call, repeat, warm=max(3, repeat // 20))  # warm: lark's caches, the allocator
 
 
 def run(report: Report, *, quick: bool) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks import influxdb, prometheus
 from benchmarks.ingest import batches
-from benchmarks.report import Report
+from benchmarks.report import Report, timed
 from benchmarks.rollup import DAY_NS, MINUTE_NS, START_NS, STEP_NS, as_series_set, make_data
 from tsq import tsl
 from tsq.config import Settings
@@ -134,14 +134,6 @@ def run(report: Report, *, quick: bool) -> None:
                                    "cores": os.cpu_count()})
 
 
-def _timed(call: Callable[[], object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
-
 
 # -- tsq ---------------------------------------------------------------------------------------
 
@@ -197,9 +189,9 @@ class _TsqLoop:
             raise RuntimeError("runs over the same window did not replace their points")
         store, selector = self.service.store, parse_selector("cpu")
         read = (START_NS + 1, START_NS + DAY_NS + 1)  # (start, end] as the loop reads it
-        select_s = statistics.median(_timed(lambda: store.select(selector, *read), repeat))
+        select_s = statistics.median(timed(lambda: store.select(selector, *read), repeat))
         memory = _InMemory(store.select(selector, *read))
-        kernel_s = statistics.median(_timed(
+        kernel_s = statistics.median(timed(
             lambda: tsl.evaluate(HANDLER, memory, variables=self.WINDOW), repeat))
         run_s, eval_s = statistics.median(runs), statistics.median(self.evaluations)
         return {"points_read": memory.day.points, "cold_first_run_s": round(self.cold_s, 3),
@@ -221,7 +213,7 @@ def _tsq(data: dict[str, Any], expected: Answer) -> Iterator[_TsqLoop]:
             service.store.write(as_series_set(data))
             service.deploy(LOOP_FILE, "tsq.yaml", {f"{LOOP}.tsl": HANDLER}.get)
             loop = _TsqLoop(service)
-            loop.cold_s = _timed(loop.run, 1)[0]
+            loop.cold_s = timed(loop.run, 1)[0]
             loop.evaluations.clear()
             loop.answer = loop.written()
             check("tsq loop", loop.answer, expected)
