@@ -36,13 +36,14 @@ from .ast import EMPTY, Field, Instruction, Match, Method, Prefix, Select, Tok
 from .messages import with_caret
 from .parser import Value, parse
 
-__all__ = ["Evaluation", "duration_ns", "timestamp_ns"]
+__all__ = ["Evaluation", "Results", "duration_ns", "epoch_ns", "timestamp_ns"]
 
 T, P = Tok, Prefix
 NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
       "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000,
       "w": 604_800_000_000_000}
 _DURATION = re.compile(r"(-?[0-9]+)([A-Za-zµ]+)")
+_MONTHS = re.compile(r"([0-9]+)M")   # sampleBy's calendar-month span
 _MATCH_OP = {Match.EQUAL: "=", Match.NOT_EQUAL: "!=", Match.REGEX: "=~", Match.NOT_REGEX: "!~"}
 _AGGREGATOR_TOKS = {T.MEAN: "mean", T.MAX: "max", T.MIN: "min", T.FIRST: "first", T.LAST: "last",
                     T.SUM: "sum", T.MEDIAN: "median", T.COUNT: "count", T.ANDL: "and",
@@ -75,12 +76,17 @@ def timestamp_ns(item: Field | str | float) -> int:
                                f"2021-01-01T00:00:00Z or an epoch number") from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return int(moment.timestamp() * 1_000_000) * 1_000
+            return epoch_ns(moment)
     else:
         number = float(text)
     magnitude = abs(number)
     scale = 1e9 if magnitude < 1e11 else 1e6 if magnitude < 1e14 else 1e3 if magnitude < 1e17 else 1
     return round(number * scale)
+
+
+def epoch_ns(moment: datetime) -> int:
+    """A timezone-aware datetime in epoch nanoseconds (to the microsecond it holds)."""
+    return int(moment.timestamp() * 1_000_000) * 1_000
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class Evaluation:
                  connectors: Mapping[str, Any] | None = None) -> None:
         self.connector = connector
         self.connectors = dict(connectors or {})
-        self.now = int((now or datetime.now(UTC)).timestamp() * 1_000_000) * 1_000
+        self.now = epoch_ns(now or datetime.now(UTC))
 
     def run(self, source: str, variables: Mapping[str, Value] | None = None) -> SeriesSet:
         return self.run_all(source, variables).joined()
@@ -136,6 +142,7 @@ class Evaluation:
 
     def instruction(self, instruction: Instruction) -> SeriesSet:
         select = instruction.select
+        methods = select.methods
         if instruction.is_operator:
             operator = instruction.operator
             operands = [self.instruction(o) for o in operator.operands]
@@ -153,12 +160,10 @@ class Evaluation:
             span = self.range(select)
             pushed = self.fetch_sampled(instruction, span)
             if pushed is not None:   # the connector sampled: the first method is done
-                series = pushed
-                for method in select.methods[1:]:
-                    series = self.method(method, series, span, instruction)
-                return series
-            series = self.fetch(instruction, span)
-        for method in select.methods:
+                series, methods = pushed, methods[1:]
+            else:
+                series = self.fetch(instruction, span)
+        for method in methods:
             series = self.method(method, series, span, instruction)
         return series
 
@@ -188,7 +193,7 @@ class Evaluation:
         cannot be pushed down."""
         select = instruction.select
         connector = self.connector_for(instruction)
-        if not select.methods or not getattr(connector.capabilities, "sampling", False) or \
+        if not select.methods or not connector.capabilities.sampling or \
                 span.start is None or (select.has_last and not select.last.is_duration):
             return None
         first = select.methods[0]
@@ -247,15 +252,15 @@ class Evaluation:
     def sample_by(self, method: Method, series: SeriesSet, span: _Range,
                   _i: Instruction) -> SeriesSet:
         named, given, param = _sampling(method)
-        months = re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit) if P.SPAN in named else None
-        if months is not None:
-            return _by_months(series, int(months.group(1)), _aggregator(given, param),
-                              _fills(named, method), span.start, span.end)
         if span.start is None and P.SPAN not in named:   # a count of buckets over the data
             start = int(series.timestamps.min()) - 1 if series.points else span.end - 1
             span = _Range(start, span.end)
         plan = self.sampling_plan(method, span)
-        assert plan is not None
+        if plan is None:   # calendar months
+            months = _MONTHS.fullmatch(named[P.SPAN].lit)
+            assert months is not None
+            return _by_months(series, int(months.group(1)), _aggregator(given, param),
+                              _fills(named, method), span.start, span.end)
         grid, aggregator, fills = plan
         return bucketize(series, grid, aggregator, fills)
 
@@ -268,7 +273,7 @@ class Evaluation:
         relative = named.get(P.RELATIVE, EMPTY).tok is T.TRUE
         end, start = span.end, span.start
         if P.SPAN in named:
-            if re.fullmatch(r"([0-9]+)M", named[P.SPAN].lit):
+            if _MONTHS.fullmatch(named[P.SPAN].lit):
                 return None
             width = duration_ns(named[P.SPAN].lit)
         else:
@@ -352,8 +357,7 @@ class Evaluation:
         kinds: dict[Tok, Callable[[Any], Any]] = {
             T.TODOUBLE: lambda v: v.astype(np.float64), T.TOLONG: _to_long,
             T.TOBOOLEAN: lambda v: v.astype(bool), T.TOSTRING: _to_text}
-        return SeriesSet(series.names, series.labels, series.timestamps,
-                         kinds[op](series.values), series.offsets)
+        return maps.with_values(series, kinds[op](series.values))
 
     def time(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         given = method.named.get(P.VALUE)
@@ -377,13 +381,14 @@ class Evaluation:
         return ordered if count is None else ordered.take(range(min(count, len(ordered))))
 
     def strings(self, method: Method, series: SeriesSet, _s: _Range,
-                instruction: Instruction) -> SeriesSet:
-        handler = _STRING_METHODS[method.op]
-        texts = [a.lit for a in method.args]
-        if method.op is T.STORE:
-            self.connector_for(instruction).write(series)
-            return series
-        return handler(series, texts)
+                _i: Instruction) -> SeriesSet:
+        return _STRING_METHODS[method.op](series, [a.lit for a in method.args])
+
+    def store(self, _m: Method, series: SeriesSet, _s: _Range,
+              instruction: Instruction) -> SeriesSet:
+        """Write to the statement's connector (the Warp 10 token is not needed here)."""
+        self.connector_for(instruction).write(series)
+        return series
 
     def split(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         """timemodulo(n, label) and timesplit(quiet, minPoints, label), flattened."""
@@ -429,8 +434,9 @@ class Evaluation:
             slots = np.searchsorted(np.asarray([float(b) for b in bounds]), values, side="left")
             ticks = (-(-item.timestamps // chunk) * chunk if chunk
                      else np.full(len(values), item.timestamps[-1]))
-            for tick, slot in zip(ticks.tolist(), slots.tolist(), strict=True):
-                counts[(names[slot], tick)] = counts.get((names[slot], tick), 0.0) + 1.0
+            pairs, found = np.unique(np.stack([slots, ticks]), axis=1, return_counts=True)
+            for (slot, tick), count in zip(pairs.T.tolist(), found.tolist(), strict=True):
+                counts[(names[slot], tick)] = counts.get((names[slot], tick), 0.0) + count
         by_label: dict[str, list[tuple[int, float]]] = {}
         for (label, tick), count in counts.items():
             by_label.setdefault(label, []).append((tick, count))
@@ -446,9 +452,8 @@ class Evaluation:
         elif width_field.tok is T.STRING:
             start, end = end, timestamp_ns(width_field.lit)
         else:
-            start = end - int(float(width_field.lit) * 1_000)   # Warp 10 units: µs
-        keep = (series.timestamps >= start) & (series.timestamps <= end)
-        return _subset(series, keep)
+            start = end - _duration_arg(width_field)
+        return maps.subset(series, (series.timestamps >= start) & (series.timestamps <= end))
 
 
 Handler = Callable[[Evaluation, Method, SeriesSet, _Range, Instruction], SeriesSet]
@@ -656,25 +661,17 @@ def _bucket_names(bounds: Sequence[int | float]) -> list[str]:
     return [f"<={texts[0]}", *middle, f">{texts[-1]}"]
 
 
-def _subset(series: SeriesSet, keep: Any) -> SeriesSet:
-    counts = np.bincount(series.series_ids()[keep], minlength=len(series))
-    return SeriesSet(series.names, series.labels, series.timestamps[keep], series.values[keep],
-                     np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
-
-
 def _without_resets(series: SeriesSet) -> SeriesSet:
     """Counter resets undone: after a drop, the value before it is added to what follows."""
-    values = series.values.astype(np.float64)
+    values, ids = series.values.astype(np.float64), series.series_ids()
     drop = np.zeros(len(values))
     if len(values) > 1:
         falls = np.diff(values) < 0
-        falls &= np.diff(series.series_ids()) == 0
+        falls &= np.diff(ids) == 0
         drop[1:] = np.where(falls, values[:-1], 0.0)
     carried = np.cumsum(drop)
-    ids = series.series_ids()
     base = carried[series.offsets[:-1][ids]]   # each series starts from nothing carried
-    return SeriesSet(series.names, series.labels, series.timestamps, values + carried - base,
-                     series.offsets)
+    return maps.with_values(series, values + carried - base)
 
 
 def _to_long(values: Any) -> Any:
@@ -763,7 +760,6 @@ _STRING_METHODS: dict[Tok, Callable[[SeriesSet, Sequence[str]], SeriesSet]] = {
     T.FILTERWITHOUTLABELS: choose.filter_without_labels,
     T.FILTERBYNAME: lambda s, t: choose.filter_by_name(s, t[0]),
     T.FILTERBYLASTVALUE: lambda s, t: choose.filter_by_last_value(s, t[0]),
-    T.STORE: lambda s, t: s,
 }
 
 _METHODS: dict[Tok, Handler] = {
@@ -783,6 +779,7 @@ _METHODS: dict[Tok, Handler] = {
     **dict.fromkeys((T.SORT, T.SORTDESC, T.SORTBY, T.SORTDESCBY, T.TOPN, T.BOTTOMN, T.TOPNBY,
                      T.BOTTOMNBY), Evaluation.choose),
     **dict.fromkeys(_STRING_METHODS, Evaluation.strings),
+    T.STORE: Evaluation.store,
     T.TIMECLIP: Evaluation.clip,
     **dict.fromkeys((T.TIMEMODULO, T.TIMESPLIT), Evaluation.split),
     T.QUANTIZE: Evaluation.quantize,

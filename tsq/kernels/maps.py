@@ -18,7 +18,7 @@ from tsq.errors import BadRequest
 from tsq.series import NS_PER_MS, SeriesSet
 
 __all__ = ["COMPARISONS", "MATH", "TIME_PARTS", "arithmetic", "clamp", "compare",
-           "finite", "keep", "math", "rate", "shift", "time_part"]
+           "finite", "keep", "math", "rate", "shift", "subset", "time_part", "with_values"]
 
 Array = npt.NDArray[Any]
 Ints = npt.NDArray[np.int64]
@@ -44,11 +44,12 @@ COMPARISONS: dict[str, Callable[[Array, float], Array]] = {
 }
 
 
-def _with_values(series: SeriesSet, values: Array) -> SeriesSet:
+def with_values(series: SeriesSet, values: Array) -> SeriesSet:
+    """The same series and times with other values."""
     return SeriesSet(series.names, series.labels, series.timestamps, values, series.offsets)
 
 
-def _subset(series: SeriesSet, kept: npt.NDArray[np.bool_]) -> SeriesSet:
+def subset(series: SeriesSet, kept: npt.NDArray[np.bool_]) -> SeriesSet:
     """The points where `kept` is true, series by series (a series may become empty)."""
     before = np.concatenate(([0], np.cumsum(kept, dtype=np.int64)))
     return SeriesSet(series.names, series.labels, series.timestamps[kept], series.values[kept],
@@ -65,7 +66,7 @@ def arithmetic(series: SeriesSet, op: str, operand: float) -> SeriesSet:
     if op not in ARITHMETIC:
         raise BadRequest(f"unknown operation {op!r}; expected one of {', '.join(ARITHMETIC)}")
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _with_values(series, ARITHMETIC[op](_numbers(series, op), float(operand)))
+        return with_values(series, ARITHMETIC[op](_numbers(series, op), float(operand)))
 
 
 def math(series: SeriesSet, name: str, base: float | None = None) -> SeriesSet:
@@ -75,30 +76,30 @@ def math(series: SeriesSet, name: str, base: float | None = None) -> SeriesSet:
         if name == "logN":
             if base is None or base <= 0 or base == 1:
                 raise BadRequest(f"logN needs a positive base other than 1, got {base!r}")
-            return _with_values(series, np.log(values) / np.log(base))
+            return with_values(series, np.log(values) / np.log(base))
         if name not in MATH:
             raise BadRequest(f"unknown function {name!r}; expected one of "
                              f"{', '.join([*MATH, 'logN'])}")
-        return _with_values(series, MATH[name](values))
+        return with_values(series, MATH[name](values))
 
 
 def compare(series: SeriesSet, op: str, operand: float) -> SeriesSet:
     """Keep only the points whose value compares true with `operand`."""
     if op not in COMPARISONS:
         raise BadRequest(f"unknown comparison {op!r}; expected one of {', '.join(COMPARISONS)}")
-    return _subset(series, COMPARISONS[op](_numbers(series, op), float(operand)))
+    return subset(series, COMPARISONS[op](_numbers(series, op), float(operand)))
 
 
 def clamp(series: SeriesSet, *, low: float | None = None, high: float | None = None
           ) -> SeriesSet:
     """TSL's maxWith(low) / minWith(high): values below `low` become `low`, above `high`,
     `high`."""
-    return _with_values(series, np.clip(_numbers(series, "a clamp"), low, high))
+    return with_values(series, np.clip(_numbers(series, "a clamp"), low, high))
 
 
 def finite(series: SeriesSet) -> SeriesSet:
     """Drop NaN and infinite values."""
-    return _subset(series, np.isfinite(_numbers(series, "finite")))
+    return subset(series, np.isfinite(_numbers(series, "finite")))
 
 
 def shift(series: SeriesSet, by_ns: int) -> SeriesSet:
@@ -116,7 +117,7 @@ def rate(series: SeriesSet, per_ns: int = NS_PER_S) -> SeriesSet:
     if series.points > 1:
         with np.errstate(divide="ignore", invalid="ignore"):
             rates[1:] = (np.diff(values) / np.diff(series.timestamps)) * per_ns
-    return _subset(_with_values(series, rates), keep_mask)
+    return subset(with_values(series, rates), keep_mask)
 
 
 def keep(series: SeriesSet, count: int, *, last: bool = True) -> SeriesSet:
@@ -126,7 +127,7 @@ def keep(series: SeriesSet, count: int, *, last: bool = True) -> SeriesSet:
     ids = series.series_ids()
     position = np.arange(series.points) - series.offsets[ids]
     sizes = np.diff(series.offsets)[ids]
-    return _subset(series, position >= sizes - count if last else position < count)
+    return subset(series, position >= sizes - count if last else position < count)
 
 
 TIME_PARTS = ("minute", "hour", "day", "weekday", "month", "year", "timestamp")
@@ -137,7 +138,7 @@ def time_part(series: SeriesSet, part: str) -> SeriesSet:
     1-31, ISO weekday 1 (Monday) to 7, month 1-12, year, or the timestamp in epoch ms."""
     stamps = series.timestamps
     if part == "timestamp":
-        return _with_values(series, (stamps // NS_PER_MS).astype(np.float64))
+        return with_values(series, (stamps // NS_PER_MS).astype(np.float64))
     moments = stamps.astype("datetime64[ns]")
     days = moments.astype("datetime64[D]")
     extract: dict[str, Callable[[], Array]] = {
@@ -150,4 +151,4 @@ def time_part(series: SeriesSet, part: str) -> SeriesSet:
     }
     if part not in extract:
         raise BadRequest(f"unknown time part {part!r}; expected one of {', '.join(TIME_PARTS)}")
-    return _with_values(series, extract[part]().astype(np.float64))
+    return with_values(series, extract[part]().astype(np.float64))
