@@ -188,4 +188,7 @@ class Connector(Protocol):
     def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
         """Label keys of the matching series (all: None) → their values, sorted."""
 
+    def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
+        """The matching series without their points, (name, labels), in `select`'s order."""
+
     def close(self) -> None: ...

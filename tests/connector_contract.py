@@ -74,6 +74,12 @@ class ConnectorContract:
             "dc": ["gra"], "host": ["web01", "web02"]}
         assert loaded.labels()["host"] == ["db01", "web01", "web02"]
 
+    def test_describe_lists_series_in_select_order(self, loaded: Connector) -> None:
+        selector = parse_selector('cpu{host=~"web.*|db01"}')
+        described = loaded.describe(selector)
+        assert described == [(s.name, dict(s.labels)) for s in loaded.select(selector)]
+        assert [labels["host"] for _, labels in described] == ["web01", "web02", "db01"]
+
     def test_values_are_data_never_sql(self, connector: Connector) -> None:
         sneaky = "x'); DROP TABLE points; --"
         connector.write(SeriesSet.from_series([("evil", {"q": sneaky}, [S], [1.0])]))

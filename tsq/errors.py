@@ -130,6 +130,11 @@ class TslError(TsqError):
         self.char = char
         self.caret = caret
 
+    @property
+    def with_place(self) -> str:
+        """The message, then the source line with its caret when there is one."""
+        return f"{self.message}\n{self.caret}" if self.caret else self.message
+
 
 class ScheduleError(TsqError):
     http_status = 422

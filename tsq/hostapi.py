@@ -18,8 +18,8 @@ from tsq.lineprotocol import parse_lines
 from tsq.runtimes.base import HostAnswer, HostError
 from tsq.series import NS_PER_MS, SeriesSet
 
-__all__ = ["StoreHost", "sampling_from_message", "sampling_message", "selector_message",
-           "series_from_message", "series_message"]
+__all__ = ["StoreHost", "js_series", "sampling_from_message", "sampling_message",
+           "selector_message", "series_from_message", "series_message"]
 
 
 class StoreHost:
@@ -38,14 +38,7 @@ class StoreHost:
     def select(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
         start, end = _range(args)
         found = self._store().select(parse_selector(str(args["selector"])), start, end)
-        if found.values.dtype.kind not in "fiub":
-            text = sorted({s.name for s in found if s.values.dtype.kind not in "fiub"})
-            raise HostError("TypeError", f"db.select returns numbers; {args['selector']} "
-                                         f"matches series holding strings ({', '.join(text)})")
-        meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
-                for s in found]
-        times = found.timestamps.astype(np.float64) / NS_PER_MS
-        return HostAnswer({"series": meta}, (times, found.values.astype(np.float64)))
+        return js_series(found, f"db.select returns numbers; {args['selector']}")
 
     def write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
         if "lines" in args:
@@ -69,7 +62,6 @@ class StoreHost:
         removed = self._store().delete(parse_selector(str(args["selector"])), start, end)
         return HostAnswer({"deleted": removed})
 
-
     # Runtimes that evaluate in the worker (TSL) read and write whole sets, nanoseconds exact.
 
     def series_select(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
@@ -79,22 +71,31 @@ class StoreHost:
         if "sample" in args:   # pushed down: only the buckets cross to the worker
             grid, aggregator, fills = sampling_from_message(args["sample"])
             found = bucketize(found, grid, aggregator, fills)
-        meta = [{"name": s.name, "labels": dict(s.labels)} for s in found]
-        return HostAnswer({"series": meta}, (found.timestamps, found.values, found.offsets))
+        return HostAnswer(*series_message(found))
 
     def series_write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
         return HostAnswer({"written": self._store().write(series_from_message(args, arrays))})
 
     def series_describe(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
-        store = self._store()
-        if not hasattr(store, "describe"):
-            raise HostError("TypeError", "this store cannot list its series")
-        return HostAnswer({"series": [[name, labels] for name, labels in
-                                      store.describe(_selector(args))]})
+        described = self._store().describe(_selector(args))
+        return HostAnswer({"series": [[name, labels] for name, labels in described]})
 
     def series_delete(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
         removed = self._store().delete(_selector(args), args.get("start"), args.get("end"))
         return HostAnswer({"deleted": removed})
+
+
+def js_series(found: SeriesSet, asked: str) -> HostAnswer:
+    """A series set as JavaScript receives it (db.select, tsl()): counts in the JSON, times in
+    epoch milliseconds and values as float64 arrays. `asked` leads the error for strings."""
+    if found.values.dtype.kind not in "fiub":
+        text = sorted({s.name for s in found if s.values.dtype.kind not in "fiub"})
+        raise HostError("TypeError", f"{asked} matches series holding strings "
+                                     f"({', '.join(text)})")
+    meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
+            for s in found]
+    times = found.timestamps.astype(np.float64) / NS_PER_MS
+    return HostAnswer({"series": meta}, (times, found.values.astype(np.float64)))
 
 
 def series_message(series: SeriesSet) -> tuple[dict[str, Any], tuple[Any, ...]]:

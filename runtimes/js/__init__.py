@@ -29,6 +29,7 @@ from py_mini_racer import (
 )
 
 from tsq.errors import CompileError, TslError
+from tsq.hostapi import js_series
 from tsq.runtimes.base import HostAnswer, HostError, LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
@@ -199,15 +200,8 @@ class _Execution:
             found = evaluate_for_run(str(args["query"]), dict(args.get("variables") or {}),
                                      self.ctx)
         except TslError as exc:
-            message = f"{exc.message}\n{exc.caret}" if exc.caret else exc.message
-            raise HostError("TslError", message) from None
-        if found.values.dtype.kind not in "fiub":
-            raise HostError("TypeError", "tsl() returns numbers; the query gave series holding "
-                                         "strings")
-        meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
-                for s in found]
-        times = found.timestamps.astype(np.float64) / 1_000_000
-        return HostAnswer({"series": meta}, (times, found.values.astype(np.float64)))
+            raise HostError("TslError", exc.with_place) from None
+        return js_series(found, "tsl() returns numbers; the query")
 
     def float_view(self, script: str) -> Any:
         """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""

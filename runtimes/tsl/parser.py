@@ -9,6 +9,7 @@ it. Each method's accepted argument types are data: `Accept` tables below.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1130,5 +1131,4 @@ def _bad_set_value(tk: Tk) -> TslError:
 
 
 def _basic_auth(user: str, password: str) -> str:
-    import base64
     return base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -40,17 +40,18 @@ class HostConnector:
 
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
-        answer = self.host("series.select", {**selector_message(selector), "start": start,
-                                             "end": end}, [])
-        return series_from_message(answer.meta, list(answer.arrays))
+        return self._select(selector, start, end, {})
 
     def select_sampled(self, selector: Selector, start: int | None, end: int | None,
                        grid: Buckets, aggregator: Aggregator,
                        fills: Sequence[Fill] = ()) -> SeriesSet:
+        return self._select(selector, start, end,
+                            {"sample": sampling_message(grid, aggregator, fills)})
+
+    def _select(self, selector: Selector, start: int | None, end: int | None,
+                extra: dict[str, Any]) -> SeriesSet:
         answer = self.host("series.select", {**selector_message(selector), "start": start,
-                                             "end": end,
-                                             "sample": sampling_message(grid, aggregator, fills)},
-                           [])
+                                             "end": end, **extra}, [])
         return series_from_message(answer.meta, list(answer.arrays))
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
@@ -87,8 +88,12 @@ def run_variables(event: dict[str, Any]) -> dict[str, Value]:
 def evaluate_for_run(source: str, variables: dict[str, Value], ctx: RunContext) -> SeriesSet:
     """A query made by a running handler (JavaScript's `tsl()`): the run's variables, then the
     caller's, on the loop's store."""
-    evaluation = Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
-    return evaluation.run(source, {**run_variables(ctx.event), **variables})
+    return _evaluation(ctx).run(source, {**run_variables(ctx.event), **variables})
+
+
+def _evaluation(ctx: RunContext) -> Evaluation:
+    """Evaluation for a run: its loop's store, and `last()` counting back from its time."""
+    return Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
 
 
 def _now(event: dict[str, Any]) -> datetime:
@@ -109,22 +114,20 @@ class TslProgram:
         started = datetime.now(UTC)
         try:
             instructions = bind(self.script, self.source, values=run_variables(ctx.event))
-            evaluation = Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
-            results = evaluation.results(instructions, self.source)
+            results = _evaluation(ctx).results(instructions, self.source)
         except TslError as error:
             return RunResult.failed("TslError", error.message, error.caret)
         except HostError as error:
             return RunResult.failed(error.kind, error.message)
         last = results.statements[-1] if results.statements else SeriesSet.empty()
         took_ms = (datetime.now(UTC) - started).total_seconds() * 1000
-        if not isinstance(last, SeriesSet):   # names(), labels(), …: the list is the result
-            ctx.log([LogLine(int(started.timestamp() * 1000), "info",
-                             f"{len(results.statements)} statement(s); the last listed "
-                             f"{len(last)} item(s) in {took_ms:.1f} ms")])
-            return RunResult("success", result={"meta": last})
+        gave = (f"gave {len(last)} series, {last.points} points" if isinstance(last, SeriesSet)
+                else f"listed {len(last)} item(s)")
         ctx.log([LogLine(int(started.timestamp() * 1000), "info",
-                         f"{len(results.statements)} statement(s); the last gave {len(last)} "
-                         f"series, {last.points} points in {took_ms:.1f} ms")])
+                         f"{len(results.statements)} statement(s); the last {gave} "
+                         f"in {took_ms:.1f} ms")])
+        if not isinstance(last, SeriesSet):   # names(), labels(), …: the list is the result
+            return RunResult("success", result={"meta": last})
         result: dict[str, Any] = {"series": last.to_json()}
         if len(orjson.dumps(result)) > self.max_result_bytes:
             result = {"series": [{"name": s.name, "labels": dict(s.labels),
@@ -147,6 +150,6 @@ class TslRuntime:
         try:   # names are bound per run: the params differ from one event to the next
             script = tuple(parse_script(source))
         except TslError as error:
-            message = error.message if not error.caret else f"{error.message}\n{error.caret}"
-            raise CompileError(message, file=file_name, line=error.line, col=error.char) from None
+            raise CompileError(error.with_place, file=file_name, line=error.line,
+                               col=error.char) from None
         return TslProgram(source, script, self.max_result_bytes)
