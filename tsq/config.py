@@ -10,7 +10,13 @@ import platformdirs
 
 from tsq.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["PipelineLimits", "Settings"]
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    max_depth: int = 8  # loops calling loops, counting the first
+    max_steps: int = 1000  # runs in one pipeline: a loop calling loops in a loop stops here
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,7 @@ class Settings:
     worker_memory_mb: int = 2048  # RLIMIT_DATA of each worker process
     max_body_bytes: int = 16 << 20  # largest API request body
     max_result_bytes: int = 1 << 20  # largest JSON result of a run
+    pipeline_limits: PipelineLimits = PipelineLimits()
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None) -> Settings:
@@ -40,6 +47,9 @@ class Settings:
             worker_memory_mb=_int_env("TSQ_WORKER_MEMORY_MB", 2048, 256, 1 << 20),
             max_body_bytes=_int_env("TSQ_MAX_BODY_MB", 16, 1, 4096) << 20,
             max_result_bytes=_int_env("TSQ_MAX_RESULT_KB", 1024, 1, 1 << 20) << 10,
+            pipeline_limits=PipelineLimits(
+                max_depth=_int_env("TSQ_PIPELINE_MAX_DEPTH", 8, 1, 100),
+                max_steps=_int_env("TSQ_PIPELINE_MAX_STEPS", 1000, 1, 1_000_000)),
         )
 
     @property

@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 
 from tsq.errors import ConfigError
 
-__all__ = ["connect", "loop_versions", "loops", "metadata", "run_logs", "runs", "schedules"]
+__all__ = ["artifacts", "connect", "loop_history", "loop_versions", "loops", "metadata",
+           "run_logs", "runs", "schedules"]
 
 metadata = sa.MetaData()
 
@@ -59,7 +60,9 @@ runs = sa.Table(
     sa.Column("result", sa.JSON, nullable=True),
     sa.Column("error", sa.JSON, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("pipeline_id", sa.String(32), nullable=True),
+    sa.Column("pipeline_id", sa.String(32), nullable=True),  # the id of its first step
+    sa.Column("parent_id", sa.String(32), nullable=True),  # the run whose Loop.run started it
+    sa.Column("pipeline_ms", sa.BigInteger, nullable=True),  # versions are pinned at this time
     sa.Column("scheduled_ms", sa.BigInteger, nullable=True),
     sa.Column("queued_ms", sa.BigInteger, nullable=False),
     sa.Column("started_ms", sa.BigInteger, nullable=True),
@@ -72,6 +75,29 @@ runs = sa.Table(
     sa.Index("ix_runs_loop_queued", "project", "loop", "queued_ms"),
     sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_event_scheduled", "project", "loop", "event", "scheduled_ms"),
+    sa.Index("ix_runs_pipeline", "pipeline_id"),
+    sa.Index("ix_runs_parent", "parent_id"),
+    sa.Index("ix_runs_loop_window", "project", "loop", "window_start_ms"),
+)
+
+loop_history = sa.Table(  # which version each loop's `latest` pointed at, and since when
+    "loop_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version_id", sa.String(64), nullable=True),  # None: the loop was deleted
+    sa.Column("since_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_loop_history_name", "project", "name", "since_ms"),
+)
+
+artifacts = sa.Table(  # files a run produced: reports, charts, exports
+    "artifacts", metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
 )
 
 schedules = sa.Table(  # when each scheduled event's current rate took effect

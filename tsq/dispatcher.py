@@ -11,7 +11,10 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
 - on failure or timeout, queues another attempt after a capped, jittered exponential backoff
   while `retries.max` allows, and otherwise notifies the loop's webhook;
 - on success of a run that covers a window, creates the runs of the loops that follow it
-  (`after:`), for the same window and the same scheduled time.
+  (`after:`), for the same window and the same scheduled time, at the versions their pipeline
+  pinned, in the same transaction that records the success (so a stop between two steps loses
+  neither);
+- runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead.
 """
 
 from __future__ import annotations
@@ -30,22 +33,26 @@ from typing import Any
 
 import httpx
 
+from tsq.errors import NotFound
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import NOTIFIED_STATUSES, Notifier
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
-from tsq.runtimes.base import Host, Limits, LogLine, RunResult
+from tsq.runtimes.base import Host, HostError, Limits, LogLine, RunResult
 from tsq.targets import call_target
 from tsq.worker import Job
-from tsq.workers import JobListener, WorkerPool
+from tsq.workers import GRACE_S, JobListener, WorkerPool
 
-__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "retry_delay_s"]
+__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "HostFactory", "retry_delay_s"]
 
 log = logging.getLogger("tsq.dispatcher")
 
 Clock = Callable[[], float]  # epoch seconds; tests pass their own
+HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
 LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
-RETRIED_TRIGGERS = LIMITED_TRIGGERS  # a caller waiting on a manual run wants its first answer
+# A caller waiting on a manual run wants its first answer; a Loop.run step is retried in its
+# caller's stead.
+RETRIED_TRIGGERS = LIMITED_TRIGGERS | {"call"}
 RETRY_CAP_S = 3600.0
 LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
 TARGET_THREADS = 8
@@ -87,9 +94,9 @@ class Dispatcher:
 
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
                  notifier: Notifier, clock: Clock = time.time, workers: int = 2,
-                 host: Host | None = None) -> None:
+                 hosts: HostFactory | None = None) -> None:
         self.runs = runs
-        self.host = host
+        self.hosts = hosts
         self.loops = loops
         self.notifier = notifier
         self.clock = clock
@@ -151,6 +158,34 @@ class Dispatcher:
                     "Interrupted", "the service stopped while this run was running"),
                     holds_slot=False))
         return count
+
+    def run_step(self, record: dict[str, Any], within_s: float) -> dict[str, Any]:
+        """Run the queued `Loop.run` step `record` now and wait for its final record (retries
+        included), at most `within_s`. The calling worker slot lends its place meanwhile, so the
+        step never waits for a worker its own caller holds (HostError if it cannot run)."""
+        deadline = time.monotonic() + within_s
+        with self._pool().lending():
+            while True:
+                done = self.wait(record["id"])
+                delay_s = ((record.get("not_before_ms") or 0) - self._now_ms()) / 1000
+                if delay_s > 0:
+                    time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+                if record["id"] not in self.runs.claim_many([record["id"]]):
+                    with self._lock:
+                        self._waiters.pop(record["id"], None)
+                    raise HostError("Conflict", f"step {record['id']} was taken by another "
+                                                f"dispatcher or cancelled")
+                running = {**record, "status": "running", "started_ms": self._now_ms()}
+                self._execute(running, self._version(record["version_id"]), None)
+                try:
+                    final = done.result(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise HostError("Timeout", f"step {record['id']} ({record['loop']}) did not "
+                                               f"end within its caller's timeout; it goes on, "
+                                               f"and its run records how it ends") from None
+                if final["status"] != "queued":
+                    return final
+                record = final  # its next attempt, after the backoff
 
     def loops_changed(self) -> None:
         """Forget the cached `after:` graph; the next success reads it again."""
@@ -278,7 +313,7 @@ class Dispatcher:
             [LogLine(self._now_ms(), "warning", message)]))
 
     def _execute(self, record: dict[str, Any], version: StoredVersion,
-                 slots: threading.Semaphore) -> None:
+                 slots: threading.Semaphore | None) -> None:
         spec = version.spec
         event = event_payload(record, version)
         target = spec.target_of(record["event"])
@@ -294,11 +329,13 @@ class Dispatcher:
                 info={"loop": spec.name, "project": spec.project, "version": version.id,
                       "runId": record["id"], "attempt": record["attempt"]},
             )
+            host = self.hosts(record, spec.timeout_s + GRACE_S) if self.hosts else None
             future = self._pool().submit(job, JobListener(
-                started=lambda _job: None, logs=lambda _job, ls: logs.add(ls), host=self.host))
+                started=lambda _job: None, logs=lambda _job, ls: logs.add(ls), host=host))
 
         def ended(done: Future[RunResult]) -> None:
-            slots.release()
+            if slots is not None:
+                slots.release()
             self._ended.put(_Ended(record, _outcome(done), logs.take()))
 
         future.add_done_callback(ended)
@@ -322,15 +359,19 @@ class Dispatcher:
 
     def _settle(self, batch: list[_Ended]) -> None:
         settlements = [self._settlement(ended) for ended in batch]
-        for ended, settlement, record in zip(batch, settlements,
-                                             self.runs.settle_many(settlements), strict=True):
+        records, followers = self.runs.settle_many(settlements)
+        for ended, settlement, record in zip(batch, settlements, records, strict=True):
             spec = self._version(record["version_id"]).spec
-            if settlement.retry_at_ms is not None:
-                self.offer(record)
-            else:
+            if settlement.retry_at_ms is None:
                 self._follow_up(record, spec)
+            elif record["trigger"] == "call":
+                self._wake(record)  # its caller's run_step waits out the backoff and runs it
+            else:
+                self.offer(record)
             if ended.holds_slot:
                 self._release(ended.record)
+        for follower in followers:
+            self.offer(follower)
 
     def _settlement(self, ended: _Ended) -> Settlement:
         record, result = ended.record, ended.result
@@ -346,45 +387,51 @@ class Dispatcher:
                                 f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
                                 f"{spec.retries.max + 1} in {delay:.1f} s"))
             return Settlement(record, result, logs, self._now_ms() + int(delay * 1000))
-        return Settlement(record, result, logs)
+        followers: list[NewRun] = []
+        if result.status == "success" and record["window_start_ms"] is not None:
+            followers = self._followers_of(record, logs)
+        return Settlement(record, result, logs, followers=followers)
 
     def _follow_up(self, final: dict[str, Any], spec: LoopSpec) -> None:
         """A run's last word: notify, trigger followers, wake waiters and listeners."""
         webhook = spec.notify.get("webhook")
         if webhook and final["status"] in NOTIFIED_STATUSES:
             self.notifier.send(webhook, final)
-        if final["status"] == "success" and final["window_start_ms"] is not None:
-            self._trigger_followers(final)
-        with self._lock:
-            waiter = self._waiters.pop(final["id"], None)
-        if waiter is not None:
-            waiter.set_result(final)
+        self._wake(final)
         for listener in self._listeners:
             listener(final)
 
+    def _wake(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            waiter = self._waiters.pop(record["id"], None)
+        if waiter is not None:
+            waiter.set_result(record)
+
     # -- after: ----------------------------------------------------------------------------
 
-    def _trigger_followers(self, final: dict[str, Any]) -> None:
-        followers = self._follower_map().get((final["project"], final["loop"]), [])
-        if not followers:
-            return
-        batch = []
-        for loop, event in followers:
+    def _followers_of(self, final: dict[str, Any], logs: list[LogLine]) -> list[NewRun]:
+        """The runs of the loops that follow `final`'s (`after:`), at the versions its pipeline
+        pinned; a follower that is not part of the pipeline says why in `final`'s log."""
+        runs = []
+        for loop, event in self._follower_map().get((final["project"], final["loop"]), []):
             try:
-                stored = self.loops.get(final["project"], loop)
-            except Exception:
-                continue  # deleted since the map was read
-            follower = stored.latest.spec.event(event)
-            params = dict(follower.params) if follower else {}
-            batch.append(NewRun(
-                project=final["project"], loop=loop, event=event, version_id=stored.latest.id,
-                trigger="after", params=params,
+                version = self.loops.version_at(final["project"], loop,
+                                                final["pipeline_ms"] or final["queued_ms"])
+            except NotFound as exc:
+                logs.append(LogLine(self._now_ms(), "warning",
+                                    f"after: {loop} does not run: {exc.message}"))
+                continue
+            follower = version.spec.event(event)
+            if follower is None or follower.after != final["loop"]:
+                continue  # the pinned version does not follow this loop
+            runs.append(NewRun(
+                project=final["project"], loop=loop, event=event, version_id=version.id,
+                trigger="after", params=dict(follower.params),
                 key=run_key(loop, event, final["scheduled_ms"]),
                 scheduled_ms=final["scheduled_ms"],
                 window=(final["window_start_ms"], final["window_end_ms"]),
-                pipeline_id=final.get("pipeline_id")))
-        for created in self.runs.create_new(batch):
-            self.offer(created)
+                pipeline_id=final["pipeline_id"], pipeline_ms=final["pipeline_ms"]))
+        return runs
 
     def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
         followers = self._followers

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tsq.db import loop_versions, loops
+from tsq.db import loop_history, loop_versions, loops
 from tsq.errors import Conflict, NotFound
 from tsq.loopfile import Deployable
 from tsq.model import LoopSpec, version_id
@@ -105,6 +106,8 @@ class LoopStore:
         if updated.rowcount == 0:
             db.execute(loops.insert().values(project=project, name=name, latest_version=vid,
                                              created_ms=now, updated_ms=now))
+        db.execute(loop_history.insert().values(project=project, name=name, version_id=vid,
+                                                since_ms=now))
 
     def get(self, project: str, name: str) -> StoredLoop:
         with self.engine.connect() as db:
@@ -153,9 +156,36 @@ class LoopStore:
 
     def delete(self, project: str, name: str) -> None:
         self.get(project, name)
+        now = _now_ms()
         with self.engine.begin() as db:
             db.execute(loops.update().where(loops.c.project == project, loops.c.name == name)
-                       .values(deleted_ms=_now_ms()))
+                       .values(deleted_ms=now))
+            db.execute(loop_history.insert().values(project=project, name=name, version_id=None,
+                                                    since_ms=now))
+
+    def version_at(self, project: str, name: str, at_ms: int) -> StoredVersion:
+        """The version `name` pointed at, at `at_ms`: what a pipeline that started then runs.
+
+        NotFound says why there is none: the loop did not exist yet, or it has been deleted
+        (a deletion stops the pipelines that would still call the loop).
+        """
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(loop_history.c.version_id, loop_history.c.since_ms)
+                              .where(loop_history.c.project == project,
+                                     loop_history.c.name == name)
+                              .order_by(loop_history.c.since_ms, loop_history.c.id)).all()
+            pinned = [row for row in rows if row.since_ms <= at_ms]
+            if rows and rows[-1].version_id is None:
+                raise NotFound(f"loop {name!r} was deleted at {_iso(rows[-1].since_ms)}, "
+                               f"while this pipeline ran; its steps stop here")
+            if not pinned or pinned[-1].version_id is None:
+                later = [row.since_ms for row in rows if row.since_ms > at_ms]
+                if later:
+                    raise NotFound(
+                        f"loop {name!r} was deployed at {_iso(later[0])}, after this pipeline "
+                        f"started ({_iso(at_ms)}); it joins pipelines that start later")
+                raise NotFound(f"no loop named {name!r} in project {project!r}")
+            return self._version(db, pinned[-1].version_id)
 
     def after_graph(self, project: str) -> dict[str, list[str]]:
         """Live loops of `project` → the loops their `after:` events follow."""
@@ -189,6 +219,10 @@ def _pick_version(history: list[StoredVersion], current: StoredVersion,
 def _to_version(row: Any) -> StoredVersion:
     return StoredVersion(row.id, row.number, LoopSpec.from_json(row.spec), row.source,
                          row.created_ms)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _now_ms() -> int:

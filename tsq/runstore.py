@@ -54,6 +54,7 @@ class RunFilter:
     limit: int = 50
     event: str | None = None
     trigger: str | None = None
+    pipeline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class NewRun:
     status: RunStatus = RunStatus.QUEUED
     error: dict[str, Any] | None = None
     attempt: int = 1
-    pipeline_id: str | None = None
+    pipeline_id: str | None = None  # None: the run starts a pipeline of its own
+    parent_id: str | None = None  # the run whose Loop.run started this one
+    pipeline_ms: int | None = None  # when the pipeline started (its versions are pinned then)
 
     def row(self, run_id: str, now_ms: int) -> dict[str, Any]:
         finished = now_ms if self.status.finished else None
@@ -81,7 +84,9 @@ class NewRun:
             "id": run_id, "key": self.key, "project": self.project, "loop": self.loop,
             "event": self.event, "version_id": self.version_id, "trigger": self.trigger,
             "status": self.status.value, "params": self.params, "result": None,
-            "error": self.error, "attempt": self.attempt, "pipeline_id": self.pipeline_id,
+            "error": self.error, "attempt": self.attempt,
+            "pipeline_id": self.pipeline_id or run_id, "parent_id": self.parent_id,
+            "pipeline_ms": now_ms if self.pipeline_ms is None else self.pipeline_ms,
             "scheduled_ms": self.scheduled_ms, "queued_ms": now_ms, "started_ms": None,
             "finished_ms": finished,
             "window_start_ms": self.window[0] if self.window else None,
@@ -99,6 +104,7 @@ class Settlement:
     result: RunResult
     logs: Sequence[LogLine] = ()
     retry_at_ms: int | None = None
+    followers: Sequence[NewRun] = ()  # runs to create with this outcome (`after:` steps)
 
     def settled(self, now: int) -> dict[str, Any]:
         """The record after `RunStore.settle_many`, without reading it back."""
@@ -153,12 +159,8 @@ class RunStore:
         """
         if not batch:
             return []
-        now = _now_ms()
-        rows = [run.row(new_run_id(), now) for run in batch]
         with self.engine.begin() as db:
-            insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
-            inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
-        return [_to_json(row) for row in rows if row["id"] in inserted]
+            return _insert_new(db, batch, _now_ms())
 
     def claim_many(self, run_ids: Sequence[str]) -> set[str]:
         """queued → running, atomically, in one transaction; the ids this caller got (another
@@ -172,9 +174,11 @@ class RunStore:
                                  .returning(runs.c.id))
             return set(claimed.scalars())
 
-    def settle_many(self, outcomes: Sequence[Settlement]) -> list[dict[str, Any]]:
-        """Write the ends of many runs in one transaction: outcomes, log lines, and retries
-        (back to queued for their next attempt). The records as they are now, in order."""
+    def settle_many(self, outcomes: Sequence[Settlement]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
+        to queued for their next attempt) and the runs that follow them (skipping keys that
+        exist). The records as they are now, in order, and the followers created."""
         now = _now_ms()
         finished = [o for o in outcomes if o.retry_at_ms is None]
         retried = [o for o in outcomes if o.retry_at_ms is not None]
@@ -193,7 +197,8 @@ class RunStore:
                                      "b_attempt": o.record["attempt"] + 1,
                                      "b_not_before": o.retry_at_ms, "b_now": now}
                                     for o in retried])
-        return [o.settled(now) for o in outcomes]
+            created = _insert_new(db, [run for o in finished for run in o.followers], now)
+        return [o.settled(now) for o in outcomes], created
 
     def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
                 message: str, logs: Sequence[LogLine] = ()) -> dict[str, Any]:
@@ -238,6 +243,29 @@ class RunStore:
                                         runs.c.id))
             return [_to_json(row) for row in rows]
 
+    def pipeline(self, pipeline_id: str) -> list[dict[str, Any]]:
+        """Every run of a pipeline, in the order they were created."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(runs).where(runs.c.pipeline_id == pipeline_id)
+                              .order_by(runs.c.id))
+            return [_to_json(row) for row in rows]
+
+    def succeeded_windows(self, project: str, loop: str, start_ms: int, end_ms: int
+                          ) -> list[tuple[int, int]]:
+        """The windows of `loop`'s successful runs that overlap [start_ms, end_ms), by start."""
+        query = (sa.select(runs.c.window_start_ms, runs.c.window_end_ms)
+                 .where(runs.c.project == project, runs.c.loop == loop,
+                        runs.c.status == RunStatus.SUCCESS.value,
+                        runs.c.window_start_ms < end_ms, runs.c.window_end_ms > start_ms)
+                 .order_by(runs.c.window_start_ms))
+        with self.engine.connect() as db:
+            return [(int(a), int(b)) for a, b in db.execute(query)]
+
+    def count(self, *, pipeline: str) -> int:
+        with self.engine.connect() as db:
+            return int(db.execute(sa.select(sa.func.count()).select_from(runs)
+                                  .where(runs.c.pipeline_id == pipeline)).scalar_one())
+
     def get(self, run_id: str) -> dict[str, Any]:
         with self.engine.connect() as db:
             row = db.execute(sa.select(runs).where(runs.c.id == run_id)).first()
@@ -249,7 +277,7 @@ class RunStore:
         query = sa.select(runs)
         for column, value in (("project", where.project), ("loop", where.loop),
                               ("status", where.status), ("event", where.event),
-                              ("trigger", where.trigger)):
+                              ("trigger", where.trigger), ("pipeline_id", where.pipeline)):
             if value is not None:
                 query = query.where(runs.c[column] == value)
         if where.since_ms is not None:
@@ -267,6 +295,16 @@ class RunStore:
                               .order_by(run_logs.c.id)).all()
         return [{"ts": row.ts_ms, "level": row.level, "message": row.message} for row in rows]
 
+
+
+def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[dict[str, Any]]:
+    """Insert the runs whose keys are new; the records created."""
+    if not batch:
+        return []
+    rows = [run.row(new_run_id(), now) for run in batch]
+    insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
+    inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
+    return [_to_json(row) for row in rows if row["id"] in inserted]
 
 
 def _insert_logs(db: Connection, run_id: str, lines: Sequence[LogLine]) -> None:

@@ -28,6 +28,7 @@ from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop
 from tsq.model import EventSpec
 from tsq.notify import Notifier
+from tsq.pipeline import Pipelines
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
@@ -59,8 +60,10 @@ class Service:
         self._store: EmbeddedStore | None = None
         self._store_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
-                                     clock, workers=settings.workers,
-                                     host=StoreHost(lambda: self.store))
+                                     clock, workers=settings.workers)
+        self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
+                                   StoreHost(lambda: self.store), settings.pipeline_limits)
+        self.dispatcher.hosts = self.pipelines.host_for
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
         self.clock = clock
@@ -181,6 +184,10 @@ class Service:
             ) -> dict[str, Any]:
         """Run and wait; the final run record."""
         return self.submit(name, params, **options).done.result()
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
+        return self.pipelines.resume(run_id)
 
     def backfill(self, name: str, start: datetime, end: datetime, *,
                  project: str | None = None, event: str | None = None) -> dict[str, Any]:

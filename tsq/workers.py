@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -33,6 +33,7 @@ GRACE_S = 2.0  # past the handler's own timeout, before the process is killed
 WATCH_INTERVAL_S = 0.05
 START_TIMEOUT_S = 60.0
 RSS_SLACK_MB = 64
+EXTRA_LINGER_S = 10.0  # an extra slot's process is kept this long for the next step
 
 
 @dataclass
@@ -87,14 +88,32 @@ class _Process:
         return f"exit code {code}"
 
 
+class _Slot:
+    """One place a job runs: a thread, and the worker process it drives (started on demand)."""
+
+    def __init__(self) -> None:
+        self.process: _Process | None = None
+
+
 class WorkerPool:
+    """A fixed number of slots, plus extra ones while runs wait on other runs.
+
+    A run that calls another loop (`Loop.run`) holds its worker until the step it waits for ends;
+    meanwhile its slot lends its place (`lending`) and an extra slot serves the queue, so a
+    pipeline never waits for a worker its own steps are holding. An extra slot lingers a while
+    after the lending ends (pipelines call several steps in a row) and then stops its process.
+    """
+
     def __init__(self, size: int, options: WorkerOptions) -> None:
         self.options = options
         self._jobs: queue.Queue[tuple[Job, Future[RunResult], JobListener] | None] = queue.Queue()
-        self._processes: list[_Process | None] = [None] * max(1, size)
-        self._threads = [threading.Thread(target=self._slot, args=(index,), daemon=True,
+        self._slots = [_Slot() for _ in range(max(1, size))]
+        self._lock = threading.Lock()
+        self._lent = 0  # slots waiting on another run
+        self._extra = 0  # extra slots serving in their place
+        self._threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True,
                                           name=f"tsq-slot-{index}")
-                         for index in range(len(self._processes))]
+                         for index, slot in enumerate(self._slots)]
         self._closed = False
         for thread in self._threads:
             thread.start()
@@ -106,6 +125,23 @@ class WorkerPool:
         self._jobs.put((job, future, listener))
         return future
 
+    @contextlib.contextmanager
+    def lending(self) -> Iterator[None]:
+        """While the calling slot waits on another run, an extra slot serves in its place."""
+        with self._lock:
+            self._lent += 1
+            grow = self._extra < self._lent
+            if grow:
+                self._extra += 1
+        if grow:
+            threading.Thread(target=self._serve_extra, daemon=True,
+                             name="tsq-slot-extra").start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._lent -= 1
+
     def close(self) -> None:
         if self._closed:
             return
@@ -114,31 +150,52 @@ class WorkerPool:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
-        for process in self._processes:
-            if process is not None:
-                process.stop()
+        for slot in self._slots:
+            if slot.process is not None:
+                slot.process.stop()
 
-    def _slot(self, index: int) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            job, future, listener = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(self._run(index, job, listener))
-            except Exception as exc:  # never let a slot die: the run fails, the slot goes on
-                future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
+    def _serve(self, slot: _Slot) -> None:
+        while (item := self._jobs.get()) is not None:
+            self._take(slot, *item)
 
-    def _process(self, index: int) -> _Process:
-        process = self._processes[index]
-        if process is None or not process.process.is_alive():
-            process = self._processes[index] = _Process(self.options)
-        return process
+    def _serve_extra(self) -> None:
+        slot, idle_since = _Slot(), time.monotonic()
+        try:
+            while not self._closed:
+                try:
+                    item = self._jobs.get(timeout=WATCH_INTERVAL_S * 4)
+                except queue.Empty:
+                    with self._lock:
+                        if (self._extra > self._lent
+                                and time.monotonic() - idle_since > EXTRA_LINGER_S):
+                            self._extra -= 1
+                            return
+                    continue
+                if item is None:
+                    self._jobs.put(None)  # the pool is closing: the sentinel is a base slot's
+                    return
+                self._take(slot, *item)
+                idle_since = time.monotonic()
+        finally:
+            if slot.process is not None:
+                slot.process.stop()
 
-    def _run(self, index: int, job: Job, listener: JobListener) -> RunResult:
-        process = self._process(index)
+    def _take(self, slot: _Slot, job: Job, future: Future[RunResult],
+              listener: JobListener) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._run(slot, job, listener))
+        except Exception as exc:  # never let a slot die: the run fails, the slot goes on
+            future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
+
+    def _process(self, slot: _Slot) -> _Process:
+        if slot.process is None or not slot.process.process.is_alive():
+            slot.process = _Process(self.options)
+        return slot.process
+
+    def _run(self, slot: _Slot, job: Job, listener: JobListener) -> RunResult:
+        process = self._process(slot)
         process.conn.send(job)
         listener.started(job)
         result = _Watch(process, job, listener).until_done()
@@ -147,7 +204,7 @@ class WorkerPool:
             # in-process limit reaches it; only a new process reliably gets the core back.
             process.kill()
         if not process.process.is_alive():
-            self._processes[index] = self._replacement()
+            slot.process = self._replacement()
         return result
 
     def _replacement(self) -> _Process | None:

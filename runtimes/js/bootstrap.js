@@ -247,6 +247,18 @@
   }
   defineProperty(g, "tsl", { value: freeze(tsl), writable: false, configurable: false });
 
+  // Loop.run(name, params): run another loop as a step of this run's pipeline and resolve to
+  // its result (reject with its error). A step that succeeded before in this pipeline (a resume,
+  // a restart) answers with its recorded result instead of running again.
+  const Loop = freeze({
+    run(name, params) {
+      if (typeof name !== "string" || name === "") return PromiseType.reject(new TypeError("Loop.run needs a loop name, like Loop.run(\"cpu-rollup\", {dc: \"gra\"})"));
+      if (params !== undefined && (params === null || typeof params !== "object" || Array.isArray(params))) return PromiseType.reject(new TypeError("Loop.run's params must be an object like {dc: \"gra\"}"));
+      return apply(then, call("loop.run", { loop: name, params: params || {} }), [function (answer) { return answer.result; }]);
+    },
+  });
+  defineProperty(g, "Loop", { value: Loop, writable: false, configurable: false });
+
   function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);

@@ -1,0 +1,209 @@
+"""Pipelines: loops that call loops (`Loop.run`), and how a pipeline resumes.
+
+Every run belongs to a pipeline: its own (it is the first step) or the one of the run that
+started it, by `after:` or by `Loop.run`. A pipeline pins its versions when it starts: each step
+runs the version its loop pointed at then (`LoopStore.version_at`), so a deploy mid-pipeline
+affects the pipelines that start later, and a deletion stops the steps still to come.
+
+A `Loop.run` step is journaled as a run keyed by its caller, the loop, its params and how many
+such calls came before. When a pipeline runs its caller again (a resume, a restart), the calls
+replay: a step that succeeded answers with its recorded result and does not run again; a step
+that did not is run again as its next attempt. The caller's own code between steps runs again,
+so it should leave its side effects to steps, as a durable workflow does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tsq.config import PipelineLimits
+from tsq.dispatcher import Dispatcher
+from tsq.errors import Conflict, NotFound
+from tsq.loopstore import LoopStore
+from tsq.runstore import NewRun, RunStore
+from tsq.runtimes.base import Host, HostAnswer, HostError, LogLine
+
+__all__ = ["Pipelines", "resumable", "step_key"]
+
+PIPELINE_OPS = frozenset({"loop.run"})
+UNFINISHED = ("queued", "running")
+
+
+def step_key(parent_id: str, loop: str, params: dict[str, Any], count: int) -> str:
+    """The journal key of a `Loop.run` step: the `count`-th call of `loop` with these params by
+    run `parent_id` (a replay makes the same calls in the same order, so finds the same keys)."""
+    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return f"call:{parent_id}:{loop}:{digest}:{count}"
+
+
+@dataclass
+class _Caller:
+    """One attempt of a running run, as its `Loop.run` calls see it."""
+
+    record: dict[str, Any]
+    deadline: float  # time.monotonic() past which the caller itself is stopped
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Pipelines:
+    def __init__(self, runs: RunStore, loops: LoopStore, dispatcher: Dispatcher,
+                 store: Host, limits: PipelineLimits) -> None:
+        self.runs = runs
+        self.loops = loops
+        self.dispatcher = dispatcher
+        self.store = store
+        self.limits = limits
+        self._chains: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def host_for(self, record: dict[str, Any], timeout_s: float) -> Host:
+        """The host calls one attempt of `record` may make: the store's, and `Loop.run`."""
+        caller = _Caller(record, time.monotonic() + timeout_s)
+
+        def host(op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+            if op in PIPELINE_OPS:
+                return self.call(caller, args)
+            return self.store(op, args, arrays)
+
+        return host
+
+    # -- Loop.run ----------------------------------------------------------------------------
+
+    def call(self, caller: _Caller, args: dict[str, Any]) -> HostAnswer:
+        """Run loop `args.loop` with `args.params` as a step of the caller's pipeline, wait for
+        it, and answer its result (or raise its error for the caller's promise to reject)."""
+        parent = caller.record
+        name, params = args.get("loop"), args.get("params") or {}
+        if not isinstance(name, str) or not name:
+            raise HostError("TypeError", "Loop.run needs a loop name, like Loop.run(\"rollup\", "
+                                         "{dc: \"gra\"})")
+        if not isinstance(params, dict):
+            raise HostError("TypeError", f"Loop.run({name!r}, params): params must be an object")
+        chain = self.chain(parent)
+        if name in chain:
+            raise HostError("PipelineCycle", f"Loop.run({name!r}) would make a cycle: "
+                                             f"{' → '.join([*chain, name])}; a loop cannot call "
+                                             f"itself, directly or through other loops")
+        if len(chain) >= self.limits.max_depth:
+            raise HostError("PipelineTooDeep", f"Loop.run({name!r}) would make the chain "
+                                               f"{' → '.join([*chain, name])} deeper than "
+                                               f"{self.limits.max_depth} loops (TSQ_PIPELINE_MAX_"
+                                               f"DEPTH)")
+        try:
+            version = self.loops.version_at(parent["project"], name, parent["pipeline_ms"])
+        except NotFound as exc:
+            raise HostError("LoopNotFound", f"Loop.run({name!r}): {exc.message}") from None
+        count = caller.calls.get((name, repr(sorted(params.items()))), 0) + 1
+        caller.calls[(name, repr(sorted(params.items())))] = count
+        key = step_key(parent["id"], name, params, count)
+        step = self._journaled(parent, key)
+        if step is not None and step["status"] == "success":
+            self.runs.append_logs(parent["id"], [LogLine(
+                _now_ms(), "info", f"Loop.run({name!r}): step {step['id']} succeeded before; "
+                                   f"its result is reused and it is not run again")])
+            return HostAnswer({"result": step["result"], "runId": step["id"]})
+        if step is None:
+            self._check_size(parent, name)
+            created = self.runs.create_new([NewRun(
+                project=parent["project"], loop=name, event="call", version_id=version.id,
+                trigger="call", params=params, key=key, scheduled_ms=parent["scheduled_ms"],
+                window=_window(parent), pipeline_id=parent["pipeline_id"],
+                parent_id=parent["id"], pipeline_ms=parent["pipeline_ms"])])
+            if not created:
+                raise HostError("Conflict", f"Loop.run({name!r}): step {key} is being created "
+                                            f"by another run")
+            step = created[0]
+        elif step["status"] in UNFINISHED:
+            raise HostError("Conflict", f"Loop.run({name!r}): step {step['id']} is "
+                                        f"{step['status']} elsewhere")
+        else:
+            step = self.runs.requeue(step["id"], attempt=int(step["attempt"]) + 1,
+                                     not_before_ms=None,
+                                     message=f"run again: pipeline {parent['pipeline_id']} "
+                                             f"was resumed and this step had {step['status']}")
+        with self._lock:
+            self._chains[step["id"]] = (*chain, name)
+        try:
+            final = self.dispatcher.run_step(step, caller.deadline - time.monotonic())
+        finally:
+            with self._lock:
+                self._chains.pop(step["id"], None)
+        if final["status"] == "success":
+            return HostAnswer({"result": final["result"], "runId": final["id"]})
+        error = final.get("error") or {}
+        raise HostError(str(error.get("type") or "StepFailed"),
+                        f"Loop.run({name!r}) {final['status']} (run {final['id']}): "
+                        f"{error.get('message', '')}")
+
+    def _journaled(self, parent: dict[str, Any], key: str) -> dict[str, Any] | None:
+        return self.runs.by_keys(parent["project"], [key]).get(key)
+
+    def _check_size(self, parent: dict[str, Any], name: str) -> None:
+        steps = self.runs.count(pipeline=parent["pipeline_id"])
+        if steps >= self.limits.max_steps:
+            raise HostError("PipelineTooLarge", f"Loop.run({name!r}): pipeline "
+                                                f"{parent['pipeline_id']} has {steps} steps "
+                                                f"already, its limit (TSQ_PIPELINE_MAX_STEPS); "
+                                                f"a loop that calls loops in a loop runs away")
+
+    def chain(self, record: dict[str, Any]) -> tuple[str, ...]:
+        """The loops from the pipeline's first `Loop.run` caller down to `record`'s."""
+        with self._lock:
+            known = self._chains.get(record["id"])
+        if known is not None:
+            return known
+        names = [record["loop"]]
+        parent_id = record.get("parent_id")
+        while parent_id is not None and len(names) <= self.limits.max_depth:
+            parent = self.runs.get(parent_id)
+            names.append(parent["loop"])
+            parent_id = parent.get("parent_id")
+        return tuple(reversed(names))
+
+    # -- resume --------------------------------------------------------------------------------
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        """Run again the failed steps of `run_id`'s pipeline and what follows them; steps that
+        succeeded keep their results and do not run again."""
+        pipeline_id = self.runs.get(run_id)["pipeline_id"]
+        steps = self.runs.pipeline(pipeline_id)
+        busy = [s["id"] for s in steps if s["status"] in UNFINISHED]
+        if busy:
+            raise Conflict(f"pipeline {pipeline_id} is still running ({', '.join(busy)}); "
+                           f"resume it once it has ended", details={"running": busy})
+        resumed = resumable(steps)
+        if not resumed:
+            raise Conflict(f"pipeline {pipeline_id} has nothing to resume: every step "
+                           f"succeeded", details={"pipeline": pipeline_id})
+        records = [self.runs.requeue(s["id"], attempt=int(s["attempt"]) + 1, not_before_ms=None,
+                                     message=f"resumed: this step had {s['status']}; the steps "
+                                             f"of pipeline {pipeline_id} that succeeded are "
+                                             f"not run again")
+                   for s in resumed]
+        for record in records:
+            self.dispatcher.offer(record)
+        return {"pipeline": pipeline_id, "resumed": [r["id"] for r in records],
+                "steps": len(steps)}
+
+
+def resumable(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps to run again to finish a pipeline: the ones that did not succeed, except
+    `Loop.run` steps, which their callers run again when they replay."""
+    return [s for s in steps if s["status"] not in ("success", *UNFINISHED)
+            and s["trigger"] != "call"]
+
+
+def _window(record: dict[str, Any]) -> tuple[int, int] | None:
+    start, end = record.get("window_start_ms"), record.get("window_end_ms")
+    return None if start is None or end is None else (int(start), int(end))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
