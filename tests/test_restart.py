@@ -40,8 +40,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(data: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
+def serve(data: Path, port: int, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": str(workers)}
     process = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -433,6 +433,10 @@ class Dispatcher:
                 pipeline_id=final["pipeline_id"], pipeline_ms=final["pipeline_ms"]))
         return runs
 
+    def followed(self) -> set[tuple[str, str]]:
+        """(project, loop) of every loop that other loops run `after:`."""
+        return set(self._follower_map())
+
     def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
         followers = self._followers
         if followers is None:

@@ -22,16 +22,17 @@ from typing import Any
 
 import orjson
 
+from tsq.artifacts import ArtifactStore
 from tsq.config import PipelineLimits
 from tsq.dispatcher import Dispatcher
-from tsq.errors import Conflict, NotFound
+from tsq.errors import Conflict, NotFound, TsqError
 from tsq.loopstore import LoopStore
-from tsq.runstore import NewRun, RunStore
-from tsq.runtimes.base import Host, HostAnswer, HostError, LogLine
+from tsq.runstore import NewRun, RunStore, Settlement
+from tsq.runtimes.base import Host, HostAnswer, HostError, LogLine, RunResult
 
 __all__ = ["Pipelines", "resumable", "step_key"]
 
-PIPELINE_OPS = frozenset({"loop.run"})
+PIPELINE_OPS = frozenset({"loop.run", "artifact.put"})
 UNFINISHED = ("queued", "running")
 
 
@@ -53,8 +54,9 @@ class _Caller:
 
 class Pipelines:
     def __init__(self, runs: RunStore, loops: LoopStore, dispatcher: Dispatcher,
-                 store: Host, limits: PipelineLimits) -> None:
+                 store: Host, artifacts: ArtifactStore, limits: PipelineLimits) -> None:
         self.runs = runs
+        self.artifacts = artifacts
         self.loops = loops
         self.dispatcher = dispatcher
         self.store = store
@@ -67,8 +69,10 @@ class Pipelines:
         caller = _Caller(record, time.monotonic() + timeout_s)
 
         def host(op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-            if op in PIPELINE_OPS:
+            if op == "loop.run":
                 return self.call(caller, args)
+            if op == "artifact.put":
+                return self.save(caller, args, arrays)
             return self.store(op, args, arrays)
 
         return host
@@ -141,6 +145,15 @@ class Pipelines:
                         f"Loop.run({name!r}) {final['status']} (run {final['id']}): "
                         f"{error.get('message', '')}")
 
+    def save(self, caller: _Caller, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        """Keep a file the run produced (`artifact.put`: name, contentType, the bytes)."""
+        try:
+            saved = self.artifacts.put(caller.record["id"], args.get("name"),
+                                       args.get("contentType"), bytes(arrays[0]))
+        except TsqError as exc:
+            raise HostError(exc.type, exc.message) from None
+        return HostAnswer(saved.to_json())
+
     def _journaled(self, parent: dict[str, Any], key: str) -> dict[str, Any] | None:
         return self.runs.by_keys(parent["project"], [key]).get(key)
 
@@ -166,7 +179,34 @@ class Pipelines:
             parent_id = parent.get("parent_id")
         return tuple(reversed(names))
 
-    # -- resume --------------------------------------------------------------------------------
+    # -- restart and resume ---------------------------------------------------------------------
+
+    def recover(self, unfinished: list[dict[str, Any]]) -> int:
+        """Take over the runs a stopped service left, finishing the pipelines they belong to.
+
+        A pipeline step that was running is run again: a step started by `after:`, a run that
+        had started `Loop.run` steps (its calls replay, so finished steps do not run again), a run
+        that other loops follow. `Loop.run` steps themselves are recorded interrupted; their
+        callers run them again. Every other run is taken over as `Dispatcher.recover` does.
+        """
+        calls = [r for r in unfinished if r["trigger"] == "call"]
+        if calls:
+            self.runs.settle_many([Settlement(r, RunResult.failed(
+                "Interrupted", "the service stopped while this step ran; its caller runs it "
+                               "again when it resumes")) for r in calls])
+        running = [r for r in unfinished if r["trigger"] != "call" and r["status"] == "running"]
+        callers = self.runs.callers([r["id"] for r in running])
+        followed = self.dispatcher.followed()
+        resumed = [r for r in running if r["trigger"] == "after" or r["id"] in callers
+                   or (r["project"], r["loop"]) in followed]
+        for record in resumed:
+            self.dispatcher.offer(self.runs.requeue(
+                record["id"], attempt=int(record["attempt"]) + 1, not_before_ms=None,
+                message="resumed at restart: the service stopped while this pipeline step ran"))
+        taken = {r["id"] for r in (*calls, *resumed)}
+        rest = [r for r in unfinished if r["id"] not in taken]
+        return len(taken) + self.dispatcher.recover(rest)
+
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run again the failed steps of `run_id`'s pipeline and what follows them; steps that

@@ -261,6 +261,15 @@ class RunStore:
         with self.engine.connect() as db:
             return [(int(a), int(b)) for a, b in db.execute(query)]
 
+    def callers(self, run_ids: Sequence[str]) -> set[str]:
+        """The runs among `run_ids` that started steps of their own (`Loop.run`)."""
+        found: set[str] = set()
+        with self.engine.connect() as db:
+            for chunk in range(0, len(run_ids), 500):
+                found.update(db.execute(sa.select(runs.c.parent_id).distinct().where(
+                    runs.c.parent_id.in_(run_ids[chunk:chunk + 500]))).scalars())
+        return found
+
     def count(self, *, pipeline: str) -> int:
         with self.engine.connect() as db:
             return int(db.execute(sa.select(sa.func.count()).select_from(runs)

@@ -16,6 +16,7 @@ from itertools import islice
 from typing import Any
 
 from tsq import metronome
+from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.config import Settings
 from tsq.connectors.embedded import EmbeddedStore
@@ -61,8 +62,10 @@ class Service:
         self._store_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
                                      clock, workers=settings.workers)
+        self.artifacts = ArtifactStore(engine)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
-                                   StoreHost(lambda: self.store), settings.pipeline_limits)
+                                   StoreHost(lambda: self.store), self.artifacts,
+                                   settings.pipeline_limits)
         self.dispatcher.hosts = self.pipelines.host_for
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
@@ -91,7 +94,7 @@ class Service:
         """Become the running service: take over unfinished runs, start the workers and the
         scheduler. Returns how many unfinished runs were taken over."""
         _ = self.pool
-        recovered = self.dispatcher.recover(self.runs.unfinished())
+        recovered = self.pipelines.recover(self.runs.unfinished())
         self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
                                    self.clock)
         self.scheduler.start()
