@@ -33,6 +33,10 @@ def create_runtime(name: str, *, max_result_bytes: int = 1 << 20) -> Runtime:
         from tsq.runtimes.tsl.runtime import TslRuntime
 
         return TslRuntime(max_result_bytes=max_result_bytes)
+    if name == "rollup":  # the loop file's `rollup:` shorthand: a TSL loop that replaces
+        from tsq.runtimes.tsl.rollup import RollupRuntime
+
+        return RollupRuntime(max_result_bytes=max_result_bytes)
     raise KeyError(f"unknown runtime {name!r}; known: {', '.join(runtime_names())}")
 
 

@@ -49,6 +49,8 @@ log = logging.getLogger("tsq.dispatcher")
 
 Clock = Callable[[], float]  # epoch seconds; tests pass their own
 HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
+# A step the service runs itself, not a worker (a retention): (run, version) → outcome, log
+Builtin = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLine]]]
 LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
 # A caller waiting on a manual run wants its first answer; a Loop.run step is retried in its
 # caller's stead.
@@ -97,6 +99,7 @@ class Dispatcher:
                  hosts: HostFactory | None = None) -> None:
         self.runs = runs
         self.hosts = hosts
+        self.builtins: dict[str, Builtin] = {}  # runtime name → how the service runs it
         self.loops = loops
         self.notifier = notifier
         self.clock = clock
@@ -269,7 +272,7 @@ class Dispatcher:
                 if self._expired(record, spec):
                     self._expire(pending.popleft(), spec)
                     continue
-                slots = self._targets_free if spec.target_of(record["event"]) else \
+                slots = self._targets_free if self._in_service(spec, record) else \
                     self._workers_free
                 if not self._take(slots, wait=not group):
                     break  # start what holds a slot; wait for more afterwards
@@ -318,9 +321,12 @@ class Dispatcher:
         event = event_payload(record, version)
         target = spec.target_of(record["event"])
         logs = _LogBuffer(self.runs, record["id"])
+        builtin = self.builtins.get(spec.runtime)
         if target is not None:
             future = self._targets.submit(call_target, self._http, target, event, spec.timeout_s,
                                           self.clock())
+        elif builtin is not None:
+            future = self._targets.submit(_run_builtin, builtin, record, version, logs)
         else:
             job = Job(
                 run_id=record["id"], runtime=spec.runtime, version_id=version.id,
@@ -339,6 +345,10 @@ class Dispatcher:
             self._ended.put(_Ended(record, _outcome(done), logs.take()))
 
         future.add_done_callback(ended)
+
+    def _in_service(self, spec: LoopSpec, record: dict[str, Any]) -> bool:
+        """Whether the run happens here (a URL target, a built-in step), not in a worker."""
+        return spec.target_of(record["event"]) is not None or spec.runtime in self.builtins
 
     def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
         return (record["trigger"] == "schedule" and record["attempt"] == 1
@@ -527,6 +537,13 @@ def _drain(items: queue.Queue[Any]) -> list[Any] | None:
             break
         batch.append(item)
     return batch
+
+
+def _run_builtin(builtin: Builtin, record: dict[str, Any], version: StoredVersion,
+                 logs: _LogBuffer) -> RunResult:
+    result, lines = builtin(record, version)
+    logs.add(lines)
+    return result
 
 
 def _outcome(done: Future[RunResult]) -> RunResult:

@@ -7,6 +7,7 @@ numbers hold exactly); bulk numbers as float64 arrays, never JSON.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +31,8 @@ class StoreHost:
         method = {"select": self.select, "write": self.write, "delete": self.delete,
                   "series.select": self.series_select, "series.write": self.series_write,
                   "series.delete": self.series_delete,
-                  "series.describe": self.series_describe}.get(op)
+                  "series.describe": self.series_describe,
+                  "series.replace": self.series_replace}.get(op)
         if method is None:
             raise HostError("TypeError", f"db.{op} does not exist; db has select, write, delete")
         return method(args, arrays)
@@ -69,12 +71,21 @@ class StoreHost:
         start, end = args.get("start"), args.get("end")
         found = store.select(selector, start, end)
         if "sample" in args:   # pushed down: only the buckets cross to the worker
+            found = _numbers_only(found, "sampleBy")
             grid, aggregator, fills = sampling_from_message(args["sample"])
             found = bucketize(found, grid, aggregator, fills)
         return HostAnswer(*series_message(found))
 
     def series_write(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
         return HostAnswer({"written": self._store().write(series_from_message(args, arrays))})
+
+    def series_replace(self, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
+        """Delete [start, end) of every series name written, then write: a rollup's window
+        run again replaces what the earlier run wrote."""
+        series, store = series_from_message(args, arrays), self._store()
+        start, end = int(args["start"]), int(args["end"])
+        deleted = sum(store.delete(Selector(name), start, end) for name in set(series.names))
+        return HostAnswer({"written": store.write(series), "deleted": deleted})
 
     def series_describe(self, args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
         described = self._store().describe(_selector(args))
@@ -85,13 +96,24 @@ class StoreHost:
         return HostAnswer({"deleted": removed})
 
 
+def _numbers_only(found: SeriesSet, asked: str) -> SeriesSet:
+    """`found` with float values, or HostError naming the series that hold text."""
+    if found.values.dtype.kind in "fiub":
+        return found
+    try:   # text series with no points in the range leave an object column of numbers
+        values = found.values.astype(np.float64)
+    except (TypeError, ValueError):
+        text = sorted({f"{s.name}{{{','.join(f'{k}={v}' for k, v in s.labels.items())}}}"
+                       for s in found if any(isinstance(v, str) for v in s.values)})
+        raise HostError("TypeError", f"{asked} needs numbers, and the selection has series "
+                                     f"holding text: {', '.join(text)}") from None
+    return dataclasses.replace(found, values=values)
+
+
 def js_series(found: SeriesSet, asked: str) -> HostAnswer:
     """A series set as JavaScript receives it (db.select, tsl()): counts in the JSON, times in
     epoch milliseconds and values as float64 arrays. `asked` leads the error for strings."""
-    if found.values.dtype.kind not in "fiub":
-        text = sorted({s.name for s in found if s.values.dtype.kind not in "fiub"})
-        raise HostError("TypeError", f"{asked} matches series holding strings "
-                                     f"({', '.join(text)})")
+    found = _numbers_only(found, asked)
     meta = [{"name": s.name, "labels": dict(s.labels), "count": len(s.timestamps)}
             for s in found]
     times = found.timestamps.astype(np.float64) / NS_PER_MS

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsq import metronome
-from tsq.errors import CompileError, InvalidLoopFile, Problem, ScheduleError
+from tsq.connectors.base import parse_selector
+from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
 from tsq.model import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MEMORY_MB,
@@ -27,6 +28,16 @@ from tsq.model import (
     Retries,
 )
 from tsq.runtimes import runtime_for_file, runtime_names
+from tsq.shorthands import (
+    GROUP_AGGREGATES,
+    ROLLUP_AGGREGATES,
+    SPAN,
+    RetentionSpec,
+    RollupSpec,
+    duration_ms,
+    rollup_tsl,
+    spec_json,
+)
 from tsq.yamlpos import DocPath, Positions, YamlSyntaxError, format_path, load
 
 __all__ = ["Deployable", "FileReader", "load_loop_file"]
@@ -40,12 +51,17 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+SERIES_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:.\-]*")
 
 TOP_KEYS = ("project", "connectors", "functions")
 FUNCTION_KEYS = (
     "handler", "runtime", "timeout", "memory", "connector", "environment",
     "retries", "catchup", "max_concurrency", "notify", "target", "events", "description",
+    "rollup", "retention",
 )
+ROLLUP_KEYS = ("from", "to", "span", "aggregate", "by")
+RETENTION_KEYS = ("select", "keep", "covered_by", "lookback")
+BODIES = ("handler", "target", "rollup", "retention")  # what a loop does: exactly one of these
 EVENT_KEYS = ("rate", "after", "params", "target")
 RETRY_KEYS = ("max", "backoff")
 NOTIFY_KEYS = ("webhook",)
@@ -210,17 +226,27 @@ class _Checker:
             return None
         target = self.url(fields, path, "target")
         handler = None
+        given = [key for key in BODIES if key in fields]
+        if len(given) > 1:
+            self.report((*path, given[1]), f"a loop has one of `handler:` (a function), "
+                                           f"`target:` (a URL to POST), `rollup:` or "
+                                           f"`retention:`; this one has {' and '.join(given)}")
+        elif not given:
+            self.report(path, "a loop needs `handler:`, the file that holds its function (or "
+                              "`target:`, a URL that tsq POSTs to, or a `rollup:` or "
+                              "`retention:` shorthand)")
         if "handler" in fields:
             handler = self.string(fields["handler"], (*path, "handler"), hint="(a file name)")
-            if target is not None:
-                self.report((*path, "target"), "a loop has either `handler:` (a function) or "
-                                               "`target:` (a URL to POST), not both")
-        elif "target" not in fields:
-            self.report(path, "a loop needs `handler:`, the file that holds its function "
-                              "(or `target:`, a URL that tsq POSTs to)")
         runtime: str | None = URL_RUNTIME
         source: str | None = ""
-        if target is None:
+        rollup = retention = None
+        if "rollup" in fields:
+            runtime, rollup = "rollup", self.rollup(fields["rollup"], (*path, "rollup"))
+            source = self.generated(rollup_tsl(rollup), (*path, "rollup")) if rollup else None
+        elif "retention" in fields:
+            runtime = "retention"
+            retention = self.retention(fields["retention"], (*path, "retention"))
+        elif target is None:
             runtime = self.runtime(fields, path, handler)
             source = self.handler_source(handler, runtime, (*path, "handler"))
         spec = LoopSpec(
@@ -242,10 +268,102 @@ class _Checker:
             notify=self.notify(fields.get("notify"), (*path, "notify")),
             target=target,
             events=self.events(fields.get("events"), (*path, "events")),
+            rollup=spec_json(rollup) if rollup else None,
+            retention=spec_json(retention) if retention else None,
         )
         if source is None or runtime is None:
             return None
         return Deployable(spec, source)
+
+    def rollup(self, value: Any, path: DocPath) -> RollupSpec | None:
+        fields = self.mapping(value, path, ROLLUP_KEYS)
+        missing = [key for key in ("from", "to", "span") if key not in fields]
+        if missing:
+            self.report(path, f"a rollup needs {', '.join(f'`{k}:`' for k in missing)}, e.g. "
+                              f"`rollup: {{from: cpu, to: cpu_1m, span: 1m, aggregate: mean, "
+                              f"by: [dc]}}`")
+            return None
+        source = self.string(fields["from"], (*path, "from"), hint='(a selector like cpu or '
+                                                                    'cpu{dc="gra"})')
+        if source is not None:
+            try:
+                if parse_selector(source).name is None:
+                    self.report((*path, "from"), f"{source!r} needs a series name, like cpu")
+                    source = None
+            except BadRequest as exc:
+                self.report((*path, "from"), exc.message)
+                source = None
+        target = self.string(fields["to"], (*path, "to"), SERIES_NAME,
+                             "a series name like cpu_1m")
+        span = self.span(fields["span"], (*path, "span"))
+        aggregate = str(fields.get("aggregate", "mean"))
+        if aggregate not in ROLLUP_AGGREGATES:
+            self.report((*path, "aggregate"), _unknown_choice("aggregate", aggregate,
+                                                              ROLLUP_AGGREGATES))
+        by = None
+        if "by" in fields:
+            labels = fields["by"]
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                self.report((*path, "by"), f"expected a list of label names like [dc, host], "
+                                           f"got {_describe(labels)}")
+            else:
+                by = tuple(labels)
+                if ROLLUP_AGGREGATES.get(aggregate, "") is None:
+                    self.report((*path, "aggregate"), (
+                        f"{aggregate} cannot be combined across the series of a group; with "
+                        f"`by:` use one of {', '.join(GROUP_AGGREGATES)}"))
+        if source is None or target is None or span is None or (
+                aggregate not in ROLLUP_AGGREGATES):
+            return None
+        return RollupSpec(source, target, span, aggregate, by)
+
+    def retention(self, value: Any, path: DocPath) -> RetentionSpec | None:
+        fields = self.mapping(value, path, RETENTION_KEYS)
+        missing = [key for key in ("select", "keep") if key not in fields]
+        if missing:
+            self.report(path, f"a retention needs {', '.join(f'`{k}:`' for k in missing)}, "
+                              f"e.g. `retention: {{select: cpu, keep: 7d, covered_by: "
+                              f"[cpu-1m]}}`")
+            return None
+        select = self.string(fields["select"], (*path, "select"), hint="(a selector)")
+        if select is not None:
+            try:
+                parse_selector(select)
+            except BadRequest as exc:
+                self.report((*path, "select"), exc.message)
+                select = None
+        keep = self.span(fields["keep"], (*path, "keep"))
+        covered_by: tuple[str, ...] = ()
+        if "covered_by" in fields:
+            names = fields["covered_by"]
+            if not isinstance(names, list) or not all(isinstance(n, str) and NAME.fullmatch(n)
+                                                      for n in names):
+                self.report((*path, "covered_by"), f"expected a list of loop names like "
+                                                   f"[cpu-1m, cpu-1h], got {_describe(names)}")
+            else:
+                covered_by = tuple(names)
+                for name in names:
+                    self.after_paths.setdefault(name, (*path, "covered_by"))
+        lookback = self.span(fields["lookback"], (*path, "lookback")) if "lookback" in fields \
+            else None
+        if select is None or keep is None:
+            return None
+        keep_ms = duration_ms(keep)
+        return RetentionSpec(select, keep_ms, covered_by,
+                             duration_ms(lookback) if lookback else 4 * keep_ms)
+
+    def generated(self, source: str, path: DocPath) -> str | None:
+        """A shorthand's generated TSL, compiled now so that a problem shows at deploy."""
+        try:
+            self.compile_handler("rollup", source, "rollup")
+        except CompileError as exc:
+            self.report(path, f"the rollup's query does not compile: {exc.reason}\n{source}")
+            return None
+        return source
+
+    def span(self, value: Any, path: DocPath) -> str | None:
+        return self.string(str(value) if isinstance(value, int | float) else value, path,
+                           SPAN, 'a duration like "1m", "1h", "7d" or "2w"')
 
     def runtime(self, fields: dict[str, Any], path: DocPath, handler: str | None) -> str | None:
         known = runtime_names()
@@ -435,11 +553,28 @@ class _Checker:
                 if event.after and event.after not in graph:
                     self.report(self._after_path(loop, event), _unknown_choice(
                         "loop", event.after, sorted(graph), what="after"))
+        for loop in loops:
+            self.coverage(loop, graph)
         for cycle in _cycles(graph, [loop.spec.name for loop in loops]):
             first = next(loop for loop in loops if loop.spec.name == cycle[0])
             event = next(e for e in first.spec.events if e.after == cycle[1])
             self.report(self._after_path(first, event),
                         f"`after:` triggers form a cycle: {' → '.join(cycle)}")
+
+    def coverage(self, loop: Deployable, graph: dict[str, set[str]]) -> None:
+        """A retention names rollups that exist, and has at least one."""
+        retention = loop.spec.retention
+        if retention is None:
+            return
+        path: DocPath = ("functions", loop.spec.name, "retention")
+        named = retention["covered_by"]
+        for name in named:
+            if name not in graph:
+                self.report((*path, "covered_by"), _unknown_choice("loop", name, sorted(graph),
+                                                                   what="covered_by"))
+        if not named and not any(e.after for e in loop.spec.events):
+            self.report(path, "a retention deletes only what rollups cover: name them in "
+                              "`covered_by: [cpu-1m]`, or run it `after:` a rollup")
 
     def _after_path(self, loop: Deployable, event: EventSpec) -> DocPath:
         index = loop.spec.events.index(event)

@@ -62,6 +62,8 @@ class LoopSpec:
     notify: dict[str, str] = field(default_factory=dict)
     target: str | None = None  # a URL POSTed instead of running a handler
     events: tuple[EventSpec, ...] = ()
+    rollup: dict[str, Any] | None = None  # the `rollup:` shorthand this TSL loop came from
+    retention: dict[str, Any] | None = None  # a retention step (tsq.retention)
 
     def event(self, name: str) -> EventSpec | None:
         return next((event for event in self.events if event.name == name), None)

@@ -26,14 +26,17 @@ from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.hostapi import StoreHost
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
-from tsq.loopstore import LoopStore, StoredLoop
+from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
 from tsq.model import EventSpec
 from tsq.notify import Notifier
 from tsq.pipeline import Pipelines
+from tsq.retention import apply_retention
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
+from tsq.runtimes.base import LogLine, RunResult
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
+from tsq.shorthands import retention_from_json
 from tsq.worker import WorkerOptions
 from tsq.workers import WorkerPool
 
@@ -67,6 +70,7 @@ class Service:
                                    StoreHost(lambda: self.store), self.artifacts,
                                    settings.pipeline_limits)
         self.dispatcher.hosts = self.pipelines.host_for
+        self.dispatcher.builtins["retention"] = self._retention
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
         self.clock = clock
@@ -187,6 +191,12 @@ class Service:
             ) -> dict[str, Any]:
         """Run and wait; the final run record."""
         return self.submit(name, params, **options).done.result()
+
+    def _retention(self, record: dict[str, Any], version: StoredVersion
+                   ) -> tuple[RunResult, list[LogLine]]:
+        assert version.spec.retention is not None
+        return apply_retention(retention_from_json(version.spec.retention), record, self.runs,
+                               self.store)
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""

@@ -20,14 +20,15 @@ from tsq.connectors.base import Capabilities, Selector
 from tsq.errors import CompileError, TslError
 from tsq.hostapi import sampling_message, selector_message, series_from_message, series_message
 from tsq.kernels import Aggregator, Buckets, Fill
-from tsq.runtimes.base import Host, HostError, LogLine, Program, RunContext, RunResult
+from tsq.runtimes.base import Host, HostError, LogLine, RunContext, RunResult
 from tsq.series import SeriesSet
 
 from .evaluate import Evaluation
 from .parser import Value, bind
 from .syntax import Assign, Chain, parse_script
 
-__all__ = ["HostConnector", "TslRuntime", "evaluate_for_run", "run_variables"]
+__all__ = ["HostConnector", "TslProgram", "TslRuntime", "evaluate_for_run",
+           "evaluation_for_run", "run_variables"]
 
 
 class HostConnector:
@@ -88,10 +89,10 @@ def run_variables(event: dict[str, Any]) -> dict[str, Value]:
 def evaluate_for_run(source: str, variables: dict[str, Value], ctx: RunContext) -> SeriesSet:
     """A query made by a running handler (JavaScript's `tsl()`): the run's variables, then the
     caller's, on the loop's store."""
-    return _evaluation(ctx).run(source, {**run_variables(ctx.event), **variables})
+    return evaluation_for_run(ctx).run(source, {**run_variables(ctx.event), **variables})
 
 
-def _evaluation(ctx: RunContext) -> Evaluation:
+def evaluation_for_run(ctx: RunContext) -> Evaluation:
     """Evaluation for a run: its loop's store, and `last()` counting back from its time."""
     return Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
 
@@ -114,7 +115,7 @@ class TslProgram:
         started = datetime.now(UTC)
         try:
             instructions = bind(self.script, self.source, values=run_variables(ctx.event))
-            results = _evaluation(ctx).results(instructions, self.source)
+            results = evaluation_for_run(ctx).results(instructions, self.source)
         except TslError as error:
             return RunResult.failed("TslError", error.message, error.caret)
         except HostError as error:
@@ -146,7 +147,7 @@ class TslRuntime:
     def warm(self, *, runs: bool = False) -> None:
         parse_script('select("warm").last(1m)')
 
-    def prepare(self, source: str, file_name: str) -> Program:
+    def prepare(self, source: str, file_name: str) -> TslProgram:
         try:   # names are bound per run: the params differ from one event to the next
             script = tuple(parse_script(source))
         except TslError as error:

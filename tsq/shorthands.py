@@ -1,0 +1,105 @@
+"""Loop-file shorthands for the two steps every metrics pipeline has: rollups and retention.
+
+`rollup: {from, to, span, aggregate, by}` becomes a TSL loop (the TSL is its handler source, so
+`tsq show` and the API show exactly what runs). Each run reads its window, buckets it, and
+replaces that window of the target series: running a window again never duplicates its output.
+
+`retention: {select, keep, covered_by, lookback}` becomes a step the service runs itself: it
+deletes raw points older than `keep`, but only where every rollup in `covered_by` (by default the
+loops it runs `after:`) succeeded for the window; see `tsq.retention`.
+
+Time conventions are TSL's (Warp 10's): `from(start, end)` reads (start, end] and a bucket of
+span s stamped t holds (t - s, t]. So the run for the window [start, end) owns the raw points in
+(start, end] and the buckets stamped in (start, end]: consecutive windows share no point.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tsq.connectors.base import Selector, parse_selector
+from tsq.errors import BadRequest
+
+__all__ = ["GROUP_AGGREGATES", "ROLLUP_AGGREGATES", "RetentionSpec", "RollupSpec",
+           "duration_ms", "rollup_tsl"]
+
+SPAN = re.compile(r"([1-9]\d*)(ms|s|m|h|d|w)")
+SPAN_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# aggregate → how per-series buckets combine when grouped `by` labels (None: they cannot)
+ROLLUP_AGGREGATES: dict[str, str | None] = {
+    "mean": "mean", "sum": "sum", "min": "min", "max": "max", "count": "sum",
+    "first": None, "last": None, "median": None,
+}
+GROUP_AGGREGATES = tuple(a for a, g in ROLLUP_AGGREGATES.items() if g)
+TSL_OPERATORS = {"=": "=", "!=": "!=", "=~": "~", "!~": "!~"}
+
+
+def duration_ms(text: str) -> int:
+    """`90s`, `1m`, `1h`, `7d`, `2w` → milliseconds (BadRequest otherwise)."""
+    match = SPAN.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise BadRequest(f'{text!r} is not a duration like "1m", "1h", "7d" or "2w"')
+    return int(match.group(1)) * SPAN_MS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class RollupSpec:
+    source: str  # a selector: name{label="value", …}
+    target: str  # the series name the rollup writes
+    span: str
+    aggregate: str = "mean"
+    by: tuple[str, ...] | None = None  # None: one output series per input series
+
+    def selector(self) -> Selector:
+        return parse_selector(self.source)
+
+
+@dataclass(frozen=True)
+class RetentionSpec:
+    select: str  # the raw series to delete from
+    keep_ms: int  # points younger than this stay
+    covered_by: tuple[str, ...]  # the rollups that must have succeeded for a window
+    lookback_ms: int  # how far before the horizon a run looks for covered windows
+
+
+def rollup_tsl(spec: RollupSpec) -> str:
+    """The TSL a rollup runs: read the window, bucket it, group it, name it."""
+    selector = spec.selector()
+    if selector.name is None:
+        raise BadRequest(f"rollup `from: {spec.source}` needs a series name, like cpu or "
+                         f'cpu{{dc="gra"}}')
+    query = f"select({_quote(selector.name)})"
+    if selector.matchers:
+        wheres = ", ".join(_quote(f"{m.label}{TSL_OPERATORS[m.op]}{m.value}")
+                           for m in selector.matchers)
+        query += f".where({wheres})"
+    query += f".from(start, end).sampleBy({spec.span}, {spec.aggregate})"
+    if spec.by is not None:
+        grouped = ROLLUP_AGGREGATES[spec.aggregate]
+        labels = ", ".join(_quote(label) for label in spec.by)
+        query += f".groupBy([{labels}], {grouped})" if spec.by else f".group({grouped})"
+    by = f" by {', '.join(spec.by)}" if spec.by else (" over all series" if spec.by == ()
+                                                          else "")
+    header = (f"// rollup: {spec.source} → {spec.target}, {spec.span} {spec.aggregate}{by}; "
+              f"each run replaces its window of {spec.target}\n")
+    return f"{header}{query}.rename({_quote(spec.target)})\n"
+
+
+def spec_json(spec: RollupSpec | RetentionSpec) -> dict[str, Any]:
+    """The shorthand as the loop spec keeps it."""
+    if isinstance(spec, RollupSpec):
+        return {"from": spec.source, "to": spec.target, "span": spec.span,
+                "aggregate": spec.aggregate, "by": list(spec.by) if spec.by is not None else None}
+    return {"select": spec.select, "keep_ms": spec.keep_ms, "covered_by": list(spec.covered_by),
+            "lookback_ms": spec.lookback_ms}
+
+
+def retention_from_json(data: dict[str, Any]) -> RetentionSpec:
+    return RetentionSpec(str(data["select"]), int(data["keep_ms"]),
+                         tuple(data["covered_by"]), int(data["lookback_ms"]))
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
