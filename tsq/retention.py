@@ -88,7 +88,9 @@ def apply_retention(spec: RetentionSpec, record: dict[str, Any], runs: RunStore,
     span = (horizon - spec.lookback_ms, horizon)
     pieces = covered(runs, record["project"], spec.covered_by, span)
     selector = parse_selector(spec.select)
-    deleted = sum(store.delete(selector, start * NS_PER_MS + 1, end * NS_PER_MS + 1)
+    # A covered window (a, b] of raw points, but nothing at or after the horizon.
+    deleted = sum(store.delete(selector, start * NS_PER_MS + 1,
+                               min(end * NS_PER_MS + 1, horizon * NS_PER_MS))
                   for start, end in pieces)
     kept = subtract(span, pieces)
     logs = [LogLine(_now_ms(), "info", f"deleted {deleted} points of {spec.select} in "

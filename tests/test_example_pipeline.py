@@ -1,0 +1,124 @@
+"""The example pipeline of examples/pipeline, driven by its own schedules on a clock the test
+moves, with real workers on the embedded store: raw cpu → 1-minute rollup → 1-hour rollup →
+daily report with a chart → deletion of raw points older than 7 days."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.scheduling_helpers import FakeClock
+from tsq.config import Settings
+from tsq.connectors.base import parse_selector
+from tsq.runstore import RunFilter
+from tsq.scheduler import Scheduler
+from tsq.service import Service
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipeline"
+DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
+HOSTS = {"web01": "gra", "web02": "gra", "db01": "rbx"}
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock(DAY0)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterator[Service]:
+    service = Service(Settings.load(tmp_path_factory.mktemp("example")), clock=clock)
+    service.start()
+    yield service
+    service.close()
+
+
+def seed(service: Service, start: datetime, days: int) -> None:
+    """One point a minute per host, a daily wave plus noise."""
+    minutes = np.arange(days * 1440)
+    stamps = int(start.timestamp()) * 10**9 + minutes * 60 * 10**9
+    rng = np.random.default_rng(7)
+    lines = []
+    for host, dc in HOSTS.items():
+        values = 50 + 30 * np.sin(minutes / 1440 * 2 * np.pi) + rng.normal(0, 5, minutes.size)
+        lines += [f"cpu,dc={dc},host={host} value={v:.3f} {t}" for v, t in zip(values, stamps,
+                                                                               strict=True)]
+    service.write_lines("\n".join(lines))
+
+
+def fire(service: Service, clock: FakeClock, scheduler: Scheduler, job: str,
+         at: datetime) -> None:
+    clock.set(at + timedelta(seconds=1))
+    scheduler.record_due([(job, [at])])
+
+
+def runs(service: Service, loop: str) -> list[dict[str, Any]]:
+    return sorted(service.runs.find(RunFilter(loop=loop, limit=10_000)),
+                  key=lambda r: (r["scheduled_ms"] or 0))
+
+
+def until_settled(service: Service, loop: str, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 120
+    while True:
+        found = runs(service, loop)
+        if len(found) >= count and all(r["status"] not in ("queued", "running") for r in found):
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+
+
+def raw_points(service: Service, start: datetime, end: datetime) -> int:
+    found = service.store.select(parse_selector("cpu"), int(start.timestamp()) * 10**9,
+                                 int(end.timestamp()) * 10**9)
+    return int(sum(len(s.timestamps) for s in found))
+
+
+def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeClock) -> None:
+    first = DAY0 - timedelta(days=9)
+    seed(svc, first, 9)
+    files = {p.name: p.read_text() for p in EXAMPLE.iterdir()}
+    svc.deploy(files["loops.yml"], "loops.yml", files.get)
+    scheduler = Scheduler(svc.runs, svc.loops, svc.schedules, svc.dispatcher, clock)
+    scheduler.plan_all()
+
+    # Nine days of hourly fires of cpu-1m (cpu-1h follows each), then the daily report at
+    # 00:30 of the last day (the retention follows it).
+    hours = [first + timedelta(hours=h + 1) for h in range(9 * 24)]
+    for at in hours:
+        fire(svc, clock, scheduler, "demo/cpu-1m/hourly", at)
+    rollups = until_settled(svc, "cpu-1m", len(hours))
+    assert {r["status"] for r in rollups} == {"success"}
+    hourly = until_settled(svc, "cpu-1h", len(hours))
+    assert {r["status"] for r in hourly} == {"success"}
+    assert all(r["trigger"] == "after" for r in hourly)
+
+    fire(svc, clock, scheduler, "demo/cpu-report/daily", DAY0 + timedelta(minutes=30))
+    [report] = until_settled(svc, "cpu-report", 1)
+    assert report["status"] == "success", report
+    assert report["result"]["day"] == "2026-02-28"
+    assert {s["dc"] for s in report["result"]["summary"]} == {"gra", "rbx"}
+    listed = {a.name: a for a in svc.artifacts.list(report["id"])}
+    assert set(listed) == {"cpu-hourly.csv", "cpu-hourly.png", "report.html"}
+    chart, png = svc.artifacts.get(report["id"], "cpu-hourly.png")
+    assert chart.content_type == "image/png" and png.startswith(b"\x89PNG\r\n\x1a\n")
+    import matplotlib.image
+
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+    [retention] = until_settled(svc, "cpu-retention", 1)
+    assert retention["status"] == "success" and retention["pipeline_id"] == report["id"]
+    horizon = DAY0 + timedelta(minutes=30) - timedelta(days=7)
+    assert retention["result"]["horizon"] == "2026-02-22T00:30:00Z"
+    assert "skipped" not in retention["result"]
+    # Raw points older than 7 days are gone where both rollups covered them ((first, horizon]
+    # minus the half hour after the last full hour), and every younger one is still there.
+    assert raw_points(svc, first + timedelta(seconds=1), horizon - timedelta(minutes=30)) == 0
+    assert raw_points(svc, horizon, DAY0) == len(HOSTS) * (DAY0 - horizon).total_seconds() // 60
+    assert retention["result"]["deleted"] > 0
