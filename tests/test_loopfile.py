@@ -134,4 +134,5 @@ def test_bad_scheduling_keys_are_reported_with_positions() -> None:
     assert any("functions.f.catchup: unknown catchup policy 'sometimes'" in p for p in found)
     assert any("functions.g" in p and "or `target:`" in p for p in found)
     both = problems("functions:\n  f:\n    handler: apps.js\n    target: http://127.0.0.1/x\n")
-    assert any("either `handler:`" in p and "not both" in p for p in both)
+    assert any("functions.f.target: a loop has one of `handler:`" in p
+               and "this one has handler and target" in p for p in both)
