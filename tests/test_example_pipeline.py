@@ -33,8 +33,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterator[Service]:
+    # Not started: its own scheduler would follow the real time. The test's scheduler does the
+    # firing, on the test's clock.
     service = Service(Settings.load(tmp_path_factory.mktemp("example")), clock=clock)
-    service.start()
     yield service
     service.close()
 
@@ -79,6 +80,7 @@ def raw_points(service: Service, start: datetime, end: datetime) -> int:
     return int(sum(len(s.timestamps) for s in found))
 
 
+@pytest.mark.timeout(600)
 def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeClock) -> None:
     first = DAY0 - timedelta(days=9)
     seed(svc, first, 9)
@@ -87,9 +89,12 @@ def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeCloc
     scheduler = Scheduler(svc.runs, svc.loops, svc.schedules, svc.dispatcher, clock)
     scheduler.plan_all()
 
-    # Nine days of hourly fires of cpu-1m (cpu-1h follows each), then the daily report at
-    # 00:30 of the last day (the retention follows it).
-    hours = [first + timedelta(hours=h + 1) for h in range(9 * 24)]
+    # Hourly fires of cpu-1m (cpu-1h follows each) for two days around the retention horizon
+    # and for the day the report covers, then the daily report at 00:30 (the retention follows
+    # it). The first week has no rollups at all: its raw points must survive.
+    covered_from = DAY0 - timedelta(days=8)
+    hours = [covered_from + timedelta(hours=h + 1) for h in range(48)]
+    hours += [DAY0 - timedelta(hours=23 - h) for h in range(24)]
     for at in hours:
         fire(svc, clock, scheduler, "demo/cpu-1m/hourly", at)
     rollups = until_settled(svc, "cpu-1m", len(hours))
@@ -117,8 +122,15 @@ def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeCloc
     horizon = DAY0 + timedelta(minutes=30) - timedelta(days=7)
     assert retention["result"]["horizon"] == "2026-02-22T00:30:00Z"
     assert "skipped" not in retention["result"]
-    # Raw points older than 7 days are gone where both rollups covered them ((first, horizon]
-    # minus the half hour after the last full hour), and every younger one is still there.
-    assert raw_points(svc, first + timedelta(seconds=1), horizon - timedelta(minutes=30)) == 0
+    assert retention["result"]["covered"] == [["2026-02-21T00:00:00Z", "2026-02-22T00:30:00Z"]]
+    assert retention["result"]["notCovered"] == [["2026-01-25T00:30:00Z", "2026-02-21T00:00:00Z"]]
+    # Raw points older than 7 days are gone where both rollups covered them, the ones no rollup
+    # covered are all there, and so is every point younger than 7 days.
+    assert raw_points(svc, covered_from + timedelta(seconds=1), horizon) == 0
+    assert raw_points(svc, first, covered_from + timedelta(seconds=1)) == len(HOSTS) * (
+        (covered_from - first).total_seconds() // 60 + 1)
     assert raw_points(svc, horizon, DAY0) == len(HOSTS) * (DAY0 - horizon).total_seconds() // 60
-    assert retention["result"]["deleted"] > 0
+    # (02-21T00:00, 02-22T00:30): the point at 00:00 is the window before's, the one at the
+    # horizon is not older than 7 days.
+    assert retention["result"]["deleted"] == len(HOSTS) * (
+        (horizon - covered_from).total_seconds() // 60 - 1)
