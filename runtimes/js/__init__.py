@@ -28,7 +28,7 @@ from py_mini_racer import (
     MiniRacer,
 )
 
-from tsq.errors import CompileError, TslError
+from tsq.errors import BadRequest, CompileError, TslError
 from tsq.hostapi import js_series
 from tsq.runtimes.base import HostAnswer, HostError, LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
@@ -40,6 +40,7 @@ INTERNAL_SOURCE = "tsq:internal"  # stack frames of the bootstrap, hidden from u
 OUTPUT_CAPS = {"maxLines": 10_000, "maxLogChars": 4 << 20, "maxLineChars": 8192,
                "maxTimers": 10_000}
 POLL_INTERVALS_S = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+ARTIFACT_OPS = frozenset({"artifact.put", "artifact.csv", "artifact.chart"})  # made in the worker
 
 
 def _asset(name: str) -> str:
@@ -174,15 +175,11 @@ class _Execution:
             attempt += 1
 
     def serve(self, request: dict[str, Any]) -> None:
-        """Answer one host call of the handler (db.select, db.write, db.delete); the answer
+        """Answer one host call of the handler (db.*, tsl(), Loop.run, artifacts.*); the answer
         reaches JavaScript with the next poll, bulk numbers through a buffer filled in place."""
         rid, op, args = int(request["id"]), str(request["op"]), request["args"]
         try:
-            arrays = []
-            if op == "write" and "series" in args:
-                packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
-                arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
-            answer = self.tsl(args) if op == "tsl" else self.ctx.host(op, args, arrays)
+            answer = self.answer(rid, op, args)
             if answer.arrays:
                 times, values = answer.arrays
                 view = self.float_view(f"__tsq.allocate({rid}, {len(times)})")
@@ -191,6 +188,18 @@ class _Execution:
             self.answers.append([rid, True, answer.meta])
         except HostError as exc:
             self.answers.append([rid, False, {"type": exc.kind, "message": exc.message}])
+
+    def answer(self, rid: int, op: str, args: dict[str, Any]) -> HostAnswer:
+        """tsl() and the artifacts are made here, in the worker; the rest goes to the service."""
+        if op == "tsl":
+            return self.tsl(args)
+        if op in ARTIFACT_OPS:
+            return self.artifact(rid, op, args)
+        arrays = []
+        if op == "write" and "series" in args:
+            packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
+            arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
+        return self.ctx.host(op, args, arrays)
 
     def tsl(self, args: dict[str, Any]) -> HostAnswer:
         """tsl(query): evaluated here, in the worker, reading the store through host calls."""
@@ -203,12 +212,50 @@ class _Execution:
             raise HostError("TslError", exc.with_place) from None
         return js_series(found, "tsl() returns numbers; the query")
 
-    def float_view(self, script: str) -> Any:
-        """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
+    def artifact(self, rid: int, op: str, args: dict[str, Any]) -> HostAnswer:
+        """artifacts.*: the file's bytes made here (a CSV or chart rendered from the handler's
+        series, or the text or bytes it gave), then kept with the run by the service as
+        `artifact.put`, so only the finished file crosses the pipe."""
+        method = str(args.get("method"))
+        try:
+            data, content_type = self.artifact_content(rid, op, method, args)
+        except BadRequest as exc:
+            raise HostError("TypeError", exc.message) from None
+        put = {"name": args["name"], "contentType": content_type}
+        try:
+            return self.ctx.host("artifact.put", put, [np.frombuffer(data, dtype=np.uint8)])
+        except HostError as exc:
+            raise HostError(exc.kind, f"artifacts.{method}({args['name']!r}): "
+                                      f"{exc.message}") from None
+
+    def artifact_content(self, rid: int, op: str, method: str, args: dict[str, Any]
+                         ) -> tuple[bytes, str | None]:
+        """The bytes of the artifact asked for and its content type (None: the extension's)."""
+        from tsq import reports  # pandas and matplotlib load only when a report is made
+
+        name = reports.check_name(method, args.get("name"))
+        if op == "artifact.put":
+            content_type = reports.check_content_type(method, args.get("contentType"))
+            if "text" in args:
+                return str(args["text"]).encode(), content_type
+            return self.byte_view(f"__tsq.buffer({rid})").tobytes(), content_type
+        series = reports.series_from_js(method, args.get("series"),
+                                        self.float_view(f"__tsq.buffer({rid})"))
+        if op == "artifact.csv":
+            return reports.csv_bytes(series), None
+        options = reports.chart_options(args.get("options"))
+        return reports.chart_bytes(series, options, reports.chart_format(name)), None
+
+    def byte_view(self, script: str) -> Any:
+        """A uint8 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
         buffer = self.instance.eval(script, timeout_sec=self.remaining())
         if not isinstance(buffer, memoryview):
             raise HostError("TypeError", "the series to write must hold numbers")
-        return np.frombuffer(buffer, dtype=np.uint8).view(np.float64)
+        return np.frombuffer(buffer, dtype=np.uint8)
+
+    def float_view(self, script: str) -> Any:
+        """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
+        return self.byte_view(script).view(np.float64)
 
     def settled(self, outcome: dict[str, Any]) -> RunResult:
         if outcome["ok"]:

@@ -259,6 +259,77 @@
   });
   defineProperty(g, "Loop", { value: Loop, writable: false, configurable: false });
 
+  // -- artifacts: files kept with the run (a report's CSV, JSON, chart, HTML page) ------------
+  // Each method resolves to the artifact as the API lists it: {name, contentType, size,
+  // created, url}. Text crosses as JSON, bytes as one buffer the worker reads in place, series
+  // packed as db.write packs them; the worker renders csv and chart (numpy, matplotlib) and
+  // checks names and options (tsq/reports.py), so those rules live in one place.
+  const Bytes = Uint8Array;
+  const ArrayBufferType = ArrayBuffer;
+  const sliceBytes = Uint8Array.prototype.slice;
+  const isArray = Array.isArray;
+
+  function attempt(work) {
+    try { return work(); } catch (error) { return PromiseType.reject(error); }
+  }
+
+  function bytesOf(content) {
+    // A copy with a buffer of its own: a view's buffer may hold more than the view shows.
+    if (content instanceof ArrayBufferType) return apply(sliceBytes, new Bytes(content), []);
+    if (isView(content)) return apply(sliceBytes, new Bytes(content.buffer, content.byteOffset, content.byteLength), []);
+    throw new TypeError("artifacts.save needs the content as a string, an ArrayBuffer or a typed array (bytes), got " + (content === null ? "null" : typeof content));
+  }
+
+  function packedSeries(method, series) {
+    const list = isArray(series) ? series : [series];
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i];
+      if (!s || typeof s !== "object" || typeof s.name !== "string" || s.name === "" || !s.timestamps || !s.values || typeof s.timestamps.length !== "number" || typeof s.values.length !== "number") {
+        throw new TypeError("artifacts." + method + " needs series as db.select and tsl() return them, [{name, labels, timestamps, values}]; item " + i + " is " + show(s).slice(0, 60));
+      }
+    }
+    try { return packSeries(list); }
+    catch (error) { throw new TypeError("artifacts." + method + ": " + error.message); }
+  }
+
+  function rendered(method, name, series, options) {
+    const packed = packedSeries(method, series);
+    return call("artifact." + method, { method: method, name: name, series: packed.meta, options: options }, packed.arrays);
+  }
+
+  const artifacts = freeze({
+    save(name, content, contentType) {
+      return attempt(function () {
+        const args = { method: "save", name: name, contentType: contentType === undefined ? null : contentType };
+        if (typeof content !== "string") return call("artifact.put", args, [bytesOf(content)]);
+        args.text = content;
+        return call("artifact.put", args);
+      });
+    },
+    json(name, value) {
+      return attempt(function () {
+        let text;
+        try { text = stringify(value, null, 2); }
+        catch (error) { throw new TypeError("artifacts.json: the value has no JSON form: " + error.message); }
+        if (text === undefined) throw new TypeError("artifacts.json: the value has no JSON form (a " + typeof value + ")");
+        return call("artifact.put", { method: "json", name: name, contentType: null, text: text });
+      });
+    },
+    html(name, html) {
+      return attempt(function () {
+        if (typeof html !== "string") throw new TypeError("artifacts.html needs the page as a string, like artifacts.html(\"report.html\", \"<h1>CPU</h1>\"), got " + typeof html);
+        return call("artifact.put", { method: "html", name: name, contentType: null, text: html });
+      });
+    },
+    csv(name, series) {
+      return attempt(function () { return rendered("csv", name, series, null); });
+    },
+    chart(name, series, options) {
+      return attempt(function () { return rendered("chart", name, series, options === undefined ? null : options); });
+    },
+  });
+  defineProperty(g, "artifacts", { value: artifacts, writable: false, configurable: false });
+
   function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);
