@@ -142,6 +142,20 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def run_logs(run_id: str) -> Any:
         return service.run_logs(run_id)
 
+    @app.get("/v1/runs/{run_id}/artifacts")
+    def run_artifacts(run_id: str) -> Any:
+        return service.run_artifacts(run_id)
+
+    @app.get("/v1/runs/{run_id}/artifacts/{name}")
+    def run_artifact(run_id: str, name: str) -> Response:
+        meta, data = service.run_artifact(run_id, name)
+        return Response(data, media_type=meta["contentType"],
+                        headers=_artifact_headers(meta["name"]))
+
+    @app.post("/v1/runs/{run_id}/resume")
+    def resume(run_id: str) -> Any:
+        return service.resume(run_id)
+
     async def write(request: Request, precision: str) -> Response:
         body = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
@@ -184,6 +198,14 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
+
+
+def _artifact_headers(name: str) -> dict[str, str]:
+    """Shown in the browser under its own name; an HTML report runs in a sandbox (an origin of
+    its own), so a loop's page cannot act as the API's origin; no sniffing of other types."""
+    return {"Content-Disposition": f'inline; filename="{name}"',
+            "Content-Security-Policy": "sandbox allow-scripts",
+            "X-Content-Type-Options": "nosniff"}
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

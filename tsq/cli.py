@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tsq import metronome
@@ -37,12 +38,18 @@ app.add_typer(schedule_app, name="schedule")
 tsl_app = typer.Typer(help="TSL queries: compile them for Warp 10 or Prometheus.",
                       no_args_is_help=True)
 app.add_typer(tsl_app, name="tsl")
+runs_app = typer.Typer(help="Run history (bare `tsq runs`), one run, resuming a pipeline.")
+app.add_typer(runs_app, name="runs")
+artifacts_app = typer.Typer(help="The files runs kept: reports, charts, exports.",
+                            no_args_is_help=True)
+app.add_typer(artifacts_app, name="artifacts")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
 BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
+RESULT_CHARS = 200  # of a result shown by `tsq runs show` (--json prints all of it)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
                                               help="where loops, runs and points live")]
@@ -268,12 +275,15 @@ def _print_run(record: dict[str, Any]) -> None:
             err.print(error["stack"], highlight=False, markup=False)
 
 
-@app.command()
-def runs(loop: Annotated[str | None, typer.Option(help="only this loop")] = None,
+@runs_app.callback(invoke_without_command=True)
+def runs(ctx: typer.Context,
+         loop: Annotated[str | None, typer.Option(help="only this loop")] = None,
          status: Annotated[str | None, typer.Option(help="only this status")] = None,
          limit: int = 20, project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
-    """Run history, newest first."""
+    """Run history, newest first (`tsq runs show ID` and `tsq runs resume ID` for one run)."""
+    if ctx.invoked_subcommand is not None:
+        return
     with _client(data_dir, url) as client:
         result = client.runs(RunFilter(project=project, loop=loop, status=status, limit=limit))
     if as_json:
@@ -282,17 +292,97 @@ def runs(loop: Annotated[str | None, typer.Option(help="only this loop")] = None
     table = Table("run", "loop", "event", "status", "scheduled / queued", "window", "attempt",
                   "duration", "result / error")
     for record in result["runs"]:
-        outcome = record["error"]["message"] if record.get("error") else json.dumps(
-            record.get("result"))
         duration = record.get("duration_ms")
-        window = ""
-        if record.get("window_start_ms") is not None:
-            window = f"[{_time(record['window_start_ms'])}, {_time(record['window_end_ms'])})"
         table.add_row(record["id"], record["loop"], record["event"], record["status"],
-                      _time(record["scheduled_ms"] or record["queued_ms"]), window,
+                      _time(record["scheduled_ms"] or record["queued_ms"]), _window(record),
                       str(record["attempt"]), "" if duration is None else f"{duration} ms",
-                      outcome[:60])
+                      _outcome(record)[:60])
     out.print(table)
+
+
+def _window(record: dict[str, Any]) -> str:
+    if record.get("window_start_ms") is None:
+        return ""
+    return f"[{_time(record['window_start_ms'])}, {_time(record['window_end_ms'])})"
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    error = record.get("error")
+    return str(error["message"]) if error else json.dumps(record.get("result"))
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, data_dir: DataDir = None, url: Url = None,
+              as_json: AsJson = False) -> None:
+    """One run: how it ended, where it sits in its pipeline, and the files it kept."""
+    with _client(data_dir, url) as client:
+        record = client.get_run(run_id)
+        kept = client.artifacts(run_id)["artifacts"]
+    if as_json:
+        _print_json({**record, "artifacts": kept})
+        return
+    duration = record.get("duration_ms")
+    rows = [("status", record["status"]), ("loop", f"{record['loop']} ({record['project']})"),
+            ("version", record["version_id"][:12]),
+            ("trigger", f"{record['trigger']} (event {record['event']})"),
+            ("pipeline", _pipeline(record)), ("window", _window(record)),
+            ("attempt", str(record["attempt"])),
+            ("duration", "" if duration is None else f"{duration} ms")]
+    if record.get("error"):
+        rows.append(("error", f"{record['error'].get('type')}: {record['error'].get('message')}"))
+    elif record.get("result") is not None:
+        rows.append(("result", _outcome(record)[:RESULT_CHARS]))
+    out.print(f"run [bold]{record['id']}[/bold]", highlight=False)
+    for label, value in rows:
+        if value:
+            out.print(f"  {label:9} {value}", highlight=False, markup=False)
+    _print_artifacts(kept)
+
+
+def _pipeline(record: dict[str, Any]) -> str:
+    pipeline = record.get("pipeline_id") or ""
+    parent = record.get("parent_id")
+    return f"{pipeline} (called by run {parent})" if parent else pipeline
+
+
+def _print_artifacts(kept: list[dict[str, Any]]) -> None:
+    if not kept:
+        out.print("  no artifacts")
+        return
+    table = Table("artifact", "type", "size")
+    table.add_column("url", overflow="fold")  # whole, on two lines if it must: it is copied
+    for artifact in kept:
+        table.add_row(artifact["name"], artifact["contentType"], _size(artifact["size"]),
+                      artifact["url"])
+    out.print(table)
+
+
+def _size(size: int) -> str:
+    if size < 1 << 10:
+        return f"{size} bytes"
+    return f"{size / (1 << 10):.1f} KiB" if size < 1 << 20 else f"{size / (1 << 20):.1f} MiB"
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: str, data_dir: DataDir = None, url: Url = None,
+                as_json: AsJson = False) -> None:
+    """Run the failed steps of a run's pipeline again (exit 1: none, or one failed again)."""
+    with _client(data_dir, url) as client:
+        try:
+            answer = client.resume(run_id)
+        except TsqError as exc:
+            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _print_json(answer)
+    else:
+        steps = answer["steps"]
+        out.print(f"pipeline {answer['pipeline']} ({steps} step{'s' if steps != 1 else ''}): "
+                  f"resumed {', '.join(answer['resumed'])}", highlight=False)
+        for record in answer.get("runs", []):  # working locally: how they ended
+            _print_run(record)
+    if any(r["status"] != "success" for r in answer.get("runs", [])):
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -307,6 +397,53 @@ def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
     for line in result["logs"]:
         out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}", highlight=False,
                   markup=False)
+
+
+@artifacts_app.command("list")
+def artifacts_list(run_id: str, data_dir: DataDir = None, url: Url = None,
+                   as_json: AsJson = False) -> None:
+    """The files one run kept."""
+    with _client(data_dir, url) as client:
+        result = client.artifacts(run_id)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_artifacts(result["artifacts"])
+
+
+@artifacts_app.command("get")
+def artifacts_get(run_id: str, name: str,
+                  output: Annotated[Path | None, typer.Option(
+                      "-o", "--output", help="the file (or directory) to write; default: NAME "
+                                             "in the current directory")] = None,
+                  force: Annotated[bool, typer.Option(
+                      "--force", help="overwrite the file if it exists")] = False,
+                  data_dir: DataDir = None, url: Url = None) -> None:
+    """Download a file a run kept."""
+    target = _target(output, name)
+    if target.exists() and not force:
+        err.print(f"[red]error:[/red] {escape(str(target))} exists; add --force to overwrite it",
+                  highlight=False)
+        raise typer.Exit(EXIT_ERROR)
+    with _client(data_dir, url) as client:
+        meta, data = client.artifact(run_id, name)
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write {escape(str(target))}: {exc.strerror}",
+                  highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    out.print(f"wrote {target} ({_size(len(data))}, {meta['contentType']})", highlight=False,
+              markup=False)
+
+
+def _target(output: Path | None, name: str) -> Path:
+    """Where `artifacts get` writes: -o as given, NAME inside -o if it is a directory, else NAME
+    in the current directory (its last part only: a name never writes elsewhere)."""
+    base = Path(name).name or "artifact"
+    if output is None:
+        return Path(base)
+    return output / base if output.is_dir() else output
 
 
 @app.command()

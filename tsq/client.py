@@ -7,8 +7,10 @@ recorded in the data directory if it answers, else local.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -22,6 +24,7 @@ from tsq.runstore import RunFilter
 __all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
 
 RUN_WAIT_S = 3600.0
+PIPELINE_POLL_S = 0.05
 
 
 class Client(Protocol):
@@ -37,6 +40,9 @@ class Client(Protocol):
     def runs(self, where: RunFilter) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def logs(self, run_id: str) -> dict[str, Any]: ...
+    def artifacts(self, run_id: str) -> dict[str, Any]: ...
+    def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]: ...
+    def resume(self, run_id: str) -> dict[str, Any]: ...
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
@@ -119,6 +125,24 @@ class LocalClient:
     def logs(self, run_id: str) -> dict[str, Any]:
         return self.service.run_logs(run_id)
 
+    def artifacts(self, run_id: str) -> dict[str, Any]:
+        return self.service.run_artifacts(run_id)
+
+    def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]:
+        return self.service.run_artifact(run_id, name)
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        # Working locally, this process runs the resumed steps: it follows the pipeline until
+        # nothing in it is queued or running, or they would stop with it.
+        answer = self.service.resume(run_id)
+        while True:
+            steps = self.service.runs.pipeline(answer["pipeline"])
+            if not any(step["status"] in ("queued", "running") for step in steps):
+                break
+            time.sleep(PIPELINE_POLL_S)
+        ended = {step["id"]: step for step in steps}
+        return {**answer, "runs": [ended[i] for i in answer["resumed"] if i in ended]}
+
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
         # Working locally, this process runs the backfill: the CLI follows it to the end.
@@ -186,6 +210,18 @@ class HttpClient:
     def logs(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{run_id}/logs")
 
+    def artifacts(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{_path(run_id)}/artifacts")
+
+    def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]:
+        response = self._send("GET", f"/v1/runs/{_path(run_id)}/artifacts/{_path(name)}")
+        meta = {"name": name, "contentType": response.headers.get("content-type", ""),
+                "size": len(response.content)}
+        return meta, response.content
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/runs/{_path(run_id)}/resume")
+
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
         return self._call("POST", "/v1/backfill", json=_only(
@@ -212,20 +248,26 @@ class HttpClient:
             return False
 
     def _call(self, method: str, path: str, **options: Any) -> dict[str, Any]:
+        response = self._send(method, path, **options)
+        return {} if response.status_code == 204 else self._json(response)
+
+    def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """The server's answer to a request that succeeded; its error as a TsqError if not."""
         try:
             response = self.http.request(method, path, **options)
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"cannot reach the tsq server at {self.http.base_url}: "
                                     f"{exc}") from None
-        if response.status_code == 204:
-            return {}
+        if response.status_code >= 400:
+            raise _error_from(self._json(response), response.status_code)
+        return response
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body: dict[str, Any] = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise ServerUnavailable(f"{self.http.base_url} answered {response.status_code} with "
                                     f"something that is not tsq's JSON") from None
-        if response.status_code >= 400:
-            raise _error_from(body, response.status_code)
         return body
 
 
@@ -243,6 +285,11 @@ def _error_from(body: dict[str, Any], status: int) -> TsqError:
         exc = TsqError(message, details=details)
         exc.http_status = status  # type: ignore[misc]
     return exc
+
+
+def _path(segment: str) -> str:
+    """One path segment, escaped (a name typed on the command line may hold `/` or `?`)."""
+    return quote(segment, safe="")
 
 
 def _only(**values: Any) -> dict[str, Any]:

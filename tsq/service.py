@@ -253,6 +253,17 @@ class Service:
     def run_logs(self, run_id: str) -> dict[str, Any]:
         return {"run": run_id, "logs": self.runs.logs(run_id)}
 
+    def run_artifacts(self, run_id: str) -> dict[str, Any]:
+        """The files `run_id` kept (NotFound for an unknown run, not an empty list)."""
+        self.runs.get(run_id)
+        return {"run": run_id, "artifacts": [a.to_json() for a in self.artifacts.list(run_id)]}
+
+    def run_artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]:
+        """One file `run_id` kept: how the listing shows it, and its bytes."""
+        self.runs.get(run_id)
+        artifact, data = self.artifacts.get(run_id, name)
+        return artifact.to_json(), data
+
 
 def _compile(runtime: str, source: str, file_name: str) -> None:
     get_runtime(runtime).prepare(source, file_name)
