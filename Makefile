@@ -19,7 +19,8 @@ install: $(BIN)/tsq
 install-test: install
 	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 
-## demo: install, deploy the examples, run one, backfill the scheduled one, then serve it
+## demo: install, deploy the examples, run one, backfill the scheduled one and the example
+## pipeline (rollups, reports, retention), then serve it
 demo: install
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq deploy examples/hello/loops.yml
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq run hello --event gra
@@ -27,6 +28,7 @@ demo: install
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq backfill heartbeat \
 	  --from $$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:00Z) --to $$(date -u +%Y-%m-%dT%H:%M:00Z)
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat --limit 6
+	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq demo
 	@echo "Serving on http://127.0.0.1:$(PORT) (API docs at /docs); Ctrl-C stops it."
 	@echo "heartbeat fires every 10 s: run 'TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat' in another terminal."
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)

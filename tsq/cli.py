@@ -478,6 +478,19 @@ def backfill(name: str,
 
 
 @app.command()
+def demo(data_dir: DataDir = None, url: Url = None) -> None:
+    """Seed nine days of sample cpu points, deploy examples/pipeline (1m and 1h rollups, a daily
+    report with a chart, 7-day retention) and backfill it."""
+    from tsq.demo import run_demo
+
+    with _client(data_dir, url) as client:
+        report = run_demo(client, lambda text: out.print(text, highlight=False, markup=False))
+    out.print(f"newest report: run {report['id']} ({report['status']}); see it with "
+              f"`tsq runs show {report['id']}` and `tsq artifacts get {report['id']} "
+              f"cpu-hourly.png`", highlight=False, markup=False)
+
+
+@app.command()
 def write(source: Annotated[str, typer.Argument(help="a line-protocol file, or - for stdin")],
           precision: Annotated[str, typer.Option(help="timestamp unit: ns, us, ms, s, m, h")
                                ] = "ns",
