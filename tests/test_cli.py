@@ -91,3 +91,20 @@ def test_query_tsl_and_tsl_compile(tmp_path: Path) -> None:
                'select("cpu").last(1h).sampleBy(1m, last)')
     assert json.loads(prom.stdout) == [{"query": "cpu", "start": "1609455600", "end": "1609459200",
                                         "step": "1m", "instant_query": False}]
+
+
+@pytest.mark.slow
+def test_demo_runs_the_example_pipeline(tmp_path: Path) -> None:
+    shown = tsq(tmp_path, "demo")
+    assert shown.returncode == 0, shown.stderr
+    assert "rolled up 216 hours" in shown.stdout and "made 8 daily reports" in shown.stdout
+    reports = json.loads(tsq(tmp_path, "runs", "--loop", "cpu-report", "--json").stdout)["runs"]
+    assert len(reports) == 8 and {r["status"] for r in reports} == {"success"}
+    newest = max(reports, key=lambda r: r["scheduled_ms"])
+    assert f"newest report: run {newest['id']} (success)" in shown.stdout
+    chart = tsq(tmp_path, "artifacts", "get", newest["id"], "cpu-hourly.png", "-o",
+                str(tmp_path / "chart.png"))
+    assert chart.returncode == 0, chart.stderr
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    retentions = json.loads(tsq(tmp_path, "runs", "--loop", "cpu-retention", "--json").stdout)
+    assert sum(r["result"]["deleted"] for r in retentions["runs"]) > 0
