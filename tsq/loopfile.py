@@ -283,16 +283,7 @@ class _Checker:
                               f"`rollup: {{from: cpu, to: cpu_1m, span: 1m, aggregate: mean, "
                               f"by: [dc]}}`")
             return None
-        source = self.string(fields["from"], (*path, "from"), hint='(a selector like cpu or '
-                                                                    'cpu{dc="gra"})')
-        if source is not None:
-            try:
-                if parse_selector(source).name is None:
-                    self.report((*path, "from"), f"{source!r} needs a series name, like cpu")
-                    source = None
-            except BadRequest as exc:
-                self.report((*path, "from"), exc.message)
-                source = None
+        source = self.selector(fields["from"], (*path, "from"), named=True)
         target = self.string(fields["to"], (*path, "to"), SERIES_NAME,
                              "a series name like cpu_1m")
         span = self.span(fields["span"], (*path, "span"))
@@ -325,13 +316,7 @@ class _Checker:
                               f"e.g. `retention: {{select: cpu, keep: 7d, covered_by: "
                               f"[cpu-1m]}}`")
             return None
-        select = self.string(fields["select"], (*path, "select"), hint="(a selector)")
-        if select is not None:
-            try:
-                parse_selector(select)
-            except BadRequest as exc:
-                self.report((*path, "select"), exc.message)
-                select = None
+        select = self.selector(fields["select"], (*path, "select"), named=False)
         keep = self.span(fields["keep"], (*path, "keep"))
         covered_by: tuple[str, ...] = ()
         if "covered_by" in fields:
@@ -351,6 +336,21 @@ class _Checker:
         keep_ms = duration_ms(keep)
         return RetentionSpec(select, keep_ms, covered_by,
                              duration_ms(lookback) if lookback else 4 * keep_ms)
+
+    def selector(self, value: Any, path: DocPath, *, named: bool) -> str | None:
+        """A selector's text if it parses (and, when `named`, has a series name)."""
+        text = self.string(value, path, hint='(a selector like cpu or cpu{dc="gra"})')
+        if text is None:
+            return None
+        try:
+            unnamed = parse_selector(text).name is None
+        except BadRequest as exc:
+            self.report(path, exc.message)
+            return None
+        if named and unnamed:
+            self.report(path, f"{text!r} needs a series name, like cpu")
+            return None
+        return text
 
     def generated(self, source: str, path: DocPath) -> str | None:
         """A shorthand's generated TSL, compiled now so that a problem shows at deploy."""

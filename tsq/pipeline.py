@@ -36,11 +36,16 @@ PIPELINE_OPS = frozenset({"loop.run", "artifact.put"})
 UNFINISHED = ("queued", "running")
 
 
-def step_key(parent_id: str, loop: str, params: dict[str, Any], count: int) -> str:
-    """The journal key of a `Loop.run` step: the `count`-th call of `loop` with these params by
-    run `parent_id` (a replay makes the same calls in the same order, so finds the same keys)."""
-    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+def step_key(parent_id: str, loop: str, digest: str, count: int) -> str:
+    """The journal key of a `Loop.run` step: the `count`-th call of `loop` with the params of
+    `digest` by run `parent_id` (a replay makes the same calls in the same order, so finds the
+    same keys)."""
     return f"call:{parent_id}:{loop}:{digest}:{count}"
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """The same params give the same digest, whatever the order of their keys."""
+    return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 @dataclass
@@ -103,9 +108,9 @@ class Pipelines:
             version = self.loops.version_at(parent["project"], name, parent["pipeline_ms"])
         except NotFound as exc:
             raise HostError("LoopNotFound", f"Loop.run({name!r}): {exc.message}") from None
-        count = caller.calls.get((name, repr(sorted(params.items()))), 0) + 1
-        caller.calls[(name, repr(sorted(params.items())))] = count
-        key = step_key(parent["id"], name, params, count)
+        digest = params_digest(params)
+        count = caller.calls[name, digest] = caller.calls.get((name, digest), 0) + 1
+        key = step_key(parent["id"], name, digest, count)
         step = self._journaled(parent, key)
         if step is not None and step["status"] == "success":
             self.runs.append_logs(parent["id"], [LogLine(

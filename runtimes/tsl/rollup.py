@@ -18,16 +18,14 @@ from tsq.kernels.maps import subset
 from tsq.runtimes.base import HostError, LogLine, Program, RunContext, RunResult
 from tsq.series import NS_PER_MS, SeriesSet
 
-from .parser import bind
-from .runtime import TslProgram, TslRuntime, evaluation_for_run, run_variables
+from .runtime import TslProgram, TslRuntime
 
 __all__ = ["RollupRuntime"]
 
 
 class RollupProgram:
     def __init__(self, query: TslProgram) -> None:
-        self.source = query.source
-        self.script = query.script
+        self.query = query
 
     def run(self, ctx: RunContext) -> RunResult:
         window = ctx.event.get("window")
@@ -38,8 +36,7 @@ class RollupProgram:
         started = datetime.now(UTC)
         start, end = int(window["startMs"]) * NS_PER_MS + 1, int(window["endMs"]) * NS_PER_MS + 1
         try:
-            instructions = bind(self.script, self.source, values=run_variables(ctx.event))
-            results = evaluation_for_run(ctx).results(instructions, self.source)
+            results = self.query.results(ctx)
             output = results.statements[-1] if results.statements else SeriesSet.empty()
             if not isinstance(output, SeriesSet):
                 return RunResult.failed("TslError", "a rollup's query must give series")

@@ -23,7 +23,7 @@ from tsq.kernels import Aggregator, Buckets, Fill
 from tsq.runtimes.base import Host, HostError, LogLine, RunContext, RunResult
 from tsq.series import SeriesSet
 
-from .evaluate import Evaluation
+from .evaluate import Evaluation, Results
 from .parser import Value, bind
 from .syntax import Assign, Chain, parse_script
 
@@ -111,11 +111,15 @@ class TslProgram:
         self.script = script
         self.max_result_bytes = max_result_bytes
 
+    def results(self, ctx: RunContext) -> Results:
+        """Every statement's value for this run (TslError, HostError)."""
+        instructions = bind(self.script, self.source, values=run_variables(ctx.event))
+        return evaluation_for_run(ctx).results(instructions, self.source)
+
     def run(self, ctx: RunContext) -> RunResult:
         started = datetime.now(UTC)
         try:
-            instructions = bind(self.script, self.source, values=run_variables(ctx.event))
-            results = evaluation_for_run(ctx).results(instructions, self.source)
+            results = self.results(ctx)
         except TslError as error:
             return RunResult.failed("TslError", error.message, error.caret)
         except HostError as error:
