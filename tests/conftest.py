@@ -14,7 +14,8 @@ from tsq.api import create_app
 from tsq.config import Settings
 from tsq.service import Service
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The reference cases the tests check against, copied into the project (see its README.md).
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 
 
 @pytest.fixture(scope="module")

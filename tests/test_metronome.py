@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SHARED
+from tests.conftest import CONFORMANCE
 from tsq import metronome
 from tsq.errors import ScheduleError
 
 CASES = [json.loads(line) for line in
-         (SHARED / "conformance" / "metronome_schedules.jsonl").read_text().splitlines() if line]
+         (CONFORMANCE / "metronome_schedules.jsonl").read_text().splitlines() if line]
 
 
 def _cases(kind: str) -> list[Any]:

@@ -1,4 +1,4 @@
-"""The shared TSL conformance cases (../shared/conformance/tsl_*.jsonl), each a test that keeps its
+"""The TSL conformance cases (tests/conformance/tsl_*.jsonl), each a test that keeps its
 `source`: TSL → WarpScript text and TSL → PromQL requests exactly as the reference (ovh/tsl@14e119e)
 produces them, or the reference's error message.
 
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import CONFORMANCE
 from tsq import tsl
 from tsq.errors import TslError
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-
 
 def _cases(name: str) -> list[Any]:
-    path = CONFORMANCE / name
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = (CONFORMANCE / name).read_text().splitlines()
     cases = [json.loads(line) for line in lines if line.strip()]
     return [pytest.param(case, id=f"{index}:{case['source']}") for index, case in enumerate(cases)]
 
@@ -68,7 +65,7 @@ def test_promql(case: dict[str, Any]) -> None:
 
 
 def test_the_conformance_files_are_there() -> None:
-    """CI runs with ../shared beside the clone; without it the cases above would vanish silently."""
+    """A lost or emptied case file would make the cases above vanish silently."""
     assert len(_cases("tsl_warpscript.jsonl")) >= 200
     assert len(_cases("tsl_promql.jsonl")) >= 200
 

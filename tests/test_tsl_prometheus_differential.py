@@ -7,7 +7,7 @@ series by series (matched on their labels, less `__name__`, which Prometheus dro
 functions and aggregations), with the same timestamps exactly and the same values (rtol 1e-9).
 
 Two families of queries:
-- every conformance case of ../shared/conformance/tsl_promql.jsonl that compiles to PromQL,
+- every conformance case of tests/conformance/tsl_promql.jsonl that compiles to PromQL,
   sent as `tsl.compile(…, "promql")` gives it. Where the compiled query cannot mean what the TSL
   means (a reference bug, or a PromQL function whose semantics differ), the case is skipped with
   the precise reason;
@@ -34,7 +34,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.prometheus import available, prometheus, query, query_range, to_openmetrics
+from tests.conftest import CONFORMANCE
 from tsq import tsl
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.series import SeriesSet
@@ -52,7 +52,7 @@ pytestmark = [
                                                "(apt-get install prometheus; .ci/run installs it)"),
 ]
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "tsl_promql.jsonl"
+PROMQL_CASES = CONFORMANCE / "tsl_promql.jsonl"
 NOW = datetime(2021, 1, 1, tzinfo=UTC)  # the conformance cases' now
 NOW_S = 1_609_459_200
 NS = 1_000_000_000
@@ -72,9 +72,7 @@ Answer = dict[Key, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]
 
 
 def _conformance() -> list[dict[str, Any]]:
-    if not CONFORMANCE.exists():
-        return []
-    cases = [json.loads(line) for line in CONFORMANCE.read_text().splitlines() if line.strip()]
+    cases = [json.loads(line) for line in PROMQL_CASES.read_text().splitlines() if line.strip()]
     return [case for case in cases if case.get("promql")]
 
 
@@ -343,8 +341,7 @@ def test_conformance_case_agrees_with_prometheus(engines: Engines, case: dict[st
 
 def test_every_classified_case_exists() -> None:
     """The tables above name real cases (a renamed source would silently compare nothing)."""
-    if not CASES:
-        pytest.skip(f"no conformance cases at {CONFORMANCE}")
+    assert CASES, f"no conformance cases in {PROMQL_CASES}"
     sources = {case["source"] for case in CASES}
     for table in (CONFORMANCE_SKIPS, CONFORMANCE_REJECTED, CONFORMANCE_XFAILS, CONFORMANCE_SCALES):
         assert set(table) <= sources, set(table) - sources

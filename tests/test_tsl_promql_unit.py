@@ -1,5 +1,5 @@
 """TSL → PromQL on hand-built syntax trees, independent of the parser. Expected strings are the
-reference's (ovh/tsl@14e119e, as recorded in ../shared/conformance/tsl_promql.jsonl), plus Go
+reference's (ovh/tsl@14e119e, as recorded in tests/conformance/tsl_promql.jsonl), plus Go
 standard library behaviour the generator reproduces (ParseDuration, FormatFloat, Sprintf)."""
 
 from __future__ import annotations

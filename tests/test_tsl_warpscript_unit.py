@@ -1,7 +1,7 @@
 """The TSL → WarpScript generator on syntax trees built by hand, independent of the parser.
 
-Expected texts are the reference's (ovh/tsl@14e119e) output: most come from the shared conformance
-file (their `source` is named), the others from running the reference on the TSL in the test's
+Expected texts are the reference's (ovh/tsl@14e119e) output: most come from the conformance
+file tests/conformance/tsl_warpscript.jsonl (their `source` is named), the others from running the reference on the TSL in the test's
 docstring.
 """
 

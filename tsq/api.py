@@ -1,4 +1,4 @@
-"""The HTTP API (`/v1`, JSON through orjson); see shared/specs/loops.md §4.
+"""The HTTP API (`/v1`, JSON through orjson); see docs/ and the OpenAPI page at /docs.
 
 Every error is `{"error": {"type", "message", "details"}}` with the status its class carries
 (tsq.errors); nothing answers with a stack trace. A synchronous run answers 200 with the run

@@ -1,4 +1,4 @@
-"""Metronome schedules: `R<n>/<start>/<period>/ET<epsilon>` (see shared/specs/metronome.md).
+"""Metronome schedules: `R<n>/<start>/<period>/ET<epsilon>`, the grammar of OVH's Metronome.
 
 The k-th scheduled time is always `start + k·period`, computed from the start, never from the
 previous time, so month-end clamping does not drift (Jan 31 + P1M → Feb 28 → Mar 31).
