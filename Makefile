@@ -2,16 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_DATA ?= $(CURDIR)/.demo-data
+DEMO_DATA ?= $(CURDIR)/.tsq
 PORT ?= 8080
 
-.PHONY: demo test lint bench install install-test clean
+.PHONY: demo test test-servers lint bench install install-test clean
 
 # Re-installed whenever pyproject.toml changes, so new dependencies arrive in an old venv too.
 $(BIN)/tsq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[examples]' --config-settings editable_mode=compat
 	touch $@
 
 install: $(BIN)/tsq
@@ -33,9 +33,13 @@ demo: install
 	@echo "heartbeat fires every 10 s: run 'TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat' in another terminal."
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)
 
-## test: lint, type-check and run the whole test suite
-test: install-test lint
+## test: lint, type-check and run the whole test suite (with the database servers the tests
+## compare against: installed where it runs as root with apt, else it says what is skipped)
+test: install-test test-servers lint
 	$(BIN)/pytest
+
+test-servers:
+	@tests/install-servers
 
 lint:
 	$(BIN)/ruff check .
