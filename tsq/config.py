@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
+from tsq import datadir
 from tsq.errors import ConfigError
 
 __all__ = ["PipelineLimits", "Settings"]
@@ -32,8 +31,7 @@ class Settings:
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None) -> Settings:
         env = os.environ
-        directory = Path(data_dir or env.get("TSQ_DATA_DIR") or platformdirs.user_data_dir("tsq"))
-        directory = directory.expanduser()
+        directory = datadir.locate(data_dir)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
