@@ -227,18 +227,34 @@ def delete(name: str, project: Project = None, data_dir: DataDir = None,
 def run(name: str,
         param: Annotated[list[str] | None, typer.Option(
             "-p", "--param", help="k=v (the value is parsed as JSON when it can be)")] = None,
-        event: Annotated[str | None, typer.Option(help="use this event's params")] = None,
+        event: Annotated[str | None, typer.Option(
+            help="use this event's params (and its schedule for the window)")] = None,
         run_async: Annotated[bool, typer.Option("--async", help="queue and return at once "
                                                 "(needs a server)")] = False,
+        at: Annotated[str | None, typer.Option(
+            "--at", metavar="TIME",
+            help="run scheduled time TIME (ISO-8601, e.g. 2026-01-01T00:05:00Z) with the window "
+                 "the scheduler gives it, [TIME - period, TIME)")] = None,
+        window: Annotated[str | None, typer.Option(
+            "--window", metavar="START/END",
+            help="run this window (ISO-8601 times, END excluded)")] = None,
         project: Project = None, data_dir: DataDir = None, url: Url = None,
         as_json: AsJson = False) -> None:
-    """Run a loop now; exit 0 only if it succeeded."""
+    """Run a loop now; exit 0 only if it succeeded.
+
+    A loop with a schedule (`rate:`) runs with the window of its latest complete period unless
+    --at or --window says otherwise; a loop without one runs with no window (event.window is
+    null) unless --window gives one. A run by hand never stands in for a scheduled run: the
+    scheduler and `tsq backfill` still run that time.
+    """
     params = _parse_params(param or [])
     with _client(data_dir, url) as client:
-        record = client.run(name, params, project, event, wait=not run_async)
+        record = client.run(name, params, project, event, wait=not run_async, at=at,
+                            window=window)
     if as_json:
         _print_json(record)
     else:
+        _print_covered(record, chosen=at is not None or window is not None)
         _print_run(record)
     status = record["status"]
     if status in ("queued", "running"):
@@ -257,6 +273,22 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             params[key] = value
     return params
+
+
+def _print_covered(record: dict[str, Any], *, chosen: bool) -> None:
+    """Say which window a run by hand covers: without --at or --window it was picked for it."""
+    if record.get("window_start_ms") is None:
+        return
+    covered = f"window [{_iso(record['window_start_ms'])}, {_iso(record['window_end_ms'])})"
+    if record.get("scheduled_ms") is not None:
+        covered += f" of scheduled time {_iso(record['scheduled_ms'])}"
+    if not chosen:
+        covered += " (latest complete period; --at or --window to choose)"
+    out.print(covered, highlight=False, markup=False)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _print_run(record: dict[str, Any]) -> None:
