@@ -1,6 +1,6 @@
 """Runs by hand with the window of a scheduled time (`tsq run --at/--window`), on a clock the
-tests move and a scripted worker pool: which window a run gets, and that it never takes the key
-of the scheduled run of that time."""
+tests move and a scripted worker pool: which window a run gets, that it never takes the key of
+the scheduled run of that time, and the order the run list shows backfilled runs in."""
 
 from __future__ import annotations
 
@@ -184,6 +184,36 @@ def test_a_run_by_hand_sets_off_no_follower_and_takes_no_key(
     [follower] = all_runs(service, "next")
     assert follower["key"] == f"next:go:{ms('2026-01-01T00:05:00Z')}"
     assert window_of(follower) == (ms("2026-01-01T00:04:00Z"), ms("2026-01-01T00:05:00Z"))
+
+
+def test_the_run_list_shows_backfilled_runs_newest_scheduled_time_first(
+        service: Service, tmp_path: Path) -> None:
+    deploy(service, tmp_path, loop_yaml())
+
+    def backfill(start: str, end: str) -> None:
+        job = service.backfill("roll", utc(start), utc(end))
+        wait_until(lambda: service.backfill_status(job["id"])["status"] == "done")
+
+    # the three newest first, then all six: the three oldest are queued (and end) last
+    backfill("2026-01-01T00:03:00Z", "2026-01-01T00:06:00Z")
+    backfill("2026-01-01T00:00:00Z", "2026-01-01T00:06:00Z")
+    listed = service.list_runs(RunFilter(loop="roll"))["runs"]
+    assert [r["scheduled_ms"] for r in listed] == [
+        ms(f"2026-01-01T00:0{minute}:00Z") for minute in (5, 4, 3, 2, 1, 0)]
+    assert {r["status"] for r in listed} == {"success"}
+
+
+def test_backfill_bounds_the_scheduled_times_not_the_windows(
+        service: Service, tmp_path: Path) -> None:
+    """As `tsq backfill --help` and docs/scheduling.md say: FROM <= t < TO, and each run covers
+    [t - period, t), so the first window begins one period before the first scheduled time."""
+    deploy(service, tmp_path, loop_yaml())
+    job = service.backfill("roll", utc("2026-01-01T00:00:30Z"), utc("2026-01-01T00:03:00Z"))
+    wait_until(lambda: service.backfill_status(job["id"])["status"] == "done")
+    ran = sorted((r["scheduled_ms"], window_of(r)) for r in all_runs(service))
+    assert ran == [(ms(t), (ms(start), ms(t))) for start, t in (
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"),
+        ("2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"))]
 
 
 def test_latest_complete_period_and_neighbours_of_a_schedule() -> None:

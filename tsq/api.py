@@ -67,8 +67,11 @@ class RunRequest(BaseModel):
 
 class BackfillRequest(BaseModel):
     loop: str
-    start: str = Field(alias="from", description="ISO-8601 time with offset, inclusive")
-    end: str = Field(alias="to", description="ISO-8601 time with offset, exclusive")
+    # The range bounds the scheduled times t; each run covers its window [t - period, t).
+    start: str = Field(alias="from", description="run the scheduled times at or after this "
+                                                 "time (inclusive; ISO-8601 with offset)")
+    end: str = Field(alias="to", description="… and before this time (exclusive; ISO-8601 "
+                                             "with offset)")
     event: str | None = Field(None, description="only this scheduled event (default: all)")
     project: str | None = None
 

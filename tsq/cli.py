@@ -480,12 +480,25 @@ def _target(output: Path | None, name: str) -> Path:
 
 @app.command()
 def backfill(name: str,
-             start: Annotated[str, typer.Option("--from", help="ISO-8601 time, inclusive")],
-             end: Annotated[str, typer.Option("--to", help="ISO-8601 time, exclusive")],
+             start: Annotated[str, typer.Option(
+                 "--from", metavar="TIME",
+                 help="run the scheduled times at or after TIME (inclusive; ISO-8601)")],
+             end: Annotated[str, typer.Option(
+                 "--to", metavar="TIME",
+                 help="… and before TIME (exclusive; ISO-8601)")],
              event: Annotated[str | None, typer.Option(help="only this scheduled event")] = None,
              project: Project = None, data_dir: DataDir = None, url: Url = None,
              as_json: AsJson = False) -> None:
-    """Run a loop for every scheduled time in [--from, --to), skipping times that succeeded."""
+    """Run a loop for every scheduled time t with --from <= t < --to, skipping times that
+    succeeded.
+
+    The range bounds the scheduled times, not the windows: each run covers its window
+    [t - period, t), so the first window begins one period before the first scheduled time
+    (before --from itself when --from is a scheduled time). With an hourly
+    schedule, --from 2026-01-01T00:00:00Z --to 2026-01-01T03:00:00Z runs 00:00, 01:00 and
+    02:00, whose windows cover [2025-12-31T23:00, 2026-01-01T02:00). To compute the data of
+    [A, B), give --from A+period --to B+period. See docs/scheduling.md.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with _client(data_dir, url) as client:
