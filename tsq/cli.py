@@ -301,10 +301,17 @@ def _print_run(record: dict[str, Any]) -> None:
     if record.get("result") is not None:
         out.print_json(data=record["result"])
     if record.get("error"):
-        error = record["error"]
-        err.print(f"{error.get('type')}: {error.get('message')}", highlight=False, markup=False)
-        if error.get("stack"):
-            err.print(error["stack"], highlight=False, markup=False)
+        err.print(_error_text(record["error"]), highlight=False, markup=False)
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    """A run's error, once: a JavaScript stack already begins with "Type: message", so printing
+    both showed the error twice."""
+    head = f"{error.get('type')}: {error.get('message')}"
+    stack = str(error.get("stack") or "")
+    if stack.startswith(head):
+        return stack
+    return f"{head}\n{stack}" if stack else head
 
 
 @runs_app.callback(invoke_without_command=True)
