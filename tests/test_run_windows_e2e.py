@@ -150,3 +150,20 @@ def test_a_window_option_that_is_not_start_end_names_the_option() -> None:
 
     with pytest.raises(BadRequest, match="--window '2026-01-01T00:08:00Z' is not START/END"):
         split_window("2026-01-01T00:08:00Z")
+
+
+def test_the_http_client_sends_at_and_window_as_the_endpoint_takes_them(
+        api: httpx.Client) -> None:
+    from tsq.client import HttpClient
+
+    client = HttpClient(str(api.base_url))
+    try:
+        at = client.run("man-js", {}, None, "tick", wait=True, at="2026-01-01T00:03:00Z")
+        given = client.run("man-js", {}, None, None, wait=True,
+                           window="2026-01-01T00:00:00Z/2026-01-01T00:00:30Z")
+        with pytest.raises(BadRequest, match=r"window\.end 'soon' is not an ISO-8601 time"):
+            client.run("man-js", {}, None, None, wait=True, window="2026-01-01T00:00:00Z/soon")
+    finally:
+        client.close()
+    assert (at["event"], at["result"]["mean"]) == ("tick", mean(12, 17))
+    assert (given["result"]["points"], given["result"]["mean"]) == (3, mean(0, 2))
