@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tsq import __version__
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
 from tsq.runstore import RunFilter, RunStatus
-from tsq.service import Service, parse_time
+from tsq.service import Service, parse_time, run_window, time_field
 
 __all__ = ["create_app"]
 
@@ -57,12 +57,21 @@ class DeployRequest(BaseModel):
 class RunRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     event: str | None = Field(None, description="take the params of this event of the loop")
+    # `at` and `window` are checked by tsq.service: a wrong one is a 400 naming the field.
+    at: Any = Field(None, description="run scheduled time AT (ISO-8601 with offset) with its "
+                                      "window; not with `window`")
+    window: Any = Field(None, description='the window to run, {"start": ISO-8601 time, "end": '
+                                          'ISO-8601 time}; default: the latest complete period '
+                                          'of the loop\'s schedule')
 
 
 class BackfillRequest(BaseModel):
     loop: str
-    start: str = Field(alias="from", description="ISO-8601 time with offset, inclusive")
-    end: str = Field(alias="to", description="ISO-8601 time with offset, exclusive")
+    # The range bounds the scheduled times t; each run covers its window [t - period, t).
+    start: str = Field(alias="from", description="run the scheduled times at or after this "
+                                                 "time (inclusive; ISO-8601 with offset)")
+    end: str = Field(alias="to", description="… and before this time (exclusive; ISO-8601 "
+                                             "with offset)")
     event: str | None = Field(None, description="only this scheduled event (default: all)")
     project: str | None = None
 
@@ -116,9 +125,11 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     async def run_loop(name: str, project: str | None = None,
                        is_async: Annotated[bool, Query(alias="async")] = False,
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
-        body = request or RunRequest(event=None)
+        body = request or RunRequest(event=None, at=None, window=None)
+        at = time_field(body.at, "at") if body.at is not None else None
         submitted = await run_in_threadpool(
-            service.submit, name, body.params, project=project, event=body.event, trigger="http")
+            service.submit, name, body.params, project=project, event=body.event, trigger="http",
+            at=at, window=run_window(body.window))
         if is_async:
             return OrjsonResponse(submitted.record, status_code=202)
         record = await asyncio.wrap_future(submitted.done)

@@ -227,18 +227,34 @@ def delete(name: str, project: Project = None, data_dir: DataDir = None,
 def run(name: str,
         param: Annotated[list[str] | None, typer.Option(
             "-p", "--param", help="k=v (the value is parsed as JSON when it can be)")] = None,
-        event: Annotated[str | None, typer.Option(help="use this event's params")] = None,
+        event: Annotated[str | None, typer.Option(
+            help="use this event's params (and its schedule for the window)")] = None,
         run_async: Annotated[bool, typer.Option("--async", help="queue and return at once "
                                                 "(needs a server)")] = False,
+        at: Annotated[str | None, typer.Option(
+            "--at", metavar="TIME",
+            help="run scheduled time TIME (ISO-8601, e.g. 2026-01-01T00:05:00Z) with the window "
+                 "the scheduler gives it, [TIME - period, TIME)")] = None,
+        window: Annotated[str | None, typer.Option(
+            "--window", metavar="START/END",
+            help="run this window (ISO-8601 times, END excluded)")] = None,
         project: Project = None, data_dir: DataDir = None, url: Url = None,
         as_json: AsJson = False) -> None:
-    """Run a loop now; exit 0 only if it succeeded."""
+    """Run a loop now; exit 0 only if it succeeded.
+
+    A loop with a schedule (`rate:`) runs with the window of its latest complete period unless
+    --at or --window says otherwise; a loop without one runs with no window (event.window is
+    null) unless --window gives one. A run by hand never stands in for a scheduled run: the
+    scheduler and `tsq backfill` still run that time.
+    """
     params = _parse_params(param or [])
     with _client(data_dir, url) as client:
-        record = client.run(name, params, project, event, wait=not run_async)
+        record = client.run(name, params, project, event, wait=not run_async, at=at,
+                            window=window)
     if as_json:
         _print_json(record)
     else:
+        _print_covered(record, chosen=at is not None or window is not None)
         _print_run(record)
     status = record["status"]
     if status in ("queued", "running"):
@@ -259,6 +275,22 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def _print_covered(record: dict[str, Any], *, chosen: bool) -> None:
+    """Say which window a run by hand covers: without --at or --window it was picked for it."""
+    if record.get("window_start_ms") is None:
+        return
+    covered = f"window [{_iso(record['window_start_ms'])}, {_iso(record['window_end_ms'])})"
+    if record.get("scheduled_ms") is not None:
+        covered += f" of scheduled time {_iso(record['scheduled_ms'])}"
+    if not chosen:
+        covered += " (latest complete period; --at or --window to choose)"
+    out.print(covered, highlight=False, markup=False)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
 def _print_run(record: dict[str, Any]) -> None:
     colour = {"success": "green", "failed": "red", "timeout": "yellow"}.get(record["status"],
                                                                            "cyan")
@@ -269,10 +301,17 @@ def _print_run(record: dict[str, Any]) -> None:
     if record.get("result") is not None:
         out.print_json(data=record["result"])
     if record.get("error"):
-        error = record["error"]
-        err.print(f"{error.get('type')}: {error.get('message')}", highlight=False, markup=False)
-        if error.get("stack"):
-            err.print(error["stack"], highlight=False, markup=False)
+        err.print(_error_text(record["error"]), highlight=False, markup=False)
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    """A run's error, once: a JavaScript stack already begins with "Type: message", so printing
+    both showed the error twice."""
+    head = f"{error.get('type')}: {error.get('message')}"
+    stack = str(error.get("stack") or "")
+    if stack.startswith(head):
+        return stack
+    return f"{head}\n{stack}" if stack else head
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -448,12 +487,25 @@ def _target(output: Path | None, name: str) -> Path:
 
 @app.command()
 def backfill(name: str,
-             start: Annotated[str, typer.Option("--from", help="ISO-8601 time, inclusive")],
-             end: Annotated[str, typer.Option("--to", help="ISO-8601 time, exclusive")],
+             start: Annotated[str, typer.Option(
+                 "--from", metavar="TIME",
+                 help="run the scheduled times at or after TIME (inclusive; ISO-8601)")],
+             end: Annotated[str, typer.Option(
+                 "--to", metavar="TIME",
+                 help="… and before TIME (exclusive; ISO-8601)")],
              event: Annotated[str | None, typer.Option(help="only this scheduled event")] = None,
              project: Project = None, data_dir: DataDir = None, url: Url = None,
              as_json: AsJson = False) -> None:
-    """Run a loop for every scheduled time in [--from, --to), skipping times that succeeded."""
+    """Run a loop for every scheduled time t with --from <= t < --to, skipping times that
+    succeeded.
+
+    The range bounds the scheduled times, not the windows: each run covers its window
+    [t - period, t), so the first window begins one period before the first scheduled time
+    (before --from itself when --from is a scheduled time). With an hourly
+    schedule, --from 2026-01-01T00:00:00Z --to 2026-01-01T03:00:00Z runs 00:00, 01:00 and
+    02:00, whose windows cover [2025-12-31T23:00, 2026-01-01T02:00). To compute the data of
+    [A, B), give --from A+period --to B+period. See docs/scheduling.md.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with _client(data_dir, url) as client:

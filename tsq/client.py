@@ -21,7 +21,7 @@ from tsq.config import Settings
 from tsq.errors import ServerUnavailable, TsqError
 from tsq.runstore import RunFilter
 
-__all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
+__all__ = ["Client", "HttpClient", "LocalClient", "open_client", "split_window"]
 
 RUN_WAIT_S = 3600.0
 PIPELINE_POLL_S = 0.05
@@ -36,7 +36,7 @@ class Client(Protocol):
     def rollback(self, name: str, project: str | None, to: str | None) -> dict[str, Any]: ...
     def delete(self, name: str, project: str | None) -> dict[str, Any]: ...
     def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
-            wait: bool) -> dict[str, Any]: ...
+            wait: bool, at: str | None = None, window: str | None = None) -> dict[str, Any]: ...
     def runs(self, where: RunFilter) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def logs(self, run_id: str) -> dict[str, Any]: ...
@@ -49,6 +49,15 @@ class Client(Protocol):
     def write(self, body: str, precision: str) -> dict[str, Any]: ...
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]: ...
     def close(self) -> None: ...
+
+
+def split_window(text: str) -> tuple[str, str]:
+    """`--window START/END` as its two times (checked as times where they are used)."""
+    start, sep, end = text.partition("/")
+    if not sep or not start or not end or "/" in end:
+        raise errors.BadRequest(f"--window {text!r} is not START/END; write two ISO-8601 times "
+                                f"joined by /, e.g. 2026-01-01T00:00:00Z/2026-01-01T00:05:00Z")
+    return start, end
 
 
 def read_bundle(loop_file: Path) -> tuple[str, dict[str, str]]:
@@ -111,10 +120,17 @@ class LocalClient:
         return self.service.delete_loop(name, project)
 
     def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
-            wait: bool) -> dict[str, Any]:
+            wait: bool, at: str | None = None, window: str | None = None) -> dict[str, Any]:
         # Working locally, the CLI process is the service: it waits even for --async, or the
         # run would die with it. The record says how it ended.
-        return self.service.run(name, params, project=project, event=event, trigger="cli")
+        from tsq.service import parse_time
+
+        bounds = split_window(window) if window is not None else None
+        return self.service.run(
+            name, params, project=project, event=event, trigger="cli",
+            at=parse_time(at, "--at") if at is not None else None,
+            window=None if bounds is None else (parse_time(bounds[0], "--window start"),
+                                                parse_time(bounds[1], "--window end")))
 
     def runs(self, where: RunFilter) -> dict[str, Any]:
         return self.service.list_runs(where)
@@ -188,11 +204,14 @@ class HttpClient:
         return self._call("DELETE", f"/v1/loops/{name}", params=_only(project=project))
 
     def run(self, name: str, params: dict[str, Any], project: str | None, event: str | None,
-            wait: bool) -> dict[str, Any]:
+            wait: bool, at: str | None = None, window: str | None = None) -> dict[str, Any]:
         query = _only(project=project, **({} if wait else {"async": "true"}))
+        bounds = split_window(window) if window is not None else None
+        body = _only(params=params, event=event, at=at,
+                     window=None if bounds is None else dict(zip(("start", "end"), bounds,
+                                                                 strict=True)))
         try:
-            return self._call("POST", f"/v1/loops/{name}/run", params=query,
-                              json={"params": params, "event": event})
+            return self._call("POST", f"/v1/loops/{name}/run", params=query, json=body)
         except TsqError as exc:
             if "run" in exc.details:  # a run that failed or timed out: the record says it all
                 record: dict[str, Any] = exc.details["run"]

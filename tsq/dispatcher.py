@@ -10,10 +10,10 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
   never run it twice;
 - on failure or timeout, queues another attempt after a capped, jittered exponential backoff
   while `retries.max` allows, and otherwise notifies the loop's webhook;
-- on success of a run that covers a window, creates the runs of the loops that follow it
-  (`after:`), for the same window and the same scheduled time, at the versions their pipeline
-  pinned, in the same transaction that records the success (so a stop between two steps loses
-  neither);
+- on success of a run that covers a window of the schedule (not a run by hand), creates the
+  runs of the loops that follow it (`after:`), for the same window and the same scheduled
+  time, at the versions their pipeline pinned, in the same transaction that records the
+  success (so a stop between two steps loses neither);
 - runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead.
 """
 
@@ -422,8 +422,11 @@ class Dispatcher:
     def _followers_of(self, final: dict[str, Any], logs: list[LogLine]) -> list[NewRun]:
         """The runs of the loops that follow `final`'s (`after:`), at the versions its pipeline
         pinned; a follower that is not part of the pipeline says why in `final`'s log."""
-        runs = []
-        for loop, event in self._follower_map().get((final["project"], final["loop"]), []):
+        runs: list[NewRun] = []
+        following = self._follower_map().get((final["project"], final["loop"]), [])
+        if following and not self._on_schedule(final):
+            return runs
+        for loop, event in following:
             try:
                 version = self.loops.version_at(final["project"], loop,
                                                 final["pipeline_ms"] or final["queued_ms"])
@@ -442,6 +445,16 @@ class Dispatcher:
                 window=(final["window_start_ms"], final["window_end_ms"]),
                 pipeline_id=final["pipeline_id"], pipeline_ms=final["pipeline_ms"]))
         return runs
+
+    def _on_schedule(self, record: dict[str, Any]) -> bool:
+        """Whether `record` works for a scheduled time: its pipeline began with a scheduled or
+        backfilled run. A run by hand (which may cover a window too) triggers no `after:`
+        followers: they would take the keys of that time's own runs, and a test run of one
+        loop should not set off the rest of its pipeline."""
+        root = record
+        if record["pipeline_id"] not in (None, record["id"]):
+            root = self.runs.get(record["pipeline_id"])
+        return root["trigger"] in LIMITED_TRIGGERS
 
     def followed(self) -> set[tuple[str, str]]:
         """(project, loop) of every loop that other loops run `after:`."""

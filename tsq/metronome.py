@@ -82,6 +82,25 @@ class Schedule:
             yield t
             k += 1
 
+    def latest_at_or_before(self, when: datetime) -> datetime | None:
+        """The newest scheduled time at or before `when` (the end of the latest complete
+        period), None before the first one."""
+        when = _aware(when)
+        if when < self.start:
+            return None
+        k = self._first_index_at_or_after(when)
+        if self.time_at(k) != when:
+            k -= 1
+        return self.time_at(k if self.repeat is None else min(k, self.repeat))
+
+    def neighbours(self, t: datetime) -> tuple[datetime | None, datetime | None]:
+        """The scheduled times just before and just after `t` (None past either end)."""
+        t = _aware(t)
+        k = self._first_index_at_or_after(t)
+        after = self._time_or_none(k + 1 if self.time_at(k) == t else k)
+        before = self.latest_at_or_before(t - timedelta(microseconds=1))
+        return before, after
+
     def window(self, t: datetime) -> tuple[datetime, datetime]:
         """`[previous step, t)`: the interval a run scheduled at `t` is responsible for."""
         k = self.index_of(t)

@@ -293,7 +293,11 @@ class RunStore:
             query = query.where(runs.c.queued_ms >= where.since_ms)
         if where.until_ms is not None:
             query = query.where(runs.c.queued_ms < where.until_ms)
-        query = query.order_by(runs.c.queued_ms.desc(), runs.c.id.desc()).limit(where.limit)
+        # Newest first by the time a run stands for: its scheduled time, else when it was
+        # queued. A backfill queues all its runs at once and they end in any order; by their
+        # scheduled time they read as the history they fill in.
+        when = sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms)
+        query = query.order_by(when.desc(), runs.c.id.desc()).limit(where.limit)
         with self.engine.connect() as db:
             return [_to_json(row) for row in db.execute(query)]
 

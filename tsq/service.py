@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
+import orjson
+
 from tsq import metronome
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
@@ -40,7 +42,7 @@ from tsq.shorthands import retention_from_json
 from tsq.worker import WorkerOptions
 from tsq.workers import WorkerPool
 
-__all__ = ["Service", "SubmittedRun", "parse_time"]
+__all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
 
 NEXT_FIRE_TIMES = 3
 
@@ -176,13 +178,21 @@ class Service:
 
     def submit(self, name: str, params: dict[str, Any] | None = None, *,
                project: str | None = None, event: str | None = None,
-               trigger: str = "manual") -> SubmittedRun:
-        """Queue a run of the loop's latest version; `done` resolves to the final record."""
+               trigger: str = "manual", at: datetime | None = None,
+               window: tuple[datetime, datetime] | None = None) -> SubmittedRun:
+        """Queue a run of the loop's latest version; `done` resolves to the final record.
+
+        The run covers `window`, or the window of scheduled time `at`, or, given neither, the
+        latest complete period of the loop's schedule (none without a schedule). It never gets
+        the key of a scheduled time, so the scheduler and backfill still run that time.
+        """
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
+        scheduled, covered = self._manual_window(loop, event, at, window)
         record = self.runs.create(NewRun(project=loop.project, loop=name,
                                          event=event or trigger, version_id=loop.latest.id,
-                                         trigger=trigger, params=merged))
+                                         trigger=trigger, params=merged, scheduled_ms=scheduled,
+                                         window=covered))
         done = self.dispatcher.wait(record["id"])
         self.dispatcher.offer(record)
         return SubmittedRun(record, done)
@@ -208,6 +218,32 @@ class Service:
 
     def backfill_status(self, job_id: str) -> dict[str, Any]:
         return self.backfills.get(job_id)
+
+    def _manual_window(self, loop: StoredLoop, event: str | None, at: datetime | None,
+                       window: tuple[datetime, datetime] | None
+                       ) -> tuple[int | None, tuple[int, int] | None]:
+        """(scheduled time, window) in epoch ms of a manual run, as the scheduler would give
+        them for scheduled time `at`; `window` as given; else the latest complete period."""
+        if at is not None and window is not None:
+            raise BadRequest("give a run a scheduled time (--at, `at`) or a window (--window, "
+                             "`window`), not both")
+        if window is not None:
+            start, end = window
+            if start >= end:
+                raise BadRequest(f"window [{start.isoformat()}, {end.isoformat()}) is empty; "
+                                 f"its start must be before its end")
+            return None, (_ms(start), _ms(end))
+        schedule = _schedule_of(loop, event, needed=at is not None)
+        if schedule is None:
+            return None, None  # documented: a loop without a schedule runs with window null
+        if at is None:
+            at = schedule.latest_at_or_before(datetime.fromtimestamp(self._clock(), UTC))
+            if at is None:
+                return None, None  # the schedule has not begun: there is no complete period
+        elif schedule.latest_at_or_before(at) != at:
+            raise BadRequest(_not_scheduled(at, schedule))
+        start, end = schedule.window(at)
+        return _ms(at), (_ms(start), _ms(end))
 
     def _event_params(self, loop: StoredLoop, event: str | None) -> dict[str, Any]:
         if event is None:
@@ -269,6 +305,39 @@ def _compile(runtime: str, source: str, file_name: str) -> None:
     get_runtime(runtime).prepare(source, file_name)
 
 
+def _schedule_of(loop: StoredLoop, event: str | None, *, needed: bool
+                 ) -> metronome.Schedule | None:
+    """The schedule a manual run takes its window from: its event's, or without one the
+    schedule every scheduled event of the loop shares. None when there is none (or, unless
+    `needed`, no single one); BadRequest saying what to give when it is `needed`."""
+    rates = sorted({e.rate for e in loop.latest.spec.events
+                    if e.rate and (event is None or e.name == event)})
+    if len(rates) == 1:
+        return metronome.parse(rates[0])
+    if not needed:
+        return None
+    if not rates:
+        what = f"event {event!r} of loop {loop.name!r}" if event else f"loop {loop.name!r}"
+        raise BadRequest(f"{what} has no schedule (`rate:`), so --at (`at`) names no scheduled "
+                         f"time; give the window itself with --window START/END (`window`: "
+                         f"{{\"start\": …, \"end\": …}})")
+    names = ", ".join(e.name for e in loop.latest.spec.events if e.rate)
+    raise BadRequest(f"loop {loop.name!r} has scheduled events with different schedules "
+                     f"({names}); say which one with --event (`event`)")
+
+
+def _not_scheduled(at: datetime, schedule: metronome.Schedule) -> str:
+    """Why `at` is no scheduled time of `schedule`, with the scheduled times around it."""
+    before, after = schedule.neighbours(at)
+    nearest = " and ".join(t.isoformat() for t in (before, after) if t is not None)
+    return (f"--at (`at`) {at.isoformat()} is not a scheduled time of {schedule.text}; "
+            f"the nearest {'ones are' if before and after else 'one is'} {nearest}")
+
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
 def _event_json(event: EventSpec, held: datetime | None) -> dict[str, Any]:
     """An event as `GET /v1/loops/{name}` shows it, with its next fire times and windows."""
     data: dict[str, Any] = {"name": event.name, "rate": event.rate, "after": event.after,
@@ -282,6 +351,31 @@ def _event_json(event: EventSpec, held: datetime | None) -> dict[str, Any]:
                                                            schedule.window(t)]}
                         for t in upcoming]
     return data
+
+
+def run_window(value: Any) -> tuple[datetime, datetime] | None:
+    """The `window` of a run request, `{"start": …, "end": …}` (ISO-8601 times with offsets),
+    or BadRequest naming what is wrong in it."""
+    if value is None:
+        return None
+    shape = 'an object {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:05:00Z"}'
+    if not isinstance(value, dict):
+        raise BadRequest(f"window must be {shape}, not {orjson.dumps(value).decode()[:60]}")
+    unknown = sorted(set(value) - {"start", "end"})
+    missing = [key for key in ("start", "end") if key not in value]
+    if unknown or missing:
+        wrong = "; ".join([*(f"no window.{k}" for k in missing),
+                           *(f"unknown key window.{k}" for k in unknown)])
+        raise BadRequest(f"window must be {shape}: {wrong}")
+    return time_field(value["start"], "window.start"), time_field(value["end"], "window.end")
+
+
+def time_field(value: Any, what: str) -> datetime:
+    """A JSON field that holds an ISO-8601 time, or BadRequest naming `what`."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be an ISO-8601 time string like 2026-01-01T00:00:00Z, "
+                         f"not {orjson.dumps(value).decode()[:40]}")
+    return parse_time(value, what)
 
 
 def parse_time(text: str, what: str) -> datetime:

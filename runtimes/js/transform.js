@@ -7,6 +7,8 @@
 // on line 1 so line numbers in stack traces match the user's file.
 "use strict";
 
+const HOST_API = "use what tsq provides instead: `db` (db.select, db.write, db.delete), `tsl()` (TSL queries), `Loop.run` (other loops), `artifacts` (files kept with the run), `env` (the loop's environment) and `console`";
+
 function tsqTransform(source) {
   return JSON.stringify(withLineInfo(source, transform(source)));
 }
@@ -35,6 +37,8 @@ function transform(source) {
   }
   const dynamic = findNode(ast, (n) => n.type === "ImportExpression" || n.type === "MetaProperty");
   if (dynamic) return located(dynamic, "`import()` and `import.meta` are not available in tsq loops: a loop is one file");
+  const required = requireCall(ast);
+  if (required) return located(required, "`require(" + shownArgument(required) + ")` is not available in tsq loops: a loop is one file and loads no modules; " + HOST_API);
   if (!exportsSomething && !/\b(module\.exports|exports)\b/.test(source)) {
     return { error: "the handler exports no function; write `export default async function (event, ctx) { … }` or `module.exports = async (event, ctx) => …`", line: 1, col: 1 };
   }
@@ -47,7 +51,7 @@ function transform(source) {
 
 function rewriteTopLevel(node, edits, tail) {
   if (node.type === "ImportDeclaration") {
-    return located(node, "`import` is not available in tsq loops: a loop is one file; use the globals tsq provides (event, env, console)");
+    return located(node, "`import` is not available in tsq loops: a loop is one file; " + HOST_API);
   }
   if (node.type === "ExportAllDeclaration" || (node.type === "ExportNamedDeclaration" && node.source)) {
     return located(node, "re-exporting from another module is not available in tsq loops: a loop is one file");
@@ -91,6 +95,36 @@ function collectPatternNames(pattern, names) {
     case "RestElement": collectPatternNames(pattern.argument, names); break;
     case "AssignmentPattern": collectPatternNames(pattern.left, names); break;
   }
+}
+
+// The first call `require(…)` in the file, unless the file declares a `require` of its own.
+// Found in the syntax tree, so `require` in a string or a comment, or `requireX(…)`, is no call.
+function requireCall(ast) {
+  if (findNode(ast, declaresRequire)) return null;
+  const calls = findAll(ast, (n) => n.type === "CallExpression" && n.callee.type === "Identifier" && n.callee.name === "require");
+  return calls.length ? calls.reduce((a, b) => (b.start < a.start ? b : a)) : null;
+}
+
+function declaresRequire(node) {
+  const names = [];
+  if (node.type === "VariableDeclarator") collectPatternNames(node.id, names);
+  if (/^(Function|Class)(Declaration|Expression)$/.test(node.type) && node.id) names.push(node.id.name);
+  if (/Function/.test(node.type) && node.params) for (const p of node.params) collectPatternNames(p, names);
+  if (node.type === "CatchClause") collectPatternNames(node.param, names);
+  return names.indexOf("require") !== -1;
+}
+
+function shownArgument(call) {
+  const first = call.arguments[0];
+  if (call.arguments.length === 1 && first.type === "Literal" && typeof first.value === "string") return JSON.stringify(first.value);
+  if (call.arguments.length === 1 && first.type === "TemplateLiteral" && !first.expressions.length) return JSON.stringify(first.quasis[0].value.cooked);
+  return call.arguments.length ? "…" : "";
+}
+
+function findAll(root, predicate) {
+  const found = [];
+  findNode(root, (n) => { if (predicate(n)) found.push(n); return false; });
+  return found;
 }
 
 function findNode(root, predicate) {
