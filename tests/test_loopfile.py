@@ -97,12 +97,24 @@ def test_duplicate_keys_and_bad_names() -> None:
 
 
 def test_unknown_connector_and_runtime() -> None:
-    text = ("connectors:\n  influx: {type: influxdb, url: http://127.0.0.1:8086}\n"
-            "functions:\n  a:\n    handler: apps.js\n    connector: influxx\n"
+    text = ("connectors:\n  local: {type: embedded}\n"
+            "functions:\n  a:\n    handler: apps.js\n    connector: locall\n"
             "  b:\n    handler: q.ws\n")
     found = problems(text, files={"apps.js": "x", "q.ws": "NOW"})
-    assert any('unknown connector \'influxx\'; did you mean "influx"?' in p for p in found)
+    assert any('unknown connector \'locall\'; did you mean "local"?' in p for p in found)
     assert any('"q.ws" is a ws handler' in p for p in found)
+
+
+@pytest.mark.parametrize("kind", ["influxdb", "prometheus", "warp10"])
+def test_a_connector_not_built_yet_is_refused_not_embedded(kind: str) -> None:
+    """A loop naming such a connector used to deploy and then read and write the embedded
+    store in its place, silently."""
+    text = (f"connectors:\n  main: {{type: {kind}, url: http://127.0.0.1:8086}}\n"
+            "functions:\n  a:\n    handler: apps.js\n")
+    found = problems(text, files={"apps.js": "x"})
+    assert found == [f"loops.yml:2:16: connectors.main.type: connector type '{kind}' is not "
+                     f"available in this version of tsq (available: embedded); its loops would "
+                     f"not reach {kind}, so nothing is deployed"]
 
 
 def test_scheduling_keys() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsq import metronome
+from tsq.connectors import CONNECTORS, implemented
 from tsq.connectors.base import parse_selector
 from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
 from tsq.model import (
@@ -66,12 +67,6 @@ EVENT_KEYS = ("rate", "after", "params", "target")
 RETRY_KEYS = ("max", "backoff")
 NOTIFY_KEYS = ("webhook",)
 CATCHUP_POLICIES = ("none", "epsilon", "all")
-CONNECTOR_TYPES: Mapping[str, tuple[str, ...]] = {  # type → keys it requires
-    "embedded": (),
-    "influxdb": ("url",),
-    "prometheus": ("url",),
-    "warp10": ("url",),
-}
 CONNECTOR_KEYS = ("type", "url", "database", "token", "org", "bucket")
 MAX_TIMEOUT_S = 3600.0
 MEMORY_RANGE_MB = (16, 4096)
@@ -202,12 +197,17 @@ class _Checker:
             path: DocPath = ("connectors", name)
             config = self.mapping(body, path, CONNECTOR_KEYS)
             kind = str(config.get("type"))
-            if kind not in CONNECTOR_TYPES:
-                self.report((*path, "type") if "type" in config else path,
-                            f"unknown connector type {config.get('type')!r}; expected one of "
-                            f"{', '.join(CONNECTOR_TYPES)}")
+            where = (*path, "type") if "type" in config else path
+            if kind not in CONNECTORS:
+                self.report(where, f"unknown connector type {config.get('type')!r}; expected "
+                                   f"one of {', '.join(CONNECTORS)}")
                 continue
-            for required in CONNECTOR_TYPES[kind]:
+            if CONNECTORS[kind].module is None:
+                self.report(where, f"connector type {kind!r} is not available in this version "
+                                   f"of tsq (available: {', '.join(implemented())}); its loops "
+                                   f"would not reach {kind}, so nothing is deployed")
+                continue
+            for required in CONNECTORS[kind].requires:
                 if required not in config:
                     self.report(path, f'a {kind} connector needs "{required}"')
             if "url" in config:
