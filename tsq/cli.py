@@ -142,10 +142,6 @@ def deploy(loop_file: Path, data_dir: DataDir = None, url: Url = None,
             result = client.deploy(loop_file)
         except InvalidLoopFile as exc:
             _fail_deploy(exc.message)
-        except TsqError as exc:
-            if exc.type == "TsqError" and exc.details.get("problems"):
-                _fail_deploy(exc.message)
-            raise
     if as_json:
         _print_json(result)
         return

@@ -272,18 +272,16 @@ class HttpClient:
 
 
 def _error_from(body: dict[str, Any], status: int) -> TsqError:
+    """The TsqError the server raised, rebuilt by its class; an error the server names but tsq
+    has no class for (RunFailed, a 404 of an unknown path) is a TsqError with the status."""
     error = body.get("error") or {}
     kind = getattr(errors, str(error.get("type")), None)
     message = str(error.get("message", f"HTTP {status}"))
     details = error.get("details") or {}
-    exc: TsqError
-    if isinstance(kind, type) and issubclass(kind, TsqError) and kind not in (
-        errors.InvalidLoopFile, errors.CompileError
-    ):
-        exc = kind(message, details=details)
-    else:
-        exc = TsqError(message, details=details)
-        exc.http_status = status  # type: ignore[misc]
+    if isinstance(kind, type) and issubclass(kind, TsqError):
+        return kind.from_json(message, details)
+    exc = TsqError(message, details=details)
+    exc.http_status = status  # type: ignore[misc]
     return exc
 
 
