@@ -71,3 +71,17 @@ def test_a_bad_query_reads_the_same_through_the_server(tmp_path: Path) -> None:
         "select(",
         "      ^",
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_demo_through_a_running_server(tmp_path: Path) -> None:
+    with serving(tmp_path) as (url, _):
+        shown = tsq(tmp_path, "demo")
+        assert shown.returncode == 0, shown.stderr
+        assert "Traceback" not in shown.stderr
+        assert "wrote 38880 raw cpu points (3 hosts, one a minute, 9 days)" in shown.stdout
+        assert "rolled up 216 hours" in shown.stdout and "made 8 daily reports" in shown.stdout
+        reports = httpx.get(f"{url}/v1/runs", params={"loop": "cpu-report"}).json()["runs"]
+    newest = max(reports, key=lambda r: r["scheduled_ms"])
+    assert f"newest report: run {newest['id']} (success)" in shown.stdout

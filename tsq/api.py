@@ -156,7 +156,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def resume(run_id: str) -> Any:
         return service.resume(run_id)
 
-    async def write(request: Request, precision: str) -> Response:
+    async def store_lines(request: Request, precision: str) -> dict[str, Any]:
         body = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             body = _gunzip(body, service.settings.max_body_bytes)
@@ -164,8 +164,17 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             text = body.decode()
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-        await run_in_threadpool(service.write_lines, text, precision)
-        return Response(status_code=204)
+        written: dict[str, Any] = await run_in_threadpool(service.write_lines, text, precision)
+        return written
+
+    async def write(request: Request, precision: str) -> Response:
+        await store_lines(request, precision)
+        return Response(status_code=204)  # InfluxDB's answer: its clients expect no body
+
+    @app.post("/v1/write")
+    async def write_tsq(request: Request, precision: str = "ns") -> Any:
+        """Line protocol, answered as `tsq write` works locally: `{"written": points}`."""
+        return await store_lines(request, precision)
 
     @app.post("/write", status_code=204)
     async def write_v1(request: Request, db: str | None = None, rp: str | None = None,

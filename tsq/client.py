@@ -231,9 +231,11 @@ class HttpClient:
         return self._call("GET", f"/v1/backfill/{job_id}")
 
     def write(self, body: str, precision: str) -> dict[str, Any]:
-        self._call("POST", "/write", params={"precision": precision}, content=body.encode(),
-                   headers={"Content-Type": "text/plain; charset=utf-8"})
-        return {}
+        # /v1/write, not InfluxDB's /write: that one answers 204 with no count, and the answer
+        # must have LocalClient.write's shape ({"written": points}).
+        return self._call("POST", "/v1/write", params={"precision": precision},
+                          content=body.encode(),
+                          headers={"Content-Type": "text/plain; charset=utf-8"})
 
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
