@@ -60,6 +60,21 @@ Project = Annotated[str | None, typer.Option("--project", help="the loop's proje
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from tsq import __version__
+
+        out.print(f"tsq {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print tsq's version and exit")] = False) -> None:
+    """tsq: continuous queries over time series as small functions (loops)."""
+
+
 def main() -> None:
     try:
         app()
