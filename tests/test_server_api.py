@@ -4,7 +4,9 @@ checks and the offline API docs, on a real server."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from tsq import __version__
 from tsq.client import HttpClient
 from tsq.service import Service
 
@@ -25,3 +27,33 @@ def test_tsq_write_endpoint_counts_and_influx_write_stays_204(api: httpx.Client)
     assert counted.status_code == 200 and counted.json() == {"written": 1}
     influx = api.post("/write", params={"precision": "s"}, content=b"srv_w2 value=1 2")
     assert influx.status_code == 204 and influx.content == b""
+
+
+def test_influxdb_1x_ping(api: httpx.Client) -> None:
+    for method in ("GET", "HEAD"):
+        answer = api.request(method, "/ping")
+        assert answer.status_code == 204 and answer.content == b"", method
+        assert answer.headers["X-Influxdb-Version"] == __version__
+        assert answer.headers["X-Influxdb-Build"] == "tsq"
+    verbose = api.get("/ping", params={"verbose": "true"})
+    assert verbose.status_code == 200 and verbose.json() == {"version": __version__}
+    assert verbose.headers["X-Influxdb-Version"] == __version__
+
+
+def test_influxdb_2x_health(api: httpx.Client) -> None:
+    answer = api.get("/health")
+    assert answer.status_code == 200
+    assert answer.json() == {"name": "tsq", "message": "ready for queries and writes",
+                             "status": "pass", "checks": [], "version": __version__}
+
+
+# health() is deprecated in favour of ping(), but Telegraf-era tooling still calls /health.
+@pytest.mark.filterwarnings("ignore:This method is deprecated:DeprecationWarning")
+def test_influxdb_client_health_checks_pass(api: httpx.Client) -> None:
+    from influxdb_client import InfluxDBClient
+
+    with InfluxDBClient(url=str(api.base_url), token="-", org="-") as client:
+        assert client.ping() is True
+        health = client.health()
+        assert health.status == "pass" and health.name == "tsq"
+        assert health.version == __version__

@@ -90,6 +90,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
+    _install_influx_health(app)
+
     @app.post("/v1/loops", status_code=201)
     def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
         # A sync endpoint: deploy compiles handlers in V8, which must not see the event loop.
@@ -207,6 +209,25 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
+# What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
+# that looks can tell it is not talking to InfluxDB itself.
+PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
+
+
+def _install_influx_health(app: FastAPI) -> None:
+    """InfluxDB's health checks, so Telegraf, influxdb-client and load balancers that probe
+    InfluxDB see tsq as up: 1.x's /ping (GET and HEAD) and 2.x's /health."""
+
+    @app.api_route("/ping", methods=["GET", "HEAD"], status_code=204)
+    def ping(verbose: bool = False) -> Response:
+        if verbose:  # InfluxDB then answers 200 with its version in the body
+            return OrjsonResponse({"version": __version__}, headers=PING_HEADERS)
+        return Response(status_code=204, headers=PING_HEADERS)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"name": "tsq", "message": "ready for queries and writes", "status": "pass",
+                "checks": [], "version": __version__}
 
 
 def _artifact_headers(name: str) -> dict[str, str]:
