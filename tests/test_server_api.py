@@ -3,6 +3,8 @@ checks and the offline API docs, on a real server."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -57,3 +59,25 @@ def test_influxdb_client_health_checks_pass(api: httpx.Client) -> None:
         health = client.health()
         assert health.status == "pass" and health.name == "tsq"
         assert health.version == __version__
+
+
+ASSET = re.compile(r"""(?:src|href|spec-url)=["']([^"']+)["']|url: ?['"]([^'"]+)['"]""")
+
+
+@pytest.mark.parametrize(("page", "kinds"), [
+    ("/docs", {".js": "javascript", ".css": "text/css", ".png": "image/png"}),
+    ("/redoc", {".js": "javascript", ".png": "image/png"}),
+])
+def test_api_docs_load_nothing_from_elsewhere(api: httpx.Client, page: str,
+                                               kinds: dict[str, str]) -> None:
+    html = api.get(page)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    urls = {a or b for a, b in ASSET.findall(html.text)}
+    assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    assert "/openapi.json" in urls
+    for suffix, kind in kinds.items():
+        [asset] = [url for url in urls if url.endswith(suffix)]
+        answer = api.get(asset)
+        assert answer.status_code == 200 and kind in answer.headers["content-type"], asset
+        assert len(answer.content) > 1000
+    assert "cdn" not in html.text.lower() and "https://" not in html.text

@@ -18,6 +18,7 @@ import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -78,7 +79,10 @@ class RollbackRequest(BaseModel):
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="tsq", version=__version__, default_response_class=OrjsonResponse)
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, so they are blank
+    # offline; FastAPIOffline serves the same pages with the assets of the installed package.
+    app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
+                         static_url="/docs-assets")
     app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
     _install_error_handlers(app)
     _install_routes(app, service)
