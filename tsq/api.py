@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
@@ -30,7 +31,7 @@ from tsq.service import Service, parse_time
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("tsq.api")
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +85,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
                          static_url="/docs-assets")
     app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
+    app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
     _install_error_handlers(app)
     _install_routes(app, service)
     return app
@@ -297,6 +299,43 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _error(status: int, body: dict[str, Any]) -> OrjsonResponse:
     return OrjsonResponse({"error": body}, status_code=status)
+
+
+PROBES = frozenset({"/healthz", "/health", "/ping"})  # polled by monitors: DEBUG, not INFO
+
+
+class _RequestLog:
+    """One log line per request: method, path, status and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def answered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answered)
+        finally:
+            _log_request(scope, status, (time.perf_counter() - started) * 1000)
+
+
+def _log_request(scope: Scope, status: int, duration_ms: float) -> None:
+    method, path = scope["method"], scope["path"]
+    level = logging.DEBUG if path in PROBES else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "%s %s %d %.1f ms", method, path, status, duration_ms,
+                extra={"method": method, "path": path, "status": status,
+                       "duration_ms": round(duration_ms, 3)})
 
 
 class _BodyLimit:
