@@ -200,10 +200,11 @@ def test_a_second_server_on_one_data_dir_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_the_server_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
     with serving(tmp_path) as (_, server):
         assert (tmp_path / "server.json").exists()
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(stop_signal)
         assert server.wait(timeout=30) == 0
     assert not (tmp_path / "server.json").exists()
     assert (tmp_path / "serve.err").read_text().splitlines()[-1].endswith("tsq.server: stopped")
