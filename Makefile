@@ -11,13 +11,13 @@ PORT ?= 8080
 $(BIN)/tsq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[examples]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[examples]'
 	touch $@
 
 install: $(BIN)/tsq
 
 install-test: install
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[test]'
 
 ## demo: install, deploy the examples, run one, backfill the scheduled one and the example
 ## pipeline (rollups, reports, retention), then serve it

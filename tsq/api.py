@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,7 +31,7 @@ from tsq.service import Service, parse_time, run_window, time_field
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("tsq.api")
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,8 +89,12 @@ class RollbackRequest(BaseModel):
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="tsq", version=__version__, default_response_class=OrjsonResponse)
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, so they are blank
+    # offline; FastAPIOffline serves the same pages with the assets of the installed package.
+    app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
+                         static_url="/docs-assets")
     app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
+    app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
     _install_error_handlers(app)
     _install_routes(app, service)
     return app
@@ -98,6 +104,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    _install_influx_health(app)
 
     @app.post("/v1/loops", status_code=201)
     def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
@@ -167,7 +175,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def resume(run_id: str) -> Any:
         return service.resume(run_id)
 
-    async def write(request: Request, precision: str) -> Response:
+    async def store_lines(request: Request, precision: str) -> dict[str, Any]:
         body = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             body = _gunzip(body, service.settings.max_body_bytes)
@@ -175,8 +183,17 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             text = body.decode()
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-        await run_in_threadpool(service.write_lines, text, precision)
-        return Response(status_code=204)
+        written: dict[str, Any] = await run_in_threadpool(service.write_lines, text, precision)
+        return written
+
+    async def write(request: Request, precision: str) -> Response:
+        await store_lines(request, precision)
+        return Response(status_code=204)  # InfluxDB's answer: its clients expect no body
+
+    @app.post("/v1/write")
+    async def write_tsq(request: Request, precision: str = "ns") -> Any:
+        """Line protocol, answered as `tsq write` works locally: `{"written": points}`."""
+        return await store_lines(request, precision)
 
     @app.post("/write", status_code=204)
     async def write_v1(request: Request, db: str | None = None, rp: str | None = None,
@@ -209,6 +226,25 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
+# What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
+# that looks can tell it is not talking to InfluxDB itself.
+PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
+
+
+def _install_influx_health(app: FastAPI) -> None:
+    """InfluxDB's health checks, so Telegraf, influxdb-client and load balancers that probe
+    InfluxDB see tsq as up: 1.x's /ping (GET and HEAD) and 2.x's /health."""
+
+    @app.api_route("/ping", methods=["GET", "HEAD"], status_code=204)
+    def ping(verbose: bool = False) -> Response:
+        if verbose:  # InfluxDB then answers 200 with its version in the body
+            return OrjsonResponse({"version": __version__}, headers=PING_HEADERS)
+        return Response(status_code=204, headers=PING_HEADERS)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"name": "tsq", "message": "ready for queries and writes", "status": "pass",
+                "checks": [], "version": __version__}
 
 
 def _artifact_headers(name: str) -> dict[str, str]:
@@ -274,6 +310,43 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _error(status: int, body: dict[str, Any]) -> OrjsonResponse:
     return OrjsonResponse({"error": body}, status_code=status)
+
+
+PROBES = frozenset({"/healthz", "/health", "/ping"})  # polled by monitors: DEBUG, not INFO
+
+
+class _RequestLog:
+    """One log line per request: method, path, status and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def answered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answered)
+        finally:
+            _log_request(scope, status, (time.perf_counter() - started) * 1000)
+
+
+def _log_request(scope: Scope, status: int, duration_ms: float) -> None:
+    method, path = scope["method"], scope["path"]
+    level = logging.DEBUG if path in PROBES else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "%s %s %d %.1f ms", method, path, status, duration_ms,
+                extra={"method": method, "path": path, "status": status,
+                       "duration_ms": round(duration_ms, 3)})
 
 
 class _BodyLimit:

@@ -7,7 +7,6 @@ it failed, 2 for a timeout); any other error prints one clear line and exits 3.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from tsq import metronome
 from tsq.client import Client, open_client
-from tsq.config import Settings
+from tsq.config import BY_KEY, Settings
 from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
 from tsq.runstore import RunFilter
 
@@ -60,6 +59,21 @@ Project = Annotated[str | None, typer.Option("--project", help="the loop's proje
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from tsq import __version__
+
+        out.print(f"tsq {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print tsq's version and exit")] = False) -> None:
+    """tsq: continuous queries over time series as small functions (loops)."""
+
+
 def main() -> None:
     try:
         app()
@@ -84,53 +98,62 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=options).decode() + "\n")
 
 
+def _help(key: str) -> str:
+    """The help of a `tsq serve` flag, from its option (tsq.config). The flags default to None:
+    not given, so the environment, the config file and the default apply in that order."""
+    option = BY_KEY[key]
+    shown = "SQLite in the data directory" if option.default is None else option.default
+    return f"{option.meaning} (env {option.env}; default {shown})"
+
+
+def _flag(name: str, key: str) -> Any:
+    return typer.Option(name, help=_help(key), show_default=False)
+
+
+Host = Annotated[str | None, _flag("--host", "host")]
+Port = Annotated[int | None, _flag("--port", "port")]
+Workers = Annotated[int | None, _flag("--workers", "workers")]
+WorkerMemory = Annotated[int | None, _flag("--worker-memory-mb", "worker_memory_mb")]
+MaxBody = Annotated[int | None, _flag("--max-body-mb", "max_body_mb")]
+MaxResult = Annotated[int | None, _flag("--max-result-kb", "max_result_kb")]
+MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_depth")]
+MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
+LogLevel = Annotated[str | None, _flag("--log-level", "log_level")]
+LogFormat = Annotated[str | None, _flag("--log-format", "log_format")]
+DatabaseUrl = Annotated[str | None, _flag("--database-url", "database_url")]
+ConfigPath = Annotated[Path | None, typer.Option(
+    "--config", help="a TOML file of these settings (env TSQ_CONFIG; default tsq.toml in the "
+                     "data directory, if there is one)", show_default=False)]
+
+
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8080, data_dir: DataDir = None) -> None:
-    """Start the HTTP API and the workers (Ctrl-C stops them)."""
-    import uvicorn
+def serve(host: Host = None, port: Port = None, workers: Workers = None,
+          worker_memory_mb: WorkerMemory = None, max_body_mb: MaxBody = None,
+          max_result_kb: MaxResult = None, pipeline_max_depth: MaxDepth = None,
+          pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
+          log_format: LogFormat = None, database_url: DatabaseUrl = None,
+          config: ConfigPath = None, data_dir: DataDir = None) -> None:
+    """Start the HTTP API and the workers (Ctrl-C or `tsq stop` stops them)."""
+    from tsq.server import serve as run_server
 
-    from tsq.api import create_app
-    from tsq.service import Service
-
-    settings = Settings.load(data_dir)
-    _refuse_second_server(settings)
-    service = Service(settings)
-    interrupted = service.start()
-    url = f"http://{host}:{port}"
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port,
-                                           log_level="warning", timeout_graceful_shutdown=5))
-    settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    err.print(f"tsq serving on [bold]{url}[/bold] (data in {settings.data_dir}"
-              f"{f'; took over {interrupted} unfinished runs' if interrupted else ''})")
-    try:
-        server.run()
-    finally:
-        settings.server_file.unlink(missing_ok=True)
-        service.close()
+    flags = {"host": host, "port": port, "workers": workers,
+             "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
+             "max_result_kb": max_result_kb, "pipeline_max_depth": pipeline_max_depth,
+             "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
+             "log_format": log_format}
+    run_server(Settings.load(data_dir, database_url, config=config, flags=flags))
 
 
-def _refuse_second_server(settings: Settings) -> None:
-    """One service per data directory: two would both schedule (harmless: run keys are unique)
-    and both take over the other's unfinished runs (not harmless)."""
-    try:
-        recorded = json.loads(settings.server_file.read_text())
-        pid = int(recorded["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if pid != os.getpid() and _alive(pid):
-        err.print(f"[red]error:[/red] tsq is already serving {settings.data_dir} at "
-                  f"{recorded.get('url')} (pid {pid}); stop it first or use another --data-dir")
-        raise typer.Exit(EXIT_ERROR)
+@app.command()
+def stop(timeout: Annotated[float, typer.Option(
+        help="seconds to wait for it to finish its requests and stop")] = 30.0,
+         data_dir: DataDir = None) -> None:
+    """Stop the server running on the data directory (SIGTERM), and wait until it has."""
+    from tsq.server import stop as stop_server
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    pid, url = stop_server(Settings.load(data_dir), timeout)
+    out.print(f"stopped the tsq server{f' at {url}' if url else ''} (pid {pid})",
+              highlight=False, markup=False)
 
 
 @app.command()
@@ -142,10 +165,6 @@ def deploy(loop_file: Path, data_dir: DataDir = None, url: Url = None,
             result = client.deploy(loop_file)
         except InvalidLoopFile as exc:
             _fail_deploy(exc.message)
-        except TsqError as exc:
-            if exc.type == "TsqError" and exc.details.get("problems"):
-                _fail_deploy(exc.message)
-            raise
     if as_json:
         _print_json(result)
         return

@@ -250,9 +250,11 @@ class HttpClient:
         return self._call("GET", f"/v1/backfill/{job_id}")
 
     def write(self, body: str, precision: str) -> dict[str, Any]:
-        self._call("POST", "/write", params={"precision": precision}, content=body.encode(),
-                   headers={"Content-Type": "text/plain; charset=utf-8"})
-        return {}
+        # /v1/write, not InfluxDB's /write: that one answers 204 with no count, and the answer
+        # must have LocalClient.write's shape ({"written": points}).
+        return self._call("POST", "/v1/write", params={"precision": precision},
+                          content=body.encode(),
+                          headers={"Content-Type": "text/plain; charset=utf-8"})
 
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
@@ -291,18 +293,16 @@ class HttpClient:
 
 
 def _error_from(body: dict[str, Any], status: int) -> TsqError:
+    """The TsqError the server raised, rebuilt by its class; an error the server names but tsq
+    has no class for (RunFailed, a 404 of an unknown path) is a TsqError with the status."""
     error = body.get("error") or {}
     kind = getattr(errors, str(error.get("type")), None)
     message = str(error.get("message", f"HTTP {status}"))
     details = error.get("details") or {}
-    exc: TsqError
-    if isinstance(kind, type) and issubclass(kind, TsqError) and kind not in (
-        errors.InvalidLoopFile, errors.CompileError
-    ):
-        exc = kind(message, details=details)
-    else:
-        exc = TsqError(message, details=details)
-        exc.http_status = status  # type: ignore[misc]
+    if isinstance(kind, type) and issubclass(kind, TsqError):
+        return kind.from_json(message, details)
+    exc = TsqError(message, details=details)
+    exc.http_status = status  # type: ignore[misc]
     return exc
 
 

@@ -1,53 +1,159 @@
-"""Settings, from arguments first, then `TSQ_*` environment variables, then defaults."""
+"""Settings: a command-line flag, else a `TSQ_*` environment variable, else the config file, else
+the default (docs/configuration.md).
+
+The config file is `--config PATH` of `tsq serve`, else `TSQ_CONFIG`, else `tsq.toml` in the data
+directory when there is one. Every setting is one `Option` below, which holds its only default,
+its environment variable (`TSQ_` + the key in capitals) and its flag (`--` + the key with
+dashes), so the file, the environment, the flags and the docs cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tsq import datadir
 from tsq.errors import ConfigError
 
-__all__ = ["PipelineLimits", "Settings"]
+__all__ = ["CONFIG_FILE", "OPTIONS", "Option", "PipelineLimits", "Settings"]
+
+CONFIG_FILE = "tsq.toml"  # looked for in the data directory
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of tsq.toml; `shift` scales it into Settings (MiB or KiB → bytes)."""
+
+    key: str
+    default: int | str | None
+    meaning: str
+    low: int = 0
+    high: int = 0
+    choices: tuple[str, ...] = ()
+    shift: int = 0
+
+    @property
+    def env(self) -> str:
+        return f"TSQ_{self.key.upper()}"
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.key.replace('_', '-')}"
+
+    @property
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if isinstance(self.default, int):
+            return f"a whole number from {self.low} to {self.high}"
+        return "a string"
+
+    def check(self, value: object, where: str) -> int | str:
+        """`value` if it is valid; ConfigError naming `where` (the file and key, the variable or
+        the flag) and what is expected if not."""
+        wanted = int if isinstance(self.default, int) else str
+        if self.choices and isinstance(value, str):
+            value = value.lower()
+        # bool is an int to Python, but `workers = true` is a mistake, not 1.
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r} is not valid; expected {self.expected}")
+        if isinstance(value, int) and not self.low <= value <= self.high:
+            raise ConfigError(f"{where} = {value} is out of range; expected {self.expected}")
+        if isinstance(value, str) and self.choices and value not in self.choices:
+            raise ConfigError(f"{where} = {value!r} is not valid; expected {self.expected}")
+        return value
+
+    def parse_env(self, text: str) -> int | str:
+        if not isinstance(self.default, int):
+            return self.check(text, self.env)
+        try:
+            number = int(text)
+        except ValueError:
+            raise ConfigError(f"{self.env}={text!r} is not valid; expected {self.expected}"
+                              ) from None
+        return self.check(number, self.env)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "127.0.0.1", "the address `tsq serve` listens on"),
+    Option("port", 8080, "the port `tsq serve` listens on (0: any free port)", 0, 65535),
+    Option("workers", 2, "worker processes running handlers", 1, 256),
+    Option("worker_memory_mb", 2048, "memory limit of each worker process, MiB (RLIMIT_DATA)",
+           256, 1 << 20),
+    Option("max_body_mb", 16, "largest API request body, MiB", 1, 4096, shift=20),
+    Option("max_result_kb", 1024, "largest JSON result of a run, KiB", 1, 1 << 20, shift=10),
+    Option("pipeline_max_depth", 8, "loops calling loops, counting the first", 1, 100),
+    Option("pipeline_max_steps", 1000, "runs in one pipeline", 1, 1_000_000),
+    Option("log_level", "info", "the least severe server log lines shown",
+           choices=LOG_LEVELS),
+    Option("log_format", "text", "server log lines as text or as JSON objects",
+           choices=LOG_FORMATS),
+    Option("database_url", None, "where loops and runs are kept (SQLAlchemy URL; default: "
+                                 "SQLite tsq.db in the data directory)"),
+)
+BY_KEY = {option.key: option for option in OPTIONS}
 
 
 @dataclass(frozen=True)
 class PipelineLimits:
-    max_depth: int = 8  # loops calling loops, counting the first
-    max_steps: int = 1000  # runs in one pipeline: a loop calling loops in a loop stops here
+    max_depth: int  # loops calling loops, counting the first
+    max_steps: int  # runs in one pipeline: a loop calling loops in a loop stops here
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Resolved settings; the defaults are those of OPTIONS (Settings.load applies them)."""
+
     data_dir: Path
     database_url: str
-    workers: int = 2
-    worker_memory_mb: int = 2048  # RLIMIT_DATA of each worker process
-    max_body_bytes: int = 16 << 20  # largest API request body
-    max_result_bytes: int = 1 << 20  # largest JSON result of a run
-    pipeline_limits: PipelineLimits = PipelineLimits()
+    workers: int
+    worker_memory_mb: int  # RLIMIT_DATA of each worker process
+    max_body_bytes: int  # largest API request body
+    max_result_bytes: int  # largest JSON result of a run
+    pipeline_limits: PipelineLimits
+    host: str
+    port: int
+    log_level: str
+    log_format: str
+    config_file: Path | None = None  # the file the settings were read from, if any
 
     @classmethod
-    def load(cls, data_dir: str | Path | None = None, database_url: str | None = None) -> Settings:
+    def load(cls, data_dir: str | Path | None = None, database_url: str | None = None, *,
+             config: str | Path | None = None,
+             flags: Mapping[str, int | str | None] | None = None) -> Settings:
+        """Settings from `flags` (keys of OPTIONS; None: not given), the environment, the
+        config file and the defaults, in that order."""
         env = os.environ
-        directory = datadir.locate(data_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the data directory {directory}: {exc.strerror}; "
-                              f"set --data-dir or TSQ_DATA_DIR to a writable place") from None
-        url = database_url or env.get("TSQ_DATABASE_URL") or f"sqlite:///{directory / 'tsq.db'}"
+        directory = _data_dir(data_dir)
+        path = _config_path(config or env.get("TSQ_CONFIG") or None, directory)
+        values = _resolve({**(flags or {}), "database_url": database_url}, env,
+                          _read_file(path) if path else {})
+        number = {option.key: int(value) for option in OPTIONS
+                  if isinstance(value := values[option.key], int)}
+        text = {option.key: value for option in OPTIONS
+                if isinstance(value := values[option.key], str)}
         return cls(
             data_dir=directory,
-            database_url=url,
-            workers=_int_env("TSQ_WORKERS", 2, 1, 256),
-            worker_memory_mb=_int_env("TSQ_WORKER_MEMORY_MB", 2048, 256, 1 << 20),
-            max_body_bytes=_int_env("TSQ_MAX_BODY_MB", 16, 1, 4096) << 20,
-            max_result_bytes=_int_env("TSQ_MAX_RESULT_KB", 1024, 1, 1 << 20) << 10,
-            pipeline_limits=PipelineLimits(
-                max_depth=_int_env("TSQ_PIPELINE_MAX_DEPTH", 8, 1, 100),
-                max_steps=_int_env("TSQ_PIPELINE_MAX_STEPS", 1000, 1, 1_000_000)),
+            database_url=text.get("database_url") or f"sqlite:///{directory / 'tsq.db'}",
+            workers=number["workers"],
+            worker_memory_mb=number["worker_memory_mb"],
+            max_body_bytes=number["max_body_mb"] << BY_KEY["max_body_mb"].shift,
+            max_result_bytes=number["max_result_kb"] << BY_KEY["max_result_kb"].shift,
+            pipeline_limits=PipelineLimits(max_depth=number["pipeline_max_depth"],
+                                           max_steps=number["pipeline_max_steps"]),
+            host=text["host"],
+            port=number["port"],
+            log_level=text["log_level"],
+            log_format=text["log_format"],
+            config_file=path,
         )
 
     @property
@@ -55,15 +161,68 @@ class Settings:
         """Where a running `tsq serve` writes its URL, so the CLI can find it."""
         return self.data_dir / "server.json"
 
+    @property
+    def lock_file(self) -> Path:
+        """Locked by the running `tsq serve` (and holding its pid): one server per directory."""
+        return self.data_dir / "server.lock"
 
-def _int_env(name: str, default: int, low: int, high: int) -> int:
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return default
+
+def _data_dir(given: str | Path | None) -> Path:
+    directory = datadir.locate(given)
     try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range; expected {low} to {high}")
-    return value
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the data directory {directory}: {exc.strerror}; "
+                          f"set --data-dir or TSQ_DATA_DIR to a writable place") from None
+    return directory
+
+
+def _config_path(given: str | Path | None, directory: Path) -> Path | None:
+    """The file named by --config or TSQ_CONFIG (which must exist), else the data directory's
+    tsq.toml if there is one."""
+    if given is None:
+        default = directory / CONFIG_FILE
+        return default if default.is_file() else None
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"the config file {path} does not exist (named by --config or "
+                          f"TSQ_CONFIG)")
+    return path
+
+
+def _read_file(path: Path) -> dict[str, int | str]:
+    """The settings of a TOML file, each checked; ConfigError naming the file and key if not."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return {key: _option(path, key).check(value, f"{path}: {key}")
+            for key, value in data.items()}
+
+
+def _option(path: Path, key: str) -> Option:
+    option = BY_KEY.get(key)
+    if option is None:
+        close = difflib.get_close_matches(key, BY_KEY, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{path}: unknown key {key!r}; {hint}the keys are "
+                          f"{', '.join(BY_KEY)}")
+    return option
+
+
+def _resolve(flags: Mapping[str, Any], env: Mapping[str, str],
+             file: Mapping[str, int | str]) -> dict[str, int | str | None]:
+    values: dict[str, int | str | None] = {}
+    for option in OPTIONS:
+        flag, text = flags.get(option.key), env.get(option.env)
+        if flag is not None:
+            values[option.key] = option.check(flag, option.flag)
+        elif text:
+            values[option.key] = option.parse_env(text)
+        elif option.key in file:
+            values[option.key] = file[option.key]
+        else:
+            values[option.key] = option.default
+    return values

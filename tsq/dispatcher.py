@@ -45,7 +45,7 @@ from tsq.workers import GRACE_S, JobListener, WorkerPool
 
 __all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "HostFactory", "retry_delay_s"]
 
-log = logging.getLogger("tsq.dispatcher")
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # epoch seconds; tests pass their own
 HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
@@ -311,6 +311,8 @@ class Dispatcher:
         late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
         message = (f"not started: {late_s:.1f} s after its scheduled time, past its epsilon of "
                    f"{record['epsilon_ms'] / 1000:g} s (catchup: {spec.catchup})")
+        log.warning("expired run %s of %s/%s: %s", record["id"], record["project"],
+                    record["loop"], message, extra=_fields(record))
         self._ended.put(_Ended(record, RunResult("expired", error={
             "type": "Expired", "message": message, "stack": ""}),
             [LogLine(self._now_ms(), "warning", message)]))
@@ -393,6 +395,9 @@ class Dispatcher:
         if (result.status in ("failed", "timeout") and record["trigger"] in RETRIED_TRIGGERS
                 and attempt <= spec.retries.max and not self._closed):
             delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
+            log.info("run %s of %s/%s %s on attempt %d; retrying in %.1f s", record["id"],
+                     record["project"], record["loop"], result.status, attempt, delay,
+                     extra={**_fields(record), "status": result.status, "retry_in_s": delay})
             logs.append(LogLine(self._now_ms(), "info",
                                 f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
                                 f"{spec.retries.max + 1} in {delay:.1f} s"))
@@ -404,6 +409,7 @@ class Dispatcher:
 
     def _follow_up(self, final: dict[str, Any], spec: LoopSpec) -> None:
         """A run's last word: notify, trigger followers, wake waiters and listeners."""
+        _log_end(final)
         webhook = spec.notify.get("webhook")
         if webhook and final["status"] in NOTIFIED_STATUSES:
             self.notifier.send(webhook, final)
@@ -550,6 +556,28 @@ def _drain(items: queue.Queue[Any]) -> list[Any] | None:
             break
         batch.append(item)
     return batch
+
+
+def _fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's identity, as the `extra` of a log line about it."""
+    return {"run": record["id"], "project": record["project"], "loop": record["loop"],
+            "event": record["event"], "trigger": record["trigger"], "attempt": record["attempt"]}
+
+
+def _log_end(final: dict[str, Any]) -> None:
+    """How a run ended: DEBUG for a success (there are many), WARNING for a failure or timeout
+    (an expiry was said when it happened)."""
+    status = final["status"]
+    if status == "expired":
+        return
+    level = logging.DEBUG if status == "success" else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
+    error = final.get("error") or {}
+    why = f": {error.get('type')}: {error.get('message')}" if error else ""
+    log.log(level, "run %s of %s/%s %s in %s ms%s", final["id"], final["project"],
+            final["loop"], status, final.get("duration_ms"), why,
+            extra={**_fields(final), "status": status, "duration_ms": final.get("duration_ms")})
 
 
 def _run_builtin(builtin: Builtin, record: dict[str, Any], version: StoredVersion,

@@ -17,7 +17,8 @@ A run that fails (the handler threw, timed out, ran out of memory) is *not* an e
 run record whose status says how it ended. Exceptions are for requests that cannot be carried out.
 
 Each class carries the HTTP status the API answers with, so the API maps errors by data, not by
-a chain of `except` clauses.
+a chain of `except` clauses. `to_json` is what the API sends and `from_json` what a client makes
+of it again: the same class, message and fields, so an error reads the same over HTTP as locally.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ class TsqError(Exception):
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, "details": self.details}
 
+    @classmethod
+    def from_json(cls, message: str, details: dict[str, Any]) -> TsqError:
+        """The error `to_json` described. Classes whose constructor takes other fields than
+        `details` override `_from_details`; details that do not fit them (another server
+        version) give a plain TsqError with the message as sent, rather than a half-built
+        instance whose fields are missing."""
+        try:
+            return cls._from_details(message, details)
+        except (KeyError, TypeError, ValueError):
+            return TsqError(message, details=details)
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(message, details=details)
+
 
 class ConfigError(TsqError):
     http_status = 500
@@ -101,6 +117,10 @@ class InvalidLoopFile(TsqError):
         )
         self.problems = problems
 
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls([Problem(**problem) for problem in details["problems"]])
+
 
 class CompileError(TsqError):
     """A handler that does not compile. line and col are 1-based."""
@@ -109,11 +129,17 @@ class CompileError(TsqError):
 
     def __init__(self, message: str, *, file: str, line: int | None, col: int | None) -> None:
         where = file if line is None else f"{file}:{line}:{col}"
-        super().__init__(f"{where}: {message}", details={"file": file, "line": line, "col": col})
+        super().__init__(f"{where}: {message}",
+                         details={"file": file, "line": line, "col": col, "reason": message})
         self.reason = message
         self.file = file
         self.line = line
         self.col = col
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(details["reason"], file=details["file"], line=details["line"],
+                   col=details["col"])
 
 
 class TslError(TsqError):
@@ -129,6 +155,10 @@ class TslError(TsqError):
         self.line = line
         self.char = char
         self.caret = caret
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(message, line=details["line"], char=details["char"], caret=details["caret"])
 
     @property
     def with_place(self) -> str:

@@ -8,6 +8,7 @@ database: both versions are kept and `latest` is whichever committed last.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from tsq.loopfile import Deployable
 from tsq.model import LoopSpec, version_id
 
 __all__ = ["LoopStore", "StoredLoop", "StoredVersion"]
+
+log = logging.getLogger(__name__)
 
 MAX_DEPLOY_ATTEMPTS = 5
 
@@ -76,7 +79,9 @@ class LoopStore:
                 with self.engine.begin() as db:
                     created = self._insert_version(db, vid, item)
                     self._point_latest(db, spec.project, spec.name, vid)
-                return DeployOutcome(self.get(spec.project, spec.name), created)
+                outcome = DeployOutcome(self.get(spec.project, spec.name), created)
+                _log_deploy(outcome)
+                return outcome
             except sa.exc.IntegrityError:
                 continue  # a concurrent deploy took the same number; number again
         raise Conflict(f"loop {spec.name!r} is being deployed by others right now; try again")
@@ -152,6 +157,9 @@ class LoopStore:
         target = _pick_version(history, current.latest, to, name)
         with self.engine.begin() as db:
             self._point_latest(db, project, name, target.id)
+        log.info("rolled back %s/%s to version %d", project, name, target.number,
+                 extra={"project": project, "loop": name, "version": target.id,
+                        "number": target.number})
         return self.get(project, name)
 
     def delete(self, project: str, name: str) -> None:
@@ -162,6 +170,7 @@ class LoopStore:
                        .values(deleted_ms=now))
             db.execute(loop_history.insert().values(project=project, name=name, version_id=None,
                                                     since_ms=now))
+        log.info("deleted %s/%s", project, name, extra={"project": project, "loop": name})
 
     def version_at(self, project: str, name: str, at_ms: int) -> StoredVersion:
         """The version `name` pointed at, at `at_ms`: what a pipeline that started then runs.
@@ -214,6 +223,18 @@ def _pick_version(history: list[StoredVersion], current: StoredVersion,
         problem = "matches several versions" if matches else "is not a version of"
         raise NotFound(f"{text!r} {problem} loop {name!r}; its versions are {known}")
     return matches[0]
+
+
+def _log_deploy(outcome: DeployOutcome) -> None:
+    loop = outcome.loop
+    fields = {"project": loop.project, "loop": loop.name, "version": loop.latest.id,
+              "number": loop.latest.number, "new_version": outcome.created}
+    if outcome.created:
+        log.info("deployed %s/%s version %d", loop.project, loop.name, loop.latest.number,
+                 extra=fields)
+    else:
+        log.debug("deployed %s/%s unchanged (version %d)", loop.project, loop.name,
+                  loop.latest.number, extra=fields)
 
 
 def _to_version(row: Any) -> StoredVersion:

@@ -40,7 +40,7 @@ from tsq.schedulestore import ScheduleStore
 
 __all__ = ["MetronomeTrigger", "Scheduler", "missed_times"]
 
-log = logging.getLogger("tsq.scheduler")
+log = logging.getLogger(__name__)
 
 RECORD_BATCH = 1000  # runs created per transaction
 MISSED_BATCH = 5000  # expired times recorded per transaction after an outage
@@ -233,6 +233,7 @@ class Scheduler:
             for record in created:
                 if record["status"] == RunStatus.QUEUED.value:
                     self.dispatcher.offer(record)
+            _log_missed(created)
 
     def _unschedule(self, key: str) -> None:
         with self._lock:
@@ -278,7 +279,33 @@ class Scheduler:
         for start in range(0, len(runs), RECORD_BATCH):
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])
             for record in created:
+                log.info("fired %s/%s event %s for %s", record["project"], record["loop"],
+                         record["event"], _iso(record["scheduled_ms"]),
+                         extra=_fields(record))
                 self.dispatcher.offer(record)
+
+
+def _log_missed(created: list[dict[str, Any]]) -> None:
+    """One line for the times an outage skipped (there may be thousands), by what became of
+    them: queued to run now, or recorded expired."""
+    if not created:
+        return
+    expired = sum(1 for record in created if record["status"] == RunStatus.EXPIRED.value)
+    log.info("caught up on %d scheduled times missed while stopped: %d queued, %d expired",
+             len(created), len(created) - expired, expired,
+             extra={"missed": len(created), "queued": len(created) - expired,
+                    "expired": expired})
+
+
+def _fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's identity, as the `extra` of a log line about it."""
+    return {"run": record["id"], "project": record["project"], "loop": record["loop"],
+            "event": record["event"], "trigger": record["trigger"],
+            "attempt": record["attempt"], "scheduled_ms": record.get("scheduled_ms")}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ms(t: datetime) -> int:

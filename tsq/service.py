@@ -6,6 +6,7 @@ same thing whether it talks to a server or works on the data directory itself.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ from tsq.worker import WorkerOptions
 from tsq.workers import WorkerPool
 
 __all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
+
+log = logging.getLogger(__name__)
 
 NEXT_FIRE_TIMES = 3
 
@@ -104,6 +107,9 @@ class Service:
         self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
                                    self.clock)
         self.scheduler.start()
+        log.info("started %d workers and the scheduler; took over %d unfinished runs",
+                 self.settings.workers, recovered,
+                 extra={"workers": self.settings.workers, "took_over": recovered})
         return recovered
 
     def close(self) -> None:

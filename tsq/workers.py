@@ -10,6 +10,7 @@ The service keeps serving whatever the handler does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import queue
 import signal
@@ -28,6 +29,8 @@ from tsq.runtimes.base import Host, HostError, LogLine, RunResult
 from tsq.worker import Job, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool"]
+
+log = logging.getLogger(__name__)
 
 GRACE_S = 2.0  # past the handler's own timeout, before the process is killed
 WATCH_INTERVAL_S = 0.05
@@ -204,6 +207,10 @@ class WorkerPool:
             # in-process limit reaches it; only a new process reliably gets the core back.
             process.kill()
         if not process.process.is_alive():
+            log.warning("worker process %s ended (%s) after run %s; starting a new one",
+                        process.process.pid, process.death_reason(), job.run_id,
+                        extra={"pid": process.process.pid, "run": job.run_id,
+                               "status": result.status})
             slot.process = self._replacement()
         return result
 

@@ -1,0 +1,224 @@
+"""`tsq serve` as a real process, and the CLI talking to it, as a new user would meet them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import _free_port
+from tests.test_cli import EXAMPLE, tsq
+
+START_S = 60.0
+
+
+@contextmanager
+def serving(data: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tsq serve` on a free port of 127.0.0.1 until the block ends (then SIGINT, then kill);
+    its stderr goes to `data`/serve.err (a file: a pipe nobody reads would block its logs)."""
+    port = _free_port()
+    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
+    env.pop("TSQ_URL", None)
+    with (data / "serve.err").open("wb") as stderr:
+        server = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port),
+                                   *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, server, data / "serve.err")
+        yield url, server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], stderr: Path) -> None:
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"tsq serve exited {server.returncode}: {stderr.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"tsq serve did not answer at {url} within {START_S} s")
+
+
+@pytest.mark.slow
+def test_a_bad_query_reads_the_same_through_the_server(tmp_path: Path) -> None:
+    with serving(tmp_path):
+        assert (tmp_path / "server.json").exists()  # so the CLI below talks to the server
+        bad = tsq(tmp_path, "query", "--tsl", "select(")
+    assert bad.returncode == 3, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == [
+        "error: Cannot parsed query: a string is not closed on its line; found the end of the "
+        "query at line 1, char 7",
+        "select(",
+        "      ^",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_demo_through_a_running_server(tmp_path: Path) -> None:
+    with serving(tmp_path) as (url, _):
+        shown = tsq(tmp_path, "demo")
+        assert shown.returncode == 0, shown.stderr
+        assert "Traceback" not in shown.stderr
+        assert "wrote 38880 raw cpu points (3 hosts, one a minute, 9 days)" in shown.stdout
+        assert "rolled up 216 hours" in shown.stdout and "made 8 daily reports" in shown.stdout
+        reports = httpx.get(f"{url}/v1/runs", params={"loop": "cpu-report"}).json()["runs"]
+    newest = max(reports, key=lambda r: r["scheduled_ms"])
+    assert f"newest report: run {newest['id']} (success)" in shown.stdout
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    complete = path.read_text().split("\n")[:-1]  # the server may be writing the last one
+    return [json.loads(line) for line in complete if line.strip()]
+
+
+@pytest.mark.slow
+def test_json_logs_of_a_deploy_and_requests(tmp_path: Path) -> None:
+    with serving(tmp_path, "--log-format", "json") as (url, _):
+        assert tsq(tmp_path, "deploy", str(EXAMPLE)).returncode == 0
+        assert httpx.get(f"{url}/v1/loops/hello").status_code == 200
+        assert httpx.get(f"{url}/v1/loops/nope").status_code == 404
+        time.sleep(0.3)  # the request line is written once the answer has gone
+    lines = _json_lines(tmp_path / "serve.err")  # every line is JSON, or this fails
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    [started] = [line for line in lines if line["message"].startswith("tsq serving on")]
+    assert started["url"] == url and started["level"] == "info"
+    [deployed] = [line for line in lines if line["message"] == "deployed demo/hello version 1"]
+    assert deployed["logger"] == "tsq.loopstore" and deployed["number"] == 1
+    requests = {(line["method"], line["path"], line["status"]): line for line in lines
+                if line["logger"] == "tsq.api"}
+    assert ("POST", "/v1/loops", 201) in requests
+    assert ("GET", "/v1/loops/nope", 404) in requests
+    assert requests[("GET", "/v1/loops/hello", 200)]["duration_ms"] > 0
+    assert lines[-1]["message"] == "stopped"
+
+
+def _fired_and_ended(lines: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The first scheduled fire of heartbeat in the log and the line of how its run ended."""
+    for fired in lines:
+        if fired["message"].startswith("fired demo/heartbeat"):
+            for ended in lines:
+                if ended.get("run") == fired["run"] and ended["logger"] == "tsq.dispatcher":
+                    return fired, ended
+    return None
+
+
+@pytest.mark.slow
+def test_scheduler_fires_are_logged_and_debug_shows_run_ends(tmp_path: Path) -> None:
+    assert tsq(tmp_path, "deploy", str(EXAMPLE)).returncode == 0  # heartbeat: every 10 s
+    with serving(tmp_path, "--log-format", "json", "--log-level", "debug"):
+        deadline = time.monotonic() + 40
+        while not _fired_and_ended(_json_lines(tmp_path / "serve.err")):
+            assert time.monotonic() < deadline, "no fire of heartbeat and its end in 40 s"
+            time.sleep(0.5)
+    found = _fired_and_ended(_json_lines(tmp_path / "serve.err"))
+    assert found is not None
+    fired, ended = found
+    assert fired["logger"] == "tsq.scheduler" and fired["trigger"] == "schedule"
+    assert fired["level"] == "info" and fired["loop"] == "heartbeat"
+    assert ended["status"] == "success" and ended["level"] == "debug"
+    assert ended["message"].startswith(f"run {fired['run']} of demo/heartbeat success in ")
+
+
+def _statuses(data: Path) -> dict[str, str]:
+    from tsq.config import Settings
+    from tsq.db import connect
+    from tsq.runstore import RunFilter, RunStore
+
+    store = RunStore(connect(Settings.load(data).database_url))
+    return {run["id"]: run["status"] for run in store.find(RunFilter(limit=100))}
+
+
+def _leave_unfinished_runs(data: Path) -> dict[str, str]:
+    """A queued and a running run, as a server that stopped abruptly leaves them."""
+    from tsq.config import Settings
+    from tsq.db import connect
+    from tsq.loopstore import LoopStore
+    from tsq.runstore import NewRun, RunStatus, RunStore
+
+    assert tsq(data, "deploy", str(EXAMPLE)).returncode == 0
+    engine = connect(Settings.load(data).database_url)
+    version = LoopStore(engine).get("demo", "hello").latest.id
+    store = RunStore(engine)
+    for status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        store.create(NewRun(project="demo", loop="hello", event="gra", version_id=version,
+                            trigger="cli", params={}, status=status))
+    engine.dispose()
+    return _statuses(data)
+
+
+@pytest.mark.slow
+def test_serve_on_a_busy_port_fails_before_touching_runs(tmp_path: Path) -> None:
+    before = _leave_unfinished_runs(tmp_path)
+    assert sorted(before.values()) == ["queued", "running"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        failed = tsq(tmp_path, "serve", "--port", str(port))
+    assert failed.returncode == 3
+    assert failed.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use by another program; "
+        f"choose another with --port"]
+    assert "serving on" not in failed.stderr + failed.stdout
+    assert _statuses(tmp_path) == before  # nothing queued was claimed, nothing interrupted
+    assert not (tmp_path / "server.json").exists()
+
+
+@pytest.mark.slow
+def test_a_second_server_on_one_data_dir_is_refused(tmp_path: Path) -> None:
+    with serving(tmp_path) as (url, server):
+        second = tsq(tmp_path, "serve", "--port", "0")
+        assert second.returncode == 3
+        assert second.stderr.splitlines() == [
+            f"error: tsq is already serving {tmp_path} at {url} (pid {server.pid}); stop it "
+            f"with `tsq stop` or use another --data-dir"]
+        assert httpx.get(f"{url}/healthz").status_code == 200  # the first one goes on
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_the_server_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    with serving(tmp_path) as (_, server):
+        assert (tmp_path / "server.json").exists()
+        server.send_signal(stop_signal)
+        assert server.wait(timeout=30) == 0
+    assert not (tmp_path / "server.json").exists()
+    assert (tmp_path / "serve.err").read_text().splitlines()[-1].endswith("tsq.server: stopped")
+    assert "Traceback" not in (tmp_path / "serve.err").read_text()
+
+
+@pytest.mark.slow
+def test_tsq_stop(tmp_path: Path) -> None:
+    with serving(tmp_path) as (url, server):
+        stopped = tsq(tmp_path, "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout == f"stopped the tsq server at {url} (pid {server.pid})\n"
+        assert server.wait(timeout=5) == 0  # `tsq stop` returned once it had let go
+    assert not (tmp_path / "server.json").exists()
+    again = tsq(tmp_path, "stop")
+    assert again.returncode == 3
+    assert again.stderr == f"error: no tsq server is running for {tmp_path}\n"

@@ -1,0 +1,204 @@
+"""`tsq serve` and `tsq stop`: one server per data directory.
+
+A server first locks the data directory (`server.lock`, which holds its pid) and listens on its
+port; only then does it start the service, which takes over the runs a stopped server left. So a
+second server, or one whose port is taken, fails before it has touched a run. SIGTERM and SIGINT
+both stop it through its `finally` blocks, so `server.json` never outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+from tsq import logs
+from tsq.config import Settings
+from tsq.errors import ConfigError, Conflict, NotFound
+
+__all__ = ["listen", "serve", "stop"]
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 2048  # uvicorn's default
+STOP_POLL_S = 0.1
+
+
+class _Stopped(BaseException):
+    """Raised by the SIGTERM/SIGINT handler: unwinds `serve` through its finally blocks. A
+    BaseException, so no `except Exception` on the way swallows it."""
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT (ConfigError or Conflict if the server cannot start)."""
+    logs.setup(settings.log_level, settings.log_format)
+    try:
+        with _signals_stop(), _locked(settings), \
+                contextlib.closing(listen(settings.host, settings.port)) as sock:
+            _run(settings, sock)
+    except _Stopped:
+        log.info("stopped")
+
+
+def _run(settings: Settings, sock: socket.socket) -> None:
+    import uvicorn
+
+    from tsq.api import create_app
+    from tsq.service import Service
+
+    url = _url(settings.host, int(sock.getsockname()[1]))
+    service = Service(settings)
+    try:
+        interrupted = service.start()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(service), log_config=None, log_level=None, access_log=False,
+            timeout_graceful_shutdown=5))
+        settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        taken = f"; took over {interrupted} unfinished runs" if interrupted else ""
+        log.info("tsq serving on %s (data in %s%s)", url, settings.data_dir, taken,
+                 extra={"url": url, "data_dir": str(settings.data_dir),
+                        "took_over": interrupted})
+        server.run(sockets=[sock])
+    finally:
+        settings.server_file.unlink(missing_ok=True)  # first: a second signal may cut close()
+        service.close()
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGINT raise _Stopped, until uvicorn takes them over while it serves (it
+    raises them again once it has stopped, which lands here too)."""
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise _Stopped
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """Hold the data directory's lock (Conflict if another server does); the kernel releases it
+    when this process ends, however it ends, so a crash never leaves a stale lock."""
+    fd = os.open(settings.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(_already_serving(settings)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _already_serving(settings: Settings) -> str:
+    pid = running_pid(settings)
+    where = _recorded_url(settings)
+    at = f" at {where}" if where else ""
+    return (f"tsq is already serving {settings.data_dir}{at} (pid {pid}); stop it with "
+            f"`tsq stop` or use another --data-dir")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port; ConfigError naming them and what to do if it cannot."""
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror}; give --host an address "
+                          f"of this machine, like 127.0.0.1 or 0.0.0.0") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Restarting at once must not wait for the last server's connections in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"cannot listen on {where}: the port is in use by another "
+                              f"program; choose another with --port") from None
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror}; choose another --host "
+                          f"or --port") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid of the server holding the data directory's lock; None if none holds it."""
+    try:
+        fd = os.open(settings.lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else _recorded_pid(settings)
+        return None
+    finally:
+        os.close(fd)  # and with it the shared lock, if this took one
+
+
+def _recorded(settings: Settings) -> dict[str, object]:
+    try:
+        data = json.loads(settings.server_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_url(settings: Settings) -> str | None:
+    url = _recorded(settings).get("url")
+    return url if isinstance(url, str) else None
+
+
+def _recorded_pid(settings: Settings) -> int | None:
+    """server.json's pid: the lock holder had not written its own yet."""
+    pid = _recorded(settings).get("pid")
+    return pid if isinstance(pid, int) else None
+
+
+def stop(settings: Settings, timeout_s: float) -> tuple[int, str | None]:
+    """SIGTERM the data directory's server and wait until it has let go of the directory:
+    (its pid, its URL). NotFound if none runs, Conflict if it did not stop in time."""
+    pid = running_pid(settings)
+    if pid is None:
+        raise NotFound(f"no tsq server is running for {settings.data_dir}")
+    url = _recorded_url(settings)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid, url  # it ended meanwhile
+    except PermissionError:
+        raise Conflict(f"the tsq server for {settings.data_dir} (pid {pid}) belongs to another "
+                       f"user; stop it as that user") from None
+    deadline = time.monotonic() + timeout_s
+    while running_pid(settings) is not None:
+        if time.monotonic() > deadline:
+            raise Conflict(f"the tsq server (pid {pid}) did not stop within {timeout_s:g} s "
+                           f"(it finishes its current requests and runs first); wait, or "
+                           f"`kill -9 {pid}` stops it at once")
+        time.sleep(STOP_POLL_S)
+    return pid, url
