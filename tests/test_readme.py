@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT_S = 300
 SERVER_START_S = 60
 PAGE_TIMEOUT_S = 900
+PAGE_PORT = re.compile(r"(localhost|127\.0\.0\.1):8080")  # the pages' port, the test's own
 TRAILING_COMMENT = re.compile(r"\s+#[^'\"]*$")  # `cmd &  # why`: a comment with no quote in it
 # Pages whose blocks are commands a person types; docs/tsl-functions.md is all TSL examples,
 # evaluated by tests/test_tsl_docs.py.
@@ -83,9 +84,8 @@ class Reader:
 
     def _run_commands(self, block: Block) -> None:
         output = ""
-        commands = list(_commands(block.text))
+        commands = [self._substituted(block, command) for command in _commands(block.text)]
         for index, command in enumerate(commands):
-            command = self._substituted(block, command)
             if (bare := TRAILING_COMMENT.sub("", command)).endswith("&"):
                 self._start(block, bare[:-1])
                 continue
@@ -121,11 +121,12 @@ class Reader:
                 f"{block.where}: `{command}` exited {done.returncode}:\n{done.stdout}")
 
     def _check_expected(self, block: Block, output: str) -> None:
-        for expected in block.arguments("expect"):
+        for promised in block.arguments("expect"):
+            expected = PAGE_PORT.sub(f"127.0.0.1:{self.port}", promised)
             assert expected in output, f"{block.where}: expected {expected!r} in:\n{output}"
 
     def _substituted(self, block: Block, text: str) -> str:
-        text = re.sub(r"(localhost|127\.0\.0\.1):8080", f"127.0.0.1:{self.port}", text)
+        text = PAGE_PORT.sub(f"127.0.0.1:{self.port}", text)
         text = re.sub(r"\btsq serve\b(?!.*--port)", f"tsq serve --port {self.port}", text)
         for binding in block.arguments("let"):
             name, _, source = (part.strip() for part in binding.partition("="))
