@@ -134,6 +134,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
                                            since, until, limit, event, trigger))
 
+    # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
+    # several runs share answers 409, like a loop name several projects share.
+
     @app.get("/v1/runs/{run_id}")
     def get_run(run_id: str) -> Any:
         return service.get_run(run_id)

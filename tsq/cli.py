@@ -58,6 +58,8 @@ Url = Annotated[str | None, typer.Option("--url", envvar="TSQ_URL",
                                               "recorded in the data directory, else none)")]
 Project = Annotated[str | None, typer.Option("--project", help="the loop's project")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+RunId = Annotated[str, typer.Argument(help="a run id, or a unique prefix of one (as `tsq runs` "
+                                           "shows it)")]
 
 
 def main() -> None:
@@ -312,12 +314,12 @@ def _outcome(record: dict[str, Any]) -> str:
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, data_dir: DataDir = None, url: Url = None,
+def runs_show(run_id: RunId, data_dir: DataDir = None, url: Url = None,
               as_json: AsJson = False) -> None:
     """One run: how it ended, where it sits in its pipeline, and the files it kept."""
     with _client(data_dir, url) as client:
         record = client.get_run(run_id)
-        kept = client.artifacts(run_id)["artifacts"]
+        kept = client.artifacts(record["id"])["artifacts"]
     if as_json:
         _print_json({**record, "artifacts": kept})
         return
@@ -364,7 +366,7 @@ def _size(size: int) -> str:
 
 
 @runs_app.command("resume")
-def runs_resume(run_id: str, data_dir: DataDir = None, url: Url = None,
+def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                 as_json: AsJson = False) -> None:
     """Run the failed steps of a run's pipeline again (exit 1: none, or one failed again)."""
     with _client(data_dir, url) as client:
@@ -386,7 +388,7 @@ def runs_resume(run_id: str, data_dir: DataDir = None, url: Url = None,
 
 
 @app.command()
-def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
+def logs(run_id: RunId, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
     """The log lines of one run."""
     with _client(data_dir, url) as client:
@@ -400,7 +402,7 @@ def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
 
 
 @artifacts_app.command("list")
-def artifacts_list(run_id: str, data_dir: DataDir = None, url: Url = None,
+def artifacts_list(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                    as_json: AsJson = False) -> None:
     """The files one run kept."""
     with _client(data_dir, url) as client:
@@ -412,7 +414,7 @@ def artifacts_list(run_id: str, data_dir: DataDir = None, url: Url = None,
 
 
 @artifacts_app.command("get")
-def artifacts_get(run_id: str, name: str,
+def artifacts_get(run_id: RunId, name: str,
                   output: Annotated[Path | None, typer.Option(
                       "-o", "--output", help="the file (or directory) to write; default: NAME "
                                              "in the current directory")] = None,

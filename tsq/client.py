@@ -205,10 +205,10 @@ class HttpClient:
             until=where.until_ms, limit=where.limit, event=where.event, trigger=where.trigger))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{run_id}")
+        return self._call("GET", f"/v1/runs/{_path(run_id)}")
 
     def logs(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{run_id}/logs")
+        return self._call("GET", f"/v1/runs/{_path(run_id)}/logs")
 
     def artifacts(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{_path(run_id)}/artifacts")

@@ -1,0 +1,127 @@
+"""The commands around runs as a new user meets them, on a data directory and over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tsq.config import Settings
+from tsq.db import connect, runs
+from tsq.errors import Conflict, NotFound
+from tsq.runstore import NewRun, RunStore
+from tsq.runtimes.base import LogLine
+from tsq.service import Service
+
+
+def tsq(data: Path, *args: str, url: str | None = None, columns: int = 200,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_command(args, url), capture_output=True, text=True, timeout=120,
+                          check=False, cwd=cwd, env=_env(data, columns))
+
+
+def _command(args: tuple[str, ...], url: str | None) -> list[str]:
+    return [sys.executable, "-m", "tsq", *args, *(["--url", url] if url else [])]
+
+
+def _env(data: Path, columns: int) -> dict[str, str]:
+    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1",
+           "COLUMNS": str(columns), "PYTHONUNBUFFERED": "1"}
+    env.pop("TSQ_URL", None)
+    return env
+
+
+def store_of(data: Path) -> RunStore:
+    return RunStore(connect(Settings.load(data).database_url))
+
+
+def insert_run(store: RunStore, run_id: str, loop: str, status: str = "success") -> None:
+    """A finished run with an id chosen by the test (ids that share prefixes on purpose)."""
+    now = int(time.time() * 1000)
+    row = NewRun(project="default", loop=loop, event="manual", version_id="v1",
+                 trigger="manual", params={}).row(run_id, now)
+    row.update(status=status, started_ms=now, finished_ms=now, result="ok")
+    with store.engine.begin() as db:
+        db.execute(runs.insert().values(**row))
+
+
+# -- run id prefixes -------------------------------------------------------------------------------
+
+SHARED_A, SHARED_B, ALONE = ("7e57a000aaaa00000000c0de", "7e57a000aaab00000000c0de",
+                             "7e57f00d000000000000c0de")
+AMBIGUOUS = ("run id prefix 7e57 is ambiguous: 7e57a000aaaa…, 7e57a000aaab…, 7e57f00d…; "
+             "give more characters")
+
+
+def test_the_run_store_resolves_prefixes_and_finds_the_shortest(tmp_path: Path) -> None:
+    store = store_of(tmp_path)
+    for run_id in (SHARED_A, SHARED_B, ALONE, "ffff0000000000000000c0de"):
+        insert_run(store, run_id, "prefixes")
+    assert store.short_ids([SHARED_A, SHARED_B, ALONE]) == {
+        SHARED_A: "7e57a000aaaa", SHARED_B: "7e57a000aaab", ALONE: "7e57f00d"}
+    assert store.resolve("7e57f") == ALONE
+    assert store.resolve("7e57a000aaab") == SHARED_B
+    assert store.resolve(SHARED_A) == SHARED_A
+    with pytest.raises(Conflict) as ambiguous:
+        store.resolve("7e57")
+    assert ambiguous.value.message == AMBIGUOUS
+    assert ambiguous.value.details["candidates"] == [SHARED_A, SHARED_B, ALONE]
+    for unknown in ("7e570", "7e57%", "7e57_", "7E57F00D0", ""):
+        with pytest.raises(NotFound, match=f"no run with id or id prefix '{unknown}'"):
+            store.resolve(unknown)
+
+
+@pytest.fixture(scope="module")
+def prefixed(service: Service) -> str:
+    """Runs with ids that share prefixes in the module's service; one has a log line and a
+    file. The data directory."""
+    for run_id in (SHARED_A, SHARED_B, ALONE):
+        insert_run(service.runs, run_id, "prefixes")
+    service.runs.append_logs(ALONE, [LogLine(1767225600000, "info", "hello from the prefix")])
+    service.artifacts.put(ALONE, "cpu.csv", None, b"time,value\n")
+    return str(service.settings.data_dir)
+
+
+def test_every_run_endpoint_takes_a_unique_prefix(api: httpx.Client, prefixed: str) -> None:
+    assert api.get("/v1/runs/7e57f").json()["id"] == ALONE
+    logs = api.get("/v1/runs/7e57f/logs").json()
+    assert logs["run"] == ALONE and logs["logs"][0]["message"] == "hello from the prefix"
+    assert api.get("/v1/runs/7e57f/artifacts").json()["run"] == ALONE
+    assert api.get("/v1/runs/7e57f/artifacts/cpu.csv").content == b"time,value\n"
+    for answer in (api.get("/v1/runs/7e57"), api.get("/v1/runs/7e57/logs"),
+                   api.get("/v1/runs/7e57/artifacts/cpu.csv"), api.post("/v1/runs/7e57/resume")):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"]["type"] == "Conflict"
+        assert answer.json()["error"]["message"] == AMBIGUOUS
+    unknown = api.get("/v1/runs/7e570/artifacts")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == "no run with id or id prefix '7e570'"
+    listed = api.get("/v1/runs", params={"loop": "prefixes"}).json()["runs"]
+    assert {r["id"]: r["short_id"] for r in listed} == {
+        SHARED_A: "7e57a000aaaa", SHARED_B: "7e57a000aaab", ALONE: "7e57f00d"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "http"])
+def test_commands_take_a_unique_prefix(api: httpx.Client, prefixed: str, tmp_path: Path,
+                                       mode: str) -> None:
+    data, url = Path(prefixed), str(api.base_url) if mode == "http" else None
+    logs = tsq(data, "logs", "7e57f", url=url)
+    assert logs.returncode == 0 and "hello from the prefix" in logs.stdout, logs.stderr
+    shown = tsq(data, "runs", "show", "7e57f00", url=url)
+    assert shown.returncode == 0 and f"run {ALONE}" in shown.stdout and "cpu.csv" in shown.stdout
+    got = tsq(data, "artifacts", "get", "7e57f", "cpu.csv", url=url, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "cpu.csv").read_bytes() == b"time,value\n"
+    ambiguous = tsq(data, "logs", "7e57", url=url)
+    assert ambiguous.returncode == 3 and AMBIGUOUS in ambiguous.stderr
+    unknown = tsq(data, "artifacts", "list", "7e570", url=url)
+    assert unknown.returncode == 3
+    assert "no run with id or id prefix '7e570'" in unknown.stderr
+    assert "Traceback" not in ambiguous.stderr + unknown.stderr
+
