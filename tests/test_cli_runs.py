@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from rich.cells import cell_len
 
 from tsq.config import Settings
 from tsq.db import connect, runs
 from tsq.errors import Conflict, NotFound
-from tsq.runstore import NewRun, RunStore
-from tsq.runtimes.base import LogLine
+from tsq.runstore import NewRun, RunFilter, RunStore, Settlement
+from tsq.runtimes.base import LogLine, RunResult
 from tsq.service import Service
+
+LONG_ERROR = "the upstream Prometheus answered 503 Service Unavailable for the third time"
 
 
 def tsq(data: Path, *args: str, url: str | None = None, columns: int = 200,
@@ -48,6 +53,55 @@ def insert_run(store: RunStore, run_id: str, loop: str, status: str = "success")
     row.update(status=status, started_ms=now, finished_ms=now, result="ok")
     with store.engine.begin() as db:
         db.execute(runs.insert().values(**row))
+
+
+def finish(store: RunStore, record: dict[str, Any], result: RunResult) -> None:
+    store.claim_many([record["id"]])
+    store.settle_many([Settlement(store.get(record["id"]), result)])
+
+
+# -- tsq runs at the terminal's width --------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [80, 160])
+def test_runs_fit_the_terminal_with_ids_loops_and_statuses_whole(tmp_path: Path,
+                                                                  columns: int) -> None:
+    store = store_of(tmp_path)
+    for i, loop in enumerate(["cpu-rollup-hourly-report", "disk-usage-retention", "hello"] * 2):
+        record = store.create(NewRun(project="default", loop=loop, event="every-10-seconds",
+                                     version_id="v1", trigger="schedule", params={},
+                                     scheduled_ms=1767225600000 + i, window=(0, 10_000)))
+        failed = RunResult("failed", None, {"type": "Error", "message": LONG_ERROR})
+        finish(store, record, failed if i % 2 else RunResult("success", {"rows": i}, None))
+
+    shown = tsq(tmp_path, "runs", columns=columns)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= columns
+    listed = store.find(RunFilter())
+    short = {r["id"]: r["short_id"] for r in
+             json.loads(tsq(tmp_path, "runs", "--json").stdout)["runs"]}
+    assert set(short) == {r["id"] for r in listed}
+    for record in listed:
+        prefix = short[record["id"]]
+        [row] = [line for line in lines if f" {prefix} " in line]
+        cells = [cell.strip() for cell in row.strip("│").split("│")]
+        assert cells[:2] == [prefix, record["loop"]]
+        assert record["status"] in cells
+        _assert_shortest_unique(prefix, record["id"], [r["id"] for r in listed])
+    header = lines[1]
+    if columns == 160:
+        assert "scheduled / queued" in header and "event" in header
+        assert "every-10-seconds" in shown.stdout and LONG_ERROR[:40] in shown.stdout
+    else:
+        assert "window" not in header and "attempt" not in header
+
+
+def _assert_shortest_unique(prefix: str, run_id: str, all_ids: list[str]) -> None:
+    assert run_id.startswith(prefix) and len(prefix) >= 8
+    assert [i for i in all_ids if i.startswith(prefix)] == [run_id]
+    if len(prefix) > 8:  # one character less would not be unique
+        assert len([i for i in all_ids if i.startswith(prefix[:-1])]) > 1
 
 
 # -- run id prefixes -------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -291,15 +293,13 @@ def runs(ctx: typer.Context,
     if as_json:
         _print_json(result)
         return
-    table = Table("run", "loop", "event", "status", "scheduled / queued", "window", "attempt",
-                  "duration", "result / error")
-    for record in result["runs"]:
-        duration = record.get("duration_ms")
-        table.add_row(record["id"], record["loop"], record["event"], record["status"],
-                      _time(record["scheduled_ms"] or record["queued_ms"]), _window(record),
-                      str(record["attempt"]), "" if duration is None else f"{duration} ms",
-                      _outcome(record)[:60])
-    out.print(table)
+    out.print(_runs_table(result["runs"], out.width))
+
+
+@dataclass(frozen=True)
+class _RunColumn:
+    header: str
+    cell: Callable[[dict[str, Any]], str]
 
 
 def _window(record: dict[str, Any]) -> str:
@@ -311,6 +311,66 @@ def _window(record: dict[str, Any]) -> str:
 def _outcome(record: dict[str, Any]) -> str:
     error = record.get("error")
     return str(error["message"]) if error else json.dumps(record.get("result"))
+
+
+def _duration(record: dict[str, Any]) -> str:
+    duration = record.get("duration_ms")
+    return "" if duration is None else f"{duration} ms"
+
+
+RUN_COLUMNS = {  # in the order they are shown
+    "run": _RunColumn("run", lambda r: str(r.get("short_id") or r["id"])),
+    "loop": _RunColumn("loop", lambda r: str(r["loop"])),
+    "event": _RunColumn("event", lambda r: str(r["event"])),
+    "status": _RunColumn("status", lambda r: str(r["status"])),
+    "time": _RunColumn("scheduled / queued",
+                       lambda r: _time(r["scheduled_ms"] or r["queued_ms"])),
+    "window": _RunColumn("window", _window),
+    "attempt": _RunColumn("attempt", lambda r: str(r["attempt"])),
+    "duration": _RunColumn("duration", _duration),
+    "outcome": _RunColumn("result / error", lambda r: _outcome(r)[:OUTCOME_CHARS]),
+}
+# Never cut: what a user reads first and copies into the next command.
+ESSENTIAL = ("run", "loop", "status")
+# Shown while the terminal has room, the most useful first.
+BY_VALUE = ("outcome", "time", "duration", "event", "attempt", "window")
+OUTCOME_CHARS = 60  # the most of a result or error the table shows
+OUTCOME_MIN = 16  # narrower, a result or error says too little to be worth its column
+
+
+def _runs_table(records: list[dict[str, Any]], width: int) -> Table:
+    """The runs as a table no wider than `width`: the id prefix, loop and status whole, then
+    the other columns by value while they fit (the result or error cut to the room left)."""
+    cells = {key: [column.cell(r) for r in records] for key, column in RUN_COLUMNS.items()}
+    natural = {key: max([cell_len(RUN_COLUMNS[key].header), *map(cell_len, values)])
+               for key, values in cells.items()}
+    need = {**natural, "outcome": min(natural["outcome"], OUTCOME_MIN)}
+    chosen = list(ESSENTIAL)
+    for key in BY_VALUE:
+        if _table_width([need[k] for k in [*chosen, key]]) <= width:
+            chosen.append(key)
+    shown = [key for key in RUN_COLUMNS if key in chosen]
+    table = Table()
+    for key in shown:
+        if key == "outcome":
+            room = width - _table_width([natural[k] for k in shown if k != key] + [0])
+            natural[key] = min(natural[key], room)
+            cells[key] = [_fit(text, natural[key]) for text in cells[key]]
+        table.add_column(RUN_COLUMNS[key].header, width=natural[key], no_wrap=True,
+                         overflow="fold")
+    for row in zip(*(cells[key] for key in shown), strict=True):
+        table.add_row(*row)
+    return table
+
+
+def _table_width(widths: list[int]) -> int:
+    """How wide rich draws a table of columns this wide (a border and a space either side of
+    each cell)."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _fit(text: str, width: int) -> str:
+    return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
 
 
 @runs_app.command("show")
