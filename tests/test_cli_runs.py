@@ -179,3 +179,25 @@ def test_commands_take_a_unique_prefix(api: httpx.Client, prefixed: str, tmp_pat
     assert "no run with id or id prefix '7e570'" in unknown.stderr
     assert "Traceback" not in ambiguous.stderr + unknown.stderr
 
+
+# -- artifacts get -o DIR/ -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_artifacts_get_into_a_directory_that_does_not_exist_yet(prefixed: str,
+                                                                tmp_path: Path) -> None:
+    data = Path(prefixed)
+    (tmp_path / "taken").write_text("a file")
+    for output, written in (("out/", "out/cpu.csv"), ("a/b/", "a/b/cpu.csv"),
+                            ("renamed.csv", "renamed.csv")):
+        got = tsq(data, "artifacts", "get", "7e57f", "cpu.csv", "-o", output, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert f"wrote {written} " in got.stdout
+        assert (tmp_path / written).read_bytes() == b"time,value\n"
+    assert not (tmp_path / "out").is_file() and (tmp_path / "out").is_dir()
+    again = tsq(data, "artifacts", "get", "7e57f", "cpu.csv", "-o", "out", cwd=tmp_path)
+    assert again.returncode == 3 and "out/cpu.csv exists; add --force" in again.stderr
+    refused = tsq(data, "artifacts", "get", "7e57f", "cpu.csv", "-o", "taken/", cwd=tmp_path)
+    assert refused.returncode == 3
+    assert "-o taken/ names a directory, but taken is a file" in refused.stderr
+    assert "Traceback" not in refused.stderr and (tmp_path / "taken").read_text() == "a file"
+

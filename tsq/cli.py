@@ -475,14 +475,21 @@ def artifacts_list(run_id: RunId, data_dir: DataDir = None, url: Url = None,
 
 @artifacts_app.command("get")
 def artifacts_get(run_id: RunId, name: str,
-                  output: Annotated[Path | None, typer.Option(
-                      "-o", "--output", help="the file (or directory) to write; default: NAME "
-                                             "in the current directory")] = None,
+                  output: Annotated[str | None, typer.Option(
+                      "-o", "--output", help="the file to write, or a directory (one that "
+                                             "exists, or a path ending in /, created if "
+                                             "missing); default: NAME in the current "
+                                             "directory")] = None,
                   force: Annotated[bool, typer.Option(
                       "--force", help="overwrite the file if it exists")] = False,
                   data_dir: DataDir = None, url: Url = None) -> None:
     """Download a file a run kept."""
-    target = _target(output, name)
+    target, into_directory = _target(output, name)
+    if into_directory and target.parent.exists() and not target.parent.is_dir():
+        err.print(f"[red]error:[/red] -o {escape(str(output))} names a directory, but "
+                  f"{escape(str(target.parent))} is a file; give a directory or a file name",
+                  highlight=False)
+        raise typer.Exit(EXIT_ERROR)
     if target.exists() and not force:
         err.print(f"[red]error:[/red] {escape(str(target))} exists; add --force to overwrite it",
                   highlight=False)
@@ -490,6 +497,8 @@ def artifacts_get(run_id: RunId, name: str,
     with _client(data_dir, url) as client:
         meta, data = client.artifact(run_id, name)
     try:
+        if into_directory:
+            target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot write {escape(str(target))}: {exc.strerror}",
@@ -499,13 +508,17 @@ def artifacts_get(run_id: RunId, name: str,
               markup=False)
 
 
-def _target(output: Path | None, name: str) -> Path:
-    """Where `artifacts get` writes: -o as given, NAME inside -o if it is a directory, else NAME
-    in the current directory (its last part only: a name never writes elsewhere)."""
+def _target(output: str | None, name: str) -> tuple[Path, bool]:
+    """Where `artifacts get` writes, and whether that is inside a directory named by -o: NAME
+    inside -o if -o ends in / or is a directory (made if missing), else -o as given; NAME in
+    the current directory without -o (its last part only: a name never writes elsewhere)."""
     base = Path(name).name or "artifact"
     if output is None:
-        return Path(base)
-    return output / base if output.is_dir() else output
+        return Path(base), False
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        return path / base, True
+    return path, False
 
 
 @app.command()
