@@ -14,6 +14,7 @@ import httpx
 import pytest
 from rich.cells import cell_len
 
+from tsq.client import HttpClient
 from tsq.config import Settings
 from tsq.db import connect, runs
 from tsq.errors import Conflict, NotFound
@@ -200,4 +201,38 @@ def test_artifacts_get_into_a_directory_that_does_not_exist_yet(prefixed: str,
     assert refused.returncode == 3
     assert "-o taken/ names a directory, but taken is a file" in refused.stderr
     assert "Traceback" not in refused.stderr and (tmp_path / "taken").read_text() == "a file"
+
+
+# -- tsq write says how many points ----------------------------------------------------------------
+
+def test_write_answers_how_many_points_in_both_clients(api: httpx.Client,
+                                                      service: Service) -> None:
+    body = "counted,host=a value=1 1\ncounted,host=b value=2 1\ncounted,host=c value=3 1\n"
+    answer = api.post("/write", content=body.encode())
+    assert (answer.status_code, answer.content) == (204, b"")  # as InfluxDB answers
+    assert answer.headers["x-tsq-written"] == "3"
+    assert api.post("/api/v2/write", content=body.encode()).headers["x-tsq-written"] == "3"
+    over_http = HttpClient(str(api.base_url))
+    try:
+        assert over_http.write(body, "ns") == {"written": 3} == service.write_lines(body)
+    finally:
+        over_http.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "http"])
+def test_cli_write_prints_the_count(api: httpx.Client, service: Service, tmp_path: Path,
+                                    mode: str) -> None:
+    # Locally the command opens the store itself: a data directory no server holds.
+    data, url = (service.settings.data_dir, str(api.base_url)) if mode == "http" else (
+        tmp_path / "data", None)
+    points = tmp_path / "metrics.lp"
+    points.write_text("".join(f"clicount,mode={mode} value={i} {i}\n" for i in range(3)))
+    wrote = tsq(data, "write", str(points), url=url)
+    assert wrote.returncode == 0, wrote.stderr
+    assert wrote.stdout.strip() == f"wrote 3 points from {points}"
+    points.write_text(f"clicount,mode={mode} value=9 9\nnot line protocol\n")
+    partial = tsq(data, "write", str(points), url=url)
+    assert partial.returncode == 1 and "line 2:" in partial.stderr
+    assert partial.stdout.strip() == f"wrote 1 point from {points}"
 

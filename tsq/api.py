@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__
+from tsq.client import WRITTEN_HEADER
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
 from tsq.runstore import RunFilter, RunStatus
 from tsq.service import Service, parse_time
@@ -167,8 +168,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             text = body.decode()
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-        await run_in_threadpool(service.write_lines, text, precision)
-        return Response(status_code=204)
+        written = await run_in_threadpool(service.write_lines, text, precision)
+        # 204 without a body, as InfluxDB answers; the count rides in a header of tsq's own,
+        # which InfluxDB clients ignore and `tsq write` prints.
+        return Response(status_code=204, headers={WRITTEN_HEADER: str(written["written"])})
 
     @app.post("/write", status_code=204)
     async def write_v1(request: Request, db: str | None = None, rp: str | None = None,

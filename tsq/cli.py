@@ -576,13 +576,21 @@ def write(source: Annotated[str, typer.Argument(help="a line-protocol file, or -
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"[red]error:[/red] cannot read {source}: {exc}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
+    origin = "stdin" if source == "-" else source
     with _client(data_dir, url) as client:
         try:
-            client.write(body, precision)
+            written = client.write(body, precision)["written"]
         except PartialWrite as exc:
             err.print(exc.message, highlight=False, markup=False)
+            if exc.details.get("written") is not None:  # the good lines were kept
+                out.print(f"wrote {_points(exc.details['written'])} from {origin}",
+                          highlight=False, markup=False)
             raise typer.Exit(EXIT_FAILED) from None
-    out.print(f"wrote {source}")
+    out.print(f"wrote {_points(written)} from {origin}", highlight=False, markup=False)
+
+
+def _points(count: int) -> str:
+    return f"{count} point{'' if count == 1 else 's'}"
 
 
 @app.command()

@@ -21,10 +21,11 @@ from tsq.config import Settings
 from tsq.errors import ServerUnavailable, TsqError
 from tsq.runstore import RunFilter
 
-__all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
+__all__ = ["WRITTEN_HEADER", "Client", "HttpClient", "LocalClient", "open_client"]
 
 RUN_WAIT_S = 3600.0
 PIPELINE_POLL_S = 0.05
+WRITTEN_HEADER = "X-Tsq-Written"  # how many points a write stored (its 204 has no body)
 
 
 class Client(Protocol):
@@ -231,9 +232,17 @@ class HttpClient:
         return self._call("GET", f"/v1/backfill/{job_id}")
 
     def write(self, body: str, precision: str) -> dict[str, Any]:
-        self._call("POST", "/write", params={"precision": precision}, content=body.encode(),
-                   headers={"Content-Type": "text/plain; charset=utf-8"})
-        return {}
+        """`{"written": N}` as the local client answers, N from the header tsq adds to the
+        InfluxDB-shaped 204 (counted here for a server that does not send it)."""
+        response = self._send("POST", "/write", params={"precision": precision},
+                              content=body.encode(),
+                              headers={"Content-Type": "text/plain; charset=utf-8"})
+        written = response.headers.get(WRITTEN_HEADER, "")
+        if written.isdigit():
+            return {"written": int(written)}
+        from tsq.lineprotocol import parse_lines
+
+        return {"written": parse_lines(body, precision).points}
 
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
