@@ -14,6 +14,7 @@ import httpx
 import pytest
 from rich.cells import cell_len
 
+from tests.test_api import deploy, run
 from tsq.client import HttpClient
 from tsq.config import Settings
 from tsq.db import connect, runs
@@ -235,4 +236,47 @@ def test_cli_write_prints_the_count(api: httpx.Client, service: Service, tmp_pat
     partial = tsq(data, "write", str(points), url=url)
     assert partial.returncode == 1 and "line 2:" in partial.stderr
     assert partial.stdout.strip() == f"wrote 1 point from {points}"
+
+
+# -- tsq runs resume waits for the resumed steps ---------------------------------------------------
+
+BROKEN = "export default async () => { throw new Error('still broken'); }"
+FLAGGED = """export default async () => {
+  if (!(await db.select("resume_flag")).length) throw new Error("no flag yet");
+  return "flag seen";
+}"""
+
+
+@pytest.mark.slow
+def test_resume_over_http_waits_and_fails_when_a_step_fails_again(api: httpx.Client,
+                                                                  prefixed: str) -> None:
+    url, data = str(api.base_url), Path(prefixed)
+    assert deploy(api, "resume-broken", BROKEN).status_code == 201
+    failed = run(api, "resume-broken").json()["error"]["details"]["run"]
+    again = tsq(data, "runs", "resume", failed["id"][:16], url=url)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"resumed {failed['id']}" in again.stdout
+    assert f"run {failed['id']} failed" in again.stdout and "still broken" in again.stderr
+    assert api.get(f"/v1/runs/{failed['id']}").json()["attempt"] == 2
+
+    assert deploy(api, "resume-flagged", FLAGGED).status_code == 201
+    flagged = run(api, "resume-flagged").json()["error"]["details"]["run"]
+    assert api.post("/write", content=b"resume_flag value=1 1").status_code == 204
+    fixed = tsq(data, "runs", "resume", flagged["id"], url=url)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"run {flagged['id']} success" in fixed.stdout and '"flag seen"' in fixed.stdout
+
+
+@pytest.mark.slow
+def test_resume_locally_fails_when_a_step_fails_again(tmp_path: Path) -> None:
+    (tmp_path / "loops.yml").write_text("functions:\n  broken:\n    handler: broken.js\n")
+    (tmp_path / "broken.js").write_text(BROKEN)
+    data = tmp_path / "data"
+    assert tsq(data, "deploy", str(tmp_path / "loops.yml")).returncode == 0
+    first = tsq(data, "run", "broken", "--json")
+    assert first.returncode == 1
+    run_id = json.loads(first.stdout)["id"]
+    again = tsq(data, "runs", "resume", run_id[:16])
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"run {run_id} failed" in again.stdout and "still broken" in again.stderr
 

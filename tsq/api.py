@@ -131,9 +131,13 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                   since: Annotated[int | None, Query(description="epoch ms, inclusive")] = None,
                   until: Annotated[int | None, Query(description="epoch ms, exclusive")] = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                  event: str | None = None, trigger: str | None = None) -> Any:
+                  event: str | None = None, trigger: str | None = None,
+                  pipeline: Annotated[str | None, Query(
+                      description="only the steps of this pipeline (the id of its first run)")
+                  ] = None) -> Any:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
-                                           since, until, limit, event, trigger))
+                                           since, until, limit, event, trigger,
+                                           pipeline=pipeline))
 
     # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
     # several runs share answers 409, like a loop name several projects share.

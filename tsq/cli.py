@@ -52,6 +52,7 @@ EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
 BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
 RESULT_CHARS = 200  # of a result shown by `tsq runs show` (--json prints all of it)
+UNFINISHED = ("queued", "running")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
                                               help="where loops, runs and points live")]
@@ -428,23 +429,27 @@ def _size(size: int) -> str:
 @runs_app.command("resume")
 def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                 as_json: AsJson = False) -> None:
-    """Run the failed steps of a run's pipeline again (exit 1: none, or one failed again)."""
+    """Run the failed steps of a run's pipeline again and wait for them (exit 1: nothing to
+    resume, or a step failed again; 2: a step still running after an hour, over HTTP)."""
     with _client(data_dir, url) as client:
         try:
             answer = client.resume(run_id)
         except TsqError as exc:
             err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
+    ended = answer.get("runs", [])
     if as_json:
         _print_json(answer)
     else:
         steps = answer["steps"]
         out.print(f"pipeline {answer['pipeline']} ({steps} step{'s' if steps != 1 else ''}): "
                   f"resumed {', '.join(answer['resumed'])}", highlight=False)
-        for record in answer.get("runs", []):  # working locally: how they ended
+        for record in ended:
             _print_run(record)
-    if any(r["status"] != "success" for r in answer.get("runs", [])):
+    if any(r["status"] not in ("success", *UNFINISHED) for r in ended):
         raise typer.Exit(EXIT_FAILED)
+    if any(r["status"] in UNFINISHED for r in ended):
+        raise typer.Exit(EXIT_TIMEOUT)
 
 
 @app.command()
