@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any
 
 import httpx
@@ -280,3 +284,103 @@ def test_resume_locally_fails_when_a_step_fails_again(tmp_path: Path) -> None:
     assert again.returncode == 1, again.stdout + again.stderr
     assert f"run {run_id} failed" in again.stdout and "still broken" in again.stderr
 
+
+# -- --follow --------------------------------------------------------------------------------------
+
+class Follower:
+    """A `tsq … --follow` process whose output lines are read as they come."""
+
+    def __init__(self, data: Path, *args: str, url: str | None) -> None:
+        self.process = subprocess.Popen(_command(args, url), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=_env(data, 200))
+        self.lines: Queue[str] = Queue()
+        self.seen: list[str] = []
+        self.ended: tuple[int, str] | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, wanted: Callable[[str], bool], timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except Empty:
+                continue
+            self.seen.append(line)
+            if wanted(line):
+                return line
+        raise AssertionError(f"no such line in {self.seen}")
+
+    def end(self, interrupt: bool) -> tuple[int, str]:
+        """Its exit code and standard error, after Ctrl-C if `interrupt` and it still runs
+        (killed if it has not ended 30 s later); the same again once it has ended."""
+        if self.ended is None:
+            if interrupt and self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.reader.join(timeout=10)  # it has read to the end of the output
+            assert self.process.stdout is not None and self.process.stderr is not None
+            self.ended = (self.process.returncode, self.process.stderr.read())
+            self.process.stdout.close()
+            self.process.stderr.close()
+        return self.ended
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "http"])
+def test_runs_follow_prints_runs_that_end_after_it_started(api: httpx.Client, service: Service,
+                                                           mode: str) -> None:
+    loop = f"follow-runs-{mode}"
+    assert deploy(api, loop, "export default async () => 'followed'").status_code == 201
+    url = str(api.base_url) if mode == "http" else None
+    follower = Follower(service.settings.data_dir, "runs", "--follow", "--loop", loop, url=url)
+    try:
+        follower.wait_for(lambda line: "result / error" in line)  # the (empty) table is out
+        record = run(api, loop).json()
+        line = follower.wait_for(lambda line: record["id"][:8] in line and "success" in line)
+    finally:
+        code, stderr = follower.end(interrupt=True)
+    assert f" {loop} " in line and '"followed"' in line
+    assert code == 0 and "Traceback" not in stderr
+
+
+LOGGING = """export default async () => {
+  console.log("waiting for the flag");
+  while (!(await db.select("%s")).length) {
+    console.log("still waiting");
+    await new Promise(r => setTimeout(r, 200));
+  }
+  console.log("flag seen");
+  return "done";
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "http"])
+def test_logs_follow_prints_new_lines_and_stops_when_the_run_ends(
+        api: httpx.Client, service: Service, mode: str) -> None:
+    loop, flag = f"follow-logs-{mode}", f"follow_flag_{mode}"
+    assert deploy(api, loop, LOGGING % flag).status_code == 201
+    submitted = service.submit(loop)
+    url = str(api.base_url) if mode == "http" else None
+    follower = Follower(service.settings.data_dir, "logs", submitted.record["id"][:16],
+                        "--follow", url=url)
+    try:
+        follower.wait_for(lambda line: "waiting for the flag" in line)
+        service.write_lines(f"{flag} value=1 1")
+        follower.wait_for(lambda line: "flag seen" in line)
+        code, stderr = follower.end(interrupt=False)  # it stops by itself
+    finally:
+        follower.end(interrupt=True)  # only if it did not stop
+    assert submitted.done.result(timeout=30)["status"] == "success"
+    assert code == 0 and "Traceback" not in stderr
+    assert sum("waiting for the flag" in line for line in follower.seen) == 1

@@ -134,10 +134,13 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                   event: str | None = None, trigger: str | None = None,
                   pipeline: Annotated[str | None, Query(
                       description="only the steps of this pipeline (the id of its first run)")
-                  ] = None) -> Any:
+                  ] = None,
+                  changed_since: Annotated[int | None, Query(
+                      description="epoch ms: only runs queued, started or finished since then "
+                                  "(what `tsq runs --follow` polls)")] = None) -> Any:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
                                            since, until, limit, event, trigger,
-                                           pipeline=pipeline))
+                                           pipeline=pipeline, changed_since_ms=changed_since))
 
     # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
     # several runs share answers 409, like a loop name several projects share.
@@ -147,8 +150,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return service.get_run(run_id)
 
     @app.get("/v1/runs/{run_id}/logs")
-    def run_logs(run_id: str) -> Any:
-        return service.run_logs(run_id)
+    def run_logs(run_id: str, after: Annotated[int, Query(
+            ge=0, description="skip the first `after` lines (the `next` of an earlier answer)")
+                 ] = 0) -> Any:
+        return service.run_logs(run_id, after)
 
     @app.get("/v1/runs/{run_id}/artifacts")
     def run_artifacts(run_id: str) -> Any:

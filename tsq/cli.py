@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -53,6 +53,11 @@ BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
 RESULT_CHARS = 200  # of a result shown by `tsq runs show` (--json prints all of it)
 UNFINISHED = ("queued", "running")
+FOLLOW_POLL_S = 1.0  # --follow asks for news this often: cheap for the server, soon enough
+# --follow asks for runs changed since the newest change it saw, minus this: a change stamped
+# just before another but committed after it is still seen (the ones seen twice are skipped).
+FOLLOW_SLACK_MS = 5000
+FOLLOW_BATCH = 1000  # runs per poll (the API's largest page)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
                                               help="where loops, runs and points live")]
@@ -284,13 +289,21 @@ def _print_run(record: dict[str, Any]) -> None:
 def runs(ctx: typer.Context,
          loop: Annotated[str | None, typer.Option(help="only this loop")] = None,
          status: Annotated[str | None, typer.Option(help="only this status")] = None,
-         limit: int = 20, project: Project = None, data_dir: DataDir = None, url: Url = None,
+         limit: int = 20,
+         follow: Annotated[bool, typer.Option(
+             "--follow", "-f", help="then print runs as they are queued, start and end, until "
+                                    "Ctrl-C (with --json: one JSON record a line)")] = False,
+         project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
     """Run history, newest first (`tsq runs show ID` and `tsq runs resume ID` for one run)."""
     if ctx.invoked_subcommand is not None:
         return
+    where = RunFilter(project=project, loop=loop, status=status, limit=limit)
     with _client(data_dir, url) as client:
-        result = client.runs(RunFilter(project=project, loop=loop, status=status, limit=limit))
+        result = client.runs(where)
+        if follow:
+            _follow_runs(client, where, result["runs"], as_json)
+            return
     if as_json:
         _print_json(result)
         return
@@ -374,6 +387,79 @@ def _fit(text: str, width: int) -> str:
     return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
 
 
+def _follow_runs(client: Client, where: RunFilter, first: list[dict[str, Any]],
+                 as_json: bool) -> None:
+    """The runs as `tsq runs` shows them, then a line for every change to a run (queued,
+    started, ended) until Ctrl-C; with --json, a record a line throughout."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    _, newest = _news(first, seen)
+    if as_json:
+        _print_changes(list(reversed(first)), as_json)
+    else:
+        out.print(_runs_table(first, out.width))
+    try:
+        # The changes the table already reflects (or, past --limit, older than it): not news.
+        newest = _poll_runs(client, where, newest, seen)[1]
+        while True:
+            time.sleep(FOLLOW_POLL_S)
+            changed, newest = _poll_runs(client, where, newest, seen)
+            _print_changes(sorted(changed, key=_changed_ms), as_json)
+    except KeyboardInterrupt:
+        return
+
+
+def _poll_runs(client: Client, where: RunFilter, newest: int | None,
+               seen: dict[str, tuple[Any, ...]]) -> tuple[list[dict[str, Any]], int | None]:
+    """The runs that changed since the newest change seen (and not seen in that state), and
+    the newest change now; `seen` forgets what the next polls cannot return again."""
+    since = None if newest is None else newest - FOLLOW_SLACK_MS
+    polled = client.runs(replace(where, changed_since_ms=since, limit=FOLLOW_BATCH))
+    changed, latest = _news(polled["runs"], seen)
+    newest = max(newest or 0, latest or 0) or None
+    if newest is not None:
+        for run_id in [k for k, v in seen.items() if v[-1] < newest - FOLLOW_SLACK_MS]:
+            del seen[run_id]
+    return changed, newest
+
+
+def _news(records: list[dict[str, Any]], seen: dict[str, tuple[Any, ...]]
+          ) -> tuple[list[dict[str, Any]], int | None]:
+    """The records not seen in their current state yet (now marked seen), and the newest
+    change among all of them."""
+    news, newest = [], None
+    for record in records:
+        changed = _changed_ms(record)
+        newest = max(newest or changed, changed)
+        state = (record["status"], record["attempt"], record["queued_ms"], changed)
+        if seen.get(record["id"]) != state:
+            seen[record["id"]] = state
+            news.append(record)
+    return news, newest
+
+
+def _print_changes(records: list[dict[str, Any]], as_json: bool) -> None:
+    for record in records:
+        if as_json:
+            sys.stdout.write(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+                             + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(_fit(_run_line(record), out.width), highlight=False, markup=False)
+
+
+def _changed_ms(record: dict[str, Any]) -> int:
+    return max(int(record[k]) for k in ("queued_ms", "started_ms", "finished_ms")
+               if record.get(k) is not None)
+
+
+def _run_line(record: dict[str, Any]) -> str:
+    parts = [_time(_changed_ms(record)), str(record.get("short_id") or record["id"]),
+             record["loop"], record["event"], record["status"], _duration(record)]
+    if record["status"] not in UNFINISHED:
+        parts.append(_outcome(record))
+    return "  ".join(part for part in parts if part)
+
+
 @runs_app.command("show")
 def runs_show(run_id: RunId, data_dir: DataDir = None, url: Url = None,
               as_json: AsJson = False) -> None:
@@ -453,17 +539,46 @@ def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
 
 
 @app.command()
-def logs(run_id: RunId, data_dir: DataDir = None, url: Url = None,
-         as_json: AsJson = False) -> None:
+def logs(run_id: RunId,
+         follow: Annotated[bool, typer.Option(
+             "--follow", "-f", help="then print new lines as they come, until the run has "
+                                    "ended (or Ctrl-C; with --json: one JSON line a line)")
+                           ] = False,
+         data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
     """The log lines of one run."""
     with _client(data_dir, url) as client:
         result = client.logs(run_id)
+        if follow:
+            _follow_logs(client, result, as_json)
+            return
     if as_json:
         _print_json(result)
         return
-    for line in result["logs"]:
-        out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}", highlight=False,
-                  markup=False)
+    _print_log_lines(result["logs"], as_json)
+
+
+def _follow_logs(client: Client, answer: dict[str, Any], as_json: bool) -> None:
+    """Print the lines, then new ones until the run has ended. The answer's status is read
+    before its lines, so once it says ended, the lines with it were the last."""
+    try:
+        _print_log_lines(answer["logs"], as_json)
+        while answer.get("status") in UNFINISHED:
+            time.sleep(FOLLOW_POLL_S)
+            after = answer.get("next", 0)
+            answer = client.logs(answer["run"], after)  # the whole id: a prefix may not last
+            _print_log_lines(answer["logs"], as_json)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_log_lines(lines: list[dict[str, Any]], as_json: bool) -> None:
+    for line in lines:
+        if as_json:
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}",
+                      highlight=False, markup=False)
 
 
 @artifacts_app.command("list")

@@ -44,7 +44,7 @@ class Client(Protocol):
             wait: bool) -> dict[str, Any]: ...
     def runs(self, where: RunFilter) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
-    def logs(self, run_id: str) -> dict[str, Any]: ...
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]: ...
     def artifacts(self, run_id: str) -> dict[str, Any]: ...
     def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]: ...
     def resume(self, run_id: str) -> dict[str, Any]: ...
@@ -127,8 +127,8 @@ class LocalClient:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.service.get_run(run_id)
 
-    def logs(self, run_id: str) -> dict[str, Any]:
-        return self.service.run_logs(run_id)
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        return self.service.run_logs(run_id, after)
 
     def artifacts(self, run_id: str) -> dict[str, Any]:
         return self.service.run_artifacts(run_id)
@@ -202,13 +202,14 @@ class HttpClient:
         return self._call("GET", "/v1/runs", params=_only(
             project=where.project, loop=where.loop, status=where.status, since=where.since_ms,
             until=where.until_ms, limit=where.limit, event=where.event, trigger=where.trigger,
-            pipeline=where.pipeline))
+            pipeline=where.pipeline, changed_since=where.changed_since_ms))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{_path(run_id)}")
 
-    def logs(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{_path(run_id)}/logs")
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{_path(run_id)}/logs",
+                          params=_only(after=after or None))
 
     def artifacts(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{_path(run_id)}/artifacts")

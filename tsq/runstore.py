@@ -61,6 +61,9 @@ class RunFilter:
     event: str | None = None
     trigger: str | None = None
     pipeline: str | None = None
+    # Runs queued, started or finished at or after this epoch ms: what changed since a poll
+    # (a follower sees a run's status move, not only new runs).
+    changed_since_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -335,15 +338,21 @@ class RunStore:
             query = query.where(runs.c.queued_ms >= where.since_ms)
         if where.until_ms is not None:
             query = query.where(runs.c.queued_ms < where.until_ms)
+        if where.changed_since_ms is not None:
+            since = where.changed_since_ms
+            query = query.where(sa.or_(runs.c.queued_ms >= since, runs.c.started_ms >= since,
+                                       runs.c.finished_ms >= since))
         query = query.order_by(runs.c.queued_ms.desc(), runs.c.id.desc()).limit(where.limit)
         with self.engine.connect() as db:
             return [_to_json(row) for row in db.execute(query)]
 
-    def logs(self, run_id: str) -> list[dict[str, Any]]:
+    def logs(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The run's log lines in order, without the first `after` (lines are only appended, so
+        a follower asks for what came after the ones it has)."""
         self.get(run_id)
         with self.engine.connect() as db:
             rows = db.execute(sa.select(run_logs).where(run_logs.c.run_id == run_id)
-                              .order_by(run_logs.c.id)).all()
+                              .order_by(run_logs.c.id).offset(after)).all()
         return [{"ts": row.ts_ms, "level": row.level, "message": row.message} for row in rows]
 
 

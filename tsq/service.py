@@ -256,9 +256,14 @@ class Service:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.runs.get(self.runs.resolve(run_id))
 
-    def run_logs(self, run_id: str) -> dict[str, Any]:
-        run_id = self.runs.resolve(run_id)
-        return {"run": run_id, "logs": self.runs.logs(run_id)}
+    def run_logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        """The run's log lines after the first `after`, its status (read before the lines, so a
+        follower that sees a finished status has every line once it has these) and `next`,
+        the `after` that asks for the lines still to come."""
+        record = self.get_run(run_id)
+        lines = self.runs.logs(record["id"], after)
+        return {"run": record["id"], "status": record["status"], "logs": lines,
+                "next": after + len(lines)}
 
     def run_artifacts(self, run_id: str) -> dict[str, Any]:
         """The files `run_id` kept (NotFound for an unknown run, not an empty list)."""
