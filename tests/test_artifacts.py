@@ -186,8 +186,8 @@ def test_unknown_runs_and_names_are_404(api: httpx.Client,
     for path in ("/v1/runs/nope/artifacts", "/v1/runs/nope/artifacts/cpu.csv"):
         answer = api.get(path)
         assert answer.status_code == 404
-        assert answer.json()["error"] == {"type": "NotFound", "message": "no run with id 'nope'",
-                                          "details": {}}
+        assert answer.json()["error"] == {"type": "NotFound", "details": {},
+                                          "message": "no run with id or id prefix 'nope'"}
     missing = api.get(f"/v1/runs/{report_run['id']}/artifacts/gone.csv")
     assert missing.status_code == 404
     assert missing.json()["error"]["message"].startswith(

@@ -29,7 +29,9 @@ from tsq.errors import BadRequest, PayloadTooLarge, TsqError
 from tsq.runstore import RunFilter, RunStatus
 from tsq.service import Service, parse_time, run_window, time_field
 
-__all__ = ["create_app"]
+__all__ = ["WRITTEN_HEADER", "create_app"]
+
+WRITTEN_HEADER = "X-Tsq-Written"  # how many points a write stored (its 204 has no body)
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +151,29 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                   since: Annotated[int | None, Query(description="epoch ms, inclusive")] = None,
                   until: Annotated[int | None, Query(description="epoch ms, exclusive")] = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                  event: str | None = None, trigger: str | None = None) -> Any:
+                  event: str | None = None, trigger: str | None = None,
+                  pipeline: Annotated[str | None, Query(
+                      description="only the steps of this pipeline (the id of its first run)")
+                  ] = None,
+                  changed_since: Annotated[int | None, Query(
+                      description="epoch ms: only runs queued, started or finished since then "
+                                  "(what `tsq runs --follow` polls)")] = None) -> Any:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
-                                           since, until, limit, event, trigger))
+                                           since, until, limit, event, trigger,
+                                           pipeline=pipeline, changed_since_ms=changed_since))
+
+    # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
+    # several runs share answers 409, like a loop name several projects share.
 
     @app.get("/v1/runs/{run_id}")
     def get_run(run_id: str) -> Any:
         return service.get_run(run_id)
 
     @app.get("/v1/runs/{run_id}/logs")
-    def run_logs(run_id: str) -> Any:
-        return service.run_logs(run_id)
+    def run_logs(run_id: str, after: Annotated[int, Query(
+            ge=0, description="skip the first `after` lines (the `next` of an earlier answer)")
+                 ] = 0) -> Any:
+        return service.run_logs(run_id, after)
 
     @app.get("/v1/runs/{run_id}/artifacts")
     def run_artifacts(run_id: str) -> Any:
@@ -187,8 +201,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return written
 
     async def write(request: Request, precision: str) -> Response:
-        await store_lines(request, precision)
-        return Response(status_code=204)  # InfluxDB's answer: its clients expect no body
+        written = await store_lines(request, precision)
+        # 204 without a body, as InfluxDB answers (its clients expect none); the count rides in
+        # a header of tsq's own, which InfluxDB clients ignore.
+        return Response(status_code=204, headers={WRITTEN_HEADER: str(written["written"])})
 
     @app.post("/v1/write")
     async def write_tsq(request: Request, precision: str = "ns") -> Any:

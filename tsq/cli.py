@@ -7,10 +7,12 @@ it failed, 2 for a timeout); any other error prints one clear line and exits 3.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -49,6 +52,12 @@ EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
 BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
 RESULT_CHARS = 200  # of a result shown by `tsq runs show` (--json prints all of it)
+UNFINISHED = ("queued", "running")
+FOLLOW_POLL_S = 1.0  # --follow asks for news this often: cheap for the server, soon enough
+# --follow asks for runs changed since the newest change it saw, minus this: a change stamped
+# just before another but committed after it is still seen (the ones seen twice are skipped).
+FOLLOW_SLACK_MS = 5000
+FOLLOW_BATCH = 1000  # runs per poll (the API's largest page)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="TSQ_DATA_DIR",
                                               help="where loops, runs and points live")]
@@ -57,6 +66,8 @@ Url = Annotated[str | None, typer.Option("--url", envvar="TSQ_URL",
                                               "recorded in the data directory, else none)")]
 Project = Annotated[str | None, typer.Option("--project", help="the loop's project")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+RunId = Annotated[str, typer.Argument(help="a run id, or a unique prefix of one (as `tsq runs` "
+                                           "shows it)")]
 
 
 def _print_version(wanted: bool) -> None:
@@ -337,25 +348,31 @@ def _error_text(error: dict[str, Any]) -> str:
 def runs(ctx: typer.Context,
          loop: Annotated[str | None, typer.Option(help="only this loop")] = None,
          status: Annotated[str | None, typer.Option(help="only this status")] = None,
-         limit: int = 20, project: Project = None, data_dir: DataDir = None, url: Url = None,
+         limit: int = 20,
+         follow: Annotated[bool, typer.Option(
+             "--follow", "-f", help="then print runs as they are queued, start and end, until "
+                                    "Ctrl-C (with --json: one JSON record a line)")] = False,
+         project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
     """Run history, newest first (`tsq runs show ID` and `tsq runs resume ID` for one run)."""
     if ctx.invoked_subcommand is not None:
         return
+    where = RunFilter(project=project, loop=loop, status=status, limit=limit)
     with _client(data_dir, url) as client:
-        result = client.runs(RunFilter(project=project, loop=loop, status=status, limit=limit))
+        result = client.runs(where)
+        if follow:
+            _follow_runs(client, where, result["runs"], as_json)
+            return
     if as_json:
         _print_json(result)
         return
-    table = Table("run", "loop", "event", "status", "scheduled / queued", "window", "attempt",
-                  "duration", "result / error")
-    for record in result["runs"]:
-        duration = record.get("duration_ms")
-        table.add_row(record["id"], record["loop"], record["event"], record["status"],
-                      _time(record["scheduled_ms"] or record["queued_ms"]), _window(record),
-                      str(record["attempt"]), "" if duration is None else f"{duration} ms",
-                      _outcome(record)[:60])
-    out.print(table)
+    out.print(_runs_table(result["runs"], out.width))
+
+
+@dataclass(frozen=True)
+class _RunColumn:
+    header: str
+    cell: Callable[[dict[str, Any]], str]
 
 
 def _window(record: dict[str, Any]) -> str:
@@ -369,13 +386,146 @@ def _outcome(record: dict[str, Any]) -> str:
     return str(error["message"]) if error else json.dumps(record.get("result"))
 
 
+def _duration(record: dict[str, Any]) -> str:
+    duration = record.get("duration_ms")
+    return "" if duration is None else f"{duration} ms"
+
+
+RUN_COLUMNS = {  # in the order they are shown
+    "run": _RunColumn("run", lambda r: str(r.get("short_id") or r["id"])),
+    "loop": _RunColumn("loop", lambda r: str(r["loop"])),
+    "event": _RunColumn("event", lambda r: str(r["event"])),
+    "status": _RunColumn("status", lambda r: str(r["status"])),
+    "time": _RunColumn("scheduled / queued",
+                       lambda r: _time(r["scheduled_ms"] or r["queued_ms"])),
+    "window": _RunColumn("window", _window),
+    "attempt": _RunColumn("attempt", lambda r: str(r["attempt"])),
+    "duration": _RunColumn("duration", _duration),
+    "outcome": _RunColumn("result / error", lambda r: _outcome(r)[:OUTCOME_CHARS]),
+}
+# Never cut: what a user reads first and copies into the next command.
+ESSENTIAL = ("run", "loop", "status")
+# Shown while the terminal has room, the most useful first.
+BY_VALUE = ("outcome", "time", "duration", "event", "attempt", "window")
+OUTCOME_CHARS = 60  # the most of a result or error the table shows
+OUTCOME_MIN = 16  # narrower, a result or error says too little to be worth its column
+
+
+def _runs_table(records: list[dict[str, Any]], width: int) -> Table:
+    """The runs as a table no wider than `width`: the id prefix, loop and status whole, then
+    the other columns by value while they fit (the result or error cut to the room left)."""
+    cells = {key: [column.cell(r) for r in records] for key, column in RUN_COLUMNS.items()}
+    natural = {key: max([cell_len(RUN_COLUMNS[key].header), *map(cell_len, values)])
+               for key, values in cells.items()}
+    need = {**natural, "outcome": min(natural["outcome"], OUTCOME_MIN)}
+    chosen = list(ESSENTIAL)
+    for key in BY_VALUE:
+        if _table_width([need[k] for k in [*chosen, key]]) <= width:
+            chosen.append(key)
+    shown = [key for key in RUN_COLUMNS if key in chosen]
+    table = Table()
+    for key in shown:
+        if key == "outcome":
+            room = width - _table_width([natural[k] for k in shown if k != key] + [0])
+            natural[key] = min(natural[key], room)
+            cells[key] = [_fit(text, natural[key]) for text in cells[key]]
+        table.add_column(RUN_COLUMNS[key].header, width=natural[key], no_wrap=True,
+                         overflow="fold")
+    for row in zip(*(cells[key] for key in shown), strict=True):
+        table.add_row(*row)
+    return table
+
+
+def _table_width(widths: list[int]) -> int:
+    """How wide rich draws a table of columns this wide (a border and a space either side of
+    each cell)."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _fit(text: str, width: int) -> str:
+    return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
+
+
+def _follow_runs(client: Client, where: RunFilter, first: list[dict[str, Any]],
+                 as_json: bool) -> None:
+    """The runs as `tsq runs` shows them, then a line for every change to a run (queued,
+    started, ended) until Ctrl-C; with --json, a record a line throughout."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    _, newest = _news(first, seen)
+    if as_json:
+        _print_changes(list(reversed(first)), as_json)
+    else:
+        out.print(_runs_table(first, out.width))
+    try:
+        # The changes the table already reflects (or, past --limit, older than it): not news.
+        newest = _poll_runs(client, where, newest, seen)[1]
+        while True:
+            time.sleep(FOLLOW_POLL_S)
+            changed, newest = _poll_runs(client, where, newest, seen)
+            _print_changes(sorted(changed, key=_changed_ms), as_json)
+    except KeyboardInterrupt:
+        return
+
+
+def _poll_runs(client: Client, where: RunFilter, newest: int | None,
+               seen: dict[str, tuple[Any, ...]]) -> tuple[list[dict[str, Any]], int | None]:
+    """The runs that changed since the newest change seen (and not seen in that state), and
+    the newest change now; `seen` forgets what the next polls cannot return again."""
+    since = None if newest is None else newest - FOLLOW_SLACK_MS
+    polled = client.runs(replace(where, changed_since_ms=since, limit=FOLLOW_BATCH))
+    changed, latest = _news(polled["runs"], seen)
+    newest = max(newest or 0, latest or 0) or None
+    if newest is not None:
+        for run_id in [k for k, v in seen.items() if v[-1] < newest - FOLLOW_SLACK_MS]:
+            del seen[run_id]
+    return changed, newest
+
+
+def _news(records: list[dict[str, Any]], seen: dict[str, tuple[Any, ...]]
+          ) -> tuple[list[dict[str, Any]], int | None]:
+    """The records not seen in their current state yet (now marked seen), and the newest
+    change among all of them."""
+    news, newest = [], None
+    for record in records:
+        changed = _changed_ms(record)
+        newest = max(newest or changed, changed)
+        state = (record["status"], record["attempt"], record["queued_ms"], changed)
+        if seen.get(record["id"]) != state:
+            seen[record["id"]] = state
+            news.append(record)
+    return news, newest
+
+
+def _print_changes(records: list[dict[str, Any]], as_json: bool) -> None:
+    for record in records:
+        if as_json:
+            sys.stdout.write(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+                             + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(_fit(_run_line(record), out.width), highlight=False, markup=False)
+
+
+def _changed_ms(record: dict[str, Any]) -> int:
+    return max(int(record[k]) for k in ("queued_ms", "started_ms", "finished_ms")
+               if record.get(k) is not None)
+
+
+def _run_line(record: dict[str, Any]) -> str:
+    parts = [_time(_changed_ms(record)), str(record.get("short_id") or record["id"]),
+             record["loop"], record["event"], record["status"], _duration(record)]
+    if record["status"] not in UNFINISHED:
+        parts.append(_outcome(record))
+    return "  ".join(part for part in parts if part)
+
+
 @runs_app.command("show")
-def runs_show(run_id: str, data_dir: DataDir = None, url: Url = None,
+def runs_show(run_id: RunId, data_dir: DataDir = None, url: Url = None,
               as_json: AsJson = False) -> None:
     """One run: how it ended, where it sits in its pipeline, and the files it kept."""
     with _client(data_dir, url) as client:
         record = client.get_run(run_id)
-        kept = client.artifacts(run_id)["artifacts"]
+        kept = client.artifacts(record["id"])["artifacts"]
     if as_json:
         _print_json({**record, "artifacts": kept})
         return
@@ -422,43 +572,76 @@ def _size(size: int) -> str:
 
 
 @runs_app.command("resume")
-def runs_resume(run_id: str, data_dir: DataDir = None, url: Url = None,
+def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                 as_json: AsJson = False) -> None:
-    """Run the failed steps of a run's pipeline again (exit 1: none, or one failed again)."""
+    """Run the failed steps of a run's pipeline again and wait for them (exit 1: nothing to
+    resume, or a step failed again; 2: a step still running after an hour, over HTTP)."""
     with _client(data_dir, url) as client:
         try:
             answer = client.resume(run_id)
         except TsqError as exc:
             err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
+    ended = answer.get("runs", [])
     if as_json:
         _print_json(answer)
     else:
         steps = answer["steps"]
         out.print(f"pipeline {answer['pipeline']} ({steps} step{'s' if steps != 1 else ''}): "
                   f"resumed {', '.join(answer['resumed'])}", highlight=False)
-        for record in answer.get("runs", []):  # working locally: how they ended
+        for record in ended:
             _print_run(record)
-    if any(r["status"] != "success" for r in answer.get("runs", [])):
+    if any(r["status"] not in ("success", *UNFINISHED) for r in ended):
         raise typer.Exit(EXIT_FAILED)
+    if any(r["status"] in UNFINISHED for r in ended):
+        raise typer.Exit(EXIT_TIMEOUT)
 
 
 @app.command()
-def logs(run_id: str, data_dir: DataDir = None, url: Url = None,
-         as_json: AsJson = False) -> None:
+def logs(run_id: RunId,
+         follow: Annotated[bool, typer.Option(
+             "--follow", "-f", help="then print new lines as they come, until the run has "
+                                    "ended (or Ctrl-C; with --json: one JSON line a line)")
+                           ] = False,
+         data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
     """The log lines of one run."""
     with _client(data_dir, url) as client:
         result = client.logs(run_id)
+        if follow:
+            _follow_logs(client, result, as_json)
+            return
     if as_json:
         _print_json(result)
         return
-    for line in result["logs"]:
-        out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}", highlight=False,
-                  markup=False)
+    _print_log_lines(result["logs"], as_json)
+
+
+def _follow_logs(client: Client, answer: dict[str, Any], as_json: bool) -> None:
+    """Print the lines, then new ones until the run has ended. The answer's status is read
+    before its lines, so once it says ended, the lines with it were the last."""
+    try:
+        _print_log_lines(answer["logs"], as_json)
+        while answer.get("status") in UNFINISHED:
+            time.sleep(FOLLOW_POLL_S)
+            after = answer.get("next", 0)
+            answer = client.logs(answer["run"], after)  # the whole id: a prefix may not last
+            _print_log_lines(answer["logs"], as_json)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_log_lines(lines: list[dict[str, Any]], as_json: bool) -> None:
+    for line in lines:
+        if as_json:
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(f"{_time(line['ts'])} {line['level']:7} {line['message']}",
+                      highlight=False, markup=False)
 
 
 @artifacts_app.command("list")
-def artifacts_list(run_id: str, data_dir: DataDir = None, url: Url = None,
+def artifacts_list(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                    as_json: AsJson = False) -> None:
     """The files one run kept."""
     with _client(data_dir, url) as client:
@@ -470,15 +653,22 @@ def artifacts_list(run_id: str, data_dir: DataDir = None, url: Url = None,
 
 
 @artifacts_app.command("get")
-def artifacts_get(run_id: str, name: str,
-                  output: Annotated[Path | None, typer.Option(
-                      "-o", "--output", help="the file (or directory) to write; default: NAME "
-                                             "in the current directory")] = None,
+def artifacts_get(run_id: RunId, name: str,
+                  output: Annotated[str | None, typer.Option(
+                      "-o", "--output", help="the file to write, or a directory (one that "
+                                             "exists, or a path ending in /, created if "
+                                             "missing); default: NAME in the current "
+                                             "directory")] = None,
                   force: Annotated[bool, typer.Option(
                       "--force", help="overwrite the file if it exists")] = False,
                   data_dir: DataDir = None, url: Url = None) -> None:
     """Download a file a run kept."""
-    target = _target(output, name)
+    target, into_directory = _target(output, name)
+    if into_directory and target.parent.exists() and not target.parent.is_dir():
+        err.print(f"[red]error:[/red] -o {escape(str(output))} names a directory, but "
+                  f"{escape(str(target.parent))} is a file; give a directory or a file name",
+                  highlight=False)
+        raise typer.Exit(EXIT_ERROR)
     if target.exists() and not force:
         err.print(f"[red]error:[/red] {escape(str(target))} exists; add --force to overwrite it",
                   highlight=False)
@@ -486,6 +676,8 @@ def artifacts_get(run_id: str, name: str,
     with _client(data_dir, url) as client:
         meta, data = client.artifact(run_id, name)
     try:
+        if into_directory:
+            target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot write {escape(str(target))}: {exc.strerror}",
@@ -495,13 +687,17 @@ def artifacts_get(run_id: str, name: str,
               markup=False)
 
 
-def _target(output: Path | None, name: str) -> Path:
-    """Where `artifacts get` writes: -o as given, NAME inside -o if it is a directory, else NAME
-    in the current directory (its last part only: a name never writes elsewhere)."""
+def _target(output: str | None, name: str) -> tuple[Path, bool]:
+    """Where `artifacts get` writes, and whether that is inside a directory named by -o: NAME
+    inside -o if -o ends in / or is a directory (made if missing), else -o as given; NAME in
+    the current directory without -o (its last part only: a name never writes elsewhere)."""
     base = Path(name).name or "artifact"
     if output is None:
-        return Path(base)
-    return output / base if output.is_dir() else output
+        return Path(base), False
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        return path / base, True
+    return path, False
 
 
 @app.command()
@@ -572,13 +768,21 @@ def write(source: Annotated[str, typer.Argument(help="a line-protocol file, or -
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"[red]error:[/red] cannot read {source}: {exc}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
+    origin = "stdin" if source == "-" else source
     with _client(data_dir, url) as client:
         try:
-            client.write(body, precision)
+            written = client.write(body, precision)["written"]
         except PartialWrite as exc:
             err.print(exc.message, highlight=False, markup=False)
+            if exc.details.get("written") is not None:  # the good lines were kept
+                out.print(f"wrote {_points(exc.details['written'])} from {origin}",
+                          highlight=False, markup=False)
             raise typer.Exit(EXIT_FAILED) from None
-    out.print(f"wrote {source}")
+    out.print(f"wrote {_points(written)} from {origin}", highlight=False, markup=False)
+
+
+def _points(count: int) -> str:
+    return f"{count} point{'' if count == 1 else 's'}"
 
 
 @app.command()

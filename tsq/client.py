@@ -8,6 +8,7 @@ recorded in the data directory if it answers, else local.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -25,6 +26,9 @@ __all__ = ["Client", "HttpClient", "LocalClient", "open_client", "split_window"]
 
 RUN_WAIT_S = 3600.0
 PIPELINE_POLL_S = 0.05
+HTTP_PIPELINE_POLL_S = 0.25  # a resumed pipeline's steps, polled over HTTP
+RESUME_WAIT_S = RUN_WAIT_S  # over HTTP; then `resume` answers with the steps as they are
+UNFINISHED = ("queued", "running")
 
 
 class Client(Protocol):
@@ -39,7 +43,7 @@ class Client(Protocol):
             wait: bool, at: str | None = None, window: str | None = None) -> dict[str, Any]: ...
     def runs(self, where: RunFilter) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
-    def logs(self, run_id: str) -> dict[str, Any]: ...
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]: ...
     def artifacts(self, run_id: str) -> dict[str, Any]: ...
     def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]: ...
     def resume(self, run_id: str) -> dict[str, Any]: ...
@@ -138,8 +142,8 @@ class LocalClient:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.service.get_run(run_id)
 
-    def logs(self, run_id: str) -> dict[str, Any]:
-        return self.service.run_logs(run_id)
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        return self.service.run_logs(run_id, after)
 
     def artifacts(self, run_id: str) -> dict[str, Any]:
         return self.service.run_artifacts(run_id)
@@ -150,14 +154,8 @@ class LocalClient:
     def resume(self, run_id: str) -> dict[str, Any]:
         # Working locally, this process runs the resumed steps: it follows the pipeline until
         # nothing in it is queued or running, or they would stop with it.
-        answer = self.service.resume(run_id)
-        while True:
-            steps = self.service.runs.pipeline(answer["pipeline"])
-            if not any(step["status"] in ("queued", "running") for step in steps):
-                break
-            time.sleep(PIPELINE_POLL_S)
-        ended = {step["id"]: step for step in steps}
-        return {**answer, "runs": [ended[i] for i in answer["resumed"] if i in ended]}
+        return _until_ended(self.service.resume(run_id), self.service.runs.pipeline,
+                            PIPELINE_POLL_S, None)
 
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
@@ -221,13 +219,15 @@ class HttpClient:
     def runs(self, where: RunFilter) -> dict[str, Any]:
         return self._call("GET", "/v1/runs", params=_only(
             project=where.project, loop=where.loop, status=where.status, since=where.since_ms,
-            until=where.until_ms, limit=where.limit, event=where.event, trigger=where.trigger))
+            until=where.until_ms, limit=where.limit, event=where.event, trigger=where.trigger,
+            pipeline=where.pipeline, changed_since=where.changed_since_ms))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{run_id}")
+        return self._call("GET", f"/v1/runs/{_path(run_id)}")
 
-    def logs(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{run_id}/logs")
+    def logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{_path(run_id)}/logs",
+                          params=_only(after=after or None))
 
     def artifacts(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/runs/{_path(run_id)}/artifacts")
@@ -239,7 +239,14 @@ class HttpClient:
         return meta, response.content
 
     def resume(self, run_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/runs/{_path(run_id)}/resume")
+        # The server runs the resumed steps and answers at once; follow them as the local
+        # client does, so both say how they ended (bounded: a server's steps may run for long).
+        return _until_ended(self._call("POST", f"/v1/runs/{_path(run_id)}/resume"),
+                            self._pipeline_steps, HTTP_PIPELINE_POLL_S, RESUME_WAIT_S)
+
+    def _pipeline_steps(self, pipeline: str) -> list[dict[str, Any]]:
+        found = self.runs(RunFilter(pipeline=pipeline, limit=1000))["runs"]
+        return [r for r in found if r["pipeline_id"] == pipeline]
 
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
@@ -290,6 +297,21 @@ class HttpClient:
             raise ServerUnavailable(f"{self.http.base_url} answered {response.status_code} with "
                                     f"something that is not tsq's JSON") from None
         return body
+
+
+def _until_ended(answer: dict[str, Any], steps_of: Callable[[str], list[dict[str, Any]]],
+                 poll_s: float, wait_s: float | None) -> dict[str, Any]:
+    """A resume's answer with `runs`: the resumed steps once nothing in their pipeline is
+    queued or running (or, after `wait_s`, as they are then)."""
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    while True:
+        steps = steps_of(answer["pipeline"])
+        busy = any(step["status"] in UNFINISHED for step in steps)
+        if not busy or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(poll_s)
+    ended = {step["id"]: step for step in steps}
+    return {**answer, "runs": [ended[i] for i in answer["resumed"] if i in ended]}
 
 
 def _error_from(body: dict[str, Any], status: int) -> TsqError:

@@ -8,6 +8,7 @@ manual runs have no key. Times are epoch milliseconds.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import run_logs, runs
-from tsq.errors import NotFound
+from tsq.errors import Conflict, NotFound
 from tsq.runtimes.base import LogLine, RunResult
 
-__all__ = ["NewRun", "RunFilter", "RunStatus", "RunStore", "Settlement", "new_run_id",
-           "run_key"]
+__all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStatus", "RunStore", "Settlement",
+           "new_run_id", "run_key"]
+
+# As git shows commits: the shortest prefix unique among all runs, but never shorter than this,
+# so a prefix a user copies today is likely to stay unique as runs accumulate.
+SHORT_ID_MIN = 8
+AMBIGUOUS_SHOWN = 5  # candidates an ambiguous prefix error lists
 
 # INSERT … ON CONFLICT DO NOTHING: the statement that makes a run key unique without a race.
 _INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
@@ -55,6 +61,9 @@ class RunFilter:
     event: str | None = None
     trigger: str | None = None
     pipeline: str | None = None
+    # Runs queued, started or finished at or after this epoch ms: what changed since a poll
+    # (a follower sees a run's status move, not only new runs).
+    changed_since_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,42 @@ class RunStore:
             return int(db.execute(sa.select(sa.func.count()).select_from(runs)
                                   .where(runs.c.pipeline_id == pipeline)).scalar_one())
 
+    def resolve(self, given: str) -> str:
+        """The id of the one run whose id is `given` or starts with it; NotFound if none,
+        Conflict (listing some candidates) if several."""
+        with self.engine.connect() as db:
+            exact = db.execute(sa.select(runs.c.id).where(runs.c.id == given)).scalar()
+            if exact is not None:
+                return str(exact)
+            found = [str(i) for i in db.execute(sa.select(runs.c.id).where(_starts(given))
+                                                .order_by(runs.c.id)
+                                                .limit(AMBIGUOUS_SHOWN + 1)).scalars()]
+        if not found:
+            raise NotFound(f"no run with id or id prefix {given!r}")
+        if len(found) > 1:
+            raise Conflict(_ambiguous_message(given, found, self.short_ids(found)),
+                           details={"prefix": given, "candidates": found[:AMBIGUOUS_SHOWN]})
+        return found[0]
+
+    def short_ids(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Each id's shortest prefix (at least SHORT_ID_MIN characters) that no other run's id
+        starts with. The database finds each id's neighbours in id order (two index lookups);
+        the longest prefix shared with either, plus one character, is unique."""
+        neighbour = runs.alias("neighbour")
+        before = (sa.select(sa.func.max(neighbour.c.id)).where(neighbour.c.id < runs.c.id)
+                  .scalar_subquery())
+        after = (sa.select(sa.func.min(neighbour.c.id)).where(neighbour.c.id > runs.c.id)
+                 .scalar_subquery())
+        shown: dict[str, str] = {}
+        with self.engine.connect() as db:
+            for chunk in range(0, len(run_ids), 500):
+                query = sa.select(runs.c.id, before, after).where(
+                    runs.c.id.in_(run_ids[chunk:chunk + 500]))
+                for run_id, lower, upper in db.execute(query):
+                    shared = max(_shared_length(run_id, lower), _shared_length(run_id, upper))
+                    shown[run_id] = run_id[:max(SHORT_ID_MIN, shared + 1)]
+        return shown
+
     def get(self, run_id: str) -> dict[str, Any]:
         with self.engine.connect() as db:
             row = db.execute(sa.select(runs).where(runs.c.id == run_id)).first()
@@ -293,6 +338,10 @@ class RunStore:
             query = query.where(runs.c.queued_ms >= where.since_ms)
         if where.until_ms is not None:
             query = query.where(runs.c.queued_ms < where.until_ms)
+        if where.changed_since_ms is not None:
+            since = where.changed_since_ms
+            query = query.where(sa.or_(runs.c.queued_ms >= since, runs.c.started_ms >= since,
+                                       runs.c.finished_ms >= since))
         # Newest first by the time a run stands for: its scheduled time, else when it was
         # queued. A backfill queues all its runs at once and they end in any order; by their
         # scheduled time they read as the history they fill in.
@@ -301,13 +350,38 @@ class RunStore:
         with self.engine.connect() as db:
             return [_to_json(row) for row in db.execute(query)]
 
-    def logs(self, run_id: str) -> list[dict[str, Any]]:
+    def logs(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The run's log lines in order, without the first `after` (lines are only appended, so
+        a follower asks for what came after the ones it has)."""
         self.get(run_id)
         with self.engine.connect() as db:
             rows = db.execute(sa.select(run_logs).where(run_logs.c.run_id == run_id)
-                              .order_by(run_logs.c.id)).all()
+                              .order_by(run_logs.c.id).offset(after)).all()
         return [{"ts": row.ts_ms, "level": row.level, "message": row.message} for row in rows]
 
+
+def _starts(given: str) -> sa.ColumnElement[bool]:
+    """Ids that start with `given`, case and all (SQLite's LIKE ignores case), found through
+    the primary key's index: they sort from `given` up to its last character's successor."""
+    if not given:
+        return sa.false()
+    successor = given[:-1] + chr(min(ord(given[-1]) + 1, sys.maxunicode))
+    return sa.and_(runs.c.id >= given, runs.c.id < successor,
+                   sa.func.substr(runs.c.id, 1, len(given)) == given)
+
+
+def _shared_length(one: str, other: str | None) -> int:
+    """How many leading characters the two strings share."""
+    if other is None:
+        return 0
+    return next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b),
+                min(len(one), len(other)))
+
+
+def _ambiguous_message(given: str, found: list[str], shown: dict[str, str]) -> str:
+    listed = ", ".join(f"{shown.get(i, i)}…" for i in found[:AMBIGUOUS_SHOWN])
+    more = ", …" if len(found) > AMBIGUOUS_SHOWN else ""
+    return f"run id prefix {given} is ambiguous: {listed}{more}; give more characters"
 
 
 def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[dict[str, Any]]:

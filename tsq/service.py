@@ -216,7 +216,7 @@ class Service:
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
-        return self.pipelines.resume(run_id)
+        return self.pipelines.resume(self.runs.resolve(run_id))
 
     def backfill(self, name: str, start: datetime, end: datetime, *,
                  project: str | None = None, event: str | None = None) -> dict[str, Any]:
@@ -287,23 +287,34 @@ class Service:
         return {"written": batch.points}
 
     def list_runs(self, where: RunFilter) -> dict[str, Any]:
-        return {"runs": self.runs.find(where)}
+        """The runs `where` selects, newest first, each with `short_id`: the prefix of its id
+        that every command taking a run id accepts."""
+        found = self.runs.find(where)
+        short = self.runs.short_ids([r["id"] for r in found])
+        return {"runs": [{**r, "short_id": short.get(r["id"], r["id"])} for r in found]}
+
+    # Every method taking a run id accepts a unique prefix of one (`RunStore.resolve`).
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.runs.get(run_id)
+        return self.runs.get(self.runs.resolve(run_id))
 
-    def run_logs(self, run_id: str) -> dict[str, Any]:
-        return {"run": run_id, "logs": self.runs.logs(run_id)}
+    def run_logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
+        """The run's log lines after the first `after`, its status (read before the lines, so a
+        follower that sees a finished status has every line once it has these) and `next`,
+        the `after` that asks for the lines still to come."""
+        record = self.get_run(run_id)
+        lines = self.runs.logs(record["id"], after)
+        return {"run": record["id"], "status": record["status"], "logs": lines,
+                "next": after + len(lines)}
 
     def run_artifacts(self, run_id: str) -> dict[str, Any]:
         """The files `run_id` kept (NotFound for an unknown run, not an empty list)."""
-        self.runs.get(run_id)
+        run_id = self.runs.resolve(run_id)
         return {"run": run_id, "artifacts": [a.to_json() for a in self.artifacts.list(run_id)]}
 
     def run_artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]:
         """One file `run_id` kept: how the listing shows it, and its bytes."""
-        self.runs.get(run_id)
-        artifact, data = self.artifacts.get(run_id, name)
+        artifact, data = self.artifacts.get(self.runs.resolve(run_id), name)
         return artifact.to_json(), data
 
 
