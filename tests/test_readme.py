@@ -84,8 +84,9 @@ class Reader:
 
     def _run_commands(self, block: Block) -> None:
         output = ""
-        commands = [self._substituted(block, command) for command in _commands(block.text)]
-        for index, command in enumerate(commands):
+        commands = list(_commands(block.text))
+        for index, written in enumerate(commands):
+            command = self._substituted(block, written)  # a let may name what the one above made
             if (bare := TRAILING_COMMENT.sub("", command)).endswith("&"):
                 self._start(block, bare[:-1])
                 continue
@@ -130,7 +131,8 @@ class Reader:
         text = re.sub(r"\btsq serve\b(?!.*--port)", f"tsq serve --port {self.port}", text)
         for binding in block.arguments("let"):
             name, _, source = (part.strip() for part in binding.partition("="))
-            text = re.sub(rf"\b{re.escape(name)}\b", self._value(block, source), text)
+            if re.search(word := rf"\b{re.escape(name)}\b", text):
+                text = re.sub(word, self._value(block, source), text)
         return text
 
     def _value(self, block: Block, source: str) -> str:
@@ -139,7 +141,7 @@ class Reader:
             listed = self._bash(f"tsq runs --loop {loop} --limit 1 --json")
             runs = orjson.loads(listed.stdout)["runs"]
             assert runs, f"{block.where}: no run of {loop} to show"
-            return str(runs[0]["id"])
+            return str(runs[0].get("short_id") or runs[0]["id"])  # as `tsq runs` shows it
         if source == "job":
             jobs = re.findall(r'"id"\s*:\s*"([^"]+)"[^{}]*"total"', self.transcript)
             assert jobs, f"{block.where}: no backfill job was started above"
