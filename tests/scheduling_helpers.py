@@ -16,6 +16,7 @@ from typing import Any
 
 from tsq.config import Settings
 from tsq.runtimes.base import RunResult
+from tsq.scheduler import Scheduler
 from tsq.service import Service
 from tsq.worker import Job
 from tsq.workers import JobListener
@@ -127,3 +128,23 @@ def http_recorder(statuses: list[int] | None = None) -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+RATE = "R/2026-01-01T00:00:00Z/PT1M/ET30S"
+JOB = "default/roll/tick"  # the scheduler's job of loop_yaml()'s event
+
+
+def loop_yaml(extra: str = "", rate: str = RATE, name: str = "roll",
+              more_events: str = "") -> str:
+    """A loop file of one scheduled JS loop; `extra` adds keys to it, `more_events` events."""
+    return (f"functions:\n  {name}:\n    handler: h.js\n{extra}"
+            f"    events:\n      - tick:\n          rate: {rate}\n          params: {{cell: a}}\n"
+            f"{more_events}")
+
+
+def scheduler_of(service: Service, clock: FakeClock) -> Scheduler:
+    """A scheduler as `Service.start` makes it, planned but with APScheduler not firing."""
+    scheduler = Scheduler(service.runs, service.loops, service.schedules, service.dispatcher,
+                          clock)
+    scheduler.plan_all()
+    return scheduler

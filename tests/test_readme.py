@@ -58,8 +58,7 @@ class Reader:
         self.port = _free_port()
         self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                     "HOME": str(home), "TSQ_DATA_DIR": str(self.data), "TSQ_WORKERS": "1",
-                    "COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb",
-                    "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+                    "COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
         self.env.pop("TSQ_URL", None)
         self.background: list[subprocess.Popen[bytes]] = []
         self.transcript = ""

@@ -12,27 +12,22 @@ from typing import Any
 import pytest
 
 from tests.scheduling_helpers import (
+    JOB,
+    RATE,
     FakeClock,
     ScriptedPool,
     deploy,
+    loop_yaml,
     make_service,
     ms,
+    scheduler_of,
     utc,
     wait_until,
 )
 from tsq import metronome
 from tsq.errors import BadRequest
 from tsq.runstore import RunFilter
-from tsq.scheduler import Scheduler
 from tsq.service import Service, run_window, time_field
-
-RATE = "R/2026-01-01T00:00:00Z/PT1M/ET30S"
-JOB = "default/roll/tick"
-
-
-def loop_yaml(extra: str = "") -> str:
-    return (f"functions:\n  roll:\n    handler: h.js\n    events:\n      - tick:\n"
-            f"          rate: {RATE}\n          params: {{cell: a}}\n{extra}")
 
 
 @pytest.fixture
@@ -51,13 +46,6 @@ def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Se
     yield svc
     svc.close()
 
-
-def scheduler_of(service: Service, clock: FakeClock) -> Scheduler:
-    """A scheduler as `Service.start` makes it, planned but with APScheduler not firing."""
-    scheduler = Scheduler(service.runs, service.loops, service.schedules, service.dispatcher,
-                          clock)
-    scheduler.plan_all()
-    return scheduler
 
 
 def window_of(record: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -159,7 +147,7 @@ def test_bad_at_and_window_say_what_would_be_right(service: Service, tmp_path: P
 
 def test_events_with_different_schedules_need_event_for_at(
         service: Service, tmp_path: Path) -> None:
-    deploy(service, tmp_path, loop_yaml(
+    deploy(service, tmp_path, loop_yaml(more_events=
         "      - slow:\n          rate: R/2026-01-01T00:00:00Z/PT5M/ET30S\n"))
     assert window_of(service.run("roll")) == (None, None)  # which period? none is guessed
     with pytest.raises(BadRequest, match=r"different schedules \(tick, slow\); say which one "

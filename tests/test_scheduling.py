@@ -17,12 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.scheduling_helpers import (
+    JOB,
+    RATE,
     FakeClock,
     ScriptedPool,
     deploy,
     http_recorder,
+    loop_yaml,
     make_service,
     ms,
+    scheduler_of,
     utc,
     wait_until,
 )
@@ -31,16 +35,8 @@ from tsq.dispatcher import RETRY_CAP_S, retry_delay_s
 from tsq.errors import BadRequest, NotFound
 from tsq.runstore import RunFilter
 from tsq.runtimes.base import RunResult
-from tsq.scheduler import Scheduler, missed_times
+from tsq.scheduler import missed_times
 from tsq.service import Service
-
-RATE = "R/2026-01-01T00:00:00Z/PT1M/ET30S"
-JOB = "default/roll/tick"
-
-
-def loop_yaml(extra: str = "", rate: str = RATE, name: str = "roll") -> str:
-    return (f"functions:\n  {name}:\n    handler: h.js\n{extra}"
-            f"    events:\n      - tick:\n          rate: {rate}\n          params: {{cell: a}}\n")
 
 
 @pytest.fixture
@@ -59,13 +55,6 @@ def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Se
     yield svc
     svc.close()
 
-
-def scheduler_of(service: Service, clock: FakeClock) -> Scheduler:
-    """A scheduler as `Service.start` makes it, planned but with APScheduler not firing."""
-    scheduler = Scheduler(service.runs, service.loops, service.schedules, service.dispatcher,
-                          clock)
-    scheduler.plan_all()
-    return scheduler
 
 
 def runs_of(service: Service, loop: str = "roll") -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -10,3 +11,7 @@ try:
 except PackageNotFoundError:  # a source tree run without installing it
     __version__ = "0+unknown"
 __all__ = ["__version__"]
+
+# As a library does: tsq's log lines go where `tsq serve` (tsq.logs) sends them, and nowhere
+# by default, so a command working locally prints its answer, not the service's log lines.
+logging.getLogger("tsq").addHandler(logging.NullHandler())
