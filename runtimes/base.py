@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from tsq.outcomes import FailureKind
+
 __all__ = ["Host", "HostAnswer", "HostError", "Limits", "LogLine", "Program", "RunContext",
            "RunResult", "Runtime"]
 
@@ -76,7 +78,14 @@ class RunResult:
 
     @classmethod
     def failed(cls, kind: str, message: str, stack: str = "") -> RunResult:
+        """The handler's own error (`kind` is its type: TypeError, RunFailed, …)."""
         return cls("failed", error={"type": kind, "message": message, "stack": stack})
+
+    @classmethod
+    def failure(cls, kind: FailureKind, message: str) -> RunResult:
+        """A run the service ended, or could not start, for `kind`."""
+        status: Outcome = kind.status.value  # type: ignore[assignment]
+        return cls(status, error=kind.error(message))
 
 
 class Program(Protocol):

@@ -157,7 +157,8 @@ def _leave_unfinished_runs(data: Path) -> dict[str, str]:
     from tsq.config import Settings
     from tsq.db import connect
     from tsq.loopstore import LoopStore
-    from tsq.runstore import NewRun, RunStatus, RunStore
+    from tsq.outcomes import RunStatus
+    from tsq.runstore import NewRun, RunStore
 
     assert tsq(data, "deploy", str(EXAMPLE)).returncode == 0
     engine = connect(Settings.load(data).database_url)

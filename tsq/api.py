@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
-from tsq.runstore import RunFilter, RunStatus
+from tsq.outcomes import RunStatus
+from tsq.runstore import RunFilter
 from tsq.service import Service, parse_time, run_window, time_field
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
@@ -48,7 +49,6 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-RUN_ERROR_STATUS = {"failed": 500, "timeout": 504, "cancelled": 500, "expired": 500}
 
 
 class DeployRequest(BaseModel):
@@ -292,7 +292,7 @@ def _run_response(record: dict[str, Any]) -> OrjsonResponse:
     kind = {"timeout": "RunTimeout"}.get(status, "RunFailed")
     body = {"type": kind, "message": error.get("message", status),
             "details": {"run": record, "stack": error.get("stack", "")}}
-    return OrjsonResponse({"error": body}, status_code=RUN_ERROR_STATUS.get(status, 500))
+    return OrjsonResponse({"error": body}, status_code=RunStatus(status).http_status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

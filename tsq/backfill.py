@@ -19,12 +19,12 @@ from tsq import metronome
 from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, NotFound
 from tsq.loopstore import StoredLoop
-from tsq.runstore import NewRun, RunStatus, RunStore, run_key
+from tsq.outcomes import RunStatus
+from tsq.runstore import NewRun, RunStore, run_key
 
 __all__ = ["MAX_BACKFILL_RUNS", "Backfills"]
 
 MAX_BACKFILL_RUNS = 100_000
-FINAL_COUNTS = ("success", "failed", "timeout", "expired", "cancelled")
 
 
 @dataclass
@@ -37,7 +37,8 @@ class _Job:
     end: datetime
     total: int = 0
     skipped: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINAL_COUNTS, 0))
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(map(str, RunStatus.final()), 0))
     pending: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:

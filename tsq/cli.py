@@ -29,6 +29,7 @@ from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import BY_KEY, Settings
 from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
+from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
 __all__ = ["app", "main"]
@@ -52,7 +53,6 @@ EXIT_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3
 BACKFILL_POLL_S = 0.2
 RUN_EXIT = {"success": 0, "timeout": EXIT_TIMEOUT}
 RESULT_CHARS = 200  # of a result shown by `tsq runs show` (--json prints all of it)
-UNFINISHED = ("queued", "running")
 FOLLOW_POLL_S = 1.0  # --follow asks for news this often: cheap for the server, soon enough
 # --follow asks for runs changed since the newest change it saw, minus this: a change stamped
 # just before another but committed after it is still seen (the ones seen twice are skipped).
@@ -287,7 +287,7 @@ def run(name: str,
         _print_covered(record, chosen=at is not None or window is not None)
         _print_run(record)
     status = record["status"]
-    if status in ("queued", "running"):
+    if status in UNFINISHED:
         return
     raise typer.Exit(RUN_EXIT.get(status, EXIT_FAILED))
 

@@ -20,6 +20,7 @@ import yaml
 from tsq import errors
 from tsq.config import Settings
 from tsq.errors import ServerUnavailable, TsqError
+from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
 __all__ = ["Client", "HttpClient", "LocalClient", "open_client", "split_window"]
@@ -28,7 +29,6 @@ RUN_WAIT_S = 3600.0
 PIPELINE_POLL_S = 0.05
 HTTP_PIPELINE_POLL_S = 0.25  # a resumed pipeline's steps, polled over HTTP
 RESUME_WAIT_S = RUN_WAIT_S  # over HTTP; then `resume` answers with the steps as they are
-UNFINISHED = ("queued", "running")
 
 
 class Client(Protocol):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tsq.errors import NotFound
+from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
 __all__ = ["EXAMPLE", "run_demo", "sample_lines"]
@@ -86,7 +87,7 @@ def _settle(client: DemoClient, loop: str, count: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + FOLLOW_UP_S
     while True:
         found = client.runs(RunFilter(loop=loop, limit=max(count, 1)))["runs"]
-        ended = [r for r in found if r["status"] not in ("queued", "running")]
+        ended = [r for r in found if r["status"] not in UNFINISHED]
         if len(ended) >= count or time.monotonic() > deadline:
             return ended
         time.sleep(0.2)

@@ -36,7 +36,8 @@ import httpx
 from tsq.errors import NotFound
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
-from tsq.notify import NOTIFIED_STATUSES, Notifier
+from tsq.notify import Notifier
+from tsq.outcomes import FailureKind, RunStatus
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes.base import Host, HostError, Limits, LogLine, RunResult
 from tsq.targets import call_target
@@ -54,6 +55,7 @@ Builtin = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLin
 LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
 # A caller waiting on a manual run wants its first answer; a Loop.run step is retried in its
 # caller's stead.
+RETRIED_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT)  # how a run ends that `retries:` try again
 RETRIED_TRIGGERS = LIMITED_TRIGGERS | {"call"}
 RETRY_CAP_S = 3600.0
 LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
@@ -157,8 +159,8 @@ class Dispatcher:
             if record["status"] == "queued":
                 self.offer(record)
             else:
-                self._ended.put(_Ended(record, RunResult.failed(
-                    "Interrupted", "the service stopped while this run was running"),
+                self._ended.put(_Ended(record, RunResult.failure(
+                    FailureKind.INTERRUPTED, "the service stopped while this run was running"),
                     holds_slot=False))
         return count
 
@@ -183,9 +185,10 @@ class Dispatcher:
                 try:
                     final = done.result(timeout=max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    raise HostError("Timeout", f"step {record['id']} ({record['loop']}) did not "
-                                               f"end within its caller's timeout; it goes on, "
-                                               f"and its run records how it ends") from None
+                    raise HostError(FailureKind.TIMEOUT,
+                                    f"step {record['id']} ({record['loop']}) did not end within "
+                                    f"its caller's timeout; it goes on, and its run records how "
+                                    f"it ends") from None
                 if final["status"] != "queued":
                     return final
                 record = final  # its next attempt, after the backoff
@@ -313,8 +316,7 @@ class Dispatcher:
                    f"{record['epsilon_ms'] / 1000:g} s (catchup: {spec.catchup})")
         log.warning("expired run %s of %s/%s: %s", record["id"], record["project"],
                     record["loop"], message, extra=_fields(record))
-        self._ended.put(_Ended(record, RunResult("expired", error={
-            "type": "Expired", "message": message, "stack": ""}),
+        self._ended.put(_Ended(record, RunResult.failure(FailureKind.EXPIRED, message),
             [LogLine(self._now_ms(), "warning", message)]))
 
     def _execute(self, record: dict[str, Any], version: StoredVersion,
@@ -392,7 +394,7 @@ class Dispatcher:
         if result.status not in ("success", "expired") and result.error:
             logs.append(LogLine(self._now_ms(), "error", _error_line(result)))
         attempt = int(record["attempt"])
-        if (result.status in ("failed", "timeout") and record["trigger"] in RETRIED_TRIGGERS
+        if (result.status in RETRIED_STATUSES and record["trigger"] in RETRIED_TRIGGERS
                 and attempt <= spec.retries.max and not self._closed):
             delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
             log.info("run %s of %s/%s %s on attempt %d; retrying in %.1f s", record["id"],
@@ -411,7 +413,7 @@ class Dispatcher:
         """A run's last word: notify, trigger followers, wake waiters and listeners."""
         _log_end(final)
         webhook = spec.notify.get("webhook")
-        if webhook and final["status"] in NOTIFIED_STATUSES:
+        if webhook and RunStatus(final["status"]).notified:
             self.notifier.send(webhook, final)
         self._wake(final)
         for listener in self._listeners:

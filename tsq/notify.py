@@ -25,7 +25,6 @@ ATTEMPTS = 4
 FIRST_BACKOFF_S = 1.0
 TIMEOUT_S = 5.0
 QUEUE_SIZE = 10_000
-NOTIFIED_STATUSES = ("failed", "timeout", "expired")
 
 
 class Notifier:

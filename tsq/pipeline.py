@@ -27,13 +27,13 @@ from tsq.config import PipelineLimits
 from tsq.dispatcher import Dispatcher
 from tsq.errors import Conflict, NotFound, TsqError
 from tsq.loopstore import LoopStore
+from tsq.outcomes import UNFINISHED, FailureKind
 from tsq.runstore import NewRun, RunStore, Settlement
 from tsq.runtimes.base import Host, HostAnswer, HostError, LogLine, RunResult
 
 __all__ = ["Pipelines", "resumable", "step_key"]
 
 PIPELINE_OPS = frozenset({"loop.run", "artifact.put"})
-UNFINISHED = ("queued", "running")
 
 
 def step_key(parent_id: str, loop: str, digest: str, count: int) -> str:
@@ -196,9 +196,9 @@ class Pipelines:
         """
         calls = [r for r in unfinished if r["trigger"] == "call"]
         if calls:
-            self.runs.settle_many([Settlement(r, RunResult.failed(
-                "Interrupted", "the service stopped while this step ran; its caller runs it "
-                               "again when it resumes")) for r in calls])
+            self.runs.settle_many([Settlement(r, RunResult.failure(
+                FailureKind.INTERRUPTED, "the service stopped while this step ran; its caller "
+                                         "runs it again when it resumes")) for r in calls])
         running = [r for r in unfinished if r["trigger"] != "call" and r["status"] == "running"]
         callers = self.runs.callers([r["id"] for r in running])
         followed = self.dispatcher.followed()

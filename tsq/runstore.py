@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,9 +20,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import run_logs, runs
 from tsq.errors import Conflict, NotFound
+from tsq.outcomes import RunStatus
 from tsq.runtimes.base import LogLine, RunResult
 
-__all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStatus", "RunStore", "Settlement",
+__all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
            "new_run_id", "run_key"]
 
 # As git shows commits: the shortest prefix unique among all runs, but never shorter than this,
@@ -35,19 +35,6 @@ AMBIGUOUS_SHOWN = 5  # candidates an ambiguous prefix error lists
 _INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 @dataclass(frozen=True)

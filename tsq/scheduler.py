@@ -35,7 +35,8 @@ from apscheduler.triggers.base import BaseTrigger
 from tsq import metronome
 from tsq.dispatcher import Clock, Dispatcher
 from tsq.loopstore import LoopStore, StoredLoop
-from tsq.runstore import NewRun, RunStatus, RunStore, run_key
+from tsq.outcomes import FailureKind, RunStatus
+from tsq.runstore import NewRun, RunStore, run_key
 from tsq.schedulestore import ScheduleStore
 
 __all__ = ["MetronomeTrigger", "Scheduler", "missed_times"]
@@ -111,8 +112,7 @@ def _caught_up(event: _Event, catchup: str, missed: Iterator[datetime],
     if catchup == "all":
         yield from (event.run(t) for t in missed)
         return
-    error = {"type": "Expired", "stack": "",
-             "message": f"missed while tsq was not running (catchup: {catchup})"}
+    error = FailureKind.EXPIRED.error(f"missed while tsq was not running (catchup: {catchup})")
     for t in missed:
         if catchup == "epsilon" and now - t <= event.schedule.epsilon:
             yield event.run(t)

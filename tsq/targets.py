@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from tsq import __version__
+from tsq.outcomes import FailureKind
 from tsq.runtimes.base import RunResult
 
 __all__ = ["call_target"]
@@ -30,9 +31,9 @@ def call_target(client: httpx.Client, url: str, event: dict[str, Any],
         response = client.post(url, params=query, json=event["params"], headers=headers,
                                timeout=timeout_s)
     except httpx.TimeoutException:
-        return RunResult("timeout", error={
-            "type": "Timeout", "stack": "",
-            "message": f"POST {url} did not answer within the loop's timeout of {timeout_s:g} s"})
+        return RunResult.failure(
+            FailureKind.TIMEOUT,
+            f"POST {url} did not answer within the loop's timeout of {timeout_s:g} s")
     except httpx.HTTPError as exc:
         return RunResult.failed("TargetUnreachable", f"POST {url} failed: {exc}")
     body = _body(response)

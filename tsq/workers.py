@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from tsq.errors import TsqError, WorkerError
+from tsq.outcomes import FailureKind
 from tsq.runtimes.base import Host, HostError, LogLine, RunResult
 from tsq.worker import Job, WorkerOptions, worker_main
 
@@ -274,16 +275,13 @@ class _Watch:
             return "error", ("InternalError", f"tsq could not serve db.{op}: {exc}")
 
     def killed_at_deadline(self) -> RunResult:
-        return RunResult("timeout", error={
-            "type": "Timeout",
-            "message": f"the handler did not finish within its timeout of "
-                       f"{self.job.limits.timeout_s:g} s and was stopped",
-            "stack": "",
-        })
+        return RunResult.failure(
+            FailureKind.TIMEOUT, f"the handler did not finish within its timeout of "
+                                 f"{self.job.limits.timeout_s:g} s and was stopped")
 
     def killed_for_memory(self) -> RunResult:
-        return RunResult.failed(
-            "MemoryLimit",
+        return RunResult.failure(
+            FailureKind.MEMORY_LIMIT,
             f"the handler went over its memory limit of {self.job.limits.memory_mb} MiB "
             f"(typed arrays and buffers count too) and was stopped; set `memory:` in the loop "
             f"file to raise it",

@@ -30,6 +30,7 @@ from py_mini_racer import (
 
 from tsq.errors import BadRequest, CompileError, TslError
 from tsq.hostapi import js_series
+from tsq.outcomes import FailureKind
 from tsq.runtimes.base import HostAnswer, HostError, LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
@@ -280,16 +281,13 @@ class _Execution:
         return max(0.001, self.deadline - time.monotonic())
 
     def timed_out(self) -> RunResult:
-        return RunResult("timeout", error={
-            "type": "Timeout",
-            "message": f"the handler did not finish within its timeout of "
-                       f"{self.ctx.limits.timeout_s:g} s",
-            "stack": "",
-        })
+        return RunResult.failure(
+            FailureKind.TIMEOUT, f"the handler did not finish within its timeout of "
+                                 f"{self.ctx.limits.timeout_s:g} s")
 
     def out_of_memory(self) -> RunResult:
-        return RunResult.failed(
-            "MemoryLimit",
+        return RunResult.failure(
+            FailureKind.MEMORY_LIMIT,
             f"the handler went over its memory limit of {self.ctx.limits.memory_mb} MiB "
             f"(set `memory:` in the loop file to raise it)",
         )

@@ -1,0 +1,66 @@
+"""How a run stands and how it ended: one status enum and one enum of the failures tsq itself
+reports, used from the scheduler to the API (their values are what the JSON carries).
+
+    queued ─► running ─► success | failed | timeout | cancelled
+       └────────────────► expired     (never started: past its epsilon, or missed while stopped)
+
+A handler's own error keeps its type (`TypeError`, `RunFailed`, …); the kinds below are the ones
+the service gives a run it had to end or could not start.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["UNFINISHED", "FailureKind", "RunStatus"]
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in UNFINISHED
+
+    @property
+    def notified(self) -> bool:
+        """Whether a loop's `notify:` webhook hears of a run that ended so."""
+        return self in (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.EXPIRED)
+
+    @property
+    def http_status(self) -> int:
+        """What a synchronous run request answers when its run ended so."""
+        return HTTP_STATUS.get(self, 500)
+
+    @classmethod
+    def final(cls) -> tuple[RunStatus, ...]:
+        return tuple(status for status in cls if status.finished)
+
+
+UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+HTTP_STATUS = {RunStatus.SUCCESS: 200, RunStatus.TIMEOUT: 504}
+
+
+class FailureKind(StrEnum):
+    TIMEOUT = "Timeout"  # past the loop's timeout, or a step past its caller's
+    INTERRUPTED = "Interrupted"  # the service stopped while it ran
+    EXPIRED = "Expired"  # could not start within its epsilon
+    MEMORY_LIMIT = "MemoryLimit"  # over the loop's `memory:`
+
+    @property
+    def status(self) -> RunStatus:
+        return _STATUS_OF_KIND.get(self, RunStatus.FAILED)
+
+    def error(self, message: str, stack: str = "") -> dict[str, Any]:
+        """The run record's `error` for a failure of this kind."""
+        return {"type": self.value, "message": message, "stack": stack}
+
+
+_STATUS_OF_KIND = {FailureKind.TIMEOUT: RunStatus.TIMEOUT, FailureKind.EXPIRED: RunStatus.EXPIRED}
