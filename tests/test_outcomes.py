@@ -11,7 +11,7 @@ from tsq.runtimes.base import RunResult
 def test_statuses_on_the_wire() -> None:
     assert [str(s) for s in RunStatus] == ["queued", "running", "success", "failed", "timeout",
                                            "expired", "cancelled"]
-    assert UNFINISHED == {"queued", "running"}  # a StrEnum compares with the JSON text
+    assert {"queued", "running"} == UNFINISHED  # a StrEnum compares with the JSON text
     assert [str(s) for s in RunStatus.final()] == ["success", "failed", "timeout", "expired",
                                                    "cancelled"]
 

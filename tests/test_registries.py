@@ -1,0 +1,45 @@
+"""The runtime and connector tables: each row names a real implementation, and what the loop
+file accepts follows from the tables alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from tsq.connectors import CONNECTORS, implemented, load_connector_class
+from tsq.runtimes import (
+    PLANNED_EXTENSIONS,
+    RUNTIMES,
+    create_runtime,
+    runtime_for_file,
+    runtime_names,
+)
+
+
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_each_runtime_row_builds_the_runtime_it_names(name: str) -> None:
+    assert create_runtime(name).name == name
+
+
+def test_extensions_imply_their_runtime() -> None:
+    assert {ext: runtime_for_file(f"h{ext}") for ext in (".js", ".MJS", ".tsl", ".ws")} == {
+        ".js": "js", ".MJS": "js", ".tsl": "tsl", ".ws": "ws"}
+    assert runtime_for_file("h.py") is None
+    assert set(PLANNED_EXTENSIONS.values()).isdisjoint(RUNTIMES)
+
+
+def test_loop_files_name_only_user_runtimes() -> None:
+    assert runtime_names() == ("js", "tsl")  # `rollup` comes only from the shorthand
+
+
+def test_unknown_runtime() -> None:
+    with pytest.raises(KeyError, match="unknown runtime 'cobol'; known: js, tsl, rollup"):
+        create_runtime("cobol")
+
+
+def test_each_implemented_connector_loads() -> None:
+    assert implemented() == ("embedded",)
+    for name in implemented():
+        assert load_connector_class(name).__name__ == "EmbeddedStore"
+    with pytest.raises(KeyError, match="has no implementation yet"):
+        load_connector_class("influxdb")
+    assert set(CONNECTORS) == {"embedded", "influxdb", "prometheus", "warp10"}
