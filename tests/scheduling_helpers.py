@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +61,9 @@ class ScriptedPool:
         threading.Thread(target=finish, daemon=True).start()
         return future
 
+    def lending(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
     def close(self) -> None:
         pass
 
@@ -69,9 +72,7 @@ class ScriptedPool:
 
 
 def make_service(data_dir: Path, clock: FakeClock, pool: ScriptedPool) -> Service:
-    service = Service(Settings.load(data_dir), clock=clock)
-    service._pool = pool  # type: ignore[assignment]
-    return service
+    return Service(Settings.load(data_dir), clock=clock, workers=pool)
 
 
 def deploy(service: Service, tmp_path: Path, text: str,

@@ -302,12 +302,12 @@ def test_backfill_rejects_bad_ranges(service: Service, clock: FakeClock,
 
 
 def test_recovery_reruns_queued_runs_and_marks_running_ones_interrupted(
-        service: Service, clock: FakeClock, pool: ScriptedPool, tmp_path: Path) -> None:
-    deploy(service, tmp_path, loop_yaml("    catchup: all\n"))
-    scheduler = scheduler_of(service, clock)
-    clock.set(utc("2026-01-01T00:02:01Z"))
+        clock: FakeClock, pool: ScriptedPool, tmp_path: Path) -> None:
     stopped = ScriptedPool(delay_s=3600)  # never ends: the service "dies" with these in flight
-    service._pool = stopped  # type: ignore[assignment]
+    dying = make_service(tmp_path / "data", clock, stopped)
+    deploy(dying, tmp_path, loop_yaml("    catchup: all\n"))
+    scheduler = scheduler_of(dying, clock)
+    clock.set(utc("2026-01-01T00:02:01Z"))
     scheduler.record_due([(JOB, [utc("2026-01-01T00:01:00Z"), utc("2026-01-01T00:02:00Z")])])
     wait_until(lambda: len(stopped.jobs) == 1)
     restarted = make_service(tmp_path / "data", clock, pool)
@@ -319,6 +319,7 @@ def test_recovery_reruns_queued_runs_and_marks_running_ones_interrupted(
     assert (first["status"], first["error"]["type"]) == ("failed", "Interrupted")
     assert second["status"] == "success"
     assert pool.scheduled() == [second["scheduled_ms"]]
+    dying.close()
 
 
 # -- properties of the pure parts ---------------------------------------------------------------

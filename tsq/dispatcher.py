@@ -34,24 +34,31 @@ from typing import Any
 import httpx
 
 from tsq.errors import NotFound
+from tsq.executors import (
+    TARGET,
+    Execution,
+    Executor,
+    HostFactory,
+    JobRunner,
+    Step,
+    StepExecutor,
+    TargetExecutor,
+    WorkerExecutor,
+    executor_key,
+)
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunStatus
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
-from tsq.runtimes.base import Host, HostError, Limits, LogLine, RunResult
-from tsq.targets import call_target
-from tsq.worker import Job
-from tsq.workers import GRACE_S, JobListener, WorkerPool
+from tsq.runtimes import RUNTIMES
+from tsq.runtimes.base import HostError, LogLine, RunResult
 
-__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "HostFactory", "retry_delay_s"]
+__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "retry_delay_s"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # epoch seconds; tests pass their own
-HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
-# A step the service runs itself, not a worker (a retention): (run, version) → outcome, log
-Builtin = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLine]]]
 LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
 # A caller waiting on a manual run wants its first answer; a Loop.run step is retried in its
 # caller's stead.
@@ -96,12 +103,11 @@ class Dispatcher:
     `tsq-dispatch` expires or claims ready runs and hands them to the workers, `tsq-settle`
     writes how runs ended and does what follows (retries, webhooks, `after:`, waiters)."""
 
-    def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], WorkerPool],
+    def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], JobRunner],
                  notifier: Notifier, clock: Clock = time.time, workers: int = 2,
-                 hosts: HostFactory | None = None) -> None:
+                 hosts: HostFactory | None = None, steps: dict[str, Step] | None = None
+                 ) -> None:
         self.runs = runs
-        self.hosts = hosts
-        self.builtins: dict[str, Builtin] = {}  # runtime name → how the service runs it
         self.loops = loops
         self.notifier = notifier
         self.clock = clock
@@ -115,6 +121,7 @@ class Dispatcher:
         self._timers: set[threading.Timer] = set()
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
         self._http = httpx.Client()
+        self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http, clock)
         self._closed = False
         # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
         # and the next one waiting, so it never idles between runs.
@@ -321,27 +328,9 @@ class Dispatcher:
 
     def _execute(self, record: dict[str, Any], version: StoredVersion,
                  slots: threading.Semaphore | None) -> None:
-        spec = version.spec
-        event = event_payload(record, version)
-        target = spec.target_of(record["event"])
         logs = _LogBuffer(self.runs, record["id"])
-        builtin = self.builtins.get(spec.runtime)
-        if target is not None:
-            future = self._targets.submit(call_target, self._http, target, event, spec.timeout_s,
-                                          self.clock())
-        elif builtin is not None:
-            future = self._targets.submit(_run_builtin, builtin, record, version, logs)
-        else:
-            job = Job(
-                run_id=record["id"], runtime=spec.runtime, version_id=version.id,
-                source=version.source, file_name=spec.handler, event=event,
-                env=spec.environment, limits=Limits(spec.timeout_s, spec.memory_mb),
-                info={"loop": spec.name, "project": spec.project, "version": version.id,
-                      "runId": record["id"], "attempt": record["attempt"]},
-            )
-            host = self.hosts(record, spec.timeout_s + GRACE_S) if self.hosts else None
-            future = self._pool().submit(job, JobListener(
-                started=lambda _job: None, logs=lambda _job, ls: logs.add(ls), host=host))
+        future = self._executor(version.spec, record).submit(
+            Execution(record, version, event_payload(record, version), logs.add))
 
         def ended(done: Future[RunResult]) -> None:
             if slots is not None:
@@ -350,9 +339,12 @@ class Dispatcher:
 
         future.add_done_callback(ended)
 
+    def _executor(self, spec: LoopSpec, record: dict[str, Any]) -> Executor:
+        return self.executors[executor_key(spec, record["event"])]
+
     def _in_service(self, spec: LoopSpec, record: dict[str, Any]) -> bool:
         """Whether the run happens here (a URL target, a built-in step), not in a worker."""
-        return spec.target_of(record["event"]) is not None or spec.runtime in self.builtins
+        return self._executor(spec, record).in_service
 
     def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
         return (record["trigger"] == "schedule" and record["attempt"] == 1
@@ -582,11 +574,16 @@ def _log_end(final: dict[str, Any]) -> None:
             extra={**_fields(final), "status": status, "duration_ms": final.get("duration_ms")})
 
 
-def _run_builtin(builtin: Builtin, record: dict[str, Any], version: StoredVersion,
-                 logs: _LogBuffer) -> RunResult:
-    result, lines = builtin(record, version)
-    logs.add(lines)
-    return result
+def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: dict[str, Step],
+               threads: ThreadPoolExecutor, http: httpx.Client, clock: Clock
+               ) -> dict[str, Executor]:
+    """Executor by `executor_key`: every runtime runs in a worker, a URL target and the
+    service's own steps on a service thread."""
+    worker = WorkerExecutor(pool, hosts)
+    table: dict[str, Executor] = dict.fromkeys(RUNTIMES, worker)
+    table[TARGET] = TargetExecutor(threads, http, clock)
+    table.update({name: StepExecutor(threads, step) for name, step in steps.items()})
+    return table
 
 
 def _outcome(done: Future[RunResult]) -> RunResult:

@@ -26,6 +26,7 @@ from tsq.connectors.embedded import EmbeddedStore
 from tsq.db import connect
 from tsq.dispatcher import Clock, Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
+from tsq.executors import JobRunner
 from tsq.hostapi import StoreHost
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
@@ -36,7 +37,7 @@ from tsq.pipeline import Pipelines
 from tsq.retention import apply_retention
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
-from tsq.runtimes.base import LogLine, RunResult
+from tsq.runtimes.base import Host, LogLine, RunResult
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.shorthands import retention_from_json
@@ -57,7 +58,10 @@ class SubmittedRun:
 
 
 class Service:
-    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Clock = time.time,
+                 workers: JobRunner | None = None) -> None:
+        """The composition root: every collaborator is made here and handed to the ones that
+        use it. `workers` replaces the worker pool (tests pass a scripted one)."""
         self.settings = settings
         self._clock = clock
         engine = connect(settings.database_url)
@@ -65,25 +69,29 @@ class Service:
         self.runs = RunStore(engine)
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
-        self._pool: WorkerPool | None = None
+        self._pool: JobRunner | None = workers
         self._store: EmbeddedStore | None = None
         self._store_lock = threading.Lock()
-        self.dispatcher = Dispatcher(self.runs, self.loops, lambda: self.pool, self.notifier,
-                                     clock, workers=settings.workers)
+        self.dispatcher = Dispatcher(
+            self.runs, self.loops, lambda: self.pool, self.notifier, clock,
+            workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
         self.artifacts = ArtifactStore(engine)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
                                    StoreHost(lambda: self.store), self.artifacts,
                                    settings.pipeline_limits)
-        self.dispatcher.hosts = self.pipelines.host_for
-        self.dispatcher.builtins["retention"] = self._retention
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
         self.clock = clock
         for name in runtime_names():
             get_runtime(name).warm()
 
+    def _host(self, record: dict[str, Any], within_s: float) -> Host:
+        """A run's host answers through the pipelines, which run steps through the
+        dispatcher: going through here closes that circle once both exist."""
+        return self.pipelines.host_for(record, within_s)
+
     @property
-    def pool(self) -> WorkerPool:
+    def pool(self) -> JobRunner:
         if self._pool is None:
             self._pool = WorkerPool(self.settings.workers, WorkerOptions(
                 memory_mb=self.settings.worker_memory_mb,

@@ -1,0 +1,124 @@
+"""How a run is carried out, once the dispatcher has claimed it: one `Executor` protocol, and one
+implementation for each way there is.
+
+| executor | runs | where |
+|---|---|---|
+| `WorkerExecutor` | a handler in its runtime (each row of `tsq.runtimes.RUNTIMES`) | a worker |
+| `TargetExecutor` | an event's `target:` URL, as Metronome's worker calls it | a service thread |
+| `StepExecutor` | a step the service does itself (`retention:`) | a service thread |
+
+The dispatcher picks one by table (`executor_key`), never by an if-chain: a URL target wins,
+else the loop's runtime names it. What runs in the service takes a service thread's slot, not a
+worker's, so a burst of webhooks never waits behind handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from tsq.loopstore import StoredVersion
+from tsq.model import LoopSpec
+from tsq.runtimes.base import Host, Limits, LogLine, RunResult
+from tsq.targets import call_target
+from tsq.worker import Job
+from tsq.workers import GRACE_S, JobListener
+
+__all__ = ["TARGET", "Execution", "Executor", "HostFactory", "JobRunner", "Step",
+           "StepExecutor", "TargetExecutor", "WorkerExecutor", "executor_key"]
+
+TARGET = "target"  # the key of the URL-target executor; the others are runtime names
+HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
+# A step the service runs itself: (run, version) → outcome, log lines
+Step = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLine]]]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One claimed run, as an executor gets it."""
+
+    record: dict[str, Any]
+    version: StoredVersion
+    event: dict[str, Any]  # what the handler receives (dispatcher.event_payload)
+    log: Callable[[list[LogLine]], None]  # where its log lines go as they come
+
+
+class Executor(Protocol):
+    in_service: bool  # runs in this process, on a service thread (else in a worker)
+
+    def submit(self, run: Execution) -> Future[RunResult]: ...
+
+
+class JobRunner(Protocol):
+    """What runs handlers: the worker pool (or a test's scripted stand-in)."""
+
+    def submit(self, job: Job, listener: JobListener) -> Future[RunResult]: ...
+
+    def lending(self) -> AbstractContextManager[None]:
+        """While a handler waits for a step it called, its slot serves others."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def executor_key(spec: LoopSpec, event: str) -> str:
+    return TARGET if spec.target_of(event) is not None else spec.runtime
+
+
+class WorkerExecutor:
+    in_service = False
+
+    def __init__(self, workers: Callable[[], JobRunner], hosts: HostFactory | None) -> None:
+        self.workers = workers  # called per run: the pool starts on first use
+        self.hosts = hosts
+
+    def submit(self, run: Execution) -> Future[RunResult]:
+        spec, record = run.version.spec, run.record
+        job = Job(
+            run_id=record["id"], runtime=spec.runtime, version_id=run.version.id,
+            source=run.version.source, file_name=spec.handler, event=run.event,
+            env=spec.environment, limits=Limits(spec.timeout_s, spec.memory_mb),
+            info={"loop": spec.name, "project": spec.project, "version": run.version.id,
+                  "runId": record["id"], "attempt": record["attempt"]},
+        )
+        host = self.hosts(record, spec.timeout_s + GRACE_S) if self.hosts else None
+        return self.workers().submit(job, JobListener(
+            started=lambda _job: None, logs=lambda _job, lines: run.log(lines), host=host))
+
+
+class TargetExecutor:
+    in_service = True
+
+    def __init__(self, threads: ThreadPoolExecutor, http: httpx.Client,
+                 clock: Callable[[], float]) -> None:
+        self.threads = threads
+        self.http = http
+        self.clock = clock
+
+    def submit(self, run: Execution) -> Future[RunResult]:
+        spec = run.version.spec
+        url = spec.target_of(run.record["event"])
+        assert url is not None  # executor_key chose this executor because there is one
+        return self.threads.submit(call_target, self.http, url, run.event, spec.timeout_s,
+                                   self.clock())
+
+
+class StepExecutor:
+    in_service = True
+
+    def __init__(self, threads: ThreadPoolExecutor, step: Step) -> None:
+        self.threads = threads
+        self.step = step
+
+    def submit(self, run: Execution) -> Future[RunResult]:
+        return self.threads.submit(self._run, run)
+
+    def _run(self, run: Execution) -> RunResult:
+        result, lines = self.step(run.record, run.version)
+        run.log(lines)
+        return result
