@@ -287,12 +287,25 @@ def test_resume_locally_fails_when_a_step_fails_again(tmp_path: Path) -> None:
 
 # -- --follow --------------------------------------------------------------------------------------
 
+# A test run in the background (CI, `make test &`) inherits SIGINT ignored, and Python then never
+# raises KeyboardInterrupt: the follower gets Ctrl-C's default, as a terminal's job has.
+AT_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "runpy.run_module('tsq', run_name='__main__', alter_sys=True)")
+
+
+def _at_a_terminal(command: list[str]) -> list[str]:
+    executable, flag, module, *args = command
+    assert (flag, module) == ("-m", "tsq")
+    return [executable, "-c", AT_A_TERMINAL, *args]
+
+
 class Follower:
     """A `tsq … --follow` process whose output lines are read as they come."""
 
     def __init__(self, data: Path, *args: str, url: str | None) -> None:
-        self.process = subprocess.Popen(_command(args, url), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=_env(data, 200))
+        self.process = subprocess.Popen(_at_a_terminal(_command(args, url)),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=_env(data, 200))
         self.lines: Queue[str] = Queue()
         self.seen: list[str] = []
         self.ended: tuple[int, str] | None = None
