@@ -31,7 +31,6 @@ from tests.scheduling_helpers import (
     wait_until,
 )
 from tsq import metronome
-from tsq.dispatcher import RETRY_CAP_S, retry_delay_s
 from tsq.errors import BadRequest, NotFound
 from tsq.runstore import RunFilter
 from tsq.runtimes.base import RunResult
@@ -323,18 +322,6 @@ def test_recovery_reruns_queued_runs_and_marks_running_ones_interrupted(
 
 
 # -- properties of the pure parts ---------------------------------------------------------------
-
-
-@settings(max_examples=80, deadline=None)
-@given(backoff=st.floats(0.001, 600), attempt=st.integers(1, 40), jitter=st.floats(0, 0.999))
-def test_retry_delay_is_capped_exponential_with_half_jitter(
-        backoff: float, attempt: int, jitter: float) -> None:
-    delay = retry_delay_s(backoff, attempt, jitter)
-    full = min(RETRY_CAP_S, backoff * 2.0 ** (attempt - 1))
-    assert full / 2 <= delay < full or delay == pytest.approx(full / 2)
-    assert delay <= RETRY_CAP_S
-    if attempt > 1 and full < RETRY_CAP_S:
-        assert retry_delay_s(backoff, attempt, 0.0) >= retry_delay_s(backoff, attempt - 1, 0.0)
 
 
 @settings(max_examples=60, deadline=None)

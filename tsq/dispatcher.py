@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from tsq import aftergraph
 from tsq.errors import NotFound
 from tsq.executors import (
     TARGET,
@@ -50,34 +51,19 @@ from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunStatus
+from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes import RUNTIMES
 from tsq.runtimes.base import HostError, LogLine, RunResult
 
-__all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "retry_delay_s"]
+__all__ = ["Clock", "Dispatcher"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # epoch seconds; tests pass their own
-LIMITED_TRIGGERS = frozenset({"schedule", "after", "backfill"})  # share the loop's lane
-# A caller waiting on a manual run wants its first answer; a Loop.run step is retried in its
-# caller's stead.
-RETRIED_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT)  # how a run ends that `retries:` try again
-RETRIED_TRIGGERS = LIMITED_TRIGGERS | {"call"}
-RETRY_CAP_S = 3600.0
 LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
 TARGET_THREADS = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
-
-
-def retry_delay_s(backoff_s: float, attempt: int, jitter: float) -> float:
-    """The wait before attempt `attempt + 1`: backoff·2^(attempt-1), capped, times [0.5, 1).
-
-    `jitter` is uniform in [0, 1); half the delay is fixed and half random ("equal jitter"), so
-    retries of many runs that failed together spread out but none comes back too early.
-    """
-    delay = min(RETRY_CAP_S, backoff_s * 2.0 ** max(0, attempt - 1))
-    return delay * (0.5 + jitter / 2)
 
 
 @dataclass(frozen=True)
@@ -347,9 +333,7 @@ class Dispatcher:
         return self._executor(spec, record).in_service
 
     def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
-        return (record["trigger"] == "schedule" and record["attempt"] == 1
-                and spec.catchup != "all" and record["epsilon_ms"] is not None
-                and self._now_ms() - record["scheduled_ms"] > record["epsilon_ms"])
+        return expired(record, spec, self._now_ms())
 
     # -- ending runs (tsq-settle) ----------------------------------------------------------
 
@@ -386,8 +370,7 @@ class Dispatcher:
         if result.status not in ("success", "expired") and result.error:
             logs.append(LogLine(self._now_ms(), "error", _error_line(result)))
         attempt = int(record["attempt"])
-        if (result.status in RETRIED_STATUSES and record["trigger"] in RETRIED_TRIGGERS
-                and attempt <= spec.retries.max and not self._closed):
+        if retried(record, result.status, spec) and not self._closed:
             delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
             log.info("run %s of %s/%s %s on attempt %d; retrying in %.1f s", record["id"],
                      record["project"], record["loop"], result.status, attempt, delay,
@@ -463,12 +446,7 @@ class Dispatcher:
     def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
         followers = self._followers
         if followers is None:
-            followers = {}
-            for loop in self.loops.live():
-                for event in loop.latest.spec.events:
-                    if event.after:
-                        followers.setdefault((loop.project, event.after), []).append(
-                            (loop.name, event.name))
+            followers = aftergraph.followers(loop.latest.spec for loop in self.loops.live())
             self._followers = followers
         return followers
 

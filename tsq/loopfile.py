@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tsq import metronome
+from tsq import aftergraph, metronome
 from tsq.connectors import CONNECTORS, implemented
 from tsq.connectors.base import parse_selector
 from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
@@ -546,8 +546,7 @@ class _Checker:
     def after_references(self, loops: list[Deployable],
                          deployed_after: dict[str, Iterable[str]]) -> None:
         graph = {name: set(targets) for name, targets in deployed_after.items()}
-        for loop in loops:
-            graph[loop.spec.name] = {e.after for e in loop.spec.events if e.after}
+        graph.update(aftergraph.follows(loop.spec for loop in loops))
         for loop in loops:
             for event in loop.spec.events:
                 if event.after and event.after not in graph:
@@ -555,7 +554,7 @@ class _Checker:
                         "loop", event.after, sorted(graph), what="after"))
         for loop in loops:
             self.coverage(loop, graph)
-        for cycle in _cycles(graph, [loop.spec.name for loop in loops]):
+        for cycle in aftergraph.cycles(graph, [loop.spec.name for loop in loops]):
             first = next(loop for loop in loops if loop.spec.name == cycle[0])
             event = next(e for e in first.spec.events if e.after == cycle[1])
             self.report(self._after_path(first, event),
@@ -580,32 +579,6 @@ class _Checker:
         index = loop.spec.events.index(event)
         return ("functions", loop.spec.name, "events", index, event.name, "after")
 
-
-def _cycles(graph: dict[str, set[str]], starts: list[str]) -> list[list[str]]:
-    """One cycle per start loop that lies on one, as a closed list of names."""
-    found: list[list[str]] = []
-    reported: set[frozenset[str]] = set()
-    for start in starts:
-        path = _path_back(graph, start)
-        if path and frozenset(path) not in reported:
-            reported.add(frozenset(path))
-            found.append(path)
-    return found
-
-
-def _path_back(graph: dict[str, set[str]], start: str) -> list[str] | None:
-    """A path start → … → start through `graph`, if there is one (iterative DFS)."""
-    stack: list[tuple[str, list[str]]] = [(start, [start])]
-    visited: set[str] = set()
-    while stack:
-        node, path = stack.pop()
-        for successor in sorted(graph.get(node, ())):
-            if successor == start:
-                return [*path, start]
-            if successor not in visited:
-                visited.add(successor)
-                stack.append((successor, [*path, successor]))
-    return None
 
 
 def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tsq import aftergraph
 from tsq.db import loop_history, loop_versions, loops
 from tsq.errors import Conflict, NotFound
 from tsq.loopfile import Deployable
@@ -198,8 +199,8 @@ class LoopStore:
 
     def after_graph(self, project: str) -> dict[str, list[str]]:
         """Live loops of `project` → the loops their `after:` events follow."""
-        return {loop.name: [e.after for e in loop.latest.spec.events if e.after]
-                for loop in self.live(project)}
+        return {name: sorted(after) for name, after in
+                aftergraph.follows(loop.latest.spec for loop in self.live(project)).items()}
 
     def _version(self, db: Connection, vid: str) -> StoredVersion:
         row = db.execute(sa.select(loop_versions).where(loop_versions.c.id == vid)).first()
