@@ -85,6 +85,7 @@ def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeCloc
     first = DAY0 - timedelta(days=9)
     seed(svc, first, 9)
     files = {p.name: p.read_text() for p in EXAMPLE.iterdir()}
+    clock.set(first)  # deployed before the first fire: a pipeline runs the versions of its start
     svc.deploy(files["loops.yml"], "loops.yml", files.get)
     scheduler = Scheduler(svc.runs, svc.loops, svc.schedules, svc.dispatcher, clock)
     scheduler.plan_all()

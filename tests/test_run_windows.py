@@ -162,11 +162,11 @@ def test_events_with_different_schedules_need_event_for_at(
 
 def test_a_run_by_hand_sets_off_no_follower_and_takes_no_key(
         service: Service, clock: FakeClock, tmp_path: Path) -> None:
+    clock.set(utc("2026-01-01T00:05:01Z"))  # before the deploy: a pipeline pins the versions
     deploy(service, tmp_path, loop_yaml() + "  next:\n    handler: h.js\n    events:\n"
                                             "      - go:\n          after: roll\n")
     service.run("roll", at=utc("2026-01-01T00:05:00Z"))
     assert all_runs(service, "next") == []
-    clock.set(utc("2026-01-01T00:05:01Z"))
     scheduler_of(service, clock).record_due([(JOB, [utc("2026-01-01T00:05:00Z")])])
     wait_until(lambda: [r["status"] for r in all_runs(service, "next")] == ["success"])
     [follower] = all_runs(service, "next")

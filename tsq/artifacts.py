@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import mimetypes
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tsq.clock import Clock, now_ms, wall
 from tsq.db import artifacts
 from tsq.errors import BadRequest, NotFound, PayloadTooLarge
 
@@ -48,8 +48,9 @@ def content_type_for(name: str) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
+        self.clock = clock
 
     def put(self, run_id: str, name: Any, content_type: str | None, data: bytes) -> Artifact:
         if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -59,7 +60,7 @@ class ArtifactStore:
             raise PayloadTooLarge(f"artifact {name!r} is {len(data)} bytes; the limit is "
                                   f"{MAX_ARTIFACT_BYTES} bytes")
         saved = Artifact(run_id, name, content_type or content_type_for(name), len(data),
-                         int(time.time() * 1000))
+                         now_ms(self.clock))
         with self.engine.begin() as db:
             db.execute(artifacts.delete().where(artifacts.c.run_id == run_id,
                                                 artifacts.c.name == name))

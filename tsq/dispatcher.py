@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from tsq import aftergraph
+from tsq.clock import Clock
 from tsq.errors import NotFound
 from tsq.executors import (
     TARGET,
@@ -56,11 +57,10 @@ from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes import RUNTIMES
 from tsq.runtimes.base import HostError, LogLine, RunResult
 
-__all__ = ["Clock", "Dispatcher"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]  # epoch seconds; tests pass their own
 LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
 TARGET_THREADS = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown

@@ -9,7 +9,6 @@ database: both versions are kept and `latest` is whichever committed last.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tsq import aftergraph
+from tsq.clock import Clock, now_ms, wall
 from tsq.db import loop_history, loop_versions, loops
 from tsq.errors import Conflict, NotFound
 from tsq.loopfile import Deployable
@@ -69,8 +69,9 @@ class DeployOutcome:
 
 
 class LoopStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
+        self.clock = clock
 
     def deploy(self, item: Deployable) -> DeployOutcome:
         spec = item.spec
@@ -98,12 +99,13 @@ class LoopStore:
         ).scalar_one()
         db.execute(loop_versions.insert().values(
             id=vid, project=spec.project, name=spec.name, number=number, runtime=spec.runtime,
-            spec=spec.to_json(reveal_secrets=True), source=item.source, created_ms=_now_ms(),
+            spec=spec.to_json(reveal_secrets=True), source=item.source,
+            created_ms=now_ms(self.clock),
         ))
         return True
 
     def _point_latest(self, db: Connection, project: str, name: str, vid: str) -> None:
-        now = _now_ms()
+        now = now_ms(self.clock)
         updated = db.execute(
             loops.update()
             .where(loops.c.project == project, loops.c.name == name)
@@ -165,7 +167,7 @@ class LoopStore:
 
     def delete(self, project: str, name: str) -> None:
         self.get(project, name)
-        now = _now_ms()
+        now = now_ms(self.clock)
         with self.engine.begin() as db:
             db.execute(loops.update().where(loops.c.project == project, loops.c.name == name)
                        .values(deleted_ms=now))
@@ -247,5 +249,3 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs
 from tsq.errors import Conflict, NotFound
 from tsq.outcomes import RunStatus
@@ -131,18 +131,23 @@ def run_key(loop: str, event: str, scheduled_ms: int) -> str:
     return f"{loop}:{event}:{scheduled_ms}"
 
 
-def new_run_id() -> str:
+def new_run_id(created_ms: int) -> str:
     """Sortable by creation time: 12 hex digits of milliseconds, then 12 random ones."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+    return f"{created_ms:012x}{os.urandom(6).hex()}"
 
 
 class RunStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
+        self.clock = clock
+
+    def _now_ms(self) -> int:
+        return now_ms(self.clock)
 
     def create(self, run: NewRun) -> dict[str, Any]:
         """Insert a run; a keyed run whose key exists raises sqlalchemy's IntegrityError."""
-        row = run.row(new_run_id(), _now_ms())
+        now = self._now_ms()
+        row = run.row(new_run_id(now), now)
         with self.engine.begin() as db:
             db.execute(runs.insert().values(**row))
         return _to_json(row)
@@ -156,7 +161,7 @@ class RunStore:
         if not batch:
             return []
         with self.engine.begin() as db:
-            return _insert_new(db, batch, _now_ms())
+            return _insert_new(db, batch, self._now_ms())
 
     def claim_many(self, run_ids: Sequence[str]) -> set[str]:
         """queued → running, atomically, in one transaction; the ids this caller got (another
@@ -166,7 +171,7 @@ class RunStore:
         with self.engine.begin() as db:
             claimed = db.execute(runs.update()
                                  .where(runs.c.id.in_(run_ids), runs.c.status == "queued")
-                                 .values(status=RunStatus.RUNNING.value, started_ms=_now_ms())
+                                 .values(status=RunStatus.RUNNING.value, started_ms=self._now_ms())
                                  .returning(runs.c.id))
             return set(claimed.scalars())
 
@@ -175,7 +180,7 @@ class RunStore:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
         to queued for their next attempt) and the runs that follow them (skipping keys that
         exist). The records as they are now, in order, and the followers created."""
-        now = _now_ms()
+        now = self._now_ms()
         finished = [o for o in outcomes if o.retry_at_ms is None]
         retried = [o for o in outcomes if o.retry_at_ms is not None]
         lines = [(o.record["id"], line) for o in outcomes for line in o.logs]
@@ -200,10 +205,10 @@ class RunStore:
                 message: str, logs: Sequence[LogLine] = ()) -> dict[str, Any]:
         """Put a run back in the queue for another attempt (a retry, a backfill)."""
         with self.engine.begin() as db:
-            _insert_logs(db, run_id, [*logs, LogLine(_now_ms(), "info", message)])
+            _insert_logs(db, run_id, [*logs, LogLine(self._now_ms(), "info", message)])
             db.execute(runs.update().where(runs.c.id == run_id).values(
                 status=RunStatus.QUEUED.value, attempt=attempt, not_before_ms=not_before_ms,
-                started_ms=None, finished_ms=None, queued_ms=_now_ms()))
+                started_ms=None, finished_ms=None, queued_ms=self._now_ms()))
         return self.get(run_id)
 
     def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> None:
@@ -375,7 +380,7 @@ def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[dict[
     """Insert the runs whose keys are new; the records created."""
     if not batch:
         return []
-    rows = [run.row(new_run_id(), now) for run in batch]
+    rows = [run.row(new_run_id(now), now) for run in batch]
     insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
     inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
     return [_to_json(row) for row in rows if row["id"] in inserted]
@@ -398,5 +403,3 @@ def _to_json(row: Any) -> dict[str, Any]:
     return data
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -33,7 +33,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from tsq import metronome
-from tsq.dispatcher import Clock, Dispatcher
+from tsq.clock import Clock
+from tsq.dispatcher import Dispatcher
 from tsq.loopstore import LoopStore, StoredLoop
 from tsq.outcomes import FailureKind, RunStatus
 from tsq.runstore import NewRun, RunStore, run_key

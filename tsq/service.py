@@ -21,10 +21,11 @@ import orjson
 from tsq import metronome
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
+from tsq.clock import Clock
 from tsq.config import Settings
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.db import connect
-from tsq.dispatcher import Clock, Dispatcher
+from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
 from tsq.hostapi import StoreHost
@@ -65,8 +66,8 @@ class Service:
         self.settings = settings
         self._clock = clock
         engine = connect(settings.database_url)
-        self.loops = LoopStore(engine)
-        self.runs = RunStore(engine)
+        self.loops = LoopStore(engine, clock)
+        self.runs = RunStore(engine, clock)
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
@@ -75,7 +76,7 @@ class Service:
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
-        self.artifacts = ArtifactStore(engine)
+        self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
                                    StoreHost(lambda: self.store), self.artifacts,
                                    settings.pipeline_limits)
