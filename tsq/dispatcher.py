@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from tsq.errors import NotFound
+from tsq.errors import HostError, NotFound
 from tsq.executors import (
     TARGET,
     Execution,
@@ -52,7 +52,7 @@ from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunStatus
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes import RUNTIMES
-from tsq.runtimes.base import HostError, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 
 __all__ = ["LIMITED_TRIGGERS", "Clock", "Dispatcher", "retry_delay_s"]
 

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from tsq.hostcalls import Host
 from tsq.loopstore import StoredVersion
 from tsq.model import LoopSpec
-from tsq.runtimes.base import Host, Limits, LogLine, RunResult
+from tsq.runtimes.base import Limits, LogLine, RunResult
 from tsq.targets import call_target
 from tsq.worker import Job
 from tsq.workers import GRACE_S, JobListener

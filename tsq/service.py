@@ -27,7 +27,7 @@ from tsq.db import connect
 from tsq.dispatcher import Clock, Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
-from tsq.hostapi import StoreHost
+from tsq.hostcalls import Host
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
@@ -37,7 +37,7 @@ from tsq.pipeline import Pipelines
 from tsq.retention import apply_retention
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
-from tsq.runtimes.base import Host, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.shorthands import retention_from_json
@@ -76,8 +76,7 @@ class Service:
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
         self.artifacts = ArtifactStore(engine)
-        self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
-                                   StoreHost(lambda: self.store), self.artifacts,
+        self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
@@ -88,7 +87,7 @@ class Service:
     def _host(self, record: dict[str, Any], within_s: float) -> Host:
         """A run's host answers through the pipelines, which run steps through the
         dispatcher: going through here closes that circle once both exist."""
-        return self.pipelines.host_for(record, within_s)
+        return self.pipelines.host_for(record, within_s, self.store)
 
     @property
     def pool(self) -> JobRunner:
