@@ -9,9 +9,10 @@ may be left out (`{dc="gra"}`) or matched like a label through `__name__`. Time 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tsq.errors import BadRequest
 from tsq.series import SeriesSet
@@ -19,7 +20,7 @@ from tsq.series import SeriesSet
 if TYPE_CHECKING:  # the kernels match series with this module's selectors
     from tsq.kernels import Aggregator, Buckets, Fill
 
-__all__ = ["Capabilities", "Connector", "Matcher", "SamplingConnector",
+__all__ = ["Capabilities", "Connector", "ConnectorClass", "Matcher", "SamplingConnector",
            "Selector", "parse_selector", "sampling"]
 
 NAME_LABEL = "__name__"
@@ -208,3 +209,11 @@ def sampling(connector: Connector) -> SamplingConnector | None:
     The flag is the connector's promise; the protocol cannot be checked at run time."""
     return cast(SamplingConnector, connector) if connector.capabilities.sampling else None
 
+
+class ConnectorClass(Protocol):
+    """An implementation as `CONNECTORS` names it: made from its loop-file configuration."""
+
+    @classmethod
+    def open(cls, config: Mapping[str, Any], data_dir: Path) -> Connector:
+        """A connector for `config` (the loop file's keys); `data_dir` holds tsq's own files."""
+        ...
