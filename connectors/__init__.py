@@ -3,7 +3,12 @@
 `CONNECTORS` is the one table of connector types: what each needs in a loop file and where its
 implementation lives (imported only when used, as sqlglot loads its dialects). A type whose
 module is None is known (a loop file may name it) but not built yet: deploy refuses it rather
-than let the loop read and write the embedded store in its place.
+than let the loop read and write the embedded store in its place. Adding a connector is its module
+(a `ConnectorClass`: the `Connector` protocol and `open(config, data_dir)`) and its row here.
+
+The service opens one connector per distinct configuration (`instance_key`): the keys a type
+reads identify it, so loops that name the same back-end, under any name, share one instance,
+and every `embedded` connector is the data directory's store.
 """
 
 from __future__ import annotations
@@ -11,21 +16,26 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["CONNECTORS", "ConnectorType", "implemented", "load_connector_class"]
+if TYPE_CHECKING:
+    from tsq.connectors.base import ConnectorClass
+
+__all__ = ["CONNECTORS", "ConnectorType", "implemented", "instance_key", "load_connector_class"]
 
 
 @dataclass(frozen=True)
 class ConnectorType:
     requires: tuple[str, ...]  # loop-file keys a connector of this type must have
     module: str | None  # "package.module:Class" of the implementation, None until it exists
+    options: tuple[str, ...] = ()  # the other loop-file keys it reads
 
 
 CONNECTORS: Mapping[str, ConnectorType] = {
     "embedded": ConnectorType((), "tsq.connectors.embedded:EmbeddedStore"),
-    "influxdb": ConnectorType(("url",), None),
+    "influxdb": ConnectorType(("url",), None, ("database", "token", "org", "bucket")),
     "prometheus": ConnectorType(("url",), None),
-    "warp10": ConnectorType(("url",), None),
+    "warp10": ConnectorType(("url",), None, ("token",)),
 }
 
 
@@ -33,9 +43,17 @@ def implemented() -> tuple[str, ...]:
     return tuple(name for name, kind in CONNECTORS.items() if kind.module is not None)
 
 
-def load_connector_class(name: str) -> type:
+def instance_key(config: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies the back-end `config` (a loop file's connector) names: its type and the
+    keys that type reads, not the name the loop file gave it."""
+    name = str(config.get("type", "embedded"))
+    kind = CONNECTORS[name]
+    return (name, *(str(config.get(key)) for key in (*kind.requires, *kind.options)))
+
+
+def load_connector_class(name: str) -> ConnectorClass:
     kind = CONNECTORS[name]
     if kind.module is None:
         raise KeyError(f"connector type {name!r} has no implementation yet")
     module, _, attribute = kind.module.partition(":")
-    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+    return cast("ConnectorClass", getattr(importlib.import_module(module), attribute))

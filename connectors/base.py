@@ -9,13 +9,19 @@ may be left out (`{dc="gra"}`) or matched like a label through `__name__`. Time 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tsq.errors import BadRequest
 from tsq.series import SeriesSet
 
-__all__ = ["Capabilities", "Connector", "Matcher", "Selector", "parse_selector"]
+if TYPE_CHECKING:  # the kernels match series with this module's selectors
+    from tsq.kernels import Aggregator, Buckets, Fill
+
+__all__ = ["Capabilities", "Connector", "ConnectorClass", "Matcher", "SamplingConnector",
+           "Selector", "parse_selector", "sampling"]
 
 NAME_LABEL = "__name__"
 OPERATORS = ("=~", "!~", "!=", "=")
@@ -158,14 +164,9 @@ class _SelectorParser:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a back-end can do itself; the engine does the rest."""
+    """What a back-end can do itself, beyond the protocol; the engine does the rest."""
 
-    sampling: bool = False  # bucketize in the back-end: the connector has `select_sampled`
-    grouping: bool = False
-    promql: bool = False
-    influxql: bool = False
-    warpscript: bool = False
-    delete: bool = True
+    sampling: bool = False  # bucketize in the back-end: the connector is a SamplingConnector
 
 
 class Connector(Protocol):
@@ -192,3 +193,27 @@ class Connector(Protocol):
         """The matching series without their points, (name, labels), in `select`'s order."""
 
     def close(self) -> None: ...
+
+
+class SamplingConnector(Connector, Protocol):
+    """A connector whose `capabilities.sampling` is set: it also buckets in the back-end."""
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        """`select`, then `tsq.kernels.bucketize`: only the buckets come back."""
+
+
+def sampling(connector: Connector) -> SamplingConnector | None:
+    """`connector` as a SamplingConnector when its capabilities say it samples, else None.
+    The flag is the connector's promise; the protocol cannot be checked at run time."""
+    return cast(SamplingConnector, connector) if connector.capabilities.sampling else None
+
+
+class ConnectorClass(Protocol):
+    """An implementation as `CONNECTORS` names it: made from its loop-file configuration."""
+
+    @classmethod
+    def open(cls, config: Mapping[str, Any], data_dir: Path) -> Connector:
+        """A connector for `config` (the loop file's keys); `data_dir` holds tsq's own files."""
+        ...

@@ -47,6 +47,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS text_points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
     "value VARCHAR)",
 )
+STORE_FILE = "points.duckdb"  # in the data directory
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
 
@@ -61,6 +62,11 @@ class _Known:
 
 class EmbeddedStore:
     capabilities = Capabilities(sampling=True)
+
+    @classmethod
+    def open(cls, config: Mapping[str, Any], data_dir: Path) -> EmbeddedStore:
+        """`type: embedded` in a loop file: the store in the data directory."""
+        return cls(data_dir / STORE_FILE)
 
     def __init__(self, path: str | Path) -> None:
         try:

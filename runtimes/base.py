@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from tsq.hostcalls import Host, HostAnswer, unavailable
 from tsq.outcomes import FailureKind
 
-__all__ = ["Host", "HostAnswer", "HostError", "Limits", "LogLine", "Program", "RunContext",
-           "RunResult", "Runtime"]
+__all__ = ["Limits", "LogLine", "Program", "RunContext", "RunResult", "Runtime"]
 
 Outcome = Literal["success", "failed", "timeout", "expired", "cancelled"]
 
@@ -33,29 +33,8 @@ class LogLine:
     message: str
 
 
-@dataclass(frozen=True)
-class HostAnswer:
-    """What the service answers a handler's host call (db.select, db.write, …): JSON-ready
-    `meta` and, for bulk numbers, float64 arrays."""
-
-    meta: dict[str, Any]
-    arrays: tuple[Any, ...] = ()
-
-
-class HostError(Exception):
-    """A host call that failed; the handler's promise rejects with this type and message."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-Host = Callable[[str, dict[str, Any], list[Any]], HostAnswer]  # (op, args, arrays)
-
-
 def _no_host(op: str, _args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
-    raise HostError("Unavailable", f"db.{op} is not available here")
+    raise unavailable(op)
 
 
 @dataclass(frozen=True)
@@ -67,7 +46,7 @@ class RunContext:
     limits: Limits
     log: Callable[[list[LogLine]], None]
     info: dict[str, Any] = field(default_factory=dict)  # loop, version, run id, attempt
-    host: Host = _no_host  # the store behind db.select / db.write / db.delete
+    host: Host = _no_host  # answers its service host calls (tsq.hostcalls)
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
     errors.PayloadTooLarge: errors.PayloadTooLarge("the request body is larger than 16 MiB"),
     errors.ServerUnavailable: errors.ServerUnavailable("no server"),
     errors.WorkerError: errors.WorkerError("the worker did not start"),
+    errors.HostError: errors.HostError("LoopNotFound", "Loop.run('nope'): no loop named 'nope'"),
 }
-FIELDS = ("problems", "reason", "file", "line", "col", "char", "caret")
+FIELDS = ("problems", "reason", "file", "line", "col", "char", "caret", "kind")
 
 
 def test_every_error_class_has_an_example() -> None:

@@ -35,7 +35,7 @@ import httpx
 
 from tsq import aftergraph
 from tsq.clock import Clock
-from tsq.errors import NotFound
+from tsq.errors import HostError, NotFound
 from tsq.executors import (
     TARGET,
     Execution,
@@ -55,7 +55,7 @@ from tsq.outcomes import FailureKind, RunStatus
 from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes import RUNTIMES
-from tsq.runtimes.base import HostError, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 
 __all__ = ["Dispatcher"]
 

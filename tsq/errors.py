@@ -11,7 +11,9 @@
     ├── BadRequest               a malformed API request (wrong content type, bad JSON)
     │   └── PayloadTooLarge      a body or value over its size limit
     ├── ServerUnavailable        the CLI could not reach the server it was pointed at
-    └── WorkerError              a worker process could not be started or died unexpectedly
+    ├── WorkerError              a worker process could not be started or died unexpectedly
+    └── HostError                a handler's host call (db.select, Loop.run, …) that failed;
+                                 .kind is the error type its promise rejects with
 
 A run that fails (the handler threw, timed out, ran out of memory) is *not* an exception: it is a
 run record whose status says how it ended. Exceptions are for requests that cannot be carried out.
@@ -31,6 +33,7 @@ __all__ = [
     "CompileError",
     "ConfigError",
     "Conflict",
+    "HostError",
     "InvalidLoopFile",
     "NotFound",
     "PartialWrite",
@@ -196,3 +199,19 @@ class ServerUnavailable(TsqError):
 
 class WorkerError(TsqError):
     http_status = 500
+
+
+class HostError(TsqError):
+    """A host call that failed. A handler's promise rejects with an error of type `kind`
+    (TypeError, PartialWrite, LoopNotFound, …) and this message; `tsq.hostcalls` maps every
+    other error to a kind, so this is the one form a failed call takes across the pipe."""
+
+    http_status = 500
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message, details={"kind": str(kind)})
+        self.kind = str(kind)
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(str(details["kind"]), message)

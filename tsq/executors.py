@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from tsq.hostcalls import Host
 from tsq.loopstore import StoredVersion
 from tsq.model import LoopSpec
-from tsq.runtimes.base import Host, Limits, LogLine, RunResult
+from tsq.runtimes.base import Limits, LogLine, RunResult
 from tsq.targets import call_target
 from tsq.worker import Job
 from tsq.workers import GRACE_S, JobListener
@@ -33,7 +34,8 @@ __all__ = ["TARGET", "Execution", "Executor", "HostFactory", "JobRunner", "Step"
            "StepExecutor", "TargetExecutor", "WorkerExecutor", "executor_key"]
 
 TARGET = "target"  # the key of the URL-target executor; the others are runtime names
-HostFactory = Callable[[dict[str, Any], float], Host]  # (run, seconds it may take) → its host
+# (run, its loop version, seconds it may take) → its host: the version names its connector
+HostFactory = Callable[[dict[str, Any], StoredVersion, float], Host]
 # A step the service runs itself: (run, version) → outcome, log lines
 Step = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLine]]]
 
@@ -86,7 +88,7 @@ class WorkerExecutor:
             info={"loop": spec.name, "project": spec.project, "version": run.version.id,
                   "runId": record["id"], "attempt": record["attempt"]},
         )
-        host = self.hosts(record, spec.timeout_s + GRACE_S) if self.hosts else None
+        host = self.hosts(record, run.version, spec.timeout_s + GRACE_S) if self.hosts else None
         return self.workers().submit(job, JobListener(
             started=lambda _job: None, logs=lambda _job, lines: run.log(lines), host=host))
 

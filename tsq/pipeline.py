@@ -24,16 +24,17 @@ import orjson
 
 from tsq.artifacts import ArtifactStore
 from tsq.config import PipelineLimits
+from tsq.connectors.base import Connector
 from tsq.dispatcher import Dispatcher
-from tsq.errors import Conflict, NotFound, TsqError
+from tsq.errors import Conflict, HostError, NotFound
+from tsq.hostcalls import Host, KeptFile, LoopCall
+from tsq.hostrouter import HostRouter, RunServices
 from tsq.loopstore import LoopStore
 from tsq.outcomes import UNFINISHED, FailureKind
 from tsq.runstore import NewRun, RunStore, Settlement
-from tsq.runtimes.base import Host, HostAnswer, HostError, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 
 __all__ = ["Pipelines", "resumable", "step_key"]
-
-PIPELINE_OPS = frozenset({"loop.run", "artifact.put"})
 
 
 def step_key(parent_id: str, loop: str, digest: str, count: int) -> str:
@@ -59,41 +60,29 @@ class _Caller:
 
 class Pipelines:
     def __init__(self, runs: RunStore, loops: LoopStore, dispatcher: Dispatcher,
-                 store: Host, artifacts: ArtifactStore, limits: PipelineLimits) -> None:
+                 artifacts: ArtifactStore, limits: PipelineLimits) -> None:
         self.runs = runs
         self.artifacts = artifacts
         self.loops = loops
         self.dispatcher = dispatcher
-        self.store = store
         self.limits = limits
         self._chains: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
-    def host_for(self, record: dict[str, Any], timeout_s: float) -> Host:
-        """The host calls one attempt of `record` may make: the store's, and `Loop.run`."""
+    def host_for(self, record: dict[str, Any], timeout_s: float, connector: Connector) -> Host:
+        """The host calls one attempt of `record` may make: its loop's `connector`, its
+        artifacts, and `Loop.run`."""
         caller = _Caller(record, time.monotonic() + timeout_s)
-
-        def host(op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-            if op == "loop.run":
-                return self.call(caller, args)
-            if op == "artifact.put":
-                return self.save(caller, args, arrays)
-            return self.store(op, args, arrays)
-
-        return host
+        return HostRouter(RunServices(connector, lambda file: self.save(caller, file),
+                                      lambda call: self.call(caller, call)))
 
     # -- Loop.run ----------------------------------------------------------------------------
 
-    def call(self, caller: _Caller, args: dict[str, Any]) -> HostAnswer:
-        """Run loop `args.loop` with `args.params` as a step of the caller's pipeline, wait for
+    def call(self, caller: _Caller, call: LoopCall) -> dict[str, Any]:
+        """Run loop `call.loop` with `call.params` as a step of the caller's pipeline, wait for
         it, and answer its result (or raise its error for the caller's promise to reject)."""
         parent = caller.record
-        name, params = args.get("loop"), args.get("params") or {}
-        if not isinstance(name, str) or not name:
-            raise HostError("TypeError", "Loop.run needs a loop name, like Loop.run(\"rollup\", "
-                                         "{dc: \"gra\"})")
-        if not isinstance(params, dict):
-            raise HostError("TypeError", f"Loop.run({name!r}, params): params must be an object")
+        name, params = call.loop, call.params
         chain = self.chain(parent)
         if name in chain:
             raise HostError("PipelineCycle", f"Loop.run({name!r}) would make a cycle: "
@@ -116,7 +105,7 @@ class Pipelines:
             self.runs.append_logs(parent["id"], [LogLine(
                 _now_ms(), "info", f"Loop.run({name!r}): step {step['id']} succeeded before; "
                                    f"its result is reused and it is not run again")])
-            return HostAnswer({"result": step["result"], "runId": step["id"]})
+            return {"result": step["result"], "runId": step["id"]}
         if step is None:
             self._check_size(parent, name)
             created = self.runs.create_new([NewRun(
@@ -144,20 +133,16 @@ class Pipelines:
             with self._lock:
                 self._chains.pop(step["id"], None)
         if final["status"] == "success":
-            return HostAnswer({"result": final["result"], "runId": final["id"]})
+            return {"result": final["result"], "runId": final["id"]}
         error = final.get("error") or {}
         raise HostError(str(error.get("type") or "StepFailed"),
                         f"Loop.run({name!r}) {final['status']} (run {final['id']}): "
                         f"{error.get('message', '')}")
 
-    def save(self, caller: _Caller, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-        """Keep a file the run produced (`artifact.put`: name, contentType, the bytes)."""
-        try:
-            saved = self.artifacts.put(caller.record["id"], args.get("name"),
-                                       args.get("contentType"), bytes(arrays[0]))
-        except TsqError as exc:
-            raise HostError(exc.type, exc.message) from None
-        return HostAnswer(saved.to_json())
+    def save(self, caller: _Caller, file: KeptFile) -> dict[str, Any]:
+        """Keep a file the run produced (`artifact.put`), as the run's listing shows it."""
+        saved = self.artifacts.put(caller.record["id"], file.name, file.content_type, file.data)
+        return saved.to_json()
 
     def _journaled(self, parent: dict[str, Any], key: str) -> dict[str, Any] | None:
         return self.runs.by_keys(parent["project"], [key]).get(key)

@@ -7,7 +7,6 @@ same thing whether it talks to a server or works on the data directory itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -23,12 +22,13 @@ from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.clock import Clock
 from tsq.config import Settings
-from tsq.connectors.embedded import EmbeddedStore
+from tsq.connections import Connections
+from tsq.connectors.base import Connector
 from tsq.db import connect
 from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
-from tsq.hostapi import StoreHost
+from tsq.hostcalls import Host
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
@@ -38,7 +38,7 @@ from tsq.pipeline import Pipelines
 from tsq.retention import apply_retention
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
-from tsq.runtimes.base import Host, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.shorthands import retention_from_json
@@ -71,14 +71,12 @@ class Service:
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
-        self._store: EmbeddedStore | None = None
-        self._store_lock = threading.Lock()
+        self.connections = Connections(settings.data_dir)
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
         self.artifacts = ArtifactStore(engine, clock)
-        self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher,
-                                   StoreHost(lambda: self.store), self.artifacts,
+        self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
         self.backfills = Backfills(self.runs, self.dispatcher)
         self.scheduler: Scheduler | None = None
@@ -86,10 +84,11 @@ class Service:
         for name in runtime_names():
             get_runtime(name).warm()
 
-    def _host(self, record: dict[str, Any], within_s: float) -> Host:
-        """A run's host answers through the pipelines, which run steps through the
-        dispatcher: going through here closes that circle once both exist."""
-        return self.pipelines.host_for(record, within_s)
+    def _host(self, record: dict[str, Any], version: StoredVersion, within_s: float) -> Host:
+        """A run's host answers on its loop's connector and through the pipelines, which run
+        steps through the dispatcher: going through here closes that circle once both exist."""
+        return self.pipelines.host_for(record, within_s,
+                                       self.connections.for_loop(version.spec))
 
     @property
     def pool(self) -> JobRunner:
@@ -101,12 +100,10 @@ class Service:
         return self._pool
 
     @property
-    def store(self) -> EmbeddedStore:
-        """The embedded time-series store (opened on first use: DuckDB holds the file)."""
-        with self._store_lock:
-            if self._store is None:
-                self._store = EmbeddedStore(self.settings.data_dir / "points.duckdb")
-            return self._store
+    def store(self) -> Connector:
+        """The default connector, the embedded store (opened on first use: DuckDB holds the
+        file): `/write` and `/v1/query` use it, and loops that name no other."""
+        return self.connections.default
 
     def start(self) -> int:
         """Become the running service: take over unfinished runs, start the workers and the
@@ -128,8 +125,7 @@ class Service:
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
-        if self._store is not None:
-            self._store.close()
+        self.connections.close()
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -221,7 +217,7 @@ class Service:
                    ) -> tuple[RunResult, list[LogLine]]:
         assert version.spec.retention is not None
         return apply_retention(retention_from_json(version.spec.retention), record, self.runs,
-                               self.store)
+                               self.connections.for_loop(version.spec))
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
@@ -273,7 +269,7 @@ class Service:
 
     def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
-        """An ad-hoc TSL query on the embedded store, evaluated here (TslError if it is bad):
+        """An ad-hoc TSL query on the default connector, evaluated here (TslError if it is bad):
         `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements."""
         from tsq.runtimes.tsl.evaluate import Evaluation
         now = datetime.fromtimestamp(self._clock(), UTC)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tsq.errors import CompileError
+from tsq.errors import CompileError, HostError
+from tsq.hostcalls import HostAnswer
 from tsq.runtimes import create_runtime
 from tsq.runtimes.base import (
-    HostAnswer,
-    HostError,
     Limits,
     LogLine,
     Program,
@@ -87,7 +86,8 @@ class _Worker:
         self.conn.send(("log", lines))
 
     def host(self, op: str, args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-        """A host call, answered by the supervisor (which holds the store) over the pipe."""
+        """A host call, answered by the supervisor (which holds the store) over the pipe; a
+        failed one comes back as its rejection (tsq.hostcalls.rejection)."""
         self.conn.send(("host", (op, args, arrays)))
         kind, payload = self.conn.recv()
         if kind == "error":

@@ -24,9 +24,10 @@ from typing import Any
 
 import psutil
 
-from tsq.errors import TsqError, WorkerError
+from tsq.errors import WorkerError
+from tsq.hostcalls import Host, rejection, unavailable
 from tsq.outcomes import FailureKind
-from tsq.runtimes.base import Host, HostError, LogLine, RunResult
+from tsq.runtimes.base import LogLine, RunResult
 from tsq.worker import Job, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool"]
@@ -44,7 +45,7 @@ EXTRA_LINGER_S = 10.0  # an extra slot's process is kept this long for the next 
 class JobListener:
     started: Callable[[Job], None]
     logs: Callable[[Job, list[LogLine]], None]
-    host: Host | None = None  # answers the handler's db.* calls
+    host: Host | None = None  # answers the handler's service host calls
 
 
 class _Process:
@@ -263,16 +264,12 @@ class _Watch:
         return result
 
     def answer(self, op: str, args: dict[str, Any], arrays: list[Any]) -> tuple[str, Any]:
-        if self.listener.host is None:
-            return "error", ("Unavailable", f"db.{op} is not available here")
         try:
+            if self.listener.host is None:
+                raise unavailable(op)
             return "answer", self.listener.host(op, args, arrays)
-        except HostError as exc:
-            return "error", (exc.kind, exc.message)
-        except TsqError as exc:
-            return "error", (exc.type, exc.message)
-        except Exception as exc:  # the store failed: the handler hears it, the slot goes on
-            return "error", ("InternalError", f"tsq could not serve db.{op}: {exc}")
+        except Exception as exc:  # even a failing store: the handler hears it, the slot goes on
+            return "error", rejection(exc, op)
 
     def killed_at_deadline(self) -> RunResult:
         return RunResult.failure(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -28,20 +29,19 @@ from py_mini_racer import (
     MiniRacer,
 )
 
-from tsq.errors import BadRequest, CompileError, TslError
-from tsq.hostapi import js_series
+from tsq.errors import CompileError, HostError, TsqError
+from tsq.hostcalls import HostAnswer, handler_arguments, js_series, rejection
 from tsq.outcomes import FailureKind
-from tsq.runtimes.base import HostAnswer, HostError, LogLine, RunContext, RunResult
+from tsq.runtimes.base import LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
-__all__ = ["JsProgram", "JsRuntime"]
+__all__ = ["WORKER_OPS", "JsProgram", "JsRuntime"]
 
 COMPILE_TIMEOUT_S = 5.0
 INTERNAL_SOURCE = "tsq:internal"  # stack frames of the bootstrap, hidden from users
 OUTPUT_CAPS = {"maxLines": 10_000, "maxLogChars": 4 << 20, "maxLineChars": 8192,
                "maxTimers": 10_000}
 POLL_INTERVALS_S = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
-ARTIFACT_OPS = frozenset({"artifact.put", "artifact.csv", "artifact.chart"})  # made in the worker
 
 
 def _asset(name: str) -> str:
@@ -187,30 +187,28 @@ class _Execution:
                 view[:len(times)] = times
                 view[len(times):] = values
             self.answers.append([rid, True, answer.meta])
-        except HostError as exc:
-            self.answers.append([rid, False, {"type": exc.kind, "message": exc.message}])
+        except TsqError as exc:
+            kind, message = rejection(exc, op)
+            self.answers.append([rid, False, {"type": kind, "message": message}])
 
     def answer(self, rid: int, op: str, args: dict[str, Any]) -> HostAnswer:
-        """tsl() and the artifacts are made here, in the worker; the rest goes to the service."""
-        if op == "tsl":
-            return self.tsl(args)
-        if op in ARTIFACT_OPS:
-            return self.artifact(rid, op, args)
+        """The worker's ops of the contract (tsl(), the artifacts) are made here; the rest goes
+        to the service."""
+        local = WORKER_OPS.get(op)
+        if local is not None:
+            return local(self, rid, op, args)
         arrays = []
-        if op == "write" and "series" in args:
+        if op == "db.write" and "series" in args:
             packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
             arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
         return self.ctx.host(op, args, arrays)
 
-    def tsl(self, args: dict[str, Any]) -> HostAnswer:
+    def tsl(self, _rid: int, _op: str, args: dict[str, Any]) -> HostAnswer:
         """tsl(query): evaluated here, in the worker, reading the store through host calls."""
         from tsq.runtimes.tsl.runtime import evaluate_for_run  # TSL loads only when used
 
-        try:
-            found = evaluate_for_run(str(args["query"]), dict(args.get("variables") or {}),
-                                     self.ctx)
-        except TslError as exc:
-            raise HostError("TslError", exc.with_place) from None
+        found = evaluate_for_run(str(args["query"]), dict(args.get("variables") or {}),
+                                 self.ctx)
         return js_series(found, "tsl() returns numbers; the query")
 
     def artifact(self, rid: int, op: str, args: dict[str, Any]) -> HostAnswer:
@@ -218,16 +216,14 @@ class _Execution:
         series, or the text or bytes it gave), then kept with the run by the service as
         `artifact.put`, so only the finished file crosses the pipe."""
         method = str(args.get("method"))
-        try:
+        with handler_arguments():
             data, content_type = self.artifact_content(rid, op, method, args)
-        except BadRequest as exc:
-            raise HostError("TypeError", exc.message) from None
         put = {"name": args["name"], "contentType": content_type}
         try:
             return self.ctx.host("artifact.put", put, [np.frombuffer(data, dtype=np.uint8)])
-        except HostError as exc:
-            raise HostError(exc.kind, f"artifacts.{method}({args['name']!r}): "
-                                      f"{exc.message}") from None
+        except TsqError as exc:
+            kind, message = rejection(exc, "artifact.put")
+            raise HostError(kind, f"artifacts.{method}({args['name']!r}): {message}") from None
 
     def artifact_content(self, rid: int, op: str, method: str, args: dict[str, Any]
                          ) -> tuple[bytes, str | None]:
@@ -235,14 +231,14 @@ class _Execution:
         from tsq import reports  # pandas and matplotlib load only when a report is made
 
         name = reports.check_name(method, args.get("name"))
-        if op == "artifact.put":
+        if op == "artifacts.put":
             content_type = reports.check_content_type(method, args.get("contentType"))
             if "text" in args:
                 return str(args["text"]).encode(), content_type
             return self.byte_view(f"__tsq.buffer({rid})").tobytes(), content_type
         series = reports.series_from_js(method, args.get("series"),
                                         self.float_view(f"__tsq.buffer({rid})"))
-        if op == "artifact.csv":
+        if op == "artifacts.csv":
             return reports.csv_bytes(series), None
         options = reports.chart_options(args.get("options"))
         return reports.chart_bytes(series, options, reports.chart_format(name)), None
@@ -291,6 +287,15 @@ class _Execution:
             f"the handler went over its memory limit of {self.ctx.limits.memory_mb} MiB "
             f"(set `memory:` in the loop file to raise it)",
         )
+
+
+# The contract's worker ops (tsq.hostcalls, side "worker"), each made here by its method.
+WORKER_OPS: dict[str, Callable[[_Execution, int, str, dict[str, Any]], HostAnswer]] = {
+    "tsl": _Execution.tsl,
+    "artifacts.put": _Execution.artifact,
+    "artifacts.csv": _Execution.artifact,
+    "artifacts.chart": _Execution.artifact,
+}
 
 
 def _user_frames(stack: str) -> str:

@@ -220,19 +220,19 @@
   const db = freeze({
     select(selector, options) {
       if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.select needs a selector string like 'cpu{dc=\"gra\"}'"));
-      try { return call("select", { selector: selector, range: range(options) }); }
+      try { return call("db.select", { selector: selector, range: range(options) }); }
       catch (error) { return PromiseType.reject(error); }
     },
     write(data) {
       try {
-        if (typeof data === "string") return call("write", { lines: data });
+        if (typeof data === "string") return call("db.write", { lines: data });
         const packed = packSeries(data);
-        return call("write", { series: packed.meta }, packed.arrays);
+        return call("db.write", { series: packed.meta }, packed.arrays);
       } catch (error) { return PromiseType.reject(error); }
     },
     delete(selector, options) {
       if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.delete needs a selector string"));
-      try { return call("delete", { selector: selector, range: range(options) }); }
+      try { return call("db.delete", { selector: selector, range: range(options) }); }
       catch (error) { return PromiseType.reject(error); }
     },
   });
@@ -294,16 +294,16 @@
 
   function rendered(method, name, series, options) {
     const packed = packedSeries(method, series);
-    return call("artifact." + method, { method: method, name: name, series: packed.meta, options: options }, packed.arrays);
+    return call("artifacts." + method, { method: method, name: name, series: packed.meta, options: options }, packed.arrays);
   }
 
   const artifacts = freeze({
     save(name, content, contentType) {
       return attempt(function () {
         const args = { method: "save", name: name, contentType: contentType === undefined ? null : contentType };
-        if (typeof content !== "string") return call("artifact.put", args, [bytesOf(content)]);
+        if (typeof content !== "string") return call("artifacts.put", args, [bytesOf(content)]);
         args.text = content;
-        return call("artifact.put", args);
+        return call("artifacts.put", args);
       });
     },
     json(name, value) {
@@ -312,13 +312,13 @@
         try { text = stringify(value, null, 2); }
         catch (error) { throw new TypeError("artifacts.json: the value has no JSON form: " + error.message); }
         if (text === undefined) throw new TypeError("artifacts.json: the value has no JSON form (a " + typeof value + ")");
-        return call("artifact.put", { method: "json", name: name, contentType: null, text: text });
+        return call("artifacts.put", { method: "json", name: name, contentType: null, text: text });
       });
     },
     html(name, html) {
       return attempt(function () {
         if (typeof html !== "string") throw new TypeError("artifacts.html needs the page as a string, like artifacts.html(\"report.html\", \"<h1>CPU</h1>\"), got " + typeof html);
-        return call("artifact.put", { method: "html", name: name, contentType: null, text: html });
+        return call("artifacts.put", { method: "html", name: name, contentType: null, text: html });
       });
     },
     csv(name, series) {
@@ -333,7 +333,7 @@
   function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);
-      if (slot.op !== "select" && slot.op !== "tsl") { slot.resolve(answer); return; }
+      if (slot.op !== "db.select" && slot.op !== "tsl") { slot.resolve(answer); return; }
       const points = slot.arrays.length ? slot.arrays[0].length / 2 : 0;
       const times = points ? slot.arrays[0].subarray(0, points) : new Float64(0);
       const values = points ? slot.arrays[0].subarray(points) : new Float64(0);

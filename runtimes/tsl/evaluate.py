@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tsq.connectors.base import NAME_LABEL, Matcher, Selector
+from tsq.connectors.base import NAME_LABEL, Matcher, Selector, sampling
 from tsq.errors import BadRequest, TslError
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
 from tsq.kernels.window import cumulative, window
@@ -192,8 +192,8 @@ class Evaluation:
         that samples itself (`capabilities.sampling`): only the buckets travel. None when it
         cannot be pushed down."""
         select = instruction.select
-        connector = self.connector_for(instruction)
-        if not select.methods or not connector.capabilities.sampling or \
+        connector = sampling(self.connector_for(instruction))
+        if not select.methods or connector is None or \
                 span.start is None or (select.has_last and not select.last.is_duration):
             return None
         first = select.methods[0]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tsq.errors import TslError
-from tsq.hostapi import series_message
+from tsq.errors import HostError, TslError
+from tsq.hostcalls import series_message
 from tsq.kernels.maps import subset
-from tsq.runtimes.base import HostError, LogLine, Program, RunContext, RunResult
+from tsq.runtimes.base import LogLine, Program, RunContext, RunResult
 from tsq.series import NS_PER_MS, SeriesSet
 
 from .runtime import TslProgram, TslRuntime

@@ -17,10 +17,16 @@ from typing import Any
 import orjson
 
 from tsq.connectors.base import Capabilities, Selector
-from tsq.errors import CompileError, TslError
-from tsq.hostapi import sampling_message, selector_message, series_from_message, series_message
+from tsq.errors import CompileError, HostError, TslError
+from tsq.hostcalls import (
+    Host,
+    sampling_message,
+    selector_message,
+    series_from_message,
+    series_message,
+)
 from tsq.kernels import Aggregator, Buckets, Fill
-from tsq.runtimes.base import Host, HostError, LogLine, RunContext, RunResult
+from tsq.runtimes.base import LogLine, RunContext, RunResult
 from tsq.series import SeriesSet
 
 from .evaluate import Evaluation, Results

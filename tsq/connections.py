@@ -1,0 +1,53 @@
+"""The connectors the service has open: one per back-end that deployed loops name.
+
+A loop's spec keeps the connector its loop file declared (`LoopSpec.connector`: its type and
+keys); every host call of its runs, its retention and its rollup reach that connector, through
+`for_loop`. Back-ends are opened on first use, by the class `CONNECTORS` names, and kept by
+what identifies them (`instance_key`), so loops naming the same one share it; the default, for
+`/write`, `/v1/query` and loops that name none, is the embedded store in the data directory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tsq.connectors import instance_key, load_connector_class
+from tsq.connectors.base import Connector
+from tsq.model import LoopSpec
+
+__all__ = ["DEFAULT_CONNECTOR", "Connections"]
+
+DEFAULT_CONNECTOR: Mapping[str, Any] = {"type": "embedded"}
+
+
+class Connections:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._open: dict[tuple[Any, ...], Connector] = {}
+        self._lock = threading.Lock()  # one instance per back-end, however many runs ask
+
+    @property
+    def default(self) -> Connector:
+        return self.of(DEFAULT_CONNECTOR)
+
+    def for_loop(self, spec: LoopSpec) -> Connector:
+        return self.of(spec.connector or DEFAULT_CONNECTOR)
+
+    def of(self, config: Mapping[str, Any]) -> Connector:
+        """The open connector for `config`, opened now if no loop used it before."""
+        key = instance_key(config)
+        with self._lock:
+            connector = self._open.get(key)
+            if connector is None:
+                connector = load_connector_class(key[0]).open(config, self.data_dir)
+                self._open[key] = connector
+            return connector
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._open = list(self._open.values()), {}
+        for connector in opened:
+            connector.close()
