@@ -16,8 +16,8 @@ from benchmarks.influxdb import available, free_port, influxdb
 from benchmarks.report import Report
 from benchmarks.rollup import make_data
 from benchmarks.scheduler import _Serve
-from tsq.connectors.base import parse_selector
 from tsq.connectors.embedded import EmbeddedStore
+from tsq.selector import parse_selector
 
 BATCH = 5000
 def batches(points: int) -> list[bytes]:

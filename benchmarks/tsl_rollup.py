@@ -39,7 +39,8 @@ from benchmarks.report import Report, timed
 from benchmarks.rollup import DAY_NS, MINUTE_NS, START_NS, STEP_NS, as_series_set, make_data
 from tsq import tsl
 from tsq.config import Settings
-from tsq.connectors.base import Capabilities, Selector, parse_selector
+from tsq.connectors.base import Capabilities
+from tsq.selector import Selector, parse_selector
 from tsq.series import SeriesSet
 from tsq.service import Service
 

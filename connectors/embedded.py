@@ -28,9 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from tsq.connectors.base import Capabilities, Selector
+from tsq.connectors.base import Capabilities
 from tsq.errors import ConfigError, Conflict
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize
+from tsq.selector import Selector
 from tsq.series import SeriesSet
 
 __all__ = ["EmbeddedStore"]

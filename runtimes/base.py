@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from tsq.hostcalls import Host, HostAnswer, unavailable
-from tsq.outcomes import FailureKind
+from tsq.outcomes import RunResult
+from tsq.runlog import LogLine
 
+# RunResult and LogLine are the service's own types (tsq.outcomes, tsq.runlog), named here too
+# because the Runtime protocol speaks of them.
 __all__ = ["Limits", "LogLine", "Program", "RunContext", "RunResult", "Runtime"]
-
-Outcome = Literal["success", "failed", "timeout", "expired", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,6 @@ class Limits:
     timeout_s: float
     memory_mb: int
 
-
-@dataclass(frozen=True)
-class LogLine:
-    ts_ms: int
-    level: str  # debug | info | warning | error
-    message: str
 
 
 def _no_host(op: str, _args: dict[str, Any], _arrays: list[Any]) -> HostAnswer:
@@ -48,23 +43,6 @@ class RunContext:
     info: dict[str, Any] = field(default_factory=dict)  # loop, version, run id, attempt
     host: Host = _no_host  # answers its service host calls (tsq.hostcalls)
 
-
-@dataclass(frozen=True)
-class RunResult:
-    status: Outcome
-    result: Any = None
-    error: dict[str, Any] | None = None  # {type, message, stack}
-
-    @classmethod
-    def failed(cls, kind: str, message: str, stack: str = "") -> RunResult:
-        """The handler's own error (`kind` is its type: TypeError, RunFailed, …)."""
-        return cls("failed", error={"type": kind, "message": message, "stack": stack})
-
-    @classmethod
-    def failure(cls, kind: FailureKind, message: str) -> RunResult:
-        """A run the service ended, or could not start, for `kind`."""
-        status: Outcome = kind.status.value  # type: ignore[assignment]
-        return cls(status, error=kind.error(message))
 
 
 class Program(Protocol):

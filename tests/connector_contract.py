@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsq.connectors.base import Connector, parse_selector
+from tsq.connectors.base import Connector
 from tsq.errors import BadRequest
+from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 
 S = 1_000_000_000

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tsq.config import Settings
-from tsq.runtimes.base import RunResult
+from tsq.outcomes import RunResult
 from tsq.scheduler import Scheduler
 from tsq.service import Service
 from tsq.worker import Job

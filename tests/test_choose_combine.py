@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsq.connectors.base import Matcher
 from tsq.errors import BadRequest
 from tsq.kernels import Aggregator
 from tsq.kernels.choose import (
@@ -22,6 +21,7 @@ from tsq.kernels.choose import (
     top,
 )
 from tsq.kernels.combine import apply
+from tsq.selector import Matcher
 from tsq.series import SeriesSet
 
 quick = settings(max_examples=60, deadline=None)

@@ -23,8 +23,9 @@ from tsq.client import HttpClient
 from tsq.config import Settings
 from tsq.db import connect, runs
 from tsq.errors import Conflict, NotFound
+from tsq.outcomes import RunResult
+from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunFilter, RunStore, Settlement
-from tsq.runtimes.base import LogLine, RunResult
 from tsq.service import Service
 
 LONG_ERROR = "the upstream Prometheus answered 503 Service Unavailable for the third time"

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 import pytest
 
 from tsq.connectors import CONNECTORS, ConnectorType
-from tsq.connectors.base import Capabilities, Selector, parse_selector
+from tsq.connectors.base import Capabilities
 from tsq.connectors.embedded import EmbeddedStore
+from tsq.selector import Selector, parse_selector
 from tsq.series import SeriesSet
 from tsq.service import Service
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.connector_contract import CPU, ConnectorContract, S
-from tsq.connectors.base import parse_selector
 from tsq.connectors.embedded import EmbeddedStore, _series_then_time
 from tsq.errors import Conflict
+from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 
 

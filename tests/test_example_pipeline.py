@@ -16,9 +16,9 @@ import pytest
 
 from tests.scheduling_helpers import FakeClock
 from tsq.config import Settings
-from tsq.connectors.base import parse_selector
 from tsq.runstore import RunFilter
 from tsq.scheduler import Scheduler
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipeline"

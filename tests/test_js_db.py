@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from tests.test_api import deploy, run
-from tsq.connectors.base import parse_selector
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 ROLLUP = """

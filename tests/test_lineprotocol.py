@@ -12,9 +12,9 @@ import pytest
 from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from tsq.connectors.base import parse_selector
 from tsq.errors import BadRequest
 from tsq.lineprotocol import parse_lines
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 NOW = 1_700_000_000_123_456_789

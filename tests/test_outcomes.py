@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsq.outcomes import UNFINISHED, FailureKind, RunStatus
-from tsq.runtimes.base import RunResult
+from tsq.outcomes import UNFINISHED, FailureKind, RunResult, RunStatus
 
 
 def test_statuses_on_the_wire() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tsq.config import PipelineLimits, Settings
-from tsq.connectors.base import parse_selector
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 COUNTED = """

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tsq.config import Settings
-from tsq.connectors.base import parse_selector
 from tsq.errors import InvalidLoopFile
 from tsq.retention import intersect, merge, subtract
+from tsq.selector import parse_selector
 from tsq.service import Service
 from tsq.shorthands import RollupSpec, rollup_tsl
 

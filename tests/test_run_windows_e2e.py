@@ -12,8 +12,8 @@ import pytest
 
 from tests.scheduling_helpers import FakeClock, ms, utc
 from tsq.config import Settings
-from tsq.connectors.base import parse_selector
 from tsq.errors import BadRequest
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 BASE = 1767225600  # 2026-01-01T00:00:00Z; point i is at BASE + 10 i s and has value i

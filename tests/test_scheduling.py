@@ -32,8 +32,8 @@ from tests.scheduling_helpers import (
 )
 from tsq import metronome
 from tsq.errors import BadRequest, NotFound
+from tsq.outcomes import RunResult
 from tsq.runstore import RunFilter
-from tsq.runtimes.base import RunResult
 from tsq.scheduler import missed_times
 from tsq.service import Service
 

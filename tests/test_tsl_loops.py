@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from tests.conftest import loop_file
-from tsq.connectors.base import parse_selector
+from tsq.selector import parse_selector
 from tsq.service import Service
 
 ROLLUP = """// one-minute means per dc, written back as tsl_cpu_1m

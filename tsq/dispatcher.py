@@ -51,11 +51,11 @@ from tsq.executors import (
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
-from tsq.outcomes import FailureKind, RunStatus
+from tsq.outcomes import FailureKind, RunResult, RunStatus
+from tsq.runlog import LogLine
 from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
 from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.runtimes import RUNTIMES
-from tsq.runtimes.base import LogLine, RunResult
 
 __all__ = ["Dispatcher"]
 

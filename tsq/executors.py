@@ -25,7 +25,9 @@ import httpx
 from tsq.hostcalls import Host
 from tsq.loopstore import StoredVersion
 from tsq.model import LoopSpec
-from tsq.runtimes.base import Limits, LogLine, RunResult
+from tsq.outcomes import RunResult
+from tsq.runlog import LogLine
+from tsq.runtimes.base import Limits
 from tsq.targets import call_target
 from tsq.worker import Job
 from tsq.workers import GRACE_S, JobListener

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from tsq.connectors.base import Matcher, Selector, parse_selector
 from tsq.errors import BadRequest, HostError, TslError, TsqError
 from tsq.kernels import Aggregator, Buckets, Fill
 from tsq.lineprotocol import ParsedBatch, parse_lines
+from tsq.selector import Matcher, Selector, parse_selector
 from tsq.series import NS_PER_MS, SeriesSet
 
 __all__ = ["OPS", "Host", "HostAnswer", "HostOp", "KeptFile", "LoopCall", "Read", "Rejection",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tsq.connectors.base import Connector, Selector
+from tsq.connectors.base import Connector
 from tsq.errors import HostError
 from tsq.hostcalls import (
     OPS,
@@ -28,6 +28,7 @@ from tsq.hostcalls import (
 )
 from tsq.kernels import bucketize
 from tsq.lineprotocol import ParsedBatch
+from tsq.selector import Selector
 from tsq.series import SeriesSet
 
 __all__ = ["HANDLERS", "HostRouter", "RunServices"]

@@ -17,7 +17,6 @@ from typing import Any
 
 from tsq import aftergraph, metronome
 from tsq.connectors import CONNECTORS, implemented
-from tsq.connectors.base import parse_selector
 from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
 from tsq.model import (
     DEFAULT_MAX_CONCURRENCY,
@@ -29,6 +28,7 @@ from tsq.model import (
     Retries,
 )
 from tsq.runtimes import runtime_for_file, runtime_names
+from tsq.selector import parse_selector
 from tsq.shorthands import (
     GROUP_AGGREGATES,
     ROLLUP_AGGREGATES,

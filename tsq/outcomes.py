@@ -10,10 +10,11 @@ the service gives a run it had to end or could not start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["UNFINISHED", "FailureKind", "RunStatus"]
+__all__ = ["UNFINISHED", "FailureKind", "Outcome", "RunResult", "RunStatus"]
 
 
 class RunStatus(StrEnum):
@@ -64,3 +65,25 @@ class FailureKind(StrEnum):
 
 
 _STATUS_OF_KIND = {FailureKind.TIMEOUT: RunStatus.TIMEOUT, FailureKind.EXPIRED: RunStatus.EXPIRED}
+# A RunResult's status: how a run ended, never queued or running (the values of RunStatus.final).
+Outcome = Literal["success", "failed", "timeout", "expired", "cancelled"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one execution of a run ended, as a runtime, a URL target or a step reports it."""
+
+    status: Outcome
+    result: Any = None
+    error: dict[str, Any] | None = None  # {type, message, stack}
+
+    @classmethod
+    def failed(cls, kind: str, message: str, stack: str = "") -> RunResult:
+        """The handler's own error (`kind` is its type: TypeError, RunFailed, …)."""
+        return cls("failed", error={"type": kind, "message": message, "stack": stack})
+
+    @classmethod
+    def failure(cls, kind: FailureKind, message: str) -> RunResult:
+        """A run the service ended, or could not start, for `kind`."""
+        status: Outcome = kind.status.value  # type: ignore[assignment]
+        return cls(status, error=kind.error(message))

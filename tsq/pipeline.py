@@ -30,9 +30,9 @@ from tsq.errors import Conflict, HostError, NotFound
 from tsq.hostcalls import Host, KeptFile, LoopCall
 from tsq.hostrouter import HostRouter, RunServices
 from tsq.loopstore import LoopStore
-from tsq.outcomes import UNFINISHED, FailureKind
+from tsq.outcomes import UNFINISHED, FailureKind, RunResult
+from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunStore, Settlement
-from tsq.runtimes.base import LogLine, RunResult
 
 __all__ = ["Pipelines", "resumable", "step_key"]
 

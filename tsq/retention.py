@@ -18,9 +18,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tsq.connectors.base import Connector, parse_selector
+from tsq.connectors.base import Connector
+from tsq.outcomes import RunResult
+from tsq.runlog import LogLine
 from tsq.runstore import RunStore
-from tsq.runtimes.base import LogLine, RunResult
+from tsq.selector import parse_selector
 from tsq.series import NS_PER_MS
 from tsq.shorthands import RetentionSpec
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs
 from tsq.errors import Conflict, NotFound
-from tsq.outcomes import RunStatus
-from tsq.runtimes.base import LogLine, RunResult
+from tsq.outcomes import RunResult, RunStatus
+from tsq.runlog import LogLine
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
            "new_run_id", "run_key"]

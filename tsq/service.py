@@ -34,11 +34,12 @@ from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
 from tsq.model import EventSpec
 from tsq.notify import Notifier
+from tsq.outcomes import RunResult
 from tsq.pipeline import Pipelines
 from tsq.retention import apply_retention
+from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
-from tsq.runtimes.base import LogLine, RunResult
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.shorthands import retention_from_json

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tsq.connectors.base import Selector, parse_selector
 from tsq.errors import BadRequest
+from tsq.selector import Selector, parse_selector
 
 __all__ = ["GROUP_AGGREGATES", "ROLLUP_AGGREGATES", "RetentionSpec", "RollupSpec",
            "duration_ms", "rollup_tsl"]

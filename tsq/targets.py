@@ -13,8 +13,7 @@ import httpx
 import orjson
 
 from tsq import __version__
-from tsq.outcomes import FailureKind
-from tsq.runtimes.base import RunResult
+from tsq.outcomes import FailureKind, RunResult
 
 __all__ = ["call_target"]
 

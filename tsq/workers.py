@@ -26,8 +26,8 @@ import psutil
 
 from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
-from tsq.outcomes import FailureKind
-from tsq.runtimes.base import LogLine, RunResult
+from tsq.outcomes import FailureKind, RunResult
+from tsq.runlog import LogLine
 from tsq.worker import Job, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool"]

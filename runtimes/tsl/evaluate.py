@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from tsq.connectors.base import NAME_LABEL, Matcher, Selector, sampling
+from tsq.connectors.base import sampling
 from tsq.errors import BadRequest, TslError
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
 from tsq.kernels.window import cumulative, window
+from tsq.selector import NAME_LABEL, Matcher, Selector
 from tsq.series import SeriesSet
 
 from .ast import EMPTY, Field, Instruction, Match, Method, Prefix, Select, Tok

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tsq.connectors.base import Capabilities, Selector
+from tsq.connectors.base import Capabilities
 from tsq.errors import CompileError, HostError, TslError
 from tsq.hostcalls import (
     Host,
@@ -27,6 +27,7 @@ from tsq.hostcalls import (
 )
 from tsq.kernels import Aggregator, Buckets, Fill
 from tsq.runtimes.base import LogLine, RunContext, RunResult
+from tsq.selector import Selector
 from tsq.series import SeriesSet
 
 from .evaluate import Evaluation, Results

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsq.connectors.base import Matcher
 from tsq.errors import BadRequest
 from tsq.kernels.aggregate import Aggregator, reduce_segments
 from tsq.kernels.maps import COMPARISONS
+from tsq.selector import Matcher
 from tsq.series import SeriesSet
 
 __all__ = ["filter_by_labels", "filter_by_last_value", "filter_by_name",
