@@ -8,9 +8,9 @@ saying what is wrong.
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.exceptions import UnexpectedToken, VisitError
@@ -22,7 +22,8 @@ from .messages import with_caret
 
 __all__ = ["Arg", "Assign", "Call", "Chain", "ListLit", "Node", "Tk", "first_token", "parse_script"]
 
-GRAMMAR = Path(__file__).resolve().parent.parent.parent / "grammar" / "tsl.lark"
+# Package data, found as an installed wheel or a source tree finds it (not through parent folders).
+GRAMMAR = importlib.resources.files("tsq.grammar").joinpath("tsl.lark")
 
 
 @dataclass(frozen=True)

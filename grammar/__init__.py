@@ -1,0 +1,1 @@
+"""Grammars, read as package data: `importlib.resources.files("tsq.grammar")`."""
