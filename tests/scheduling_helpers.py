@@ -18,8 +18,8 @@ from tsq.config import Settings
 from tsq.outcomes import RunResult
 from tsq.scheduler import Scheduler
 from tsq.service import Service
-from tsq.worker import Job
-from tsq.workers import JobListener
+from tsq.worker_pool import JobListener
+from tsq.worker_process import Job
 
 
 class FakeClock:

@@ -29,8 +29,8 @@ from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
 from tsq.runtimes.base import Limits
 from tsq.targets import call_target
-from tsq.worker import Job
-from tsq.workers import GRACE_S, JobListener
+from tsq.worker_pool import GRACE_S, JobListener
+from tsq.worker_process import Job
 
 __all__ = ["TARGET", "Execution", "Executor", "HostFactory", "JobRunner", "Step",
            "StepExecutor", "TargetExecutor", "WorkerExecutor", "executor_key"]

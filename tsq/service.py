@@ -43,8 +43,8 @@ from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.shorthands import retention_from_json
-from tsq.worker import WorkerOptions
-from tsq.workers import WorkerPool
+from tsq.worker_pool import WorkerPool
+from tsq.worker_process import WorkerOptions
 
 __all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
 

@@ -28,7 +28,7 @@ from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
 from tsq.outcomes import FailureKind, RunResult
 from tsq.runlog import LogLine
-from tsq.worker import Job, WorkerOptions, worker_main
+from tsq.worker_process import Job, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool"]
 

@@ -2,7 +2,7 @@
 
 User code runs only here, never in the API process. The process caps its own data segment
 (RLIMIT_DATA: V8 then fails a huge ArrayBuffer inside JavaScript instead of the machine paging)
-and is otherwise disposable: the supervisor (`tsq.workers`) kills it at a run's deadline or
+and is otherwise disposable: the supervisor (`tsq.worker_pool`) kills it at a run's deadline or
 memory ceiling and starts another.
 """
 
