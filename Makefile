@@ -44,6 +44,7 @@ test-servers:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: the benchmarks of benchmarks/ (a table on screen, JSON lines in benchmarks/results/)
 bench: install

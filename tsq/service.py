@@ -272,13 +272,10 @@ class Service:
                   ) -> dict[str, Any]:
         """An ad-hoc TSL query on the default connector, evaluated here (TslError if it is bad):
         `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements."""
-        from tsq.runtimes.tsl.evaluate import Evaluation
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        results = Evaluation(self.store, now=now).run_all(source, dict(variables or {}))
-        answer: dict[str, Any] = {"series": results.joined().to_json()}
-        if results.meta:
-            answer["meta"] = results.meta
-        return answer
+        from tsq import tsl
+
+        return tsl.query(source, self.store, variables=variables,
+                         now=datetime.fromtimestamp(self._clock(), UTC))
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some

@@ -50,3 +50,15 @@ def evaluate(source: str, connector: Any, *, variables: Mapping[str, Any] | None
     (strings, numbers, booleans, or durations given as strings like "5m")."""
     from tsq.runtimes.tsl.evaluate import Evaluation
     return Evaluation(connector, now=now).run(source, variables or {})
+
+
+def query(source: str, connector: Any, *, variables: Mapping[str, Any] | None = None,
+          now: datetime | None = None) -> dict[str, Any]:
+    """What `POST /v1/query` answers: `{series}` (all statements' series, joined), plus `{meta}`
+    for names()/labels()/attributes()/selectors() statements."""
+    from tsq.runtimes.tsl.evaluate import Evaluation
+    results = Evaluation(connector, now=now).run_all(source, dict(variables or {}))
+    answer: dict[str, Any] = {"series": results.joined().to_json()}
+    if results.meta:
+        answer["meta"] = results.meta
+    return answer
