@@ -87,3 +87,16 @@ class RunResult:
         """A run the service ended, or could not start, for `kind`."""
         status: Outcome = kind.status.value  # type: ignore[assignment]
         return cls(status, error=kind.error(message))
+
+    @classmethod
+    def timed_out(cls, timeout_s: float, how: str = "") -> RunResult:
+        """A handler past its loop's timeout (`how`: what was done about it)."""
+        return cls.failure(FailureKind.TIMEOUT, f"the handler did not finish within its timeout "
+                                                f"of {timeout_s:g} s{how}")
+
+    @classmethod
+    def over_memory(cls, memory_mb: int, how: str = "") -> RunResult:
+        """A handler over its loop's `memory:` (`how`: what counted, what was done)."""
+        return cls.failure(FailureKind.MEMORY_LIMIT,
+                           f"the handler went over its memory limit of {memory_mb} MiB {how}"
+                           f"(set `memory:` in the loop file to raise it)")

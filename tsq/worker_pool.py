@@ -26,7 +26,7 @@ import psutil
 
 from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
-from tsq.outcomes import FailureKind, RunResult
+from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
 from tsq.worker_process import Job, WorkerOptions, worker_main
 
@@ -272,17 +272,11 @@ class _Watch:
             return "error", rejection(exc, op)
 
     def killed_at_deadline(self) -> RunResult:
-        return RunResult.failure(
-            FailureKind.TIMEOUT, f"the handler did not finish within its timeout of "
-                                 f"{self.job.limits.timeout_s:g} s and was stopped")
+        return RunResult.timed_out(self.job.limits.timeout_s, " and was stopped")
 
     def killed_for_memory(self) -> RunResult:
-        return RunResult.failure(
-            FailureKind.MEMORY_LIMIT,
-            f"the handler went over its memory limit of {self.job.limits.memory_mb} MiB "
-            f"(typed arrays and buffers count too) and was stopped; set `memory:` in the loop "
-            f"file to raise it",
-        )
+        return RunResult.over_memory(self.job.limits.memory_mb,
+                                     "(typed arrays and buffers count too) and was stopped ")
 
     def died(self) -> RunResult:
         reason = self.process.death_reason()

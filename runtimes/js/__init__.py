@@ -31,7 +31,6 @@ from py_mini_racer import (
 
 from tsq.errors import CompileError, HostError, TsqError
 from tsq.hostcalls import HostAnswer, handler_arguments, js_series, rejection
-from tsq.outcomes import FailureKind
 from tsq.runtimes.base import LogLine, RunContext, RunResult
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
@@ -277,16 +276,10 @@ class _Execution:
         return max(0.001, self.deadline - time.monotonic())
 
     def timed_out(self) -> RunResult:
-        return RunResult.failure(
-            FailureKind.TIMEOUT, f"the handler did not finish within its timeout of "
-                                 f"{self.ctx.limits.timeout_s:g} s")
+        return RunResult.timed_out(self.ctx.limits.timeout_s)
 
     def out_of_memory(self) -> RunResult:
-        return RunResult.failure(
-            FailureKind.MEMORY_LIMIT,
-            f"the handler went over its memory limit of {self.ctx.limits.memory_mb} MiB "
-            f"(set `memory:` in the loop file to raise it)",
-        )
+        return RunResult.over_memory(self.ctx.limits.memory_mb)
 
 
 # The contract's worker ops (tsq.hostcalls, side "worker"), each made here by its method.
