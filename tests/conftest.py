@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,8 +18,10 @@ from tsq.api import create_app
 from tsq.config import Settings
 from tsq.service import Service
 
+ROOT = Path(__file__).resolve().parents[1]
 # The reference cases the tests check against, copied into the project (see its README.md).
-CONFORMANCE = Path(__file__).resolve().parent / "conformance"
+CONFORMANCE = ROOT / "tests" / "conformance"
+EXAMPLE = ROOT / "examples" / "hello" / "loops.yml"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -35,7 +41,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def api(service: Service) -> Iterator[httpx.Client]:
     """A real uvicorn server on 127.0.0.1 around the module's service."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -51,3 +57,21 @@ def api(service: Service) -> Iterator[httpx.Client]:
 
 def loop_file(name: str, handler: str, extra: str = "") -> str:
     return f"functions:\n  {name}:\n    handler: {handler}\n{extra}"
+
+
+def deploy(api: httpx.Client, name: str, source: str, extra: str = "") -> httpx.Response:
+    """Deploy a one-loop file whose handler is `source`, through the API."""
+    return api.post("/v1/loops", json={"content": loop_file(name, f"{name}.js", extra),
+                                       "files": {f"{name}.js": source}})
+
+
+def run(api: httpx.Client, name: str, **body: Any) -> httpx.Response:
+    return api.post(f"/v1/loops/{name}/run", json=body)
+
+
+def tsq(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `tsq` command on the data directory `data`, as a user types it."""
+    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
+    env.pop("TSQ_URL", None)
+    return subprocess.run([sys.executable, "-m", "tsq", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 
-from tests.conftest import loop_file
-
-
-def deploy(api: httpx.Client, name: str, source: str, extra: str = "") -> httpx.Response:
-    return api.post("/v1/loops", json={"content": loop_file(name, f"{name}.js", extra),
-                                       "files": {f"{name}.js": source}})
-
-
-def run(api: httpx.Client, name: str, **body: Any) -> httpx.Response:
-    return api.post(f"/v1/loops/{name}/run", json=body)
+from tests.conftest import deploy, run
 
 
 def test_deploy_run_and_history(api: httpx.Client) -> None:

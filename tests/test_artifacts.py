@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from tests.test_api import deploy, run
+from tests.conftest import deploy, run
 from tsq import reports
 from tsq.errors import BadRequest
 from tsq.series import NS_PER_MS, SeriesSet

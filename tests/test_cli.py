@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello" / "loops.yml"
-
-
-def tsq(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
-    env.pop("TSQ_URL", None)
-    return subprocess.run([sys.executable, "-m", "tsq", *args], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+from tests.conftest import EXAMPLE, tsq
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from rich.cells import cell_len
 
-from tests.test_api import deploy, run
+from tests.conftest import deploy, run
 from tsq.client import HttpClient
 from tsq.config import Settings
 from tsq.db import connect, runs

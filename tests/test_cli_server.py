@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from pathlib import Path
 
-from tests.test_cli import tsq
+from tests.conftest import tsq
 
 
 def test_version(tmp_path: Path) -> None:

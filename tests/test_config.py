@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tsq.config import OPTIONS, Settings
 from tsq.errors import ConfigError
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+DOCS = ROOT / "docs" / "configuration.md"
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
+from tests.conftest import EXAMPLE
 from tsq import datadir
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello" / "loops.yml"
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import io
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT
 from tests.scheduling_helpers import FakeClock
 from tsq.config import Settings
 from tsq.runstore import RunFilter
@@ -21,7 +21,7 @@ from tsq.scheduler import Scheduler
 from tsq.selector import parse_selector
 from tsq.service import Service
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipeline"
+EXAMPLE = ROOT / "examples" / "pipeline"
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 HOSTS = {"web01": "gra", "web02": "gra", "db01": "rbx"}
 

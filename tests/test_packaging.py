@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 WARNINGS = re.compile(r"(?i)deprecat|BuildBackendWarning|SetuptoolsWarning|license")
+
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_restart import _free_port, serve
+from tests.conftest import free_port
+from tests.test_restart import serve
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def _until(condition: Any, timeout_s: float = 60) -> None:
 
 
 def test_killed_mid_pipeline_finishes_at_restart_without_repeating_steps(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with serve(tmp_path, port, workers=2) as process, httpx.Client(base_url=base, timeout=60) as api:
         assert api.post("/v1/loops", json={"content": LOOPS, "files": FILES}).status_code == 201

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,26 +23,20 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import ROOT, free_port
 from tests.markdown_blocks import Block, blocks
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT_S = 300
 SERVER_START_S = 60
 PAGE_TIMEOUT_S = 900
 PAGE_PORT = re.compile(r"(localhost|127\.0\.0\.1):8080")  # the pages' port, the test's own
 TRAILING_COMMENT = re.compile(r"\s+#[^'\"]*$")  # `cmd &  # why`: a comment with no quote in it
 # Pages whose blocks are commands a person types; docs/tsl-functions.md is all TSL examples,
-# evaluated by tests/test_tsl_docs.py.
+# evaluated by tests/runtimes/tsl/test_docs.py.
 PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md")
                                      if p.name != "tsl-functions.md")]
 RUNNABLE = {"sh", "python"}
 SHOWN = {"text", "yaml", "js", "tsl", "toml", "json"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Reader:
@@ -55,7 +48,7 @@ class Reader:
         (self.work / "examples").symlink_to(ROOT / "examples")
         (self.work / ".venv").symlink_to(Path(sys.prefix))
         self.data = home / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                     "HOME": str(home), "TSQ_DATA_DIR": str(self.data), "TSQ_WORKERS": "1",
                     "COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +32,6 @@ functions:
           params: {cell: gra}
 """
 HANDLER = "export default async (event) => ({window: event.window, cell: event.params.cell})"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -82,7 +77,7 @@ def test_kill_and_restart_runs_every_second_exactly_once(tmp_path: Path) -> None
     (tmp_path / "loops.yml").write_text(LOOPS)
     (tmp_path / "tick.js").write_text(HANDLER)
     data = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     with serve(data, port) as first:
         deployed = httpx.post(f"http://127.0.0.1:{port}/v1/loops", json={
             "file": "loops.yml", "content": LOOPS, "files": {"tick.js": HANDLER}}, timeout=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import tsq
+from tests.conftest import tsq
 
 # Three scheduled times (00:00, 00:01, 00:02), all in the past: the latest complete period is
 # always [00:01, 00:02), whenever the test runs.

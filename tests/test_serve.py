@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import _free_port
-from tests.test_cli import EXAMPLE, tsq
+from tests.conftest import EXAMPLE, free_port, tsq
 
 START_S = 60.0
 
@@ -27,7 +26,7 @@ START_S = 60.0
 def serving(data: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`tsq serve` on a free port of 127.0.0.1 until the block ends (then SIGINT, then kill);
     its stderr goes to `data`/serve.err (a file: a pipe nobody reads would block its logs)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
     env.pop("TSQ_URL", None)
     with (data / "serve.err").open("wb") as stderr:

@@ -8,8 +8,10 @@ import stat
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 SOURCE_SUFFIXES = {".py", ".md", ".toml", ".cfg", ".sh", ".js", ".lark", ".yml", ".yaml", ""}
+
 
 
 def _tracked() -> list[Path]:
@@ -42,6 +44,6 @@ def test_make_test_names_what_it_will_skip_where_it_cannot_install(tmp_path: Pat
     done = subprocess.run(["/bin/bash", str(ROOT / "tests" / "install-servers")], env=env,
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
-    assert "InfluxDB 1.6: tests/test_influx_differential.py" in done.stdout
-    assert "Prometheus 2.42: tests/test_tsl_prometheus_differential.py" in done.stdout
+    assert "InfluxDB 1.6: tests/kernels/test_influx_differential.py" in done.stdout
+    assert "Prometheus 2.42: tests/runtimes/tsl/test_prometheus_differential.py" in done.stdout
     assert "sudo apt-get install influxdb prometheus" in done.stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.test_api import deploy, run
+from tests.conftest import deploy, run
 from tsq.selector import parse_selector
 from tsq.service import Service
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT
 from tsq import tsl
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.errors import TslError
 from tsq.runtimes.tsl.evaluate import Evaluation
 from tsq.series import SeriesSet
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "tsl-functions.md"
+DOC = ROOT / "docs" / "tsl-functions.md"
 NOW = datetime(2021, 1, 1, tzinfo=UTC)
 BLOCK = re.compile(r"### (?P<name>[^\n]+)\n.*?```tsl ?(?P<kind>[a-z-]*)\n(?P<code>.*?)\n```", re.S)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import tsq
+from tests.conftest import tsq
 from tsq.errors import CompileError
 from tsq.runtimes import get_runtime
 

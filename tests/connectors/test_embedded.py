@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.connector_contract import CPU, ConnectorContract, S
+from tests.connectors.contract import CPU, ConnectorContract, S
 from tsq.connectors.embedded import EmbeddedStore, _series_then_time
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
