@@ -11,7 +11,7 @@ from collections.abc import Callable
 from lark import Lark
 
 from benchmarks.report import Report, timed
-from tsq.runtimes.tsl.parser import bind, parse
+from tsq.runtimes.tsl.binder import bind, parse
 from tsq.runtimes.tsl.syntax import GRAMMAR, Chain, _lark, _ToSyntax, parse_script
 
 # 11 calls: select where last sampleBy groupBy add mul maxWith minWith rename store

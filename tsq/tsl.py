@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tsq.errors import TslError
-from tsq.runtimes.tsl.parser import parse
+from tsq.runtimes.tsl.binder import parse
 from tsq.series import SeriesSet
 
 __all__ = ["compile", "evaluate"]

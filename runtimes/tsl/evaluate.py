@@ -34,8 +34,8 @@ from tsq.selector import NAME_LABEL, Matcher, Selector
 from tsq.series import SeriesSet
 
 from .ast import EMPTY, Field, Instruction, Match, Method, Prefix, Select, Tok
+from .binder import Value, parse
 from .messages import with_caret
-from .parser import Value, parse
 
 __all__ = ["Evaluation", "Results", "duration_ns", "epoch_ns", "timestamp_ns"]
 

@@ -30,8 +30,8 @@ from tsq.runtimes.base import LogLine, RunContext, RunResult
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
+from .binder import Value, bind
 from .evaluate import Evaluation, Results
-from .parser import Value, bind
 from .syntax import Assign, Chain, parse_script
 
 __all__ = ["HostConnector", "TslProgram", "TslRuntime", "evaluate_for_run",
