@@ -28,14 +28,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from tsq import aftergraph
 from tsq.clock import Clock
-from tsq.errors import HostError, NotFound
+from tsq.errors import HostError
 from tsq.executors import (
     TARGET,
     Execution,
@@ -46,22 +44,23 @@ from tsq.executors import (
     StepExecutor,
     TargetExecutor,
     WorkerExecutor,
+    event_payload,
     executor_key,
 )
+from tsq.followers import Followers
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunResult, RunStatus
-from tsq.runlog import LogLine
+from tsq.runlog import LogBuffer, LogLine
 from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
-from tsq.runstore import NewRun, RunStore, Settlement, run_key
+from tsq.runstore import NewRun, RunStore, Settlement
 from tsq.runtimes import RUNTIMES
 
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
-LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
 TARGET_THREADS = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 
@@ -103,7 +102,7 @@ class Dispatcher:
         self._waiters: dict[str, Future[dict[str, Any]]] = {}
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._versions: dict[str, StoredVersion] = {}
-        self._followers: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+        self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
         self._timers: set[threading.Timer] = set()
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
         self._http = httpx.Client()
@@ -188,7 +187,7 @@ class Dispatcher:
 
     def loops_changed(self) -> None:
         """Forget the cached `after:` graph; the next success reads it again."""
-        self._followers = None
+        self.followers.forget()
 
     def close(self) -> None:
         self._closed = True
@@ -314,7 +313,7 @@ class Dispatcher:
 
     def _execute(self, record: dict[str, Any], version: StoredVersion,
                  slots: threading.Semaphore | None) -> None:
-        logs = _LogBuffer(self.runs, record["id"])
+        logs = LogBuffer(self.runs, record["id"])
         future = self._executor(version.spec, record).submit(
             Execution(record, version, event_payload(record, version), logs.add))
 
@@ -381,7 +380,7 @@ class Dispatcher:
             return Settlement(record, result, logs, self._now_ms() + int(delay * 1000))
         followers: list[NewRun] = []
         if result.status == "success" and record["window_start_ms"] is not None:
-            followers = self._followers_of(record, logs)
+            followers = self.followers.of(record, logs)
         return Settlement(record, result, logs, followers=followers)
 
     def _follow_up(self, final: dict[str, Any], spec: LoopSpec) -> None:
@@ -400,56 +399,6 @@ class Dispatcher:
         if waiter is not None:
             waiter.set_result(record)
 
-    # -- after: ----------------------------------------------------------------------------
-
-    def _followers_of(self, final: dict[str, Any], logs: list[LogLine]) -> list[NewRun]:
-        """The runs of the loops that follow `final`'s (`after:`), at the versions its pipeline
-        pinned; a follower that is not part of the pipeline says why in `final`'s log."""
-        runs: list[NewRun] = []
-        following = self._follower_map().get((final["project"], final["loop"]), [])
-        if following and not self._on_schedule(final):
-            return runs
-        for loop, event in following:
-            try:
-                version = self.loops.version_at(final["project"], loop,
-                                                final["pipeline_ms"] or final["queued_ms"])
-            except NotFound as exc:
-                logs.append(LogLine(self._now_ms(), "warning",
-                                    f"after: {loop} does not run: {exc.message}"))
-                continue
-            follower = version.spec.event(event)
-            if follower is None or follower.after != final["loop"]:
-                continue  # the pinned version does not follow this loop
-            runs.append(NewRun(
-                project=final["project"], loop=loop, event=event, version_id=version.id,
-                trigger="after", params=dict(follower.params),
-                key=run_key(loop, event, final["scheduled_ms"]),
-                scheduled_ms=final["scheduled_ms"],
-                window=(final["window_start_ms"], final["window_end_ms"]),
-                pipeline_id=final["pipeline_id"], pipeline_ms=final["pipeline_ms"]))
-        return runs
-
-    def _on_schedule(self, record: dict[str, Any]) -> bool:
-        """Whether `record` works for a scheduled time: its pipeline began with a scheduled or
-        backfilled run. A run by hand (which may cover a window too) triggers no `after:`
-        followers: they would take the keys of that time's own runs, and a test run of one
-        loop should not set off the rest of its pipeline."""
-        root = record
-        if record["pipeline_id"] not in (None, record["id"]):
-            root = self.runs.get(record["pipeline_id"])
-        return root["trigger"] in LIMITED_TRIGGERS
-
-    def followed(self) -> set[tuple[str, str]]:
-        """(project, loop) of every loop that other loops run `after:`."""
-        return set(self._follower_map())
-
-    def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
-        followers = self._followers
-        if followers is None:
-            followers = aftergraph.followers(loop.latest.spec for loop in self.loops.live())
-            self._followers = followers
-        return followers
-
     # -- helpers ---------------------------------------------------------------------------
 
     def _version(self, version_id: str) -> StoredVersion:
@@ -460,53 +409,6 @@ class Dispatcher:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-
-class _LogBuffer:
-    """Log lines of a running run, written with its outcome (one transaction) or every second."""
-
-    def __init__(self, runs: RunStore, run_id: str) -> None:
-        self.runs = runs
-        self.run_id = run_id
-        self.lines: list[LogLine] = []
-        self.flushed = time.monotonic()
-        self.lock = threading.Lock()
-
-    def add(self, lines: list[LogLine]) -> None:
-        with self.lock:
-            self.lines.extend(lines)
-            if time.monotonic() - self.flushed < LOG_FLUSH_S:
-                return
-            pending, self.lines, self.flushed = self.lines, [], time.monotonic()
-        self.runs.append_logs(self.run_id, pending)
-
-    def take(self) -> list[LogLine]:
-        with self.lock:
-            pending, self.lines = self.lines, []
-        return pending
-
-
-def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, Any]:
-    """The `event` a handler receives: times as ISO strings and epoch milliseconds."""
-    scheduled = record["scheduled_ms"] if record["scheduled_ms"] is not None else \
-        record["queued_ms"]
-    window = None
-    if record["window_start_ms"] is not None:
-        start, end = record["window_start_ms"], record["window_end_ms"]
-        window = {"start": iso(start), "end": iso(end), "startMs": start, "endMs": end}
-    epsilon = record["epsilon_ms"]
-    return {
-        "loop": record["loop"], "name": record["event"], "params": record["params"],
-        "scheduled": iso(scheduled), "scheduledMs": scheduled, "window": window,
-        "epsilon": epsilon / 1000 if epsilon is not None else None,
-        "attempt": record["attempt"], "trigger": record["trigger"], "version": version.id,
-        "runId": record["id"],
-    }
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 BATCH = 500  # runs per transaction, at most

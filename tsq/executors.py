@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -32,8 +33,20 @@ from tsq.targets import call_target
 from tsq.worker_pool import GRACE_S, JobListener
 from tsq.worker_process import Job
 
-__all__ = ["TARGET", "Execution", "Executor", "HostFactory", "JobRunner", "Step",
-           "StepExecutor", "TargetExecutor", "WorkerExecutor", "executor_key"]
+__all__ = [
+    "TARGET",
+    "Execution",
+    "Executor",
+    "HostFactory",
+    "JobRunner",
+    "Step",
+    "StepExecutor",
+    "TargetExecutor",
+    "WorkerExecutor",
+    "event_payload",
+    "executor_key",
+    "iso",
+]
 
 TARGET = "target"  # the key of the URL-target executor; the others are runtime names
 # (run, its loop version, seconds it may take) → its host: the version names its connector
@@ -48,7 +61,7 @@ class Execution:
 
     record: dict[str, Any]
     version: StoredVersion
-    event: dict[str, Any]  # what the handler receives (dispatcher.event_payload)
+    event: dict[str, Any]  # what the handler receives (event_payload)
     log: Callable[[list[LogLine]], None]  # where its log lines go as they come
 
 
@@ -72,6 +85,29 @@ class JobRunner(Protocol):
 
 def executor_key(spec: LoopSpec, event: str) -> str:
     return TARGET if spec.target_of(event) is not None else spec.runtime
+
+
+def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, Any]:
+    """The `event` a handler receives: times as ISO strings and epoch milliseconds."""
+    scheduled = record["scheduled_ms"] if record["scheduled_ms"] is not None else \
+        record["queued_ms"]
+    window = None
+    if record["window_start_ms"] is not None:
+        start, end = record["window_start_ms"], record["window_end_ms"]
+        window = {"start": iso(start), "end": iso(end), "startMs": start, "endMs": end}
+    epsilon = record["epsilon_ms"]
+    return {
+        "loop": record["loop"], "name": record["event"], "params": record["params"],
+        "scheduled": iso(scheduled), "scheduledMs": scheduled, "window": window,
+        "epsilon": epsilon / 1000 if epsilon is not None else None,
+        "attempt": record["attempt"], "trigger": record["trigger"], "version": version.id,
+        "runId": record["id"],
+    }
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
 
 
 class WorkerExecutor:

@@ -186,7 +186,7 @@ class Pipelines:
                                          "runs it again when it resumes")) for r in calls])
         running = [r for r in unfinished if r["trigger"] != "call" and r["status"] == "running"]
         callers = self.runs.callers([r["id"] for r in running])
-        followed = self.dispatcher.followed()
+        followed = self.dispatcher.followers.followed()
         resumed = [r for r in running if r["trigger"] == "after" or r["id"] in callers
                    or (r["project"], r["loop"]) in followed]
         for record in resumed:

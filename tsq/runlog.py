@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["LogLine"]
+__all__ = ["LOG_FLUSH_S", "LogBuffer", "LogLine", "LogStore"]
 
 
 @dataclass(frozen=True)
@@ -13,3 +16,32 @@ class LogLine:
     level: str  # debug | info | warning | error
     message: str
 
+LOG_FLUSH_S = 1.0  # a long run's log lines reach the store at least this often
+
+
+class LogStore(Protocol):
+    def append_logs(self, run_id: str, lines: list[LogLine]) -> None: ...
+
+
+class LogBuffer:
+    """Log lines of a running run, written with its outcome (one transaction) or every second."""
+
+    def __init__(self, runs: LogStore, run_id: str) -> None:
+        self.runs = runs
+        self.run_id = run_id
+        self.lines: list[LogLine] = []
+        self.flushed = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, lines: list[LogLine]) -> None:
+        with self.lock:
+            self.lines.extend(lines)
+            if time.monotonic() - self.flushed < LOG_FLUSH_S:
+                return
+            pending, self.lines, self.flushed = self.lines, [], time.monotonic()
+        self.runs.append_logs(self.run_id, pending)
+
+    def take(self) -> list[LogLine]:
+        with self.lock:
+            pending, self.lines = self.lines, []
+        return pending
