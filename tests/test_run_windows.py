@@ -225,8 +225,8 @@ def test_latest_complete_period_and_neighbours_of_a_schedule() -> None:
     ({"start": 1767225600000, "end": "2026-01-01T00:05:00Z"},
      "window.start must be an ISO-8601 time string like 2026-01-01T00:00:00Z, not 1767225600000"),
     ({"start": "2026-01-01T00:00:00Z", "end": "soon"}, "window.end 'soon' is not an ISO-8601"),
-    ({"start": "2026-01-01T00:00:00", "end": "2026-01-01T00:05:00Z"},
-     "window.start '2026-01-01T00:00:00' has no UTC offset"),
+    ({"start": "2026-01-01T00:00:00 CET", "end": "2026-01-01T00:05:00Z"},
+     "window.start '2026-01-01T00:00:00 CET' is not an ISO-8601 time like 2026-01-01T00:00:00Z"),
 ])
 def test_a_bad_window_in_a_request_names_the_field(body: Any, message: str) -> None:
     with pytest.raises(BadRequest) as bad:
@@ -238,6 +238,9 @@ def test_a_good_window_and_at_in_a_request() -> None:
     assert run_window({"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:05:00+00:00"}) == (
         utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:05:00Z"))
     assert run_window(None) is None
+    # one rule for every time in tsq (tsq.isotime): without an offset, a time is UTC
+    assert run_window({"start": "2026-01-01T00:00:00", "end": "2026-01-01T00:05:00Z"}) == (
+        utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:05:00Z"))
     assert time_field("2026-01-01T01:00:00+01:00", "at") == datetime.fromisoformat(
         "2026-01-01T00:00:00+00:00")
     with pytest.raises(BadRequest, match="at must be an ISO-8601 time string"):

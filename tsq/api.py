@@ -26,9 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
+from tsq.isotime import parse_time, time_field
 from tsq.outcomes import RunStatus
 from tsq.runstore import RunFilter
-from tsq.service import Service, parse_time, run_window, time_field
+from tsq.service import Service, run_window
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
 

@@ -29,6 +29,7 @@ from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import BY_KEY, Settings
 from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
+from tsq.isotime import parse_time
 from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
@@ -823,9 +824,7 @@ def tsl_compile(source: Annotated[str, typer.Argument(help="a TSL script, @FILE,
     if to not in ("warpscript", "promql"):
         err.print(f"[red]error:[/red] --to must be warpscript or promql, not {to!r}")
         raise typer.Exit(EXIT_ERROR)
-    moment = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = parse_time(now, "--now") if now else datetime.now(UTC)
     text = sys.stdin.read() if source == "-" else _read_source(source)
     compiled = tsl_module.compile(text, "promql" if to == "promql" else "warpscript",
                                   token=token, now=moment)
@@ -852,9 +851,7 @@ def schedule_next(schedule: str, n: Annotated[int, typer.Option("-n")] = 10,
                   as_json: AsJson = False) -> None:
     """The next fire times of a schedule, with the window each run covers."""
     parsed = metronome.parse(schedule)
-    start = datetime.fromisoformat(after) if after else datetime.now(UTC)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
+    start = parse_time(after, "--after") if after else datetime.now(UTC)
     times = list(islice(parsed.fire_times(start, datetime.max.replace(tzinfo=UTC)), n))
     rows = [{"time": t.isoformat(), "window": [w.isoformat() for w in parsed.window(t)]}
             for t in times]

@@ -127,7 +127,7 @@ class LocalClient:
             wait: bool, at: str | None = None, window: str | None = None) -> dict[str, Any]:
         # Working locally, the CLI process is the service: it waits even for --async, or the
         # run would die with it. The record says how it ended.
-        from tsq.service import parse_time
+        from tsq.isotime import parse_time
 
         bounds = split_window(window) if window is not None else None
         return self.service.run(
@@ -160,7 +160,7 @@ class LocalClient:
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
         # Working locally, this process runs the backfill: the CLI follows it to the end.
-        from tsq.service import parse_time
+        from tsq.isotime import parse_time
 
         return self.service.backfill(name, parse_time(start, "--from"),
                                      parse_time(end, "--to"), project=project, event=event)

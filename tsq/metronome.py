@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tsq.errors import ScheduleError
+from tsq.errors import BadRequest, ScheduleError
+from tsq.isotime import parse_time
 
 __all__ = ["Period", "Schedule", "parse"]
 
@@ -177,15 +178,18 @@ def _parse_repeat(part: str, text: str) -> int | None:
 
 
 def _parse_start(part: str, text: str) -> datetime:
+    # Stricter than tsq.isotime on purpose: Metronome's grammar (Go's RFC 3339) wants the
+    # seconds and an offset, where tsq reads a time without one as UTC; a schedule copied
+    # from Metronome must mean the same instant, and one tsq accepts must work there too.
     if _INSTANT.fullmatch(part) is None:
         raise ScheduleError(
             f'Bad start {text}: bad start "{part}"; write an RFC 3339 instant with an offset, '
             "e.g. 2018-01-01T00:00:00Z or 2018-01-01T02:00:00+02:00"
         )
     try:
-        instant = datetime.fromisoformat(part.upper())
-    except ValueError as exc:
-        raise ScheduleError(f'Bad start {text}: bad start "{part}": {exc}') from None
+        instant = parse_time(part, "start")
+    except BadRequest as exc:
+        raise ScheduleError(f'Bad start {text}: bad start "{part}": {exc.message}') from None
     return instant.replace(microsecond=0)  # one-second granularity
 
 

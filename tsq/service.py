@@ -29,6 +29,7 @@ from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
 from tsq.hostcalls import Host
+from tsq.isotime import parse_time, time_field
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
@@ -389,22 +390,3 @@ def run_window(value: Any) -> tuple[datetime, datetime] | None:
         raise BadRequest(f"window must be {shape}: {wrong}")
     return time_field(value["start"], "window.start"), time_field(value["end"], "window.end")
 
-
-def time_field(value: Any, what: str) -> datetime:
-    """A JSON field that holds an ISO-8601 time, or BadRequest naming `what`."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{what} must be an ISO-8601 time string like 2026-01-01T00:00:00Z, "
-                         f"not {orjson.dumps(value).decode()[:40]}")
-    return parse_time(value, what)
-
-
-def parse_time(text: str, what: str) -> datetime:
-    """An ISO-8601 instant with an offset (`Z` or `+02:00`), or BadRequest naming `what`."""
-    try:
-        when = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise BadRequest(f"{what} {text!r} is not an ISO-8601 time like "
-                         f"2026-01-01T00:00:00Z") from None
-    if when.tzinfo is None:
-        raise BadRequest(f"{what} {text!r} has no UTC offset; add Z or +hh:mm")
-    return when

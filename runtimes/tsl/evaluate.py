@@ -28,6 +28,7 @@ import numpy as np
 
 from tsq.connectors.base import sampling
 from tsq.errors import BadRequest, TslError
+from tsq.isotime import parse_ns
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
 from tsq.kernels.window import cumulative, window
 from tsq.selector import NAME_LABEL, Matcher, Selector
@@ -63,21 +64,18 @@ def duration_ns(text: str) -> int:
     return int(found.group(1)) * NS[found.group(2)]
 
 
-def timestamp_ns(item: Field | str | float) -> int:
-    """An absolute time: an ISO 8601 / RFC 3339 string, or a number read by its size."""
+def timestamp_ns(item: Field | str | float, what: str = "the time") -> int:
+    """An absolute time: an ISO 8601 / RFC 3339 string (tsq.isotime's rules: without an offset
+    it is UTC), or a number read by its size."""
     text = item.lit if isinstance(item, Field) else item
     if isinstance(text, str):
         try:
             number = float(text)
         except ValueError:
             try:
-                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise TslError(f"{text!r} is not a time: give an ISO 8601 date such as "
-                               f"2021-01-01T00:00:00Z or an epoch number") from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return epoch_ns(moment)
+                return parse_ns(text, what)
+            except BadRequest as error:
+                raise TslError(f"{error.message}, or an epoch number") from None
     else:
         number = float(text)
     magnitude = abs(number)
@@ -210,16 +208,17 @@ class Evaluation:
 
     def range(self, select: Select) -> _Range:
         if select.has_from:
-            end = timestamp_ns(select.from_.end) if select.from_.has_end else self.now
-            return _Range(timestamp_ns(select.from_.start), end)
+            end = timestamp_ns(select.from_.end, "from()'s end") if select.from_.has_end \
+                else self.now
+            return _Range(timestamp_ns(select.from_.start, "from()'s start"), end)
         if not select.has_last:
             return _Range(None, self.now)
         options = select.last.options
         end = self.now
         if P.TIMESTAMP in options:
-            end = timestamp_ns(options[P.TIMESTAMP])
+            end = timestamp_ns(options[P.TIMESTAMP], "last()'s timestamp")
         elif P.DATE in options:
-            end = timestamp_ns(options[P.DATE].lit)
+            end = timestamp_ns(options[P.DATE].lit, "last()'s date")
         if P.SHIFT in options:
             end -= duration_ns(options[P.SHIFT].lit)
         if select.last.is_duration:
