@@ -105,6 +105,8 @@ def test_json_logs_of_a_deploy_and_requests(tmp_path: Path) -> None:
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     [started] = [line for line in lines if line["message"].startswith("tsq serving on")]
     assert started["url"] == url and started["level"] == "info"
+    assert started["config_file"] == ""  # no tsq.toml: no file to name
+
     [deployed] = [line for line in lines if line["message"] == "deployed demo/hello version 1"]
     assert deployed["logger"] == "tsq.loopstore" and deployed["number"] == 1
     requests = {(line["method"], line["path"], line["status"]): line for line in lines
@@ -113,6 +115,17 @@ def test_json_logs_of_a_deploy_and_requests(tmp_path: Path) -> None:
     assert ("GET", "/v1/loops/nope", 404) in requests
     assert requests[("GET", "/v1/loops/hello", 200)]["duration_ms"] > 0
     assert lines[-1]["message"] == "stopped"
+
+
+@pytest.mark.slow
+def test_the_start_line_names_the_config_file_it_read(tmp_path: Path) -> None:
+    (tmp_path / "tsq.toml").write_text('log_format = "json"\n')
+    with serving(tmp_path):
+        pass
+    [started] = [line for line in _json_lines(tmp_path / "serve.err")
+                 if line["message"].startswith("tsq serving on")]
+    assert started["config_file"] == str(tmp_path / "tsq.toml")
+    assert f"; settings from {tmp_path / 'tsq.toml'}" in started["message"]
 
 
 def _fired_and_ended(lines: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -63,8 +63,12 @@ def _run(settings: Settings, sock: socket.socket) -> None:
             timeout_graceful_shutdown=5))
         settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
         taken = f"; took over {interrupted} unfinished runs" if interrupted else ""
-        log.info("tsq serving on %s (data in %s%s)", url, settings.data_dir, taken,
+        # Which file the settings came from, if one: a tsq.toml found in the data directory is
+        # otherwise read without a word.
+        read = f"; settings from {settings.config_file}" if settings.config_file else ""
+        log.info("tsq serving on %s (data in %s%s%s)", url, settings.data_dir, read, taken,
                  extra={"url": url, "data_dir": str(settings.data_dir),
+                        "config_file": str(settings.config_file or ""),
                         "took_over": interrupted})
         server.run(sockets=[sock])
     finally:
