@@ -29,7 +29,7 @@ from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import BY_KEY, Settings
 from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
-from tsq.isotime import parse_time
+from tsq.isotime import format_ms, parse_time
 from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
@@ -310,16 +310,13 @@ def _print_covered(record: dict[str, Any], *, chosen: bool) -> None:
     """Say which window a run by hand covers: without --at or --window it was picked for it."""
     if record.get("window_start_ms") is None:
         return
-    covered = f"window [{_iso(record['window_start_ms'])}, {_iso(record['window_end_ms'])})"
+    start, end = record["window_start_ms"], record["window_end_ms"]
+    covered = f"window [{format_ms(start)}, {format_ms(end)})"
     if record.get("scheduled_ms") is not None:
-        covered += f" of scheduled time {_iso(record['scheduled_ms'])}"
+        covered += f" of scheduled time {format_ms(record['scheduled_ms'])}"
     if not chosen:
         covered += " (latest complete period; --at or --window to choose)"
     out.print(covered, highlight=False, markup=False)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _print_run(record: dict[str, Any]) -> None:

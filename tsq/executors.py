@@ -18,12 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
 
 from tsq.hostcalls import Host
+from tsq.isotime import format_ms
 from tsq.loopstore import StoredVersion
 from tsq.model import LoopSpec
 from tsq.outcomes import RunResult
@@ -106,8 +106,7 @@ def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, A
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return format_ms(ms, "milliseconds")
 
 
 class WorkerExecutor:

@@ -21,7 +21,7 @@ import orjson
 
 from tsq.errors import BadRequest
 
-__all__ = ["EXAMPLE", "parse_ns", "parse_time", "time_field"]
+__all__ = ["EXAMPLE", "format_ms", "parse_ns", "parse_time", "time_field"]
 
 EXAMPLE = "2026-01-01T00:00:00Z"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,3 +75,10 @@ def _zone(text: str | None) -> timezone:
     digits = text[1:].replace(":", "")
     offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     return timezone(-offset if text[0] == "-" else offset)
+
+
+def format_ms(ms: int, timespec: str = "auto") -> str:
+    """Epoch milliseconds as RFC 3339 in UTC with `Z`, as tsq writes times (`timespec` as
+    datetime.isoformat takes it)."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")

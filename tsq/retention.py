@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tsq.connectors.base import Connector
+from tsq.isotime import format_ms
 from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
 from tsq.runstore import RunStore
@@ -128,10 +129,9 @@ def _ranges(intervals: Sequence[Interval]) -> str:
     return ", ".join(f"[{_iso(a)}, {_iso(b)})" for a, b in intervals)
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
 def _now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return format_ms(ms, "seconds")  # retention speaks of whole seconds

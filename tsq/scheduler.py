@@ -35,6 +35,7 @@ from apscheduler.triggers.base import BaseTrigger
 from tsq import metronome
 from tsq.clock import Clock
 from tsq.dispatcher import Dispatcher
+from tsq.isotime import format_ms
 from tsq.loopstore import LoopStore, StoredLoop
 from tsq.outcomes import FailureKind, RunStatus
 from tsq.runstore import NewRun, RunStore, run_key
@@ -281,7 +282,7 @@ class Scheduler:
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])
             for record in created:
                 log.info("fired %s/%s event %s for %s", record["project"], record["loop"],
-                         record["event"], _iso(record["scheduled_ms"]),
+                         record["event"], format_ms(record["scheduled_ms"]),
                          extra=_fields(record))
                 self.dispatcher.offer(record)
 
@@ -303,10 +304,6 @@ def _fields(record: dict[str, Any]) -> dict[str, Any]:
     return {"run": record["id"], "project": record["project"], "loop": record["loop"],
             "event": record["event"], "trigger": record["trigger"],
             "attempt": record["attempt"], "scheduled_ms": record.get("scheduled_ms")}
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ms(t: datetime) -> int:
