@@ -65,7 +65,8 @@ def _numbers(series: SeriesSet, what: str) -> Array:
 def arithmetic(series: SeriesSet, op: str, operand: float) -> SeriesSet:
     if op not in ARITHMETIC:
         raise BadRequest(f"unknown operation {op!r}; expected one of {', '.join(ARITHMETIC)}")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # IEEE 754 answers, as every TSDB gives them: x/0 is ±inf, 0/0 NaN, 1/5e-324 overflows to inf.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return with_values(series, ARITHMETIC[op](_numbers(series, op), float(operand)))
 
 
