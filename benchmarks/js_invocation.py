@@ -39,7 +39,7 @@ def run(report: Report, *, quick: bool) -> None:
         service = Service(Settings.load(data))
         service.deploy("functions:\n  noop:\n    handler: noop.js\n", "loops.yml",
                        {"noop.js": HANDLER}.get)
-        assert service.run("noop", {"n": 1})["result"] == {"ok": True, "n": 1}
+        assert service.run("noop", {"n": 1}).result == {"ok": True, "n": 1}
         peers = [("python3 -c per run", [sys.executable, "-c", "print(1)"])]
         if shutil.which("node"):
             node = ["node", "-e", "(async () => 1)().then(console.log)"]

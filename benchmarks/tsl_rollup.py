@@ -169,9 +169,9 @@ class _TsqLoop:
 
     def run(self) -> None:  # what POST /v1/loops/cpu-1m/run does, without HTTP
         record = self.service.run(LOOP, self.WINDOW)
-        if record["status"] != "success":
-            raise RuntimeError(f"the loop run failed: {record.get('error')}")
-        for line in self.service.run_logs(record["id"])["logs"]:
+        if record.status != "success":
+            raise RuntimeError(f"the loop run failed: {record.error}")
+        for line in self.service.run_logs(record.id)["logs"]:
             took = TOOK.search(line["message"])
             if took:
                 self.evaluations.append(float(took.group(1)) / 1e3)

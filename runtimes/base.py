@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tsq.hostcalls import Host, HostAnswer, unavailable
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
 
-# RunResult and LogLine are the service's own types (tsq.outcomes, tsq.runlog), named here too
-# because the Runtime protocol speaks of them.
-__all__ = ["Limits", "LogLine", "Program", "RunContext", "RunResult", "Runtime"]
+# RunResult, its parts and LogLine are the service's own types (tsq.outcomes, tsq.runlog),
+# named here too because the Runtime protocol speaks of them.
+__all__ = ["Limits", "LogLine", "Program", "RunContext", "RunError", "RunResult", "RunStatus",
+           "Runtime"]
 
 
 @dataclass(frozen=True)

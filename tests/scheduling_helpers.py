@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tsq.config import Settings
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunResult, RunStatus
 from tsq.scheduler import Scheduler
 from tsq.service import Service
 from tsq.worker_pool import JobListener
@@ -38,7 +38,7 @@ class ScriptedPool:
 
     def __init__(self, outcome: Callable[[Job], RunResult] | None = None,
                  delay_s: float = 0.01) -> None:
-        self.outcome = outcome or (lambda job: RunResult("success", {"ok": True}))
+        self.outcome = outcome or (lambda job: RunResult(RunStatus.SUCCESS, {"ok": True}))
         self.delay_s = delay_s
         self.jobs: list[Job] = []
         self.running = 0

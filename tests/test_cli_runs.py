@@ -10,9 +10,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +23,8 @@ from tsq.client import HttpClient
 from tsq.config import Settings
 from tsq.db import connect, runs
 from tsq.errors import Conflict, NotFound
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunError, RunResult, RunStatus
+from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunFilter, RunStore, Settlement
 from tsq.service import Service
@@ -55,16 +56,16 @@ def store_of(data: Path) -> RunStore:
 def insert_run(store: RunStore, run_id: str, loop: str, status: str = "success") -> None:
     """A finished run with an id chosen by the test (ids that share prefixes on purpose)."""
     now = int(time.time() * 1000)
-    row = NewRun(project="default", loop=loop, event="manual", version_id="v1",
-                 trigger="manual", params={}).row(run_id, now)
-    row.update(status=status, started_ms=now, finished_ms=now, result="ok")
+    run = NewRun(project="default", loop=loop, event="manual", version_id="v1",
+                 trigger="manual", params={}).queued(run_id, now)
+    run = replace(run, status=RunStatus(status), started_ms=now, finished_ms=now, result="ok")
     with store.engine.begin() as db:
-        db.execute(runs.insert().values(**row))
+        db.execute(runs.insert().values(**run.row()))
 
 
-def finish(store: RunStore, record: dict[str, Any], result: RunResult) -> None:
-    store.claim_many([record["id"]])
-    store.settle_many([Settlement(store.get(record["id"]), result)])
+def finish(store: RunStore, record: Run, result: RunResult) -> None:
+    store.claim_many([record.id])
+    store.settle_many([Settlement(store.get(record.id), result)])
 
 
 # -- tsq runs at the terminal's width --------------------------------------------------------------
@@ -78,8 +79,8 @@ def test_runs_fit_the_terminal_with_ids_loops_and_statuses_whole(tmp_path: Path,
         record = store.create(NewRun(project="default", loop=loop, event="every-10-seconds",
                                      version_id="v1", trigger="schedule", params={},
                                      scheduled_ms=1767225600000 + i, window=(0, 10_000)))
-        failed = RunResult("failed", None, {"type": "Error", "message": LONG_ERROR})
-        finish(store, record, failed if i % 2 else RunResult("success", {"rows": i}, None))
+        failed = RunResult(RunStatus.FAILED, None, RunError("Error", LONG_ERROR))
+        finish(store, record, failed if i % 2 else RunResult(RunStatus.SUCCESS, {"rows": i}, None))
 
     shown = tsq(tmp_path, "runs", columns=columns)
     assert shown.returncode == 0, shown.stderr
@@ -88,14 +89,14 @@ def test_runs_fit_the_terminal_with_ids_loops_and_statuses_whole(tmp_path: Path,
     listed = store.find(RunFilter())
     short = {r["id"]: r["short_id"] for r in
              json.loads(tsq(tmp_path, "runs", "--json").stdout)["runs"]}
-    assert set(short) == {r["id"] for r in listed}
+    assert set(short) == {r.id for r in listed}
     for record in listed:
-        prefix = short[record["id"]]
+        prefix = short[record.id]
         [row] = [line for line in lines if f" {prefix} " in line]
         cells = [cell.strip() for cell in row.strip("│").split("│")]
-        assert cells[:2] == [prefix, record["loop"]]
-        assert record["status"] in cells
-        _assert_shortest_unique(prefix, record["id"], [r["id"] for r in listed])
+        assert cells[:2] == [prefix, record.loop]
+        assert record.status in cells
+        _assert_shortest_unique(prefix, record.id, [r.id for r in listed])
     header = lines[1]
     if columns == 160:
         assert "scheduled / queued" in header and "event" in header
@@ -386,7 +387,7 @@ def test_logs_follow_prints_new_lines_and_stops_when_the_run_ends(
     assert deploy(api, loop, LOGGING % flag).status_code == 201
     submitted = service.submit(loop)
     url = str(api.base_url) if mode == "http" else None
-    follower = Follower(service.settings.data_dir, "logs", submitted.record["id"][:16],
+    follower = Follower(service.settings.data_dir, "logs", submitted.record.id[:16],
                         "--follow", url=url)
     try:
         follower.wait_for(lambda line: "waiting for the flag" in line)
@@ -395,6 +396,6 @@ def test_logs_follow_prints_new_lines_and_stops_when_the_run_ends(
         code, stderr = follower.end(interrupt=False)  # it stops by itself
     finally:
         follower.end(interrupt=True)  # only if it did not stop
-    assert submitted.done.result(timeout=30)["status"] == "success"
+    assert submitted.done.result(timeout=30).status == "success"
     assert code == 0 and "Traceback" not in stderr
     assert sum("waiting for the flag" in line for line in follower.seen) == 1

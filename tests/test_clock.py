@@ -33,8 +33,8 @@ def test_a_run_and_its_loop_are_stamped_by_the_service_clock(service: Service,
                                                               tmp_path: Path) -> None:
     deploy(service, tmp_path, loop_yaml())
     record = service.run("roll")
-    assert record["status"] == "success"
-    stamps = [record[key] for key in ("queued_ms", "started_ms", "finished_ms")]
+    assert record.status == "success"
+    stamps = [record.queued_ms, record.started_ms, record.finished_ms]
     assert stamps == [ms(NOW)] * 3  # the test clock stands still
-    assert int(record["id"][:12], 16) == ms(NOW)
+    assert int(record.id[:12], 16) == ms(NOW)
     assert service.get_loop("roll", None)["version"]["created"] == ms(NOW)

@@ -109,11 +109,11 @@ def test_js_host_calls_reach_the_loops_own_connector(
     service.deploy(text, "loops.yml", handlers.get)
 
     east = service.run("route-east")
-    assert east["status"] == "success", east
+    assert east.status == "success", east
     assert set(recording) == {"http://east.invalid"}  # opened on first use, one per back-end
     west = service.run("route-west")
-    assert west["status"] == "success", west
-    assert east["result"] == west["result"] == {"series": 1, "points": 2, "removed": 1}
+    assert west.status == "success", west
+    assert east.result == west.result == {"series": 1, "points": 2, "removed": 1}
 
     # Each back-end holds what its own loop wrote (its delete ran there too), and the
     # embedded store none of it.
@@ -125,7 +125,7 @@ def test_js_host_calls_reach_the_loops_own_connector(
 
     # Another name for the same configuration is the same back-end, not a second instance.
     again = service.run("route-east-again")
-    assert again["status"] == "success" and again["result"] == 1
+    assert again.status == "success" and again.result == 1
     assert set(recording) == {"http://east.invalid", "http://west.invalid"}
 
 
@@ -150,14 +150,14 @@ def test_rollup_and_retention_use_the_connector_they_name(
 
     hour = (T0, datetime(2026, 1, 1, 1, tzinfo=UTC))
     rolled = service.run("route-1m", window=hour)
-    assert rolled["status"] == "success", rolled
-    assert rolled["result"]["written"] == 60
+    assert rolled.status == "success", rolled
+    assert rolled.result["written"] == 60
     assert len(west.inner.select(parse_selector("route_raw_1m"))[0].timestamps) == 60
     assert "write" in west.calls and "select" in west.calls
 
     # An hour later, retention deletes the covered raw hour, from `west`.
     kept = service.run("route-retention", window=(hour[1], datetime(2026, 1, 1, 2, tzinfo=UTC)))
-    assert kept["status"] == "success", kept
-    assert kept["result"]["deleted"] == 359 and "delete" in west.calls
+    assert kept.status == "success", kept
+    assert kept.result["deleted"] == 359 and "delete" in west.calls
     assert west.inner.select(parse_selector("route_raw")).points == 0
     assert _series(service.store, "route_raw") == _series(service.store, "route_raw_1m") == {}

@@ -60,7 +60,7 @@ def fire(service: Service, clock: FakeClock, scheduler: Scheduler, job: str,
 
 
 def runs(service: Service, loop: str) -> list[dict[str, Any]]:
-    return sorted(service.runs.find(RunFilter(loop=loop, limit=10_000)),
+    return sorted((r.to_json() for r in service.runs.find(RunFilter(loop=loop, limit=10_000))),
                   key=lambda r: (r["scheduled_ms"] or 0))
 
 

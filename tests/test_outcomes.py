@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsq.outcomes import UNFINISHED, FailureKind, RunResult, RunStatus
+from tsq.outcomes import UNFINISHED, FailureKind, RunError, RunResult, RunStatus
 
 
 def test_statuses_on_the_wire() -> None:
@@ -26,5 +26,4 @@ def test_who_hears_of_a_run_and_what_a_synchronous_request_answers() -> None:
     (FailureKind.INTERRUPTED, "failed"), (FailureKind.MEMORY_LIMIT, "failed")])
 def test_each_failure_kind_ends_its_run_one_way(kind: FailureKind, status: str) -> None:
     result = RunResult.failure(kind, "why")
-    assert (result.status, result.error) == (status, {"type": kind.value, "message": "why",
-                                                      "stack": ""})
+    assert (result.status, result.error) == (status, RunError(kind.value, "why"))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tsq.config import PipelineLimits, Settings
+from tsq.run import Run
 from tsq.selector import parse_selector
 from tsq.service import Service
 
@@ -48,9 +49,9 @@ def executions(service: Service, loop: str) -> int:
     return sum(len(s.timestamps) for s in found)
 
 
-def steps(service: Service, record: dict[str, Any]) -> list[tuple[str, str, str]]:
-    return [(s["loop"], s["trigger"], s["status"])
-            for s in service.runs.pipeline(record["pipeline_id"])]
+def steps(service: Service, record: Run) -> list[tuple[str, str, str]]:
+    return [(s.loop, s.trigger, s.status)
+            for s in service.runs.pipeline(record.pipeline_id)]
 
 
 def test_loop_run_chains_steps_in_one_pipeline(pipes: Service) -> None:
@@ -61,14 +62,14 @@ def test_loop_run_chains_steps_in_one_pipeline(pipes: Service) -> None:
                       return {a, b};""",
     })
     final = pipes.run("p1-main")
-    assert final["status"] == "success", final
-    assert final["result"] == {"a": {"doubled": 42}, "b": {"doubled": 2}}
+    assert final.status == "success", final
+    assert final.result == {"a": {"doubled": 42}, "b": {"doubled": 2}}
     assert steps(pipes, final) == [("p1-main", "manual", "success"),
                                    ("p1-double", "call", "success"),
                                    ("p1-double", "call", "success")]
-    children = pipes.runs.pipeline(final["pipeline_id"])[1:]
-    assert {c["parent_id"] for c in children} == {final["id"]}
-    assert final["pipeline_id"] == final["id"]
+    children = pipes.runs.pipeline(final.pipeline_id)[1:]
+    assert {c.parent_id for c in children} == {final.id}
+    assert final.pipeline_id == final.id
 
 
 def test_a_failing_step_rejects_and_resume_reruns_only_what_failed(pipes: Service) -> None:
@@ -83,25 +84,25 @@ def test_a_failing_step_rejects_and_resume_reruns_only_what_failed(pipes: Servic
                       return out;""",
     })
     failed = pipes.run("p2-main")
-    assert failed["status"] == "failed"
-    assert failed["error"]["type"] == "Error"
-    assert "Loop.run('p2-flaky') failed" in failed["error"]["message"]
-    assert "switch is off" in failed["error"]["message"]
+    assert failed.status == "failed"
+    assert failed.error.type == "Error"
+    assert "Loop.run('p2-flaky') failed" in failed.error.message
+    assert "switch is off" in failed.error.message
     assert steps(pipes, failed) == [("p2-main", "manual", "failed"), ("p2-first", "call", "success"),
                                     ("p2-flaky", "call", "failed")]
     pipes.write_lines("p2_switch value=1 1000000000")
-    done = pipes.dispatcher.wait(failed["id"])
-    answer = pipes.resume(failed["id"])
-    assert answer["resumed"] == [failed["id"]]
+    done = pipes.dispatcher.wait(failed.id)
+    answer = pipes.resume(failed.id)
+    assert answer["resumed"] == [failed.id]
     final = done.result(timeout=60)
-    assert final["status"] == "success" and final["result"] == ["first", "flaky", "last"]
-    assert final["attempt"] == 2
+    assert final.status == "success" and final.result == ["first", "flaky", "last"]
+    assert final.attempt == 2
     assert executions(pipes, "p2-first") == 1  # replayed from the journal, not run again
     assert executions(pipes, "p2-flaky") == 2 and executions(pipes, "p2-last") == 1
     assert any("succeeded before; its result is reused" in line["message"]
-               for line in pipes.runs.logs(final["id"]))
+               for line in pipes.runs.logs(final.id))
     with pytest.raises(Exception, match="nothing to resume"):
-        pipes.resume(final["id"])
+        pipes.resume(final.id)
 
 
 def test_a_step_that_times_out_fails_its_caller_clearly(pipes: Service) -> None:
@@ -109,17 +110,17 @@ def test_a_step_that_times_out_fails_its_caller_clearly(pipes: Service) -> None:
                    "p3-main": 'return await Loop.run("p3-slow");'},
            {"p3-slow": "    timeout: 0.5"})
     final = pipes.run("p3-main")
-    assert final["status"] == "failed"
-    assert final["error"]["type"] == "Timeout"
-    assert "Loop.run('p3-slow') timeout" in final["error"]["message"]
+    assert final.status == "failed"
+    assert final.error.type == "Timeout"
+    assert "Loop.run('p3-slow') timeout" in final.error.message
 
 
 def test_cycles_depth_and_fan_out_are_limited(pipes: Service) -> None:
     deploy(pipes, {"p4-ping": 'return await Loop.run("p4-pong");',
                    "p4-pong": 'return await Loop.run("p4-ping");'})
     cycle = pipes.run("p4-ping")
-    assert cycle["status"] == "failed"
-    assert "would make a cycle: p4-ping → p4-pong → p4-ping" in cycle["error"]["message"]
+    assert cycle.status == "failed"
+    assert "would make a cycle: p4-ping → p4-pong → p4-ping" in cycle.error.message
     assert executions(pipes, "p4-ping") == 1  # the cycle was refused, not run
 
     deploy(pipes, {"p4-leaf": "return event.params.i;",
@@ -127,15 +128,15 @@ def test_cycles_depth_and_fan_out_are_limited(pipes: Service) -> None:
                                 for (let i = 0; i < 100; i++) out.push(await Loop.run("p4-leaf", {i}));
                                 return out;"""})
     fan = pipes.run("p4-fan")
-    assert fan["status"] == "failed" and fan["error"]["type"] == "PipelineTooLarge"
-    assert "has 6 steps already" in fan["error"]["message"]
+    assert fan.status == "failed" and fan.error.type == "PipelineTooLarge"
+    assert "has 6 steps already" in fan.error.message
     assert executions(pipes, "p4-leaf") == 5  # six steps: the caller and five leaves
 
     deploy(pipes, {f"p4-d{i}": f'return await Loop.run("p4-d{i + 1}");' for i in range(5)}
            | {"p4-d5": "return 'deep';"})
     deep = pipes.run("p4-d0")
-    assert deep["status"] == "failed"
-    assert "deeper than 4 loops" in deep["error"]["message"]
+    assert deep.status == "failed"
+    assert "deeper than 4 loops" in deep.error.message
 
 
 def test_versions_are_pinned_when_the_pipeline_starts(pipes: Service) -> None:
@@ -150,8 +151,8 @@ def test_versions_are_pinned_when_the_pipeline_starts(pipes: Service) -> None:
     _wait_for(lambda: executions(pipes, "p5-main") == 1)
     deploy(pipes, {"p5-step": "return 'v2';"})  # mid-pipeline: only later pipelines see it
     pipes.write_lines("p5_go value=1 1000000000")
-    assert submitted.done.result(timeout=60)["result"] == "v1"
-    assert pipes.run("p5-main")["result"] == "v2"
+    assert submitted.done.result(timeout=60).result == "v1"
+    assert pipes.run("p5-main").result == "v2"
 
 
 def test_a_loop_deleted_mid_pipeline_stops_it_with_a_clear_record(pipes: Service) -> None:
@@ -164,8 +165,8 @@ def test_a_loop_deleted_mid_pipeline_stops_it_with_a_clear_record(pipes: Service
     pipes.delete_loop("p6-step")
     pipes.write_lines("p6_go value=1 1000000000")
     final = submitted.done.result(timeout=60)
-    assert final["status"] == "failed" and final["error"]["type"] == "LoopNotFound"
-    assert "was deleted at" in final["error"]["message"]
+    assert final.status == "failed" and final.error.type == "LoopNotFound"
+    assert "was deleted at" in final.error.message
     assert executions(pipes, "p6-step") == 0
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tsq.config import Settings
 from tsq.errors import InvalidLoopFile
 from tsq.retention import intersect, merge, subtract
+from tsq.run import Run
 from tsq.selector import parse_selector
 from tsq.service import Service
 from tsq.shorthands import RollupSpec, rollup_tsl
@@ -105,9 +106,9 @@ def test_a_failing_rollup_keeps_its_raw_window_until_it_is_resumed(svc: Service)
 
     # Running a rolled-up window again replaces its output, never duplicates it; and once
     # retention has deleted a window's raw points, running it again keeps what it made.
-    assert rerun(svc, rollups[2])["result"]["replaced"] == rerun(svc, rollups[2])["result"][
+    assert rerun(svc, rollups[2]).result["replaced"] == rerun(svc, rollups[2]).result[
         "written"] == 120
-    assert rerun(svc, rollups[0])["result"]["written"] == 0
+    assert rerun(svc, rollups[0]).result["written"] == 0
     assert points(svc, "rr_cpu_1m", T0, T0 + H + 1) == 120
 
     # Fix the source and resume the failed rollup: its followers run, and the next retention
@@ -178,14 +179,15 @@ def test_interval_math_matches_a_brute_force_grid(left: list[tuple[int, int]],
     assert np.array_equal(grid(subtract((5, 50), a)), grid([(5, 50)]) & ~grid(left))
 
 
-def rerun(service: Service, record: dict[str, Any]) -> dict[str, Any]:
-    current = service.runs.get(record["id"])
-    again = service.runs.requeue(record["id"], attempt=current["attempt"] + 1,
+def rerun(service: Service, listed: dict[str, Any]) -> Run:
+    """Run a listed run again, as `tsq resume` would a failed one."""
+    current = service.runs.get(listed["id"])
+    again = service.runs.requeue(current.id, attempt=current.attempt + 1,
                                  not_before_ms=None, message="again")
-    done = service.dispatcher.wait(again["id"])
+    done = service.dispatcher.wait(again.id)
     service.dispatcher.offer(again)
     final = done.result(timeout=60)
-    assert final["status"] == "success", final
+    assert final.status == "success", final
     return final
 
 

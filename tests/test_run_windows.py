@@ -26,6 +26,7 @@ from tests.scheduling_helpers import (
 )
 from tsq import metronome
 from tsq.errors import BadRequest
+from tsq.run import Run
 from tsq.runstore import RunFilter
 from tsq.service import Service, run_window, time_field
 
@@ -48,11 +49,11 @@ def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Se
 
 
 
-def window_of(record: dict[str, Any]) -> tuple[int | None, int | None]:
-    return record["window_start_ms"], record["window_end_ms"]
+def window_of(record: Run) -> tuple[int | None, int | None]:
+    return record.window_start_ms, record.window_end_ms
 
 
-def all_runs(service: Service, loop: str | None = None) -> list[dict[str, Any]]:
+def all_runs(service: Service, loop: str | None = None) -> list[Run]:
     return service.runs.find(RunFilter(loop=loop, limit=1000))
 
 
@@ -60,8 +61,8 @@ def test_at_runs_the_window_the_scheduler_gives_that_time(
         service: Service, clock: FakeClock, pool: ScriptedPool, tmp_path: Path) -> None:
     deploy(service, tmp_path, loop_yaml())
     record = service.run("roll", at=utc("2026-01-01T00:05:00Z"))
-    assert record["status"] == "success" and record["key"] is None
-    assert record["scheduled_ms"] == ms("2026-01-01T00:05:00Z")
+    assert record.status == "success" and record.key is None
+    assert record.scheduled_ms == ms("2026-01-01T00:05:00Z")
     assert window_of(record) == (ms("2026-01-01T00:04:00Z"), ms("2026-01-01T00:05:00Z"))
     event = pool.jobs[0].event
     assert event["window"]["start"] == "2026-01-01T00:04:00.000Z"
@@ -72,23 +73,23 @@ def test_at_runs_the_window_the_scheduler_gives_that_time(
     clock.set(utc("2026-01-01T00:05:01Z"))
     scheduler_of(service, clock).record_due([(JOB, [utc("2026-01-01T00:05:00Z")])])
     wait_until(lambda: len(all_runs(service)) == 2 and all(
-        r["status"] == "success" for r in all_runs(service)))
-    fired = next(r for r in all_runs(service) if r["trigger"] == "schedule")
-    assert fired["key"] == f"roll:tick:{ms('2026-01-01T00:05:00Z')}"
+        r.status == "success" for r in all_runs(service)))
+    fired = next(r for r in all_runs(service) if r.trigger == "schedule")
+    assert fired.key == f"roll:tick:{ms('2026-01-01T00:05:00Z')}"
     assert window_of(fired) == window_of(record)
 
 
 def test_a_backfill_still_runs_a_time_that_was_run_by_hand(
         service: Service, tmp_path: Path) -> None:
     deploy(service, tmp_path, loop_yaml())
-    assert service.run("roll", event="tick", at=utc("2026-01-01T00:06:00Z"))["status"] == \
+    assert service.run("roll", event="tick", at=utc("2026-01-01T00:06:00Z")).status == \
         "success"
     job = service.backfill("roll", utc("2026-01-01T00:06:00Z"), utc("2026-01-01T00:07:00Z"))
     wait_until(lambda: service.backfill_status(job["id"])["status"] == "done")
     done = service.backfill_status(job["id"])
     assert (done["total"], done["success"], done["skipped"]) == (1, 1, 0)
-    backfilled = [r for r in all_runs(service) if r["trigger"] == "backfill"]
-    assert [(r["status"], r["scheduled_ms"]) for r in backfilled] == [
+    backfilled = [r for r in all_runs(service) if r.trigger == "backfill"]
+    assert [(r.status, r.scheduled_ms) for r in backfilled] == [
         ("success", ms("2026-01-01T00:06:00Z"))]
 
 
@@ -96,7 +97,7 @@ def test_without_at_or_window_a_scheduled_loop_gets_its_latest_complete_period(
         service: Service, clock: FakeClock, pool: ScriptedPool, tmp_path: Path) -> None:
     deploy(service, tmp_path, loop_yaml())
     record = service.run("roll")  # the clock says 00:10:30
-    assert record["scheduled_ms"] == ms("2026-01-01T00:10:00Z")
+    assert record.scheduled_ms == ms("2026-01-01T00:10:00Z")
     assert window_of(record) == (ms("2026-01-01T00:09:00Z"), ms("2026-01-01T00:10:00Z"))
     clock.set(utc("2026-01-01T00:11:00Z"))  # a scheduled time itself: its period is complete
     assert window_of(service.run("roll")) == (ms("2026-01-01T00:10:00Z"),
@@ -110,7 +111,7 @@ def test_window_is_run_as_given(service: Service, pool: ScriptedPool, tmp_path: 
     record = service.run("roll", window=(utc("2026-01-01T00:02:30Z"),
                                          utc("2026-01-01T00:03:30Z")))
     assert window_of(record) == (ms("2026-01-01T00:02:30Z"), ms("2026-01-01T00:03:30Z"))
-    assert record["scheduled_ms"] is None and record["key"] is None
+    assert record.scheduled_ms is None and record.key is None
     assert pool.jobs[0].event["window"]["startMs"] == ms("2026-01-01T00:02:30Z")
 
 
@@ -155,7 +156,7 @@ def test_events_with_different_schedules_need_event_for_at(
         service.run("roll", at=utc("2026-01-01T00:05:00Z"))
     slow = service.run("roll", event="slow", at=utc("2026-01-01T00:05:00Z"))
     assert window_of(slow) == (ms("2026-01-01T00:00:00Z"), ms("2026-01-01T00:05:00Z"))
-    assert slow["event"] == "slow"
+    assert slow.event == "slow"
     assert window_of(service.run("roll", event="slow")) == (ms("2026-01-01T00:05:00Z"),
                                                             ms("2026-01-01T00:10:00Z"))
 
@@ -168,9 +169,9 @@ def test_a_run_by_hand_sets_off_no_follower_and_takes_no_key(
     service.run("roll", at=utc("2026-01-01T00:05:00Z"))
     assert all_runs(service, "next") == []
     scheduler_of(service, clock).record_due([(JOB, [utc("2026-01-01T00:05:00Z")])])
-    wait_until(lambda: [r["status"] for r in all_runs(service, "next")] == ["success"])
+    wait_until(lambda: [r.status for r in all_runs(service, "next")] == ["success"])
     [follower] = all_runs(service, "next")
-    assert follower["key"] == f"next:go:{ms('2026-01-01T00:05:00Z')}"
+    assert follower.key == f"next:go:{ms('2026-01-01T00:05:00Z')}"
     assert window_of(follower) == (ms("2026-01-01T00:04:00Z"), ms("2026-01-01T00:05:00Z"))
 
 
@@ -198,7 +199,7 @@ def test_backfill_bounds_the_scheduled_times_not_the_windows(
     deploy(service, tmp_path, loop_yaml())
     job = service.backfill("roll", utc("2026-01-01T00:00:30Z"), utc("2026-01-01T00:03:00Z"))
     wait_until(lambda: service.backfill_status(job["id"])["status"] == "done")
-    ran = sorted((r["scheduled_ms"], window_of(r)) for r in all_runs(service))
+    ran = sorted((r.scheduled_ms, window_of(r)) for r in all_runs(service))
     assert ran == [(ms(t), (ms(start), ms(t))) for start, t in (
         ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"),
         ("2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"))]

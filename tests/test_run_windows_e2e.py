@@ -68,16 +68,17 @@ def js_written(service: Service, end: str) -> list[float]:
             if t == ms(end) * 10**6]
 
 
-def tsl_values(record: dict[str, Any]) -> list[tuple[int, float]]:
-    [series] = record["result"]["series"]
+def tsl_values(result: dict[str, Any]) -> list[tuple[int, float]]:
+    """The (time, value) points of a TSL run's one series."""
+    [series] = result["series"]
     return list(zip(series["timestamps"], series["values"], strict=True))
 
 
 def test_a_js_rollup_run_at_a_scheduled_time(service: Service) -> None:
     record = service.run("man-js", at=utc("2026-01-01T00:05:00Z"))
-    assert record["status"] == "success", record["error"]
+    assert record.status == "success", record.error
     # [00:04, 00:05) holds points 24 … 29
-    assert record["result"] == {"start": "2026-01-01T00:04:00.000Z",
+    assert record.result == {"start": "2026-01-01T00:04:00.000Z",
                                 "end": "2026-01-01T00:05:00.000Z", "points": 6,
                                 "mean": mean(24, 29)}
     assert js_written(service, "2026-01-01T00:05:00Z") == [mean(24, 29)]
@@ -86,30 +87,30 @@ def test_a_js_rollup_run_at_a_scheduled_time(service: Service) -> None:
 def test_a_js_rollup_run_for_a_window_given(service: Service) -> None:
     record = service.run("man-js", window=(utc("2026-01-01T00:02:00Z"),
                                            utc("2026-01-01T00:03:30Z")))
-    assert record["status"] == "success", record["error"]
-    assert (record["result"]["points"], record["result"]["mean"]) == (9, mean(12, 20))
+    assert record.status == "success", record.error
+    assert (record.result["points"], record.result["mean"]) == (9, mean(12, 20))
     assert js_written(service, "2026-01-01T00:03:30Z") == [mean(12, 20)]
 
 
 def test_a_js_rollup_run_for_the_latest_complete_period(service: Service) -> None:
     record = service.run("man-js")  # the clock says 00:07:30: the latest period ends 00:07
-    assert record["status"] == "success", record["error"]
-    assert record["result"]["end"] == "2026-01-01T00:07:00.000Z"
-    assert record["result"]["mean"] == mean(36, 41)
+    assert record.status == "success", record.error
+    assert record.result["end"] == "2026-01-01T00:07:00.000Z"
+    assert record.result["mean"] == mean(36, 41)
     assert js_written(service, "2026-01-01T00:07:00Z") == [mean(36, 41)]
 
 
 def test_a_tsl_rollup_run_at_for_a_window_and_for_the_latest_period(service: Service) -> None:
     # TSL reads (start, end]: (00:04, 00:05] holds points 25 … 30
     at = service.run("man-tsl", at=utc("2026-01-01T00:05:00Z"))
-    assert at["status"] == "success", at["error"]
-    assert tsl_values(at) == [(ms("2026-01-01T00:05:00Z"), mean(25, 30))]
+    assert at.status == "success", at.error
+    assert tsl_values(at.result) == [(ms("2026-01-01T00:05:00Z"), mean(25, 30))]
     given = service.run("man-tsl", window=(utc("2026-01-01T00:02:00Z"),
                                            utc("2026-01-01T00:04:00Z")))
-    assert tsl_values(given) == [(ms("2026-01-01T00:03:00Z"), mean(13, 18)),
+    assert tsl_values(given.result) == [(ms("2026-01-01T00:03:00Z"), mean(13, 18)),
                                  (ms("2026-01-01T00:04:00Z"), mean(19, 24))]
     latest = service.run("man-tsl")
-    assert tsl_values(latest) == [(ms("2026-01-01T00:07:00Z"), mean(37, 42))]
+    assert tsl_values(latest.result) == [(ms("2026-01-01T00:07:00Z"), mean(37, 42))]
     [stored] = service.store.select(parse_selector("man_cpu_tsl"))
     assert stored.timestamps.tolist() == [ms(f"2026-01-01T00:0{m}:00Z") * 10**6
                                           for m in (3, 4, 5, 7)]
@@ -123,7 +124,7 @@ def test_the_run_endpoint_takes_at_and_window(api: httpx.Client) -> None:
     window = api.post("/v1/loops/man-tsl/run", json={
         "window": {"start": "2026-01-01T00:08:00Z", "end": "2026-01-01T00:09:00Z"}})
     assert window.status_code == 200, window.text
-    assert tsl_values(window.json()) == [(ms("2026-01-01T00:09:00Z"), mean(49, 54))]
+    assert tsl_values(window.json()["result"]) == [(ms("2026-01-01T00:09:00Z"), mean(49, 54))]
 
 
 @pytest.mark.parametrize(("body", "message"), [

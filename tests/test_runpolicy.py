@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from tsq.loopfile import load_loop_file
 from tsq.model import LoopSpec
+from tsq.outcomes import RunStatus
+from tsq.run import Run
 from tsq.runpolicy import RETRY_CAP_S, expired, retried, retry_delay_s
 
 
@@ -20,9 +22,12 @@ def spec(extra: str = "") -> LoopSpec:
     return loop.spec
 
 
-def run(**fields: Any) -> dict[str, Any]:
-    return {"trigger": "schedule", "attempt": 1, "scheduled_ms": 60_000, "epsilon_ms": 30_000,
-            **fields}
+def run(**fields: Any) -> Run:
+    return Run(**{"id": "r1", "project": "p", "loop": "roll", "event": "tick",
+                  "version_id": "v1", "status": RunStatus.QUEUED, "params": {},
+                  "queued_ms": 60_000, "pipeline_id": "r1", "pipeline_ms": 60_000,
+                  "trigger": "schedule", "attempt": 1, "scheduled_ms": 60_000,
+                  "epsilon_ms": 30_000, **fields})
 
 
 @settings(max_examples=80, deadline=None)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,7 @@ from tests.scheduling_helpers import (
 )
 from tsq import metronome
 from tsq.errors import BadRequest, NotFound
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunResult, RunStatus
 from tsq.runstore import RunFilter
 from tsq.scheduler import missed_times
 from tsq.service import Service
@@ -56,8 +57,9 @@ def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Se
 
 
 
-def runs_of(service: Service, loop: str = "roll") -> list[dict]:
-    records = service.runs.find(RunFilter(loop=loop, limit=1000))
+def runs_of(service: Service, loop: str = "roll") -> list[dict[str, Any]]:
+    """The loop's runs as the API lists them, by scheduled time."""
+    records = [r.to_json() for r in service.runs.find(RunFilter(loop=loop, limit=1000))]
     return sorted(records, key=lambda r: (r["scheduled_ms"] or 0, r["id"]))
 
 
@@ -181,7 +183,7 @@ def test_retries_back_off_then_succeed_in_one_record(
         attempts.append(job.event["attempt"])
         if len(attempts) < 3:
             return RunResult.failed("Error", f"boom {len(attempts)}")
-        return RunResult("success", 42)
+        return RunResult(RunStatus.SUCCESS, 42)
 
     pool.outcome = flaky
     deploy(service, tmp_path, loop_yaml("    retries: {max: 3, backoff: 10ms}\n"))

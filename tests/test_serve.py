@@ -161,7 +161,7 @@ def _statuses(data: Path) -> dict[str, str]:
     from tsq.runstore import RunFilter, RunStore
 
     store = RunStore(connect(Settings.load(data).database_url))
-    return {run["id"]: run["status"] for run in store.find(RunFilter(limit=100))}
+    return {run.id: run.status for run in store.find(RunFilter(limit=100))}
 
 
 def _leave_unfinished_runs(data: Path) -> dict[str, str]:

@@ -28,6 +28,7 @@ from tsq import __version__
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError
 from tsq.isotime import parse_time, time_field
 from tsq.outcomes import RunStatus
+from tsq.run import Run
 from tsq.runstore import RunFilter
 from tsq.service import Service, run_window
 
@@ -142,7 +143,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             service.submit, name, body.params, project=project, event=body.event, trigger="http",
             at=at, window=run_window(body.window))
         if is_async:
-            return OrjsonResponse(submitted.record, status_code=202)
+            return OrjsonResponse(submitted.record.to_json(), status_code=202)
         record = await asyncio.wrap_future(submitted.done)
         return _run_response(record)
 
@@ -285,15 +286,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
-def _run_response(record: dict[str, Any]) -> OrjsonResponse:
-    status = record["status"]
-    if status == "success":
-        return OrjsonResponse(record)
-    error = record.get("error") or {}
-    kind = {"timeout": "RunTimeout"}.get(status, "RunFailed")
-    body = {"type": kind, "message": error.get("message", status),
-            "details": {"run": record, "stack": error.get("stack", "")}}
-    return OrjsonResponse({"error": body}, status_code=RunStatus(status).http_status)
+def _run_response(run: Run) -> OrjsonResponse:
+    """A resolved run is 200 with the run; a rejected one is the error that rejected it."""
+    if run.status == RunStatus.SUCCESS:
+        return OrjsonResponse(run.to_json())
+    kind = "RunTimeout" if run.status == RunStatus.TIMEOUT else "RunFailed"
+    body = {"type": kind, "message": run.error.message if run.error else run.status.value,
+            "details": {"run": run.to_json(), "stack": run.error.stack if run.error else ""}}
+    return OrjsonResponse({"error": body}, status_code=run.status.http_status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

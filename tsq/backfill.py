@@ -20,6 +20,7 @@ from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, NotFound
 from tsq.loopstore import StoredLoop
 from tsq.outcomes import RunStatus
+from tsq.run import Run
 from tsq.runstore import NewRun, RunStore, run_key
 
 __all__ = ["MAX_BACKFILL_RUNS", "Backfills"]
@@ -112,9 +113,9 @@ class Backfills:
 
     def _queue(self, job: _Job, wanted: list[NewRun]) -> None:
         existing = self.runs.by_keys(job.project, [run.key or "" for run in wanted])
-        to_offer: list[dict[str, Any]] = []
+        to_offer: list[Run] = []
         fresh = [run for run in wanted if run.key not in existing]
-        created = {record["key"]: record for record in self.runs.create_new(fresh)}
+        created = {record.key: record for record in self.runs.create_new(fresh)}
         for run in wanted:
             record = created.get(run.key) or existing.get(run.key or "")
             if record is None:  # created by the scheduler a moment ago: follow it anyway
@@ -122,19 +123,19 @@ class Backfills:
             if record is None:
                 self._count(job, skipped=True)
                 continue
-            status = RunStatus(record["status"])
+            status = record.status
             if status is RunStatus.SUCCESS:
                 self._count(job, skipped=True)
                 continue
             with self._lock:
-                job.pending.add(record["id"])
-                self._owner[record["id"]] = job
+                job.pending.add(record.id)
+                self._owner[record.id] = job
             if status.finished:
-                record = self.runs.requeue(record["id"], attempt=record["attempt"] + 1,
+                record = self.runs.requeue(record.id, attempt=record.attempt + 1,
                                            not_before_ms=None,
                                            message=f"queued again by backfill {job.id}")
                 to_offer.append(record)
-            elif record["key"] in created:
+            elif record.key in created:
                 to_offer.append(record)
         for record in to_offer:
             self.dispatcher.offer(record)
@@ -143,10 +144,10 @@ class Backfills:
         with self._lock:
             job.skipped += skipped
 
-    def _finished(self, record: dict[str, Any]) -> None:
+    def _finished(self, record: Run) -> None:
         with self._lock:
-            job = self._owner.pop(record["id"], None)
+            job = self._owner.pop(record.id, None)
             if job is None:
                 return
-            job.pending.discard(record["id"])
-            job.counts[record["status"]] = job.counts.get(record["status"], 0) + 1
+            job.pending.discard(record.id)
+            job.counts[record.status.value] = job.counts.get(record.status.value, 0) + 1

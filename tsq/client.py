@@ -134,10 +134,13 @@ class LocalClient:
             name, params, project=project, event=event, trigger="cli",
             at=parse_time(at, "--at") if at is not None else None,
             window=None if bounds is None else (parse_time(bounds[0], "--window start"),
-                                                parse_time(bounds[1], "--window end")))
+                                                parse_time(bounds[1], "--window end"))).to_json()
 
     def runs(self, where: RunFilter) -> dict[str, Any]:
         return self.service.list_runs(where)
+
+    def _pipeline_runs(self, pipeline_id: str) -> list[dict[str, Any]]:
+        return [run.to_json() for run in self.service.runs.pipeline(pipeline_id)]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.service.get_run(run_id)
@@ -154,7 +157,7 @@ class LocalClient:
     def resume(self, run_id: str) -> dict[str, Any]:
         # Working locally, this process runs the resumed steps: it follows the pipeline until
         # nothing in it is queued or running, or they would stop with it.
-        return _until_ended(self.service.resume(run_id), self.service.runs.pipeline,
+        return _until_ended(self.service.resume(run_id), self._pipeline_runs,
                             PIPELINE_POLL_S, None)
 
     def backfill(self, name: str, start: str, end: str, project: str | None,

@@ -48,12 +48,14 @@ from tsq.executors import (
     executor_key,
 )
 from tsq.followers import Followers
+from tsq.lanes import Lanes
 from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunResult, RunStatus
+from tsq.run import Run
 from tsq.runlog import LogBuffer, LogLine
-from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
+from tsq.runpolicy import expired, retried, retry_delay_s
 from tsq.runstore import NewRun, RunStore, Settlement
 from tsq.runtimes import RUNTIMES
 
@@ -69,18 +71,10 @@ SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for
 class _Ended:
     """A run that ended (or will not start), on its way to the store."""
 
-    record: dict[str, Any]
+    run: Run
     result: RunResult
     logs: list[LogLine] = field(default_factory=list)
     holds_slot: bool = True  # False for runs taken over at start, which never had a lane slot
-
-
-@dataclass
-class _Lane:
-    """The runs of one loop that share its concurrency limit."""
-
-    running: int = 0
-    waiting: deque[dict[str, Any]] = field(default_factory=deque)
 
 
 class Dispatcher:
@@ -98,9 +92,9 @@ class Dispatcher:
         self.clock = clock
         self._pool = pool
         self._lock = threading.Lock()
-        self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._waiters: dict[str, Future[dict[str, Any]]] = {}
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.lanes = Lanes(lambda run: self._version(run.version_id).spec.max_concurrency)
+        self._waiters: dict[str, Future[Run]] = {}
+        self._listeners: list[Callable[[Run], None]] = []
         self._versions: dict[str, StoredVersion] = {}
         self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
         self._timers: set[threading.Timer] = set()
@@ -112,7 +106,7 @@ class Dispatcher:
         # and the next one waiting, so it never idles between runs.
         self._workers_free = threading.Semaphore(workers * 2)
         self._targets_free = threading.Semaphore(TARGET_THREADS)
-        self._ready: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._ready: queue.Queue[Run | None] = queue.Queue()
         self._ended: queue.Queue[_Ended | None] = queue.Queue()
         self._threads = [threading.Thread(target=target, daemon=True, name=name) for
                          target, name in ((self._dispatch_loop, "tsq-dispatch"),
@@ -122,68 +116,68 @@ class Dispatcher:
 
     # -- entry points ----------------------------------------------------------------------
 
-    def offer(self, record: dict[str, Any]) -> None:
+    def offer(self, run: Run) -> None:
         """Run a queued run as soon as its loop's limit and its retry time allow."""
-        not_before = record.get("not_before_ms")
+        not_before = run.not_before_ms
         if not_before is not None and not_before > self._now_ms():
-            self._later((not_before - self._now_ms()) / 1000, record)
+            self._later((not_before - self._now_ms()) / 1000, run)
         else:
-            self._admit(record)
+            self._admit(run)
 
-    def wait(self, run_id: str) -> Future[dict[str, Any]]:
-        """A future for the final record of `run_id`; ask before offering the run."""
+    def wait(self, run_id: str) -> Future[Run]:
+        """A future for the final run of `run_id`; ask before offering the run."""
         with self._lock:
             return self._waiters.setdefault(run_id, Future())
 
-    def on_finished(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call `listener` with every final run record (after retries)."""
+    def on_finished(self, listener: Callable[[Run], None]) -> None:
+        """Call `listener` with every final run (after retries)."""
         self._listeners.append(listener)
 
-    def recover(self, unfinished: Iterable[dict[str, Any]]) -> int:
+    def recover(self, unfinished: Iterable[Run]) -> int:
         """Take over the runs a stopped service left: re-offer queued ones, fail running ones.
 
         A run that was running may have done part of its work, so it is not silently run again;
         it is recorded as interrupted, and retried only if its loop asks for retries.
         """
         count = 0
-        for record in unfinished:
+        for run in unfinished:
             count += 1
-            if record["status"] == "queued":
-                self.offer(record)
+            if run.status == RunStatus.QUEUED:
+                self.offer(run)
             else:
-                self._ended.put(_Ended(record, RunResult.failure(
+                self._ended.put(_Ended(run, RunResult.failure(
                     FailureKind.INTERRUPTED, "the service stopped while this run was running"),
                     holds_slot=False))
         return count
 
-    def run_step(self, record: dict[str, Any], within_s: float) -> dict[str, Any]:
-        """Run the queued `Loop.run` step `record` now and wait for its final record (retries
+    def run_step(self, run: Run, within_s: float) -> Run:
+        """Run the queued `Loop.run` step `run` now and wait for its final run (retries
         included), at most `within_s`. The calling worker slot lends its place meanwhile, so the
         step never waits for a worker its own caller holds (HostError if it cannot run)."""
         deadline = time.monotonic() + within_s
         with self._pool().lending():
             while True:
-                done = self.wait(record["id"])
-                delay_s = ((record.get("not_before_ms") or 0) - self._now_ms()) / 1000
+                done = self.wait(run.id)
+                delay_s = ((run.not_before_ms or 0) - self._now_ms()) / 1000
                 if delay_s > 0:
                     time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
-                if record["id"] not in self.runs.claim_many([record["id"]]):
+                if run.id not in self.runs.claim_many([run.id]):
                     with self._lock:
-                        self._waiters.pop(record["id"], None)
-                    raise HostError("Conflict", f"step {record['id']} was taken by another "
+                        self._waiters.pop(run.id, None)
+                    raise HostError("Conflict", f"step {run.id} was taken by another "
                                                 f"dispatcher or cancelled")
-                running = {**record, "status": "running", "started_ms": self._now_ms()}
-                self._execute(running, self._version(record["version_id"]), None)
+                running = run.started(self._now_ms())
+                self._execute(running, self._version(run.version_id), None)
                 try:
                     final = done.result(timeout=max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     raise HostError(FailureKind.TIMEOUT,
-                                    f"step {record['id']} ({record['loop']}) did not end within "
+                                    f"step {run.id} ({run.loop}) did not end within "
                                     f"its caller's timeout; it goes on, and its run records how "
                                     f"it ends") from None
-                if final["status"] != "queued":
+                if final.status != RunStatus.QUEUED:
                     return final
-                record = final  # its next attempt, after the backoff
+                run = final  # its next attempt, after the backoff
 
     def loops_changed(self) -> None:
         """Forget the cached `after:` graph; the next success reads it again."""
@@ -200,38 +194,23 @@ class Dispatcher:
         self._targets.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
-    # -- lanes -----------------------------------------------------------------------------
+    # -- lanes and timers --------------------------------------------------------------------
 
-    def _admit(self, record: dict[str, Any]) -> None:
-        if record["trigger"] in LIMITED_TRIGGERS:
-            limit = self._version(record["version_id"]).spec.max_concurrency
-            with self._lock:
-                lane = self._lanes.setdefault((record["project"], record["loop"]), _Lane())
-                if lane.running >= limit:
-                    lane.waiting.append(record)
-                    return
-                lane.running += 1
-        self._ready.put(record)
+    def _admit(self, run: Run) -> None:
+        if self.lanes.admit(run):
+            self._ready.put(run)
 
-    def _release(self, record: dict[str, Any]) -> None:
-        """Free `record`'s lane slot, or hand it straight to the lane's next waiting run."""
-        if record["trigger"] not in LIMITED_TRIGGERS:
-            return
-        with self._lock:
-            lane = self._lanes.get((record["project"], record["loop"]))
-            if lane is None:
-                return
-            if not lane.waiting:
-                lane.running -= 1
-                return
-            following = lane.waiting.popleft()
-        self._ready.put(following)
+    def _release(self, run: Run) -> None:
+        """Free `run`'s lane slot, or hand it straight to the lane's next waiting run."""
+        following = self.lanes.release(run)
+        if following is not None:
+            self._ready.put(following)
 
-    def _later(self, delay_s: float, record: dict[str, Any]) -> None:
+    def _later(self, delay_s: float, run: Run) -> None:
         def fire() -> None:
             self._timers.discard(timer)
             if not self._closed:
-                self._admit(record)
+                self._admit(run)
 
         timer = threading.Timer(max(0.0, delay_s), fire)
         timer.daemon = True
@@ -246,11 +225,11 @@ class Dispatcher:
                 self._dispatch(batch)
             except Exception as exc:  # the store failed: these runs fail, dispatching goes on
                 log.exception("could not start %d runs", len(batch))
-                for record in batch:
-                    self._ended.put(_Ended(record, RunResult.failed(
+                for run in batch:
+                    self._ended.put(_Ended(run, RunResult.failed(
                         "InternalError", f"tsq could not start the run: {exc}")))
 
-    def _dispatch(self, batch: list[dict[str, Any]]) -> None:
+    def _dispatch(self, batch: list[Run]) -> None:
         """Start the runs of `batch` in order, as fast as free capacity allows.
 
         A run is claimed (marked running) only when a worker slot is free for it, so a stopped
@@ -260,18 +239,18 @@ class Dispatcher:
         """
         pending = deque(batch)
         while pending and not self._closed:
-            group: list[tuple[dict[str, Any], threading.Semaphore]] = []
+            group: list[tuple[Run, threading.Semaphore]] = []
             while pending:
-                record = pending[0]
-                spec = self._version(record["version_id"]).spec
-                if self._expired(record, spec):
+                run = pending[0]
+                spec = self._version(run.version_id).spec
+                if self._expired(run, spec):
                     self._expire(pending.popleft(), spec)
                     continue
-                slots = self._targets_free if self._in_service(spec, record) else \
+                slots = self._targets_free if self._in_service(spec, run) else \
                     self._workers_free
                 if not self._take(slots, wait=not group):
                     break  # start what holds a slot; wait for more afterwards
-                if self._expired(record, spec):  # the wait for a slot made it too late
+                if self._expired(run, spec):  # the wait for a slot made it too late
                     slots.release()
                     continue
                 group.append((pending.popleft(), slots))
@@ -286,53 +265,53 @@ class Dispatcher:
                 return True
         return False
 
-    def _start(self, group: list[tuple[dict[str, Any], threading.Semaphore]]) -> None:
-        claimed = self.runs.claim_many([record["id"] for record, _ in group])
+    def _start(self, group: list[tuple[Run, threading.Semaphore]]) -> None:
+        claimed = self.runs.claim_many([run.id for run, _ in group])
         now = self._now_ms()
-        for record, slots in group:
-            if record["id"] not in claimed:
+        for run, slots in group:
+            if run.id not in claimed:
                 slots.release()
-                self._release(record)  # another dispatcher runs it, or it was cancelled
+                self._release(run)  # another dispatcher runs it, or it was cancelled
                 continue
-            running = {**record, "status": "running", "started_ms": now}
+            running = run.started(now)
             try:
-                self._execute(running, self._version(record["version_id"]), slots)
+                self._execute(running, self._version(run.version_id), slots)
             except Exception as exc:
                 slots.release()
                 self._ended.put(_Ended(running, RunResult.failed(
                     "InternalError", f"tsq could not start the run: {exc}")))
 
-    def _expire(self, record: dict[str, Any], spec: LoopSpec) -> None:
-        late_s = (self._now_ms() - record["scheduled_ms"]) / 1000
+    def _expire(self, run: Run, spec: LoopSpec) -> None:
+        late_s = (self._now_ms() - run.when_ms) / 1000
         message = (f"not started: {late_s:.1f} s after its scheduled time, past its epsilon of "
-                   f"{record['epsilon_ms'] / 1000:g} s (catchup: {spec.catchup})")
-        log.warning("expired run %s of %s/%s: %s", record["id"], record["project"],
-                    record["loop"], message, extra=_fields(record))
-        self._ended.put(_Ended(record, RunResult.failure(FailureKind.EXPIRED, message),
+                   f"{(run.epsilon_ms or 0) / 1000:g} s (catchup: {spec.catchup})")
+        log.warning("expired run %s of %s/%s: %s", run.id, run.project,
+                    run.loop, message, extra=run.identity())
+        self._ended.put(_Ended(run, RunResult.failure(FailureKind.EXPIRED, message),
             [LogLine(self._now_ms(), "warning", message)]))
 
-    def _execute(self, record: dict[str, Any], version: StoredVersion,
+    def _execute(self, run: Run, version: StoredVersion,
                  slots: threading.Semaphore | None) -> None:
-        logs = LogBuffer(self.runs, record["id"])
-        future = self._executor(version.spec, record).submit(
-            Execution(record, version, event_payload(record, version), logs.add))
+        logs = LogBuffer(self.runs, run.id)
+        future = self._executor(version.spec, run).submit(
+            Execution(run, version, event_payload(run, version), logs.add))
 
         def ended(done: Future[RunResult]) -> None:
             if slots is not None:
                 slots.release()
-            self._ended.put(_Ended(record, _outcome(done), logs.take()))
+            self._ended.put(_Ended(run, _outcome(done), logs.take()))
 
         future.add_done_callback(ended)
 
-    def _executor(self, spec: LoopSpec, record: dict[str, Any]) -> Executor:
-        return self.executors[executor_key(spec, record["event"])]
+    def _executor(self, spec: LoopSpec, run: Run) -> Executor:
+        return self.executors[executor_key(spec, run.event)]
 
-    def _in_service(self, spec: LoopSpec, record: dict[str, Any]) -> bool:
+    def _in_service(self, spec: LoopSpec, run: Run) -> bool:
         """Whether the run happens here (a URL target, a built-in step), not in a worker."""
-        return self._executor(spec, record).in_service
+        return self._executor(spec, run).in_service
 
-    def _expired(self, record: dict[str, Any], spec: LoopSpec) -> bool:
-        return expired(record, spec, self._now_ms())
+    def _expired(self, run: Run, spec: LoopSpec) -> bool:
+        return expired(run, spec, self._now_ms())
 
     # -- ending runs (tsq-settle) ----------------------------------------------------------
 
@@ -341,63 +320,63 @@ class Dispatcher:
             try:
                 self._settle(batch)
             except Exception:
-                log.exception("could not record the end of %d runs", len(batch))
+                log.exception("could not run the end of %d runs", len(batch))
                 for ended in batch:
                     if ended.holds_slot:
-                        self._release(ended.record)
+                        self._release(ended.run)
 
     def _settle(self, batch: list[_Ended]) -> None:
         settlements = [self._settlement(ended) for ended in batch]
-        records, followers = self.runs.settle_many(settlements)
-        for ended, settlement, record in zip(batch, settlements, records, strict=True):
-            spec = self._version(record["version_id"]).spec
+        settled, followers = self.runs.settle_many(settlements)
+        for ended, settlement, run in zip(batch, settlements, settled, strict=True):
+            spec = self._version(run.version_id).spec
             if settlement.retry_at_ms is None:
-                self._follow_up(record, spec)
-            elif record["trigger"] == "call":
-                self._wake(record)  # its caller's run_step waits out the backoff and runs it
+                self._follow_up(run, spec)
+            elif run.trigger == "call":
+                self._wake(run)  # its caller's run_step waits out the backoff and runs it
             else:
-                self.offer(record)
+                self.offer(run)
             if ended.holds_slot:
-                self._release(ended.record)
+                self._release(ended.run)
         for follower in followers:
             self.offer(follower)
 
     def _settlement(self, ended: _Ended) -> Settlement:
-        record, result = ended.record, ended.result
-        spec = self._version(record["version_id"]).spec
+        run, result = ended.run, ended.result
+        spec = self._version(run.version_id).spec
         logs = list(ended.logs)
-        if result.status not in ("success", "expired") and result.error:
+        if result.status not in (RunStatus.SUCCESS, RunStatus.EXPIRED) and result.error:
             logs.append(LogLine(self._now_ms(), "error", _error_line(result)))
-        attempt = int(record["attempt"])
-        if retried(record, result.status, spec) and not self._closed:
+        attempt = run.attempt
+        if retried(run, result.status, spec) and not self._closed:
             delay = retry_delay_s(spec.retries.backoff_s, attempt, random.random())
-            log.info("run %s of %s/%s %s on attempt %d; retrying in %.1f s", record["id"],
-                     record["project"], record["loop"], result.status, attempt, delay,
-                     extra={**_fields(record), "status": result.status, "retry_in_s": delay})
+            log.info("run %s of %s/%s %s on attempt %d; retrying in %.1f s", run.id,
+                     run.project, run.loop, result.status, attempt, delay,
+                     extra={**run.identity(), "status": result.status, "retry_in_s": delay})
             logs.append(LogLine(self._now_ms(), "info",
                                 f"attempt {attempt} {result.status}; attempt {attempt + 1} of "
                                 f"{spec.retries.max + 1} in {delay:.1f} s"))
-            return Settlement(record, result, logs, self._now_ms() + int(delay * 1000))
+            return Settlement(run, result, logs, self._now_ms() + int(delay * 1000))
         followers: list[NewRun] = []
-        if result.status == "success" and record["window_start_ms"] is not None:
-            followers = self.followers.of(record, logs)
-        return Settlement(record, result, logs, followers=followers)
+        if result.status == RunStatus.SUCCESS and run.window is not None:
+            followers = self.followers.of(run, logs)
+        return Settlement(run, result, logs, followers=followers)
 
-    def _follow_up(self, final: dict[str, Any], spec: LoopSpec) -> None:
+    def _follow_up(self, final: Run, spec: LoopSpec) -> None:
         """A run's last word: notify, trigger followers, wake waiters and listeners."""
         _log_end(final)
         webhook = spec.notify.get("webhook")
-        if webhook and RunStatus(final["status"]).notified:
-            self.notifier.send(webhook, final)
+        if webhook and final.status.notified:
+            self.notifier.send(webhook, final.to_json())
         self._wake(final)
         for listener in self._listeners:
             listener(final)
 
-    def _wake(self, record: dict[str, Any]) -> None:
+    def _wake(self, run: Run) -> None:
         with self._lock:
-            waiter = self._waiters.pop(record["id"], None)
+            waiter = self._waiters.pop(run.id, None)
         if waiter is not None:
-            waiter.set_result(record)
+            waiter.set_result(run)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -432,26 +411,20 @@ def _drain(items: queue.Queue[Any]) -> list[Any] | None:
     return batch
 
 
-def _fields(record: dict[str, Any]) -> dict[str, Any]:
-    """A run's identity, as the `extra` of a log line about it."""
-    return {"run": record["id"], "project": record["project"], "loop": record["loop"],
-            "event": record["event"], "trigger": record["trigger"], "attempt": record["attempt"]}
-
-
-def _log_end(final: dict[str, Any]) -> None:
+def _log_end(final: Run) -> None:
     """How a run ended: DEBUG for a success (there are many), WARNING for a failure or timeout
     (an expiry was said when it happened)."""
-    status = final["status"]
-    if status == "expired":
+    status = final.status
+    if status == RunStatus.EXPIRED:
         return
-    level = logging.DEBUG if status == "success" else logging.WARNING
+    level = logging.DEBUG if status == RunStatus.SUCCESS else logging.WARNING
     if not log.isEnabledFor(level):
         return
-    error = final.get("error") or {}
-    why = f": {error.get('type')}: {error.get('message')}" if error else ""
-    log.log(level, "run %s of %s/%s %s in %s ms%s", final["id"], final["project"],
-            final["loop"], status, final.get("duration_ms"), why,
-            extra={**_fields(final), "status": status, "duration_ms": final.get("duration_ms")})
+    why = f": {final.error.headline}" if final.error else ""
+    log.log(level, "run %s of %s/%s %s in %s ms%s", final.id, final.project,
+            final.loop, status.value, final.duration_ms, why,
+            extra={**final.identity(), "status": status.value,
+                   "duration_ms": final.duration_ms})
 
 
 def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: dict[str, Step],
@@ -474,7 +447,6 @@ def _outcome(done: Future[RunResult]) -> RunResult:
 
 
 def _error_line(result: RunResult) -> str:
-    error = result.error or {}
-    stack = error.get("stack") or ""
-    head = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    assert result.error is not None
+    stack, head = result.error.stack, result.error.headline
     return stack if stack.startswith(head) else f"{head}\n{stack}".rstrip()

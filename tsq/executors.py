@@ -27,6 +27,7 @@ from tsq.isotime import format_ms
 from tsq.loopstore import StoredVersion
 from tsq.model import LoopSpec
 from tsq.outcomes import RunResult
+from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runtimes.base import Limits
 from tsq.targets import call_target
@@ -50,16 +51,16 @@ __all__ = [
 
 TARGET = "target"  # the key of the URL-target executor; the others are runtime names
 # (run, its loop version, seconds it may take) → its host: the version names its connector
-HostFactory = Callable[[dict[str, Any], StoredVersion, float], Host]
+HostFactory = Callable[[Run, StoredVersion, float], Host]
 # A step the service runs itself: (run, version) → outcome, log lines
-Step = Callable[[dict[str, Any], StoredVersion], tuple[RunResult, list[LogLine]]]
+Step = Callable[[Run, StoredVersion], tuple[RunResult, list[LogLine]]]
 
 
 @dataclass(frozen=True)
 class Execution:
     """One claimed run, as an executor gets it."""
 
-    record: dict[str, Any]
+    record: Run
     version: StoredVersion
     event: dict[str, Any]  # what the handler receives (event_payload)
     log: Callable[[list[LogLine]], None]  # where its log lines go as they come
@@ -87,21 +88,20 @@ def executor_key(spec: LoopSpec, event: str) -> str:
     return TARGET if spec.target_of(event) is not None else spec.runtime
 
 
-def event_payload(record: dict[str, Any], version: StoredVersion) -> dict[str, Any]:
+def event_payload(record: Run, version: StoredVersion) -> dict[str, Any]:
     """The `event` a handler receives: times as ISO strings and epoch milliseconds."""
-    scheduled = record["scheduled_ms"] if record["scheduled_ms"] is not None else \
-        record["queued_ms"]
+    scheduled = record.when_ms
     window = None
-    if record["window_start_ms"] is not None:
-        start, end = record["window_start_ms"], record["window_end_ms"]
+    if record.window is not None:
+        start, end = record.window
         window = {"start": iso(start), "end": iso(end), "startMs": start, "endMs": end}
-    epsilon = record["epsilon_ms"]
+    epsilon = record.epsilon_ms
     return {
-        "loop": record["loop"], "name": record["event"], "params": record["params"],
+        "loop": record.loop, "name": record.event, "params": record.params,
         "scheduled": iso(scheduled), "scheduledMs": scheduled, "window": window,
         "epsilon": epsilon / 1000 if epsilon is not None else None,
-        "attempt": record["attempt"], "trigger": record["trigger"], "version": version.id,
-        "runId": record["id"],
+        "attempt": record.attempt, "trigger": record.trigger, "version": version.id,
+        "runId": record.id,
     }
 
 
@@ -119,11 +119,11 @@ class WorkerExecutor:
     def submit(self, run: Execution) -> Future[RunResult]:
         spec, record = run.version.spec, run.record
         job = Job(
-            run_id=record["id"], runtime=spec.runtime, version_id=run.version.id,
+            run_id=record.id, runtime=spec.runtime, version_id=run.version.id,
             source=run.version.source, file_name=spec.handler, event=run.event,
             env=spec.environment, limits=Limits(spec.timeout_s, spec.memory_mb),
             info={"loop": spec.name, "project": spec.project, "version": run.version.id,
-                  "runId": record["id"], "attempt": record["attempt"]},
+                  "runId": record.id, "attempt": record.attempt},
         )
         host = self.hosts(record, run.version, spec.timeout_s + GRACE_S) if self.hosts else None
         return self.workers().submit(job, JobListener(
@@ -141,7 +141,7 @@ class TargetExecutor:
 
     def submit(self, run: Execution) -> Future[RunResult]:
         spec = run.version.spec
-        url = spec.target_of(run.record["event"])
+        url = spec.target_of(run.record.event)
         assert url is not None  # executor_key chose this executor because there is one
         return self.threads.submit(call_target, self.http, url, run.event, spec.timeout_s,
                                    self.clock())

@@ -3,12 +3,11 @@ the same window and scheduled time, at the versions its pipeline pinned."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tsq import aftergraph
 from tsq.clock import Clock, now_ms
 from tsq.errors import NotFound
 from tsq.loopstore import LoopStore
+from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runpolicy import LIMITED_TRIGGERS
 from tsq.runstore import NewRun, RunStore, run_key
@@ -29,42 +28,39 @@ class Followers:
         """The loops changed: the next success reads the graph again."""
         self._map = None
 
-    def of(self, final: dict[str, Any], logs: list[LogLine]) -> list[NewRun]:
+    def of(self, final: Run, logs: list[LogLine]) -> list[NewRun]:
         """The runs of the loops that follow `final`'s (`after:`), at the versions its pipeline
         pinned; a follower that is not part of the pipeline says why in `final`'s log."""
         runs: list[NewRun] = []
-        following = self._follower_map().get((final["project"], final["loop"]), [])
+        following = self._follower_map().get((final.project, final.loop), [])
         if following and not self._on_schedule(final):
             return runs
         for loop, event in following:
             try:
-                version = self.loops.version_at(final["project"], loop,
-                                                final["pipeline_ms"] or final["queued_ms"])
+                version = self.loops.version_at(final.project, loop,
+                                                final.pipeline_ms)
             except NotFound as exc:
                 logs.append(LogLine(now_ms(self.clock), "warning",
                                     f"after: {loop} does not run: {exc.message}"))
                 continue
             follower = version.spec.event(event)
-            if follower is None or follower.after != final["loop"]:
+            if follower is None or follower.after != final.loop:
                 continue  # the pinned version does not follow this loop
             runs.append(NewRun(
-                project=final["project"], loop=loop, event=event, version_id=version.id,
+                project=final.project, loop=loop, event=event, version_id=version.id,
                 trigger="after", params=dict(follower.params),
-                key=run_key(loop, event, final["scheduled_ms"]),
-                scheduled_ms=final["scheduled_ms"],
-                window=(final["window_start_ms"], final["window_end_ms"]),
-                pipeline_id=final["pipeline_id"], pipeline_ms=final["pipeline_ms"]))
+                key=run_key(loop, event, final.when_ms), scheduled_ms=final.when_ms,
+                window=final.window,
+                pipeline_id=final.pipeline_id, pipeline_ms=final.pipeline_ms))
         return runs
 
-    def _on_schedule(self, record: dict[str, Any]) -> bool:
-        """Whether `record` works for a scheduled time: its pipeline began with a scheduled or
+    def _on_schedule(self, run: Run) -> bool:
+        """Whether `run` works for a scheduled time: its pipeline began with a scheduled or
         backfilled run. A run by hand (which may cover a window too) triggers no `after:`
         followers: they would take the keys of that time's own runs, and a test run of one
         loop should not set off the rest of its pipeline."""
-        root = record
-        if record["pipeline_id"] not in (None, record["id"]):
-            root = self.runs.get(record["pipeline_id"])
-        return root["trigger"] in LIMITED_TRIGGERS
+        root = self.runs.get(run.pipeline_id) if run.is_step else run
+        return root.trigger in LIMITED_TRIGGERS
 
     def followed(self) -> set[tuple[str, str]]:
         """(project, loop) of every loop that other loops run `after:`."""

@@ -10,11 +10,12 @@ the service gives a run it had to end or could not start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-__all__ = ["UNFINISHED", "FailureKind", "Outcome", "RunResult", "RunStatus"]
+__all__ = ["UNFINISHED", "FailureKind", "RunError", "RunResult", "RunStatus"]
 
 
 class RunStatus(StrEnum):
@@ -59,34 +60,60 @@ class FailureKind(StrEnum):
     def status(self) -> RunStatus:
         return _STATUS_OF_KIND.get(self, RunStatus.FAILED)
 
-    def error(self, message: str, stack: str = "") -> dict[str, Any]:
-        """The run record's `error` for a failure of this kind."""
-        return {"type": self.value, "message": message, "stack": stack}
+    def error(self, message: str) -> RunError:
+        """A run's `error` for a failure of this kind."""
+        return RunError(self.value, message)
 
 
 _STATUS_OF_KIND = {FailureKind.TIMEOUT: RunStatus.TIMEOUT, FailureKind.EXPIRED: RunStatus.EXPIRED}
-# A RunResult's status: how a run ended, never queued or running (the values of RunStatus.final).
-Outcome = Literal["success", "failed", "timeout", "expired", "cancelled"]
+
+
+@dataclass(frozen=True)
+class RunError:
+    """Why a run failed: the error's type (a handler's own, or a FailureKind), its message and
+    the handler's stack, if any."""
+
+    type: str
+    message: str
+    stack: str = ""
+
+    @property
+    def headline(self) -> str:
+        return f"{self.type}: {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "stack": self.stack}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RunError | None:
+        if not data:
+            return None
+        return cls(str(data.get("type") or "Error"), str(data.get("message") or ""),
+                   str(data.get("stack") or ""))
 
 
 @dataclass(frozen=True)
 class RunResult:
     """How one execution of a run ended, as a runtime, a URL target or a step reports it."""
 
-    status: Outcome
+    status: RunStatus  # one of RunStatus.final()
     result: Any = None
-    error: dict[str, Any] | None = None  # {type, message, stack}
+    error: RunError | None = None
+
+    def __post_init__(self) -> None:
+        if not RunStatus(self.status).finished:
+            raise ValueError(f"a run's result is final, not {self.status}")
+        object.__setattr__(self, "status", RunStatus(self.status))
 
     @classmethod
     def failed(cls, kind: str, message: str, stack: str = "") -> RunResult:
         """The handler's own error (`kind` is its type: TypeError, RunFailed, …)."""
-        return cls("failed", error={"type": kind, "message": message, "stack": stack})
+        return cls(RunStatus.FAILED, error=RunError(kind, message, stack))
 
     @classmethod
     def failure(cls, kind: FailureKind, message: str) -> RunResult:
         """A run the service ended, or could not start, for `kind`."""
-        status: Outcome = kind.status.value  # type: ignore[assignment]
-        return cls(status, error=kind.error(message))
+        return cls(kind.status, error=kind.error(message))
 
     @classmethod
     def timed_out(cls, timeout_s: float, how: str = "") -> RunResult:

@@ -20,7 +20,8 @@ from typing import Any
 
 from tsq.connectors.base import Connector
 from tsq.isotime import format_ms
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunResult, RunStatus
+from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runstore import RunStore
 from tsq.selector import parse_selector
@@ -83,13 +84,13 @@ def covered(runs: RunStore, project: str, rollups: Sequence[str], span: Interval
     return result
 
 
-def apply_retention(spec: RetentionSpec, record: dict[str, Any], runs: RunStore,
+def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore,
                     store: Connector) -> tuple[RunResult, list[LogLine]]:
     """One retention run: what it deleted, what it kept and why."""
-    now = record.get("window_end_ms") or record.get("scheduled_ms") or record["queued_ms"]
+    now = record.window_end_ms or record.scheduled_ms or record.queued_ms
     horizon = int(now) - spec.keep_ms
     span = (horizon - spec.lookback_ms, horizon)
-    pieces = covered(runs, record["project"], spec.covered_by, span)
+    pieces = covered(runs, record.project, spec.covered_by, span)
     selector = parse_selector(spec.select)
     # A covered window (a, b] of raw points, but nothing at or after the horizon.
     deleted = sum(store.delete(selector, start * NS_PER_MS + 1,
@@ -114,12 +115,12 @@ def apply_retention(spec: RetentionSpec, record: dict[str, Any], runs: RunStore,
     if kept:
         logs.append(LogLine(_now_ms(), "info", f"kept (not covered by every rollup): "
                                                f"{_ranges(kept)}"))
-    return RunResult("success", result=result), logs
+    return RunResult(RunStatus.SUCCESS, result=result), logs
 
 
-def _own_window(record: dict[str, Any], keep_ms: int) -> Interval | None:
+def _own_window(record: Run, keep_ms: int) -> Interval | None:
     """The raw window this run is responsible for: its own window, `keep` earlier."""
-    start, end = record.get("window_start_ms"), record.get("window_end_ms")
+    start, end = record.window_start_ms, record.window_end_ms
     if start is None or end is None:
         return None
     return int(start) - keep_ms, int(end) - keep_ms

@@ -5,10 +5,9 @@ when it is tried again (retries).
 
 from __future__ import annotations
 
-from typing import Any
-
 from tsq.model import LoopSpec
 from tsq.outcomes import RunStatus
+from tsq.run import Run
 
 __all__ = ["LIMITED_TRIGGERS", "RETRY_CAP_S", "expired", "retried", "retry_delay_s"]
 
@@ -20,18 +19,18 @@ RETRIED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT})
 RETRY_CAP_S = 3600.0
 
 
-def expired(record: dict[str, Any], spec: LoopSpec, now_ms: int) -> bool:
+def expired(run: Run, spec: LoopSpec, now_ms: int) -> bool:
     """A scheduled time that can no longer start within its epsilon (first attempts only, and
     never with `catchup: all`, which runs every missed time however late)."""
-    return (record["trigger"] == "schedule" and record["attempt"] == 1
-            and spec.catchup != "all" and record["epsilon_ms"] is not None
-            and now_ms - record["scheduled_ms"] > record["epsilon_ms"])
+    return (run.trigger == "schedule" and run.attempt == 1
+            and spec.catchup != "all" and run.epsilon_ms is not None
+            and now_ms - run.when_ms > run.epsilon_ms)
 
 
-def retried(record: dict[str, Any], status: str, spec: LoopSpec) -> bool:
+def retried(run: Run, status: str, spec: LoopSpec) -> bool:
     """Whether a run that ended with `status` gets another attempt under its loop's `retries:`."""
-    return (status in RETRIED_STATUSES and record["trigger"] in RETRIED_TRIGGERS
-            and int(record["attempt"]) <= spec.retries.max)
+    return (status in RETRIED_STATUSES and run.trigger in RETRIED_TRIGGERS
+            and run.attempt <= spec.retries.max)
 
 
 def retry_delay_s(backoff_s: float, attempt: int, jitter: float) -> float:

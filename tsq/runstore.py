@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs
 from tsq.errors import Conflict, NotFound
-from tsq.outcomes import RunResult, RunStatus
+from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
+from tsq.run import Run
 from tsq.runlog import LogLine
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
@@ -68,27 +69,25 @@ class NewRun:
     window: tuple[int, int] | None = None  # [start, end) in epoch ms
     epsilon_ms: int | None = None
     status: RunStatus = RunStatus.QUEUED
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
     attempt: int = 1
     pipeline_id: str | None = None  # None: the run starts a pipeline of its own
     parent_id: str | None = None  # the run whose Loop.run started this one
     pipeline_ms: int | None = None  # when the pipeline started (its versions are pinned then)
 
-    def row(self, run_id: str, now_ms: int) -> dict[str, Any]:
-        finished = now_ms if self.status.finished else None
-        return {
-            "id": run_id, "key": self.key, "project": self.project, "loop": self.loop,
-            "event": self.event, "version_id": self.version_id, "trigger": self.trigger,
-            "status": self.status.value, "params": self.params, "result": None,
-            "error": self.error, "attempt": self.attempt,
-            "pipeline_id": self.pipeline_id or run_id, "parent_id": self.parent_id,
-            "pipeline_ms": now_ms if self.pipeline_ms is None else self.pipeline_ms,
-            "scheduled_ms": self.scheduled_ms, "queued_ms": now_ms, "started_ms": None,
-            "finished_ms": finished,
-            "window_start_ms": self.window[0] if self.window else None,
-            "window_end_ms": self.window[1] if self.window else None,
-            "epsilon_ms": self.epsilon_ms, "not_before_ms": None,
-        }
+    def queued(self, run_id: str, now_ms: int) -> Run:
+        """The run as it is created (a run created expired ends at once)."""
+        return Run(
+            id=run_id, key=self.key, project=self.project, loop=self.loop, event=self.event,
+            version_id=self.version_id, trigger=self.trigger, status=self.status,
+            params=self.params, error=self.error, attempt=self.attempt,
+            pipeline_id=self.pipeline_id or run_id, parent_id=self.parent_id,
+            pipeline_ms=now_ms if self.pipeline_ms is None else self.pipeline_ms,
+            scheduled_ms=self.scheduled_ms, queued_ms=now_ms,
+            finished_ms=now_ms if self.status.finished else None,
+            window_start_ms=self.window[0] if self.window else None,
+            window_end_ms=self.window[1] if self.window else None,
+            epsilon_ms=self.epsilon_ms)
 
 
 @dataclass(frozen=True)
@@ -96,24 +95,21 @@ class Settlement:
     """How one dispatched run ended: its outcome and new log lines, and, for a retry, when its
     next attempt may start."""
 
-    record: dict[str, Any]  # the run as it was dispatched
+    run: Run  # as it was dispatched
     result: RunResult
     logs: Sequence[LogLine] = ()
     retry_at_ms: int | None = None
     followers: Sequence[NewRun] = ()  # runs to create with this outcome (`after:` steps)
 
-    def settled(self, now: int) -> dict[str, Any]:
-        """The record after `RunStore.settle_many`, without reading it back."""
-        record = dict(self.record)
+    def settled(self, now: int) -> Run:
+        """The run after `RunStore.settle_many`, without reading it back."""
         if self.retry_at_ms is not None:
-            record.update(status=RunStatus.QUEUED.value, attempt=record["attempt"] + 1,
-                          not_before_ms=self.retry_at_ms, started_ms=None, finished_ms=None,
-                          queued_ms=now)
-        else:
-            record.update(status=self.result.status, result=self.result.result,
-                          error=self.result.error, finished_ms=now,
-                          started_ms=record["started_ms"] or now)
-        return _to_json(record)
+            return replace(self.run, status=RunStatus.QUEUED, attempt=self.run.attempt + 1,
+                           not_before_ms=self.retry_at_ms, started_ms=None, finished_ms=None,
+                           queued_ms=now)
+        return replace(self.run, status=self.result.status, result=self.result.result,
+                       error=self.result.error, finished_ms=now,
+                       started_ms=self.run.started_ms or now)
 
 
 _FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
@@ -144,15 +140,15 @@ class RunStore:
     def _now_ms(self) -> int:
         return now_ms(self.clock)
 
-    def create(self, run: NewRun) -> dict[str, Any]:
+    def create(self, new: NewRun) -> Run:
         """Insert a run; a keyed run whose key exists raises sqlalchemy's IntegrityError."""
         now = self._now_ms()
-        row = run.row(new_run_id(now), now)
+        run = new.queued(new_run_id(now), now)
         with self.engine.begin() as db:
-            db.execute(runs.insert().values(**row))
-        return _to_json(row)
+            db.execute(runs.insert().values(**run.row()))
+        return run
 
-    def create_new(self, batch: Sequence[NewRun]) -> list[dict[str, Any]]:
+    def create_new(self, batch: Sequence[NewRun]) -> list[Run]:
         """Insert the runs whose keys are new, in one transaction; the records created.
 
         A key that exists already (a duplicate fire, a second scheduler, a restart) is skipped,
@@ -169,40 +165,38 @@ class RunStore:
         if not run_ids:
             return set()
         with self.engine.begin() as db:
-            claimed = db.execute(runs.update()
-                                 .where(runs.c.id.in_(run_ids), runs.c.status == "queued")
-                                 .values(status=RunStatus.RUNNING.value, started_ms=self._now_ms())
-                                 .returning(runs.c.id))
+            claimed = db.execute(
+                runs.update().where(runs.c.id.in_(run_ids), runs.c.status == RunStatus.QUEUED.value)
+                .values(status=RunStatus.RUNNING.value, started_ms=self._now_ms())
+                .returning(runs.c.id))
             return set(claimed.scalars())
 
-    def settle_many(self, outcomes: Sequence[Settlement]
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
         to queued for their next attempt) and the runs that follow them (skipping keys that
         exist). The records as they are now, in order, and the followers created."""
         now = self._now_ms()
         finished = [o for o in outcomes if o.retry_at_ms is None]
         retried = [o for o in outcomes if o.retry_at_ms is not None]
-        lines = [(o.record["id"], line) for o in outcomes for line in o.logs]
+        lines = [(o.run.id, line) for o in outcomes for line in o.logs]
         with self.engine.begin() as db:
             if lines:
                 db.execute(run_logs.insert(), [
                     {"run_id": run_id, "ts_ms": line.ts_ms, "level": line.level,
                      "message": line.message} for run_id, line in lines])
             if finished:
-                db.execute(_FINISH, [{"b_id": o.record["id"], "b_status": o.result.status,
-                                      "b_result": o.result.result, "b_error": o.result.error,
+                db.execute(_FINISH, [{"b_id": o.run.id, "b_status": o.result.status.value,
+                                      "b_result": o.result.result, "b_error": _error(o.result),
                                       "b_now": now} for o in finished])
             if retried:
-                db.execute(_RETRY, [{"b_id": o.record["id"],
-                                     "b_attempt": o.record["attempt"] + 1,
+                db.execute(_RETRY, [{"b_id": o.run.id, "b_attempt": o.run.attempt + 1,
                                      "b_not_before": o.retry_at_ms, "b_now": now}
                                     for o in retried])
             created = _insert_new(db, [run for o in finished for run in o.followers], now)
         return [o.settled(now) for o in outcomes], created
 
     def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
-                message: str, logs: Sequence[LogLine] = ()) -> dict[str, Any]:
+                message: str, logs: Sequence[LogLine] = ()) -> Run:
         """Put a run back in the queue for another attempt (a retry, a backfill)."""
         with self.engine.begin() as db:
             _insert_logs(db, run_id, [*logs, LogLine(self._now_ms(), "info", message)])
@@ -216,13 +210,13 @@ class RunStore:
             with self.engine.begin() as db:
                 _insert_logs(db, run_id, lines)
 
-    def by_keys(self, project: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+    def by_keys(self, project: str, keys: Sequence[str]) -> dict[str, Run]:
+        found: dict[str, Run] = {}
         with self.engine.connect() as db:
             for chunk in range(0, len(keys), 500):
                 query = sa.select(runs).where(runs.c.project == project,
                                               runs.c.key.in_(keys[chunk:chunk + 500]))
-                found.update((row.key, _to_json(row)) for row in db.execute(query))
+                found.update((row.key, _from_row(row)) for row in db.execute(query))
         return found
 
     def last_scheduled_all(self, project: str | None = None, loop: str | None = None
@@ -236,20 +230,20 @@ class RunStore:
         with self.engine.connect() as db:
             return {(p, name, e): int(ms) for p, name, e, ms in db.execute(query)}
 
-    def unfinished(self) -> list[dict[str, Any]]:
+    def unfinished(self) -> list[Run]:
         """Queued and running runs, oldest first."""
         with self.engine.connect() as db:
-            rows = db.execute(sa.select(runs).where(runs.c.status.in_(["queued", "running"]))
-                              .order_by(sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms),
-                                        runs.c.id))
-            return [_to_json(row) for row in rows]
+            rows = db.execute(
+                sa.select(runs).where(runs.c.status.in_([status.value for status in UNFINISHED]))
+                .order_by(sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms), runs.c.id))
+            return [_from_row(row) for row in rows]
 
-    def pipeline(self, pipeline_id: str) -> list[dict[str, Any]]:
+    def pipeline(self, pipeline_id: str) -> list[Run]:
         """Every run of a pipeline, in the order they were created."""
         with self.engine.connect() as db:
             rows = db.execute(sa.select(runs).where(runs.c.pipeline_id == pipeline_id)
                               .order_by(runs.c.id))
-            return [_to_json(row) for row in rows]
+            return [_from_row(row) for row in rows]
 
     def succeeded_windows(self, project: str, loop: str, start_ms: int, end_ms: int
                           ) -> list[tuple[int, int]]:
@@ -312,14 +306,14 @@ class RunStore:
                     shown[run_id] = run_id[:max(SHORT_ID_MIN, shared + 1)]
         return shown
 
-    def get(self, run_id: str) -> dict[str, Any]:
+    def get(self, run_id: str) -> Run:
         with self.engine.connect() as db:
             row = db.execute(sa.select(runs).where(runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"no run with id {run_id!r}")
-        return _to_json(row)
+        return _from_row(row)
 
-    def find(self, where: RunFilter) -> list[dict[str, Any]]:
+    def find(self, where: RunFilter) -> list[Run]:
         query = sa.select(runs)
         for column, value in (("project", where.project), ("loop", where.loop),
                               ("status", where.status), ("event", where.event),
@@ -340,7 +334,7 @@ class RunStore:
         when = sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms)
         query = query.order_by(when.desc(), runs.c.id.desc()).limit(where.limit)
         with self.engine.connect() as db:
-            return [_to_json(row) for row in db.execute(query)]
+            return [_from_row(row) for row in db.execute(query)]
 
     def logs(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         """The run's log lines in order, without the first `after` (lines are only appended, so
@@ -376,14 +370,15 @@ def _ambiguous_message(given: str, found: list[str], shown: dict[str, str]) -> s
     return f"run id prefix {given} is ambiguous: {listed}{more}; give more characters"
 
 
-def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[dict[str, Any]]:
-    """Insert the runs whose keys are new; the records created."""
+def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[Run]:
+    """Insert the runs whose keys are new; the runs created."""
     if not batch:
         return []
-    rows = [run.row(new_run_id(now), now) for run in batch]
+    created = [new.queued(new_run_id(now), now) for new in batch]
     insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
-    inserted = set(db.execute(insert.returning(runs.c.id), rows).scalars())
-    return [_to_json(row) for row in rows if row["id"] in inserted]
+    inserted = set(db.execute(insert.returning(runs.c.id), [run.row() for run in created])
+                   .scalars())
+    return [run for run in created if run.id in inserted]
 
 
 def _insert_logs(db: Connection, run_id: str, lines: Sequence[LogLine]) -> None:
@@ -394,12 +389,11 @@ def _insert_logs(db: Connection, run_id: str, lines: Sequence[LogLine]) -> None:
         ])
 
 
-def _to_json(row: Any) -> dict[str, Any]:
-    mapping = row if isinstance(row, dict) else row._mapping
-    data = {str(key): value for key, value in mapping.items()}
-    started, finished, queued = data["started_ms"], data["finished_ms"], data["queued_ms"]
-    data["duration_ms"] = finished - started if finished is not None and started else None
-    data["queue_delay_ms"] = started - queued if started is not None else None
-    return data
+def _from_row(row: sa.Row[Any]) -> Run:
+    return Run.from_json(dict(row._mapping))
+
+
+def _error(result: RunResult) -> dict[str, str] | None:
+    return None if result.error is None else result.error.to_json()
 
 

@@ -37,7 +37,8 @@ from tsq.clock import Clock
 from tsq.dispatcher import Dispatcher
 from tsq.isotime import format_ms
 from tsq.loopstore import LoopStore, StoredLoop
-from tsq.outcomes import FailureKind, RunStatus
+from tsq.outcomes import FailureKind, RunError, RunStatus
+from tsq.run import Run
 from tsq.runstore import NewRun, RunStore, run_key
 from tsq.schedulestore import ScheduleStore
 
@@ -82,7 +83,7 @@ class _Event:
         return job_id(self.project, self.loop, self.event)
 
     def run(self, t: datetime, status: RunStatus = RunStatus.QUEUED,
-            error: dict[str, Any] | None = None) -> NewRun:
+            error: RunError | None = None) -> NewRun:
         ms = _ms(t)
         start, end = self.schedule.window(t)
         return NewRun(project=self.project, loop=self.loop, event=self.event,
@@ -233,7 +234,7 @@ class Scheduler:
             created = self.runs.create_new(missed[start:start + MISSED_BATCH])
             self.missed += len(created)
             for record in created:
-                if record["status"] == RunStatus.QUEUED.value:
+                if record.status == RunStatus.QUEUED.value:
                     self.dispatcher.offer(record)
             _log_missed(created)
 
@@ -281,29 +282,22 @@ class Scheduler:
         for start in range(0, len(runs), RECORD_BATCH):
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])
             for record in created:
-                log.info("fired %s/%s event %s for %s", record["project"], record["loop"],
-                         record["event"], format_ms(record["scheduled_ms"]),
-                         extra=_fields(record))
+                log.info("fired %s/%s event %s for %s", record.project, record.loop,
+                         record.event, format_ms(record.when_ms),
+                         extra={**record.identity(), "scheduled_ms": record.scheduled_ms})
                 self.dispatcher.offer(record)
 
 
-def _log_missed(created: list[dict[str, Any]]) -> None:
+def _log_missed(created: list[Run]) -> None:
     """One line for the times an outage skipped (there may be thousands), by what became of
     them: queued to run now, or recorded expired."""
     if not created:
         return
-    expired = sum(1 for record in created if record["status"] == RunStatus.EXPIRED.value)
+    expired = sum(1 for record in created if record.status == RunStatus.EXPIRED)
     log.info("caught up on %d scheduled times missed while stopped: %d queued, %d expired",
              len(created), len(created) - expired, expired,
              extra={"missed": len(created), "queued": len(created) - expired,
                     "expired": expired})
-
-
-def _fields(record: dict[str, Any]) -> dict[str, Any]:
-    """A run's identity, as the `extra` of a log line about it."""
-    return {"run": record["id"], "project": record["project"], "loop": record["loop"],
-            "event": record["event"], "trigger": record["trigger"],
-            "attempt": record["attempt"], "scheduled_ms": record.get("scheduled_ms")}
 
 
 def _ms(t: datetime) -> int:

@@ -38,6 +38,7 @@ from tsq.notify import Notifier
 from tsq.outcomes import RunResult
 from tsq.pipeline import Pipelines
 from tsq.retention import apply_retention
+from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
@@ -56,8 +57,8 @@ NEXT_FIRE_TIMES = 3
 
 @dataclass(frozen=True)
 class SubmittedRun:
-    record: dict[str, Any]
-    done: Future[dict[str, Any]]  # the final run record
+    record: Run
+    done: Future[Run]  # the final run record
 
 
 class Service:
@@ -86,7 +87,7 @@ class Service:
         for name in runtime_names():
             get_runtime(name).warm()
 
-    def _host(self, record: dict[str, Any], version: StoredVersion, within_s: float) -> Host:
+    def _host(self, record: Run, version: StoredVersion, within_s: float) -> Host:
         """A run's host answers on its loop's connector and through the pipelines, which run
         steps through the dispatcher: going through here closes that circle once both exist."""
         return self.pipelines.host_for(record, within_s,
@@ -206,16 +207,15 @@ class Service:
                                          event=event or trigger, version_id=loop.latest.id,
                                          trigger=trigger, params=merged, scheduled_ms=scheduled,
                                          window=covered))
-        done = self.dispatcher.wait(record["id"])
+        done = self.dispatcher.wait(record.id)
         self.dispatcher.offer(record)
         return SubmittedRun(record, done)
 
-    def run(self, name: str, params: dict[str, Any] | None = None, **options: Any
-            ) -> dict[str, Any]:
-        """Run and wait; the final run record."""
+    def run(self, name: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
+        """Run and wait; the run as it ended."""
         return self.submit(name, params, **options).done.result()
 
-    def _retention(self, record: dict[str, Any], version: StoredVersion
+    def _retention(self, record: Run, version: StoredVersion
                    ) -> tuple[RunResult, list[LogLine]]:
         assert version.spec.retention is not None
         return apply_retention(retention_from_json(version.spec.retention), record, self.runs,
@@ -294,13 +294,13 @@ class Service:
         """The runs `where` selects, newest first, each with `short_id`: the prefix of its id
         that every command taking a run id accepts."""
         found = self.runs.find(where)
-        short = self.runs.short_ids([r["id"] for r in found])
-        return {"runs": [{**r, "short_id": short.get(r["id"], r["id"])} for r in found]}
+        short = self.runs.short_ids([r.id for r in found])
+        return {"runs": [{**r.to_json(), "short_id": short.get(r.id, r.id)} for r in found]}
 
     # Every method taking a run id accepts a unique prefix of one (`RunStore.resolve`).
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.runs.get(self.runs.resolve(run_id))
+        return self.runs.get(self.runs.resolve(run_id)).to_json()
 
     def run_logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
         """The run's log lines after the first `after`, its status (read before the lines, so a

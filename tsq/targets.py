@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from tsq import __version__
-from tsq.outcomes import FailureKind, RunResult
+from tsq.outcomes import FailureKind, RunResult, RunStatus
 
 __all__ = ["call_target"]
 
@@ -37,7 +37,7 @@ def call_target(client: httpx.Client, url: str, event: dict[str, Any],
         return RunResult.failed("TargetUnreachable", f"POST {url} failed: {exc}")
     body = _body(response)
     if response.is_success:
-        return RunResult("success", {"status": response.status_code, "body": body})
+        return RunResult(RunStatus.SUCCESS, {"status": response.status_code, "body": body})
     shown = response.text[:MAX_BODY_SHOWN]
     return RunResult.failed("TargetFailed",
                             f"POST {url} answered {response.status_code} "

@@ -26,7 +26,7 @@ import psutil
 
 from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunResult, RunStatus
 from tsq.runlog import LogLine
 from tsq.worker_process import Job, WorkerOptions, worker_main
 
@@ -204,7 +204,7 @@ class WorkerPool:
         process.conn.send(job)
         listener.started(job)
         result = _Watch(process, job, listener).until_done()
-        if result.status == "timeout":
+        if result.status == RunStatus.TIMEOUT:
             # A handler that timed out may still spin inside V8 after an `await`, where no
             # in-process limit reaches it; only a new process reliably gets the core back.
             process.kill()
@@ -212,7 +212,7 @@ class WorkerPool:
             log.warning("worker process %s ended (%s) after run %s; starting a new one",
                         process.process.pid, process.death_reason(), job.run_id,
                         extra={"pid": process.process.pid, "run": job.run_id,
-                               "status": result.status})
+                               "status": result.status.value})
             slot.process = self._replacement()
         return result
 

@@ -31,7 +31,7 @@ from py_mini_racer import (
 
 from tsq.errors import CompileError, HostError, TsqError
 from tsq.hostcalls import HostAnswer, handler_arguments, js_series, rejection
-from tsq.runtimes.base import LogLine, RunContext, RunResult
+from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus
 from tsq.runtimes.js.pool import InstancePool, new_instance
 
 __all__ = ["WORKER_OPS", "JsProgram", "JsRuntime"]
@@ -255,12 +255,12 @@ class _Execution:
 
     def settled(self, outcome: dict[str, Any]) -> RunResult:
         if outcome["ok"]:
-            return RunResult("success", result=orjson.loads(outcome["value"]))
+            return RunResult(RunStatus.SUCCESS, result=orjson.loads(outcome["value"]))
         error: dict[str, Any] = outcome["error"]
         if self.instance.was_hard_memory_limit_reached():
             return self.out_of_memory()
-        error["stack"] = _user_frames(str(error.get("stack", "")))
-        return RunResult("failed", error=error)
+        return RunResult.failed(str(error.get("type") or "Error"), str(error.get("message", "")),
+                                _user_frames(str(error.get("stack", ""))))
 
     def forward_logs(self, rows: list[list[Any]]) -> None:
         if rows:

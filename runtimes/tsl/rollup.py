@@ -15,7 +15,7 @@ from typing import Any
 from tsq.errors import HostError, TslError
 from tsq.hostcalls import series_message
 from tsq.kernels.maps import subset
-from tsq.runtimes.base import LogLine, Program, RunContext, RunResult
+from tsq.runtimes.base import LogLine, Program, RunContext, RunResult, RunStatus
 from tsq.series import NS_PER_MS, SeriesSet
 
 from .runtime import TslProgram, TslRuntime
@@ -56,7 +56,7 @@ class RollupProgram:
         ctx.log([LogLine(int(started.timestamp() * 1000), "info",
                          f"rolled up the window into {len(output)} series, {written} points "
                          f"({replaced} points of an earlier run replaced) in {took_ms:.1f} ms")])
-        return RunResult("success", result={
+        return RunResult(RunStatus.SUCCESS, result={
             "series": len(output), "written": written, "replaced": replaced,
             "window": [window["start"], window["end"]]})
 
@@ -67,7 +67,7 @@ def _kept(ctx: RunContext, window: dict[str, Any]) -> RunResult:
     ctx.log([LogLine(int(datetime.now(UTC).timestamp() * 1000), "warning",
                      "the source has no points in this window; whatever an earlier run wrote "
                      "for it is kept")])
-    return RunResult("success", result={"series": 0, "written": 0, "replaced": 0,
+    return RunResult(RunStatus.SUCCESS, result={"series": 0, "written": 0, "replaced": 0,
                                         "window": [window["start"], window["end"]]})
 
 

@@ -26,7 +26,7 @@ from tsq.hostcalls import (
     series_message,
 )
 from tsq.kernels import Aggregator, Buckets, Fill
-from tsq.runtimes.base import LogLine, RunContext, RunResult
+from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
@@ -139,14 +139,14 @@ class TslProgram:
                          f"{len(results.statements)} statement(s); the last {gave} "
                          f"in {took_ms:.1f} ms")])
         if not isinstance(last, SeriesSet):   # names(), labels(), …: the list is the result
-            return RunResult("success", result={"meta": last})
+            return RunResult(RunStatus.SUCCESS, result={"meta": last})
         result: dict[str, Any] = {"series": last.to_json()}
         if len(orjson.dumps(result)) > self.max_result_bytes:
             result = {"series": [{"name": s.name, "labels": dict(s.labels),
                                   "points": len(s.timestamps)} for s in last],
                       "truncated": f"the points are left out: the result is over "
                                    f"{self.max_result_bytes} bytes"}
-        return RunResult("success", result=result)
+        return RunResult(RunStatus.SUCCESS, result=result)
 
 
 class TslRuntime:
