@@ -4,7 +4,6 @@ the scheduled run of that time, and the order the run list shows backfilled runs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from tests.scheduling_helpers import (
     ScriptedPool,
     deploy,
     loop_yaml,
-    make_service,
     ms,
     scheduler_of,
     utc,
@@ -34,19 +32,6 @@ from tsq.service import Service, run_window, time_field
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(utc("2026-01-01T00:10:30Z"))
-
-
-@pytest.fixture
-def pool() -> ScriptedPool:
-    return ScriptedPool()
-
-
-@pytest.fixture
-def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Service]:
-    svc = make_service(tmp_path / "data", clock, pool)
-    yield svc
-    svc.close()
-
 
 
 def window_of(record: Run) -> tuple[int | None, int | None]:

@@ -7,7 +7,6 @@ is not started: the tests call what its jobs call, `Scheduler.record_due`, at ch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -37,24 +36,6 @@ from tsq.outcomes import RunResult, RunStatus
 from tsq.runstore import RunFilter
 from tsq.scheduler import missed_times
 from tsq.service import Service
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(utc("2026-01-01T00:00:30Z"))
-
-
-@pytest.fixture
-def pool() -> ScriptedPool:
-    return ScriptedPool()
-
-
-@pytest.fixture
-def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Service]:
-    svc = make_service(tmp_path / "data", clock, pool)
-    yield svc
-    svc.close()
-
 
 
 def runs_of(service: Service, loop: str = "roll") -> list[dict[str, Any]]:

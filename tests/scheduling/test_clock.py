@@ -3,30 +3,12 @@ it (they used to mix the test's time with the wall clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.scheduling_helpers import (
-    FakeClock,
-    ScriptedPool,
-    deploy,
-    loop_yaml,
-    make_service,
-    ms,
-    utc,
-)
+from tests.scheduling_helpers import deploy, loop_yaml, ms
 from tsq.service import Service
 
-NOW = "2026-01-01T00:00:30Z"
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = make_service(tmp_path / "data", FakeClock(utc(NOW)), ScriptedPool())
-    yield svc
-    svc.close()
+NOW = "2026-01-01T00:00:30Z"  # where the `clock` fixture (tests/scheduling/conftest.py) stands
 
 
 def test_a_run_and_its_loop_are_stamped_by_the_service_clock(service: Service,
