@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from tsq.connectors.base import ConnectorClass
 
-__all__ = ["CONNECTORS", "ConnectorType", "implemented", "instance_key", "load_connector_class"]
+__all__ = ["CONNECTORS", "SECRET_KEYS", "ConnectorType", "implemented", "instance_key",
+           "load_connector_class", "plain_config"]
+
+SECRET_KEYS = frozenset({"token", "password"})  # may be `{secret: …}`: never shown back
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,16 @@ class ConnectorType:
     module: str | None  # "package.module:Class" of the implementation, None until it exists
     options: tuple[str, ...] = ()  # the other loop-file keys it reads
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("type", *self.requires, *self.options)
+
 
 CONNECTORS: Mapping[str, ConnectorType] = {
     "embedded": ConnectorType((), "tsq.connectors.embedded:EmbeddedStore"),
-    "influxdb": ConnectorType(("url",), None, ("database", "token", "org", "bucket")),
+    "influxdb": ConnectorType(("url",), "tsq.connectors.influxdb:InfluxDB",
+                              ("database", "bucket", "org", "token", "username", "password",
+                               "retention_policy", "version")),
     "prometheus": ConnectorType(("url",), None),
     "warp10": ConnectorType(("url",), None, ("token",)),
 }
@@ -41,6 +50,12 @@ CONNECTORS: Mapping[str, ConnectorType] = {
 
 def implemented() -> tuple[str, ...]:
     return tuple(name for name, kind in CONNECTORS.items() if kind.module is not None)
+
+
+def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with each `{secret: value}` replaced by its value, for the connector itself."""
+    return {key: value["secret"] if isinstance(value, Mapping) and "secret" in value else value
+            for key, value in config.items()}
 
 
 def instance_key(config: Mapping[str, Any]) -> tuple[Any, ...]:

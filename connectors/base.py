@@ -23,6 +23,7 @@ class Capabilities:
     """What a back-end can do itself, beyond the protocol; the engine does the rest."""
 
     sampling: bool = False  # bucketize in the back-end: the connector is a SamplingConnector
+    nan: bool = True  # stores NaN (InfluxDB does not: its connector drops such points)
 
 
 class Connector(Protocol):

@@ -37,11 +37,11 @@ def test_unknown_runtime() -> None:
 
 
 def test_each_implemented_connector_loads() -> None:
-    assert implemented() == ("embedded",)
-    for name in implemented():
-        assert load_connector_class(name).__name__ == "EmbeddedStore"
+    assert implemented() == ("embedded", "influxdb")
+    assert [load_connector_class(name).__name__ for name in implemented()] == [
+        "EmbeddedStore", "InfluxDB"]
     with pytest.raises(KeyError, match="has no implementation yet"):
-        load_connector_class("influxdb")
+        load_connector_class("prometheus")
     assert set(CONNECTORS) == {"embedded", "influxdb", "prometheus", "warp10"}
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tsq.connectors import instance_key, load_connector_class
+from tsq.connectors import instance_key, load_connector_class, plain_config
 from tsq.connectors.base import Connector
 from tsq.model import LoopSpec
 
@@ -38,11 +38,12 @@ class Connections:
 
     def of(self, config: Mapping[str, Any]) -> Connector:
         """The open connector for `config`, opened now if no loop used it before."""
-        key = instance_key(config)
+        plain = plain_config(config)
+        key = instance_key(plain)
         with self._lock:
             connector = self._open.get(key)
             if connector is None:
-                connector = load_connector_class(key[0]).open(config, self.data_dir)
+                connector = load_connector_class(key[0]).open(plain, self.data_dir)
                 self._open[key] = connector
             return connector
 

@@ -12,6 +12,13 @@
     │   └── PayloadTooLarge      a body or value over its size limit
     ├── ServerUnavailable        the CLI could not reach the server it was pointed at
     ├── WorkerError              a worker process could not be started or died unexpectedly
+    ├── ConnectorError           a back-end (InfluxDB, Prometheus, …) failed a request; the
+    │   │                        message names the connector, its URL and the query
+    │   ├── ConnectorUnavailable     refused, timed out, or answered 5xx
+    │   ├── ConnectorAuthError       the credentials were refused (401, 403)
+    │   ├── ConnectorQueryError      the server refused the query (4xx, or an error in its answer)
+    │   ├── ConnectorBadAnswer       an answer tsq cannot read
+    │   └── ConnectorUnsupported     the server cannot do it (a delete it has no API for)
     └── HostError                a handler's host call (db.select, Loop.run, …) that failed;
                                  .kind is the error type its promise rejects with
 
@@ -33,6 +40,12 @@ __all__ = [
     "CompileError",
     "ConfigError",
     "Conflict",
+    "ConnectorAuthError",
+    "ConnectorBadAnswer",
+    "ConnectorError",
+    "ConnectorQueryError",
+    "ConnectorUnavailable",
+    "ConnectorUnsupported",
     "HostError",
     "InvalidLoopFile",
     "NotFound",
@@ -199,6 +212,32 @@ class ServerUnavailable(TsqError):
 
 class WorkerError(TsqError):
     http_status = 500
+
+
+class ConnectorError(TsqError):
+    """A back-end's failure. Never carries a secret: URLs are shown without credentials."""
+
+    http_status = 502
+
+
+class ConnectorUnavailable(ConnectorError):
+    http_status = 503
+
+
+class ConnectorAuthError(ConnectorError):
+    http_status = 502
+
+
+class ConnectorQueryError(ConnectorError):
+    http_status = 400
+
+
+class ConnectorBadAnswer(ConnectorError):
+    http_status = 502
+
+
+class ConnectorUnsupported(ConnectorError):
+    http_status = 501
 
 
 class HostError(TsqError):

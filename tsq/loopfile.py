@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsq import aftergraph, metronome
-from tsq.connectors import CONNECTORS, implemented
+from tsq.connectors import CONNECTORS, SECRET_KEYS, implemented
 from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
 from tsq.model import (
     DEFAULT_MAX_CONCURRENCY,
@@ -67,7 +67,7 @@ EVENT_KEYS = ("rate", "after", "params", "target")
 RETRY_KEYS = ("max", "backoff")
 NOTIFY_KEYS = ("webhook",)
 CATCHUP_POLICIES = ("none", "epsilon", "all")
-CONNECTOR_KEYS = ("type", "url", "database", "token", "org", "bucket")
+CONNECTOR_KEYS = tuple(dict.fromkeys(key for row in CONNECTORS.values() for key in row.keys))
 MAX_TIMEOUT_S = 3600.0
 MEMORY_RANGE_MB = (16, 4096)
 MAX_CONCURRENCY = 64
@@ -194,26 +194,41 @@ class _Checker:
                                          f"definitions, got {_describe(value)}")
             return result
         for name, body in value.items():
-            path: DocPath = ("connectors", name)
-            config = self.mapping(body, path, CONNECTOR_KEYS)
-            kind = str(config.get("type"))
-            where = (*path, "type") if "type" in config else path
-            if kind not in CONNECTORS:
-                self.report(where, f"unknown connector type {config.get('type')!r}; expected "
-                                   f"one of {', '.join(CONNECTORS)}")
-                continue
-            if CONNECTORS[kind].module is None:
-                self.report(where, f"connector type {kind!r} is not available in this version "
-                                   f"of tsq (available: {', '.join(implemented())}); its loops "
-                                   f"would not reach {kind}, so nothing is deployed")
-                continue
-            for required in CONNECTORS[kind].requires:
-                if required not in config:
-                    self.report(path, f'a {kind} connector needs "{required}"')
-            if "url" in config:
-                self.string(config["url"], (*path, "url"), URL, "an http(s):// URL")
-            result[str(name)] = config
+            config = self.connector(("connectors", name), body)
+            if config is not None:
+                result[str(name)] = config
         return result
+
+    def connector(self, path: DocPath, body: Any) -> dict[str, Any] | None:
+        """One entry of `connectors:`; None when its type is unknown or not built yet."""
+        config = self.mapping(body, path, CONNECTOR_KEYS)
+        kind = str(config.get("type"))
+        where = (*path, "type") if "type" in config else path
+        if kind not in CONNECTORS:
+            self.report(where, f"unknown connector type {config.get('type')!r}; expected "
+                               f"one of {', '.join(CONNECTORS)}")
+            return None
+        if CONNECTORS[kind].module is None:
+            self.report(where, f"connector type {kind!r} is not available in this version "
+                               f"of tsq (available: {', '.join(implemented())}); its loops "
+                               f"would not reach {kind}, so nothing is deployed")
+            return None
+        for required in CONNECTORS[kind].requires:
+            if required not in config:
+                self.report(path, f'a {kind} connector needs "{required}"')
+        for key, item in config.items():
+            if key not in CONNECTORS[kind].keys:
+                self.report((*path, key), f"a {kind} connector has no {key!r}; its keys are "
+                                          f"{', '.join(CONNECTORS[kind].keys)}", key=True)
+            elif key in SECRET_KEYS and isinstance(item, dict):
+                if not isinstance(self.mapping(item, (*path, key), ("secret",)).get("secret"),
+                                  str):
+                    self.report((*path, key), 'expected `{secret: "value"}` with a string')
+            elif isinstance(item, bool) or not isinstance(item, str | int | float):
+                self.report((*path, key), f"expected a string, got {_describe(item)}")
+        if "url" in config:
+            self.string(config["url"], (*path, "url"), URL, "an http(s):// URL")
+        return config
 
     def function(self, project: str, name: str, body: Any,
                  connectors: dict[str, dict[str, Any]]) -> Deployable | None:

@@ -81,6 +81,10 @@ class LoopSpec:
                 key: SECRET_MASK if key in self.secrets else value
                 for key, value in self.environment.items()
             }
+            data["connector"] = {
+                key: SECRET_MASK if isinstance(value, dict) and "secret" in value else value
+                for key, value in self.connector.items()
+            }
         return data
 
     @classmethod
