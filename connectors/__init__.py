@@ -17,12 +17,13 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from tsq.connectors.base import ConnectorClass
 
 __all__ = ["CONNECTORS", "SECRET_KEYS", "ConnectorType", "implemented", "instance_key",
-           "load_connector_class", "plain_config"]
+           "load_connector_class", "plain_config", "public_url", "shown_config"]
 
 SECRET_KEYS = frozenset({"token", "password"})  # may be `{secret: …}`: never shown back
 
@@ -56,6 +57,23 @@ def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` with each `{secret: value}` replaced by its value, for the connector itself."""
     return {key: value["secret"] if isinstance(value, Mapping) and "secret" in value else value
             for key, value in config.items()}
+
+
+def shown_config(config: Mapping[str, Any], mask: str) -> dict[str, Any]:
+    """`config` as it may be shown: secrets masked, URLs without their credentials."""
+    return {key: mask if isinstance(value, Mapping) and "secret" in value
+            else public_url(value) if key == "url" and isinstance(value, str) else value
+            for key, value in config.items()}
+
+
+def public_url(url: str) -> str:
+    """`url` without user or password: what tsq shows of a back-end, never a secret."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def instance_key(config: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from tsq.connectors import influxql
+from tsq.connectors import influxql, public_url
 from tsq.connectors.base import Capabilities
 from tsq.errors import (
     ConnectorAuthError,
@@ -366,7 +365,7 @@ class InfluxDB:
         raise error
 
     def _where(self) -> str:
-        return f"{self.label} at {_public(self.url)}"
+        return f"{self.label} at {public_url(self.url)}"
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -431,14 +430,6 @@ def _status_error(answer: httpx.Response, what: str) -> ConnectorError:
 
 def _short(what: str, limit: int = 300) -> str:
     return repr(what if len(what) <= limit else what[:limit] + "…")
-
-
-def _public(url: str) -> str:
-    """`url` without user or password: errors name the server, never a secret."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _label(config: Mapping[str, Any]) -> str:

@@ -98,3 +98,26 @@ def test_demo_runs_the_example_pipeline(tmp_path: Path) -> None:
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     retentions = json.loads(tsq(tmp_path, "runs", "--loop", "cpu-retention", "--json").stdout)
     assert sum(r["result"]["deleted"] for r in retentions["runs"]) > 0
+
+
+def test_show_says_what_a_shorthand_runs_and_where(tmp_path: Path) -> None:
+    loops = tmp_path / "loops.yml"
+    loops.write_text("""connectors:
+  influx: {type: influxdb, url: "http://user:pw@127.0.0.1:8086", database: telegraf,
+           password: {secret: hunter2}}
+functions:
+  web-1m:
+    rollup: {from: cpu, to: web_1m, span: 1m, aggregate: mean, by: [dc, host]}
+    connector: influx
+  web-retention:
+    retention: {select: cpu, keep: 7d, covered_by: [web-1m]}
+""")
+    assert tsq(tmp_path / "data", "deploy", str(loops)).returncode == 0
+    rollup = tsq(tmp_path / "data", "show", "web-1m").stdout.splitlines()
+    assert rollup[:2] == ["web-1m (default), rollup cpu → web_1m (1m mean by dc, host)",
+                          "   connector influx (influxdb at http://127.0.0.1:8086)"]
+    retention = tsq(tmp_path / "data", "show", "web-retention").stdout.splitlines()
+    assert retention[0] == "web-retention (default), retention of cpu (keep 7d, covered by web-1m)"
+    shown = tsq(tmp_path / "data", "show", "web-1m", "--json").stdout
+    assert "hunter2" not in shown and json.loads(shown)["spec"]["connector"]["password"] == \
+        "********"

@@ -220,8 +220,12 @@ def show(name: str, project: Project = None, data_dir: DataDir = None, url: Url 
     if as_json:
         _print_json(result)
         return
-    out.print(f"[bold]{result['name']}[/bold] ({result['project']}), "
-              f"{result['spec']['runtime']} handler {result['spec']['handler']}")
+    spec = result["spec"]
+    out.print(f"[bold]{result['name']}[/bold] ({result['project']}), {_runs_what(spec)}")
+    connector = spec.get("connector") or {}
+    if connector.get("type", "embedded") != "embedded":
+        out.print(f"   connector {connector.get('name', '')} ({connector['type']} at "
+                  f"{connector.get('url', '')})", highlight=False)
     for version in result["versions"]:
         marker = "*" if version["id"] == result["version"]["id"] else " "
         out.print(f" {marker} version {version['number']}  {version['id'][:12]}  "
@@ -863,3 +867,25 @@ def _time(ms: int | None) -> str:
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _runs_what(spec: dict[str, Any]) -> str:
+    """What a loop runs, in a few words: its handler, or the shorthand it was written as."""
+    rollup, retention = spec.get("rollup"), spec.get("retention")
+    if rollup:
+        by = f" by {', '.join(rollup['by'])}" if rollup.get("by") else ""
+        return (f"rollup {rollup['from']} → {rollup['to']} "
+                f"({rollup['span']} {rollup['aggregate']}{by})")
+    if retention:
+        covered = ", ".join(retention["covered_by"])
+        keep = _span(int(retention["keep_ms"]))
+        return f"retention of {retention['select']} (keep {keep}, covered by {covered})"
+    return f"{spec['runtime']} handler {spec['handler']}"
+
+
+def _span(ms: int) -> str:
+    """A duration in the largest unit that divides it, as loop files write it (7d, 90m)."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

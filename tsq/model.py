@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from tsq.connectors import shown_config
+
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MEMORY_MB",
@@ -81,10 +83,7 @@ class LoopSpec:
                 key: SECRET_MASK if key in self.secrets else value
                 for key, value in self.environment.items()
             }
-            data["connector"] = {
-                key: SECRET_MASK if isinstance(value, dict) and "secret" in value else value
-                for key, value in self.connector.items()
-            }
+            data["connector"] = shown_config(self.connector, SECRET_MASK)
         return data
 
     @classmethod

@@ -149,7 +149,8 @@ class Service:
         data = loop.to_json()
         data["versions"] = [v.to_json() for v in self.loops.versions(loop.project, name)]
         held = self.scheduler.next_times(loop.project, name) if self.scheduler else {}
-        data["events"] = [_event_json(event, held.get(event.name))
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        data["events"] = [_event_json(event, held.get(event.name) or now)
                           for event in loop.latest.spec.events]
         return data
 
@@ -359,13 +360,13 @@ def _ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
 
 
-def _event_json(event: EventSpec, held: datetime | None) -> dict[str, Any]:
-    """An event as `GET /v1/loops/{name}` shows it, with its next fire times and windows."""
+def _event_json(event: EventSpec, first: datetime) -> dict[str, Any]:
+    """An event as `GET /v1/loops/{name}` shows it, with its next fire times (from `first`: the
+    scheduler's next time, else now) and windows."""
     data: dict[str, Any] = {"name": event.name, "rate": event.rate, "after": event.after,
                             "params": event.params, "target": event.target}
     if event.rate is not None:
         schedule = metronome.parse(event.rate)
-        first = held or datetime.now(UTC)
         upcoming = islice(schedule.fire_times(first, datetime.max.replace(tzinfo=UTC)),
                           NEXT_FIRE_TIMES)
         data["next"] = [{"time": t.isoformat(), "window": [w.isoformat() for w in
