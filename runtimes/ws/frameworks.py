@@ -52,8 +52,8 @@ BUCKETIZERS: Mapping[str, tuple[int, str]] = {
 REDUCERS: Mapping[str, tuple[int, str]] = {
     "sum": (0, "sum"), "mean": (0, "mean"), "min": (0, "min"), "max": (0, "max"),
     "median": (0, "median"), "count": (0, "count"), "and": (0, "and"), "or": (0, "or"),
-    "join": (1, "join"), "percentile": (1, "percentile"), "sd": (0, "stddev"),
-    "var": (0, "stdvar"), "first": (0, "first"), "last": (0, "last"),
+    "join": (1, "join"), "percentile": (1, "percentile"), "sd": (1, "stddev"),
+    "var": (1, "stdvar"), "first": (0, "first"), "last": (0, "last"),
 }
 NULL_SUFFIXES = ("", ".exclude-nulls", ".forbid-nulls", ".include-nulls")
 # window mappers: kernel aggregators over the window
@@ -66,6 +66,14 @@ WINDOW_MAPPERS: Mapping[str, tuple[int, str]] = {
 }
 
 
+def _numbers(values: Array) -> Array:
+    """Values as DOUBLEs; a STRING that is no number becomes NaN (and its point is dropped)."""
+    if values.dtype.kind != "O":
+        return values.astype(np.float64)
+    import pandas as pd
+    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), np.float64)
+
+
 def _round_half_up(values: Array) -> Array:
     return np.floor(values + 0.5)
 
@@ -74,10 +82,11 @@ def _round_half_up(values: Array) -> Array:
 VALUE_MAPPERS: Mapping[str, tuple[int, Callable[..., Array]]] = {
     "abs": (0, lambda v, t: np.abs(v)), "ceil": (0, lambda v, t: np.ceil(v)),
     "floor": (0, lambda v, t: np.floor(v)), "round": (0, lambda v, t: _round_half_up(v)),
-    "sqrt": (0, lambda v, t: np.sqrt(v)), "exp": (0, lambda v, t: np.exp(v)),
+    "sqrt": (0, lambda v, t: np.sqrt(v)),
+    "exp": (1, lambda v, t, c: np.power(float(c), v.astype(np.float64))),
     "finite": (0, lambda v, t: v), "tick": (0, lambda v, t: t.copy()),
-    "todouble": (0, lambda v, t: v.astype(np.float64)),
-    "tolong": (0, lambda v, t: np.trunc(v.astype(np.float64)).astype(np.int64)),
+    "todouble": (0, lambda v, t: _numbers(v)),
+    "tolong": (0, lambda v, t: np.trunc(_numbers(v))),
     "toboolean": (0, lambda v, t: v.astype(bool) if v.dtype.kind != "O" else
                   np.array([str(x).lower() == "true" for x in v], dtype=bool)),
     "tostring": (0, lambda v, t: np.array([_text(x) for x in v.tolist()], dtype=object)),
@@ -257,8 +266,13 @@ def _window_list(gts: Gts, index: Array, tick: int) -> list[Any]:
 
 
 def _macro_result(vm: Vm, macro: Macro, window: list[Any], word: str) -> list[Any] | None:
+    """The point a macro function leaves: [tick lat lon elev value], or those five values."""
+    base = len(vm.stack)
     vm.stack.append(window)
     vm.run(macro)
+    left = len(vm.stack) - base
+    if left == 5:
+        return vm.pops(5)
     result = vm.pop()
     if isinstance(result, list) and len(result) == 5:
         return result
@@ -345,7 +359,7 @@ def _value_map(gts: Gts, mapper: Function) -> Gts:
         result = _time_part(ticks, name)
     else:
         if values.dtype.kind == "O" and name not in ("tostring", "replace", "tick",
-                                                      "toboolean"):
+                                                      "toboolean", "tolong", "todouble"):
             raise Fault(f"mapper.{name} needs numbers; the GTS holds STRING values")
         with np.errstate(all="ignore"):
             result = VALUE_MAPPERS[name][1](values, ticks, *mapper.params)
@@ -355,8 +369,13 @@ def _value_map(gts: Gts, mapper: Function) -> Gts:
                 isinstance(p, int) and not isinstance(p, bool) for p in mapper.params):
             result = result.astype(np.int64)
     result = np.asarray(result)
-    if name == "finite" and result.dtype.kind == "f":
-        return gts.taken(np.flatnonzero(np.isfinite(result)))
+    if name in ("finite", "tolong", "todouble") and result.dtype.kind == "f":
+        kept = np.flatnonzero(np.isfinite(result) if name != "todouble" else ~np.isnan(result))
+        out = gts.taken(kept)
+        result = result[kept]
+        out.set_points(out.ticks, result.astype(np.int64) if name == "tolong" else result,
+                       out.locations)
+        return out
     gts.set_points(ticks, result, gts.locations)
     return gts
 
@@ -371,12 +390,12 @@ def _time_part(ticks: Array, part: str) -> Array:
         return (moments.astype("datetime64[D]") - moments.astype("datetime64[M]")).astype(
             np.int64) + 1
     seconds = ticks // STU
+    if part == "second":  # with the fraction: 0.003189 for 3189 µs past the minute
+        return (ticks % (60 * STU)) / STU
     if part == "hour":
         return (seconds // 3600) % 24
     if part == "minute":
         return (seconds // 60) % 60
-    if part == "second":
-        return seconds % 60
     days = seconds // 86_400  # 1970-01-01 was a Thursday (ISO day 4)
     return (days + 3) % 7 + 1
 
@@ -398,6 +417,9 @@ def _window_map(series: list[Gts], mapper: Function, pre: int, post: int) -> lis
         raise Fault(f"mapper.{mapper.name} without Bessel's correction (false) is not "
                     f"supported; pass true")
     _check_numeric(found, kind, mapper)
+    if kind.name == "count":  # NaN is a value in Warp 10: count the points, not the numbers
+        found = SeriesSet(found.names, found.labels, found.timestamps,
+                          np.ones(found.points), found.offsets)
     result = _typed(window(found, kind, before, after, by_time=by_time), found, kind.name)
     return from_series(result, series)
 
@@ -562,8 +584,6 @@ def _apply(vm: Vm) -> None:
         if not isinstance(operand, list) or not all(isinstance(g, Gts) for g in operand):
             raise Fault(f"APPLY: each operand is a LIST of GTS, got {describe(operand)}")
         lists.append(operand)
-    if op.name in BINARY_OPS and len(lists) != 2:
-        raise Fault(f"op.{op.name} takes exactly two operands, got {len(lists)}")
     vm.stack.append(_applied(lists, partition, op))
 
 
@@ -573,33 +593,27 @@ def _key(gts: Gts, labels: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 
 def _applied(lists: list[list[Gts]], labels: list[str] | None, op: Function) -> list[Gts]:
-    keyed = [{} if len(items) == 1 else _by_key(items, labels, n)
-             for n, items in enumerate(lists)]
+    """Warp 10's partition: every GTS of every list goes to the class of its labels' values;
+    a list of one GTS (with other lists beside it) joins every class instead. The op runs
+    on each class's members, in list order."""
+    shared = len(lists) > 1
     keys: list[tuple[tuple[str, str], ...]] = []
-    for index in keyed:
-        keys += [k for k in index if k not in keys]
-    if not keys and all(len(items) == 1 for items in lists):
+    for items in lists:
+        if not (shared and len(items) == 1):
+            keys += dict.fromkeys(k for k in (_key(g, labels) for g in items) if k not in keys)
+    if not keys:
         keys = [()]
     out = []
     for key in keys:
-        members = [items[0] if len(items) == 1 else index.get(key) for items, index
-                   in zip(lists, keyed, strict=True)]
-        if any(m is None for m in members):
-            continue
-        out.append(_apply_class([m for m in members if m is not None], op))
+        members = [g for items in lists for g in items
+                   if (shared and len(items) == 1) or _key(g, labels) == key]
+        if op.name in BINARY_OPS and len(members) != 2:
+            raise Fault(f"op.{op.name} applies to two GTS, and the class {dict(key)} holds "
+                        f"{len(members)}")
+        result = _apply_class(members, op)
+        result.labels = {**_common_labels(members), **dict(key)}
+        out.append(result)
     return out
-
-
-def _by_key(items: list[Gts], labels: list[str] | None, position: int
-            ) -> dict[tuple[tuple[str, str], ...], Gts]:
-    found: dict[tuple[tuple[str, str], ...], Gts] = {}
-    for gts in items:
-        key = _key(gts, labels)
-        if key in found:
-            raise Fault(f"APPLY: operand {position + 1} has several GTS for {dict(key)}; "
-                        f"partition by more labels")
-        found[key] = gts
-    return found
 
 
 def _apply_class(members: list[Gts], op: Function) -> Gts:
@@ -682,8 +696,8 @@ def _words() -> dict[str, Word]:
     for name, (count, _) in REDUCERS.items():
         for suffix in NULL_SUFFIXES:
             words[f"reducer.{name}{suffix}"] = _function("reducer", name + suffix, count)
-    for name in ("argmax", "argmin"):
-        words[f"reducer.{name}"] = _function("reducer", name, 1)
+    for name in ("argmax", "argmin"):  # 'label' maxcount reducer.argmax
+        words[f"reducer.{name}"] = _function("reducer", name, 2)
     for name, (count, _) in WINDOW_MAPPERS.items():
         words[f"mapper.{name}"] = _function("mapper", name, count)
     for name, (count, _) in VALUE_MAPPERS.items():

@@ -172,6 +172,18 @@ def _ticks(gts: Gts) -> list[int]:
     return gts.ticks.tolist()  # type: ignore[no-any-return]
 
 
+def _all_ticks(vm: Vm) -> None:
+    """TICKS: a GTS's ticks; of a LIST of GTS, every tick any of them has, sorted."""
+    value = vm.pop()
+    if isinstance(value, Gts):
+        vm.stack.append(_ticks(value))
+    elif isinstance(value, list) and all(isinstance(g, Gts) for g in value):
+        vm.stack.append(np.unique(np.concatenate([g.ticks for g in value] or
+                                                 [np.empty(0, np.int64)])).tolist())
+    else:
+        raise Fault(f"TICKS needs a GTS or a LIST of GTS, got {describe(value)}")
+
+
 def _locations(gts: Gts) -> list[Any]:
     locations = gts.locations
     if locations is None:
@@ -502,7 +514,7 @@ WORDS: Mapping[str, Word] = {
                                                                  "LABELS"),
     "ATTRIBUTES": _reader(lambda g: dict(g.attributes), "ATTRIBUTES"),
     "TOSELECTOR": _reader(lambda g: selector_text(g.name, g.labels), "TOSELECTOR"),
-    "VALUES": _reader(_values, "VALUES"), "TICKS": _reader(_ticks, "TICKS"),
+    "VALUES": _reader(_values, "VALUES"), "TICKS": _all_ticks,
     "TICKLIST": _reader(_ticks, "TICKLIST"), "LOCATIONS": _reader(_locations, "LOCATIONS"),
     "FIRSTTICK": _reader(_first_tick, "FIRSTTICK"), "LASTTICK": _reader(_last_tick, "LASTTICK"),
     "ATINDEX": _atindex, "ATTICK": _attick,

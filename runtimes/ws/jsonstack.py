@@ -10,7 +10,7 @@ import orjson
 
 from .values import Function, Gts, Macro, Mark
 
-__all__ = ["to_json", "to_json_text"]
+__all__ = ["text_of", "to_json", "to_json_text"]
 
 
 def to_json(value: Any) -> Any:
@@ -42,3 +42,8 @@ def _key(key: Any) -> str:
 
 def to_json_text(value: Any) -> str:
     return orjson.dumps(to_json(value)).decode()
+
+
+def text_of(value: Any) -> str:
+    from .vm import to_string
+    return to_string(value)

@@ -23,7 +23,7 @@ __all__ = ["WORDS", "iso8601", "to_timestamp"]
 
 STU = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 
 def iso8601(tick: int) -> str:
@@ -112,7 +112,7 @@ def _shift(word: str, months_per: int, days_per: int) -> Callable[[Vm], None]:
 def _duration(vm: Vm) -> None:
     text = vm.pop_str("an ISO-8601 duration (DURATION)")
     found = _DURATION.fullmatch(text)
-    if not found or text in ("P", "PT"):
+    if not found or text in ("P", "PT") or ("M" in text and "T" not in text):
         raise Fault(f"DURATION: {text!r} is not an ISO-8601 duration like PT1H30M or P2DT3H; "
                     f"months and years have no fixed length")
     weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())

@@ -110,7 +110,9 @@ class Gts:
         ticks, lats, lons, elevs, values = zip(*self._pending, strict=True)
         self._pending = []
         old = len(self._ticks)
-        new_values = column(list(values))
+        new_values = column(list(values), self._values.dtype if old else None)
+        if old and new_values.dtype != self._values.dtype:  # LONGs meeting a DOUBLE
+            self._values = self._values.astype(new_values.dtype)
         self._ticks = np.concatenate((self._ticks, np.asarray(ticks, np.int64)))
         self._values = np.concatenate((self._values, new_values)) if old else new_values
         if self._lat is not None or any(not math.isnan(x) for x in lats + lons + elevs):
@@ -211,19 +213,38 @@ class Gts:
         return f"{self.name}{{{labels}}} ({len(self)} points)"
 
 
-def column(values: list[Any]) -> Array:
-    """Python values → one typed column: bool, int64, float64, or object for strings/mixes."""
-    kinds = {type(v) for v in values}
-    if kinds <= {bool}:
-        return np.asarray(values, dtype=bool)
-    if kinds <= {int}:
-        try:
-            return np.asarray(values, dtype=np.int64)
-        except OverflowError:
-            return np.asarray(values, dtype=object)
-    if kinds <= {int, float}:
-        return np.asarray(values, dtype=np.float64)
-    return np.asarray(values, dtype=object)
+def column(values: list[Any], dtype: np.dtype[Any] | None = None) -> Array:
+    """Python values → one typed column. The first value fixes the type of a GTS, as in
+    Warp 10, and later values are converted to it (a STRING that is no number counts as 0 in a
+    numeric GTS), except that a LONG series meeting a DOUBLE becomes a DOUBLE series."""
+    first = values[0]
+    kind = dtype.kind if dtype is not None else (
+        "b" if isinstance(first, bool) else "i" if isinstance(first, int) else
+        "f" if isinstance(first, float) else "O")
+    if kind == "i" and any(isinstance(v, float) for v in values):
+        kind = "f"
+    if kind == "b":
+        return np.array([v if isinstance(v, bool) else (v.lower() == "true" if isinstance(v, str)
+                                                        else v != 0) for v in values], bool)
+    if kind in "if":
+        numbers = [_number(v) for v in values]
+        if kind == "i":
+            try:
+                return np.array(numbers, dtype=np.int64)
+            except OverflowError:
+                return np.array(numbers, dtype=object)
+        return np.array(numbers, dtype=np.float64)
+    from .jsonstack import text_of
+    return np.array([v if isinstance(v, str) else text_of(v) for v in values], dtype=object)
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, bool) else value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _extend(column_: Array | None, old: int, added: tuple[float, ...]) -> Array:

@@ -139,8 +139,7 @@ MATH: Mapping[str, Callable[[float], Any]] = {
 # a number's unit word → units of the platform (µs): `2 m` is two minutes
 UNITS: Mapping[str, float] = {
     "w": 604_800 * STU, "d": 86_400 * STU, "h": 3_600 * STU, "m": 60 * STU, "s": STU,
-    "ms": STU / 1_000, "us": STU / 1_000_000, "ns": STU / 1_000_000_000,
-    "ps": STU / 1_000_000_000_000,
+    "ms": STU / 1_000, "us": STU / 1_000_000, "ns": 1e-9 * STU, "ps": 1e-12 * STU,
 }
 CONSTANT_WORDS: Mapping[str, Any] = {
     "e": math.e, "E": math.e, "pi": math.pi, "PI": math.pi, "MAXLONG": 2**63 - 1,
@@ -583,8 +582,8 @@ class Vm:
             index += step
 
     def w_FORSTEP(self) -> None:
-        step = self.pop_macro("a MACRO computing the next index (FORSTEP)")
         body = self.pop_macro("a MACRO body (FORSTEP)")
+        step = self.pop_macro("a MACRO computing the next index (FORSTEP)")
         end, index = self.pop_number(), self.pop_number()
         check = self.loop_clock()
         ascending = True
@@ -686,8 +685,9 @@ class Vm:
         if isinstance(a, Gts) or isinstance(b, Gts):
             self.stack.append(gtswords.gts_binary(word, a, b))
             return
-        if word in ("==", "!="):
-            equal = (a == b) if not (_is_number(a) and _is_number(b)) else float(a) == float(b)
+        if word in ("==", "!="):  # NaN equals NaN, as in Warp 10
+            equal = (a == b) if not (_is_number(a) and _is_number(b)) else (
+                float(a) == float(b) or (math.isnan(a) and math.isnan(b)))
             self.stack.append(equal if word == "==" else not equal)
             return
         if not ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))):
@@ -772,8 +772,7 @@ class Vm:
     def w_unit(self, unit: str) -> None:
         amount = self.pop_number(f"a number of {unit}")
         units = amount * UNITS[unit]
-        self.stack.append(int(units) if float(units).is_integer() or unit not in
-                          ("ns", "ps") else int(units))
+        self.stack.append(int(units) if float(units).is_integer() else units)
 
     # -- types ---------------------------------------------------------------------------------
 
@@ -896,7 +895,7 @@ class Vm:
         pattern = self.pop_str("a regular expression (MATCH)")
         text = self.pop_str("a STRING (MATCH)")
         found = _regex(pattern).fullmatch(text)
-        self.stack.append([] if found is None else [g for g in found.groups()])
+        self.stack.append([] if found is None else [found.group(0), *found.groups()])
 
     def w_TEMPLATE(self) -> None:
         values = self.pop_map("a MAP of values (TEMPLATE)")
