@@ -56,6 +56,9 @@ REDUCERS: Mapping[str, tuple[int, str]] = {
     "var": (1, "stdvar"), "first": (0, "first"), "last": (0, "last"),
 }
 NULL_SUFFIXES = ("", ".exclude-nulls", ".forbid-nulls", ".include-nulls")
+# reducers that give no value at a tick where a member has none, unless told .exclude-nulls
+# (Warp 10's reducer.mean example: a tick only one GTS has is left out)
+FORBID_NULLS_BY_DEFAULT = frozenset({"mean", "median", "sd", "var"})
 # window mappers: kernel aggregators over the window
 WINDOW_MAPPERS: Mapping[str, tuple[int, str]] = {
     "sum": (0, "sum"), "mean": (0, "mean"), "min": (0, "min"), "max": (0, "max"),
@@ -515,14 +518,15 @@ def _kernel_reduce(chosen: list[Gts], reducer: Function) -> Gts:
     _check_numeric(found, kind, reducer)
     grouped = _typed(group_by(found, [], kind), found, kind.name)
     ticks, values = grouped.timestamps, grouped.values
-    if name.endswith((".forbid-nulls", ".include-nulls")):
+    forbid = name.endswith(".forbid-nulls") or name in FORBID_NULLS_BY_DEFAULT
+    if forbid or name.endswith(".include-nulls"):
         counts = group_by(found, [], Aggregator("count")).values
         full = counts == len(chosen)
-        if name.endswith(".forbid-nulls"):
+        if forbid:
             ticks, values = ticks[full], values[full]
         elif kind.name == "count":
             values = np.full(len(values), len(chosen), dtype=np.int64)
-    result = Gts(chosen[0].name if len({g.name for g in chosen}) == 1 else chosen[0].name)
+    result = Gts("")   # REDUCE's results have no class name, as in Warp 10
     result.set_points(ticks.copy(), np.asarray(values).copy())
     return result
 

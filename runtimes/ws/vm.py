@@ -152,7 +152,7 @@ SYMBOLS: Mapping[str, str] = {
     "]": "w_close_list", "}": "w_close_map", ")": "w_close_set", "[]": "w_empty_list",
     "{}": "w_empty_map", "()": "w_empty_set", "->LIST": "w_to_list", "LIST->": "w_list_to",
     "->MAP": "w_to_map", "MAP->": "w_map_to", "->SET": "w_to_set", "SET->": "w_set_to",
-    "ISNaN": "w_ISNAN",
+    "ISNaN": "w_ISNAN", "~=": "w_approx",
 }
 
 
@@ -758,6 +758,11 @@ class Vm:
 
     def w_POW(self) -> None:
         self.binary("**")
+
+    def w_approx(self) -> None:
+        tolerance = self.pop_number("a tolerance (~=)")
+        b, a = self.pop_number(), self.pop_number()
+        self.stack.append(abs(a - b) <= tolerance)
 
     def w_MAX(self) -> None:
         b, a = self.pop_number(), self.pop_number()
