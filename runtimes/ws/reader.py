@@ -107,6 +107,9 @@ def _op(token: Token, words: Mapping[str, Word]) -> Op:
     if function is None and text[:1] in "'\"":
         raise WarpScriptError(f"a string opened with {text[0]} is not closed on its line",
                               line=line, col=col, kind="syntax", word=text[0])
+    if function is None and text.startswith("/*"):
+        raise WarpScriptError("a comment opened with /* is not closed with */", line=line,
+                              col=col, kind="syntax", word="/*")
     if function is None:
         raise WarpScriptError(f"unknown function {text!r}{_hint(text, words)}", line=line,
                               col=col, kind="syntax", word=text)
