@@ -112,6 +112,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return {"status": "ok", "version": __version__}
 
     _install_influx_health(app)
+    _install_warp10(app, service)
 
     @app.post("/v1/loops", status_code=201)
     def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
@@ -248,6 +249,14 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return service.query_ws(request.warpscript, request.variables)
         return service.query_tsl(request.tsl or "", request.variables)
 
+
+V2_PRECISIONS = ("ns", "us", "ms", "s")
+# What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
+# that looks can tell it is not talking to InfluxDB itself.
+PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
+
+
+def _install_warp10(app: FastAPI, service: Service) -> None:
     @app.post("/api/v0/exec")
     async def warp10_exec(request: Request) -> Response:
         """Warp 10's exec endpoint: the script is the body, the answer the stack as a JSON
@@ -261,12 +270,6 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                 headers["X-Warp10-Error-Line"] = str(error.line)
             return OrjsonResponse({"error": error.to_json()}, status_code=500, headers=headers)
         return OrjsonResponse(answer["stack"])
-
-
-V2_PRECISIONS = ("ns", "us", "ms", "s")
-# What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
-# that looks can tell it is not talking to InfluxDB itself.
-PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
 
 
 def _install_influx_health(app: FastAPI) -> None:

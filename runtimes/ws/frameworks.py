@@ -74,7 +74,8 @@ def _numbers(values: Array) -> Array:
     if values.dtype.kind != "O":
         return values.astype(np.float64)
     import pandas as pd
-    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), np.float64)
+    numbers: Array = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), np.float64)
+    return numbers
 
 
 def _round_half_up(values: Array) -> Array:
@@ -205,7 +206,7 @@ def _grid(gts: Gts, lastbucket: int, span: int, count: int, maxbuckets: int
 
 def _kernel_bucketize(series: list[Gts], fn: Function, last: int, step: int,
                       buckets: int) -> list[Gts]:
-    kind, name = _aggregator(BUCKETIZERS, fn, "bucketizer")
+    kind, _name = _aggregator(BUCKETIZERS, fn, "bucketizer")
     grid = Buckets(step, last % step, "right", last - (buckets - 1) * step, last)
     found = to_series(series)
     _check_numeric(found, kind, fn)
@@ -242,10 +243,8 @@ def _typed(result: SeriesSet, source: SeriesSet, aggregator: str) -> SeriesSet:
     """Warp 10's types: sums, extremes and ends of LONGs stay LONGs, counts are LONGs, the
     median of LONGs is a LONG (the middle pair's integer mean)."""
     values = result.values
-    if aggregator == "count":
-        values = values.astype(np.int64)
-    elif source.values.dtype.kind == "i" and aggregator in ("sum", "min", "max", "first",
-                                                             "last", "delta"):
+    keeps_longs = ("sum", "min", "max", "first", "last", "delta")
+    if aggregator == "count" or (source.values.dtype.kind == "i" and aggregator in keeps_longs):
         values = values.astype(np.int64)
     elif source.values.dtype.kind == "i" and aggregator == "median":
         values = np.trunc(values).astype(np.int64)
@@ -319,7 +318,7 @@ def _map(vm: Vm) -> None:
     vm.stack.append(args)
     series, rest = _framework_args(vm, "MAP", params)
     mapper = _family(rest[0], "mapper", "MAP")
-    pre, post, occurrences = (list(rest[1:4]) + [0, 0, 0])[:3]
+    pre, post, occurrences = ([*list(rest[1:4]), 0, 0, 0])[:3]
     for value, what in ((pre, "pre-window"), (post, "post-window"),
                         (occurrences, "occurrences")):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -390,8 +389,9 @@ def _time_part(ticks: Array, part: str) -> Array:
     if part == "month":
         return moments.astype("datetime64[M]").astype(np.int64) % 12 + 1
     if part == "day":
-        return (moments.astype("datetime64[D]") - moments.astype("datetime64[M]")).astype(
-            np.int64) + 1
+        days: Array = (moments.astype("datetime64[D]") - moments.astype("datetime64[M]")
+                       ).astype(np.int64) + 1
+        return days
     seconds = ticks // STU
     if part == "second":  # with the fraction: 0.003189 for 3189 µs past the minute
         return (ticks % (60 * STU)) / STU
@@ -582,9 +582,8 @@ def _apply(vm: Vm) -> None:
     partition = _labels_arg(labels, "APPLY")
     op = _family(fn, "op", "APPLY")
     lists: list[list[Gts]] = []
-    for operand in operands:
-        if isinstance(operand, Gts):
-            operand = [operand]
+    for given in operands:
+        operand = [given] if isinstance(given, Gts) else given
         if not isinstance(operand, list) or not all(isinstance(g, Gts) for g in operand):
             raise Fault(f"APPLY: each operand is a LIST of GTS, got {describe(operand)}")
         lists.append(operand)

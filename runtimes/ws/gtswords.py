@@ -165,7 +165,8 @@ def _encode(text: str) -> str:
 
 
 def _values(gts: Gts) -> list[Any]:
-    return gts.values.tolist()
+    values: list[Any] = gts.values.tolist()
+    return values
 
 
 def _ticks(gts: Gts) -> list[int]:
@@ -437,7 +438,7 @@ def _fill(policy: str, word: str) -> Word:
         series = to_series([gts]) if numeric else None
         if series is None:
             raise Fault(f"{word} fills numeric GTS only, this one holds "
-                        f"{values.dtype.kind == 'b' and 'BOOLEAN' or 'STRING'} values")
+                        f"{(values.dtype.kind == 'b' and 'BOOLEAN') or 'STRING'} values")
         result = bucketize(series, grid, Aggregator("last"), [fill])
         out = gts.empty_copy()
         ticks, new_values = result.timestamps[::-1], result.values[::-1]

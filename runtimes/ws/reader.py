@@ -74,6 +74,7 @@ def _ops(children: list[Any], words: Mapping[str, Word]) -> tuple[tuple[Op, ...]
     for child in children:
         if isinstance(child, Tree):  # a macro: its first and last children are <% and %>
             opening = child.children[0]
+            assert isinstance(opening, Token)
             inner, inner_early = _ops(child.children[1:-1], words)
             macro = Macro(inner, opening.line or 0, opening.column or 0, inner_early)
             ops.append(Op(MACRO, macro, macro.line, macro.col, "<%"))

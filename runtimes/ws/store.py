@@ -21,7 +21,7 @@ from tsq.errors import BadRequest, HostError
 from tsq.selector import NAME_LABEL, Matcher, Selector
 
 from .faults import Fault, describe, is_number
-from .gtswords import from_series, selector_text, to_series
+from .gtswords import selector_text, to_series
 from .timewords import to_timestamp
 from .values import Gts
 
@@ -130,7 +130,7 @@ def _fetch(vm: Vm) -> None:
         start_ns, end_ns = _tick(params["start"], "start") * NS_PER_TICK, end * NS_PER_TICK
     elif "timespan" in params or "count" in params:
         end = vm_now(vm) if end is None else end
-        span = params.get("timespan")
+        span: Any = params.get("timespan")
         if "count" in params or (is_number(span) and span < 0):
             count = int(params["count"]) if "count" in params else -int(span)
             start_ns = None

@@ -81,7 +81,9 @@ def _from_tselements(vm: Vm) -> None:
     parts = vm.pop_list("a LIST [Y M D h m s µs] (TSELEMENTS->)")
     fields = [int(p) for p in parts[:7]] + [1, 1, 1, 0, 0, 0, 0][len(parts):]
     try:
-        moment = datetime(*fields[:6], tzinfo=UTC) + timedelta(microseconds=fields[6])
+        year, month, day, hour, minute, second, micros = fields[:7]
+        moment = (datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+                  + timedelta(microseconds=micros))
     except ValueError as error:
         raise Fault(f"TSELEMENTS->: {error}") from None
     vm.stack.append(_ticks(moment))

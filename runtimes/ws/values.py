@@ -93,7 +93,11 @@ class Gts:
         self.attributes: dict[str, str] = dict(attributes or {})
         self._ticks: Array = np.empty(0, np.int64) if ticks is None else ticks
         self._values: Array = np.empty(0, np.float64) if values is None else values
-        self._lat, self._lon, self._elev = locations if locations is not None else (None,) * 3
+        self._lat: Array | None = None
+        self._lon: Array | None = None
+        self._elev: Array | None = None
+        if locations is not None:
+            self._lat, self._lon, self._elev = locations
         self._pending: list[tuple[int, float, float, float, Any]] = []
         self.lastbucket = 0
         self.bucketspan = 0
@@ -159,7 +163,9 @@ class Gts:
         copy = self.empty_copy()
         locations = self.locations
         copy.set_points(self.ticks.copy(), self.values.copy(),
-                        None if locations is None else tuple(a.copy() for a in locations))
+                        None if locations is None else (locations[0].copy(),
+                                                        locations[1].copy(),
+                                                        locations[2].copy()))
         return copy
 
     def taken(self, index: Array) -> Gts:

@@ -205,7 +205,7 @@ class Vm:
                                   f"{self.limits.maxrecursion})", kind="limit") from None
         return self.stack[::-1]
 
-    def run(self, code: Macro) -> None:
+    def run(self, code: Macro) -> None:  # noqa: PLR0912 - the dispatch loop stays in one place
         self.depth += 1
         if self.depth > self.limits.maxrecursion:
             self.depth -= 1
@@ -1089,9 +1089,7 @@ class Vm:
 
     def w_CLONEREVERSE(self) -> None:
         value = self.pop()
-        if isinstance(value, list):
-            self.stack.append(value[::-1])
-        elif isinstance(value, str):
+        if isinstance(value, (list, str)):
             self.stack.append(value[::-1])
         else:
             raise Fault(f"CLONEREVERSE needs a LIST or STRING, got {_describe(value)}")
@@ -1211,6 +1209,30 @@ def to_string(value: Any) -> str:
     return to_json_text(value)
 
 
+def _binary(word: str) -> Callable[[Vm], None]:
+    return lambda vm: vm.binary(word)
+
+
+def _compare(word: str) -> Callable[[Vm], None]:
+    return lambda vm: vm.compare(word)
+
+
+def _unary(word: str) -> Callable[[Vm], None]:
+    return lambda vm: vm.unary(word)
+
+
+def _unit(word: str) -> Callable[[Vm], None]:
+    return lambda vm: vm.w_unit(word)
+
+
+def _constant(value: Any) -> Callable[[Vm], None]:
+    return lambda vm: vm.stack.append(value)
+
+
+def _limit(word: str) -> Callable[[Vm], None]:
+    return lambda vm: vm.set_limit(word)
+
+
 def _install() -> None:
     """The word table: w_ methods by name, then the symbols and the operator families."""
     words: dict[str, Callable[[Vm], None]] = {}
@@ -1219,20 +1241,13 @@ def _install() -> None:
             words[attribute[2:]] = getattr(Vm, attribute)
     for symbol, attribute in SYMBOLS.items():
         words[symbol] = getattr(Vm, attribute)
-    for word in ARITHMETIC:
-        if word != "**":
-            words[word] = lambda vm, w=word: vm.binary(w)
+    words.update({word: _binary(word) for word in ARITHMETIC if word != "**"})
     words["**"] = Vm.w_POW
-    for word in COMPARISONS:
-        words[word] = lambda vm, w=word: vm.compare(w)
-    for word in (*MATH, "ABS", "ROUND", "FLOOR", "CEIL"):
-        words[word] = lambda vm, w=word: vm.unary(w)
-    for word in UNITS:
-        words[word] = lambda vm, w=word: vm.w_unit(w)
-    for word, value in CONSTANT_WORDS.items():
-        words[word] = lambda vm, v=value: vm.stack.append(v)
-    for word in _LIMIT_WORDS:
-        words[word] = lambda vm, w=word: vm.set_limit(w)
+    words.update({word: _compare(word) for word in COMPARISONS})
+    words.update({word: _unary(word) for word in (*MATH, "ABS", "ROUND", "FLOOR", "CEIL")})
+    words.update({word: _unit(word) for word in UNITS})
+    words.update({word: _constant(value) for word, value in CONSTANT_WORDS.items()})
+    words.update({word: _limit(word) for word in _LIMIT_WORDS})
     words.update(timewords.WORDS)
     words.update(frameworks.WORDS)
     words.update(store.WORDS)
