@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import ingest, js_data, js_invocation, rollup, scheduler, tsl_compile, tsl_rollup
+from benchmarks import (
+    ingest,
+    js_data,
+    js_invocation,
+    rollup,
+    scheduler,
+    tsl_compile,
+    tsl_rollup,
+    ws_rollup,
+)
 from benchmarks.report import Report
 
 BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
            "js_data": js_data.run, "scheduler": scheduler.run,
-           "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run}
+           "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run}
 
 
 def main() -> None:

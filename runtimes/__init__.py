@@ -30,12 +30,13 @@ class RuntimeEntry:
 RUNTIMES: Mapping[str, RuntimeEntry] = {
     "js": RuntimeEntry("tsq.runtimes.js:JsRuntime", (".js", ".mjs", ".cjs")),
     "tsl": RuntimeEntry("tsq.runtimes.tsl.runtime:TslRuntime", (".tsl",)),
+    "ws": RuntimeEntry("tsq.runtimes.ws.runtime:WsRuntime", (".mc2", ".ws")),
     # The loop file's `rollup:` shorthand: a TSL loop whose run replaces its window.
     "rollup": RuntimeEntry("tsq.runtimes.tsl.rollup:RollupRuntime", in_loop_files=False),
 }
 # Extensions of languages tsq knows but cannot run yet: a handler named so is refused at deploy
-# with that reason rather than "unknown extension".
-PLANNED_EXTENSIONS: Mapping[str, str] = {".mc2": "ws", ".ws": "ws"}
+# with that reason rather than "unknown extension". (Empty today: every language runs.)
+PLANNED_EXTENSIONS: Mapping[str, str] = {}
 
 
 def runtime_names() -> tuple[str, ...]:

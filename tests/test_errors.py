@@ -30,6 +30,8 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
     errors.ScheduleError: errors.ScheduleError("bad schedule 'R/x'"),
     errors.TslError: errors.TslError("Cannot parsed query: missing closing parenthesis",
                                      line=1, char=8, caret='select(\n       ^'),
+    errors.WarpScriptError: errors.WarpScriptError("unknown function 'DUPP'", line=2, col=5,
+                                                   kind="syntax", word="DUPP"),
     errors.NotFound: errors.NotFound("no loop named 'nope'"),
     errors.Conflict: errors.Conflict("in two projects", details={"projects": ["a", "b"]}),
     errors.BadRequest: errors.BadRequest("not JSON"),

@@ -28,11 +28,11 @@ def test_extensions_imply_their_runtime() -> None:
 
 
 def test_loop_files_name_only_user_runtimes() -> None:
-    assert runtime_names() == ("js", "tsl")  # `rollup` comes only from the shorthand
+    assert runtime_names() == ("js", "tsl", "ws")  # `rollup` comes only from the shorthand
 
 
 def test_unknown_runtime() -> None:
-    with pytest.raises(KeyError, match="unknown runtime 'cobol'; known: js, tsl, rollup"):
+    with pytest.raises(KeyError, match="unknown runtime 'cobol'; known: js, tsl, ws, rollup"):
         create_runtime("cobol")
 
 

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__
-from tsq.errors import BadRequest, PayloadTooLarge, TsqError
+from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
 from tsq.isotime import parse_time, time_field
 from tsq.outcomes import RunStatus
 from tsq.run import Run
@@ -83,7 +83,10 @@ class BackfillRequest(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    tsl: str = Field(description="a TSL script; its statements' series are returned in order")
+    tsl: str | None = Field(None, description="a TSL script; its statements' series are "
+                                              "returned in order")
+    warpscript: str | None = Field(None, description="a WarpScript script (instead of tsl): "
+                                                     "its GTS as series, and its stack")
     variables: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="TSL variables defined before the script")
 
@@ -110,6 +113,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return {"status": "ok", "version": __version__}
 
     _install_influx_health(app)
+    _install_warp10(app, service)
 
     @app.post("/v1/loops", status_code=201)
     def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
@@ -240,13 +244,33 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/query")
     def query(request: Annotated[QueryRequest, Body()]) -> Any:
-        return service.query_tsl(request.tsl, request.variables)
+        if (request.tsl is None) == (request.warpscript is None):
+            raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
+        if request.warpscript is not None:
+            return service.query_ws(request.warpscript, request.variables)
+        return service.query_tsl(request.tsl or "", request.variables)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
 # What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
 # that looks can tell it is not talking to InfluxDB itself.
 PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
+
+
+def _install_warp10(app: FastAPI, service: Service) -> None:
+    @app.post("/api/v0/exec")
+    async def warp10_exec(request: Request) -> Response:
+        """Warp 10's exec endpoint: the script is the body, the answer the stack as a JSON
+        array, top first; an error answers 500 with Warp 10's X-Warp10-Error-* headers."""
+        script = (await request.body()).decode("utf-8", errors="replace")
+        try:
+            answer = await run_in_threadpool(service.query_ws, script, {})
+        except WarpScriptError as error:
+            headers = {"X-Warp10-Error-Message": _header(error.reason)}
+            if error.line is not None:
+                headers["X-Warp10-Error-Line"] = str(error.line)
+            return OrjsonResponse({"error": error.to_json()}, status_code=500, headers=headers)
+        return OrjsonResponse(answer["stack"])
 
 
 def _install_influx_health(app: FastAPI) -> None:
@@ -408,3 +432,8 @@ class _BodyLimit:
 
 async def _no_receive() -> Message:
     raise BadRequest("no body expected")
+
+
+def _header(text: str) -> str:
+    """A message as an HTTP header value: one line of latin-1."""
+    return " ".join(text.split()).encode("latin-1", errors="replace").decode("latin-1")

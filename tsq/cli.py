@@ -28,7 +28,7 @@ from rich.table import Table
 from tsq import metronome
 from tsq.client import Client, open_client
 from tsq.config import BY_KEY, Settings
-from tsq.errors import InvalidLoopFile, PartialWrite, TslError, TsqError
+from tsq.errors import BadRequest, InvalidLoopFile, PartialWrite, TslError, TsqError
 from tsq.isotime import format_ms, parse_time
 from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
@@ -788,19 +788,31 @@ def _points(count: int) -> str:
 
 
 @app.command()
-def query(tsl: Annotated[str, typer.Option("--tsl", help="a TSL script, or @FILE to read one")],
+def query(tsl: Annotated[str | None, typer.Option(
+              "--tsl", help="a TSL script, or @FILE to read one")] = None,
+          ws: Annotated[str | None, typer.Option(
+              "--ws", help="a WarpScript script, or @FILE to read one")] = None,
           var: Annotated[list[str] | None, typer.Option(
-              "--var", "-v", help="a TSL variable, name=value (repeatable)")] = None,
+              "--var", "-v", help="a variable, name=value (repeatable)")] = None,
           data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
-    """Evaluate a TSL query on the store and print the series it gives."""
-    source = _read_source(tsl)
+    """Evaluate a TSL or WarpScript query on the store and print the series it gives (and,
+    for WarpScript, its stack)."""
+    if (tsl is None) == (ws is None):
+        raise BadRequest("give one query: --tsl '…' or --ws '…'")
     with _client(data_dir, url) as client:
-        answer = client.query_tsl(source, _parse_params(var or []))
+        if ws is not None:
+            answer = client.query_ws(_read_source(ws), _parse_params(var or []))
+        else:
+            answer = client.query_tsl(_read_source(tsl or ""), _parse_params(var or []))
     if as_json:
         _print_json(answer)
         return
     for listed in answer.get("meta", []):   # names(), labels(), … statements
         out.print(orjson.dumps(listed).decode(), highlight=False, markup=False)
+    if "stack" in answer and not answer["series"]:   # WarpScript leaving no GTS
+        for level, item in enumerate(answer["stack"]):
+            out.print(f"{level}: {orjson.dumps(item).decode()}", highlight=False, markup=False)
+        return
     series = answer["series"]
     if not series and answer.get("meta"):
         return

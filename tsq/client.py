@@ -52,6 +52,7 @@ class Client(Protocol):
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
     def write(self, body: str, precision: str) -> dict[str, Any]: ...
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]: ...
+    def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -177,6 +178,9 @@ class LocalClient:
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self.service.query_tsl(source, variables)
 
+    def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]:
+        return self.service.query_ws(script, variables)
+
     def close(self) -> None:
         self.service.close()
 
@@ -268,6 +272,10 @@ class HttpClient:
 
     def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
+
+    def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/query", json={"warpscript": script,
+                                                     "variables": variables})
 
     def close(self) -> None:
         self.http.close()

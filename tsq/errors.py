@@ -6,6 +6,7 @@
     ├── CompileError             a handler that does not parse (file, line, column)
     ├── ScheduleError            a Metronome schedule that does not parse
     ├── TslError                 a TSL query that does not parse, compile or evaluate
+    ├── WarpScriptError          a WarpScript script that does not parse or fails (line, col)
     ├── NotFound                 an unknown loop, version or run
     ├── Conflict                 a request that contradicts the current state
     ├── BadRequest               a malformed API request (wrong content type, bad JSON)
@@ -56,6 +57,7 @@ __all__ = [
     "ServerUnavailable",
     "TslError",
     "TsqError",
+    "WarpScriptError",
     "WorkerError",
 ]
 
@@ -180,6 +182,33 @@ class TslError(TsqError):
     def with_place(self) -> str:
         """The message, then the source line with its caret when there is one."""
         return f"{self.message}\n{self.caret}" if self.caret else self.message
+
+
+class WarpScriptError(TsqError):
+    """A WarpScript script that does not parse or that fails as it runs. `line` and `col` are
+    1-based and place the word at fault (None when no word is: a limit hit between words).
+    `kind` says whose the failure is: "syntax" (the text), "fault" (the VM refused a word: an
+    empty stack, a wrong type, an unknown variable), "limit" (MAXOPS, MAXLOOP, the run's time,
+    a size cap) or "fail" (the script's own FAIL, ASSERT or MSGFAIL)."""
+
+    http_status = 400
+
+    def __init__(self, message: str, *, line: int | None = None, col: int | None = None,
+                 kind: str = "fault", word: str = "") -> None:
+        where = f" (line {line}, col {col})" if line is not None else ""
+        super().__init__(f"{message}{where}",
+                         details={"line": line, "col": col, "kind": kind, "word": word,
+                                  "reason": message})
+        self.reason = message
+        self.line = line
+        self.col = col
+        self.kind = kind
+        self.word = word
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(details["reason"], line=details["line"], col=details["col"],
+                   kind=details["kind"], word=details["word"])
 
 
 class ScheduleError(TsqError):

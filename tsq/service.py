@@ -53,6 +53,7 @@ __all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
 log = logging.getLogger(__name__)
 
 NEXT_FIRE_TIMES = 3
+WS_QUERY_TIMEOUT_S = 30.0  # an ad-hoc WarpScript (/v1/query, /api/v0/exec) runs at most this
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,16 @@ class Service:
 
         return tsl.query(source, self.store, variables=variables,
                          now=datetime.fromtimestamp(self._clock(), UTC))
+
+    def query_ws(self, script: str, variables: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """An ad-hoc WarpScript on the default connector, run here (WarpScriptError if it
+        fails): `{series}` (the GTS it leaves, epoch ms) and `{stack}` (top first, as JSON)."""
+        from tsq import ws
+
+        stack = ws.execute(script, connector=self.store, variables=variables,
+                           now_us=int(self._clock() * 1_000_000), timeout_s=WS_QUERY_TIMEOUT_S)
+        return {"series": ws.stack_series(stack).to_json(), "stack": ws.stack_json(stack)}
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some

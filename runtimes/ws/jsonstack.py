@@ -1,0 +1,49 @@
+"""A stack as Warp 10's /api/v0/exec answers it: JSON, GTS as `{c, l, a, la, v}`, NaN and
+infinities as null (JSON has no NaN), macros as their text, sets as lists."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from .values import Function, Gts, Macro, Mark
+
+__all__ = ["text_of", "to_json", "to_json_text"]
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | set | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {_key(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, Gts):
+        return value.to_json()
+    if isinstance(value, Macro):
+        return {"macro": repr(value)}
+    if isinstance(value, Function):
+        return repr(value)
+    if isinstance(value, Mark):
+        return "MARK"
+    return repr(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    from .vm import to_string
+    return to_string(key)
+
+
+def to_json_text(value: Any) -> str:
+    return orjson.dumps(to_json(value)).decode()
+
+
+def text_of(value: Any) -> str:
+    from .vm import to_string
+    return to_string(value)
