@@ -41,6 +41,10 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
     errors.ServerUnavailable: errors.ServerUnavailable("no server"),
     errors.WorkerError: errors.WorkerError("the worker did not start"),
     errors.HostError: errors.HostError("LoopNotFound", "Loop.run('nope'): no loop named 'nope'"),
+    **{kind: kind(f'influxdb connector "main" at http://127.0.0.1:8086: {kind.__name__}')
+       for kind in (errors.ConnectorError, errors.ConnectorUnavailable, errors.ConnectorAuthError,
+                    errors.ConnectorQueryError, errors.ConnectorBadAnswer,
+                    errors.ConnectorUnsupported)},
 }
 FIELDS = ("problems", "reason", "file", "line", "col", "char", "caret", "kind")
 

@@ -16,9 +16,8 @@ from typing import Any
 import orjson
 
 from tsq.errors import CompileError, HostError, WarpScriptError
-from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
-from tsq.runtimes.base import RunContext
+from tsq.runtimes.base import RunContext, RunResult, RunStatus
 from tsq.runtimes.tsl.runtime import HostConnector
 
 from .jsonstack import to_json
@@ -63,7 +62,9 @@ class WsProgram:
         try:
             stack = vm.execute(self.code)
         except WarpScriptError as error:
-            return RunResult.failed("WarpScriptError", error.message, error.kind)
+            # Where it failed and whose failure it is (the script's FAIL, a VM fault, a limit).
+            at = f"    at {error.word or 'the script'} ({error.kind})"
+            return RunResult.failed("WarpScriptError", error.message, at)
         except HostError as error:
             return RunResult.failed(error.kind, error.message)
         took_ms = (time.time() - started) * 1000
@@ -75,7 +76,7 @@ class WsProgram:
             result = {"stack": [type(v).__name__ for v in stack],
                       "truncated": f"the stack is left out: it is over "
                                    f"{self.max_result_bytes} bytes as JSON"}
-        return RunResult("success", result=result)
+        return RunResult(RunStatus.SUCCESS, result=result)
 
 
 class WsRuntime:
