@@ -317,7 +317,7 @@ def selector_message(selector: Selector) -> dict[str, Any]:
 def sampling_message(grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill]
                      ) -> dict[str, Any]:
     return {"span": grid.span, "anchor": grid.anchor, "closed": grid.closed,
-            "first": grid.first, "last": grid.last,
+            "label": grid.label, "first": grid.first, "last": grid.last,
             "aggregator": [aggregator.name, aggregator.param],
             "fills": [[fill.policy, None if np.isnan(fill.value) else fill.value]
                       for fill in fills]}
@@ -325,7 +325,7 @@ def sampling_message(grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill
 
 def sampling_from_message(given: dict[str, Any]) -> Sampling:
     grid = Buckets(int(given["span"]), int(given["anchor"]), given["closed"],
-                   given.get("first"), given.get("last"))
+                   given.get("first"), given.get("last"), given["label"])
     name, param = given["aggregator"]
     fills = tuple(Fill(str(policy), np.nan if value is None else float(value))
                   for policy, value in given["fills"])

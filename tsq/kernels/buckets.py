@@ -1,10 +1,13 @@
 """Bucketize: one value per series per time bucket, then fill the empty buckets.
 
-Buckets are `span` long and aligned on `anchor` (any bucket boundary). Two conventions exist:
-- `closed="right"` (Warp 10's BUCKETIZE, which TSL compiles to): a bucket is `(end - span, end]`
-  and its tick is `end`;
-- `closed="left"` (InfluxDB's GROUP BY time, pandas' resample): `[start, start + span)`, tick
-  `start`.
+Buckets are `span` long and aligned on `anchor` (any bucket boundary). Which side of a bucket is
+closed and which edge labels it (its tick) are two fields:
+- `closed="left", label="start"`, the default: tsq's time model (docs/time.md), as InfluxDB's
+  GROUP BY time, TimescaleDB's time_bucket and pandas' resample: `[start, start + span)`, tick
+  `start`;
+- `closed="right", label="end"`: Warp 10's BUCKETIZE (which TSL compiles to) and Prometheus'
+  ranges: `(end - span, end]`, tick `end`.
+The other two pairings work too (pandas allows them), but nothing in tsq uses them.
 
 NaN values are left out before aggregating, so a bucket of NaNs is an empty bucket. With
 `first`/`last` (ticks) the grid is fixed: points outside it are dropped and fills cover all of it;
@@ -26,7 +29,8 @@ from tsq.errors import BadRequest
 from tsq.kernels.aggregate import Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
-__all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Fill", "bucket_index", "bucketize"]
+__all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "bucket_index",
+           "bucketize"]
 
 Ints = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
@@ -47,30 +51,55 @@ class Fill:
                              f"{', '.join(FILLS)}")
 
 
+Closed = Literal["left", "right"]
+Label = Literal["start", "end"]
+# Bucket k starts at anchor + k·span when closed on the left (k is the floor of
+# (t - anchor) / span) and ends there when closed on the right (the ceiling); its tick is the
+# labelling edge, this many spans from that boundary.
+TICK_SHIFT: dict[tuple[Closed, Label], int] = {
+    ("left", "start"): 0, ("right", "end"): 0, ("left", "end"): 1, ("right", "start"): -1}
+
+
 @dataclass(frozen=True)
 class Buckets:
     span: int  # nanoseconds
     anchor: int = 0  # a bucket boundary, epoch ns
-    closed: Literal["right", "left"] = "right"
+    closed: Closed = "left"
     first: int | None = None  # the first bucket's tick: fixes the grid
     last: int | None = None  # the last bucket's tick
+    label: Label = "start"
 
     def __post_init__(self) -> None:
         if self.span <= 0:
             raise BadRequest(f"a bucket span must be positive, got {self.span} ns")
         if (self.first is None) != (self.last is None):
             raise BadRequest("give both the first and the last bucket, or neither")
+        if (self.closed, self.label) not in TICK_SHIFT:
+            raise BadRequest(f"buckets are closed on the left or the right and labelled by their "
+                             f"start or end, not closed={self.closed!r}, label={self.label!r}")
+
+    @property
+    def shift(self) -> int:
+        return TICK_SHIFT[(self.closed, self.label)]
 
     def tick(self, index: Ints) -> Ints:
-        return self.anchor + index * self.span
+        return self.anchor + (index + self.shift) * self.span
 
     @property
     def bounds(self) -> tuple[int, int] | None:
+        """The indices of the first and the last bucket of a fixed grid."""
         if self.first is None or self.last is None:
             return None
-        low = bucket_index(np.array([self.first], np.int64), self)[0]
-        high = bucket_index(np.array([self.last], np.int64), self)[0]
+        ticks = np.array([self.first, self.last], np.int64)
+        low, high = bucket_index(ticks, self) - self.shift
         return int(low), int(high)
+
+    def edges(self, low: int, high: int) -> tuple[int, int]:
+        """Buckets low..high hold the points in (a, b]; for integer times [s, e) is
+        (s - 1, e - 1]."""
+        if self.closed == "right":
+            return self.anchor + (low - 1) * self.span, self.anchor + high * self.span
+        return self.anchor + low * self.span - 1, self.anchor + (high + 1) * self.span - 1
 
 
 EXACT_FLOAT = 2**52  # below this, int64 → float64 is exact and so is floor(x / span)
@@ -160,10 +189,9 @@ def _kept(values: Array, stamps: Ints, offsets: Ints, buckets: Buckets
     if values.dtype.kind == "f" and any(np.isnan(values[a:a + CHUNK]).any()
                                         for a in range(0, len(values), CHUNK)):
         keep = ~np.isnan(values)
-    if buckets.first is not None and buckets.last is not None:
-        step = buckets.span
-        low, high = (buckets.first - step, buckets.last) if buckets.closed == "right" else (
-            buckets.first - 1, buckets.last + step - 1)
+    bounds = buckets.bounds
+    if bounds is not None:
+        low, high = buckets.edges(*bounds)
         nonempty = offsets[:-1] < offsets[1:]
         firsts, lasts = stamps[offsets[:-1][nonempty]], stamps[offsets[1:][nonempty] - 1]
         if len(firsts) and (firsts.min() <= low or lasts.max() > high):
