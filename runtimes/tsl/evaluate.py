@@ -5,14 +5,17 @@ the label matchers, the time range); every method after it is a kernel over the 
 Where the reference implementation has a documented bug, evaluation follows the documented intent
 (see docs/tsl.md, "Where tsq differs from the reference").
 
-Time in native evaluation:
-- `last(d)` reads the points in (end - d, end], with end = now (or the loop's scheduled time),
-  minus `shift`, or the given `timestamp`/`date`.
+Time in native evaluation is tsq's (docs/time.md): a range is closed on the left and open on the
+right, and so is a bucket, which is labelled by its start. Warp 10, which the compilers target,
+closes both on the right; the difference shows only for points exactly on a boundary.
+- `from(a, b)` reads [a, b); `last(d)` reads [end - d, end), with end = now (or the loop's
+  window end), minus `shift`, or the given `timestamp`/`date`; `timeclip` keeps [start, end).
 - A bare number used as a timestamp (`from(…)`, `last(…, timestamp=…)`, `setValues(base, …)`) is
   read by its size: seconds, milliseconds, microseconds (Warp 10's unit at OVH) or nanoseconds.
-- `sampleBy` buckets are closed on the right and labelled by their end, as Warp 10's BUCKETIZE; the
-  grid is aligned on the epoch (`relative=false`, the documented default) or on the range's end
-  (`relative=true`).
+- `sampleBy` buckets are [t, t + span), labelled t, on a grid aligned on the epoch
+  (`relative=false`, the documented default) or on the range's end (`relative=true`). A tick
+  that is a bucket's label lies in that bucket, so sampling again on the same grid (the
+  reference samples by 1m before a duration mapper) keeps every tick where it is.
 """
 
 from __future__ import annotations
@@ -90,8 +93,8 @@ def epoch_ns(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class _Range:
-    start: int | None   # exclusive, ns
-    end: int            # inclusive, ns
+    start: int | None   # inclusive, ns
+    end: int            # exclusive, ns
 
 
 class Evaluation:
@@ -179,9 +182,8 @@ class Evaluation:
 
     def fetch(self, instruction: Instruction, span: _Range) -> SeriesSet:
         select = instruction.select
-        start = None if span.start is None else span.start + 1
         connector = self.connector_for(instruction)
-        series: SeriesSet = connector.select(_selector(select), start, span.end + 1)
+        series: SeriesSet = connector.select(_selector(select), span.start, span.end)
         if select.has_last and not select.last.is_duration:
             series = maps.keep(series, int(select.last.last))
         return series
@@ -202,8 +204,8 @@ class Evaluation:
         if plan is None:
             return None
         grid, aggregator, fills = plan
-        found: SeriesSet = connector.select_sampled(_selector(select), span.start + 1,
-                                                    span.end + 1, grid, aggregator, fills)
+        found: SeriesSet = connector.select_sampled(_selector(select), span.start, span.end,
+                                                    grid, aggregator, fills)
         return found
 
     def range(self, select: Select) -> _Range:
@@ -253,7 +255,7 @@ class Evaluation:
                   _i: Instruction) -> SeriesSet:
         named, given, param = _sampling(method)
         if span.start is None and P.SPAN not in named:   # a count of buckets over the data
-            start = int(series.timestamps.min()) - 1 if series.points else span.end - 1
+            start = int(series.timestamps.min()) if series.points else span.end - 1
             span = _Range(start, span.end)
         plan = self.sampling_plan(method, span)
         if plan is None:   # calendar months
@@ -285,9 +287,11 @@ class Evaluation:
         if width <= 0:
             raise _error(f"a sampleBy span must be positive, got {named[P.SPAN].lit}", method)
         anchor = end % width if relative else 0
-        last = end if relative else -(-end // width) * width
-        first = None if start is None else last - ((last - start - 1) // width) * width
-        return Buckets(width, anchor, "right", first, last), aggregator, _fills(named, method)
+        if start is None:
+            return Buckets(width, anchor), aggregator, _fills(named, method)
+        # the first bucket holds start, the last one end - 1; each is labelled by its start
+        first, last = (anchor + (t - anchor) // width * width for t in (start, end - 1))
+        return Buckets(width, anchor, first=first, last=last), aggregator, _fills(named, method)
 
     def group(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         args = list(method.args)
@@ -420,7 +424,7 @@ class Evaluation:
                  _i: Instruction) -> SeriesSet:
         """A histogram of the values: per bucket of the given bounds (or of a step), one series
         labelled by the bucket (`<=b0`, `b0<v<=b1`, …, `>bn`) counting its values, at the
-        series' last tick or, given a duration, at the end of each chunk of that duration."""
+        series' last tick or, given a duration d, at the start t of each chunk [t, t + d)."""
         key, step = method.args[0].lit, method.args[1]
         chunk = _duration_arg(method.args[2]) if len(method.args) > 2 else None
         counts: dict[tuple[str, int], float] = {}
@@ -432,7 +436,7 @@ class Evaluation:
             bounds = _quantize_bounds(step, values)
             names = _bucket_names(bounds)
             slots = np.searchsorted(np.asarray([float(b) for b in bounds]), values, side="left")
-            ticks = (-(-item.timestamps // chunk) * chunk if chunk
+            ticks = (item.timestamps // chunk * chunk if chunk
                      else np.full(len(values), item.timestamps[-1]))
             pairs, found = np.unique(np.stack([slots, ticks]), axis=1, return_counts=True)
             for (slot, tick), count in zip(pairs.T.tolist(), found.tolist(), strict=True):
@@ -453,7 +457,7 @@ class Evaluation:
             start, end = end, timestamp_ns(width_field.lit)
         else:
             start = end - _duration_arg(width_field)
-        return maps.subset(series, (series.timestamps >= start) & (series.timestamps <= end))
+        return maps.subset(series, (series.timestamps >= start) & (series.timestamps < end))
 
 
 Handler = Callable[[Evaluation, Method, SeriesSet, _Range, Instruction], SeriesSet]
@@ -612,21 +616,21 @@ def _many_to_one(op: str, operands: Sequence[SeriesSet], on: Sequence[str] | Non
 
 def _by_months(series: SeriesSet, months: int, aggregator: Aggregator, fills: Sequence[Fill],
                start: int | None, end: int) -> SeriesSet:
-    """sampleBy(nM): calendar months, closed on the right and labelled by the month that ends
-    them, on a grid of n months from 1970-01. The kernel buckets month numbers, then the ticks
-    go back to time."""
+    """sampleBy(nM): calendar months, as every bucket closed on the left and labelled by its
+    start (the first instant of its first month), on a grid of n months from 1970-01. The kernel
+    buckets month numbers, then the ticks go back to time."""
     if months <= 0:
         raise TslError("a month span must be at least 1M")
 
-    def month_ends(stamps: Any) -> Any:   # the month a right-closed bucket ends with, as a number
-        return (np.asarray(stamps, np.int64) - 1).astype("datetime64[ns]").astype(
-            "datetime64[M]").astype(np.int64) + 1
+    def month(stamps: Any) -> Any:   # the month holding each instant, numbered from 1970-01
+        return np.asarray(stamps, np.int64).astype("datetime64[ns]").astype(
+            "datetime64[M]").astype(np.int64)
 
-    numbered = SeriesSet(series.names, series.labels, month_ends(series.timestamps),
+    numbered = SeriesSet(series.names, series.labels, month(series.timestamps),
                          series.values, series.offsets)
-    last = int(-(-month_ends([end])[0] // months) * months)
-    first = None if start is None else int(-(-month_ends([start + 1])[0] // months) * months)
-    grid = Buckets(months, 0, "right", first, last if first is not None else None)
+    first, last = (None, None) if start is None else (
+        int(month([t])[0] // months * months) for t in (start, end - 1))
+    grid = Buckets(months, 0, first=first, last=last)
     out = bucketize(numbered, grid, aggregator, fills)
     stamps = out.timestamps.astype("datetime64[M]").astype("datetime64[ns]").astype(np.int64)
     return SeriesSet(out.names, out.labels, stamps, out.values, out.offsets)

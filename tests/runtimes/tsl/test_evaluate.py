@@ -43,7 +43,9 @@ def run(store: EmbeddedStore, source: str, **variables: object) -> dict[str, tup
 
 def test_where_and_last_push_down_and_read_the_half_open_range(store: EmbeddedStore) -> None:
     out = run(store, 'select("cpu").where("host=a").last(1m)')
-    assert out == {"dc=gra,host=a": ([550, 560, 570, 580, 590], [55.0, 56.0, 57.0, 58.0, 59.0])}
+    # [540, 600): the point on the window's start is in, the one at now would not be
+    assert out == {"dc=gra,host=a": ([540, 550, 560, 570, 580, 590],
+                                     [54.0, 55.0, 56.0, 57.0, 58.0, 59.0])}
     regex = run(store, 'select("~c.u").where("dc~g.*", "host!=b").last(20s)')
     assert list(regex) == ["dc=gra,host=a"]
 
@@ -52,28 +54,28 @@ def test_from_reads_numbers_by_their_size_and_iso_dates(store: EmbeddedStore) ->
     seconds = run(store, f'select("mem").from({T0 + 60}, {T0 + 180})')
     micros = run(store, f'select("mem").from({(T0 + 60) * 10**6}, {(T0 + 180) * 10**6})')
     iso = run(store, 'select("mem").from("2021-01-01T00:01:00Z", "2021-01-01T00:03:00Z")')
-    assert seconds == micros == iso == {"dc=gra,host=a": ([120, 180], [2.0, 3.0])}
+    assert seconds == micros == iso == {"dc=gra,host=a": ([60, 120], [1.0, 2.0])}   # [60, 180)
 
 
 def test_last_count_shift_and_timestamp(store: EmbeddedStore) -> None:
     assert run(store, 'select("mem").last(2)') == {"dc=gra,host=a": ([480, 540], [8.0, 9.0])}
     shifted = run(store, 'select("mem").last(2m, shift=5m)')
-    assert shifted == {"dc=gra,host=a": ([240, 300], [4.0, 5.0])}
+    assert shifted == {"dc=gra,host=a": ([180, 240], [3.0, 4.0])}   # [180, 300)
     at = run(store, f'select("mem").last(1m, timestamp={T0 + 120})')
-    assert at == {"dc=gra,host=a": ([120], [2.0])}
+    assert at == {"dc=gra,host=a": ([60], [1.0])}   # [60, 120)
 
 
-def test_sample_by_buckets_right_closed_on_the_epoch_grid(store: EmbeddedStore) -> None:
+def test_sample_by_buckets_left_closed_on_the_epoch_grid(store: EmbeddedStore) -> None:
     out = run(store, 'select("cpu").where("host=a").last(3m).sampleBy(1m, mean)')
-    # (420, 480] holds 430..480, (480, 540] 490..540, (540, 600] 550..590
-    assert out == {"dc=gra,host=a": ([480, 540, 600], [45.5, 51.5, 57.0])}
+    # [420, 480) holds 420..470, [480, 540) 480..530, [540, 600) 540..590
+    assert out == {"dc=gra,host=a": ([420, 480, 540], [44.5, 50.5, 56.5])}
     maxed = run(store, 'select("cpu").where("host=a").last(3m).sampleBy(2m, max, relative=true)')
-    assert maxed == {"dc=gra,host=a": ([480, 600], [48.0, 59.0])}   # (360, 480], (480, 600]
+    assert maxed == {"dc=gra,host=a": ([360, 480], [47.0, 59.0])}   # [360, 480), [480, 600)
 
 
 def test_sample_by_fills(store: EmbeddedStore) -> None:
     base = 'select("mem").from({a}, {b}).sampleBy(30s, max, {fill})'
-    window = {"a": T0 + 90, "b": T0 + 240}
+    window = {"a": T0 + 120, "b": T0 + 270}   # buckets [120, 150) … [240, 270)
     assert run(store, base.format(fill='"none"', **window)) == {
         "dc=gra,host=a": ([120, 180, 240], [2.0, 3.0, 4.0])}
     assert run(store, base.format(fill='"previous"', **window)) == {
@@ -87,41 +89,43 @@ def test_sample_by_fills(store: EmbeddedStore) -> None:
 def test_group_by_and_without(store: EmbeddedStore) -> None:
     query = 'select("cpu").last(1m).sampleBy(1m, last).{}'
     assert run(store, query.format('groupBy(["dc"], sum)')) == {
-        "dc=gra": ([600], [59.0 + 118.0]), "dc=rbx": ([600], [5.0])}
+        "dc=gra": ([540], [59.0 + 118.0]), "dc=rbx": ([540], [5.0])}
     assert run(store, query.format('groupWithout(["host"], max)')) == {
-        "dc=gra": ([600], [118.0]), "dc=rbx": ([600], [5.0])}
-    assert run(store, query.format("group(mean)")) == {"cpu": ([600], [(59 + 118 + 5) / 3])}
+        "dc=gra": ([540], [118.0]), "dc=rbx": ([540], [5.0])}
+    assert run(store, query.format("group(mean)")) == {"cpu": ([540], [(59 + 118 + 5) / 3])}
     percentile = run(store, query.format('groupBy("dc", percentile, 50)'))
-    assert percentile["dc=gra"] == ([600], [88.5])
+    assert percentile["dc=gra"] == ([540], [88.5])
 
 
 def test_window_mappers_and_cumulative(store: EmbeddedStore) -> None:
-    base = 'select("mem").last(3m)'
+    base = 'select("mem").last(3m)'   # [420, 600): 7 at 420, 8 at 480, 9 at 540
     summed = run(store, base + ".window(sum, 1, 0)")["dc=gra,host=a"]
-    assert summed == ([480, 540], [8.0, 9.0 + 8.0])   # 480 has no point before it in the set
+    assert summed == ([420, 480, 540], [7.0, 8.0 + 7.0, 9.0 + 8.0])   # 420 has none before it
     assert run(store, base + ".window(sum, pre=1, post=0)")["dc=gra,host=a"] == summed
     shorthand = run(store, base + ".sum(1, 0)")["dc=gra,host=a"]
     assert shorthand == summed
     # a duration window on unsampled data is sampled by 1m first, as in the reference
     timed = run(store, 'select("cpu").where("host=a").last(3m).max(2m)')["dc=gra,host=a"]
-    assert timed == ([480, 540, 600], [48.0, 54.0, 59.0])
-    assert run(store, base + ".cumulativeSum()")["dc=gra,host=a"][1] == [8.0, 17.0]
-    assert run(store, base + ".cumulative(max)")["dc=gra,host=a"][1] == [8.0, 9.0]
+    assert timed == ([420, 480, 540], [47.0, 53.0, 59.0])
+    assert run(store, base + ".cumulativeSum()")["dc=gra,host=a"][1] == [7.0, 15.0, 24.0]
+    assert run(store, base + ".cumulative(max)")["dc=gra,host=a"][1] == [7.0, 8.0, 9.0]
 
 
 def test_point_wise_methods(store: EmbeddedStore) -> None:
-    base = 'select("mem").last(3m)'
-    assert run(store, base + ".add(1).mul(2)")["dc=gra,host=a"][1] == [18.0, 20.0]
-    assert run(store, base + ".sub(1).div(4)")["dc=gra,host=a"][1] == [1.75, 2.0]
+    base = 'select("mem").last(3m)'   # [420, 600): 7 at 420, 8 at 480, 9 at 540
+    assert run(store, base + ".add(1).mul(2)")["dc=gra,host=a"][1] == [16.0, 18.0, 20.0]
+    assert run(store, base + ".sub(1).div(4)")["dc=gra,host=a"][1] == [1.5, 1.75, 2.0]
     assert run(store, base + ".greaterThan(8)")["dc=gra,host=a"] == ([540], [9.0])
-    assert run(store, base + ".maxWith(8.5).minWith(8.7)")["dc=gra,host=a"][1] == [8.5, 8.7]
-    assert run(store, base + ".shift(1m)")["dc=gra,host=a"][0] == [540, 600]
-    assert run(store, base + ".rate()")["dc=gra,host=a"] == ([540], [1 / 60])
-    assert run(store, base + ".minute()")["dc=gra,host=a"][1] == [8.0, 9.0]
+    assert run(store, base + ".maxWith(8.5).minWith(8.7)")["dc=gra,host=a"][1] == [8.5, 8.5, 8.7]
+    assert run(store, base + ".shift(1m)")["dc=gra,host=a"][0] == [480, 540, 600]
+    assert run(store, base + ".rate()")["dc=gra,host=a"] == ([480, 540], [1 / 60, 1 / 60])
+    assert run(store, base + ".minute()")["dc=gra,host=a"][1] == [7.0, 8.0, 9.0]
     assert run(store, base + ".keepLastValue()")["dc=gra,host=a"] == ([540], [9.0])
-    assert run(store, base + ".keepFirstValues(1)")["dc=gra,host=a"] == ([480], [8.0])
+    assert run(store, base + ".keepFirstValues(1)")["dc=gra,host=a"] == ([420], [7.0])
     assert run(store, base + ".timeclip(now, 30s)") == {"dc=gra,host=a": ([], [])}
     assert run(store, base + ".timeclip(now, 1m)") == {"dc=gra,host=a": ([540], [9.0])}
+    # timeclip keeps [end - d, end): the point at 540 is in [540, 600), not in [480, 540)
+    assert run(store, base + f".timeclip({T0 + 540}, 1m)") == {"dc=gra,host=a": ([480], [8.0])}
 
 
 def test_sort_top_and_filters(store: EmbeddedStore) -> None:
@@ -147,12 +151,13 @@ def test_names_and_labels_are_edited(store: EmbeddedStore) -> None:
 
 
 def test_operators_across_sets_match_on_labels(store: EmbeddedStore) -> None:
-    query = ('a = select("cpu").where("dc=gra").last(2m).sampleBy(1m, last)\n'
-             'b = select("mem").last(2m).sampleBy(1m, last)\n'
+    query = ('a = select("cpu").where("dc=gra").last(2m).sampleBy(30s, last)\n'
+             'b = select("mem").last(2m).sampleBy(30s, last)\n'
              'add(a, b).on(["host"])')
-    # b has no point in (540, 600]: the default fill carries 9 forward. As in PromQL, one-to-one
-    # matching on(host) keeps only the host label.
-    assert run(store, query) == {"host=a": ([540, 600], [54.0 + 9.0, 59.0 + 9.0])}
+    # b has points at 480 and 540 only: the default fill interpolates 510 and carries 9 forward
+    # to 570. As in PromQL, one-to-one matching on(host) keeps only the host label.
+    assert run(store, query) == {"host=a": ([480, 510, 540, 570],
+                                            [50.0 + 8.0, 53.0 + 8.5, 56.0 + 9.0, 59.0 + 9.0])}
 
 
 def test_create_builds_series_in_memory(store: EmbeddedStore) -> None:
@@ -162,12 +167,13 @@ def test_create_builds_series_in_memory(store: EmbeddedStore) -> None:
 
 def test_store_writes_to_the_connector(store: EmbeddedStore) -> None:
     run(store, 'select("mem").last(3m).rename("mem_copy").store("token")')
-    assert run(store, 'select("mem_copy").last(10m)') == {"dc=gra,host=a": ([480, 540], [8.0, 9.0])}
+    assert run(store, 'select("mem_copy").last(10m)') == {
+        "dc=gra,host=a": ([420, 480, 540], [7.0, 8.0, 9.0])}   # last(3m) read [420, 600)
 
 
 def test_variables_and_templates(store: EmbeddedStore) -> None:
     out = run(store, 'select("cpu").where("host=${h}").last(span).sampleBy(1m, max)', h="c", span="1m")
-    assert out == {"dc=rbx,host=c": ([600], [5.0])}
+    assert out == {"dc=rbx,host=c": ([540], [5.0])}
 
 
 def test_errors_name_the_method_and_place(store: EmbeddedStore) -> None:
@@ -182,7 +188,7 @@ def test_errors_name_the_method_and_place(store: EmbeddedStore) -> None:
 def test_sample_takes_its_aggregator_first(store: EmbeddedStore) -> None:
     """`sample(agg)`: 100 buckets over the range (the reference's default count)."""
     out = run(store, 'select("mem").last(10m).sample(max, "none")')["dc=gra,host=a"]
-    assert out[1] == list(np.arange(1.0, 10.0))           # one point per bucket, as it was
+    assert out[1] == list(np.arange(0.0, 10.0))   # [0, 600): one point per bucket, as it was
     assert run(store, 'select("mem").last(10m).sample(count)')["dc=gra,host=a"][1][-1] == 1.0
 
 
@@ -222,9 +228,9 @@ def test_sample_by_calendar_months(store: EmbeddedStore) -> None:
     query = f'create(series("m").setValues({points})).sampleBy(1M, sum, "none")'
     [series] = tsl.evaluate(query, store, now=NOW)
     months = series.timestamps.astype("datetime64[ns]").astype("datetime64[D]").astype(str)
-    # right-closed: 2021-01-01T00:00 closes December, 2021-02-01T00:00 closes January
-    assert months.tolist() == ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
-    assert series.values.tolist() == [1.0, 2.0 + 3.0, 4.0, 5.0]
+    # left-closed, labelled by the month's first instant: 2021-01-01T00:00 opens January
+    assert months.tolist() == ["2021-01-01", "2021-02-01", "2021-03-01"]
+    assert series.values.tolist() == [1.0 + 2.0, 3.0 + 4.0, 5.0]
 
 
 class _NoSampling:

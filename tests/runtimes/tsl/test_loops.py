@@ -48,17 +48,17 @@ def test_a_tsl_loop_rolls_up_its_window_and_stores_it(api: httpx.Client, service
     assert (job["status"], job["success"]) == ("done", 4), job
 
     [rolled] = service.store.select(parse_selector("tsl_cpu_1m"))
-    ends = BASE + 60 * np.arange(1, 5)                 # each run's window is (end - 1m, end]
+    starts = BASE + 60 * np.arange(0, 4)   # each run's window is [start, start + 1m), labelled start
     expected = [np.mean([scale * i for scale in (1, 3) for i in range(36)
-                         if end - 60 < stamps[i] <= end]) for end in ends]
+                         if start <= stamps[i] < start + 60]) for start in starts]
     assert dict(rolled.labels) == {"dc": "gra"}
-    assert rolled.timestamps.tolist() == (ends * 10**9).tolist()
+    assert rolled.timestamps.tolist() == (starts * 10**9).tolist()
     np.testing.assert_allclose(rolled.values, expected)
 
     runs = api.get("/v1/runs", params={"loop": "tsl-rollup"}).json()["runs"]
     result = next(r for r in runs if r["scheduled_ms"] == (BASE + 120) * 1000)["result"]
     assert result["series"][0]["name"] == "tsl_cpu_1m"
-    assert result["series"][0]["timestamps"] == [(BASE + 120) * 1000]
+    assert result["series"][0]["timestamps"] == [(BASE + 60) * 1000]   # the window [00:01, 00:02)
 
 
 def test_a_tsl_syntax_error_fails_the_deploy_with_its_place(api: httpx.Client) -> None:
