@@ -13,18 +13,22 @@ Two families of queries:
   the precise reason;
 - rollups written here, where TSL and PromQL semantics overlap exactly.
 
-Why the answers can agree at all: every series has a point every 10 s, aligned on the epoch,
-with no gap. `sampleBy(1m, last)` buckets are (t - 1m, t], labelled t (on the epoch grid by
-default), so the bucket's last point is the point at t itself; a PromQL instant selector at step
-t takes the newest sample at or before t within the 5-minute lookback, which is that same point.
+Why the answers can agree at all: every series has a point every 10 s, 5 s off the 10 s marks
+(…:05, …:15), with no gap, so no point sits on a bucket's or a range's boundary, where tsq and
+Prometheus close on different sides (docs/time.md). A `sampleBy(1m, last)` bucket is [t, t + 1m),
+labelled t by its start (tsq's time model); its last point is at t + 55 s, which a PromQL instant
+selector at step t + 1m takes (the newest sample at or before the step, within the 5-minute
+lookback), and `[1m]` at t + 1m holds exactly the bucket's points. So the native ticks are
+compared one span later (`Check.shift`): the label Prometheus gives the same bucket is its end.
 Gaps would make the two differ (TSL fills empty buckets by interpolation, PromQL carries the last
 sample forward for 5 minutes), so the data has none.
 
-Native `last(d)` reads (now - d, now]: its first bucket is labelled now - d + step, while a
-PromQL range query from now - d also evaluates at now - d itself. The comparison drops that one
-leading step from Prometheus' answer (`after`), and nothing else; the few rollups whose two ranges
-only partly overlap (`shift`, a `now` off the minute) are compared on the overlap, each saying
-why. tsq disagreements found here are strict xfails naming the bug.
+Native `last(d)` reads [now - d, now): its buckets end at now - d + step … now, while a PromQL
+range query from now - d also evaluates at now - d itself, over data before the native range.
+The comparison drops that one leading step from Prometheus' answer (`after`), and nothing else;
+the few rollups whose two ranges only partly overlap (`shift`, a `now` off the minute) are
+compared on the overlap, each saying why. tsq disagreements found here are strict xfails naming
+the bug.
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ NOW = datetime(2021, 1, 1, tzinfo=UTC)  # the conformance cases' now
 NOW_S = 1_609_459_200
 NS = 1_000_000_000
 HOUR = 3600
-# One point every 10 s over the two hours before now, now included: (now - 2h, now].
-STAMPS = np.arange(NOW_S - 2 * HOUR + 10, NOW_S + 1, 10, dtype=np.int64)
+# One point every 10 s over the two hours before now, 5 s off the 10 s marks, so that none is on
+# a boundary: now - 2h + 5 s, …, now - 5 s.
+STAMPS = np.arange(NOW_S - 2 * HOUR + 5, NOW_S, 10, dtype=np.int64)
 HOST_DC = [("web01", "lga"), ("web01", "gra"), ("web02", "lga"), ("web02", "gra"),
            ("web03", "lga"), ("web03", "gra")]
 # The operands of the conformance operator cases (`add(select('foo')…, select('bar')…)`, and
@@ -214,8 +219,10 @@ def assert_same(native: Answer, reference: Answer, *, what: str) -> None:
 class Check:
     """A TSL query and the Prometheus request that must give the same answer.
 
-    `after`/`until` (epoch seconds) restrict both answers to (after, until], for queries whose
-    ranges only overlap there; `scale` divides the native values (unit differences)."""
+    `shift` (seconds) is added to the native ticks: a native bucket is labelled by its start,
+    and Prometheus answers for it at its end, a span later. `after`/`until` (epoch seconds)
+    restrict both answers to (after, until], for queries whose ranges only overlap there;
+    `scale` divides the native values (unit differences)."""
 
     tsl: str
     request: Mapping[str, Any]
@@ -223,10 +230,12 @@ class Check:
     until: float | None = None
     scale: float = 1.0
     now: datetime = NOW
+    shift: float = 60.0
 
 
 def run_check(engines: Engines, check: Check) -> None:
     native = native_answer(check.tsl, engines.store, check.now)
+    native = {k: (t + round(check.shift * NS), v) for k, (t, v) in native.items()}
     if check.scale != 1.0:
         native = {k: (t, v / check.scale) for k, (t, v) in native.items()}
     reference = prometheus_answer(engines.base, check.request)
@@ -275,8 +284,8 @@ CONFORMANCE_SKIPS: dict[str, str] = {
         "the `by (dc)`; native evaluation keeps the classes. Compared with `quantile by (dc) "
         "(0.42, q)` in test_rollup_agrees_with_prometheus"),
     f"{WRAP}shift(1h).mean(5m)#promql-wrap": (
-        "not comparable: TSL's shift(1h) moves the 1-minute samples of (now - 1h, now] an hour "
-        "forward, to (now, now + 1h], where the range query [now - 1h, now] has no step (PromQL "
+        "not comparable: TSL's shift(1h) moves the 1-minute samples of [now - 1h, now) an hour "
+        "forward, to [now, now + 1h), where the range query [now - 1h, now] has no step (PromQL "
         "`offset` keeps the step times); and the TSL window then averages the 1-minute samples "
         "of [t - 5m, t], where avg_over_time(q[5m] offset 1h) averages the raw 10 s points. "
         "shift and windows are compared on their own in test_rollup_agrees_with_prometheus"),
@@ -306,9 +315,13 @@ CONFORMANCE_REJECTED: dict[str, tuple[str, str]] = {
 # fixed (strict: a fix makes these fail, so that the mark gets removed).
 # tsq disagreements found here become strict xfails naming the bug, until fixed.
 CONFORMANCE_XFAILS: dict[str, str] = {}
+CONFORMANCE_SKIPS[f"{WRAP}.timestamp()#promql-wrap"] = (
+    "semantics differ: TSL's timestamp() gives the tick, a bucket's start; PromQL's the time of "
+    "the sample a step takes, the bucket's last point (55 s later here, as no point is on a "
+    "boundary). Compared with `timestamp(cpu) - 55` in test_rollup_agrees_with_prometheus")
 # tsq's timestamp() gives epoch milliseconds (Warp 10's platform unit at OVH is microseconds,
 # tsq chose ms, see tsq/kernels/maps.py time_part); PromQL's timestamp() gives seconds.
-CONFORMANCE_SCALES: dict[str, float] = {f"{WRAP}.timestamp()#promql-wrap": 1000.0}
+CONFORMANCE_SCALES: dict[str, float] = {}
 
 
 def _case_param(case: dict[str, Any]) -> Any:
@@ -333,7 +346,8 @@ def test_conformance_case_agrees_with_prometheus(engines: Engines, case: dict[st
         with pytest.raises(RuntimeError, match=refusal):
             prometheus_answer(engines.base, request)
         pytest.skip(reason)
-    # A range request covers [start, end]; native last(1h) reads (now - 1h, now].
+    # A range request covers [start, end]; native last(1h) reads [now - 1h, now), whose
+    # 1-minute buckets end at now - 59m … now (every case samples by 1m: Check.shift's default).
     after = None if request["instant_query"] else float(request["start"])
     run_check(engines, Check(case["tsl"], request, after=after,
                              scale=CONFORMANCE_SCALES.get(source, 1.0)))
@@ -353,16 +367,22 @@ def test_prometheus_range_selectors_are_closed_on_both_ends(engines: Engines) ->
     """In Prometheus 2.42 `x[1m]` at t holds the samples in [t - 1m, t], both ends included
     (Prometheus 3 made it (t - 1m, t]): 7 points of a 10 s series when t is on a sample. TSL's
     time windows (`window(agg, pre=1m)`) are [t - 1m, t] too, so `<agg>_over_time(x[d])` and
-    `window(agg, pre=d)` agree exactly; a `sampleBy(1m, agg)` bucket is (t - 1m, t], 6 points,
-    which is `[59999ms]` in PromQL (samples are on whole milliseconds)."""
+    `window(agg, pre=d)` agree exactly at a sample. Off the samples, as at every minute here,
+    `[1m]` holds 6 points, those of the `sampleBy(1m, agg)` bucket [t - 1m, t)."""
     one = 'cpu{host="web01",dc="lga"}'
-    [closed] = query(engines.base, f"count_over_time({one}[1m])", NOW_S)
-    [open_left] = query(engines.base, f"count_over_time({one}[59999ms])", NOW_S)
-    assert (closed["value"][1], open_left["value"][1]) == ("7", "6")
+    last = NOW_S - 5   # the newest sample
+    [closed] = query(engines.base, f"count_over_time({one}[1m])", last)
+    [open_left] = query(engines.base, f"count_over_time({one}[59999ms])", last)
+    [minute] = query(engines.base, f"count_over_time({one}[1m])", NOW_S)
+    assert (closed["value"][1], open_left["value"][1], minute["value"][1]) == ("7", "6", "6")
     native = tsl.evaluate('select("cpu").where("host=web01", "dc=lga").last(2m)'
                           '.window(count, pre=1m)', engines.store, now=NOW)
     [series] = list(native)
-    assert (series.timestamps[-1], series.values[-1]) == (NOW_S * NS, 7.0)
+    assert (series.timestamps[-1], series.values[-1]) == (last * NS, 7.0)
+    sampled = tsl.evaluate('select("cpu").where("host=web01", "dc=lga").last(2m)'
+                           '.sampleBy(1m, count)', engines.store, now=NOW)
+    assert sampled[0].timestamps.tolist() == [(NOW_S - 120) * NS, (NOW_S - 60) * NS]
+    assert sampled[0].values.tolist() == [6.0, 6.0]
 
 
 # -- rollups where TSL and PromQL mean the same thing ------------------------------------------
@@ -386,13 +406,15 @@ def _sampled(method: str, promql: str, **options: Any) -> Any:
 
 def _window(method: str, promql: str) -> Any:
     """A window over the raw points: sampleBy(10s, last) keeps every point of a 10 s series,
-    and last(70m) gives every window of the compared hour its full 5 minutes (the window at
-    now - 1h reaches back to now - 65m, included; last(65m) would read from just after it)."""
+    each in the bucket [t, t + 10 s) that starts 5 s before it (hence `shift=5`: the point's own
+    time, where a range query whose steps sit on the points evaluates), and last(70m) gives
+    every window of the compared hour its full 5 minutes."""
     return _rollup(f'select("cpu").last(70m).sampleBy(10s, last){method}', promql, id=method,
-                   request={"step": 10}, after=NOW_S - HOUR - 1)
+                   request={"step": 10, "start": NOW_S - HOUR - 5, "end": NOW_S - 5},
+                   after=NOW_S - HOUR - 6, shift=5.0)
 
 
-MINUS_25S = NOW - timedelta(seconds=25)
+MINUS_20S = NOW - timedelta(seconds=20)   # off the minute, and off the points (…:05, …:15)
 ROLLUPS = [
     _sampled("", "cpu"),
     # group: REDUCE tick by tick, PromQL aggregation operators per step
@@ -446,24 +468,24 @@ ROLLUPS = [
     _sampled(".weekday()", "day_of_week(timestamp(cpu))"),
     _sampled(".month()", "month(timestamp(cpu))"),
     _sampled(".year()", "year(timestamp(cpu))"),
-    _sampled(".timestamp()", "timestamp(cpu)", scale=1000.0),  # native: epoch ms
+    # native: epoch ms of the bucket's start; PromQL: seconds of its last point, 55 s later
+    _sampled(".timestamp()", "timestamp(cpu) - 55", scale=1000.0),
     # shift(d) moves the points d later; PromQL's `offset d` shows at t the sample of t - d.
-    # Native ticks are (now - 1h + 2m, now + 2m], the steps [now - 1h, now]: compared on the
-    # overlap.
+    # Native ticks, as compared (a bucket's end), are now - 57m … now + 2m, the steps
+    # [now - 1h, now]: compared on the overlap.
     _sampled(".shift(2m)", "cpu offset 2m", after=NOW_S - HOUR + 120, until=NOW_S),
     # the last value: an instant query at the end
     _sampled(".keepLastValue()", "cpu", request={"instant_query": True}),
     _sampled(".group(max).keepLastValue()", "max(cpu)", request={"instant_query": True}),
-    # sampleBy(1m, agg): a bucket is (t - 1m, t], [59999ms] in PromQL 2.42 (see
-    # test_prometheus_range_selectors_are_closed_on_both_ends); `[1m]` would add the point at
-    # t - 1m
+    # sampleBy(1m, agg): a bucket is [t, t + 1m); with no point on a boundary, `[1m]` at
+    # t + 1m holds the same points (see test_prometheus_range_selectors_are_closed_on_both_ends)
     *[_rollup(f'select("cpu").last(1h).sampleBy(1m, {tsl_agg})',
-              f"{prom}_over_time(cpu[59999ms])", id=f"sampleBy(1m, {tsl_agg})")
+              f"{prom}_over_time(cpu[1m])", id=f"sampleBy(1m, {tsl_agg})")
       for tsl_agg, prom in [("max", "max"), ("min", "min"), ("sum", "sum"), ("mean", "avg"),
                             ("count", "count"), ("last", "last")]],
     _rollup('select("cpu").last(1h).sampleBy(5m, mean).groupBy(["dc"], max)',
-            "max by (dc) (avg_over_time(cpu[299999ms]))", id="sampleBy(5m, mean).groupBy(max)",
-            request={"step": 300}),
+            "max by (dc) (avg_over_time(cpu[5m]))", id="sampleBy(5m, mean).groupBy(max)",
+            request={"step": 300}, shift=300.0),
     # windows of [t - 5m, t] over every point
     *[_window(f".window({tsl_agg}, pre=5m)", f"{prom}_over_time(cpu[5m])")
       for tsl_agg, prom in [("max", "max"), ("min", "min"), ("sum", "sum"), ("mean", "avg"),
@@ -473,14 +495,14 @@ ROLLUPS = [
     _window('.window(percentile, 42, pre=5m)', "quantile_over_time(0.42, cpu[5m])"),
     # a now off the minute: relative=true aligns the buckets on now, as the steps of a range
     # query that ends at now; relative=false (the default) keeps them on the epoch's minutes,
-    # as a range query on whole minutes (its last bucket, labelled after now, is left out)
+    # as a range query on whole minutes (the last bucket, which now cuts short, is left out)
     _rollup(f"{SAMPLED[:-1]}, true)", "cpu", id="relative true, now off the minute",
-            now=MINUS_25S, request={"start": NOW_S - 25 - HOUR, "end": NOW_S - 25},
-            after=NOW_S - 25 - HOUR),
+            now=MINUS_20S, request={"start": NOW_S - 20 - HOUR, "end": NOW_S - 20},
+            after=NOW_S - 20 - HOUR),
     _rollup(f"{SAMPLED[:-1]}, relative=true)", "cpu", id="relative=true, now off the minute",
-            now=MINUS_25S, request={"start": NOW_S - 25 - HOUR, "end": NOW_S - 25},
-            after=NOW_S - 25 - HOUR),
-    _rollup(SAMPLED, "cpu", id="relative=false, now off the minute", now=MINUS_25S,
+            now=MINUS_20S, request={"start": NOW_S - 20 - HOUR, "end": NOW_S - 20},
+            after=NOW_S - 20 - HOUR),
+    _rollup(SAMPLED, "cpu", id="relative=false, now off the minute", now=MINUS_20S,
             request={"start": NOW_S - HOUR, "end": NOW_S - 60}, after=None, until=NOW_S - 60),
 ]
 
