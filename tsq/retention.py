@@ -7,9 +7,10 @@ there, and a later run deletes it once the rollup has been resumed and succeeded
 this run is responsible for (its own window, shifted back by `keep`) is not covered, the run's
 result says `skipped: not covered`.
 
-Windows are half-open [start, end) in epoch ms, as runs record them; a rollup for [start, end)
-reads the raw points in (start, end] (TSL's convention), so a covered window deletes exactly
-those: (start, end], which is [start + 1 ns, end + 1 ns) for the store.
+Windows are half-open [start, end) in epoch ms, as runs record them, and a rollup for
+[start, end) reads exactly the raw points in [start, end) (docs/time.md): a point on a boundary
+belongs to the window that starts there. So a covered window deletes exactly those, [start, end)
+for the store too, on the same half-open intervals as the arithmetic below.
 """
 
 from __future__ import annotations
@@ -92,9 +93,8 @@ def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore,
     span = (horizon - spec.lookback_ms, horizon)
     pieces = covered(runs, record.project, spec.covered_by, span)
     selector = parse_selector(spec.select)
-    # A covered window (a, b] of raw points, but nothing at or after the horizon.
-    deleted = sum(store.delete(selector, start * NS_PER_MS + 1,
-                               min(end * NS_PER_MS + 1, horizon * NS_PER_MS))
+    # A covered window [a, b) of raw points (pieces end at the horizon at the latest).
+    deleted = sum(store.delete(selector, start * NS_PER_MS, end * NS_PER_MS)
                   for start, end in pieces)
     kept = subtract(span, pieces)
     logs = [LogLine(_now_ms(), "info", f"deleted {deleted} points of {spec.select} in "

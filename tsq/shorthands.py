@@ -8,9 +8,10 @@ replaces that window of the target series: running a window again never duplicat
 deletes raw points older than `keep`, but only where every rollup in `covered_by` (by default the
 loops it runs `after:`) succeeded for the window; see `tsq.retention`.
 
-Time conventions are TSL's (Warp 10's): `from(start, end)` reads (start, end] and a bucket of
-span s stamped t holds (t - s, t]. So the run for the window [start, end) owns the raw points in
-(start, end] and the buckets stamped in (start, end]: consecutive windows share no point.
+Time is tsq's (docs/time.md): `from(start, end)` reads [start, end) and a bucket of span s
+stamped t holds [t, t + s). So the run for the window [start, end) owns the raw points in
+[start, end) and the buckets stamped in [start, end): consecutive windows share no point, and a
+rollup of rollups (1m → 1h) reads exactly the buckets its own window's raw points went into.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ window of the target series.
 The generated TSL is the loop's source. A run evaluates it for its window and hands the result to
 the store in one `series.replace` call, which deletes what the target series held in the window
 before writing, so running a window again (a retry, a resume, a backfill) never duplicates it.
-The run owns the buckets stamped in (start, end], TSL's convention (see tsq.shorthands).
+The run owns the buckets stamped in [start, end): a bucket is labelled by its start
+(docs/time.md, tsq.shorthands).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RollupProgram:
                 "a rollup runs for a window: let its schedule, an `after:` trigger or "
                 "`tsq backfill` run it, not a plain manual run"))
         started = datetime.now(UTC)
-        start, end = int(window["startMs"]) * NS_PER_MS + 1, int(window["endMs"]) * NS_PER_MS + 1
+        start, end = int(window["startMs"]) * NS_PER_MS, int(window["endMs"]) * NS_PER_MS
         try:
             results = self.query.results(ctx)
             output = results.statements[-1] if results.statements else SeriesSet.empty()
