@@ -7,15 +7,13 @@ loaded first, every answer is checked against numpy, then they are timed in turn
 round, so that a noisy neighbour slows each of them alike. The tsq run's parts (store read,
 kernels, the rest: the pipe to the worker) are timed alone afterwards and noted.
 
-Bucket edges. tsq's `sampleBy` buckets are closed on the right and labelled by their end, and a
-run's window (start, end] is closed on the right too, so the loop over the day (t0, t0 + 1 day]
-leaves out the point at t0, and its minute t holds the points in (t - 1m, t]: t - 50 s … t.
-Prometheus' `cpu[59s]` at step t holds [t - 59 s, t], the same six points. InfluxDB's buckets
-are [t, t + 1m), six other points (t … t + 50 s): its timed queries are checked against numpy's
-left-closed means, and once more, untimed, with `GROUP BY time(1m, 10s)` over (t0, t0 + 1 day]
-(buckets [t + 10 s, t + 70 s), labelled 50 s before tsq's), whose answer must equal tsq's.
-Every host has the same number of points in each minute, so the mean of all points by dc is
-also the mean of the host means (what the subquery computes) and all three agree on numbers."""
+Bucket edges (docs/time.md). A run reads its window [t0, t0 + 1 day), every point of the day,
+and its minute t holds the points in [t, t + 1m), t … t + 50 s, labelled t: InfluxDB's
+`GROUP BY time(1m)` buckets, so InfluxDB's answer must equal tsq's, times included.
+Prometheus' `cpu[59s]` at step t + 59 s holds [t, t + 59 s] (2.42 closes a range on both ends),
+the same six points; its steps are compared 59 s earlier. Every host has the same number of
+points in each minute, so the mean of all points by dc is also the mean of the host means (what
+the subquery computes) and all three agree on numbers."""
 
 from __future__ import annotations
 
@@ -59,10 +57,8 @@ INFLUX_GROUP_BY = f'SELECT mean("value") FROM "cpu" WHERE {INFLUX_RANGE} GROUP B
 INFLUX_SUBQUERY = (f'SELECT mean("m") FROM (SELECT mean("value") AS m FROM "cpu" WHERE '
                    f'{INFLUX_RANGE} GROUP BY time(1m), "host", "dc") WHERE {INFLUX_RANGE} '
                    f'GROUP BY time(1m), "dc"')
-INFLUX_AS_TSQ = (f'SELECT mean("value") FROM "cpu" WHERE time > {START_NS} '
-                 f'AND time <= {START_NS + DAY_NS} GROUP BY time(1m, 10s), "dc" fill(none)')
-INFLUX_SHIFT_S = 50  # tsq's label of a minute minus INFLUX_AS_TSQ's label of the same minute
 PROMQL = "avg by (dc)(avg_over_time(cpu[59s]))"
+PROMQL_SHIFT_S = -59  # the step that holds tsq's minute t is t + 59 s
 TOOK = re.compile(r" in ([0-9.]+) ms$")  # the TSL run's log line: "… points in 118.2 ms"
 TSQ = "tsq TSL loop run (deployed)"
 INFLUX = "InfluxDB 1.6 GROUP BY time(1m),dc"
@@ -73,17 +69,13 @@ SUBQUERY_RUNS = 3  # 10-30 s each
 Answer = dict[str, tuple[np.ndarray, np.ndarray]]  # dc → (times in epoch s, values)
 
 
-def reference(data: dict[str, Any], closed: str) -> Answer:
-    """numpy: per host minute means, then their mean by dc. Right-closed: the day's window
-    (t0, t0 + 1 day] and buckets (t - 1m, t] labelled t; left-closed: [t, t + 1m) labelled t."""
+def reference(data: dict[str, Any]) -> Answer:
+    """numpy: per host minute means, then their mean by dc, over [t0, t0 + 1 day) in buckets
+    [t, t + 1m) labelled t."""
     hosts, per_host = data["hosts"], data["per_host"]
     values = data["values"].reshape(hosts, per_host)
-    first_s = START_S
-    if closed == "right":  # the point at t0 is out of the window; the last minute has five
-        values = np.concatenate([values[:, 1:], np.full((hosts, 1), np.nan)], axis=1)
-        first_s += MINUTE_NS // 10**9
     minute = np.nanmean(values.reshape(hosts, -1, MINUTE_NS // STEP_NS), axis=2)
-    times = first_s + 60 * np.arange(minute.shape[1], dtype=np.int64)
+    times = START_S + 60 * np.arange(minute.shape[1], dtype=np.int64)
     return {dc: (times, minute[data["dc"] == i].mean(axis=0)) for i, dc in enumerate(DCS)}
 
 
@@ -101,19 +93,19 @@ def check(impl: str, got: Answer, expected: Answer, shift_s: int = 0) -> None:
 def run(report: Report, *, quick: bool) -> None:
     data = make_data(100 if quick else 1000)
     repeat = 1 if quick else 5
-    right, left = reference(data, "right"), reference(data, "left")
+    expected = reference(data)
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     # All three hold the day at once (idle when not queried) and are timed in turns, round by
     # round, so that a noisy neighbour slows each of them alike.
     with ExitStack() as stack:
-        tsq_loop = stack.enter_context(_tsq(data, right))
+        tsq_loop = stack.enter_context(_tsq(data, expected))
         calls: dict[str, Callable[[], object]] = {TSQ: tsq_loop.run}
         if influxdb.available():
-            calls.update(stack.enter_context(_influx(data, left, tsq_loop.answer, report)))
+            calls.update(stack.enter_context(_influx(data, expected, tsq_loop.answer, report)))
         else:
             report.note(BENCH, "InfluxDB 1.6", {"skipped": "influxd is not installed"})
         if prometheus.available():
-            calls[PROMETHEUS] = stack.enter_context(_prometheus(data, right, report))
+            calls[PROMETHEUS] = stack.enter_context(_prometheus(data, expected, report))
         else:
             report.note(BENCH, "Prometheus 2.42", {"skipped": "prometheus or promtool is not "
                                                               "installed"})
@@ -189,7 +181,7 @@ class _TsqLoop:
         if len(self.written()[DCS[0]][0]) != len(self.answer[DCS[0]][0]):
             raise RuntimeError("runs over the same window did not replace their points")
         store, selector = self.service.store, parse_selector("cpu")
-        read = (START_NS + 1, START_NS + DAY_NS + 1)  # (start, end] as the loop reads it
+        read = (START_NS, START_NS + DAY_NS)  # [start, end), as the loop reads it
         select_s = statistics.median(timed(lambda: store.select(selector, *read), repeat))
         memory = _InMemory(store.select(selector, *read))
         kernel_s = statistics.median(timed(
@@ -256,8 +248,7 @@ def _influx(data: dict[str, Any], expected: Answer, tsq_answer: Answer,
 
         check("InfluxDB GROUP BY", query(INFLUX_GROUP_BY), expected)
         check("InfluxDB subquery", query(INFLUX_SUBQUERY), expected)
-        check("InfluxDB GROUP BY on tsq's buckets", query(INFLUX_AS_TSQ), tsq_answer,
-              INFLUX_SHIFT_S)
+        check("InfluxDB GROUP BY against tsq's answer", query(INFLUX_GROUP_BY), tsq_answer)
         report.note(BENCH, "InfluxDB 1.6", {"points": points, "load_s": round(load_s, 1)})
         yield {INFLUX: lambda: query(INFLUX_GROUP_BY),
                INFLUX_EXACT: lambda: query(INFLUX_SUBQUERY)}
@@ -281,13 +272,13 @@ def _prometheus(data: dict[str, Any], expected: Answer,
         import_s = time.perf_counter() - start
         del text
 
-        def query() -> Answer:  # steps t0 + 1m … t0 + 1 day: the minutes tsq labels
-            found = prometheus.query_range(base, PROMQL, START_S + 60, END_S, 60)
+        def query() -> Answer:  # steps t0 + 59 s … t0 + 1 day - 1 s: one per minute of the day
+            found = prometheus.query_range(base, PROMQL, START_S + 59, END_S - 1, 60)
             return {s["metric"]["dc"]: (np.array([int(t) for t, _ in s["values"]], np.int64),
                                         np.array([float(v) for _, v in s["values"]]))
                     for s in found}
 
-        check("Prometheus", query(), expected)
+        check("Prometheus", query(), expected, PROMQL_SHIFT_S)
         report.note(BENCH, "Prometheus 2.42", {
             "samples": hosts * per_host, "openmetrics_text_s": round(text_s, 1),
             "promtool_import_and_start_s": round(import_s, 1)})

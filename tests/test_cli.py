@@ -60,13 +60,14 @@ def test_query_tsl_and_tsl_compile(tmp_path: Path) -> None:
     points.write_text("".join(f"clicpu,host=a value={i} {1767225600 + 60 * i}\n" for i in range(5)))
     assert tsq(tmp_path, "write", str(points), "--precision", "s").returncode == 0
     query = 'select("clicpu").from(start, end).sampleBy(2m, sum, "none")'
-    found = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225599000",
-                "-v", "end=1767225840000", "--json")
+    found = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225600000",
+                "-v", "end=1767225900000", "--json")
     assert found.returncode == 0, found.stderr
     [series] = json.loads(found.stdout)["series"]
-    assert series["values"] == [0.0, 3.0, 7.0]     # (…, 0:00], (0:00, 0:02], (0:02, 0:04]
-    table = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225599000",
-                "-v", "end=1767225840000")
+    assert series["values"] == [1.0, 5.0, 4.0]     # [0:00, 0:02), [0:02, 0:04), [0:04, 0:06)
+    assert series["timestamps"] == [1767225600000, 1767225720000, 1767225840000]
+    table = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225600000",
+                "-v", "end=1767225900000")
     assert "clicpu" in table.stdout and "host=a" in table.stdout
 
     bad = tsq(tmp_path, "query", "--tsl", 'select("clicpu").last(1h')

@@ -127,11 +127,11 @@ def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeCloc
     assert retention["result"]["notCovered"] == [["2026-01-25T00:30:00Z", "2026-02-21T00:00:00Z"]]
     # Raw points older than 7 days are gone where both rollups covered them, the ones no rollup
     # covered are all there, and so is every point younger than 7 days.
-    assert raw_points(svc, covered_from + timedelta(seconds=1), horizon) == 0
-    assert raw_points(svc, first, covered_from + timedelta(seconds=1)) == len(HOSTS) * (
-        (covered_from - first).total_seconds() // 60 + 1)
+    assert raw_points(svc, covered_from, horizon) == 0
+    assert raw_points(svc, first, covered_from) == len(HOSTS) * (
+        (covered_from - first).total_seconds() // 60)
     assert raw_points(svc, horizon, DAY0) == len(HOSTS) * (DAY0 - horizon).total_seconds() // 60
-    # (02-21T00:00, 02-22T00:30): the point at 00:00 is the window before's, the one at the
-    # horizon is not older than 7 days.
+    # [02-21T00:00, 02-22T00:30): the point at 00:00 opens the first covered window, the one at
+    # the horizon is not older than 7 days.
     assert retention["result"]["deleted"] == len(HOSTS) * (
-        (horizon - covered_from).total_seconds() // 60 - 1)
+        (horizon - covered_from).total_seconds() // 60)

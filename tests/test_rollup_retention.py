@@ -98,9 +98,10 @@ def test_a_failing_rollup_keeps_its_raw_window_until_it_is_resumed(svc: Service)
     assert last["skipped"] == "not covered"
     assert last["covered"] == [["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"]]
     assert ["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"] in last["notCovered"]
-    # The raw points of the failed hour are all still there; the covered hour's are gone.
-    assert points(svc, "rr_cpu", T0 + H + 1, T0 + 2 * H + 1) == 4 * 360 + 1
-    assert points(svc, "rr_cpu", T0 + 1, T0 + H + 1) == 0
+    # The raw points of the failed hour [01:00, 02:00) are all still there, the one at 01:00
+    # included; the covered hour's are gone.
+    assert points(svc, "rr_cpu", T0 + H, T0 + 2 * H) == 4 * 360 + 1
+    assert points(svc, "rr_cpu", T0, T0 + H) == 0
     assert points(svc, "rr_cpu_1m") == 2 * 60 * 2  # two hours of two data centres
     assert points(svc, "rr_cpu_1h") == 2 * 2
 
@@ -109,7 +110,7 @@ def test_a_failing_rollup_keeps_its_raw_window_until_it_is_resumed(svc: Service)
     assert rerun(svc, rollups[2]).result["replaced"] == rerun(svc, rollups[2]).result[
         "written"] == 120
     assert rerun(svc, rollups[0]).result["written"] == 0
-    assert points(svc, "rr_cpu_1m", T0, T0 + H + 1) == 120
+    assert points(svc, "rr_cpu_1m", T0, T0 + H) == 120   # labelled 00:00 … 00:59
 
     # Fix the source and resume the failed rollup: its followers run, and the next retention
     # run deletes the hour that is now covered.
@@ -120,7 +121,7 @@ def test_a_failing_rollup_keeps_its_raw_window_until_it_is_resumed(svc: Service)
     backfill(svc, "cpu-1m", T0 + 4 * H, T0 + 5 * H)
     retentions = settled(svc, "cpu-retention", 4)
     assert "skipped" not in retentions[-1]["result"]
-    assert points(svc, "rr_cpu", T0 + H + 1, T0 + 3 * H + 1) == 0  # covered and old enough
+    assert points(svc, "rr_cpu", T0 + H, T0 + 3 * H) == 0  # covered and old enough
     assert points(svc, "rr_cpu_1m") == 3 * 60 * 2
 
 

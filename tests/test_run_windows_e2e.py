@@ -23,7 +23,7 @@ JS_ROLLUP = """export default async function (event) {
   const cpu = await db.select('man_cpu{dc="gra"}', {start: event.window.start, end: event.window.end});
   const values = cpu.flatMap(s => Array.from(s.values));
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
-  await db.write([{name: "man_cpu_js", labels: {dc: "gra"}, timestamps: [event.window.endMs],
+  await db.write([{name: "man_cpu_js", labels: {dc: "gra"}, timestamps: [event.window.startMs],
                    values: [mean]}]);
   return {start: event.window.start, end: event.window.end, points: values.length, mean};
 }
@@ -62,10 +62,11 @@ def mean(first: int, last: int) -> float:
     return (first + last) / 2
 
 
-def js_written(service: Service, end: str) -> list[float]:
+def js_written(service: Service, start: str) -> list[float]:
+    """What the JavaScript rollup wrote for the window that starts at `start` (its label)."""
     [series] = service.store.select(parse_selector("man_cpu_js"))
     return [v for t, v in zip(series.timestamps.tolist(), series.values.tolist(), strict=True)
-            if t == ms(end) * 10**6]
+            if t == ms(start) * 10**6]
 
 
 def tsl_values(result: dict[str, Any]) -> list[tuple[int, float]]:
@@ -81,7 +82,7 @@ def test_a_js_rollup_run_at_a_scheduled_time(service: Service) -> None:
     assert record.result == {"start": "2026-01-01T00:04:00.000Z",
                                 "end": "2026-01-01T00:05:00.000Z", "points": 6,
                                 "mean": mean(24, 29)}
-    assert js_written(service, "2026-01-01T00:05:00Z") == [mean(24, 29)]
+    assert js_written(service, "2026-01-01T00:04:00Z") == [mean(24, 29)]
 
 
 def test_a_js_rollup_run_for_a_window_given(service: Service) -> None:
@@ -89,7 +90,7 @@ def test_a_js_rollup_run_for_a_window_given(service: Service) -> None:
                                            utc("2026-01-01T00:03:30Z")))
     assert record.status == "success", record.error
     assert (record.result["points"], record.result["mean"]) == (9, mean(12, 20))
-    assert js_written(service, "2026-01-01T00:03:30Z") == [mean(12, 20)]
+    assert js_written(service, "2026-01-01T00:02:00Z") == [mean(12, 20)]
 
 
 def test_a_js_rollup_run_for_the_latest_complete_period(service: Service) -> None:
@@ -97,23 +98,24 @@ def test_a_js_rollup_run_for_the_latest_complete_period(service: Service) -> Non
     assert record.status == "success", record.error
     assert record.result["end"] == "2026-01-01T00:07:00.000Z"
     assert record.result["mean"] == mean(36, 41)
-    assert js_written(service, "2026-01-01T00:07:00Z") == [mean(36, 41)]
+    assert js_written(service, "2026-01-01T00:06:00Z") == [mean(36, 41)]
 
 
 def test_a_tsl_rollup_run_at_for_a_window_and_for_the_latest_period(service: Service) -> None:
-    # TSL reads (start, end]: (00:04, 00:05] holds points 25 … 30
+    # TSL reads [start, end) as JavaScript does: [00:04, 00:05) holds points 24 … 29, and the
+    # bucket is labelled by its start, as the JavaScript rollup labels its window
     at = service.run("man-tsl", at=utc("2026-01-01T00:05:00Z"))
     assert at.status == "success", at.error
-    assert tsl_values(at.result) == [(ms("2026-01-01T00:05:00Z"), mean(25, 30))]
+    assert tsl_values(at.result) == [(ms("2026-01-01T00:04:00Z"), mean(24, 29))]
     given = service.run("man-tsl", window=(utc("2026-01-01T00:02:00Z"),
                                            utc("2026-01-01T00:04:00Z")))
-    assert tsl_values(given.result) == [(ms("2026-01-01T00:03:00Z"), mean(13, 18)),
-                                 (ms("2026-01-01T00:04:00Z"), mean(19, 24))]
+    assert tsl_values(given.result) == [(ms("2026-01-01T00:02:00Z"), mean(12, 17)),
+                                        (ms("2026-01-01T00:03:00Z"), mean(18, 23))]
     latest = service.run("man-tsl")
-    assert tsl_values(latest.result) == [(ms("2026-01-01T00:07:00Z"), mean(37, 42))]
+    assert tsl_values(latest.result) == [(ms("2026-01-01T00:06:00Z"), mean(36, 41))]
     [stored] = service.store.select(parse_selector("man_cpu_tsl"))
     assert stored.timestamps.tolist() == [ms(f"2026-01-01T00:0{m}:00Z") * 10**6
-                                          for m in (3, 4, 5, 7)]
+                                          for m in (2, 3, 4, 6)]
 
 
 def test_the_run_endpoint_takes_at_and_window(api: httpx.Client) -> None:
@@ -124,7 +126,7 @@ def test_the_run_endpoint_takes_at_and_window(api: httpx.Client) -> None:
     window = api.post("/v1/loops/man-tsl/run", json={
         "window": {"start": "2026-01-01T00:08:00Z", "end": "2026-01-01T00:09:00Z"}})
     assert window.status_code == 200, window.text
-    assert tsl_values(window.json()["result"]) == [(ms("2026-01-01T00:09:00Z"), mean(49, 54))]
+    assert tsl_values(window.json()["result"]) == [(ms("2026-01-01T00:08:00Z"), mean(48, 53))]
 
 
 @pytest.mark.parametrize(("body", "message"), [

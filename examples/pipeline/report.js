@@ -5,8 +5,9 @@ const DAY_MS = 86400000;
 export default async function (event) {
   const dayEnd = Math.floor(event.window.endMs / DAY_MS) * DAY_MS;   // midnight before the run
   const day = new Date(dayEnd - DAY_MS).toISOString().slice(0, 10);
-  // cpu_1h's buckets are stamped at their end: the day's 24 hours are (dayStart, dayEnd].
-  const hourly = await db.select("cpu_1h", {start: dayEnd - DAY_MS + 1, end: dayEnd + 1});
+  // cpu_1h's buckets are labelled by their start (docs/time.md): the day's 24 hours are the
+  // points in [dayStart, dayEnd), stamped 00:00 … 23:00.
+  const hourly = await db.select("cpu_1h", {start: dayEnd - DAY_MS, end: dayEnd});
   if (hourly.length === 0) return {day, series: 0, note: "no hourly rollups for this day"};
 
   const summary = hourly.map(s => {

@@ -97,12 +97,12 @@ def test_tsl_from_javascript(api: httpx.Client) -> None:
       try { await tsl('select("jstsl_cpu").last(1h'); } catch (e) { error = e.name + ": " + e.message; }
       return {names: found.map(s => s.name), typed: found[0].values instanceof Float64Array,
               times: Array.from(found[0].timestamps), values: Array.from(found[0].values), error};
-    }""".replace("START", str((base - 1) * 1000)).replace("END", str((base + 240) * 1000))
+    }""".replace("START", str(base * 1000)).replace("END", str((base + 300) * 1000))
     assert deploy(api, "jstsl", source).status_code == 201
     answer = run(api, "jstsl")
     assert answer.status_code == 200, answer.text
     result = answer.json()["result"]
     assert result["names"] == ["jstsl_cpu"] and result["typed"] is True
     assert result["times"] == [base * 1000, (base + 120) * 1000, (base + 240) * 1000]
-    assert result["values"] == [0.0, 30.0, 70.0]
+    assert result["values"] == [10.0, 50.0, 40.0]   # [0:00, 0:02), [0:02, 0:04), [0:04, 0:06)
     assert result["error"].startswith("TslError: Cannot parsed query: missing closing parenthesis")

@@ -87,7 +87,7 @@ def test_query_endpoint_evaluates_tsl_on_the_store(api: httpx.Client) -> None:
                     content="\n".join(lines).encode()).status_code == 204
     answer = api.post("/v1/query", json={
         "tsl": 'select("tsl_q").from(start, end).sampleBy(1m, max, "none").group(sum)',
-        "variables": {"start": (BASE - 1) * 1000, "end": (BASE + 120) * 1000}})
+        "variables": {"start": BASE * 1000, "end": (BASE + 180) * 1000}})   # [0:00, 0:03)
     assert answer.status_code == 200, answer.text
     [series] = answer.json()["series"]
     assert series["timestamps"] == [(BASE + 60 * i) * 1000 for i in range(3)]
