@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.scheduling_helpers import FakeClock, utc
 from tsq.config import Settings
+from tsq.hostcalls import sampling_from_message, sampling_message
 from tsq.kernels import Aggregator, Buckets, bucket_index, bucketize
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -170,3 +171,12 @@ def test_a_fixed_grid_counts_each_point_once(stamps: list[int], span: int, first
     assert counted.values.sum() == len(inside)
     for label, found in zip(counted.timestamps.tolist(), counted.values.tolist(), strict=True):
         assert found == np.count_nonzero((inside >= label) & (inside < label + span))
+
+
+@pytest.mark.parametrize("grid", [Buckets(60, 0, first=0, last=120),
+                                  Buckets(60, 30, "right", label="end")])
+def test_a_grid_crosses_to_the_service_with_its_convention(grid: Buckets) -> None:
+    """A TSL loop's sampleBy is bucketed where the store reads (the host call carries the grid):
+    its closed side and its label edge must arrive as they left."""
+    message = sampling_message(grid, Aggregator("mean"), [])
+    assert sampling_from_message(message).grid == grid
