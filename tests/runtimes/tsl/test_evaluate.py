@@ -222,6 +222,13 @@ def test_quantize_counts_values_per_bucket(store: EmbeddedStore) -> None:
     assert sum(s.values.sum() for s in stepped) == 10
 
 
+def test_sample_by_a_span_without_a_range_buckets_the_data(store: EmbeddedStore) -> None:
+    """A created series has no range: its buckets run from its first point to its last."""
+    out = run(store, 'create(series("m").setValues([60, 1], [130, 2], [170, 3]))'
+                     '.sampleBy(1m, max, "none")')
+    assert out == {"m": ([60 - T0, 120 - T0], [1.0, 3.0])}   # [60, 120), [120, 180)
+
+
 def test_sample_by_calendar_months(store: EmbeddedStore) -> None:
     points = ", ".join(f'[{t}, {v}]' for t, v in (
         (1609459200, 1), (1610000000, 2), (1612137600, 3), (1612200000, 4), (1614600000, 5)))
