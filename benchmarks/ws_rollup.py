@@ -16,10 +16,17 @@ from benchmarks.report import Report, timed
 from benchmarks.rollup import DAY_NS, START_NS, as_series_set, make_data
 from tsq import tsl, ws
 from tsq.connectors.embedded import EmbeddedStore
+from tsq.kernels import maps
 
 BENCH = "ws_rollup"
 START_US, END_US = START_NS // 1000, (START_NS + DAY_NS) // 1000
-TSL = (f'select("cpu").from({START_NS // 10**6 + 1}, to={(START_NS + DAY_NS) // 10**6 + 1})'
+# The points sit 5 s off the 10 s marks (OFFSET_NS), so none is on a boundary, where tsq's
+# [start, end) and [t, t + 1m) and Warp 10's (start, end] and (t - 1m, t] part (docs/time.md):
+# both read the whole day and put the same points in each minute, which tsq labels by its start
+# and BUCKETIZE by its end, LABEL_SHIFT_NS later.
+OFFSET_NS = 5 * 10**9
+LABEL_SHIFT_NS = 60 * 10**9
+TSL = (f'select("cpu").from({START_NS // 10**6}, to={(START_NS + DAY_NS) // 10**6})'
        '.sampleBy(1m, mean, "none").groupBy(["dc"], mean)')
 WARPSCRIPT = (f"[ 't' 'cpu' {{}} {END_US} {END_US - START_US} ] FETCH "
               f"[ SWAP bucketizer.mean {END_US} 1 m 0 ] BUCKETIZE "
@@ -32,7 +39,7 @@ def run(report: Report, *, quick: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = EmbeddedStore(str(Path(folder) / "points.duckdb"))
         try:
-            store.write(as_series_set(make_data(hosts)))
+            store.write(maps.shift(as_series_set(make_data(hosts)), OFFSET_NS))
             now = datetime.fromtimestamp(END_US / 10**6, UTC)
             native = tsl.evaluate(TSL, store, now=now)
             stack = ws.execute(WARPSCRIPT, connector=store)
@@ -59,5 +66,5 @@ def _check(native: object, mine: object) -> None:
     for series in mine:
         theirs = by_labels[tuple(sorted(series.labels.items()))]
         order = np.argsort(series.timestamps)
-        assert series.timestamps[order].tolist() == theirs.timestamps.tolist()
+        assert (series.timestamps[order] - LABEL_SHIFT_NS).tolist() == theirs.timestamps.tolist()
         np.testing.assert_allclose(series.values[order], theirs.values, rtol=1e-9)

@@ -7,6 +7,7 @@ closed and which edge labels it (its tick) are two fields:
   `start`;
 - `closed="right", label="end"`: Warp 10's BUCKETIZE (which TSL compiles to) and Prometheus'
   ranges: `(end - span, end]`, tick `end`.
+`label` defaults to the closed side's edge, so `closed="right"` alone is Warp 10's convention.
 The other two pairings work too (pandas allows them), but nothing in tsq uses them.
 
 NaN values are left out before aggregating, so a bucket of NaNs is an empty bucket. With
@@ -67,20 +68,22 @@ class Buckets:
     closed: Closed = "left"
     first: int | None = None  # the first bucket's tick: fixes the grid
     last: int | None = None  # the last bucket's tick
-    label: Label = "start"
+    label: Label | None = None  # None: the closed side's edge (left: start, right: end)
 
     def __post_init__(self) -> None:
         if self.span <= 0:
             raise BadRequest(f"a bucket span must be positive, got {self.span} ns")
         if (self.first is None) != (self.last is None):
             raise BadRequest("give both the first and the last bucket, or neither")
+        if self.label is None:
+            object.__setattr__(self, "label", "start" if self.closed == "left" else "end")
         if (self.closed, self.label) not in TICK_SHIFT:
             raise BadRequest(f"buckets are closed on the left or the right and labelled by their "
                              f"start or end, not closed={self.closed!r}, label={self.label!r}")
 
     @property
     def shift(self) -> int:
-        return TICK_SHIFT[(self.closed, self.label)]
+        return TICK_SHIFT[(self.closed, self.label or "start")]  # label is set by now
 
     def tick(self, index: Ints) -> Ints:
         return self.anchor + (index + self.shift) * self.span

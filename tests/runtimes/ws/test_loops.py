@@ -49,7 +49,10 @@ def _backfill(api: httpx.Client, loop: str) -> dict[str, object]:
 
 def test_a_warpscript_rollup_loop_writes_what_the_tsl_loop_writes(
         api: httpx.Client, service: Service) -> None:
-    stamps = BASE - 60 + 10 * np.arange(36)
+    # 5 s off the 10 s marks: no point on a boundary, where the TSL loop (tsq's [start, end),
+    # buckets labelled by their start) and WarpScript (Warp 10's (end - period, end], buckets
+    # labelled by their end) part; docs/time.md
+    stamps = BASE - 60 + 5 + 10 * np.arange(36)
     lines = [f"cpu,dc={dc},host={host} value={v} {t}"
              for dc, host, scale in (("gra", "a", 1), ("gra", "b", 3), ("rbx", "c", 100))
              for t, v in zip(stamps.tolist(), (scale * np.arange(36) * 1.5).tolist(),
@@ -66,8 +69,8 @@ def test_a_warpscript_rollup_loop_writes_what_the_tsl_loop_writes(
     [tsl] = service.store.select(parse_selector("tsl_cpu_1m"))
     [ws] = service.store.select(parse_selector("ws_cpu_1m"))
     assert dict(ws.labels) == dict(tsl.labels) == {"dc": "gra"}
-    assert ws.timestamps.tolist() == tsl.timestamps.tolist() == (
-        (BASE + 60 * np.arange(1, 5)) * 10**9).tolist()
+    assert ws.timestamps.tolist() == ((BASE + 60 * np.arange(1, 5)) * 10**9).tolist()
+    assert tsl.timestamps.tolist() == ((BASE + 60 * np.arange(0, 4)) * 10**9).tolist()
     np.testing.assert_allclose(ws.values, tsl.values, rtol=1e-12)
 
     runs = api.get("/v1/runs", params={"loop": "ws-roll"}).json()["runs"]
