@@ -30,6 +30,7 @@ import orjson
 
 from tsq.connectors.base import Capabilities
 from tsq.errors import ConfigError, Conflict
+from tsq.hostcalls import numbers_only
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import Selector
 from tsq.series import SeriesSet
@@ -117,7 +118,8 @@ class EmbeddedStore:
                        buckets: Buckets, aggregator: Aggregator,
                        fills: Sequence[Fill] = ()) -> SeriesSet:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points."""
-        return bucketize(self.select(selector, start, end), buckets, aggregator, fills)
+        return bucketize(numbers_only(self.select(selector, start, end), "sampleBy"), buckets,
+                         aggregator, fills)
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:

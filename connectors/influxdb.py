@@ -41,6 +41,8 @@ from tsq.errors import (
     ConnectorUnavailable,
     ConnectorUnsupported,
 )
+from tsq.hostcalls import numbers_only
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import NAME_LABEL, Selector
 from tsq.series import SeriesSet
 
@@ -53,6 +55,10 @@ CHUNK_ROWS = 50_000  # rows per chunk of a streamed /query answer
 WRITE_BATCH = 50_000  # lines per write request (InfluxDB's default body limit is 25 MB)
 TIMEOUT_S = 30.0
 NUMERIC_TYPES = frozenset({"float", "integer", "unsigned", "boolean"})
+# tsq aggregators InfluxQL computes exactly as tsq does over one series' bucket, as
+# tests/kernels/test_influx_differential.py checks against a real InfluxDB on the same points.
+PUSHED_AGGREGATES = {"mean": "mean", "sum": "sum", "min": "min", "max": "max", "count": "count",
+                     "first": "first", "last": "last", "median": "median", "stddev": "stddev"}
 
 
 def series_name(measurement: str, field: str) -> str:
@@ -81,7 +87,7 @@ class _Field:
 
 
 class InfluxDB:
-    capabilities = Capabilities(nan=False)
+    capabilities = Capabilities(sampling=True, nan=False)
 
     def __init__(self, url: str, database: str, *, token: str | None = None,
                  username: str | None = None, password: str | None = None,
@@ -116,33 +122,59 @@ class InfluxDB:
 
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
-        parts: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, Any]]] = \
-            defaultdict(list)
+        parts: list[tuple[str, dict[str, str], Any, Any]] = []
         for measurement, fields in _by_measurement(self._fields(selector)).items():
             columns = ", ".join(influxql.ident(f.field) for f in fields)
             query = (f"SELECT {columns} FROM {self._from(measurement)}"
                      f"{influxql.where(self._conditions(selector, start, end))} GROUP BY *")
-            for _, tags, names, rows in self._rows(query):
-                if not rows:
+            parts.extend(self._columns(query, selector, fields))
+        return SeriesSet.from_series(_joined(parts))
+
+    def _columns(self, query: str, selector: Selector, fields: Sequence[_Field]
+                 ) -> Iterator[tuple[str, dict[str, str], Any, Any]]:
+        """(name, labels, times, values) of each field of each series `query` answers with, in
+        pieces as the chunks come; null cells (a point without that field) left out."""
+        for _, tags, names, rows in self._rows(query):
+            if not rows:
+                continue
+            table = list(zip(*rows, strict=True))  # column by column, at C speed
+            stamps = np.asarray(table[0], dtype=np.int64)
+            for field in fields:
+                if not selector.matches(field.name, tags):
                     continue
-                table = list(zip(*rows, strict=True))  # column by column, at C speed
-                stamps = np.asarray(table[0], dtype=np.int64)
-                for field in fields:
-                    if not selector.matches(field.name, tags):
-                        continue
-                    column = np.asarray(table[names.index(field.field)], dtype=object)
-                    present: npt.NDArray[np.bool_] = column != None  # noqa: E711 (elementwise)
-                    values = column[present]
-                    parts[(field.name, tuple(sorted(tags.items())))].append(
-                        (stamps[present], values.astype(np.float64) if field.numeric
-                         else values))
-        series = []
-        for (name, labels), pieces in sorted(parts.items()):
-            stamps = np.concatenate([piece[0] for piece in pieces])
-            if len(stamps):
-                series.append((name, dict(labels), stamps,
-                               np.concatenate([piece[1] for piece in pieces])))
-        return SeriesSet.from_series(series)
+                column = np.asarray(table[names.index(field.field)], dtype=object)
+                present: npt.NDArray[np.bool_] = column != None  # noqa: E711 (elementwise)
+                values = column[present]
+                yield (field.name, tags, stamps[present],
+                       values.astype(np.float64) if field.numeric else values)
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        """`select` then `bucketize`, with the bucketing pushed down to InfluxDB when its answer
+        is exactly tsq's: a bounded range, buckets closed on the left and labelled by their start
+        (InfluxDB's `GROUP BY time`), an aggregator in PUSHED_AGGREGATES, numeric fields, and
+        one bucket per series (`GROUP BY time(…), *`, never InfluxDB's mean over several
+        series). Fills and a fixed grid are applied here to the buckets that come back."""
+        function = PUSHED_AGGREGATES.get(aggregator.name)
+        fields = self._fields(selector)
+        if (function is None or start is None or end is None or buckets.closed != "left"
+                or buckets.label != "start" or not all(f.numeric for f in fields)):
+            return bucketize(numbers_only(self.select(selector, start, end), "sampleBy"),
+                             buckets, aggregator, fills)
+        grid = f"time({buckets.span}ns, {buckets.anchor % buckets.span}ns)"
+        parts: list[tuple[str, dict[str, str], Any, Any]] = []
+        for measurement, chosen in _by_measurement(fields).items():
+            columns = ", ".join(f"{function}({influxql.ident(f.field)}) AS "
+                                f"{influxql.ident(f.field)}" for f in chosen)
+            query = (f"SELECT {columns} FROM {self._from(measurement)}"
+                     f"{influxql.where(self._conditions(selector, start, end))} "
+                     f"GROUP BY {grid}, * fill(none)")
+            parts.extend(self._columns(query, selector, chosen))
+        per_bucket = SeriesSet.from_series(_joined(parts))
+        # One point per bucket, at its start: bucketizing it again keeps it where it is and
+        # lays the grid and fills exactly as tsq's kernels do on raw points.
+        return bucketize(per_bucket, buckets, Aggregator("last"), fills)
 
     def write(self, series: SeriesSet) -> int:
         lines: list[str] = []
@@ -369,6 +401,22 @@ class InfluxDB:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _joined(parts: Sequence[tuple[str, dict[str, str], Any, Any]]
+            ) -> list[tuple[str, dict[str, str], Any, Any]]:
+    """The pieces of each series joined, series in (name, labels) order, empty ones left out."""
+    pieces: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, Any]]] = \
+        defaultdict(list)
+    for name, labels, stamps, values in parts:
+        pieces[(name, tuple(sorted(labels.items())))].append((stamps, values))
+    joined = []
+    for (name, key), found in sorted(pieces.items()):
+        stamps = np.concatenate([piece[0] for piece in found])
+        if len(stamps):
+            joined.append((name, dict(key), stamps,
+                           np.concatenate([piece[1] for piece in found])))
+    return joined
 
 
 def _by_measurement(fields: Sequence[_Field]) -> dict[str, list[_Field]]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tsq.connectors.base import Connector
+from tsq.connectors.base import Connector, sampling
 from tsq.errors import HostError
 from tsq.hostcalls import (
     OPS,
@@ -48,13 +48,16 @@ def _select(run: RunServices, read: Read) -> SeriesSet:
 
 
 def _sampled(run: RunServices, read: Read) -> SeriesSet:
-    """TSL's reads; with `sample`, bucketed here, so only the buckets cross to the worker."""
-    found = _select(run, read)
+    """TSL's reads; with `sample`, bucketed by the connector when it samples itself (InfluxDB's
+    GROUP BY time), else here: only the buckets cross to the worker."""
     if read.sample is None:
-        return found
-    sample = read.sample
-    return bucketize(numbers_only(found, "sampleBy"), sample.grid, sample.aggregator,
-                     sample.fills)
+        return _select(run, read)
+    sample, pushed = read.sample, sampling(run.connector)
+    if pushed is not None:
+        return pushed.select_sampled(read.selector, read.start, read.end, sample.grid,
+                                     sample.aggregator, sample.fills)
+    return bucketize(numbers_only(_select(run, read), "sampleBy"), sample.grid,
+                     sample.aggregator, sample.fills)
 
 
 def _write_js(run: RunServices, given: ParsedBatch | SeriesSet) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from benchmarks.influxdb import available, free_port, influxdb
 from tests.connectors.contract import CPU, ConnectorContract, S
-from tsq.connectors.influxdb import InfluxDB, series_name, split_name
+from tsq.connectors.influxdb import PUSHED_AGGREGATES, InfluxDB, series_name, split_name
 from tsq.errors import ConnectorQueryError, ConnectorUnavailable, ConnectorUnsupported
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 
@@ -122,3 +125,67 @@ def test_a_missing_database_is_the_servers_word(server: str) -> None:
             store.select(parse_selector("cpu"))
     finally:
         store.close()
+
+
+# -- pushdown: GROUP BY time gives what tsq's kernels give on the raw points ----------------------
+
+MINUTE = 60 * S
+T0 = 1_767_225_600 * S
+
+
+@pytest.fixture(scope="module")
+def irregular(server: str) -> Iterator[InfluxDB]:
+    """Irregular points of three series, some on minute boundaries, with a gap of minutes."""
+    httpx.post(f"{server}/query", params={"q": 'CREATE DATABASE "pushdown"'})
+    rng = np.random.default_rng(11)
+    series = []
+    for host in ("a", "b", "c"):
+        stamps = np.sort(rng.choice(np.arange(T0, T0 + 20 * MINUTE, 5 * S), 150, replace=False))
+        stamps = stamps[(stamps < T0 + 6 * MINUTE) | (stamps >= T0 + 11 * MINUTE)]
+        series.append(("push", {"host": host, "dc": "gra" if host != "c" else "rbx"}, stamps,
+                       rng.uniform(-50, 50, len(stamps)).round(3)))
+    store = InfluxDB(server, "pushdown")
+    store.write(SeriesSet.from_series(series))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("aggregate", sorted(PUSHED_AGGREGATES))
+@pytest.mark.parametrize(("grid", "fills"), [
+    (Buckets(MINUTE), ()),
+    (Buckets(5 * MINUTE, anchor=T0 + 30 * S), ()),
+    (Buckets(MINUTE, first=T0, last=T0 + 19 * MINUTE), (Fill("previous"),)),
+    (Buckets(2 * MINUTE), (Fill("interpolate"),)),
+])
+def test_pushed_down_buckets_equal_the_kernels_on_raw_points(
+        irregular: InfluxDB, aggregate: str, grid: Buckets, fills: tuple[Fill, ...]) -> None:
+    selector = parse_selector('push{dc="gra"}')
+    span = (T0 + 30 * S, T0 + 18 * MINUTE)
+    pushed = irregular.select_sampled(selector, *span, grid, Aggregator(aggregate), fills)
+    local = bucketize(irregular.select(selector, *span), grid, Aggregator(aggregate), fills)
+    assert [(s.name, dict(s.labels)) for s in pushed] == [(s.name, dict(s.labels))
+                                                          for s in local]
+    assert pushed.offsets.tolist() == local.offsets.tolist()
+    assert pushed.timestamps.tolist() == local.timestamps.tolist()
+    np.testing.assert_allclose(pushed.values, local.values, rtol=1e-12, atol=1e-12)
+
+
+def test_what_influxql_cannot_compute_exactly_runs_in_tsq(irregular: InfluxDB,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warp 10's right-closed buckets and percentiles (InfluxDB's are nearest-rank) are
+    computed by tsq on the raw points: the query sent has no GROUP BY time."""
+    sent: list[str] = []
+    original = irregular._rows
+
+    def spy(query: str) -> Any:
+        sent.append(query)
+        return original(query)
+
+    monkeypatch.setattr(irregular, "_rows", spy)
+    selector, span = parse_selector("push"), (T0, T0 + 10 * MINUTE)
+    irregular.select_sampled(selector, *span, Buckets(MINUTE, closed="right"), Aggregator("mean"))
+    irregular.select_sampled(selector, *span, Buckets(MINUTE), Aggregator("percentile", 90))
+    assert sent and not any("GROUP BY time" in query for query in sent)
+    irregular.select_sampled(selector, *span, Buckets(MINUTE), Aggregator("mean"))
+    assert 'SELECT mean("value") AS "value"' in sent[-1] and "GROUP BY time(60000000000ns, " \
+        "0ns), * fill(none)" in sent[-1]
