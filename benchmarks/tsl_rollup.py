@@ -13,7 +13,12 @@ and its minute t holds the points in [t, t + 1m), t … t + 50 s, labelled t: In
 Prometheus' `cpu[59s]` at step t + 59 s holds [t, t + 59 s] (2.42 closes a range on both ends),
 the same six points; its steps are compared 59 s earlier. Every host has the same number of
 points in each minute, so the mean of all points by dc is also the mean of the host means (what
-the subquery computes) and all three agree on numbers."""
+the subquery computes) and all three agree on numbers.
+
+Through a connector (BENCHMARKS.md): the same loop with an `influxdb` connector reads the day
+InfluxDB holds; its sampleBy is pushed down as `GROUP BY time(1m), *` (per host: exact), the
+mean by dc runs in tsq, and it writes cpu_1m back to InfluxDB. It is timed beside InfluxDB's own
+queries, the inexact `GROUP BY time(1m), "dc"` and the exact subquery."""
 
 from __future__ import annotations
 
@@ -61,6 +66,8 @@ PROMQL = "avg by (dc)(avg_over_time(cpu[59s]))"
 PROMQL_SHIFT_S = -59  # the step that holds tsq's minute t is t + 59 s
 TOOK = re.compile(r" in ([0-9.]+) ms$")  # the TSL run's log line: "… points in 118.2 ms"
 TSQ = "tsq TSL loop run (deployed)"
+TSQ_INFLUX = "tsq TSL loop via influxdb connector"
+INFLUX_LOOP = "cpu-1m-influx"
 INFLUX = "InfluxDB 1.6 GROUP BY time(1m),dc"
 INFLUX_EXACT = "InfluxDB 1.6 subquery by host"
 PROMETHEUS = "Prometheus 2.42 avg_over_time"
@@ -101,7 +108,7 @@ def run(report: Report, *, quick: bool) -> None:
         tsq_loop = stack.enter_context(_tsq(data, expected))
         calls: dict[str, Callable[[], object]] = {TSQ: tsq_loop.run}
         if influxdb.available():
-            calls.update(stack.enter_context(_influx(data, expected, tsq_loop.answer, report)))
+            calls.update(stack.enter_context(_influx(data, expected, tsq_loop, report)))
         else:
             report.note(BENCH, "InfluxDB 1.6", {"skipped": "influxd is not installed"})
         if prometheus.available():
@@ -117,10 +124,12 @@ def run(report: Report, *, quick: bool) -> None:
                     call()
                     samples[name].append(time.perf_counter() - start)
         tsq_facts = tsq_loop.breakdown(samples[TSQ], repeat)
-    peers = [name for name in samples if name != TSQ]
+    peers = [name for name in samples if name not in (TSQ, TSQ_INFLUX)]
     for name in peers:
         report.add(BENCH, name, samples[name])
     report.add(BENCH, TSQ, samples[TSQ], peers)
+    if TSQ_INFLUX in samples:  # the same loop through the influxdb connector, beside InfluxDB
+        report.add(BENCH, TSQ_INFLUX, samples[TSQ_INFLUX], [INFLUX, INFLUX_EXACT])
     report.note(BENCH, TSQ, tsq_facts)
     report.note(BENCH, "machine", {"loadavg_1m_before": round(load_before, 2),
                                    "loadavg_1m_after": round(os.getloadavg()[0], 2),
@@ -153,14 +162,15 @@ class _TsqLoop:
     WINDOW: ClassVar[dict[str, int]] = {"start": START_NS // 10**6,  # epoch ms
                                         "end": (START_NS + DAY_NS) // 10**6}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, name: str = LOOP) -> None:
         self.service = service
+        self.name = name
         self.evaluations: list[float] = []  # the worker's own time, from its log line
         self.answer: Answer = {}
         self.cold_s = 0.0  # the first run: starts the worker process, which parses the script
 
     def run(self) -> None:  # what POST /v1/loops/cpu-1m/run does, without HTTP
-        record = self.service.run(LOOP, self.WINDOW)
+        record = self.service.run(self.name, self.WINDOW)
         if record.status != "success":
             raise RuntimeError(f"the loop run failed: {record.error}")
         for line in self.service.run_logs(record.id)["logs"]:
@@ -169,12 +179,7 @@ class _TsqLoop:
                 self.evaluations.append(float(took.group(1)) / 1e3)
 
     def written(self) -> Answer:
-        got = {}
-        for series in self.service.store.select(parse_selector("cpu_1m")):
-            if set(series.labels) != {"dc"}:
-                raise RuntimeError(f"tsq wrote cpu_1m{dict(series.labels)}, not by dc")
-            got[series.labels["dc"]] = (series.timestamps // 10**9, series.values)
-        return got
+        return _by_dc(self.service.store)
 
     def breakdown(self, runs: list[float], repeat: int) -> dict[str, object]:
         """The parts of a run, each timed alone in the service process on the same day."""
@@ -193,6 +198,16 @@ class _TsqLoop:
                 "store_select_p50_s": round(select_s, 3), "kernels_p50_s": round(kernel_s, 3),
                 "pipe_and_rest_in_worker_s": round(eval_s - select_s - kernel_s, 3),
                 "outside_worker_evaluation_s": round(run_s - eval_s, 3)}
+
+
+def _by_dc(store: Any) -> Answer:
+    """The cpu_1m series a loop wrote to `store` (a connector), by dc."""
+    got = {}
+    for series in store.select(parse_selector("cpu_1m")):
+        if set(series.labels) != {"dc"}:
+            raise RuntimeError(f"tsq wrote cpu_1m{dict(series.labels)}, not by dc")
+        got[series.labels["dc"]] = (series.timestamps // 10**9, series.values)
+    return got
 
 
 @contextmanager
@@ -219,8 +234,8 @@ def _tsq(data: dict[str, Any], expected: Answer) -> Iterator[_TsqLoop]:
 
 
 @contextmanager
-def _influx(data: dict[str, Any], expected: Answer, tsq_answer: Answer,
-            report: Report) -> Iterator[dict[str, Callable[[], Answer]]]:
+def _influx(data: dict[str, Any], expected: Answer, tsq_loop: _TsqLoop,
+            report: Report) -> Iterator[dict[str, Callable[[], object]]]:
     points = data["hosts"] * data["per_host"]
     bodies = batches(points)  # the same day (same seed), as line protocol, time-major
     with influxdb.influxdb("bench") as base, httpx.Client(base_url=base, timeout=600) as client:
@@ -248,10 +263,25 @@ def _influx(data: dict[str, Any], expected: Answer, tsq_answer: Answer,
 
         check("InfluxDB GROUP BY", query(INFLUX_GROUP_BY), expected)
         check("InfluxDB subquery", query(INFLUX_SUBQUERY), expected)
-        check("InfluxDB GROUP BY against tsq's answer", query(INFLUX_GROUP_BY), tsq_answer)
+        check("InfluxDB GROUP BY against tsq's answer", query(INFLUX_GROUP_BY), tsq_loop.answer)
         report.note(BENCH, "InfluxDB 1.6", {"points": points, "load_s": round(load_s, 1)})
+        # The same TSL loop with an influxdb connector: its sampleBy runs in InfluxDB (GROUP BY
+        # time(1m), * per host), the mean by dc in tsq, and it writes cpu_1m back to InfluxDB.
+        tsq_loop.service.deploy(_influx_loop_file(base), "tsq-influx.yaml",
+                                {f"{LOOP}.tsl": HANDLER}.get)
+        remote = _TsqLoop(tsq_loop.service, INFLUX_LOOP)
+        remote.run()
+        connector = tsq_loop.service.connections.of(
+            {"type": "influxdb", "url": base, "database": "bench"})
+        check("tsq loop through the influxdb connector", _by_dc(connector), expected)
         yield {INFLUX: lambda: query(INFLUX_GROUP_BY),
-               INFLUX_EXACT: lambda: query(INFLUX_SUBQUERY)}
+               INFLUX_EXACT: lambda: query(INFLUX_SUBQUERY), TSQ_INFLUX: remote.run}
+
+
+def _influx_loop_file(base: str) -> str:
+    return (f"connectors:\n  bench: {{type: influxdb, url: '{base}', database: bench}}\n"
+            f"functions:\n  {INFLUX_LOOP}:\n    handler: {LOOP}.tsl\n    runtime: tsl\n"
+            f"    connector: bench\n    memory: 2048\n    timeout: 600\n")
 
 
 # -- Prometheus 2.42 ---------------------------------------------------------------------------
