@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from tsq.artifacts import ArtifactStore
+from tsq.clock import now_ms
 from tsq.config import PipelineLimits
 from tsq.connectors.base import Connector
 from tsq.dispatcher import Dispatcher
@@ -104,8 +105,9 @@ class Pipelines:
         step = self._journaled(parent, key)
         if step is not None and step.status == RunStatus.SUCCESS:
             self.runs.append_logs(parent.id, [LogLine(
-                _now_ms(), "info", f"Loop.run({name!r}): step {step.id} succeeded before; "
-                                   f"its result is reused and it is not run again")])
+                now_ms(self.runs.clock), "info", f"Loop.run({name!r}): step {step.id} succeeded "
+                                                 f"before; its result is reused and it is not "
+                                                 f"run again")])
             return {"result": step.result, "runId": step.id}
         if step is None:
             self._check_size(parent, name)
@@ -232,8 +234,4 @@ def resumable(steps: list[Run]) -> list[Run]:
 def _window(record: Run) -> tuple[int, int] | None:
     start, end = record.window_start_ms, record.window_end_ms
     return None if start is None or end is None else (int(start), int(end))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 

@@ -16,9 +16,9 @@ for the store too, on the same half-open intervals as the arithmetic below.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from tsq.clock import now_ms
 from tsq.connectors.base import Connector
 from tsq.isotime import format_ms
 from tsq.outcomes import RunResult, RunStatus
@@ -97,7 +97,8 @@ def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore,
     deleted = sum(store.delete(selector, start * NS_PER_MS, end * NS_PER_MS)
                   for start, end in pieces)
     kept = subtract(span, pieces)
-    logs = [LogLine(_now_ms(), "info", f"deleted {deleted} points of {spec.select} in "
+    logged = now_ms(runs.clock)
+    logs = [LogLine(logged, "info", f"deleted {deleted} points of {spec.select} in "
                                        f"{_ranges(pieces) or 'no window'}, older than "
                                        f"{_iso(horizon)}")]
     result: dict[str, Any] = {
@@ -108,12 +109,12 @@ def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore,
     own = _own_window(record, spec.keep_ms)
     if own is not None and subtract(own, pieces):
         result["skipped"] = "not covered"
-        logs.append(LogLine(_now_ms(), "warning", (
+        logs.append(LogLine(logged, "warning", (
             f"skipped: not covered: {_ranges(subtract(own, pieces))} keeps its raw points "
             f"because {', '.join(spec.covered_by)} did not all succeed for it; resume the "
             f"failed rollup and a later run deletes it")))
     if kept:
-        logs.append(LogLine(_now_ms(), "info", f"kept (not covered by every rollup): "
+        logs.append(LogLine(logged, "info", f"kept (not covered by every rollup): "
                                                f"{_ranges(kept)}"))
     return RunResult(RunStatus.SUCCESS, result=result), logs
 
@@ -128,10 +129,6 @@ def _own_window(record: Run, keep_ms: int) -> Interval | None:
 
 def _ranges(intervals: Sequence[Interval]) -> str:
     return ", ".join(f"[{_iso(a)}, {_iso(b)})" for a, b in intervals)
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:
