@@ -173,6 +173,8 @@ class Prometheus:
             keep = (stamps >= low) & (stamps < high)
             if not self.capabilities.nan:
                 keep &= ~np.isnan(values)  # a staleness marker, never data
+            if not self.capabilities.replaces:  # VictoriaMetrics keeps both: the later one
+                keep[:-1] &= stamps[1:] != stamps[:-1]
             if keep.any():
                 found.append((name, labels, stamps[keep], values[keep]))
         return SeriesSet.from_series(sorted(found, key=lambda s: (s[0], sorted(s[1].items()))))
@@ -210,15 +212,15 @@ class Prometheus:
         window = window_request(start, end, int(time.time() * 1000))
         if promql is None or window is None:
             return 0
+        counted = self.select(selector, start, end).points
+        if not counted:
+            return 0  # nothing to delete is no failure, even where a range cannot be deleted
         ranged = start is not None or end is not None
         if ranged and not self.capabilities.range_delete:
             raise ConnectorUnsupported(
                 f"{self._where()}: {self.server.product} deletes whole series only, not the "
-                f"points of {promql} in a time range; keep raw data with its retention period "
-                f"instead")
-        counted = self.select(selector, start, end).points
-        if not counted:
-            return 0
+                f"{counted} points of {promql} in a time range; keep raw data with its "
+                f"retention period instead")
         params = {"match[]": promql}
         if ranged:
             last, span = window
