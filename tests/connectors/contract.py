@@ -104,7 +104,7 @@ class ConnectorContract:
             connector.write(status)
             assert list(connector.select(parse_selector("status"))[0].values) == ["up", "down"]
         else:  # a back-end of numbers only (Prometheus) refuses them, naming the series
-            with pytest.raises(ConnectorUnsupported, match="status.*numbers only"):
+            with pytest.raises(ConnectorUnsupported, match=r"status.*numbers only"):
                 connector.write(status)
         connector.write(SeriesSet.from_series([("gauge", {}, [S, 2 * S], [np.nan, 1.5])]))
         [gauge] = connector.select(parse_selector("gauge"))

@@ -210,7 +210,7 @@ def test_a_window_reads_exactly_start_to_end(prometheus_url: str) -> None:
 def test_names_prometheus_cannot_select_are_refused_on_write(prometheus_url: str) -> None:
     store = Prometheus(prometheus_url, label='prometheus connector "main"')
     try:
-        with pytest.raises(ConnectorQueryError, match="cannot store a series named 'disk.io'"):
+        with pytest.raises(ConnectorQueryError, match=r"cannot store a series named 'disk\.io'"):
             store.write(SeriesSet.from_series([("disk.io", {}, [S], [1.0])]))
         with pytest.raises(ConnectorQueryError, match="with label 'host-name'"):
             store.write(SeriesSet.from_series([("disk", {"host-name": "a"}, [S], [1.0])]))
