@@ -53,23 +53,36 @@ def available() -> bool:
     return shutil.which("prometheus") is not None and shutil.which("promtool") is not None
 
 
+# What a connector's tests turn on: writes through remote write, of history too (samples
+# older than the newest one held are out of order), and deletes through the admin API.
+WRITABLE = """
+storage:
+  tsdb:
+    out_of_order_time_window: {window}
+"""
+WRITABLE_FLAGS = ("--web.enable-remote-write-receiver", "--web.enable-admin-api")
+
+
 @contextmanager
-def prometheus(openmetrics: str | Path | None = None) -> Iterator[str]:
+def prometheus(openmetrics: str | Path | None = None, *,
+               writable: str | None = None) -> Iterator[str]:
     """The base URL of a fresh Prometheus serving `openmetrics` (OpenMetrics text, or a file of
-    it); stopped afterwards."""
+    it); stopped afterwards. `writable` (a duration, e.g. "100y") turns on the remote-write
+    receiver and the admin API, and accepts samples that far older than the newest."""
     with tempfile.TemporaryDirectory() as root:
         data = Path(root) / "data"
         log = Path(root) / "prometheus.log"
         if openmetrics is not None:
             _import(openmetrics, Path(root), data)
         config = Path(root) / "prometheus.yml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + (WRITABLE.format(window=writable) if writable else ""))
         port = free_port()
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
                  f"--web.listen-address=127.0.0.1:{port}",
-                 f"--storage.tsdb.retention.time={RETENTION}"],
+                 f"--storage.tsdb.retention.time={RETENTION}",
+                 *(WRITABLE_FLAGS if writable else ())],
                 stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -105,8 +118,8 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path,
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {process.returncode} before it was "
-                               f"ready:\n{_tail(log)}")
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before it "
+                               f"was ready:\n{_tail(log)}")
         try:
             _wait_for(url, timeout_s=0.5)
             return

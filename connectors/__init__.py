@@ -44,7 +44,10 @@ CONNECTORS: Mapping[str, ConnectorType] = {
     "influxdb": ConnectorType(("url",), "tsq.connectors.influxdb:InfluxDB",
                               ("database", "bucket", "org", "token", "username", "password",
                                "retention_policy", "version")),
-    "prometheus": ConnectorType(("url",), None),
+    "prometheus": ConnectorType(("url",), "tsq.connectors.prometheus:Prometheus",
+                                ("token", "username", "password")),
+    "victoriametrics": ConnectorType(("url",), "tsq.connectors.prometheus:VictoriaMetrics",
+                                     ("token", "username", "password")),
     "warp10": ConnectorType(("url",), None, ("token",)),
 }
 

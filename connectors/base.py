@@ -24,6 +24,9 @@ class Capabilities:
 
     sampling: bool = False  # bucketize in the back-end: the connector is a SamplingConnector
     nan: bool = True  # stores NaN (InfluxDB does not: its connector drops such points)
+    strings: bool = True  # stores string values (Prometheus does not: a write of them is refused)
+    replaces: bool = True  # a point written again at a held timestamp replaces the old one
+    range_delete: bool = True  # deletes a time range (VictoriaMetrics deletes whole series only)
 
 
 class Connector(Protocol):

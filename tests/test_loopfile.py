@@ -107,6 +107,11 @@ def test_unknown_connector_and_runtime() -> None:
 
 
 
+def test_warp10_is_still_a_connector_not_built_yet() -> None:
+    """The refusal below must keep a case to run."""
+    assert CONNECTORS["warp10"].module is None
+
+
 @pytest.mark.parametrize("kind", [name for name, row in CONNECTORS.items() if row.module is None])
 def test_a_connector_not_built_yet_is_refused_not_embedded(kind: str) -> None:
     """A loop naming such a connector used to deploy and then read and write the embedded

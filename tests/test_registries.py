@@ -37,12 +37,12 @@ def test_unknown_runtime() -> None:
 
 
 def test_each_implemented_connector_loads() -> None:
-    assert implemented() == ("embedded", "influxdb")
+    assert implemented() == ("embedded", "influxdb", "prometheus", "victoriametrics")
     assert [load_connector_class(name).__name__ for name in implemented()] == [
-        "EmbeddedStore", "InfluxDB"]
+        "EmbeddedStore", "InfluxDB", "Prometheus", "VictoriaMetrics"]
     with pytest.raises(KeyError, match="has no implementation yet"):
-        load_connector_class("prometheus")
-    assert set(CONNECTORS) == {"embedded", "influxdb", "prometheus", "warp10"}
+        load_connector_class("warp10")
+    assert set(CONNECTORS) == {"embedded", "influxdb", "prometheus", "victoriametrics", "warp10"}
 
 
 def test_the_layering_contract_names_every_core_module() -> None:

@@ -47,4 +47,5 @@ def test_make_test_names_what_it_will_skip_where_it_cannot_install(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "InfluxDB 1.6: tests/kernels/test_influx_differential.py" in done.stdout
     assert "Prometheus 2.42: tests/runtimes/tsl/test_prometheus_differential.py" in done.stdout
-    assert "sudo apt-get install influxdb prometheus" in done.stdout
+    assert "VictoriaMetrics 1.79: tests/connectors/test_prometheus.py" in done.stdout
+    assert "sudo apt-get install influxdb prometheus victoria-metrics" in done.stdout
