@@ -28,9 +28,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from tsq import explain
 from tsq.connectors.base import Capabilities
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
+from tsq.isotime import format_ms
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import Selector
 from tsq.series import SeriesSet
@@ -96,6 +98,8 @@ class EmbeddedStore:
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
         matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
+        explain.note("embedded store", f"read {len(matching)} series of {selector} in "
+                                       f"{_span(start, end)}")
         if not matching:
             return SeriesSet.empty()
         parts = []
@@ -118,8 +122,11 @@ class EmbeddedStore:
                        buckets: Buckets, aggregator: Aggregator,
                        fills: Sequence[Fill] = ()) -> SeriesSet:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points."""
-        return bucketize(numbers_only(self.select(selector, start, end), "sampleBy"), buckets,
-                         aggregator, fills)
+        found = bucketize(numbers_only(self.select(selector, start, end), "sampleBy"), buckets,
+                          aggregator, fills)
+        explain.note("embedded store", f"bucketed by {buckets.span / 10**9:g} s, "
+                                       f"{aggregator.name}: {found.points} buckets")
+        return found
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:
@@ -297,3 +304,10 @@ def _low(start: int | None) -> int:
 def _high(end: int | None) -> int:
     return INT64_MAX if end is None else int(end)
 
+
+
+def _span(start: int | None, end: int | None) -> str:
+    """`[start, end)` in epoch nanoseconds, as a plan shows it."""
+    shown = [format_ms(t // 10**6, "milliseconds") if t is not None else "…"
+             for t in (start, end)]
+    return f"[{shown[0]}, {shown[1]})"

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from tsq import explain
 from tsq.connectors import influxql, public_url
 from tsq.connectors.base import Capabilities
 from tsq.errors import (
@@ -349,6 +350,7 @@ class InfluxDB:
                   "chunk_size": str(CHUNK_ROWS)}
         if self.retention_policy:
             params["rp"] = self.retention_policy
+        explain.note(self._where(), f"InfluxQL {query}")
         answer = self._request(method, "/query", what=query, params=params,
                                retry=method == "GET")
         results: list[dict[str, Any]] = []

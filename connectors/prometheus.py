@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 import orjson
 
+from tsq import explain
 from tsq.connectors import public_url
 from tsq.connectors.base import Capabilities
 from tsq.connectors.remotewrite import snappy_request
@@ -317,6 +318,7 @@ class Prometheus:
     def _api(self, method: str, path: str, *, what: str, retry: bool = False,
              **options: Any) -> Any:
         """`data` of an API answer."""
+        explain.note(self._where(), f"{method} {path} {what}")
         answer = self._request(method, path, what=what, retry=retry, **options)
         if not answer.content.strip():
             return None  # delete_series: 204

@@ -69,6 +69,12 @@ def test_query_tsl_and_tsl_compile(tmp_path: Path) -> None:
     table = tsq(tmp_path, "query", "--tsl", query, "-v", "start=1767225600000",
                 "-v", "end=1767225900000")
     assert "clicpu" in table.stdout and "host=a" in table.stdout
+    explained = tsq(tmp_path, "query", "--explain", "--tsl", query + '.rename("x")',
+                    "-v", "start=1767225600000", "-v", "end=1767225900000").stdout.splitlines()
+    assert explained[:3] == [
+        "embedded store: read 1 series of clicpu in [2026-01-01T00:00:00.000Z, "
+        "2026-01-01T00:05:00.000Z)",
+        "embedded store: bucketed by 120 s, sum: 3 buckets", "tsq: rename(x): 1 series, 3 points"]
 
     bad = tsq(tmp_path, "query", "--tsl", 'select("clicpu").last(1h')
     assert bad.returncode == 3

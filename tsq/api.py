@@ -89,6 +89,8 @@ class QueryRequest(BaseModel):
                                                      "its GTS as series, and its stack")
     variables: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="TSL variables defined before the script")
+    explain: bool = Field(False, description="also answer `plan`: what the store or connector "
+                                             "was asked for, and what tsq computed")
 
 
 class RollbackRequest(BaseModel):
@@ -243,12 +245,13 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return service.backfill_status(job_id)
 
     @app.post("/v1/query")
-    def query(request: Annotated[QueryRequest, Body()]) -> Any:
+    def query(request: Annotated[QueryRequest, Body()], explain: bool = False) -> Any:
         if (request.tsl is None) == (request.warpscript is None):
             raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
         if request.warpscript is not None:
             return service.query_ws(request.warpscript, request.variables)
-        return service.query_tsl(request.tsl or "", request.variables)
+        return service.query_tsl(request.tsl or "", request.variables,
+                                 explain=explain or request.explain)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")

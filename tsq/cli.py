@@ -794,6 +794,9 @@ def query(tsl: Annotated[str | None, typer.Option(
               "--ws", help="a WarpScript script, or @FILE to read one")] = None,
           var: Annotated[list[str] | None, typer.Option(
               "--var", "-v", help="a variable, name=value (repeatable)")] = None,
+          explain: Annotated[bool, typer.Option(
+              "--explain", help="also show the plan: what the store was asked, what tsq "
+                                "computed")] = False,
           data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
     """Evaluate a TSL or WarpScript query on the store and print the series it gives (and,
     for WarpScript, its stack)."""
@@ -803,10 +806,13 @@ def query(tsl: Annotated[str | None, typer.Option(
         if ws is not None:
             answer = client.query_ws(_read_source(ws), _parse_params(var or []))
         else:
-            answer = client.query_tsl(_read_source(tsl or ""), _parse_params(var or []))
+            answer = client.query_tsl(_read_source(tsl or ""), _parse_params(var or []),
+                                      explain=explain)
     if as_json:
         _print_json(answer)
         return
+    for step in answer.get("plan", []):
+        out.print(f"{step['where']}: {step['step']}", highlight=False, markup=False)
     for listed in answer.get("meta", []):   # names(), labels(), … statements
         out.print(orjson.dumps(listed).decode(), highlight=False, markup=False)
     if "stack" in answer and not answer["series"]:   # WarpScript leaving no GTS

@@ -51,7 +51,8 @@ class Client(Protocol):
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
     def write(self, body: str, precision: str) -> dict[str, Any]: ...
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]: ...
+    def query_tsl(self, source: str, variables: dict[str, Any],
+                  explain: bool = False) -> dict[str, Any]: ...
     def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -175,8 +176,9 @@ class LocalClient:
     def write(self, body: str, precision: str) -> dict[str, Any]:
         return self.service.write_lines(body, precision)
 
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
-        return self.service.query_tsl(source, variables)
+    def query_tsl(self, source: str, variables: dict[str, Any],
+                  explain: bool = False) -> dict[str, Any]:
+        return self.service.query_tsl(source, variables, explain=explain)
 
     def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self.service.query_ws(script, variables)
@@ -270,8 +272,10 @@ class HttpClient:
                           content=body.encode(),
                           headers={"Content-Type": "text/plain; charset=utf-8"})
 
-    def query_tsl(self, source: str, variables: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables})
+    def query_tsl(self, source: str, variables: dict[str, Any],
+                  explain: bool = False) -> dict[str, Any]:
+        return self._call("POST", "/v1/query", json={"tsl": source, "variables": variables,
+                                                     "explain": explain})
 
     def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json={"warpscript": script,

@@ -28,6 +28,7 @@ from tsq.db import connect
 from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
+from tsq.explain import explaining
 from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
 from tsq.lineprotocol import parse_lines
@@ -271,14 +272,19 @@ class Service:
 
     # -- points ----------------------------------------------------------------------------
 
-    def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+    def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None, *,
+                  explain: bool = False) -> dict[str, Any]:
         """An ad-hoc TSL query on the default connector, evaluated here (TslError if it is bad):
-        `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements."""
+        `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements, and
+        with `explain`, `{plan}`: what the connector was asked for and what tsq computed."""
         from tsq import tsl
 
-        return tsl.query(source, self.store, variables=variables,
-                         now=datetime.fromtimestamp(self._clock(), UTC))
+        with explaining() as plan:
+            answer = tsl.query(source, self.store, variables=variables,
+                               now=datetime.fromtimestamp(self._clock(), UTC))
+        if explain:
+            answer["plan"] = plan
+        return answer
 
     def query_ws(self, script: str, variables: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:

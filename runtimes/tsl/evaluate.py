@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tsq import explain
 from tsq.connectors.base import sampling
 from tsq.errors import BadRequest, TslError
 from tsq.isotime import parse_ns
@@ -167,6 +168,7 @@ class Evaluation:
                 series = self.fetch(instruction, span)
         for method in methods:
             series = self.method(method, series, span, instruction)
+            explain.note("tsq", f"{_shown(method)}: {len(series)} series, {series.points} points")
         return series
 
     def connector_for(self, instruction: Instruction) -> Any:
@@ -483,6 +485,17 @@ class Results:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _shown(method: Method) -> str:
+    """A method as a plan shows it: its name and arguments as written."""
+    return f"{method.op.text}({', '.join(_argument(arg) for arg in method.args)})"
+
+
+def _argument(field: Field) -> str:
+    if field.items:
+        return "[" + ", ".join(_argument(item) for item in field.items) + "]"
+    return field.lit or field.tok.text
+
 
 def _selector(select: Select) -> Selector:
     """What a select asks the connector for: the name (or `~regex`) and the label matchers."""

@@ -13,8 +13,10 @@ import pytest
 
 from benchmarks.influxdb import available, free_port, influxdb
 from tests.connectors.contract import CPU, ConnectorContract, S
+from tsq import tsl
 from tsq.connectors.influxdb import PUSHED_AGGREGATES, InfluxDB, series_name, split_name
 from tsq.errors import ConnectorQueryError, ConnectorUnavailable, ConnectorUnsupported
+from tsq.explain import explaining
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -189,3 +191,16 @@ def test_what_influxql_cannot_compute_exactly_runs_in_tsq(irregular: InfluxDB,
     irregular.select_sampled(selector, *span, Buckets(MINUTE), Aggregator("mean"))
     assert 'SELECT mean("value") AS "value"' in sent[-1] and "GROUP BY time(60000000000ns, " \
         "0ns), * fill(none)" in sent[-1]
+
+
+def test_a_tsl_query_explains_what_influxdb_computed_and_what_tsq_did(
+        irregular: InfluxDB) -> None:
+    source = ('select("push").from(1767225600000, 1767226200000)'
+              '.sampleBy(1m, mean, "none").groupBy(["dc"], mean)')
+    with explaining() as plan:
+        answer = tsl.query(source, irregular)
+    sent = [step for step in plan if step["where"].startswith("influxdb at http")]
+    assert any("GROUP BY time(60000000000ns, 0ns), * fill(none)" in step["step"]
+               for step in sent)
+    assert plan[-1] == {"where": "tsq", "step": f"groupBy([dc], mean): 2 series, "
+                                                f"{sum(len(s['values']) for s in answer['series'])} points"}
