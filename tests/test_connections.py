@@ -161,3 +161,48 @@ def test_rollup_and_retention_use_the_connector_they_name(
     assert kept.result["deleted"] == 359 and "delete" in west.calls
     assert west.inner.select(parse_selector("route_raw")).points == 0
     assert _series(service.store, "route_raw") == _series(service.store, "route_raw_1m") == {}
+
+
+def test_a_loop_reads_one_connector_and_writes_another_by_name(
+        service: Service, recording: dict[str, RecordingConnector]) -> None:
+    """The common case: read Prometheus, write InfluxDB. `{connector: "name"}` on db.* and TSL's
+    connect() reach that connector of the loop file; any other name is refused, naming them."""
+    text = CONNECTORS_YAML + """functions:
+  route-copy: {handler: copy.js, connector: east}
+  route-tsl: {handler: copy.tsl, connector: east}
+  route-typo: {handler: typo.js, connector: east}
+"""
+    handlers = {
+        "copy.js": """export default async function () {
+  const found = await db.select("route_src");
+  await db.write(found.map(s => ({...s, name: "route_copy"})), {connector: "west"});
+  const back = await db.select("route_copy", {connector: "west"});
+  const removed = await db.delete("route_copy", {start: 0, end: 1500, connector: "west"});
+  return {copied: back.length, removed: removed.deleted};
+}""",
+        "copy.tsl": 'connect("prometheus", "west").select("route_copy").from(0, 5000)'
+                    '.rename("route_tsl").store("t")\n',
+        "typo.js": 'export default async () => db.select("x", {connector: "wset"});'}
+    service.deploy(text, "loops.yml", handlers.get)
+    east = service.connections.of({"type": "recording", "url": "http://east.invalid"})
+    assert isinstance(east, RecordingConnector)
+    east.inner.write(SeriesSet.from_series([("route_src", {"host": "a"}, [S, 2 * S],
+                                             [1.0, 2.0])]))
+
+    copied = service.run("route-copy")
+    assert copied.status == "success", copied
+    assert copied.result == {"copied": 1, "removed": 1}
+    west = service.connections.of({"type": "recording", "url": "http://west.invalid"})
+    assert isinstance(west, RecordingConnector)
+    assert _series(west.inner, "route_copy") == {"route_copy/a": [2 * S]}
+    assert _series(east.inner, "route_copy") == {}
+
+    stored = service.run("route-tsl")
+    assert stored.status == "success", stored
+    assert _series(west.inner, "route_tsl") == {"route_tsl/a": [2 * S]}  # read and stored there
+
+    typo = service.run("route-typo")
+    assert typo.status == "failed" and typo.error is not None
+    assert (typo.error.type, typo.error.message) == (
+        "TypeError", "no connector named 'wset' in the loop file of route-typo (declared: "
+                     "also-east, east, west)")

@@ -29,7 +29,8 @@ def test_errors_reject_with_one_mapping(error: Exception, expected: tuple[str, s
 
 
 def test_the_router_refuses_what_the_service_does_not_serve() -> None:
-    router = HostRouter(RunServices(connector=None, keep=dict, run_loop=dict))  # type: ignore[arg-type]
+    router = HostRouter(RunServices(connector=None, named=dict, keep=dict,  # type: ignore[arg-type]
+                                    run_loop=dict))
     for op in ("tsl", "db.nope"):
         with pytest.raises(HostError, match=f"{op} is no host call the service serves") as caught:
             router(op, {}, [])

@@ -10,12 +10,13 @@ what identifies them (`instance_key`), so loops naming the same one share it; th
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tsq.connectors import instance_key, load_connector_class, plain_config
 from tsq.connectors.base import Connector
+from tsq.errors import HostError
 from tsq.model import LoopSpec
 
 __all__ = ["DEFAULT_CONNECTOR", "Connections"]
@@ -35,6 +36,18 @@ class Connections:
 
     def for_loop(self, spec: LoopSpec) -> Connector:
         return self.of(spec.connector or DEFAULT_CONNECTOR)
+
+    def named_for(self, spec: LoopSpec) -> Callable[[str], Connector]:
+        """The connectors `spec`'s loop file declares, by name (`{connector: "name"}` in a host
+        call); HostError naming the declared ones for any other name."""
+        def named(name: str) -> Connector:
+            config = spec.connectors.get(name)
+            if config is None:
+                declared = ", ".join(sorted(spec.connectors)) or "none"
+                raise HostError("TypeError", f"no connector named {name!r} in the loop file of "
+                                             f"{spec.name} (declared: {declared})")
+            return self.of(config)
+        return named
 
     def of(self, config: Mapping[str, Any]) -> Connector:
         """The open connector for `config`, opened now if no loop used it before."""

@@ -11,7 +11,7 @@ rejection the handler sees (`tsq.hostcalls.rejection`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tsq.connectors.base import Connector, sampling
@@ -39,6 +39,7 @@ class RunServices:
     """What one attempt of a run may use through its host calls."""
 
     connector: Connector  # its loop's connector
+    named: Callable[[str], Connector]  # a connector of its loop file, by name
     keep: Callable[[KeptFile], dict[str, Any]]  # artifact.put → the artifact as listed
     run_loop: Callable[[LoopCall], dict[str, Any]]  # loop.run → {result, runId}
 
@@ -123,5 +124,9 @@ class HostRouter:
         if contract is None or contract.side is not Side.SERVICE or handler is None:
             raise HostError("TypeError", f"{op} is no host call the service serves; it serves "
                                          f"{', '.join(HANDLERS)}")
+        services = self.services
+        if "connector" in args:  # `{connector: "name"}`: another back-end of the loop file
+            args = dict(args)
+            services = replace(services, connector=services.named(str(args.pop("connector"))))
         call = contract.decode(args, arrays)
-        return contract.encode(call, handler(self.services, call))
+        return contract.encode(call, handler(services, call))

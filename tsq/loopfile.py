@@ -274,6 +274,7 @@ class _Checker:
             memory_mb=int(self.optional_number(fields, path, "memory", DEFAULT_MEMORY_MB,
                                                MEMORY_RANGE_MB, "MiB")),
             connector=self.connector_ref(fields, path, connectors),
+            connectors={name: {"name": name, **config} for name, config in connectors.items()},
             **self.environment(fields.get("environment"), (*path, "environment")),
             retries=self.retries(fields.get("retries"), (*path, "retries")),
             catchup=self.catchup(fields, path),

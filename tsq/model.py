@@ -66,6 +66,8 @@ class LoopSpec:
     events: tuple[EventSpec, ...] = ()
     rollup: dict[str, Any] | None = None  # the `rollup:` shorthand this TSL loop came from
     retention: dict[str, Any] | None = None  # a retention step (tsq.retention)
+    # Every connector its loop file declares, by name: `{connector: "name"}` in a host call
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def event(self, name: str) -> EventSpec | None:
         return next((event for event in self.events if event.name == name), None)
@@ -84,6 +86,8 @@ class LoopSpec:
                 for key, value in self.environment.items()
             }
             data["connector"] = shown_config(self.connector, SECRET_MASK)
+            data["connectors"] = {name: shown_config(config, SECRET_MASK)
+                                  for name, config in self.connectors.items()}
         return data
 
     @classmethod
@@ -101,7 +105,10 @@ class LoopSpec:
 def version_id(spec: LoopSpec, handler_source: str) -> str:
     """sha256 of the canonical spec (secrets included: a new secret is a new version) + source."""
     digest = hashlib.sha256()
-    digest.update(orjson.dumps(spec.to_json(reveal_secrets=True), option=orjson.OPT_SORT_KEYS))
+    canonical = spec.to_json(reveal_secrets=True)
+    if not canonical["connectors"]:  # hashed only when set: earlier versions keep their ids
+        del canonical["connectors"]
+    digest.update(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS))
     digest.update(b"\0")
     digest.update(handler_source.encode())
     return digest.hexdigest()

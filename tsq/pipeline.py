@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,11 +72,12 @@ class Pipelines:
         self._chains: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
-    def host_for(self, record: Run, timeout_s: float, connector: Connector) -> Host:
-        """The host calls one attempt of `record` may make: its loop's `connector`, its
-        artifacts, and `Loop.run`."""
+    def host_for(self, record: Run, timeout_s: float, connector: Connector,
+                 named: Callable[[str], Connector]) -> Host:
+        """The host calls one attempt of `record` may make: its loop's `connector` (and the
+        others its loop file `named`), its artifacts, and `Loop.run`."""
         caller = _Caller(record, time.monotonic() + timeout_s)
-        return HostRouter(RunServices(connector, lambda file: self.save(caller, file),
+        return HostRouter(RunServices(connector, named, lambda file: self.save(caller, file),
                                       lambda call: self.call(caller, call)))
 
     # -- Loop.run ----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ class Service:
         """A run's host answers on its loop's connector and through the pipelines, which run
         steps through the dispatcher: going through here closes that circle once both exist."""
         return self.pipelines.host_for(record, within_s,
-                                       self.connections.for_loop(version.spec))
+                                       self.connections.for_loop(version.spec),
+                                       self.connections.named_for(version.spec))
 
     @property
     def pool(self) -> JobRunner:

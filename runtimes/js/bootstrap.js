@@ -179,6 +179,15 @@
     return { start: instant(given.start, "start"), end: instant(given.end, "end") };
   }
 
+  // `{connector: "name"}`: a call reaches that connector of the loop file, not the loop's own.
+  function routed(args, options) {
+    const name = options && options.connector;
+    if (name === undefined || name === null) return args;
+    if (typeof name !== "string") throw new TypeError("connector must be the name of a connector of the loop file, got " + show(name));
+    args.connector = name;
+    return args;
+  }
+
   function withRename(series) {
     defineProperty(series, "rename", {
       value: function (name) {
@@ -220,19 +229,19 @@
   const db = freeze({
     select(selector, options) {
       if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.select needs a selector string like 'cpu{dc=\"gra\"}'"));
-      try { return call("db.select", { selector: selector, range: range(options) }); }
+      try { return call("db.select", routed({ selector: selector, range: range(options) }, options)); }
       catch (error) { return PromiseType.reject(error); }
     },
-    write(data) {
+    write(data, options) {
       try {
-        if (typeof data === "string") return call("db.write", { lines: data });
+        if (typeof data === "string") return call("db.write", routed({ lines: data }, options));
         const packed = packSeries(data);
-        return call("db.write", { series: packed.meta }, packed.arrays);
+        return call("db.write", routed({ series: packed.meta }, options), packed.arrays);
       } catch (error) { return PromiseType.reject(error); }
     },
     delete(selector, options) {
       if (typeof selector !== "string") return PromiseType.reject(new TypeError("db.delete needs a selector string"));
-      try { return call("db.delete", { selector: selector, range: range(options) }); }
+      try { return call("db.delete", routed({ selector: selector, range: range(options) }, options)); }
       catch (error) { return PromiseType.reject(error); }
     },
   });

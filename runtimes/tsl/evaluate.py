@@ -105,7 +105,7 @@ class Evaluation:
     def __init__(self, connector: Any, *, now: datetime | None = None,
                  connectors: Mapping[str, Any] | None = None) -> None:
         self.connector = connector
-        self.connectors = dict(connectors or {})
+        self.connectors: Mapping[str, Any] = {} if connectors is None else connectors
         self.now = epoch_ns(now or datetime.now(UTC))
 
     def run(self, source: str, variables: Mapping[str, Value] | None = None) -> SeriesSet:

@@ -39,12 +39,18 @@ __all__ = ["HostConnector", "TslProgram", "TslRuntime", "evaluate_for_run",
 
 
 class HostConnector:
-    """The loop's connector as seen from a worker: every call is a host call."""
+    """The loop's connector (or the one of its loop file `name`s) as seen from a worker: every
+    call is a host call."""
 
     capabilities = Capabilities(sampling=True)   # the store samples before answering
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, host: Host, name: str | None = None) -> None:
+        self._host = host
+        self.name = name
+
+    def host(self, op: str, args: dict[str, Any], arrays: list[Any]) -> Any:
+        routed = args if self.name is None else {**args, "connector": self.name}
+        return self._host(op, routed, arrays)
 
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
@@ -101,7 +107,20 @@ def evaluate_for_run(source: str, variables: dict[str, Value], ctx: RunContext) 
 
 def evaluation_for_run(ctx: RunContext) -> Evaluation:
     """Evaluation for a run: its loop's store, and `last()` counting back from its time."""
-    return Evaluation(HostConnector(ctx.host), now=_now(ctx.event))
+    return Evaluation(HostConnector(ctx.host), now=_now(ctx.event),
+                      connectors=_Named(ctx.host))
+
+
+class _Named(dict[str, HostConnector]):
+    """`connect(type, name)`: any name reaches the service, which knows the loop file's
+    connectors and names them when the name is not one of them."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__()
+        self.host = host
+
+    def get(self, name: str, default: Any = None) -> HostConnector:
+        return self.setdefault(name, HostConnector(self.host, name))
 
 
 def _now(event: dict[str, Any]) -> datetime:
