@@ -2,8 +2,9 @@
 (a bad word or an unclosed macro fails the deploy with its line and column) and run per event.
 
 Before the script runs, tsq stores the variables of the loop contract: `start`, `end` (the
-window, epoch milliseconds), `scheduled` (epoch ms), `period` (ms) and every event param, so
-`$end 1 ms *` is the window's end in WarpScript ticks (µs). NOW is the window's end (else the
+window, epoch milliseconds), `scheduled` (epoch ms), `period` (ms) and every event param, and
+the same four in WarpScript ticks (µs): `startTick`, `endTick`, `scheduledTick`, `periodTick`.
+FETCH reads `(end - span, end]`, so `$endTick 1 - $periodTick` reads the window `[start, end)`. NOW is the window's end (else the
 scheduled time), so a backfilled run reads the window it is for. FETCH, FIND, UPDATE and DELETE
 reach the loop's connector through host calls. The run's result is the stack, top first.
 """
@@ -31,7 +32,7 @@ STU = 1_000_000
 
 def run_variables(event: dict[str, Any]) -> dict[str, Any]:
     """The loop contract's variables: the event's params, then start, end, scheduled and period
-    (epoch ms), which params never override."""
+    (epoch ms) and the same as `startTick`, … (µs), which params never override."""
     values: dict[str, Any] = {str(k): v for k, v in dict(event.get("params") or {}).items()
                               if isinstance(v, str | int | float | bool)}
     window = event.get("window") or {}
@@ -41,6 +42,10 @@ def run_variables(event: dict[str, Any]) -> dict[str, Any]:
             values[name] = int(given)
     if window.get("startMs") is not None and window.get("endMs") is not None:
         values["period"] = int(window["endMs"]) - int(window["startMs"])
+    # the same times in platform ticks (µs), so a script can FETCH exactly [start, end)
+    for name in ("start", "end", "scheduled", "period"):
+        if name in values:
+            values[f"{name}Tick"] = values[name] * (STU // 1000)
     return values
 
 
