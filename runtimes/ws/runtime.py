@@ -21,11 +21,11 @@ from tsq.runlog import LogLine
 from tsq.runtimes.base import RunContext, RunResult, RunStatus
 from tsq.runtimes.tsl.runtime import HostConnector
 
-from .jsonstack import to_json
+from .jsonstack import to_js, to_json
 from .values import Macro
 from .vm import Limits, Vm
 
-__all__ = ["WsProgram", "WsRuntime", "run_variables"]
+__all__ = ["WsProgram", "WsRuntime", "execute_for_run", "run_variables"]
 
 STU = 1_000_000
 
@@ -47,6 +47,15 @@ def run_variables(event: dict[str, Any]) -> dict[str, Any]:
         if name in values:
             values[f"{name}Tick"] = values[name] * (STU // 1000)
     return values
+
+
+def execute_for_run(script: str, variables: dict[str, Any], ctx: RunContext,
+                    timeout_s: float | None = None) -> list[Any]:
+    """A script run by a running handler (JavaScript's `ws()`): the run's variables, then the
+    caller's, on the loop's store; the stack, top first, as JavaScript values."""
+    vm = Vm(connector=HostConnector(ctx.host), variables={**run_variables(ctx.event), **variables},
+            limits=Limits(timeout_s=timeout_s), now_us=_now_us(ctx.event))
+    return [to_js(value) for value in vm.execute(Vm.compile(script))]
 
 
 def _now_us(event: dict[str, Any]) -> int:
