@@ -4,9 +4,10 @@
 Before the script runs, tsq stores the variables of the loop contract: `start`, `end` (the
 window, epoch milliseconds), `scheduled` (epoch ms), `period` (ms) and every event param, and
 the same four in WarpScript ticks (µs): `startTick`, `endTick`, `scheduledTick`, `periodTick`.
-FETCH reads `(end - span, end]`, so `$endTick 1 - $periodTick` reads the window `[start, end)`. NOW is the window's end (else the
-scheduled time), so a backfilled run reads the window it is for. FETCH, FIND, UPDATE and DELETE
-reach the loop's connector through host calls. The run's result is the stack, top first.
+FETCH reads `(end - span, end]`, so `$endTick 1 - $periodTick` reads the window `[start, end)`.
+NOW is the window's end (else the scheduled time), so a backfilled run reads the window it is
+for. FETCH, FIND, UPDATE and DELETE reach the loop's connector through host calls. The run's
+result is the stack, top first.
 """
 
 from __future__ import annotations
