@@ -1,11 +1,11 @@
 """The host-call contract: what a handler may ask of the service, as the worker and the service
 both understand it.
 
-A handler asks through its runtime (JavaScript's `db.select`, `tsl()`, `artifacts.*`,
-`Loop.run`; TSL's reads and writes). Some calls are answered in the worker itself (`tsl()` and
-the artifact files, made from what the handler holds); the rest cross the pipe to the service,
-which holds the store, the artifacts and the run records: a worker process cannot open the
-store (DuckDB lets one process write a file). `OPS` is the one table of them:
+A handler asks through its runtime (JavaScript's `db.select`, `tsl()`, `ws()`, `artifacts.*`,
+`Loop.run`; TSL's reads and writes). Some calls are answered in the worker itself (`tsl()`,
+`ws()` and the artifact files, made from what the handler holds); the rest cross the pipe to
+the service, which holds the store, the artifacts and the run records: a worker process cannot
+open the store (DuckDB lets one process write a file). `OPS` is the one table of them:
 
 | op | side | what the service does (tsq.hostrouter) |
 |---|---|---|
@@ -13,7 +13,7 @@ store (DuckDB lets one process write a file). `OPS` is the one table of them:
 | `series.select` / `.write` / `.replace` / `.describe` / `.delete` | service | TSL's, ns exact |
 | `artifact.put` | service | keep a file with the run |
 | `loop.run` | service | run another loop as a step of the pipeline |
-| `tsl` / `artifacts.put` / `artifacts.csv` / `artifacts.chart` | worker | (made in the worker) |
+| `tsl` / `ws` / `artifacts.put` / `.csv` / `.chart` | worker | (made in the worker) |
 
 A service op's row says how its message is read (`decode`: the JSON arguments and the arrays →
 the call) and how its result is answered (`encode`: the call and the result → `HostAnswer`).
@@ -223,6 +223,7 @@ OPS: Mapping[str, HostOp] = {
     "artifact.put": HostOp(Side.SERVICE, _kept_file),
     "loop.run": HostOp(Side.SERVICE, _loop_call),
     "tsl": HostOp(Side.WORKER),
+    "ws": HostOp(Side.WORKER),
     "artifacts.put": HostOp(Side.WORKER),
     "artifacts.csv": HostOp(Side.WORKER),
     "artifacts.chart": HostOp(Side.WORKER),

@@ -210,6 +210,15 @@ class _Execution:
                                  self.ctx)
         return js_series(found, "tsl() returns numbers; the query")
 
+    def ws(self, _rid: int, _op: str, args: dict[str, Any]) -> HostAnswer:
+        """ws(script): run here, in the worker, on the WarpScript VM, FETCH and UPDATE reaching
+        the store through host calls; answers the stack, top first, as JSON."""
+        from tsq.runtimes.ws.runtime import execute_for_run  # the VM loads only when used
+
+        stack = execute_for_run(str(args["script"]), dict(args.get("variables") or {}),
+                                self.ctx, timeout_s=self.remaining())
+        return HostAnswer({"stack": stack})
+
     def artifact(self, rid: int, op: str, args: dict[str, Any]) -> HostAnswer:
         """artifacts.*: the file's bytes made here (a CSV or chart rendered from the handler's
         series, or the text or bytes it gave), then kept with the run by the service as
@@ -285,6 +294,7 @@ class _Execution:
 # The contract's worker ops (tsq.hostcalls, side "worker"), each made here by its method.
 WORKER_OPS: dict[str, Callable[[_Execution, int, str, dict[str, Any]], HostAnswer]] = {
     "tsl": _Execution.tsl,
+    "ws": _Execution.ws,
     "artifacts.put": _Execution.artifact,
     "artifacts.csv": _Execution.artifact,
     "artifacts.chart": _Execution.artifact,

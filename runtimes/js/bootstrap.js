@@ -256,6 +256,16 @@
   }
   defineProperty(g, "tsl", { value: freeze(tsl), writable: false, configurable: false });
 
+  // ws(script[, variables]): a WarpScript script on the loop's store, run by the worker; resolves
+  // to its stack, top first, each GTS as {name, labels, timestamps, values}. A failing script
+  // rejects with a WarpScriptError whose message ends with the line and column.
+  function ws(script, variables) {
+    if (typeof script !== "string") return PromiseType.reject(new TypeError("ws needs the script as a string"));
+    if (variables !== undefined && (variables === null || typeof variables !== "object")) return PromiseType.reject(new TypeError("ws's variables must be an object like {dc: \"gra\"}"));
+    return call("ws", { script: script, variables: variables || {} });
+  }
+  defineProperty(g, "ws", { value: freeze(ws), writable: false, configurable: false });
+
   // Loop.run(name, params): run another loop as a step of this run's pipeline and resolve to
   // its result (reject with its error). A step that succeeded before in this pipeline (a resume,
   // a restart) answers with its recorded result instead of running again.
@@ -342,6 +352,7 @@
   function deliver(id, answer) {
       const slot = pending.get(id);
       pending.delete(id);
+      if (slot.op === "ws") { slot.resolve(answer.stack); return; }
       if (slot.op !== "db.select" && slot.op !== "tsl") { slot.resolve(answer); return; }
       const points = slot.arrays.length ? slot.arrays[0].length / 2 : 0;
       const times = points ? slot.arrays[0].subarray(0, points) : new Float64(0);

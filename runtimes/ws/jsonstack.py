@@ -33,6 +33,22 @@ def to_json(value: Any) -> Any:
     return repr(value)
 
 
+def to_js(value: Any) -> Any:
+    """A stack value as JavaScript's ws() resolves it: JSON, with each GTS as db.select gives a
+    series, `{name, labels, timestamps, values}`, its times in epoch milliseconds."""
+    if isinstance(value, Gts):
+        order = value.ticks.argsort(kind="stable")
+        return {"name": value.name, "labels": dict(value.labels),
+                "timestamps": (value.ticks[order] / 1000).tolist(),
+                "values": [to_json(v.item() if hasattr(v, "item") else v)
+                           for v in value.values[order]]}
+    if isinstance(value, list | set | tuple):
+        return [to_js(v) for v in value]
+    if isinstance(value, dict):
+        return {_key(k): to_js(v) for k, v in value.items()}
+    return to_json(value)
+
+
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return key

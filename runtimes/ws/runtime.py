@@ -2,10 +2,12 @@
 (a bad word or an unclosed macro fails the deploy with its line and column) and run per event.
 
 Before the script runs, tsq stores the variables of the loop contract: `start`, `end` (the
-window, epoch milliseconds), `scheduled` (epoch ms), `period` (ms) and every event param, so
-`$end 1 ms *` is the window's end in WarpScript ticks (µs). NOW is the window's end (else the
-scheduled time), so a backfilled run reads the window it is for. FETCH, FIND, UPDATE and DELETE
-reach the loop's connector through host calls. The run's result is the stack, top first.
+window, epoch milliseconds), `scheduled` (epoch ms), `period` (ms) and every event param, and
+the same four in WarpScript ticks (µs): `startTick`, `endTick`, `scheduledTick`, `periodTick`.
+FETCH reads `(end - span, end]`, so `$endTick 1 - $periodTick` reads the window `[start, end)`.
+NOW is the window's end (else the scheduled time), so a backfilled run reads the window it is
+for. FETCH, FIND, UPDATE and DELETE reach the loop's connector through host calls. The run's
+result is the stack, top first.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ from tsq.runlog import LogLine
 from tsq.runtimes.base import RunContext, RunResult, RunStatus
 from tsq.runtimes.tsl.runtime import HostConnector
 
-from .jsonstack import to_json
+from .jsonstack import to_js, to_json
 from .values import Macro
 from .vm import Limits, Vm
 
-__all__ = ["WsProgram", "WsRuntime", "run_variables"]
+__all__ = ["WsProgram", "WsRuntime", "execute_for_run", "run_variables"]
 
 STU = 1_000_000
 
 
 def run_variables(event: dict[str, Any]) -> dict[str, Any]:
     """The loop contract's variables: the event's params, then start, end, scheduled and period
-    (epoch ms), which params never override."""
+    (epoch ms) and the same as `startTick`, … (µs), which params never override."""
     values: dict[str, Any] = {str(k): v for k, v in dict(event.get("params") or {}).items()
                               if isinstance(v, str | int | float | bool)}
     window = event.get("window") or {}
@@ -41,7 +43,20 @@ def run_variables(event: dict[str, Any]) -> dict[str, Any]:
             values[name] = int(given)
     if window.get("startMs") is not None and window.get("endMs") is not None:
         values["period"] = int(window["endMs"]) - int(window["startMs"])
+    # the same times in platform ticks (µs), so a script can FETCH exactly [start, end)
+    for name in ("start", "end", "scheduled", "period"):
+        if name in values:
+            values[f"{name}Tick"] = values[name] * (STU // 1000)
     return values
+
+
+def execute_for_run(script: str, variables: dict[str, Any], ctx: RunContext,
+                    timeout_s: float | None = None) -> list[Any]:
+    """A script run by a running handler (JavaScript's `ws()`): the run's variables, then the
+    caller's, on the loop's store; the stack, top first, as JavaScript values."""
+    vm = Vm(connector=HostConnector(ctx.host), variables={**run_variables(ctx.event), **variables},
+            limits=Limits(timeout_s=timeout_s), now_us=_now_us(ctx.event))
+    return [to_js(value) for value in vm.execute(Vm.compile(script))]
 
 
 def _now_us(event: dict[str, Any]) -> int:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tsq.errors import WarpScriptError
+from tsq.errors import TsqError, WarpScriptError
 
 from . import frameworks, gtswords, store, timewords
 from .faults import Fail, Fault, LimitHit
@@ -76,6 +76,23 @@ _LIMIT_WORDS = {"MAXOPS": "maxops", "MAXDEPTH": "maxdepth", "MAXLOOP": "maxloop_
                 "LIMIT": "max_items", "MAXPIXELS": "max_items"}
 
 # -- operator families -------------------------------------------------------------------------
+
+
+_INTERNAL = {
+    IndexError: "it reached past the end of a LIST or GTS it was given",
+    KeyError: "a key it needs is missing from a MAP it was given",
+    ZeroDivisionError: "it divided by zero",
+    OverflowError: "a number went out of range",
+}
+
+
+def _internal(op: Op | None, error: Exception) -> str:
+    """A Python error inside a word, as a message about the word (never Python's own text)."""
+    word = op.text if op is not None else "the script"
+    what = next((text for kind, text in _INTERNAL.items() if isinstance(error, kind)),
+                "its arguments are not of the types it takes")
+    return (f"{word} could not run on the stack it was given: {what}; check its arguments "
+            f"against the word's reference page")
 
 
 def _java_div(a: int, b: int) -> int:
@@ -238,8 +255,12 @@ class Vm:
         except _Return as returned:
             if returned.levels > 1:
                 raise _Return(returned.levels - 1) from None
+        except TsqError as error:  # a kernel's refusal (BadRequest): its message is the user's
+            fault = Fault(error.message)
+            fault.op = op
+            raise fault from None
         except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as error:
-            fault = Fault(f"{type(error).__name__}: {error}")
+            fault = Fault(_internal(op, error))
             fault.op = op
             raise fault from None
         finally:
@@ -1117,10 +1138,15 @@ class Vm:
         self.stack.append([items[i] for i in order])
 
     def w_ZIP(self) -> None:
+        # Warp 10 repeats a one-element LIST (and a value that is no LIST) at every index
         lists = self.pop_list("a LIST of LISTs (ZIP)")
-        length = max((len(x) for x in lists if isinstance(x, list)), default=0)
-        self.stack.append([[x[i] if isinstance(x, list) else x for x in lists]
-                           for i in range(length)])
+        sizes = sorted({len(x) for x in lists if isinstance(x, list) and len(x) != 1})
+        if len(sizes) > 1:
+            raise Fault(f"ZIP zips LISTs of one size (a LIST of one element is repeated), got "
+                        f"sizes {sizes}")
+        length = sizes[0] if sizes else int(any(isinstance(x, list) for x in lists))
+        self.stack.append([[(x[0] if len(x) == 1 else x[i]) if isinstance(x, list) else x
+                            for x in lists] for i in range(length)])
 
     # -- data access (store.py) ----------------------------------------------------------------
 

@@ -106,3 +106,36 @@ def test_tsl_from_javascript(api: httpx.Client) -> None:
     assert result["times"] == [base * 1000, (base + 120) * 1000, (base + 240) * 1000]
     assert result["values"] == [10.0, 50.0, 40.0]   # [0:00, 0:02), [0:02, 0:04), [0:04, 0:06)
     assert result["error"].startswith("TslError: Cannot parsed query: missing closing parenthesis")
+
+
+def test_ws_from_javascript(api: httpx.Client, service: Service) -> None:
+    base = 1767225600
+    lines = [f"jsws_cpu,dc={dc} value={v} {base + 60 * i}"
+             for dc, scale in (("gra", 1), ("rbx", 10)) for i, v in enumerate(range(0, 5 * scale, scale))]
+    assert api.post("/write", params={"precision": "s"},
+                    content="\n".join(lines).encode()).status_code == 204
+    source = """export default async () => {
+      const script = "[ 'token' 'jsws_cpu' { 'dc' $dc } $t 1 s * 5 m ] FETCH " +
+                     "0 GET DUP 'jsws_copy' RENAME 'token' UPDATE 42 'answer' { 'a' [ 1.5 NaN ] }";
+      const stack = await ws(script, {dc: "rbx", t: END});
+      let error = null;
+      try { await ws("1\\n  DUPP"); } catch (e) { error = e.name + ": " + e.message; }
+      let fault = null;
+      try { await ws("1\\n  0 /"); } catch (e) { fault = e.name + ": " + e.message; }
+      return {stack, error, fault};
+    }""".replace("END", str(base + 240))
+    assert deploy(api, "jsws", source).status_code == 201
+    answer = run(api, "jsws")
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    # top first: the map, the string, the number, then the GTS (FETCH reads (end - 5m, end])
+    [extra, name, number, gts] = result["stack"]
+    assert (extra, name, number) == ({"a": [1.5, None]}, "answer", 42)
+    assert gts["name"] == "jsws_copy" and gts["labels"] == {"dc": "rbx"}
+    assert gts["timestamps"] == [(base + 60 * i) * 1000 for i in range(5)]
+    assert gts["values"] == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert result["error"] == ("WarpScriptError: unknown function 'DUPP'; did you mean DUP? "
+                               "(line 2, col 3)")
+    assert result["fault"].startswith("WarpScriptError: ") and "(line 2, col 5)" in result["fault"]
+    [written] = service.store.select(parse_selector("jsws_copy"))
+    assert written.values.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]

@@ -19,11 +19,12 @@ TSL_ROLLUP = """select("cpu").where("dc=${dc}").from(start, end)
   .rename("tsl_cpu_1m")
   .store("token")
 """
-WS_ROLLUP = """// one-minute means per dc of the run's window, written back as ws_cpu_1m
-[ 'token' 'cpu' { 'dc' $dc } $end 1 ms * $period 1 ms * ] FETCH   // (end - period, end]
+WS_ROLLUP = """// one-minute means per dc of the run's window [start, end), written back as ws_cpu_1m
+[ 'token' 'cpu' { 'dc' $dc } $endTick 1 - $periodTick ] FETCH   // [start, end)
 'raw' STORE
-[ $raw bucketizer.mean $end 1 ms * 1 m 0 ] BUCKETIZE
+[ $raw bucketizer.mean $endTick 1 - 1 m 0 ] BUCKETIZE   // [t, t + 1m), labelled t + 1m - 1
 [ SWAP [ 'dc' ] reducer.mean ] REDUCE
+1 1 m - TIMESHIFT                                       // labelled t, the bucket's start
 'ws_cpu_1m' RENAME
 DUP 'token' UPDATE
 """
@@ -49,10 +50,12 @@ def _backfill(api: httpx.Client, loop: str) -> dict[str, object]:
 
 def test_a_warpscript_rollup_loop_writes_what_the_tsl_loop_writes(
         api: httpx.Client, service: Service) -> None:
-    # 5 s off the 10 s marks: no point on a boundary, where the TSL loop (tsq's [start, end),
-    # buckets labelled by their start) and WarpScript (Warp 10's (end - period, end], buckets
-    # labelled by their end) part; docs/time.md
-    stamps = BASE - 60 + 5 + 10 * np.arange(36)
+    # Points on the minute boundaries, as Telegraf writes them. The TSL loop reads [start, end)
+    # and labels a bucket by its start (docs/time.md); the WarpScript loop reads the same window
+    # with `$endTick 1 - $periodTick` (FETCH's (end - span, end] one tick earlier) and buckets
+    # ending one tick before each minute, shifted back to the minute's start: the same points in
+    # the same buckets, under the same labels.
+    stamps = BASE - 60 + 10 * np.arange(36)
     lines = [f"cpu,dc={dc},host={host} value={v} {t}"
              for dc, host, scale in (("gra", "a", 1), ("gra", "b", 3), ("rbx", "c", 100))
              for t, v in zip(stamps.tolist(), (scale * np.arange(36) * 1.5).tolist(),
@@ -69,8 +72,8 @@ def test_a_warpscript_rollup_loop_writes_what_the_tsl_loop_writes(
     [tsl] = service.store.select(parse_selector("tsl_cpu_1m"))
     [ws] = service.store.select(parse_selector("ws_cpu_1m"))
     assert dict(ws.labels) == dict(tsl.labels) == {"dc": "gra"}
-    assert ws.timestamps.tolist() == ((BASE + 60 * np.arange(1, 5)) * 10**9).tolist()
-    assert tsl.timestamps.tolist() == ((BASE + 60 * np.arange(0, 4)) * 10**9).tolist()
+    assert ws.timestamps.tolist() == tsl.timestamps.tolist() == (
+        (BASE + 60 * np.arange(0, 4)) * 10**9).tolist()
     np.testing.assert_allclose(ws.values, tsl.values, rtol=1e-12)
 
     runs = api.get("/v1/runs", params={"loop": "ws-roll"}).json()["runs"]
