@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,12 @@ import numpy.typing as npt
 import orjson
 
 from tsq import explain
-from tsq.connectors import influxql, public_url
+from tsq.connectors import http, influxql
 from tsq.connectors.base import Capabilities
+from tsq.connectors.http import HttpServer, shown
 from tsq.errors import (
-    ConnectorAuthError,
     ConnectorBadAnswer,
-    ConnectorError,
     ConnectorQueryError,
-    ConnectorUnavailable,
     ConnectorUnsupported,
 )
 from tsq.hostcalls import numbers_only
@@ -50,11 +48,9 @@ from tsq.series import SeriesSet
 __all__ = ["InfluxDB", "series_name", "split_name"]
 
 VALUE_FIELD = "value"
-READ_ATTEMPTS = 3  # reads are idempotent: a refused or failed one is tried again
-FIRST_BACKOFF_S = 0.2
 CHUNK_ROWS = 50_000  # rows per chunk of a streamed /query answer
 WRITE_BATCH = 50_000  # lines per write request (InfluxDB's default body limit is 25 MB)
-TIMEOUT_S = 30.0
+
 NUMERIC_TYPES = frozenset({"float", "integer", "unsigned", "boolean"})
 # tsq aggregators InfluxQL computes exactly as tsq does over one series' bucket, as
 # tests/kernels/test_influx_differential.py checks against a real InfluxDB on the same points.
@@ -94,18 +90,17 @@ class InfluxDB:
                  username: str | None = None, password: str | None = None,
                  org: str | None = None, retention_policy: str | None = None,
                  version: str | None = None, label: str = "influxdb",
-                 timeout_s: float = TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
+                 timeout_s: float = http.TIMEOUT_S) -> None:
         self.database = database
         self.org = org
         self.retention_policy = retention_policy
-        self.label = label  # how errors name it: `influxdb connector "main"`
         self._version = version
         self._version_lock = threading.Lock()
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        auth = httpx.BasicAuth(username, password or "") if username else None
-        self._http = httpx.Client(base_url=self.url, headers=headers, auth=auth,
-                                  timeout=timeout_s)
+        self._server = HttpServer(
+            url, label, headers={"Authorization": f"Token {token}"} if token else None,
+            auth=httpx.BasicAuth(username, password or "") if username else None,
+            timeout_s=timeout_s)
+        self._request = self._server.request
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> InfluxDB:
@@ -248,7 +243,7 @@ class InfluxDB:
         return [(name, dict(labels)) for name, labels in sorted(found)]
 
     def close(self) -> None:
-        self._http.close()
+        self._server.close()
 
     # -- what the server has ---------------------------------------------------------------
 
@@ -339,7 +334,7 @@ class InfluxDB:
         parts of one series come one after another and are given as they come."""
         for result in self._query(query):
             if "error" in result:
-                raise ConnectorQueryError(f"{self._where()} refused {_short(query)}: "
+                raise ConnectorQueryError(f"{self._where()} refused {shown(query)}: "
                                           f"{result['error']}")
             for series in result.get("series", ()):
                 yield (str(series.get("name", "")), dict(series.get("tags") or {}),
@@ -376,30 +371,8 @@ class InfluxDB:
             path = "/api/v2/write"
         self._request("POST", path, what="write", params=params, content=body.encode())
 
-    def _request(self, method: str, path: str, *, what: str, retry: bool = False,
-                 **options: Any) -> httpx.Response:
-        attempts = READ_ATTEMPTS if retry else 1
-        for attempt in range(attempts):
-            try:
-                answer = self._http.request(method, path, **options)
-            except httpx.TimeoutException:
-                error: ConnectorError = ConnectorUnavailable(
-                    f"{self._where()} did not answer {_short(what)} in time")
-            except httpx.HTTPError as exc:
-                error = ConnectorUnavailable(f"{self._where()} could not be reached for "
-                                             f"{_short(what)}: {exc}")
-            else:
-                if answer.is_success:
-                    return answer
-                error = _status_error(answer, f"{self._where()} answered {_short(what)}")
-                if not isinstance(error, ConnectorUnavailable):
-                    raise error
-            if attempt + 1 < attempts:
-                time.sleep(FIRST_BACKOFF_S * 2**attempt)
-        raise error
-
     def _where(self) -> str:
-        return f"{self.label} at {public_url(self.url)}"
+        return self._server.where
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -463,23 +436,6 @@ def _v2_quote(value: str) -> str:
 def _rfc3339(ns: int) -> str:
     seconds, fraction = divmod(int(ns), 10**9)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
-
-
-def _status_error(answer: httpx.Response, what: str) -> ConnectorError:
-    try:
-        detail = str(orjson.loads(answer.content).get("error") or answer.text)
-    except (orjson.JSONDecodeError, AttributeError):
-        detail = answer.text.strip()[:500]
-    kinds: dict[int, Callable[[str], ConnectorError]] = {401: ConnectorAuthError,
-                                                         403: ConnectorAuthError}
-    kind = kinds.get(answer.status_code)
-    if kind is None:
-        kind = ConnectorUnavailable if answer.status_code >= 500 else ConnectorQueryError
-    return kind(f"{what} with HTTP {answer.status_code}: {detail}")
-
-
-def _short(what: str, limit: int = 300) -> str:
-    return repr(what if len(what) <= limit else what[:limit] + "…")
 
 
 def _label(config: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,13 @@ import numpy as np
 import orjson
 
 from tsq import explain
-from tsq.connectors import public_url
+from tsq.connectors import http
 from tsq.connectors.base import Capabilities
+from tsq.connectors.http import HttpServer, shown
 from tsq.connectors.remotewrite import snappy_request
 from tsq.errors import (
-    ConnectorAuthError,
     ConnectorBadAnswer,
-    ConnectorError,
     ConnectorQueryError,
-    ConnectorUnavailable,
     ConnectorUnsupported,
 )
 from tsq.selector import NAME_LABEL, Matcher, Selector
@@ -50,10 +48,8 @@ __all__ = ["SERVERS", "Prometheus", "Server", "VictoriaMetrics", "promql_selecto
            "window_request"]
 
 MS = 1_000_000  # nanoseconds
-READ_ATTEMPTS = 3  # reads are idempotent: a refused or failed one is tried again
-FIRST_BACKOFF_S = 0.2
 WRITE_BATCH = 50_000  # samples per remote write request
-TIMEOUT_S = 30.0
+
 FIRST_MS = 1  # the earliest millisecond read: VictoriaMetrics takes 0 as "no start given"
 FUTURE_MS = 366 * 86_400_000  # how far past now an open end reaches
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -134,14 +130,13 @@ class Prometheus:
 
     def __init__(self, url: str, *, token: str | None = None, username: str | None = None,
                  password: str | None = None, label: str = "prometheus connector",
-                 timeout_s: float = TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
-        self.label = label  # how errors name it: `prometheus connector "main"`
+                 timeout_s: float = http.TIMEOUT_S) -> None:
         self.capabilities = self.server.capabilities
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        auth = httpx.BasicAuth(username, password or "") if username else None
-        self._http = httpx.Client(base_url=self.url, headers=headers, auth=auth,
-                                  timeout=timeout_s)
+        self._server = HttpServer(
+            url, label, headers={"Authorization": f"Bearer {token}"} if token else None,
+            auth=httpx.BasicAuth(username, password or "") if username else None,
+            timeout_s=timeout_s, hints=HINTS)
+        self._request = self._server.request
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> Prometheus:
@@ -262,7 +257,7 @@ class Prometheus:
         return [(name, dict(labels)) for name, labels in sorted(found)]
 
     def close(self) -> None:
-        self._http.close()
+        self._server.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -330,34 +325,12 @@ class Prometheus:
             raise self._bad_answer(what, "no success status")
         return body.get("data")
 
-    def _request(self, method: str, path: str, *, what: str, retry: bool = False,
-                 **options: Any) -> httpx.Response:
-        attempts = READ_ATTEMPTS if retry else 1
-        for attempt in range(attempts):
-            try:
-                answer = self._http.request(method, path, **options)
-            except httpx.TimeoutException:
-                error: ConnectorError = ConnectorUnavailable(
-                    f"{self._where()} did not answer {_short(what)} in time")
-            except httpx.HTTPError as exc:
-                error = ConnectorUnavailable(f"{self._where()} could not be reached for "
-                                             f"{_short(what)}: {exc}")
-            else:
-                if answer.is_success:
-                    return answer
-                error = _status_error(answer, f"{self._where()} answered {_short(what)}")
-                if not isinstance(error, ConnectorUnavailable):
-                    raise error
-            if attempt + 1 < attempts:
-                time.sleep(FIRST_BACKOFF_S * 2**attempt)
-        raise error
-
     def _bad_answer(self, what: str, why: str) -> ConnectorBadAnswer:
-        return ConnectorBadAnswer(f"{self._where()} answered {_short(what)} with something "
+        return ConnectorBadAnswer(f"{self._where()} answered {shown(what)} with something "
                                   f"that is not {self.server.product}'s API: {why}")
 
     def _where(self) -> str:
-        return f"{self.label} at {public_url(self.url)}"
+        return self._server.where
 
 
 class VictoriaMetrics(Prometheus):
@@ -367,31 +340,6 @@ class VictoriaMetrics(Prometheus):
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _detail(answer: httpx.Response) -> str:
-    try:
-        body = orjson.loads(answer.content)
-        return str(body.get("error") or answer.text) if isinstance(body, dict) else answer.text
-    except orjson.JSONDecodeError:
-        return answer.text.strip()[:500]
-
-
-def _status_error(answer: httpx.Response, what: str) -> ConnectorError:
-    detail = _detail(answer)
-    hint = next((hint for words, hint in HINTS if words in detail), None)
-    if hint is not None:  # a feature the server has turned off, whatever the status says
-        return ConnectorUnsupported(f"{what} with HTTP {answer.status_code}: {detail} ({hint})")
-    kinds: dict[int, Callable[[str], ConnectorError]] = {401: ConnectorAuthError,
-                                                         403: ConnectorAuthError}
-    kind = kinds.get(answer.status_code)
-    if kind is None:
-        kind = ConnectorUnavailable if answer.status_code >= 500 else ConnectorQueryError
-    return kind(f"{what} with HTTP {answer.status_code}: {detail}")
-
-
-def _short(what: str, limit: int = 300) -> str:
-    return repr(what if len(what) <= limit else what[:limit] + "…")
 
 
 def _text(value: Any) -> str | None:

@@ -273,7 +273,8 @@ def _double(path: str, answer: httpx.Response) -> Prometheus:
     def handler(request: httpx.Request) -> httpx.Response:
         return answer if request.url.path == path else httpx.Response(200, json=MATRIX)
     store = Prometheus("http://127.0.0.1:9", label='prometheus connector "main"')
-    store._http = httpx.Client(base_url=store.url, transport=httpx.MockTransport(handler))
+    store._server.client = httpx.Client(base_url=store._server.url,
+                                        transport=httpx.MockTransport(handler))
     return store
 
 
