@@ -77,24 +77,12 @@ def prometheus(openmetrics: str | Path | None = None, *,
         config = Path(root) / "prometheus.yml"
         config.write_text(CONFIG + (WRITABLE.format(window=writable) if writable else ""))
         port = free_port()
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-                 f"--web.listen-address=127.0.0.1:{port}",
-                 f"--storage.tsdb.retention.time={RETENTION}",
-                 *(WRITABLE_FLAGS if writable else ())],
-                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_ready(process, f"{base}/-/ready", log)
+        with running(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
+                      f"--web.listen-address=127.0.0.1:{port}",
+                      f"--storage.tsdb.retention.time={RETENTION}",
+                      *(WRITABLE_FLAGS if writable else ())],
+                     f"http://127.0.0.1:{port}", "/-/ready", log) as base:
             yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
 
 
 def _import(openmetrics: str | Path, root: Path, data: Path) -> None:
@@ -111,6 +99,25 @@ def _import(openmetrics: str | Path, root: Path, data: Path) -> None:
         said = done.stderr.strip() or done.stdout.strip()
         raise RuntimeError(f"promtool could not import the OpenMetrics text "
                            f"(exit {done.returncode}): {said}")
+
+
+@contextmanager
+def running(argv: list[str], base: str, ready: str, log: Path) -> Iterator[str]:
+    """A server started with `argv`, its output in `log`, once `base + ready` answers; `base`,
+    and the server stopped afterwards."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
+                                   stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(process, base + ready, log)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path,
