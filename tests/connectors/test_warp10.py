@@ -18,7 +18,8 @@ from tsq.connectors import CONNECTORS, load_connector_class, shown_config
 from tsq.connectors.warp10 import LAST_TICK, Warp10, fetch_request, warp10_selector
 from tsq.errors import BadRequest, ConnectorQueryError, ConnectorUnavailable
 from tsq.gtsformat import format_lines, format_selector, parse_selector, parse_update
-from tsq.selector import Selector, parse_selector as tsq_selector
+from tsq.selector import Selector
+from tsq.selector import parse_selector as tsq_selector
 from tsq.series import SeriesSet
 
 US = 1_000
@@ -58,7 +59,7 @@ def test_hostile_names_and_values_are_data_everywhere(connector: Warp10, text: s
         (name, labels, [S, 2 * S], [1.0, 2.0]),
         ("s" + text, {"k": text}, [S], np.array([text], dtype=object))])
     assert connector.write(series) == 3
-    selector = Selector(name, tsq_selector(f'{{plain="v"}}').matchers)
+    selector = Selector(name, tsq_selector('{plain="v"}').matchers)
     [found] = connector.select(selector)
     assert (found.name, dict(found.labels), list(found.values)) == (name, labels, [1.0, 2.0])
     [strings] = connector.select(Selector("s" + text))
@@ -201,7 +202,7 @@ def test_an_unreachable_server_fails_clearly_without_the_token() -> None:
                          "name": "w"}, Path("."))
     for call in (lambda: store.select(tsq_selector("cpu"), 0, S),
                  lambda: store.write(SeriesSet.from_series(CPU)),
-                 lambda: store.names()):
+                 store.names):
         with pytest.raises(ConnectorUnavailable) as caught:
             call()
         assert 'warp10 connector "w" at http://127.0.0.1:9 could not be reached' in \
@@ -213,7 +214,7 @@ def test_an_unreachable_server_fails_clearly_without_the_token() -> None:
 def test_a_script_the_server_refuses_is_a_query_error_without_the_token(
         connector: Warp10) -> None:
     with pytest.raises(ConnectorQueryError) as caught:
-        list(connector._gts(f"'{TOKEN}' FAIL", "a script"))  # noqa: SLF001 (a refusal)
+        list(connector._gts(f"'{TOKEN}' FAIL", "a script"))
     assert "HTTP 500" in caught.value.message and TOKEN not in caught.value.message
 
 
