@@ -56,11 +56,15 @@ READ_ATTEMPTS = 3  # FETCH and FIND change nothing: a refused or failed one is t
 FIRST_BACKOFF_S = 0.2
 WRITE_BATCH = 50_000  # lines per /api/v0/update request
 TIMEOUT_S = 30.0
-FIRST_TICK = -((2**63 - 1) // NS_PER_TICK) + 1  # ticks whose nanoseconds (and the one
-LAST_TICK = (2**63 - 2) // NS_PER_TICK  # before the first) fit an int64
+# The open bounds: the widest ticks whose nanoseconds, and those of the tick before the first
+# (where tsq's own FETCH starts reading), fit an int64.
+FIRST_TICK = -((2**63 - 1) // NS_PER_TICK) + 1
+LAST_TICK = (2**63 - 2) // NS_PER_TICK
 ERROR_HEADER = "X-Warp10-Error-Message"
 ANY_CLASS = "~(?s).*"  # every class, names with a newline too
 MASK = "********"
+# How Warp 10 says a token was refused (with HTTP 500, as any failed script).
+TOKEN_REFUSALS = ("invalid token", "token expired", "missing token", "token is missing")
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
@@ -263,7 +267,8 @@ class Warp10:
         refused = answer.headers.get(ERROR_HEADER)
         detail = self._scrub(refused or answer.text.strip()[:500])
         kind: Callable[[str], ConnectorError]
-        if answer.status_code in (401, 403) or "token" in detail.lower():
+        if answer.status_code in (401, 403) or any(words in detail.lower()
+                                                   for words in TOKEN_REFUSALS):
             kind = ConnectorAuthError
         elif refused is not None or answer.status_code < 500:
             kind = ConnectorQueryError

@@ -16,7 +16,7 @@ from tests.conftest import tsq_server
 from tests.connectors.contract import CPU, ConnectorContract, S
 from tsq.connectors import CONNECTORS, load_connector_class, shown_config
 from tsq.connectors.warp10 import LAST_TICK, Warp10, fetch_request, warp10_selector
-from tsq.errors import BadRequest, ConnectorQueryError, ConnectorUnavailable
+from tsq.errors import BadRequest, ConnectorAuthError, ConnectorQueryError, ConnectorUnavailable
 from tsq.gtsformat import format_lines, format_selector, parse_selector, parse_update
 from tsq.selector import Selector
 from tsq.selector import parse_selector as tsq_selector
@@ -226,3 +226,9 @@ def test_the_type_is_registered_with_its_keys_and_hides_its_tokens() -> None:
                          "***")
     assert shown == {"type": "warp10", "url": "http://h:8080", "read_token": "***",
                      "write_token": "***"}
+
+
+def test_a_refused_token_is_an_auth_error_without_the_token(connector: Warp10) -> None:
+    with pytest.raises(ConnectorAuthError) as caught:
+        list(connector._gts(f"'Invalid token {TOKEN}' MSGFAIL", "a script"))
+    assert TOKEN not in caught.value.message and "********" in caught.value.message
