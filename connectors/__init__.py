@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["CONNECTORS", "SECRET_KEYS", "ConnectorType", "implemented", "instance_key",
            "load_connector_class", "plain_config", "public_url", "shown_config"]
 
-SECRET_KEYS = frozenset({"token", "password"})  # may be `{secret: …}`: never shown back
+# May be `{secret: …}`: never shown back.
+SECRET_KEYS = frozenset({"token", "read_token", "write_token", "password"})
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ CONNECTORS: Mapping[str, ConnectorType] = {
                                 ("token", "username", "password")),
     "victoriametrics": ConnectorType(("url",), "tsq.connectors.prometheus:VictoriaMetrics",
                                      ("token", "username", "password")),
-    "warp10": ConnectorType(("url",), None, ("token",)),
+    "warp10": ConnectorType(("url",), "tsq.connectors.warp10:Warp10",
+                            ("token", "read_token", "write_token")),
 }
 
 

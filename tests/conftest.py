@@ -4,9 +4,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def api(service: Service) -> Iterator[httpx.Client]:
-    """A real uvicorn server on 127.0.0.1 around the module's service."""
+@contextmanager
+def serving(service: Service) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 around `service`; its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -49,10 +51,31 @@ def api(service: Service) -> Iterator[httpx.Client]:
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def tsq_server() -> Iterator[str]:
+    """A tsq API server of its own (a fresh data directory, no scheduler): what the Warp 10
+    connector's tests point at."""
+    with tempfile.TemporaryDirectory() as data:
+        svc = Service(Settings.load(data))
+        try:
+            with serving(svc) as url:
+                yield url
+        finally:
+            svc.close()
+
+
+@pytest.fixture(scope="module")
+def api(service: Service) -> Iterator[httpx.Client]:
+    """A real uvicorn server on 127.0.0.1 around the module's service."""
+    with serving(service) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def loop_file(name: str, handler: str, extra: str = "") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsq.connectors import CONNECTORS, implemented, load_connector_class
+from tsq.connectors import CONNECTORS, ConnectorType, implemented, load_connector_class
 from tsq.runtimes import (
     PLANNED_EXTENSIONS,
     RUNTIMES,
@@ -37,12 +37,18 @@ def test_unknown_runtime() -> None:
 
 
 def test_each_implemented_connector_loads() -> None:
-    assert implemented() == ("embedded", "influxdb", "prometheus", "victoriametrics")
+    assert implemented() == ("embedded", "influxdb", "prometheus", "victoriametrics", "warp10")
     assert [load_connector_class(name).__name__ for name in implemented()] == [
-        "EmbeddedStore", "InfluxDB", "Prometheus", "VictoriaMetrics"]
+        "EmbeddedStore", "InfluxDB", "Prometheus", "VictoriaMetrics", "Warp10"]
+    assert set(CONNECTORS) == set(implemented())  # no type is left unbuilt
+
+
+def test_a_type_without_an_implementation_cannot_be_loaded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(CONNECTORS, "unbuilt",  # type: ignore[arg-type]
+                        ConnectorType(("url",), None))
     with pytest.raises(KeyError, match="has no implementation yet"):
-        load_connector_class("warp10")
-    assert set(CONNECTORS) == {"embedded", "influxdb", "prometheus", "victoriametrics", "warp10"}
+        load_connector_class("unbuilt")
 
 
 def test_the_layering_contract_names_every_core_module() -> None:

@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tsq import __version__
+from tsq import __version__, gtsformat
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
-from tsq.isotime import parse_time, time_field
+from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.outcomes import RunStatus
 from tsq.run import Run
 from tsq.runstore import RunFilter
@@ -116,6 +116,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     _install_influx_health(app)
     _install_warp10(app, service)
+    _install_warp10_ingress(app, service)
 
     @app.post("/v1/loops", status_code=201)
     def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
@@ -274,6 +275,58 @@ def _install_warp10(app: FastAPI, service: Service) -> None:
                 headers["X-Warp10-Error-Line"] = str(error.line)
             return OrjsonResponse({"error": error.to_json()}, status_code=500, headers=headers)
         return OrjsonResponse(answer["stack"])
+
+
+def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
+    """Warp 10's update and delete endpoints on the embedded store, so Warp 10 tooling (and
+    the `warp10` connector) can push into tsq and delete from it. The token header is
+    accepted as it is: tsq has no per-token access control yet."""
+
+    @app.post("/api/v0/update")
+    async def warp10_update(request: Request) -> Response:
+        """The GTS input format (`TS/LAT:LON/ELEV CLASS{LABELS} VALUE` lines; gzip when the
+        content type is application/gzip); a bad line stores nothing and answers 400."""
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/gzip") or \
+                request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body, service.settings.max_body_bytes)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
+        written = await run_in_threadpool(_warp10_update, service, text)
+        return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
+
+    @app.get("/api/v0/delete")
+    def warp10_delete(selector: str, start: str | None = None, end: str | None = None,
+                      deleteall: str | None = None, dryrun: str | None = None) -> Response:
+        """Delete the points of `selector` with ticks in `[start, end]` (µs or ISO-8601), or
+        all of them with `deleteall`; answers the matching series, one a line (`dryrun`:
+        without deleting them)."""
+        if (deleteall is None) == (start is None and end is None) or \
+                (start is None) != (end is None):
+            raise BadRequest("give deleteall, or start and end (and not both)")
+        chosen = gtsformat.parse_selector(selector)
+        found = service.store.describe(chosen)
+        if dryrun is None:
+            low, high = (None, None) if start is None or end is None else gtsformat.tick_range(
+                _warp10_tick(start, "start"), _warp10_tick(end, "end"))
+            service.store.delete(chosen, low, high)
+        lines = "".join(gtsformat.series_key(name, labels) + "\n" for name, labels in found)
+        return Response(lines, media_type="text/plain")
+
+
+def _warp10_update(service: Service, text: str) -> int:
+    numbers, strings = gtsformat.parse_update(text, int(service.clock() * 1_000_000))
+    return service.store.write(numbers) + service.store.write(strings)
+
+
+def _warp10_tick(text: str, what: str) -> int:
+    """A tick (µs) as Warp 10 takes it: a LONG, or an ISO-8601 time."""
+    try:
+        return int(text)
+    except ValueError:
+        return parse_ns(text, what) // gtsformat.NS_PER_TICK
 
 
 def _install_influx_health(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
 """Rollup loops against real servers: a TSL rollup loop and the rollup shorthand, naming an
-`influxdb` (InfluxDB 1.6), `prometheus` (Prometheus 2.42) or `victoriametrics` (VictoriaMetrics
-1.79) connector, read their window from the server and write their rollup back there, on their
+`influxdb` (InfluxDB 1.6), `prometheus` (Prometheus 2.42), `victoriametrics` (VictoriaMetrics
+1.79) or `warp10` (tsq's own Warp-10-compatible API) connector, read their window from the server and write their rollup back there, on their
 schedule (a backfill runs the scheduled times), and their minutes equal the same loops' on the
 embedded store, and each other's.
 
@@ -23,6 +23,7 @@ import pytest
 from benchmarks import influxdb as influx_server
 from benchmarks import prometheus as prometheus_server
 from benchmarks import victoriametrics as vm_server
+from tests.conftest import tsq_server
 from tsq.config import Settings
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -64,6 +65,10 @@ SERVERS: dict[str, tuple[Callable[[], bool], Start, Callable[[str], dict[str, An
                         lambda url: {"type": "victoriametrics", "url": url},
                         "VictoriaMetrics 1.79 is not installed here (apt-get install "
                         "victoria-metrics; .ci/run installs it)"),
+    # No Warp 10 server is packaged: tsq's own Warp-10-compatible API (a second tsq with its
+    # own data directory) stands in for it, so this row never skips.
+    "warp10": (lambda: True, tsq_server,
+               lambda url: {"type": "warp10", "url": url, "token": "rollups"}, ""),
 }
 
 
