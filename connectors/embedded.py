@@ -98,8 +98,8 @@ class EmbeddedStore:
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
         matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
-        explain.note("embedded store", f"read {len(matching)} series of {selector} in "
-                                       f"{_span(start, end)}")
+        explain.note("embedded store", lambda: f"read {len(matching)} series of {selector} in "
+                                               f"{_span(start, end)}")
         if not matching:
             return SeriesSet.empty()
         parts = []
@@ -124,8 +124,8 @@ class EmbeddedStore:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points."""
         found = bucketize(numbers_only(self.select(selector, start, end), "sampleBy"), buckets,
                           aggregator, fills)
-        explain.note("embedded store", f"bucketed by {buckets.span / 10**9:g} s, "
-                                       f"{aggregator.name}: {found.points} buckets")
+        explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
+                                               f"{aggregator.name}: {found.points} buckets")
         return found
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
@@ -308,6 +308,14 @@ def _high(end: int | None) -> int:
 
 def _span(start: int | None, end: int | None) -> str:
     """`[start, end)` in epoch nanoseconds, as a plan shows it."""
-    shown = [format_ms(t // 10**6, "milliseconds") if t is not None else "…"
-             for t in (start, end)]
-    return f"[{shown[0]}, {shown[1]})"
+    return f"[{_instant(start)}, {_instant(end)})"
+
+
+def _instant(ns: int | None) -> str:
+    """An instant of a plan: RFC 3339 where a calendar holds it, else epoch nanoseconds."""
+    if ns is None:
+        return "…"
+    try:
+        return format_ms(ns // 10**6, "milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return f"{ns} ns"

@@ -345,7 +345,7 @@ class InfluxDB:
                   "chunk_size": str(CHUNK_ROWS)}
         if self.retention_policy:
             params["rp"] = self.retention_policy
-        explain.note(self._where(), f"InfluxQL {query}")
+        explain.note(self._where(), lambda: f"InfluxQL {query}")
         answer = self._request(method, "/query", what=query, params=params,
                                retry=method == "GET")
         results: list[dict[str, Any]] = []

@@ -313,7 +313,7 @@ class Prometheus:
     def _api(self, method: str, path: str, *, what: str, retry: bool = False,
              **options: Any) -> Any:
         """`data` of an API answer."""
-        explain.note(self._where(), f"{method} {path} {what}")
+        explain.note(self._where(), lambda: f"{method} {path} {what}")
         answer = self._request(method, path, what=what, retry=retry, **options)
         if not answer.content.strip():
             return None  # delete_series: 204

@@ -1,11 +1,11 @@
 """What a query did, and where. While a query is explained (`explaining()`), each part that
 does work says so (`note`): a connector what it sent its back-end (the part pushed down), the
 TSL evaluator each method tsq's kernels computed. Outside `explaining()` a note costs one
-context-variable read."""
+context-variable read: its text is a function, called only while explaining."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -26,7 +26,8 @@ def explaining() -> Iterator[list[Step]]:
         _STEPS.reset(token)
 
 
-def note(where: str, step: str) -> None:
+def note(where: str, step: str | Callable[[], str]) -> None:
+    """Record `step` (or what it makes: the text is built only while explaining)."""
     steps = _STEPS.get()
     if steps is not None:
-        steps.append({"where": where, "step": step})
+        steps.append({"where": where, "step": step if isinstance(step, str) else step()})

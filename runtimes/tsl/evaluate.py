@@ -168,7 +168,8 @@ class Evaluation:
                 series = self.fetch(instruction, span)
         for method in methods:
             series = self.method(method, series, span, instruction)
-            explain.note("tsq", f"{_shown(method)}: {len(series)} series, {series.points} points")
+            explain.note("tsq", lambda method=method, series=series:
+                         f"{_shown(method)}: {len(series)} series, {series.points} points")
         return series
 
     def connector_for(self, instruction: Instruction) -> Any:

@@ -106,3 +106,12 @@ def test_query_endpoint_evaluates_tsl_on_the_store(api: httpx.Client) -> None:
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "TslError"
     assert bad.json()["error"]["details"]["line"] == 1
+
+
+def test_a_query_reaching_before_year_one_is_answered_and_explained(api: httpx.Client) -> None:
+    """An explained read names its range even where no calendar holds it."""
+    answer = api.post("/v1/query", params={"explain": "true"},
+                      json={"tsl": 'select("tsl_q").last(1000000d)'})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["plan"][0]["step"].startswith("read 2 series of tsl_q in [")
+    assert " ns, " in answer.json()["plan"][0]["step"]
