@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -168,8 +169,7 @@ class Evaluation:
                 series = self.fetch(instruction, span)
         for method in methods:
             series = self.method(method, series, span, instruction)
-            explain.note("tsq", lambda method=method, series=series:
-                         f"{_shown(method)}: {len(series)} series, {series.points} points")
+            explain.note("tsq", partial(_step, method, series))
         return series
 
     def connector_for(self, instruction: Instruction) -> Any:
@@ -486,6 +486,11 @@ class Results:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _step(method: Method, series: SeriesSet) -> str:
+    """A method tsq computed, as a plan shows it, with what it gave."""
+    return f"{_shown(method)}: {len(series)} series, {series.points} points"
+
 
 def _shown(method: Method) -> str:
     """A method as a plan shows it: its name and arguments as written."""
