@@ -34,6 +34,7 @@ class ConnectorType:
     requires: tuple[str, ...]  # loop-file keys a connector of this type must have
     module: str | None  # "package.module:Class" of the implementation, None until it exists
     options: tuple[str, ...] = ()  # the other loop-file keys it reads
+    one_of: tuple[str, ...] = ()  # options of which it needs at least one
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -44,7 +45,7 @@ CONNECTORS: Mapping[str, ConnectorType] = {
     "embedded": ConnectorType((), "tsq.connectors.embedded:EmbeddedStore"),
     "influxdb": ConnectorType(("url",), "tsq.connectors.influxdb:InfluxDB",
                               ("database", "bucket", "org", "token", "username", "password",
-                               "retention_policy", "version")),
+                               "retention_policy", "version"), one_of=("database", "bucket")),
     "prometheus": ConnectorType(("url",), "tsq.connectors.prometheus:Prometheus",
                                 ("token", "username", "password")),
     "victoriametrics": ConnectorType(("url",), "tsq.connectors.prometheus:VictoriaMetrics",

@@ -165,3 +165,17 @@ def test_bad_scheduling_keys_are_reported_with_positions() -> None:
     both = problems("functions:\n  f:\n    handler: apps.js\n    target: http://127.0.0.1/x\n")
     assert any("functions.f.target: a loop has one of `handler:`" in p
                and "this one has handler and target" in p for p in both)
+
+
+def test_a_connector_is_checked_against_its_own_row() -> None:
+    text = ("connectors:\n"
+            "  influx: {type: influxdb, url: http://127.0.0.1:8086, token: {secrte: x}}\n"
+            "  prom: {type: prometheus, url: http://127.0.0.1:9090, database: x}\n"
+            "functions:\n  a:\n    handler: apps.js\n    connector: influx\n")
+    found = problems(text, files={"apps.js": "x"})
+    assert "loops.yml:2:11: connectors.influx: connector type influxdb needs one of " \
+           "'database', 'bucket'" in found
+    assert any('connectors.influx.token.secrte: unknown key "secrte"; did you mean "secret"?'
+               in p for p in found)
+    assert any("connectors.prom.database: connector type prometheus has no 'database'; its "
+               "keys are type, url, token, username, password" in p for p in found)

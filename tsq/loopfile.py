@@ -215,10 +215,14 @@ class _Checker:
             return None
         for required in CONNECTORS[kind].requires:
             if required not in config:
-                self.report(path, f'a {kind} connector needs "{required}"')
+                self.report(path, f'connector type {kind} needs "{required}"')
+        either = CONNECTORS[kind].one_of
+        if either and not any(key in config for key in either):
+            self.report(path, f"connector type {kind} needs one of "
+                              f"{', '.join(repr(key) for key in either)}")
         for key, item in config.items():
             if key not in CONNECTORS[kind].keys:
-                self.report((*path, key), f"a {kind} connector has no {key!r}; its keys are "
+                self.report((*path, key), f"connector type {kind} has no {key!r}; its keys are "
                                           f"{', '.join(CONNECTORS[kind].keys)}", key=True)
             elif key in SECRET_KEYS and isinstance(item, dict):
                 if not isinstance(self.mapping(item, (*path, key), ("secret",)).get("secret"),
