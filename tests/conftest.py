@@ -7,6 +7,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # The reference cases the tests check against, copied into the project (see its README.md).
 CONFORMANCE = ROOT / "tests" / "conformance"
 EXAMPLE = ROOT / "examples" / "hello" / "loops.yml"
+
+
+# Counts the differential test modules keep (agree / xfail / skipped), by comparison, printed in
+# the terminal summary: a line written while the tests run is lost in the progress output.
+DIFFERENTIAL_COUNTS: dict[str, Counter[str]] = {}
+
+
+def differential_counts(name: str) -> Counter[str]:
+    return DIFFERENTIAL_COUNTS.setdefault(name, Counter())
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, counts in DIFFERENTIAL_COUNTS.items():
+        if counts:
+            terminalreporter.write_line(f"{name}: " + ", ".join(
+                f"{counts[k]} {k}" for k in ("agree", "xfail", "skipped")))
 
 
 @pytest.fixture(scope="module")

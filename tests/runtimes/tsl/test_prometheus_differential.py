@@ -23,6 +23,11 @@ compared one span later (`Check.shift`): the label Prometheus gives the same buc
 Gaps would make the two differ (TSL fills empty buckets by interpolation, PromQL carries the last
 sample forward for 5 minutes), so the data has none.
 
+The conformance cases the WarpScript differential (tests/runtimes/ws/test_tsl_differential.py)
+shares with this module are also run as the reference's WarpScript on tsq's VM, over the same
+points, and compared with Prometheus' answer (test_warpscript_agrees_with_prometheus): with the
+native comparison and that one, TSL native, TSL→WarpScript and TSL→PromQL agree three ways.
+
 Native `last(d)` reads [now - d, now): its buckets end at now - d + step … now, while a PromQL
 range query from now - d also evaluates at now - d itself, over data before the native range.
 The comparison drops that one leading step from Prometheus' answer (`after`), and nothing else;
@@ -45,7 +50,8 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.prometheus import available, prometheus, query, query_range, to_openmetrics
-from tests.conftest import CONFORMANCE
+from tests.conftest import CONFORMANCE, differential_counts
+from tests.runtimes.ws.test_tsl_differential import COMPILED, warpscript_answer
 from tsq import tsl
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.series import SeriesSet
@@ -539,3 +545,85 @@ OPERATORS = [
 @pytest.mark.parametrize("check", OPERATORS)
 def test_operator_agrees_with_prometheus(engines: Engines, check: Check) -> None:
     run_check(engines, check)
+
+
+# -- the same cases compiled to WarpScript, on the VM --------------------------------------
+
+# The reference's WarpScript of the conformance cases this module compares (same `source` ids).
+WARPSCRIPT = {case["source"]: case["warpscript"] for case in COMPILED}
+SHARED = [case for case in CASES if case["source"] in WARPSCRIPT]
+_ONE_CLASS = (
+    "semantics differ: the reference compiles an operator without on() to APPLY with no "
+    "equivalence labels ([]), one class holding every series of both operands (three each "
+    "here); PromQL `foo {op} bar` matches them on all their labels, one result per host. The "
+    "VM {does}")
+# Where the reference's WarpScript cannot say what the PromQL says (strict: a change that makes
+# one agree fails, so that its mark goes).
+WARPSCRIPT_XFAILS: dict[str, str] = {
+    f"{WRAP}add(select(...), select(...))": _ONE_CLASS.format(
+        op="+", does="adds the six series into one, labelled by what they share (nothing)"),
+    f"{WRAP}mul(select(...), select(...))": _ONE_CLASS.format(
+        op="*", does="multiplies the six series into one, labelled by what they share "
+                     "(nothing)"),
+    f"{WRAP}div(select(...), select(...))": _ONE_CLASS.format(
+        op="/", does="refuses op.div over six series, as Warp 10 does (a binary op)"),
+    f"{WRAP}add(...).on(\"host\")": (
+        "semantics differ: PromQL `foo + on(host) bar` keeps only host on the result; the "
+        "reference's APPLY by [ 'host' ] keeps the first operand's labels (host and dc)"),
+    f"{WRAP}group(sum)#promql-wrap": (
+        "semantics differ: Warp 10's REDUCE keeps the labels its members share (host=web01 "
+        "here); PromQL's sum(q) drops every label"),
+}
+WARPSCRIPT_COUNTS = differential_counts("TSL→WarpScript on the VM vs Prometheus")
+
+
+
+def warpscript_on_the_vm(source: str, store: EmbeddedStore) -> Answer:
+    """The case's WarpScript run on tsq's VM, keyed as Prometheus' answer is (labels, no class
+    name), ticks in nanoseconds.
+
+    No shift, unlike the native answer: Warp 10's BUCKETIZE makes buckets (t - span, t] labelled
+    by their end t, and a PromQL step at t reads the newest sample at or before t (or, with
+    `[span]`, the samples of [t - span, t]). Both close on the right and name a bucket by its
+    end, so the WarpScript tick of a bucket is the Prometheus step that reads the same points;
+    with no point on a boundary the two closings cannot differ either (docs/time.md)."""
+    found: Answer = {}
+    for series in warpscript_answer(WARPSCRIPT[source], store):
+        if not series.ticks:
+            continue  # Prometheus leaves out a series with no point in the range
+        key = _key(dict(series.key[1]))
+        assert key not in found, f"two WarpScript series with labels {dict(key)}"
+        found[key] = (np.array(series.ticks, np.int64) * 1000,
+                      np.array(series.values, np.float64))
+    return found
+
+
+def _warpscript_param(case: dict[str, Any]) -> Any:
+    source = case["source"]
+    marks = []
+    if source in WARPSCRIPT_XFAILS:
+        marks.append(pytest.mark.xfail(reason=WARPSCRIPT_XFAILS[source], strict=True))
+    return pytest.param(case, id=source, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_warpscript_param(c) for c in SHARED])
+def test_warpscript_agrees_with_prometheus(engines: Engines, case: dict[str, Any]) -> None:
+    """(c) of the three-way differential: the same rules as the native comparison (the leading
+    step of a range query dropped, `after`), the WarpScript ticks taken as they are."""
+    source = case["source"]
+    skip = CONFORMANCE_SKIPS.get(source) or CONFORMANCE_REJECTED.get(source, ("", ""))[1]
+    if skip:
+        WARPSCRIPT_COUNTS["skipped"] += 1
+        pytest.skip(f"no Prometheus answer to compare with: {skip}")
+    WARPSCRIPT_COUNTS["xfail" if source in WARPSCRIPT_XFAILS else "agree"] += 1
+    [request] = tsl.compile(case["tsl"], "promql", now=NOW)
+    after = None if request["instant_query"] else round(float(request["start"]) * NS)
+    reference = _within(prometheus_answer(engines.base, request), after, None)
+    warpscript = _within(warpscript_on_the_vm(source, engines.store), after, None)
+    assert_same(warpscript, reference, what=f"{source} (WarpScript)")
+
+
+def test_the_shared_cases_are_classified() -> None:
+    """Every case both differentials hold is compared here, and the xfails name shared cases."""
+    assert len(SHARED) >= 40, f"only {len(SHARED)} cases shared with the WarpScript differential"
+    assert set(WARPSCRIPT_XFAILS) <= {case["source"] for case in SHARED}

@@ -5,8 +5,9 @@ Each case of tests/conformance/tsl_warpscript.jsonl that the reference compiles 
 run (a) natively (`tsl.evaluate`) and (b) as the reference's WarpScript (`ws.execute`), both on
 one embedded store. The answers are matched series by series (class name and labels) and their
 values compared (rtol 1e-9, booleans as 1/0). Where the Prometheus differential
-(tests/runtimes/tsl/test_prometheus_differential.py) compares the same query, (c) checks that
-its answer agrees with the WarpScript one too (when Prometheus is installed).
+(tests/runtimes/tsl/test_prometheus_differential.py) compares the same query, (c) runs this
+WarpScript on the VM over its points and checks it against Prometheus' answer there
+(test_warpscript_agrees_with_prometheus, when Prometheus is installed).
 
 Why the two can agree at all: native TSL reads windows `[start, end)` and makes buckets
 `[t, t + span)` labelled by their start t; Warp 10's FETCH reads `(end - span, end]` and its
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.conftest import CONFORMANCE
+from tests.conftest import CONFORMANCE, differential_counts
 from tsq import tsl, ws
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.errors import TslError, WarpScriptError
@@ -63,7 +63,7 @@ SERIES = [("sys.cpu.nice", "web01", "lga"), ("sys.cpu.nice", "web02", "gra"),
           ("sys.cpu.nice", "web03", "lga"), ("foo", "web01", "lga"), ("foo", "web02", "gra"),
           ("bar", "web01", "lga"), ("bar", "web02", "gra")]
 APRIL_2018_S = 1_524_376_800  # 2018-04-22T01:00:00-05:00, the doc's ISO-8601 ranges' end
-COUNTS: Counter[str] = Counter()
+COUNTS = differential_counts("TSL native vs WarpScript")
 
 
 def stamps() -> npt.NDArray[np.int64]:
@@ -92,14 +92,6 @@ def store() -> Iterator[EmbeddedStore]:
     yield points
     points.close()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def summary(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("TSL native vs WarpScript: " + ", ".join(
-            f"{COUNTS[k]} {k}" for k in ("agree", "xfail", "skipped")))
 
 
 # -- answers ---------------------------------------------------------------------------------
