@@ -548,7 +548,7 @@ def _argreduce(chosen: list[Gts], reducer: Function) -> Gts:
     texts: list[list[str]] = [[] for _ in starts]
     for position in np.flatnonzero(winners).tolist():
         texts[tick_of[position]].append(chosen[ids[position]].labels.get(label, ""))
-    result = Gts(chosen[0].name)
+    result = Gts("")   # REDUCE's results have no class name, as in Warp 10
     result.set_points(ticks[starts].copy(), np.array([",".join(t) for t in texts],
                                                      dtype=object))
     return result
@@ -556,7 +556,7 @@ def _argreduce(chosen: list[Gts], reducer: Function) -> Gts:
 
 def _macro_reduce(vm: Vm, chosen: list[Gts], macro: Macro) -> Gts:
     found = to_series(chosen)
-    out = Gts(chosen[0].name)
+    out = Gts("")   # REDUCE's results have no class name, as in Warp 10
     check = vm.loop_clock()
     for tick in np.unique(found.timestamps).tolist():
         at = [np.flatnonzero(g.ticks == tick) for g in chosen]
