@@ -5,7 +5,7 @@ optional.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -16,7 +16,8 @@ from tsq.series import SeriesSet
 if TYPE_CHECKING:  # annotations only: the kernels need not load with the protocol
     from tsq.kernels import Aggregator, Buckets, Fill
 
-__all__ = ["Capabilities", "Connector", "ConnectorClass", "SamplingConnector", "sampling"]
+__all__ = ["Capabilities", "Connector", "ConnectorClass", "SamplingConnector", "label_values",
+           "sampling"]
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -62,6 +63,15 @@ class SamplingConnector(Connector, Protocol):
                        buckets: Buckets, aggregator: Aggregator,
                        fills: Sequence[Fill] = ()) -> SeriesSet:
         """`select`, then `tsq.kernels.bucketize`: only the buckets come back."""
+
+
+def label_values(described: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:
+    """`labels()` from `describe()`: each label key of the series → its values, sorted."""
+    values: dict[str, set[str]] = {}
+    for _, labels in described:
+        for key, value in labels.items():
+            values.setdefault(key, set()).add(value)
+    return {key: sorted(found) for key, found in sorted(values.items())}
 
 
 def sampling(connector: Connector) -> SamplingConnector | None:

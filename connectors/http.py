@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -20,11 +21,12 @@ from tsq.errors import (
     ConnectorUnsupported,
 )
 
-__all__ = ["HttpServer", "shown"]
+__all__ = ["MASK", "HttpServer", "shown"]
 
 READ_ATTEMPTS = 3  # reads are idempotent: a refused or failed one is tried again
 FIRST_BACKOFF_S = 0.2
 TIMEOUT_S = 30.0
+MASK = "********"
 # A hint is (words in the server's answer, what the user should do): a feature the server has
 # turned off, whatever the status code says.
 Hints = Sequence[tuple[str, str]]
@@ -35,10 +37,11 @@ _BY_STATUS: dict[int, Callable[[str], ConnectorError]] = {401: ConnectorAuthErro
 class HttpServer:
     def __init__(self, url: str, label: str, *, headers: dict[str, str] | None = None,
                  auth: httpx.Auth | None = None, timeout_s: float = TIMEOUT_S,
-                 hints: Hints = ()) -> None:
+                 hints: Hints = (), secrets: Sequence[str] = ()) -> None:
         self.url = url.rstrip("/")
         self.label = label  # how errors name it: `influxdb connector "main"`
         self.hints = hints
+        self.secrets = [secret for secret in secrets if secret]  # never in a message
         self.client = httpx.Client(base_url=self.url, headers=headers or {}, auth=auth,
                                    timeout=timeout_s)
 
@@ -59,7 +62,7 @@ class HttpServer:
                     f"{self.where} did not answer {shown(what)} in time")
             except httpx.HTTPError as exc:
                 error = ConnectorUnavailable(f"{self.where} could not be reached for "
-                                             f"{shown(what)}: {exc}")
+                                             f"{shown(what)}: {self.scrub(str(exc))}")
             else:
                 if answer.is_success:
                     return answer
@@ -71,7 +74,9 @@ class HttpServer:
         raise error
 
     def status_error(self, answer: httpx.Response, what: str) -> ConnectorError:
-        detail = _detail(answer)
+        """The ConnectorError of a failed answer: a hint's fix, 401/403 refused credentials,
+        5xx a server that may come back, any other a refused request."""
+        detail = self.scrub(_detail(answer))
         hint = next((hint for words, hint in self.hints if words in detail), None)
         if hint is not None:
             return ConnectorUnsupported(f"{what} with HTTP {answer.status_code}: {detail} "
@@ -80,6 +85,12 @@ class HttpServer:
         if kind is None:
             kind = ConnectorUnavailable if answer.status_code >= 500 else ConnectorQueryError
         return kind(f"{what} with HTTP {answer.status_code}: {detail}")
+
+    def scrub(self, text: str) -> str:
+        """`text` without the secrets, as they are and percent-encoded."""
+        for secret in self.secrets:
+            text = text.replace(secret, MASK).replace(quote(secret, safe=""), MASK)
+        return text
 
     def close(self) -> None:
         self.client.close()

@@ -33,7 +33,7 @@ import orjson
 
 from tsq import explain
 from tsq.connectors import http, influxql
-from tsq.connectors.base import Capabilities
+from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.http import HttpServer, shown
 from tsq.errors import (
     ConnectorBadAnswer,
@@ -224,11 +224,7 @@ class InfluxDB:
         return sorted({f.name for f in self._all_fields()})
 
     def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
-        values: dict[str, set[str]] = defaultdict(set)
-        for _, labels in self.describe(selector or Selector(matchers=())):
-            for key, value in labels.items():
-                values[key].add(value)
-        return {key: sorted(found) for key, found in sorted(values.items())}
+        return label_values(self.describe(selector or Selector()))
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         found: set[tuple[str, tuple[tuple[str, str], ...]]] = set()

@@ -33,7 +33,7 @@ import orjson
 
 from tsq import explain
 from tsq.connectors import http
-from tsq.connectors.base import Capabilities
+from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.http import HttpServer, shown
 from tsq.connectors.remotewrite import snappy_request
 from tsq.errors import (
@@ -239,11 +239,7 @@ class Prometheus:
         return sorted(str(name) for name in data)
 
     def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
-        values: dict[str, set[str]] = {}
-        for _, labels in self.describe(selector or Selector()):
-            for key, value in labels.items():
-                values.setdefault(key, set()).add(value)
-        return {key: sorted(found) for key, found in sorted(values.items())}
+        return label_values(self.describe(selector or Selector()))
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         promql = promql_selector(selector)

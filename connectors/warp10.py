@@ -27,7 +27,6 @@ travel in the script (read) and the `X-Warp10-Token` header (write), and never i
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ import numpy as np
 import orjson
 
 from tsq import explain
-from tsq.connectors import public_url
-from tsq.connectors.base import Capabilities
+from tsq.connectors import http
+from tsq.connectors.base import Capabilities, label_values
+from tsq.connectors.http import HttpServer, shown
 from tsq.errors import (
     ConnectorAuthError,
     ConnectorBadAnswer,
@@ -52,17 +52,13 @@ from tsq.series import SeriesSet
 
 __all__ = ["Warp10", "fetch_request", "warp10_selector"]
 
-READ_ATTEMPTS = 3  # FETCH and FIND change nothing: a refused or failed one is tried again
-FIRST_BACKOFF_S = 0.2
 WRITE_BATCH = 50_000  # lines per /api/v0/update request
-TIMEOUT_S = 30.0
 # The open bounds: the widest ticks whose nanoseconds, and those of the tick before the first
 # (where tsq's own FETCH starts reading), fit an int64.
 FIRST_TICK = -((2**63 - 1) // NS_PER_TICK) + 1
 LAST_TICK = (2**63 - 2) // NS_PER_TICK
 ERROR_HEADER = "X-Warp10-Error-Message"
 ANY_CLASS = "~(?s).*"  # every class, names with a newline too
-MASK = "********"
 # How Warp 10 says a token was refused (with HTTP 500, as any failed script).
 TOKEN_REFUSALS = ("invalid token", "token expired", "missing token", "token is missing")
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -107,12 +103,12 @@ class Warp10:
     capabilities = Capabilities()
 
     def __init__(self, url: str, *, read_token: str = "", write_token: str = "",
-                 label: str = "warp10 connector", timeout_s: float = TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
-        self.label = label  # how errors name it: `warp10 connector "main"`
+                 label: str = "warp10 connector", timeout_s: float = http.TIMEOUT_S) -> None:
         self._read_token = read_token
         self._write_token = write_token
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        self._server = _Warp10Server(url, label, timeout_s=timeout_s,
+                                     secrets=(read_token, write_token))
+        self._request = self._server.request
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> Warp10:
@@ -183,11 +179,7 @@ class Warp10:
         return sorted({name for name, _ in self._find(ANY_CLASS, {}, "names")})
 
     def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
-        values: dict[str, set[str]] = {}
-        for _, labels in self.describe(selector or Selector()):
-            for key, value in labels.items():
-                values.setdefault(key, set()).add(value)
-        return {key: sorted(found) for key, found in sorted(values.items())}
+        return label_values(self.describe(selector or Selector()))
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         cls, labels = warp10_selector(selector)
@@ -195,7 +187,7 @@ class Warp10:
         return [(name, dict(tags)) for name, tags in found if selector.matches(name, dict(tags))]
 
     def close(self) -> None:
-        self._http.close()
+        self._server.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -239,33 +231,21 @@ class Warp10:
                 from None
         return name, {k: v for k, v in labels.items() if v != ""}, stamps, values
 
-    def _request(self, method: str, path: str, *, what: str, retry: bool = False,
-                 **options: Any) -> httpx.Response:
-        attempts = READ_ATTEMPTS if retry else 1
-        for attempt in range(attempts):
-            try:
-                answer = self._http.request(method, path, **options)
-            except httpx.TimeoutException:
-                error: ConnectorError = ConnectorUnavailable(
-                    f"{self._where()} did not answer {_short(what)} in time")
-            except httpx.HTTPError as exc:
-                error = ConnectorUnavailable(f"{self._where()} could not be reached for "
-                                             f"{_short(what)}: {self._scrub(str(exc))}")
-            else:
-                if answer.is_success:
-                    return answer
-                error = self._status_error(answer, f"{self._where()} answered {_short(what)}")
-                if not isinstance(error, ConnectorUnavailable):
-                    raise error
-            if attempt + 1 < attempts:
-                time.sleep(FIRST_BACKOFF_S * 2**attempt)
-        raise error
+    def _bad_answer(self, what: str, why: str) -> ConnectorBadAnswer:
+        return ConnectorBadAnswer(f"{self._where()} answered {shown(what)} with something "
+                                  f"that is not Warp 10's JSON stack: {why}")
 
-    def _status_error(self, answer: httpx.Response, what: str) -> ConnectorError:
-        """A script Warp 10 refused names its error in a header (with HTTP 500): not a server
-        that is down, and not worth another try."""
+    def _where(self) -> str:
+        return self._server.where
+
+
+class _Warp10Server(HttpServer):
+    """Warp 10 answers a script it refused with HTTP 500 and its error in a header: not a
+    server that is down, and not worth another try."""
+
+    def status_error(self, answer: httpx.Response, what: str) -> ConnectorError:
         refused = answer.headers.get(ERROR_HEADER)
-        detail = self._scrub(refused or answer.text.strip()[:500])
+        detail = self.scrub(refused or answer.text.strip()[:500])
         kind: Callable[[str], ConnectorError]
         if answer.status_code in (401, 403) or any(words in detail.lower()
                                                    for words in TOKEN_REFUSALS):
@@ -275,20 +255,6 @@ class Warp10:
         else:
             kind = ConnectorUnavailable
         return kind(f"{what} with HTTP {answer.status_code}: {detail}")
-
-    def _scrub(self, text: str) -> str:
-        """`text` without the tokens, as they are and percent-encoded."""
-        for token in (self._read_token, self._write_token):
-            if token:
-                text = text.replace(token, MASK).replace(encode(token), MASK)
-        return text
-
-    def _bad_answer(self, what: str, why: str) -> ConnectorBadAnswer:
-        return ConnectorBadAnswer(f"{self._where()} answered {_short(what)} with something "
-                                  f"that is not Warp 10's JSON stack: {why}")
-
-    def _where(self) -> str:
-        return f"{self.label} at {public_url(self.url)}"
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -322,10 +288,6 @@ def _joined(found: list[tuple[str, dict[str, str], Any, Any]]
     return [(name, dict(key), np.concatenate([p[0] for p in pieces]),
              np.concatenate([p[1] for p in pieces])) for (name, key), pieces in sorted(
                  parts.items())]
-
-
-def _short(what: str, limit: int = 300) -> str:
-    return repr(what if len(what) <= limit else what[:limit] + "…")
 
 
 def _text(value: Any) -> str:
