@@ -99,7 +99,7 @@ class InfluxDB:
         self._server = HttpServer(
             url, label, headers={"Authorization": f"Token {token}"} if token else None,
             auth=httpx.BasicAuth(username, password or "") if username else None,
-            timeout_s=timeout_s)
+            timeout_s=timeout_s, secrets=(token or "", password or ""))
         self._request = self._server.request
 
     @classmethod

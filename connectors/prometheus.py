@@ -135,7 +135,7 @@ class Prometheus:
         self._server = HttpServer(
             url, label, headers={"Authorization": f"Bearer {token}"} if token else None,
             auth=httpx.BasicAuth(username, password or "") if username else None,
-            timeout_s=timeout_s, hints=HINTS)
+            timeout_s=timeout_s, hints=HINTS, secrets=(token or "", password or ""))
         self._request = self._server.request
 
     @classmethod
