@@ -27,20 +27,22 @@ CONFORMANCE = ROOT / "tests" / "conformance"
 EXAMPLE = ROOT / "examples" / "hello" / "loops.yml"
 
 
-# Counts the differential test modules keep (agree / xfail / skipped), by comparison, printed in
-# the terminal summary: a line written while the tests run is lost in the progress output.
-DIFFERENTIAL_COUNTS: dict[str, Counter[str]] = {}
+# Counts the conformance and differential modules keep (passed / skipped / …), by suite, printed
+# in the terminal summary: a line written while the tests run is lost in the progress output.
+SUMMARY_COUNTS: dict[str, tuple[tuple[str, ...], Counter[str]]] = {}
+DIFFERENTIAL = ("agree", "xfail", "skipped")
 
 
-def differential_counts(name: str) -> Counter[str]:
-    return DIFFERENTIAL_COUNTS.setdefault(name, Counter())
+def summary_counts(name: str, kinds: tuple[str, ...] = DIFFERENTIAL) -> Counter[str]:
+    """The counter of suite `name`, printed at the end of the run in the order of `kinds`."""
+    return SUMMARY_COUNTS.setdefault(name, (kinds, Counter()))[1]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for name, counts in DIFFERENTIAL_COUNTS.items():
+    for name, (kinds, counts) in SUMMARY_COUNTS.items():
         if counts:
             terminalreporter.write_line(f"{name}: " + ", ".join(
-                f"{counts[k]} {k}" for k in ("agree", "xfail", "skipped")))
+                f"{counts[k]} {k}" for k in kinds))
 
 
 @pytest.fixture(scope="module")

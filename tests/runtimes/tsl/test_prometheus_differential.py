@@ -50,7 +50,7 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.prometheus import available, prometheus, query, query_range, to_openmetrics
-from tests.conftest import CONFORMANCE, differential_counts
+from tests.conftest import CONFORMANCE, summary_counts
 from tests.runtimes.ws.test_tsl_differential import COMPILED, warpscript_answer
 from tsq import tsl
 from tsq.connectors.embedded import EmbeddedStore
@@ -574,7 +574,7 @@ WARPSCRIPT_XFAILS: dict[str, str] = {
         "semantics differ: Warp 10's REDUCE keeps the labels its members share (host=web01 "
         "here); PromQL's sum(q) drops every label"),
 }
-WARPSCRIPT_COUNTS = differential_counts("TSL→WarpScript on the VM vs Prometheus")
+WARPSCRIPT_COUNTS = summary_counts("TSL→WarpScript on the VM vs Prometheus")
 
 
 

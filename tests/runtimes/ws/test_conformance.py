@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import CONFORMANCE
+from tests.conftest import CONFORMANCE, summary_counts
 from tsq import ws
 from tsq.errors import WarpScriptError
 from tsq.runtimes.ws.values import Gts
@@ -49,18 +47,8 @@ KNOWN: dict[str, str] = {
         "it expects the classes in Warp 10's hash-map order (item=9 before item=10); tsq "
         "keeps them in the order their GTS come",
 }
-COUNTS: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def summary(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = ("WarpScript conformance: " + ", ".join(f"{COUNTS[k]} {k}" for k in
-                                                  ("passed", "skipped outside core subset",
-                                                   "known disagreement", "failed")))
-    if reporter is not None:
-        reporter.write_line(line)
+COUNTS = summary_counts("WarpScript conformance", (
+    "passed", "skipped outside core subset", "known disagreement", "failed"))
 
 
 def _outside_subset(script: str) -> str | None:

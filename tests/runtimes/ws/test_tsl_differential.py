@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.conftest import CONFORMANCE, differential_counts
+from tests.conftest import CONFORMANCE, summary_counts
 from tsq import tsl, ws
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.errors import TslError, WarpScriptError
@@ -63,7 +63,7 @@ SERIES = [("sys.cpu.nice", "web01", "lga"), ("sys.cpu.nice", "web02", "gra"),
           ("sys.cpu.nice", "web03", "lga"), ("foo", "web01", "lga"), ("foo", "web02", "gra"),
           ("bar", "web01", "lga"), ("bar", "web02", "gra")]
 APRIL_2018_S = 1_524_376_800  # 2018-04-22T01:00:00-05:00, the doc's ISO-8601 ranges' end
-COUNTS = differential_counts("TSL native vs WarpScript")
+COUNTS = summary_counts("TSL native vs WarpScript")
 
 
 def stamps() -> npt.NDArray[np.int64]:
