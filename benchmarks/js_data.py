@@ -1,6 +1,6 @@
 """Data into JS: 10,000 points of a series handed to a JavaScript handler (db.select) and back
-(db.write), through the production path (Float64Array buffers filled and read in place), beside
-a JSON round trip of the same points in the same V8 instance."""
+(db.write), through the production path (the doubles' exact bits as integer lists), beside a
+JSON round trip of the same points in one V8 context."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 from benchmarks.report import Report
 from tsq.runtimes.base import HostAnswer, Limits, RunContext
 from tsq.runtimes.js import JsRuntime, _Execution
+from tsq.runtimes.js.engine import isolate
 
 POINTS = 10_000
 HANDLER = """export default async () => {
@@ -56,31 +57,28 @@ def run(report: Report, *, quick: bool) -> None:
     finally:
         _Execution.serve = serve  # type: ignore[method-assign]
     np.testing.assert_array_equal(written[-1][1], values)  # what came back is what went in
-    into, back = _json_round_trip(runtime, times, values, repeat)
+    into, back = _json_round_trip(times, values, repeat)
     report.add("data_into_js", "JSON into JS (10k points)", into)
-    report.add("data_into_js", "tsq db.select, Float64Array (10k)", spent["select"],
+    report.add("data_into_js", "tsq db.select into a Float64Array (10k)", spent["select"],
                "JSON into JS (10k points)")
     report.add("data_into_js", "JSON out of JS (10k points)", back)
-    report.add("data_into_js", "tsq db.write, Float64Array (10k)", spent["write"],
+    report.add("data_into_js", "tsq db.write from a Float64Array (10k)", spent["write"],
                "JSON out of JS (10k points)")
     runtime.close()
 
 
-def _json_round_trip(runtime: JsRuntime, times: Any, values: Any, repeat: int
-                     ) -> tuple[list[float], list[float]]:
-    instance = runtime.pool.take(256)
+def _json_round_trip(times: Any, values: Any, repeat: int) -> tuple[list[float], list[float]]:
     payload = orjson.dumps({"timestamps": times.tolist(), "values": values.tolist()}).decode()
     literal = orjson.dumps(payload).decode()
     into, back = [], []
-    try:
+    deadline = time.monotonic() + 600
+    with isolate().context() as context:
         for _ in range(repeat):
             start = time.perf_counter()
-            instance.eval(f"globalThis.held = JSON.parse({literal}); 0")
+            context.eval(f"globalThis.held = JSON.parse({literal}); 0", deadline)
             into.append(time.perf_counter() - start)
             start = time.perf_counter()
-            out = orjson.loads(str(instance.eval("JSON.stringify(globalThis.held)")))
+            out = orjson.loads(str(context.eval("JSON.stringify(globalThis.held)", deadline)))
             back.append(time.perf_counter() - start)
-        assert len(out["values"]) == POINTS
-    finally:
-        runtime.pool.discard(instance)
+    assert len(out["values"]) == POINTS
     return into, back

@@ -86,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", "127.0.0.1", "the address `tsq serve` listens on"),
     Option("port", 8080, "the port `tsq serve` listens on (0: any free port)", 0, 65535),
     Option("workers", 2, "worker processes running handlers", 1, 256),
-    Option("worker_memory_mb", 2048, "memory limit of each worker process, MiB (RLIMIT_DATA)",
+    Option("worker_memory_mb", 2048, "memory a worker process may add after start-up, MiB",
            256, 1 << 20),
     Option("max_body_mb", 16, "largest API request body, MiB", 1, 4096, shift=20),
     Option("max_result_kb", 1024, "largest JSON result of a run, KiB", 1, 1 << 20, shift=10),
@@ -115,7 +115,7 @@ class Settings:
     data_dir: Path
     database_url: str
     workers: int
-    worker_memory_mb: int  # RLIMIT_DATA of each worker process
+    worker_memory_mb: int  # RLIMIT_DATA of each worker process, beyond its size at start-up
     max_body_bytes: int  # largest API request body
     max_result_bytes: int  # largest JSON result of a run
     pipeline_limits: PipelineLimits

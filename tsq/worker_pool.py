@@ -26,7 +26,7 @@ import psutil
 
 from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
-from tsq.outcomes import RunResult, RunStatus
+from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
 from tsq.worker_process import Job, WorkerOptions, worker_main
 
@@ -39,6 +39,10 @@ WATCH_INTERVAL_S = 0.05
 START_TIMEOUT_S = 60.0
 RSS_SLACK_MB = 64
 EXTRA_LINGER_S = 10.0  # an extra slot's process is kept this long for the next step
+# A worker grown this much since it started is replaced between two runs. V8 under stpyv8 does
+# not give back all of a dropped context's memory (about 60 KB per no-op run, more for runs
+# that allocate), so a long-lived worker is renewed before it nears its data segment cap.
+RENEW_GROWTH_MB = 256
 
 
 @dataclass
@@ -66,13 +70,28 @@ class _Process:
         except EOFError:
             raise WorkerError(f"a worker process exited at start "
                               f"(exit code {self.process.exitcode})") from None
-        self.baseline_rss = self.rss()
+        self.started = self.memory()
+        self.baseline_rss = self.started[0]
 
     def rss(self) -> int:
+        return self.memory()[0]
+
+    def memory(self) -> tuple[int, int]:
+        """The process's resident size and data segment (VmData, what RLIMIT_DATA caps)."""
         try:
-            return int(psutil.Process(self.process.pid).memory_info().rss)
+            info = psutil.Process(self.process.pid).memory_info()
         except psutil.Error:
-            return 0
+            return 0, 0
+        return int(info.rss), int(getattr(info, "data", 0))
+
+    def grown_too_much(self) -> bool:
+        """Whether the process should be renewed; else its size now is the next run's baseline
+        (a run's memory ceiling counts from where the run starts)."""
+        rss, data = self.memory()
+        if max(rss - self.started[0], data - self.started[1]) > RENEW_GROWTH_MB << 20:
+            return True
+        self.baseline_rss = rss
+        return False
 
     def kill(self) -> None:
         self.process.kill()
@@ -147,6 +166,12 @@ class WorkerPool:
             with self._lock:
                 self._lent -= 1
 
+    def pids(self) -> list[int]:
+        """The ids of the base slots' live worker processes."""
+        return [slot.process.process.pid for slot in self._slots
+                if slot.process is not None and slot.process.process.pid is not None
+                and slot.process.process.is_alive()]
+
     def close(self) -> None:
         if self._closed:
             return
@@ -203,12 +228,15 @@ class WorkerPool:
         process = self._process(slot)
         process.conn.send(job)
         listener.started(job)
+        # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
+        # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         result = _Watch(process, job, listener).until_done()
-        if result.status == RunStatus.TIMEOUT:
-            # A handler that timed out may still spin inside V8 after an `await`, where no
-            # in-process limit reaches it; only a new process reliably gets the core back.
-            process.kill()
-        if not process.process.is_alive():
+        if process.process.is_alive() and process.grown_too_much():
+            log.info("worker process %s grew past %s MB; starting a new one",
+                     process.process.pid, RENEW_GROWTH_MB, extra={"pid": process.process.pid})
+            process.stop()
+            slot.process = self._replacement()
+        elif not process.process.is_alive():
             log.warning("worker process %s ended (%s) after run %s; starting a new one",
                         process.process.pid, process.death_reason(), job.run_id,
                         extra={"pid": process.process.pid, "run": job.run_id,

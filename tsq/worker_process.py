@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+import psutil
+
 from tsq.errors import CompileError, HostError
 from tsq.hostcalls import HostAnswer
 from tsq.runtimes import create_runtime
@@ -51,8 +53,8 @@ class WorkerOptions:
 
 
 def worker_main(conn: Connection, options: WorkerOptions) -> None:
-    _cap_data_segment(options.memory_mb)
     worker = _Worker(conn, options)
+    _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
     conn.send(("ready", None))
     while True:
         try:
@@ -116,8 +118,11 @@ class _Worker:
 
 
 def _cap_data_segment(memory_mb: int) -> None:
-    limit = memory_mb << 20
+    """Let the data segment grow `memory_mb` past its size now (VmData counts the address
+    space V8 reserved, not only what it uses)."""
+    limit = int(psutil.Process().memory_info().data) + (memory_mb << 20)
     _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+

@@ -1,38 +1,35 @@
-"""The JavaScript runtime: handlers run in V8 through mini-racer, one fresh instance per run.
+"""The JavaScript runtime: handlers run in V8 through stpyv8, a fresh context per run.
 
-How a run goes (see shared/notes/runtime-facts.md for the measurements behind each choice):
-- `prepare` parses the handler with acorn in a trusted instance and rewrites ES module syntax
+How a run goes (engine.py says why V8 is used this way, docs/javascript.md shows the figures):
+- `prepare` parses the handler with acorn in a trusted context and rewrites ES module syntax
   into one function expression (transform.js); syntax errors carry line and column.
-- `run` takes a fresh instance from an `InstancePool` (already bootstrapped, see bootstrap.js),
-  starts the handler with an evaluation that has a timeout, then polls `__tsq.poll()`, a string
-  the bootstrap builds, until the handler settles or the deadline passes. Nothing blocks on a
-  JavaScript promise, and JavaScript cannot call into Python.
-- The instance is always discarded afterwards, so no state leaks from one run to the next.
-What polling cannot stop (a spin after an `await`, a fatal allocation) is handled one level up:
-the worker supervisor kills the whole process at the deadline or memory ceiling.
+- `run` makes a fresh context in the worker's long-lived isolate, evaluates the bootstrap
+  (bootstrap.js) and the handler's code in it (both compiled once per isolate: V8 caches scripts
+  by their source), starts the handler, then evaluates `__tsq.poll()` and `__tsq.report()`,
+  a string the bootstrap builds, until the handler settles or the deadline passes. Nothing
+  blocks on a JavaScript promise, and JavaScript cannot call into Python.
+- Every evaluation runs under the isolate's watchdog, which stops JavaScript at the run's
+  deadline, a spin after an `await` included; the isolate then serves the next run.
+- The context is dropped afterwards, so no state leaks from one run to the next.
+What the watchdog cannot stop (a fatal allocation: V8 aborts the process) is handled one level
+up: the worker supervisor replaces the process and reports the run.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
 import numpy as np
 import orjson
-from py_mini_racer import (
-    JSEvalException,
-    JSOOMException,
-    JSTimeoutException,
-    MiniRacer,
-)
 
 from tsq.errors import CompileError, HostError, TsqError
 from tsq.hostcalls import HostAnswer, handler_arguments, js_series, rejection
 from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus
-from tsq.runtimes.js.pool import InstancePool, new_instance
+from tsq.runtimes.js.engine import Context, ScriptFailed, Stopped, isolate
 
 __all__ = ["WORKER_OPS", "JsProgram", "JsRuntime"]
 
@@ -48,62 +45,55 @@ def _asset(name: str) -> str:
 
 
 class _Compiler:
-    """A trusted V8 instance holding acorn; used for parsing only, never for user code."""
+    """A trusted context holding acorn, used for parsing only, never for user code. It lives on
+    a thread of its own, as V8 is used from the thread that made the isolate, and deploys
+    arrive on whichever thread the web server picks."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._instance: MiniRacer | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="v8-compiler")
+        self._context: Context | None = None
 
     def transform(self, source: str, file_name: str) -> str:
-        with self._lock:
-            if self._instance is None:
-                self._instance = new_instance(_asset("vendor/acorn.js"), _asset("transform.js"))
-            answer = self._instance.eval(
-                f"tsqTransform({_js_string(source)})", timeout_sec=COMPILE_TIMEOUT_S
-            )
-        result: dict[str, Any] = orjson.loads(str(answer))
+        answer = self._thread.submit(self._transform, source).result()
+        result: dict[str, Any] = orjson.loads(answer)
         if "error" in result:
             raise CompileError(result["error"], file=file_name, line=result.get("line"),
                                col=result.get("col"))
         return str(result["code"])
+
+    def _transform(self, source: str) -> str:
+        deadline = time.monotonic() + COMPILE_TIMEOUT_S
+        if self._context is None:
+            self._context = isolate().context().__enter__()
+            self._context.eval(_asset("vendor/acorn.js"), deadline)
+            self._context.eval(_asset("transform.js"), deadline)
+        return str(self._context.eval(f"tsqTransform({_js_string(source)})", deadline))
 
 
 _compiler = _Compiler()
 
 
 class JsRuntime:
-    """`max_result_bytes` caps a run's JSON result; `pool_size` is how many fresh instances
-    wait ready (each costs ~1 MB idle and ~6 ms to create)."""
+    """`max_result_bytes` caps a run's JSON result."""
 
     name = "js"
 
-    def __init__(self, *, max_result_bytes: int = 1 << 20, pool_size: int = 2) -> None:
+    def __init__(self, *, max_result_bytes: int = 1 << 20) -> None:
         self.max_result_bytes = max_result_bytes
-        self.pool_size = pool_size
-        self._pool: InstancePool | None = None
-
-    @property
-    def pool(self) -> InstancePool:
-        if self._pool is None:
-            caps = {**OUTPUT_CAPS, "maxResultChars": self.max_result_bytes}
-            bootstrap = (f"{_asset('bootstrap.js')}({orjson.dumps(caps).decode()})"
-                         f"\n//# sourceURL={INTERNAL_SOURCE}")
-            self._pool = InstancePool(bootstrap, size=self.pool_size)
-        return self._pool
+        caps = {**OUTPUT_CAPS, "maxResultChars": max_result_bytes}
+        self.bootstrap = (f"{_asset('bootstrap.js')}({orjson.dumps(caps).decode()})"
+                          f"\n//# sourceURL={INTERNAL_SOURCE}")
 
     def warm(self, *, runs: bool = False) -> None:
-        """Set V8 up now, on the calling thread: the compiler, and the pool if `runs`.
-
-        Call it from the main thread: V8 instances first created on a short-lived thread
-        (a web server's thread pool) crashed the process later (mini-racer 0.14).
-        """
+        """Set V8 up now: the compiler, and if `runs`, this thread's isolate with the bootstrap
+        compiled, so that the first run pays neither."""
         _compiler.transform("module.exports = () => null", "warm-up.js")
         if runs:
-            _ = self.pool
+            with isolate().context() as context:
+                context.eval(self.bootstrap, time.monotonic() + COMPILE_TIMEOUT_S)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        """Nothing to release: the isolate lives as long as its thread."""
 
     def prepare(self, source: str, file_name: str) -> JsProgram:
         code = _compiler.transform(source, file_name)
@@ -112,21 +102,19 @@ class JsRuntime:
 
 class JsProgram:
     def __init__(self, code: str, file_name: str, runtime: JsRuntime) -> None:
-        self.code = code
         self.file_name = file_name
         self.runtime = runtime
+        # One source per version, so V8 compiles it once per isolate and reuses it after.
+        self.load = f"__tsq.load({code})\n//# sourceURL={file_name}"
 
     def run(self, ctx: RunContext) -> RunResult:
-        instance = self.runtime.pool.take(ctx.limits.memory_mb)
-        try:
-            return _Execution(instance, self, ctx).run()
-        finally:
-            self.runtime.pool.discard(instance)
+        with isolate().context() as context:
+            return _Execution(context, self, ctx).run()
 
 
 class _Execution:
-    def __init__(self, instance: MiniRacer, program: JsProgram, ctx: RunContext) -> None:
-        self.instance = instance
+    def __init__(self, context: Context, program: JsProgram, ctx: RunContext) -> None:
+        self.context = context
         self.program = program
         self.ctx = ctx
         self.deadline = time.monotonic() + ctx.limits.timeout_s
@@ -136,55 +124,58 @@ class _Execution:
         try:
             self.start()
             return self.wait()
-        except JSTimeoutException:
+        except Stopped:
             return self.timed_out()
-        except JSOOMException:
-            return self.out_of_memory()
-        except JSEvalException as exc:
-            if self.instance.was_hard_memory_limit_reached():
-                return self.out_of_memory()
-            return RunResult.failed("Error", str(exc).strip().splitlines()[-1], str(exc))
+        except ScriptFailed as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else "Error"
+            return RunResult.failed("Error", message, str(exc))
+
+    def eval(self, script: str) -> Any:
+        return self.context.eval(script, self.deadline)
 
     def start(self) -> None:
         deadline_ms = int((time.time() + self.ctx.limits.timeout_s) * 1000)
         context = {**self.ctx.info, "deadlineMs": deadline_ms}
-        script = (
-            f"__tsq.start({self.program.code}, {_js_json(self.ctx.event)}, "
-            f"{_js_json(context)}, {_js_json(self.ctx.env)})"
-            f"\n//# sourceURL={self.program.file_name}"
-        )
-        self.instance.eval(script, timeout_sec=self.remaining())
+        self.eval(self.program.runtime.bootstrap)
+        self.eval(self.program.load)
+        self.eval(f"__tsq.start({_js_json(self.ctx.event)}, {_js_json(context)}, "
+                  f"{_js_json(self.ctx.env)})")
 
     def wait(self) -> RunResult:
         attempt = 0
         while True:
             answers, self.answers = self.answers, []
-            call = f"__tsq.poll({_js_json(answers)})" if answers else "__tsq.poll()"
-            report = orjson.loads(str(self.instance.eval(call, timeout_sec=self.remaining())))
+            if answers:
+                self.eval(f"__tsq.poll({_js_json(answers)})")
+                attempt = 0
+            elif attempt:
+                self.eval("__tsq.poll()")
+            report = orjson.loads(str(self.eval("__tsq.report()")))
             self.forward_logs(report["logs"])
             if report["requests"]:
                 for request in report["requests"]:
                     self.serve(request)
-                attempt = 0
                 continue  # the answers go in with the next poll
             outcome = report["outcome"]
             if outcome is not None or time.monotonic() >= self.deadline:
                 self.note_dropped(report["dropped"])
                 return self.timed_out() if outcome is None else self.settled(outcome)
-            time.sleep(POLL_INTERVALS_S[min(attempt, len(POLL_INTERVALS_S) - 1)])
+            pause = POLL_INTERVALS_S[min(attempt, len(POLL_INTERVALS_S) - 1)]
+            if report["nextTimerMs"] is not None:
+                pause = min(pause, report["nextTimerMs"] / 1000) if attempt else 0.0
+            time.sleep(max(0.0, min(pause, self.deadline - time.monotonic())))
             attempt += 1
 
     def serve(self, request: dict[str, Any]) -> None:
         """Answer one host call of the handler (db.*, tsl(), Loop.run, artifacts.*); the answer
-        reaches JavaScript with the next poll, bulk numbers through a buffer filled in place."""
+        reaches JavaScript with the next poll, bulk numbers ahead of it as exact words."""
         rid, op, args = int(request["id"]), str(request["op"]), request["args"]
         try:
             answer = self.answer(rid, op, args)
             if answer.arrays:
-                times, values = answer.arrays
-                view = self.float_view(f"__tsq.allocate({rid}, {len(times)})")
-                view[:len(times)] = times
-                view[len(times):] = values
+                packed = np.concatenate([np.asarray(a, dtype=np.float64) for a in answer.arrays])
+                words = orjson.dumps(packed.view(np.int32), option=orjson.OPT_SERIALIZE_NUMPY)
+                self.eval(f"__tsq.fill({rid}, {words.decode()})")
             self.answers.append([rid, True, answer.meta])
         except TsqError as exc:
             kind, message = rejection(exc, op)
@@ -198,7 +189,7 @@ class _Execution:
             return local(self, rid, op, args)
         arrays = []
         if op == "db.write" and "series" in args:
-            packed = self.float_view(f"__tsq.buffer({rid})").copy()  # V8 may free it later
+            packed = self.numbers(rid)
             arrays = [packed[:len(packed) // 2], packed[len(packed) // 2:]]
         return self.ctx.host(op, args, arrays)
 
@@ -243,31 +234,25 @@ class _Execution:
             content_type = reports.check_content_type(method, args.get("contentType"))
             if "text" in args:
                 return str(args["text"]).encode(), content_type
-            return self.byte_view(f"__tsq.buffer({rid})").tobytes(), content_type
-        series = reports.series_from_js(method, args.get("series"),
-                                        self.float_view(f"__tsq.buffer({rid})"))
+            return self.raw_bytes(rid), content_type
+        series = reports.series_from_js(method, args.get("series"), self.numbers(rid))
         if op == "artifacts.csv":
             return reports.csv_bytes(series), None
         options = reports.chart_options(args.get("options"))
         return reports.chart_bytes(series, options, reports.chart_format(name)), None
 
-    def byte_view(self, script: str) -> Any:
-        """A uint8 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
-        buffer = self.instance.eval(script, timeout_sec=self.remaining())
-        if not isinstance(buffer, memoryview):
-            raise HostError("TypeError", "the series to write must hold numbers")
-        return np.frombuffer(buffer, dtype=np.uint8)
+    def numbers(self, rid: int) -> Any:
+        """The doubles of request `rid` (times then values), bit for bit."""
+        return _words(self.eval(f"__tsq.numbers({rid})"), np.int32).view(np.float64)
 
-    def float_view(self, script: str) -> Any:
-        """A float64 numpy view of the ArrayBuffer `script` returns (valid during this call)."""
-        return self.byte_view(script).view(np.float64)
+    def raw_bytes(self, rid: int) -> bytes:
+        """The bytes of request `rid` (artifacts.save)."""
+        return bytes(_words(self.eval(f"__tsq.bytes({rid})"), np.uint8).tobytes())
 
     def settled(self, outcome: dict[str, Any]) -> RunResult:
         if outcome["ok"]:
             return RunResult(RunStatus.SUCCESS, result=orjson.loads(outcome["value"]))
         error: dict[str, Any] = outcome["error"]
-        if self.instance.was_hard_memory_limit_reached():
-            return self.out_of_memory()
         return RunResult.failed(str(error.get("type") or "Error"), str(error.get("message", "")),
                                 _user_frames(str(error.get("stack", ""))))
 
@@ -287,9 +272,6 @@ class _Execution:
     def timed_out(self) -> RunResult:
         return RunResult.timed_out(self.ctx.limits.timeout_s)
 
-    def out_of_memory(self) -> RunResult:
-        return RunResult.over_memory(self.ctx.limits.memory_mb)
-
 
 # The contract's worker ops (tsq.hostcalls, side "worker"), each made here by its method.
 WORKER_OPS: dict[str, Callable[[_Execution, int, str, dict[str, Any]], HostAnswer]] = {
@@ -303,6 +285,13 @@ WORKER_OPS: dict[str, Callable[[_Execution, int, str, dict[str, Any]], HostAnswe
 
 def _user_frames(stack: str) -> str:
     return "\n".join(line for line in stack.splitlines() if INTERNAL_SOURCE not in line)
+
+
+def _words(text: Any, dtype: Any) -> Any:
+    """The integers of a comma-separated list (how typed arrays cross from V8: only text does)."""
+    if not text:
+        return np.empty(0, dtype=dtype)
+    return np.fromstring(str(text), dtype=dtype, sep=",")
 
 
 def _js_string(text: str) -> str:

@@ -1,10 +1,10 @@
-// Evaluated once in every fresh V8 instance before it is handed to a run.
+// Evaluated first in every fresh V8 context, before the handler's code.
 //
 // It removes what handlers must not have, provides `console` (lines kept in memory for the host
-// to collect), and defines `__tsq`, the only entry points the host calls. Everything the host
-// relies on (JSON, Promise.prototype.then, Reflect.apply, …) is captured here, before user code
-// runs, because user code may replace the globals. No function of the host is reachable from
-// JavaScript: the host polls `__tsq.poll()`, which returns a string built here.
+// to collect) and timers, and defines `__tsq`, the only entry points the host calls. Everything
+// the host relies on (JSON, Promise.prototype.then, Reflect.apply, …) is captured here, before
+// user code runs, because user code may replace the globals. No function of the host is
+// reachable from JavaScript: the host evaluates `__tsq.report()`, a string built here.
 (function (limits) {
   "use strict";
   const g = globalThis;
@@ -20,14 +20,12 @@
   const toStr = String;
   const push = Array.prototype.push;
   const splice = Array.prototype.splice;
-  const SharedBuffer = g.SharedArrayBuffer;
-  const Int32 = Int32Array;
-  const waitAsync = Atomics.waitAsync;
 
-  // mini-racer's own __timer_manager cannot be deleted; without these globals it is inert.
   for (const name of ["SharedArrayBuffer", "Atomics", "WebAssembly"]) delete g[name];
 
   const Float64 = Float64Array;
+  const Int32 = Int32Array;
+  const joinTyped = Object.getPrototypeOf(Int32Array.prototype).join;
   const isView = ArrayBuffer.isView;
   const dateParse = Date.parse;
   const PromiseType = Promise;
@@ -35,6 +33,7 @@
   let logBytes = 0;
   let dropped = 0;
   let outcome = null;
+  let loadedModule = null;
 
   function show(value) {
     if (typeof value === "string") return value;
@@ -73,26 +72,39 @@
   });
   defineProperty(g, "console", { value: console, writable: false, configurable: false });
 
-  // Timers on Atomics.waitAsync (what mini-racer's own setTimeout uses), rebuilt here so the
-  // globals it needs (SharedArrayBuffer, Atomics) can be taken away from handlers. V8's bundled
-  // version also rejects a 0 ms delay; this one clamps to 1 ms.
-  const pendingTimers = new Set();
+  // Timers run by the host: V8 alone has no event loop, so each poll() fires the timers that are
+  // due, in the order of their times, and report() tells the host when the next one is.
+  const timers = new Map();
   let nextTimer = 1;
+  const slice = Array.prototype.slice;
+  const max = Math.max;
   function setTimeout(callback, delay) {
     if (typeof callback !== "function") throw new TypeError("setTimeout needs a function");
-    if (pendingTimers.size >= limits.maxTimers) throw new RangeError("too many pending timers");
+    if (timers.size >= limits.maxTimers) throw new RangeError("too many pending timers");
     const id = nextTimer++;
-    const args = Array.prototype.slice.call(arguments, 2);
-    const view = new Int32(new SharedBuffer(4));
-    pendingTimers.add(id);
-    apply(then, apply(waitAsync, undefined, [view, 0, 0, Math.max(1, Number(delay) || 0)]).value, [function () {
-      if (pendingTimers.delete(id)) apply(callback, undefined, args);
-    }]);
+    timers.set(id, { due: now() + max(1, Number(delay) || 0), callback: callback, args: apply(slice, arguments, [2]) });
     return id;
   }
-  function clearTimeout(id) { pendingTimers.delete(id); }
+  function clearTimeout(id) { timers.delete(id); }
   defineProperty(g, "setTimeout", { value: setTimeout, writable: false, configurable: false });
   defineProperty(g, "clearTimeout", { value: clearTimeout, writable: false, configurable: false });
+
+  function nextDue() {
+    let first = null;
+    for (const timer of timers.values()) if (first === null || timer.due < first) first = timer.due;
+    return first;
+  }
+
+  function fireTimers() {
+    const time = now();
+    const due = [];
+    for (const [id, timer] of timers) if (timer.due <= time) apply(push, due, [[id, timer]]);
+    due.sort(function (a, b) { return a[1].due - b[1].due || a[0] - b[0]; });
+    for (const [id, timer] of due) {
+      if (!timers.delete(id)) continue;  // cleared by an earlier callback
+      try { apply(timer.callback, undefined, timer.args); } catch (error) { fail(error); }
+    }
+  }
 
   function describe(error) {
     try {
@@ -375,15 +387,23 @@
   }
 
   const host = freeze({
-    // A request's numbers as one buffer, times then values: the host reads it (db.write) or,
-    // after allocate, fills it (db.select), in place.
-    buffer(id) { return pending.get(id).arrays[0].buffer; },
-    allocate(id, points) {
-      const slot = pending.get(id);
-      slot.arrays = [new Float64(2 * points)];
-      return slot.arrays[0].buffer;
+    // A request's numbers (times then values) cross as the integers of their bits, so every
+    // double, NaN and infinities included, arrives exactly: the host reads them with
+    // numbers(id) or bytes(id) and hands its own over with fill(id, [...]).
+    numbers(id) {
+      const packed = pending.get(id).arrays[0];
+      return apply(joinTyped, new Int32(packed.buffer, packed.byteOffset, packed.length * 2), [","]);
     },
-    start(moduleFunction, eventJson, contextJson, envJson) {
+    bytes(id) {
+      const bytes = pending.get(id).arrays[0];
+      return apply(joinTyped, new Bytes(bytes.buffer, bytes.byteOffset, bytes.byteLength), [","]);
+    },
+    fill(id, words) {
+      pending.get(id).arrays = [new Float64(new Int32(words).buffer)];
+    },
+    load(moduleFunction) { loadedModule = moduleFunction; },
+    start(eventJson, contextJson, envJson) {
+      const moduleFunction = loadedModule;
       const event = freeze(parse(eventJson));
       const env = freeze(parse(envJson));
       const context = parse(contextJson);
@@ -416,15 +436,21 @@
         invoke(handler, event, context);
       }, fail]);
     },
-    // `answersJson`: the host's answers to earlier requests, [[id, ok, answer], …]; handing
-    // them over here saves a call into V8 per request.
+    // `answersJson`: the host's answers to earlier requests, [[id, ok, answer], …]; then the
+    // timers that are due. Their promise reactions run when this evaluation ends, so the host
+    // asks for report() in a second one.
     poll(answersJson) {
       if (answersJson) {
         for (const [id, ok, answer] of parse(answersJson)) (ok ? deliver : reject)(id, answer);
       }
+      fireTimers();
+    },
+    report() {
       const lines = apply(splice, logs, [0, logs.length]);
       const asked = apply(splice, requests, [0, requests.length]);
-      const report = { logs: lines, dropped: dropped, outcome: outcome, requests: asked };
+      const next = nextDue();
+      const report = { logs: lines, dropped: dropped, outcome: outcome, requests: asked,
+                       nextTimerMs: next === null ? null : max(0, next - now()) };
       return stringify(report);
     },
   });

@@ -1,0 +1,52 @@
+"""The worker supervisor keeps one process per slot for as long as it is healthy: a run stopped
+by V8's watchdog leaves it serving, and a process that grew too much is renewed between runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tsq import worker_pool
+from tsq.outcomes import RunResult, RunStatus
+from tsq.runtimes.base import Limits
+from tsq.worker_pool import JobListener, WorkerPool
+from tsq.worker_process import Job, WorkerOptions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    made = WorkerPool(1, WorkerOptions(memory_mb=2048, max_result_bytes=1 << 20))
+    yield made
+    made.close()
+
+
+def run(pool: WorkerPool, source: str, timeout_s: float = 5.0) -> RunResult:
+    job = Job(run_id="r", runtime="js", version_id=source, source=source, file_name="h.js",
+              event={}, env={}, limits=Limits(timeout_s=timeout_s, memory_mb=256))
+    listener = JobListener(started=lambda job: None, logs=lambda job, lines: None)
+    return pool.submit(job, listener).result(timeout=60)
+
+
+def test_a_run_stopped_at_its_deadline_leaves_the_worker_serving(pool: WorkerPool) -> None:
+    assert run(pool, "export default async () => 1").result == 1
+    (pid,) = pool.pids()
+    stopped = run(pool, "export default async () => { await null; while (true) {} }", 0.3)
+    assert stopped.status == RunStatus.TIMEOUT
+    assert run(pool, "export default async () => 2").result == 2
+    assert pool.pids() == [pid]
+
+
+def test_a_worker_that_grew_too_much_is_renewed_between_runs(
+        pool: WorkerPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(pool, "export default async () => 1").result == 1
+    (first,) = pool.pids()
+    monkeypatch.setattr(worker_pool, "RENEW_GROWTH_MB", 16)
+    grow = "export default async () => { globalThis.kept = new Float64Array(8 << 20).fill(1); return 3 }"
+    assert run(pool, grow).result == 3  # the run itself is unaffected
+    (second,) = pool.pids()
+    assert second != first
+    assert run(pool, "export default async () => 4").result == 4
+    assert pool.pids() == [second]
