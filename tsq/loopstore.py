@@ -95,7 +95,9 @@ class LoopStore:
             except sa.exc.IntegrityError:
                 continue  # a concurrent deploy took the same number; number again
         names = ", ".join(repr(item.spec.name) for item in items)
-        raise Conflict(f"loop {names} is being deployed by others right now; try again")
+        many = len(items) > 1
+        raise Conflict(f"loop{'s' if many else ''} {names} {'are' if many else 'is'} being "
+                       f"deployed by others right now; try again")
 
     def _deploy_one(self, db: Connection, item: Deployable,
                     also: Callable[[Connection, LoopSpec], None] | None) -> bool:
