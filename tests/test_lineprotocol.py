@@ -9,12 +9,15 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from tsq.errors import BadRequest
-from tsq.lineprotocol import parse_lines
+from tsq.lineprotocol import PRECISIONS, ParsedBatch, parse_lines
 from tsq.selector import parse_selector
+from tsq.series import FIRST_NS, LAST_NS
 from tsq.service import Service
 
 NOW = 1_700_000_000_123_456_789
@@ -78,6 +81,89 @@ def test_bad_lines_are_reported_by_number_and_the_rest_kept() -> None:
     assert "line 7: unterminated string field" in message
 
 
+# A comment line sends a batch to the line-by-line parser (the bulk one takes no comments),
+# so appending one compares the two parsers through the public function.
+LINE_BY_LINE = "\n# parsed line by line"
+
+
+def both_paths(text: str, precision: str = "ns") -> tuple[ParsedBatch, ParsedBatch]:
+    return (parse_lines(text, precision, now_ns=NOW),
+            parse_lines(text + LINE_BY_LINE, precision, now_ns=NOW))
+
+
+def outcome(batch: ParsedBatch) -> tuple[object, ...]:
+    """The points by series (in no particular order of series), the count and the errors."""
+    series = {(s.name, tuple(sorted(s.labels.items()))): (s.timestamps.tolist(), s.values.tolist())
+              for s in batch.numbers}
+    return series, batch.strings.points, batch.points, batch.errors
+
+
+@pytest.mark.parametrize(("stamp", "precision"), [
+    ("9300000000", "s"),                   # wrapped around to 1680 once
+    ("9223372036854775807", "ns"),         # int64's maximum: a read's open end, never readable
+    ("-9223372036854775808", "ns"),        # int64's minimum, the other open end
+    ("99999999999999999999", "ns"),        # beyond int64 before any scaling
+    ("-9223372037", "s"),
+    ("153722868", "m"),
+    ("9" * 5000, "ms"),                    # too long for int() to be asked
+])
+def test_a_timestamp_outside_int64_nanoseconds_is_a_bad_line_on_both_paths(
+        stamp: str, precision: str) -> None:
+    for batch in both_paths(f"cpu value=1 {stamp}\ncpu value=2 1", precision):
+        assert batch.points == 1 and len(batch.errors) == 1
+        number, why = batch.errors[0]
+        assert number == 1 and f"timestamp {stamp[:37]!r}"[:-1] in why
+        assert f"at precision {precision} a timestamp must be from" in why
+        assert "1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z" in why
+
+
+@pytest.mark.parametrize(("stamp", "precision", "ns"), [
+    ("-1", "ns", -1),
+    ("-1", "s", -10**9),
+    ("9223372036854775806", "ns", LAST_NS),
+    ("-9223372036854775807", "ns", FIRST_NS),
+    ("9223372036", "s", 9223372036 * 10**9),
+    ("-9223372036", "s", -9223372036 * 10**9),
+])
+def test_pre_1970_and_the_extreme_storable_times_are_points_on_both_paths(
+        stamp: str, precision: str, ns: int) -> None:
+    for batch in both_paths(f"cpu value=1 {stamp}", precision):
+        assert batch.errors == [] and batch.numbers.timestamps.tolist() == [ns]
+
+
+EDGE_STAMPS = sorted({edge + delta for scale in set(PRECISIONS.values())
+                      for edge in (FIRST_NS // scale, -(-FIRST_NS // scale), LAST_NS // scale,
+                                   0, 2**63 - 1, -(2**63), 2**63 // scale)
+                      for delta in (-1, 0, 1)})
+stamp_texts = st.one_of(st.none(), st.sampled_from(EDGE_STAMPS).map(str),
+                        st.integers(-(2**70), 2**70).map(str),
+                        st.sampled_from(["+5", "007", "-0", "1x", "1.5", "1e3", "٣"]))
+field_values = st.one_of(st.integers(-(10**6), 10**6).map(str),
+                         st.integers(-(10**6), 10**6).map(lambda n: f"{n}i"),
+                         st.sampled_from(["1.5", "-2.25e3", ".5", "t", "FALSE", "7u", "nan",
+                                          "oops", "1_0"]))
+lines = st.builds(
+    lambda name, tags, fields, stamp: " ".join(filter(None, [
+        name + "".join(f",{k}={v}" for k, v in tags),
+        ",".join(f"{k}={v}" for k, v in fields), stamp])),
+    st.sampled_from(["cpu", "mem", "disk.io"]),
+    st.lists(st.tuples(st.sampled_from(["host", "dc"]), st.sampled_from(["a", "b"])),
+             max_size=2, unique_by=lambda tag: tag[0]),
+    st.lists(st.tuples(st.sampled_from(["value", "idle", "x"]), field_values), min_size=1,
+             max_size=3, unique_by=lambda pair: pair[0]),
+    stamp_texts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lines, min_size=1, max_size=8), st.sampled_from(sorted(PRECISIONS)))
+def test_the_bulk_and_line_by_line_parsers_agree(batch: list[str], precision: str) -> None:
+    text = "\n".join(batch)
+    bulk, each = both_paths(text, precision)
+    assert outcome(bulk) == outcome(each)
+    for ts in bulk.numbers.timestamps.tolist():
+        assert FIRST_NS <= ts <= LAST_NS
+
+
 @pytest.fixture
 def influx(api: httpx.Client) -> Iterator[InfluxDBClient]:
     with InfluxDBClient(url=str(api.base_url), token="unused", org="ops") as client:
@@ -126,3 +212,24 @@ def test_raw_writes_v1_v2_gzip_and_partial(api: httpx.Client, service: Service) 
                     headers={"Content-Encoding": "gzip"}).status_code == 413
     assert api.post("/write", content=b"\xff\xfe").status_code == 400
     assert np.isfinite(service.store.select(parse_selector("raw_p"))[0].values).all()
+
+
+@pytest.mark.parametrize("tail", ["", ',note="forces the line-by-line parser"'])
+def test_writes_outside_the_storable_range_are_refused_and_the_extremes_read_back(
+        api: httpx.Client, service: Service, tail: str) -> None:
+    name = f"edge_{len(tail)}"
+    wrapped = api.post("/write", params={"precision": "s"},
+                       content=f"{name} value=1{tail} 9300000000\n".encode())
+    assert wrapped.status_code == 400, wrapped.text
+    error = wrapped.json()["error"]
+    assert error["type"] == "PartialWrite" and error["details"]["written"] == 0
+    assert "line 1: timestamp '9300000000' is out of range" in error["message"]
+    assert "-9223372036 to 9223372036" in error["message"]
+    too_late = api.post("/write", content=f"{name} value=1{tail} 9223372036854775807".encode())
+    assert too_late.status_code == 400 and "line 1: timestamp" in too_late.json()["error"]["message"]
+    assert service.store.select(parse_selector(name)).points == 0
+    lines = f"{name} value=1{tail} -1\n{name} value=2{tail} {LAST_NS}\n{name} value=3{tail} {FIRST_NS}"
+    assert api.post("/write", content=lines.encode()).status_code == 204
+    found = service.store.select(parse_selector(name))
+    assert found.timestamps.tolist() == [FIRST_NS, -1, LAST_NS]
+    assert found.values.tolist() == [3.0, 1.0, 2.0]

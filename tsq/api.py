@@ -1,7 +1,9 @@
 """The HTTP API (`/v1`, JSON through orjson); see docs/ and the OpenAPI page at /docs.
 
 Every error is `{"error": {"type", "message", "details"}}` with the status its class carries
-(tsq.errors); nothing answers with a stack trace. A synchronous run answers 200 with the run
+(tsq.errors); nothing answers with a stack trace. A query or path parameter that does not parse,
+or lies outside what the stores hold (epoch ms within int64 nanoseconds, offsets within int64), is
+a 400 naming it; a JSON body of the wrong shape is a 422. A synchronous run answers 200 with the run
 record when the handler resolved, 500 when it failed and 504 when it timed out; the record is
 in `details.run` of the error.
 """
@@ -30,6 +32,7 @@ from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.outcomes import RunStatus
 from tsq.run import Run
 from tsq.runstore import RunFilter
+from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import Service, run_window
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
@@ -43,6 +46,18 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Bounds on every integer a query string carries: a number the stores cannot hold (beyond
+# int64, where SQLite and DuckDB overflow) is a 400 naming the parameter, never a 500.
+FIRST_MS, LAST_MS = -(-FIRST_NS // NS_PER_MS), LAST_NS // NS_PER_MS
+FIRST_TICK, LAST_TICK = -(-FIRST_NS // gtsformat.NS_PER_TICK), LAST_NS // gtsformat.NS_PER_TICK
+MAX_OFFSET = 2**63 - 1
+
+
+def _epoch_ms(description: str) -> Any:
+    return Query(ge=FIRST_MS, le=LAST_MS, description=f"{description} (epoch ms, "
+                                                      f"{FIRST_MS} to {LAST_MS})")
+
 
 class OrjsonResponse(JSONResponse):
     """JSON through orjson (FastAPI's own OrjsonResponse is deprecated in favour of models)."""
@@ -157,16 +172,16 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/runs")
     def list_runs(loop: str | None = None, status: RunStatus | None = None,
                   project: str | None = None,
-                  since: Annotated[int | None, Query(description="epoch ms, inclusive")] = None,
-                  until: Annotated[int | None, Query(description="epoch ms, exclusive")] = None,
+                  since: Annotated[int | None, _epoch_ms("inclusive")] = None,
+                  until: Annotated[int | None, _epoch_ms("exclusive")] = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                   event: str | None = None, trigger: str | None = None,
                   pipeline: Annotated[str | None, Query(
                       description="only the steps of this pipeline (the id of its first run)")
                   ] = None,
-                  changed_since: Annotated[int | None, Query(
-                      description="epoch ms: only runs queued, started or finished since then "
-                                  "(what `tsq runs --follow` polls)")] = None) -> Any:
+                  changed_since: Annotated[int | None, _epoch_ms(
+                      "only runs queued, started or finished since then (what `tsq runs "
+                      "--follow` polls)")] = None) -> Any:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
                                            since, until, limit, event, trigger,
                                            pipeline=pipeline, changed_since_ms=changed_since))
@@ -180,7 +195,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/runs/{run_id}/logs")
     def run_logs(run_id: str, after: Annotated[int, Query(
-            ge=0, description="skip the first `after` lines (the `next` of an earlier answer)")
+            ge=0, le=MAX_OFFSET,
+            description="skip the first `after` lines (the `next` of an earlier answer)")
                  ] = 0) -> Any:
         return service.run_logs(run_id, after)
 
@@ -324,9 +340,13 @@ def _warp10_update(service: Service, text: str) -> int:
 def _warp10_tick(text: str, what: str) -> int:
     """A tick (µs) as Warp 10 takes it: a LONG, or an ISO-8601 time."""
     try:
-        return int(text)
+        tick = int(text)
     except ValueError:
-        return parse_ns(text, what) // gtsformat.NS_PER_TICK
+        tick = parse_ns(text, what) // gtsformat.NS_PER_TICK
+    if not FIRST_TICK <= tick <= LAST_TICK:
+        raise BadRequest(f"{what} {text[:40]} is out of range; expected a tick (µs) from "
+                         f"{FIRST_TICK} to {LAST_TICK}, or an ISO-8601 time")
+    return tick
 
 
 def _install_influx_health(app: FastAPI) -> None:
@@ -387,10 +407,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                     for e in exc.errors()]
         wrong_type = any(e.get("type") == "model_attributes_type" for e in exc.errors())
         message = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
+        # a wrong query or path parameter is a malformed request (BadRequest's own 400); a body
+        # of the wrong shape stays 422, as FastAPI clients expect
+        in_url = all(e.get("loc", ("body",))[0] in ("query", "path") for e in exc.errors())
+        status = 400 if in_url else 422
         if wrong_type:
             message = "the request body must be a JSON object (Content-Type: application/json)"
-        return _error(422 if not wrong_type else 415,
-                      {"type": "BadRequest", "message": message, "details": {"problems": problems}})
+            status = 415
+        return _error(status, {"type": "BadRequest", "message": message,
+                               "details": {"problems": problems}})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:

@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-import yaml
 
 from tsq import errors
 from tsq.config import Settings
-from tsq.errors import ServerUnavailable, TsqError
+from tsq.errors import InvalidLoopFile, Problem, ServerUnavailable, TsqError
+from tsq.handlerpaths import WHAT_IS_RIGHT, outside, resolve_beside
 from tsq.outcomes import UNFINISHED
 from tsq.runstore import RunFilter
 
@@ -67,37 +67,58 @@ def split_window(text: str) -> tuple[str, str]:
 
 
 def read_bundle(loop_file: Path) -> tuple[str, dict[str, str]]:
-    """The loop file's text and every handler file it names that exists beside it."""
+    """The loop file's text and every handler file it names that exists beside it.
+    InvalidLoopFile, before any handler is read, when one names a file outside the loop
+    file's directory (symlinks resolved)."""
     try:
         text = loop_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise errors.BadRequest(f"cannot read the loop file {loop_file}: {exc.strerror}") from None
+    handlers = _handlers(text)
+    problems = [_escape(loop_file, name, path, mark)
+                for name, (path, mark) in handlers.items()
+                if resolve_beside(loop_file.parent, name) is None]
+    if problems:
+        raise InvalidLoopFile(problems)
     files: dict[str, str] = {}
-    for name in _handler_names(text):
+    for name in handlers:
         content = _read_beside(loop_file, name)
         if content is not None:
             files[name] = content
     return text, files
 
 
-def _handler_names(text: str) -> list[str]:
-    """The `handler:` of each function; a file that does not parse names none (the server
-    then reports why, with positions)."""
+def _handlers(text: str) -> dict[str, tuple[str, tuple[int, int] | None]]:
+    """The `handler:` of each function → its document path and position; a file that does not
+    parse names none (the server then reports why, with positions)."""
+    from tsq.yamlpos import YamlSyntaxError, format_path, load
+
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return []
+        document, positions = load(text)
+    except YamlSyntaxError:
+        return {}
     functions = document.get("functions") if isinstance(document, dict) else None
     if not isinstance(functions, dict):
-        return []
-    return [body["handler"] for body in functions.values()
-            if isinstance(body, dict) and isinstance(body.get("handler"), str)]
+        return {}
+    found: dict[str, tuple[str, tuple[int, int] | None]] = {}
+    for name, body in functions.items():
+        if isinstance(body, dict) and isinstance(body.get("handler"), str):
+            path = ("functions", name, "handler")
+            found.setdefault(body["handler"], (format_path(path), positions.of_value(path)))
+    return found
+
+
+def _escape(loop_file: Path, name: str, path: str, mark: tuple[int, int] | None) -> Problem:
+    why = outside(name) or "resolves (through a symlink) to a file outside the loop file's " \
+                           "directory"
+    line, col = mark if mark else (None, None)
+    return Problem(loop_file.name, line, col, path, f'handler "{name}" {why}; {WHAT_IS_RIGHT}')
 
 
 def _read_beside(loop_file: Path, name: str) -> str | None:
-    path = loop_file.parent / name
+    path = resolve_beside(loop_file.parent, name)
     try:
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        return path.read_text(encoding="utf-8") if path and path.is_file() else None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -110,8 +131,8 @@ class LocalClient:
         self.where = f"data directory {settings.data_dir}"
 
     def deploy(self, loop_file: Path) -> dict[str, Any]:
-        text, _ = read_bundle(loop_file)
-        return self.service.deploy(text, loop_file.name, lambda name: _read_beside(loop_file, name))
+        text, files = read_bundle(loop_file)  # only files the bundle checked and read
+        return self.service.deploy(text, loop_file.name, files.get)
 
     def loops(self, project: str | None) -> dict[str, Any]:
         return self.service.list_loops(project)

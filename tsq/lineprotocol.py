@@ -7,6 +7,12 @@ the same for false), an optional timestamp in the request's precision (now when 
 `#` comment lines. Like InfluxDB, a batch is parsed line by line: the good lines are kept and
 each bad one is reported with its line number.
 
+A timestamp, scaled to nanoseconds, must lie in the range a point can have (`tsq.series.FIRST_NS`
+to `LAST_NS`, 1677 to 2262; pre-1970 times are negative and fine): a line outside it is a bad
+line like any other, never a point that wraps around to another year or that cannot be read
+back. Both parsers, the bulk one and the line-by-line one, hold to the same rules: the bulk one
+hands any batch it has a doubt about to the other.
+
 Each field becomes a series named `measurement.field` (just `measurement` for a field called
 `value`, so `cpu,host=a value=1` is the series `cpu{host="a"}`), labelled with the tags.
 Integers and booleans are stored as doubles (exact up to 2^53); strings as strings.
@@ -21,13 +27,14 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tsq.errors import BadRequest
-from tsq.series import SeriesSet
+from tsq.series import FIRST_NS, LAST_NS, SeriesSet
 
 __all__ = ["PRECISIONS", "ParsedBatch", "parse_lines"]
 
@@ -36,8 +43,9 @@ PRECISIONS = {"n": 1, "ns": 1, "u": 1_000, "us": 1_000, "µ": 1_000, "ms": 1_000
 TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 MAX_ERRORS_SHOWN = 20
-_INTEGER = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+MAX_STAMP_DIGITS = 25  # longer is out of range at any precision; int() of it would be slow
 
 
 @dataclass
@@ -58,16 +66,57 @@ class _LineError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Stamps:
+    """Timestamps at one precision: how to scale them and which ones a point can have."""
+
+    precision: str
+    scale: int
+
+    @property
+    def low(self) -> int:
+        return -(-FIRST_NS // self.scale)  # rounded up: the first that scales into the range
+
+    @property
+    def high(self) -> int:
+        return LAST_NS // self.scale
+
+    def ns(self, text: str) -> int:
+        if not _INTEGER.fullmatch(text):
+            raise _LineError(f"bad timestamp {_shown(text)}; expected an integer")
+        if len(text) > MAX_STAMP_DIGITS or not self.low <= int(text) <= self.high:
+            raise _LineError(
+                f"timestamp {_shown(text)} is out of range: at precision {self.precision} a "
+                f"timestamp must be from {self.low} to {self.high} ({_iso(FIRST_NS)} to "
+                f"{_iso(LAST_NS)})")
+        return int(text) * self.scale
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _iso(ns: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> ParsedBatch:
     scale = PRECISIONS.get(precision)
     if scale is None:
         raise BadRequest(f"unknown precision {precision!r}; expected one of "
                          f"{', '.join(p for p in PRECISIONS if p != 'µ')}")
+    stamps = _Stamps(precision, scale)
     now = time.time_ns() if now_ns is None else now_ns
     default_ts = now - now % scale  # a point without a time gets the request's time
-    bulk = _parse_bulk(body, scale, default_ts)
+    bulk = _parse_bulk(body, stamps, default_ts)
     if bulk is not None:
         return bulk
+    return _parse_each(body, stamps, default_ts)
+
+
+def _parse_each(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch:
+    """Line by line, each bad line reported with its number and the good ones kept."""
     numbers: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[int], list[float]]] = \
         defaultdict(lambda: ([], []))
     strings: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[list[int], list[str]]] = \
@@ -87,10 +136,10 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> 
                 heads.setdefault(key, (measurement, tuple(sorted(tag_list))))
             else:
                 key, fields, stamp = _parse_plain(line, heads)
+            ts = default_ts if stamp is None else stamps.ns(stamp)
         except _LineError as exc:
             errors.append((number, f"{exc} in {_excerpt(line)}"))
             continue
-        ts = default_ts if stamp is None else stamp * scale
         for name, value in fields:
             text = isinstance(value, str)
             slot = slots.get((key, name, text))
@@ -105,7 +154,7 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> 
     return ParsedBatch(_to_set(numbers, np.float64), _to_set(strings, object), points, errors)
 
 
-def _parse_bulk(body: str, scale: int, default_ts: int) -> ParsedBatch | None:
+def _parse_bulk(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch | None:
     """The whole batch at C speed (pandas' CSV reader, vectorised conversions) when it is plain:
     no escapes, strings or comments, only numeric fields. None when anything is unusual: the
     line-by-line parser then handles it, with its exact errors."""
@@ -113,27 +162,18 @@ def _parse_bulk(body: str, scale: int, default_ts: int) -> ParsedBatch | None:
         return None
     import pandas as pd
 
-    try:
-        columns: dict[str, Any] = {"key": str, "fields": str, "ts": "Int64"}
-        lines = pd.read_csv(io.StringIO(body), sep=" ", header=None, names=["key", "fields", "ts"],
-                            dtype=columns,
-                            quoting=csv.QUOTE_NONE, keep_default_na=False,
-                            na_values={"ts": [""]}, engine="c", skip_blank_lines=True)
-    except (ValueError, pd.errors.ParserError):
-        return None
-    if lines.empty or (lines["key"] == "").any() or (lines["fields"] == "").any():
+    lines = _read_lines(body)
+    if lines is None:
         return None
     codes, unique_keys = pd.factorize(lines["key"])
     keys = unique_keys.tolist()
-    try:
-        heads = [_HEADS.get(key) or _head(key) for key in keys]
-    except _LineError:
-        return None
-    missing = lines["ts"].isna().to_numpy()
-    line_ts = lines["ts"].to_numpy(dtype=np.int64, na_value=0) * scale
-    line_ts[missing] = default_ts
     texts = lines["fields"].tolist()
     joined = "\n".join(texts)
+    found = None if _float_stamps(body, joined, keys, codes) else _series_heads(keys, codes)
+    line_ts = None if found is None else _line_stamps(lines["ts"], stamps, default_ts)
+    if found is None or line_ts is None:
+        return None
+    codes, heads = found
     if "," in joined:  # several fields on a line: one a line, so C reads the pairs too
         per_line = np.fromiter((text.count(",") + 1 for text in texts), np.int64, len(texts))
         joined = joined.replace(",", "\n")
@@ -170,6 +210,69 @@ def _parse_bulk(body: str, scale: int, default_ts: int) -> ParsedBatch | None:
     numbers = SeriesSet(tuple(names), tuple(labels), ts[order], values[order],
                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64)).normalized()
     return ParsedBatch(numbers, SeriesSet.empty(), len(values))
+
+
+def _series_heads(keys: list[str], codes: npt.NDArray[np.intp]
+                  ) -> tuple[npt.NDArray[np.int64], list[Head]] | None:
+    """Each line's series and the head of each series, from the series keys of the lines
+    (`keys[codes[line]]`): keys that differ only in the order of their tags are one series.
+    None when a key is bad."""
+    series_of: dict[Head, int] = {}
+    try:
+        of_key = np.fromiter((series_of.setdefault(_HEADS.get(key) or _head(key),
+                                                   len(series_of)) for key in keys),
+                             np.int64, len(keys))
+    except _LineError:
+        return None
+    return of_key[codes], list(series_of)
+
+
+def _read_lines(body: str) -> Any:
+    """The lines as a frame of key, fields and timestamp (Int64, NA where absent); None when
+    they are not all of that shape."""
+    import pandas as pd
+
+    try:  # a stamp like 1.5 among integers makes pandas cast NaN: no warning, it gives up
+        columns: dict[str, Any] = {"key": str, "fields": str, "ts": "Int64"}
+        with np.errstate(invalid="ignore"):
+            lines = pd.read_csv(io.StringIO(body), sep=" ", header=None,
+                                names=["key", "fields", "ts"], dtype=columns,
+                                quoting=csv.QUOTE_NONE, keep_default_na=False,
+                                na_values={"ts": [""]}, engine="c", skip_blank_lines=True)
+    # a stamp beyond int64 overflows, and one like 1.5 is a TypeError to the Int64 column
+    except (ValueError, OverflowError, TypeError, pd.errors.ParserError):
+        return None
+    if lines.empty or (lines["key"] == "").any() or (lines["fields"] == "").any():
+        return None
+    return lines
+
+
+def _line_stamps(column: Any, stamps: _Stamps, default_ts: int) -> npt.NDArray[np.int64] | None:
+    """Each line's time in ns (the request's time where it has none); None if one is out of
+    range, checked before scaling, which would wrap around int64."""
+    missing = column.isna().to_numpy()
+    line_ts: npt.NDArray[np.int64] = column.to_numpy(dtype=np.int64, na_value=0)
+    if ((line_ts < stamps.low) | (line_ts > stamps.high)).any():
+        return None
+    line_ts *= stamps.scale
+    line_ts[missing] = default_ts
+    return line_ts
+
+
+def _float_stamps(body: str, fields: str, keys: list[str], codes: npt.NDArray[np.intp]
+                  ) -> bool:
+    """Whether a timestamp is written like a float (1e3, 1.0): pandas reads it as the integer
+    it equals, while a timestamp is digits only (InfluxDB's rule, and the line parser's).
+    Every character of a plain body is in a series key, the fields, a timestamp or a
+    separator, so the marks counted in the body less those in the keys and fields are the
+    timestamps' own: a few counts at C speed instead of a look at every timestamp."""
+    uses = np.bincount(codes, minlength=len(keys))
+    for mark in ".eE":
+        in_keys = int(np.dot(np.fromiter((key.count(mark) for key in keys), np.int64,
+                                         len(keys)), uses))
+        if body.count(mark) != in_keys + fields.count(mark):
+            return True
+    return False
 
 
 def _pairs(joined: str, value_type: type) -> Any:
@@ -237,7 +340,7 @@ def _excerpt(line: str) -> str:
 
 
 def _parse_plain(line: str, heads: dict[str, tuple[str, tuple[tuple[str, str], ...]]]
-                 ) -> tuple[str, list[tuple[str, Any]], int | None]:
+                 ) -> tuple[str, list[tuple[str, Any]], str | None]:
     """The common case, no escapes and no strings: plain splits, the series key parsed once."""
     parts = line.split()
     if len(parts) not in (2, 3):
@@ -250,7 +353,7 @@ def _parse_plain(line: str, heads: dict[str, tuple[str, tuple[tuple[str, str], .
         heads[key] = (measurement, tuple(sorted(_pair(part, "tag") for part in tag_parts)))
     fields = [(name, _field_value(text)) for name, text in
               (_pair(part, "field") for part in parts[1].split(","))]
-    return key, fields, _timestamp(parts[2]) if len(parts) == 3 else None
+    return key, fields, parts[2] if len(parts) == 3 else None
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -261,7 +364,7 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 
 
 def _parse_escaped(line: str) -> tuple[str, str, list[tuple[str, str]], list[tuple[str, Any]],
-                                       int | None]:
+                                       str | None]:
     """The general case: a scanner that honours backslash escapes and quoted strings."""
     at = 0
     measurement, at = _scan(line, at, stops=", ")
@@ -298,7 +401,7 @@ def _parse_escaped(line: str) -> tuple[str, str, list[tuple[str, str]], list[tup
         break
     rest = line[at:].strip()
     key = "\0".join([measurement, *(f"{k}={v}" for k, v in tags)])  # never a plain-line key
-    return key, measurement, tags, fields, _timestamp(rest) if rest else None
+    return key, measurement, tags, fields, rest or None
 
 
 def _scan(line: str, at: int, stops: str, escapes: str = "") -> tuple[str, int]:
@@ -354,8 +457,3 @@ def _field_value(text: str) -> float | str:
     raise _LineError(f"bad field value {text!r}; expected a finite number, 12i, 12u, "
                      f'true/false or "a string"')
 
-
-def _timestamp(text: str) -> int:
-    if not _INTEGER.fullmatch(text):
-        raise _LineError(f"bad timestamp {text!r}; expected an integer")
-    return int(text)

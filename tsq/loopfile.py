@@ -18,6 +18,7 @@ from typing import Any
 from tsq import aftergraph, metronome
 from tsq.connectors import CONNECTORS, SECRET_KEYS, implemented
 from tsq.errors import BadRequest, CompileError, InvalidLoopFile, Problem, ScheduleError
+from tsq.handlerpaths import WHAT_IS_RIGHT, outside
 from tsq.model import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MEMORY_MB,
@@ -255,7 +256,7 @@ class _Checker:
                               "`target:`, a URL that tsq POSTs to, or a `rollup:` or "
                               "`retention:` shorthand)")
         if "handler" in fields:
-            handler = self.string(fields["handler"], (*path, "handler"), hint="(a file name)")
+            handler = self.handler(fields["handler"], (*path, "handler"))
         runtime: str | None = URL_RUNTIME
         source: str | None = ""
         rollup = retention = None
@@ -405,6 +406,16 @@ class _Checker:
                                             f"tsq runs only {', '.join(known)} handlers so far")
             return None
         return inferred
+
+    def handler(self, value: Any, path: DocPath) -> str | None:
+        """The handler's file name, if it names a file the loop file may name: nothing
+        outside the loop file's directory is looked at, or even asked for."""
+        handler = self.string(value, path, hint="(a file name)")
+        escape = None if handler is None else outside(handler)
+        if escape is not None:
+            self.report(path, f'handler "{handler}" {escape}; {WHAT_IS_RIGHT}')
+            return None
+        return handler
 
     def handler_source(self, handler: str | None, runtime: str | None,
                        path: DocPath) -> str | None:

@@ -3,12 +3,14 @@
 A version is stored once under its content hash; deploying the same content again only moves
 `latest` back to it. Rollback moves `latest`; delete hides the loop and keeps every version, so
 history and old runs stay readable. Concurrent deploys of one name are serialised by the
-database: both versions are kept and `latest` is whichever committed last.
+database: both versions are kept and `latest` is whichever committed last. The loops of one
+loop file are deployed in one transaction: a failure or a crash part-way deploys none of them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,19 +76,37 @@ class LoopStore:
         self.clock = clock
 
     def deploy(self, item: Deployable) -> DeployOutcome:
-        spec = item.spec
-        vid = version_id(spec, item.source)
+        return self.deploy_all([item])[0]
+
+    def deploy_all(self, items: Sequence[Deployable],
+                   also: Callable[[Connection, LoopSpec], None] | None = None
+                   ) -> list[DeployOutcome]:
+        """Store a version of each loop and point `latest` at it, all in one transaction;
+        `also(db, spec)` writes what goes with each loop (its schedules) in the same one."""
         for _ in range(MAX_DEPLOY_ATTEMPTS):
             try:
                 with self.engine.begin() as db:
-                    created = self._insert_version(db, vid, item)
-                    self._point_latest(db, spec.project, spec.name, vid)
-                outcome = DeployOutcome(self.get(spec.project, spec.name), created)
-                _log_deploy(outcome)
-                return outcome
+                    created = [self._deploy_one(db, item, also) for item in items]
+                outcomes = [DeployOutcome(self.get(item.spec.project, item.spec.name), new)
+                            for item, new in zip(items, created, strict=True)]
+                for outcome in outcomes:
+                    _log_deploy(outcome)
+                return outcomes
             except sa.exc.IntegrityError:
                 continue  # a concurrent deploy took the same number; number again
-        raise Conflict(f"loop {spec.name!r} is being deployed by others right now; try again")
+        names = ", ".join(repr(item.spec.name) for item in items)
+        many = len(items) > 1
+        raise Conflict(f"loop{'s' if many else ''} {names} {'are' if many else 'is'} being "
+                       f"deployed by others right now; try again")
+
+    def _deploy_one(self, db: Connection, item: Deployable,
+                    also: Callable[[Connection, LoopSpec], None] | None) -> bool:
+        vid = version_id(item.spec, item.source)
+        created = self._insert_version(db, vid, item)
+        self._point_latest(db, item.spec.project, item.spec.name, vid)
+        if also is not None:
+            also(db, item.spec)
+        return created
 
     def _insert_version(self, db: Connection, vid: str, item: Deployable) -> bool:
         if db.execute(sa.select(loop_versions.c.id).where(loop_versions.c.id == vid)).first():

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import schedules
 from tsq.model import LoopSpec
@@ -26,20 +26,28 @@ class ScheduleStore:
 
     def sync(self, project: str, loop: str, spec: LoopSpec | None) -> None:
         """Record the schedules of `loop` now live (`spec`; None once deleted)."""
+        with self.engine.begin() as db:
+            self.sync_in(db, project, loop, spec)
+
+    def deployed(self, db: Connection, spec: LoopSpec) -> None:
+        """`sync` for a loop being deployed, inside the deploy's transaction."""
+        self.sync_in(db, spec.project, spec.name, spec)
+
+    def sync_in(self, db: Connection, project: str, loop: str, spec: LoopSpec | None) -> None:
+        """`sync` inside the caller's transaction `db`."""
         rates = {event.name: event.rate for event in spec.events if event.rate} if spec else {}
         now = int(self.clock() * 1000)
         where = (schedules.c.project == project, schedules.c.loop == loop)
-        with self.engine.begin() as db:
-            known = {row.event: row.rate for row in db.execute(sa.select(schedules).where(*where))}
-            for event in known.keys() - rates.keys():
-                db.execute(schedules.delete().where(*where, schedules.c.event == event))
-            for event, rate in rates.items():
-                if event not in known:
-                    db.execute(schedules.insert().values(project=project, loop=loop,
-                                                         event=event, rate=rate, since_ms=now))
-                elif known[event] != rate:
-                    db.execute(schedules.update().where(*where, schedules.c.event == event)
-                               .values(rate=rate, since_ms=now))
+        known = {row.event: row.rate for row in db.execute(sa.select(schedules).where(*where))}
+        for event in known.keys() - rates.keys():
+            db.execute(schedules.delete().where(*where, schedules.c.event == event))
+        for event, rate in rates.items():
+            if event not in known:
+                db.execute(schedules.insert().values(project=project, loop=loop,
+                                                     event=event, rate=rate, since_ms=now))
+            elif known[event] != rate:
+                db.execute(schedules.update().where(*where, schedules.c.event == event)
+                           .values(rate=rate, since_ms=now))
 
     def since_all(self, events: list[tuple[str, str, str, str]]
                   ) -> dict[tuple[str, str, str], int]:

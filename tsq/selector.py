@@ -1,6 +1,8 @@
 """Series selectors, as PromQL writes them: `cpu{dc="gra", host=~"web0.*"}`, with matchers
 `=`, `!=`, `=~` and `!~` (regular expressions match the whole value, as in Prometheus); the name
-may be left out (`{dc="gra"}`) or matched like a label through `__name__`.
+may be left out (`{dc="gra"}`) or matched like a label through `__name__`. Regular expressions
+are RE2's (`tsq.regex`), as in Prometheus: matched in linear time, without backreferences or
+lookaround.
 
 They are shared by the loop file, the kernels, the host calls and every connector.
 """
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from tsq.errors import BadRequest
+from tsq.regex import Pattern, RegexError, compile_user
 
 __all__ = ["NAME_LABEL", "Matcher", "Selector", "parse_selector"]
 
@@ -25,7 +28,7 @@ class Matcher:
     label: str
     op: str  # one of OPERATORS
     value: str
-    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    pattern: Pattern | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, label: str, op: str, value: str) -> Matcher:
@@ -35,8 +38,8 @@ class Matcher:
         pattern = None
         if op in ("=~", "!~"):
             try:
-                pattern = re.compile(value)
-            except re.error as exc:
+                pattern = compile_user(value)
+            except RegexError as exc:
                 raise BadRequest(f"bad regular expression {value!r} for label {label!r}: "
                                  f"{exc}") from None
         return cls(label, op, value, pattern)

@@ -21,9 +21,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NS_PER_MS", "Series", "SeriesSet"]
+__all__ = ["FIRST_NS", "LAST_NS", "NS_PER_MS", "Series", "SeriesSet"]
 
 NS_PER_MS = 1_000_000
+# The instants a point can have: int64 nanoseconds without its two extremes, which a read uses
+# for "no bound" (a point at either could be stored but never read back). 1677-09-21T00:12:43Z
+# to 2262-04-11T23:47:16Z, the range numpy's and pandas' datetime64[ns] hold too.
+FIRST_NS, LAST_NS = -(2**63) + 1, 2**63 - 2
 Ints = npt.NDArray[np.int64]
 
 

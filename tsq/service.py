@@ -139,7 +139,8 @@ class Service:
         """Validate a whole loop file, then store a version of each loop; all or nothing."""
         items = load_loop_file(text, file_name, read, _compile,
                                deployed_after=self.loops.after_graph)
-        outcomes = [self.loops.deploy(item) for item in items]
+        # one transaction for the whole file, schedules included: a crash part-way deploys none
+        outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
         for outcome in outcomes:
             self._loop_changed(outcome.loop.project, outcome.loop.name)
         return {"loops": [{**o.loop.to_json(), "created": o.created} for o in outcomes]}

@@ -46,14 +46,13 @@ def stack_series(stack: list[Any]) -> SeriesSet:
     from tsq.runtimes.ws.values import Gts
 
     found: list[Gts] = []
-
-    def walk(value: Any) -> None:
+    pending: list[Any] = [stack]  # a stack of its own: lists nest as deep as a script likes
+    while pending:
+        value = pending.pop()
         if isinstance(value, Gts):
             found.append(value)
         elif isinstance(value, list):
-            for item in value:
-                walk(item)
-    walk(stack)
+            pending.extend(reversed(value))
     numeric = [g for g in found if g.values.dtype.kind in "if"]
     series = to_series(numeric)
     return SeriesSet(series.names, series.labels, series.timestamps * 1000,

@@ -16,6 +16,10 @@ __all__ = ["DocPath", "Positions", "YamlSyntaxError", "format_path", "load"]
 
 DocPath = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line and column
+# Mappings and lists nested deeper than this are refused: PyYAML composes, and this module
+# walks, recursively, and a few hundred levels exhaust Python's stack. A loop file nests a
+# handful of levels; event params a few more.
+MAX_NESTING = 64
 
 
 def format_path(path: DocPath) -> str:
@@ -54,6 +58,7 @@ class YamlSyntaxError(Exception):
 def load(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document; raise YamlSyntaxError with the position of the first error."""
     try:
+        _check_nesting(text)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -69,6 +74,23 @@ def load(text: str) -> tuple[Any, Positions]:
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_nesting(text: str) -> None:
+    """YamlSyntaxError where a mapping or list opens level MAX_NESTING + 1, found in the
+    parser's events, which come without recursion."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+                raise YamlSyntaxError(f"mappings and lists nested deeper than {MAX_NESTING} "
+                                      f"levels (the limit); a loop file needs a handful",
+                                      line, col)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 class _Walker:

@@ -36,6 +36,7 @@ from tsq.errors import BadRequest, TslError
 from tsq.isotime import parse_ns
 from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
 from tsq.kernels.window import cumulative, window
+from tsq.regex import Pattern, RegexError, compile_user
 from tsq.selector import NAME_LABEL, Matcher, Selector
 from tsq.series import SeriesSet
 
@@ -754,8 +755,16 @@ def _label_matchers(texts: Sequence[str]) -> list[Matcher]:
     return out
 
 
+def _regex(pattern: str, given: str | None = None) -> Pattern:
+    """A user's pattern (`given`, as written, when `pattern` wraps it), or TslError."""
+    try:
+        return compile_user(pattern)
+    except RegexError as error:
+        raise TslError(f"bad regular expression {given or pattern!r}: {error}") from None
+
+
 def _set_label_from_name(series: SeriesSet, texts: Sequence[str]) -> SeriesSet:
-    key, pattern = texts[0], re.compile(texts[1] if len(texts) > 1 else "(.*)")
+    key, pattern = texts[0], _regex(texts[1] if len(texts) > 1 else "(.*)")
     labels = []
     for name, current in zip(series.names, series.labels, strict=True):
         found = pattern.fullmatch(name)
@@ -776,7 +785,8 @@ _STRING_METHODS: dict[Tok, Callable[[SeriesSet, Sequence[str]], SeriesSet]] = {
     T.RENAMELABELKEY: lambda s, t: _relabel(s, labels=[
         {(t[1] if k == t[0] else k): v for k, v in lab.items()} for lab in s.labels]),
     T.RENAMELABELVALUE: lambda s, t: _relabel(s, labels=[
-        {k: (re.sub(f"^(?:{t[1]})$", t[2], v) if k == t[0] else v) for k, v in lab.items()}
+        {k: (_regex(f"^(?:{t[1]})$", t[1]).sub(t[2], v) if k == t[0] else v)
+         for k, v in lab.items()}
         for lab in s.labels]),
     T.SETLABELFROMNAME: _set_label_from_name,
     T.FILTERBYLABELS: lambda s, t: choose.filter_by_labels(s, _label_matchers(t)),

@@ -24,6 +24,12 @@ __all__ = ["Arg", "Assign", "Call", "Chain", "ListLit", "Node", "Tk", "first_tok
 
 # Package data, found as an installed wheel or a source tree finds it (not through parent folders).
 GRAMMAR = importlib.resources.files("tsq.grammar").joinpath("tsl.lark")
+# Calls and lists nested deeper than this are refused before parsing: the tree is walked
+# recursively (here, by the binder, by every compiler), and a script nested a few hundred deep
+# would exhaust Python's stack. Real queries nest a handful of levels.
+MAX_NESTING = 64
+_OPENING = frozenset({"LPAR", "LSQB"})
+_CLOSING = frozenset({"RPAR", "RSQB"})
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,7 @@ _EXAMPLES: dict[str, list[str]] = {
 
 def parse_script(source: str) -> list[Assign | Chain]:
     text = source.replace("\r\n", "\n").replace("\r", "\n")
+    _check_nesting(text)
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as error:
@@ -224,6 +231,31 @@ def parse_script(source: str) -> list[Assign | Chain]:
         raise
     assert isinstance(result, list)
     return result
+
+
+def _check_nesting(text: str) -> None:
+    """TslError at the first parenthesis or bracket that opens level MAX_NESTING + 1. The
+    lexer reads the tokens without recursion (strings are skipped as the parser skips them);
+    text it cannot read is left for the parser to report."""
+    depth = 0
+    try:
+        for token in _lark().lex(text, dont_ignore=False):
+            if token.type in _OPENING:
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _too_deep(token, text)
+            elif token.type in _CLOSING:
+                depth = max(depth - 1, 0)
+    except UnexpectedInput:
+        return
+
+
+def _too_deep(token: Token, text: str) -> TslError:
+    line, char = token.line or 1, token.column or 1
+    message = (f"Cannot parsed query: calls and lists nested deeper than {MAX_NESTING} levels "
+               f"(the limit) at line {line}, char {char}; name the inner parts (x = …) and use "
+               f"the names instead")
+    return with_caret(TslError(message, line=line, char=char), text)
 
 
 def _syntax_error(error: UnexpectedInput, text: str) -> TslError:

@@ -15,7 +15,6 @@ Where tsq follows Warp 10 rather than the subset's text:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import reduce
@@ -25,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsq.kernels import Aggregator, Buckets, bucketize, group_by, window
+from tsq.regex import RegexError, compile_user
 from tsq.series import SeriesSet
 
 from . import gtswords
@@ -665,7 +665,10 @@ def _matches(pattern: str, text: str | None) -> bool:
     if text is None:
         return False
     if pattern.startswith("~"):
-        return re.fullmatch(pattern[1:], text) is not None
+        try:
+            return compile_user(pattern[1:]).fullmatch(text) is not None
+        except RegexError as error:
+            raise Fault(f"bad regular expression {pattern[1:]!r}: {error}") from None
     return text == (pattern[1:] if pattern.startswith("=") else pattern)
 
 

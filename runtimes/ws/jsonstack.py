@@ -8,20 +8,26 @@ from typing import Any
 
 import orjson
 
+from tsq.errors import WarpScriptError
+
 from .values import Function, Gts, Macro, Mark
 
-__all__ = ["text_of", "to_json", "to_json_text"]
+__all__ = ["MAX_DEPTH", "text_of", "to_json", "to_json_text"]
+
+# Lists and maps nested deeper than this cannot be answered: the walk is recursive, and JSON
+# encoders refuse a few hundred levels (orjson 255) with an error of their own.
+MAX_DEPTH = 128
 
 
-def to_json(value: Any) -> Any:
+def to_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, list | set | tuple):
-        return [to_json(v) for v in value]
+        return [to_json(v, _deeper(depth)) for v in value]
     if isinstance(value, dict):
-        return {_key(k): to_json(v) for k, v in value.items()}
+        return {_key(k): to_json(v, _deeper(depth)) for k, v in value.items()}
     if isinstance(value, Gts):
         return value.to_json()
     if isinstance(value, Macro):
@@ -33,7 +39,15 @@ def to_json(value: Any) -> Any:
     return repr(value)
 
 
-def to_js(value: Any) -> Any:
+def _deeper(depth: int) -> int:
+    if depth >= MAX_DEPTH:
+        raise WarpScriptError(f"the stack holds LISTs or MAPs nested deeper than {MAX_DEPTH} "
+                              f"levels (the limit), which cannot be answered as JSON",
+                              kind="limit")
+    return depth + 1
+
+
+def to_js(value: Any, depth: int = 0) -> Any:
     """A stack value as JavaScript's ws() resolves it: JSON, with each GTS as db.select gives a
     series, `{name, labels, timestamps, values}`, its times in epoch milliseconds."""
     if isinstance(value, Gts):
@@ -43,10 +57,10 @@ def to_js(value: Any) -> Any:
                 "values": [to_json(v.item() if hasattr(v, "item") else v)
                            for v in value.values[order]]}
     if isinstance(value, list | set | tuple):
-        return [to_js(v) for v in value]
+        return [to_js(v, _deeper(depth)) for v in value]
     if isinstance(value, dict):
-        return {_key(k): to_js(v) for k, v in value.items()}
-    return to_json(value)
+        return {_key(k): to_js(v, _deeper(depth)) for k, v in value.items()}
+    return to_json(value, depth)
 
 
 def _key(key: Any) -> str:

@@ -39,6 +39,9 @@ CONSTANTS: Mapping[str, Any] = {
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0",
             "b": "\b", "f": "\f"}
 _NAME = re.compile(r"[^\s$!@]+")
+# Macros nested deeper than this are refused before parsing: the reader and the VM walk them
+# recursively, and a script nested a few hundred deep would exhaust Python's stack.
+MAX_NESTING = 64
 
 
 class Op(NamedTuple):
@@ -60,6 +63,7 @@ def _lark() -> Lark:
 def read(text: str, words: Mapping[str, Word], *, line: int = 0, col: int = 0) -> Macro:
     """The code of a whole script, as one macro (WarpScriptError with line:col if it is bad)."""
     source = text.replace("\r\n", "\n").replace("\r", "\n")
+    _check_nesting(source)
     try:
         tree = _lark().parse(source)
     except UnexpectedInput as error:
@@ -186,6 +190,25 @@ def _syntax_error(error: UnexpectedInput, text: str) -> WarpScriptError:
             return WarpScriptError("a comment opened with /* is not closed with */",
                                    line=line, col=col, kind="syntax", word="/*")
     return WarpScriptError("syntax error", line=line, col=col, kind="syntax")
+
+
+def _check_nesting(text: str) -> None:
+    """WarpScriptError at the first <% that opens level MAX_NESTING + 1, found by the lexer,
+    which reads without recursion; text it cannot read is left for the parser to report."""
+    depth = 0
+    try:
+        for token in _lark().lex(text):
+            if token.type == "MACRO_OPEN":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise WarpScriptError(
+                        f"macros nested deeper than {MAX_NESTING} levels (the limit); store "
+                        f"inner macros in variables and call them with @name instead",
+                        line=token.line or 1, col=token.column or 1, kind="limit", word="<%")
+            elif token.type == "MACRO_CLOSE":
+                depth = max(depth - 1, 0)
+    except UnexpectedInput:
+        return
 
 
 def _unclosed_macro(text: str) -> tuple[int, int] | None:

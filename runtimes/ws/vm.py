@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tsq.errors import TsqError, WarpScriptError
+from tsq.regex import Pattern, RegexError, compile_user
 
 from . import frameworks, gtswords, store, timewords
 from .faults import Fail, Fault, LimitHit
@@ -1170,10 +1171,10 @@ class Vm:
         self.limits = replace(self.limits, **{field: value})
 
 
-def _regex(pattern: str) -> re.Pattern[str]:
+def _regex(pattern: str) -> Pattern:
     try:
-        return re.compile(pattern)
-    except re.error as error:
+        return compile_user(pattern)
+    except RegexError as error:
         raise Fault(f"bad regular expression {pattern!r}: {error}") from None
 
 

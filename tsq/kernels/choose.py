@@ -16,6 +16,7 @@ import numpy.typing as npt
 from tsq.errors import BadRequest
 from tsq.kernels.aggregate import Aggregator, reduce_segments
 from tsq.kernels.maps import COMPARISONS
+from tsq.regex import RegexError, compile_user
 from tsq.selector import Matcher
 from tsq.series import SeriesSet
 
@@ -75,8 +76,8 @@ def filter_by_name(series: SeriesSet, selector: str) -> SeriesSet:
         return series.take([i for i, n in enumerate(series.names) if n == selector[1:]])
     if selector[:1] == "~":
         try:
-            pattern = re.compile(selector[1:])
-        except re.error as exc:
+            pattern = compile_user(selector[1:])
+        except RegexError as exc:
             raise BadRequest(f"bad regular expression {selector[1:]!r}: {exc}") from None
         return series.take([i for i, n in enumerate(series.names) if pattern.fullmatch(n)])
     raise BadRequest(f"filterByName needs `=name` or `~regex`, got {selector!r}")
