@@ -256,6 +256,18 @@ class RunStore:
         with self.engine.connect() as db:
             return [(int(a), int(b)) for a, b in db.execute(query)]
 
+    def keyed_statuses(self, project: str, loop: str, events: Sequence[str], start_ms: int,
+                       end_ms: int) -> dict[str, int]:
+        """status → how many keyed runs of `loop`'s `events` have a scheduled time in
+        [start_ms, end_ms): the runs a backfill of that range stands for."""
+        query = (sa.select(runs.c.status, sa.func.count())
+                 .where(runs.c.project == project, runs.c.loop == loop,
+                        runs.c.event.in_(list(events)), runs.c.key.is_not(None),
+                        runs.c.scheduled_ms >= start_ms, runs.c.scheduled_ms < end_ms)
+                 .group_by(runs.c.status))
+        with self.engine.connect() as db:
+            return {str(status): int(count) for status, count in db.execute(query)}
+
     def callers(self, run_ids: Sequence[str]) -> set[str]:
         """The runs among `run_ids` that started steps of their own (`Loop.run`)."""
         found: set[str] = set()

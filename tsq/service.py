@@ -20,6 +20,7 @@ import orjson
 from tsq import metronome
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
+from tsq.backfillstore import BackfillStore
 from tsq.clock import Clock
 from tsq.config import Settings
 from tsq.connections import Connections
@@ -83,7 +84,7 @@ class Service:
         self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
-        self.backfills = Backfills(self.runs, self.dispatcher)
+        self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
         self.scheduler: Scheduler | None = None
         self.clock = clock
         for name in runtime_names():
@@ -115,7 +116,10 @@ class Service:
         """Become the running service: take over unfinished runs, start the workers and the
         scheduler. Returns how many unfinished runs were taken over."""
         _ = self.pool
-        recovered = self.pipelines.recover(self.runs.unfinished())
+        unfinished = self.runs.unfinished()
+        backfilled = self.backfills.resume(unfinished)
+        recovered = len(backfilled) + self.pipelines.recover(
+            [run for run in unfinished if run.id not in backfilled])
         self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
                                    self.clock)
         self.scheduler.start()
