@@ -268,6 +268,30 @@ class RunStore:
         with self.engine.connect() as db:
             return {str(status): int(count) for status, count in db.execute(query)}
 
+    def keyed_overlapping(self, project: str, loop: str, start_ms: int, end_ms: int
+                          ) -> list[Run]:
+        """The keyed runs of `loop` whose windows overlap [start_ms, end_ms), by window."""
+        query = (sa.select(runs)
+                 .where(runs.c.project == project, runs.c.loop == loop,
+                        runs.c.key.is_not(None),
+                        runs.c.window_start_ms < end_ms, runs.c.window_end_ms > start_ms)
+                 .order_by(runs.c.window_start_ms))
+        with self.engine.connect() as db:
+            return [_from_row(row) for row in db.execute(query)]
+
+    def covered_until(self, loops: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """(project, loop) → the end of the newest window a run of it succeeded for."""
+        if not loops:
+            return {}
+        query = (sa.select(runs.c.project, runs.c.loop, sa.func.max(runs.c.window_end_ms))
+                 .where(runs.c.status == RunStatus.SUCCESS.value,
+                        runs.c.loop.in_([loop for _, loop in loops]))
+                 .group_by(runs.c.project, runs.c.loop))
+        wanted = set(loops)
+        with self.engine.connect() as db:
+            return {(p, name): int(end) for p, name, end in db.execute(query)
+                    if (p, name) in wanted and end is not None}
+
     def callers(self, run_ids: Sequence[str]) -> set[str]:
         """The runs among `run_ids` that started steps of their own (`Loop.run`)."""
         found: set[str] = set()

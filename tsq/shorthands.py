@@ -61,6 +61,7 @@ class RollupSpec:
     span: str
     aggregate: str = "mean"
     by: tuple[str, ...] | None = None  # None: one output series per input series
+    late_within_ms: int | None = None  # `late: {within:}`: late points re-run windows this young
 
     def selector(self) -> Selector:
         return parse_selector(self.source)
@@ -113,8 +114,12 @@ def _bucketed(read: str, spec: RollupSpec, aggregator: str) -> str:
 def spec_json(spec: RollupSpec | RetentionSpec) -> dict[str, Any]:
     """The shorthand as the loop spec keeps it."""
     if isinstance(spec, RollupSpec):
-        return {"from": spec.source, "to": spec.target, "span": spec.span,
-                "aggregate": spec.aggregate, "by": list(spec.by) if spec.by is not None else None}
+        found: dict[str, Any] = {"from": spec.source, "to": spec.target, "span": spec.span,
+                                 "aggregate": spec.aggregate,
+                                 "by": list(spec.by) if spec.by is not None else None}
+        if spec.late_within_ms is not None:  # absent otherwise: older versions hash the same
+            found["late_within_ms"] = spec.late_within_ms
+        return found
     return {"select": spec.select, "keep_ms": spec.keep_ms, "covered_by": list(spec.covered_by),
             "lookback_ms": spec.lookback_ms}
 
