@@ -99,3 +99,32 @@ def test_late_points_re_roll_their_window_within_the_horizon_only(svc: Service) 
     time.sleep(1)
     assert run_of(svc, OLD).attempt == 1
     assert minute(svc, OLD) == np.mean(range(6))
+
+
+OFFSET_LOOPS = """
+functions:
+  offset-1s:
+    rollup: {from: off_cpu, to: off_cpu_1s, span: 1s, aggregate: mean, offset: 3s}
+    events: [{every-2s: {rate: R/2026-01-01T00:00:00Z/PT2S/ET1S}}]
+"""
+
+
+def test_offset_runs_each_window_that_long_after_its_end(svc: Service) -> None:
+    svc.deploy(OFFSET_LOOPS, "loops.yml", lambda name: None)
+    # A window that ends at least 2 s from now: its point comes 1 s after its end, late but
+    # within the offset, as a collector's delayed batch would.
+    end_ms = (int(time.time() * 1000) // 2000 + 2) * 2000
+    time.sleep(max(0.0, (end_ms + 1000) / 1000 - time.time()))
+    svc.write_lines(f"off_cpu,host=a value=42 {(end_ms - 1000) * 1_000_000}")
+
+    def window_run() -> Run | None:
+        return next((r for r in svc.runs.find(RunFilter(loop="offset-1s", limit=1000))
+                     if r.window_end_ms == end_ms), None)
+
+    until(lambda: (run := window_run()) is not None and run.status == "success", 30)
+    run = window_run()
+    assert run is not None and run.scheduled_ms == end_ms and run.attempt == 1
+    assert run.started_ms is not None and run.started_ms >= end_ms + 3000
+    [rolled] = svc.store.select(parse_selector("off_cpu_1s"), (end_ms - 1000) * 1_000_000,
+                                end_ms * 1_000_000)
+    assert rolled.values.tolist() == [42.0]

@@ -74,6 +74,7 @@ class NewRun:
     pipeline_id: str | None = None  # None: the run starts a pipeline of its own
     parent_id: str | None = None  # the run whose Loop.run started this one
     pipeline_ms: int | None = None  # when the pipeline started (its versions are pinned then)
+    not_before_ms: int | None = None  # it waits until then (a rollup's `offset:`)
 
     def queued(self, run_id: str, now_ms: int) -> Run:
         """The run as it is created (a run created expired ends at once)."""
@@ -87,7 +88,7 @@ class NewRun:
             finished_ms=now_ms if self.status.finished else None,
             window_start_ms=self.window[0] if self.window else None,
             window_end_ms=self.window[1] if self.window else None,
-            epsilon_ms=self.epsilon_ms)
+            epsilon_ms=self.epsilon_ms, not_before_ms=self.not_before_ms)
 
 
 @dataclass(frozen=True)

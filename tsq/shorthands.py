@@ -62,6 +62,7 @@ class RollupSpec:
     aggregate: str = "mean"
     by: tuple[str, ...] | None = None  # None: one output series per input series
     late_within_ms: int | None = None  # `late: {within:}`: late points re-run windows this young
+    offset_ms: int = 0  # `offset:`: each scheduled run waits this long after its window's end
 
     def selector(self) -> Selector:
         return parse_selector(self.source)
@@ -119,6 +120,8 @@ def spec_json(spec: RollupSpec | RetentionSpec) -> dict[str, Any]:
                                  "by": list(spec.by) if spec.by is not None else None}
         if spec.late_within_ms is not None:  # absent otherwise: older versions hash the same
             found["late_within_ms"] = spec.late_within_ms
+        if spec.offset_ms:
+            found["offset_ms"] = spec.offset_ms
         return found
     return {"select": spec.select, "keep_ms": spec.keep_ms, "covered_by": list(spec.covered_by),
             "lookback_ms": spec.lookback_ms}
