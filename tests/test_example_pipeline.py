@@ -135,3 +135,57 @@ def test_the_example_pipeline_runs_on_its_schedule(svc: Service, clock: FakeCloc
     # the horizon is not older than 7 days.
     assert retention["result"]["deleted"] == len(HOSTS) * (
         (horizon - covered_from).total_seconds() // 60)
+
+
+def test_late_points_re_roll_the_example_hours_within_two_days(svc: Service,
+                                                               clock: FakeClock) -> None:
+    # After the test above: cpu-1m and cpu-1h covered the day before DAY0 and two days a week
+    # earlier (whose raw points retention has deleted since).
+    hour = DAY0 - timedelta(hours=6)
+    at = int(hour.timestamp() * 1000) + 30_000  # between two of web01's minute points
+    before = minute_value(svc, "cpu_1m", 'host="web01"', hour)
+    svc.write_lines(f"cpu,dc=gra,host=web01 value=1000 {at * 10**6}")
+    reroll(svc)  # the service's re-roll thread, driven here, as the scheduler is
+    until_attempt(svc, "cpu-1m", hour, 2)
+    assert minute_value(svc, "cpu_1m", 'host="web01"', hour) == pytest.approx((before + 1000) / 2)
+    reroll(svc)  # the re-rolled minutes were a late write into cpu-1h's source
+    until_attempt(svc, "cpu-1h", hour, 2)
+    assert minute_value(svc, "cpu_1h", 'dc="gra"', hour) == pytest.approx(mean_of_minutes(
+        svc, hour))
+
+    old = DAY0 - timedelta(days=8)  # past the 2-day horizon: left as it is, and said
+    svc.write_lines(f"cpu,dc=gra,host=web01 value=1000 {int(old.timestamp()) * 10**9 + 30 * 10**9}")
+    reroll(svc)
+    [run] = [r for r in runs(svc, "cpu-1m") if r["window_start_ms"] == old.timestamp() * 1000]
+    assert run["attempt"] == 1
+    assert any("not re-rolled" in line["message"] and "(late.within 2d)" in line["message"]
+               for line in svc.runs.logs(run["id"]))
+
+
+def reroll(service: Service) -> None:
+    for (project, loop), ranges in service.late.take().items():
+        assert service.rerolls.reroll(project, loop, ranges) == []
+
+
+def until_attempt(service: Service, loop: str, window_start: datetime, attempt: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        [run] = [r for r in runs(service, loop)
+                 if r["window_start_ms"] == window_start.timestamp() * 1000]
+        if run["attempt"] == attempt and run["status"] == "success":
+            return
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+
+
+def minute_value(service: Service, name: str, matcher: str, start: datetime) -> float:
+    ns = int(start.timestamp()) * 10**9
+    [found] = service.store.select(parse_selector(f"{name}{{{matcher}}}"), ns, ns + 60 * 10**9)
+    return float(found.values[0])
+
+
+def mean_of_minutes(service: Service, hour: datetime) -> float:
+    """cpu_1h's mean for gra: the mean of its hosts' hourly means of cpu_1m."""
+    ns = int(hour.timestamp()) * 10**9
+    found = service.store.select(parse_selector('cpu_1m{dc="gra"}'), ns, ns + 3600 * 10**9)
+    return float(np.mean([s.values.mean() for s in found]))

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tsq.config import PipelineLimits, Settings
 from tsq.run import Run
+from tsq.runstore import RunFilter
 from tsq.selector import parse_selector
 from tsq.service import Service
 
@@ -176,3 +178,30 @@ def _wait_for(condition: Any, timeout_s: float = 30) -> None:
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
 
+
+
+def test_an_after_follower_deleted_mid_pipeline_is_named_in_the_log_of_the_run_it_follows(
+        pipes: Service) -> None:
+    deploy(pipes, {"p7-main": """for (;;) { if ((await db.select('p7_go')).length) break;
+                                            await new Promise(r => setTimeout(r, 20)); }
+                                 return 'main';""",
+                   "p7-next": "return 'next';"},
+           {"p7-main": "    events: [{hourly: {rate: R/2026-01-01T00:00:00Z/PT1H/ET10M}}]",
+            "p7-next": "    events: [{after-main: {after: p7-main}}]"})
+    # A backfill of one scheduled time: a scheduled pipeline, which `after:` steps follow.
+    job = pipes.backfill("p7-main", datetime(2026, 1, 1, 1, tzinfo=UTC),
+                         datetime(2026, 1, 1, 1, 1, tzinfo=UTC))
+    _wait_for(lambda: executions(pipes, "p7-main") == 1)
+    pipes.delete_loop("p7-next")
+    pipes.write_lines("p7_go value=1 1000000000")
+    _wait_for(lambda: pipes.backfill_status(job["id"])["status"] == "done")
+    [main] = pipes.runs.find(RunFilter(loop="p7-main"))
+    assert main.status == "success"
+    warnings = [line["message"] for line in pipes.runs.logs(main.id)
+                if line["level"] == "warning"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("after: p7-next does not run: loop 'p7-next' was deleted at ")
+    assert warnings[0].endswith(", while this pipeline ran; its steps stop here")
+    time.sleep(0.5)  # a follower would be queued with the success: give it the time to run
+    assert steps(pipes, main) == [("p7-main", "backfill", "success")]
+    assert executions(pipes, "p7-next") == 0

@@ -5,20 +5,29 @@ time: a key that already succeeded is skipped, one that failed or expired is que
 next attempt), one that is queued or running is followed to its end. The runs go through the
 dispatcher in the loop's lane, oldest first, so a backfill honours `max_concurrency` like a
 catch-up does.
+
+A job is stored (`tsq.backfillstore`) and its progress is read from its runs, so `GET
+/v1/backfill/{id}` answers after a restart. A job the stop left unfinished resumes when the
+service starts again: the run keys make that safe, since no scheduled time can run twice. Its runs
+that were queued simply run, the ones that were running run again as their next attempt (they
+were interrupted, as a failed time the backfill runs again), and the ones it had not created yet
+are created.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from tsq import metronome
+from tsq.backfillstore import BackfillJob, BackfillStore
+from tsq.clock import now_ms
 from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, NotFound
-from tsq.loopstore import StoredLoop
+from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
+from tsq.model import EventSpec
 from tsq.outcomes import RunStatus
 from tsq.run import Run
 from tsq.runstore import NewRun, RunStore, run_key
@@ -28,39 +37,13 @@ __all__ = ["MAX_BACKFILL_RUNS", "Backfills"]
 MAX_BACKFILL_RUNS = 100_000
 
 
-@dataclass
-class _Job:
-    id: str
-    project: str
-    loop: str
-    events: list[str]
-    start: datetime
-    end: datetime
-    total: int = 0
-    skipped: int = 0
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(map(str, RunStatus.final()), 0))
-    pending: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        done = self.skipped + sum(self.counts.values())
-        return {
-            "id": self.id, "project": self.project, "loop": self.loop, "events": self.events,
-            "from": self.start.isoformat(), "to": self.end.isoformat(), "total": self.total,
-            "done": done, "skipped": self.skipped, **self.counts,
-            "pending": len(self.pending),
-            "status": "done" if done >= self.total else "running",
-        }
-
-
 class Backfills:
-    def __init__(self, runs: RunStore, dispatcher: Dispatcher) -> None:
+    def __init__(self, runs: RunStore, dispatcher: Dispatcher, jobs: BackfillStore,
+                 loops: LoopStore) -> None:
         self.runs = runs
         self.dispatcher = dispatcher
-        self._jobs: dict[str, _Job] = {}
-        self._owner: dict[str, _Job] = {}  # run id → its backfill
-        self._lock = threading.Lock()
-        dispatcher.on_finished(self._finished)
+        self.jobs = jobs
+        self.loops = loops
 
     def start(self, loop: StoredLoop, start: datetime, end: datetime,
               event: str | None = None) -> dict[str, Any]:
@@ -78,76 +61,103 @@ class Backfills:
                 f"{', '.join(scheduled) or 'none'}" if event else
                 f"loop {loop.name!r} has no scheduled events (`rate:`), so there is nothing to "
                 f"backfill")
-        wanted: list[NewRun] = []
-        for item in events:
-            schedule = metronome.parse(item.rate or "")
-            for t in schedule.fire_times(start, end):
-                if len(wanted) >= MAX_BACKFILL_RUNS:
-                    raise BadRequest(f"a backfill may create at most {MAX_BACKFILL_RUNS} runs; "
-                                     f"split {start.isoformat()} to {end.isoformat()} into "
-                                     f"smaller ranges")
-                ms = round(t.timestamp() * 1000)
-                window = schedule.window(t)
-                wanted.append(NewRun(
-                    project=loop.project, loop=loop.name, event=item.name,
-                    version_id=loop.latest.id, trigger="backfill", params=dict(item.params),
-                    key=run_key(loop.name, item.name, ms), scheduled_ms=ms,
-                    window=(round(window[0].timestamp() * 1000),
-                            round(window[1].timestamp() * 1000)),
-                    epsilon_ms=int(schedule.epsilon.total_seconds() * 1000)))
-        wanted.sort(key=lambda run: (run.scheduled_ms or 0, run.event))
-        job = _Job(os.urandom(8).hex(), loop.project, loop.name, [e.name for e in events],
-                   start, end, total=len(wanted))
-        with self._lock:
-            self._jobs[job.id] = job
-        self._queue(job, wanted)
+        job = BackfillJob(os.urandom(8).hex(), loop.project, loop.name,
+                          tuple(e.name for e in events), loop.latest.id, _ms(start), _ms(end),
+                          total=0, skipped=0, created_ms=now_ms(self.runs.clock))
+        wanted = _wanted(job, loop.latest, events)
+        existing = self.runs.by_keys(job.project, [run.key or "" for run in wanted])
+        skipped = sum(record.status is RunStatus.SUCCESS for record in existing.values())
+        job = BackfillJob(**{**job.__dict__, "total": len(wanted), "skipped": skipped})
+        self.jobs.add(job)  # before its runs: a restart in between creates them
+        self._queue(job, wanted, existing)
         return self.get(job.id)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise NotFound(f"no backfill with id {job_id!r} (backfills are kept in memory "
-                               f"until the service restarts)")
-            return job.to_json()
+        job = self.jobs.get(job_id)
+        return _progress(job, self.runs.keyed_statuses(job.project, job.loop, job.events,
+                                                       job.from_ms, job.to_ms))
 
-    def _queue(self, job: _Job, wanted: list[NewRun]) -> None:
-        existing = self.runs.by_keys(job.project, [run.key or "" for run in wanted])
-        to_offer: list[Run] = []
-        fresh = [run for run in wanted if run.key not in existing]
-        created = {record.key: record for record in self.runs.create_new(fresh)}
+    def resume(self, unfinished: Sequence[Run]) -> set[str]:
+        """At start, before the dispatcher takes over `unfinished` (the runs a stopped service
+        left): resume the backfills they belong to. The ids of the runs taken over here."""
+        taken: set[str] = set()
+        for job in self.jobs.unfinished():
+            if self.get(job.id)["status"] == "done":
+                self.jobs.finished(job.id, now_ms(self.runs.clock))
+                continue
+            version = self.loops.version(job.version_id)
+            events = [e for e in version.spec.events if e.name in job.events and e.rate]
+            wanted = _wanted(job, version, events)
+            keys = {run.key for run in wanted}
+            for record in unfinished:
+                if record.key in keys and record.status is RunStatus.RUNNING:
+                    taken.add(record.id)
+                    self.dispatcher.offer(self.runs.requeue(
+                        record.id, attempt=record.attempt + 1, not_before_ms=None,
+                        message=f"resumed at restart by backfill {job.id}: the service stopped "
+                                f"while this run ran"))
+            existing = self.runs.by_keys(job.project, [run.key or "" for run in wanted])
+            for record in self.runs.create_new([r for r in wanted if r.key not in existing]):
+                self.dispatcher.offer(record)
+        return taken
+
+    def _queue(self, job: BackfillJob, wanted: list[NewRun], existing: dict[str, Run]) -> None:
+        created = {record.key: record for record in self.runs.create_new(
+            [run for run in wanted if run.key not in existing])}
         for run in wanted:
             record = created.get(run.key) or existing.get(run.key or "")
-            if record is None:  # created by the scheduler a moment ago: follow it anyway
-                record = self.runs.by_keys(job.project, [run.key or ""]).get(run.key or "")
             if record is None:
-                self._count(job, skipped=True)
-                continue
-            status = record.status
-            if status is RunStatus.SUCCESS:
-                self._count(job, skipped=True)
-                continue
-            with self._lock:
-                job.pending.add(record.id)
-                self._owner[record.id] = job
-            if status.finished:
+                continue  # created by the scheduler a moment ago: it runs, and counts
+            if record.status.finished and record.status is not RunStatus.SUCCESS:
                 record = self.runs.requeue(record.id, attempt=record.attempt + 1,
                                            not_before_ms=None,
                                            message=f"queued again by backfill {job.id}")
-                to_offer.append(record)
-            elif record.key in created:
-                to_offer.append(record)
-        for record in to_offer:
+            elif record.key not in created:
+                continue  # succeeded already (skipped), or queued or running: followed
             self.dispatcher.offer(record)
 
-    def _count(self, job: _Job, *, skipped: bool) -> None:
-        with self._lock:
-            job.skipped += skipped
 
-    def _finished(self, record: Run) -> None:
-        with self._lock:
-            job = self._owner.pop(record.id, None)
-            if job is None:
-                return
-            job.pending.discard(record.id)
-            job.counts[record.status.value] = job.counts.get(record.status.value, 0) + 1
+def _wanted(job: BackfillJob, version: StoredVersion, events: Iterable[EventSpec]
+            ) -> list[NewRun]:
+    """The runs of the job's scheduled times, oldest first."""
+    start, end = _dt(job.from_ms), _dt(job.to_ms)
+    wanted: list[NewRun] = []
+    for item in events:
+        schedule = metronome.parse(item.rate or "")
+        for t in schedule.fire_times(start, end):
+            if len(wanted) >= MAX_BACKFILL_RUNS:
+                raise BadRequest(f"a backfill may create at most {MAX_BACKFILL_RUNS} runs; "
+                                 f"split {start.isoformat()} to {end.isoformat()} into "
+                                 f"smaller ranges")
+            window = schedule.window(t)
+            wanted.append(NewRun(
+                project=job.project, loop=job.loop, event=item.name, version_id=version.id,
+                trigger="backfill", params=dict(item.params),
+                key=run_key(job.loop, item.name, _ms(t)), scheduled_ms=_ms(t),
+                window=(_ms(window[0]), _ms(window[1])),
+                epsilon_ms=int(schedule.epsilon.total_seconds() * 1000)))
+    wanted.sort(key=lambda run: (run.scheduled_ms or 0, run.event))
+    return wanted
+
+
+def _progress(job: BackfillJob, statuses: dict[str, int]) -> dict[str, Any]:
+    """What `GET /v1/backfill/{id}` answers: the job and how its runs stand now. A time that
+    had succeeded before the job counts as skipped, not as one of its successes."""
+    counts = {status.value: statuses.get(status.value, 0) for status in RunStatus.final()}
+    counts[RunStatus.SUCCESS.value] = max(0, counts[RunStatus.SUCCESS.value] - job.skipped)
+    done = job.skipped + sum(counts.values())
+    return {
+        "id": job.id, "project": job.project, "loop": job.loop, "events": list(job.events),
+        "from": _dt(job.from_ms).isoformat(), "to": _dt(job.to_ms).isoformat(),
+        "total": job.total, "done": done, "skipped": job.skipped, **counts,
+        "pending": sum(statuses.get(s.value, 0) for s in RunStatus if not s.finished),
+        "status": "done" if done >= job.total else "running",
+    }
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

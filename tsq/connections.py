@@ -18,15 +18,22 @@ from tsq.connectors import instance_key, load_connector_class, plain_config
 from tsq.connectors.base import Connector
 from tsq.errors import HostError
 from tsq.model import LoopSpec
+from tsq.series import SeriesSet
 
 __all__ = ["DEFAULT_CONNECTOR", "Connections"]
 
 DEFAULT_CONNECTOR: Mapping[str, Any] = {"type": "embedded"}
 
 
+# Told of every write that went through tsq to a connector (its instance key and the points):
+# how late points reach the rollups that covered their time (tsq.late).
+WriteListener = Callable[[tuple[Any, ...], SeriesSet], None]
+
+
 class Connections:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, on_write: WriteListener | None = None) -> None:
         self.data_dir = data_dir
+        self.on_write = on_write
         self._open: dict[tuple[Any, ...], Connector] = {}
         self._lock = threading.Lock()  # one instance per back-end, however many runs ask
 
@@ -36,6 +43,10 @@ class Connections:
 
     def for_loop(self, spec: LoopSpec) -> Connector:
         return self.of(spec.connector or DEFAULT_CONNECTOR)
+
+    def key_for(self, spec: LoopSpec) -> tuple[Any, ...]:
+        """The instance key of `spec`'s connector: what `on_write` names it by."""
+        return instance_key(plain_config(spec.connector or DEFAULT_CONNECTOR))
 
     def named_for(self, spec: LoopSpec) -> Callable[[str], Connector]:
         """The connectors `spec`'s loop file declares, by name (`{connector: "name"}` in a host
@@ -57,6 +68,8 @@ class Connections:
             connector = self._open.get(key)
             if connector is None:
                 connector = load_connector_class(key[0]).open(plain, self.data_dir)
+                if self.on_write is not None:
+                    _watch_writes(connector, key, self.on_write)
                 self._open[key] = connector
             return connector
 
@@ -65,3 +78,18 @@ class Connections:
             opened, self._open = list(self._open.values()), {}
         for connector in opened:
             connector.close()
+
+
+
+def _watch_writes(connector: Connector, key: tuple[Any, ...], listener: WriteListener) -> None:
+    """Tell `listener` of every write to `connector`. The instance's own `write` is replaced
+    rather than the connector wrapped, so it stays an instance of its class for every caller
+    (and its optional methods, such as `select_sampled`, stay as they are)."""
+    write = connector.write
+
+    def watched(series: SeriesSet) -> int:
+        written = write(series)
+        listener(key, series)
+        return written
+
+    setattr(connector, "write", watched)  # noqa: B010 (mypy forbids assigning a method)

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 
 from tsq.errors import ConfigError
 
-__all__ = ["artifacts", "connect", "loop_history", "loop_versions", "loops", "metadata",
-           "run_logs", "runs", "schedules"]
+__all__ = ["artifacts", "backfills", "connect", "loop_history", "loop_versions", "loops",
+           "metadata", "run_logs", "runs", "schedules"]
 
 metadata = sa.MetaData()
 
@@ -107,6 +107,22 @@ schedules = sa.Table(  # when each scheduled event's current rate took effect
     sa.Column("event", sa.String(64), primary_key=True),
     sa.Column("rate", sa.String(200), nullable=False),
     sa.Column("since_ms", sa.BigInteger, nullable=False),
+)
+
+backfills = sa.Table(  # backfill jobs; their progress is their runs' (found by run key)
+    "backfills", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("loop", sa.String(64), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("version_id", sa.String(64), nullable=False),  # what its runs run
+    sa.Column("from_ms", sa.BigInteger, nullable=False),  # scheduled times in [from, to)
+    sa.Column("to_ms", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),  # times that had succeeded already
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger, nullable=True),  # when it was seen done
+    sa.Index("ix_backfills_unfinished", "finished_ms"),
 )
 
 run_logs = sa.Table(

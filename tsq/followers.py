@@ -23,16 +23,23 @@ class Followers:
         self.loops = loops
         self.clock = clock
         self._map: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+        self._vanished: dict[tuple[str, str], list[tuple[str, str, int]]] | None = None
 
     def forget(self) -> None:
         """The loops changed: the next success reads the graph again."""
         self._map = None
+        self._vanished = None
 
     def of(self, final: Run, logs: list[LogLine]) -> list[NewRun]:
         """The runs of the loops that follow `final`'s (`after:`), at the versions its pipeline
         pinned; a follower that is not part of the pipeline says why in `final`'s log."""
         runs: list[NewRun] = []
-        following = self._follower_map().get((final.project, final.loop), [])
+        # Followers deleted since the pipeline started were part of it: they are not run, and
+        # the run they would have followed says so (the live graph no longer names them).
+        following = [*self._follower_map().get((final.project, final.loop), []),
+                     *((loop, event) for loop, event, deleted_ms
+                       in self._vanished_map().get((final.project, final.loop), [])
+                       if deleted_ms >= final.pipeline_ms)]
         if following and not self._on_schedule(final):
             return runs
         for loop, event in following:
@@ -65,6 +72,18 @@ class Followers:
     def followed(self) -> set[tuple[str, str]]:
         """(project, loop) of every loop that other loops run `after:`."""
         return set(self._follower_map())
+
+    def _vanished_map(self) -> dict[tuple[str, str], list[tuple[str, str, int]]]:
+        """Like `_follower_map`, for the deleted loops: (loop, event, when it was deleted)."""
+        vanished = self._vanished
+        if vanished is None:
+            vanished = {}
+            for loop, deleted_ms in self.loops.deleted():
+                for followed, pairs in aftergraph.followers([loop.latest.spec]).items():
+                    vanished.setdefault(followed, []).extend(
+                        (name, event, deleted_ms) for name, event in pairs)
+            self._vanished = vanished
+        return vanished
 
     def _follower_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
         followers = self._map

@@ -61,7 +61,8 @@ FUNCTION_KEYS = (
     "retries", "catchup", "max_concurrency", "notify", "target", "events", "description",
     "rollup", "retention",
 )
-ROLLUP_KEYS = ("from", "to", "span", "aggregate", "by")
+ROLLUP_KEYS = ("from", "to", "span", "aggregate", "by", "late", "offset")
+LATE_KEYS = ("within",)
 RETENTION_KEYS = ("select", "keep", "covered_by", "lookback")
 BODIES = ("handler", "target", "rollup", "retention")  # what a loop does: exactly one of these
 EVENT_KEYS = ("rate", "after", "params", "target")
@@ -324,10 +325,22 @@ class _Checker:
                     self.report((*path, "aggregate"), (
                         f"{aggregate} cannot be combined across the series of a group; with "
                         f"`by:` use one of {', '.join(GROUP_AGGREGATES)}"))
+        late = self.late(fields["late"], (*path, "late")) if "late" in fields else None
+        offset = self.span(fields["offset"], (*path, "offset")) if "offset" in fields else None
         if source is None or target is None or span is None or (
                 aggregate not in ROLLUP_AGGREGATES):
             return None
-        return RollupSpec(source, target, span, aggregate, by)
+        return RollupSpec(source, target, span, aggregate, by, late_within_ms=late,
+                          offset_ms=duration_ms(offset) if offset else 0)
+
+    def late(self, value: Any, path: DocPath) -> int | None:
+        """`late: {within: 7d}`: how far back late points make a rollup run a window again."""
+        fields = self.mapping(value, path, LATE_KEYS)
+        if "within" not in fields:
+            self.report(path, "late needs `within:`, the horizon, e.g. `late: {within: 7d}`")
+            return None
+        within = self.span(fields["within"], (*path, "within"))
+        return None if within is None else duration_ms(within)
 
     def retention(self, value: Any, path: DocPath) -> RetentionSpec | None:
         fields = self.mapping(value, path, RETENTION_KEYS)

@@ -156,6 +156,15 @@ class LoopStore:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
         return [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
 
+    def deleted(self) -> list[tuple[StoredLoop, int]]:
+        """The deleted loops, each at the version it had when deleted, with when (epoch ms)."""
+        query = (sa.select(loop_versions, loops.c.deleted_ms)
+                 .join(loops, loops.c.latest_version == loop_versions.c.id)
+                 .where(loops.c.deleted_ms.is_not(None)))
+        with self.engine.connect() as db:
+            rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
+        return [(StoredLoop(r.project, r.name, _to_version(r)), int(r.deleted_ms)) for r in rows]
+
     def projects_of(self, name: str) -> list[str]:
         """The projects that have a live loop called `name`."""
         with self.engine.connect() as db:

@@ -74,6 +74,7 @@ class NewRun:
     pipeline_id: str | None = None  # None: the run starts a pipeline of its own
     parent_id: str | None = None  # the run whose Loop.run started this one
     pipeline_ms: int | None = None  # when the pipeline started (its versions are pinned then)
+    not_before_ms: int | None = None  # it waits until then (a rollup's `offset:`)
 
     def queued(self, run_id: str, now_ms: int) -> Run:
         """The run as it is created (a run created expired ends at once)."""
@@ -87,7 +88,7 @@ class NewRun:
             finished_ms=now_ms if self.status.finished else None,
             window_start_ms=self.window[0] if self.window else None,
             window_end_ms=self.window[1] if self.window else None,
-            epsilon_ms=self.epsilon_ms)
+            epsilon_ms=self.epsilon_ms, not_before_ms=self.not_before_ms)
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,42 @@ class RunStore:
                  .order_by(runs.c.window_start_ms))
         with self.engine.connect() as db:
             return [(int(a), int(b)) for a, b in db.execute(query)]
+
+    def keyed_statuses(self, project: str, loop: str, events: Sequence[str], start_ms: int,
+                       end_ms: int) -> dict[str, int]:
+        """status → how many keyed runs of `loop`'s `events` have a scheduled time in
+        [start_ms, end_ms): the runs a backfill of that range stands for."""
+        query = (sa.select(runs.c.status, sa.func.count())
+                 .where(runs.c.project == project, runs.c.loop == loop,
+                        runs.c.event.in_(list(events)), runs.c.key.is_not(None),
+                        runs.c.scheduled_ms >= start_ms, runs.c.scheduled_ms < end_ms)
+                 .group_by(runs.c.status))
+        with self.engine.connect() as db:
+            return {str(status): int(count) for status, count in db.execute(query)}
+
+    def keyed_overlapping(self, project: str, loop: str, start_ms: int, end_ms: int
+                          ) -> list[Run]:
+        """The keyed runs of `loop` whose windows overlap [start_ms, end_ms), by window."""
+        query = (sa.select(runs)
+                 .where(runs.c.project == project, runs.c.loop == loop,
+                        runs.c.key.is_not(None),
+                        runs.c.window_start_ms < end_ms, runs.c.window_end_ms > start_ms)
+                 .order_by(runs.c.window_start_ms))
+        with self.engine.connect() as db:
+            return [_from_row(row) for row in db.execute(query)]
+
+    def covered_until(self, loops: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """(project, loop) → the end of the newest window a run of it succeeded for."""
+        if not loops:
+            return {}
+        query = (sa.select(runs.c.project, runs.c.loop, sa.func.max(runs.c.window_end_ms))
+                 .where(runs.c.status == RunStatus.SUCCESS.value,
+                        runs.c.loop.in_([loop for _, loop in loops]))
+                 .group_by(runs.c.project, runs.c.loop))
+        wanted = set(loops)
+        with self.engine.connect() as db:
+            return {(p, name): int(end) for p, name, end in db.execute(query)
+                    if (p, name) in wanted and end is not None}
 
     def callers(self, run_ids: Sequence[str]) -> set[str]:
         """The runs among `run_ids` that started steps of their own (`Loop.run`)."""

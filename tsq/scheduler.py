@@ -77,6 +77,7 @@ class _Event:
     version_id: str
     schedule: metronome.Schedule
     params: dict[str, Any]
+    offset_ms: int = 0  # a rollup's `offset:`: its run waits this long after its window ends
 
     @property
     def job_id(self) -> str:
@@ -90,7 +91,10 @@ class _Event:
                       version_id=self.version_id, trigger="schedule", params=self.params,
                       key=run_key(self.loop, self.event, ms), scheduled_ms=ms,
                       window=(_ms(start), _ms(end)),
-                      epsilon_ms=int(self.schedule.epsilon.total_seconds() * 1000),
+                      # epsilon counts from the time the offset lets the run start
+                      epsilon_ms=int(self.schedule.epsilon.total_seconds() * 1000)
+                      + self.offset_ms,
+                      not_before_ms=_ms(end) + self.offset_ms if self.offset_ms else None,
                       status=status, error=error)
 
 
@@ -217,7 +221,8 @@ class Scheduler:
                 if spec_event.rate is None:
                     continue
                 event = _Event(loop.project, loop.name, spec_event.name, loop.latest.id,
-                               metronome.parse(spec_event.rate), dict(spec_event.params))
+                               metronome.parse(spec_event.rate), dict(spec_event.params),
+                               offset_ms=int((spec.rollup or {}).get("offset_ms", 0)))
                 with self._lock:
                     self._events[event.job_id] = event
                 where = (loop.project, loop.name, spec_event.name)

@@ -20,6 +20,7 @@ import orjson
 from tsq import metronome
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
+from tsq.backfillstore import BackfillStore
 from tsq.clock import Clock
 from tsq.config import Settings
 from tsq.connections import Connections
@@ -31,13 +32,15 @@ from tsq.executors import JobRunner
 from tsq.explain import explaining
 from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
+from tsq.late import LateLog, Watch
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
 from tsq.model import EventSpec
 from tsq.notify import Notifier
-from tsq.outcomes import RunResult
+from tsq.outcomes import RunResult, RunStatus
 from tsq.pipeline import Pipelines
+from tsq.reroll import Rerolls
 from tsq.retention import apply_retention
 from tsq.run import Run
 from tsq.runlog import LogLine
@@ -45,6 +48,7 @@ from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
+from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
 from tsq.worker_pool import WorkerPool
 from tsq.worker_process import WorkerOptions
@@ -76,14 +80,18 @@ class Service:
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
-        self.connections = Connections(settings.data_dir)
+        self.late = LateLog()  # writes into windows rollups covered (tsq.late)
+        self.connections = Connections(settings.data_dir, on_write=self.late.written)
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
         self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
-        self.backfills = Backfills(self.runs, self.dispatcher)
+        self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
+        self.rerolls = Rerolls(self.late, self.runs, self.dispatcher, clock)
+        self.dispatcher.on_finished(self._covered)
+        self._watch_late()
         self.scheduler: Scheduler | None = None
         self.clock = clock
         for name in runtime_names():
@@ -115,16 +123,21 @@ class Service:
         """Become the running service: take over unfinished runs, start the workers and the
         scheduler. Returns how many unfinished runs were taken over."""
         _ = self.pool
-        recovered = self.pipelines.recover(self.runs.unfinished())
+        unfinished = self.runs.unfinished()
+        backfilled = self.backfills.resume(unfinished)
+        recovered = len(backfilled) + self.pipelines.recover(
+            [run for run in unfinished if run.id not in backfilled])
         self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
                                    self.clock)
         self.scheduler.start()
+        self.rerolls.start()
         log.info("started %d workers and the scheduler; took over %d unfinished runs",
                  self.settings.workers, recovered,
                  extra={"workers": self.settings.workers, "took_over": recovered})
         return recovered
 
     def close(self) -> None:
+        self.rerolls.close()
         if self.scheduler is not None:
             self.scheduler.close()
         self.dispatcher.close()
@@ -179,8 +192,23 @@ class Service:
             spec = None
         self.schedules.sync(project, name, spec)
         self.dispatcher.loops_changed()
+        self._watch_late()
         if self.scheduler is not None:
             self.scheduler.sync(project, name)
+
+    def _watch_late(self) -> None:
+        """Watch the sources of the rollups that re-run windows with late points."""
+        watches = [Watch(loop.project, loop.name, parse_selector(str(rollup["from"])),
+                         self.connections.key_for(loop.latest.spec),
+                         int(rollup["late_within_ms"]))
+                   for loop in self.loops.live()
+                   if (rollup := loop.latest.spec.rollup) and "late_within_ms" in rollup]
+        self.late.watch(watches, self.runs.covered_until([(w.project, w.loop) for w in watches]))
+
+    def _covered(self, run: Run) -> None:
+        """A scheduled run's success covers its window, for the invalidation log."""
+        if run.status is RunStatus.SUCCESS and run.key and run.window_end_ms is not None:
+            self.late.covered(run.project, run.loop, run.window_end_ms)
 
     def _loop(self, name: str, project: str | None) -> StoredLoop:
         if project is not None:
