@@ -32,12 +32,12 @@ def run(report: Report, *, quick: bool) -> None:
     written: list[Any] = []
 
     def host(op: str, _args: dict[str, Any], arrays: list[Any]) -> HostAnswer:
-        if op == "select":
+        if op == "db.select":
             return answer
         written.append(arrays)
         return HostAnswer({"written": len(arrays[1])})
 
-    spent: dict[str, list[float]] = {"select": [], "write": []}
+    spent: dict[str, list[float]] = {"db.select": [], "db.write": []}
     serve = _Execution.serve
 
     def timed(self: _Execution, request: dict[str, Any]) -> None:
@@ -59,10 +59,10 @@ def run(report: Report, *, quick: bool) -> None:
     np.testing.assert_array_equal(written[-1][1], values)  # what came back is what went in
     into, back = _json_round_trip(times, values, repeat)
     report.add("data_into_js", "JSON into JS (10k points)", into)
-    report.add("data_into_js", "tsq db.select into a Float64Array (10k)", spent["select"],
+    report.add("data_into_js", "tsq db.select into a Float64Array (10k)", spent["db.select"],
                "JSON into JS (10k points)")
     report.add("data_into_js", "JSON out of JS (10k points)", back)
-    report.add("data_into_js", "tsq db.write from a Float64Array (10k)", spent["write"],
+    report.add("data_into_js", "tsq db.write from a Float64Array (10k)", spent["db.write"],
                "JSON out of JS (10k points)")
     runtime.close()
 

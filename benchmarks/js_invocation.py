@@ -1,5 +1,7 @@
 """JS invocation: a trivial async handler through the worker path and through HTTP, beside a
-fresh `node -e` and `python3 -c` process per run (the process-per-run model)."""
+fresh `node -e` and `python3 -c` process per run (the process-per-run model) and the bare
+engine's floor (a fresh V8 context in a warm isolate, evaluating the same handler); then the
+throughput of no-op runs with both cores busy."""
 
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ import uvicorn
 from benchmarks.report import Report
 from tsq.api import create_app
 from tsq.config import Settings
+from tsq.runtimes.js.engine import isolate
 from tsq.service import Service
 
 HANDLER = "export default async (event) => ({ok: true, n: event.params.n})"
-PACE_S = 0.01  # a service sees calls spread over time; back to back, the V8 pool drains
+PACE_S = 0.01  # a service sees calls spread over time
+FLOOR_SCRIPT = ("(async (event) => ({ok: true, n: event.params.n}))({params: {n: 1}})"
+                ".then(v => { globalThis.r = JSON.stringify(v) }); 0")
+THROUGHPUT_CALLERS = 8
 
 
 def _timed(call, n: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -49,8 +55,12 @@ def run(report: Report, *, quick: bool) -> None:
                 lambda i, argv=argv: subprocess.run(argv, check=True, capture_output=True),
                 max(5, n // 20)))
         baseline = peers[0][0]
-        report.add("js_invocation", "tsq worker path (fresh V8 per run)",
-                   _timed(lambda i: service.run("noop", {"n": i}), n), baseline)
+        report.add("js_invocation", "bare V8: fresh context + eval (floor)",
+                   _timed(lambda i: _bare_floor(), n), baseline)
+        report.add("js_invocation", "tsq worker path (fresh V8 context per run)",
+                   _timed(lambda i: service.run("noop", {"n": i}), n),
+                   [baseline, "bare V8: fresh context + eval (floor)"])
+        _throughput(report, service, n * 2)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
                                                log_level="warning"))
@@ -65,6 +75,37 @@ def run(report: Report, *, quick: bool) -> None:
         server.should_exit = True
         thread.join()
         service.close()
+
+
+def _bare_floor() -> None:
+    deadline = time.monotonic() + 10
+    with isolate().context() as context:
+        context.eval(FLOOR_SCRIPT, deadline)
+        assert context.eval("r", deadline) == '{"ok":true,"n":1}'
+
+
+def _throughput(report: Report, service: Service, runs: int) -> None:
+    """No-op runs from several callers at once, so every worker slot stays busy."""
+    counter = iter(range(runs))
+    lock = threading.Lock()
+
+    def caller() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            service.run("noop", {"n": i})
+
+    callers = [threading.Thread(target=caller) for _ in range(THROUGHPUT_CALLERS)]
+    start = time.perf_counter()
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    spent = time.perf_counter() - start
+    report.note("js_invocation", "tsq no-op runs, both cores busy",
+                {"runs": runs, "seconds": round(spent, 2), "runs_per_s": round(runs / spent)})
 
 
 def _free_port() -> int:

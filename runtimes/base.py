@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from tsq.hostcalls import Host, HostAnswer, unavailable
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
@@ -19,7 +21,7 @@ from tsq.runlog import LogLine
 # RunResult, its parts and LogLine are the service's own types (tsq.outcomes, tsq.runlog),
 # named here too because the Runtime protocol speaks of them.
 __all__ = ["Limits", "LogLine", "Program", "RunContext", "RunError", "RunResult", "RunStatus",
-           "Runtime"]
+           "Runtime", "within_cap"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,13 @@ class Runtime(Protocol):
         """Get ready to prepare (and, with `runs`, to run) without delay."""
 
     def prepare(self, source: str, file_name: str) -> Program: ...
+
+
+def within_cap(result: dict[str, Any], max_bytes: int, summary: Callable[[], dict[str, Any]],
+               left_out: str) -> RunResult:
+    """A successful run's result, or its `summary()` with a `truncated` note when the result's
+    JSON is over `max_bytes` (a run record stays small; the data belongs in the store)."""
+    if len(orjson.dumps(result)) > max_bytes:
+        result = {**summary(), "truncated": f"{left_out} left out: the result is over "
+                                            f"{max_bytes} bytes as JSON"}
+    return RunResult(RunStatus.SUCCESS, result=result)

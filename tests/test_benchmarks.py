@@ -64,3 +64,15 @@ def test_tsl_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
     facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
              if line.startswith("tsl_rollup") and line.rstrip().endswith("}")]
     assert any(f.get("points_read") == 100 * 8640 for f in facts)  # [t0, t0 + 1 day): all
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_javascript_benchmarks_run_and_data_round_trips() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "js_invocation",
+                           "js_data"], cwd=ROOT, capture_output=True, text=True, timeout=280,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # js_data checks what came back
+    assert "bare V8: fresh context + eval (floor)" in done.stdout
+    assert "tsq db.write from a Float64Array (10k)" in done.stdout
+    assert "runs_per_s" in done.stdout

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from tsq.connectors.base import Capabilities
 from tsq.errors import CompileError, HostError, TslError
 from tsq.hostcalls import (
@@ -26,7 +24,7 @@ from tsq.hostcalls import (
     series_message,
 )
 from tsq.kernels import Aggregator, Buckets, Fill
-from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus
+from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus, within_cap
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
@@ -159,13 +157,9 @@ class TslProgram:
                          f"in {took_ms:.1f} ms")])
         if not isinstance(last, SeriesSet):   # names(), labels(), …: the list is the result
             return RunResult(RunStatus.SUCCESS, result={"meta": last})
-        result: dict[str, Any] = {"series": last.to_json()}
-        if len(orjson.dumps(result)) > self.max_result_bytes:
-            result = {"series": [{"name": s.name, "labels": dict(s.labels),
-                                  "points": len(s.timestamps)} for s in last],
-                      "truncated": f"the points are left out: the result is over "
-                                   f"{self.max_result_bytes} bytes"}
-        return RunResult(RunStatus.SUCCESS, result=result)
+        return within_cap({"series": last.to_json()}, self.max_result_bytes, lambda: {
+            "series": [{"name": s.name, "labels": dict(s.labels), "points": len(s.timestamps)}
+                       for s in last]}, "the points are")
 
 
 class TslRuntime:

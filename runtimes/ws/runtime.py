@@ -15,11 +15,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from tsq.errors import CompileError, HostError, WarpScriptError
 from tsq.runlog import LogLine
-from tsq.runtimes.base import RunContext, RunResult, RunStatus
+from tsq.runtimes.base import RunContext, RunResult, within_cap
 from tsq.runtimes.tsl.runtime import HostConnector
 
 from .jsonstack import to_js, to_json
@@ -86,12 +84,8 @@ class WsProgram:
         ctx.log([LogLine(int(started * 1000), "info",
                          f"{vm.ops} words run; {len(stack)} item(s) left on the stack "
                          f"in {took_ms:.1f} ms")])
-        result: dict[str, Any] = {"stack": to_json(stack)}
-        if len(orjson.dumps(result)) > self.max_result_bytes:
-            result = {"stack": [type(v).__name__ for v in stack],
-                      "truncated": f"the stack is left out: it is over "
-                                   f"{self.max_result_bytes} bytes as JSON"}
-        return RunResult(RunStatus.SUCCESS, result=result)
+        return within_cap({"stack": to_json(stack)}, self.max_result_bytes,
+                          lambda: {"stack": [type(v).__name__ for v in stack]}, "the stack is")
 
 
 class WsRuntime:
