@@ -138,13 +138,20 @@ class LoopStore:
                                                 since_ms=now))
 
     def get(self, project: str, name: str) -> StoredLoop:
+        found = self.find(name, project)
+        if not found:
+            raise NotFound(f"no loop named {name!r} in project {project!r}")
+        return found[0]
+
+    def find(self, name: str, project: str | None = None) -> list[StoredLoop]:
+        """The live loops called `name` (in `project` if given) at their latest versions, in
+        one prepared query: a manual run looks its loop up this way."""
         with self.engine.connect() as db:
-            row = db.execute(sa.select(loops).where(
-                loops.c.project == project, loops.c.name == name, loops.c.deleted_ms.is_(None)
-            )).first()
-            if row is None or row.latest_version is None:
-                raise NotFound(f"no loop named {name!r} in project {project!r}")
-            return StoredLoop(project, name, self._version(db, row.latest_version))
+            if project is None:
+                rows = db.execute(_FIND_ANYWHERE, {"b_name": name}).all()
+            else:
+                rows = db.execute(_FIND_IN, {"b_name": name, "b_project": project}).all()
+        return [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
 
     def live(self, project: str | None = None) -> list[StoredLoop]:
         query = (sa.select(loop_versions)
@@ -164,12 +171,6 @@ class LoopStore:
         with self.engine.connect() as db:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
         return [(StoredLoop(r.project, r.name, _to_version(r)), int(r.deleted_ms)) for r in rows]
-
-    def projects_of(self, name: str) -> list[str]:
-        """The projects that have a live loop called `name`."""
-        with self.engine.connect() as db:
-            return list(db.execute(sa.select(loops.c.project).where(
-                loops.c.name == name, loops.c.deleted_ms.is_(None))).scalars())
 
     def versions(self, project: str, name: str) -> list[StoredVersion]:
         with self.engine.connect() as db:
@@ -238,6 +239,13 @@ class LoopStore:
         if row is None:
             raise NotFound(f"no loop version {vid!r}")
         return _to_version(row)
+
+
+_FIND_ANYWHERE = (sa.select(loop_versions)
+                  .join(loops, loops.c.latest_version == loop_versions.c.id)
+                  .where(loops.c.name == sa.bindparam("b_name"), loops.c.deleted_ms.is_(None))
+                  .order_by(loops.c.project))
+_FIND_IN = _FIND_ANYWHERE.where(loops.c.project == sa.bindparam("b_project"))
 
 
 def _pick_version(history: list[StoredVersion], current: StoredVersion,

@@ -146,7 +146,7 @@ class RunStore:
         now = self._now_ms()
         run = new.queued(new_run_id(now), now)
         with self.engine.begin() as db:
-            db.execute(runs.insert().values(**run.row()))
+            db.execute(runs.insert(), run.row())  # parameters, not .values(): no new statement
         return run
 
     def create_new(self, batch: Sequence[NewRun]) -> list[Run]:

@@ -213,13 +213,14 @@ class Service:
     def _loop(self, name: str, project: str | None) -> StoredLoop:
         if project is not None:
             return self.loops.get(project, name)
-        projects = self.loops.projects_of(name)
-        if not projects:
+        found = self.loops.find(name)
+        if not found:
             raise NotFound(f"no loop named {name!r}; `tsq loops` lists the deployed ones")
-        if len(projects) > 1:
+        if len(found) > 1:
+            projects = [loop.project for loop in found]
             raise Conflict(f"loop {name!r} exists in projects {', '.join(projects)}; "
                            f"say which with project=…", details={"projects": projects})
-        return self.loops.get(projects[0], name)
+        return found[0]
 
     # -- runs ------------------------------------------------------------------------------
 
