@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,13 @@ functions:
     shown = tsq(tmp_path / "data", "show", "web-1m", "--json").stdout
     assert "hunter2" not in shown and json.loads(shown)["spec"]["connector"]["password"] == \
         "********"
+
+
+def test_the_cli_starts_without_the_database_or_v8() -> None:
+    """Every CLI call pays its imports: SQLAlchemy and V8 load only when a command works on a
+    local data directory, never for --help or a call to a running server."""
+    probe = ("import sys, tsq.cli; heavy = {'sqlalchemy', 'STPyV8', 'duckdb', 'pandas'}; "
+             "print(sorted(heavy & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

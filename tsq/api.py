@@ -30,8 +30,7 @@ from tsq import __version__, gtsformat
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
 from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.outcomes import RunStatus
-from tsq.run import Run
-from tsq.runstore import RunFilter
+from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import Service, run_window
 

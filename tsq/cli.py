@@ -31,7 +31,7 @@ from tsq.config import BY_KEY, Settings
 from tsq.errors import BadRequest, InvalidLoopFile, PartialWrite, TslError, TsqError
 from tsq.isotime import format_ms, parse_time
 from tsq.outcomes import UNFINISHED
-from tsq.runstore import RunFilter
+from tsq.run import RunFilter
 
 __all__ = ["app", "main"]
 

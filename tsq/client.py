@@ -21,7 +21,7 @@ from tsq.config import Settings
 from tsq.errors import InvalidLoopFile, Problem, ServerUnavailable, TsqError
 from tsq.handlerpaths import WHAT_IS_RIGHT, outside, resolve_beside
 from tsq.outcomes import UNFINISHED
-from tsq.runstore import RunFilter
+from tsq.run import RunFilter
 
 __all__ = ["Client", "HttpClient", "LocalClient", "open_client", "split_window"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tsq.errors import NotFound
 from tsq.outcomes import UNFINISHED
-from tsq.runstore import RunFilter
+from tsq.run import RunFilter
 
 __all__ = ["EXAMPLE", "run_demo", "sample_lines"]
 

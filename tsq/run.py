@@ -14,7 +14,7 @@ from typing import Any
 
 from tsq.outcomes import RunError, RunStatus
 
-__all__ = ["Run"]
+__all__ = ["Run", "RunFilter"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,21 @@ class Run:
 
 
 _COLUMNS = tuple(field.name for field in fields(Run))
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing shows (the API's and the CLI's filters)."""
+
+    project: str | None = None
+    loop: str | None = None
+    status: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    limit: int = 50
+    event: str | None = None
+    trigger: str | None = None
+    pipeline: str | None = None
+    # Runs queued, started or finished at or after this epoch ms: what changed since a poll
+    # (a follower sees a run's status move, not only new runs).
+    changed_since_ms: int | None = None

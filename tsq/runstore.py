@@ -21,7 +21,7 @@ from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs
 from tsq.errors import Conflict, NotFound
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
-from tsq.run import Run
+from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
@@ -36,22 +36,6 @@ AMBIGUOUS_SHOWN = 5  # candidates an ambiguous prefix error lists
 _INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
-
-
-@dataclass(frozen=True)
-class RunFilter:
-    project: str | None = None
-    loop: str | None = None
-    status: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
-    limit: int = 50
-    event: str | None = None
-    trigger: str | None = None
-    pipeline: str | None = None
-    # Runs queued, started or finished at or after this epoch ms: what changed since a poll
-    # (a follower sees a run's status move, not only new runs).
-    changed_since_ms: int | None = None
 
 
 @dataclass(frozen=True)
