@@ -3,8 +3,13 @@ by V8's watchdog leaves it serving, and a process that grew too much is renewed 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from tsq import worker_pool
@@ -50,3 +55,41 @@ def test_a_worker_that_grew_too_much_is_renewed_between_runs(
     assert second != first
     assert run(pool, "export default async () => 4").result == 4
     assert pool.pids() == [second]
+
+
+SUPERVISOR = """
+import sys, threading
+from tsq.runtimes.base import Limits
+from tsq.worker_pool import JobListener, WorkerPool
+from tsq.worker_process import Job, WorkerOptions
+
+if __name__ == "__main__":
+    pool = WorkerPool(1, WorkerOptions(memory_mb=2048, max_result_bytes=1 << 20))
+    spin = "export default async () => { await null; while (true) {} }"
+    job = Job(run_id="r", runtime="js", version_id="v", source=spin, file_name="h.js",
+              event={}, env={}, limits=Limits(timeout_s=600, memory_mb=256))
+    started = threading.Event()
+    pool.submit(job, JobListener(started=lambda job: started.set(), logs=lambda job, lines: None))
+    started.wait(60)
+    print(pool.pids()[0], flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_workers_die_with_their_supervisor_even_on_kill_9(tmp_path: Path) -> None:
+    script = tmp_path / "supervisor.py"
+    script.write_text(SUPERVISOR)
+    supervisor = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                  text=True)
+    try:
+        assert supervisor.stdout is not None
+        worker = psutil.Process(int(supervisor.stdout.readline()))
+        time.sleep(0.5)
+        assert worker.cpu_percent(interval=0.5) > 50  # the handler spins
+    finally:
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
+    gone, alive = psutil.wait_procs([worker], timeout=10)
+    assert gone and not alive

@@ -53,7 +53,8 @@ class JobListener:
 
 
 class _Process:
-    """One worker process and its end of the pipe."""
+    """One worker process and its end of the pipe. It is started by its slot's thread, and the
+    process dies when that thread ends (PR_SET_PDEATHSIG), the supervisor's kill -9 included."""
 
     def __init__(self, options: WorkerOptions) -> None:
         context = multiprocessing.get_context("spawn")

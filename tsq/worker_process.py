@@ -8,7 +8,12 @@ memory ceiling and starts another.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
 import resource
+import signal
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -31,6 +36,7 @@ from tsq.runtimes.base import (
 __all__ = ["Job", "WorkerOptions", "worker_main"]
 
 PROGRAM_CACHE_SIZE = 256
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class WorkerOptions:
 
 
 def worker_main(conn: Connection, options: WorkerOptions) -> None:
+    _die_with_parent()
     worker = _Worker(conn, options)
     _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
     conn.send(("ready", None))
@@ -115,6 +122,17 @@ class _Worker:
                 programs.popitem(last=False)
         programs.move_to_end(job.version_id)
         return program
+
+
+def _die_with_parent() -> None:
+    """Be killed when the supervisor's thread that started this process ends, however it ends
+    (kill -9 included): a handler spinning in V8 must not outlive the service."""
+    parent = multiprocessing.parent_process()
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _cap_data_segment(memory_mb: int) -> None:
