@@ -531,13 +531,12 @@ def runs_show(run_id: RunId, data_dir: DataDir = None, url: Url = None,
     if as_json:
         _print_json({**record, "artifacts": kept})
         return
-    duration = record.get("duration_ms")
     rows = [("status", record["status"]), ("loop", f"{record['loop']} ({record['project']})"),
             ("version", record["version_id"][:12]),
             ("trigger", f"{record['trigger']} (event {record['event']})"),
             ("pipeline", _pipeline(record)), ("window", _window(record)),
             ("attempt", str(record["attempt"])),
-            ("duration", "" if duration is None else f"{duration} ms")]
+            ("duration", _duration_and_init(record))]
     if record.get("error"):
         rows.append(("error", f"{record['error'].get('type')}: {record['error'].get('message')}"))
     elif record.get("result") is not None:
@@ -547,6 +546,13 @@ def runs_show(run_id: RunId, data_dir: DataDir = None, url: Url = None,
         if value:
             out.print(f"  {label:9} {value}", highlight=False, markup=False)
     _print_artifacts(kept)
+
+
+def _duration_and_init(record: dict[str, Any]) -> str:
+    duration, init = record.get("duration_ms"), record.get("init_ms")
+    if duration is None:
+        return ""
+    return f"{duration} ms" if init is None else f"{duration} ms (init {init:.2f} ms)"
 
 
 def _pipeline(record: dict[str, Any]) -> str:

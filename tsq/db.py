@@ -71,6 +71,7 @@ runs = sa.Table(
     sa.Column("window_end_ms", sa.BigInteger, nullable=True),
     sa.Column("epsilon_ms", sa.BigInteger, nullable=True),
     sa.Column("not_before_ms", sa.BigInteger, nullable=True),  # a retry waits until then
+    sa.Column("init_ms", sa.Float, nullable=True),  # of the duration, before the handler ran
     sa.UniqueConstraint("project", "key", name="uq_runs_project_key"),
     sa.Index("ix_runs_loop_queued", "project", "loop", "queued_ms"),
     sa.Index("ix_runs_status", "status"),

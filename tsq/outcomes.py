@@ -99,6 +99,10 @@ class RunResult:
     status: RunStatus  # one of RunStatus.final()
     result: Any = None
     error: RunError | None = None
+    # Time before the handler itself ran, ms: the runtime's set-up for this run (a fresh V8
+    # context, the bootstrap, the handler's code) and, on a worker's first run of a version,
+    # compiling it; as AWS Lambda's "Init Duration" is told apart from the duration.
+    init_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not RunStatus(self.status).finished:

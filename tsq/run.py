@@ -42,6 +42,7 @@ class Run:
     window_end_ms: int | None = None
     epsilon_ms: int | None = None
     not_before_ms: int | None = None  # a retry waits until then
+    init_ms: float | None = None  # of the duration, the part before the handler ran
 
     @property
     def window(self) -> tuple[int, int] | None:

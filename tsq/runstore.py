@@ -93,13 +93,14 @@ class Settlement:
                            not_before_ms=self.retry_at_ms, started_ms=None, finished_ms=None,
                            queued_ms=now)
         return replace(self.run, status=self.result.status, result=self.result.result,
-                       error=self.result.error, finished_ms=now,
+                       error=self.result.error, finished_ms=now, init_ms=self.result.init_ms,
                        started_ms=self.run.started_ms or now)
 
 
 _FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=sa.bindparam("b_status"), result=sa.bindparam("b_result", type_=sa.JSON),
     error=sa.bindparam("b_error", type_=sa.JSON), finished_ms=sa.bindparam("b_now"),
+    init_ms=sa.bindparam("b_init"),
     started_ms=sa.func.coalesce(runs.c.started_ms, sa.bindparam("b_now"))))
 _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=RunStatus.QUEUED.value, attempt=sa.bindparam("b_attempt"),
@@ -172,7 +173,8 @@ class RunStore:
             if finished:
                 db.execute(_FINISH, [{"b_id": o.run.id, "b_status": o.result.status.value,
                                       "b_result": o.result.result, "b_error": _error(o.result),
-                                      "b_now": now} for o in finished])
+                                      "b_now": now, "b_init": o.result.init_ms}
+                                     for o in finished])
             if retried:
                 db.execute(_RETRY, [{"b_id": o.run.id, "b_attempt": o.run.attempt + 1,
                                      "b_not_before": o.retry_at_ms, "b_now": now}

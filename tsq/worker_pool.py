@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -226,12 +226,16 @@ class WorkerPool:
         return slot.process
 
     def _run(self, slot: _Slot, job: Job, listener: JobListener) -> RunResult:
-        process = self._process(slot)
+        began = time.perf_counter()
+        process = self._process(slot)  # a cold start when the slot had no live process
+        started_ms = (time.perf_counter() - began) * 1000
         process.conn.send(job)
         listener.started(job)
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         result = _Watch(process, job, listener).until_done()
+        if result.init_ms is not None:
+            result = replace(result, init_ms=result.init_ms + started_ms)
         if process.process.is_alive() and process.grown_too_much():
             log.info("worker process %s grew past %s MB; starting a new one",
                      process.process.pid, RENEW_GROWTH_MB, extra={"pid": process.process.pid})

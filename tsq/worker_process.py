@@ -14,8 +14,9 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -83,9 +84,12 @@ class _Worker:
 
     def run(self, job: Job) -> RunResult:
         try:
-            program = self.program(job)
-            return program.run(RunContext(job.event, job.env, job.limits, self.log, job.info,
-                                          self.host))
+            began = time.perf_counter()
+            program = self.program(job)  # compiled on a worker's first run of the version
+            compiled_ms = (time.perf_counter() - began) * 1000
+            result = program.run(RunContext(job.event, job.env, job.limits, self.log, job.info,
+                                            self.host))
+            return replace(result, init_ms=(result.init_ms or 0.0) + compiled_ms)
         except CompileError as exc:
             return RunResult.failed("CompileError", exc.message)
         except Exception as exc:  # a fault of tsq, not of the handler: say so, keep the worker

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -108,12 +109,16 @@ class JsProgram:
         self.load = f"__tsq.load({code})\n//# sourceURL={file_name}"
 
     def run(self, ctx: RunContext) -> RunResult:
+        began = time.perf_counter()
         with isolate().context() as context:
-            return _Execution(context, self, ctx).run()
+            return _Execution(context, self, ctx, began).run()
 
 
 class _Execution:
-    def __init__(self, context: Context, program: JsProgram, ctx: RunContext) -> None:
+    def __init__(self, context: Context, program: JsProgram, ctx: RunContext,
+                 began: float) -> None:
+        self.began = began
+        self.init_ms: float | None = None  # the context, the bootstrap and the handler's code
         self.context = context
         self.program = program
         self.ctx = ctx
@@ -121,6 +126,9 @@ class _Execution:
         self.answers: list[list[Any]] = []  # host answers waiting for the next poll
 
     def run(self) -> RunResult:
+        return replace(self.outcome(), init_ms=self.init_ms)
+
+    def outcome(self) -> RunResult:
         try:
             self.start()
             return self.wait()
@@ -138,6 +146,7 @@ class _Execution:
         context = {**self.ctx.info, "deadlineMs": deadline_ms}
         self.eval(self.program.runtime.bootstrap)
         self.eval(self.program.load)
+        self.init_ms = (time.perf_counter() - self.began) * 1000
         self.eval(f"__tsq.start({_js_json(self.ctx.event)}, {_js_json(context)}, "
                   f"{_js_json(self.ctx.env)})")
 
