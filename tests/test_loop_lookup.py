@@ -17,9 +17,9 @@ FILES = {"h.js": "export default async () => 'alpha'", "g.js": "export default a
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     made = Service(Settings.load(Path(tmp_path_factory.mktemp("data"))))
-    made.deploy("project: alpha\nfunctions:\n  shared:\n    handler: h.js\n"
+    made.deploy("project: alpha\nfunctions:\n  common:\n    handler: h.js\n"
                 "  only-alpha:\n    handler: h.js\n", "a.yml", FILES.get)
-    made.deploy("project: beta\nfunctions:\n  shared:\n    handler: g.js\n", "b.yml", FILES.get)
+    made.deploy("project: beta\nfunctions:\n  common:\n    handler: g.js\n", "b.yml", FILES.get)
     yield made
     made.close()
 
@@ -30,10 +30,10 @@ def test_a_name_in_one_project_needs_no_project(service: Service) -> None:
 
 def test_a_name_in_two_projects_needs_one(service: Service) -> None:
     with pytest.raises(Conflict) as raised:
-        service.run("shared")
+        service.run("common")
     assert raised.value.details == {"projects": ["alpha", "beta"]}
-    assert service.run("shared", project="beta").result == "beta"
-    assert service.run("shared", project="alpha").result == "alpha"
+    assert service.run("common", project="beta").result == "beta"
+    assert service.run("common", project="alpha").result == "alpha"
 
 
 @pytest.mark.parametrize("project, message", [
