@@ -154,8 +154,7 @@ class Service:
                                deployed_after=self.loops.after_graph)
         # one transaction for the whole file, schedules included: a crash part-way deploys none
         outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
-        for outcome in outcomes:
-            self._loop_changed(outcome.loop.project, outcome.loop.name)
+        self._loops_changed([(o.loop.project, o.loop.name) for o in outcomes])
         return {"loops": [{**o.loop.to_json(), "created": o.created} for o in outcomes]}
 
     def list_loops(self, project: str | None = None) -> dict[str, Any]:
@@ -175,26 +174,29 @@ class Service:
                  to: str | None = None) -> dict[str, Any]:
         loop = self._loop(name, project)
         result = self.loops.rollback(loop.project, name, to)
-        self._loop_changed(loop.project, name)
+        self._loops_changed([(loop.project, name)])
         return result.to_json()
 
     def delete_loop(self, name: str, project: str | None = None) -> dict[str, Any]:
         loop = self._loop(name, project)
         self.loops.delete(loop.project, name)
-        self._loop_changed(loop.project, name)
+        self._loops_changed([(loop.project, name)])
         return {"deleted": name, "project": loop.project}
 
-    def _loop_changed(self, project: str, name: str) -> None:
-        """Schedules, `after:` triggers and jobs follow a deploy, rollback or delete at once."""
-        try:
-            spec = self.loops.get(project, name).latest.spec
-        except NotFound:
-            spec = None
-        self.schedules.sync(project, name, spec)
+    def _loops_changed(self, changed: list[tuple[str, str]]) -> None:
+        """Schedules, `after:` triggers and jobs follow a deploy, rollback or delete at once;
+        what reads every loop runs once per change, not once per loop of a file."""
+        for project, name in changed:
+            try:
+                spec = self.loops.get(project, name).latest.spec
+            except NotFound:
+                spec = None
+            self.schedules.sync(project, name, spec)
         self.dispatcher.loops_changed()
         self._watch_late()
         if self.scheduler is not None:
-            self.scheduler.sync(project, name)
+            for project, name in changed:
+                self.scheduler.sync(project, name)
 
     def _watch_late(self) -> None:
         """Watch the sources of the rollups that re-run windows with late points."""
