@@ -18,6 +18,11 @@ CPU = [("cpu", {"dc": "gra", "host": "web01"}, [1 * S, 2 * S, 3 * S], [1.0, 2.0,
        ("mem", {"dc": "gra", "host": "web01"}, [1 * S], [0.5])]
 
 
+def quoted(text: str) -> str:
+    """`text` inside a selector's double quotes (hostile names, escaped as a user writes them)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def hosts(result: SeriesSet) -> list[str]:
     return [s.labels.get("host", "") for s in result]
 

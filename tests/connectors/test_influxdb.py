@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.influxdb import available, free_port, influxdb
-from tests.connectors.contract import CPU, ConnectorContract, S
+from tests.connectors.contract import CPU, ConnectorContract, S, quoted
 from tsq import tsl
 from tsq.connectors.influxdb import PUSHED_AGGREGATES, InfluxDB, series_name, split_name
 from tsq.errors import ConnectorQueryError, ConnectorUnavailable, ConnectorUnsupported
@@ -90,7 +90,7 @@ def test_hostile_names_travel_every_path_as_data(server: str, database: str,
     try:
         store.write(SeriesSet.from_series(CPU))
         assert store.write(SeriesSet.from_series([(name, labels, [S, 2 * S], [1.0, 2.0])])) == 2
-        selector = parse_selector(f'{{__name__="{_quoted(name)}", tag="{_quoted(labels["tag"])}"}}')
+        selector = parse_selector(f'{{__name__="{quoted(name)}", tag="{quoted(labels["tag"])}"}}')
         [found] = store.select(selector)
         assert (found.name, dict(found.labels), list(found.values)) == (name, labels, [1.0, 2.0])
         assert store.describe(selector) == [(name, labels)]
@@ -101,11 +101,6 @@ def test_hostile_names_travel_every_path_as_data(server: str, database: str,
         assert store.select(parse_selector("cpu")).points == 6  # untouched
     finally:
         store.close()
-
-
-def _quoted(text: str) -> str:
-    """`text` inside a selector's double quotes."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def test_an_unreachable_server_fails_clearly_naming_it_without_secrets() -> None:

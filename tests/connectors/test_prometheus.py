@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from benchmarks import prometheus as prometheus_server
 from benchmarks import victoriametrics as vm_server
 from benchmarks.influxdb import free_port
-from tests.connectors.contract import CPU, ConnectorContract, S
+from tests.connectors.contract import CPU, ConnectorContract, S, quoted
 from tsq.connectors import CONNECTORS, load_connector_class
 from tsq.connectors.prometheus import (
     MS,
@@ -169,7 +169,7 @@ def test_hostile_label_values_travel_every_path_as_data(prometheus_url: str) -> 
             labels = {"tag": f"v{text}", "i": str(index)}
             assert store.write(SeriesSet.from_series([("evil", labels, [S, 2 * S],
                                                        [1.0, 2.0])])) == 2
-            selector = parse_selector(f'evil{{tag="{_quoted(labels["tag"])}"}}')
+            selector = parse_selector(f'evil{{tag="{quoted(labels["tag"])}"}}')
             [found] = store.select(selector)
             assert (dict(found.labels), list(found.values)) == (labels, [1.0, 2.0])
             assert store.describe(selector) == [("evil", labels)]
@@ -180,11 +180,6 @@ def test_hostile_label_values_travel_every_path_as_data(prometheus_url: str) -> 
         assert store.select(parse_selector("cpu")).points == 6  # untouched
     finally:
         store.close()
-
-
-def _quoted(text: str) -> str:
-    """`text` inside a selector's double quotes."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 @pytest.mark.slow
