@@ -126,10 +126,14 @@ class RunStore:
     def _now_ms(self) -> int:
         return now_ms(self.clock)
 
-    def create(self, new: NewRun) -> Run:
-        """Insert a run; a keyed run whose key exists raises sqlalchemy's IntegrityError."""
+    def create(self, new: NewRun, *, running: bool = False) -> Run:
+        """Insert a run, queued or, with `running`, created and claimed in one write (a run
+        started at once on a free worker); a keyed run whose key exists raises sqlalchemy's
+        IntegrityError."""
         now = self._now_ms()
         run = new.queued(new_run_id(now), now)
+        if running:
+            run = run.started(now)
         with self.engine.begin() as db:
             db.execute(runs.insert(), run.row())  # parameters, not .values(): no new statement
         return run

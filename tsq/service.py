@@ -239,12 +239,9 @@ class Service:
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
-        record = self.runs.create(NewRun(project=loop.project, loop=name,
-                                         event=event or trigger, version_id=loop.latest.id,
-                                         trigger=trigger, params=merged, scheduled_ms=scheduled,
-                                         window=covered))
-        done = self.dispatcher.wait(record.id)
-        self.dispatcher.offer(record)
+        record, done = self.dispatcher.start(NewRun(
+            project=loop.project, loop=name, event=event or trigger, version_id=loop.latest.id,
+            trigger=trigger, params=merged, scheduled_ms=scheduled, window=covered))
         return SubmittedRun(record, done)
 
     def run(self, name: str, params: dict[str, Any] | None = None, **options: Any) -> Run:

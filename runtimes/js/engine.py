@@ -45,6 +45,7 @@ class _Watchdog:
         self._js_isolate = js_isolate
         self._changed = threading.Condition()
         self._deadline: float | None = None
+        self._waking_at: float | None = None  # when the watchdog wakes next; None: when told
         self._fired = False
         threading.Thread(target=self._watch, name="v8-watchdog", daemon=True).start()
 
@@ -54,7 +55,11 @@ class _Watchdog:
         yields a function telling whether it was."""
         with self._changed:
             self._deadline, self._fired = deadline, False
-            self._changed.notify()
+            # A run evaluates several scripts under one deadline: the watchdog is woken only
+            # when it would otherwise wake too late, not once per script (each wake-up costs
+            # the running thread a GIL hand-over).
+            if self._waking_at is None or deadline < self._waking_at:
+                self._changed.notify()
         try:
             yield lambda: self._fired
         finally:
@@ -66,10 +71,12 @@ class _Watchdog:
         with self._changed:
             while True:
                 if self._deadline is None:
+                    self._waking_at = None
                     self._changed.wait()
                     continue
                 left = self._deadline - time.monotonic()
                 if left > 0:
+                    self._waking_at = self._deadline
                     self._changed.wait(left)
                     continue
                 self._deadline, self._fired = None, True
