@@ -60,6 +60,10 @@ class Runtime(Protocol):
 
     def prepare(self, source: str, file_name: str) -> Program: ...
 
+    def idle(self) -> None:
+        """Called by the worker between runs: do now what the next run would otherwise wait
+        for (it must stay as fresh as if it were done at its start)."""
+
 
 def within_cap(result: dict[str, Any], max_bytes: int, summary: Callable[[], dict[str, Any]],
                left_out: str) -> RunResult:

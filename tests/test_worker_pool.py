@@ -35,6 +35,17 @@ def run(pool: WorkerPool, source: str, timeout_s: float = 5.0) -> RunResult:
     return pool.submit(job, listener).result(timeout=60)
 
 
+def test_a_global_set_by_one_run_is_not_seen_by_the_next_in_the_same_worker(
+        pool: WorkerPool) -> None:
+    setter = "export default async () => { globalThis.kept = 'x'; return typeof kept }"
+    probe = "export default async () => typeof kept"
+    assert run(pool, setter).result == "string"
+    (pid,) = pool.pids()
+    assert run(pool, setter).result == "string"  # the same loop again
+    assert run(pool, probe).result == "undefined"  # another loop
+    assert pool.pids() == [pid]
+
+
 def test_a_run_stopped_at_its_deadline_leaves_the_worker_serving(pool: WorkerPool) -> None:
     assert run(pool, "export default async () => 1").result == 1
     (pid,) = pool.pids()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tsq.clock import Clock, now_ms, wall
-from tsq.db import artifacts
+from tsq.db import artifacts, transaction
 from tsq.errors import BadRequest, NotFound, PayloadTooLarge
 
 __all__ = ["MAX_ARTIFACT_BYTES", "Artifact", "ArtifactStore", "content_type_for"]
@@ -61,7 +61,7 @@ class ArtifactStore:
                                   f"{MAX_ARTIFACT_BYTES} bytes")
         saved = Artifact(run_id, name, content_type or content_type_for(name), len(data),
                          now_ms(self.clock))
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             db.execute(artifacts.delete().where(artifacts.c.run_id == run_id,
                                                 artifacts.c.name == name))
             db.execute(artifacts.insert().values(

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tsq.db import backfills
+from tsq.db import backfills, transaction
 from tsq.errors import NotFound
 
 __all__ = ["BackfillJob", "BackfillStore"]
@@ -43,7 +43,7 @@ class BackfillStore:
         self.engine = engine
 
     def add(self, job: BackfillJob) -> None:
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             db.execute(backfills.insert().values(**job.row()))
 
     def get(self, job_id: str) -> BackfillJob:
@@ -61,7 +61,7 @@ class BackfillStore:
             return [_from_row(row) for row in rows]
 
     def finished(self, job_id: str, at_ms: int) -> None:
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             db.execute(backfills.update().where(backfills.c.id == job_id)
                        .values(finished_ms=at_ms))
 

@@ -7,19 +7,21 @@ newest revision, so a new data directory or a newer tsq needs no manual step.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tsq.errors import ConfigError
 
 __all__ = ["artifacts", "backfills", "connect", "loop_history", "loop_versions", "loops",
-           "metadata", "run_logs", "runs", "schedules"]
+           "metadata", "run_logs", "runs", "schedules", "transaction"]
 
 metadata = sa.MetaData()
 
@@ -139,6 +141,20 @@ _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
+_write_locks: dict[str, threading.RLock] = {}
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction. SQLite has one writer at a time, and a writer that finds the file
+    locked sleeps in growing steps (1, 2, 5 … 100 ms) before it tries again; so this process's
+    writers (scheduler, dispatcher, settler, API) queue on a lock instead, and each takes the
+    file the moment the one before it commits."""
+    lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
+    with lock or contextlib.nullcontext(), engine.begin() as connection:
+        yield connection
+
+
 def connect(url: str) -> Engine:
     """An engine for `url` with the schema at the newest revision."""
     try:
@@ -147,6 +163,7 @@ def connect(url: str) -> Engine:
         raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}") from None
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        _write_locks.setdefault(str(engine.url), threading.RLock())
     with _migrate_lock:
         if url not in _migrated:
             _upgrade(engine)

@@ -64,6 +64,7 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger(__name__)
 
 TARGET_THREADS = 8
+IN_FLIGHT_PER_WORKER = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 
 
@@ -103,8 +104,9 @@ class Dispatcher:
         self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http, clock)
         self._closed = False
         # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
-        # and the next one waiting, so it never idles between runs.
-        self._workers_free = threading.Semaphore(workers * 2)
+        # and a few waiting, so it never idles between runs and, under load, several runs end
+        # between two claims and are claimed in one write.
+        self._workers_free = threading.Semaphore(workers * IN_FLIGHT_PER_WORKER)
         self._targets_free = threading.Semaphore(TARGET_THREADS)
         self._ready: queue.Queue[Run | None] = queue.Queue()
         self._ended: queue.Queue[_Ended | None] = queue.Queue()

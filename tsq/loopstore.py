@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tsq import aftergraph
 from tsq.clock import Clock, now_ms, wall
-from tsq.db import loop_history, loop_versions, loops
+from tsq.db import loop_history, loop_versions, loops, transaction
 from tsq.errors import Conflict, NotFound
 from tsq.loopfile import Deployable
 from tsq.model import LoopSpec, version_id
@@ -85,7 +85,7 @@ class LoopStore:
         `also(db, spec)` writes what goes with each loop (its schedules) in the same one."""
         for _ in range(MAX_DEPLOY_ATTEMPTS):
             try:
-                with self.engine.begin() as db:
+                with transaction(self.engine) as db:
                     created = [self._deploy_one(db, item, also) for item in items]
                 outcomes = [DeployOutcome(self.get(item.spec.project, item.spec.name), new)
                             for item, new in zip(items, created, strict=True)]
@@ -188,7 +188,7 @@ class LoopStore:
         current = self.get(project, name)
         history = self.versions(project, name)
         target = _pick_version(history, current.latest, to, name)
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             self._point_latest(db, project, name, target.id)
         log.info("rolled back %s/%s to version %d", project, name, target.number,
                  extra={"project": project, "loop": name, "version": target.id,
@@ -198,7 +198,7 @@ class LoopStore:
     def delete(self, project: str, name: str) -> None:
         self.get(project, name)
         now = now_ms(self.clock)
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             db.execute(loops.update().where(loops.c.project == project, loops.c.name == name)
                        .values(deleted_ms=now))
             db.execute(loop_history.insert().values(project=project, name=name, version_id=None,

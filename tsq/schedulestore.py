@@ -13,7 +13,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tsq.db import schedules
+from tsq.db import schedules, transaction
 from tsq.model import LoopSpec
 
 __all__ = ["ScheduleStore"]
@@ -26,7 +26,7 @@ class ScheduleStore:
 
     def sync(self, project: str, loop: str, spec: LoopSpec | None) -> None:
         """Record the schedules of `loop` now live (`spec`; None once deleted)."""
-        with self.engine.begin() as db:
+        with transaction(self.engine) as db:
             self.sync_in(db, project, loop, spec)
 
     def deployed(self, db: Connection, spec: LoopSpec) -> None:
@@ -68,7 +68,7 @@ class ScheduleStore:
                 fresh.append({"project": project, "loop": loop, "event": event, "rate": rate,
                               "since_ms": now})
         if fresh:
-            with self.engine.begin() as db:
+            with transaction(self.engine) as db:
                 for row in fresh:
                     db.execute(schedules.delete().where(
                         schedules.c.project == row["project"], schedules.c.loop == row["loop"],

@@ -7,6 +7,7 @@ same thing whether it talks to a server or works on the data directory itself.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -58,6 +59,7 @@ __all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
 log = logging.getLogger(__name__)
 
 NEXT_FIRE_TIMES = 3
+GIL_SWITCH_S = 0.0005
 WS_QUERY_TIMEOUT_S = 30.0  # an ad-hoc WarpScript (/v1/query, /api/v0/exec) runs at most this
 
 
@@ -122,6 +124,9 @@ class Service:
     def start(self) -> int:
         """Become the running service: take over unfinished runs, start the workers and the
         scheduler. Returns how many unfinished runs were taken over."""
+        # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
+        # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
+        sys.setswitchinterval(GIL_SWITCH_S)
         _ = self.pool
         unfinished = self.runs.unfinished()
         backfilled = self.backfills.resume(unfinished)

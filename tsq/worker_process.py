@@ -36,7 +36,7 @@ from tsq.runtimes.base import (
 
 __all__ = ["Job", "WorkerOptions", "worker_main"]
 
-PROGRAM_CACHE_SIZE = 256
+PROGRAM_CACHE_SIZE = 4096  # handlers; a prepared JS handler is its rewritten source
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -72,6 +72,7 @@ def worker_main(conn: Connection, options: WorkerOptions) -> None:
         if job is None:
             return
         conn.send(("done", worker.run(job)))
+        worker.idle()
 
 
 class _Worker:
@@ -95,6 +96,11 @@ class _Worker:
         except Exception as exc:  # a fault of tsq, not of the handler: say so, keep the worker
             return RunResult.failed("InternalError", f"tsq could not run the handler: {exc!r}")
 
+    def idle(self) -> None:
+        """Between runs, after the outcome is sent: each runtime prepares its next run."""
+        for runtime in self.runtimes.values():
+            runtime.idle()
+
     def log(self, lines: list[LogLine]) -> None:
         self.conn.send(("log", lines))
 
@@ -116,15 +122,17 @@ class _Worker:
         return self.runtimes[name]
 
     def program(self, job: Job) -> Program:
-        """The prepared program of `job`'s version, cached (least recently used out)."""
+        """The prepared program of `job`'s handler, cached (least recently used out). Keyed by
+        the code, not the version: loops deployed from one handler file share one program."""
         programs = self.programs
-        program = programs.get(job.version_id)
+        key = f"{job.runtime}:{job.file_name}:{job.source}"
+        program = programs.get(key)
         if program is None:
             program = self.runtime(job.runtime).prepare(job.source, job.file_name)
-            programs[job.version_id] = program
+            programs[key] = program
             if len(programs) > PROGRAM_CACHE_SIZE:
                 programs.popitem(last=False)
-        programs.move_to_end(job.version_id)
+        programs.move_to_end(key)
         return program
 
 

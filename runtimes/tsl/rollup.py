@@ -81,5 +81,8 @@ class RollupRuntime:
     def warm(self, *, runs: bool = False) -> None:
         self.query.warm(runs=runs)
 
+    def idle(self) -> None:
+        """Nothing to do ahead: a run's state is made from its event when it starts."""
+
     def prepare(self, source: str, file_name: str) -> Program:
         return RollupProgram(self.query.prepare(source, file_name))

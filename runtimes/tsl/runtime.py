@@ -171,6 +171,9 @@ class TslRuntime:
     def warm(self, *, runs: bool = False) -> None:
         parse_script('select("warm").last(1m)')
 
+    def idle(self) -> None:
+        """Nothing to do ahead: a run's state is made from its event when it starts."""
+
     def prepare(self, source: str, file_name: str) -> TslProgram:
         try:   # names are bound per run: the params differ from one event to the next
             script = tuple(parse_script(source))

@@ -97,6 +97,9 @@ class WsRuntime:
     def warm(self, *, runs: bool = False) -> None:
         Vm.compile("NOW DROP")
 
+    def idle(self) -> None:
+        """Nothing to do ahead: a run's state is made from its event when it starts."""
+
     def prepare(self, source: str, file_name: str) -> WsProgram:
         try:
             code = Vm.compile(source)

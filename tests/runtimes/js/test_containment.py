@@ -32,18 +32,27 @@ def run(runtime: JsRuntime, source: str, *, timeout: float = 2.0, event: Any = N
     return program.run(ctx)
 
 
-def test_globals_and_prototypes_do_not_reach_the_next_run(runtime: JsRuntime) -> None:
+@pytest.mark.parametrize("made_ahead", [False, True], ids=["made-at-start", "made-ahead"])
+def test_globals_and_prototypes_do_not_reach_the_next_run(runtime: JsRuntime,
+                                                          made_ahead: bool) -> None:
+    """Also when the worker makes the next run's context between runs (JsRuntime.idle)."""
     polluter = """export default async () => {
       globalThis.leaked = 1; Object.prototype.polluted = 2; Array.prototype.push = null;
       JSON.stringify = () => "poisoned"; return "set" }"""
     probe = """export default async () => [typeof leaked, ({}).polluted === undefined,
       typeof Array.prototype.push, JSON.stringify({a: 1})]"""
-    assert run(runtime, polluter).result == "set"
+
+    def then(result: RunResult) -> Any:
+        if made_ahead:
+            runtime.idle()
+        return result.result
+
+    assert then(run(runtime, polluter)) == "set"
     expected = ["undefined", True, "function", '{"a":1}']
-    assert run(runtime, probe).result == expected  # another loop
-    assert run(runtime, polluter).result == "set"
-    assert run(runtime, polluter.replace('"set"', "typeof leaked")).result == "number"
-    assert run(runtime, probe).result == expected
+    assert then(run(runtime, probe)) == expected  # another loop
+    assert then(run(runtime, polluter)) == "set"
+    assert then(run(runtime, polluter.replace('"set"', "typeof leaked"))) == "number"
+    assert then(run(runtime, probe)) == expected
 
 
 @pytest.mark.parametrize("name, source", [
