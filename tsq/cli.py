@@ -97,8 +97,9 @@ def main() -> None:
 
 
 @contextmanager
-def _client(data_dir: Path | None, url: str | None) -> Iterator[Client]:
-    client = open_client(Settings.load(data_dir), url)
+def _client(data_dir: Path | None, url: str | None, *, will_run: bool = False
+            ) -> Iterator[Client]:
+    client = open_client(Settings.load(data_dir), url, will_run=will_run)
     try:
         yield client
     finally:
@@ -283,7 +284,7 @@ def run(name: str,
     scheduler and `tsq backfill` still run that time.
     """
     params = _parse_params(param or [])
-    with _client(data_dir, url) as client:
+    with _client(data_dir, url, will_run=True) as client:
         record = client.run(name, params, project, event, wait=not run_async, at=at,
                             window=window)
     if as_json:

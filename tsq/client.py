@@ -124,7 +124,13 @@ def _read_beside(loop_file: Path, name: str) -> str | None:
 
 
 class LocalClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, will_run: bool = False) -> None:
+        if will_run:  # a handler will run here: its worker starts while tsq loads
+            from tsq.worker_pool import start_ahead
+            from tsq.worker_process import WorkerOptions
+
+            start_ahead(WorkerOptions(memory_mb=settings.worker_memory_mb,
+                                      max_result_bytes=settings.max_result_bytes))
         from tsq.service import Service  # V8 and SQLAlchemy load only when working locally
 
         self.service = Service(settings)
@@ -373,15 +379,17 @@ def _only(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def open_client(settings: Settings, url: str | None) -> Client:
+def open_client(settings: Settings, url: str | None, *, will_run: bool = False) -> Client:
+    """`will_run`: the caller is about to run a handler (a local client starts a worker at
+    once)."""
     if url:
         return HttpClient(url)
     try:
         recorded = orjson.loads(settings.server_file.read_bytes())
     except (OSError, orjson.JSONDecodeError):
-        return LocalClient(settings)
+        return LocalClient(settings, will_run=will_run)
     client = HttpClient(str(recorded["url"]))
     if client.healthy():
         return client
     client.close()
-    return LocalClient(settings)
+    return LocalClient(settings, will_run=will_run)

@@ -14,8 +14,6 @@ from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
 from tsq.errors import ConfigError
@@ -186,7 +184,31 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def head_revision() -> str:
+    """The newest migration's revision: migrations are files `NNNN_what.py` whose revision is
+    `NNNN` (tests/test_datadir.py checks this against Alembic's own view)."""
+    versions = resources.files("tsq") / "migrations" / "versions"
+    return max(entry.name.partition("_")[0] for entry in versions.iterdir()
+               if entry.name[:4].isdigit() and entry.name.endswith(".py"))
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the schema is at the newest revision already, read without Alembic (loading it
+    and its scripts takes a CLI call a quarter of a second)."""
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except sa.exc.DBAPIError:
+        return False  # a new database: no table yet
+    return [row[0] for row in found] == [head_revision()]
+
+
 def _upgrade(engine: Engine) -> None:
+    if _at_head(engine):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("tsq") / "migrations"))
     try:

@@ -28,9 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tsq.clock import Clock
 from tsq.errors import HostError
@@ -58,6 +56,9 @@ from tsq.runlog import LogBuffer, LogLine
 from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
 from tsq.runstore import NewRun, RunStore, Settlement
 from tsq.runtimes import RUNTIMES
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Dispatcher"]
 
@@ -100,8 +101,9 @@ class Dispatcher:
         self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
         self._timers: set[threading.Timer] = set()
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
-        self._http = httpx.Client()
-        self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http, clock)
+        self._http: httpx.Client | None = None  # made for the first URL target (it costs 50 ms)
+        self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http_client,
+                                    clock)
         self._closed = False
         # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
         # and a few waiting, so it never idles between runs and, under load, several runs end
@@ -221,7 +223,8 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(timeout=10)
         self._targets.shutdown(wait=False, cancel_futures=True)
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
 
     # -- lanes and timers --------------------------------------------------------------------
 
@@ -418,6 +421,14 @@ class Dispatcher:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    def _http_client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                import httpx
+
+                self._http = httpx.Client()
+            return self._http
+
 
 BATCH = 500  # runs per transaction, at most
 
@@ -457,7 +468,7 @@ def _log_end(final: Run) -> None:
 
 
 def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: dict[str, Step],
-               threads: ThreadPoolExecutor, http: httpx.Client, clock: Clock
+               threads: ThreadPoolExecutor, http: Callable[[], httpx.Client], clock: Clock
                ) -> dict[str, Executor]:
     """Executor by `executor_key`: every runtime runs in a worker, a URL target and the
     service's own steps on a service thread."""

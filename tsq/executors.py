@@ -18,9 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tsq.hostcalls import Host
 from tsq.isotime import format_ms
@@ -30,9 +28,11 @@ from tsq.outcomes import RunResult
 from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runtimes.base import Limits
-from tsq.targets import call_target
 from tsq.worker_pool import GRACE_S, JobListener
 from tsq.worker_process import Job
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "TARGET",
@@ -133,7 +133,7 @@ class WorkerExecutor:
 class TargetExecutor:
     in_service = True
 
-    def __init__(self, threads: ThreadPoolExecutor, http: httpx.Client,
+    def __init__(self, threads: ThreadPoolExecutor, http: Callable[[], httpx.Client],
                  clock: Callable[[], float]) -> None:
         self.threads = threads
         self.http = http
@@ -143,7 +143,9 @@ class TargetExecutor:
         spec = run.version.spec
         url = spec.target_of(run.record.event)
         assert url is not None  # executor_key chose this executor because there is one
-        return self.threads.submit(call_target, self.http, url, run.event, spec.timeout_s,
+        from tsq.targets import call_target  # httpx loads with the first URL target
+
+        return self.threads.submit(call_target, self.http(), url, run.event, spec.timeout_s,
                                    self.clock())
 
 

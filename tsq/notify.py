@@ -11,13 +11,20 @@ import contextlib
 import logging
 import queue
 import threading
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tsq import __version__
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["Notifier"]
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError
 
 log = logging.getLogger("tsq.notify")
 
@@ -65,6 +72,8 @@ class Notifier:
                 self._thread.start()
 
     def _deliver_all(self) -> None:
+        import httpx  # loaded by the first notification, on this thread
+
         headers = {"User-Agent": f"tsq/{__version__}"}
         with httpx.Client(timeout=TIMEOUT_S, headers=headers) as client:
             while not self._stop.is_set():
@@ -79,7 +88,7 @@ class Notifier:
                 if client.post(url, json=payload).is_success:
                     self.delivered += 1
                     return
-            except httpx.HTTPError as exc:
+            except httpx_errors() as exc:
                 log.debug("webhook %s: %s", url, exc)
             if self._stop.wait(self.backoff_s * 2 ** attempt):
                 return

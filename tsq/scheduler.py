@@ -286,12 +286,12 @@ class Scheduler:
         self.fired += len(runs)
         for start in range(0, len(runs), RECORD_BATCH):
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])
-            said = log.isEnabledFor(logging.DEBUG)  # a line per fire: thousands a second
+            said = log.isEnabledFor(logging.INFO)  # a line per fire, unless quieted
             for record in created:
                 if said:
-                    log.debug("fired %s/%s event %s for %s", record.project, record.loop,
-                              record.event, format_ms(record.when_ms),
-                              extra={**record.identity(), "scheduled_ms": record.scheduled_ms})
+                    log.info("fired %s/%s event %s for %s", record.project, record.loop,
+                             record.event, format_ms(record.when_ms),
+                             extra={**record.identity(), "scheduled_ms": record.scheduled_ms})
                 self.dispatcher.offer(record)
 
 

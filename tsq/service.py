@@ -96,8 +96,6 @@ class Service:
         self._watch_late()
         self.scheduler: Scheduler | None = None
         self.clock = clock
-        for name in runtime_names():
-            get_runtime(name).warm()
 
     def _host(self, record: Run, version: StoredVersion, within_s: float) -> Host:
         """A run's host answers on its loop's connector and through the pipelines, which run
@@ -127,6 +125,8 @@ class Service:
         # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
         # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
         sys.setswitchinterval(GIL_SWITCH_S)
+        for name in runtime_names():  # a server compiles deploys at once; a CLI call never
+            get_runtime(name).warm()  # needs more than one runtime, so it warms none
         _ = self.pool
         unfinished = self.runs.unfinished()
         backfilled = self.backfills.resume(unfinished)

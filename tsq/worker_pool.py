@@ -30,7 +30,7 @@ from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
 from tsq.worker_process import Job, WorkerOptions, worker_main
 
-__all__ = ["JobListener", "WorkerPool"]
+__all__ = ["JobListener", "WorkerPool", "start_ahead"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,26 @@ class JobListener:
 
 
 class _Process:
-    """One worker process and its end of the pipe. It is started by its slot's thread, and the
-    process dies when that thread ends (PR_SET_PDEATHSIG), the supervisor's kill -9 included."""
+    """One worker process and its end of the pipe. It is started by its slot's thread (or, by
+    `start_ahead`, by a caller's main thread), and it dies when that thread ends
+    (PR_SET_PDEATHSIG), the supervisor's kill -9 included."""
 
-    def __init__(self, options: WorkerOptions) -> None:
+    def __init__(self, options: WorkerOptions, *, wait: bool = True) -> None:
+        self.options = options
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(
             target=worker_main, args=(child, options), name="tsq-worker", daemon=True)
         self.process.start()
         child.close()
+        self.ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the process has started (V8 included) and said so."""
+        if self.ready:
+            return
         if not self.conn.poll(START_TIMEOUT_S):
             self.kill()
             raise WorkerError("a worker process did not start within 60 s")
@@ -78,6 +88,7 @@ class _Process:
         self.started = self.memory()
         self.baseline_rss = self.started[0]
         self.checked_at = time.monotonic()
+        self.ready = True
 
     def rss(self) -> int:
         return self.memory()[0]
@@ -120,6 +131,28 @@ class _Process:
         if code is not None and code < 0:
             return f"signal {signal.Signals(-code).name}"
         return f"exit code {code}"
+
+
+_ahead: list[_Process] = []  # started by start_ahead, for the first pool that fits
+_ahead_lock = threading.Lock()
+
+
+def start_ahead(options: WorkerOptions) -> None:
+    """Start one worker process now and return at once; the first pool with the same options
+    takes it. A short-lived caller (`tsq run` without a server) calls this before loading the
+    rest of tsq, so the worker's start-up (a Python process, V8) overlaps its own. The calling
+    thread must outlive the worker, as a CLI call's main thread does."""
+    with _ahead_lock:
+        if not _ahead:
+            _ahead.append(_Process(options, wait=False))
+
+
+def _started_ahead(options: WorkerOptions) -> _Process | None:
+    with _ahead_lock:
+        for index, process in enumerate(_ahead):
+            if process.options == options:
+                return _ahead.pop(index)
+    return None
 
 
 class _Slot:
@@ -231,7 +264,8 @@ class WorkerPool:
 
     def _process(self, slot: _Slot) -> _Process:
         if slot.process is None or not slot.process.process.is_alive():
-            slot.process = _Process(self.options)
+            slot.process = _started_ahead(self.options) or _Process(self.options)
+            slot.process.wait_ready()
         return slot.process
 
     def _run(self, slot: _Slot, job: Job, listener: JobListener) -> RunResult:
