@@ -60,6 +60,7 @@ def test_a_worker_that_grew_too_much_is_renewed_between_runs(
     assert run(pool, "export default async () => 1").result == 1
     (first,) = pool.pids()
     monkeypatch.setattr(worker_pool, "RENEW_GROWTH_MB", 16)
+    monkeypatch.setattr(worker_pool, "RENEW_CHECK_S", 0.0)  # look after every run
     grow = "export default async () => { globalThis.kept = new Float64Array(8 << 20).fill(1); return 3 }"
     assert run(pool, grow).result == 3  # the run itself is unaffected
     (second,) = pool.pids()

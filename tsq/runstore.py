@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,12 +89,12 @@ class Settlement:
     def settled(self, now: int) -> Run:
         """The run after `RunStore.settle_many`, without reading it back."""
         if self.retry_at_ms is not None:
-            return replace(self.run, status=RunStatus.QUEUED, attempt=self.run.attempt + 1,
-                           not_before_ms=self.retry_at_ms, started_ms=None, finished_ms=None,
-                           queued_ms=now)
-        return replace(self.run, status=self.result.status, result=self.result.result,
-                       error=self.result.error, finished_ms=now, init_ms=self.result.init_ms,
-                       started_ms=self.run.started_ms or now)
+            return self.run.evolve(status=RunStatus.QUEUED, attempt=self.run.attempt + 1,
+                                   not_before_ms=self.retry_at_ms, started_ms=None,
+                                   finished_ms=None, queued_ms=now)
+        return self.run.evolve(status=self.result.status, result=self.result.result,
+                               error=self.result.error, finished_ms=now,
+                               init_ms=self.result.init_ms, started_ms=self.run.started_ms or now)
 
 
 _FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(

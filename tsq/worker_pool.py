@@ -43,10 +43,9 @@ EXTRA_LINGER_S = 10.0  # an extra slot's process is kept this long for the next 
 # not give back all of a dropped context's memory (about 60 KB per no-op run, more for runs
 # that allocate), so a long-lived worker is renewed before it nears its data segment cap.
 RENEW_GROWTH_MB = 256
-# Reading a worker's size costs a /proc read, so it is read after a run long enough to have
-# allocated much, and otherwise at most this often (no-op runs add ~60 KB each, far below).
+# Reading a worker's size costs a /proc read, so it is read at most this often between runs
+# (no-op runs add ~60 KB each; a run that allocates much is capped by RLIMIT_DATA meanwhile).
 RENEW_CHECK_S = 0.25
-RENEW_CHECK_RUN_MS = 5.0
 
 
 @dataclass
@@ -101,11 +100,11 @@ class _Process:
             return 0, 0
         return int(info.rss), int(getattr(info, "data", 0))
 
-    def grown_too_much(self, ran_ms: float) -> bool:
-        """Whether the process should be renewed after a run of `ran_ms`; else its size now is
-        the next run's baseline (a run's memory ceiling counts from where the run starts)."""
+    def grown_too_much(self) -> bool:
+        """Whether the process should be renewed; else its size now is the next runs' baseline
+        (a run's memory ceiling counts from where the run starts)."""
         now = time.monotonic()
-        if ran_ms < RENEW_CHECK_RUN_MS and now - self.checked_at < RENEW_CHECK_S:
+        if now - self.checked_at < RENEW_CHECK_S:
             return False
         self.checked_at = now
         rss, data = self.memory()
@@ -274,14 +273,12 @@ class WorkerPool:
         started_ms = (time.perf_counter() - began) * 1000
         process.conn.send(job)
         listener.started(job)
-        sent = time.perf_counter()
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         result = _Watch(process, job, listener).until_done()
-        ran_ms = (time.perf_counter() - sent) * 1000
         if result.init_ms is not None:
             result = replace(result, init_ms=result.init_ms + started_ms)
-        if process.process.is_alive() and process.grown_too_much(ran_ms):
+        if process.process.is_alive() and process.grown_too_much():
             log.info("worker process %s grew past %s MB; starting a new one",
                      process.process.pid, RENEW_GROWTH_MB, extra={"pid": process.process.pid})
             process.stop()
