@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -129,12 +130,10 @@ def test_webhook_failures_are_counted(notifier: Notifier) -> None:
 
 
 def scheduled_run(**changes: object) -> Run:
-    fields: dict[str, object] = dict(
-        id="r1", project="p", loop="l", event="e", version_id="v", trigger="schedule",
-        status=RunStatus.SUCCESS, params={}, queued_ms=10_000, pipeline_id="r1",
-        pipeline_ms=10_000, scheduled_ms=9_000, started_ms=10_500, finished_ms=12_500)
-    fields.update(changes)
-    return Run(**fields)  # type: ignore[arg-type]
+    run = Run(id="r1", project="p", loop="l", event="e", version_id="v", trigger="schedule",
+              status=RunStatus.SUCCESS, params={}, queued_ms=10_000, pipeline_id="r1",
+              pipeline_ms=10_000, scheduled_ms=9_000, started_ms=10_500, finished_ms=12_500)
+    return replace(run, **changes)  # type: ignore[arg-type]
 
 
 def test_a_scheduled_run_is_observed_once_at_its_end() -> None:
