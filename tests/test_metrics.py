@@ -4,6 +4,8 @@ status, change counts, points, queries, the worker pool, webhooks; a deleted loo
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import loop_file, serving
+from tests.conftest import ROOT, loop_file, serving
 from tsq.errors import TslError
 from tsq.metrics import CONTENT_TYPE, Metrics, State, change_count, state
 from tsq.notify import Notifier
@@ -201,3 +203,43 @@ def test_each_service_has_a_registry_of_its_own() -> None:
     assert one.registry.get_sample_value("tsq_points_ingested_total", {"protocol": "line"}) == 3
     assert other.registry.get_sample_value("tsq_points_ingested_total",
                                            {"protocol": "line"}) is None
+
+
+DASHBOARD = ROOT / "docs" / "grafana-dashboard.json"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def served_names(text: str) -> set[str]:
+    """Every sample name the exposition `text` declares, samples or not (a loop's series appear
+    with its first run, the family's TYPE line at once)."""
+    return {family.name + suffix for family in text_string_to_metric_families(text)
+            for suffix in SUFFIXES.get(family.type, ("",))}
+
+
+def queries(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, item in node.items():
+            if key in ("expr", "query", "definition") and isinstance(item, str):
+                yield item
+            else:
+                yield from queries(item)
+    elif isinstance(node, list):
+        for item in node:
+            yield from queries(item)
+
+
+def test_every_metric_the_dashboard_queries_is_served(service: Service) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    asked = {name for query in queries(dashboard)
+             for name in re.findall(r"\b(?:tsq|process)_[a-z0-9_]+", query)}
+    assert len(asked) >= 20
+    assert asked - served_names(service.metrics.render().decode()) == set()
+
+
+def test_the_metrics_page_documents_every_metric(service: Service) -> None:
+    documented = set(re.findall(r"^\| `(tsq_[a-z0-9_]+)`", METRICS_DOC.read_text(), re.M))
+    families = {f.name + ("_total" if f.type == "counter" else "")
+                for f in text_string_to_metric_families(service.metrics.render().decode())
+                if f.name.startswith("tsq_")}
+    assert documented == families
