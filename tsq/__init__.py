@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import logging
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from tsq.client import Client
+
+__all__ = ["Client", "__version__"]
+
+# As a library does: tsq's log lines go where `tsq serve` (tsq.logs) sends them, and nowhere
+# by default, so a command working locally prints its answer, not the service's log lines.
+logging.getLogger("tsq").addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> str:
-    """`tsq.__version__`, read when first asked for: importlib.metadata takes a CLI call 40 ms."""
+def __getattr__(name: str) -> Any:
+    """`tsq.Client` and `tsq.__version__`, made when first asked for, so `import tsq` stays
+    light (importlib.metadata alone takes a CLI call 40 ms)."""
+    if name == "Client":
+        from tsq.client import Client
+
+        return Client
     if name == "__version__":
         return _version()
     raise AttributeError(f"module 'tsq' has no attribute {name!r}")
@@ -24,7 +37,3 @@ def _version() -> str:
         return version("tsq")
     except PackageNotFoundError:  # a source tree run without installing it
         return "0+unknown"
-
-# As a library does: tsq's log lines go where `tsq serve` (tsq.logs) sends them, and nowhere
-# by default, so a command working locally prints its answer, not the service's log lines.
-logging.getLogger("tsq").addHandler(logging.NullHandler())

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tsq import __version__, gtsformat
+from tsq import __version__, gtsformat, metrics
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
 from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.outcomes import RunStatus
@@ -120,6 +120,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
     _install_error_handlers(app)
     _install_routes(app, service)
+    metrics.install(app, service)
     return app
 
 
@@ -333,6 +334,7 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
 
 def _warp10_update(service: Service, text: str) -> int:
     numbers, strings = gtsformat.parse_update(text, int(service.clock() * 1_000_000))
+    service.metrics.ingest("gts", numbers.points + strings.points)
     return service.store.write(numbers) + service.store.write(strings)
 
 
@@ -433,7 +435,7 @@ def _error(status: int, body: dict[str, Any]) -> OrjsonResponse:
     return OrjsonResponse({"error": body}, status_code=status)
 
 
-PROBES = frozenset({"/healthz", "/health", "/ping"})  # polled by monitors: DEBUG, not INFO
+PROBES = frozenset({"/healthz", "/health", "/ping", "/metrics"})  # polled: DEBUG, not INFO
 
 
 class _RequestLog:

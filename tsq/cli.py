@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tsq import metronome
-from tsq.client import Client, open_client
+from tsq.client import Backend, open_client
 from tsq.config import BY_KEY, Settings
 from tsq.errors import BadRequest, InvalidLoopFile, PartialWrite, TslError, TsqError
 from tsq.isotime import format_ms, parse_time
@@ -98,7 +98,7 @@ def main() -> None:
 
 @contextmanager
 def _client(data_dir: Path | None, url: str | None, *, will_run: bool = False
-            ) -> Iterator[Client]:
+            ) -> Iterator[Backend]:
     client = open_client(Settings.load(data_dir), url, will_run=will_run)
     try:
         yield client
@@ -449,7 +449,7 @@ def _fit(text: str, width: int) -> str:
     return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
 
 
-def _follow_runs(client: Client, where: RunFilter, first: list[dict[str, Any]],
+def _follow_runs(client: Backend, where: RunFilter, first: list[dict[str, Any]],
                  as_json: bool) -> None:
     """The runs as `tsq runs` shows them, then a line for every change to a run (queued,
     started, ended) until Ctrl-C; with --json, a record a line throughout."""
@@ -470,7 +470,7 @@ def _follow_runs(client: Client, where: RunFilter, first: list[dict[str, Any]],
         return
 
 
-def _poll_runs(client: Client, where: RunFilter, newest: int | None,
+def _poll_runs(client: Backend, where: RunFilter, newest: int | None,
                seen: dict[str, tuple[Any, ...]]) -> tuple[list[dict[str, Any]], int | None]:
     """The runs that changed since the newest change seen (and not seen in that state), and
     the newest change now; `seen` forgets what the next polls cannot return again."""
@@ -625,7 +625,7 @@ def logs(run_id: RunId,
     _print_log_lines(result["logs"], as_json)
 
 
-def _follow_logs(client: Client, answer: dict[str, Any], as_json: bool) -> None:
+def _follow_logs(client: Backend, answer: dict[str, Any], as_json: bool) -> None:
     """Print the lines, then new ones until the run has ended. The answer's status is read
     before its lines, so once it says ended, the lines with it were the last."""
     try:

@@ -1,16 +1,20 @@
-"""What the CLI talks to: a running server over HTTP, or the data directory itself.
+"""What the CLI and Python programs talk to: a running server over HTTP, or the data directory
+itself.
 
-Both clients answer with the same JSON the API returns, and raise the same TsqError classes,
+Both back-ends answer with the same JSON the API returns, and raise the same TsqError classes,
 so the CLI does not care which one it has. `open_client` picks: an explicit URL, else the server
-recorded in the data directory if it answers, else local.
+recorded in the data directory if it answers, else local. `Client` (`tsq.Client`) is the one
+for Python programs and notebooks: the same calls with keyword arguments, answering lists,
+series with `.to_pandas()` and `.plot()`, and runs with `.to_pandas()` (tsq.answers).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -23,7 +27,10 @@ from tsq.handlerpaths import WHAT_IS_RIGHT, outside, resolve_beside
 from tsq.outcomes import UNFINISHED
 from tsq.run import RunFilter
 
-__all__ = ["Client", "HttpClient", "LocalClient", "open_client", "split_window"]
+if TYPE_CHECKING:
+    from tsq.answers import Answer, Runs
+
+__all__ = ["Backend", "Client", "HttpClient", "LocalClient", "open_client", "split_window"]
 
 RUN_WAIT_S = 3600.0
 PIPELINE_POLL_S = 0.05
@@ -31,7 +38,7 @@ HTTP_PIPELINE_POLL_S = 0.25  # a resumed pipeline's steps, polled over HTTP
 RESUME_WAIT_S = RUN_WAIT_S  # over HTTP; then `resume` answers with the steps as they are
 
 
-class Client(Protocol):
+class Backend(Protocol):
     where: str
 
     def deploy(self, loop_file: Path) -> dict[str, Any]: ...
@@ -379,7 +386,7 @@ def _only(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def open_client(settings: Settings, url: str | None, *, will_run: bool = False) -> Client:
+def open_client(settings: Settings, url: str | None, *, will_run: bool = False) -> Backend:
     """`will_run`: the caller is about to run a handler (a local client starts a worker at
     once)."""
     if url:
@@ -393,3 +400,134 @@ def open_client(settings: Settings, url: str | None, *, will_run: bool = False) 
         return client
     client.close()
     return LocalClient(settings, will_run=will_run)
+
+
+Time = str | datetime  # an ISO-8601 time with its offset, or an aware datetime
+
+
+class Client:
+    """tsq from Python: a server at `url`, else the data directory `data_dir` (the server
+    recorded in it if one answers, else the directory itself, worked on in this process: runs
+    then run here, and `run` waits for them).
+
+        with tsq.Client("http://localhost:8080") as client:
+            client.query_tsl('select("cpu").last(1h)').to_pandas()
+
+    Errors are the TsqError classes the CLI raises, with the server's message.
+    """
+
+    def __init__(self, url: str | None = None, *, data_dir: str | Path | None = None) -> None:
+        self.backend = open_client(Settings.load(data_dir), url)
+
+    @property
+    def where(self) -> str:
+        """What the client talks to: "server URL" or "data directory PATH"."""
+        return self.backend.where
+
+    def __repr__(self) -> str:
+        return f"<tsq.Client of {self.where}>"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- loops -----------------------------------------------------------------------------
+
+    def deploy(self, loop_file: str | Path) -> list[dict[str, Any]]:
+        """Deploy a loop file (with the handler files beside it); the loops as deployed."""
+        loops: list[dict[str, Any]] = self.backend.deploy(Path(loop_file))["loops"]
+        return loops
+
+    def loops(self, project: str | None = None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.backend.loops(project)["loops"]
+        return found
+
+    def loop(self, name: str, project: str | None = None) -> dict[str, Any]:
+        """A loop with its versions and its events' next fire times."""
+        return self.backend.loop(name, project)
+
+    def delete(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.backend.delete(name, project)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def run(self, loop: str, params: dict[str, Any] | None = None, *,
+            window: tuple[Time, Time] | None = None, at: Time | None = None,
+            event: str | None = None, project: str | None = None,
+            wait: bool = True) -> dict[str, Any]:
+        """Run `loop` and (unless `wait` is False, over HTTP) wait for its end: the run record,
+        whose `status` says how it ended. `window` is (start, end); `at` a scheduled time whose
+        window it runs; with neither, a scheduled loop runs its latest complete period."""
+        span = None if window is None else f"{_iso(window[0])}/{_iso(window[1])}"
+        return self.backend.run(loop, params or {}, project, event, wait,
+                                at=None if at is None else _iso(at), window=span)
+
+    def runs(self, loop: str | None = None, *, status: str | None = None,
+             project: str | None = None, event: str | None = None, trigger: str | None = None,
+             pipeline: str | None = None, limit: int = 50) -> Runs:
+        """Runs, newest scheduled time first; `.to_pandas()` makes them a DataFrame."""
+        from tsq.answers import Runs
+
+        where = RunFilter(project=project, loop=loop, status=status, limit=limit, event=event,
+                          trigger=trigger, pipeline=pipeline)
+        return Runs(self.backend.runs(where)["runs"])
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """One run by its id or a unique prefix of it."""
+        return self.backend.get_run(run_id)
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's log lines so far: `{ts (epoch ms), level, message}`."""
+        lines: list[dict[str, Any]] = self.backend.logs(run_id)["logs"]
+        return lines
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The files the run kept: `{name, contentType, size, created, url}`."""
+        kept: list[dict[str, Any]] = self.backend.artifacts(run_id)["artifacts"]
+        return kept
+
+    def artifact(self, run_id: str, name: str) -> bytes:
+        """One file the run kept, as bytes."""
+        return self.backend.artifact(run_id, name)[1]
+
+    def backfill(self, loop: str, start: Time, end: Time, *, event: str | None = None,
+                 project: str | None = None, wait: bool = True) -> dict[str, Any]:
+        """Run the scheduled times in [start, end) of `loop`; the job, once done (`wait`)."""
+        job = self.backend.backfill(loop, _iso(start), _iso(end), project, event)
+        while wait and job["status"] != "done":
+            time.sleep(PIPELINE_POLL_S)
+            job = self.backend.backfill_status(job["id"])
+        return job
+
+    # -- points ----------------------------------------------------------------------------
+
+    def write(self, lines: str, precision: str = "ns") -> int:
+        """Store InfluxDB line protocol; how many points were written."""
+        return int(self.backend.write(lines, precision)["written"])
+
+    def query_tsl(self, source: str, variables: dict[str, Any] | None = None, *,
+                  explain: bool = False) -> Answer:
+        """A TSL query's series (`.to_pandas()`, `.plot()`; `.plan` with `explain`)."""
+        from tsq.answers import Answer
+
+        return Answer(self.backend.query_tsl(source, variables or {}, explain))
+
+    def query_ws(self, script: str, variables: dict[str, Any] | None = None) -> Answer:
+        """A WarpScript's series (the GTS it leaves) and its `.stack`, top first."""
+        from tsq.answers import Answer
+
+        return Answer(self.backend.query_ws(script, variables or {}))
+
+
+def _iso(moment: Time) -> str:
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            raise errors.BadRequest(f"{moment!r} has no time zone; give an aware datetime "
+                                    f"(e.g. datetime(…, tzinfo=UTC)) or an ISO-8601 string")
+        return moment.isoformat()
+    return moment

@@ -40,6 +40,7 @@ class Notifier:
         self.backoff_s = backoff_s
         self.dropped = 0
         self.delivered = 0
+        self.failed = 0  # refused or unreachable on every attempt
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_SIZE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,5 +93,6 @@ class Notifier:
                 log.debug("webhook %s: %s", url, exc)
             if self._stop.wait(self.backoff_s * 2 ** attempt):
                 return
+        self.failed += 1
         log.warning("webhook %s did not accept the %s notification of run %s after %d attempts",
                     url, payload["type"], payload["run"]["id"], self.attempts)

@@ -37,6 +37,7 @@ from tsq.late import LateLog, Watch
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
+from tsq.metrics import Metrics, state
 from tsq.model import EventSpec
 from tsq.notify import Notifier
 from tsq.outcomes import RunResult, RunStatus
@@ -83,7 +84,10 @@ class Service:
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
-        self.connections = Connections(settings.data_dir, on_write=self.late.written)
+        self.scheduler: Scheduler | None = None
+        self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
+        self.connections = Connections(
+            settings.data_dir, on_write=self.metrics.counting_writes(self.late.written))
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
@@ -93,16 +97,16 @@ class Service:
         self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
         self.rerolls = Rerolls(self.late, self.runs, self.dispatcher, clock)
         self.dispatcher.on_finished(self._covered)
+        self.dispatcher.on_finished(self.metrics.run_finished)
         self._watch_late()
-        self.scheduler: Scheduler | None = None
         self.clock = clock
 
     def _host(self, record: Run, version: StoredVersion, within_s: float) -> Host:
         """A run's host answers on its loop's connector and through the pipelines, which run
         steps through the dispatcher: going through here closes that circle once both exist."""
-        return self.pipelines.host_for(record, within_s,
-                                       self.connections.for_loop(version.spec),
-                                       self.connections.named_for(version.spec))
+        return self.metrics.counting(record, self.pipelines.host_for(
+            record, within_s, self.connections.for_loop(version.spec),
+            self.connections.named_for(version.spec)))
 
     @property
     def pool(self) -> JobRunner:
@@ -186,6 +190,7 @@ class Service:
         loop = self._loop(name, project)
         self.loops.delete(loop.project, name)
         self._loops_changed([(loop.project, name)])
+        self.metrics.forget(loop.project, name)
         return {"deleted": name, "project": loop.project}
 
     def _loops_changed(self, changed: list[tuple[str, str]]) -> None:
@@ -314,7 +319,7 @@ class Service:
         with `explain`, `{plan}`: what the connector was asked for and what tsq computed."""
         from tsq import tsl
 
-        with explaining() as plan:
+        with self.metrics.timed("tsl"), explaining() as plan:
             answer = tsl.query(source, self.store, variables=variables,
                                now=datetime.fromtimestamp(self._clock(), UTC))
         if explain:
@@ -327,14 +332,17 @@ class Service:
         fails): `{series}` (the GTS it leaves, epoch ms) and `{stack}` (top first, as JSON)."""
         from tsq import ws
 
-        stack = ws.execute(script, connector=self.store, variables=variables,
-                           now_us=int(self._clock() * 1_000_000), timeout_s=WS_QUERY_TIMEOUT_S)
+        with self.metrics.timed("warpscript"):
+            stack = ws.execute(script, connector=self.store, variables=variables,
+                               now_us=int(self._clock() * 1_000_000),
+                               timeout_s=WS_QUERY_TIMEOUT_S)
         return {"series": ws.stack_series(stack).to_json(), "stack": ws.stack_json(stack)}
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some
         lines were bad."""
         batch = parse_lines(body, precision)
+        self.metrics.ingest("line", batch.points)
         for part in (batch.numbers, batch.strings):
             self.store.write(part)
         if batch.errors:

@@ -177,6 +177,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._lent = 0  # slots waiting on another run
         self._extra = 0  # extra slots serving in their place
+        self._busy = 0  # slots running a job now
         self._threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True,
                                           name=f"tsq-slot-{index}")
                          for index, slot in enumerate(self._slots)]
@@ -256,10 +257,24 @@ class WorkerPool:
               listener: JobListener) -> None:
         if not future.set_running_or_notify_cancel():
             return
+        self._count_busy(1)
         try:
             future.set_result(self._run(slot, job, listener))
         except Exception as exc:  # never let a slot die: the run fails, the slot goes on
             future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
+        finally:
+            self._count_busy(-1)
+
+    def _count_busy(self, change: int) -> None:
+        with self._lock:
+            self._busy += change
+
+    def gauges(self) -> dict[str, int]:
+        """How the pool stands now, for tsq.metrics."""
+        with self._lock:
+            busy, extra = self._busy, self._extra
+        return {"size": len(self._slots), "alive": len(self.pids()), "busy": busy,
+                "extra": extra}
 
     def _process(self, slot: _Slot) -> _Process:
         if slot.process is None or not slot.process.process.is_alive():
