@@ -312,7 +312,9 @@ class _Binder:
 
     def series_ops(self, instruction: Instruction, calls: Sequence[Call],
                    intern: bool) -> Instruction:
-        sampled = False
+        # Methods may continue a variable's chain (`x = select(…).sampleBy(…)`, then
+        # `x.groupBy(…)`): what the variable sampled counts as sampled here too.
+        sampled = any(method.op in (T.SAMPLEBY, T.SAMPLE) for method in instruction.select.methods)
         for call in calls:
             tok = call.name.tok
             handler = _SERIES_METHODS.get(tok)

@@ -286,3 +286,16 @@ def test_metadata_statements_list_the_matching_series(store: EmbeddedStore) -> N
         [{}],
     ]
     assert results.joined().names == ("mem",)
+
+
+@pytest.mark.parametrize("then", ['groupBy(["dc"], mean)', 'groupBy(["dc"], sum).add(1)', 'window(sum, 2)'])
+def test_a_variable_keeps_its_sampling_for_the_methods_after_it(store: EmbeddedStore,
+                                                                then: str) -> None:
+    """`x = select(…).sampleBy(…)` then `x.groupBy(…)` is the chain written in one piece: the
+    methods after the variable must not sample again at the default 1m."""
+    chain = f'select("cpu").from({T0}, {T0 + 600}).sampleBy(5m, mean)'
+    inline = run(store, f"{chain}.{then}")
+    assert run(store, f"x = {chain}\nx.{then}") == inline
+    assert all(times == [0, 300] for times, _ in inline.values())
+    assert tsl.compile(f"x = {chain}\nx.{then}", "warpscript") == \
+        tsl.compile(f"{chain}.{then}", "warpscript")
