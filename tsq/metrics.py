@@ -102,7 +102,10 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         self._lock = threading.Lock()
         self._written: dict[str, int] = {}  # run id → points its current attempt wrote
-        self._series: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+        # Per loop, its series: (metric, labels) → the child to update. Kept, because asking
+        # prometheus-client for a child (`labels`) costs more than the update itself, and a
+        # run ends with up to eight updates.
+        self._series: dict[tuple[str, str], dict[tuple[Any, tuple[str, ...]], Any]] = {}
 
     def _define(self, registry: CollectorRegistry) -> None:
         def loop_histogram(name: str, what: str) -> Histogram:
@@ -176,16 +179,20 @@ class Metrics:
     def forget(self, project: str, loop: str) -> None:
         """Remove every series of a deleted loop."""
         with self._lock:
-            children = self._series.pop((project, loop), set())
+            children = self._series.pop((project, loop), {})
         for metric, labels in children:
             with suppress(KeyError):
                 metric.remove(*labels)
 
     def _loop_child(self, metric: Any, project: str, loop: str, *more: str) -> Any:
         labels = (project, loop, *more)
-        with self._lock:
-            self._series.setdefault((project, loop), set()).add((metric, labels))
-        return metric.labels(*labels)
+        children = self._series.get((project, loop))
+        child = None if children is None else children.get((metric, labels))
+        if child is None:
+            with self._lock:
+                child = self._series.setdefault((project, loop), {}).setdefault(
+                    (metric, labels), metric.labels(*labels))
+        return child
 
     # -- points and queries ----------------------------------------------------------------
 

@@ -103,10 +103,12 @@ _FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     init_ms=sa.bindparam("b_init"),
     started_ms=sa.func.coalesce(runs.c.started_ms, sa.bindparam("b_now"))))
 # One statement object for every claim, so SQLAlchemy compiles it once (a new one per call
-# cost more than the write itself).
+# cost more than the write itself). `status || ''` keeps SQLite on the primary key: on the bare
+# column it picks the status index and reads every queued run, so with a backlog of thousands
+# each claim took milliseconds and the backlog grew.
 _CLAIM = (runs.update()
           .where(runs.c.id.in_(sa.bindparam("b_ids", expanding=True)),
-                 runs.c.status == RunStatus.QUEUED.value)
+                 runs.c.status.concat("") == RunStatus.QUEUED.value)
           .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
           .returning(runs.c.id))
 _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import select
 import signal
 import threading
 import time
@@ -68,6 +69,10 @@ class _Process:
             target=worker_main, args=(child, options), name="tsq-worker", daemon=True)
         self.process.start()
         child.close()
+        # One poll object for the life of the pipe: Connection.poll builds a selector per call,
+        # and a slot waits on the pipe once or more per run.
+        self._poller = select.poll()
+        self._poller.register(self.conn.fileno(), select.POLLIN)
         self.ready = False
         if wait:
             self.wait_ready()
@@ -88,6 +93,10 @@ class _Process:
         self.baseline_rss = self.started[0]
         self.checked_at = time.monotonic()
         self.ready = True
+
+    def answered(self, within_s: float) -> bool:
+        """Whether the process wrote to the pipe (or closed it) within `within_s`."""
+        return bool(self._poller.poll(max(0.0, within_s) * 1000))
 
     def rss(self) -> int:
         return self.memory()[0]
@@ -290,15 +299,18 @@ class WorkerPool:
         listener.started(job)
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
-        result = _Watch(process, job, listener).until_done()
+        watch = _Watch(process, job, listener)
+        result = watch.until_done()
         if result.init_ms is not None:
             result = replace(result, init_ms=result.init_ms + started_ms)
-        if process.process.is_alive() and process.grown_too_much():
-            log.info("worker process %s grew past %s MB; starting a new one",
-                     process.process.pid, RENEW_GROWTH_MB, extra={"pid": process.process.pid})
-            process.stop()
-            slot.process = self._replacement()
-        elif not process.process.is_alive():
+        if watch.reported:  # the process answered, so it is alive: only its size may matter
+            if process.grown_too_much():
+                log.info("worker process %s grew past %s MB; starting a new one",
+                         process.process.pid, RENEW_GROWTH_MB,
+                         extra={"pid": process.process.pid})
+                process.stop()
+                slot.process = self._replacement()
+        else:  # killed at the deadline or over memory, or it died
             log.warning("worker process %s ended (%s) after run %s; starting a new one",
                         process.process.pid, process.death_reason(), job.run_id,
                         extra={"pid": process.process.pid, "run": job.run_id,
@@ -323,6 +335,7 @@ class _Watch:
         self.deadline = time.monotonic() + job.limits.timeout_s + GRACE_S
         ceiling_mb = job.limits.memory_mb * 3 // 2 + RSS_SLACK_MB
         self.rss_ceiling = process.baseline_rss + (ceiling_mb << 20)
+        self.reported = False  # the outcome came from the process itself
 
     def until_done(self) -> RunResult:
         while True:
@@ -331,7 +344,7 @@ class _Watch:
                 self.process.kill()
                 return self.killed_at_deadline()
             try:
-                if self.process.conn.poll(wait):
+                if self.process.answered(wait):
                     message = self.process.conn.recv()
                     outcome = self.handle(message)
                     if outcome is not None:
@@ -351,6 +364,7 @@ class _Watch:
             self.process.conn.send(self.answer(*payload))
             return None
         result: RunResult = payload
+        self.reported = True
         return result
 
     def answer(self, op: str, args: dict[str, Any], arrays: list[Any]) -> tuple[str, Any]:
