@@ -61,6 +61,9 @@ class ScriptedPool:
         threading.Thread(target=finish, daemon=True).start()
         return future
 
+    def run_now(self, job: Job, listener: JobListener) -> RunResult | None:
+        return None  # every job goes through submit, so the tests see them all there
+
     def lending(self) -> AbstractContextManager[None]:
         return nullcontext()
 

@@ -8,6 +8,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,19 @@ def test_an_after_follower_deleted_mid_pipeline_is_named_in_the_log_of_the_run_i
     time.sleep(0.5)  # a follower would be queued with the success: give it the time to run
     assert steps(pipes, main) == [("p7-main", "backfill", "success")]
     assert executions(pipes, "p7-next") == 0
+
+
+def test_a_run_by_hand_on_the_only_worker_can_call_another_loop(tmp_path: Path) -> None:
+    """`Service.run` runs the handler from the calling thread in the idle worker; the step it
+    calls must still find a worker (the slot's own thread leaves the job to another)."""
+    service = Service(dataclasses.replace(Settings.load(tmp_path), workers=1))
+    try:
+        deploy(service, {"solo-step": "return event.params.n + 1;",
+                         "solo-main": 'return await Loop.run("solo-step", {n: 1});'})
+        final = service.run("solo-main")
+        assert final.status == "success", final
+        assert final.result == 2
+        assert steps(service, final) == [("solo-main", "manual", "success"),
+                                         ("solo-step", "call", "success")]
+    finally:
+        service.close()

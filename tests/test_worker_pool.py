@@ -105,3 +105,21 @@ def test_workers_die_with_their_supervisor_even_on_kill_9(tmp_path: Path) -> Non
             supervisor.stdout.close()
     gone, alive = psutil.wait_procs([worker], timeout=10)
     assert gone and not alive
+
+
+def test_run_now_runs_in_an_idle_worker_and_declines_when_none_is(pool: WorkerPool) -> None:
+    def job(source: str) -> Job:
+        return Job(run_id="r", runtime="js", version_id=source, source=source, file_name="h.js",
+                   event={}, env={}, limits=Limits(timeout_s=5, memory_mb=256))
+
+    listener = JobListener(started=lambda job: None, logs=lambda job, lines: None)
+    assert run(pool, "export default async () => 0").result == 0
+    (pid,) = pool.pids()
+    slow = pool.submit(job("export default () => new Promise(r => setTimeout(() => r(1), 500))"),
+                       listener)
+    time.sleep(0.2)  # the only slot is busy with it
+    assert pool.run_now(job("export default async () => 2"), listener) is None
+    assert slow.result(timeout=10).result == 1
+    now = pool.run_now(job("export default async () => 3"), listener)
+    assert now is not None and now.result == 3
+    assert pool.pids() == [pid]  # the same worker, driven from this thread

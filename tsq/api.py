@@ -161,9 +161,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
         body = request or RunRequest(event=None, at=None, window=None)
         at = time_field(body.at, "at") if body.at is not None else None
-        submitted = await run_in_threadpool(
+        submitted = await run_in_threadpool(  # a waited-for run runs there if a worker is idle
             service.submit, name, body.params, project=project, event=body.event, trigger="http",
-            at=at, window=run_window(body.window))
+            at=at, window=run_window(body.window), inline=not is_async)
         if is_async:
             return OrjsonResponse(submitted.record.to_json(), status_code=202)
         record = await asyncio.wrap_future(submitted.done)

@@ -128,10 +128,13 @@ class Dispatcher:
         else:
             self._admit(run)
 
-    def start(self, new: NewRun) -> tuple[Run, Future[Run]]:
+    def start(self, new: NewRun, *, inline: bool = False) -> tuple[Run, Future[Run]]:
         """Create a run that no lane limits (one started by hand) and a future for its final
         record. With a worker free, it is created running and handed to the worker from the
-        calling thread: one write and no hop through `tsq-dispatch`. Otherwise it is queued."""
+        calling thread: one write and no hop through `tsq-dispatch`. Otherwise it is queued.
+
+        With `inline` (the caller waits for the outcome anyway) and a worker idle, the run
+        runs on the calling thread and is settled there: the future is done on return."""
         run = new.queued("", 0)
         spec = self._version(run.version_id).spec
         assert run.trigger not in LIMITED_TRIGGERS, "a limited run goes through its lane"
@@ -148,7 +151,7 @@ class Dispatcher:
             raise
         done = self.wait(record.id)
         try:
-            self._execute(record, self._version(record.version_id), slots)
+            self._execute(record, self._version(record.version_id), slots, inline=inline)
         except Exception as exc:
             slots.release()
             self._ended.put(_Ended(record, RunResult.failed(
@@ -323,10 +326,17 @@ class Dispatcher:
             [LogLine(self._now_ms(), "warning", message)]))
 
     def _execute(self, run: Run, version: StoredVersion,
-                 slots: threading.Semaphore | None) -> None:
+                 slots: threading.Semaphore | None, *, inline: bool = False) -> None:
         logs = LogBuffer(self.runs, run.id)
-        future = self._executor(version.spec, run).submit(
-            Execution(run, version, event_payload(run, version), logs.add))
+        execution = Execution(run, version, event_payload(run, version), logs.add)
+        executor = self._executor(version.spec, run)
+        result = executor.run_now(execution) if inline else None
+        if result is not None:
+            if slots is not None:
+                slots.release()
+            self._settle_safely([_Ended(run, result, logs.take())])
+            return
+        future = executor.submit(execution)
 
         def ended(done: Future[RunResult]) -> None:
             if slots is not None:
@@ -349,13 +359,17 @@ class Dispatcher:
 
     def _settle_loop(self) -> None:
         while (batch := _drain(self._ended)) is not None:
-            try:
-                self._settle(batch)
-            except Exception:
-                log.exception("could not run the end of %d runs", len(batch))
-                for ended in batch:
-                    if ended.holds_slot:
-                        self._release(ended.run)
+            self._settle_safely(batch)
+
+    def _settle_safely(self, batch: list[_Ended]) -> None:
+        """Settle on this thread: `tsq-settle`'s batches, and a run that ran inline."""
+        try:
+            self._settle(batch)
+        except Exception:
+            log.exception("could not run the end of %d runs", len(batch))
+            for ended in batch:
+                if ended.holds_slot:
+                    self._release(ended.run)
 
     def _settle(self, batch: list[_Ended]) -> None:
         settlements = [self._settlement(ended) for ended in batch]

@@ -71,11 +71,19 @@ class Executor(Protocol):
 
     def submit(self, run: Execution) -> Future[RunResult]: ...
 
+    def run_now(self, run: Execution) -> RunResult | None:
+        """Run on the calling thread if that can start at once; None if it cannot."""
+        ...
+
 
 class JobRunner(Protocol):
     """What runs handlers: the worker pool (or a test's scripted stand-in)."""
 
     def submit(self, job: Job, listener: JobListener) -> Future[RunResult]: ...
+
+    def run_now(self, job: Job, listener: JobListener) -> RunResult | None:
+        """Run `job` on the calling thread in an idle worker; None if none is idle."""
+        ...
 
     def lending(self) -> AbstractContextManager[None]:
         """While a handler waits for a step it called, its slot serves others."""
@@ -117,6 +125,12 @@ class WorkerExecutor:
         self.hosts = hosts
 
     def submit(self, run: Execution) -> Future[RunResult]:
+        return self.workers().submit(*self._job(run))
+
+    def run_now(self, run: Execution) -> RunResult | None:
+        return self.workers().run_now(*self._job(run))
+
+    def _job(self, run: Execution) -> tuple[Job, JobListener]:
         spec, record = run.version.spec, run.record
         job = Job(
             run_id=record.id, runtime=spec.runtime, version_id=run.version.id,
@@ -126,8 +140,8 @@ class WorkerExecutor:
                   "runId": record.id, "attempt": record.attempt},
         )
         host = self.hosts(record, run.version, spec.timeout_s + GRACE_S) if self.hosts else None
-        return self.workers().submit(job, JobListener(
-            started=lambda _job: None, logs=lambda _job, lines: run.log(lines), host=host))
+        return job, JobListener(started=lambda _job: None,
+                                logs=lambda _job, lines: run.log(lines), host=host)
 
 
 class TargetExecutor:
@@ -148,6 +162,9 @@ class TargetExecutor:
         return self.threads.submit(call_target, self.http(), url, run.event, spec.timeout_s,
                                    self.clock())
 
+    def run_now(self, run: Execution) -> RunResult | None:
+        return None  # on its thread pool, which bounds the calls in flight
+
 
 class StepExecutor:
     in_service = True
@@ -158,6 +175,9 @@ class StepExecutor:
 
     def submit(self, run: Execution) -> Future[RunResult]:
         return self.threads.submit(self._run, run)
+
+    def run_now(self, run: Execution) -> RunResult | None:
+        return None
 
     def _run(self, run: Execution) -> RunResult:
         result, lines = self.step(run.record, run.version)

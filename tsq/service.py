@@ -239,24 +239,28 @@ class Service:
     def submit(self, name: str, params: dict[str, Any] | None = None, *,
                project: str | None = None, event: str | None = None,
                trigger: str = "manual", at: datetime | None = None,
-               window: tuple[datetime, datetime] | None = None) -> SubmittedRun:
+               window: tuple[datetime, datetime] | None = None,
+               inline: bool = False) -> SubmittedRun:
         """Queue a run of the loop's latest version; `done` resolves to the final record.
 
         The run covers `window`, or the window of scheduled time `at`, or, given neither, the
         latest complete period of the loop's schedule (none without a schedule). It never gets
         the key of a scheduled time, so the scheduler and backfill still run that time.
+        With `inline`, an idle worker runs it from the calling thread, which waits meanwhile
+        (`done` is then resolved on return).
         """
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
         record, done = self.dispatcher.start(NewRun(
             project=loop.project, loop=name, event=event or trigger, version_id=loop.latest.id,
-            trigger=trigger, params=merged, scheduled_ms=scheduled, window=covered))
+            trigger=trigger, params=merged, scheduled_ms=scheduled, window=covered),
+            inline=inline)
         return SubmittedRun(record, done)
 
     def run(self, name: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
         """Run and wait; the run as it ended."""
-        return self.submit(name, params, **options).done.result()
+        return self.submit(name, params, inline=True, **options).done.result()
 
     def _retention(self, record: Run, version: StoredVersion
                    ) -> tuple[RunResult, list[LogLine]]:

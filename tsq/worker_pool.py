@@ -164,10 +164,13 @@ def _started_ahead(options: WorkerOptions) -> _Process | None:
 
 
 class _Slot:
-    """One place a job runs: a thread, and the worker process it drives (started on demand)."""
+    """One place a job runs: a thread, and the worker process it drives (started on demand).
+    Whoever runs a job in it holds its lock: its own thread, or a caller running a job on its
+    own thread while the slot is idle (`WorkerPool.run_now`)."""
 
     def __init__(self) -> None:
         self.process: _Process | None = None
+        self.lock = threading.Lock()
 
 
 class WorkerPool:
@@ -236,9 +239,34 @@ class WorkerPool:
             if slot.process is not None:
                 slot.process.stop()
 
+    def run_now(self, job: Job, listener: JobListener) -> RunResult | None:
+        """Run `job` on the calling thread in an idle slot's worker, or None if every slot is
+        busy. A caller that waits for the outcome anyway (a run by hand) saves the hand-offs
+        to a slot thread and back, a quarter of a no-op run's time."""
+        if self._closed:
+            return None
+        for slot in self._slots:
+            if slot.lock.acquire(blocking=False):
+                try:
+                    future: Future[RunResult] = Future()
+                    self._take(slot, job, future, listener)
+                    return future.result()
+                finally:
+                    slot.lock.release()
+        return None
+
     def _serve(self, slot: _Slot) -> None:
         while (item := self._jobs.get()) is not None:
-            self._take(slot, *item)
+            if not slot.lock.acquire(blocking=False):
+                # A caller runs a job in this slot's worker (`run_now`), maybe one waiting
+                # for this very job (`Loop.run`): another slot takes it, or this one once free.
+                self._jobs.put(item)
+                with slot.lock:
+                    continue
+            try:
+                self._take(slot, *item)
+            finally:
+                slot.lock.release()
 
     def _serve_extra(self) -> None:
         slot, idle_since = _Slot(), time.monotonic()
