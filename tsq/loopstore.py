@@ -10,6 +10,7 @@ loop file are deployed in one transaction: a failure or a crash part-way deploys
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ __all__ = ["LoopStore", "StoredLoop", "StoredVersion"]
 log = logging.getLogger(__name__)
 
 MAX_DEPLOY_ATTEMPTS = 5
+FOUND_FOR_S = 1.0  # how long find() trusts an answer (writes by this store clear it at once)
+FOUND_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class LoopStore:
     def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
         self.clock = clock
+        # find()'s answers, by (name, project), with when they were read: a run by hand looks
+        # its loop up, and the query was a fifth of a no-op run. This store's own writes clear
+        # it; writes by another process on the same database are seen within FOUND_FOR_S.
+        self._found: dict[tuple[str, str | None], tuple[float, list[StoredLoop]]] = {}
+        self._generation = 0  # bumped by each write, so a read that raced one is not kept
 
     def deploy(self, item: Deployable) -> DeployOutcome:
         return self.deploy_all([item])[0]
@@ -87,6 +95,7 @@ class LoopStore:
             try:
                 with transaction(self.engine) as db:
                     created = [self._deploy_one(db, item, also) for item in items]
+                self._forget()
                 outcomes = [DeployOutcome(self.get(item.spec.project, item.spec.name), new)
                             for item, new in zip(items, created, strict=True)]
                 for outcome in outcomes:
@@ -145,13 +154,28 @@ class LoopStore:
 
     def find(self, name: str, project: str | None = None) -> list[StoredLoop]:
         """The live loops called `name` (in `project` if given) at their latest versions, in
-        one prepared query: a manual run looks its loop up this way."""
+        one prepared query, remembered for FOUND_FOR_S: a manual run looks its loop up this
+        way."""
+        key, now, generation = (name, project), time.monotonic(), self._generation
+        hit = self._found.get(key)
+        if hit is not None and now - hit[0] < FOUND_FOR_S:
+            return list(hit[1])
         with self.engine.connect() as db:
             if project is None:
                 rows = db.execute(_FIND_ANYWHERE, {"b_name": name}).all()
             else:
                 rows = db.execute(_FIND_IN, {"b_name": name, "b_project": project}).all()
-        return [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
+        found = [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
+        if len(self._found) >= FOUND_KEPT:
+            self._found.clear()
+        if generation == self._generation:
+            self._found[key] = (now, found)
+        return list(found)
+
+    def _forget(self) -> None:
+        """This store wrote: what find() remembers may be out of date."""
+        self._generation += 1
+        self._found.clear()
 
     def live(self, project: str | None = None) -> list[StoredLoop]:
         query = (sa.select(loop_versions)
@@ -190,6 +214,7 @@ class LoopStore:
         target = _pick_version(history, current.latest, to, name)
         with transaction(self.engine) as db:
             self._point_latest(db, project, name, target.id)
+        self._forget()
         log.info("rolled back %s/%s to version %d", project, name, target.number,
                  extra={"project": project, "loop": name, "version": target.id,
                         "number": target.number})
@@ -203,6 +228,7 @@ class LoopStore:
                        .values(deleted_ms=now))
             db.execute(loop_history.insert().values(project=project, name=name, version_id=None,
                                                     since_ms=now))
+        self._forget()
         log.info("deleted %s/%s", project, name, extra={"project": project, "loop": name})
 
     def version_at(self, project: str, name: str, at_ms: int) -> StoredVersion:
