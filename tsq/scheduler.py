@@ -1,12 +1,14 @@
 """The scheduler: APScheduler 3 fires Metronome times; each fire only creates keyed runs.
 
-Each scheduled event of each live loop is one APScheduler job with a `MetronomeTrigger`. The
-job's executor does no work of its own: it hands the due times to the recorder thread, which
-creates the runs `loop:event:scheduled_ms` in one transaction per batch (a key that exists is
-skipped: a duplicate fire, a restart or a second scheduler never creates a second run) and passes
-the new runs to the dispatcher. User code never runs here. APScheduler's own guards against
-busy jobs (`max_instances`, misfire grace) would drop times, so the executor bypasses them: every
-due time is recorded, and the dispatcher applies epsilon when the run would start.
+The scheduled events of live loops that fire at the same times (the same start, period and
+repetitions: Metronome's granularity is one second, so ten thousand loops on `PT1M` have at most
+sixty phases) share one APScheduler job with a `MetronomeTrigger`. The job's executor does no
+work of its own: it hands the due times to the recorder thread, which creates the runs
+`loop:event:scheduled_ms` of every event of the job in one transaction per batch (a key that
+exists is skipped: a duplicate fire, a restart or a second scheduler never creates a second run)
+and passes the new runs to the dispatcher. User code never runs here. APScheduler's own guards
+against busy jobs (`max_instances`, misfire grace) would drop times, so the executor bypasses
+them: every due time is recorded, and the dispatcher applies epsilon when the run would start.
 
 At start (and when a loop changes) each event is planned from the later of its last scheduled
 run and the time its schedule took effect (a schedule is never backfilled before it was
@@ -102,6 +104,13 @@ def job_id(project: str, loop: str, event: str) -> str:
     return f"{project}/{loop}/{event}"
 
 
+def _times_id(schedule: metronome.Schedule) -> str:
+    """The APScheduler job of every event whose schedule gives these times (epsilon aside)."""
+    period = schedule.period
+    return (f"times:{schedule.start.isoformat()}/{period.months}M{period.days}D"
+            f"{period.seconds}S{'T' if period.time_mode else ''}/R{schedule.repeat}")
+
+
 def missed_times(schedule: metronome.Schedule, since: datetime, last: datetime | None,
                  now: datetime) -> Iterator[datetime]:
     """The scheduled times an outage skipped: after `last` (and from `since`), before `now`."""
@@ -155,7 +164,10 @@ class Scheduler:
         self.clock = clock
         self.fired = 0
         self.missed = 0
-        self._events: dict[str, _Event] = {}
+        self._events: dict[str, _Event] = {}  # by event key (`job_id`)
+        # An APScheduler job per set of times: its id → the events it fires. APScheduler's own
+        # cost is per job, so a thousand events due in the same second cost one job, not 1,000.
+        self._fired_with: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[str, list[datetime]] | None] = queue.Queue()
         self._aps = BackgroundScheduler(
@@ -201,8 +213,9 @@ class Scheduler:
             keys = [k for k in self._events if k.startswith(job_id(project, name, ""))]
         times = {}
         for key in keys:
-            job = self._aps.get_job(key)
-            times[self._events[key].event] = getattr(job, "next_run_time", None)
+            event = self._events[key]
+            job = self._aps.get_job(_times_id(event.schedule))
+            times[event.event] = getattr(job, "next_run_time", None)
         return times
 
     # -- planning --------------------------------------------------------------------------
@@ -225,15 +238,19 @@ class Scheduler:
                                offset_ms=int((spec.rollup or {}).get("offset_ms", 0)))
                 with self._lock:
                     self._events[event.job_id] = event
+                    times_id = _times_id(event.schedule)
+                    sharing = self._fired_with.setdefault(times_id, set())
+                    new_job = not sharing
+                    sharing.add(event.job_id)
                 where = (loop.project, loop.name, spec_event.name)
                 previous = last.get(where)
                 times = missed_times(event.schedule, _dt(since[where]),
                                      None if previous is None else _dt(previous), now)
                 missed.extend(_caught_up(event, spec.catchup, times, now))
                 first = event.schedule.next_at_or_after(now)
-                if first is not None:  # None: an R<n> schedule that has run out
+                if first is not None and new_job:  # None: an R<n> schedule that has run out
                     self._aps.add_job(_never_called, trigger=MetronomeTrigger(event.schedule),
-                                      id=event.job_id, next_run_time=first,
+                                      id=times_id, next_run_time=first,
                                       replace_existing=True)
         for start in range(0, len(missed), MISSED_BATCH):
             created = self.runs.create_new(missed[start:start + MISSED_BATCH])
@@ -245,9 +262,17 @@ class Scheduler:
 
     def _unschedule(self, key: str) -> None:
         with self._lock:
-            self._events.pop(key, None)
-        if self._aps.get_job(key) is not None:
-            self._aps.remove_job(key)
+            event = self._events.pop(key, None)
+            if event is None:
+                return
+            times_id = _times_id(event.schedule)
+            sharing = self._fired_with.get(times_id, set())
+            sharing.discard(key)
+            last = not sharing
+            if last:
+                self._fired_with.pop(times_id, None)
+        if last and self._aps.get_job(times_id) is not None:
+            self._aps.remove_job(times_id)
 
     # -- firing ----------------------------------------------------------------------------
 
@@ -276,13 +301,14 @@ class Scheduler:
                 log.exception("could not record %d scheduled runs", len(batch))
 
     def record_due(self, batch: list[tuple[str, list[datetime]]]) -> None:
-        """Create the runs of due times `(job id, times)` that do not exist, and dispatch them."""
+        """Create the runs of due times `(key, times)` that do not exist, and dispatch them. A
+        key is a job's (every event that fires at those times) or one event's (`job_id`)."""
         runs: list[NewRun] = []
         with self._lock:
             for key, times in batch:
-                event = self._events.get(key)
-                if event is not None:  # None: the loop was deleted meanwhile
-                    runs.extend(event.run(t) for t in times)
+                keys = self._fired_with.get(key) or ((key,) if key in self._events else ())
+                for each in keys:  # none: deleted meanwhile
+                    runs.extend(self._events[each].run(t) for t in times)
         self.fired += len(runs)
         for start in range(0, len(runs), RECORD_BATCH):
             created = self.runs.create_new(runs[start:start + RECORD_BATCH])

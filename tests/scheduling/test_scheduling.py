@@ -324,3 +324,33 @@ def test_missed_times_are_exactly_the_scheduled_times_in_the_gap(
     following = schedule.next_at_or_after(missed[-1] + timedelta(microseconds=1) if missed
                                           else lower)
     assert following is None or following >= now, "no scheduled time in the gap is left out"
+
+
+def test_events_that_fire_at_the_same_times_share_one_job(
+        service: Service, clock: FakeClock, tmp_path: Path) -> None:
+    """APScheduler's cost is per job: loops due at the same times (the same start, period and
+    repetitions; epsilon may differ) are fired by one job, and each still gets its own run."""
+    text = (loop_yaml(name="roll") + loop_yaml(name="same").replace("functions:\n", "")
+            .replace("ET30S", "ET5S")
+            + loop_yaml(name="other", rate="R/2026-01-01T00:00:30Z/PT1M/ET30S").replace(
+                "functions:\n", ""))
+    deploy(service, tmp_path, text)
+    scheduler = scheduler_of(service, clock)
+    jobs = {job.id: job for job in scheduler._aps.get_jobs()}
+    assert len(jobs) == 2
+    shared = next(i for i in jobs if jobs[i].trigger.schedule.start.second == 0)
+    assert scheduler.next_times("default", "same")["tick"] == utc("2026-01-01T00:01:00Z")
+    clock.set(utc("2026-01-01T00:01:02Z"))
+    scheduler.record_due([(shared, [utc("2026-01-01T00:01:00Z")])])
+    assert [r["key"] for r in settled(service, 1, "roll")] == [
+        f"roll:tick:{ms('2026-01-01T00:01:00Z')}"]
+    assert len(settled(service, 1, "same")) == 1
+    assert runs_of(service, "other") == []
+
+    service.delete_loop("roll")  # one of the two: the job stays for the other
+    scheduler.sync("default", "roll")
+    assert shared in {job.id for job in scheduler._aps.get_jobs()}
+    service.delete_loop("same")
+    scheduler.sync("default", "same")
+    assert shared not in {job.id for job in scheduler._aps.get_jobs()}
+    scheduler.close()
