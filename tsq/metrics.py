@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import (
@@ -102,7 +103,8 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         self._lock = threading.Lock()
         self._written: dict[str, int] = {}  # run id → points its current attempt wrote
-        # Per loop, its series: (metric, labels) → the child to update. Kept, because asking
+        # Per loop, its series: (metric, labels after project and loop) → the child to
+        # update. Kept, because asking
         # prometheus-client for a child (`labels`) costs more than the update itself, and a
         # run ends with up to eight updates.
         self._series: dict[tuple[str, str], dict[tuple[Any, tuple[str, ...]], Any]] = {}
@@ -143,23 +145,22 @@ class Metrics:
         """A run's final record (a dispatcher `on_finished` listener)."""
         with self._lock:
             written = self._written.pop(run.id, 0)
-        labels = (run.project, run.loop)
-        self._loop_child(self.runs, *labels, run.status.value).inc()
+        child = partial(self._loop_child, project=run.project, loop=run.loop)
+        child(self.runs, run.status.value).inc()
         if run.attempt > 1:
-            self._loop_child(self.retries, *labels).inc(run.attempt - 1)
+            child(self.retries).inc(run.attempt - 1)
         if run.duration_ms is not None:
-            self._loop_child(self.duration, *labels).observe(run.duration_ms / 1000)
+            child(self.duration).observe(run.duration_ms / 1000)
         if run.queue_delay_ms is not None:
-            self._loop_child(self.queue_delay, *labels).observe(run.queue_delay_ms / 1000)
+            child(self.queue_delay).observe(run.queue_delay_ms / 1000)
         if (run.trigger == "schedule" and run.attempt == 1 and run.started_ms is not None
                 and run.scheduled_ms is not None):
-            late_s = max(0, run.started_ms - run.scheduled_ms) / 1000
-            self._loop_child(self.lateness, *labels).observe(late_s)
+            child(self.lateness).observe(max(0, run.started_ms - run.scheduled_ms) / 1000)
         if run.status is RunStatus.SUCCESS:
             count = change_count(run.result, written)
-            self._loop_child(self.last_changes, *labels).set(count)
-            self._loop_child(self.changes, *labels).inc(count)
-            self._loop_child(self.last_success, *labels).set((run.finished_ms or 0) / 1000)
+            child(self.last_changes).set(count)
+            child(self.changes).inc(count)
+            child(self.last_success).set((run.finished_ms or 0) / 1000)
 
     def counting(self, run: Run, host: Host) -> Host:
         """`host`, counting the points this attempt of `run` writes through it."""
@@ -180,18 +181,18 @@ class Metrics:
         """Remove every series of a deleted loop."""
         with self._lock:
             children = self._series.pop((project, loop), {})
-        for metric, labels in children:
+        for metric, more in children:
             with suppress(KeyError):
-                metric.remove(*labels)
+                metric.remove(project, loop, *more)
 
-    def _loop_child(self, metric: Any, project: str, loop: str, *more: str) -> Any:
+    def _loop_child(self, metric: Any, *more: str, project: str, loop: str) -> Any:
         labels = (project, loop, *more)
         children = self._series.get((project, loop))
-        child = None if children is None else children.get((metric, labels))
+        child = None if children is None else children.get((metric, more))
         if child is None:
             with self._lock:
                 child = self._series.setdefault((project, loop), {}).setdefault(
-                    (metric, labels), metric.labels(*labels))
+                    (metric, more), metric.labels(*labels))
         return child
 
     # -- points and queries ----------------------------------------------------------------
