@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__, gtsformat, metrics
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
+from tsq.forgery import ForgeryGuard, allowed_host_names
 from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.outcomes import RunStatus
 from tsq.run import Run, RunFilter
@@ -117,6 +118,8 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
                          static_url="/docs-assets")
     app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
+    app.add_middleware(ForgeryGuard, hosts=allowed_host_names(
+        service.settings.host, service.settings.allowed_hosts))
     app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
     _install_error_handlers(app)
     _install_routes(app, service)

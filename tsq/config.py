@@ -85,6 +85,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("host", "127.0.0.1", "the address `tsq serve` listens on"),
     Option("port", 8080, "the port `tsq serve` listens on (0: any free port)", 0, 65535),
+    Option("allowed_hosts", "", "host names the API answers to besides loopback and --host, "
+                                "comma-separated ('*': any)"),
     Option("workers", 2, "worker processes running handlers", 1, 256),
     Option("worker_memory_mb", 2048, "memory a worker process may add after start-up, MiB",
            256, 1 << 20),
@@ -121,6 +123,7 @@ class Settings:
     pipeline_limits: PipelineLimits
     host: str
     port: int
+    allowed_hosts: str
     log_level: str
     log_format: str
     config_file: Path | None = None  # the file the settings were read from, if any
@@ -151,6 +154,7 @@ class Settings:
                                            max_steps=number["pipeline_max_steps"]),
             host=text["host"],
             port=number["port"],
+            allowed_hosts=text["allowed_hosts"],
             log_level=text["log_level"],
             log_format=text["log_format"],
             config_file=path,
