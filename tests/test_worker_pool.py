@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +124,29 @@ def test_run_now_runs_in_an_idle_worker_and_declines_when_none_is(pool: WorkerPo
     now = pool.run_now(job("export default async () => 3"), listener)
     assert now is not None and now.result == 3
     assert pool.pids() == [pid]  # the same worker, driven from this thread
+
+
+def test_run_now_never_starts_a_worker_on_the_callers_thread() -> None:
+    """A worker dies with the thread that started it (PR_SET_PDEATHSIG); a caller's thread may
+    end any time, so only a slot's own thread starts one."""
+    pool = WorkerPool(1, WorkerOptions(memory_mb=2048, max_result_bytes=1 << 20))
+    try:
+        job = Job(run_id="r", runtime="js", version_id="v", source="export default async () => 1",
+                  file_name="h.js", event={}, env={}, limits=Limits(timeout_s=5, memory_mb=256))
+        listener = JobListener(started=lambda job: None, logs=lambda job, lines: None)
+        assert pool.run_now(job, listener) is None
+        assert pool.pids() == []
+        assert pool.submit(job, listener).result(timeout=60).result == 1
+        done = threading.Event()
+        answers: list[RunResult | None] = []
+        borrower = threading.Thread(target=lambda: (answers.append(pool.run_now(job, listener)),
+                                                    done.set()))
+        borrower.start()
+        borrower.join(timeout=60)
+        assert answers and answers[0] is not None and answers[0].result == 1
+        (pid,) = pool.pids()
+        time.sleep(0.3)  # the borrowing thread has ended: the worker must not have died with it
+        assert pool.pids() == [pid]
+        assert pool.submit(job, listener).result(timeout=60).result == 1
+    finally:
+        pool.close()

@@ -365,11 +365,15 @@ class Dispatcher:
         """Settle on this thread: `tsq-settle`'s batches, and a run that ran inline."""
         try:
             self._settle(batch)
-        except Exception:
+        except Exception as exc:
             log.exception("could not run the end of %d runs", len(batch))
+            failure = RunResult.failed("InternalError", f"tsq could not record how the run "
+                                                        f"ended: {exc}")
             for ended in batch:
                 if ended.holds_slot:
                     self._release(ended.run)
+                # whoever waits for the run hears of it (the record may still say running)
+                self._wake(ended.run.evolve(status=failure.status, error=failure.error))
 
     def _settle(self, batch: list[_Ended]) -> None:
         settlements = [self._settlement(ended) for ended in batch]

@@ -83,6 +83,7 @@ class Service:
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
+        self._serving = False  # start() makes it a server, whose workers start at once
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
@@ -114,7 +115,7 @@ class Service:
             self._pool = WorkerPool(self.settings.workers, WorkerOptions(
                 memory_mb=self.settings.worker_memory_mb,
                 max_result_bytes=self.settings.max_result_bytes,
-            ))
+            ), start_now=self._serving)
         return self._pool
 
     @property
@@ -129,6 +130,7 @@ class Service:
         # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
         # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
         sys.setswitchinterval(GIL_SWITCH_S)
+        self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
             get_runtime(name).warm()  # needs more than one runtime, so it warms none
         _ = self.pool

@@ -182,8 +182,10 @@ class WorkerPool:
     after the lending ends (pipelines call several steps in a row) and then stops its process.
     """
 
-    def __init__(self, size: int, options: WorkerOptions) -> None:
+    def __init__(self, size: int, options: WorkerOptions, *, start_now: bool = False) -> None:
+        """`start_now`: each slot starts its worker at once (a server), not at its first job."""
         self.options = options
+        self._start_now = start_now
         self._jobs: queue.Queue[tuple[Job, Future[RunResult], JobListener] | None] = queue.Queue()
         self._slots = [_Slot() for _ in range(max(1, size))]
         self._lock = threading.Lock()
@@ -248,14 +250,21 @@ class WorkerPool:
         for slot in self._slots:
             if slot.lock.acquire(blocking=False):
                 try:
+                    # Only a worker its slot's thread started: a process dies with the thread
+                    # that started it (PR_SET_PDEATHSIG), and the caller's may end any time.
+                    if slot.process is None or not slot.process.process.is_alive():
+                        continue
                     future: Future[RunResult] = Future()
-                    self._take(slot, job, future, listener)
+                    self._take(slot, job, future, listener, borrowed=True)
                     return future.result()
                 finally:
                     slot.lock.release()
         return None
 
     def _serve(self, slot: _Slot) -> None:
+        if self._start_now:
+            with slot.lock, contextlib.suppress(WorkerError):  # else it fails its first job
+                self._process(slot)
         while (item := self._jobs.get()) is not None:
             if not slot.lock.acquire(blocking=False):
                 # A caller runs a job in this slot's worker (`run_now`), maybe one waiting
@@ -291,12 +300,12 @@ class WorkerPool:
                 slot.process.stop()
 
     def _take(self, slot: _Slot, job: Job, future: Future[RunResult],
-              listener: JobListener) -> None:
+              listener: JobListener, *, borrowed: bool = False) -> None:
         if not future.set_running_or_notify_cancel():
             return
         self._count_busy(1)
         try:
-            future.set_result(self._run(slot, job, listener))
+            future.set_result(self._run(slot, job, listener, borrowed=borrowed))
         except Exception as exc:  # never let a slot die: the run fails, the slot goes on
             future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
         finally:
@@ -319,7 +328,10 @@ class WorkerPool:
             slot.process.wait_ready()
         return slot.process
 
-    def _run(self, slot: _Slot, job: Job, listener: JobListener) -> RunResult:
+    def _run(self, slot: _Slot, job: Job, listener: JobListener, *,
+             borrowed: bool = False) -> RunResult:
+        """Run `job` in the slot's worker; `borrowed`: on a caller's thread (`run_now`), which
+        leaves a replacement worker to the slot's own thread."""
         began = time.perf_counter()
         process = self._process(slot)  # a cold start when the slot had no live process
         started_ms = (time.perf_counter() - began) * 1000
@@ -337,13 +349,13 @@ class WorkerPool:
                          process.process.pid, RENEW_GROWTH_MB,
                          extra={"pid": process.process.pid})
                 process.stop()
-                slot.process = self._replacement()
+                slot.process = None if borrowed else self._replacement()
         else:  # killed at the deadline or over memory, or it died
             log.warning("worker process %s ended (%s) after run %s; starting a new one",
                         process.process.pid, process.death_reason(), job.run_id,
                         extra={"pid": process.process.pid, "run": job.run_id,
                                "status": result.status.value})
-            slot.process = self._replacement()
+            slot.process = None if borrowed else self._replacement()
         return result
 
     def _replacement(self) -> _Process | None:

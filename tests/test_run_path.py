@@ -1,0 +1,65 @@
+"""A run somebody waits for, end to end: run on the waiting thread when a worker is idle,
+queued behind the others when none is, and never left waiting when its end cannot be recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tsq.config import Settings
+from tsq.outcomes import RunStatus
+from tsq.service import Service
+
+SLOW = "export default () => new Promise(r => setTimeout(() => r('slow'), 400))"
+
+
+@pytest.fixture()
+def service(tmp_path: Path) -> Iterator[Service]:
+    made = Service(dataclasses.replace(Settings.load(tmp_path), workers=1))
+    files = {"fast.js": "export default async (e) => e.params.n * 2", "slow.js": SLOW}
+    made.deploy("functions:\n  fast:\n    handler: fast.js\n  slow:\n    handler: slow.js\n",
+                "loops.yml", files.get)
+    yield made
+    made.close()
+
+
+def test_a_waited_for_run_on_an_idle_worker_is_done_when_submit_returns(
+        service: Service) -> None:
+    # The first run starts the worker on its slot's thread (a worker dies with the thread
+    # that started it); the next ones borrow it.
+    assert service.run("fast", {"n": 1}).result == 2
+    submitted = service.submit("fast", {"n": 21}, inline=True)
+    assert submitted.done.done()  # it ran on this thread
+    final = submitted.done.result()
+    assert (final.status, final.result) == (RunStatus.SUCCESS, 42)
+    assert service.runs.get(final.id).status == RunStatus.SUCCESS
+
+
+def test_with_the_worker_busy_a_waited_for_run_queues_and_still_ends(service: Service) -> None:
+    """`slow` runs on a thread that ends before the queued run does: the worker it borrowed
+    must outlive that thread."""
+    assert service.run("fast", {"n": 1}).result == 2
+    busy = threading.Thread(target=service.run, args=("slow",))
+    busy.start()
+    try:
+        threading.Event().wait(0.15)  # the only worker runs `slow`
+        submitted = service.submit("fast", {"n": 2}, inline=True)
+        assert not submitted.done.done()  # queued behind it, not run here
+        assert submitted.done.result(timeout=30).result == 4
+    finally:
+        busy.join(timeout=30)
+
+
+def test_a_run_whose_end_cannot_be_recorded_is_answered_failed_not_left_waiting(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(service.runs, "settle_many", broken)
+    final = service.run("fast", {"n": 1})
+    assert final.status == RunStatus.FAILED
+    assert final.error is not None and "disk full" in final.error.message
