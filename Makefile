@@ -14,7 +14,14 @@ $(BIN)/tsq: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[examples]'
 	touch $@
 
-install: $(BIN)/tsq
+# The web UI's chart library, from the npm registry at its pinned version and sha256
+# (tsq/ui/assets.py), into tsq/ui/static/vendor/ (ignored by git).
+UI_ASSETS := tsq/ui/static/vendor/uPlot.iife.min.js
+
+$(UI_ASSETS): tsq/ui/assets.py | $(BIN)/tsq
+	$(BIN)/python -m tsq.ui.assets
+
+install: $(BIN)/tsq $(UI_ASSETS)
 
 install-test: install
 	$(BIN)/pip install --quiet -e '.[test]'
