@@ -62,15 +62,11 @@ def test_backfilled_times_show_their_runs_and_the_rest_why_they_have_none(
     assert failed["error"]["message"] == "odd hour 1"
 
 
-def test_without_a_range_the_latest_times_and_the_next_ones(api: httpx.Client) -> None:
+def test_without_a_range_a_new_loop_shows_its_next_times(api: httpx.Client) -> None:
     assert deploy(api, "ledger-default", "export default async () => 1", HOURLY).status_code == 201
     [event] = api.get("/v1/loops/ledger-default/ledger").json()["events"]
-    cells = event["cells"]
-    assert len(cells) == DEFAULT_PAST + DEFAULT_FUTURE
-    assert [c["status"] for c in cells[-DEFAULT_FUTURE:]] == ["upcoming"] * DEFAULT_FUTURE
-    now = datetime.now(UTC)
-    assert datetime.fromisoformat(cells[DEFAULT_PAST - 1]["time"]) <= now
-    assert datetime.fromisoformat(cells[DEFAULT_PAST]["time"]) > now
+    assert [c["status"] for c in event["cells"]] == ["upcoming"] * DEFAULT_FUTURE
+    assert datetime.fromisoformat(event["cells"][0]["time"]) > datetime.now(UTC)
 
 
 def test_a_range_it_cannot_answer_is_a_400_naming_it(api: httpx.Client) -> None:
@@ -133,3 +129,10 @@ def test_times_past_their_epsilon_without_a_run_are_missing(
     later = service.ledger("gaps", LedgerRange(datetime(2026, 11, 24, 16, tzinfo=UTC),
                                                datetime(2026, 11, 24, 17, tzinfo=UTC)))
     assert statuses(later) == [("16:00", "missing")]
+    # Without a range: the latest times since the schedule took effect, and the next ones.
+    assert [s for _, s in statuses(service.ledger("gaps", LedgerRange()))] == [
+        "missing", "expired", "queued", "running", "timeout", "missing", "missing",
+        *["upcoming"] * DEFAULT_FUTURE]
+    clock.now += 100 * 3600
+    [event] = service.ledger("gaps", LedgerRange())["events"]
+    assert len(event["cells"]) == DEFAULT_PAST + DEFAULT_FUTURE

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -32,7 +32,7 @@ from tsq.schedulestore import ScheduleStore
 __all__ = ["DEFAULT_FUTURE", "DEFAULT_PAST", "MAX_CELLS", "NO_RUN", "LedgerRange", "ledger"]
 
 MAX_CELLS = 5000  # per event: a range holding more is refused, naming the limit
-DEFAULT_PAST = 60  # without a range: the latest 60 scheduled times …
+DEFAULT_PAST = 60  # without a range: the latest 60 scheduled times (since it took effect) …
 DEFAULT_FUTURE = 5  # … and the next 5
 NO_RUN = ("before", "upcoming", "due", "missing")
 
@@ -65,7 +65,7 @@ def ledger(loop: StoredLoop, runs: RunStore, schedules: ScheduleStore, span: Led
 def _event(loop: StoredLoop, event: EventSpec, runs: RunStore, span: LedgerRange,
            now: datetime, since_ms: int) -> dict[str, Any]:
     schedule = metronome.parse(event.rate or "")
-    start, end = _range(schedule, span, now)
+    start, end = _range(schedule, span, now, since_ms)
     times = list(islice(schedule.fire_times(start, end), MAX_CELLS + 1))
     if len(times) > MAX_CELLS:
         raise BadRequest(f"[{start.isoformat()}, {end.isoformat()}) holds more than "
@@ -80,11 +80,15 @@ def _event(loop: StoredLoop, event: EventSpec, runs: RunStore, span: LedgerRange
             "counts": dict(Counter(cell["status"] for cell in cells))}
 
 
-def _range(schedule: metronome.Schedule, span: LedgerRange, now: datetime
+def _range(schedule: metronome.Schedule, span: LedgerRange, now: datetime, since_ms: int
            ) -> tuple[datetime, datetime]:
+    """The range asked for; by default the latest DEFAULT_PAST times since the schedule took
+    effect (older ones were never due) and the next DEFAULT_FUTURE."""
     latest = schedule.latest_at_or_before(now)
     k = schedule.index_of(latest) if latest is not None else 0
-    start = span.start or schedule.time_at(max(0, k - DEFAULT_PAST + 1))
+    effective = schedule.next_at_or_after(datetime.fromtimestamp(since_ms / 1000, UTC))
+    first = schedule.index_of(effective) if effective is not None else 0
+    start = span.start or schedule.time_at(max(0, first, k - DEFAULT_PAST + 1))
     end = span.end or schedule.time_at(k + DEFAULT_FUTURE + 1)
     if start >= end:
         raise BadRequest(f"from {start.isoformat()} must be before to {end.isoformat()}")

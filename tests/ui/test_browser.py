@@ -14,8 +14,6 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tsq.service import Service
-
 CHROMIUM = Path(os.environ.get("TSQ_CHROMIUM", "/usr/bin/chromium"))
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -46,7 +44,7 @@ REPORT = """export default async function (event) {
 """
 TICK = "export default async (event) => { console.log('tick'); return 1; }\n"
 POINTS = "\n".join(f"ui_cpu,host=web0{h} value={40 + 10 * h + (m % 7)} "
-                   f"{1795996800 + m * 60}" for h in (1, 2) for m in range(120))
+                   f"{1795478400 + m * 60}" for h in (1, 2) for m in range(120))
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +94,22 @@ def fits(page: Page) -> None:
     assert overflow <= 1, f"{page.url} is {overflow} px wider than the screen"
 
 
-def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, service: Service,
-                                       shots: Path) -> None:
+def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, shots: Path) -> None:
     assert api.post("/v1/write", params={"precision": "s"}, content=POINTS).status_code == 200
+    deploy_with_mistakes(page, api, shots)
+    run_and_open_it(page, shots)
+    watch_the_ledger_fill(page, shots)
+    list_runs(page, shots)
+    explore(page, shots)
+    page.goto("/")
+    expect(page.locator("a.loop-name", has_text="ui-tick")).to_be_visible()
+    expect(page.locator("tr", has_text="ui-tick")).to_contain_text("every second")
+    snap(page, shots, "loops")
+    fits(page)
 
-    # Deploy with mistakes: each shows under its editor, with its line and column.
+
+def deploy_with_mistakes(page: Page, api: httpx.Client, shots: Path) -> None:
+    """Deploy with mistakes: each shows under its editor, with its line and column."""
     page.goto("/ui/deploy")
     page.fill("textarea[name=content]", BROKEN)
     page.fill("input[name=handler]", "report.js")
@@ -130,7 +139,9 @@ def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, service: S
     page.goto("/ui/loops/ui-report")
     expect(page.locator("h1")).to_contain_text("ui-report")
 
-    # Run it now and open the run: its log, its result and its chart.
+
+def run_and_open_it(page: Page, shots: Path) -> None:
+    """Run it now and open the run: its log, its result and its chart."""
     page.click("summary:has-text('Run now')")
     page.click("#run-form button[type=submit]")
     status = page.locator("#run-outcome .status")
@@ -141,12 +152,17 @@ def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, service: S
     expect(page.locator("#run-result")).to_contain_text('"series": 2')
     chart = page.locator('.artifact[data-kind="image"] img')
     expect(chart).to_be_visible()
+    chart.scroll_into_view_if_needed()  # it loads lazily
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                           arg=chart.element_handle())
     assert page.evaluate("(img) => img.naturalWidth", chart.element_handle()) == 800
     expect(page.locator('.artifact[data-kind="csv"] table tr').first).to_contain_text("time")
     expect(page.locator('.artifact[data-kind="json"] pre')).to_contain_text('"series": 2')
     snap(page, shots, "run")
 
-    # The ledger of the every-second loop fills as the schedule fires.
+
+def watch_the_ledger_fill(page: Page, shots: Path) -> None:
+    """The ledger of the every-second loop fills as the schedule fires."""
     page.goto("/ui/loops/ui-tick")
     succeeded = page.locator('#ledger .cell[data-status="success"]')
     expect(succeeded.nth(1)).to_be_attached()
@@ -158,15 +174,19 @@ def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, service: S
     expect(page.locator("h1")).to_contain_text("success")
     expect(page.locator("text=schedule").first).to_be_visible()
 
-    # The runs list, filtered by loop and status.
+
+def list_runs(page: Page, shots: Path) -> None:
+    """The runs list, filtered by loop and status."""
     page.goto("/ui/runs?loop=ui-report&status=success")
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
     page.goto("/ui/runs")
     snap(page, shots, "runs")
 
-    # Explore: a query draws its series; a mistake shows where it is.
+
+def explore(page: Page, shots: Path) -> None:
+    """Explore: a query draws its series; a mistake shows where it is."""
     page.goto("/ui/explore")
-    page.fill("#tsl", "select('ui_cpu')\n  .from(1795996800000, 1796004000000)")
+    page.fill("#tsl", "select('ui_cpu')\n  .from(1795478400000, 1795485600000)")
     page.click("#query-form button[type=submit]")
     expect(page.locator("#series-count")).to_have_text("2 series")
     expect(page.locator("#chart canvas")).to_be_attached()
@@ -178,13 +198,6 @@ def test_deploy_run_ledger_and_explore(page: Page, api: httpx.Client, service: S
     error = page.locator("#query-error")
     expect(error).to_contain_text("at line 2")
     expect(error.locator("pre.caret")).to_have_text(re.compile(r"2 \|   \.where\(\n +\| +\^"))
-
-    page.goto("/")
-    expect(page.locator("a.loop-name", has_text="ui-tick")).to_be_visible()
-    expect(page.locator("tr", has_text="ui-tick")).to_contain_text("every second")
-    snap(page, shots, "loops")
-    fits(page)
-
 
 def test_pages_fit_a_phone(page: Page, api: httpx.Client, shots: Path) -> None:
     page.set_viewport_size(PHONE)

@@ -53,7 +53,8 @@ def install(app: FastAPI, service: Service) -> None:
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.globals.update(version=__version__, ms=_ms_text, words=views.schedule_words,
-                       when=views.when, json=views.pretty_json)
+                       when=views.when, json=views.pretty_json, iso=_iso_text, span=_span_text,
+                       ms_span=lambda a, b: _span_text(format_ms(a), format_ms(b)))
     render = _renderer(env)
     _install_files(app)
     _install_loop_pages(app, service, render)
@@ -260,4 +261,19 @@ def _local_ms(text: str, what: str) -> int | None:
 
 
 def _ms_text(ms: int | None) -> str:
-    return "" if ms is None else format_ms(ms, "milliseconds").replace("T", " ")
+    """Epoch ms as the pages show a time: UTC, to the millisecond only when it has some."""
+    if ms is None:
+        return ""
+    return format_ms(ms, "seconds" if ms % 1000 == 0 else "milliseconds").replace(
+        "T", " ").removesuffix("Z")
+
+
+def _iso_text(text: str) -> str:
+    """An ISO-8601 time of the API as the pages show it (UTC, no offset)."""
+    return views.when(datetime.fromisoformat(text), seconds=True)
+
+
+def _span_text(start: str, end: str) -> str:
+    """A window `[start, end)`, the end without its date when it is the start's."""
+    first, last = _iso_text(start), _iso_text(end)
+    return f"[{first}, {last[11:] if first[:10] == last[:10] else last})"

@@ -80,9 +80,12 @@ def schedule_words(rate: str) -> str:
     return text + (f", at most {duration_words(late)} late" if late else ", never late")
 
 
-def when(t: datetime) -> str:
-    """A time as the pages show it: UTC, to the second only when it has seconds."""
+def when(t: datetime, *, seconds: bool = False) -> str:
+    """A time as the pages show it, in UTC: to the second when it has seconds (or when asked),
+    with "UTC" after it unless `seconds` (a column that says UTC once)."""
     t = t.astimezone(UTC)
+    if seconds:
+        return t.strftime("%Y-%m-%d %H:%M:%S")
     return t.strftime("%Y-%m-%d %H:%M:%S UTC" if t.second else "%Y-%m-%d %H:%M UTC")
 
 
@@ -116,6 +119,7 @@ def sparkline(runs: Sequence[Mapping[str, Any]], width: int = 120, height: int =
                       for i, r in enumerate(rates))
     return (f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" '
             f'height="{height}" role="img" aria-label="success rate of the latest runs">'
+            f'<rect width="{width}" height="{height}" fill="#f6f8fa"/>'
             f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" '
             f'points="{points}"/></svg>')
 

@@ -295,6 +295,7 @@ const tsq = (() => {
     const options = {
       width: Math.max(280, box.clientWidth), height: window.innerWidth < 600 ? 240 : 340,
       legend: {show: false}, cursor: {drag: {x: true, y: false}},
+      tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),  // as the API's times
       series: [{}, ...series.map((s, i) => ({label: seriesName(s), stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false}))],
       axes: [{}, {size: 60}],
     };
