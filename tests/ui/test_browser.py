@@ -212,6 +212,61 @@ def test_pages_fit_a_phone(page: Page, api: httpx.Client, shots: Path) -> None:
         fits(page)
 
 
+HOURLY = """functions:
+  ui-hourly:
+    handler: hourly.js
+    events:
+      - hourly:
+          rate: R/2026-01-01T00:00:00Z/PT1H/ET10M
+"""
+# The window of scheduled time t starts an hour before it; some hours fail, one times out.
+HOURLY_JS = """export default async (e) => {
+  const h = new Date(e.window.start).getUTCHours();
+  if (h % 5 === 3) throw new Error(`no data for hour ${h}`);
+  return h;
+}
+"""
+
+
+def test_backfill_diff_and_roll_back(page: Page, api: httpx.Client, shots: Path) -> None:
+    assert api.post("/v1/loops", json={"content": HOURLY,
+                                       "files": {"hourly.js": HOURLY_JS}}).status_code == 201
+    page.goto("/ui/loops/ui-hourly")
+    page.click("summary:has-text('Backfill')")
+    page.fill("#backfill-form input[name=from]", "2026-11-22T00:00:00")
+    page.fill("#backfill-form input[name=to]", "2026-11-24T00:00:00")
+    page.click("#backfill-form button[type=submit]")
+    expect(page.locator("#backfill-outcome")).to_contain_text(
+        "48 of 48 scheduled times (38 succeeded, 10 failed, 0 skipped): done")
+    assert page.locator("#backfill-outcome progress").get_attribute("value") == "48"
+    # The ledger shows the backfilled range: a row a day, each hour coloured by its run.
+    days = page.locator("#ledger .day")
+    expect(days).to_have_count(2)
+    expect(days.nth(0).locator(".cell")).to_have_count(24)
+    expect(page.locator('#ledger .cell[data-status="failed"]')).to_have_count(10)
+    expect(page.locator('#ledger .cell[data-status="success"]')).to_have_count(38)
+    snap(page, shots, "ledger-backfill")
+    page.locator('#ledger .cell[data-status="failed"]').first.click()
+    error = page.locator("#run-error")
+    expect(error).to_contain_text("Error: no data for hour 23")  # the window of 00:00
+    expect(error).to_contain_text("at __tsq.load.exports.default (hourly.js:3:26)")
+    assert error.inner_text().count("no data for hour 23") == 1  # the stack's first line is not repeated
+
+    # A second version, its diff with the first, and a roll back to it.
+    assert api.post("/v1/loops", json={"content": HOURLY, "files": {
+        "hourly.js": HOURLY_JS.replace("% 5 === 3", "% 7 === 3")}}).status_code == 201
+    page.goto("/ui/loops/ui-hourly")
+    expect(page.locator("h1")).to_contain_text("v2")
+    expect(page.locator("pre.diff .del")).to_have_text("-  if (h % 5 === 3) throw new Error("
+                                                       "`no data for hour ${h}`);")
+    expect(page.locator("pre.diff .add")).to_contain_text("if (h % 7 === 3)")
+    snap(page, shots, "loop-diff")
+    page.click("summary:has-text('Roll back')")
+    page.click("#rollback-form button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("v1")
+    assert api.get("/v1/loops/ui-hourly").json()["version"]["number"] == 1
+
+
 def test_delete_asks_first(page: Page, api: httpx.Client) -> None:
     page.goto("/ui/loops/ui-tick")
     page.once("dialog", lambda dialog: dialog.dismiss())

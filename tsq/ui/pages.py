@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 RECENT_RUNS = 30  # the runs a loop's sparkline and success rate are computed over
+CSV_ROWS = 100  # of a CSV artifact shown as a table
 PREVIEW_BYTES = 1 << 20  # CSV, JSON and text artifacts up to this size are shown inline
 RUN_STATUSES = ("queued", "running", "success", "failed", "timeout", "expired", "cancelled")
+ARTIFACT_ORDER = ("image", "html", "csv", "json", "text", "link")  # pictures first
 TRIGGERS = ("schedule", "after", "backfill", "manual", "http", "call")
 
 Page = Callable[..., HTMLResponse]
@@ -53,7 +55,7 @@ def install(app: FastAPI, service: Service) -> None:
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.globals.update(version=__version__, ms=_ms_text, words=views.schedule_words,
-                       when=views.when, json=views.pretty_json, iso=_iso_text, span=_span_text,
+                       when=views.when, json=views.pretty_json, frames=views.stack_frames, iso=_iso_text, span=_span_text,
                        ms_span=lambda a, b: _span_text(format_ms(a), format_ms(b)))
     render = _renderer(env)
     _install_files(app)
@@ -147,8 +149,9 @@ def _install_run_pages(app: FastAPI, service: Service,
     def run_page(run_id: str) -> HTMLResponse:
         run = service.get_run(run_id)
         logs = service.run_logs(run["id"])["logs"]
-        files = [_artifact_view(service, run["id"], meta)
-                 for meta in service.run_artifacts(run["id"])["artifacts"]]
+        files = sorted((_artifact_view(service, run["id"], meta)
+                        for meta in service.run_artifacts(run["id"])["artifacts"]),
+                       key=lambda view: ARTIFACT_ORDER.index(view["kind"]))
         return render("run.html", title=f"Run {run['id'][:12]}", nav="runs", run=run,
                       logs=logs, artifacts=files, graph=_pipeline(service, run),
                       unfinished=run["status"] in ("queued", "running"))
@@ -212,7 +215,7 @@ def _diff_pair(stored: list[StoredVersion], a: str | None, b: str | None
 
 def _version_diff(old: StoredVersion, new: StoredVersion) -> list[tuple[str, str]]:
     def text(version: StoredVersion) -> str:
-        return (f"{version.source}\n\n# settings of version {version.number}\n"
+        return (f"{version.source}\n\n# its settings\n"
                 f"{views.pretty_json(version.spec.to_json())}\n")
 
     return views.diff_lines(text(old), text(new), f"version {old.number} ({old.spec.handler})",
@@ -225,7 +228,7 @@ def _artifact_view(service: Service, run_id: str, meta: dict[str, Any]) -> dict[
     if kind in ("csv", "json", "text") and meta["size"] <= PREVIEW_BYTES:
         _, data = service.run_artifact(run_id, meta["name"])
         if kind == "csv":
-            view["rows"], view["more"] = views.csv_rows(data)
+            view["rows"], view["more"] = views.csv_rows(data, CSV_ROWS)
         else:
             view["text"] = views.pretty_json_bytes(data) if kind == "json" else data.decode(
                 "utf-8", errors="replace")

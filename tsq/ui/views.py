@@ -29,6 +29,7 @@ __all__ = [
     "pipeline_graph",
     "pretty_json",
     "schedule_words",
+    "stack_frames",
     "sparkline",
     "success_rate",
     "when",
@@ -160,6 +161,13 @@ def diff_lines(old: str, new: str, old_name: str, new_name: str) -> list[tuple[s
                                  lineterm="")
     return [(kinds.get(line[:1], "") if not line.startswith(("+++", "---")) else "hunk", line)
             for line in lines]
+
+
+def stack_frames(error: Mapping[str, Any]) -> str:
+    """A run error's stack without its first line when that repeats `type: message`."""
+    stack = str(error.get("stack") or "")
+    first, _, rest = stack.partition("\n")
+    return rest if first.strip() == f"{error['type']}: {error['message']}" else stack
 
 
 def artifact_kind(content_type: str) -> str:
