@@ -55,7 +55,8 @@ def install(app: FastAPI, service: Service) -> None:
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.globals.update(version=__version__, ms=_ms_text, words=views.schedule_words,
-                       when=views.when, json=views.pretty_json, frames=views.stack_frames, iso=_iso_text, span=_span_text,
+                       when=views.when, json=views.pretty_json, frames=views.stack_frames,
+                       iso=_iso_text, span=_span_text,
                        ms_span=lambda a, b: _span_text(format_ms(a), format_ms(b)))
     render = _renderer(env)
     _install_files(app)

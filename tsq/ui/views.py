@@ -29,8 +29,8 @@ __all__ = [
     "pipeline_graph",
     "pretty_json",
     "schedule_words",
-    "stack_frames",
     "sparkline",
+    "stack_frames",
     "success_rate",
     "when",
 ]
