@@ -218,6 +218,11 @@ HOURLY = """functions:
     events:
       - hourly:
           rate: R/2026-01-01T00:00:00Z/PT1H/ET10M
+  ui-after:
+    handler: after.js
+    events:
+      - then:
+          after: ui-hourly
 """
 # The window of scheduled time t starts an hour before it; some hours fail, one times out.
 HOURLY_JS = """export default async (e) => {
@@ -229,8 +234,8 @@ HOURLY_JS = """export default async (e) => {
 
 
 def test_backfill_diff_and_roll_back(page: Page, api: httpx.Client, shots: Path) -> None:
-    assert api.post("/v1/loops", json={"content": HOURLY,
-                                       "files": {"hourly.js": HOURLY_JS}}).status_code == 201
+    files = {"hourly.js": HOURLY_JS, "after.js": "export default async () => 'after'"}
+    assert api.post("/v1/loops", json={"content": HOURLY, "files": files}).status_code == 201
     page.goto("/ui/loops/ui-hourly")
     page.click("summary:has-text('Backfill')")
     page.fill("#backfill-form input[name=from]", "2026-11-22T00:00:00")
@@ -252,9 +257,19 @@ def test_backfill_diff_and_roll_back(page: Page, api: httpx.Client, shots: Path)
     expect(error).to_contain_text("at __tsq.load.exports.default (hourly.js:3:26)")
     assert error.inner_text().count("no data for hour 23") == 1  # the stack's first line is not repeated
 
+    # A success started its `after:` step: the pipeline's graph links the two.
+    [done] = api.get("/v1/runs", params={"loop": "ui-hourly", "status": "success",
+                                         "limit": 1}).json()["runs"]
+    page.goto(f"/ui/runs/{done['id']}")
+    nodes = page.locator("svg.pipeline .node")
+    expect(nodes).to_have_count(2)
+    expect(page.locator("svg.pipeline a").nth(1)).to_contain_text("ui-after")
+    expect(page.locator("svg.pipeline line.edge")).to_have_count(1)
+    snap(page, shots, "run-pipeline")
+
     # A second version, its diff with the first, and a roll back to it.
-    assert api.post("/v1/loops", json={"content": HOURLY, "files": {
-        "hourly.js": HOURLY_JS.replace("% 5 === 3", "% 7 === 3")}}).status_code == 201
+    files["hourly.js"] = HOURLY_JS.replace("% 5 === 3", "% 7 === 3")
+    assert api.post("/v1/loops", json={"content": HOURLY, "files": files}).status_code == 201
     page.goto("/ui/loops/ui-hourly")
     expect(page.locator("h1")).to_contain_text("v2")
     expect(page.locator("pre.diff .del")).to_have_text("-  if (h % 5 === 3) throw new Error("
