@@ -39,24 +39,24 @@ FINISHED = ("success", "failed", "timeout", "expired", "cancelled")
 _UNITS = ((86_400 * 7, "week"), (86_400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
 
-def duration_words(seconds: int) -> str:
-    """`300` → "5 minutes", `3600` → "hour" (as in "every hour"), `90` → "90 seconds"."""
-    if seconds == 0:
-        return "0 seconds"
+def duration_words(seconds: int, *, every: bool = False) -> str:
+    """`300` → "5 minutes", `3600` → "1 hour" ("hour" for `every`: "every hour"), `90` →
+    "90 seconds"."""
     for size, unit in _UNITS:
-        if seconds % size == 0:
-            count = seconds // size
-            return unit if count == 1 else f"{count} {unit}s"
-    return f"{seconds} seconds"  # unreachable: the last unit divides everything
+        if seconds and seconds % size == 0:
+            return _count(seconds // size, unit, every=every)
+    return f"{seconds} seconds"
 
 
-def _count(count: int, unit: str) -> str:
-    return unit if count == 1 else f"{count} {unit}s"
+def _count(count: int, unit: str, *, every: bool = True) -> str:
+    if count == 1:
+        return unit if every else f"1 {unit}"
+    return f"{count} {unit}s"
 
 
 def _period_words(period: metronome.Period) -> str:
     if period.time_mode:
-        return duration_words(period.seconds)
+        return duration_words(period.seconds, every=True)
     parts = []
     if period.months:
         parts.append(_count(period.months // 12, "year") if period.months % 12 == 0
@@ -78,7 +78,7 @@ def schedule_words(rate: str) -> str:
     if schedule.repeat is not None:
         text += f", {schedule.repeat + 1} times"
     late = int(schedule.epsilon.total_seconds())
-    return text + (f", at most {duration_words(late)} late" if late else ", never late")
+    return text + (f", at most {duration_words(late)} late" if late else ", no lateness allowed")
 
 
 def when(t: datetime, *, seconds: bool = False) -> str:

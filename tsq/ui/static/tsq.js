@@ -269,7 +269,7 @@ const tsq = (() => {
     return labels ? `${series.name}{${labels}}` : series.name;
   }
 
-  // uPlot wants one x array shared by every series: the union of their times, nulls elsewhere.
+  // uPlot wants one x array common to every series: the union of their times, nulls elsewhere.
   function aligned(series) {
     const times = [...new Set(series.flatMap((s) => s.timestamps))].sort((a, b) => a - b);
     const index = new Map(times.map((t, i) => [t, i]));
