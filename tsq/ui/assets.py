@@ -32,9 +32,14 @@ class Asset:
         return f".{self.package}-{self.version}-{self.sha256[:16]}"
 
     @property
+    def present(self) -> bool:
+        """Its files are in place (a wheel carries them without the stamp)."""
+        return all((VENDOR / name).is_file() for name in self.files.values())
+
+    @property
     def installed(self) -> bool:
-        return (VENDOR / self.stamp).is_file() and all(
-            (VENDOR / name).is_file() for name in self.files.values())
+        """Its files are in place, fetched at this pin."""
+        return self.present and (VENDOR / self.stamp).is_file()
 
     @property
     def url(self) -> str:
@@ -53,7 +58,7 @@ ASSETS = (
 def missing() -> list[str]:
     """The vendored files not installed, as `name (package version)`."""
     return [f"{name} ({asset.package} {asset.version})" for asset in ASSETS
-            if not asset.installed for name in asset.files.values()]
+            if not asset.present for name in asset.files.values()]
 
 
 def fetch(asset: Asset, into: Path = VENDOR) -> None:
