@@ -206,8 +206,14 @@ def test_pages_fit_a_phone(page: Page, api: httpx.Client, shots: Path) -> None:
                        ("run", f"/ui/runs/{run_id}"), ("explore", "/ui/explore"),
                        ("deploy", "/ui/deploy")):
         page.goto(path)
-        page.wait_for_load_state("networkidle") if name != "loop" else expect(
-            page.locator("#ledger .cell").first).to_be_attached()
+        if name == "loop":
+            expect(page.locator("#ledger .cell").first).to_be_attached()
+        elif name == "explore":
+            page.fill("#tsl", "select('ui_cpu')\n  .from(1795478400000, 1795485600000)")
+            page.click("#query-form button[type=submit]")
+            expect(page.locator("#chart canvas")).to_be_attached()
+        else:
+            page.wait_for_load_state("networkidle")
         snap(page, shots, f"phone-{name}")
         fits(page)
 
@@ -257,8 +263,19 @@ def test_backfill_diff_and_roll_back(page: Page, api: httpx.Client, shots: Path)
     expect(error).to_contain_text("at __tsq.load.exports.default (hourly.js:3:26)")
     assert error.inner_text().count("no data for hour 23") == 1  # the stack's first line is not repeated
 
+    # Run now, over a window of one's choosing.
+    page.goto("/ui/loops/ui-hourly")
+    page.click("summary:has-text('Run now')")
+    page.fill("#run-form input[name=start]", "2026-11-20T05:00:00")
+    page.fill("#run-form input[name=end]", "2026-11-20T06:00:00")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#run-outcome .status")).to_have_text("success")
+    ran = page.locator("#run-outcome a").get_attribute("href") or ""
+    record = api.get(f"/v1/runs/{ran.rsplit('/', 1)[-1]}").json()
+    assert (record["window_start_ms"], record["result"]) == (1795150800000, 5)
+
     # A success started its `after:` step: the pipeline's graph links the two.
-    [done] = api.get("/v1/runs", params={"loop": "ui-hourly", "status": "success",
+    [done] = api.get("/v1/runs", params={"loop": "ui-hourly", "status": "success", "trigger": "backfill",
                                          "limit": 1}).json()["runs"]
     page.goto(f"/ui/runs/{done['id']}")
     nodes = page.locator("svg.pipeline .node")
