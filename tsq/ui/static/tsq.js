@@ -281,6 +281,17 @@ const tsq = (() => {
     return [times.map((t) => t / 1000), ...columns];
   }
 
+  // Tick labels in UTC and 24 hours, as precise as the span asks: days, then minutes, seconds.
+  function utcTicks(u, splits) {
+    const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+    return splits.map((s) => {
+      const iso = new Date(s * 1000).toISOString();
+      if (span > 3 * 86400) return iso.slice(5, 10);
+      if (span > 86400) return iso.slice(5, 16).replace("T", " ");
+      return iso.slice(11, span < 300 ? 19 : 16);
+    });
+  }
+
   function plot(series) {
     const section = $("#chart-section"), box = $("#chart");
     section.hidden = false;
@@ -295,9 +306,8 @@ const tsq = (() => {
     const options = {
       width: Math.max(280, box.clientWidth), height: window.innerWidth < 600 ? 240 : 340,
       legend: {show: false}, cursor: {drag: {x: true, y: false}},
-      tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),  // as the API's times
       series: [{}, ...series.map((s, i) => ({label: seriesName(s), stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false}))],
-      axes: [{}, {size: 60}],
+      axes: [{values: utcTicks, label: "UTC", labelSize: 20}, {size: 60}],
     };
     const chart = new uPlot(options, aligned(series), box);
     window.addEventListener("resize", () => chart.setSize({width: Math.max(280, box.clientWidth), height: options.height}));
