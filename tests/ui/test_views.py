@@ -142,5 +142,7 @@ def test_pages_answer_without_a_browser(api: httpx.Client) -> None:
     assert missing.status_code == 404
     assert "no loop named &#39;no-such-loop&#39;" in missing.text
     assert api.get("/ui/runs/ffffffffffff").status_code == 404
+    future = api.get("/ui/runs", params={"since": "2999-01-01T00:00", "status": "success"})
+    assert future.status_code == 200 and "No run matches." in future.text
     bad = api.get("/ui/runs", params={"since": "yesterday"})
     assert bad.status_code == 400 and "since" in bad.text

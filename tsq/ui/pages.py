@@ -4,6 +4,7 @@ buttons call the API itself (`/v1/…`) from a little JavaScript (static/tsq.js)
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -36,6 +37,8 @@ PREVIEW_BYTES = 1 << 20  # CSV, JSON and text artifacts up to this size are show
 RUN_STATUSES = ("queued", "running", "success", "failed", "timeout", "expired", "cancelled")
 ARTIFACT_ORDER = ("image", "html", "csv", "json", "text", "link")  # pictures first
 TRIGGERS = ("schedule", "after", "backfill", "manual", "http", "call")
+
+OFFSET = re.compile(r"([zZ]|[+-]\d\d:?\d\d)$")  # a time that says its own offset
 
 Page = Callable[..., HTMLResponse]
 
@@ -260,7 +263,7 @@ def _local_ms(text: str, what: str) -> int | None:
     """A datetime-local input's value, read as UTC; ISO-8601 with an offset works too."""
     if not text:
         return None
-    moment = parse_time(text if text[-1:] in "Zz" or "+" in text[10:] else text + "Z", what)
+    moment = parse_time(text if OFFSET.search(text) else text + "Z", what)
     return round(moment.timestamp() * 1000)
 
 
