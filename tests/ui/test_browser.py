@@ -12,14 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 CHROMIUM = Path(os.environ.get("TSQ_CHROMIUM", "/usr/bin/chromium"))
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=390, height=844)
 WAIT_MS = 30_000  # the longest any step waits (a run, a scheduled fire)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+expect.set_options(timeout=WAIT_MS)  # assertions wait as long as actions (a loaded machine)
 
 BROKEN = """functions:
   ui-report:

@@ -47,7 +47,7 @@ def test_success_rate_and_sparkline_count_finished_runs_only() -> None:
 
 
 def test_pipeline_graph_links_calls_and_after_steps() -> None:
-    steps = [{"id": "a", "loop": "rollup", "parent_id": None},
+    steps: list[dict[str, str | None]] = [{"id": "a", "loop": "rollup", "parent_id": None},
              {"id": "b", "loop": "report", "parent_id": None},
              {"id": "c", "loop": "chart", "parent_id": "b"},
              {"id": "d", "loop": "retention", "parent_id": None}]
@@ -112,7 +112,7 @@ def test_a_tarball_with_another_digest_is_refused(tmp_path: Path,
         def read(self) -> bytes:
             return b"not the tarball"
 
-    monkeypatch.setattr(assets.urllib.request, "urlopen", lambda url, timeout: Answer())
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Answer())
     with pytest.raises(RuntimeError, match=r"has sha256 [0-9a-f]{64}, not the pinned 0{64}"):
         assets.fetch(forged, tmp_path)
     assert list(tmp_path.iterdir()) == []
