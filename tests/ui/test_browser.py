@@ -40,6 +40,7 @@ REPORT = """export default async function (event) {
   await artifacts.chart("cpu.png", cpu, {title: "CPU", ylabel: "%", width: 800, height: 300});
   await artifacts.csv("cpu.csv", cpu);
   await artifacts.json("summary.json", {series: cpu.length});
+  await artifacts.html("index.html", "<h1>CPU report</h1><img src='cpu.png' width=200>");
   return {series: cpu.length};
 }
 """
@@ -121,7 +122,7 @@ def deploy_with_mistakes(page: Page, api: httpx.Client, shots: Path) -> None:
                                     '"timout"; did you mean "timeout"?')
     expect(problem.locator("pre.caret")).to_contain_text("    timout: 10")
     in_handler = page.locator('.problems[data-for="source"] .problem')
-    expect(in_handler).to_contain_text("report.js:7:")
+    expect(in_handler).to_contain_text("report.js:8:11")
     expect(in_handler).to_contain_text("SyntaxError")
     expect(page.locator("#deploy-outcome")).to_have_text("2 problems; nothing was deployed")
     snap(page, shots, "deploy-problem")
@@ -159,6 +160,10 @@ def run_and_open_it(page: Page, shots: Path) -> None:
     assert page.evaluate("(img) => img.naturalWidth", chart.element_handle()) == 800
     expect(page.locator('.artifact[data-kind="csv"] table tr').first).to_contain_text("time")
     expect(page.locator('.artifact[data-kind="json"] pre')).to_contain_text('"series": 2')
+    report = page.locator('.artifact[data-kind="html"] iframe')
+    assert report.get_attribute("sandbox") == ""  # no script, no origin of the UI's own
+    expect(page.frame_locator('.artifact[data-kind="html"] iframe').locator("h1")).to_have_text(
+        "CPU report")
     snap(page, shots, "run")
 
 
