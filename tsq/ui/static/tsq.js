@@ -316,15 +316,27 @@ const tsq = (() => {
 
   // -- deploy --------------------------------------------------------------------------------
 
+  // The handler editors of the deploy form: [{name input, textarea, problems box}].
+  const handlerEditors = (form) => [...form.querySelectorAll(".handler")].map((editor) => ({
+    name: $("input[name=handler]", editor), area: $("textarea", editor), box: $(".problems", editor)}));
+
   function deployPage() {
     const form = $("#deploy-form"), outcome = $("#deploy-outcome");
+    $("#add-file").addEventListener("click", () => {
+      const copy = $(".handler", form).cloneNode(true);
+      $("input[name=handler]", copy).value = `handler${handlerEditors(form).length + 1}.js`;
+      $("textarea", copy).value = "export default async function (event) {\n  return {};\n}\n";
+      $(".problems", copy).replaceChildren();
+      $("#handlers").append(copy);
+      $("input[name=handler]", copy).select();
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       for (const box of form.querySelectorAll(".problems")) box.replaceChildren();
       for (const area of form.querySelectorAll("textarea")) area.classList.remove("has-problem");
       outcome.replaceChildren();
       const files = {};
-      if (form.handler.value) files[form.handler.value] = form.source.value;
+      for (const {name, area} of handlerEditors(form)) if (name.value) files[name.value] = area.value;
       try {
         const answer = await api("POST", "/v1/loops", {file: form.file.value, content: form.content.value, files});
         outcome.className = "outcome ok";
@@ -343,9 +355,11 @@ const tsq = (() => {
   }
 
   function showProblem(form, problem) {
-    const area = problem.file === form.file.value ? form.content
-      : problem.file === form.handler.value ? form.source : null;
-    const box = area ? form.querySelector(`.problems[data-for="${area.name}"]`) : $("#deploy-outcome");
+    const editor = problem.file === form.file.value
+      ? {area: form.content, box: $('.problems[data-for="content"]', form)}
+      : handlerEditors(form).find(({name}) => name.value === problem.file);
+    const area = editor ? editor.area : null;
+    const box = editor ? editor.box : $("#deploy-outcome");
     const where = problem.line ? `${problem.file}:${problem.line}:${problem.col}` : problem.file;
     const item = el("div", {class: "problem", "data-line": problem.line || "", "data-col": problem.col || ""},
       el("a", {href: "#", text: where}), " ", problem.path ? `${problem.path}: ` : "", problem.message);
