@@ -152,7 +152,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def ledger(name: str, project: str | None = None, event: str | None = None,
                start: Annotated[str | None, Query(
                    alias="from", description="scheduled times at or after this time "
-                                             "(ISO-8601 with offset; default: the latest 60)")
+                                             "(ISO-8601 with offset; default: the latest 60 "
+                                             "since the schedule took effect)")
                ] = None,
                end: Annotated[str | None, Query(
                    alias="to", description="… and before this one (default: the next 5 too)")

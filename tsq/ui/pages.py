@@ -186,8 +186,9 @@ def _install_tools(app: FastAPI, render: Callable[..., HTMLResponse]) -> None:
 
 def _loop_row(service: Service, loop: dict[str, Any], now: datetime) -> dict[str, Any]:
     spec = loop["spec"]
-    recent = service.list_runs(RunFilter(loop["project"], loop["name"],
-                                         limit=RECENT_RUNS))["runs"]
+    # the store's own query: the list's short ids would cost a second query per loop
+    recent = [run.to_json() for run in service.runs.find(
+        RunFilter(loop["project"], loop["name"], limit=RECENT_RUNS))]
     rates = [(event["name"], event["rate"]) for event in spec["events"] if event["rate"]]
     return {"name": loop["name"], "project": loop["project"], "runtime": spec["runtime"],
             "version": loop["version"]["number"], "schedules": rates,
