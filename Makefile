@@ -14,7 +14,14 @@ $(BIN)/tsq: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[examples]'
 	touch $@
 
-install: $(BIN)/tsq
+# The web UI's chart library, from the npm registry at its pinned version and sha256
+# (tsq/ui/assets.py), into tsq/ui/static/vendor/ (ignored by git).
+UI_ASSETS := tsq/ui/static/vendor/uPlot.iife.min.js
+
+$(UI_ASSETS): tsq/ui/assets.py | $(BIN)/tsq
+	$(BIN)/python -m tsq.ui.assets
+
+install: $(BIN)/tsq $(UI_ASSETS)
 
 install-test: install
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -29,7 +36,7 @@ demo: install
 	  --from $$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:00Z) --to $$(date -u +%Y-%m-%dT%H:%M:00Z)
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat --limit 6
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq demo
-	@echo "Serving on http://127.0.0.1:$(PORT) (API docs at /docs); Ctrl-C stops it."
+	@echo "Serving on http://127.0.0.1:$(PORT) (the web UI; API docs at /docs); Ctrl-C stops it."
 	@echo "heartbeat fires every 10 s: run 'TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat' in another terminal."
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)
 

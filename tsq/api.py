@@ -30,10 +30,12 @@ from tsq import __version__, gtsformat, metrics
 from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
 from tsq.forgery import ForgeryGuard, allowed_host_names
 from tsq.isotime import parse_ns, parse_time, time_field
+from tsq.ledger import LedgerRange
 from tsq.outcomes import RunStatus
 from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import Service, run_window
+from tsq.ui import install as install_ui
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
 
@@ -124,6 +126,7 @@ def create_app(service: Service) -> FastAPI:
     _install_error_handlers(app)
     _install_routes(app, service)
     metrics.install(app, service)
+    install_ui(app, service)  # the web UI at / (tsq/ui, docs/ui.md)
     return app
 
 
@@ -148,6 +151,22 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/loops/{name}")
     def get_loop(name: str, project: str | None = None) -> Any:
         return service.get_loop(name, project)
+
+    @app.get("/v1/loops/{name}/ledger")
+    def ledger(name: str, project: str | None = None, event: str | None = None,
+               start: Annotated[str | None, Query(
+                   alias="from", description="scheduled times at or after this time "
+                                             "(ISO-8601 with offset; default: the latest 60 "
+                                             "since the schedule took effect)")
+               ] = None,
+               end: Annotated[str | None, Query(
+                   alias="to", description="… and before this one (default: the next 5 too)")
+               ] = None) -> Any:
+        """Every scheduled time of the loop's events in [from, to), each with the status of
+        its run (and the run's id), or why it has none: before, upcoming, due, missing."""
+        return service.ledger(name, LedgerRange(
+            parse_time(start, "from") if start else None,
+            parse_time(end, "to") if end else None, event), project)
 
     @app.post("/v1/loops/{name}/rollback")
     def rollback(name: str, project: str | None = None,

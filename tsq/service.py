@@ -34,6 +34,7 @@ from tsq.explain import explaining
 from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
 from tsq.late import LateLog, Watch
+from tsq.ledger import LedgerRange, ledger
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
@@ -180,6 +181,12 @@ class Service:
         data["events"] = [_event_json(event, held.get(event.name) or now)
                           for event in loop.latest.spec.events]
         return data
+
+    def ledger(self, name: str, span: LedgerRange, project: str | None = None
+               ) -> dict[str, Any]:
+        """Every scheduled time of the loop in `span`, with its run (tsq.ledger)."""
+        return ledger(self._loop(name, project), self.runs, self.schedules, span,
+                      datetime.fromtimestamp(self.clock(), UTC))
 
     def rollback(self, name: str, project: str | None = None,
                  to: str | None = None) -> dict[str, Any]:
