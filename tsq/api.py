@@ -213,6 +213,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def resume(run_id: str) -> Any:
         return service.resume(run_id)
 
+    @app.post("/v1/runs/{run_id}/cancel")
+    def cancel(run_id: str) -> Any:
+        return service.cancel(run_id)
+
     async def store_lines(request: Request, precision: str) -> dict[str, Any]:
         body = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
@@ -385,11 +389,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
+RUN_ERRORS = {RunStatus.TIMEOUT: "RunTimeout", RunStatus.CANCELLED: "RunCancelled"}
+
+
 def _run_response(run: Run) -> OrjsonResponse:
     """A resolved run is 200 with the run; a rejected one is the error that rejected it."""
     if run.status == RunStatus.SUCCESS:
         return OrjsonResponse(run.to_json())
-    kind = "RunTimeout" if run.status == RunStatus.TIMEOUT else "RunFailed"
+    kind = RUN_ERRORS.get(run.status, "RunFailed")
     body = {"type": kind, "message": run.error.message if run.error else run.status.value,
             "details": {"run": run.to_json(), "stack": run.error.stack if run.error else ""}}
     return OrjsonResponse({"error": body}, status_code=run.status.http_status)

@@ -356,7 +356,8 @@ def runs(ctx: typer.Context,
                                     "Ctrl-C (with --json: one JSON record a line)")] = False,
          project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
-    """Run history, newest first (`tsq runs show ID` and `tsq runs resume ID` for one run)."""
+    """Run history, newest first (`tsq runs show ID`, `tsq runs resume ID` and `tsq runs
+    cancel ID` for one run)."""
     if ctx.invoked_subcommand is not None:
         return
     where = RunFilter(project=project, loop=loop, status=status, limit=limit)
@@ -603,6 +604,23 @@ def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
         raise typer.Exit(EXIT_FAILED)
     if any(r["status"] in UNFINISHED for r in ended):
         raise typer.Exit(EXIT_TIMEOUT)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: RunId, data_dir: DataDir = None, url: Url = None,
+                as_json: AsJson = False) -> None:
+    """Cancel a queued or running run: a queued one never starts, a running one is stopped
+    (exit 1: it had ended already, or is not known)."""
+    with _client(data_dir, url) as client:
+        try:
+            record = client.cancel(run_id)
+        except TsqError as exc:
+            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _print_json(record)
+    else:
+        _print_run(record)
 
 
 @app.command()

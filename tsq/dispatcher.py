@@ -14,7 +14,9 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
   runs of the loops that follow it (`after:`), for the same window and the same scheduled
   time, at the versions their pipeline pinned, in the same transaction that records the
   success (so a stop between two steps loses neither);
-- runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead.
+- runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead;
+- cancels a run on request: a queued one is marked so in the store and is never claimed, a
+  running one is stopped in its worker; either ends `cancelled`, never retried or followed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 import httpx
 
 from tsq.clock import Clock
-from tsq.errors import HostError
+from tsq.errors import Conflict, HostError
 from tsq.executors import (
     TARGET,
     Execution,
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 TARGET_THREADS = 8
 IN_FLIGHT_PER_WORKER = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
+CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
+HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class Dispatcher:
         self._lock = threading.Lock()
         self.lanes = Lanes(lambda run: self._version(run.version_id).spec.max_concurrency)
         self._waiters: dict[str, Future[Run]] = {}
+        # Runs handed to an executor and not ended: their outcome, and whether it is in service
+        self._running: dict[str, tuple[Future[RunResult], bool]] = {}
         self._listeners: list[Callable[[Run], None]] = []
         self._versions: dict[str, StoredVersion] = {}
         self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
@@ -207,6 +213,55 @@ class Dispatcher:
                 if final.status != RunStatus.QUEUED:
                     return final
                 run = final  # its next attempt, after the backoff
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel run `run_id`; its record once it ended `cancelled` (or as it is after
+        CANCEL_WAIT_S). Conflict if it has ended already, or runs in the service itself."""
+        handoff = time.monotonic() + HANDOFF_S
+        while True:
+            with self._lock:
+                running = self._running.get(run_id)
+                done = None if running is None else self._waiters.setdefault(run_id, Future())
+            if running is not None and done is not None:
+                return self._stop(run_id, running, done)
+            record = self.runs.cancel(run_id, RunStatus.QUEUED, RunResult.cancelled(
+                "while it was queued; it never started"))
+            if record is not None:
+                self._follow_up(record, self._version(record.version_id).spec)
+                return record
+            current = self.runs.get(run_id)
+            if current.status.finished:
+                raise Conflict(f"run {run_id} ({current.loop}) has ended already "
+                               f"({current.status}); only a queued or running run can be "
+                               f"cancelled", details={"run": run_id, "status": current.status})
+            if time.monotonic() > handoff:  # running, but not here: its service stopped
+                record = self.runs.cancel(run_id, RunStatus.RUNNING, RunResult.cancelled(
+                    "while it was recorded running, but no worker of this service ran it"))
+                if record is not None:
+                    self._follow_up(record, self._version(record.version_id).spec)
+                    return record
+            time.sleep(0.01)  # claimed a moment ago, on its way to its executor
+
+    def _stop(self, run_id: str, running: tuple[Future[RunResult], bool],
+              done: Future[Run]) -> Run:
+        """Stop a run an executor has: a job no worker took yet is dropped, a running one is
+        killed with its worker process."""
+        outcome, in_service = running
+        if in_service:
+            record = self.runs.get(run_id)
+            raise Conflict(f"run {run_id} ({record.loop}) runs in the service itself (a URL "
+                           f"target or a retention step), which cannot be stopped part-way; "
+                           f"it ends within its loop's timeout", details={"run": run_id})
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        # A slot that has just taken the job registers it a moment later.
+        while not (outcome.cancel() or self._pool().cancel(run_id) or outcome.done()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        try:
+            return done.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return self.runs.get(run_id)
 
     def loops_changed(self) -> None:
         """Forget the cached `after:` graph; the next success reads it again."""
@@ -322,10 +377,14 @@ class Dispatcher:
     def _execute(self, run: Run, version: StoredVersion,
                  slots: threading.Semaphore | None) -> None:
         logs = LogBuffer(self.runs, run.id)
-        future = self._executor(version.spec, run).submit(
-            Execution(run, version, event_payload(run, version), logs.add))
+        executor = self._executor(version.spec, run)
+        future = executor.submit(Execution(run, version, event_payload(run, version), logs.add))
+        with self._lock:
+            self._running[run.id] = (future, executor.in_service)
 
         def ended(done: Future[RunResult]) -> None:
+            with self._lock:
+                self._running.pop(run.id, None)
             if slots is not None:
                 slots.release()
             self._ended.put(_Ended(run, _outcome(done), logs.take()))
@@ -469,6 +528,8 @@ def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: 
 
 
 def _outcome(done: Future[RunResult]) -> RunResult:
+    if done.cancelled():
+        return RunResult.cancelled("before a worker took it; it never started")
     try:
         return done.result()
     except Exception as exc:

@@ -81,6 +81,10 @@ class JobRunner(Protocol):
         """While a handler waits for a step it called, its slot serves others."""
         ...
 
+    def cancel(self, run_id: str) -> bool:
+        """Stop run `run_id` where it runs; False if no worker has it (yet, or any more)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -263,6 +263,10 @@ class Service:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
         return self.pipelines.resume(self.runs.resolve(run_id))
 
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued or running run; its record, `cancelled` (Conflict once it ended)."""
+        return self.dispatcher.cancel(self.runs.resolve(run_id)).to_json()
+
     def backfill(self, name: str, start: datetime, end: datetime, *,
                  project: str | None = None, event: str | None = None) -> dict[str, Any]:
         return self.backfills.start(self._loop(name, project), start, end, event)
