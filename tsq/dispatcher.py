@@ -40,6 +40,8 @@ from tsq.executors import (
     TARGET,
     Execution,
     Executor,
+    Guard,
+    GuardedExecutor,
     HostFactory,
     JobRunner,
     Step,
@@ -89,8 +91,8 @@ class Dispatcher:
 
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], JobRunner],
                  notifier: Notifier, clock: Clock = time.time, workers: int = 2,
-                 hosts: HostFactory | None = None, steps: dict[str, Step] | None = None
-                 ) -> None:
+                 hosts: HostFactory | None = None, steps: dict[str, Step] | None = None,
+                 guards: dict[str, Guard] | None = None) -> None:
         self.runs = runs
         self.loops = loops
         self.notifier = notifier
@@ -108,6 +110,8 @@ class Dispatcher:
         self._targets = ThreadPoolExecutor(TARGET_THREADS, thread_name_prefix="tsq-target")
         self._http = httpx.Client()
         self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http, clock)
+        for name, guard in (guards or {}).items():  # checks before runs of a runtime or step
+            self.executors[name] = GuardedExecutor(self.executors[name], guard)
         self._closed = False
         # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
         # and a few waiting, so it never idles between runs and, under load, several runs end

@@ -51,6 +51,7 @@ from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
+from tsq.trims import TrimStore, trimmed_window
 from tsq.worker_pool import WorkerPool
 from tsq.worker_process import WorkerOptions
 
@@ -84,9 +85,11 @@ class Service:
         self._pool: JobRunner | None = workers
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
         self.connections = Connections(settings.data_dir, on_write=self.late.written)
+        self.trims = TrimStore(engine, clock)  # what retention deleted (tsq.trims)
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
-            workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
+            workers=settings.workers, steps={"retention": self._retention}, hosts=self._host,
+            guards={"rollup": self._rollup_guard})
         self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
@@ -256,8 +259,21 @@ class Service:
     def _retention(self, record: Run, version: StoredVersion
                    ) -> tuple[RunResult, list[LogLine]]:
         assert version.spec.retention is not None
-        return apply_retention(retention_from_json(version.spec.retention), record, self.runs,
-                               self.connections.for_loop(version.spec))
+        spec = retention_from_json(version.spec.retention)
+        connector = self.connections.key_for(version.spec)
+        return apply_retention(spec, record, self.runs, self.connections.for_loop(version.spec),
+                               lambda deleted: self.trims.record(
+                                   record.project, connector, spec.select, deleted,
+                                   record.loop, record.id))
+
+    def _rollup_guard(self, record: Run, version: StoredVersion
+                      ) -> tuple[RunResult, list[LogLine]] | None:
+        """A rollup run whose window's source retention trimmed ends skipped (tsq.trims)."""
+        rollup = version.spec.rollup
+        if rollup is None:
+            return None
+        return trimmed_window(self.trims, record, str(rollup["from"]),
+                              self.connections.key_for(version.spec))
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
