@@ -185,6 +185,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                                            since, until, limit, event, trigger,
                                            pipeline=pipeline, changed_since_ms=changed_since))
 
+    @app.get("/v1/history")
+    def kept() -> Any:
+        return service.kept()
+
     # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
     # several runs share answers 409, like a loop name several projects share.
 

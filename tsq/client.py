@@ -48,6 +48,7 @@ class Client(Protocol):
     def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]: ...
     def resume(self, run_id: str) -> dict[str, Any]: ...
     def cancel(self, run_id: str) -> dict[str, Any]: ...
+    def kept(self) -> dict[str, Any]: ...
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
@@ -187,6 +188,9 @@ class LocalClient:
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self.service.cancel(run_id)
 
+    def kept(self) -> dict[str, Any]:
+        return self.service.kept()
+
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
         # Working locally, this process runs the backfill: the CLI follows it to the end.
@@ -280,6 +284,9 @@ class HttpClient:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/runs/{_path(run_id)}/cancel")
+
+    def kept(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/history")
 
     def _pipeline_steps(self, pipeline: str) -> list[dict[str, Any]]:
         found = self.runs(RunFilter(pipeline=pipeline, limit=1000))["runs"]

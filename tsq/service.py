@@ -31,6 +31,7 @@ from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
 from tsq.explain import explaining
+from tsq.history import HistorySweeper
 from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
 from tsq.late import LateLog, Watch
@@ -95,6 +96,7 @@ class Service:
                                    settings.pipeline_limits)
         self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
         self.rerolls = Rerolls(self.late, self.runs, self.dispatcher, clock)
+        self.history = HistorySweeper(engine, self.loops, clock)  # bounded run history
         self.dispatcher.on_finished(self._covered)
         self._watch_late()
         self.scheduler: Scheduler | None = None
@@ -139,12 +141,14 @@ class Service:
                                    self.clock)
         self.scheduler.start()
         self.rerolls.start()
+        self.history.start()
         log.info("started %d workers and the scheduler; took over %d unfinished runs",
                  self.settings.workers, recovered,
                  extra={"workers": self.settings.workers, "took_over": recovered})
         return recovered
 
     def close(self) -> None:
+        self.history.close()
         self.rerolls.close()
         if self.scheduler is not None:
             self.scheduler.close()
@@ -383,6 +387,11 @@ class Service:
         lines = self.runs.logs(record["id"], after)
         return {"run": record["id"], "status": record["status"], "logs": lines,
                 "next": after + len(lines)}
+
+    def kept(self) -> dict[str, Any]:
+        """What the run history keeps, per loop and in all, how large, and under which policy
+        (`history:`); and what the last sweep deleted."""
+        return self.history.kept()
 
     def run_artifacts(self, run_id: str) -> dict[str, Any]:
         """The files `run_id` kept (NotFound for an unknown run, not an empty list)."""
