@@ -18,6 +18,8 @@ from tests.test_cli_runs import tsq
 from tsq.config import Settings
 from tsq.errors import InvalidLoopFile, NotFound
 from tsq.history import HistorySweeper
+from tsq.outcomes import RunResult, RunStatus
+from tsq.runstore import NewRun, Settlement
 from tsq.service import Service
 
 DAY_S = 86_400
@@ -37,6 +39,10 @@ functions:
   h-files:
     handler: h-files.js
     history: {max_artifacts_mb: 1}
+  h-daily:
+    handler: h-ok.js
+    # It starts after the test's clock and the real one: only backfills run it.
+    events: [{daily: {rate: "R/2030-01-01T00:00:00Z/P1D/ET1H"}}]
 """
 HANDLERS = {
     "h-ok.js": "export default () => { console.log('fine'); return 'ok'; }",
@@ -150,6 +156,39 @@ def test_the_sweeper_runs_by_itself_and_reports_over_http_and_the_cli(
         time.sleep(0.05)
     assert svc.kept()["lastSweep"]["runs"] >= 1
     assert svc.kept()["total"]["artifactBytes"] == 0  # h-files' runs went with their files
+
+
+def test_a_finished_backfill_is_recorded_before_its_runs_go(svc: Service,
+                                                            clock: FakeClock) -> None:
+    job = svc.backfill("h-daily", datetime(2030, 1, 2, tzinfo=UTC),
+                       datetime(2030, 1, 5, tzinfo=UTC))
+    deadline = time.monotonic() + 30
+    while svc.backfill_status(job["id"])["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    clock.now += 3 * DAY_S
+    svc.history.sweep()
+    assert [r for r in svc.kept()["loops"] if r["loop"] == "h-daily"] == []
+    assert svc.backfill_status(job["id"])["status"] == "done"
+    # A restart does not take the swept runs for missing ones.
+    assert svc.backfills.resume([]) == set()
+    assert [r for r in svc.kept()["loops"] if r["loop"] == "h-daily"] == []
+
+
+def test_the_newest_scheduled_run_of_an_event_stays(svc: Service, clock: FakeClock) -> None:
+    # The scheduler's catch-up resumes from it; the older ones go.
+    day = int(datetime(2030, 2, 1, tzinfo=UTC).timestamp() * 1000)
+    version = svc.loops.get("default", "h-daily").latest.id
+    made = svc.runs.create_new([NewRun(
+        project="default", loop="h-daily", event="daily", version_id=version,
+        trigger="schedule", params={}, key=f"h-daily:daily:{day + i * 86_400_000}",
+        scheduled_ms=day + i * 86_400_000) for i in range(3)])
+    svc.runs.claim_many([run.id for run in made])
+    svc.runs.settle_many([Settlement(svc.runs.get(run.id), RunResult(RunStatus.SUCCESS))
+                          for run in made])
+    clock.now += 3 * DAY_S
+    svc.history.sweep()
+    assert [exists(svc, run.id) for run in made] == [False, False, True]
 
 
 def test_the_sweeper_thread_stops_on_close(svc: Service, clock: FakeClock) -> None:

@@ -9,6 +9,11 @@ A sweep (thread `tsq-history`, every SWEEP_INTERVAL_S, and at once on `sweep()`)
 - then, for each loop whose artifacts take more than its `max_artifacts_mb`, the artifacts of
   its oldest finished runs until they fit (the runs and their logs stay).
 
+Two kinds of run stay whatever their age, because the service reads them back: the newest
+scheduled run of each event (the scheduler's catch-up resumes from it), and every run of a loop
+with a backfill still in progress (a backfill counts its progress from its runs; one that ended
+is recorded so before a sweep, so a restart never takes swept runs for missing ones).
+
 It is bounded: runs are deleted BATCH at a time, one transaction each, at most MAX_BATCHES per
 loop and sweep, so a first sweep over a long history spreads over several sweeps and never
 holds the database for long. Runs of a deleted loop follow the defaults.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,15 +86,18 @@ class _Kept:
 
 class HistorySweeper:
     def __init__(self, engine: Engine, loops: LoopStore, clock: Clock = wall,
-                 interval_s: float | None = None) -> None:
+                 interval_s: float | None = None,
+                 held: Callable[[], set[Loop]] = set) -> None:
         self.engine = engine
         self.loops = loops
+        self.held = held  # loops whose runs are not swept now (a backfill in progress)
         self.clock = clock
         self.interval_s = SWEEP_INTERVAL_S if interval_s is None else interval_s
         self.last = Swept()
         self._lock = threading.Lock()  # one sweep at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._kept_anyway: set[str] = set()  # run ids no sweep deletes (newest scheduled)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="tsq-history")
@@ -114,9 +122,12 @@ class HistorySweeper:
         with self._lock:
             now = now_ms(self.clock)
             policies = self._policies()
+            held = self.held()
+            self._kept_anyway = self._newest_scheduled()
             swept = Swept(at_ms=now)
             for loop in self._loops_with_runs():
-                swept.add(self._sweep_runs(loop, policies, now))
+                if loop not in held:
+                    swept.add(self._sweep_runs(loop, policies, now))
             for loop in self._loops_with_runs():
                 swept.add(self._sweep_artifacts(loop, policies.get(loop, History())))
             self.last = swept
@@ -151,6 +162,19 @@ class HistorySweeper:
                     swept.add(_delete_runs(db, doomed))
         return swept
 
+    def _newest_scheduled(self) -> set[str]:
+        """The newest scheduled run of each event, by id."""
+        newest = (sa.select(runs.c.project, runs.c.loop, runs.c.event,
+                            sa.func.max(runs.c.scheduled_ms).label("at"))
+                  .where(runs.c.trigger == "schedule")
+                  .group_by(runs.c.project, runs.c.loop, runs.c.event).subquery())
+        query = sa.select(runs.c.id).join(newest, sa.and_(
+            runs.c.project == newest.c.project, runs.c.loop == newest.c.loop,
+            runs.c.event == newest.c.event, runs.c.scheduled_ms == newest.c.at,
+            runs.c.trigger == "schedule"))
+        with self.engine.connect() as db:
+            return {str(run_id) for run_id in db.execute(query).scalars()}
+
     def _whole_pipelines(self, pipelines: set[str], policies: dict[Loop, History], now: int
                          ) -> list[str]:
         """The runs of those of `pipelines` whose every run the policies no longer keep."""
@@ -164,7 +188,7 @@ class HistorySweeper:
                     members.setdefault(str(row.pipeline_id or row.id), []).append(row)
         return [str(row.id) for group in members.values()
                 if all(_gone(row, policies.get((row.project, row.loop), History()), now)
-                       for row in group)
+                       and str(row.id) not in self._kept_anyway for row in group)
                 for row in group]
 
     def _sweep_artifacts(self, loop: Loop, policy: History) -> Swept:

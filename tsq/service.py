@@ -96,7 +96,9 @@ class Service:
                                    settings.pipeline_limits)
         self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
         self.rerolls = Rerolls(self.late, self.runs, self.dispatcher, clock)
-        self.history = HistorySweeper(engine, self.loops, clock)  # bounded run history
+        # Bounded run history; runs a backfill still counts are held
+        self.history = HistorySweeper(engine, self.loops, clock,
+                                      held=self.backfills.in_progress)
         self.dispatcher.on_finished(self._covered)
         self._watch_late()
         self.scheduler: Scheduler | None = None
