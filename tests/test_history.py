@@ -4,6 +4,7 @@ service with real workers and a clock the test moves."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,15 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import ROOT, serving
 from tests.scheduling_helpers import FakeClock
 from tests.test_cli_runs import tsq
 from tsq.config import Settings
 from tsq.errors import InvalidLoopFile, NotFound
 from tsq.history import HistorySweeper
+from tsq.loopfile import load_loop_file
+from tsq.model import History
 from tsq.outcomes import RunResult, RunStatus
 from tsq.runstore import NewRun, Settlement
 from tsq.service import Service
+from tsq.shorthands import duration_ms
 
 DAY_S = 86_400
 KIB = 1024
@@ -213,3 +217,20 @@ def test_history_mistakes_are_deploy_errors_with_their_place(svc: Service) -> No
         '  bad.yml:5:32: functions.h-x.history.kept: unknown key "kept"; did you mean "keep"?',
         '  bad.yml:5:28: functions.h-x.history.keep_failed: "1y" is not valid; expected a '
         'duration like "1m", "1h", "7d" or "2w"']
+
+
+def test_the_documented_history_deploys_as_it_says() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    section = page[page.index("## Run history"):page.index("## Logs")]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index(
+        "```yaml"))]
+    [loop] = load_loop_file(example, "loops.yml", lambda name: "export default () => 1",
+                            lambda *args: None)
+    assert loop.spec.history_policy() == History(keep_ms=30 * DAY_S * 1000,
+                                                 keep_failed_ms=90 * DAY_S * 1000,
+                                                 max_artifacts_mb=2048)
+    defaults = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \|", section, re.MULTILINE))
+    assert defaults == {"keep": "30d", "keep_failed": "90d", "max_artifacts_mb": "512"}
+    assert History() == History(keep_ms=duration_ms(defaults["keep"]),
+                                keep_failed_ms=duration_ms(defaults["keep_failed"]),
+                                max_artifacts_mb=int(defaults["max_artifacts_mb"]))
