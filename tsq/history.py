@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import artifacts, run_logs, runs, transaction
+from tsq.db import loops as loop_rows
 from tsq.isotime import format_ms
 from tsq.loopstore import LoopStore
 from tsq.model import History
@@ -97,7 +98,8 @@ class HistorySweeper:
         self._lock = threading.Lock()  # one sweep at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._kept_anyway: set[str] = set()  # run ids no sweep deletes (newest scheduled)
+        # (project, loop, event) → its newest scheduled time, which no sweep deletes
+        self._newest: dict[tuple[str, str, str], int | None] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="tsq-history")
@@ -123,13 +125,15 @@ class HistorySweeper:
             now = now_ms(self.clock)
             policies = self._policies()
             held = self.held()
-            self._kept_anyway = self._newest_scheduled()
+            self._newest = {}
             swept = Swept(at_ms=now)
-            for loop in self._loops_with_runs():
+            for loop in self._loops():
                 if loop not in held:
                     swept.add(self._sweep_runs(loop, policies, now))
-            for loop in self._loops_with_runs():
-                swept.add(self._sweep_artifacts(loop, policies.get(loop, History())))
+            for loop, size in self._artifact_sizes().items():
+                cap = policies.get(loop, History()).max_artifacts_mb << 20
+                if size > cap:
+                    swept.add(self._sweep_artifacts(loop, cap))
             self.last = swept
         if swept.runs or swept.artifacts:
             log.info("history sweep deleted %d runs, %d log lines and %d artifacts (%d bytes)",
@@ -141,10 +145,16 @@ class HistorySweeper:
         return {(loop.project, loop.name): loop.latest.spec.history_policy()
                 for loop in self.loops.live()}
 
-    def _loops_with_runs(self) -> list[Loop]:
+    def _loops(self) -> list[Loop]:
+        """Every loop ever deployed (a deleted one keeps its row, and its runs)."""
         with self.engine.connect() as db:
-            return [(p, name) for p, name in db.execute(
-                sa.select(runs.c.project, runs.c.loop).distinct())]
+            return [(p, name) for p, name in db.execute(sa.select(loop_rows.c.project,
+                                                                  loop_rows.c.name))]
+
+    def _artifact_sizes(self) -> dict[Loop, int]:
+        with self.engine.connect() as db:
+            return {(p, name): int(size or 0) for p, name, _count, size in db.execute(
+                _sizes(artifacts.c.name, artifacts.c.size, artifacts, artifacts.c.run_id))}
 
     def _sweep_runs(self, loop: Loop, policies: dict[Loop, History], now: int) -> Swept:
         policy = policies.get(loop, History())
@@ -162,18 +172,18 @@ class HistorySweeper:
                     swept.add(_delete_runs(db, doomed))
         return swept
 
-    def _newest_scheduled(self) -> set[str]:
-        """The newest scheduled run of each event, by id."""
-        newest = (sa.select(runs.c.project, runs.c.loop, runs.c.event,
-                            sa.func.max(runs.c.scheduled_ms).label("at"))
-                  .where(runs.c.trigger == "schedule")
-                  .group_by(runs.c.project, runs.c.loop, runs.c.event).subquery())
-        query = sa.select(runs.c.id).join(newest, sa.and_(
-            runs.c.project == newest.c.project, runs.c.loop == newest.c.loop,
-            runs.c.event == newest.c.event, runs.c.scheduled_ms == newest.c.at,
-            runs.c.trigger == "schedule"))
-        with self.engine.connect() as db:
-            return {str(run_id) for run_id in db.execute(query).scalars()}
+    def _newest_scheduled(self, row: Any) -> bool:
+        """Whether `row` is the newest scheduled run of its event (looked up once a sweep)."""
+        if row.trigger != "schedule":
+            return False
+        event = (str(row.project), str(row.loop), str(row.event))
+        if event not in self._newest:
+            query = sa.select(sa.func.max(runs.c.scheduled_ms)).where(
+                runs.c.project == event[0], runs.c.loop == event[1], runs.c.event == event[2],
+                runs.c.trigger == "schedule")
+            with self.engine.connect() as db:
+                self._newest[event] = db.execute(query).scalar()
+        return bool(row.scheduled_ms == self._newest[event])
 
     def _whole_pipelines(self, pipelines: set[str], policies: dict[Loop, History], now: int
                          ) -> list[str]:
@@ -182,17 +192,18 @@ class HistorySweeper:
         with self.engine.connect() as db:
             for chunk in _chunks(sorted(pipelines)):
                 query = sa.select(runs.c.id, runs.c.pipeline_id, runs.c.project, runs.c.loop,
-                                  runs.c.status, runs.c.finished_ms).where(
+                                  runs.c.status, runs.c.finished_ms, runs.c.trigger,
+                                  runs.c.event, runs.c.scheduled_ms).where(
                     sa.or_(runs.c.pipeline_id.in_(chunk), runs.c.id.in_(chunk)))
                 for row in db.execute(query):
                     members.setdefault(str(row.pipeline_id or row.id), []).append(row)
         return [str(row.id) for group in members.values()
                 if all(_gone(row, policies.get((row.project, row.loop), History()), now)
-                       and str(row.id) not in self._kept_anyway for row in group)
+                       and not self._newest_scheduled(row) for row in group)
                 for row in group]
 
-    def _sweep_artifacts(self, loop: Loop, policy: History) -> Swept:
-        """The artifacts of `loop`'s oldest finished runs, while they take more than the cap."""
+    def _sweep_artifacts(self, loop: Loop, cap: int) -> Swept:
+        """The artifacts of `loop`'s oldest finished runs, while they take more than `cap`."""
         query = (sa.select(artifacts.c.run_id, artifacts.c.name, artifacts.c.size,
                            runs.c.status)
                  .join(runs, runs.c.id == artifacts.c.run_id)
@@ -200,7 +211,7 @@ class HistorySweeper:
                  .order_by(runs.c.queued_ms.desc(), runs.c.id.desc(), artifacts.c.name))
         with self.engine.connect() as db:
             rows = db.execute(query).all()
-        cap, total, doomed = policy.max_artifacts_mb << 20, 0, []
+        total, doomed = 0, []
         for row in rows:
             total += int(row.size)
             if total > cap and row.status in FINAL:

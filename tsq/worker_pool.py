@@ -184,14 +184,13 @@ class WorkerPool:
         """Stop the run `run_id` in the slot that runs it: its worker process is killed (a
         handler spinning in V8 stops only so) and the run ends `cancelled`. False if no slot
         has taken it (a job still waiting is cancelled through its future)."""
-        with self._lock:
+        with self._lock:  # the slot cannot move on to its next job meanwhile
             slot = self._busy.get(run_id)
             if slot is None:
                 return False
             slot.cancelled = True
-            process = slot.running
-        if process is not None:
-            process.kill()
+            if slot.running is not None:
+                slot.running.process.kill()  # the slot's watch sees it die, and reports
         return True
 
     def pids(self) -> list[int]:
