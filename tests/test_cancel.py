@@ -5,9 +5,11 @@ one is stopped in its worker (which is replaced), the run ends `cancelled`; over
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from queue import Queue
 from typing import Any
 
 import httpx
@@ -205,3 +207,23 @@ def test_a_cancelled_pipeline_step_stops_its_pipeline_until_resumed(svc: Service
     assert third[0]["pipeline_id"] == second[0]["pipeline_id"]
     assert any("resumed: this step had cancelled" in line
                for line in logged(svc, second[0]["id"]))
+
+
+def test_a_run_waited_for_over_http_answers_409_once_cancelled(svc: Service, url: str) -> None:
+    deploy(svc, {"c-spin": (SPIN, "")})
+    answers: Queue[httpx.Response] = Queue()
+    waiting = threading.Thread(target=lambda: answers.put(
+        httpx.post(f"{url}/v1/loops/c-spin/run", json={}, timeout=60)))
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not (running := [r for r in runs_of(svc, "c-spin") if r["status"] == "running"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    svc.cancel(running[0]["id"])
+    answer = answers.get(timeout=10)
+    waiting.join()
+    assert answer.status_code == 409
+    error = answer.json()["error"]
+    assert error["type"] == "RunCancelled"
+    assert error["details"]["run"]["status"] == "cancelled"
+    assert error["message"].startswith("cancelled by request while it ran")
