@@ -67,6 +67,9 @@ class ScriptedPool:
     def lending(self) -> AbstractContextManager[None]:
         return nullcontext()
 
+    def cancel(self, run_id: str) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

@@ -7,6 +7,7 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -28,16 +29,29 @@ def test_a_new_database_is_created_at_the_head(tmp_path: Path) -> None:
 
 
 def test_an_older_database_is_upgraded(tmp_path: Path) -> None:
-    """A database left at an older revision (here: the init-time column not there yet)."""
-    path = tmp_path / "old.db"
-    db.connect(f"sqlite:///{path}")
-    with sqlite3.connect(path) as raw:
-        raw.execute("ALTER TABLE runs DROP COLUMN init_ms")
-        raw.execute("UPDATE alembic_version SET version_num = '0004'")
+    """A database one revision behind (as the previous tsq left it) is brought to the head by
+    `connect`, to the same schema as a new one."""
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    db.connect(f"sqlite:///{new}")
+    engine = db.connect(f"sqlite:///{old}")
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("tsq") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+    assert _version(old) != db.head_revision()
     db._migrated.clear()  # as a new process would find it
-    db.connect(f"sqlite:///{path}")
+    db.connect(f"sqlite:///{old}")
+    assert _version(old) == db.head_revision()
+    assert _schema(old) == _schema(new)
+
+
+def _version(path: Path) -> str:
     with sqlite3.connect(path) as raw:
-        columns = [row[1] for row in raw.execute("PRAGMA table_info(runs)")]
-        assert "init_ms" in columns
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (db.head_revision(),)]
+        return str(raw.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+
+
+def _schema(path: Path) -> set[tuple[str, str]]:
+    with sqlite3.connect(path) as raw:
+        return {(kind, name) for kind, name in raw.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}

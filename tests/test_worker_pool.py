@@ -98,7 +98,7 @@ def test_workers_die_with_their_supervisor_even_on_kill_9(tmp_path: Path) -> Non
         assert supervisor.stdout is not None
         worker = psutil.Process(int(supervisor.stdout.readline()))
         time.sleep(0.5)
-        assert worker.cpu_percent(interval=0.5) > 50  # the handler spins
+        assert worker.cpu_percent(interval=0.5) > 20  # the handler spins (on a busy machine too)
     finally:
         supervisor.kill()
         supervisor.wait(timeout=10)

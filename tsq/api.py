@@ -191,6 +191,12 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         record = await asyncio.wrap_future(submitted.done)
         return _run_response(record)
 
+    _install_run_routes(app, service)
+    _install_point_routes(app, service)
+
+
+def _install_run_routes(app: FastAPI, service: Service) -> None:
+    """Runs: their records, logs and artifacts, resume, cancel and the history kept."""
     @app.get("/v1/runs")
     def list_runs(loop: str | None = None, status: RunStatus | None = None,
                   project: str | None = None,
@@ -207,6 +213,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return service.list_runs(RunFilter(project, loop, status.value if status else None,
                                            since, until, limit, event, trigger,
                                            pipeline=pipeline, changed_since_ms=changed_since))
+
+    @app.get("/v1/history")
+    def kept() -> Any:
+        return service.kept()
 
     # {run_id} in every /v1/runs/{run_id}… path may be a unique prefix of the id; a prefix
     # several runs share answers 409, like a loop name several projects share.
@@ -236,6 +246,13 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def resume(run_id: str) -> Any:
         return service.resume(run_id)
 
+    @app.post("/v1/runs/{run_id}/cancel")
+    def cancel(run_id: str) -> Any:
+        return service.cancel(run_id)
+
+
+def _install_point_routes(app: FastAPI, service: Service) -> None:
+    """Points in (the write endpoints) and out (queries), and backfills over them."""
     async def store_lines(request: Request, precision: str) -> dict[str, Any]:
         body = await request.body()
         if request.headers.get("content-encoding", "").lower() == "gzip":
@@ -409,11 +426,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
+RUN_ERRORS = {RunStatus.TIMEOUT: "RunTimeout", RunStatus.CANCELLED: "RunCancelled"}
+
+
 def _run_response(run: Run) -> OrjsonResponse:
     """A resolved run is 200 with the run; a rejected one is the error that rejected it."""
     if run.status == RunStatus.SUCCESS:
         return OrjsonResponse(run.to_json())
-    kind = "RunTimeout" if run.status == RunStatus.TIMEOUT else "RunFailed"
+    kind = RUN_ERRORS.get(run.status, "RunFailed")
     body = {"type": kind, "message": run.error.message if run.error else run.status.value,
             "details": {"run": run.to_json(), "stack": run.error.stack if run.error else ""}}
     return OrjsonResponse({"error": body}, status_code=run.status.http_status)

@@ -101,6 +101,18 @@ class Backfills:
                 self.dispatcher.offer(record)
         return taken
 
+    def in_progress(self) -> set[tuple[str, str]]:
+        """The (project, loop)s with a backfill still running. A job its runs show done is
+        recorded finished here, so that a restart after its runs were swept (tsq.history) does
+        not take them for missing ones and run them again."""
+        busy: set[tuple[str, str]] = set()
+        for job in self.jobs.unfinished():
+            if self.get(job.id)["status"] == "done":
+                self.jobs.finished(job.id, now_ms(self.runs.clock))
+            else:
+                busy.add((job.project, job.loop))
+        return busy
+
     def _queue(self, job: BackfillJob, wanted: list[NewRun], existing: dict[str, Run]) -> None:
         created = {record.key: record for record in self.runs.create_new(
             [run for run in wanted if run.key not in existing])}
@@ -151,7 +163,8 @@ def _progress(job: BackfillJob, statuses: dict[str, int]) -> dict[str, Any]:
         "from": _dt(job.from_ms).isoformat(), "to": _dt(job.to_ms).isoformat(),
         "total": job.total, "done": done, "skipped": job.skipped, **counts,
         "pending": sum(statuses.get(s.value, 0) for s in RunStatus if not s.finished),
-        "status": "done" if done >= job.total else "running",
+        # A job recorded finished stays done once the history sweep deletes its runs.
+        "status": "done" if done >= job.total or job.finished_ms is not None else "running",
     }
 
 

@@ -359,7 +359,8 @@ def runs(ctx: typer.Context,
                                     "Ctrl-C (with --json: one JSON record a line)")] = False,
          project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
-    """Run history, newest first (`tsq runs show ID` and `tsq runs resume ID` for one run)."""
+    """Run history, newest first (`tsq runs show ID`, `tsq runs resume ID` and `tsq runs
+    cancel ID` for one run)."""
     if ctx.invoked_subcommand is not None:
         return
     where = RunFilter(project=project, loop=loop, status=status, limit=limit)
@@ -606,6 +607,56 @@ def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
         raise typer.Exit(EXIT_FAILED)
     if any(r["status"] in UNFINISHED for r in ended):
         raise typer.Exit(EXIT_TIMEOUT)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: RunId, data_dir: DataDir = None, url: Url = None,
+                as_json: AsJson = False) -> None:
+    """Cancel a queued or running run: a queued one never starts, a running one is stopped
+    (exit 1: it had ended already, or is not known)."""
+    with _client(data_dir, url) as client:
+        try:
+            record = client.cancel(run_id)
+        except TsqError as exc:
+            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _print_json(record)
+    else:
+        _print_run(record)
+
+
+@runs_app.command("kept")
+def runs_kept(data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
+    """What the run history keeps per loop (runs, log lines, artifacts), how large it is, and
+    the loop's `history:` policy; the history is swept in the background by that policy."""
+    with _client(data_dir, url) as client:
+        answer = client.kept()
+    if as_json:
+        _print_json(answer)
+        return
+    table = Table("loop", "runs", "since", "log lines", "artifacts", "keep", "keep failed",
+                  "max artifacts")
+    for row in answer["loops"]:
+        policy = row["policy"]
+        table.add_row(f"{row['loop']} ({row['project']})", str(row["runs"]),
+                      str(row["oldest"] or ""), f"{row['logs']} ({_size(row['logBytes'])})",
+                      f"{row['artifacts']} ({_size(row['artifactBytes'])})",
+                      _days(policy["keep_ms"]), _days(policy["keep_failed_ms"]),
+                      f"{policy['max_artifacts_mb']} MiB")
+    out.print(table)
+    total, last = answer["total"], answer["lastSweep"]
+    out.print(f"{total['runs']} runs, {total['logs']} log lines ({_size(total['logBytes'])}), "
+              f"{total['artifacts']} artifacts ({_size(total['artifactBytes'])}) kept",
+              highlight=False)
+    if last["at"]:
+        out.print(f"the last sweep ({last['at']}) deleted {last['runs']} runs, {last['logs']} "
+                  f"log lines and {last['artifacts']} artifacts "
+                  f"({_size(last['artifactBytes'])})", highlight=False)
+
+
+def _days(ms: int) -> str:
+    return f"{ms / 86_400_000:g}d"
 
 
 @app.command()

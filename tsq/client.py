@@ -54,6 +54,8 @@ class Backend(Protocol):
     def artifacts(self, run_id: str) -> dict[str, Any]: ...
     def artifact(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]: ...
     def resume(self, run_id: str) -> dict[str, Any]: ...
+    def cancel(self, run_id: str) -> dict[str, Any]: ...
+    def kept(self) -> dict[str, Any]: ...
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]: ...
     def backfill_status(self, job_id: str) -> dict[str, Any]: ...
@@ -196,6 +198,12 @@ class LocalClient:
         return _until_ended(self.service.resume(run_id), self._pipeline_runs,
                             PIPELINE_POLL_S, None)
 
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self.service.cancel(run_id)
+
+    def kept(self) -> dict[str, Any]:
+        return self.service.kept()
+
     def backfill(self, name: str, start: str, end: str, project: str | None,
                  event: str | None) -> dict[str, Any]:
         # Working locally, this process runs the backfill: the CLI follows it to the end.
@@ -286,6 +294,12 @@ class HttpClient:
         # client does, so both say how they ended (bounded: a server's steps may run for long).
         return _until_ended(self._call("POST", f"/v1/runs/{_path(run_id)}/resume"),
                             self._pipeline_steps, HTTP_PIPELINE_POLL_S, RESUME_WAIT_S)
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/runs/{_path(run_id)}/cancel")
+
+    def kept(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/history")
 
     def _pipeline_steps(self, pipeline: str) -> list[dict[str, Any]]:
         found = self.runs(RunFilter(pipeline=pipeline, limit=1000))["runs"]

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from tsq.errors import ConfigError
 
 __all__ = ["artifacts", "backfills", "connect", "loop_history", "loop_versions", "loops",
-           "metadata", "run_logs", "runs", "schedules", "transaction"]
+           "metadata", "run_logs", "runs", "schedules", "transaction", "trims"]
 
 metadata = sa.MetaData()
 
@@ -125,6 +125,21 @@ backfills = sa.Table(  # backfill jobs; their progress is their runs' (found by 
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("finished_ms", sa.BigInteger, nullable=True),  # when it was seen done
     sa.Index("ix_backfills_unfinished", "finished_ms"),
+)
+
+trims = sa.Table(  # what retention deleted: a source's points in [start, end)
+    "trims", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("connector", sa.String(400), nullable=False),  # its instance key, as JSON
+    sa.Column("selector", sa.String(400), nullable=False),  # the retention's `select:`
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger, nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("loop", sa.String(64), nullable=False),  # the retention loop
+    sa.Column("run_id", sa.String(32), nullable=False),  # and its run that deleted them
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_trims_range", "project", "start_ms"),
 )
 
 run_logs = sa.Table(

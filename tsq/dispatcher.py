@@ -14,7 +14,9 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
   runs of the loops that follow it (`after:`), for the same window and the same scheduled
   time, at the versions their pipeline pinned, in the same transaction that records the
   success (so a stop between two steps loses neither);
-- runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead.
+- runs the steps a running handler asks for (`Loop.run`, `run_step`) at once, in its stead;
+- cancels a run on request: a queued one is marked so in the store and is never claimed, a
+  running one is stopped in its worker; either ends `cancelled`, never retried or followed.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tsq.clock import Clock
-from tsq.errors import HostError
+from tsq.errors import Conflict, HostError
 from tsq.executors import (
     TARGET,
     Execution,
     Executor,
+    Guard,
+    GuardedExecutor,
     HostFactory,
     JobRunner,
     Step,
@@ -67,6 +71,8 @@ log = logging.getLogger(__name__)
 TARGET_THREADS = 8
 IN_FLIGHT_PER_WORKER = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
+CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
+HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,8 @@ class Dispatcher:
 
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], JobRunner],
                  notifier: Notifier, clock: Clock = time.time, workers: int = 2,
-                 hosts: HostFactory | None = None, steps: dict[str, Step] | None = None
-                 ) -> None:
+                 hosts: HostFactory | None = None, steps: dict[str, Step] | None = None,
+                 guards: dict[str, Guard] | None = None) -> None:
         self.runs = runs
         self.loops = loops
         self.notifier = notifier
@@ -96,6 +102,8 @@ class Dispatcher:
         self._lock = threading.Lock()
         self.lanes = Lanes(lambda run: self._version(run.version_id).spec.max_concurrency)
         self._waiters: dict[str, Future[Run]] = {}
+        # Runs handed to an executor and not ended: their outcome, and whether it is in service
+        self._running: dict[str, tuple[Future[RunResult], bool]] = {}
         self._listeners: list[Callable[[Run], None]] = []
         self._versions: dict[str, StoredVersion] = {}
         self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
@@ -104,6 +112,8 @@ class Dispatcher:
         self._http: httpx.Client | None = None  # made for the first URL target (it costs 50 ms)
         self.executors = _executors(pool, hosts, steps or {}, self._targets, self._http_client,
                                     clock)
+        for name, guard in (guards or {}).items():  # checks before runs of a runtime or step
+            self.executors[name] = GuardedExecutor(self.executors[name], guard)
         self._closed = False
         # Runs handed to workers (or URL targets) and not ended yet: each worker has one run
         # and a few waiting, so it never idles between runs and, under load, several runs end
@@ -212,6 +222,55 @@ class Dispatcher:
                 if final.status != RunStatus.QUEUED:
                     return final
                 run = final  # its next attempt, after the backoff
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel run `run_id`; its record once it ended `cancelled` (or as it is after
+        CANCEL_WAIT_S). Conflict if it has ended already, or runs in the service itself."""
+        handoff = time.monotonic() + HANDOFF_S
+        while True:
+            with self._lock:
+                running = self._running.get(run_id)
+                done = None if running is None else self._waiters.setdefault(run_id, Future())
+            if running is not None and done is not None:
+                return self._stop(run_id, running, done)
+            record = self.runs.cancel(run_id, RunStatus.QUEUED, RunResult.cancelled(
+                "while it was queued; it never started"))
+            if record is not None:
+                self._follow_up(record, self._version(record.version_id).spec)
+                return record
+            current = self.runs.get(run_id)
+            if current.status.finished:
+                raise Conflict(f"run {run_id} ({current.loop}) has ended already "
+                               f"({current.status}); only a queued or running run can be "
+                               f"cancelled", details={"run": run_id, "status": current.status})
+            if time.monotonic() > handoff:  # running, but not here: its service stopped
+                record = self.runs.cancel(run_id, RunStatus.RUNNING, RunResult.cancelled(
+                    "while it was recorded running, but no worker of this service ran it"))
+                if record is not None:
+                    self._follow_up(record, self._version(record.version_id).spec)
+                    return record
+            time.sleep(0.01)  # claimed a moment ago, on its way to its executor
+
+    def _stop(self, run_id: str, running: tuple[Future[RunResult], bool],
+              done: Future[Run]) -> Run:
+        """Stop a run an executor has: a job no worker took yet is dropped, a running one is
+        killed with its worker process."""
+        outcome, in_service = running
+        if in_service:
+            record = self.runs.get(run_id)
+            raise Conflict(f"run {run_id} ({record.loop}) runs in the service itself (a URL "
+                           f"target or a retention step), which cannot be stopped part-way; "
+                           f"it ends within its loop's timeout", details={"run": run_id})
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        # A slot that has just taken the job registers it a moment later.
+        while not (outcome.cancel() or self._pool().cancel(run_id) or outcome.done()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        try:
+            return done.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return self.runs.get(run_id)
 
     def loops_changed(self) -> None:
         """Forget the cached `after:` graph; the next success reads it again."""
@@ -330,20 +389,38 @@ class Dispatcher:
         logs = LogBuffer(self.runs, run.id)
         execution = Execution(run, version, event_payload(run, version), logs.add)
         executor = self._executor(version.spec, run)
-        result = executor.run_now(execution) if inline else None
+        result = self._run_here(run, executor, execution) if inline else None
         if result is not None:
             if slots is not None:
                 slots.release()
             self._settle_safely([_Ended(run, result, logs.take())])
             return
         future = executor.submit(execution)
+        with self._lock:
+            self._running[run.id] = (future, executor.in_service)
 
         def ended(done: Future[RunResult]) -> None:
+            with self._lock:
+                self._running.pop(run.id, None)
             if slots is not None:
                 slots.release()
             self._ended.put(_Ended(run, _outcome(done), logs.take()))
 
         future.add_done_callback(ended)
+
+    def _run_here(self, run: Run, executor: Executor, execution: Execution
+                  ) -> RunResult | None:
+        """`executor.run_now`, with the run findable by `cancel` meanwhile (its stand-in
+        future is running, so `cancel` stops it in its worker)."""
+        running: Future[RunResult] = Future()
+        running.set_running_or_notify_cancel()
+        with self._lock:
+            self._running[run.id] = (running, executor.in_service)
+        try:
+            return executor.run_now(execution)
+        finally:
+            with self._lock:
+                self._running.pop(run.id, None)
 
     def _executor(self, spec: LoopSpec, run: Run) -> Executor:
         return self.executors[executor_key(spec, run.event)]
@@ -498,6 +575,8 @@ def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: 
 
 
 def _outcome(done: Future[RunResult]) -> RunResult:
+    if done.cancelled():
+        return RunResult.cancelled("before a worker took it; it never started")
     try:
         return done.result()
     except Exception as exc:

@@ -6,6 +6,7 @@ implementation for each way there is.
 | `WorkerExecutor` | a handler in its runtime (each row of `tsq.runtimes.RUNTIMES`) | a worker |
 | `TargetExecutor` | an event's `target:` URL, as Metronome's worker calls it | a service thread |
 | `StepExecutor` | a step the service does itself (`retention:`) | a service thread |
+| `GuardedExecutor` | another executor's runs, unless a check ends a run first | (theirs) |
 
 The dispatcher picks one by table (`executor_key`), never by an if-chain: a URL target wins,
 else the loop's runtime names it. What runs in the service takes a service thread's slot, not a
@@ -39,6 +40,8 @@ __all__ = [
     "TARGET",
     "Execution",
     "Executor",
+    "Guard",
+    "GuardedExecutor",
     "HostFactory",
     "JobRunner",
     "Step",
@@ -55,6 +58,8 @@ TARGET = "target"  # the key of the URL-target executor; the others are runtime 
 HostFactory = Callable[[Run, StoredVersion, float], Host]
 # A step the service runs itself: (run, version) → outcome, log lines
 Step = Callable[[Run, StoredVersion], tuple[RunResult, list[LogLine]]]
+# A check before a run: (run, version) → how it ends without running, or None to run it
+Guard = Callable[[Run, StoredVersion], tuple[RunResult, list[LogLine]] | None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ class JobRunner(Protocol):
 
     def lending(self) -> AbstractContextManager[None]:
         """While a handler waits for a step it called, its slot serves others."""
+        ...
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop run `run_id` where it runs; False if no worker has it (yet, or any more)."""
         ...
 
     def close(self) -> None: ...
@@ -198,5 +207,36 @@ class StepExecutor:
 
     def _run(self, run: Execution) -> RunResult:
         result, lines = self.step(run.record, run.version)
+        run.log(lines)
+        return result
+
+
+class GuardedExecutor:
+    """Runs what `inner` runs, unless `guard` ends a run first (a rollup whose source retention
+    trimmed, tsq.trims): such a run takes no worker and ends as the guard says."""
+
+    def __init__(self, inner: Executor, guard: Guard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.in_service = inner.in_service
+
+    def submit(self, run: Execution) -> Future[RunResult]:
+        ended = self._ended(run)
+        if ended is None:
+            return self.inner.submit(run)
+        future: Future[RunResult] = Future()
+        future.set_result(ended)
+        return future
+
+    def run_now(self, run: Execution) -> RunResult | None:
+        ended = self._ended(run)
+        return self.inner.run_now(run) if ended is None else ended
+
+    def _ended(self, run: Execution) -> RunResult | None:
+        """The guard's outcome, its log lines passed on; None if the run may go ahead."""
+        ended = self.guard(run.record, run.version)
+        if ended is None:
+            return None
+        result, lines = ended
         run.log(lines)
         return result

@@ -25,6 +25,7 @@ from tsq.model import (
     DEFAULT_TIMEOUT_S,
     URL_RUNTIME,
     EventSpec,
+    History,
     LoopSpec,
     Retries,
 )
@@ -55,11 +56,11 @@ DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 SERIES_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:.\-]*")
 
-TOP_KEYS = ("project", "connectors", "functions")
+TOP_KEYS = ("project", "connectors", "history", "functions")
 FUNCTION_KEYS = (
     "handler", "runtime", "timeout", "memory", "connector", "environment",
     "retries", "catchup", "max_concurrency", "notify", "target", "events", "description",
-    "rollup", "retention",
+    "rollup", "retention", "history",
 )
 ROLLUP_KEYS = ("from", "to", "span", "aggregate", "by", "late", "offset")
 LATE_KEYS = ("within",)
@@ -67,6 +68,8 @@ RETENTION_KEYS = ("select", "keep", "covered_by", "lookback")
 BODIES = ("handler", "target", "rollup", "retention")  # what a loop does: exactly one of these
 EVENT_KEYS = ("rate", "after", "params", "target")
 RETRY_KEYS = ("max", "backoff")
+HISTORY_KEYS = ("keep", "keep_failed", "max_artifacts_mb")
+MAX_ARTIFACTS_MB = 102_400  # 100 GiB
 NOTIFY_KEYS = ("webhook",)
 CATCHUP_POLICIES = ("none", "epsilon", "all")
 CONNECTOR_KEYS = tuple(dict.fromkeys(key for row in CONNECTORS.values() for key in row.keys))
@@ -176,6 +179,7 @@ class _Checker:
             project = self.string(top["project"], ("project",), NAME,
                                   "a name like `monitoring` ([a-z0-9][a-z0-9-_.]*)") or project
         connectors = self.connectors(top.get("connectors"))
+        history = self.history(top.get("history"), ("history",), None)
         functions = top.get("functions")
         if not isinstance(functions, dict) or not functions:
             if "functions" in top or isinstance(document, dict):
@@ -183,7 +187,7 @@ class _Checker:
                                             "definitions, e.g. `functions: {my-loop: {handler: "
                                             "my-loop.js}}`")
             return []
-        loops = [self.function(project, str(name), body, connectors)
+        loops = [self.function(project, str(name), body, connectors, history)
                  for name, body in functions.items()]
         return [loop for loop in loops if loop is not None]
 
@@ -236,8 +240,27 @@ class _Checker:
             self.string(config["url"], (*path, "url"), URL, "an http(s):// URL")
         return config
 
+    def history(self, value: Any, path: DocPath, base: dict[str, int] | None
+                ) -> dict[str, int] | None:
+        """`history: {keep: 30d, keep_failed: 90d, max_artifacts_mb: 512}`, key by key over
+        `base` (the file's, for a loop's own); None when neither says anything."""
+        if value is None:
+            return base
+        fields = self.mapping(value, path, HISTORY_KEYS)
+        policy = dict(base or History().to_json())
+        for key in ("keep", "keep_failed"):
+            if key in fields and (text := self.span(fields[key], (*path, key))) is not None:
+                policy[f"{key}_ms"] = duration_ms(text)
+        if "max_artifacts_mb" in fields:
+            size = self.number(fields["max_artifacts_mb"], (*path, "max_artifacts_mb"), 1,
+                               MAX_ARTIFACTS_MB, "MiB")
+            if size is not None:
+                policy["max_artifacts_mb"] = int(size)
+        return policy
+
     def function(self, project: str, name: str, body: Any,
-                 connectors: dict[str, dict[str, Any]]) -> Deployable | None:
+                 connectors: dict[str, dict[str, Any]],
+                 history: dict[str, int] | None = None) -> Deployable | None:
         path: DocPath = ("functions", name)
         if not NAME.fullmatch(name):
             self.report(path, f'bad loop name "{name}"; expected [a-z0-9][a-z0-9-_.]{{0,62}}',
@@ -292,6 +315,7 @@ class _Checker:
             events=self.events(fields.get("events"), (*path, "events")),
             rollup=spec_json(rollup) if rollup else None,
             retention=spec_json(retention) if retention else None,
+            history=self.history(fields.get("history"), (*path, "history"), history),
         )
         if source is None or runtime is None:
             return None

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "URL_RUNTIME",
     "EventSpec",
+    "History",
     "LoopSpec",
     "Retries",
     "version_id",
@@ -47,6 +48,24 @@ class Retries:
     backoff_s: float = 10.0
 
 
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class History:
+    """How long a loop's runs are kept (a loop file's `history:`; tsq.history sweeps)."""
+
+    keep_ms: int = 30 * DAY_MS  # a run that succeeded, after it ended
+    keep_failed_ms: int = 90 * DAY_MS  # a run that ended any other way
+    max_artifacts_mb: int = 512  # the loop's artifacts, all runs together
+
+    def kept_for_ms(self, status: str) -> int:
+        return self.keep_ms if status == "success" else self.keep_failed_ms
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class LoopSpec:
     project: str
@@ -68,6 +87,11 @@ class LoopSpec:
     retention: dict[str, Any] | None = None  # a retention step (tsq.retention)
     # Every connector its loop file declares, by name: `{connector: "name"}` in a host call
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The loop file's `history:` (its own over the file's), as History.to_json; None: defaults
+    history: dict[str, int] | None = None
+
+    def history_policy(self) -> History:
+        return History(**self.history) if self.history else History()
 
     def event(self, name: str) -> EventSpec | None:
         return next((event for event in self.events if event.name == name), None)
@@ -106,8 +130,9 @@ def version_id(spec: LoopSpec, handler_source: str) -> str:
     """sha256 of the canonical spec (secrets included: a new secret is a new version) + source."""
     digest = hashlib.sha256()
     canonical = spec.to_json(reveal_secrets=True)
-    if not canonical["connectors"]:  # hashed only when set: earlier versions keep their ids
-        del canonical["connectors"]
+    for key in ("connectors", "history"):  # hashed only when set: earlier versions keep their ids
+        if not canonical[key]:
+            del canonical[key]
     digest.update(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS))
     digest.update(b"\0")
     digest.update(handler_source.encode())

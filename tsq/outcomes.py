@@ -2,7 +2,8 @@
 reports, used from the scheduler to the API (their values are what the JSON carries).
 
     queued ─► running ─► success | failed | timeout | cancelled
-       └────────────────► expired     (never started: past its epsilon, or missed while stopped)
+       ├────────────────► expired     (never started: past its epsilon, or missed while stopped)
+       └────────────────► cancelled   (never started: cancelled while it waited)
 
 A handler's own error keeps its type (`TypeError`, `RunFailed`, …); the kinds below are the ones
 the service gives a run it had to end or could not start.
@@ -47,7 +48,7 @@ class RunStatus(StrEnum):
 
 
 UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
-HTTP_STATUS = {RunStatus.SUCCESS: 200, RunStatus.TIMEOUT: 504}
+HTTP_STATUS = {RunStatus.SUCCESS: 200, RunStatus.TIMEOUT: 504, RunStatus.CANCELLED: 409}
 
 
 class FailureKind(StrEnum):
@@ -55,6 +56,7 @@ class FailureKind(StrEnum):
     INTERRUPTED = "Interrupted"  # the service stopped while it ran
     EXPIRED = "Expired"  # could not start within its epsilon
     MEMORY_LIMIT = "MemoryLimit"  # over the loop's `memory:`
+    CANCELLED = "Cancelled"  # stopped, or never started, at a user's request
 
     @property
     def status(self) -> RunStatus:
@@ -65,7 +67,8 @@ class FailureKind(StrEnum):
         return RunError(self.value, message)
 
 
-_STATUS_OF_KIND = {FailureKind.TIMEOUT: RunStatus.TIMEOUT, FailureKind.EXPIRED: RunStatus.EXPIRED}
+_STATUS_OF_KIND = {FailureKind.TIMEOUT: RunStatus.TIMEOUT, FailureKind.EXPIRED: RunStatus.EXPIRED,
+                   FailureKind.CANCELLED: RunStatus.CANCELLED}
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,11 @@ class RunResult:
         """A handler past its loop's timeout (`how`: what was done about it)."""
         return cls.failure(FailureKind.TIMEOUT, f"the handler did not finish within its timeout "
                                                 f"of {timeout_s:g} s{how}")
+
+    @classmethod
+    def cancelled(cls, how: str) -> RunResult:
+        """A run cancelled at a user's request (`how`: where it was, what was done)."""
+        return cls.failure(FailureKind.CANCELLED, f"cancelled by request {how}")
 
     @classmethod
     def over_memory(cls, memory_mb: int, how: str = "") -> RunResult:

@@ -15,7 +15,7 @@ for the store too, on the same half-open intervals as the arithmetic below.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tsq.clock import now_ms
@@ -32,6 +32,8 @@ from tsq.shorthands import RetentionSpec
 __all__ = ["Interval", "apply_retention", "intersect", "merge", "subtract"]
 
 Interval = tuple[int, int]  # [start, end)
+# Told what a run deleted: each covered window and how many points it held (tsq.trims keeps it)
+Deleted = Callable[[Sequence[tuple[Interval, int]]], None]
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
@@ -85,17 +87,21 @@ def covered(runs: RunStore, project: str, rollups: Sequence[str], span: Interval
     return result
 
 
-def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore,
-                    store: Connector) -> tuple[RunResult, list[LogLine]]:
-    """One retention run: what it deleted, what it kept and why."""
+def apply_retention(spec: RetentionSpec, record: Run, runs: RunStore, store: Connector,
+                    deleted_in: Deleted | None = None) -> tuple[RunResult, list[LogLine]]:
+    """One retention run: what it deleted, what it kept and why; `deleted_in` hears of each
+    window it deleted points in."""
     now = record.window_end_ms or record.scheduled_ms or record.queued_ms
     horizon = int(now) - spec.keep_ms
     span = (horizon - spec.lookback_ms, horizon)
     pieces = covered(runs, record.project, spec.covered_by, span)
     selector = parse_selector(spec.select)
     # A covered window [a, b) of raw points (pieces end at the horizon at the latest).
-    deleted = sum(store.delete(selector, start * NS_PER_MS, end * NS_PER_MS)
-                  for start, end in pieces)
+    counts = [(piece, store.delete(selector, piece[0] * NS_PER_MS, piece[1] * NS_PER_MS))
+              for piece in pieces]
+    if deleted_in is not None:
+        deleted_in(counts)
+    deleted = sum(count for _, count in counts)
     kept = subtract(span, pieces)
     logged = now_ms(runs.clock)
     logs = [LogLine(logged, "info", f"deleted {deleted} points of {spec.select} in "

@@ -97,7 +97,9 @@ class Settlement:
                                init_ms=self.result.init_ms, started_ms=self.run.started_ms or now)
 
 
-_FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
+# A cancelled run keeps its status, whatever outcome arrives after the cancel.
+_FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id"),
+                               runs.c.status != RunStatus.CANCELLED.value).values(
     status=sa.bindparam("b_status"), result=sa.bindparam("b_result", type_=sa.JSON),
     error=sa.bindparam("b_error", type_=sa.JSON), finished_ms=sa.bindparam("b_now"),
     init_ms=sa.bindparam("b_init"),
@@ -191,6 +193,20 @@ class RunStore:
                                     for o in retried])
             created = _insert_new(db, [run for o in finished for run in o.followers], now)
         return [o.settled(now) for o in outcomes], created
+
+    def cancel(self, run_id: str, was: RunStatus, result: RunResult) -> Run | None:
+        """`was` → cancelled (queued: it will never be claimed), with `result`'s error as a log
+        line; the run as it is now, or None if it was not `was`."""
+        now = self._now_ms()
+        with transaction(self.engine) as db:
+            changed = db.execute(runs.update().where(
+                runs.c.id == run_id, runs.c.status == was.value).values(
+                status=result.status.value, error=_error(result), finished_ms=now))
+            if not changed.rowcount:
+                return None
+            if result.error is not None:
+                _insert_logs(db, run_id, [LogLine(now, "warning", result.error.headline)])
+        return self.get(run_id)
 
     def requeue(self, run_id: str, *, attempt: int, not_before_ms: int | None,
                 message: str, logs: Sequence[LogLine] = ()) -> Run:

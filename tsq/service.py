@@ -31,6 +31,7 @@ from tsq.dispatcher import Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
 from tsq.explain import explaining
+from tsq.history import HistorySweeper
 from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
 from tsq.late import LateLog, Watch
@@ -53,6 +54,7 @@ from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
+from tsq.trims import TrimStore, trimmed_window
 from tsq.worker_pool import WorkerPool
 from tsq.worker_process import WorkerOptions
 
@@ -90,14 +92,19 @@ class Service:
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
         self.connections = Connections(
             settings.data_dir, on_write=self.metrics.counting_writes(self.late.written))
+        self.trims = TrimStore(engine, clock)  # what retention deleted (tsq.trims)
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
-            workers=settings.workers, steps={"retention": self._retention}, hosts=self._host)
+            workers=settings.workers, steps={"retention": self._retention}, hosts=self._host,
+            guards={"rollup": self._rollup_guard})
         self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
         self.backfills = Backfills(self.runs, self.dispatcher, BackfillStore(engine), self.loops)
         self.rerolls = Rerolls(self.late, self.runs, self.dispatcher, clock)
+        # Bounded run history; runs a backfill still counts are held
+        self.history = HistorySweeper(engine, self.loops, clock,
+                                      held=self.backfills.in_progress)
         self.dispatcher.on_finished(self._covered)
         self.dispatcher.on_finished(self.metrics.run_finished)
         self._watch_late()
@@ -143,12 +150,14 @@ class Service:
                                    self.clock)
         self.scheduler.start()
         self.rerolls.start()
+        self.history.start()
         log.info("started %d workers and the scheduler; took over %d unfinished runs",
                  self.settings.workers, recovered,
                  extra={"workers": self.settings.workers, "took_over": recovered})
         return recovered
 
     def close(self) -> None:
+        self.history.close()
         self.rerolls.close()
         if self.scheduler is not None:
             self.scheduler.close()
@@ -274,12 +283,29 @@ class Service:
     def _retention(self, record: Run, version: StoredVersion
                    ) -> tuple[RunResult, list[LogLine]]:
         assert version.spec.retention is not None
-        return apply_retention(retention_from_json(version.spec.retention), record, self.runs,
-                               self.connections.for_loop(version.spec))
+        spec = retention_from_json(version.spec.retention)
+        connector = self.connections.key_for(version.spec)
+        return apply_retention(spec, record, self.runs, self.connections.for_loop(version.spec),
+                               lambda deleted: self.trims.record(
+                                   record.project, connector, spec.select, deleted,
+                                   record.loop, record.id))
+
+    def _rollup_guard(self, record: Run, version: StoredVersion
+                      ) -> tuple[RunResult, list[LogLine]] | None:
+        """A rollup run whose window's source retention trimmed ends skipped (tsq.trims)."""
+        rollup = version.spec.rollup
+        if rollup is None:
+            return None
+        return trimmed_window(self.trims, record, str(rollup["from"]),
+                              self.connections.key_for(version.spec))
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Run the failed steps of `run_id`'s pipeline again, and what follows them."""
         return self.pipelines.resume(self.runs.resolve(run_id))
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued or running run; its record, `cancelled` (Conflict once it ended)."""
+        return self.dispatcher.cancel(self.runs.resolve(run_id)).to_json()
 
     def backfill(self, name: str, start: datetime, end: datetime, *,
                  project: str | None = None, event: str | None = None) -> dict[str, Any]:
@@ -384,6 +410,11 @@ class Service:
         lines = self.runs.logs(record["id"], after)
         return {"run": record["id"], "status": record["status"], "logs": lines,
                 "next": after + len(lines)}
+
+    def kept(self) -> dict[str, Any]:
+        """What the run history keeps, per loop and in all, how large, and under which policy
+        (`history:`); and what the last sweep deleted."""
+        return self.history.kept()
 
     def run_artifacts(self, run_id: str) -> dict[str, Any]:
         """The files `run_id` kept (NotFound for an unknown run, not an empty list)."""

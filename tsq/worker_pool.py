@@ -4,7 +4,8 @@ A slot takes the next job, hands it to its process and watches it: log lines are
 they arrive; at the run's deadline (its timeout plus a grace period) or over its memory ceiling
 the process is killed, the run is recorded as `timeout` or `failed`, and a new process takes its
 place. A process that dies by itself (a fatal V8 allocation, a signal) is reported the same way.
-The service keeps serving whatever the handler does.
+The service keeps serving whatever the handler does. A run cancelled while it runs is stopped
+the same way: its process is killed, and the slot's next job starts a new one.
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ class _Slot:
     def __init__(self) -> None:
         self.process: _Process | None = None
         self.lock = threading.Lock()
+        self.running: _Process | None = None  # the process its current job was sent to
+        self.cancelled = False  # its current job was cancelled
 
 
 class WorkerPool:
@@ -190,6 +193,7 @@ class WorkerPool:
         self._slots = [_Slot() for _ in range(max(1, size))]
         self._lock = threading.Lock()
         self._lent = 0  # slots waiting on another run
+        self._running: dict[str, _Slot] = {}  # run id → the slot running it
         self._extra = 0  # extra slots serving in their place
         self._busy = 0  # slots running a job now
         self._threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True,
@@ -222,6 +226,19 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._lent -= 1
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop the run `run_id` in the slot that runs it: its worker process is killed (a
+        handler spinning in V8 stops only so) and the run ends `cancelled`. False if no slot
+        has taken it (a job still waiting is cancelled through its future)."""
+        with self._lock:  # the slot cannot move on to its next job meanwhile
+            slot = self._running.get(run_id)
+            if slot is None:
+                return False
+            slot.cancelled = True
+            if slot.running is not None:
+                slot.running.process.kill()  # the slot's watch sees it die, and reports
+        return True
 
     def pids(self) -> list[int]:
         """The ids of the base slots' live worker processes."""
@@ -331,16 +348,36 @@ class WorkerPool:
     def _run(self, slot: _Slot, job: Job, listener: JobListener, *,
              borrowed: bool = False) -> RunResult:
         """Run `job` in the slot's worker; `borrowed`: on a caller's thread (`run_now`), which
-        leaves a replacement worker to the slot's own thread."""
+        leaves a replacement worker to the slot's own thread. `cancel` finds it meanwhile."""
+        with self._lock:
+            self._running[job.run_id] = slot
+            slot.cancelled = False
+        try:
+            return self._run_in(slot, job, listener, borrowed)
+        finally:
+            with self._lock:
+                self._running.pop(job.run_id, None)
+                slot.running = None
+
+    def _run_in(self, slot: _Slot, job: Job, listener: JobListener,
+                borrowed: bool) -> RunResult:
         began = time.perf_counter()
         process = self._process(slot)  # a cold start when the slot had no live process
         started_ms = (time.perf_counter() - began) * 1000
+        if not self._hand_over(slot, process):
+            return RunResult.cancelled("before its handler started")
         process.conn.send(job)
         listener.started(job)
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         watch = _Watch(process, job, listener)
         result = watch.until_done()
+        if self._was_cancelled(slot):  # killed by `cancel`: the next job starts a new process
+            slot.process = None
+            log.info("worker process %s stopped: run %s was cancelled", process.process.pid,
+                     job.run_id, extra={"pid": process.process.pid, "run": job.run_id})
+            return RunResult.cancelled("while it ran; its worker process was stopped and is "
+                                       "replaced")
         if result.init_ms is not None:
             result = replace(result, init_ms=result.init_ms + started_ms)
         if watch.reported:  # the process answered, so it is alive: only its size may matter
@@ -357,6 +394,18 @@ class WorkerPool:
                                "status": result.status.value})
             slot.process = None if borrowed else self._replacement()
         return result
+
+    def _hand_over(self, slot: _Slot, process: _Process) -> bool:
+        """Let `cancel` kill `process` from now on; False if the job was cancelled already."""
+        with self._lock:
+            if slot.cancelled:
+                return False
+            slot.running = process
+            return True
+
+    def _was_cancelled(self, slot: _Slot) -> bool:
+        with self._lock:
+            return slot.cancelled
 
     def _replacement(self) -> _Process | None:
         try:
