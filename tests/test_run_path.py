@@ -63,3 +63,20 @@ def test_a_run_whose_end_cannot_be_recorded_is_answered_failed_not_left_waiting(
     final = service.run("fast", {"n": 1})
     assert final.status == RunStatus.FAILED
     assert final.error is not None and "disk full" in final.error.message
+
+
+def test_a_run_on_the_waiting_thread_can_be_cancelled(service: Service) -> None:
+    service.deploy("functions:\n  spin:\n    handler: spin.js\n", "spin.yml", {
+        "spin.js": "export default async () => { await null; while (true) {} }"}.get)
+    assert service.run("fast", {"n": 1}).result == 2  # its slot's thread starts the worker
+    ended: list[RunStatus] = []
+    waiting = threading.Thread(target=lambda: ended.append(service.run("spin").status))
+    waiting.start()
+    try:
+        threading.Event().wait(0.5)
+        [running] = [r for r in service.runs.unfinished() if r.loop == "spin"]
+        assert service.cancel(running.id)["status"] == "cancelled"
+    finally:
+        waiting.join(timeout=30)
+    assert ended == [RunStatus.CANCELLED]
+    assert service.run("fast", {"n": 3}).result == 6  # a new worker took its place
