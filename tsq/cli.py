@@ -360,7 +360,7 @@ def runs(ctx: typer.Context,
          project: Project = None, data_dir: DataDir = None, url: Url = None,
          as_json: AsJson = False) -> None:
     """Run history, newest first (`tsq runs show ID`, `tsq runs resume ID` and `tsq runs
-    cancel ID` for one run)."""
+    cancel ID` for one run; `tsq runs kept` for what the history keeps, and how large)."""
     if ctx.invoked_subcommand is not None:
         return
     where = RunFilter(project=project, loop=loop, status=status, limit=limit)
@@ -646,17 +646,21 @@ def runs_kept(data_dir: DataDir = None, url: Url = None, as_json: AsJson = False
                       f"{policy['max_artifacts_mb']} MiB")
     out.print(table)
     total, last = answer["total"], answer["lastSweep"]
-    out.print(f"{total['runs']} runs, {total['logs']} log lines ({_size(total['logBytes'])}), "
-              f"{total['artifacts']} artifacts ({_size(total['artifactBytes'])}) kept",
-              highlight=False)
+    out.print(f"{_many(total['runs'], 'run')}, {_many(total['logs'], 'log line')} "
+              f"({_size(total['logBytes'])}), {_many(total['artifacts'], 'artifact')} "
+              f"({_size(total['artifactBytes'])}) kept", highlight=False)
     if last["at"]:
-        out.print(f"the last sweep ({last['at']}) deleted {last['runs']} runs, {last['logs']} "
-                  f"log lines and {last['artifacts']} artifacts "
-                  f"({_size(last['artifactBytes'])})", highlight=False)
+        out.print(f"the last sweep ({last['at']}) deleted {_many(last['runs'], 'run')}, "
+                  f"{_many(last['logs'], 'log line')} and {_many(last['artifacts'], 'artifact')}"
+                  f" ({_size(last['artifactBytes'])})", highlight=False)
 
 
 def _days(ms: int) -> str:
     return f"{ms / 86_400_000:g}d"
+
+
+def _many(count: int, thing: str) -> str:
+    return f"{count} {thing}{'' if count == 1 else 's'}"
 
 
 @app.command()

@@ -98,7 +98,9 @@ class HistorySweeper:
         self._lock = threading.Lock()  # one sweep at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # (project, loop, event) → its newest scheduled time, which no sweep deletes
+        # What this sweep deletes nothing of: the held loops' runs, and the newest scheduled
+        # run of each event, by its (project, loop, event)
+        self._held: set[Loop] = set()
         self._newest: dict[tuple[str, str, str], int | None] = {}
 
     def start(self) -> None:
@@ -124,11 +126,10 @@ class HistorySweeper:
         with self._lock:
             now = now_ms(self.clock)
             policies = self._policies()
-            held = self.held()
-            self._newest = {}
+            self._held, self._newest = self.held(), {}
             swept = Swept(at_ms=now)
             for loop in self._loops():
-                if loop not in held:
+                if loop not in self._held:
                     swept.add(self._sweep_runs(loop, policies, now))
             for loop, size in self._artifact_sizes().items():
                 cap = policies.get(loop, History()).max_artifacts_mb << 20
@@ -199,6 +200,7 @@ class HistorySweeper:
                     members.setdefault(str(row.pipeline_id or row.id), []).append(row)
         return [str(row.id) for group in members.values()
                 if all(_gone(row, policies.get((row.project, row.loop), History()), now)
+                       and (row.project, row.loop) not in self._held
                        and not self._newest_scheduled(row) for row in group)
                 for row in group]
 
