@@ -51,7 +51,7 @@ def _count(_values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
 
 def _mean(values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
     means: Array = np.add.reduceat(values.astype(np.float64, copy=False), starts)
-    means /= ends - starts
+    means /= np.subtract(ends, starts, dtype=np.float64)  # int64 divisors are cast slowly
     return means
 
 
