@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsq.errors import BadRequest
-from tsq.kernels.aggregate import Aggregator, reduce_segments
+from tsq.kernels.aggregate import CHUNK, Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
 __all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "bucket_index",
@@ -109,7 +109,6 @@ class Buckets:
 
 
 EXACT_FLOAT = 2**52  # below this, int64 → float64 is exact and so is floor(x / span)
-CHUNK = 1 << 16  # points per pass: scratch arrays stay in cache and are allocated once
 
 
 def bucket_index(timestamps: Ints, buckets: Buckets) -> Ints:
@@ -200,8 +199,9 @@ def _reduced(series: SeriesSet, buckets: Buckets, agg: Aggregator, *, nan: bool 
     keep = _kept(values, stamps, offsets, buckets, not lazy) if len(values) else None
     if keep is not None:
         values, stamps, offsets = values[keep], stamps[keep], _kept_offsets(offsets, keep)
-    starts, column = _segments(stamps, offsets, buckets)
-    reduced = reduce_segments(values, starts, agg)
+    bounds, column = _segments(stamps, offsets, buckets)
+    starts = bounds[:-1]
+    reduced = reduce_segments(values, starts, agg, ends=bounds[1:])
     if lazy and values.dtype.kind == "f" and np.isnan(reduced).any() and _any_nan(values):
         return _reduced(SeriesSet(series.names, series.labels, stamps, values, offsets),
                         buckets, agg, nan=True)
@@ -242,14 +242,15 @@ GUESS_SLACK = 1e-9  # of a point: above the rounding of a guess, below most real
 
 
 def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
-    """Where each (series, bucket) run of points starts, and its bucket index.
+    """Where each (series, bucket) run of points starts, then the number of points (where the
+    last run ends); and the bucket index of each run.
 
     With several points per bucket (as a rollup reads them), the buckets' boundaries are
     searched for: a few passes per bucket instead of a few per point. Sparse points (buckets
     between them empty) are scanned instead, every point's bucket computed.
     """
     if len(stamps) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.zeros(1, np.int64), np.empty(0, np.int64)
     nonempty = np.flatnonzero(offsets[:-1] < offsets[1:])
     firsts, lasts = offsets[:-1][nonempty], offsets[1:][nonempty] - 1
     low, high = int(stamps[firsts].min()), int(stamps[lasts].max())
@@ -279,7 +280,9 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     again from memory just freed, where full-size ones would each cost fresh pages (zeroed by
     the kernel, more time than the arithmetic on them)."""
     ends = np.cumsum(per_series)
-    start, column = np.empty(int(ends[-1]), np.int64), np.empty(int(ends[-1]), np.int64)
+    bounds, column = np.empty(int(ends[-1]) + 1, np.int64), np.empty(int(ends[-1]), np.int64)
+    bounds[-1] = len(stamps)
+    start = bounds[:-1]
     cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK)) + 1
     groups = np.unique(np.minimum(np.concatenate(([0], cuts, [len(firsts)])),
                                   len(firsts))).tolist()
@@ -290,8 +293,8 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     begun = np.ones(len(start), dtype=bool)
     np.not_equal(start[:-1], start[1:], out=begun[:-1])  # an empty bucket: the next begins here
     if begun.all():
-        return start, column
-    return start[begun], column[begun]
+        return bounds, column
+    return bounds[np.append(begun, True)], column[begun]
 
 
 def _group_starts(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
@@ -389,6 +392,7 @@ def _segments_scanned(stamps: Ints, offsets: Ints, buckets: Buckets, low: int, h
         starts.append(local + first)
         columns.append(here[local].astype(np.int64) + (indexer.base if indexer.exact else 0))
         previous = here[-1]
+    starts.append(np.array([total]))
     return np.concatenate(starts).astype(np.int64), np.concatenate(columns)
 
 
