@@ -254,6 +254,13 @@ def stamp_sets(draw: st.DrawFn) -> list[Any]:
         else:
             stamps = origin + rng.integers(0, 1000 * step, count)
         series.append(np.unique(stamps))
+    if len(series[0]) > 2 and draw(st.booleans()):  # aligned: one count, first and last time
+        first, last, count = int(series[0][0]), int(series[0][-1]), len(series[0])
+        for i in range(1, len(series)):
+            inner = draw(st.sets(st.integers(first + 1, last - 1), min_size=count - 2,
+                                 max_size=count - 2)) if last - first > count else \
+                set(series[0][1:-1].tolist())
+            series[i] = np.array(sorted({first, last} | inner), dtype=np.int64)
     return series
 
 

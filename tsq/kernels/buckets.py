@@ -169,7 +169,7 @@ def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
     if policies:
         row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
         row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
-    if reduced.dtype.kind == "f" and np.isnan(reduced).any():
+    if _holds_nan(reduced):
         # A bucket whose points have no aggregate (the stddev of one point) is left out, after
         # the fills: it had points, so no fill writes over it (as in InfluxDB).
         if row is None:
@@ -202,10 +202,17 @@ def _reduced(series: SeriesSet, buckets: Buckets, agg: Aggregator, *, nan: bool 
     bounds, column = _segments(stamps, offsets, buckets)
     starts = bounds[:-1]
     reduced = reduce_segments(values, starts, agg, ends=bounds[1:])
-    if lazy and values.dtype.kind == "f" and np.isnan(reduced).any() and _any_nan(values):
+    if lazy and _holds_nan(reduced) and _any_nan(values):
         return _reduced(SeriesSet(series.names, series.labels, stamps, values, offsets),
                         buckets, agg, nan=True)
     return starts, column, reduced, offsets
+
+
+def _holds_nan(values: Array) -> bool:
+    """Whether a float array holds NaN: its sum is NaN if it does (a sum makes no array, and
+    is NaN otherwise only for +inf and -inf together)."""
+    return values.dtype.kind == "f" and bool(np.isnan(np.add.reduce(values))) and \
+        bool(np.isnan(values).any())
 
 
 def _any_nan(values: Array) -> bool:
@@ -276,9 +283,9 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     of its first point to the one of its last begins. Buckets without points begin where the
     next one does, and are dropped.
 
-    A group of series at a time: a group's temporaries, about CHUNK buckets long, are made
-    again from memory just freed, where full-size ones would each cost fresh pages (zeroed by
-    the kernel, more time than the arithmetic on them)."""
+    A group of series at a time, about CHUNK buckets, in scratch arrays allocated once: a
+    full-size temporary per step would cost fresh pages (zeroed by the kernel), more time than
+    the arithmetic on them."""
     ends = np.cumsum(per_series)
     bounds, column = np.empty(int(ends[-1]) + 1, np.int64), np.empty(int(ends[-1]), np.int64)
     bounds[-1] = len(stamps)
@@ -286,10 +293,15 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK)) + 1
     groups = np.unique(np.minimum(np.concatenate(([0], cuts, [len(firsts)])),
                                   len(firsts))).tolist()
-    for a, b in pairwise(groups):
-        low, high = int(ends[a] - per_series[a]), int(ends[b - 1])
-        _group_starts(stamps, firsts[a:b], lasts[a:b], first_bucket[a:b], per_series[a:b],
-                      buckets, start[low:high], column[low:high])
+    spans = [(int(ends[a] - per_series[a]), int(ends[b - 1])) for a, b in pairwise(groups)]
+    scratch = _Scratch.of(max(high - low for low, high in spans))
+    exact = True  # every start found where it was guessed, in series known to be gapless
+    for (a, b), (low, high) in zip(pairwise(groups), spans, strict=True):
+        exact &= _group_starts(stamps, firsts[a:b], lasts[a:b], first_bucket[a:b],
+                               per_series[a:b], buckets, start[low:high], column[low:high],
+                               scratch)
+    if exact:
+        return bounds, column
     begun = np.ones(len(start), dtype=bool)
     np.not_equal(start[:-1], start[1:], out=begun[:-1])  # an empty bucket: the next begins here
     if begun.all():
@@ -297,25 +309,108 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     return bounds[np.append(begun, True)], column[begun]
 
 
+@dataclass(frozen=True)
+class _Scratch:
+    """The arrays a group of series works in, as long as the largest group."""
+
+    counting: Ints  # 0, 1, 2, …
+    edge: Ints
+    index: Ints
+    guess: npt.NDArray[np.float64]
+    missed: npt.NDArray[np.bool_]
+    late: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, size: int) -> _Scratch:
+        return cls(np.arange(size), np.empty(size, np.int64), np.empty(size, np.int64),
+                   np.empty(size), np.empty(size, bool), np.empty(size, bool))
+
+
 def _group_starts(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
-                  per_series: Ints, buckets: Buckets, found: Ints, column: Ints) -> None:
+                  per_series: Ints, buckets: Buckets, found: Ints, column: Ints,
+                  scratch: _Scratch) -> bool:
     """For a group of series, the bucket of each of their buckets (`column`) and where it
     begins in its series (`found`, the `searchsorted` of its boundary), all series at once.
+    True if no bucket is empty, as far as it is cheap to know: aligned series whose first has
+    none, and where every guess was right.
 
     The position is first guessed as if the series' points were evenly spaced, which they
     nearly always are, then checked against the points on either side of it, both read by one
     gather (a binary search would read a dozen); only the guesses that miss are bisected. A
     guess past its series reads the series' last point as the one before: a miss too."""
+    size = len(column)
+    edge, index = scratch.edge[:size], scratch.index[:size]
+    missed, late = scratch.missed[:size], scratch.late[:size]
     right = buckets.closed == "right"
     heads = np.cumsum(per_series) - per_series
-    np.add(np.arange(len(column)), np.repeat(first_bucket - heads, per_series), out=column)
-    # Bucket k begins at the first point at or after anchor + k·span (closed on the left), or
-    # after anchor + (k - 1)·span (closed on the right): that instant is its `edge`.
-    edge = np.multiply(column, buckets.span)
-    edge += buckets.anchor - (buckets.span if right else 0)
+    gapless = _aligned(stamps, firsts, lasts)
+    if gapless:
+        gapless = _aligned_guess(stamps, firsts, lasts, first_bucket, buckets, found, column,
+                                 edge, scratch)
+    else:
+        _guess(stamps, firsts, lasts, first_bucket, per_series, heads, buckets, found, column,
+               edge, scratch)
+    np.subtract(found, 1, out=index)
+    before, at = _neighbours(stamps, index)
+    (np.greater if right else np.greater_equal)(before, edge, out=missed)
+    (np.less_equal if right else np.less)(at, edge, out=late)
+    missed |= late
+    missed[heads] = False
+    wrong = np.flatnonzero(missed)
+    if len(wrong):
+        owner = np.searchsorted(heads, wrong, side="right") - 1
+        found[wrong] = _bisect(stamps, firsts[owner] + 1, lasts[owner], edge[wrong], right)
+    return gapless and len(wrong) == 0
+
+
+def _edges(column: Ints, buckets: Buckets, out: Ints) -> Ints:
+    """Bucket k begins at the first point at or after anchor + k·span (closed on the left),
+    or after anchor + (k - 1)·span (closed on the right): that instant is its edge."""
+    np.multiply(column, buckets.span, out=out)
+    out += buckets.anchor - (buckets.span if buckets.closed == "right" else 0)
+    return out
+
+
+def _aligned(stamps: Ints, firsts: Ints, lasts: Ints) -> bool:
+    """Whether the series have as many points, from the same first to the same last time (as
+    series scraped or written together have): then they share their buckets, and the guesses
+    of where those begin."""
+    counts, low, high = lasts - firsts, stamps[firsts], stamps[lasts]
+    return bool((counts == counts[0]).all() and (low == low[0]).all() and
+                (high == high[0]).all())
+
+
+def _aligned_guess(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
+                   buckets: Buckets, found: Ints, column: Ints, edge: Ints,
+                   scratch: _Scratch) -> bool:
+    """`_guess` for aligned series: where the first one's buckets begin, found by
+    `searchsorted`, then the same places in the others. Whether the first one's buckets all
+    hold points: then so do the others' wherever the guess is right (a bucket the first
+    series fills and another leaves empty moves a start)."""
+    width = len(column) // len(firsts)
+    np.add(scratch.counting[:width], first_bucket[0], out=column[:width])
+    _edges(column[:width], buckets, edge[:width])
+    side: Literal["left", "right"] = "right" if buckets.closed == "right" else "left"
+    begins = np.searchsorted(stamps[firsts[0]:lasts[0] + 1], edge[:width], side=side)
+    column.reshape(-1, width)[1:] = column[:width]
+    edge.reshape(-1, width)[1:] = edge[:width]
+    np.add(begins[None, :], firsts[:, None], out=found.reshape(-1, width))
+    return bool(np.all(begins[1:] != begins[:-1]))
+
+
+def _guess(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints, per_series: Ints,
+           heads: Ints, buckets: Buckets, found: Ints, column: Ints, edge: Ints,
+           scratch: _Scratch) -> None:
+    """The buckets of the series (`column`), their edges, and where each begins (`found`) if
+    the series' points are evenly spaced."""
+    right = buckets.closed == "right"
+    guess = scratch.guess[:len(column)]
+    np.add(scratch.counting[:len(column)], np.repeat(first_bucket - heads, per_series),
+           out=column)
+    _edges(column, buckets, edge)
     np.subtract(edge, np.repeat(stamps[firsts], per_series), out=found)  # ns after the first
     rate = (lasts - firsts) / np.maximum(stamps[lasts] - stamps[firsts], 1)  # points per ns
-    guess = np.multiply(found, np.repeat(rate, per_series))
+    np.multiply(found, np.repeat(rate, per_series), out=guess)
     # Evenly spaced, the bucket begins at point ⌈guess⌉ (left) or ⌊guess⌋ + 1 (right): a
     # boundary often falls on a point, where rounding must not tip the guess past it.
     guess += 1 + GUESS_SLACK if right else -GUESS_SLACK
@@ -323,23 +418,15 @@ def _group_starts(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
     found += np.repeat(firsts, per_series)
     np.clip(found, 0, len(stamps) - 1, out=found)
     found[heads] = firsts  # a series' first bucket begins at its first point
-    before, at = _neighbours(stamps, found)
-    missed = np.greater(before, edge) if right else np.greater_equal(before, edge)
-    missed |= np.less_equal(at, edge) if right else np.less(at, edge)
-    missed[heads] = False
-    wrong = np.flatnonzero(missed)
-    if len(wrong):
-        owner = np.searchsorted(heads, wrong, side="right") - 1
-        found[wrong] = _bisect(stamps, firsts[owner] + 1, lasts[owner], edge[wrong], right)
 
 
-def _neighbours(stamps: Ints, found: Ints) -> tuple[Ints, Ints]:
-    """stamps[found - 1] and stamps[found] in one gather, of 16-byte pairs (at found = 0, the
+def _neighbours(stamps: Ints, index: Ints) -> tuple[Ints, Ints]:
+    """stamps[index] and stamps[index + 1] in one gather, of 16-byte pairs (at index -1, the
     first is some other point)."""
     pairs = np.ndarray((len(stamps) - 1,), np.complex128, stamps, strides=(8,))
     if len(pairs) == 0:
-        return stamps[found - 1], stamps[found]
-    both = pairs[found - 1].view(np.int64).reshape(-1, 2)
+        return stamps[index], stamps[index + 1]
+    both = pairs[index].view(np.int64).reshape(-1, 2)
     return both[:, 0], both[:, 1]
 
 
