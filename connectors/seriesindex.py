@@ -55,6 +55,20 @@ class SeriesIndex:
         for label, value in entry.labels.items():
             _post(self._labels.setdefault(label, {}), value, entry.id)
 
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """Index many series at once, as `add` one at a time does (opening a store): each
+        posting gathered as a list first, then made once."""
+        names: dict[str, list[int]] = {}
+        labels: dict[str, dict[str, list[int]]] = {}
+        for entry in entries:
+            self._by_key[(entry.name, entry.key)] = self._by_id[entry.id] = entry
+            names.setdefault(entry.name, []).append(entry.id)
+            for label, value in entry.labels.items():
+                labels.setdefault(label, {}).setdefault(value, []).append(entry.id)
+        _merge(self._names, names)
+        for label, values in labels.items():
+            _merge(self._labels.setdefault(label, {}), values)
+
     def remove(self, entry: Entry) -> None:
         """Forget a series `add` indexed (a write rolled back): its postings first."""
         _unpost(self._names, entry.name, entry.id)
@@ -106,6 +120,14 @@ def _post(postings: dict[str, Posting], value: str, sid: int) -> None:
         postings[value] = {held, sid}
     else:
         held.add(sid)
+
+
+def _merge(postings: dict[str, Posting], gathered: dict[str, list[int]]) -> None:
+    for value, ids in gathered.items():
+        held = postings.get(value)
+        if held is not None:
+            ids.extend([held] if isinstance(held, int) else held)
+        postings[value] = ids[0] if len(ids) == 1 else set(ids)
 
 
 def _unpost(postings: dict[str, Posting], value: str, sid: int) -> None:

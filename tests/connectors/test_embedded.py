@@ -83,6 +83,22 @@ def test_a_write_failing_after_its_new_series_forgets_them(
         again.close()
 
 
+def test_reads_of_few_and_of_many_series_agree(tmp_path: Path) -> None:
+    """Few series are read by a list of ids, many through a join: the same points either way."""
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        count = embedded.FEW_SERIES * 2
+        store.write(SeriesSet.from_series(
+            ("up", {"host": f"h{i:03d}"}, [S, 2 * S], [float(i), -float(i)])
+            for i in range(count)))
+        every = store.select(parse_selector("up"), None, 2 * S)
+        assert [list(s.values) for s in every] == [[float(i)] for i in range(count)]
+        few = store.select(parse_selector('up{host=~"h00."}'), None, 2 * S)
+        assert [list(s.values) for s in few] == [[float(i)] for i in range(10)]
+    finally:
+        store.close()
+
+
 @settings(max_examples=200, deadline=None)
 @given(pairs=st.sets(st.tuples(st.integers(0, 40), st.integers(-50, 50)), max_size=300),
        seed=st.integers(0, 2**32 - 1))

@@ -26,22 +26,27 @@ selectors = st.builds(Selector, st.none() | st.sampled_from((*NAMES, "nope")),
                       st.lists(matchers, max_size=3).map(tuple))
 
 
-def indexed(series: list[tuple[str, dict[str, str]]]) -> tuple[SeriesIndex, list[Entry]]:
-    index, entries = SeriesIndex(), []
+def indexed(series: list[tuple[str, dict[str, str]]], bulk: int = 0
+            ) -> tuple[SeriesIndex, list[Entry]]:
+    """The series indexed one at a time, the first `bulk` of them at once (as a store opens)."""
+    entries: dict[tuple[str, str], Entry] = {}
     for sid, (name, labels) in enumerate(series, start=1):
-        key = repr(sorted(labels.items()))
-        if index.get(name, key) is None:
-            entries.append(Entry(sid, name, labels, "double", key))
-            index.add(entries[-1])
-    return index, entries
+        entries.setdefault((name, repr(sorted(labels.items()))),
+                           Entry(sid, name, labels, "double", repr(sorted(labels.items()))))
+    index, unique = SeriesIndex(), list(entries.values())
+    index.extend(unique[:bulk])
+    for entry in unique[bulk:]:
+        index.add(entry)
+    return index, unique
 
 
 @settings(max_examples=300, deadline=None)
 @given(series=st.lists(st.tuples(st.sampled_from(NAMES), label_sets), max_size=25),
-       selector=selectors, removed=st.sets(st.integers(1, 25)))
+       selector=selectors, removed=st.sets(st.integers(1, 25)), bulk=st.integers(0, 25))
 def test_the_index_matches_what_the_selector_matches(
-        series: list[tuple[str, dict[str, str]]], selector: Selector, removed: set[int]) -> None:
-    index, entries = indexed(series)
+        series: list[tuple[str, dict[str, str]]], selector: Selector, removed: set[int],
+        bulk: int) -> None:
+    index, entries = indexed(series, bulk)
     for entry in entries:
         if entry.id in removed:
             index.remove(entry)
