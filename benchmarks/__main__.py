@@ -7,6 +7,7 @@ import argparse
 import time
 
 from benchmarks import (
+    cardinality,
     ingest,
     js_data,
     js_invocation,
@@ -20,7 +21,8 @@ from benchmarks.report import Report
 
 BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
            "js_data": js_data.run, "scheduler": scheduler.run,
-           "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run}
+           "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
+           "cardinality": cardinality.run}
 
 
 def main() -> None:

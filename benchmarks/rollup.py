@@ -68,6 +68,28 @@ def numpy_reduceat(data: dict[str, Any]) -> np.ndarray:
     return means[order].ravel()
 
 
+def reduceat_minutes(data: dict[str, Any]) -> np.ndarray:
+    """The bucket pass alone in bare numpy: 1-minute means, knowing the data is regular."""
+    per_minute = MINUTE_NS // STEP_NS
+    starts = np.arange(0, data["hosts"] * data["per_host"], per_minute)
+    means: np.ndarray = np.add.reduceat(data["values"], starts)
+    means /= per_minute
+    return means
+
+
+def bucketize_minutes(series: SeriesSet) -> np.ndarray:
+    """The same pass through tsq's kernel, which knows nothing of the data's regularity."""
+    return bucketize(series, Buckets(MINUTE_NS, closed="left"), Aggregator("mean")).values
+
+
+def bucket_pass(report: Report, data: dict[str, Any], series: SeriesSet, repeat: int) -> None:
+    """bucketize beside `add.reduceat` on the same arrays: what finding the buckets costs."""
+    np.testing.assert_allclose(bucketize_minutes(series), reduceat_minutes(data), rtol=1e-12)
+    report.add("bucket pass", "numpy add.reduceat", timed(lambda: reduceat_minutes(data), repeat))
+    report.add("bucket pass", "tsq bucketize", timed(lambda: bucketize_minutes(series), repeat),
+               "numpy add.reduceat")
+
+
 def pandas_frame(data: dict[str, Any]) -> Any:
     import pandas as pd
 
@@ -141,6 +163,7 @@ def run(report: Report, *, quick: bool) -> None:
         report.add("rollup", name, timed(call, repeat))
     report.add("rollup", "tsq kernels", timed(lambda: tsq_kernels(series), repeat),
                [name for name, _ in peers])
+    bucket_pass(report, data, series, repeat)
     raw_bytes = series.timestamps.nbytes + series.values.nbytes
     tracemalloc.start()
     tsq_kernels(series)

@@ -5,10 +5,11 @@ id, ts, value DOUBLE) and `text_points` for string values. A series holds one po
 timestamp, the last written: the store remembers each series' newest timestamp, so a write that
 only adds newer points (the usual case for metrics) is a plain append, and a write that reaches
 back first deletes the points it replaces (a primary-key index made every write four times
-slower). The series table is small and lives in memory too:
-selectors are matched there, per series, and only the points of matching series are read, as
-numpy arrays straight from DuckDB (no rows in Python). Every user value reaches SQL as a bound
-parameter or a registered array, never as SQL text.
+slower). The series table lives in memory too, indexed by name and label (`seriesindex`):
+selectors are matched there, and only the points of matching series are read, as numpy arrays
+straight from DuckDB (no rows in Python). A write keeps a list of the series it adds, so a
+failed one forgets them and its cost does not grow with the series stored. Every user value
+reaches SQL as a bound parameter or a registered array, never as SQL text.
 
 One writer at a time (a lock), many readers (a DuckDB cursor per call). DuckDB lets one process
 open a file for writing, so worker processes reach the store through the service.
@@ -16,6 +17,7 @@ open a file for writing, so worker processes reach the store through the service
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +31,8 @@ import numpy.typing as npt
 import orjson
 
 from tsq import explain
-from tsq.connectors.base import Capabilities
+from tsq.connectors.base import Capabilities, label_values
+from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
 from tsq.isotime import format_ms
@@ -52,16 +55,10 @@ SCHEMA = (
     "value VARCHAR)",
 )
 STORE_FILE = "points.duckdb"  # in the data directory
+# Series a read names in a list: the row groups whose ids lie outside are skipped unread, where
+# a join scans the whole table (a few ms a million rows); more are joined, from a frame
+FEW_SERIES = 64
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
-
-
-@dataclass
-class _Known:
-    id: int
-    name: str
-    labels: dict[str, str]
-    kind: str
-    newest: int | None = None  # the newest timestamp stored
 
 
 class EmbeddedStore:
@@ -80,15 +77,15 @@ class EmbeddedStore:
         self._write_lock = threading.Lock()
         for statement in SCHEMA:
             self._db.execute(statement)
-        self._series: dict[tuple[str, str], _Known] = {}
+        self._series = SeriesIndex()
         newest = dict(self._db.execute(
             "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
             "SELECT sid, ts FROM text_points) GROUP BY sid").fetchall())
-        for sid, name, labels, kind in self._db.execute(
-                "SELECT id, name, labels, kind FROM series").fetchall():
-            self._series[(name, labels)] = _Known(sid, name, orjson.loads(labels), kind,
-                                                  newest.get(sid))
-        self._next_id = max((k.id for k in self._series.values()), default=0)
+        rows = self._db.execute("SELECT id, name, labels, kind FROM series").fetchall()
+        with _collector_paused():
+            self._series.extend(Entry(sid, name, orjson.loads(labels), kind, labels,
+                                      newest.get(sid)) for sid, name, labels, kind in rows)
+        self._next_id = max((row[0] for row in rows), default=0)
 
     def close(self) -> None:
         self._db.close()
@@ -97,7 +94,7 @@ class EmbeddedStore:
 
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
-        matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
+        matching = self._matching(selector)
         explain.note("embedded store", lambda: f"read {len(matching)} series of {selector} in "
                                                f"{_span(start, end)}")
         if not matching:
@@ -135,6 +132,12 @@ class EmbeddedStore:
         a third of an ORDER BY in SQL."""
         cursor = self._db.cursor()
         try:
+            if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
+                marks = ", ".join("?" * len(ids))
+                return cursor.execute(
+                    f"SELECT sid, ts, value FROM {table} WHERE sid IN ({marks}) "
+                    f"AND ts >= ? AND ts < ?", [*ids.tolist(), _low(start), _high(end)]
+                ).fetchnumpy()
             cursor.register("wanted", _frame({"sid": ids}))
             return cursor.execute(
                 f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN wanted w "
@@ -145,21 +148,19 @@ class EmbeddedStore:
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         """The matching series, without their points: (name, labels), in `select`'s order."""
-        matching = sorted(self._matching(selector), key=lambda s: (s.name, _canonical(s.labels)))
-        return [(s.name, dict(s.labels)) for s in matching]
+        return [(s.name, dict(s.labels)) for s in self._matching(selector)]
 
     def names(self) -> list[str]:
-        return sorted({s.name for s in self._series.values()})
+        return self._series.names()
 
     def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
-        found: dict[str, set[str]] = {}
-        for series in self._matching(selector or Selector(None, ())):
-            for key, value in series.labels.items():
-                found.setdefault(key, set()).add(value)
-        return {key: sorted(values) for key, values in sorted(found.items())}
+        if selector is None:
+            return self._series.label_values()
+        return label_values((s.name, s.labels) for s in self._series.matching(selector))
 
-    def _matching(self, selector: Selector) -> Iterator[_Known]:
-        return (s for s in list(self._series.values()) if selector.matches(s.name, s.labels))
+    def _matching(self, selector: Selector) -> list[Entry]:
+        """The matching series, sorted by name then labels: the order of `select`."""
+        return sorted(self._series.matching(selector), key=lambda s: (s.name, s.key))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -169,41 +170,25 @@ class EmbeddedStore:
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
         if kind is None:
             raise Conflict(f"cannot store values of type {series.values.dtype}")
-        table = TABLE_OF_KIND[kind]  # table names come from TABLE_OF_KIND, never from a user
-        with self._write_lock, self._transaction() as db:
-            created: list[_Known] = []
-            known = [self._series_id(name, labels, kind, created)
-                     for name, labels in zip(series.names, series.labels, strict=True)]
-            if created:
-                db.executemany("INSERT INTO series VALUES (?, ?, ?, ?)", [
-                    [k.id, k.name, _canonical(k.labels), k.kind] for k in created])
-            ids = np.array([k.id for k in known], dtype=np.int32)
-            sid = np.repeat(ids, np.diff(series.offsets))
-            values = series.values.astype(np.float64) if kind in NUMERIC_KINDS else \
-                series.values.astype(object)
-            db.register("batch", _frame({"sid": sid, "ts": series.timestamps,
-                                         "value": values}))
+        with self._write_lock:
+            with self._transaction() as writing:
+                known = [self._series_id(name, labels, kind, writing.created)
+                         for name, labels in zip(series.names, series.labels, strict=True)]
+                _insert_series(writing.db, writing.created)
+                _insert_points(writing.db, series, known, TABLE_OF_KIND[kind])
             counts = np.diff(series.offsets)
-            firsts = series.timestamps[np.minimum(series.offsets[:-1], series.points - 1)]
             lasts = series.timestamps[np.maximum(series.offsets[1:] - 1, 0)]
-            reaching_back = [k.id for k, count, first in zip(known, counts, firsts, strict=True)
-                             if count and k.newest is not None and first <= k.newest]
-            if reaching_back:  # these series get points at stored times: replace them
-                db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN "
-                           f"(SELECT sid, ts FROM batch WHERE sid IN "
-                           f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
-            db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
-            db.unregister("batch")
             for entry, count, last in zip(known, counts, lasts.tolist(), strict=True):
-                if count:
+                if count:  # committed: later writes of these series may append
                     entry.newest = last if entry.newest is None else max(entry.newest, last)
         return series.points
 
     def delete(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> int:
-        matching = list(self._matching(selector))
+        matching = self._matching(selector)
         removed = 0
-        with self._write_lock, self._transaction() as db:
+        with self._write_lock, self._transaction() as writing:
+            db = writing.db
             for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
                 ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table],
                                np.int32)
@@ -216,35 +201,91 @@ class EmbeddedStore:
         return removed
 
     def _series_id(self, name: str, labels: Mapping[str, str], kind: str,
-                   created: list[_Known]) -> _Known:
-        """The series' entry; a new one is appended to `created` for the caller to insert."""
-        key = (name, _canonical(labels))
-        known = self._series.get(key)
+                   created: list[Entry]) -> Entry:
+        """The series' entry; a new one is indexed and appended to `created`, which the
+        caller inserts and a rollback forgets."""
+        key = _canonical(labels)
+        known = self._series.get(name, key)
         if known is not None:
             if (known.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
-                raise Conflict(f"series {name}{key[1]} holds {known.kind} values; "
+                raise Conflict(f"series {name}{key} holds {known.kind} values; "
                                f"{kind} values cannot be added to it")
             return known
         self._next_id += 1
-        known = self._series[key] = _Known(self._next_id, name, dict(labels), kind)
+        known = Entry(self._next_id, name, dict(labels), kind, key)
+        self._series.add(known)
         created.append(known)
         return known
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        db = self._db.cursor()
-        db.execute("BEGIN TRANSACTION")
-        known = {key: _Known(**vars(entry)) for key, entry in self._series.items()}
-        next_id = self._next_id
+    def _transaction(self) -> Iterator[_Writing]:
+        """A DuckDB transaction; if it fails, the series it added are forgotten again. Only
+        those are kept aside, so a write costs the same with ten series stored or a million."""
+        writing = _Writing(self._db.cursor(), [])
+        writing.db.execute("BEGIN TRANSACTION")
         try:
-            yield db
-            db.execute("COMMIT")
+            yield writing
+            writing.db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
-            self._series, self._next_id = known, next_id  # forget what was rolled back
+            writing.db.execute("ROLLBACK")
+            for entry in reversed(writing.created):
+                self._series.remove(entry)
+            self._next_id -= len(writing.created)
             raise
         finally:
-            db.close()
+            writing.db.close()
+
+
+@dataclass(frozen=True)
+class _Writing:
+    db: duckdb.DuckDBPyConnection
+    created: list[Entry]  # the series this transaction added, in order
+
+
+def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
+    if not created:
+        return
+    db.register("fresh", _frame({"id": [k.id for k in created],
+                                 "name": [k.name for k in created],
+                                 "labels": [k.key for k in created],
+                                 "kind": [k.kind for k in created]}))
+    db.execute("INSERT INTO series SELECT id, name, labels, kind FROM fresh")
+    db.unregister("fresh")
+
+
+def _insert_points(db: duckdb.DuckDBPyConnection, series: SeriesSet, known: list[Entry],
+                   table: str) -> None:
+    """Append the points; those of series that reach back to stored times replace the points
+    there. `table` comes from TABLE_OF_KIND, never from a user."""
+    ids = np.array([k.id for k in known], dtype=np.int32)
+    counts = np.diff(series.offsets)
+    values = series.values.astype(np.float64) if table == "points" else \
+        series.values.astype(object)
+    db.register("batch", _frame({"sid": np.repeat(ids, counts), "ts": series.timestamps,
+                                 "value": values}))
+    firsts = series.timestamps[np.minimum(series.offsets[:-1], series.points - 1)]
+    reaching_back = [k.id for k, count, first in zip(known, counts, firsts, strict=True)
+                     if count and k.newest is not None and first <= k.newest]
+    if reaching_back:
+        db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN "
+                   f"(SELECT sid, ts FROM batch WHERE sid IN "
+                   f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
+    db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
+    db.unregister("batch")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector held off: a million new entries would set it off again and
+    again, each time over all of them (a third of the time to open a store of a million
+    series). They make no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _canonical(labels: Mapping[str, str]) -> str:
@@ -285,7 +326,7 @@ def _joined(parts: list[Any], dtype: type) -> npt.NDArray[Any]:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _values(parts: list[Any], matching: list[_Known]) -> npt.NDArray[Any]:
+def _values(parts: list[Any], matching: list[Entry]) -> npt.NDArray[Any]:
     """One values array; NULL (pandas writes NaN as NULL) comes back as NaN or None."""
     numeric = all(s.kind in NUMERIC_KINDS for s in matching)
     dtype = np.float64 if numeric else object

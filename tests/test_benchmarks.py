@@ -76,3 +76,16 @@ def test_javascript_benchmarks_run_and_data_round_trips() -> None:
     assert "bare V8: fresh context + eval (floor)" in done.stdout
     assert "tsq db.write from a Float64Array (10k)" in done.stdout
     assert "runs_per_s" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cardinality_benchmark_runs_and_finds_its_series() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "cardinality"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # each select finds its one series
+    facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
+             if line.startswith("cardinality") and line.rstrip().endswith("}")]
+    ratios = [f for f in facts if "write_ratio" in f]
+    assert len(ratios) == 3 and ratios[0]["write_ratio"] == ratios[0]["select_ratio"] == 1.0
+    assert "one-series select, 10000 series" in done.stdout

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.connectors.contract import CPU, ConnectorContract, S
+from tsq.connectors import embedded
 from tsq.connectors.embedded import EmbeddedStore, _series_then_time
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
@@ -46,6 +47,54 @@ def test_a_type_conflict_writes_nothing(tmp_path: Path) -> None:
             store.write(SeriesSet.from_series(
                 [("up", {}, [2 * S], np.array(["yes"], dtype=object))]))
         assert list(store.select(parse_selector("up"))[0].values) == [1.0]
+    finally:
+        store.close()
+
+
+def test_a_write_failing_after_its_new_series_forgets_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        store.write(SeriesSet.from_series(CPU))
+        before = (store.names(), store.labels(), store.describe(parse_selector('{dc=~".*"}')))
+
+        def broken(*args: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(embedded, "_insert_points", broken)
+        batch = SeriesSet.from_series([("cpu", {"dc": "new", "host": "web09"}, [S], [1.0]),
+                                       ("swap", {"dc": "gra"}, [S], [2.0])])
+        with pytest.raises(OSError, match="disk full"):
+            store.write(batch)
+        assert (store.names(), store.labels(),
+                store.describe(parse_selector('{dc=~".*"}'))) == before
+        assert len(store.select(parse_selector('{dc="new"}'))) == 0
+        monkeypatch.undo()
+        store.write(batch)
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[2.0]]
+    finally:
+        store.close()
+    again = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        assert again.names() == ["cpu", "mem", "swap"]
+        assert [s.labels["host"] for s in again.select(parse_selector('cpu{dc="new"}'))] == [
+            "web09"]
+    finally:
+        again.close()
+
+
+def test_reads_of_few_and_of_many_series_agree(tmp_path: Path) -> None:
+    """Few series are read by a list of ids, many through a join: the same points either way."""
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        count = embedded.FEW_SERIES * 2
+        store.write(SeriesSet.from_series(
+            ("up", {"host": f"h{i:03d}"}, [S, 2 * S], [float(i), -float(i)])
+            for i in range(count)))
+        every = store.select(parse_selector("up"), None, 2 * S)
+        assert [list(s.values) for s in every] == [[float(i)] for i in range(count)]
+        few = store.select(parse_selector('up{host=~"h00."}'), None, 2 * S)
+        assert [list(s.values) for s in few] == [[float(i)] for i in range(10)]
     finally:
         store.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsq.errors import BadRequest
-from tsq.kernels import Aggregator, Buckets, Fill, bucketize, group_by
+from tsq.kernels import Aggregator, Buckets, Fill, bucket_index, bucketize, group_by
+from tsq.kernels import buckets as buckets_module
 from tsq.series import SeriesSet
 
 SPAN = 10
@@ -71,14 +73,20 @@ def assert_same(actual: pd.Series, expected: pd.Series) -> None:
                                atol=1e-6, equal_nan=True)
 
 
+def searching(searched: bool) -> Any:
+    """Bucket starts found by search (as for long series) or by scanning every point."""
+    return patch.object(buckets_module, "SEARCH_MIN_POINTS", 0 if searched else 2**62)
+
+
 @slow
 @given(spec=sets, name=st.sampled_from(NUMERIC), closed=st.sampled_from(["right", "left"]),
-       label=st.sampled_from(["start", "end"]), p=st.integers(0, 100))
+       label=st.sampled_from(["start", "end"]), p=st.integers(0, 100), searched=st.booleans())
 def test_bucketize_matches_pandas(spec: list[Any], name: str, closed: str, label: str,
-                                  p: int) -> None:
+                                  p: int, searched: bool) -> None:
     agg = Aggregator(name, p if name == "percentile" else None)
     grid = Buckets(SPAN, closed=closed, label=label)  # type: ignore[arg-type]
-    result = bucketize(build(spec), grid, agg)
+    with searching(searched):
+        result = bucketize(build(spec), grid, agg)
     assert len(result) == len(spec)
     for i, series in enumerate(result):
         key = (series.name, series.labels["dc"], series.labels["host"])
@@ -114,13 +122,15 @@ def reference_filled(points: list[tuple[int, float]], policy: str,
 @slow
 @given(points=st.lists(point, max_size=25),
        policy=st.sampled_from(["interpolate", "previous", "next", "auto", "value"]),
-       fixed=st.booleans())
-def test_fills_match_pandas(points: list[tuple[int, float]], policy: str, fixed: bool) -> None:
+       fixed=st.booleans(), searched=st.booleans())
+def test_fills_match_pandas(points: list[tuple[int, float]], policy: str, fixed: bool,
+                            searched: bool) -> None:
     bounds = (-6, 13) if fixed else None
     buckets = Buckets(SPAN, first=-60, last=130) if fixed else Buckets(SPAN)
     fill = Fill(policy, -1.0) if policy == "value" else Fill(policy)
     source = build([("cpu", "a", "h0", points)])
-    result = bucketize(source, buckets, Aggregator("mean"), [fill])
+    with searching(searched):
+        result = bucketize(source, buckets, Aggregator("mean"), [fill])
     assert_same(as_series(result, 0), reference_filled(points, policy, bounds))
 
 
@@ -223,3 +233,50 @@ def test_bad_arguments_are_clear() -> None:
     huge = SeriesSet.from_series([("s", {}, [0, 10**15], [1.0, 2.0])])
     with pytest.raises(BadRequest, match="too large"):
         bucketize(huge, Buckets(1), Aggregator("mean"), [Fill("previous")])
+
+
+def stamp_sets(draw: st.DrawFn) -> list[Any]:
+    """Series of sorted, distinct timestamps: evenly spaced (a boundary often on a point, as
+    scraped data has it), jittered, or anywhere, near zero or far from it."""
+    series = []
+    for _ in range(draw(st.integers(1, 6))):
+        count = draw(st.integers(0, 300))
+        origin = draw(st.sampled_from([0, -(10**6), 1_767_225_600 * 10**9, 2**61]))
+        step = draw(st.sampled_from([1, 7, 10, 10**9]))
+        kind = draw(st.sampled_from(["even", "jittered", "anywhere"]))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        if kind == "even":
+            start = origin + int(rng.integers(0, 10 * step))
+            stamps = start + step * np.arange(count, dtype=np.int64)
+        elif kind == "jittered":
+            stamps = origin + step * np.arange(count, dtype=np.int64) * 4 + \
+                rng.integers(0, 2 * step, count)
+        else:
+            stamps = origin + rng.integers(0, 1000 * step, count)
+        series.append(np.unique(stamps))
+    if len(series[0]) > 2 and draw(st.booleans()):  # aligned: one count, first and last time
+        first, last, count = int(series[0][0]), int(series[0][-1]), len(series[0])
+        for i in range(1, len(series)):
+            inner = draw(st.sets(st.integers(first + 1, last - 1), min_size=count - 2,
+                                 max_size=count - 2)) if last - first > count else \
+                set(series[0][1:-1].tolist())
+            series[i] = np.array(sorted({first, last} | inner), dtype=np.int64)
+    return series
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), span=st.sampled_from([1, 3, 10, 60, 10**9, 60 * 10**9, 2**60]),
+       anchor=st.integers(-(10**12), 10**12), closed=st.sampled_from(["left", "right"]))
+def test_searched_bucket_starts_are_the_scanned_ones(data: st.DataObject, span: int,
+                                                     anchor: int, closed: str) -> None:
+    series = stamp_sets(data.draw)
+    stamps = np.concatenate(series).astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum([len(s) for s in series]))).astype(np.int64)
+    grid = Buckets(span, anchor=anchor, closed=closed)  # type: ignore[arg-type]
+    ends = [bucket_index(s[[0, -1]], grid) for s in series if len(s)]
+    buckets = sum(int(last - first) + 1 for first, last in ends)
+    with searching(buckets <= 50_000):  # else as bucketize decides: scanned, for sparse points
+        found = buckets_module._segments(stamps, offsets, grid)
+    with searching(False):
+        expected = buckets_module._segments(stamps, offsets, grid)
+    assert [a.tolist() for a in found] == [a.tolist() for a in expected]

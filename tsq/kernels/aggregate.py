@@ -25,6 +25,7 @@ __all__ = ["AGGREGATORS", "Aggregator", "reduce_segments"]
 
 Array = npt.NDArray[Any]
 Ints = npt.NDArray[np.int64]
+CHUNK = 1 << 16  # elements per pass: scratch arrays stay in cache and are allocated once
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,14 @@ def _count(_values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
 
 def _mean(values: Array, starts: Ints, ends: Ints, _agg: Aggregator) -> Array:
     means: Array = np.add.reduceat(values.astype(np.float64, copy=False), starts)
-    means /= ends - starts
+    # Divided a chunk at a time by float counts: a full-size array of them would cost fresh
+    # pages, and int64 divisors are cast slowly.
+    counts = np.empty(min(len(starts), CHUNK))
+    for first in range(0, len(starts), CHUNK):
+        last = min(len(starts), first + CHUNK)
+        np.subtract(ends[first:last], starts[first:last], out=counts[:last - first],
+                    casting="unsafe")
+        means[first:last] /= counts[:last - first]
     return means
 
 
@@ -137,11 +145,15 @@ AGGREGATORS: dict[str, Reducer] = {
 }
 
 
-def reduce_segments(values: Array, starts: Ints, agg: Aggregator) -> Array:
-    """One value per segment; `starts` ascending, the first one 0 when there are values."""
+def reduce_segments(values: Array, starts: Ints, agg: Aggregator, ends: Ints | None = None
+                    ) -> Array:
+    """One value per segment; `starts` ascending, the first one 0 when there are values.
+    `ends`, where the segments end (the next one's start, then len(values)), when the caller
+    has them."""
     if len(starts) == 0:
         return np.empty(0, dtype=np.float64 if values.dtype.kind in "fiub" else object)
-    ends = np.empty_like(starts)
-    ends[:-1] = starts[1:]
-    ends[-1] = len(values)
+    if ends is None:
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        ends[-1] = len(values)
     return AGGREGATORS[agg.name](values, starts, ends, agg)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from tsq.errors import BadRequest
-from tsq.kernels.aggregate import Aggregator, reduce_segments
+from tsq.kernels.aggregate import CHUNK, Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
 __all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "bucket_index",
@@ -85,8 +86,10 @@ class Buckets:
     def shift(self) -> int:
         return TICK_SHIFT[(self.closed, self.label or "start")]  # label is set by now
 
-    def tick(self, index: Ints) -> Ints:
-        return self.anchor + (index + self.shift) * self.span
+    def tick(self, index: Ints, out: Ints | None = None) -> Ints:
+        ticks = np.multiply(index, self.span, out=out)
+        ticks += self.anchor + self.shift * self.span
+        return ticks
 
     @property
     def bounds(self) -> tuple[int, int] | None:
@@ -106,7 +109,6 @@ class Buckets:
 
 
 EXACT_FLOAT = 2**52  # below this, int64 → float64 is exact and so is floor(x / span)
-CHUNK = 1 << 16  # points per pass: scratch arrays stay in cache and are allocated once
 
 
 def bucket_index(timestamps: Ints, buckets: Buckets) -> Ints:
@@ -159,20 +161,15 @@ class _Indexer:
 
 def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
               fills: Sequence[Fill] = ()) -> SeriesSet:
-    values, stamps, offsets = series.values, series.timestamps, series.offsets
     bounds = buckets.bounds
-    keep = _kept(values, stamps, offsets, buckets) if len(values) else None
-    if keep is not None:
-        values, stamps, offsets = values[keep], stamps[keep], _kept_offsets(offsets, keep)
-    starts, column = _segments(stamps, offsets, buckets)
-    reduced = reduce_segments(values, starts, agg)
+    starts, column, reduced, offsets = _reduced(series, buckets, agg)
     counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
     policies = _policies(fills)
     row: Ints | None = None
     if policies:
         row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
         row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
-    if reduced.dtype.kind == "f" and np.isnan(reduced).any():
+    if _holds_nan(reduced):
         # A bucket whose points have no aggregate (the stddev of one point) is left out, after
         # the fills: it had points, so no fill writes over it (as in InfluxDB).
         if row is None:
@@ -181,16 +178,55 @@ def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
         row, column, reduced = row[defined], column[defined], reduced[defined]
     if row is not None:
         counts = np.bincount(row, minlength=len(series)).astype(np.int64)
-    return SeriesSet(series.names, series.labels, buckets.tick(column), reduced,
+    ticks = buckets.tick(column, out=column)  # the bucket numbers are not needed after this
+    return SeriesSet(series.names, series.labels, ticks, reduced,
                      np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
-def _kept(values: Array, stamps: Ints, offsets: Ints, buckets: Buckets
+# The aggregators whose result is NaN when one of their points is
+NAN_SPREADS = frozenset({"sum", "mean", "min", "max", "stddev", "stdvar"})
+
+
+def _reduced(series: SeriesSet, buckets: Buckets, agg: Aggregator, *, nan: bool = False
+             ) -> tuple[Ints, Ints, Array, Ints]:
+    """The (series, bucket) segments, their buckets and aggregates, and the offsets of the
+    points aggregated: NaN points (`nan`: known to be there) and those off a fixed grid are
+    left out. Through the aggregators a NaN spreads to, NaN points are looked for among the
+    aggregates, six times fewer than the points of a rollup: only when one is NaN are the
+    points checked, and if NaN is among them the pass is made again without them."""
+    values, stamps, offsets = series.values, series.timestamps, series.offsets
+    lazy = agg.name in NAN_SPREADS and not nan
+    keep = _kept(values, stamps, offsets, buckets, not lazy) if len(values) else None
+    if keep is not None:
+        values, stamps, offsets = values[keep], stamps[keep], _kept_offsets(offsets, keep)
+    bounds, column = _segments(stamps, offsets, buckets)
+    starts = bounds[:-1]
+    reduced = reduce_segments(values, starts, agg, ends=bounds[1:])
+    if lazy and _holds_nan(reduced) and _any_nan(values):
+        return _reduced(SeriesSet(series.names, series.labels, stamps, values, offsets),
+                        buckets, agg, nan=True)
+    return starts, column, reduced, offsets
+
+
+def _holds_nan(values: Array) -> bool:
+    """Whether a float array holds NaN: its sum is NaN if it does (a sum makes no array, and
+    is NaN otherwise only for +inf and -inf together)."""
+    return values.dtype.kind == "f" and bool(np.isnan(np.add.reduce(values))) and \
+        bool(np.isnan(values).any())
+
+
+def _any_nan(values: Array) -> bool:
+    """Whether a float array holds NaN, looked for a cache-sized chunk at a time."""
+    return values.dtype.kind == "f" and any(np.isnan(values[a:a + CHUNK]).any()
+                                            for a in range(0, len(values), CHUNK))
+
+
+def _kept(values: Array, stamps: Ints, offsets: Ints, buckets: Buckets, nan: bool
           ) -> npt.NDArray[np.bool_] | None:
-    """Which points to aggregate (not NaN, inside a fixed grid); None when all of them."""
+    """Which points to aggregate (not NaN, if `nan` says to look; inside a fixed grid); None
+    when all of them."""
     keep = None
-    if values.dtype.kind == "f" and any(np.isnan(values[a:a + CHUNK]).any()
-                                        for a in range(0, len(values), CHUNK)):
+    if nan and _any_nan(values):
         keep = ~np.isnan(values)
     bounds = buckets.bounds
     if bounds is not None:
@@ -208,18 +244,216 @@ def _kept_offsets(offsets: Ints, keep: npt.NDArray[np.bool_]) -> Ints:
     return kept_before[offsets]
 
 
-def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
-    """Where each (series, bucket) run of points starts, and its bucket index.
+SEARCH_MIN_POINTS = 2  # points per bucket from which bucket starts are searched for
+GUESS_SLACK = 1e-9  # of a point: above the rounding of a guess, below most real offsets
 
-    Works through the points in chunks with scratch arrays allocated once: a full-size
-    temporary per step would cost more in fresh memory pages than the arithmetic itself.
+
+def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
+    """Where each (series, bucket) run of points starts, then the number of points (where the
+    last run ends); and the bucket index of each run.
+
+    With several points per bucket (as a rollup reads them), the buckets' boundaries are
+    searched for: a few passes per bucket instead of a few per point. Sparse points (buckets
+    between them empty) are scanned instead, every point's bucket computed.
     """
+    if len(stamps) == 0:
+        return np.zeros(1, np.int64), np.empty(0, np.int64)
+    nonempty = np.flatnonzero(offsets[:-1] < offsets[1:])
+    firsts, lasts = offsets[:-1][nonempty], offsets[1:][nonempty] - 1
+    low, high = int(stamps[firsts].min()), int(stamps[lasts].max())
+    if _edges_fit(buckets, low, high):
+        first_bucket = bucket_index(stamps[firsts], buckets)
+        per_series = bucket_index(stamps[lasts], buckets) - first_bucket + 1
+        if len(stamps) >= SEARCH_MIN_POINTS * int(per_series.sum()):
+            return _segments_searched(stamps, firsts, lasts, first_bucket, per_series, buckets)
+    return _segments_scanned(stamps, offsets, buckets, low, high)
+
+
+def _edges_fit(buckets: Buckets, low: int, high: int) -> bool:
+    """Whether the bucket boundaries from `low` to `high`, and their distances from the points,
+    are int64s (not so at the edges of time with a large span)."""
+    first = buckets.anchor + ((low - buckets.anchor) // buckets.span - 1) * buckets.span
+    last = buckets.anchor + ((high - buckets.anchor) // buckets.span + 1) * buckets.span
+    return first >= -(2**62) and last < 2**62
+
+
+def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
+                       per_series: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
+    """`_segments` from the bucket boundaries: where, in each series, each bucket from the one
+    of its first point to the one of its last begins. Buckets without points begin where the
+    next one does, and are dropped.
+
+    A group of series at a time, about CHUNK buckets, in scratch arrays allocated once: a
+    full-size temporary per step would cost fresh pages (zeroed by the kernel), more time than
+    the arithmetic on them."""
+    ends = np.cumsum(per_series)
+    bounds, column = np.empty(int(ends[-1]) + 1, np.int64), np.empty(int(ends[-1]), np.int64)
+    bounds[-1] = len(stamps)
+    start = bounds[:-1]
+    cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK)) + 1
+    groups = np.unique(np.minimum(np.concatenate(([0], cuts, [len(firsts)])),
+                                  len(firsts))).tolist()
+    spans = [(int(ends[a] - per_series[a]), int(ends[b - 1])) for a, b in pairwise(groups)]
+    scratch = _Scratch.of(max(high - low for low, high in spans))
+    exact = True  # every start found where it was guessed, in series known to be gapless
+    for (a, b), (low, high) in zip(pairwise(groups), spans, strict=True):
+        exact &= _group_starts(stamps, firsts[a:b], lasts[a:b], first_bucket[a:b],
+                               per_series[a:b], buckets, start[low:high], column[low:high],
+                               scratch)
+    if exact:
+        return bounds, column
+    begun = np.ones(len(start), dtype=bool)
+    np.not_equal(start[:-1], start[1:], out=begun[:-1])  # an empty bucket: the next begins here
+    if begun.all():
+        return bounds, column
+    return bounds[np.append(begun, True)], column[begun]
+
+
+@dataclass(frozen=True)
+class _Scratch:
+    """The arrays a group of series works in, as long as the largest group."""
+
+    counting: Ints  # 0, 1, 2, …
+    edge: Ints
+    index: Ints
+    guess: npt.NDArray[np.float64]
+    missed: npt.NDArray[np.bool_]
+    late: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, size: int) -> _Scratch:
+        return cls(np.arange(size), np.empty(size, np.int64), np.empty(size, np.int64),
+                   np.empty(size), np.empty(size, bool), np.empty(size, bool))
+
+
+def _group_starts(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
+                  per_series: Ints, buckets: Buckets, found: Ints, column: Ints,
+                  scratch: _Scratch) -> bool:
+    """For a group of series, the bucket of each of their buckets (`column`) and where it
+    begins in its series (`found`, the `searchsorted` of its boundary), all series at once.
+    True if no bucket is empty, as far as it is cheap to know: aligned series whose first has
+    none, and where every guess was right.
+
+    The position is first guessed as if the series' points were evenly spaced, which they
+    nearly always are, then checked against the points on either side of it, both read by one
+    gather (a binary search would read a dozen); only the guesses that miss are bisected. A
+    guess past its series reads the series' last point as the one before: a miss too."""
+    size = len(column)
+    edge, index = scratch.edge[:size], scratch.index[:size]
+    missed, late = scratch.missed[:size], scratch.late[:size]
+    right = buckets.closed == "right"
+    heads = np.cumsum(per_series) - per_series
+    gapless = _aligned(stamps, firsts, lasts)
+    if gapless:
+        gapless = _aligned_guess(stamps, firsts, lasts, first_bucket, buckets, found, column,
+                                 edge, scratch)
+    else:
+        _guess(stamps, firsts, lasts, first_bucket, per_series, heads, buckets, found, column,
+               edge, scratch)
+    np.subtract(found, 1, out=index)
+    before, at = _neighbours(stamps, index)
+    (np.greater if right else np.greater_equal)(before, edge, out=missed)
+    (np.less_equal if right else np.less)(at, edge, out=late)
+    missed |= late
+    missed[heads] = False
+    wrong = np.flatnonzero(missed)
+    if len(wrong):
+        owner = np.searchsorted(heads, wrong, side="right") - 1
+        found[wrong] = _bisect(stamps, firsts[owner] + 1, lasts[owner], edge[wrong], right)
+    return gapless and len(wrong) == 0
+
+
+def _edges(column: Ints, buckets: Buckets, out: Ints) -> Ints:
+    """Bucket k begins at the first point at or after anchor + k·span (closed on the left),
+    or after anchor + (k - 1)·span (closed on the right): that instant is its edge."""
+    np.multiply(column, buckets.span, out=out)
+    out += buckets.anchor - (buckets.span if buckets.closed == "right" else 0)
+    return out
+
+
+def _aligned(stamps: Ints, firsts: Ints, lasts: Ints) -> bool:
+    """Whether the series have as many points, from the same first to the same last time (as
+    series scraped or written together have): then they share their buckets, and the guesses
+    of where those begin."""
+    counts, low, high = lasts - firsts, stamps[firsts], stamps[lasts]
+    return bool((counts == counts[0]).all() and (low == low[0]).all() and
+                (high == high[0]).all())
+
+
+def _aligned_guess(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints,
+                   buckets: Buckets, found: Ints, column: Ints, edge: Ints,
+                   scratch: _Scratch) -> bool:
+    """`_guess` for aligned series: where the first one's buckets begin, found by
+    `searchsorted`, then the same places in the others. Whether the first one's buckets all
+    hold points: then so do the others' wherever the guess is right (a bucket the first
+    series fills and another leaves empty moves a start)."""
+    width = len(column) // len(firsts)
+    np.add(scratch.counting[:width], first_bucket[0], out=column[:width])
+    _edges(column[:width], buckets, edge[:width])
+    side: Literal["left", "right"] = "right" if buckets.closed == "right" else "left"
+    begins = np.searchsorted(stamps[firsts[0]:lasts[0] + 1], edge[:width], side=side)
+    column.reshape(-1, width)[1:] = column[:width]
+    edge.reshape(-1, width)[1:] = edge[:width]
+    np.add(begins[None, :], firsts[:, None], out=found.reshape(-1, width))
+    return bool(np.all(begins[1:] != begins[:-1]))
+
+
+def _guess(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: Ints, per_series: Ints,
+           heads: Ints, buckets: Buckets, found: Ints, column: Ints, edge: Ints,
+           scratch: _Scratch) -> None:
+    """The buckets of the series (`column`), their edges, and where each begins (`found`) if
+    the series' points are evenly spaced."""
+    right = buckets.closed == "right"
+    guess = scratch.guess[:len(column)]
+    np.add(scratch.counting[:len(column)], np.repeat(first_bucket - heads, per_series),
+           out=column)
+    _edges(column, buckets, edge)
+    np.subtract(edge, np.repeat(stamps[firsts], per_series), out=found)  # ns after the first
+    rate = (lasts - firsts) / np.maximum(stamps[lasts] - stamps[firsts], 1)  # points per ns
+    np.multiply(found, np.repeat(rate, per_series), out=guess)
+    # Evenly spaced, the bucket begins at point ⌈guess⌉ (left) or ⌊guess⌋ + 1 (right): a
+    # boundary often falls on a point, where rounding must not tip the guess past it.
+    guess += 1 + GUESS_SLACK if right else -GUESS_SLACK
+    (np.floor if right else np.ceil)(guess, out=found, casting="unsafe")
+    found += np.repeat(firsts, per_series)
+    np.clip(found, 0, len(stamps) - 1, out=found)
+    found[heads] = firsts  # a series' first bucket begins at its first point
+
+
+def _neighbours(stamps: Ints, index: Ints) -> tuple[Ints, Ints]:
+    """stamps[index] and stamps[index + 1] in one gather, of 16-byte pairs (at index -1, the
+    first is some other point)."""
+    pairs = np.ndarray((len(stamps) - 1,), np.complex128, stamps, strides=(8,))
+    if len(pairs) == 0:
+        return stamps[index], stamps[index + 1]
+    both = pairs[index].view(np.int64).reshape(-1, 2)
+    return both[:, 0], both[:, 1]
+
+
+def _after(stamps: Ints, edge: Ints, right: bool) -> npt.NDArray[np.bool_]:
+    """Whether each point falls in the bucket that begins at `edge` or after it."""
+    return stamps > edge if right else stamps >= edge
+
+
+def _bisect(stamps: Ints, low: Ints, high: Ints, edge: Ints, right: bool) -> Ints:
+    """The first position in [low, high] of a point `_after` its edge (there is one)."""
+    low, high = low.copy(), high.copy()
+    while True:
+        open_ = np.flatnonzero(low < high)
+        if len(open_) == 0:
+            return low
+        middle = (low[open_] + high[open_]) // 2
+        later = _after(stamps[middle], edge[open_], right)
+        high[open_] = np.where(later, middle, high[open_])
+        low[open_] = np.where(later, low[open_], middle + 1)
+
+
+def _segments_scanned(stamps: Ints, offsets: Ints, buckets: Buckets, low: int, high: int
+                      ) -> tuple[Ints, Ints]:
+    """`_segments` from every point's bucket. Works through the points in chunks with scratch
+    arrays allocated once: a full-size temporary per step would cost more in fresh memory
+    pages than the arithmetic itself."""
     total = len(stamps)
-    if total == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    nonempty = offsets[:-1] < offsets[1:]
-    low = int(stamps[offsets[:-1][nonempty]].min())
-    high = int(stamps[offsets[1:][nonempty] - 1].max())
     indexer = _Indexer(buckets, low, high)
     series_starts = offsets[1:-1]
     index = np.empty(CHUNK, np.int64)
@@ -245,6 +479,7 @@ def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints
         starts.append(local + first)
         columns.append(here[local].astype(np.int64) + (indexer.base if indexer.exact else 0))
         previous = here[-1]
+    starts.append(np.array([total]))
     return np.concatenate(starts).astype(np.int64), np.concatenate(columns)
 
 
