@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from queue import Queue
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from tests.conftest import serving
 from tests.test_cli_runs import tsq
 from tsq.config import Settings
+from tsq.errors import Conflict
 from tsq.service import Service
 
 SPIN = "export default async () => { await null; while (true) {} }"
@@ -227,3 +229,34 @@ def test_a_run_waited_for_over_http_answers_409_once_cancelled(svc: Service, url
     assert error["type"] == "RunCancelled"
     assert error["details"]["run"]["status"] == "cancelled"
     assert error["message"].startswith("cancelled by request while it ran")
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(1.5)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_url_target_running_in_the_service_cannot_be_cancelled(svc: Service) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        svc.deploy(f"functions:\n  c-target:\n    target: http://127.0.0.1:"
+                   f"{server.server_address[1]}/\n", "loops.yml", lambda name: None)
+        submitted = svc.submit("c-target")
+        until(svc, submitted.record.id, "running")
+        with pytest.raises(Conflict) as caught:
+            svc.cancel(submitted.record.id)
+        assert caught.value.message == (
+            f"run {submitted.record.id} (c-target) runs in the service itself (a URL target or a "
+            f"retention step), which cannot be stopped part-way; it ends within its loop's "
+            f"timeout")
+        assert submitted.done.result(timeout=30).status == "success"
+    finally:
+        server.shutdown()
+        server.server_close()
