@@ -280,3 +280,18 @@ def test_searched_bucket_starts_are_the_scanned_ones(data: st.DataObject, span: 
     with searching(False):
         expected = buckets_module._segments(stamps, offsets, grid)
     assert [a.tolist() for a in found] == [a.tolist() for a in expected]
+
+
+def test_bucketize_reads_strided_timestamps_as_contiguous_ones() -> None:
+    """The search reads the timestamps' memory directly: a strided view must not confuse it."""
+    stamps = np.arange(0, 4000, 10, dtype=np.int64)
+    strided = np.stack([stamps, -stamps]).T.ravel()[::2]
+    assert not strided.flags.c_contiguous
+    values = np.arange(len(stamps), dtype=float)
+    offsets = np.array([0, 200, len(stamps)])
+    for layout in (stamps, strided):
+        found = bucketize(SeriesSet(("a", "b"), ({}, {}), layout, values, offsets), Buckets(60),
+                          Aggregator("sum"))
+        assert list(found.timestamps[:2]) == [0, 60]
+        assert list(found.values[:2]) == [sum(range(6)), sum(range(6, 12))]
+        assert len(found) == 2 and found.points == 34 + 34

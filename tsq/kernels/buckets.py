@@ -245,7 +245,8 @@ def _kept_offsets(offsets: Ints, keep: npt.NDArray[np.bool_]) -> Ints:
 
 
 SEARCH_MIN_POINTS = 2  # points per bucket from which bucket starts are searched for
-GUESS_SLACK = 1e-9  # of a point: above the rounding of a guess, below most real offsets
+GUESS_SLACK = 1e-9  # of a point: above a guess's rounding (series of up to ~10^6 points),
+# below the offsets of real points from a boundary; a guess it tips wrong is a miss, bisected
 
 
 def _segments(stamps: Ints, offsets: Ints, buckets: Buckets) -> tuple[Ints, Ints]:
@@ -286,6 +287,7 @@ def _segments_searched(stamps: Ints, firsts: Ints, lasts: Ints, first_bucket: In
     A group of series at a time, about CHUNK buckets, in scratch arrays allocated once: a
     full-size temporary per step would cost fresh pages (zeroed by the kernel), more time than
     the arithmetic on them."""
+    stamps = np.ascontiguousarray(stamps, dtype=np.int64)  # `_neighbours` reads its memory
     ends = np.cumsum(per_series)
     bounds, column = np.empty(int(ends[-1]) + 1, np.int64), np.empty(int(ends[-1]), np.int64)
     bounds[-1] = len(stamps)
