@@ -11,12 +11,18 @@ import pytest
 from tests.conftest import ROOT
 
 
+def quick(*names: str) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks --quick NAMES`, which must succeed."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", *names], cwd=ROOT,
+                          capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_scheduler_benchmark_runs_and_loses_nothing() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "scheduler"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = quick("scheduler")
     facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
              if line.startswith("scheduler") and line.rstrip().endswith("}")]
     tsq = next(f for f in facts if "duplicate_keys" in f)
@@ -28,27 +34,21 @@ def test_scheduler_benchmark_runs_and_loses_nothing() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "rollup"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # the answers are compared before timing
+    done = quick("rollup")  # the answers are compared before timing
     assert "tsq kernels" in done.stdout and "pandas groupby.resample" in done.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ingest_benchmark_runs_and_stores_every_point() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "ingest"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # each store is counted after the writes
+    done = quick("ingest")  # each store is counted after the writes
     assert "tsq /write (embedded DuckDB)" in done.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_tsl_compile_benchmark_runs_and_prints_its_rows() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "tsl_compile"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # every parser's tree is compared first
+    done = quick("tsl_compile")  # every parser's tree is compared first
     for impl in ("lark Earley tree", "parse_script (LALR + syntax)", "bind (each run: tree cached)",
                  "parse (LALR + syntax + bind)"):
         assert f"tsl_compile      {impl}" in done.stdout
@@ -57,9 +57,7 @@ def test_tsl_compile_benchmark_runs_and_prints_its_rows() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_tsl_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "tsl_rollup"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # every answer is checked before timing
+    done = quick("tsl_rollup")  # every answer is checked before timing
     assert "tsq TSL loop run (deployed)" in done.stdout
     facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
              if line.startswith("tsl_rollup") and line.rstrip().endswith("}")]
@@ -69,10 +67,7 @@ def test_tsl_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_javascript_benchmarks_run_and_data_round_trips() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "js_invocation",
-                           "js_data"], cwd=ROOT, capture_output=True, text=True, timeout=280,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # js_data checks what came back
+    done = quick("js_invocation", "js_data")  # js_data checks what came back
     assert "bare V8: fresh context + eval (floor)" in done.stdout
     assert "tsq db.write from a Float64Array (10k)" in done.stdout
     assert "runs_per_s" in done.stdout
@@ -81,9 +76,7 @@ def test_javascript_benchmarks_run_and_data_round_trips() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cardinality_benchmark_runs_and_finds_its_series() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "cardinality"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]  # each select finds its one series
+    done = quick("cardinality")  # each select finds its one series
     facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
              if line.startswith("cardinality") and line.rstrip().endswith("}")]
     ratios = [f for f in facts if "write_ratio" in f]

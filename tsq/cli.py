@@ -583,17 +583,23 @@ def _size(size: int) -> str:
     return f"{size / (1 << 10):.1f} KiB" if size < 1 << 20 else f"{size / (1 << 20):.1f} MiB"
 
 
+def _or_exit_failed(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`call()`'s answer; its error on stderr and exit 1 if it is refused (nothing to resume or
+    cancel: the run has ended, or is not known)."""
+    try:
+        return call()
+    except TsqError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
 @runs_app.command("resume")
 def runs_resume(run_id: RunId, data_dir: DataDir = None, url: Url = None,
                 as_json: AsJson = False) -> None:
     """Run the failed steps of a run's pipeline again and wait for them (exit 1: nothing to
     resume, or a step failed again; 2: a step still running after an hour, over HTTP)."""
     with _client(data_dir, url) as client:
-        try:
-            answer = client.resume(run_id)
-        except TsqError as exc:
-            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-            raise typer.Exit(EXIT_FAILED) from None
+        answer = _or_exit_failed(lambda: client.resume(run_id))
     ended = answer.get("runs", [])
     if as_json:
         _print_json(answer)
@@ -615,11 +621,7 @@ def runs_cancel(run_id: RunId, data_dir: DataDir = None, url: Url = None,
     """Cancel a queued or running run: a queued one never starts, a running one is stopped
     (exit 1: it had ended already, or is not known)."""
     with _client(data_dir, url) as client:
-        try:
-            record = client.cancel(run_id)
-        except TsqError as exc:
-            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-            raise typer.Exit(EXIT_FAILED) from None
+        record = _or_exit_failed(lambda: client.cancel(run_id))
     if as_json:
         _print_json(record)
     else:
