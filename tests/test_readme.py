@@ -133,7 +133,9 @@ class Reader:
             listed = self._bash(f"tsq runs --loop {loop} --limit 1 --json")
             runs = orjson.loads(listed.stdout)["runs"]
             assert runs, f"{block.where}: no run of {loop} to show"
-            return str(runs[0].get("short_id") or runs[0]["id"])  # as `tsq runs` shows it
+            # The whole id: a short one unique now may not be once the README's server has
+            # made another run within the same few seconds (scheduled loops run meanwhile).
+            return str(runs[0]["id"])
         if source == "job":
             jobs = re.findall(r'"id"\s*:\s*"([^"]+)"[^{}]*"total"', self.transcript)
             assert jobs, f"{block.where}: no backfill job was started above"
