@@ -215,7 +215,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 def head_revision() -> str:
     """The newest migration's revision: migrations are files `NNNN_what.py` whose revision is
-    `NNNN` (tests/test_datadir.py checks this against Alembic's own view)."""
+    `NNNN` (tests/test_migrations.py checks this against Alembic's own view)."""
     versions = resources.files("tsq") / "migrations" / "versions"
     return max(entry.name.partition("_")[0] for entry in versions.iterdir()
                if entry.name[:4].isdigit() and entry.name.endswith(".py"))
