@@ -134,7 +134,11 @@ MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_dep
 MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
 LogLevel = Annotated[str | None, _flag("--log-level", "log_level")]
 LogFormat = Annotated[str | None, _flag("--log-format", "log_format")]
-DatabaseUrl = Annotated[str | None, _flag("--database-url", "database_url")]
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", "--database", help=_help("database_url"), show_default=False)]
+Cluster = Annotated[str | None, _flag("--cluster", "cluster")]
+Role = Annotated[str | None, _flag("--role", "role")]
+StoreUrl = Annotated[str | None, _flag("--store-url", "store_url")]
 ConfigPath = Annotated[Path | None, typer.Option(
     "--config", help="a TOML file of these settings (env TSQ_CONFIG; default tsq.toml in the "
                      "data directory, if there is one)", show_default=False)]
@@ -147,15 +151,18 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           max_result_kb: MaxResult = None, pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
+          cluster: Cluster = None, role: Role = None, store_url: StoreUrl = None,
           config: ConfigPath = None, data_dir: DataDir = None) -> None:
-    """Start the HTTP API and the workers (Ctrl-C or `tsq stop` stops them)."""
+    """Start the HTTP API and the workers (Ctrl-C or `tsq stop` stops them); with --cluster,
+    one process of a cluster doing --role (docs/scale-out.md)."""
     from tsq.server import serve as run_server
 
     flags = {"host": host, "port": port, "allowed_hosts": allowed_hosts, "workers": workers,
              "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
              "max_result_kb": max_result_kb, "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
-             "log_format": log_format}
+             "log_format": log_format, "cluster": cluster, "role": role,
+             "store_url": store_url}
     run_server(Settings.load(data_dir, database_url, config=config, flags=flags))
 
 

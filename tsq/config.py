@@ -20,7 +20,8 @@ from typing import Any
 from tsq import datadir
 from tsq.errors import ConfigError
 
-__all__ = ["CONFIG_FILE", "OPTIONS", "Option", "PipelineLimits", "Settings"]
+__all__ = ["CONFIG_FILE", "OPTIONS", "ROLES", "ClusterSettings", "Option", "PipelineLimits",
+           "Settings"]
 
 CONFIG_FILE = "tsq.toml"  # looked for in the data directory
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -100,7 +101,21 @@ OPTIONS: tuple[Option, ...] = (
            choices=LOG_FORMATS),
     Option("database_url", None, "where loops and runs are kept (SQLAlchemy URL; default: "
                                  "SQLite tsq.db in the data directory)"),
+    Option("cluster", "", "the NATS JetStream URL of the cluster this process joins "
+                          "(docs/scale-out.md; empty: tsq is this one process)"),
+    Option("role", "api,scheduler,worker", "what this cluster process does, comma-separated: "
+                                           "api, scheduler, worker"),
+    Option("store_url", "", "in a cluster, the URL of the api process whose embedded store "
+                            "this process reads and writes (empty: its own)"),
+    Option("cluster_name", "tsq", "the prefix of the cluster's NATS streams and buckets"),
+    Option("cluster_ack_wait_s", 30, "seconds a silent worker process keeps its runs before "
+                                     "another takes them over", 1, 3600),
+    Option("cluster_max_deliver", 3, "deliveries of a run's message before a run whose "
+                                     "workers keep dying is recorded interrupted", 2, 100),
+    Option("cluster_lease_ttl_s", 3, "seconds after which a silent leading scheduler is "
+                                     "replaced", 1, 60),
 )
+ROLES = ("api", "scheduler", "worker")
 BY_KEY = {option.key: option for option in OPTIONS}
 
 
@@ -108,6 +123,19 @@ BY_KEY = {option.key: option for option in OPTIONS}
 class PipelineLimits:
     max_depth: int  # loops calling loops, counting the first
     max_steps: int  # runs in one pipeline: a loop calling loops in a loop stops here
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How this process takes part in a cluster (docs/scale-out.md)."""
+
+    url: str  # NATS
+    roles: frozenset[str]
+    store_url: str  # "": this process owns the embedded store
+    name: str
+    ack_wait_s: int
+    max_deliver: int
+    lease_ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -127,6 +155,7 @@ class Settings:
     log_level: str
     log_format: str
     config_file: Path | None = None  # the file the settings were read from, if any
+    cluster: ClusterSettings | None = None  # None: one process, no cluster
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None, *,
@@ -158,6 +187,7 @@ class Settings:
             log_level=text["log_level"],
             log_format=text["log_format"],
             config_file=path,
+            cluster=_cluster(text, number),
         )
 
     @property
@@ -169,6 +199,23 @@ class Settings:
     def lock_file(self) -> Path:
         """Locked by the running `tsq serve` (and holding its pid): one server per directory."""
         return self.data_dir / "server.lock"
+
+
+def _cluster(text: Mapping[str, str], number: Mapping[str, int]) -> ClusterSettings | None:
+    if not text["cluster"]:
+        return None
+    roles = frozenset(role.strip().lower() for role in text["role"].split(",") if role.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown or not roles:
+        raise ConfigError(f"role = {text['role']!r} is not valid; expected a comma-separated "
+                          f"list of {', '.join(ROLES)}")
+    if not text["cluster"].startswith(("nats://", "tls://")):
+        raise ConfigError(f"cluster = {text['cluster']!r} is not a NATS URL; expected "
+                          f"nats://HOST:4222")
+    return ClusterSettings(url=text["cluster"], roles=roles, store_url=text["store_url"],
+                           name=text["cluster_name"], ack_wait_s=number["cluster_ack_wait_s"],
+                           max_deliver=number["cluster_max_deliver"],
+                           lease_ttl_s=number["cluster_lease_ttl_s"])
 
 
 def _data_dir(given: str | Path | None) -> Path:

@@ -31,22 +31,26 @@ WriteListener = Callable[[tuple[Any, ...], SeriesSet], None]
 
 
 class Connections:
-    def __init__(self, data_dir: Path, on_write: WriteListener | None = None) -> None:
+    def __init__(self, data_dir: Path, on_write: WriteListener | None = None,
+                 default: Mapping[str, Any] = DEFAULT_CONNECTOR) -> None:
+        """`default` is what `/write`, `/v1/query` and loops naming no connector use: the
+        embedded store here, or, in a cluster process that does not own it, the owner's."""
         self.data_dir = data_dir
         self.on_write = on_write
+        self._default = default
         self._open: dict[tuple[Any, ...], Connector] = {}
         self._lock = threading.Lock()  # one instance per back-end, however many runs ask
 
     @property
     def default(self) -> Connector:
-        return self.of(DEFAULT_CONNECTOR)
+        return self.of(self._default)
 
     def for_loop(self, spec: LoopSpec) -> Connector:
-        return self.of(spec.connector or DEFAULT_CONNECTOR)
+        return self.of(spec.connector or self._default)
 
     def key_for(self, spec: LoopSpec) -> tuple[Any, ...]:
         """The instance key of `spec`'s connector: what `on_write` names it by."""
-        return instance_key(plain_config(spec.connector or DEFAULT_CONNECTOR))
+        return instance_key(plain_config(spec.connector or self._default))
 
     def named_for(self, spec: LoopSpec) -> Callable[[str], Connector]:
         """The connectors `spec`'s loop file declares, by name (`{connector: "name"}` in a host

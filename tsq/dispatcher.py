@@ -21,6 +21,7 @@ Every run passes through here, whoever created it (the scheduler, an API call, a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -30,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tsq.clock import Clock
 from tsq.errors import Conflict, HostError
@@ -64,7 +65,7 @@ from tsq.runtimes import RUNTIMES
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "RunQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,21 @@ IN_FLIGHT_PER_WORKER = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
 HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
+
+
+class RunQueue(Protocol):
+    """Where a cluster's runs wait for a worker node (`tsq.cluster.workqueue`): a run offered
+    anywhere is published, and a worker node's feeder hands it to its own dispatcher (`take`).
+    """
+
+    def publish(self, runs: list[Run]) -> None: ...
+
+    def done(self, run_ids: list[str], *, ended: bool) -> None:
+        """The runs left this node's hands (ended, retried elsewhere, or someone else's):
+        their messages are answered, and with `ended` every node's waiters hear of it."""
+
+    def cancel(self, run_id: str) -> None:
+        """Ask the worker node running `run_id` to stop it."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +109,10 @@ class Dispatcher:
     def __init__(self, runs: RunStore, loops: LoopStore, pool: Callable[[], JobRunner],
                  notifier: Notifier, clock: Clock = time.time, workers: int = 2,
                  hosts: HostFactory | None = None, steps: dict[str, Step] | None = None,
-                 guards: dict[str, Guard] | None = None) -> None:
+                 guards: dict[str, Guard] | None = None, work_queue: RunQueue | None = None
+                 ) -> None:
         self.runs = runs
+        self.queue = work_queue  # a cluster's work queue; None: runs wait in this process
         self.loops = loops
         self.notifier = notifier
         self.clock = clock
@@ -131,7 +149,19 @@ class Dispatcher:
     # -- entry points ----------------------------------------------------------------------
 
     def offer(self, run: Run) -> None:
-        """Run a queued run as soon as its loop's limit and its retry time allow."""
+        """Run a queued run as soon as its loop's limit and its retry time allow (in a
+        cluster: publish it for a worker node)."""
+        self.offer_all([run])
+
+    def offer_all(self, queued: list[Run]) -> None:
+        if self.queue is not None:
+            self.queue.publish(queued)
+        else:
+            for run in queued:
+                self.take(run)
+
+    def take(self, run: Run) -> None:
+        """Run a queued run here, as soon as its loop's limit and its retry time allow."""
         not_before = run.not_before_ms
         if not_before is not None and not_before > self._now_ms():
             self._later((not_before - self._now_ms()) / 1000, run)
@@ -149,7 +179,8 @@ class Dispatcher:
         spec = self._version(run.version_id).spec
         assert run.trigger not in LIMITED_TRIGGERS, "a limited run goes through its lane"
         slots = self._targets_free if self._in_service(spec, run) else self._workers_free
-        if self._closed or new.not_before_ms is not None or not slots.acquire(blocking=False):
+        if self._closed or new.not_before_ms is not None or self.queue is not None \
+                or not slots.acquire(blocking=False):
             record = self.runs.create(new)
             done = self.wait(record.id)
             self.offer(record)
@@ -193,6 +224,37 @@ class Dispatcher:
                     FailureKind.INTERRUPTED, "the service stopped while this run was running"),
                     holds_slot=False))
         return count
+
+    def interrupted(self, run: Run, why: str) -> None:
+        """Record a running run whose worker is gone as interrupted (retried only if its loop
+        asks for retries), as `recover` does at a restart."""
+        self._ended.put(_Ended(run, RunResult.failure(FailureKind.INTERRUPTED, why),
+                               holds_slot=False))
+
+    def ended_elsewhere(self, run_ids: list[str]) -> None:
+        """Runs ended on another node of a cluster: wake whoever waits for them here."""
+        with self._lock:
+            waited = [run_id for run_id in run_ids if run_id in self._waiters]
+        for run_id in waited:
+            record = self.runs.get(run_id)
+            if record.status.finished:
+                self._wake(record)
+
+    def cancel_here(self, run_id: str) -> None:
+        """Stop `run_id` if this node runs it (a cluster's cancel reaches every worker node);
+        a run claimed a moment ago is given HANDOFF_S to reach its executor."""
+        handoff = time.monotonic() + HANDOFF_S
+        while time.monotonic() < handoff:
+            with self._lock:
+                running = self._running.get(run_id)
+                done = None if running is None else self._waiters.setdefault(run_id, Future())
+            if running is not None and done is not None:
+                with contextlib.suppress(Conflict):  # in the service: it ends in its timeout
+                    self._stop(run_id, running, done)
+                return
+            if self.runs.get(run_id).status != RunStatus.RUNNING:
+                return
+            time.sleep(0.01)
 
     def run_step(self, run: Run, within_s: float) -> Run:
         """Run the queued `Loop.run` step `run` now and wait for its final run (retries
@@ -243,6 +305,8 @@ class Dispatcher:
                 raise Conflict(f"run {run_id} ({current.loop}) has ended already "
                                f"({current.status}); only a queued or running run can be "
                                f"cancelled", details={"run": run_id, "status": current.status})
+            if self.queue is not None and current.status == RunStatus.RUNNING:
+                return self._cancel_in_cluster(run_id)
             if time.monotonic() > handoff:  # running, but not here: its service stopped
                 record = self.runs.cancel(run_id, RunStatus.RUNNING, RunResult.cancelled(
                     "while it was recorded running, but no worker of this service ran it"))
@@ -250,6 +314,17 @@ class Dispatcher:
                     self._follow_up(record, self._version(record.version_id).spec)
                     return record
             time.sleep(0.01)  # claimed a moment ago, on its way to its executor
+
+    def _cancel_in_cluster(self, run_id: str) -> Run:
+        """Ask every worker node to stop a running run, and wait for its end (or, after
+        CANCEL_WAIT_S, answer the run as it is)."""
+        assert self.queue is not None
+        done = self.wait(run_id)
+        self.queue.cancel(run_id)
+        try:
+            return done.result(timeout=CANCEL_WAIT_S)
+        except TimeoutError:
+            return self.runs.get(run_id)
 
     def _stop(self, run_id: str, running: tuple[Future[RunResult], bool],
               done: Future[Run]) -> Run:
@@ -362,6 +437,9 @@ class Dispatcher:
     def _start(self, group: list[tuple[Run, threading.Semaphore]]) -> None:
         claimed = self.runs.claim_many([run.id for run, _ in group])
         now = self._now_ms()
+        taken = [run.id for run, _ in group if run.id not in claimed]
+        if taken and self.queue is not None:
+            self.queue.done(taken, ended=False)
         for run, slots in group:
             if run.id not in claimed:
                 slots.release()
@@ -465,8 +543,9 @@ class Dispatcher:
                 self.offer(run)
             if ended.holds_slot:
                 self._release(ended.run)
-        for follower in followers:
-            self.offer(follower)
+        self.offer_all(list(followers))
+        if self.queue is not None:
+            self.queue.done([ended.run.id for ended in batch], ended=True)
 
     def _settlement(self, ended: _Ended) -> Settlement:
         run, result = ended.run, ended.result

@@ -104,6 +104,7 @@ class HistorySweeper:
         self._newest: dict[tuple[str, str, str], int | None] = {}
 
     def start(self) -> None:
+        self._stop.clear()  # a cluster's scheduler sweeps while it leads, and may lead again
         self._thread = threading.Thread(target=self._run, daemon=True, name="tsq-history")
         self._thread.start()
 

@@ -95,7 +95,7 @@ class LoopStore:
             try:
                 with transaction(self.engine) as db:
                     created = [self._deploy_one(db, item, also) for item in items]
-                self._forget()
+                self.forget()
                 outcomes = [DeployOutcome(self.get(item.spec.project, item.spec.name), new)
                             for item, new in zip(items, created, strict=True)]
                 for outcome in outcomes:
@@ -172,8 +172,9 @@ class LoopStore:
             self._found[key] = (now, found)
         return list(found)
 
-    def _forget(self) -> None:
-        """This store wrote: what find() remembers may be out of date."""
+    def forget(self) -> None:
+        """This store (or another process of a cluster) wrote: what find() remembers may be
+        out of date."""
         self._generation += 1
         self._found.clear()
 
@@ -214,7 +215,7 @@ class LoopStore:
         target = _pick_version(history, current.latest, to, name)
         with transaction(self.engine) as db:
             self._point_latest(db, project, name, target.id)
-        self._forget()
+        self.forget()
         log.info("rolled back %s/%s to version %d", project, name, target.number,
                  extra={"project": project, "loop": name, "version": target.id,
                         "number": target.number})
@@ -228,7 +229,7 @@ class LoopStore:
                        .values(deleted_ms=now))
             db.execute(loop_history.insert().values(project=project, name=name, version_id=None,
                                                     since_ms=now))
-        self._forget()
+        self.forget()
         log.info("deleted %s/%s", project, name, extra={"project": project, "loop": name})
 
     def version_at(self, project: str, name: str, at_ms: int) -> StoredVersion:

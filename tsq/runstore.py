@@ -218,6 +218,22 @@ class RunStore:
                 started_ms=None, finished_ms=None, queued_ms=self._now_ms()))
         return self.get(run_id)
 
+    def take_over(self, run_id: str, attempt: int, message: str) -> Run | None:
+        """running attempt `attempt` → queued attempt `attempt + 1`, with `message` as a log
+        line: a run whose worker died is run again by another. None if the run is not (or no
+        longer) at that attempt and running, so two takers never both get it."""
+        now = self._now_ms()
+        with transaction(self.engine) as db:
+            changed = db.execute(runs.update().where(
+                runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value,
+                runs.c.attempt == attempt).values(
+                status=RunStatus.QUEUED.value, attempt=attempt + 1, started_ms=None,
+                finished_ms=None, queued_ms=now, not_before_ms=None))
+            if not changed.rowcount:
+                return None
+            _insert_logs(db, run_id, [LogLine(now, "warning", message)])
+        return self.get(run_id)
+
     def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> None:
         if lines:
             with transaction(self.engine) as db:

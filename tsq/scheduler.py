@@ -207,6 +207,11 @@ class Scheduler:
         if loop is not None:
             self._plan([loop], self.runs.last_scheduled_all(project, name))
 
+    def scheduled_loops(self) -> set[tuple[str, str]]:
+        """(project, loop) of every loop with an event scheduled here."""
+        with self._lock:
+            return {(event.project, event.loop) for event in self._events.values()}
+
     def next_times(self, project: str, name: str) -> dict[str, datetime | None]:
         """The next fire time of each scheduled event of a loop, as APScheduler holds it."""
         with self._lock:

@@ -41,9 +41,12 @@ def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (ConfigError or Conflict if the server cannot start)."""
     logs.setup(settings.log_level, settings.log_format)
     try:
-        with _signals_stop(), _locked(settings), \
-                contextlib.closing(listen(settings.host, settings.port)) as sock:
-            _run(settings, sock)
+        with _signals_stop(), _locked(settings):
+            if settings.cluster is not None and "api" not in settings.cluster.roles:
+                _run_without_api(settings)
+            else:
+                with contextlib.closing(listen(settings.host, settings.port)) as sock:
+                    _run(settings, sock)
     except _Stopped:
         log.info("stopped")
 
@@ -73,6 +76,22 @@ def _run(settings: Settings, sock: socket.socket) -> None:
         server.run(sockets=[sock])
     finally:
         settings.server_file.unlink(missing_ok=True)  # first: a second signal may cut close()
+        service.close()
+
+
+def _run_without_api(settings: Settings) -> None:
+    """A cluster process that schedules or runs but serves no HTTP: it works until stopped."""
+    from tsq.service import Service
+
+    service = Service(settings)
+    try:
+        service.start()
+        assert settings.cluster is not None
+        log.info("tsq %s process working (data in %s)", ",".join(sorted(settings.cluster.roles)),
+                 settings.data_dir, extra={"data_dir": str(settings.data_dir)})
+        while True:
+            time.sleep(3600)  # SIGTERM or SIGINT raise _Stopped here
+    finally:
         service.close()
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,10 +25,10 @@ from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
 from tsq.clock import Clock
 from tsq.config import Settings
-from tsq.connections import Connections
+from tsq.connections import DEFAULT_CONNECTOR, Connections
 from tsq.connectors.base import Connector
 from tsq.db import connect
-from tsq.dispatcher import Dispatcher
+from tsq.dispatcher import IN_FLIGHT_PER_WORKER, Dispatcher
 from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
 from tsq.executors import JobRunner
 from tsq.explain import explaining
@@ -58,6 +59,9 @@ from tsq.trims import TrimStore, trimmed_window
 from tsq.worker_pool import WorkerPool
 from tsq.worker_process import WorkerOptions
 
+if TYPE_CHECKING:
+    from tsq.cluster.node import ClusterNode
+
 __all__ = ["Service", "SubmittedRun", "parse_time", "run_window", "time_field"]
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,7 @@ class Service:
         engine = connect(settings.database_url)
         self.loops = LoopStore(engine, clock)
         self.runs = RunStore(engine, clock)
+        self.cluster = _join(settings, self.runs)  # None: this process is all of tsq
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
         self._pool: JobRunner | None = workers
@@ -91,12 +96,14 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
         self.connections = Connections(
-            settings.data_dir, on_write=self.metrics.counting_writes(self.late.written))
+            settings.data_dir, on_write=self.metrics.counting_writes(self.late.written),
+            default=_store_of(settings))
         self.trims = TrimStore(engine, clock)  # what retention deleted (tsq.trims)
         self.dispatcher = Dispatcher(
             self.runs, self.loops, lambda: self.pool, self.notifier, clock,
             workers=settings.workers, steps={"retention": self._retention}, hosts=self._host,
-            guards={"rollup": self._rollup_guard})
+            guards={"rollup": self._rollup_guard},
+            work_queue=self.cluster.queue if self.cluster else None)
         self.artifacts = ArtifactStore(engine, clock)
         self.pipelines = Pipelines(self.runs, self.loops, self.dispatcher, self.artifacts,
                                    settings.pipeline_limits)
@@ -107,6 +114,7 @@ class Service:
                                       held=self.backfills.in_progress)
         self.dispatcher.on_finished(self._covered)
         self.dispatcher.on_finished(self.metrics.run_finished)
+        self._roles = threading.RLock()  # a lease won or lost, against loops changing
         self._watch_late()
         self.clock = clock
 
@@ -141,6 +149,8 @@ class Service:
         self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
             get_runtime(name).warm()  # needs more than one runtime, so it warms none
+        if self.cluster is not None:
+            return self._start_in_cluster(self.cluster)
         _ = self.pool
         unfinished = self.runs.unfinished()
         backfilled = self.backfills.resume(unfinished)
@@ -156,7 +166,55 @@ class Service:
                  extra={"workers": self.settings.workers, "took_over": recovered})
         return recovered
 
+    def _start_in_cluster(self, cluster: ClusterNode) -> int:
+        """Start what this process's roles do; nothing is taken over here: a run whose process
+        died comes back through the work queue (tsq.cluster.workqueue)."""
+        if cluster.has("worker"):
+            _ = self.pool
+        if cluster.has("api") and not cluster.settings.store_url:
+            self.rerolls.start()  # late points reach this process's store
+        cluster.start(self, self.settings.workers * IN_FLIGHT_PER_WORKER)
+        return 0
+
+    # -- a cluster process (tsq.cluster.node.Member) ------------------------------------------
+
+    def lead(self) -> None:
+        """This process leads the schedulers: catch up and fire, sweep the history, and put
+        every queued run in the work queue again (one whose message was lost with a process
+        is published anew; the rest are dropped as duplicates or claimed once)."""
+        with self._roles:
+            if self.scheduler is not None:
+                return
+            self.scheduler = Scheduler(self.runs, self.loops, self.schedules, self.dispatcher,
+                                       self.clock)
+            self.scheduler.start()
+            self.history.start()
+        self.dispatcher.offer_all([run for run in self.runs.unfinished()
+                                   if run.status == RunStatus.QUEUED])
+
+    def follow(self) -> None:
+        with self._roles:
+            scheduler, self.scheduler = self.scheduler, None
+            if scheduler is not None:
+                scheduler.close()
+                self.history.close()
+
+    def loop_changed_elsewhere(self, project: str, name: str) -> None:
+        """Another process deployed, rolled back or deleted a loop: follow it here."""
+        self.loops.forget()
+        self._follow_loops([(project, name)])
+
+    def reload_loops(self) -> None:
+        """Follow every loop again (after NATS came back: changes may have gone unheard)."""
+        self.loops.forget()
+        known = {(loop.project, loop.name) for loop in self.loops.live()}
+        if self.scheduler is not None:
+            known |= self.scheduler.scheduled_loops()
+        self._follow_loops(sorted(known))
+
     def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()  # first: a leader gives up its lease, a worker stops pulling
         self.history.close()
         self.rerolls.close()
         if self.scheduler is not None:
@@ -214,17 +272,26 @@ class Service:
     def _loops_changed(self, changed: list[tuple[str, str]]) -> None:
         """Schedules, `after:` triggers and jobs follow a deploy, rollback or delete at once;
         what reads every loop runs once per change, not once per loop of a file."""
+        versions: list[tuple[str, str, dict[str, Any] | None]] = []
         for project, name in changed:
             try:
-                spec = self.loops.get(project, name).latest.spec
+                latest: StoredVersion | None = self.loops.get(project, name).latest
             except NotFound:
-                spec = None
-            self.schedules.sync(project, name, spec)
+                latest = None
+            self.schedules.sync(project, name, latest.spec if latest else None)
+            versions.append((project, name, latest.to_json() if latest else None))
+        self._follow_loops(changed)
+        if self.cluster is not None:
+            self.cluster.loops_changed(versions)
+
+    def _follow_loops(self, changed: list[tuple[str, str]]) -> None:
+        """What this process does when loops change, wherever they were changed."""
         self.dispatcher.loops_changed()
         self._watch_late()
-        if self.scheduler is not None:
-            for project, name in changed:
-                self.scheduler.sync(project, name)
+        with self._roles:
+            if self.scheduler is not None:
+                for project, name in changed:
+                    self.scheduler.sync(project, name)
 
     def _watch_late(self) -> None:
         """Watch the sources of the rollups that re-run windows with late points."""
@@ -425,6 +492,24 @@ class Service:
         """One file `run_id` kept: how the listing shows it, and its bytes."""
         artifact, data = self.artifacts.get(self.runs.resolve(run_id), name)
         return artifact.to_json(), data
+
+
+def _join(settings: Settings, runs: RunStore) -> ClusterNode | None:
+    """This process's place in its cluster (ConfigError if it could not work), or None."""
+    if settings.cluster is None:
+        return None
+    from tsq.cluster.node import ClusterNode, check_cluster
+
+    check_cluster(settings.cluster, settings.database_url)
+    return ClusterNode(settings.cluster, runs)
+
+
+def _store_of(settings: Settings) -> Mapping[str, Any]:
+    """The default connector: the embedded store, or in a cluster process with `store_url`,
+    the embedded store of the api process at that URL, through its Warp 10 endpoints."""
+    if settings.cluster is not None and settings.cluster.store_url:
+        return {"type": "warp10", "url": settings.cluster.store_url}
+    return DEFAULT_CONNECTOR
 
 
 def _compile(runtime: str, source: str, file_name: str) -> None:
