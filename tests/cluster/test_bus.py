@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.natsserver import NatsServer
 from tsq.cluster.bus import Bus, BusNames
 from tsq.errors import ConfigError
-from tests.natsserver import NatsServer
 
 
 @pytest.fixture
