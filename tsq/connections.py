@@ -46,11 +46,11 @@ class Connections:
         return self.of(self._default)
 
     def for_loop(self, spec: LoopSpec) -> Connector:
-        return self.of(spec.connector or self._default)
+        return self.of(spec.connector or DEFAULT_CONNECTOR)
 
     def key_for(self, spec: LoopSpec) -> tuple[Any, ...]:
         """The instance key of `spec`'s connector: what `on_write` names it by."""
-        return instance_key(plain_config(spec.connector or self._default))
+        return instance_key(plain_config(self._here(spec.connector or DEFAULT_CONNECTOR)))
 
     def named_for(self, spec: LoopSpec) -> Callable[[str], Connector]:
         """The connectors `spec`'s loop file declares, by name (`{connector: "name"}` in a host
@@ -66,7 +66,7 @@ class Connections:
 
     def of(self, config: Mapping[str, Any]) -> Connector:
         """The open connector for `config`, opened now if no loop used it before."""
-        plain = plain_config(config)
+        plain = plain_config(self._here(config))
         key = instance_key(plain)
         with self._lock:
             connector = self._open.get(key)
@@ -76,6 +76,10 @@ class Connections:
                     _watch_writes(connector, key, self.on_write)
                 self._open[key] = connector
             return connector
+
+    def _here(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The embedded store is the default wherever it lives (its owner's, in a cluster)."""
+        return self._default if config.get("type") == DEFAULT_CONNECTOR["type"] else config
 
     def close(self) -> None:
         with self._lock:

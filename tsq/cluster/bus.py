@@ -140,6 +140,7 @@ class Bus:
                                         name="tsq-nats")
         self._thread.start()
         self._on_reconnect: list[Callable[[], None]] = []
+        self._closing = False
         try:
             self.call(self._connect(), timeout=CONNECT_S + CALL_S)
         except BaseException:
@@ -162,7 +163,8 @@ class Bus:
             log.debug("NATS at %s: %s", self.url, exc)
 
         async def disconnected() -> None:
-            log.warning("lost NATS at %s; reconnecting", self.url)
+            if not self._closing:
+                log.warning("lost NATS at %s; reconnecting", self.url)
 
         async def reconnected() -> None:
             log.info("reconnected to NATS at %s", self.url)
@@ -224,6 +226,7 @@ class Bus:
         self._on_reconnect.append(listener)
 
     def close(self) -> None:
+        self._closing = True
         try:  # what was acknowledged is sent by now; a drain would wait on pending fetches
             self.call(self._nc.close(), timeout=CALL_S)
         except Exception:  # already gone: stopping the loop is all that is left
