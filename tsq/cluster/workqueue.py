@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PULL_BATCH = 64  # runs asked for at once, at most
 PULL_WAIT_S = 1.0  # a feeder with nothing to do asks again this often (and sees a close)
+RESEND_S = 0.5  # how often runs that could not be published are tried again
+RESEND_BATCH = 1000
 
 
 class WorkQueue:
@@ -53,12 +55,42 @@ class WorkQueue:
         self._threads: list[threading.Thread] = []
         self._dispatcher: Dispatcher | None = None
         self.capacity = 0
+        self._unsent: list[tuple[str, str, int]] = []  # runs to publish once NATS answers
+        self._threads.append(threading.Thread(target=self._publish_unsent, daemon=True,
+                                              name="tsq-publish"))
+        self._threads[0].start()
 
     # -- RunQueue ----------------------------------------------------------------------------
 
     def publish(self, runs: list[Run]) -> None:
-        self.bus.publish_runs([(run.id, f"{run.project}/{run.key or run.id}", run.attempt)
-                               for run in runs])
+        """Publish the runs; while NATS is away they wait here and go out once it is back
+        (their records are queued in the run store meanwhile, so nothing is lost)."""
+        messages = [(run.id, f"{run.project}/{run.key or run.id}", run.attempt) for run in runs]
+        with self._lock:
+            if self._unsent:  # keep the order: what waits goes first
+                self._unsent.extend(messages)
+                return
+        try:
+            self.bus.publish_runs(messages)
+        except Exception as exc:
+            log.warning("could not publish %d runs (%s); they go out once NATS answers",
+                        len(messages), exc or type(exc).__name__)
+            with self._lock:
+                self._unsent.extend(messages)
+
+    def _publish_unsent(self) -> None:
+        while not self._stop.wait(RESEND_S):
+            with self._lock:
+                unsent = self._unsent[:RESEND_BATCH]
+            if not unsent:
+                continue
+            try:
+                self.bus.publish_runs(unsent)
+            except Exception:  # still away
+                continue
+            with self._lock:
+                del self._unsent[:len(unsent)]
+            log.info("published %d runs that waited for NATS", len(unsent))
 
     def done(self, run_ids: list[str], *, ended: bool) -> None:
         with self._lock:

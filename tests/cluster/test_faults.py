@@ -1,0 +1,111 @@
+"""The cluster through crashes, with real processes and a real nats-server: after each, every
+scheduled time has exactly one run record, no run succeeded twice, and the cluster fires again
+within 5 s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster.processes import Cluster
+from tests.cluster.test_cluster import beats, exactly_once, loop_file, wait_until
+from tests.natsserver import NatsServer
+
+pytestmark = pytest.mark.timeout(300)
+
+SLOW = """
+export default async function (event) {
+  const until = Date.now() + 3000;
+  while (Date.now() < until) {}  // busy for three seconds
+  return {attempt: event.attempt};
+}
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, nats_server.url, cluster_name,
+                   f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def run_record(client: httpx.Client, run_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/v1/runs/{run_id}").json())
+
+
+def test_a_run_whose_worker_is_killed_runs_again_on_another(cluster: Cluster) -> None:
+    api = cluster.start("api", "api")
+    first = cluster.start("worker1", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        deployed = client.post("/v1/loops", json={
+            "content": "project: c\nfunctions:\n  slow:\n    handler: slow.js\n    timeout: 30\n",
+            "files": {"slow.js": SLOW}})
+        assert deployed.status_code == 201, deployed.text
+        started = client.post("/v1/loops/slow/run", params={"async": "true"})
+        assert started.status_code == 202
+        run_id = started.json()["id"]
+        wait_until(lambda: run_record(client, run_id)["status"] == "running", 30,
+                   "the run started on worker1")
+        first.kill()
+        cluster.start("worker2", "worker", store_url=api.url)
+        final = wait_until(lambda: (r := run_record(client, run_id))["status"] == "success"
+                           and r, 60, "the run ended on worker2")
+        assert final["attempt"] == 2
+        assert final["result"] == {"attempt": 2}
+        logs = client.get(f"/v1/runs/{run_id}/logs").json()["logs"]
+        assert any("attempt 1 was interrupted: the worker node running it stopped answering"
+                   in line["message"] for line in logs), logs
+        runs = client.get("/v1/runs", params={"loop": "slow"}).json()["runs"]
+        assert [r["id"] for r in runs] == [run_id]  # one record, run twice, succeeded once
+
+
+def test_a_standby_scheduler_takes_over_from_a_killed_leader(cluster: Cluster) -> None:
+    api = cluster.start("api", "api")
+    schedulers = [cluster.start(f"scheduler{i}", "scheduler", store_url=api.url)
+                  for i in (1, 2)]
+    cluster.start("worker", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        assert client.post("/v1/loops", json=loop_file(1)).status_code == 201
+        wait_until(lambda: len(beats(client)) >= 3, 30, "the leader fired")
+        leader = cluster.leader(schedulers)
+        leader.kill()
+        killed_ms = time.time() * 1000
+        standby = next(s for s in schedulers if s is not leader)
+        standby.wait_for_log("leads the schedulers now", 10)
+        # firing again: a time after the kill has its run within 5 s of the kill
+        wait_until(lambda: any(r["scheduled_ms"] > killed_ms for r in beats(client)), 5.5,
+                   "a time after the kill fired")
+        time.sleep(2)
+        runs = beats(client)
+    exactly_once(runs)  # the times around the kill were caught up, none twice
+    assert all(r["status"] in ("success", "queued", "running") for r in runs), [
+        (r["scheduled_ms"], r["status"]) for r in runs if r["status"] != "success"]
+
+
+def test_the_cluster_rides_out_a_nats_restart(cluster: Cluster, nats_server: NatsServer
+                                              ) -> None:
+    api = cluster.start("api", "api")
+    cluster.start("scheduler", "scheduler", store_url=api.url)
+    cluster.start("worker", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        assert client.post("/v1/loops", json=loop_file(1)).status_code == 201
+        wait_until(lambda: len(beats(client)) >= 3, 30, "the leader fired")
+        nats_server.stop()
+        time.sleep(2)
+        nats_server.start()
+        back_ms = time.time() * 1000
+        wait_until(lambda: any(r["scheduled_ms"] > back_ms and r["status"] == "success"
+                               for r in beats(client)), 5.5, "firing within 5 s of NATS")
+        wait_until(lambda: all(r["status"] == "success" for r in beats(client)
+                               if r["scheduled_ms"] < back_ms), 20,
+                   "every time of the outage ran")
+        runs = beats(client)
+    exactly_once(runs)
