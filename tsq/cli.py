@@ -139,6 +139,10 @@ DatabaseUrl = Annotated[str | None, typer.Option(
 Cluster = Annotated[str | None, _flag("--cluster", "cluster")]
 Role = Annotated[str | None, _flag("--role", "role")]
 StoreUrl = Annotated[str | None, _flag("--store-url", "store_url")]
+ClusterName = Annotated[str | None, _flag("--cluster-name", "cluster_name")]
+AckWait = Annotated[int | None, _flag("--cluster-ack-wait-s", "cluster_ack_wait_s")]
+MaxDeliver = Annotated[int | None, _flag("--cluster-max-deliver", "cluster_max_deliver")]
+LeaseTtl = Annotated[int | None, _flag("--cluster-lease-ttl-s", "cluster_lease_ttl_s")]
 ConfigPath = Annotated[Path | None, typer.Option(
     "--config", help="a TOML file of these settings (env TSQ_CONFIG; default tsq.toml in the "
                      "data directory, if there is one)", show_default=False)]
@@ -152,6 +156,8 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
           cluster: Cluster = None, role: Role = None, store_url: StoreUrl = None,
+          cluster_name: ClusterName = None, cluster_ack_wait_s: AckWait = None,
+          cluster_max_deliver: MaxDeliver = None, cluster_lease_ttl_s: LeaseTtl = None,
           config: ConfigPath = None, data_dir: DataDir = None) -> None:
     """Start the HTTP API and the workers (Ctrl-C or `tsq stop` stops them); with --cluster,
     one process of a cluster doing --role (docs/scale-out.md)."""
@@ -162,7 +168,9 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
              "max_result_kb": max_result_kb, "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
              "log_format": log_format, "cluster": cluster, "role": role,
-             "store_url": store_url}
+             "store_url": store_url, "cluster_name": cluster_name,
+             "cluster_ack_wait_s": cluster_ack_wait_s, "cluster_max_deliver": cluster_max_deliver,
+             "cluster_lease_ttl_s": cluster_lease_ttl_s}
     run_server(Settings.load(data_dir, database_url, config=config, flags=flags))
 
 

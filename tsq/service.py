@@ -201,6 +201,8 @@ class Service:
 
     def loop_changed_elsewhere(self, project: str, name: str) -> None:
         """Another process deployed, rolled back or deleted a loop: follow it here."""
+        log.info("following loop %s/%s, changed by another process", project, name,
+                 extra={"project": project, "loop": name})
         self.loops.forget()
         self._follow_loops([(project, name)])
 

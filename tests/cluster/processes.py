@@ -53,14 +53,14 @@ class TsqProcess:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited at start:\n{self.log_text()[-3000:]}")
-            if "joined the cluster" in self.log_text():
-                if "api" not in self.role.split(","):
-                    return
+            if "api" in self.role.split(","):
                 try:
                     if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
+            elif "joined the cluster" in self.log_text():
+                return
             time.sleep(POLL_S)
         raise AssertionError(f"{self.name} did not start within {STARTUP_S} s:\n"
                              f"{self.log_text()[-3000:]}")

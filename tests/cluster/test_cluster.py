@@ -116,3 +116,33 @@ def test_a_cluster_process_that_could_not_work_says_why(cluster: Cluster) -> Non
     with pytest.raises(AssertionError, match="--store-url"):
         worker.start()
     worker.stop()
+
+
+SPIN = """
+export default async function () {
+  const until = Date.now() + 60000;
+  while (Date.now() < until) {}
+  return "never";
+}
+"""
+
+
+def test_a_run_on_a_worker_process_is_cancelled_from_the_api_process(cluster: Cluster
+                                                                      ) -> None:
+    api = cluster.start("api", "api")
+    cluster.start("worker", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        assert client.post("/v1/loops", json={
+            "content": "project: c\nfunctions:\n  spin:\n    handler: spin.js\n    timeout: 120\n",
+            "files": {"spin.js": SPIN}}).status_code == 201
+        run_id = client.post("/v1/loops/spin/run", params={"async": "true"}).json()["id"]
+        wait_until(lambda: client.get(f"/v1/runs/{run_id}").json()["status"] == "running", 30,
+                   "the run started on the worker process")
+        started = time.monotonic()
+        cancelled = client.post(f"/v1/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert time.monotonic() - started < 10
+        # the worker process goes on: the next run succeeds there
+        assert client.post("/v1/loops", json=loop_file(1)).status_code == 201
+        assert client.post("/v1/loops/count/run").status_code == 200

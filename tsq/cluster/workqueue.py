@@ -26,7 +26,6 @@ import threading
 from typing import TYPE_CHECKING
 
 from tsq.cluster.bus import Bus, Delivery
-from tsq.errors import NotFound
 from tsq.outcomes import RunStatus
 from tsq.run import Run
 from tsq.runstore import RunStore
@@ -141,17 +140,19 @@ class WorkQueue:
                 log.warning("could not pull runs from NATS: %s", exc)
                 self._stop.wait(PULL_WAIT_S)
                 continue
-            for delivery in deliveries:
-                try:
-                    self._take(delivery)
-                except Exception:  # the run store failed: the message comes back later
-                    log.exception("could not take run %s from the queue", delivery.run_id)
+            try:
+                self._take_all(deliveries)
+            except Exception:  # the run store failed: the messages come back later
+                log.exception("could not take %d runs from the queue", len(deliveries))
 
-    def _take(self, delivery: Delivery) -> None:
+    def _take_all(self, deliveries: list[Delivery]) -> None:
+        found = self.runs.get_many([delivery.run_id for delivery in deliveries])
+        for delivery in deliveries:
+            self._take(delivery, found.get(delivery.run_id))
+
+    def _take(self, delivery: Delivery, run: Run | None) -> None:
         assert self._dispatcher is not None
-        try:
-            run = self.runs.get(delivery.run_id)
-        except NotFound:  # deleted by the history sweep since
+        if run is None:  # deleted by the history sweep since
             delivery.ack()
             return
         if run.status.finished or run.attempt != delivery.attempt:

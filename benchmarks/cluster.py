@@ -1,0 +1,235 @@
+"""The cluster (docs/scale-out.md) on this machine, with a real nats-server and real `tsq serve`
+processes:
+
+- deploy → live on 4 worker processes: from the deploy request to each process's log line
+  saying it follows the change;
+- no-op runs through the work queue, api + 2 worker processes, beside one process with 2
+  workers (the single-process run path), the same requests from the same client;
+- scheduler failover: a leader killed with SIGKILL, to the next run record the standby creates;
+- the parts of the capacity model: JetStream publishes per second, and the leader's planning
+  of one minute of 1 million loops on `PT1M` with the store and the queue left out.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.report import Report
+from tests.cluster.processes import Cluster, TsqProcess
+from tests.natsserver import NatsServer
+
+NOOP = "export default async () => 1"
+TICK = ("project: b\nfunctions:\n  tick:\n    handler: tick.js\n    events:\n"
+        "      - t: {rate: R/2026-01-01T00:00:00Z/PT1S/ET10S}\n")
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO .*following loop b/(\S+),")
+
+
+def run(report: Report, *, quick: bool) -> None:
+    nats = NatsServer()
+    nats.start()
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            _deploys(report, Path(root) / "deploys", nats, 3 if quick else 20)
+            _throughput(report, Path(root) / "throughput", nats, 40 if quick else 600)
+            _failover(report, Path(root) / "failover", nats, 1 if quick else 10)
+            _publishes(report, nats, 1000 if quick else 50_000)
+        _planning(report, 10_000 if quick else 1_000_000)
+    finally:
+        nats.close()
+
+
+def _cluster(root: Path, nats: NatsServer, name: str, **settings: Any) -> Cluster:
+    root.mkdir(parents=True)
+    return Cluster(root, nats.url, name, f"sqlite:///{root / 'runs.db'}", **settings)
+
+
+def _deploys(report: Report, root: Path, nats: NatsServer, times: int) -> None:
+    cluster = _cluster(root, nats, "bdeploy")
+    try:
+        api = cluster.start("api", "api")
+        workers = [cluster.start(f"w{i}", "worker", store_url=api.url) for i in range(4)]
+        delays: list[float] = []
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            for i in range(times):
+                name = f"loop{i}"
+                started = time.time()
+                client.post("/v1/loops", json={
+                    "content": f"project: b\nfunctions:\n  {name}:\n    handler: h.js\n",
+                    "files": {"h.js": NOOP}}).raise_for_status()
+                for worker in workers:
+                    seen = _followed(worker, name)
+                    delays.append(max(0.0, seen - started))
+        report.add("cluster_deploy", "deploy live on 4 worker processes", delays)
+    finally:
+        cluster.close()
+
+
+def _followed(worker: TsqProcess, loop: str, timeout_s: float = 10.0) -> float:
+    """When `worker` logged that it follows the change of `loop` (epoch seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in worker.log_text().splitlines():
+            found = LOG_TIME.match(line)
+            if found and found.group(2) == loop:
+                stamp = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                return stamp.replace(tzinfo=UTC).timestamp()
+        time.sleep(0.005)
+    raise AssertionError(f"{worker.name} never followed {loop}")
+
+
+def _throughput(report: Report, root: Path, nats: NatsServer, runs: int) -> None:
+    single = TsqProcess("single", "api", root / "single", {**_env(), "TSQ_WORKERS": "2"}, None)
+    try:
+        single.start()
+        alone = _burst(single.url, runs)
+    finally:
+        single.stop()
+    cluster = _cluster(root / "cluster", nats, "bthroughput")
+    try:
+        api = cluster.start("api", "api")
+        for i in (1, 2):
+            cluster.start(f"w{i}", "worker", store_url=api.url)
+        queued = _burst(api.url, runs)
+    finally:
+        cluster.close()
+    report.add("cluster_runs", "one process, 2 workers (per run)", [alone / runs])
+    report.add("cluster_runs", "api + 2 worker processes (per run)", [queued / runs],
+               baseline="one process, 2 workers (per run)")
+    report.note("cluster_runs", "runs per second", {
+        "one_process": round(runs / alone, 1), "work_queue": round(runs / queued, 1),
+        "ratio": round(alone / queued, 3)})
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = {**os.environ}
+    for key in ("TSQ_URL", "TSQ_CLUSTER", "TSQ_DATABASE_URL"):
+        env.pop(key, None)
+    return env
+
+
+def _burst(url: str, runs: int) -> float:
+    """Seconds from the first of `runs` async no-op runs asked for to the last one ended."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        client.post("/v1/loops", json={"content": "project: b\nfunctions:\n  noop:\n"
+                                                  "    handler: noop.js\n",
+                                       "files": {"noop.js": NOOP}}).raise_for_status()
+        client.post("/v1/loops/noop/run").raise_for_status()  # warm: the workers have it
+        before = len(client.get("/v1/runs", params={"loop": "noop", "limit": 1000}
+                                ).json()["runs"])
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as callers:
+            list(callers.map(lambda _: client.post("/v1/loops/noop/run",
+                                                   params={"async": "true"}).raise_for_status(),
+                             range(runs)))
+        while True:
+            done = client.get("/v1/runs", params={"loop": "noop", "status": "success",
+                                                  "limit": 1000}).json()["runs"]
+            if len(done) >= before + runs:
+                return time.perf_counter() - started
+            time.sleep(0.01)
+
+
+def _failover(report: Report, root: Path, nats: NatsServer, kills: int) -> None:
+    cluster = _cluster(root, nats, "bfailover", cluster_lease_ttl_s=3)
+    database = root / "runs.db"
+    try:
+        api = cluster.start("api", "api")
+        schedulers = [cluster.start(f"s{i}", "scheduler", store_url=api.url) for i in (0, 1)]
+        cluster.start("w", "worker", store_url=api.url)
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            client.post("/v1/loops", json={"content": TICK, "files": {"tick.js": NOOP}}
+                        ).raise_for_status()
+        gaps: list[float] = []
+        for kill in range(kills):
+            leader = cluster.leader(schedulers)
+            time.sleep(1.5)
+            leader.kill()
+            killed_ms = time.time() * 1000
+            gaps.append(_next_fire(database, killed_ms) / 1000)
+            index = schedulers.index(leader)
+            schedulers[index] = cluster.start(f"s{index}-{kill}", "scheduler",
+                                              store_url=api.url)
+        report.add("cluster_failover", "leader killed → next fire", gaps)
+    finally:
+        cluster.close()
+
+
+def _next_fire(database: Path, after_ms: float, timeout_s: float = 30.0) -> float:
+    """Milliseconds from `after_ms` to the first run record created after it."""
+    deadline = time.monotonic() + timeout_s
+    with sqlite3.connect(database) as db:
+        while time.monotonic() < deadline:
+            row = db.execute("SELECT min(queued_ms) FROM runs WHERE queued_ms > ?",
+                             (after_ms,)).fetchone()
+            if row and row[0] is not None:
+                return float(row[0]) - after_ms
+            time.sleep(0.02)
+    raise AssertionError("the standby never fired")
+
+
+def _publishes(report: Report, nats: NatsServer, count: int) -> None:
+    from tsq.cluster.bus import Bus, BusNames
+
+    bus = Bus(nats.url, BusNames("bpublish"))
+    try:
+        batch = 1000
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            bus.publish_runs([(f"r{i}", f"b/r{i}", 1) for i in range(start, start + batch)])
+        elapsed = time.perf_counter() - started
+        pulled, pull_started = 0, time.perf_counter()
+        while pulled < count:
+            got = bus.pull(256, 1.0)
+            for delivery in got:
+                delivery.ack()
+            pulled += len(got)
+        pull_elapsed = time.perf_counter() - pull_started
+    finally:
+        bus.close()
+    report.note("cluster_jetstream", "work-queue messages per second", {
+        "published": round(count / elapsed), "pulled_and_acked": round(count / pull_elapsed),
+        "messages": count})
+
+
+def _planning(report: Report, loops: int) -> None:
+    """The leader's own work for one minute of `loops` loops on PT1M, spread over the minute's
+    seconds: due times → run records to create (the store's insert and the queue's publish are
+    measured apart)."""
+    from tsq import metronome
+    from tsq.scheduler import Scheduler, _Event, _times_id
+
+    made: list[int] = []
+
+    class Store:
+        def create_new(self, batch: list[Any]) -> list[Any]:
+            made.append(len(batch))
+            return []
+
+    scheduler = Scheduler(Store(), None, None, None)  # type: ignore[arg-type]
+    for i in range(loops):
+        second = i % 60
+        schedule = metronome.parse(f"R/2026-01-01T00:00:{second:02d}Z/PT1M/ET10S")
+        event = _Event("p", f"loop{i}", "e", "v1", schedule, {})
+        scheduler._events[event.job_id] = event
+        scheduler._fired_with.setdefault(_times_id(schedule), set()).add(event.job_id)
+    minute = datetime(2026, 6, 1, tzinfo=UTC)
+    started = time.process_time()
+    for second in range(60):
+        schedule = metronome.parse(f"R/2026-01-01T00:00:{second:02d}Z/PT1M/ET10S")
+        scheduler.record_due([(_times_id(schedule), [minute.replace(second=second)])])
+    cpu = time.process_time() - started
+    assert sum(made) == loops, (sum(made), loops)
+    report.note("cluster_planning", f"{loops:,} loops on PT1M, one minute", {
+        "cpu_s": round(cpu, 2), "runs_per_cpu_s": round(loops / cpu),
+        "share_of_one_core": round(cpu / 60, 3)})
