@@ -235,8 +235,7 @@ class Dispatcher:
         """Runs ended on another node of a cluster: wake whoever waits for them here."""
         with self._lock:
             waited = [run_id for run_id in run_ids if run_id in self._waiters]
-        for run_id in waited:
-            record = self.runs.get(run_id)
+        for record in self.runs.get_many(waited).values():
             if record.status.finished:
                 self._wake(record)
 

@@ -117,7 +117,7 @@ class Delivery:
     _bus: Bus
 
     def ack(self) -> None:
-        self._bus.call(self._msg.ack(), wait=False)
+        self._bus.ack_all([self])
 
     def nak(self, delay_s: float) -> None:
         self._bus.call(self._msg.nak(delay=delay_s), wait=False)
@@ -284,6 +284,23 @@ class Bus:
             deliveries.append(Delivery(run_id, int(attempt or 1),
                                        msg.metadata.num_delivered or 1, msg, self))
         return deliveries
+
+    def ack_all(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge the messages of `deliveries`, in one hop to the event loop."""
+        async def ack() -> None:
+            for delivery in deliveries:
+                await delivery._msg.ack()
+
+        if deliveries:
+            self.call(ack(), wait=False)
+
+    def in_progress_all(self, deliveries: list[Delivery]) -> None:
+        async def touch() -> None:
+            for delivery in deliveries:
+                await delivery._msg.in_progress()
+
+        if deliveries:
+            self.call(touch(), wait=False)
 
     # -- notices ---------------------------------------------------------------------------
 

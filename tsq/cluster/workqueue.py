@@ -95,8 +95,7 @@ class WorkQueue:
         with self._lock:
             answered = [d for run_id in run_ids if (d := self._held.pop(run_id, None))]
             self._room.notify()
-        for delivery in answered:
-            delivery.ack()
+        self.bus.ack_all(answered)
         if ended:
             self.bus.tell(self.bus.names.ended_subject, run_ids)
 
@@ -189,11 +188,10 @@ class WorkQueue:
         while not self._stop.wait(self.bus.ack_wait_s / 3):
             with self._lock:
                 held = list(self._held.values())
-            for delivery in held:
-                try:
-                    delivery.in_progress()
-                except Exception:  # NATS is away; the message comes back if it stays away
-                    log.debug("could not extend a run's message", exc_info=True)
+            try:
+                self.bus.in_progress_all(held)
+            except Exception:  # NATS is away; the messages come back if it stays away
+                log.debug("could not extend the runs' messages", exc_info=True)
 
     def _cancel_here(self, run_ids: list[str]) -> None:
         assert self._dispatcher is not None
