@@ -74,9 +74,10 @@ class DeployOutcome:
 
 
 class LoopStore:
-    def __init__(self, engine: Engine, clock: Clock = wall) -> None:
+    def __init__(self, engine: Engine, clock: Clock = wall, *, version_key: bytes) -> None:
         self.engine = engine
         self.clock = clock
+        self.version_key = version_key  # what secrets are hashed with in version ids
         # find()'s answers, by (name, project), with when they were read: a run by hand looks
         # its loop up, and the query was a fifth of a no-op run. This store's own writes clear
         # it; writes by another process on the same database are seen within FOUND_FOR_S.
@@ -110,7 +111,7 @@ class LoopStore:
 
     def _deploy_one(self, db: Connection, item: Deployable,
                     also: Callable[[Connection, LoopSpec], None] | None) -> bool:
-        vid = version_id(item.spec, item.source)
+        vid = version_id(item.spec, item.source, self.version_key)
         created = self._insert_version(db, vid, item)
         self._point_latest(db, item.spec.project, item.spec.name, vid)
         if also is not None:

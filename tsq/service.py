@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tsq import metronome
+from tsq import datafiles, metronome, outbound
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
@@ -81,7 +81,10 @@ class Service:
         self.settings = settings
         self._clock = clock
         engine = connect(settings.database_url)
-        self.loops = LoopStore(engine, clock)
+        # one policy for every URL this process calls: targets, webhooks, connectors
+        outbound.configure(outbound.OutboundPolicy.of(settings.host, settings.outbound_allow))
+        self.loops = LoopStore(engine, clock,
+                               version_key=datafiles.version_key(settings.data_dir))
         self.runs = RunStore(engine, clock)
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
@@ -172,7 +175,8 @@ class Service:
     def deploy(self, text: str, file_name: str, read: FileReader) -> dict[str, Any]:
         """Validate a whole loop file, then store a version of each loop; all or nothing."""
         items = load_loop_file(text, file_name, read, _compile,
-                               deployed_after=self.loops.after_graph)
+                               deployed_after=self.loops.after_graph,
+                               check_url=outbound.current().refusal)
         # one transaction for the whole file, schedules included: a crash part-way deploys none
         outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
         self._loops_changed([(o.loop.project, o.loop.name) for o in outcomes])
