@@ -12,18 +12,25 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from tests.conftest import tsq
 from tests.scheduling_helpers import ScriptedPool, http_recorder, wait_until
 from tsq import outbound
 from tsq.config import Settings
 from tsq.datafiles import VERSION_KEY_FILE
+from tsq.db import connect, loop_versions
+from tsq.errors import ConfigError
+from tsq.loopstore import LoopStore
 from tsq.masking import MASK
 from tsq.model import version_id
 from tsq.outcomes import RunResult, RunStatus
+from tsq.sealing import KEY_FILE, Sealer
 from tsq.service import Service
 
-SECRETS = ("pa55word", "plaintoken123", "tok3nvalue", "XXXXXXXXXXXXXXXXXXXXXXXX", "hunter22")
+SECRETS = ("pa55word", "plaintoken123", "tok3nvalue", "XXXXXXXXXXXXXXXXXXXXXXXX", "hunter22",
+           "evtpass99")
 LOOPS = """\
 connectors:
   main: {type: influxdb, url: "http://admin:pa55word@127.0.0.1:8086", database: db,
@@ -32,6 +39,8 @@ functions:
   pinger:
     target: "http://127.0.0.1:9/hook?token=tok3nvalue&channel=ops"
     notify: {webhook: "https://hooks.slack.invalid/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"}
+    events:
+      - tick: {rate: "R/2026-01-01T00:00:00Z/PT1M/ET30S", target: "http://u:evtpass99@127.0.0.1:9/t"}
   reader:
     handler: h.js
     connector: main
@@ -70,6 +79,8 @@ def test_no_secret_comes_back_from_deploy_the_api_or_the_cli(tmp_path: Path) -> 
     assert pinger["target"] == f"http://127.0.0.1:9/hook?token={MASK}&channel=ops"
     assert pinger["notify"]["webhook"] == (
         f"https://hooks.slack.invalid/services/T00000000/B00000000/{MASK}")
+    assert pinger["events"][0]["target"] == shown[2]["events"][0]["target"] == (
+        f"http://u:{MASK}@127.0.0.1:9/t")
     reader = json.loads(cli[1])["spec"]
     assert reader["connector"]["url"] == f"http://admin:{MASK}@127.0.0.1:8086"
     assert reader["connector"]["token"] == MASK
@@ -109,6 +120,33 @@ def test_version_ids_hash_secrets_with_the_data_directory_key(tmp_path: Path) ->
     assert version_id(plain, source, key) == version_id(plain, source, b"another key")
 
 
+def test_secrets_are_sealed_in_the_database(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    service = make(tmp_path / "data")
+    try:
+        service.deploy(LOOPS, "loops.yml", {"h.js": "export default () => 1"}.get)
+        with service.loops.engine.connect() as db:
+            stored = db.execute(sa.select(loop_versions.c.spec)).scalars().all()
+        reader = service.loops.get("default", "reader").latest.spec
+    finally:
+        service.close()
+    raw = orjson.dumps(stored).decode()
+    assert not [secret for secret in SECRETS if secret in raw], raw
+    # each loop's connector twice (as its own, and by name: password and token), the pinger's
+    # three URLs, the reader's API_KEY
+    assert raw.count("{sealed:") == 2 * 2 * 2 + 3 + 1
+    assert reader.environment["API_KEY"] == "hunter22"
+    assert reader.connector["url"] == "http://admin:pa55word@127.0.0.1:8086"
+
+    monkeypatch.setenv("TSQ_SECRET_KEY", Fernet.generate_key().decode())
+    other = LoopStore(connect(Settings.load(tmp_path / "data").database_url), version_key=b"k",
+                      sealer=Sealer.of(tmp_path / "data"))
+    with pytest.raises(ConfigError) as refused:
+        other.get("default", "reader")
+    assert refused.value.message.startswith("a loop's secrets were sealed with another key "
+                                            "than TSQ_SECRET_KEY")
+
+
 def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
@@ -119,10 +157,10 @@ def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path: Path) -
     finally:
         service.close()
     modes = {path.name: stat.S_IMODE(path.stat().st_mode)
-             for path in [data, *data.iterdir()] if path.name.startswith(("data", "tsq.db",
-                                                                         VERSION_KEY_FILE))}
+             for path in [data, *data.iterdir()] if path.name.startswith(
+                 ("data", "tsq.db", VERSION_KEY_FILE, KEY_FILE))}
     assert modes.pop("data") == 0o700
-    assert {"tsq.db", VERSION_KEY_FILE} <= set(modes)
+    assert {"tsq.db", VERSION_KEY_FILE, KEY_FILE} <= set(modes)
     assert modes == dict.fromkeys(modes, 0o600)
 
 

@@ -1,5 +1,5 @@
 """The data directory's own files are the user's alone: the directory is 0700 and the files tsq
-creates in it (the database and its WAL, the store, key files) are 0600.
+creates in it (the database and its WAL, the store, the key files) are 0600.
 
 The database holds the loops' secrets and every run's results, so another account on the
 machine must read none of it. SQLite creates its -wal and -shm files with the mode of the
@@ -13,12 +13,13 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tsq.errors import ConfigError
 
-__all__ = ["VERSION_KEY_FILE", "private_database", "private_directory", "private_file",
-           "private_umask", "version_key"]
+__all__ = ["VERSION_KEY_FILE", "key_file", "private_database", "private_directory",
+           "private_file", "private_umask", "version_key"]
 
 VERSION_KEY_FILE = "version.key"  # HMAC key of the secrets in version ids (tsq.model)
 KEY_BYTES = 32
@@ -57,28 +58,30 @@ def private_umask() -> None:
 def version_key(data_dir: Path) -> bytes:
     """The data directory's key for version ids: made (random, 0600) the first time, then read,
     so the ids of the same content stay the same across restarts."""
-    path = data_dir / VERSION_KEY_FILE
+    return key_file(data_dir / VERSION_KEY_FILE, lambda: secrets.token_bytes(KEY_BYTES),
+                    KEY_BYTES)
+
+
+def key_file(path: Path, make: Callable[[], bytes], size: int) -> bytes:
+    """The key in `path`, made by `make` (`size` bytes) and written 0600 if there is none. Two
+    processes starting at once agree: one creates the file, the other waits to read it."""
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        key = path.read_bytes()
-        if len(key) >= KEY_BYTES:
-            return key
-        # written part-way by a process that died (or being written now): wait for a whole one
-        return _wait_for_key(path)
-    key = secrets.token_bytes(KEY_BYTES)
+        return _whole_key(path, size)
+    key = make()
     with os.fdopen(descriptor, "wb") as out:
         out.write(key)
     return key
 
 
-def _wait_for_key(path: Path, attempts: int = 50) -> bytes:
+def _whole_key(path: Path, size: int, attempts: int = 50) -> bytes:
+    """The key in `path` once it is whole (the process making it may be writing it now)."""
     key = b""
     for _ in range(attempts):
-        time.sleep(0.01)
         key = path.read_bytes()
-        if len(key) >= KEY_BYTES:
+        if len(key) >= size:
             return key
-    raise ConfigError(f"{path} holds {len(key)} bytes, not a key of {KEY_BYTES}; delete it "
-                      f"(the versions deployed so far keep their ids, a redeploy of one with "
-                      f"secrets makes a new version)")
+        time.sleep(0.01)
+    raise ConfigError(f"{path} holds {len(key)} bytes, not a key of {size}; delete it, and tsq "
+                      f"makes a new one")

@@ -39,6 +39,7 @@ from tsq.ledger import LedgerRange, ledger
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
+from tsq.masking import mask_url
 from tsq.metrics import Metrics, state
 from tsq.model import EventSpec
 from tsq.notify import Notifier
@@ -52,6 +53,7 @@ from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
+from tsq.sealing import Sealer
 from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
 from tsq.trims import TrimStore, trimmed_window
@@ -84,7 +86,8 @@ class Service:
         # one policy for every URL this process calls: targets, webhooks, connectors
         outbound.configure(outbound.OutboundPolicy.of(settings.host, settings.outbound_allow))
         self.loops = LoopStore(engine, clock,
-                               version_key=datafiles.version_key(settings.data_dir))
+                               version_key=datafiles.version_key(settings.data_dir),
+                               sealer=Sealer.of(settings.data_dir))
         self.runs = RunStore(engine, clock)
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
@@ -472,7 +475,8 @@ def _event_json(event: EventSpec, first: datetime) -> dict[str, Any]:
     """An event as `GET /v1/loops/{name}` shows it, with its next fire times (from `first`: the
     scheduler's next time, else now) and windows."""
     data: dict[str, Any] = {"name": event.name, "rate": event.rate, "after": event.after,
-                            "params": event.params, "target": event.target}
+                            "params": event.params,
+                            "target": event.target and mask_url(event.target)}
     if event.rate is not None:
         schedule = metronome.parse(event.rate)
         upcoming = islice(schedule.fire_times(first, datetime.max.replace(tzinfo=UTC)),
