@@ -222,6 +222,8 @@ def test_webhooks_and_connectors_are_checked_when_they_are_called() -> None:
     ("0.0.0.0", "10.0.0.0/8, [::1]:9090", "http://[::1]:9090/", None),
     ("0.0.0.0", "10.0.0.0/8, [::1]:9090", "http://[::1]:9091/", "a loopback address"),
     ("0.0.0.0", "*", "http://169.254.169.254/", None),
+    ("127.0.0.1", "", "http://h:99999/", "not a URL tsq can call: Port out of range"),
+    ("127.0.0.1", "", "http://a..b/", "not a URL tsq can call"),
 ])
 def test_which_addresses_the_policy_refuses(listen: str, allow: str, url: str,
                                             refused: str | None) -> None:

@@ -85,14 +85,16 @@ class OutboundPolicy:
             self.address(url)
         except OutboundRefused as exc:
             return exc.message
+        except ValueError as exc:  # a port out of range, a name IDNA cannot encode
+            return f"{mask_url(url)} is not a URL tsq can call: {exc}"
         except OSError:
-            return None
+            pass
         return None
 
     def address(self, url: str) -> str:
         """The address to connect to for `url`: its first, once every address its host
         resolves to is allowed. OutboundRefused saying why if one is not; OSError when the
-        name does not resolve."""
+        name does not resolve, ValueError when the URL's port or name is not valid."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
@@ -225,7 +227,7 @@ class _Guarded(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
             address = current().address(str(request.url))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise httpx.ConnectError(f"{request.url.host} does not resolve: {exc}",
                                      request=request) from None
         if request.url.scheme == "http" and address != request.url.host:
