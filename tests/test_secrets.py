@@ -10,13 +10,15 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from tests.conftest import tsq
+from tests.conftest import EXAMPLE, tsq
 from tests.scheduling_helpers import ScriptedPool, http_recorder, wait_until
+from tests.test_serve import serving
 from tsq import outbound
 from tsq.config import Settings
 from tsq.datafiles import VERSION_KEY_FILE
@@ -213,3 +215,19 @@ def test_results_of_scripted_runs_are_redacted_before_they_are_kept(tmp_path: Pa
     assert kept.error is not None
     assert (kept.error.message, kept.error.stack) == (f"token {MASK} refused",
                                                       f"at h.js:1 ({MASK})")
+
+
+@pytest.mark.slow
+def test_what_a_server_writes_in_the_data_directory_is_the_owners_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with serving(data) as (url, _):
+        written = httpx.post(f"{url}/write", content="private,host=a value=1 1000000000")
+        assert written.status_code == 204, written.text
+        assert tsq(data, "deploy", str(EXAMPLE)).returncode == 0
+    made = [path for path in data.rglob("*") if path.name != "serve.err"]
+    assert {path.name for path in made} >= {"tsq.db", VERSION_KEY_FILE, KEY_FILE, "server.lock"}
+    assert len(made) > 4  # the store's files too
+    assert {str(path.relative_to(data)): oct(stat.S_IMODE(path.stat().st_mode)) for path in made
+            } == {str(path.relative_to(data)): oct(0o700 if path.is_dir() else 0o600)
+                  for path in made}
