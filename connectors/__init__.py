@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tsq.connectors.base import ConnectorClass
 
 __all__ = ["CONNECTORS", "SECRET_KEYS", "ConnectorType", "implemented", "instance_key",
-           "load_connector_class", "plain_config", "public_url", "shown_config"]
+           "load_connector_class", "plain_config", "public_url"]
 
 # May be `{secret: …}`: never shown back.
 SECRET_KEYS = frozenset({"token", "read_token", "write_token", "password"})
@@ -62,13 +62,6 @@ def implemented() -> tuple[str, ...]:
 def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` with each `{secret: value}` replaced by its value, for the connector itself."""
     return {key: value["secret"] if isinstance(value, Mapping) and "secret" in value else value
-            for key, value in config.items()}
-
-
-def shown_config(config: Mapping[str, Any], mask: str) -> dict[str, Any]:
-    """`config` as it may be shown: secrets masked, URLs without their credentials."""
-    return {key: mask if isinstance(value, Mapping) and "secret" in value
-            else public_url(value) if key == "url" and isinstance(value, str) else value
             for key, value in config.items()}
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from tsq import outbound
 from tsq.connectors import public_url
 from tsq.errors import (
     ConnectorAuthError,
@@ -42,8 +43,9 @@ class HttpServer:
         self.label = label  # how errors name it: `influxdb connector "main"`
         self.hints = hints
         self.secrets = [secret for secret in secrets if secret]  # never in a message
-        self.client = httpx.Client(base_url=self.url, headers=headers or {}, auth=auth,
-                                   timeout=timeout_s)
+        # every request checked against the outbound policy (OutboundRefused if refused)
+        self.client = outbound.client(base_url=self.url, headers=headers or {}, auth=auth,
+                                      timeout=timeout_s)
 
     @property
     def where(self) -> str:

@@ -124,7 +124,7 @@ functions:
     assert tsq(tmp_path / "data", "deploy", str(loops)).returncode == 0
     rollup = tsq(tmp_path / "data", "show", "web-1m").stdout.splitlines()
     assert rollup[:2] == ["web-1m (default), rollup cpu → web_1m (1m mean by dc, host)",
-                          "   connector influx (influxdb at http://127.0.0.1:8086)"]
+                          "   connector influx (influxdb at http://user:********@127.0.0.1:8086)"]
     retention = tsq(tmp_path / "data", "show", "web-retention").stdout.splitlines()
     assert retention[0] == "web-retention (default), retention of cpu (keep 7d, covered by web-1m)"
     shown = tsq(tmp_path / "data", "show", "web-1m", "--json").stdout

@@ -19,9 +19,10 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path: Path) -> None:
     bad = tsq(tmp_path, "serve", "--config", str(tmp_path / "bad.toml"))
     assert bad.returncode == 3
     assert bad.stderr == (f"error: {tmp_path / 'bad.toml'}: unknown key 'log_levle'; did you "
-                          f"mean 'log_level'? the keys are host, port, allowed_hosts, workers, "
-                          f"worker_memory_mb, max_body_mb, max_result_kb, pipeline_max_depth, "
-                          f"pipeline_max_steps, log_level, log_format, database_url\n")
+                          f"mean 'log_level'? the keys are host, port, allowed_hosts, "
+                          f"outbound_allow, workers, worker_memory_mb, max_body_mb, "
+                          f"max_result_kb, pipeline_max_depth, pipeline_max_steps, log_level, "
+                          f"log_format, database_url\n")
     assert not (tmp_path / "server.json").exists()
 
 

@@ -39,6 +39,9 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
         "written": 1, "errors": [{"line": 2, "message": "bad"}]}),
     errors.PayloadTooLarge: errors.PayloadTooLarge("the request body is larger than 16 MiB"),
     errors.ServerUnavailable: errors.ServerUnavailable("no server"),
+    errors.OutboundRefused: errors.OutboundRefused(
+        "http://10.0.0.7/ is refused: 10.0.0.7 is a private address",
+        details={"url": "http://10.0.0.7/", "address": "10.0.0.7"}),
     errors.WorkerError: errors.WorkerError("the worker did not start"),
     errors.HostError: errors.HostError("LoopNotFound", "Loop.run('nope'): no loop named 'nope'"),
     **{kind: kind(f'influxdb connector "main" at http://127.0.0.1:8086: {kind.__name__}')

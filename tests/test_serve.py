@@ -167,14 +167,17 @@ def _statuses(data: Path) -> dict[str, str]:
 def _leave_unfinished_runs(data: Path) -> dict[str, str]:
     """A queued and a running run, as a server that stopped abruptly leaves them."""
     from tsq.config import Settings
+    from tsq.datafiles import version_key
     from tsq.db import connect
     from tsq.loopstore import LoopStore
     from tsq.outcomes import RunStatus
     from tsq.runstore import NewRun, RunStore
+    from tsq.sealing import Sealer
 
     assert tsq(data, "deploy", str(EXAMPLE)).returncode == 0
     engine = connect(Settings.load(data).database_url)
-    version = LoopStore(engine).get("demo", "hello").latest.id
+    version = LoopStore(engine, version_key=version_key(data),
+                        sealer=Sealer.of(data)).get("demo", "hello").latest.id
     store = RunStore(engine)
     for status in (RunStatus.QUEUED, RunStatus.RUNNING):
         store.create(NewRun(project="demo", loop="hello", event="gra", version_id=version,

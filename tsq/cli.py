@@ -126,6 +126,7 @@ def _flag(name: str, key: str) -> Any:
 Host = Annotated[str | None, _flag("--host", "host")]
 Port = Annotated[int | None, _flag("--port", "port")]
 AllowedHosts = Annotated[str | None, _flag("--allowed-hosts", "allowed_hosts")]
+OutboundAllow = Annotated[str | None, _flag("--outbound-allow", "outbound_allow")]
 Workers = Annotated[int | None, _flag("--workers", "workers")]
 WorkerMemory = Annotated[int | None, _flag("--worker-memory-mb", "worker_memory_mb")]
 MaxBody = Annotated[int | None, _flag("--max-body-mb", "max_body_mb")]
@@ -150,7 +151,7 @@ ConfigPath = Annotated[Path | None, typer.Option(
 
 @app.command()
 def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = None,
-          workers: Workers = None,
+          outbound_allow: OutboundAllow = None, workers: Workers = None,
           worker_memory_mb: WorkerMemory = None, max_body_mb: MaxBody = None,
           max_result_kb: MaxResult = None, pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
@@ -163,7 +164,8 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
     one process of a cluster doing --role (docs/scale-out.md)."""
     from tsq.server import serve as run_server
 
-    flags = {"host": host, "port": port, "allowed_hosts": allowed_hosts, "workers": workers,
+    flags = {"host": host, "port": port, "allowed_hosts": allowed_hosts,
+             "outbound_allow": outbound_allow, "workers": workers,
              "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
              "max_result_kb": max_result_kb, "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsq import datadir
+from tsq import datadir, datafiles
 from tsq.errors import ConfigError
 
 __all__ = ["CONFIG_FILE", "OPTIONS", "ROLES", "ClusterSettings", "Option", "PipelineLimits",
@@ -88,6 +88,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", 8080, "the port `tsq serve` listens on (0: any free port)", 0, 65535),
     Option("allowed_hosts", "", "host names the API answers to besides loopback and --host, "
                                 "comma-separated ('*': any)"),
+    Option("outbound_allow", "", "loopback, private and link-local destinations loops may call "
+                                 "(CIDRs, host or host:port, comma-separated; '*': any)"),
     Option("workers", 2, "worker processes running handlers", 1, 256),
     Option("worker_memory_mb", 2048, "memory a worker process may add after start-up, MiB",
            256, 1 << 20),
@@ -152,6 +154,7 @@ class Settings:
     host: str
     port: int
     allowed_hosts: str
+    outbound_allow: str
     log_level: str
     log_format: str
     config_file: Path | None = None  # the file the settings were read from, if any
@@ -184,6 +187,7 @@ class Settings:
             host=text["host"],
             port=number["port"],
             allowed_hosts=text["allowed_hosts"],
+            outbound_allow=text["outbound_allow"],
             log_level=text["log_level"],
             log_format=text["log_format"],
             config_file=path,
@@ -221,7 +225,7 @@ def _cluster(text: Mapping[str, str], number: Mapping[str, int]) -> ClusterSetti
 def _data_dir(given: str | Path | None) -> Path:
     directory = datadir.locate(given)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        datafiles.private_directory(directory)
     except OSError as exc:
         raise ConfigError(f"cannot create the data directory {directory}: {exc.strerror}; "
                           f"set --data-dir or TSQ_DATA_DIR to a writable place") from None

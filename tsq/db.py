@@ -17,6 +17,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tsq import datafiles
 from tsq.errors import ConfigError
 
 __all__ = ["artifacts", "backfills", "connect", "loop_history", "loop_versions", "loops",
@@ -176,6 +177,7 @@ def connect(url: str) -> Engine:
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}") from None
     if url.startswith("sqlite"):
+        datafiles.private_database(engine.url.database)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         _write_locks.setdefault(str(engine.url), threading.RLock())
     with _migrate_lock:

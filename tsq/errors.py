@@ -12,6 +12,8 @@
     ├── BadRequest               a malformed API request (wrong content type, bad JSON)
     │   └── PayloadTooLarge      a body or value over its size limit
     ├── ServerUnavailable        the CLI could not reach the server it was pointed at
+    ├── OutboundRefused          a URL tsq would call (a target, a webhook, a connector) whose
+    │                            address the outbound policy refuses (tsq.outbound)
     ├── WorkerError              a worker process could not be started or died unexpectedly
     ├── ConnectorError           a back-end (InfluxDB, Prometheus, …) failed a request; the
     │   │                        message names the connector, its URL and the query
@@ -50,6 +52,7 @@ __all__ = [
     "HostError",
     "InvalidLoopFile",
     "NotFound",
+    "OutboundRefused",
     "PartialWrite",
     "PayloadTooLarge",
     "Problem",
@@ -237,6 +240,12 @@ class PayloadTooLarge(BadRequest):
 
 class ServerUnavailable(TsqError):
     http_status = 503
+
+
+class OutboundRefused(TsqError):
+    """A loopback, private, link-local, … destination that `outbound_allow` does not name."""
+
+    http_status = 403
 
 
 class WorkerError(TsqError):

@@ -47,6 +47,7 @@ __all__ = ["Deployable", "FileReader", "load_loop_file"]
 
 FileReader = Callable[[str], "str | None"]  # relative path → text, None when missing
 Compiler = Callable[[str, str, str], None]  # (runtime, source, file name); raises CompileError
+UrlCheck = Callable[[str], "str | None"]  # a URL tsq would call → why it may not (tsq.outbound)
 
 NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
 EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]{0,62}")
@@ -93,11 +94,13 @@ def load_loop_file(
     read: FileReader,
     compile_handler: Compiler,
     deployed_after: Callable[[str], Mapping[str, Iterable[str]]] | None = None,
+    check_url: UrlCheck | None = None,
 ) -> list[Deployable]:
     """Validate a loop file; return its loops or raise InvalidLoopFile listing every problem.
 
     `deployed_after(project)` maps loops already deployed in the project to the loops they run
-    after; it resolves `after:` references and finds cycles that cross files.
+    after; it resolves `after:` references and finds cycles that cross files. `check_url` says
+    why a URL the loops would call (a target, a webhook, a connector's) is refused, if it is.
     """
     try:
         document, positions = load(text)
@@ -105,7 +108,7 @@ def load_loop_file(
         raise InvalidLoopFile(
             [Problem(file_name, exc.line, exc.col, "", f"not valid YAML: {exc.message}")]
         ) from None
-    checker = _Checker(file_name, positions, read, compile_handler)
+    checker = _Checker(file_name, positions, read, compile_handler, check_url)
     loops = checker.document(document)
     if loops:
         deployed = deployed_after(loops[0].spec.project) if deployed_after else {}
@@ -117,9 +120,11 @@ def load_loop_file(
 
 class _Checker:
     def __init__(
-        self, file_name: str, positions: Positions, read: FileReader, compile_handler: Compiler
+        self, file_name: str, positions: Positions, read: FileReader, compile_handler: Compiler,
+        check_url: UrlCheck | None = None,
     ) -> None:
         self.file_name = file_name
+        self.check_url = check_url
         self.positions = positions
         self.read = read
         self.compile_handler = compile_handler
@@ -237,7 +242,7 @@ class _Checker:
             elif isinstance(item, bool) or not isinstance(item, str | int | float):
                 self.report((*path, key), f"expected a string, got {_describe(item)}")
         if "url" in config:
-            self.string(config["url"], (*path, "url"), URL, "an http(s):// URL")
+            self.called_url(config["url"], (*path, "url"))
         return config
 
     def history(self, value: Any, path: DocPath, base: dict[str, int] | None
@@ -553,7 +558,16 @@ class _Checker:
     def url(self, fields: dict[str, Any], path: DocPath, key: str) -> str | None:
         if key not in fields:
             return None
-        return self.string(fields[key], (*path, key), URL, "an http(s):// URL")
+        return self.called_url(fields[key], (*path, key))
+
+    def called_url(self, value: Any, path: DocPath) -> str | None:
+        """A URL tsq will call, if it is one and the outbound policy allows it."""
+        url = self.string(value, path, URL, "an http(s):// URL")
+        refusal = None if url is None or self.check_url is None else self.check_url(url)
+        if refusal is not None:
+            self.report(path, refusal)
+            return None
+        return url
 
     def events(self, value: Any, path: DocPath) -> tuple[EventSpec, ...]:
         if value is None:

@@ -25,6 +25,7 @@ from tsq.db import loop_history, loop_versions, loops, transaction
 from tsq.errors import Conflict, NotFound
 from tsq.loopfile import Deployable
 from tsq.model import LoopSpec, version_id
+from tsq.sealing import Sealer
 
 __all__ = ["LoopStore", "StoredLoop", "StoredVersion"]
 
@@ -74,14 +75,21 @@ class DeployOutcome:
 
 
 class LoopStore:
-    def __init__(self, engine: Engine, clock: Clock = wall) -> None:
+    def __init__(self, engine: Engine, clock: Clock = wall, *, version_key: bytes,
+                 sealer: Sealer) -> None:
         self.engine = engine
         self.clock = clock
+        self.version_key = version_key  # what secrets are hashed with in version ids
+        self.sealer = sealer  # what secrets are stored sealed with (tsq.sealing)
         # find()'s answers, by (name, project), with when they were read: a run by hand looks
         # its loop up, and the query was a fifth of a no-op run. This store's own writes clear
         # it; writes by another process on the same database are seen within FOUND_FOR_S.
         self._found: dict[tuple[str, str | None], tuple[float, list[StoredLoop]]] = {}
         self._generation = 0  # bumped by each write, so a read that raced one is not kept
+
+    def _to_version(self, row: Any) -> StoredVersion:
+        return StoredVersion(row.id, row.number, LoopSpec.from_json(self.sealer.unseal(row.spec)),
+                             row.source, row.created_ms)
 
     def deploy(self, item: Deployable) -> DeployOutcome:
         return self.deploy_all([item])[0]
@@ -110,7 +118,7 @@ class LoopStore:
 
     def _deploy_one(self, db: Connection, item: Deployable,
                     also: Callable[[Connection, LoopSpec], None] | None) -> bool:
-        vid = version_id(item.spec, item.source)
+        vid = version_id(item.spec, item.source, self.version_key)
         created = self._insert_version(db, vid, item)
         self._point_latest(db, item.spec.project, item.spec.name, vid)
         if also is not None:
@@ -128,7 +136,7 @@ class LoopStore:
         ).scalar_one()
         db.execute(loop_versions.insert().values(
             id=vid, project=spec.project, name=spec.name, number=number, runtime=spec.runtime,
-            spec=spec.to_json(reveal_secrets=True), source=item.source,
+            spec=self.sealer.seal(spec.to_json(reveal_secrets=True)), source=item.source,
             created_ms=now_ms(self.clock),
         ))
         return True
@@ -165,7 +173,7 @@ class LoopStore:
                 rows = db.execute(_FIND_ANYWHERE, {"b_name": name}).all()
             else:
                 rows = db.execute(_FIND_IN, {"b_name": name, "b_project": project}).all()
-        found = [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
+        found = [StoredLoop(r.project, r.name, self._to_version(r)) for r in rows]
         if len(self._found) >= FOUND_KEPT:
             self._found.clear()
         if generation == self._generation:
@@ -186,7 +194,7 @@ class LoopStore:
             query = query.where(loops.c.project == project)
         with self.engine.connect() as db:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
-        return [StoredLoop(r.project, r.name, _to_version(r)) for r in rows]
+        return [StoredLoop(r.project, r.name, self._to_version(r)) for r in rows]
 
     def deleted(self) -> list[tuple[StoredLoop, int]]:
         """The deleted loops, each at the version it had when deleted, with when (epoch ms)."""
@@ -195,14 +203,15 @@ class LoopStore:
                  .where(loops.c.deleted_ms.is_not(None)))
         with self.engine.connect() as db:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
-        return [(StoredLoop(r.project, r.name, _to_version(r)), int(r.deleted_ms)) for r in rows]
+        return [(StoredLoop(r.project, r.name, self._to_version(r)), int(r.deleted_ms))
+                for r in rows]
 
     def versions(self, project: str, name: str) -> list[StoredVersion]:
         with self.engine.connect() as db:
             rows = db.execute(sa.select(loop_versions).where(
                 loop_versions.c.project == project, loop_versions.c.name == name
             ).order_by(loop_versions.c.number.desc())).all()
-        return [_to_version(row) for row in rows]
+        return [self._to_version(row) for row in rows]
 
     def version(self, vid: str) -> StoredVersion:
         with self.engine.connect() as db:
@@ -265,7 +274,7 @@ class LoopStore:
         row = db.execute(sa.select(loop_versions).where(loop_versions.c.id == vid)).first()
         if row is None:
             raise NotFound(f"no loop version {vid!r}")
-        return _to_version(row)
+        return self._to_version(row)
 
 
 _FIND_ANYWHERE = (sa.select(loop_versions)
@@ -302,11 +311,6 @@ def _log_deploy(outcome: DeployOutcome) -> None:
     else:
         log.debug("deployed %s/%s unchanged (version %d)", loop.project, loop.name,
                   loop.latest.number, extra=fields)
-
-
-def _to_version(row: Any) -> StoredVersion:
-    return StoredVersion(row.id, row.number, LoopSpec.from_json(row.spec), row.source,
-                         row.created_ms)
 
 
 def _iso(ms: int) -> str:

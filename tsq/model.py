@@ -7,12 +7,13 @@ the handler source, so deploying the same thing twice creates nothing new.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from tsq.connectors import shown_config
+from tsq.masking import mask_spec
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
@@ -30,7 +31,6 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY_MB = 128
 DEFAULT_MAX_CONCURRENCY = 1
 URL_RUNTIME = "http"  # the runtime of a loop whose `target:` is a URL instead of a handler
-SECRET_MASK = "********"
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,11 @@ class LoopSpec:
         return (spec.target if spec is not None else None) or self.target
 
     def to_json(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        """The spec as JSON; every secret-bearing field (tsq.masking) masked unless
+        `reveal_secrets` (for the store and the runs themselves, never for a reader)."""
         data = asdict(self)
         data["secrets"] = sorted(self.secrets)
-        if not reveal_secrets:
-            data["environment"] = {
-                key: SECRET_MASK if key in self.secrets else value
-                for key, value in self.environment.items()
-            }
-            data["connector"] = shown_config(self.connector, SECRET_MASK)
-            data["connectors"] = {name: shown_config(config, SECRET_MASK)
-                                  for name, config in self.connectors.items()}
-        return data
+        return data if reveal_secrets else mask_spec(data)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoopSpec:
@@ -126,10 +120,14 @@ class LoopSpec:
         )
 
 
-def version_id(spec: LoopSpec, handler_source: str) -> str:
-    """sha256 of the canonical spec (secrets included: a new secret is a new version) + source."""
+def version_id(spec: LoopSpec, handler_source: str, secret_key: bytes) -> str:
+    """sha256 of the canonical spec + source. Each secret enters as its HMAC under `secret_key` (the
+    data directory's, tsq.datafiles): a new secret is a new version, yet the id, which anyone
+    who may list loops sees, cannot be used to guess the secret. A spec without secrets has
+    the id it had before secrets were keyed."""
     digest = hashlib.sha256()
-    canonical = spec.to_json(reveal_secrets=True)
+    canonical = mask_spec(spec.to_json(reveal_secrets=True), lambda secret: "hmac:" + hmac.new(
+        secret_key, secret.encode(), hashlib.sha256).hexdigest())
     for key in ("connectors", "history"):  # hashed only when set: earlier versions keep their ids
         if not canonical[key]:
             del canonical[key]

@@ -13,7 +13,9 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tsq import __version__
+from tsq import __version__, outbound
+from tsq.errors import OutboundRefused
+from tsq.masking import mask_url
 
 if TYPE_CHECKING:
     import httpx
@@ -73,10 +75,8 @@ class Notifier:
                 self._thread.start()
 
     def _deliver_all(self) -> None:
-        import httpx  # loaded by the first notification, on this thread
-
         headers = {"User-Agent": f"tsq/{__version__}"}
-        with httpx.Client(timeout=TIMEOUT_S, headers=headers) as client:
+        with outbound.client(timeout=TIMEOUT_S, headers=headers) as client:
             while not self._stop.is_set():
                 item = self._queue.get()
                 if item is None:
@@ -89,10 +89,14 @@ class Notifier:
                 if client.post(url, json=payload).is_success:
                     self.delivered += 1
                     return
+            except OutboundRefused as exc:  # the same answer on every attempt
+                self.failed += 1
+                log.warning("webhook not called: %s", exc.message)
+                return
             except httpx_errors() as exc:
-                log.debug("webhook %s: %s", url, exc)
+                log.debug("webhook %s: %s", mask_url(url), exc)
             if self._stop.wait(self.backoff_s * 2 ** attempt):
                 return
         self.failed += 1
         log.warning("webhook %s did not accept the %s notification of run %s after %d attempts",
-                    url, payload["type"], payload["run"]["id"], self.attempts)
+                    mask_url(url), payload["type"], payload["run"]["id"], self.attempts)

@@ -33,6 +33,7 @@ from tsq.hostcalls import Host, KeptFile, LoopCall
 from tsq.hostrouter import HostRouter, RunServices
 from tsq.loopstore import LoopStore
 from tsq.outcomes import UNFINISHED, FailureKind, RunError, RunResult, RunStatus
+from tsq.redaction import redactor_for
 from tsq.run import Run
 from tsq.runlog import LogLine
 from tsq.runstore import NewRun, RunStore, Settlement
@@ -144,8 +145,11 @@ class Pipelines:
                                     f"{error.message}")
 
     def save(self, caller: _Caller, file: KeptFile) -> dict[str, Any]:
-        """Keep a file the run produced (`artifact.put`), as the run's listing shows it."""
-        saved = self.artifacts.put(caller.record.id, file.name, file.content_type, file.data)
+        """Keep a file the run produced (`artifact.put`), as the run's listing shows it, without
+        its loop's secrets (tsq.redaction)."""
+        version = self.loops.version(caller.record.version_id)
+        data = redactor_for(version.id, version.spec).data(file.data)
+        saved = self.artifacts.put(caller.record.id, file.name, file.content_type, data)
         return saved.to_json()
 
     def _journaled(self, parent: Run, key: str) -> Run | None:

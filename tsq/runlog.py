@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,16 +25,21 @@ class LogStore(Protocol):
 
 
 class LogBuffer:
-    """Log lines of a running run, written with its outcome (one transaction) or every second."""
+    """Log lines of a running run, written with its outcome (one transaction) or every second.
+    `scrub` is applied to each line as it comes (tsq.redaction takes the loop's secrets out)."""
 
-    def __init__(self, runs: LogStore, run_id: str) -> None:
+    def __init__(self, runs: LogStore, run_id: str,
+                 scrub: Callable[[list[LogLine]], list[LogLine]] | None = None) -> None:
         self.runs = runs
         self.run_id = run_id
+        self.scrub = scrub
         self.lines: list[LogLine] = []
         self.flushed = time.monotonic()
         self.lock = threading.Lock()
 
     def add(self, lines: list[LogLine]) -> None:
+        if self.scrub is not None:
+            lines = self.scrub(lines)
         with self.lock:
             self.lines.extend(lines)
             if time.monotonic() - self.flushed < LOG_FLUSH_S:

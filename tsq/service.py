@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tsq import metronome
+from tsq import datafiles, metronome, outbound
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
@@ -40,6 +40,7 @@ from tsq.ledger import LedgerRange, ledger
 from tsq.lineprotocol import parse_lines
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
+from tsq.masking import mask_url
 from tsq.metrics import Metrics, state
 from tsq.model import EventSpec
 from tsq.notify import Notifier
@@ -53,6 +54,7 @@ from tsq.runstore import NewRun, RunFilter, RunStore
 from tsq.runtimes import get_runtime, runtime_names
 from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
+from tsq.sealing import Sealer
 from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
 from tsq.trims import TrimStore, trimmed_window
@@ -85,7 +87,11 @@ class Service:
         self.settings = settings
         self._clock = clock
         engine = connect(settings.database_url)
-        self.loops = LoopStore(engine, clock)
+        # one policy for every URL this process calls: targets, webhooks, connectors
+        outbound.configure(outbound.OutboundPolicy.of(settings.host, settings.outbound_allow))
+        self.loops = LoopStore(engine, clock,
+                               version_key=datafiles.version_key(settings.data_dir),
+                               sealer=Sealer.of(settings.data_dir))
         self.runs = RunStore(engine, clock)
         self.cluster = _join(settings, self.runs)  # None: this process is all of tsq
         self.schedules = ScheduleStore(engine, clock)
@@ -232,7 +238,8 @@ class Service:
     def deploy(self, text: str, file_name: str, read: FileReader) -> dict[str, Any]:
         """Validate a whole loop file, then store a version of each loop; all or nothing."""
         items = load_loop_file(text, file_name, read, _compile,
-                               deployed_after=self.loops.after_graph)
+                               deployed_after=self.loops.after_graph,
+                               check_url=outbound.current().refusal)
         # one transaction for the whole file, schedules included: a crash part-way deploys none
         outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
         self._loops_changed([(o.loop.project, o.loop.name) for o in outcomes])
@@ -555,7 +562,8 @@ def _event_json(event: EventSpec, first: datetime) -> dict[str, Any]:
     """An event as `GET /v1/loops/{name}` shows it, with its next fire times (from `first`: the
     scheduler's next time, else now) and windows."""
     data: dict[str, Any] = {"name": event.name, "rate": event.rate, "after": event.after,
-                            "params": event.params, "target": event.target}
+                            "params": event.params,
+                            "target": event.target and mask_url(event.target)}
     if event.rate is not None:
         schedule = metronome.parse(event.rate)
         upcoming = islice(schedule.fire_times(first, datetime.max.replace(tzinfo=UTC)),

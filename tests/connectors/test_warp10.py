@@ -14,10 +14,11 @@ import pytest
 
 from tests.conftest import tsq_server
 from tests.connectors.contract import CPU, ConnectorContract, S
-from tsq.connectors import CONNECTORS, load_connector_class, shown_config
+from tsq.connectors import CONNECTORS, load_connector_class
 from tsq.connectors.warp10 import LAST_TICK, Warp10, fetch_request, warp10_selector
 from tsq.errors import BadRequest, ConnectorAuthError, ConnectorQueryError, ConnectorUnavailable
 from tsq.gtsformat import format_lines, format_selector, parse_selector, parse_update
+from tsq.masking import mask_spec
 from tsq.selector import Selector
 from tsq.selector import parse_selector as tsq_selector
 from tsq.series import SeriesSet
@@ -221,11 +222,10 @@ def test_a_script_the_server_refuses_is_a_query_error_without_the_token(
 def test_the_type_is_registered_with_its_keys_and_hides_its_tokens() -> None:
     assert load_connector_class("warp10") is Warp10
     assert CONNECTORS["warp10"].keys == ("type", "url", "token", "read_token", "write_token")
-    shown = shown_config({"type": "warp10", "url": "http://u:p@h:8080",
-                          "read_token": {"secret": "r"}, "write_token": {"secret": "w"}},
-                         "***")
-    assert shown == {"type": "warp10", "url": "http://h:8080", "read_token": "***",
-                     "write_token": "***"}
+    shown = mask_spec({"connector": {"type": "warp10", "url": "http://u:p@h:8080",
+                                     "read_token": {"secret": "r"}, "write_token": "w"}})
+    assert shown["connector"] == {"type": "warp10", "url": "http://u:********@h:8080",
+                                  "read_token": "********", "write_token": "********"}
 
 
 def test_a_refused_token_is_an_auth_error_without_the_token(connector: Warp10) -> None:
