@@ -336,8 +336,10 @@ class Prometheus:
         recomputed_end = np.array([b for _, b in windows], np.int64)
         merged: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, Any]]] = {}
         for labels, stamps, values in parts:
-            at = np.searchsorted(recomputed, stamps, side="right") - 1
-            keep = (at < 0) | (stamps >= recomputed_end[np.maximum(at, 0)])
+            keep = slice(None)
+            if windows:
+                at = np.searchsorted(recomputed, stamps, side="right") - 1
+                keep = (at < 0) | (stamps >= recomputed_end[np.maximum(at, 0)])
             merged.setdefault((name, labels), []).append((stamps[keep], values[keep]))
         computed = set()
         for one in local:  # an empty one too: tsq's kernels keep a series of NaN points
