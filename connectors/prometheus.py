@@ -25,6 +25,7 @@ computed by tsq's kernels.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -303,8 +304,8 @@ class Prometheus:
             if refusal is not None:
                 sampled = self._sampled(selector, start, end, buckets, aggregator, fills, None)
                 return self._group_here(sampled, group, refusal)
-            found = promqlpush.plan(promql, start, end, buckets, aggregator, group)
-            assert not isinstance(found, str)  # the same plan as above, with the group's query
+            found = dataclasses.replace(found, query=promqlpush.query_text(
+                promql or "", found.span_ms, aggregator, group))
         return self._pushed(found, selector, buckets, aggregator, fills, group)
 
     def _pushed(self, found: promqlpush.Plan, selector: Selector, buckets: Buckets,

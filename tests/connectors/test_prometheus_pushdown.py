@@ -14,9 +14,18 @@ import pytest
 from benchmarks import prometheus as prometheus_server
 from tests.connectors.contract import S
 from tsq import tsl
+from tsq.connectors import promqlpush
 from tsq.connectors.base import grouping, sampling
 from tsq.connectors.prometheus import SERVERS, Prometheus, VictoriaMetrics
-from tsq.connectors.promqlpush import GROUPED, PUSHED, Plan, local_windows, plan, query_text
+from tsq.connectors.promqlpush import (
+    GROUPED,
+    MAX_STEPS,
+    PUSHED,
+    Plan,
+    local_windows,
+    plan,
+    query_text,
+)
 from tsq.explain import explaining
 from tsq.kernels import Aggregator, Buckets, Fill, Grouping, bucketize
 from tsq.selector import parse_selector
@@ -281,3 +290,15 @@ def test_groups_that_hide_nan_are_sent_with_a_sum_that_shows_it() -> None:
     assert query_text("x", 1000, Aggregator("max"),
                       Grouping(("host",), Aggregator("sum"), without=True)) == \
         "sum without (host)(max_over_time(x[999ms]))"
+
+
+def test_long_ranges_are_asked_in_parts_prometheus_accepts() -> None:
+    """Prometheus refuses more than 11,000 steps a series: a day of 1-second buckets is asked
+    in parts of at most MAX_STEPS steps, each step a bucket's last millisecond, none twice."""
+    found = plan('{__name__="x"}', T0, T0 + 86_400 * S, Buckets(S), Aggregator("mean"))
+    assert isinstance(found, Plan) and found.whole == 86_400
+    parts = promqlpush.steps(found)
+    assert len(parts) == 9 and parts[0] == (T0 // MS + 999, T0 // MS + 999 + 9_999_000)
+    counts = [(last - first) // 1000 + 1 for first, last in parts]
+    assert max(counts) == MAX_STEPS and sum(counts) == 86_400
+    assert all(b[0] - a[1] == 1000 for a, b in zip(parts, parts[1:], strict=False))
