@@ -298,8 +298,10 @@ class Prometheus:
             sampled = bucketize(self.select(selector, start, end), buckets, aggregator, fills)
             return sampled if group is None else self._group_here(sampled, group, reason)
         if group is not None:
-            refusal = promqlpush.group_refusal(
-                selector.name, fills, group, self._described(promql or "", start, end)) \
+            # Every series the selector has ever matched, not only those of the range: a wider
+            # set can only refuse more, and the index answers it without reading samples.
+            refusal = promqlpush.group_refusal(selector.name, fills, group,
+                                               self.describe(selector)) \
                 if self.capabilities.grouping else "grouping is not pushed here"
             if refusal is not None:
                 sampled = self._sampled(selector, start, end, buckets, aggregator, fills, None)
@@ -383,22 +385,6 @@ class Prometheus:
         explain.note("tsq", lambda: f"{group}: {len(grouped)} series, {grouped.points} points "
                                     f"({why})")
         return grouped
-
-    def _described(self, promql: str, start: int | None, end: int | None
-                   ) -> list[tuple[str, dict[str, str]]]:
-        """The series `promql` matches that may hold points in [start, end): the index's word
-        (by chunk, so possibly more), enough to know their label names."""
-        window = window_request(start, end, int(time.time() * 1000))
-        if window is None:
-            return []
-        last, span = window
-        data = self._api("POST", "/api/v1/series", what=promql, retry=True, data={
-            "match[]": promql, "start": _seconds(last - span + 1), "end": _seconds(last),
-            **self.server.read_params})
-        if not isinstance(data, list):
-            raise self._bad_answer(promql, "not a list of series")
-        return [(name, dict(labels)) for name, labels in (self._split(one, promql)
-                                                          for one in data)]
 
     def _steps(self, one: Any, query: str, span: int
                ) -> tuple[tuple[tuple[str, str], ...], Any, Any]:

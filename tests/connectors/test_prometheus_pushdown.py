@@ -302,3 +302,24 @@ def test_long_ranges_are_asked_in_parts_prometheus_accepts() -> None:
     counts = [(last - first) // 1000 + 1 for first, last in parts]
     assert max(counts) == MAX_STEPS and sum(counts) == 86_400
     assert all(b[0] - a[1] == 1000 for a, b in zip(parts, parts[1:], strict=False))
+
+
+@pytest.mark.parametrize(("described", "group", "why"), [
+    ([("m", {"dc": "a", "host": "x"}), ("m", {"dc": "b", "host": "y"})],
+     Grouping(("dc",), Aggregator("mean")), None),
+    ([("m", {"dc": "a", "host": "x"}), ("m", {"dc": "b", "host": "y"})],
+     Grouping(("host",), Aggregator("mean"), without=True), None),
+    ([("m", {"dc": "a", "host": "x"}), ("m", {"dc": "b"})],
+     Grouping(("dc",), Aggregator("mean")), "the series have different label names"),
+    ([("m", {"a": "1", "dc": "x"})], Grouping(("dc",), Aggregator("sum")),
+     "the grouping's labels do not sort first"),
+    ([("m", {"a": "1", "dc": "x"})], Grouping(None, Aggregator("sum")), None),
+    ([("m", {"dc": "x"})], Grouping(("host.name",), Aggregator("sum")),
+     "a grouping label is not a Prometheus label name"),
+])
+def test_a_group_is_pushed_only_when_its_order_is_tsqs(
+        described: list[tuple[str, dict[str, str]]], group: Grouping, why: str | None) -> None:
+    """tsq orders groups by their first series; PromQL's come back in label order. They agree
+    when every series has the same label names and the grouping's kept ones sort first."""
+    found = promqlpush.group_refusal("m", (), group, described)
+    assert (found or "").startswith(why or "") and (found is None) == (why is None)
