@@ -18,7 +18,16 @@ the subquery computes) and all three agree on numbers.
 Through a connector (BENCHMARKS.md): the same loop with an `influxdb` connector reads the day
 InfluxDB holds; its sampleBy is pushed down as `GROUP BY time(1m), *` (per host: exact), the
 mean by dc runs in tsq, and it writes cpu_1m back to InfluxDB. It is timed beside InfluxDB's own
-queries, the inexact `GROUP BY time(1m), "dc"` and the exact subquery."""
+queries, the inexact `GROUP BY time(1m), "dc"` and the exact subquery.
+
+And with a `prometheus` connector on the day Prometheus holds: the sampleBy and the groupBy are
+both pushed down (`avg by (dc)(avg_over_time(cpu[59999ms]))` at each minute's last millisecond,
+tsq.connectors.promqlpush), and the run is timed beside Prometheus's own
+`avg by (dc)(avg_over_time(cpu[59s]))`. That loop returns its minutes rather than store them:
+Prometheus 2.42 cannot delete the out-of-order samples a rollup writes into its past, so a
+second run of a storing loop would be refused (docs/connectors.md); its answer is checked
+instead. `TSQ_BENCH_HOSTS` sets the number of hosts (1000 by default, 100 with --quick) where the
+whole day is too much for the machine."""
 
 from __future__ import annotations
 
@@ -43,6 +52,7 @@ from benchmarks.rollup import DAY_NS, MINUTE_NS, START_NS, STEP_NS, as_series_se
 from tsq import tsl
 from tsq.config import Settings
 from tsq.connectors.base import Capabilities
+from tsq.explain import explaining
 from tsq.selector import Selector, parse_selector
 from tsq.series import SeriesSet
 from tsq.service import Service
@@ -71,6 +81,10 @@ INFLUX_LOOP = "cpu-1m-influx"
 INFLUX = "InfluxDB 1.6 GROUP BY time(1m),dc"
 INFLUX_EXACT = "InfluxDB 1.6 subquery by host"
 PROMETHEUS = "Prometheus 2.42 avg_over_time"
+TSQ_PROM = "tsq TSL loop via prometheus connector"
+PROM_LOOP = "cpu-1m-prom"
+PROM_HANDLER = ('select("cpu").from(start, end).sampleBy(1m, mean, "none")'
+                '.groupBy(["dc"], mean).rename("cpu_1m")\n')
 SUBQUERY_RUNS = 3  # 10-30 s each
 
 Answer = dict[str, tuple[np.ndarray, np.ndarray]]  # dc → (times in epoch s, values)
@@ -98,7 +112,7 @@ def check(impl: str, got: Answer, expected: Answer, shift_s: int = 0) -> None:
 
 
 def run(report: Report, *, quick: bool) -> None:
-    data = make_data(100 if quick else 1000)
+    data = make_data(int(os.environ.get("TSQ_BENCH_HOSTS") or (100 if quick else 1000)))
     repeat = 1 if quick else 5
     expected = reference(data)
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
@@ -112,7 +126,7 @@ def run(report: Report, *, quick: bool) -> None:
         else:
             report.note(BENCH, "InfluxDB 1.6", {"skipped": "influxd is not installed"})
         if prometheus.available():
-            calls[PROMETHEUS] = stack.enter_context(_prometheus(data, expected, report))
+            calls.update(stack.enter_context(_prometheus(data, expected, tsq_loop, report)))
         else:
             report.note(BENCH, "Prometheus 2.42", {"skipped": "prometheus or promtool is not "
                                                               "installed"})
@@ -124,12 +138,14 @@ def run(report: Report, *, quick: bool) -> None:
                     call()
                     samples[name].append(time.perf_counter() - start)
         tsq_facts = tsq_loop.breakdown(samples[TSQ], repeat)
-    peers = [name for name in samples if name not in (TSQ, TSQ_INFLUX)]
+    peers = [name for name in samples if name not in (TSQ, TSQ_INFLUX, TSQ_PROM)]
     for name in peers:
         report.add(BENCH, name, samples[name])
     report.add(BENCH, TSQ, samples[TSQ], peers)
     if TSQ_INFLUX in samples:  # the same loop through the influxdb connector, beside InfluxDB
         report.add(BENCH, TSQ_INFLUX, samples[TSQ_INFLUX], [INFLUX, INFLUX_EXACT])
+    if TSQ_PROM in samples:  # the same loop through the prometheus connector, beside Prometheus
+        report.add(BENCH, TSQ_PROM, samples[TSQ_PROM], [PROMETHEUS])
     report.note(BENCH, TSQ, tsq_facts)
     report.note(BENCH, "machine", {"loadavg_1m_before": round(load_before, 2),
                                    "loadavg_1m_after": round(os.getloadavg()[0], 2),
@@ -167,12 +183,14 @@ class _TsqLoop:
         self.name = name
         self.evaluations: list[float] = []  # the worker's own time, from its log line
         self.answer: Answer = {}
+        self.result: dict[str, Any] = {}  # the last run's result
         self.cold_s = 0.0  # the first run: starts the worker process, which parses the script
 
     def run(self) -> None:  # what POST /v1/loops/cpu-1m/run does, without HTTP
         record = self.service.run(self.name, self.WINDOW)
         if record.status != "success":
             raise RuntimeError(f"the loop run failed: {record.error}")
+        self.result = dict(record.result or {})
         for line in self.service.run_logs(record.id)["logs"]:
             took = TOOK.search(line["message"])
             if took:
@@ -288,8 +306,8 @@ def _influx_loop_file(base: str) -> str:
 
 
 @contextmanager
-def _prometheus(data: dict[str, Any], expected: Answer,
-                report: Report) -> Iterator[Callable[[], Answer]]:
+def _prometheus(data: dict[str, Any], expected: Answer, tsq_loop: _TsqLoop,
+                report: Report) -> Iterator[dict[str, Callable[[], object]]]:
     hosts, per_host = data["hosts"], data["per_host"]
     stamps = data["timestamps"][:per_host] // 10**9
     start = time.perf_counter()
@@ -312,4 +330,34 @@ def _prometheus(data: dict[str, Any], expected: Answer,
         report.note(BENCH, "Prometheus 2.42", {
             "samples": hosts * per_host, "openmetrics_text_s": round(text_s, 1),
             "promtool_import_and_start_s": round(import_s, 1)})
-        yield query
+        # The same TSL loop with a prometheus connector: its sampleBy and groupBy run in
+        # Prometheus (one query_range), and its minutes come back as the run's result.
+        tsq_loop.service.deploy(_prometheus_loop_file(base), "tsq-prom.yaml",
+                                {f"{LOOP}.tsl": PROM_HANDLER}.get)
+        remote = _TsqLoop(tsq_loop.service, PROM_LOOP)
+        remote.run()
+        check("tsq loop through the prometheus connector", _result_by_dc(remote.result),
+              expected)
+        report.note(BENCH, TSQ_PROM, {"plan": _prometheus_plan(tsq_loop.service, base)})
+        yield {PROMETHEUS: query, TSQ_PROM: remote.run}
+
+
+def _prometheus_loop_file(base: str) -> str:
+    return (f"connectors:\n  bench: {{type: prometheus, url: '{base}'}}\n"
+            f"functions:\n  {PROM_LOOP}:\n    handler: {LOOP}.tsl\n    runtime: tsl\n"
+            f"    connector: bench\n    memory: 2048\n    timeout: 600\n")
+
+
+def _result_by_dc(result: dict[str, Any]) -> Answer:
+    """A run's result series (epoch ms), by dc."""
+    return {s["labels"]["dc"]: (np.array(s["timestamps"], np.int64) // 1000,
+                                np.array(s["values"], np.float64))
+            for s in result.get("series", ())}
+
+
+def _prometheus_plan(service: Service, base: str) -> list[str]:
+    """What the loop's query asks Prometheus and what tsq computes, as `--explain` shows it."""
+    connector = service.connections.of({"type": "prometheus", "url": base})
+    with explaining() as plan:
+        tsl.query(PROM_HANDLER, connector, variables=_TsqLoop.WINDOW)
+    return [f"{step['where'].split(' at ')[0]}: {step['step']}" for step in plan]

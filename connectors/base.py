@@ -14,16 +14,17 @@ from tsq.selector import Selector
 from tsq.series import SeriesSet
 
 if TYPE_CHECKING:  # annotations only: the kernels need not load with the protocol
-    from tsq.kernels import Aggregator, Buckets, Fill
+    from tsq.kernels import Aggregator, Buckets, Fill, Grouping
 
-__all__ = ["Capabilities", "Connector", "ConnectorClass", "SamplingConnector", "label_values",
-           "sampling"]
+__all__ = ["Capabilities", "Connector", "ConnectorClass", "GroupingConnector", "SamplingConnector",
+           "grouping", "label_values", "sampling"]
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a back-end can do itself, beyond the protocol; the engine does the rest."""
 
     sampling: bool = False  # bucketize in the back-end: the connector is a SamplingConnector
+    grouping: bool = False  # and group the buckets there too: it is a GroupingConnector
     nan: bool = True  # stores NaN (InfluxDB does not: its connector drops such points)
     strings: bool = True  # stores string values (Prometheus does not: a write of them is refused)
     replaces: bool = True  # a point written again at a held timestamp replaces the old one
@@ -65,6 +66,16 @@ class SamplingConnector(Connector, Protocol):
         """`select`, then `tsq.kernels.bucketize`: only the buckets come back."""
 
 
+class GroupingConnector(SamplingConnector, Protocol):
+    """A connector whose `capabilities.grouping` is set: it also groups the buckets (TSL's
+    groupBy right after sampleBy), in the back-end where that is exact, else in tsq."""
+
+    def select_grouped(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                       group: Grouping) -> SeriesSet:
+        """`select_sampled`, then `group.apply`: only the groups come back."""
+
+
 def label_values(described: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:
     """`labels()` from `describe()`: each label key of the series → its values, sorted."""
     values: dict[str, set[str]] = {}
@@ -78,6 +89,12 @@ def sampling(connector: Connector) -> SamplingConnector | None:
     """`connector` as a SamplingConnector when its capabilities say it samples, else None.
     The flag is the connector's promise; the protocol cannot be checked at run time."""
     return cast(SamplingConnector, connector) if connector.capabilities.sampling else None
+
+
+def grouping(connector: Connector) -> GroupingConnector | None:
+    """`connector` as a GroupingConnector when its capabilities say it groups, else None."""
+    flags = connector.capabilities
+    return cast(GroupingConnector, connector) if flags.sampling and flags.grouping else None
 
 
 class ConnectorClass(Protocol):

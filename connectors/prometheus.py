@@ -14,15 +14,21 @@ inclusive: it is `last`. An open start is the first millisecond after 1970 (Vict
 reads nothing before it), an open end a year from now.
 
 What differs between the servers is data, in `SERVERS`, never a test of the server's name:
-what they store (`Capabilities`), whether a write must be flushed before the next read sees
-it, and extra query parameters.
+what they store and compute exactly (`Capabilities`), whether a write must be flushed before the
+next read sees it, and extra query parameters.
+
+TSL's sampleBy, and a group right after it, are pushed down to Prometheus as `query_range`
+requests where the answer is exactly tsq's (`tsq.connectors.promqlpush` plans them, and says
+why not); buckets cut by the range's edges, and those answered NaN or infinite, are read raw and
+computed by tsq's kernels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,7 @@ import numpy as np
 import orjson
 
 from tsq import explain
-from tsq.connectors import http
+from tsq.connectors import http, promqlpush
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.http import HttpServer, shown
 from tsq.connectors.remotewrite import snappy_request
@@ -41,6 +47,7 @@ from tsq.errors import (
     ConnectorQueryError,
     ConnectorUnsupported,
 )
+from tsq.kernels import Aggregator, Buckets, Fill, Grouping, bucketize
 from tsq.selector import NAME_LABEL, Matcher, Selector
 from tsq.series import SeriesSet
 
@@ -69,11 +76,15 @@ class Server:
 
 SERVERS: Mapping[str, Server] = {
     # Prometheus keeps NaN and hides its staleness markers itself; a sample sent again at a
-    # held timestamp may or may not replace it (out-of-order samples merge at read time).
-    "prometheus": Server("Prometheus", Capabilities(strings=False, replaces=False)),
+    # held timestamp may or may not replace it (out-of-order samples merge at read time). Its
+    # buckets and groups are tsq's where promqlpush says so (checked on 2.42 by the tests).
+    "prometheus": Server("Prometheus", Capabilities(sampling=True, grouping=True,
+                                                    strings=False, replaces=False)),
     # VictoriaMetrics drops NaN on write, so a NaN it answers is a staleness marker; it keeps
     # both samples of a timestamp, deletes whole series only, and makes a write visible to
-    # reads within about a second unless asked to flush.
+    # reads within about a second unless asked to flush. It reads raw only: its *_over_time
+    # would take both samples of a timestamp where tsq keeps the later, and MetricsQL's range
+    # conventions are not Prometheus's (nothing here proves them exact).
     "victoriametrics": Server("VictoriaMetrics",
                               Capabilities(nan=False, strings=False, replaces=False,
                                            range_delete=False),
@@ -175,6 +186,20 @@ class Prometheus:
                 found.append((name, labels, stamps[keep], values[keep]))
         return SeriesSet.from_series(sorted(found, key=lambda s: (s[0], sorted(s[1].items()))))
 
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        """`select` then `bucketize`, the buckets computed by the server where promqlpush finds
+        them exact, the rest by tsq's kernels on raw points."""
+        return self._sampled(selector, start, end, buckets, aggregator, fills, None)
+
+    def select_grouped(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                       group: Grouping) -> SeriesSet:
+        """`select_sampled` then `group.apply`, the groups computed by the server too where
+        promqlpush finds them exact."""
+        return self._sampled(selector, start, end, buckets, aggregator, fills, group)
+
     def write(self, series: SeriesSet) -> int:
         batch: list[tuple[dict[str, str], list[int], list[float]]] = []
         size = written = 0
@@ -254,6 +279,128 @@ class Prometheus:
 
     def close(self) -> None:
         self._server.close()
+
+    # -- pushdown ----------------------------------------------------------------------------
+
+    def _sampled(self, selector: Selector, start: int | None, end: int | None,
+                 buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                 group: Grouping | None) -> SeriesSet:
+        promql = promql_selector(selector)
+        found: promqlpush.Plan | str = (
+            f"{self.server.product} reads raw points only here" if not self.capabilities.sampling
+            else "the selector names no single metric (PromQL's answers keep no name)"
+            if selector.name is None
+            else promqlpush.plan(promql, start, end, buckets, aggregator))
+        if isinstance(found, str):
+            reason = found
+            explain.note("tsq", lambda: f"sampleBy({buckets.span / 1e9:g} s, {aggregator.name})"
+                                        f" on the raw points: {reason}")
+            sampled = bucketize(self.select(selector, start, end), buckets, aggregator, fills)
+            return sampled if group is None else self._group_here(sampled, group, reason)
+        if group is not None:
+            # Every series the selector has ever matched, not only those of the range: a wider
+            # set can only refuse more, and the index answers it without reading samples.
+            refusal = promqlpush.group_refusal(selector.name, fills, group,
+                                               self.describe(selector)) \
+                if self.capabilities.grouping else "grouping is not pushed here"
+            if refusal is not None:
+                sampled = self._sampled(selector, start, end, buckets, aggregator, fills, None)
+                return self._group_here(sampled, group, refusal)
+            found = dataclasses.replace(found, query=promqlpush.query_text(
+                promql or "", found.span_ms, aggregator, group))
+        return self._pushed(found, selector, buckets, aggregator, fills, group)
+
+    def _pushed(self, found: promqlpush.Plan, selector: Selector, buckets: Buckets,
+                aggregator: Aggregator, fills: Sequence[Fill], group: Grouping | None
+                ) -> SeriesSet:
+        """The plan's answer from the server, its untrusted and cut buckets from tsq."""
+        name = selector.name or ""
+        span = buckets.span
+        explain.note(self._where(), lambda: (
+            f"pushed down sampleBy({span / 1e9:g} s, {aggregator.name})"
+            f"{'' if group is None else f' and {group}'}: {found.whole} whole bucket(s) as "
+            f"query_range {found.query} step {found.span_ms}ms"))
+        parts: list[tuple[tuple[tuple[str, str], ...], Any, Any]] = []
+        for first_ms, last_ms in promqlpush.steps(found):
+            data = self._api("POST", "/api/v1/query_range", what=found.query, retry=True, data={
+                "query": found.query, "start": _seconds(first_ms), "end": _seconds(last_ms),
+                "step": _seconds(found.span_ms), **self.server.read_params})
+            if not isinstance(data, dict) or data.get("resultType") != "matrix":
+                raise self._bad_answer(found.query, "not a matrix")
+            parts.extend(self._steps(one, found.query, span) for one in data.get("result") or ())
+        untrusted = [stamps[~np.isfinite(values)] for _, stamps, values in parts]
+        windows = promqlpush.local_windows(
+            found, np.concatenate(untrusted) if untrusted else np.empty(0, np.int64))
+        local = self._recomputed(selector, windows, buckets, aggregator, group)
+        # Every series' (or group's) points at a recomputed bucket come from tsq, all others
+        # from the server: a bucket is whole from one side or the other.
+        recomputed = np.array([buckets.anchor + (a - buckets.anchor) // span * span
+                               for a, _ in windows], np.int64)
+        recomputed_end = np.array([b for _, b in windows], np.int64)
+        merged: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, Any]]] = {}
+        for labels, stamps, values in parts:
+            keep = slice(None)
+            if windows:
+                at = np.searchsorted(recomputed, stamps, side="right") - 1
+                keep = (at < 0) | (stamps >= recomputed_end[np.maximum(at, 0)])
+            merged.setdefault((name, labels), []).append((stamps[keep], values[keep]))
+        computed = set()
+        for one in local:  # an empty one too: tsq's kernels keep a series of NaN points
+            key = (one.name, tuple(sorted(one.labels.items())))
+            computed.add(key)
+            merged.setdefault(key, []).append((one.timestamps, one.values))
+        series = SeriesSet.from_series(
+            (key_name, dict(labels), np.concatenate([p[0] for p in pieces]),
+             np.concatenate([p[1] for p in pieces]).astype(np.float64))
+            for (key_name, labels), pieces in sorted(merged.items())
+            if (key_name, labels) in computed or any(len(p[0]) for p in pieces))
+        if group is not None or (not fills and buckets.first is None):
+            return series
+        # One point per bucket, at its start: bucketizing it again keeps it where it is and
+        # lays the grid and fills exactly as tsq's kernels do on raw points.
+        return bucketize(series, buckets, Aggregator("last"), fills)
+
+    def _recomputed(self, selector: Selector, windows: Sequence[tuple[int, int]],
+                    buckets: Buckets, aggregator: Aggregator, group: Grouping | None
+                    ) -> SeriesSet:
+        """tsq's buckets (and groups) of the raw points in `windows`."""
+        if not windows:
+            return SeriesSet.empty()
+        explain.note("tsq", lambda: f"{len(windows)} window(s) of cut, NaN or infinite "
+                                    f"buckets read raw and computed by tsq's kernels")
+        pieces: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, Any]]] = {}
+        for start, end in windows:
+            for one in self.select(selector, start, end):
+                pieces.setdefault((one.name, tuple(sorted(one.labels.items()))), []).append(
+                    (one.timestamps, one.values))
+        raw = SeriesSet.from_series(
+            (name, dict(labels), np.concatenate([p[0] for p in found]),
+             np.concatenate([p[1] for p in found]))
+            for (name, labels), found in sorted(pieces.items()))
+        sampled = bucketize(raw, Buckets(buckets.span, buckets.anchor), aggregator)
+        return sampled if group is None else group.apply(sampled)
+
+    def _group_here(self, sampled: SeriesSet, group: Grouping, why: str) -> SeriesSet:
+        grouped = group.apply(sampled)
+        explain.note("tsq", lambda: f"{group}: {len(grouped)} series, {grouped.points} points "
+                                    f"({why})")
+        return grouped
+
+    def _steps(self, one: Any, query: str, span: int
+               ) -> tuple[tuple[tuple[str, str], ...], Any, Any]:
+        """A series of a query_range answer: its labels, and its values by bucket tick (a step
+        at the bucket's last millisecond)."""
+        try:
+            metric = one["metric"]
+            labels = tuple(sorted((str(k), str(v)) for k, v in metric.items()
+                                  if k != NAME_LABEL and v != ""))
+            pairs = np.array(one["values"], dtype=object).reshape(-1, 2)
+            stamps = np.rint(pairs[:, 0].astype(np.float64) * 1000).astype(np.int64) * MS
+            values = pairs[:, 1].astype(np.float64)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self._bad_answer(query, f"a series without its metric or values ({exc})") \
+                from None
+        return labels, stamps + MS - span, values
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from tsq.errors import BadRequest, HostError, TslError, TsqError
-from tsq.kernels import Aggregator, Buckets, Fill
+from tsq.kernels import Aggregator, Buckets, Fill, Grouping
 from tsq.lineprotocol import ParsedBatch, parse_lines
 from tsq.selector import Matcher, Selector, parse_selector
 from tsq.series import NS_PER_MS, SeriesSet
@@ -73,6 +73,7 @@ class Sampling:
     grid: Buckets
     aggregator: Aggregator
     fills: tuple[Fill, ...]
+    group: Grouping | None = None  # then grouped too (TSL's groupBy right after sampleBy)
 
 
 @dataclass(frozen=True)
@@ -315,9 +316,13 @@ def selector_message(selector: Selector) -> dict[str, Any]:
             "matchers": [[m.label, m.op, m.value] for m in selector.matchers]}
 
 
-def sampling_message(grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill]
-                     ) -> dict[str, Any]:
-    return {"span": grid.span, "anchor": grid.anchor, "closed": grid.closed,
+def sampling_message(grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                     group: Grouping | None = None) -> dict[str, Any]:
+    grouped = {} if group is None else {"group": {
+        "labels": None if group.labels is None else list(group.labels),
+        "aggregator": [group.aggregator.name, group.aggregator.param],
+        "without": group.without}}
+    return {**grouped, "span": grid.span, "anchor": grid.anchor, "closed": grid.closed,
             "label": grid.label, "first": grid.first, "last": grid.last,
             "aggregator": [aggregator.name, aggregator.param],
             "fills": [[fill.policy, None if np.isnan(fill.value) else fill.value]
@@ -330,4 +335,9 @@ def sampling_from_message(given: dict[str, Any]) -> Sampling:
     name, param = given["aggregator"]
     fills = tuple(Fill(str(policy), np.nan if value is None else float(value))
                   for policy, value in given["fills"])
-    return Sampling(grid, Aggregator(str(name), param), fills)
+    group = None
+    if given.get("group") is not None:
+        labels, (by, by_param) = given["group"]["labels"], given["group"]["aggregator"]
+        group = Grouping(None if labels is None else tuple(str(label) for label in labels),
+                         Aggregator(str(by), by_param), bool(given["group"]["without"]))
+    return Sampling(grid, Aggregator(str(name), param), fills, group)

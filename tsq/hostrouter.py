@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tsq.connectors.base import Connector, sampling
+from tsq.connectors.base import Connector, grouping, sampling
 from tsq.errors import HostError
 from tsq.hostcalls import (
     OPS,
@@ -50,10 +50,20 @@ def _select(run: RunServices, read: Read) -> SeriesSet:
 
 def _sampled(run: RunServices, read: Read) -> SeriesSet:
     """TSL's reads; with `sample`, bucketed by the connector when it samples itself (InfluxDB's
-    GROUP BY time), else here: only the buckets cross to the worker."""
+    GROUP BY time), else here: only the buckets cross to the worker. With `sample.group` too,
+    grouped by the connector when it groups itself (Prometheus's `avg by`), else here: only the
+    groups cross."""
     if read.sample is None:
         return _select(run, read)
-    sample, pushed = read.sample, sampling(run.connector)
+    sample = read.sample
+    if sample.group is not None:
+        grouped = grouping(run.connector)
+        if grouped is not None:
+            return grouped.select_grouped(read.selector, read.start, read.end, sample.grid,
+                                          sample.aggregator, sample.fills, sample.group)
+        return sample.group.apply(_sampled(run, replace(read, sample=replace(sample,
+                                                                              group=None))))
+    pushed = sampling(run.connector)
     if pushed is not None:
         return pushed.select_sampled(read.selector, read.start, read.end, sample.grid,
                                      sample.aggregator, sample.fills)

@@ -31,10 +31,19 @@ from typing import Any
 import numpy as np
 
 from tsq import explain
-from tsq.connectors.base import sampling
+from tsq.connectors.base import grouping, sampling
 from tsq.errors import BadRequest, TslError
 from tsq.isotime import parse_ns
-from tsq.kernels import Aggregator, Buckets, Fill, bucketize, choose, combine, group_by, maps
+from tsq.kernels import (
+    Aggregator,
+    Buckets,
+    Fill,
+    Grouping,
+    bucketize,
+    choose,
+    combine,
+    maps,
+)
 from tsq.kernels.window import cumulative, window
 from tsq.regex import Pattern, RegexError, compile_user
 from tsq.selector import NAME_LABEL, Matcher, Selector
@@ -164,8 +173,9 @@ class Evaluation:
         else:
             span = self.range(select)
             pushed = self.fetch_sampled(instruction, span)
-            if pushed is not None:   # the connector sampled: the first method is done
-                series, methods = pushed, methods[1:]
+            if pushed is not None:   # the connector sampled (and grouped): those methods are done
+                series, done = pushed
+                methods = methods[done:]
             else:
                 series = self.fetch(instruction, span)
         for method in methods:
@@ -192,10 +202,13 @@ class Evaluation:
             series = maps.keep(series, int(select.last.last))
         return series
 
-    def fetch_sampled(self, instruction: Instruction, span: _Range) -> SeriesSet | None:
+    def fetch_sampled(self, instruction: Instruction, span: _Range
+                      ) -> tuple[SeriesSet, int] | None:
         """A select whose first method is a sampleBy over a time range, read from a connector
-        that samples itself (`capabilities.sampling`): only the buckets travel. None when it
-        cannot be pushed down."""
+        that samples itself (`capabilities.sampling`): only the buckets travel; with a group
+        method right after it and a connector that groups (`capabilities.grouping`), only the
+        groups. The series and how many methods they have done; None when nothing can be
+        handed to the connector."""
         select = instruction.select
         connector = sampling(self.connector_for(instruction))
         if not select.methods or connector is None or \
@@ -208,9 +221,16 @@ class Evaluation:
         if plan is None:
             return None
         grid, aggregator, fills = plan
+        grouper = grouping(connector)
+        if grouper is not None and len(select.methods) > 1 and \
+                select.methods[1].op in (T.GROUP, T.GROUPBY, T.GROUPWITHOUT):
+            grouped: SeriesSet = grouper.select_grouped(
+                _selector(select), span.start, span.end, grid, aggregator, fills,
+                _grouping(select.methods[1]))
+            return grouped, 2
         found: SeriesSet = connector.select_sampled(_selector(select), span.start, span.end,
                                                     grid, aggregator, fills)
-        return found
+        return found, 1
 
     def range(self, select: Select) -> _Range:
         if select.has_from:
@@ -298,13 +318,7 @@ class Evaluation:
         return Buckets(width, anchor, first=first, last=last), aggregator, _fills(named, method)
 
     def group(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
-        args = list(method.args)
-        labels: list[str] | None = None
-        if method.op is not T.GROUP:
-            given = args.pop(0)
-            labels = [i.lit for i in given.items] if given.tok is T.INTERNALLIST else [given.lit]
-        aggregator = _aggregator(args[0], args[1] if len(args) > 1 else None)
-        return group_by(series, labels, aggregator, without=method.op is T.GROUPWITHOUT)
+        return _grouping(method).apply(series)
 
     def window(self, method: Method, series: SeriesSet, _s: _Range, _i: Instruction) -> SeriesSet:
         args = [a for a in method.args if a.prefix is None]
@@ -528,6 +542,18 @@ def _required_field(value: Field | None, method: Method) -> Field:
     if value is None:
         raise _error(f"{method.op.text}() needs an argument", method)
     return value
+
+
+def _grouping(method: Method) -> Grouping:
+    """group(agg), groupBy(labels, agg), groupWithout(labels, agg) as a kernel's arguments."""
+    args = list(method.args)
+    labels: tuple[str, ...] | None = None
+    if method.op is not T.GROUP:
+        given = args.pop(0)
+        labels = tuple(i.lit for i in given.items) if given.tok is T.INTERNALLIST \
+            else (given.lit,)
+    aggregator = _aggregator(args[0], args[1] if len(args) > 1 else None)
+    return Grouping(labels, aggregator, without=method.op is T.GROUPWITHOUT)
 
 
 def _aggregator(given: Field, param: Field | None) -> Aggregator:

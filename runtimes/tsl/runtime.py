@@ -23,7 +23,7 @@ from tsq.hostcalls import (
     series_from_message,
     series_message,
 )
-from tsq.kernels import Aggregator, Buckets, Fill
+from tsq.kernels import Aggregator, Buckets, Fill, Grouping
 from tsq.runtimes.base import LogLine, RunContext, RunResult, RunStatus, within_cap
 from tsq.selector import Selector
 from tsq.series import SeriesSet
@@ -40,7 +40,9 @@ class HostConnector:
     """The loop's connector (or the one of its loop file `name`s) as seen from a worker: every
     call is a host call."""
 
-    capabilities = Capabilities(sampling=True)   # the store samples before answering
+    # The service samples (and groups) before answering: in the back-end where it can do so
+    # exactly, else with its own kernels; either way only the buckets or groups cross the pipe.
+    capabilities = Capabilities(sampling=True, grouping=True)
 
     def __init__(self, host: Host, name: str | None = None) -> None:
         self._host = host
@@ -59,6 +61,12 @@ class HostConnector:
                        fills: Sequence[Fill] = ()) -> SeriesSet:
         return self._select(selector, start, end,
                             {"sample": sampling_message(grid, aggregator, fills)})
+
+    def select_grouped(self, selector: Selector, start: int | None, end: int | None,
+                       grid: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                       group: Grouping) -> SeriesSet:
+        return self._select(selector, start, end,
+                            {"sample": sampling_message(grid, aggregator, fills, group)})
 
     def _select(self, selector: Selector, start: int | None, end: int | None,
                 extra: dict[str, Any]) -> SeriesSet:

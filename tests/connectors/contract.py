@@ -1,13 +1,17 @@
 """The contract every connector keeps. A connector's test module subclasses `ConnectorContract`
-and provides a `connector` fixture giving an empty store."""
+and provides a `connector` fixture giving an empty store; and subclasses `UnreachableContract`
+with an `unreachable` fixture (no server needed) for how it fails when its server is not there."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from tsq.connectors.base import Connector
-from tsq.errors import BadRequest, ConnectorUnsupported
+from tsq.errors import BadRequest, ConnectorUnavailable, ConnectorUnsupported
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 
@@ -124,3 +128,38 @@ class ConnectorContract:
             parse_selector('cpu{dc}')
         with pytest.raises(BadRequest, match="bad regular expression"):
             parse_selector('cpu{host=~"("}')
+
+
+# -- a server that is not there ------------------------------------------------------------------
+
+CALLS: dict[str, Callable[[Connector], object]] = {
+    "select": lambda store: store.select(parse_selector("cpu"), 0, S),
+    "write": lambda store: store.write(SeriesSet.from_series(CPU)),
+    "names": lambda store: store.names(),
+}
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """A connector pointed at a port nothing listens on, with credentials in its URL or keys."""
+
+    connector: Connector
+    where: str  # how every message must name it: the connector and its URL, no credentials
+    secrets: tuple[str, ...]  # what no message may contain
+    calls: tuple[str, ...] = ("select",)  # which of CALLS to try
+    asked: str = ""  # what the select message must also name: the query the server missed
+
+
+class UnreachableContract:
+    def test_an_unreachable_server_fails_clearly_naming_it_without_secrets(
+            self, unreachable: Unreachable) -> None:
+        try:
+            for call in unreachable.calls:
+                with pytest.raises(ConnectorUnavailable) as caught:
+                    CALLS[call](unreachable.connector)
+                message = caught.value.message
+                assert unreachable.where in message, (call, message)
+                assert call != "select" or unreachable.asked in message, message
+                assert not [secret for secret in unreachable.secrets if secret in message]
+        finally:
+            unreachable.connector.close()

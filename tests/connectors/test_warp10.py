@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import tsq_server
-from tests.connectors.contract import CPU, ConnectorContract, S
+from tests.connectors.contract import CPU, ConnectorContract, S, Unreachable, UnreachableContract
 from tsq.connectors import CONNECTORS, load_connector_class
 from tsq.connectors.warp10 import LAST_TICK, Warp10, fetch_request, warp10_selector
-from tsq.errors import BadRequest, ConnectorAuthError, ConnectorQueryError, ConnectorUnavailable
+from tsq.errors import BadRequest, ConnectorAuthError, ConnectorQueryError
 from tsq.gtsformat import format_lines, format_selector, parse_selector, parse_update
 from tsq.masking import mask_spec
 from tsq.selector import Selector
@@ -198,18 +198,14 @@ def test_the_delete_endpoint_counts_series_and_keeps_its_range(warp10_url: str) 
 # -- failures ------------------------------------------------------------------------------------
 
 
-def test_an_unreachable_server_fails_clearly_without_the_token() -> None:
-    store = Warp10.open({"type": "warp10", "url": "http://127.0.0.1:9", "token": TOKEN,
-                         "name": "w"}, Path("."))
-    for call in (lambda: store.select(tsq_selector("cpu"), 0, S),
-                 lambda: store.write(SeriesSet.from_series(CPU)),
-                 store.names):
-        with pytest.raises(ConnectorUnavailable) as caught:
-            call()
-        assert 'warp10 connector "w" at http://127.0.0.1:9 could not be reached' in \
-            caught.value.message
-        assert TOKEN not in caught.value.message and "s3cr3t" not in caught.value.message
-    store.close()
+class TestUnreachableWarp10(UnreachableContract):
+    @pytest.fixture
+    def unreachable(self) -> Unreachable:
+        return Unreachable(
+            Warp10.open({"type": "warp10", "url": "http://127.0.0.1:9", "token": TOKEN,
+                         "name": "w"}, Path(".")),
+            'warp10 connector "w" at http://127.0.0.1:9 could not be reached',
+            (TOKEN, "s3cr3t"), calls=("select", "write", "names"))
 
 
 def test_a_script_the_server_refuses_is_a_query_error_without_the_token(

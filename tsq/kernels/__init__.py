@@ -3,8 +3,8 @@
 from tsq.kernels import choose, combine, maps
 from tsq.kernels.aggregate import AGGREGATORS, Aggregator, reduce_segments
 from tsq.kernels.buckets import Buckets, Fill, bucket_index, bucketize
-from tsq.kernels.group import group_by
+from tsq.kernels.group import Grouping, group_by
 from tsq.kernels.window import cumulative, window
 
-__all__ = ["AGGREGATORS", "Aggregator", "Buckets", "Fill", "bucket_index", "bucketize",
+__all__ = ["AGGREGATORS", "Aggregator", "Buckets", "Fill", "Grouping", "bucket_index", "bucketize",
            "choose", "combine", "cumulative", "group_by", "maps", "reduce_segments", "window"]

@@ -10,6 +10,7 @@ The result keeps the labels the class is defined by, and the name its series sha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,29 @@ import numpy.typing as npt
 from tsq.kernels.aggregate import Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
-__all__ = ["group_by"]
+__all__ = ["Grouping", "group_by"]
 
 Ints = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A `group_by` to make later, as a value: what a connector that groups in its back-end is
+    asked for (TSL's groupBy right after its sampleBy)."""
+
+    labels: tuple[str, ...] | None  # None: every series in one class
+    aggregator: Aggregator
+    without: bool = False
+
+    def apply(self, series: SeriesSet) -> SeriesSet:
+        return group_by(series, self.labels, self.aggregator, without=self.without)
+
+    def __str__(self) -> str:
+        how = "groupWithout" if self.without else "groupBy" if self.labels is not None \
+            else "group"
+        labels = f"[{', '.join(self.labels)}], " if self.labels is not None else ""
+        return f"{how}({labels}{self.aggregator.name})"
 
 
 def group_by(series: SeriesSet, labels: Sequence[str] | None, agg: Aggregator, *,
