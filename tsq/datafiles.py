@@ -10,6 +10,8 @@ sets its umask to 077 (`private_umask`), for the files its store and artifacts m
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -56,8 +58,13 @@ def private_umask() -> None:
 
 
 def version_key(data_dir: Path) -> bytes:
-    """The data directory's key for version ids: made (random, 0600) the first time, then read,
-    so the ids of the same content stay the same across restarts."""
+    """The key for version ids: derived from `TSQ_SECRET_KEY` when it is set (so every process
+    of a cluster, each with a data directory of its own, gives the same content the same id);
+    else the data directory's, made (random, 0600) the first time, then read, so the ids of the
+    same content stay the same across restarts."""
+    shared = os.environ.get("TSQ_SECRET_KEY")
+    if shared:
+        return hmac.new(shared.encode(), b"tsq version ids", hashlib.sha256).digest()
     return key_file(data_dir / VERSION_KEY_FILE, lambda: secrets.token_bytes(KEY_BYTES),
                     KEY_BYTES)
 

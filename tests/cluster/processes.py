@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 
 from tests.conftest import free_port
 
@@ -109,6 +110,7 @@ class Cluster:
         self.database_url = database_url
         self.processes: list[TsqProcess] = []
         self.env = {**os.environ, "TSQ_CLUSTER": nats_url, "TSQ_CLUSTER_NAME": name,
+                    "TSQ_SECRET_KEY": Fernet.generate_key().decode(),
                     "TSQ_DATABASE_URL": database_url, "TSQ_WORKERS": "1",
                     "TSQ_CLUSTER_ACK_WAIT_S": "2", "TSQ_CLUSTER_LEASE_TTL_S": "1",
                     **{f"TSQ_{key.upper()}": str(value) for key, value in settings.items()}}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(240)
 BEAT = """
 export default async function (event) {
   await db.write(`beat,node=n value=1 ${event.scheduledMs}000000`);
-  return {scheduled: event.scheduledMs, version: VERSION};
+  return {scheduled: event.scheduledMs, version: VERSION, token: env.TOKEN.length};
 }
 """
 COUNT = """
@@ -34,7 +34,8 @@ export default async function () {
 
 def loop_file(version: int) -> dict[str, Any]:
     return {"content": "project: c\nfunctions:\n"
-                       "  beat:\n    handler: beat.js\n    catchup: all\n    events:\n"
+                       "  beat:\n    handler: beat.js\n    catchup: all\n"
+                       "    environment: {TOKEN: {secret: sealed-in-the-database}}\n    events:\n"
                        "      - tick: {rate: R/2026-01-01T00:00:00Z/PT1S/ET10S}\n"
                        "  count:\n    handler: count.js\n",
             "files": {"beat.js": BEAT.replace("VERSION", str(version)), "count.js": COUNT}}
@@ -87,6 +88,8 @@ def test_a_cluster_runs_each_scheduled_time_once_on_its_workers(cluster: Cluster
         assert answer.status_code == 200, answer.text
         done = [r for r in beats(client) if r["status"] == "success"]
         assert answer.json()["result"]["points"] >= len(done)  # each wrote through the api
+        # the worker processes opened the loop's sealed secret with the cluster's key
+        assert {r["result"]["token"] for r in done} == {len("sealed-in-the-database")}
         runs = beats(client)
     exactly_once(runs)
     assert {r["status"] for r in runs} <= {"success", "queued", "running"}
@@ -116,6 +119,11 @@ def test_a_cluster_process_that_could_not_work_says_why(cluster: Cluster) -> Non
     with pytest.raises(AssertionError, match="--store-url"):
         worker.start()
     worker.stop()
+    keyless = {k: v for k, v in cluster.env.items() if k != "TSQ_SECRET_KEY"}
+    api = TsqProcess("keyless", "api", cluster.root, keyless, store_url=None)
+    with pytest.raises(AssertionError, match="set TSQ_SECRET_KEY to the same key in every"):
+        api.start()
+    api.stop()
 
 
 SPIN = """

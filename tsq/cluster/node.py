@@ -50,6 +50,12 @@ class Member(Protocol):
 
 def check_cluster(cluster: ClusterSettings, database_url: str) -> None:
     """ConfigError for a cluster process that could not work."""
+    if not os.environ.get("TSQ_SECRET_KEY"):
+        raise ConfigError(
+            "the processes of a cluster must share the key that seals loop secrets (each has "
+            "a data directory of its own): set TSQ_SECRET_KEY to the same key in every one; "
+            "`python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'` makes one")
     if "api" not in cluster.roles and not cluster.store_url:
         raise ConfigError(
             f"a cluster process without the api role (role = {','.join(sorted(cluster.roles))})"
