@@ -75,6 +75,7 @@ IN_FLIGHT_PER_WORKER = 8
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
 HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
+LANE_RETRY_S = 0.5  # in a cluster, how soon a run whose lane is full elsewhere tries again
 
 
 class RunQueue(Protocol):
@@ -90,6 +91,10 @@ class RunQueue(Protocol):
 
     def cancel(self, run_id: str) -> None:
         """Ask the worker node running `run_id` to stop it."""
+
+    def waiting(self, run_ids: list[str], claimed: set[str]) -> None:
+        """`run_ids` wait here for their loop's lane (held, but not taking room for more);
+        those of `claimed` that waited so far no longer do."""
 
 
 @dataclass(frozen=True)
@@ -435,12 +440,18 @@ class Dispatcher:
         return False
 
     def _start(self, group: list[tuple[Run, threading.Semaphore]]) -> None:
-        claimed = self.runs.claim_many([run.id for run, _ in group])
+        claimed, waiting = self._claim([run for run, _ in group])
         now = self._now_ms()
-        taken = [run.id for run, _ in group if run.id not in claimed]
-        if taken and self.queue is not None:
+        taken = [run.id for run, _ in group if run.id not in claimed and run.id not in waiting]
+        if self.queue is not None:
             self.queue.done(taken, ended=False)
+            self.queue.waiting(list(waiting), claimed)
         for run, slots in group:
+            if run.id in waiting:  # its lane is full on other processes: try again soon
+                slots.release()
+                self._release(run)
+                self._later(LANE_RETRY_S, run)
+                continue
             if run.id not in claimed:
                 slots.release()
                 self._release(run)  # another dispatcher runs it, or it was cancelled
@@ -452,6 +463,22 @@ class Dispatcher:
                 slots.release()
                 self._ended.put(_Ended(running, RunResult.failed(
                     "InternalError", f"tsq could not start the run: {exc}")))
+
+    def _claim(self, group: list[Run]) -> tuple[set[str], set[str]]:
+        """The runs of `group` claimed here, and those still queued because their loop's lane is
+        full elsewhere. In a cluster a lane holds across processes (`RunStore.claim_limited`);
+        in one process the lanes (tsq.lanes) have kept it already."""
+        if self.queue is None:
+            return self.runs.claim_many([run.id for run in group]), set()
+        limited = [(run, self._version(run.version_id).spec.max_concurrency) for run in group
+                   if run.trigger in LIMITED_TRIGGERS]
+        claimed = self.runs.claim_many([run.id for run in group
+                                        if run.trigger not in LIMITED_TRIGGERS])
+        claimed |= self.runs.claim_limited(limited)
+        unclaimed = [run.id for run, _ in limited if run.id not in claimed]
+        waiting = {run.id for run in self.runs.get_many(unclaimed).values()
+                   if run.status == RunStatus.QUEUED}
+        return claimed, waiting
 
     def _expire(self, run: Run, spec: LoopSpec) -> None:
         late_s = (self._now_ms() - run.when_ms) / 1000

@@ -23,6 +23,7 @@ from tsq.errors import Conflict, NotFound
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
 from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
+from tsq.runpolicy import LIMITED_TRIGGERS
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
            "new_run_id", "run_key"]
@@ -113,6 +114,21 @@ _CLAIM = (runs.update()
                  runs.c.status.concat("") == RunStatus.QUEUED.value)
           .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
           .returning(runs.c.id))
+# A limited run's claim in a cluster: only while fewer than `b_limit` of its loop's limited
+# runs are running anywhere. One statement, so SQLite (one writer) counts and claims at once;
+# PostgreSQL first takes a lock per loop for the transaction (`claim_limited`).
+_OTHERS = runs.alias("others")
+_CLAIM_LIMITED = (runs.update()
+                  .where(runs.c.id == sa.bindparam("b_id"),
+                         runs.c.status == RunStatus.QUEUED.value,
+                         sa.select(sa.func.count()).select_from(_OTHERS).where(
+                             _OTHERS.c.project == sa.bindparam("b_project"),
+                             _OTHERS.c.loop == sa.bindparam("b_loop"),
+                             _OTHERS.c.status == RunStatus.RUNNING.value,
+                             _OTHERS.c.trigger.in_(sorted(LIMITED_TRIGGERS)),
+                         ).scalar_subquery() < sa.bindparam("b_limit"))
+                  .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
+                  .returning(runs.c.id))
 _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=RunStatus.QUEUED.value, attempt=sa.bindparam("b_attempt"),
     not_before_ms=sa.bindparam("b_not_before"), started_ms=None, finished_ms=None,
@@ -168,6 +184,28 @@ class RunStore:
         with transaction(self.engine) as db:
             claimed = db.execute(_CLAIM, {"b_ids": list(run_ids), "b_now": self._now_ms()})
             return set(claimed.scalars())
+
+    def claim_limited(self, wanted: Sequence[tuple[Run, int]]) -> set[str]:
+        """queued → running for each `(run, limit)` while fewer than `limit` runs of its loop's
+        lane (scheduled, `after:`, backfilled) are running, whichever process runs them: a
+        loop's `max_concurrency` across a cluster. The ids claimed; a run not claimed is still
+        queued (its lane is full) or was taken by another process."""
+        if not wanted:
+            return set()
+        now = self._now_ms()
+        claimed: set[str] = set()
+        with transaction(self.engine) as db:
+            if db.dialect.name == "postgresql":  # counts and claims race otherwise
+                for project, loop in sorted({(run.project, run.loop) for run, _ in wanted}):
+                    db.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                        sa.func.hashtext(f"tsq lane {project}/{loop}"))))
+            for run, limit in wanted:
+                got = db.execute(_CLAIM_LIMITED, {
+                    "b_id": run.id, "b_project": run.project, "b_loop": run.loop,
+                    "b_limit": limit, "b_now": now}).scalar()
+                if got is not None:
+                    claimed.add(str(got))
+        return claimed
 
     def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back

@@ -154,3 +154,37 @@ def test_a_run_on_a_worker_process_is_cancelled_from_the_api_process(cluster: Cl
         # the worker process goes on: the next run succeeds there
         assert client.post("/v1/loops", json=loop_file(1)).status_code == 201
         assert client.post("/v1/loops/count/run").status_code == 200
+
+
+BUSY = """
+export default async function (event) {
+  const until = Date.now() + 700;
+  while (Date.now() < until) {}
+  return event.scheduledMs;
+}
+"""
+
+
+def test_max_concurrency_holds_across_worker_processes(cluster: Cluster) -> None:
+    api = cluster.start("api", "api")
+    for i in (1, 2):
+        cluster.start(f"worker{i}", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        assert client.post("/v1/loops", json={
+            "content": "project: c\nfunctions:\n  lane:\n    handler: lane.js\n"
+                       "    max_concurrency: 1\n    events:\n"
+                       "      - m: {rate: R/2026-01-01T00:00:00Z/PT1M/ET10S}\n",
+            "files": {"lane.js": BUSY}}).status_code == 201, "deploy"
+        job = client.post("/v1/backfill", json={
+            "loop": "lane", "from": "2026-02-01T00:00:00Z", "to": "2026-02-01T00:06:00Z"})
+        assert job.status_code == 202, job.text
+
+        def ended() -> list[dict[str, Any]]:
+            runs = client.get("/v1/runs", params={"loop": "lane"}).json()["runs"]
+            return runs if len(runs) == 6 and all(r["status"] == "success"
+                                                  for r in runs) else []
+
+        runs = wait_until(ended, 60, "the six backfilled minutes ran")
+    spans = sorted((r["started_ms"], r["finished_ms"]) for r in runs)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"two runs of a max_concurrency 1 loop overlapped: {spans}"

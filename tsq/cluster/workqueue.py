@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PULL_BATCH = 64  # runs asked for at once, at most
 PULL_WAIT_S = 1.0  # a feeder with nothing to do asks again this often (and sees a close)
+WAITING_MAX = 1000
 RESEND_S = 0.5  # how often runs that could not be published are tried again
 RESEND_BATCH = 1000
 
@@ -48,6 +49,9 @@ class WorkQueue:
         self.bus = bus
         self.runs = runs
         self._held: dict[str, Delivery] = {}  # run id → its message, until the run leaves
+        # Held runs whose loop's lane is full on other processes: they take no room, up to
+        # WAITING_MAX, so one loop's catch-up does not keep other loops' runs from here.
+        self._waiting: set[str] = set()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -94,10 +98,17 @@ class WorkQueue:
     def done(self, run_ids: list[str], *, ended: bool) -> None:
         with self._lock:
             answered = [d for run_id in run_ids if (d := self._held.pop(run_id, None))]
+            self._waiting.difference_update(run_ids)
             self._room.notify()
         self.bus.ack_all(answered)
         if ended:
             self.bus.tell(self.bus.names.ended_subject, run_ids)
+
+    def waiting(self, run_ids: list[str], claimed: set[str]) -> None:
+        with self._lock:
+            self._waiting.difference_update(claimed)
+            self._waiting.update(run_ids)
+            self._room.notify()
 
     def cancel(self, run_id: str) -> None:
         """Ask every worker node to stop `run_id` (the one running it does)."""
@@ -129,7 +140,7 @@ class WorkQueue:
     def _feed_loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                room = self.capacity - len(self._held)
+                room = self.capacity - len(self._held) + min(len(self._waiting), WAITING_MAX)
                 if room <= 0:
                     self._room.wait(PULL_WAIT_S)
                     continue
