@@ -127,10 +127,17 @@ def http_recorder(statuses: list[int] | None = None) -> Iterator[Any]:
     server.received = []
     server.statuses = list(statuses or [])
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving_http(server):
+        yield server
+
+
+@contextmanager
+def serving_http(server: ThreadingHTTPServer) -> Iterator[None]:
+    """`server` answering on a thread of its own meanwhile; shut and closed afterwards."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server
+        yield
     finally:
         server.shutdown()
         server.server_close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.scheduling_helpers import ScriptedPool, http_recorder, wait_until
+from tests.scheduling_helpers import ScriptedPool, http_recorder, serving_http, wait_until
 from tsq import outbound
 from tsq.config import Settings
 from tsq.connectors.http import HttpServer
@@ -161,13 +160,8 @@ class Answering(BaseHTTPRequestHandler):
 def answering(body: bytes) -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     server.body, server.hosts = body, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_http(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_request_goes_to_the_address_checked_and_keeps_a_small_part_of_the_answer(

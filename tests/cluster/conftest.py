@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.cluster.processes import Cluster
 from tests.natsserver import NatsServer
 
 _names = itertools.count()
@@ -24,3 +26,15 @@ def nats_server() -> Iterator[NatsServer]:
 def cluster_name() -> str:
     """Each test's streams and buckets are its own, on the module's server."""
     return f"t{next(_names)}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
+    """A cluster of the test's own (its processes are started by the test), its runs in a
+    database of its own; every process started is stopped."""
+    made = Cluster(tmp_path, nats_server.url, cluster_name,
+                   f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        yield made
+    finally:
+        made.close()

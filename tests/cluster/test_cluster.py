@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.cluster.processes import Cluster, TsqProcess
-from tests.natsserver import NatsServer
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -39,16 +36,6 @@ def loop_file(version: int) -> dict[str, Any]:
                        "      - tick: {rate: R/2026-01-01T00:00:00Z/PT1S/ET10S}\n"
                        "  count:\n    handler: count.js\n",
             "files": {"beat.js": BEAT.replace("VERSION", str(version)), "count.js": COUNT}}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, nats_server.url, cluster_name,
-                   f"sqlite:///{tmp_path / 'runs.db'}")
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def beats(api: httpx.Client) -> list[dict[str, Any]]:

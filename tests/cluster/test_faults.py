@@ -5,8 +5,6 @@ within 5 s."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,16 +23,6 @@ export default async function (event) {
   return {attempt: event.attempt};
 }
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, nats_server.url, cluster_name,
-                   f"sqlite:///{tmp_path / 'runs.db'}")
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def run_record(client: httpx.Client, run_id: str) -> dict[str, Any]:

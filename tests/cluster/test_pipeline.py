@@ -5,9 +5,7 @@ across processes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,7 +14,6 @@ import pytest
 from tests.cluster.processes import Cluster
 from tests.cluster.test_cluster import wait_until
 from tests.conftest import ROOT
-from tests.natsserver import NatsServer
 from tsq.connections import Connections
 from tsq.selector import parse_selector
 
@@ -27,16 +24,6 @@ DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 HOSTS = {"web01": "gra", "web02": "gra", "db01": "rbx"}
 HOURS = 3
 NS = 10**9
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, nats_server.url, cluster_name,
-                   f"sqlite:///{tmp_path / 'runs.db'}")
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def points() -> dict[str, np.ndarray]:
