@@ -85,9 +85,9 @@ class RunQueue(Protocol):
 
     def publish(self, runs: list[Run]) -> None: ...
 
-    def done(self, run_ids: list[str], *, ended: bool) -> None:
-        """The runs left this node's hands (ended, retried elsewhere, or someone else's):
-        their messages are answered, and with `ended` every node's waiters hear of it."""
+    def done(self, run_ids: list[str], *, ended: list[Run] | None = None) -> None:
+        """The runs left this process's hands (ended, retried, or someone else's): their
+        messages are answered, and every process's waiters hear of the runs `ended`."""
 
     def cancel(self, run_id: str) -> None:
         """Ask the worker node running `run_id` to stop it."""
@@ -237,11 +237,16 @@ class Dispatcher:
         self._ended.put(_Ended(run, RunResult.failure(FailureKind.INTERRUPTED, why),
                                holds_slot=False))
 
-    def ended_elsewhere(self, run_ids: list[str]) -> None:
-        """Runs ended on another node of a cluster: wake whoever waits for them here."""
+    def ended_elsewhere(self, notice: list[dict[str, Any] | str]) -> None:
+        """Runs ended on a process of the cluster (each as it ended, or its id when it was too
+        large to carry): wake whoever waits for them here."""
         with self._lock:
-            waited = [run_id for run_id in run_ids if run_id in self._waiters]
-        for record in self.runs.get_many(waited).values():
+            waited = [item for item in notice
+                      if (item if isinstance(item, str) else item["id"]) in self._waiters]
+        records = [Run.from_json(item) for item in waited if not isinstance(item, str)]
+        records += self.runs.get_many([item for item in waited if isinstance(item, str)]
+                                      ).values()
+        for record in records:
             if record.status.finished:
                 self._wake(record)
 
@@ -444,7 +449,7 @@ class Dispatcher:
         now = self._now_ms()
         taken = [run.id for run, _ in group if run.id not in claimed and run.id not in waiting]
         if self.queue is not None:
-            self.queue.done(taken, ended=False)
+            self.queue.done(taken)
             self.queue.waiting(list(waiting), claimed)
         for run, slots in group:
             if run.id in waiting:  # its lane is full on other processes: try again soon
@@ -572,7 +577,8 @@ class Dispatcher:
                 self._release(ended.run)
         self.offer_all(list(followers))
         if self.queue is not None:
-            self.queue.done([ended.run.id for ended in batch], ended=True)
+            self.queue.done([ended.run.id for ended in batch],
+                            ended=[run for run in settled if run.status.finished])
 
     def _settlement(self, ended: _Ended) -> Settlement:
         run = ended.run

@@ -305,6 +305,14 @@ class RunStore:
                 .order_by(sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms), runs.c.id))
             return [_from_row(row) for row in rows]
 
+    def queued_before(self, queued_ms: int) -> list[Run]:
+        """Queued runs queued before `queued_ms` (epoch ms), oldest first."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(runs).where(runs.c.status == RunStatus.QUEUED.value,
+                                                    runs.c.queued_ms < queued_ms)
+                              .order_by(runs.c.queued_ms, runs.c.id))
+            return [_from_row(row) for row in rows]
+
     def pipeline(self, pipeline_id: str) -> list[Run]:
         """Every run of a pipeline, in the order they were created."""
         with self.engine.connect() as db:

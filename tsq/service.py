@@ -185,9 +185,8 @@ class Service:
     # -- a cluster process (tsq.cluster.node.Member) ------------------------------------------
 
     def lead(self) -> None:
-        """This process leads the schedulers: catch up and fire, sweep the history, and put
-        every queued run in the work queue again (one whose message was lost with a process
-        is published anew; the rest are dropped as duplicates or claimed once)."""
+        """This process leads the schedulers: catch up and fire, sweep the history (and, in
+        tsq.cluster.workqueue, publish long-queued runs again)."""
         with self._roles:
             if self.scheduler is not None:
                 return
@@ -195,8 +194,6 @@ class Service:
                                        self.clock)
             self.scheduler.start()
             self.history.start()
-        self.dispatcher.offer_all([run for run in self.runs.unfinished()
-                                   if run.status == RunStatus.QUEUED])
 
     def follow(self) -> None:
         with self._roles:

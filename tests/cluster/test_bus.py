@@ -42,12 +42,15 @@ def test_a_holder_that_gives_the_lease_up_hands_it_over_at_once(bus: Bus) -> Non
 
 
 def test_a_run_published_twice_is_delivered_once(bus: Bus) -> None:
-    bus.publish_runs([("r1", "p/loop:e:1000", 1), ("r2", "p/loop:e:2000", 1)])
-    bus.publish_runs([("r1", "p/loop:e:1000", 1)])  # a second scheduler, a restart
-    bus.publish_runs([("r1", "p/loop:e:1000", 2)])  # its retry is another message
+    bus.publish_runs([("r1", "p/loop:e:1000", 1, b'{"id": "r1"}'),
+                      ("r2", "p/loop:e:2000", 1, b"")])
+    bus.publish_runs([("r1", "p/loop:e:1000", 1, b"")])  # a second scheduler, a restart
+    bus.publish_runs([("r1", "p/loop:e:1000", 2, b"")])  # its retry is another message
     got = bus.pull(10, 1.0)
     assert sorted((d.run_id, d.attempt, d.delivered) for d in got) == [
         ("r1", 1, 1), ("r1", 2, 1), ("r2", 1, 1)]
+    carried = {(d.run_id, d.attempt): d.record for d in got}
+    assert carried[("r1", 1)] == {"id": "r1"} and carried[("r2", 1)] is None
     for delivery in got:
         delivery.ack()
     time.sleep(0.1)
@@ -55,7 +58,7 @@ def test_a_run_published_twice_is_delivered_once(bus: Bus) -> None:
 
 
 def test_an_unanswered_run_comes_back_after_ack_wait_and_in_progress_holds_it(bus: Bus) -> None:
-    bus.publish_runs([("held", "p/held", 1), ("dropped", "p/dropped", 1)])
+    bus.publish_runs([("held", "p/held", 1, b""), ("dropped", "p/dropped", 1, b"")])
     first = {d.run_id: d for d in bus.pull(10, 1.0)}
     assert set(first) == {"held", "dropped"}
     deadline = time.monotonic() + 1.8

@@ -13,6 +13,8 @@ import pytest
 from tests.cluster.processes import Cluster
 from tests.cluster.test_cluster import beats, exactly_once, loop_file, wait_until
 from tests.natsserver import NatsServer
+from tsq.db import connect
+from tsq.runstore import NewRun, RunStore
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -97,3 +99,24 @@ def test_the_cluster_rides_out_a_nats_restart(cluster: Cluster, nats_server: Nat
                    "every time of the outage ran")
         runs = beats(client)
     exactly_once(runs)
+
+
+def test_a_run_whose_message_was_lost_is_published_again_by_the_leader(cluster: Cluster
+                                                                       ) -> None:
+    api = cluster.start("api", "api")
+    cluster.start("worker", "worker", store_url=api.url)
+    with httpx.Client(base_url=api.url, timeout=60) as client:
+        deployed = client.post("/v1/loops", json=loop_file(1))
+        assert deployed.status_code == 201, deployed.text
+        version = client.get("/v1/loops/count").json()["version"]["id"]
+        # A process created this run a minute ago and died before publishing it.
+        engine = connect(cluster.database_url)
+        lost = RunStore(engine, clock=lambda: time.time() - 60).create(NewRun(
+            project="c", loop="count", event="manual", version_id=version, trigger="manual",
+            params={}))
+        engine.dispose()
+        time.sleep(2)
+        assert run_record(client, lost.id)["status"] == "queued"  # nobody knows of it
+        cluster.start("scheduler", "scheduler", store_url=api.url)
+        wait_until(lambda: run_record(client, lost.id)["status"] == "success", 20,
+                   "the leader published it again and a worker ran it")

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.msg import Msg
 from nats.js.api import (
     AckPolicy,
@@ -113,6 +114,7 @@ class Delivery:
     run_id: str
     attempt: int
     delivered: int
+    record: dict[str, Any] | None  # the run as published (None: too large to carry)
     _msg: Msg
     _bus: Bus
 
@@ -249,17 +251,18 @@ class Bus:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def publish_runs(self, runs: list[tuple[str, str, int]]) -> None:
-        """Publish `(run id, key or id, attempt)` each as a message to start; a message whose
-        key and attempt the server has seen within its duplicate window is dropped there."""
+    def publish_runs(self, runs: list[tuple[str, str, int, bytes]]) -> None:
+        """Publish `(run id, key or id, attempt, record)` each as a message to start; a message
+        whose key and attempt the server has seen within its duplicate window is dropped there.
+        `record` is the run's JSON (or empty when it is too large to carry)."""
         if runs:
             self.call(self._publish_runs(runs))
 
-    async def _publish_runs(self, runs: list[tuple[str, str, int]]) -> None:
+    async def _publish_runs(self, runs: list[tuple[str, str, int, bytes]]) -> None:
         subject = self.names.runs_subject
         await asyncio.gather(*(self._js.publish(
-            subject, f"{run_id} {attempt}".encode(),
-            headers={"Nats-Msg-Id": f"{key}#{attempt}"}) for run_id, key, attempt in runs))
+            subject, f"{run_id} {attempt}\n".encode() + record,
+            headers={"Nats-Msg-Id": f"{key}#{attempt}"}) for run_id, key, attempt, record in runs))
 
     def pull(self, batch: int, timeout_s: float) -> list[Delivery]:
         """Up to `batch` runs to start, waiting at most `timeout_s` for the first."""
@@ -280,9 +283,11 @@ class Bus:
             return []
         deliveries = []
         for msg in messages:
-            run_id, _, attempt = msg.data.decode().partition(" ")
+            head, _, body = msg.data.partition(b"\n")
+            run_id, _, attempt = head.decode().partition(" ")
             deliveries.append(Delivery(run_id, int(attempt or 1),
-                                       msg.metadata.num_delivered or 1, msg, self))
+                                       msg.metadata.num_delivered or 1,
+                                       orjson.loads(body) if body else None, msg, self))
         return deliveries
 
     def ack_all(self, deliveries: list[Delivery]) -> None:
@@ -304,17 +309,16 @@ class Bus:
 
     # -- notices ---------------------------------------------------------------------------
 
-    def tell(self, subject: str, run_ids: list[str]) -> None:
-        """Publish run ids on a core subject (`tsq.ended`, `tsq.cancel`): nobody listening is
-        fine, nothing is kept."""
-        if run_ids:
-            self.call(self._nc.publish(subject, " ".join(run_ids).encode()), wait=False)
+    def tell(self, subject: str, items: list[Any]) -> None:
+        """Publish a JSON list on a core subject (`tsq.ended`: runs as they ended, or their
+        ids; `tsq.cancel`: run ids): nobody listening is fine, nothing is kept."""
+        if items:
+            self.call(self._nc.publish(subject, orjson.dumps(items)), wait=False)
 
-    def listen(self, subject: str, listener: Callable[[list[str]], None]) -> None:
-        """Call `listener` with the run ids of each notice on `subject`, off the event loop."""
+    def listen(self, subject: str, listener: Callable[[list[Any]], None]) -> None:
+        """Call `listener` with the list of each notice on `subject`, off the event loop."""
         async def heard(msg: Msg) -> None:
-            ids = msg.data.decode().split()
-            self._loop.run_in_executor(None, listener, ids)
+            self._loop.run_in_executor(None, listener, orjson.loads(msg.data))
 
         self.call(self._nc.subscribe(subject, cb=heard))
 
@@ -328,8 +332,6 @@ class Bus:
 
     async def _loop_changed(self, project: str, loop: str, version: dict[str, Any] | None,
                             origin: str) -> None:
-        import orjson
-
         key = f"{_token(project)}.{_token(loop)}"
         value: dict[str, Any]
         if version is None:
@@ -346,8 +348,6 @@ class Bus:
         self.call(self._watch_loops(listener))
 
     async def _watch_loops(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        import orjson
-
         watcher = await self._loops_kv.watchall(include_history=False)
 
         async def follow() -> None:

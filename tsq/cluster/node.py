@@ -95,7 +95,15 @@ class ClusterNode:
         if self.has("worker"):
             self.queue.feed(member.dispatcher, worker_capacity)
         if self.has("scheduler"):
-            self._leadership = Leadership(self.bus, self.id, member.lead, member.follow)
+            def lead() -> None:
+                member.lead()
+                self.queue.republishing(True)
+
+            def follow() -> None:
+                self.queue.republishing(False)
+                member.follow()
+
+            self._leadership = Leadership(self.bus, self.id, lead, follow)
             self._leadership.start()
         log.info("joined the cluster at %s as %s (%s)", self.settings.url, self.id,
                  ", ".join(sorted(self.settings.roles)),

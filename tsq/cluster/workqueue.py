@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from tsq.cluster.bus import Bus, Delivery
 from tsq.outcomes import RunStatus
@@ -41,7 +44,9 @@ PULL_BATCH = 64  # runs asked for at once, at most
 PULL_WAIT_S = 1.0  # a feeder with nothing to do asks again this often (and sees a close)
 WAITING_MAX = 1000
 RESEND_S = 0.5  # how often runs that could not be published are tried again
-RESEND_BATCH = 1000
+PUBLISH_BATCH = 1000
+REPUBLISH_S = 30.0  # how often the leader publishes long-queued runs again
+STALE_MS = 10_000  # a run queued this long may have lost its message
 
 
 class WorkQueue:
@@ -58,51 +63,83 @@ class WorkQueue:
         self._threads: list[threading.Thread] = []
         self._dispatcher: Dispatcher | None = None
         self.capacity = 0
-        self._unsent: list[tuple[str, str, int]] = []  # runs to publish once NATS answers
-        self._threads.append(threading.Thread(target=self._publish_unsent, daemon=True,
+        self._unsent: list[tuple[str, str, int, bytes]] = []  # runs to publish, in order
+        self._to_send = threading.Condition(self._lock)
+        self._republisher: threading.Event | None = None
+        self._threads.append(threading.Thread(target=self._publish_loop, daemon=True,
                                               name="tsq-publish"))
         self._threads[0].start()
 
     # -- RunQueue ----------------------------------------------------------------------------
 
     def publish(self, runs: list[Run]) -> None:
-        """Publish the runs; while NATS is away they wait here and go out once it is back
-        (their records are queued in the run store meanwhile, so nothing is lost)."""
-        messages = [(run.id, f"{run.project}/{run.key or run.id}", run.attempt) for run in runs]
+        """Hand the runs to the publishing thread, which sends what waits in batches. Their
+        records are queued in the run store already, so a caller (an API request, the
+        scheduler, a settle) never waits for NATS; while NATS is away they wait here, and a
+        run this process could not publish before it died is published again by the leader
+        (`republish`)."""
+        messages = [(run.id, f"{run.project}/{run.key or run.id}", run.attempt, _carried(run))
+                    for run in runs]
         with self._lock:
-            if self._unsent:  # keep the order: what waits goes first
-                self._unsent.extend(messages)
-                return
-        try:
-            self.bus.publish_runs(messages)
-        except Exception as exc:
-            log.warning("could not publish %d runs (%s); they go out once NATS answers",
-                        len(messages), exc or type(exc).__name__)
-            with self._lock:
-                self._unsent.extend(messages)
+            self._unsent.extend(messages)
+            self._to_send.notify()
 
-    def _publish_unsent(self) -> None:
-        while not self._stop.wait(RESEND_S):
+    def _publish_loop(self) -> None:
+        away = False
+        while not self._stop.is_set():
             with self._lock:
-                unsent = self._unsent[:RESEND_BATCH]
+                if not self._unsent or away:
+                    self._to_send.wait(RESEND_S)
+                unsent = self._unsent[:PUBLISH_BATCH]
             if not unsent:
+                away = False
                 continue
             try:
                 self.bus.publish_runs(unsent)
-            except Exception:  # still away
+            except Exception as exc:
+                if not away:
+                    log.warning("could not publish %d runs (%s); they go out once NATS answers",
+                                len(unsent), exc or type(exc).__name__)
+                away = True
                 continue
             with self._lock:
                 del self._unsent[:len(unsent)]
-            log.info("published %d runs that waited for NATS", len(unsent))
+            if away:
+                log.info("NATS answers again: published the runs that waited for it")
+            away = False
 
-    def done(self, run_ids: list[str], *, ended: bool) -> None:
+    def republishing(self, on: bool) -> None:
+        """While this process leads, publish the queued runs again at once and then every
+        REPUBLISH_S, in case a first publish was lost with its process: within the duplicate
+        window the server drops the messages it has, and after it a second message for a run
+        loses the claim (or is acknowledged as a duplicate)."""
+        if self._republisher is not None:
+            self._republisher.set()
+            self._republisher = None
+        if on:
+            stop = self._republisher = threading.Event()
+            threading.Thread(target=self._republish_loop, args=(stop,), daemon=True,
+                             name="tsq-republish").start()
+
+    def _republish_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set() and not self._stop.is_set():
+            try:
+                stale = self.runs.queued_before(int(time.time() * 1000) - STALE_MS)
+                self.publish(stale)
+            except Exception:  # the run store is away: the next pass tries again
+                log.exception("could not publish the queued runs again")
+            stop.wait(REPUBLISH_S)
+
+    def done(self, run_ids: list[str], *, ended: list[Run] | None = None) -> None:
         with self._lock:
             answered = [d for run_id in run_ids if (d := self._held.pop(run_id, None))]
             self._waiting.difference_update(run_ids)
             self._room.notify()
         self.bus.ack_all(answered)
-        if ended:
-            self.bus.tell(self.bus.names.ended_subject, run_ids)
+        if ended:  # each process's waiters wake with the record, without reading it again
+            self.bus.tell(self.bus.names.ended_subject,
+                          [orjson.Fragment(data) if (data := _carried(run)) else run.id
+                           for run in ended])
 
     def waiting(self, run_ids: list[str], claimed: set[str]) -> None:
         with self._lock:
@@ -131,11 +168,23 @@ class WorkQueue:
         self.bus.listen(self.bus.names.ended_subject, dispatcher.ended_elsewhere)
 
     def close(self) -> None:
+        self.republishing(False)
+        self._flush()
         self._stop.set()
         with self._lock:
             self._room.notify_all()
+            self._to_send.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+
+    def _flush(self, timeout_s: float = 5.0) -> None:
+        """Wait a moment for what waits to be published (a process stopping on purpose)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._unsent:
+                    return
+            time.sleep(0.01)
 
     def _feed_loop(self) -> None:
         while not self._stop.is_set():
@@ -156,9 +205,15 @@ class WorkQueue:
                 log.exception("could not take %d runs from the queue", len(deliveries))
 
     def _take_all(self, deliveries: list[Delivery]) -> None:
-        found = self.runs.get_many([delivery.run_id for delivery in deliveries])
+        # A first delivery carries its run as it was published, and the claim decides; a run
+        # delivered again is read, since it may be running on a process that died.
+        found = self.runs.get_many([d.run_id for d in deliveries
+                                    if d.delivered > 1 or d.record is None])
         for delivery in deliveries:
-            self._take(delivery, found.get(delivery.run_id))
+            if delivery.delivered == 1 and delivery.record is not None:
+                self._take(delivery, Run.from_json(delivery.record))
+            else:
+                self._take(delivery, found.get(delivery.run_id))
 
     def _take(self, delivery: Delivery, run: Run | None) -> None:
         assert self._dispatcher is not None
@@ -193,7 +248,7 @@ class WorkQueue:
             log.warning("run %s of %s/%s: %s; attempt %d is queued", run.id, run.project,
                         run.loop, why, taken.attempt, extra=run.identity())
             self.publish([taken])
-        self.done([run.id], ended=False)
+        self.done([run.id])
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.bus.ack_wait_s / 3):
@@ -204,7 +259,16 @@ class WorkQueue:
             except Exception:  # NATS is away; the messages come back if it stays away
                 log.debug("could not extend the runs' messages", exc_info=True)
 
-    def _cancel_here(self, run_ids: list[str]) -> None:
+    def _cancel_here(self, run_ids: list[Any]) -> None:
         assert self._dispatcher is not None
         for run_id in run_ids:
             self._dispatcher.cancel_here(run_id)
+
+
+CARRIED_MAX = 64 * 1024  # a run larger than this travels as its id (NATS takes 1 MB at most)
+
+
+def _carried(run: Run) -> bytes:
+    """The run's JSON to travel in a message, or b"" when it is too large to."""
+    data = orjson.dumps(run.to_json())
+    return data if len(data) <= CARRIED_MAX else b""
