@@ -114,21 +114,36 @@ _CLAIM = (runs.update()
                  runs.c.status.concat("") == RunStatus.QUEUED.value)
           .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
           .returning(runs.c.id))
-# A limited run's claim in a cluster: only while fewer than `b_limit` of its loop's limited
-# runs are running anywhere. One statement, so SQLite (one writer) counts and claims at once;
-# PostgreSQL first takes a lock per loop for the transaction (`claim_limited`).
+# Limited runs' claim in a cluster: of one loop's queued runs `b_ids`, as many as its lane has
+# room for (`b_limit` less its limited runs running anywhere), oldest first. One statement, so
+# SQLite (one writer) counts and claims at once; PostgreSQL first takes a lock per loop for the
+# transaction (`claim_limited`). A negative LIMIT means none to SQLite and is an error to
+# PostgreSQL, so the room is clamped at 0 by each one's own two-argument maximum.
 _OTHERS = runs.alias("others")
-_CLAIM_LIMITED = (runs.update()
-                  .where(runs.c.id == sa.bindparam("b_id"),
-                         runs.c.status == RunStatus.QUEUED.value,
-                         sa.select(sa.func.count()).select_from(_OTHERS).where(
-                             _OTHERS.c.project == sa.bindparam("b_project"),
-                             _OTHERS.c.loop == sa.bindparam("b_loop"),
-                             _OTHERS.c.status == RunStatus.RUNNING.value,
-                             _OTHERS.c.trigger.in_(sorted(LIMITED_TRIGGERS)),
-                         ).scalar_subquery() < sa.bindparam("b_limit"))
-                  .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
-                  .returning(runs.c.id))
+_MINE = runs.alias("mine")
+_GREATEST: dict[str, Callable[[Any, Any], Any]] = {
+    "sqlite": lambda a, b: sa.func.max(a, b), "postgresql": lambda a, b: sa.func.greatest(a, b)}
+
+
+def _claim_limited(dialect: str) -> Any:
+    running = (sa.select(sa.func.count()).select_from(_OTHERS)
+               .where(_OTHERS.c.project == sa.bindparam("b_project"),
+                      _OTHERS.c.loop == sa.bindparam("b_loop"),
+                      _OTHERS.c.status == RunStatus.RUNNING.value,
+                      _OTHERS.c.trigger.in_(sorted(LIMITED_TRIGGERS)))
+               .scalar_subquery())
+    room = _GREATEST[dialect](sa.literal(0), sa.bindparam("b_limit") - running)
+    oldest = (sa.select(_MINE.c.id)
+              .where(_MINE.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+                     _MINE.c.status == RunStatus.QUEUED.value)
+              .order_by(sa.func.coalesce(_MINE.c.scheduled_ms, _MINE.c.queued_ms), _MINE.c.id)
+              .limit(room))
+    return (runs.update().where(runs.c.id.in_(oldest))
+            .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
+            .returning(runs.c.id))
+
+
+_CLAIM_LIMITED = {dialect: _claim_limited(dialect) for dialect in _GREATEST}
 _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=RunStatus.QUEUED.value, attempt=sa.bindparam("b_attempt"),
     not_before_ms=sa.bindparam("b_not_before"), started_ms=None, finished_ms=None,
@@ -199,12 +214,14 @@ class RunStore:
                 for project, loop in sorted({(run.project, run.loop) for run, _ in wanted}):
                     db.execute(sa.select(sa.func.pg_advisory_xact_lock(
                         sa.func.hashtext(f"tsq lane {project}/{loop}"))))
+            lanes: dict[tuple[str, str], tuple[int, list[str]]] = {}
             for run, limit in wanted:
-                got = db.execute(_CLAIM_LIMITED, {
-                    "b_id": run.id, "b_project": run.project, "b_loop": run.loop,
-                    "b_limit": limit, "b_now": now}).scalar()
-                if got is not None:
-                    claimed.add(str(got))
+                lanes.setdefault((run.project, run.loop), (limit, []))[1].append(run.id)
+            claim = _CLAIM_LIMITED[db.dialect.name]
+            for (project, loop), (limit, ids) in lanes.items():
+                claimed.update(db.execute(claim, {
+                    "b_ids": ids, "b_project": project, "b_loop": loop, "b_limit": limit,
+                    "b_now": now}).scalars())
         return claimed
 
     def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 NEXT_FIRE_TIMES = 3
 GIL_SWITCH_S = 0.0005
+HELD_PER_IN_FLIGHT = 4  # in a cluster (see _start_in_cluster)
 WS_QUERY_TIMEOUT_S = 30.0  # an ad-hoc WarpScript (/v1/query, /api/v0/exec) runs at most this
 
 
@@ -179,7 +180,9 @@ class Service:
             _ = self.pool
         if cluster.has("api") and not cluster.settings.store_url:
             self.rerolls.start()  # late points reach this process's store
-        cluster.start(self, self.settings.workers * IN_FLIGHT_PER_WORKER)
+        # A worker process holds a few times what its workers have in flight: pulls, claims
+        # and settles then go in batches, and its workers never wait on a round trip to NATS.
+        cluster.start(self, self.settings.workers * IN_FLIGHT_PER_WORKER * HELD_PER_IN_FLIGHT)
         return 0
 
     # -- a cluster process (tsq.cluster.node.Member) ------------------------------------------
