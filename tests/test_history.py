@@ -65,8 +65,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterator[Service]:
-    service = Service(Settings.load(tmp_path_factory.mktemp("history")), clock=clock)
+def svc(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock,
+        module_database_url: str | None) -> Iterator[Service]:
+    service = Service(Settings.load(tmp_path_factory.mktemp("history"), module_database_url),
+                      clock=clock)
     service.history.interval_s = 0.2  # the background sweeper, often
     service.start()
     service.deploy(LOOPS, "loops.yml", HANDLERS.get)

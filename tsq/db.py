@@ -8,6 +8,7 @@ newest revision, so a new data directory or a newer tsq needs no manual step.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -169,29 +170,53 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
+# The URL forms tsq takes, named in the error of any other.
+URL_FORMS = ("sqlite:///PATH (the default: tsq.db in the data directory) or "
+             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (with the `postgres` extra: "
+             "pip install 'tsq[postgres]')")
+PG_CONNECT_TIMEOUT_S = 10  # an unreachable server is an error in seconds, not minutes
+
+
 def connect(url: str) -> Engine:
     """An engine for `url` with the schema at the newest revision."""
     try:
-        engine = sa.create_engine(url, **_engine_options(url))
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}") from None
-    if url.startswith("sqlite"):
+        target = _target(url)
+        engine = sa.create_engine(target, **_engine_options(target))
+    except ImportError as exc:
+        raise ConfigError(f"cannot use database URL {_redact(url)}: its driver is not "
+                          f"installed ({exc}); for PostgreSQL install the `postgres` extra: "
+                          f"pip install 'tsq[postgres]'") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}; the database URL "
+                          f"is {URL_FORMS}") from None
+    if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         _write_locks.setdefault(str(engine.url), threading.RLock())
     with _migrate_lock:
         if url not in _migrated:
-            _upgrade(engine)
+            _upgrade(engine, url)
             _migrated.add(url)
     return engine
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _target(url: str) -> sa.URL:
+    """`url` with its driver: a bare `postgresql://` is psycopg 3, the driver the `postgres`
+    extra installs (SQLAlchemy's default for it is psycopg2, which tsq does not depend on)."""
+    target = sa.make_url(url)
+    if target.drivername == "postgresql":
+        target = target.set(drivername="postgresql+psycopg")
+    return target
+
+
+def _engine_options(url: sa.URL) -> dict[str, Any]:
     # orjson for the JSON columns (params, results, errors): the stdlib's encoder was a
     # twentieth of the service's time with runs ending a thousand a second.
     json = {"json_serializer": _json_text, "json_deserializer": _json_value}
-    if url.startswith("sqlite"):
+    if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, **json}
-    return {"pool_pre_ping": True, **json}
+    connect_args = ({} if "connect_timeout" in url.query or url.get_backend_name() != "postgresql"
+                    else {"connect_timeout": PG_CONNECT_TIMEOUT_S})
+    return {"pool_pre_ping": True, "connect_args": connect_args, **json}
 
 
 def _json_text(value: Any) -> str:
@@ -232,7 +257,7 @@ def _at_head(engine: Engine) -> bool:
     return [row[0] for row in found] == [head_revision()]
 
 
-def _upgrade(engine: Engine) -> None:
+def _upgrade(engine: Engine, url: str) -> None:
     if _at_head(engine):
         return
     from alembic import command
@@ -244,11 +269,16 @@ def _upgrade(engine: Engine) -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except sa.exc.OperationalError as exc:
-        raise ConfigError(
-            f"cannot open the database {_redact(str(engine.url))}: {exc.orig}"
-        ) from None
+    except sa.exc.DBAPIError as exc:  # unreachable, refused, no such database, no rights
+        # psycopg's messages run over lines ("…failed: Connection refused\n\tIs the server
+        # running…"): one line reads better in a log and a terminal.
+        reason = " ".join(str(exc.orig).split())
+        raise ConfigError(f"cannot open the database {_redact(url)}: {reason}") from None
 
 
 def _redact(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    """`url` with its password shown as ***, even when SQLAlchemy cannot parse it."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
