@@ -17,7 +17,7 @@ from tsq import db
 from tsq.errors import ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
-from tsq.runstore import NewRun, RunStore, Settlement, run_key
+from tsq.runstore import _CLAIM, NewRun, RunStore, Settlement, run_key
 
 
 @pytest.fixture
@@ -90,6 +90,31 @@ def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:
     finally:
         for made_store in stores:
             made_store.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
+        postgres: pgserver.PostgresServer) -> None:
+    """While one process's claim of some runs is not yet committed, another's claim of the
+    same runs returns at once with the others; when the first rolls back, they are queued."""
+    name = postgres.create_database()
+    store, other = (RunStore(db.connect(postgres.url(name))) for _ in range(2))
+    try:
+        ids = [run.id for run in store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])]
+        with other.engine.connect() as held:
+            taking = held.execute(_CLAIM["postgresql"], {"b_ids": ids[:2], "b_now": 1})
+            assert set(taking.scalars()) == set(ids[:2])  # locked, not committed
+            answer: list[set[str]] = []
+            claimer = threading.Thread(target=lambda: answer.append(store.claim_many(ids)))
+            claimer.start()
+            claimer.join(timeout=10)
+            assert answer == [{ids[2]}], "the claim waited for the other, or took its runs"
+            held.rollback()
+        assert store.claim_many(ids) == set(ids[:2])
+    finally:
+        for made in (store, other):
+            made.engine.dispose()
+        postgres.drop_database(name)
 
 
 @pytest.mark.parametrize("result", [42, 2.5, "text with a \x00 in it", None, [1, "a"],
