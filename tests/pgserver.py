@@ -90,8 +90,10 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A server started for the caller and stopped when the context ends."""
+def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A server started for the caller and stopped when the context ends; `durable` keeps
+    PostgreSQL's own settings for commits (what a measurement needs), else each commit skips
+    the disk (what a test needs)."""
     directory = Path(tempfile.mkdtemp(prefix="tsq-pg-"))
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -104,11 +106,12 @@ def postgres_server() -> Iterator[PostgresServer]:
               "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"])
         port = _free_port()
         # Durability is no concern of a test server: fsync off makes each commit cheap.
+        fast = ([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                    "-c", "full_page_writes=off"])
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [*as_user, str(BIN / "postgres"), "-D", str(data), "-p", str(port),
-                 "-h", "127.0.0.1", "-k", str(directory), "-c", "fsync=off",
-                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-h", "127.0.0.1", "-k", str(directory), *fast,
                  "-c", "max_connections=300", "-c", "shared_buffers=64MB"],
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         server = PostgresServer(directory, port)

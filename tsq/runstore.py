@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -36,6 +37,14 @@ _ID_CHARACTERS = "0123456789abcdefg"  # what a run id is made of, in order, and 
 # INSERT … ON CONFLICT DO NOTHING: the statement that makes a run key unique without a race.
 _INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# On PostgreSQL a batch of runs is one JSON parameter the server makes rows of. As a multi-row
+# VALUES it had 25 parameters a run, and psycopg parses a statement that long afresh each time
+# (it caches only short ones): 500 runs cost 100 ms of the client's CPU, three times the write.
+_COLUMNS = ", ".join(f'"{column.name}"' for column in runs.c)
+_INSERT_ROWS_OF_JSON = sa.text(
+    f"INSERT INTO runs ({_COLUMNS}) SELECT {_COLUMNS} "
+    f"FROM json_populate_recordset(NULL::runs, CAST(:b_rows AS json)) "
+    f"ON CONFLICT DO NOTHING RETURNING id")
 
 
 
@@ -446,9 +455,14 @@ def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[Run]:
     if not batch:
         return []
     created = [new.queued(new_run_id(now), now) for new in batch]
-    insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
-    inserted = set(db.execute(insert.returning(runs.c.id), [run.row() for run in created])
-                   .scalars())
+    rows = [run.row() for run in created]
+    if db.dialect.name == "postgresql":
+        found = db.execute(_INSERT_ROWS_OF_JSON, {"b_rows": orjson.dumps(
+            rows, option=orjson.OPT_NON_STR_KEYS).decode()})
+    else:
+        insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
+        found = db.execute(insert.returning(runs.c.id), rows)
+    inserted = set(found.scalars())
     return [run for run in created if run.id in inserted]
 
 
