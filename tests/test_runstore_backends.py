@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import pgserver
-from tests.conftest import free_port
+from tests.conftest import free_port, tsq
 from tsq import db
 from tsq.errors import ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
@@ -228,6 +228,16 @@ def test_a_url_of_an_unknown_backend_says_what_would_be_right() -> None:
     message = str(raised.value)
     assert "secret-word" not in message
     assert "postgresql://" in message and "sqlite:///" in message
+
+
+def test_the_cli_says_what_a_database_url_should_be(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSQ_DATABASE_URL", "postgres://tsq:secret-word@127.0.0.1/tsq")
+    done = tsq(tmp_path, "runs")
+    assert done.returncode != 0
+    assert "secret-word" not in done.stderr
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in done.stderr
+    assert "pip install 'tsq[postgres]'" in done.stderr  # brackets and all
 
 
 @pytest.mark.postgres
