@@ -4,9 +4,12 @@ migration on each backend (SQLite and PostgreSQL) from an empty database, with d
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +19,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from tests import pgserver
 from tests.conftest import BACKENDS
 from tsq import db
 
@@ -116,3 +120,36 @@ def test_the_first_revisions_data_is_carried_through_every_migration(empty_url: 
         assert (history.name, history.version_id, history.since_ms) == ("roll", "v1", 2000)
     finally:
         engine.dispose()
+
+
+
+@pytest.mark.postgres
+def test_processes_starting_together_on_a_new_database_migrate_it_once(
+        postgres: pgserver.PostgresServer) -> None:
+    """Services opening an empty PostgreSQL database at once, each as its own process would
+    (none has seen it migrated, no lock of the process orders them), all start."""
+    url = postgres.url(postgres.create_database(template=None))
+    opened: list[sa.Engine] = []
+    failed: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(db.connect(url))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    with patch.object(db, "_migrated", set()), \
+            patch.object(db, "_migrate_lock", contextlib.nullcontext()):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    try:
+        assert not failed, failed
+        assert len(opened) == 3
+        assert version(opened[0]) == db.head_revision()
+        assert differences(opened[0]) == []
+    finally:
+        for engine in opened:
+            engine.dispose()

@@ -164,7 +164,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """A write transaction. SQLite has one writer at a time, and a writer that finds the file
     locked sleeps in growing steps (1, 2, 5 … 100 ms) before it tries again; so this process's
     writers (scheduler, dispatcher, settler, API) queue on a lock instead, and each takes the
-    file the moment the one before it commits."""
+    file the moment the one before it commits. PostgreSQL's writers lock rows, not the
+    database: they run side by side, with no lock here."""
     lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
     with lock or contextlib.nullcontext(), engine.begin() as connection:
         yield connection
@@ -175,6 +176,7 @@ URL_FORMS = ("sqlite:///PATH (the default: tsq.db in the data directory) or "
              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (with the `postgres` extra: "
              "pip install 'tsq[postgres]')")
 PG_CONNECT_TIMEOUT_S = 10  # an unreachable server is an error in seconds, not minutes
+MIGRATION_LOCK = 0x74737100  # "tsq\0": the advisory lock migrations on PostgreSQL take
 
 
 def connect(url: str) -> Engine:
@@ -267,6 +269,11 @@ def _upgrade(engine: Engine, url: str) -> None:
     config.set_main_option("script_location", str(resources.files("tsq") / "migrations"))
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together on one database migrate one after the other: the
+                # next finds the schema at the head (its DDL is transactional) and does nothing.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except sa.exc.DBAPIError as exc:  # unreachable, refused, no such database, no rights
