@@ -1,6 +1,6 @@
 """The run store on each backend (SQLite and PostgreSQL, tests/conftest.py's `database_url`):
 the unique run key, claims racing each other, settling with every shape of result, id prefixes;
-and what a wrong PostgreSQL URL says."""
+what the stores beside it keep alike on both; and what a wrong PostgreSQL URL says."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import sqlalchemy as sa
 from tests import pgserver
 from tests.conftest import free_port, tsq
 from tsq import db
-from tsq.errors import ConfigError
+from tsq.artifacts import ArtifactStore
+from tsq.errors import BadRequest, ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
 from tsq.runstore import _CLAIM, NewRun, RunStore, Settlement, run_key
+from tsq.selector import parse_selector
+from tsq.trims import TrimStore
 
 
 @pytest.fixture
@@ -188,6 +191,34 @@ def test_an_id_prefix_ending_in_9_is_found_under_a_linguistic_collation(
     finally:
         engine.dispose()
         postgres.drop_database(name)
+
+
+def test_a_trim_of_a_long_selector_and_connector_is_recorded(url: str) -> None:
+    """Text of any length, as SQLite always kept it (VARCHAR(400) on PostgreSQL refused it)."""
+    engine = db.connect(url)
+    try:
+        store = TrimStore(engine)
+        selector = "cpu{" + ",".join(f'label_{i}="{"v" * 20}"' for i in range(20)) + "}"
+        connector = ("influxdb", "http://" + "h" * 300 + ":8086", "telegraf")
+        store.record("default", connector, selector, [((0, 60_000), 12)], "retain", "r1")
+        [trim] = store.overlapping("default", connector, parse_selector("cpu"), 0, 60_000)
+        assert (trim.selector, trim.points, trim.run_id) == (selector, 12, "r1")
+    finally:
+        engine.dispose()
+
+
+def test_an_artifact_content_type_must_be_a_media_type_on_both(url: str) -> None:
+    engine = db.connect(url)
+    try:
+        store = ArtifactStore(engine)
+        saved = store.put("r1", "data.txt", "text/plain; charset=utf-8", b"x")
+        assert store.get("r1", "data.txt")[0].content_type == saved.content_type
+        for wrong in ("text/" + "x" * 100, "text/html\r\nSet-Cookie: a=b", "csv", 42):
+            with pytest.raises(BadRequest, match="is not a media type like text/csv"):
+                store.put("r1", "other.txt", wrong, b"x")  # type: ignore[arg-type]
+        assert [a.name for a in store.list("r1")] == ["data.txt"]
+    finally:
+        engine.dispose()
 
 
 # -- a wrong PostgreSQL URL ----------------------------------------------------------------------

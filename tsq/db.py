@@ -132,8 +132,8 @@ trims = sa.Table(  # what retention deleted: a source's points in [start, end)
     "trims", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("project", sa.String(64), nullable=False),
-    sa.Column("connector", sa.String(400), nullable=False),  # its instance key, as JSON
-    sa.Column("selector", sa.String(400), nullable=False),  # the retention's `select:`
+    sa.Column("connector", sa.Text, nullable=False),  # its instance key, as JSON
+    sa.Column("selector", sa.Text, nullable=False),  # the retention's `select:`
     sa.Column("start_ms", sa.BigInteger, nullable=False),
     sa.Column("end_ms", sa.BigInteger, nullable=False),
     sa.Column("points", sa.BigInteger, nullable=False),
