@@ -15,10 +15,12 @@ from tests import pgserver
 from tests.conftest import free_port, tsq
 from tsq import db
 from tsq.artifacts import ArtifactStore
+from tsq.db import schedules
 from tsq.errors import BadRequest, ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
 from tsq.runstore import _CLAIM, NewRun, RunStore, Settlement, run_key
+from tsq.schedulestore import ScheduleStore
 from tsq.selector import parse_selector
 from tsq.trims import TrimStore
 
@@ -219,6 +221,42 @@ def test_an_artifact_content_type_must_be_a_media_type_on_both(url: str) -> None
         assert [a.name for a in store.list("r1")] == ["data.txt"]
     finally:
         engine.dispose()
+
+
+def test_schedules_recorded_at_once_by_two_processes_are_both_taken(url: str) -> None:
+    """A service starting records when each event's schedule took effect; one starting beside
+    another (its insert not yet committed) waits for it and then starts too."""
+    now = [1.0]
+    stores = [ScheduleStore(db.connect(url), clock=lambda: now[0]) for _ in range(2)]
+    events = [("default", "roll", "tick", "R/2026-01-01T00:00:00Z/PT1M")]
+    try:
+        with stores[0].engine.connect() as first:
+            if first.dialect.name == "postgresql":  # SQLite has one writer at a time
+                first.execute(schedules.insert().values(
+                    project="default", loop="roll", event="tick", rate=events[0][3],
+                    since_ms=500))
+            answers: list[object] = []
+
+            def start() -> None:
+                try:
+                    answers.append(stores[1].since_all(events))
+                except Exception as exc:
+                    answers.append(exc)
+
+            second = threading.Thread(target=start)
+            second.start()
+            second.join(timeout=0.5)  # it waits for the first on PostgreSQL
+            first.commit()
+            second.join(timeout=30)
+        assert answers == [{("default", "roll", "tick"): 1000}]
+        now[0] = 2.0
+        assert stores[0].since_all(events) == {("default", "roll", "tick"): 1000}
+        changed = [(*events[0][:3], "R/2026-01-01T00:00:00Z/PT5M")]
+        assert stores[0].since_all(changed) == {("default", "roll", "tick"): 2000}
+        assert stores[1].since_all(changed) == {("default", "roll", "tick"): 2000}
+    finally:
+        for store in stores:
+            store.engine.dispose()
 
 
 # -- a wrong PostgreSQL URL ----------------------------------------------------------------------
