@@ -12,6 +12,7 @@ from benchmarks import (
     ingest,
     js_data,
     js_invocation,
+    postgres_runs,
     rollup,
     scheduler,
     tsl_compile,
@@ -23,7 +24,8 @@ from benchmarks.report import Report
 BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
            "js_data": js_data.run, "scheduler": scheduler.run,
            "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
-           "cardinality": cardinality.run, "cluster": cluster.run}
+           "cardinality": cardinality.run, "cluster": cluster.run,
+           "postgres_runs": postgres_runs.run}
 
 
 def main() -> None:

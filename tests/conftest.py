@@ -17,6 +17,8 @@ import httpx
 import pytest
 import uvicorn
 
+from tests import pgserver
+from tsq import db
 from tsq.api import create_app
 from tsq.config import Settings
 from tsq.service import Service
@@ -43,6 +45,51 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if counts:
             terminalreporter.write_line(f"{name}: " + ", ".join(
                 f"{counts[k]} {k}" for k in kinds))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgserver.PostgresServer]:
+    """A PostgreSQL server for the session, with a template database at the newest revision
+    (skipped, saying why, where PostgreSQL 15 is not installed)."""
+    reason = pgserver.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with pgserver.postgres_server() as server:
+        server.create_database(template=None, name=pgserver.TEMPLATE)
+        db.connect(server.url(pgserver.TEMPLATE)).dispose()  # a template must have no sessions
+        yield server
+
+
+# The backends the run store is tested on: SQLite (None: the data directory's default file) and
+# PostgreSQL (a database of the test's, or the module's, own).
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+        return
+    server: pgserver.PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database URL of a test run on each backend (None: SQLite in the data directory)."""
+    with database(request) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """`database_url` for a module's tests that share one service."""
+    with database(request) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

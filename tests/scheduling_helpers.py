@@ -77,8 +77,11 @@ class ScriptedPool:
         return [job.event["scheduledMs"] for job in self.jobs]
 
 
-def make_service(data_dir: Path, clock: FakeClock, pool: ScriptedPool) -> Service:
-    return Service(Settings.load(data_dir), clock=clock, workers=pool)
+def make_service(data_dir: Path, clock: FakeClock, pool: ScriptedPool,
+                 database_url: str | None = None) -> Service:
+    """A service on `clock` and `pool`; its database `database_url` (None: SQLite in
+    `data_dir`)."""
+    return Service(Settings.load(data_dir, database_url), clock=clock, workers=pool)
 
 
 def deploy(service: Service, tmp_path: Path, text: str,

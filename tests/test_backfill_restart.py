@@ -42,8 +42,8 @@ SLOW = """export default async function (event) {
 FROM, TO = datetime(2026, 1, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 4, tzinfo=UTC)
 
 
-def started(data: Path) -> Service:
-    service = Service(Settings.load(data))
+def started(data: Path, database_url: str | None) -> Service:
+    service = Service(Settings.load(data, database_url))
     service.start()
     return service
 
@@ -61,8 +61,9 @@ def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_a_backfill_answers_and_resumes_after_a_restart(tmp_path: Path) -> None:
-    first = started(tmp_path)
+def test_a_backfill_answers_and_resumes_after_a_restart(tmp_path: Path,
+                                                       database_url: str | None) -> None:
+    first = started(tmp_path, database_url)
     try:
         first.deploy(LOOPS, "loops.yml", {"slow.js": SLOW}.get)
         job = first.backfill("slow-hours", FROM, TO)
@@ -71,7 +72,7 @@ def test_a_backfill_answers_and_resumes_after_a_restart(tmp_path: Path) -> None:
     finally:
         first.close()  # the 01:00 run is running, 02:00 and 03:00 are queued
 
-    second = started(tmp_path)
+    second = started(tmp_path, database_url)
     try:
         with serving(second) as url:
             answer = httpx.get(f"{url}/v1/backfill/{job['id']}", timeout=30)
@@ -94,8 +95,8 @@ def test_a_backfill_answers_and_resumes_after_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_backfill_stopped_before_it_created_its_runs_creates_them_at_restart(
-        tmp_path: Path) -> None:
-    first = started(tmp_path)
+        tmp_path: Path, database_url: str | None) -> None:
+    first = started(tmp_path, database_url)
     try:
         first.deploy(LOOPS.replace("slow.js", "fast.js"), "loops.yml",
                      {"fast.js": "export default async () => 'ok';"}.get)
@@ -108,7 +109,7 @@ def test_a_backfill_stopped_before_it_created_its_runs_creates_them_at_restart(
         assert first.backfill_status("0123456789abcdef")["pending"] == 0
     finally:
         first.close()
-    second = started(tmp_path)
+    second = started(tmp_path, database_url)
     try:
         until(lambda: second.backfill_status("0123456789abcdef")["status"] == "done")
         assert second.backfill_status("0123456789abcdef")["success"] == 3

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests import pgserver
 from tests.conftest import ROOT
 
 
@@ -82,3 +83,19 @@ def test_cardinality_benchmark_runs_and_finds_its_series() -> None:
     ratios = [f for f in facts if "write_ratio" in f]
     assert len(ratios) == 3 and ratios[0]["write_ratio"] == ratios[0]["select_ratio"] == 1.0
     assert "one-series select, 10000 series" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_postgres_runs_benchmark_measures_both_backends() -> None:
+    reason = pgserver.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    done = quick("postgres_runs")  # every run is created and claimed, or it fails
+    facts = {line[len("postgres_runs"):line.index("{")].strip(): json.loads(line[line.index("{"):])
+             for line in done.stdout.splitlines()
+             if line.startswith("postgres_runs") and line.rstrip().endswith("}")}
+    assert set(facts) == {"SQLite", "PostgreSQL", "PostgreSQL async commit"}, facts
+    assert all(f["inserts_per_s"] > 0 and f["claims_per_s_in_batches"] > 0
+               for f in facts.values())

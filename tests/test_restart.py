@@ -35,8 +35,11 @@ HANDLER = "export default async (event) => ({window: event.window, cell: event.p
 
 
 @contextmanager
-def serve(data: Path, port: int, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+def serve(data: Path, port: int, workers: int = 1,
+          database_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": str(workers)}
+    if database_url is not None:
+        env["TSQ_DATABASE_URL"] = database_url
     process = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -73,12 +76,13 @@ def wait_for(check, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped
         time.sleep(0.2)
 
 
-def test_kill_and_restart_runs_every_second_exactly_once(tmp_path: Path) -> None:
+def test_kill_and_restart_runs_every_second_exactly_once(tmp_path: Path,
+                                                         database_url: str | None) -> None:
     (tmp_path / "loops.yml").write_text(LOOPS)
     (tmp_path / "tick.js").write_text(HANDLER)
     data = tmp_path / "data"
     port = free_port()
-    with serve(data, port) as first:
+    with serve(data, port, database_url=database_url) as first:
         deployed = httpx.post(f"http://127.0.0.1:{port}/v1/loops", json={
             "file": "loops.yml", "content": LOOPS, "files": {"tick.js": HANDLER}}, timeout=30)
         assert deployed.status_code == 201, deployed.text
@@ -91,7 +95,7 @@ def test_kill_and_restart_runs_every_second_exactly_once(tmp_path: Path) -> None
     time.sleep(3)  # the schedule keeps ticking while nothing serves it
     server_file = data / "server.json"
     assert json.loads(server_file.read_text())["pid"] == first.pid  # stale: the restart must cope
-    with serve(data, port):
+    with serve(data, port, database_url=database_url):
         wait_for(lambda: any(r["scheduled_ms"] > (killed_at + 4) * 1000 and
                              r["status"] == "success" for r in runs(port)))
         wait_for(lambda: all(r["status"] not in ("queued",) for r in runs(port)))

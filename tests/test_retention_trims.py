@@ -36,8 +36,9 @@ functions:
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = Service(Settings.load(tmp_path_factory.mktemp("trims")))
+def svc(tmp_path_factory: pytest.TempPathFactory,
+        module_database_url: str | None) -> Iterator[Service]:
+    service = Service(Settings.load(tmp_path_factory.mktemp("trims"), module_database_url))
     service.start()
     yield service
     service.close()

@@ -18,8 +18,8 @@ SLOW = "export default () => new Promise(r => setTimeout(() => r('slow'), 400))"
 
 
 @pytest.fixture()
-def service(tmp_path: Path) -> Iterator[Service]:
-    made = Service(dataclasses.replace(Settings.load(tmp_path), workers=1))
+def service(tmp_path: Path, database_url: str | None) -> Iterator[Service]:
+    made = Service(dataclasses.replace(Settings.load(tmp_path, database_url), workers=1))
     files = {"fast.js": "export default async (e) => e.params.n * 2", "slow.js": SLOW}
     made.deploy("functions:\n  fast:\n    handler: fast.js\n  slow:\n    handler: slow.js\n",
                 "loops.yml", files.get)

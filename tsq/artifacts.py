@@ -22,6 +22,11 @@ __all__ = ["MAX_ARTIFACT_BYTES", "Artifact", "ArtifactStore", "content_type_for"
 
 MAX_ARTIFACT_BYTES = 16 << 20
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# What a response's Content-Type header may carry (no line breaks), within the column's 100
+# characters (PostgreSQL refuses a longer one where SQLite would keep it).
+MAX_CONTENT_TYPE = 100
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
+CONTENT_TYPE = re.compile(rf"(?=[ -~]{{3,{MAX_CONTENT_TYPE}}}\Z){_TOKEN}/{_TOKEN}(\s*;[ -~]*)?")
 _TYPES = {".csv": "text/csv", ".json": "application/json", ".html": "text/html",
           ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain",
           ".md": "text/markdown"}
@@ -59,6 +64,11 @@ class ArtifactStore:
         if len(data) > MAX_ARTIFACT_BYTES:
             raise PayloadTooLarge(f"artifact {name!r} is {len(data)} bytes; the limit is "
                                   f"{MAX_ARTIFACT_BYTES} bytes")
+        if content_type is not None and not (isinstance(content_type, str)
+                                             and CONTENT_TYPE.fullmatch(content_type)):
+            raise BadRequest(f"artifact {name!r}: content type {content_type!r} is not a media "
+                             f"type like text/csv or text/plain; charset=utf-8 (at most "
+                             f"{MAX_CONTENT_TYPE} characters)")
         saved = Artifact(run_id, name, content_type or content_type_for(name), len(data),
                          now_ms(self.clock))
         with transaction(self.engine) as db:

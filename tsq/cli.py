@@ -90,7 +90,7 @@ def main() -> None:
     try:
         app()
     except TsqError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, markup=True)
         if isinstance(exc, TslError) and exc.caret:
             err.print(exc.caret, highlight=False, markup=False)
         sys.exit(EXIT_ERROR)

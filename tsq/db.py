@@ -8,6 +8,7 @@ newest revision, so a new data directory or a newer tsq needs no manual step.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -132,8 +133,8 @@ trims = sa.Table(  # what retention deleted: a source's points in [start, end)
     "trims", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("project", sa.String(64), nullable=False),
-    sa.Column("connector", sa.String(400), nullable=False),  # its instance key, as JSON
-    sa.Column("selector", sa.String(400), nullable=False),  # the retention's `select:`
+    sa.Column("connector", sa.Text, nullable=False),  # its instance key, as JSON
+    sa.Column("selector", sa.Text, nullable=False),  # the retention's `select:`
     sa.Column("start_ms", sa.BigInteger, nullable=False),
     sa.Column("end_ms", sa.BigInteger, nullable=False),
     sa.Column("points", sa.BigInteger, nullable=False),
@@ -164,36 +165,62 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """A write transaction. SQLite has one writer at a time, and a writer that finds the file
     locked sleeps in growing steps (1, 2, 5 … 100 ms) before it tries again; so this process's
     writers (scheduler, dispatcher, settler, API) queue on a lock instead, and each takes the
-    file the moment the one before it commits."""
+    file the moment the one before it commits. PostgreSQL's writers lock rows, not the
+    database: they run side by side, with no lock here."""
     lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
     with lock or contextlib.nullcontext(), engine.begin() as connection:
         yield connection
 
 
+# The URL forms tsq takes, named in the error of any other.
+URL_FORMS = ("sqlite:///PATH (the default: tsq.db in the data directory) or "
+             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (with the `postgres` extra: "
+             "pip install 'tsq[postgres]')")
+PG_CONNECT_TIMEOUT_S = 10  # an unreachable server is an error in seconds, not minutes
+MIGRATION_LOCK = 0x74737100  # "tsq\0": the advisory lock migrations on PostgreSQL take
+
+
 def connect(url: str) -> Engine:
     """An engine for `url` with the schema at the newest revision."""
     try:
-        engine = sa.create_engine(url, **_engine_options(url))
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}") from None
-    if url.startswith("sqlite"):
+        target = _target(url)
+        engine = sa.create_engine(target, **_engine_options(target))
+    except ImportError as exc:
+        raise ConfigError(f"cannot use database URL {_redact(url)}: its driver is not "
+                          f"installed ({exc}); for PostgreSQL install the `postgres` extra: "
+                          f"pip install 'tsq[postgres]'") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"cannot use database URL {_redact(url)}: {exc}; the database URL "
+                          f"is {URL_FORMS}") from None
+    if engine.dialect.name == "sqlite":
         datafiles.private_database(engine.url.database)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         _write_locks.setdefault(str(engine.url), threading.RLock())
     with _migrate_lock:
         if url not in _migrated:
-            _upgrade(engine)
+            _upgrade(engine, url)
             _migrated.add(url)
     return engine
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _target(url: str) -> sa.URL:
+    """`url` with its driver: a bare `postgresql://` is psycopg 3, the driver the `postgres`
+    extra installs (SQLAlchemy's default for it is psycopg2, which tsq does not depend on)."""
+    target = sa.make_url(url)
+    if target.drivername == "postgresql":
+        target = target.set(drivername="postgresql+psycopg")
+    return target
+
+
+def _engine_options(url: sa.URL) -> dict[str, Any]:
     # orjson for the JSON columns (params, results, errors): the stdlib's encoder was a
     # twentieth of the service's time with runs ending a thousand a second.
     json = {"json_serializer": _json_text, "json_deserializer": _json_value}
-    if url.startswith("sqlite"):
+    if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, **json}
-    return {"pool_pre_ping": True, **json}
+    connect_args = ({} if "connect_timeout" in url.query or url.get_backend_name() != "postgresql"
+                    else {"connect_timeout": PG_CONNECT_TIMEOUT_S})
+    return {"pool_pre_ping": True, "connect_args": connect_args, **json}
 
 
 def _json_text(value: Any) -> str:
@@ -234,7 +261,7 @@ def _at_head(engine: Engine) -> bool:
     return [row[0] for row in found] == [head_revision()]
 
 
-def _upgrade(engine: Engine) -> None:
+def _upgrade(engine: Engine, url: str) -> None:
     if _at_head(engine):
         return
     from alembic import command
@@ -244,13 +271,23 @@ def _upgrade(engine: Engine) -> None:
     config.set_main_option("script_location", str(resources.files("tsq") / "migrations"))
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together on one database migrate one after the other: the
+                # next finds the schema at the head (its DDL is transactional) and does nothing.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except sa.exc.OperationalError as exc:
-        raise ConfigError(
-            f"cannot open the database {_redact(str(engine.url))}: {exc.orig}"
-        ) from None
+    except sa.exc.DBAPIError as exc:  # unreachable, refused, no such database, no rights
+        # psycopg's messages run over lines ("…failed: Connection refused\n\tIs the server
+        # running…"): one line reads better in a log and a terminal.
+        reason = " ".join(str(exc.orig).split())
+        raise ConfigError(f"cannot open the database {_redact(url)}: {reason}") from None
 
 
 def _redact(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    """`url` with its password shown as ***, even when SQLAlchemy cannot parse it."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import schedules, transaction
 from tsq.model import LoopSpec
 
 __all__ = ["ScheduleStore"]
+
+_INSERT: dict[str, Callable[[sa.Table], Any]] = {
+    "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class ScheduleStore:
@@ -69,9 +74,12 @@ class ScheduleStore:
                               "since_ms": now})
         if fresh:
             with transaction(self.engine) as db:
-                for row in fresh:
-                    db.execute(schedules.delete().where(
-                        schedules.c.project == row["project"], schedules.c.loop == row["loop"],
-                        schedules.c.event == row["event"]))
-                db.execute(schedules.insert(), fresh)
+                # An upsert, not a delete and an insert: a process starting beside another on
+                # one PostgreSQL database would find no row to delete while the other's insert
+                # is uncommitted, then fail on the key when it commits.
+                insert = _INSERT[db.dialect.name](schedules)
+                db.execute(insert.on_conflict_do_update(
+                    index_elements=[schedules.c.project, schedules.c.loop, schedules.c.event],
+                    set_={"rate": insert.excluded.rate, "since_ms": insert.excluded.since_ms}),
+                    fresh)
         return since

@@ -23,7 +23,9 @@ def pool() -> ScriptedPool:
 
 
 @pytest.fixture
-def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool) -> Iterator[Service]:
-    svc = make_service(tmp_path / "data", clock, pool)
+def service(tmp_path: Path, clock: FakeClock, pool: ScriptedPool,
+            database_url: str | None) -> Iterator[Service]:
+    """On SQLite and on PostgreSQL (tests/conftest.py's `database_url`)."""
+    svc = make_service(tmp_path / "data", clock, pool, database_url)
     yield svc
     svc.close()

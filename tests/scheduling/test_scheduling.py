@@ -284,15 +284,15 @@ def test_backfill_rejects_bad_ranges(service: Service, clock: FakeClock,
 
 
 def test_recovery_reruns_queued_runs_and_marks_running_ones_interrupted(
-        clock: FakeClock, pool: ScriptedPool, tmp_path: Path) -> None:
+        clock: FakeClock, pool: ScriptedPool, tmp_path: Path, database_url: str | None) -> None:
     stopped = ScriptedPool(delay_s=3600)  # never ends: the service "dies" with these in flight
-    dying = make_service(tmp_path / "data", clock, stopped)
+    dying = make_service(tmp_path / "data", clock, stopped, database_url)
     deploy(dying, tmp_path, loop_yaml("    catchup: all\n"))
     scheduler = scheduler_of(dying, clock)
     clock.set(utc("2026-01-01T00:02:01Z"))
     scheduler.record_due([(JOB, [utc("2026-01-01T00:01:00Z"), utc("2026-01-01T00:02:00Z")])])
     wait_until(lambda: len(stopped.jobs) == 1)
-    restarted = make_service(tmp_path / "data", clock, pool)
+    restarted = make_service(tmp_path / "data", clock, pool, database_url)
     try:
         assert restarted.dispatcher.recover(restarted.runs.unfinished()) == 2
         first, second = settled(restarted, 2)

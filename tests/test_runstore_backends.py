@@ -1,0 +1,323 @@
+"""The run store on each backend (SQLite and PostgreSQL, tests/conftest.py's `database_url`):
+the unique run key, claims racing each other, settling with every shape of result, id prefixes;
+what the stores beside it keep alike on both; and what a wrong PostgreSQL URL says."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests import pgserver
+from tests.conftest import free_port, tsq
+from tsq import db
+from tsq.artifacts import ArtifactStore
+from tsq.db import schedules
+from tsq.errors import BadRequest, ConfigError
+from tsq.outcomes import RunError, RunResult, RunStatus
+from tsq.runlog import LogLine
+from tsq.runstore import _CLAIM, NewRun, RunStore, Settlement, run_key
+from tsq.schedulestore import ScheduleStore
+from tsq.selector import parse_selector
+from tsq.trims import TrimStore
+
+
+@pytest.fixture
+def url(database_url: str | None, tmp_path: Path) -> str:
+    return database_url or f"sqlite:///{tmp_path / 'tsq.db'}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[RunStore]:
+    made = RunStore(db.connect(url))
+    yield made
+    made.engine.dispose()
+
+
+def scheduled(at_ms: int, loop: str = "roll") -> NewRun:
+    return NewRun(project="default", loop=loop, event="tick", version_id="v1",
+                  trigger="schedule", params={"cell": "gra"},
+                  key=run_key(loop, "tick", at_ms), scheduled_ms=at_ms,
+                  window=(at_ms - 60_000, at_ms))
+
+
+def test_a_run_key_makes_a_scheduled_time_run_once(store: RunStore) -> None:
+    first = store.create_new([scheduled(60_000), scheduled(120_000)])
+    again = store.create_new([scheduled(120_000), scheduled(180_000), scheduled(180_000)])
+    assert [r.scheduled_ms for r in first] == [60_000, 120_000]
+    assert [r.scheduled_ms for r in again] == [180_000]  # a duplicate in one batch too
+    with pytest.raises(sa.exc.IntegrityError):
+        store.create(scheduled(60_000))
+    keys = store.by_keys("default", [run_key("roll", "tick", ms)
+                                     for ms in (60_000, 120_000, 180_000)])
+    assert sorted(run.scheduled_ms or 0 for run in keys.values()) == [60_000, 120_000, 180_000]
+    # The key is unique per project: another project's same time is a run of its own.
+    other = store.create_new([NewRun(**{**scheduled(60_000).__dict__, "project": "other"})])
+    assert len(other) == 1
+    assert store.last_scheduled_all() == {("default", "roll", "tick"): 180_000,
+                                          ("other", "roll", "tick"): 60_000}
+
+
+def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:
+    """Two stores on engines of their own (as two processes would be) claim the same runs at
+    once, in batches taken in opposite orders: every run is claimed by exactly one of them."""
+    stores = [RunStore(db.connect(url)) for _ in range(2)]
+    try:
+        made = stores[0].create_new([scheduled(60_000 * (i + 1)) for i in range(400)])
+        ids = [run.id for run in made]
+        got: list[list[str]] = [[], []]
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def claim(which: int) -> None:
+            order = ids if which == 0 else ids[::-1]
+            try:
+                start.wait(timeout=30)
+                for at in range(0, len(order), 20):
+                    got[which].extend(stores[which].claim_many(order[at:at + 40]))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=claim, args=(which,)) for which in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert not set(got[0]) & set(got[1]), "a run was claimed by both"
+        assert len(got[0]) == len(set(got[0])) and len(got[1]) == len(set(got[1]))
+        assert sorted(got[0] + got[1]) == sorted(ids)
+        assert {run.status for run in stores[0].unfinished()} == {RunStatus.RUNNING}
+        assert stores[1].claim_many(ids) == set()  # none is queued any more
+    finally:
+        for made_store in stores:
+            made_store.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
+        postgres: pgserver.PostgresServer) -> None:
+    """While one process's claim of some runs is not yet committed, another's claim of the
+    same runs returns at once with the others; when the first rolls back, they are queued."""
+    name = postgres.create_database()
+    store, other = (RunStore(db.connect(postgres.url(name))) for _ in range(2))
+    try:
+        ids = [run.id for run in store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])]
+        with other.engine.connect() as held:
+            taking = held.execute(_CLAIM["postgresql"], {"b_ids": ids[:2], "b_now": 1})
+            assert set(taking.scalars()) == set(ids[:2])  # locked, not committed
+            answer: list[set[str]] = []
+            claimer = threading.Thread(target=lambda: answer.append(store.claim_many(ids)))
+            claimer.start()
+            claimer.join(timeout=10)
+            assert answer == [{ids[2]}], "the claim waited for the other, or took its runs"
+            held.rollback()
+        assert store.claim_many(ids) == set(ids[:2])
+    finally:
+        for made in (store, other):
+            made.engine.dispose()
+        postgres.drop_database(name)
+
+
+@pytest.mark.parametrize("result", [42, 2.5, "text with a \x00 in it", None, [1, "a"],
+                                    {"nested": {"ok": True, "n": None}}])
+def test_settled_results_and_log_lines_read_back_as_written(store: RunStore,
+                                                            result: object) -> None:
+    [run] = store.create_new([scheduled(60_000)])
+    assert store.claim_many([run.id]) == {run.id}
+    lines = [LogLine(1, "info", "plain"), LogLine(2, "warning", "a \x00 from the handler")]
+    [settled], _ = store.settle_many([Settlement(store.get(run.id),
+                                                 RunResult(RunStatus.SUCCESS, result=result),
+                                                 logs=lines)])
+    stored = store.get(run.id)
+    assert (stored.status, stored.result) == (RunStatus.SUCCESS, result)
+    assert stored.result == settled.result
+    # PostgreSQL's text cannot hold NUL: the store writes it as U+FFFD there and in SQLite.
+    assert [line["message"] for line in store.logs(run.id)] == ["plain",
+                                                                "a \ufffd from the handler"]
+
+
+def test_a_failure_a_retry_and_a_cancel_are_recorded(store: RunStore) -> None:
+    one, two, three = store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])
+    assert store.claim_many([one.id, two.id]) == {one.id, two.id}
+    failed = RunResult.failed("TypeError", "x is undefined", "at h.js:1")
+    store.settle_many([Settlement(store.get(one.id), failed),
+                       Settlement(store.get(two.id), failed, retry_at_ms=10**12)])
+    assert store.get(one.id).error == RunError("TypeError", "x is undefined", "at h.js:1")
+    retried = store.get(two.id)
+    assert (retried.status, retried.attempt, retried.not_before_ms) == (
+        RunStatus.QUEUED, 2, 10**12)
+    cancelled = store.cancel(three.id, RunStatus.QUEUED, RunResult.cancelled("while queued"))
+    assert cancelled is not None and cancelled.status == RunStatus.CANCELLED
+    assert store.claim_many([three.id]) == set()
+    assert store.keyed_statuses("default", "roll", ["tick"], 0, 10**6) == {
+        "failed": 1, "queued": 1, "cancelled": 1}
+
+
+def test_an_id_prefix_finds_its_run_whatever_its_last_character(store: RunStore) -> None:
+    made = [run.id for run in store.create_new([scheduled(60_000 * i) for i in range(1, 60)])]
+    assert checked_prefixes(store, made) > 0
+
+
+def checked_prefixes(store: RunStore, ids: list[str]) -> int:
+    """Resolve every prefix of `ids` that ends in '9' (the character whose successor, ':',
+    sorts apart from it in some collations) and names one run, and each run's short id; how
+    many prefixes ending in '9' were checked."""
+    checked = 0
+    for run_id in ids:
+        for end in range(13, len(run_id)):
+            prefix = run_id[:end]
+            if prefix[-1] == "9" and sum(other.startswith(prefix) for other in ids) == 1:
+                assert store.resolve(prefix) == run_id
+                checked += 1
+    for run_id, short in store.short_ids(ids).items():
+        assert store.resolve(short) == run_id
+    return checked
+
+
+@pytest.mark.postgres
+def test_an_id_prefix_ending_in_9_is_found_under_a_linguistic_collation(
+        postgres: pgserver.PostgresServer) -> None:
+    """Under an ICU (or glibc) collation ':' (the character after '9') sorts before the
+    digits, so a prefix's range must not end at it."""
+    name = postgres.create_database(template=None, name="icu_collation", icu_locale="en-US")
+    engine = db.connect(postgres.url(name))
+    try:
+        store = RunStore(engine)
+        made = [run.id for run in store.create_new([scheduled(60_000 * i)
+                                                    for i in range(1, 60)])]
+        assert checked_prefixes(store, made) > 0
+    finally:
+        engine.dispose()
+        postgres.drop_database(name)
+
+
+def test_a_trim_of_a_long_selector_and_connector_is_recorded(url: str) -> None:
+    """Text of any length, as SQLite always kept it (VARCHAR(400) on PostgreSQL refused it)."""
+    engine = db.connect(url)
+    try:
+        store = TrimStore(engine)
+        selector = "cpu{" + ",".join(f'label_{i}="{"v" * 20}"' for i in range(20)) + "}"
+        connector = ("influxdb", "http://" + "h" * 300 + ":8086", "telegraf")
+        store.record("default", connector, selector, [((0, 60_000), 12)], "retain", "r1")
+        [trim] = store.overlapping("default", connector, parse_selector("cpu"), 0, 60_000)
+        assert (trim.selector, trim.points, trim.run_id) == (selector, 12, "r1")
+    finally:
+        engine.dispose()
+
+
+def test_an_artifact_content_type_must_be_a_media_type_on_both(url: str) -> None:
+    engine = db.connect(url)
+    try:
+        store = ArtifactStore(engine)
+        saved = store.put("r1", "data.txt", "text/plain; charset=utf-8", b"x")
+        assert store.get("r1", "data.txt")[0].content_type == saved.content_type
+        for wrong in ("text/" + "x" * 100, "text/html\r\nSet-Cookie: a=b", "csv", 42):
+            with pytest.raises(BadRequest, match="is not a media type like text/csv"):
+                store.put("r1", "other.txt", wrong, b"x")  # type: ignore[arg-type]
+        assert [a.name for a in store.list("r1")] == ["data.txt"]
+    finally:
+        engine.dispose()
+
+
+def test_schedules_recorded_at_once_by_two_processes_are_both_taken(url: str) -> None:
+    """A service starting records when each event's schedule took effect; one starting beside
+    another (its insert not yet committed) waits for it and then starts too."""
+    now = [1.0]
+    stores = [ScheduleStore(db.connect(url), clock=lambda: now[0]) for _ in range(2)]
+    events = [("default", "roll", "tick", "R/2026-01-01T00:00:00Z/PT1M")]
+    try:
+        with stores[0].engine.connect() as first:
+            if first.dialect.name == "postgresql":  # SQLite has one writer at a time
+                first.execute(schedules.insert().values(
+                    project="default", loop="roll", event="tick", rate=events[0][3],
+                    since_ms=500))
+            answers: list[object] = []
+
+            def start() -> None:
+                try:
+                    answers.append(stores[1].since_all(events))
+                except Exception as exc:
+                    answers.append(exc)
+
+            second = threading.Thread(target=start)
+            second.start()
+            second.join(timeout=0.5)  # it waits for the first on PostgreSQL
+            first.commit()
+            second.join(timeout=30)
+        assert answers == [{("default", "roll", "tick"): 1000}]
+        now[0] = 2.0
+        assert stores[0].since_all(events) == {("default", "roll", "tick"): 1000}
+        changed = [(*events[0][:3], "R/2026-01-01T00:00:00Z/PT5M")]
+        assert stores[0].since_all(changed) == {("default", "roll", "tick"): 2000}
+        assert stores[1].since_all(changed) == {("default", "roll", "tick"): 2000}
+    finally:
+        for store in stores:
+            store.engine.dispose()
+
+
+# -- a wrong PostgreSQL URL ----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_wrong_password_is_a_config_error_with_the_password_hidden(
+        postgres: pgserver.PostgresServer) -> None:
+    with pytest.raises(ConfigError) as raised:
+        db.connect(postgres.url(pgserver.TEMPLATE, password="not-the-password"))
+    message = str(raised.value)
+    assert "not-the-password" not in message and "***" in message
+    assert "password authentication failed" in message
+    assert f"127.0.0.1:{postgres.port}/{pgserver.TEMPLATE}" in message
+
+
+@pytest.mark.postgres
+def test_a_missing_database_is_a_config_error_naming_it(
+        postgres: pgserver.PostgresServer) -> None:
+    with pytest.raises(ConfigError, match='database "nowhere" does not exist') as raised:
+        db.connect(postgres.url("nowhere"))
+    assert pgserver.PASSWORD not in str(raised.value)
+
+
+def test_an_unreachable_server_is_a_config_error_naming_it() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(ConfigError) as raised:
+        db.connect(f"postgresql://tsq:secret-word@127.0.0.1:{port}/tsq")
+    message = str(raised.value)
+    assert "secret-word" not in message
+    assert f"postgresql://tsq:***@127.0.0.1:{port}/tsq" in message
+    assert "Connection refused" in message
+
+
+def test_a_url_of_an_unknown_backend_says_what_would_be_right() -> None:
+    with pytest.raises(ConfigError) as raised:
+        db.connect("postgres://tsq:secret-word@127.0.0.1/tsq")
+    message = str(raised.value)
+    assert "secret-word" not in message
+    assert "postgresql://" in message and "sqlite:///" in message
+
+
+def test_the_cli_says_what_a_database_url_should_be(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSQ_DATABASE_URL", "postgres://tsq:secret-word@127.0.0.1/tsq")
+    done = tsq(tmp_path, "runs")
+    assert done.returncode != 0
+    assert "secret-word" not in done.stderr
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in done.stderr
+    assert "pip install 'tsq[postgres]'" in done.stderr  # brackets and all
+
+
+@pytest.mark.postgres
+def test_a_plain_postgresql_url_uses_psycopg_3(postgres: pgserver.PostgresServer) -> None:
+    """`postgresql://` would be psycopg2 to SQLAlchemy, which the `postgres` extra does not
+    install: tsq reads it as psycopg 3's."""
+    name = postgres.create_database()
+    engine = db.connect(postgres.url(name).replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        assert engine.dialect.driver == "psycopg"
+        assert RunStore(engine).create_new([scheduled(60_000)])
+    finally:
+        engine.dispose()
+        postgres.drop_database(name)
