@@ -149,8 +149,7 @@ _CLAIM: dict[str, sa.Update] = {
 # PostgreSQL, so the room is clamped at 0 by each one's own two-argument maximum.
 _OTHERS = runs.alias("others")
 _MINE = runs.alias("mine")
-_GREATEST: dict[str, Callable[[Any, Any], Any]] = {
-    "sqlite": lambda a, b: sa.func.max(a, b), "postgresql": lambda a, b: sa.func.greatest(a, b)}
+_GREATEST: dict[str, Any] = {"sqlite": sa.func.max, "postgresql": sa.func.greatest}
 
 
 def _claim_limited(dialect: str) -> Any:
