@@ -54,6 +54,21 @@ class PostgresServer:
         self.directory = directory
         self.port = port
         self._numbers = itertools.count(1)
+        self.command: list[str] = []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server (again, after `stop`: same port, same data), ready on return."""
+        log = self.directory / "server.log"
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(self.command, stdout=output,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_ready(self, self.process, log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
 
     def url(self, database: str, password: str = PASSWORD) -> str:
         return f"postgresql+psycopg://{USER}:{password}@127.0.0.1:{self.port}/{database}"
@@ -95,10 +110,10 @@ def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
     PostgreSQL's own settings for commits (what a measurement needs), else each commit skips
     the disk (what a test needs)."""
     directory = Path(tempfile.mkdtemp(prefix="tsq-pg-"))
-    process: subprocess.Popen[bytes] | None = None
+    server: PostgresServer | None = None
     try:
         as_user = _as_server_user(directory)
-        data, log = directory / "data", directory / "server.log"
+        data = directory / "data"
         password_file = directory / "password"
         password_file.write_text(PASSWORD)
         _run([*as_user, str(BIN / "initdb"), "-D", str(data), "-U", USER,
@@ -108,18 +123,15 @@ def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
         # Durability is no concern of a test server: fsync off makes each commit cheap.
         fast = ([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
                                     "-c", "full_page_writes=off"])
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [*as_user, str(BIN / "postgres"), "-D", str(data), "-p", str(port),
-                 "-h", "127.0.0.1", "-k", str(directory), *fast,
-                 "-c", "max_connections=300", "-c", "shared_buffers=64MB"],
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         server = PostgresServer(directory, port)
-        _wait_ready(server, process, log)
+        server.command = [*as_user, str(BIN / "postgres"), "-D", str(data), "-p", str(port),
+                          "-h", "127.0.0.1", "-k", str(directory), *fast,
+                          "-c", "max_connections=300", "-c", "shared_buffers=64MB"]
+        server.start()
         yield server
     finally:
-        if process is not None:
-            _stop(process)
+        if server is not None:
+            server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

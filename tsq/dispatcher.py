@@ -96,6 +96,10 @@ class RunQueue(Protocol):
         """`run_ids` wait here for their loop's lane (held, but not taking room for more);
         those of `claimed` that waited so far no longer do."""
 
+    def again(self, run_ids: list[str]) -> None:
+        """The run store failed these runs' start or end here: their messages come back
+        (soon, to any process), and the run store's record then says what to do."""
+
 
 @dataclass(frozen=True)
 class _Ended:
@@ -445,7 +449,21 @@ class Dispatcher:
         return False
 
     def _start(self, group: list[tuple[Run, threading.Semaphore]]) -> None:
-        claimed, waiting = self._claim([run for run, _ in group])
+        try:
+            claimed, waiting = self._claim([run for run, _ in group])
+        except Exception as exc:  # the store is away: no run of the group started
+            log.exception("could not claim %d runs", len(group))
+            for _, slots in group:
+                slots.release()
+            if self.queue is not None:  # still queued: their messages come back
+                for run, _ in group:
+                    self._release(run)
+                self.queue.again([run.id for run, _ in group])
+                return
+            for run, _ in group:
+                self._ended.put(_Ended(run, RunResult.failed(
+                    "InternalError", f"tsq could not start the run: {exc}")))
+            return
         now = self._now_ms()
         taken = [run.id for run, _ in group if run.id not in claimed and run.id not in waiting]
         if self.queue is not None:
@@ -556,6 +574,12 @@ class Dispatcher:
             log.exception("could not run the end of %d runs", len(batch))
             failure = RunResult.failed("InternalError", f"tsq could not record how the run "
                                                         f"ended: {exc}")
+            if self.queue is not None:  # another attempt, once the store is back
+                for ended in batch:
+                    if ended.holds_slot:
+                        self._release(ended.run)
+                self.queue.again([ended.run.id for ended in batch])
+                return
             for ended in batch:
                 if ended.holds_slot:
                     self._release(ended.run)

@@ -49,6 +49,7 @@ __all__ = ["MetronomeTrigger", "Scheduler", "missed_times"]
 log = logging.getLogger(__name__)
 
 RECORD_BATCH = 1000  # runs created per transaction
+RECORD_RETRY_S = 0.5  # how often due times are tried again while the store is down
 MISSED_BATCH = 5000  # expired times recorded per transaction after an outage
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -175,6 +176,7 @@ class Scheduler:
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1})
         self._recorder = threading.Thread(target=self._record_loop, daemon=True,
                                           name="tsq-recorder")
+        self._closing = threading.Event()
 
     def start(self) -> None:
         """Catch up on what was missed, then fire on time."""
@@ -187,6 +189,7 @@ class Scheduler:
         self._plan(self.loops.live(), self.runs.last_scheduled_all())
 
     def close(self) -> None:
+        self._closing.set()
         if self._aps.running:
             self._aps.shutdown(wait=False)
         self._queue.put(None)
@@ -300,10 +303,25 @@ class Scheduler:
                     self._queue.put(None)
                     break
                 batch.append(more)
+            self._record_until_done(batch)
+
+    def _record_until_done(self, batch: list[tuple[str, list[datetime]]]) -> None:
+        """Record `batch`, trying again while the store is down (its keys make a second try
+        safe): a due time is never dropped for an outage of the database."""
+        said = False
+        while True:
             try:
                 self.record_due(batch)
-            except Exception:  # the store is down: say so, and keep the scheduler alive
-                log.exception("could not record %d scheduled runs", len(batch))
+                if said:
+                    log.info("recorded the %d due times that waited for the store", len(batch))
+                return
+            except Exception:  # the store is down: say so once, and keep the scheduler alive
+                if not said:
+                    log.exception("could not record %d scheduled fires; trying again",
+                                  len(batch))
+                said = True
+            if self._closing.wait(RECORD_RETRY_S):
+                return
 
     def record_due(self, batch: list[tuple[str, list[datetime]]]) -> None:
         """Create the runs of due times `(key, times)` that do not exist, and dispatch them. A

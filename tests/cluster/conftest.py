@@ -8,6 +8,7 @@ import pytest
 
 from tests.cluster.processes import Cluster
 from tests.natsserver import NatsServer
+from tests.pgserver import PostgresServer
 
 _names = itertools.count()
 
@@ -29,12 +30,14 @@ def cluster_name() -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str,
+            postgres: PostgresServer) -> Iterator[Cluster]:
     """A cluster of the test's own (its processes are started by the test), its runs in a
-    database of its own; every process started is stopped."""
-    made = Cluster(tmp_path, nats_server.url, cluster_name,
-                   f"sqlite:///{tmp_path / 'runs.db'}")
+    PostgreSQL database of its own; every process started is stopped."""
+    database = postgres.create_database()
+    made = Cluster(tmp_path, nats_server.url, cluster_name, postgres.url(database))
     try:
         yield made
     finally:
         made.close()
+        postgres.drop_database(database)

@@ -5,6 +5,7 @@ within 5 s."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from tests.cluster.processes import Cluster
 from tests.cluster.test_cluster import beats, exactly_once, loop_file, wait_until
 from tests.natsserver import NatsServer
+from tests.pgserver import postgres_server
 from tsq.db import connect
 from tsq.runstore import NewRun, RunStore
 
@@ -120,3 +122,33 @@ def test_a_run_whose_message_was_lost_is_published_again_by_the_leader(cluster: 
         cluster.start("scheduler", "scheduler", store_url=api.url)
         wait_until(lambda: run_record(client, lost.id)["status"] == "success", 20,
                    "the leader published it again and a worker ran it")
+
+
+def test_the_cluster_rides_out_a_postgresql_restart(tmp_path: Path, nats_server: NatsServer,
+                                                    cluster_name: str) -> None:
+    with postgres_server() as database:  # a server of the test's own, to restart
+        database.create_database(template=None, name="runs")
+        cluster = Cluster(tmp_path, nats_server.url, cluster_name, database.url("runs"))
+        try:
+            api = cluster.start("api", "api")
+            cluster.start("scheduler", "scheduler", store_url=api.url)
+            cluster.start("worker", "worker", store_url=api.url)
+            with httpx.Client(base_url=api.url, timeout=60) as client:
+                assert client.post("/v1/loops", json=loop_file(1)).status_code == 201
+                wait_until(lambda: len(beats(client)) >= 3, 30, "the leader fired")
+                database.stop()
+                time.sleep(2)
+                database.start()
+                back_ms = time.time() * 1000
+                wait_until(lambda: any(r["scheduled_ms"] > back_ms and r["status"] == "success"
+                                       for r in beats(client)), 5.5,
+                           "firing within 5 s of PostgreSQL")
+                wait_until(lambda: all(r["status"] in ("success", "failure")
+                                       for r in beats(client) if r["scheduled_ms"] < back_ms),
+                           30, "every time of the outage ended")
+                runs = beats(client)
+        finally:
+            cluster.close()
+    exactly_once(runs)
+    assert all(r["status"] == "success" for r in runs), [
+        (r["scheduled_ms"], r["status"], r["error"]) for r in runs if r["status"] != "success"]

@@ -299,6 +299,15 @@ class Bus:
         if deliveries:
             self.call(ack(), wait=False)
 
+    def nak_all(self, deliveries: list[Delivery], delay_s: float) -> None:
+        """Give the messages back, to be delivered again after `delay_s`."""
+        async def nak() -> None:
+            for delivery in deliveries:
+                await delivery._msg.nak(delay=delay_s)
+
+        if deliveries:
+            self.call(nak(), wait=False)
+
     def in_progress_all(self, deliveries: list[Delivery]) -> None:
         async def touch() -> None:
             for delivery in deliveries:

@@ -47,6 +47,7 @@ RESEND_S = 0.5  # how often runs that could not be published are tried again
 PUBLISH_BATCH = 1000
 REPUBLISH_S = 30.0  # how often the leader publishes long-queued runs again
 STALE_MS = 10_000  # a run queued this long may have lost its message
+AGAIN_S = 1.0  # a run the run store failed comes back after this
 
 
 class WorkQueue:
@@ -140,6 +141,13 @@ class WorkQueue:
             self.bus.tell(self.bus.names.ended_subject,
                           [orjson.Fragment(data) if (data := _carried(run)) else run.id
                            for run in ended])
+
+    def again(self, run_ids: list[str]) -> None:
+        with self._lock:
+            dropped = [d for run_id in run_ids if (d := self._held.pop(run_id, None))]
+            self._waiting.difference_update(run_ids)
+            self._room.notify()
+        self.bus.nak_all(dropped, AGAIN_S)
 
     def waiting(self, run_ids: list[str], claimed: set[str]) -> None:
         with self._lock:
