@@ -8,12 +8,13 @@ processes:
 - scheduler failover: a leader killed with SIGKILL, to the next run record the standby creates;
 - the parts of the capacity model: JetStream publishes per second, and the leader's planning
   of one minute of 1 million loops on `PT1M` with the store and the queue left out.
+
+Runs are kept in a PostgreSQL 15 of the benchmark's own, with PostgreSQL's durable settings.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from benchmarks.report import Report
 from tests.cluster.processes import Cluster, TsqProcess
 from tests.natsserver import NatsServer
+from tests.pgserver import PostgresServer, postgres_server
 
 NOOP = "export default async () => 1"
 TICK = ("project: b\nfunctions:\n  tick:\n    handler: tick.js\n    events:\n"
@@ -37,23 +40,38 @@ def run(report: Report, *, quick: bool) -> None:
     nats = NatsServer()
     nats.start()
     try:
-        with tempfile.TemporaryDirectory() as root:
-            _deploys(report, Path(root) / "deploys", nats, 3 if quick else 20)
-            _throughput(report, Path(root) / "throughput", nats, 40 if quick else 600)
-            _failover(report, Path(root) / "failover", nats, 1 if quick else 10)
+        with tempfile.TemporaryDirectory() as root, postgres_server(durable=True) as postgres:
+            databases = _Databases(postgres)
+            _deploys(report, Path(root) / "deploys", nats, databases, 3 if quick else 20)
+            _throughput(report, Path(root) / "throughput", nats, databases,
+                        40 if quick else 600)
+            _failover(report, Path(root) / "failover", nats, databases, 1 if quick else 10)
             _publishes(report, nats, 1000 if quick else 50_000)
         _planning(report, 10_000 if quick else 1_000_000)
     finally:
         nats.close()
 
 
-def _cluster(root: Path, nats: NatsServer, name: str, **settings: Any) -> Cluster:
+class _Databases:
+    """A fresh PostgreSQL database for each part (the server keeps PostgreSQL's own
+    durability settings, as a deployment would)."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+
+    def new(self) -> str:
+        return self.server.url(self.server.create_database(template=None))
+
+
+def _cluster(root: Path, nats: NatsServer, name: str, database_url: str,
+             **settings: Any) -> Cluster:
     root.mkdir(parents=True)
-    return Cluster(root, nats.url, name, f"sqlite:///{root / 'runs.db'}", **settings)
+    return Cluster(root, nats.url, name, database_url, **settings)
 
 
-def _deploys(report: Report, root: Path, nats: NatsServer, times: int) -> None:
-    cluster = _cluster(root, nats, "bdeploy")
+def _deploys(report: Report, root: Path, nats: NatsServer, databases: _Databases,
+             times: int) -> None:
+    cluster = _cluster(root, nats, "bdeploy", databases.new())
     try:
         api = cluster.start("api", "api")
         workers = [cluster.start(f"w{i}", "worker", store_url=api.url) for i in range(4)]
@@ -86,17 +104,19 @@ def _followed(worker: TsqProcess, loop: str, timeout_s: float = 10.0) -> float:
     raise AssertionError(f"{worker.name} never followed {loop}")
 
 
-def _throughput(report: Report, root: Path, nats: NatsServer, runs: int) -> None:
+def _throughput(report: Report, root: Path, nats: NatsServer, databases: _Databases,
+                runs: int) -> None:
     """The same no-op runs, two ways each: asked for one by one over HTTP (async), and as one
     backfill (runs created in batches), on one process with 2 workers and on an api process
     with 2 worker processes of 1 worker each."""
-    single = TsqProcess("single", "api", root / "single", {**_env(), "TSQ_WORKERS": "2"}, None)
+    single = TsqProcess("single", "api", root / "single",
+                        {**_env(), "TSQ_WORKERS": "2", "TSQ_DATABASE_URL": databases.new()}, None)
     try:
         single.start()
         alone = _burst(single.url, runs), _backfilled(single.url, runs)
     finally:
         single.stop()
-    cluster = _cluster(root / "cluster", nats, "bthroughput")
+    cluster = _cluster(root / "cluster", nats, "bthroughput", databases.new())
     try:
         api = cluster.start("api", "api")
         for i in (1, 2):
@@ -173,9 +193,10 @@ def _burst(url: str, runs: int) -> float:
         return took
 
 
-def _failover(report: Report, root: Path, nats: NatsServer, kills: int) -> None:
-    cluster = _cluster(root, nats, "bfailover", cluster_lease_ttl_s=3)
-    database = root / "runs.db"
+def _failover(report: Report, root: Path, nats: NatsServer, databases: _Databases,
+              kills: int) -> None:
+    database = databases.new()
+    cluster = _cluster(root, nats, "bfailover", database, cluster_lease_ttl_s=3)
     try:
         api = cluster.start("api", "api")
         schedulers = [cluster.start(f"s{i}", "scheduler", store_url=api.url) for i in (0, 1)]
@@ -198,16 +219,21 @@ def _failover(report: Report, root: Path, nats: NatsServer, kills: int) -> None:
         cluster.close()
 
 
-def _next_fire(database: Path, after_ms: float, timeout_s: float = 30.0) -> float:
+def _next_fire(database: str, after_ms: float, timeout_s: float = 30.0) -> float:
     """Milliseconds from `after_ms` to the first run record created after it."""
+    engine = sa.create_engine(database)
     deadline = time.monotonic() + timeout_s
-    with sqlite3.connect(database) as db:
-        while time.monotonic() < deadline:
-            row = db.execute("SELECT min(queued_ms) FROM runs WHERE queued_ms > ?",
-                             (after_ms,)).fetchone()
-            if row and row[0] is not None:
-                return float(row[0]) - after_ms
-            time.sleep(0.02)
+    try:
+        with engine.connect() as db:
+            while time.monotonic() < deadline:
+                first = db.execute(sa.text("SELECT min(queued_ms) FROM runs WHERE queued_ms > "
+                                           ":after"), {"after": after_ms}).scalar()
+                db.rollback()  # a new snapshot for the next look
+                if first is not None:
+                    return float(first) - after_ms
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
     raise AssertionError("the standby never fired")
 
 
