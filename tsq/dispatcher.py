@@ -133,6 +133,7 @@ class Dispatcher:
         # Runs handed to an executor and not ended: their outcome, and whether it is in service
         self._running: dict[str, tuple[Future[RunResult], bool]] = {}
         self._listeners: list[Callable[[Run], None]] = []
+        self._elsewhere_listeners: list[Callable[[Run], None]] = []
         self._versions: dict[str, StoredVersion] = {}
         self.followers = Followers(runs, loops, clock)  # whom a success sets off (`after:`)
         self._timers: set[threading.Timer] = set()
@@ -218,6 +219,11 @@ class Dispatcher:
         """Call `listener` with every final run (after retries)."""
         self._listeners.append(listener)
 
+    def on_finished_elsewhere(self, listener: Callable[[Run], None]) -> None:
+        """In a cluster, call `listener` with the final runs other processes settled too (those
+        small enough to travel in the notice: a run's record without a large result)."""
+        self._elsewhere_listeners.append(listener)
+
     def recover(self, unfinished: Iterable[Run]) -> int:
         """Take over the runs a stopped service left: re-offer queued ones, fail running ones.
 
@@ -244,12 +250,17 @@ class Dispatcher:
     def ended_elsewhere(self, notice: list[dict[str, Any] | str]) -> None:
         """Runs ended on a process of the cluster (each as it ended, or its id when it was too
         large to carry): wake whoever waits for them here."""
+        carried = [Run.from_json(item) for item in notice if not isinstance(item, str)]
+        for listener in self._elsewhere_listeners:
+            for record in carried:
+                listener(record)
         with self._lock:
-            waited = [item for item in notice
-                      if (item if isinstance(item, str) else item["id"]) in self._waiters]
-        records = [Run.from_json(item) for item in waited if not isinstance(item, str)]
-        records += self.runs.get_many([item for item in waited if isinstance(item, str)]
-                                      ).values()
+            waited = {run_id for item in notice
+                      if (run_id := item if isinstance(item, str) else item["id"])
+                      in self._waiters}
+        records = [record for record in carried if record.id in waited]
+        records += self.runs.get_many([item for item in notice if isinstance(item, str)
+                                       and item in waited]).values()
         for record in records:
             if record.status.finished:
                 self._wake(record)

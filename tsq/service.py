@@ -179,7 +179,10 @@ class Service:
         if cluster.has("worker"):
             _ = self.pool
         if cluster.has("api") and not cluster.settings.store_url:
-            self.rerolls.start()  # late points reach this process's store
+            # Late points reach this process's store, and the windows that rollups covered,
+            # wherever they ran, reach its invalidation log.
+            self.dispatcher.on_finished_elsewhere(self._covered)
+            self.rerolls.start()
         # A worker process holds a few times what its workers have in flight: pulls, claims
         # and settles then go in batches, and its workers never wait on a round trip to NATS.
         cluster.start(self, self.settings.workers * IN_FLIGHT_PER_WORKER * HELD_PER_IN_FLIGHT)
