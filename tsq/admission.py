@@ -1,0 +1,104 @@
+"""Back-pressure: a bound on work waiting, and a 429 with Retry-After past it.
+
+Without one, every request is accepted and waits: a thousand runs by hand queue behind each other
+for minutes, and their clients time out and try again while the work goes on. An `Admission`
+counts the pieces of one kind of work (runs by hand, writes) accepted and not finished; past
+`room` it refuses at once with `TooManyRequests`, whose `retry_after_s` estimates when room frees
+up from how long the work has been taking. The count is in memory, per process: the API checks
+it before it takes a thread or writes a run, so a refusal costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tsq.errors import TooManyRequests
+
+__all__ = ["Admission", "Ticket"]
+
+MAX_RETRY_AFTER_S = 300
+SMOOTHING = 0.2  # weight of the latest duration in the running estimate
+
+
+class Ticket:
+    """One accepted piece of work; `release` once it finished (again: no effect)."""
+
+    def __init__(self, admission: Admission, started: float) -> None:
+        self._admission = admission
+        self._started = started
+        self._released = False
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._admission._leave(self._started)
+
+
+class Admission:
+    """At most `waiting` pieces of work wait beyond the `running` that proceed at once.
+
+    `what` names the work in the refusal ("runs by hand"), `setting` the key that raises the
+    bound; `parallel` is how many pieces finish side by side and `typical_s` how long one
+    takes until some have finished, for the Retry-After estimate."""
+
+    def __init__(self, *, waiting: int, running: int, parallel: int, what: str, setting: str,
+                 typical_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.waiting = waiting
+        self.running = running
+        self.parallel = max(parallel, 1)
+        self.what = what
+        self.setting = setting
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._typical_s = typical_s  # until a piece has finished, a guess of its duration
+
+    @property
+    def room(self) -> int:
+        return self.waiting + self.running
+
+    @property
+    def inside(self) -> int:
+        return self._inside
+
+    def enter(self) -> Ticket:
+        """A ticket for one more piece of work, or TooManyRequests if there is no room."""
+        with self._lock:
+            if self._inside >= self.room:
+                raise self._refusal()
+            self._inside += 1
+        return Ticket(self, self._clock())
+
+    @contextmanager
+    def entered(self) -> Iterator[Ticket]:
+        """A ticket for the block's work, released when the block ends."""
+        ticket = self.enter()
+        try:
+            yield ticket
+        finally:
+            ticket.release()
+
+    def _leave(self, started: float) -> None:
+        took = max(self._clock() - started, 0.0)
+        with self._lock:
+            self._inside -= 1
+            self._typical_s += SMOOTHING * (took - self._typical_s)
+
+    def _refusal(self) -> TooManyRequests:
+        # the work ahead, spread over what runs side by side, at the recent pace
+        ahead = self._inside - self.running + 1
+        retry = min(max(math.ceil(self._typical_s * ahead / self.parallel), 1),
+                    MAX_RETRY_AFTER_S)
+        return TooManyRequests(
+            f"{self.waiting} {self.what} are waiting already, the limit ({self.setting}); "
+            f"try again in {retry} s, or raise {self.setting} (tsq.toml, "
+            f"--{self.setting.replace('_', '-')}, TSQ_{self.setting.upper()})",
+            retry_after_s=retry,
+            details={"limit": self.setting, "waiting": self.waiting, "running": self.running})
