@@ -198,7 +198,7 @@ def test_writes_past_max_concurrent_writes_get_429(tmp_path: Path) -> None:
 
 def test_admission_refuses_past_its_room_and_estimates_the_wait() -> None:
     now = [0.0]
-    admission = Admission(waiting=2, running=1, parallel=1, what="runs by hand",
+    admission = Admission(waiting=2, running=1, what="runs by hand",
                           setting="max_queued_runs", clock=lambda: now[0])
     tickets = [admission.enter() for _ in range(3)]
     now[0] = 10.0
@@ -208,9 +208,15 @@ def test_admission_refuses_past_its_room_and_estimates_the_wait() -> None:
     tickets.append(admission.enter())
     with pytest.raises(TooManyRequests) as refused:
         admission.enter()
-    # the running estimate moved from 1 s towards the 10 s the first run took, to 2.8 s; two
-    # runs wait, so this one would start after three more have finished
+    # the pace moved from 1 s towards the 10 s the first run took, to 2.8 s; two runs wait,
+    # so this one would start after three more have finished
     assert refused.value.retry_after_s == 9
+    now[0] = 11.0
+    tickets[1].release()  # 1 s after the one before: the pace comes down to 2.44 s
+    tickets.append(admission.enter())
+    with pytest.raises(TooManyRequests) as refused:
+        admission.enter()
+    assert refused.value.retry_after_s == 8
     assert refused.value.details["limit"] == "max_queued_runs"
 
 

@@ -4,8 +4,8 @@ Without one, every request is accepted and waits: a thousand runs by hand queue 
 for minutes, and their clients time out and try again while the work goes on. An `Admission`
 counts the pieces of one kind of work (runs by hand, writes) accepted and not finished; past
 `room` it refuses at once with `TooManyRequests`, whose `retry_after_s` estimates when room frees
-up from how long the work has been taking. The count is in memory, per process: the API checks
-it before it takes a thread or writes a run, so a refusal costs nothing.
+up from the pace at which the work has been finishing. The count is in memory, per process: the
+API checks it before it takes a thread or writes a run, so a refusal costs nothing.
 """
 
 from __future__ import annotations
@@ -45,20 +45,20 @@ class Admission:
     """At most `waiting` pieces of work wait beyond the `running` that proceed at once.
 
     `what` names the work in the refusal ("runs by hand"), `setting` the key that raises the
-    bound; `parallel` is how many pieces finish side by side and `typical_s` how long one
-    takes until some have finished, for the Retry-After estimate."""
+    bound; `pace_s`, the seconds between two pieces finishing until some have, starts the
+    Retry-After estimate."""
 
-    def __init__(self, *, waiting: int, running: int, parallel: int, what: str, setting: str,
-                 typical_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, waiting: int, running: int, what: str, setting: str,
+                 pace_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.waiting = waiting
         self.running = running
-        self.parallel = max(parallel, 1)
         self.what = what
         self.setting = setting
         self._clock = clock
         self._lock = threading.Lock()
         self._inside = 0
-        self._typical_s = typical_s  # until a piece has finished, a guess of its duration
+        self._pace_s = pace_s  # seconds between two pieces finishing: a guess until they do
+        self._last_left: float | None = None
 
     @property
     def room(self) -> int:
@@ -86,16 +86,20 @@ class Admission:
             ticket.release()
 
     def _leave(self, started: float) -> None:
-        took = max(self._clock() - started, 0.0)
+        now = self._clock()
         with self._lock:
             self._inside -= 1
-            self._typical_s += SMOOTHING * (took - self._typical_s)
+            # Under load, the time since the previous piece finished is the pace at which room
+            # frees up; after a quiet spell, the time since this one started bounds it.
+            since = now - max(started, self._last_left if self._last_left is not None
+                              else started)
+            self._last_left = now
+            self._pace_s += SMOOTHING * (max(since, 0.0) - self._pace_s)
 
     def _refusal(self) -> TooManyRequests:
-        # the work ahead, spread over what runs side by side, at the recent pace
+        # this piece would start once those waiting ahead of it and itself found room
         ahead = self._inside - self.running + 1
-        retry = min(max(math.ceil(self._typical_s * ahead / self.parallel), 1),
-                    MAX_RETRY_AFTER_S)
+        retry = min(max(math.ceil(self._pace_s * ahead), 1), MAX_RETRY_AFTER_S)
         return TooManyRequests(
             f"{self.waiting} {self.what} are waiting already, the limit ({self.setting}); "
             f"try again in {retry} s, or raise {self.setting} (tsq.toml, "

@@ -128,11 +128,10 @@ class Service:
         # few at once; beyond those it waits, and max_queued_runs of them may.
         self.run_admission = Admission(
             waiting=limits.max_queued_runs, running=settings.workers * IN_FLIGHT_PER_WORKER,
-            parallel=settings.workers, what="runs by hand", setting="max_queued_runs")
+            what="runs by hand", setting="max_queued_runs", pace_s=1.0 / settings.workers)
         self.write_admission = Admission(  # writes proceed side by side, in milliseconds
-            waiting=limits.max_concurrent_writes, running=0,
-            parallel=limits.max_concurrent_writes, what="writes",
-            setting="max_concurrent_writes", typical_s=0.1)
+            waiting=limits.max_concurrent_writes, running=0, what="writes",
+            setting="max_concurrent_writes", pace_s=0.01)
         # Queries have threads of their own, off the API's event loop and its thread pool, so
         # a slow one holds neither the health checks nor the other endpoints.
         self.queries = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="tsq-query")
