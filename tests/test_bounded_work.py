@@ -174,7 +174,8 @@ def test_runs_past_max_queued_runs_get_429_while_healthz_answers(tmp_path: Path)
             assert error["type"] == "TooManyRequests"
             assert error["details"]["limit"] == "max_queued_runs"
             assert int(answer.headers["Retry-After"]) == error["details"]["retry_after_s"] >= 1
-            assert "5 runs by hand are waiting already" in error["message"]
+            assert "5 runs by hand waiting already, the limit (max_queued_runs)" in \
+                error["message"]
         assert health and max(health) < 1, max(health)
         deadline = time.monotonic() + 30
         while service.run_admission.inside and time.monotonic() < deadline:
@@ -198,7 +199,7 @@ def test_writes_past_max_concurrent_writes_get_429(tmp_path: Path) -> None:
 
 def test_admission_refuses_past_its_room_and_estimates_the_wait() -> None:
     now = [0.0]
-    admission = Admission(waiting=2, running=1, what="runs by hand",
+    admission = Admission(waiting=2, running=1, what="runs by hand waiting",
                           setting="max_queued_runs", clock=lambda: now[0])
     tickets = [admission.enter() for _ in range(3)]
     now[0] = 10.0
@@ -233,3 +234,37 @@ def test_the_openapi_documents_the_limits(tmp_path: Path) -> None:
             "$ref": "#/components/schemas/ErrorAnswer"}
     for path in ("/v1/query", "/api/v0/exec"):
         assert {"413", "504"} <= set(paths[path]["post"]["responses"]), path
+
+
+def deploy_in(client: httpx.Client, project: str) -> None:
+    answer = client.post("/v1/loops", json={
+        "content": f"project: {project}\nfunctions:\n  busy:\n    handler: busy.js\n",
+        "files": {"busy.js": BUSY_HANDLER}})
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_project_past_max_project_runs_gets_429_and_the_others_go_on(tmp_path: Path) -> None:
+    with server(tmp_path, start=True, workers=2, max_project_runs=2) as (_, client):
+        deploy_in(client, "a")
+        deploy_in(client, "b")
+
+        def run(project: str) -> httpx.Response:
+            return client.post("/v1/loops/busy/run", params={"project": project, "async": True})
+
+        accepted = [run("a"), run("a")]
+        assert [a.status_code for a in accepted] == [202, 202]
+        refused = run("a")
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert error["details"]["limit"] == "max_project_runs"
+        assert error["details"]["project"] == "a"
+        assert "2 runs by hand of project 'a' in progress already" in error["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert run("b").status_code == 202  # another project's room is its own
+        deadline = time.monotonic() + 30  # once a's runs have ended, it has room again
+        while (again := client.post("/v1/loops/busy/run", params={"project": "a"})
+               ).status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert again.status_code == 200, again.text
+        assert all(client.get(f"/v1/runs/{a.json()['id']}").json()["status"] == "success"
+                   for a in accepted)

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from tsq.errors import TooManyRequests
 
-__all__ = ["Admission", "Ticket"]
+__all__ = ["Admission", "Quotas", "Ticket"]
 
 MAX_RETRY_AFTER_S = 300
 SMOOTHING = 0.2  # weight of the latest duration in the running estimate
@@ -44,12 +45,14 @@ class Ticket:
 class Admission:
     """At most `waiting` pieces of work wait beyond the `running` that proceed at once.
 
-    `what` names the work in the refusal ("runs by hand"), `setting` the key that raises the
+    `what` names the work in the refusal ("runs by hand waiting"), `setting` the key that raises the
     bound; `pace_s`, the seconds between two pieces finishing until some have, starts the
     Retry-After estimate."""
 
     def __init__(self, *, waiting: int, running: int, what: str, setting: str,
-                 pace_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 pace_s: float = 1.0, details: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.details = details or {}  # more for the refusal's details (the project)
         self.waiting = waiting
         self.running = running
         self.what = what
@@ -101,8 +104,35 @@ class Admission:
         ahead = self._inside - self.running + 1
         retry = min(max(math.ceil(self._pace_s * ahead), 1), MAX_RETRY_AFTER_S)
         return TooManyRequests(
-            f"{self.waiting} {self.what} are waiting already, the limit ({self.setting}); "
+            f"{self.waiting} {self.what} already, the limit ({self.setting}); "
             f"try again in {retry} s, or raise {self.setting} (tsq.toml, "
             f"--{self.setting.replace('_', '-')}, TSQ_{self.setting.upper()})",
             retry_after_s=retry,
-            details={"limit": self.setting, "waiting": self.waiting, "running": self.running})
+            details={"limit": self.setting, "waiting": self.waiting, "running": self.running,
+                     **self.details})
+
+
+class Quotas:
+    """An `Admission` per key (a project), made on first use, each with room for `limit` pieces
+    in progress; `limit` 0 means none is bounded."""
+
+    def __init__(self, limit: int, *, what: str, setting: str, pace_s: float = 1.0) -> None:
+        self.limit = limit
+        self.what = what  # with {key}: "runs by hand of project {key!r} in progress"
+        self.setting = setting
+        self.pace_s = pace_s
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Admission] = {}
+
+    def enter(self, key: str) -> Ticket | None:
+        """A ticket for one more piece of `key`'s work (None when unbounded), or
+        TooManyRequests naming `key` if it has no room."""
+        if not self.limit:
+            return None
+        with self._lock:
+            admission = self._by_key.get(key)
+            if admission is None:
+                admission = self._by_key[key] = Admission(
+                    waiting=self.limit, running=0, what=self.what.format(key=key),
+                    setting=self.setting, pace_s=self.pace_s, details={"project": key})
+        return admission.enter()

@@ -134,6 +134,7 @@ MaxResult = Annotated[int | None, _flag("--max-result-kb", "max_result_kb")]
 QueryTimeout = Annotated[int | None, _flag("--query-timeout-s", "query_timeout_s")]
 MaxQueryPoints = Annotated[int | None, _flag("--max-query-points", "max_query_points")]
 MaxQueuedRuns = Annotated[int | None, _flag("--max-queued-runs", "max_queued_runs")]
+MaxProjectRuns = Annotated[int | None, _flag("--max-project-runs", "max_project_runs")]
 MaxWrites = Annotated[int | None, _flag("--max-concurrent-writes", "max_concurrent_writes")]
 MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_depth")]
 MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
@@ -159,7 +160,8 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           worker_memory_mb: WorkerMemory = None, max_body_mb: MaxBody = None,
           max_result_kb: MaxResult = None, query_timeout_s: QueryTimeout = None,
           max_query_points: MaxQueryPoints = None, max_queued_runs: MaxQueuedRuns = None,
-          max_concurrent_writes: MaxWrites = None, pipeline_max_depth: MaxDepth = None,
+          max_project_runs: MaxProjectRuns = None, max_concurrent_writes: MaxWrites = None,
+          pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
           cluster: Cluster = None, role: Role = None, store_url: StoreUrl = None,
@@ -175,7 +177,7 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
              "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
              "max_result_kb": max_result_kb, "query_timeout_s": query_timeout_s,
              "max_query_points": max_query_points, "max_queued_runs": max_queued_runs,
-             "max_concurrent_writes": max_concurrent_writes,
+             "max_project_runs": max_project_runs, "max_concurrent_writes": max_concurrent_writes,
              "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
              "log_format": log_format, "cluster": cluster, "role": role,

@@ -101,6 +101,9 @@ OPTIONS: tuple[Option, ...] = (
                                           "one is refused with 413", 1, 1_000_000_000),
     Option("max_queued_runs", 1000, "runs by hand (POST /v1/loops/{name}/run) waiting for a "
                                     "worker; past it a run is refused with 429", 1, 1_000_000),
+    Option("max_project_runs", 0, "runs by hand of one project in progress (running or "
+                                  "waiting); past it the project's runs are refused with 429 "
+                                  "(0: no limit)", 0, 1_000_000),
     Option("max_concurrent_writes", 64, "writes (line protocol, GTS) being stored at once; "
                                         "past it a write is refused with 429", 1, 100_000),
     Option("pipeline_max_depth", 8, "loops calling loops, counting the first", 1, 100),
@@ -136,6 +139,7 @@ class WorkLimits:
     timeout_s: int = 30  # an ad-hoc query's deadline
     max_points: int = 1_000_000  # points in an ad-hoc query's answer
     max_queued_runs: int = 1000  # runs by hand waiting for a worker
+    max_project_runs: int = 0  # runs by hand of one project in progress (0: no limit)
     max_concurrent_writes: int = 64  # writes being stored at once
 
 
@@ -204,6 +208,7 @@ class Settings:
             work_limits=WorkLimits(timeout_s=number["query_timeout_s"],
                                      max_points=number["max_query_points"],
                                      max_queued_runs=number["max_queued_runs"],
+                                     max_project_runs=number["max_project_runs"],
                                      max_concurrent_writes=number["max_concurrent_writes"]),
             pipeline_limits=PipelineLimits(max_depth=number["pipeline_max_depth"],
                                            max_steps=number["pipeline_max_steps"]),

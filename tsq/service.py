@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tsq import datafiles, metronome, outbound
-from tsq.admission import Admission
+from tsq.admission import Admission, Quotas
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
@@ -128,7 +128,12 @@ class Service:
         # few at once; beyond those it waits, and max_queued_runs of them may.
         self.run_admission = Admission(
             waiting=limits.max_queued_runs, running=settings.workers * IN_FLIGHT_PER_WORKER,
-            what="runs by hand", setting="max_queued_runs", pace_s=1.0 / settings.workers)
+            what="runs by hand waiting", setting="max_queued_runs",
+            pace_s=1.0 / settings.workers)
+        # and one project's runs by hand may not take all of that room (0: they may)
+        self.project_runs = Quotas(limits.max_project_runs,
+                                   what="runs by hand of project {key!r} in progress",
+                                   setting="max_project_runs")
         self.write_admission = Admission(  # writes proceed side by side, in milliseconds
             waiting=limits.max_concurrent_writes, running=0, what="writes",
             setting="max_concurrent_writes", pace_s=0.01)
@@ -361,10 +366,18 @@ class Service:
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
-        record, done = self.dispatcher.start(NewRun(
-            project=loop.project, loop=name, event=event or trigger, version_id=loop.latest.id,
-            trigger=trigger, params=merged, scheduled_ms=scheduled, window=covered),
-            inline=inline)
+        ticket = self.project_runs.enter(loop.project)  # TooManyRequests past max_project_runs
+        try:
+            record, done = self.dispatcher.start(NewRun(
+                project=loop.project, loop=name, event=event or trigger,
+                version_id=loop.latest.id, trigger=trigger, params=merged,
+                scheduled_ms=scheduled, window=covered), inline=inline)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        if ticket is not None:
+            done.add_done_callback(lambda _done: ticket.release())
         return SubmittedRun(record, done)
 
     def run(self, name: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
