@@ -63,6 +63,12 @@ def test_an_answer_over_max_query_points_is_a_413_naming_the_limit(tmp_path: Pat
         assert "a wider sampleBy span" in error["message"]
         within = client.post("/v1/query", json=sample_by("1m", HOUR_S))
         assert within.status_code == 200 and len(within.json()["series"][0]["values"]) == 61
+        # a batch of statements is stopped once their series together pass the limit
+        batch = client.post("/v1/query", json={"tsl": "\n".join(
+            [sample_by("1m", HOUR_S)["tsl"]] * 1000)})
+        assert batch.status_code == 413, batch.text
+        assert batch.json()["error"]["message"].startswith(
+            "the statements' series together would hold 1037 points")
         # WarpScript's answers are bounded the same way
         many = client.post("/v1/query", json={"warpscript": "NEWGTS 1 2000 <% 't' STORE $t "
                                                             "NaN NaN NaN 1 ADDVALUE %> FOR"})

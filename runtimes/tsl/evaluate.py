@@ -127,7 +127,14 @@ class Evaluation:
 
     def results(self, instructions: Sequence[Instruction], source: str) -> Results:
         try:
-            return Results(tuple(self.statement(i) for i in instructions))
+            answers: list[SeriesSet | list[Any]] = []
+            points = 0
+            for instruction in instructions:
+                answers.append(answer := self.statement(instruction))
+                if isinstance(answer, SeriesSet):  # the answer joins every statement's series
+                    points += answer.points
+                    querybudget.allow(points, "the statements' series together")
+            return Results(tuple(answers))
         except BadRequest as error:
             raise TslError(error.message) from None
         except TslError as error:
