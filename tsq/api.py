@@ -5,7 +5,9 @@ Every error is `{"error": {"type", "message", "details"}}` with the status its c
 or lies outside what the stores hold (epoch ms within int64 nanoseconds, offsets within int64), is
 a 400 naming it; a JSON body of the wrong shape is a 422. A synchronous run answers 200 with the run
 record when the handler resolved, 500 when it failed and 504 when it timed out; the record is
-in `details.run` of the error.
+in `details.run` of the error. Work past its bound (docs/configuration.md, "Bounded work") is a
+429 with `Retry-After` (runs by hand, writes), a 413 (a query's answer) or a 504 (a query's
+deadline), each naming its setting in `details.limit`.
 """
 
 from __future__ import annotations
