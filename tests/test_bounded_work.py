@@ -132,6 +132,28 @@ def test_a_query_whose_client_went_away_stops(tmp_path: Path, slow_fetch: list[s
         assert client.get("/healthz").status_code == 200
 
 
+def test_a_warpscript_whose_client_went_away_stops(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq.runtimes.ws import vm
+
+    checks = [0]
+    check = vm.Vm.check
+
+    def counted(self: vm.Vm, *args: Any) -> None:
+        checks[0] += 1
+        check(self, *args)
+
+    monkeypatch.setattr(vm.Vm, "check", counted)
+    with server(tmp_path) as (_, client):
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/query", json={"warpscript": "<% true %> <% %> WHILE"},
+                        timeout=0.5)
+        time.sleep(1)
+        seen = checks[0]
+        time.sleep(1)
+        assert seen and checks[0] == seen  # the VM stopped, 29 s before its deadline
+
+
 def test_a_warpscript_stops_at_the_query_deadline(tmp_path: Path) -> None:
     with server(tmp_path, query_timeout_s=1) as (_, client):
         started = time.monotonic()

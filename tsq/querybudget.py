@@ -1,12 +1,12 @@
 """What an ad-hoc query may cost: a deadline and a largest answer, in points.
 
-The API runs each query under a budget (`budgeted`); the TSL evaluator calls `check` between
+The API runs each query under a budget (`budgeted`). The TSL evaluator calls `check` between
 steps, so a query past its deadline, or whose client has gone, stops at the next step instead of
-running on unseen, and calls `allow` before a step that makes points out of nothing (a sampleBy
-with a fill makes one per bucket, however little data there is), so a year at one second is
-refused before half a gigabyte is built. Outside `budgeted` both cost one context-variable read
-and never refuse: loops' handlers run under their own limits (their `timeout`, the worker's
-memory).
+running on unseen (the WarpScript VM keeps the deadline itself and asks `stopped`); and it calls
+`allow` before a step that makes points out of nothing (a sampleBy with a fill makes one per
+bucket, however little data there is), so a year at one second is refused before half a
+gigabyte is built. Outside `budgeted` these cost one context-variable read and never refuse:
+loops' handlers run under their own limits (their `timeout`, the worker's memory).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tsq.errors import QueryTimeout, QueryTooLarge
 
-__all__ = ["NARROWING", "QueryBudget", "allow", "budgeted", "check"]
+__all__ = ["NARROWING", "QueryBudget", "allow", "budgeted", "check", "stopped"]
 
 NARROWING = ("narrow the query: a shorter range (from(), last()), a wider sampleBy span, "
              "fewer series (where(), a longer name), or a group() of them")
@@ -103,3 +103,10 @@ def allow(points: int, what: str) -> None:
     budget = _BUDGET.get()
     if budget is not None:
         budget.allow(points, what)
+
+
+def stopped() -> bool:
+    """Whether the current query was stopped (its client went away): for code with a deadline
+    of its own (the WarpScript VM), which only needs to hear of that."""
+    budget = _BUDGET.get()
+    return budget is not None and budget.stopped.is_set()

@@ -493,7 +493,8 @@ class Service:
                                    now_us=int(self._clock() * 1_000_000),
                                    timeout_s=budget.remaining_s)
             except WarpScriptError as error:
-                if error.kind == "limit" and budget.expired:  # the VM's deadline is the query's
+                # the VM's deadline is the query's, and it stops when the query is stopped
+                if error.kind == "limit" and (budget.expired or budget.stopped.is_set()):
                     raise budget.timed_out() from None
                 raise
             series = ws.stack_series(stack)
