@@ -225,6 +225,23 @@ def test_writes_past_max_concurrent_writes_get_429(tmp_path: Path) -> None:
         assert client.post("/write", content=b"w value=1 1").status_code == 204
 
 
+def test_queries_past_max_queued_queries_get_429(tmp_path: Path) -> None:
+    with server(tmp_path, max_queued_queries=1) as (service, client):
+        room = service.query_admission.room  # the query threads, and one waiting
+        held = [service.query_admission.enter() for _ in range(room)]
+        for body in ({"tsl": 'select("big").from(0, 1)'}, {"warpscript": "1 2 +"}):
+            refused = client.post("/v1/query", json=body)
+            assert refused.status_code == 429, refused.text
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"]["details"]["limit"] == "max_queued_queries"
+        assert client.post("/api/v0/exec", content=b"1 2 +").status_code == 429
+        held.pop().release()
+        assert client.post("/v1/query", json={"warpscript": "1 2 +"}).status_code == 200
+        assert service.query_admission.inside == room - 1  # the query let go of its place
+        for ticket in held:
+            ticket.release()
+
+
 def test_admission_refuses_past_its_room_and_estimates_the_wait() -> None:
     now = [0.0]
     admission = Admission(waiting=2, running=1, what="runs by hand waiting",
@@ -261,7 +278,7 @@ def test_the_openapi_documents_the_limits(tmp_path: Path) -> None:
         assert busy["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorAnswer"}
     for path in ("/v1/query", "/api/v0/exec"):
-        assert {"413", "504"} <= set(paths[path]["post"]["responses"]), path
+        assert {"413", "429", "504"} <= set(paths[path]["post"]["responses"]), path
 
 
 def deploy_in(client: httpx.Client, project: str) -> None:

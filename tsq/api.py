@@ -96,7 +96,8 @@ class ErrorAnswer(BaseModel):
 BUSY: dict[int | str, dict[str, Any]] = {429: {
     "model": ErrorAnswer,
     "description": "Too much of this work is waiting already (`details.limit` names the "
-                   "setting: max_queued_runs, max_concurrent_writes); try again after the "
+                   "setting: max_queued_runs, max_project_runs, max_queued_queries, "
+                   "max_concurrent_writes); try again after the "
                    "`Retry-After` header's seconds",
     "headers": {"Retry-After": {"description": "seconds to wait before trying again",
                                 "schema": {"type": "integer"}}}}}
@@ -351,7 +352,7 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
     def backfill_status(job_id: str) -> Any:
         return service.backfill_status(job_id)
 
-    @app.post("/v1/query", responses=QUERY_LIMITS)
+    @app.post("/v1/query", responses={**QUERY_LIMITS, **BUSY})
     async def query(http: Request, request: Annotated[QueryRequest, Body()],
                     explain: bool = False) -> Any:
         """A TSL or WarpScript query, run on a query thread within query_timeout_s (504 past
@@ -360,13 +361,10 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
             raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
         budget = service.query_budget()
         if request.warpscript is not None:
-            ws_future = service.queries.submit(service.query_ws, request.warpscript,
-                                               request.variables, budget=budget)
-            return await _bounded(http, budget, ws_future)
-        tsl_future = service.queries.submit(service.query_tsl, request.tsl or "",
-                                            request.variables,
-                                            explain=explain or request.explain, budget=budget)
-        return await _bounded(http, budget, tsl_future)
+            return await _bounded(http, service, budget, service.query_ws, request.warpscript,
+                                  request.variables)
+        return await _bounded(http, service, budget, service.query_tsl, request.tsl or "",
+                              request.variables, explain=explain or request.explain)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
@@ -376,7 +374,7 @@ PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
 
 
 def _install_warp10(app: FastAPI, service: Service) -> None:
-    @app.post("/api/v0/exec", responses=QUERY_LIMITS)
+    @app.post("/api/v0/exec", responses={**QUERY_LIMITS, **BUSY})
     async def warp10_exec(request: Request) -> Response:
         """Warp 10's exec endpoint: the script is the body, the answer the stack as a JSON
         array, top first; an error answers 500 with Warp 10's X-Warp10-Error-* headers. Bound
@@ -384,8 +382,7 @@ def _install_warp10(app: FastAPI, service: Service) -> None:
         script = (await request.body()).decode("utf-8", errors="replace")
         budget = service.query_budget()
         try:
-            answer = await _bounded(request, budget, service.queries.submit(
-                service.query_ws, script, {}, budget=budget))
+            answer = await _bounded(request, service, budget, service.query_ws, script, {})
         except WarpScriptError as error:
             headers = {"X-Warp10-Error-Message": _header(error.reason)}
             if error.line is not None:
@@ -439,10 +436,20 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
 DEADLINE_GRACE_S = 0.5
 
 
-async def _bounded(request: Request, budget: QueryBudget, work: Future[dict[str, Any]]
+async def _bounded(request: Request, service: Service, budget: QueryBudget,
+                   query: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
                    ) -> dict[str, Any]:
-    """The answer of `work`, a query running under `budget`: QueryTimeout once it is past its
-    deadline, and stopped (at its next step) when that happens or its client disconnects."""
+    """The answer of `query(*args, budget=budget, **kwargs)`, run on a query thread (429 past
+    max_queued_queries waiting): QueryTimeout once it is past its deadline, and stopped (at its
+    next step) when that happens or its client disconnects."""
+    ticket = service.query_admission.enter()
+    try:
+        work: Future[dict[str, Any]] = service.queries.submit(query, *args, budget=budget,
+                                                              **kwargs)
+    except BaseException:
+        ticket.release()
+        raise
+    work.add_done_callback(lambda _done: ticket.release())  # ended, or cancelled unstarted
     answer = asyncio.wrap_future(work)
     # A query stopped early may still fail on its thread later; nobody waits for that outcome.
     answer.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -99,6 +99,8 @@ OPTIONS: tuple[Option, ...] = (
                                   "before it is stopped and answered 504", 1, 3600),
     Option("max_query_points", 1_000_000, "points an ad-hoc query's answer may hold; a larger "
                                           "one is refused with 413", 1, 1_000_000_000),
+    Option("max_queued_queries", 100, "ad-hoc queries waiting for a query thread; past it a "
+                                      "query is refused with 429", 1, 100_000),
     Option("max_queued_runs", 1000, "runs by hand (POST /v1/loops/{name}/run) waiting for a "
                                     "worker; past it a run is refused with 429", 1, 1_000_000),
     Option("max_project_runs", 0, "runs by hand of one project in progress (running or "
@@ -138,6 +140,7 @@ class WorkLimits:
 
     timeout_s: int = 30  # an ad-hoc query's deadline
     max_points: int = 1_000_000  # points in an ad-hoc query's answer
+    max_queued_queries: int = 100  # ad-hoc queries waiting for a query thread
     max_queued_runs: int = 1000  # runs by hand waiting for a worker
     max_project_runs: int = 0  # runs by hand of one project in progress (0: no limit)
     max_concurrent_writes: int = 64  # writes being stored at once
@@ -207,6 +210,7 @@ class Settings:
             max_result_bytes=number["max_result_kb"] << BY_KEY["max_result_kb"].shift,
             work_limits=WorkLimits(timeout_s=number["query_timeout_s"],
                                      max_points=number["max_query_points"],
+                                     max_queued_queries=number["max_queued_queries"],
                                      max_queued_runs=number["max_queued_runs"],
                                      max_project_runs=number["max_project_runs"],
                                      max_concurrent_writes=number["max_concurrent_writes"]),

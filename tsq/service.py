@@ -137,6 +137,9 @@ class Service:
         self.write_admission = Admission(  # writes proceed side by side, in milliseconds
             waiting=limits.max_concurrent_writes, running=0, what="writes",
             setting="max_concurrent_writes", pace_s=0.01)
+        self.query_admission = Admission(
+            waiting=limits.max_queued_queries, running=QUERY_THREADS, what="queries waiting",
+            setting="max_queued_queries", pace_s=0.1)
         # Queries have threads of their own, off the API's event loop and its thread pool, so
         # a slow one holds neither the health checks nor the other endpoints.
         self.queries = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="tsq-query")
