@@ -222,7 +222,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     async def run_loop(name: str, project: str | None = None,
                        is_async: Annotated[bool, Query(alias="async")] = False,
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
-        """Run the loop now. Past max_queued_runs runs by hand waiting, 429 with Retry-After."""
+        """Run the loop now. Past max_queued_runs runs by hand waiting, or the project's
+        max_project_runs in progress, 429 with Retry-After."""
         body = request or RunRequest(event=None, at=None, window=None)
         at = time_field(body.at, "at") if body.at is not None else None
         window = run_window(body.window)
@@ -304,14 +305,15 @@ def _install_run_routes(app: FastAPI, service: Service) -> None:
 def _install_point_routes(app: FastAPI, service: Service) -> None:
     """Points in (the write endpoints) and out (queries), and backfills over them."""
     async def store_lines(request: Request, precision: str) -> dict[str, Any]:
-        body = await request.body()
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _gunzip(body, service.settings.max_body_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
+        # admitted before its body is read: a refused write costs neither memory nor a thread
         with service.write_admission.entered():
+            body = await request.body()
+            if request.headers.get("content-encoding", "").lower() == "gzip":
+                body = _gunzip(body, service.settings.max_body_bytes)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
             written: dict[str, Any] = await run_in_threadpool(service.write_lines, text,
                                                               precision)
         return written
@@ -400,15 +402,15 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
     async def warp10_update(request: Request) -> Response:
         """The GTS input format (`TS/LAT:LON/ELEV CLASS{LABELS} VALUE` lines; gzip when the
         content type is application/gzip); a bad line stores nothing and answers 400."""
-        body = await request.body()
-        if request.headers.get("content-type", "").startswith("application/gzip") or \
-                request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _gunzip(body, service.settings.max_body_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
-        with service.write_admission.entered():
+        with service.write_admission.entered():  # before the body, as for line protocol
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("application/gzip") or \
+                    request.headers.get("content-encoding", "").lower() == "gzip":
+                body = _gunzip(body, service.settings.max_body_bytes)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
             written = await run_in_threadpool(_warp10_update, service, text)
         return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
 
