@@ -21,7 +21,10 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path: Path) -> None:
     assert bad.stderr == (f"error: {tmp_path / 'bad.toml'}: unknown key 'log_levle'; did you "
                           f"mean 'log_level'? the keys are host, port, allowed_hosts, "
                           f"outbound_allow, workers, worker_memory_mb, max_body_mb, "
-                          f"max_result_kb, pipeline_max_depth, pipeline_max_steps, log_level, "
+                          f"max_result_kb, query_timeout_s, max_query_points, "
+                          f"max_queued_queries, max_queued_runs, max_project_runs, max_concurrent_writes, "
+                          f"pipeline_max_depth, "
+                          f"pipeline_max_steps, log_level, "
                           f"log_format, database_url, cluster, role, store_url, cluster_name, "
                           f"cluster_ack_wait_s, cluster_max_deliver, cluster_lease_ttl_s\n")
     assert not (tmp_path / "server.json").exists()

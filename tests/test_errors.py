@@ -38,6 +38,14 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
     errors.PartialWrite: errors.PartialWrite("line 2: bad", details={
         "written": 1, "errors": [{"line": 2, "message": "bad"}]}),
     errors.PayloadTooLarge: errors.PayloadTooLarge("the request body is larger than 16 MiB"),
+    errors.QueryTooLarge: errors.QueryTooLarge(
+        "the answer would hold 2000 points, more than max_query_points (1000)",
+        details={"limit": "max_query_points", "max_points": 1000, "points": 2000}),
+    errors.QueryTimeout: errors.QueryTimeout("the query ran past query_timeout_s (30 s)",
+                                             details={"limit": "query_timeout_s"}),
+    errors.TooManyRequests: errors.TooManyRequests(
+        "1000 runs are queued, the limit (max_queued_runs)", retry_after_s=3,
+        details={"limit": "max_queued_runs", "max": 1000}),
     errors.ServerUnavailable: errors.ServerUnavailable("no server"),
     errors.OutboundRefused: errors.OutboundRefused(
         "http://10.0.0.7/ is refused: 10.0.0.7 is a private address",
@@ -49,7 +57,7 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
                     errors.ConnectorQueryError, errors.ConnectorBadAnswer,
                     errors.ConnectorUnsupported)},
 }
-FIELDS = ("problems", "reason", "file", "line", "col", "char", "caret", "kind")
+FIELDS = ("problems", "reason", "file", "line", "col", "char", "caret", "kind", "retry_after_s")
 
 
 def test_every_error_class_has_an_example() -> None:

@@ -5,7 +5,9 @@ Every error is `{"error": {"type", "message", "details"}}` with the status its c
 or lies outside what the stores hold (epoch ms within int64 nanoseconds, offsets within int64), is
 a 400 naming it; a JSON body of the wrong shape is a 422. A synchronous run answers 200 with the run
 record when the handler resolved, 500 when it failed and 504 when it timed out; the record is
-in `details.run` of the error.
+in `details.run` of the error. Work past its bound (docs/configuration.md, "Bounded work") is a
+429 with `Retry-After` (runs by hand, writes), a 413 (a query's answer) or a 504 (a query's
+deadline), each naming its setting in `details.limit`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 import orjson
@@ -27,11 +30,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsq import __version__, gtsformat, metrics
-from tsq.errors import BadRequest, PayloadTooLarge, TsqError, WarpScriptError
+from tsq.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    QueryTimeout,
+    TooManyRequests,
+    TsqError,
+    WarpScriptError,
+)
 from tsq.forgery import ForgeryGuard, allowed_host_names
 from tsq.isotime import parse_ns, parse_time, time_field
 from tsq.ledger import LedgerRange
 from tsq.outcomes import RunStatus
+from tsq.querybudget import QueryBudget
 from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import Service, run_window
@@ -68,6 +79,34 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="the error's class in tsq.errors, e.g. TooManyRequests")
+    message: str = Field(description="what went wrong, the limit it names and what would be "
+                                     "right")
+    details: dict[str, Any] = Field(description="the limit (`limit`: its setting) and its "
+                                                "figures; for a 429, `retry_after_s`")
+
+
+class ErrorAnswer(BaseModel):
+    error: ErrorBody
+
+
+BUSY: dict[int | str, dict[str, Any]] = {429: {
+    "model": ErrorAnswer,
+    "description": "Too much of this work is waiting already (`details.limit` names the "
+                   "setting: max_queued_runs, max_project_runs, max_queued_queries, "
+                   "max_concurrent_writes); try again after the "
+                   "`Retry-After` header's seconds",
+    "headers": {"Retry-After": {"description": "seconds to wait before trying again",
+                                "schema": {"type": "integer"}}}}}
+QUERY_LIMITS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorAnswer,
+          "description": "The answer would hold more points than max_query_points "
+                         "(`details.points`, `details.max_points`); narrow the query"},
+    504: {"model": ErrorAnswer,
+          "description": "The query ran past query_timeout_s and was stopped"}}
 
 
 class DeployRequest(BaseModel):
@@ -131,8 +170,10 @@ def create_app(service: Service) -> FastAPI:
 
 
 def _install_routes(app: FastAPI, service: Service) -> None:
+    # The health checks are async and touch nothing else: they answer on the event loop at
+    # once, however busy the thread pool, the workers and the database are.
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
     _install_influx_health(app)
@@ -177,15 +218,25 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def delete_loop(name: str, project: str | None = None) -> Any:
         return service.delete_loop(name, project)
 
-    @app.post("/v1/loops/{name}/run")
+    @app.post("/v1/loops/{name}/run", responses=BUSY)
     async def run_loop(name: str, project: str | None = None,
                        is_async: Annotated[bool, Query(alias="async")] = False,
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
+        """Run the loop now. Past max_queued_runs runs by hand waiting, or the project's
+        max_project_runs in progress, 429 with Retry-After."""
         body = request or RunRequest(event=None, at=None, window=None)
         at = time_field(body.at, "at") if body.at is not None else None
-        submitted = await run_in_threadpool(  # a waited-for run runs there if a worker is idle
-            service.submit, name, body.params, project=project, event=body.event, trigger="http",
-            at=at, window=run_window(body.window), inline=not is_async)
+        window = run_window(body.window)
+        # admitted before it takes a thread or a row: a refusal costs nothing
+        ticket = service.run_admission.enter()
+        try:
+            submitted = await run_in_threadpool(  # a waited-for run runs there if a worker is idle
+                service.submit, name, body.params, project=project, event=body.event,
+                trigger="http", at=at, window=window, inline=not is_async)
+        except BaseException:
+            ticket.release()
+            raise
+        submitted.done.add_done_callback(lambda _done: ticket.release())
         if is_async:
             return OrjsonResponse(submitted.record.to_json(), status_code=202)
         record = await asyncio.wrap_future(submitted.done)
@@ -254,14 +305,17 @@ def _install_run_routes(app: FastAPI, service: Service) -> None:
 def _install_point_routes(app: FastAPI, service: Service) -> None:
     """Points in (the write endpoints) and out (queries), and backfills over them."""
     async def store_lines(request: Request, precision: str) -> dict[str, Any]:
-        body = await request.body()
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _gunzip(body, service.settings.max_body_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-        written: dict[str, Any] = await run_in_threadpool(service.write_lines, text, precision)
+        # admitted before its body is read: a refused write costs neither memory nor a thread
+        with service.write_admission.entered():
+            body = await request.body()
+            if request.headers.get("content-encoding", "").lower() == "gzip":
+                body = _gunzip(body, service.settings.max_body_bytes)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
+            written: dict[str, Any] = await run_in_threadpool(service.write_lines, text,
+                                                              precision)
         return written
 
     async def write(request: Request, precision: str) -> Response:
@@ -270,18 +324,18 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
         # a header of tsq's own, which InfluxDB clients ignore.
         return Response(status_code=204, headers={WRITTEN_HEADER: str(written["written"])})
 
-    @app.post("/v1/write")
+    @app.post("/v1/write", responses=BUSY)
     async def write_tsq(request: Request, precision: str = "ns") -> Any:
         """Line protocol, answered as `tsq write` works locally: `{"written": points}`."""
         return await store_lines(request, precision)
 
-    @app.post("/write", status_code=204)
+    @app.post("/write", status_code=204, responses=BUSY)
     async def write_v1(request: Request, db: str | None = None, rp: str | None = None,
                        precision: str = "ns") -> Response:
         """InfluxDB 1.x write (`db` and `rp` are accepted; tsq has one embedded store)."""
         return await write(request, precision)
 
-    @app.post("/api/v2/write", status_code=204)
+    @app.post("/api/v2/write", status_code=204, responses=BUSY)
     async def write_v2(request: Request, org: str | None = None, bucket: str | None = None,
                        precision: str = "ns") -> Response:
         """InfluxDB 2.x write (`org` and `bucket` are accepted; tsq has one embedded store)."""
@@ -300,14 +354,19 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
     def backfill_status(job_id: str) -> Any:
         return service.backfill_status(job_id)
 
-    @app.post("/v1/query")
-    def query(request: Annotated[QueryRequest, Body()], explain: bool = False) -> Any:
+    @app.post("/v1/query", responses={**QUERY_LIMITS, **BUSY})
+    async def query(http: Request, request: Annotated[QueryRequest, Body()],
+                    explain: bool = False) -> Any:
+        """A TSL or WarpScript query, run on a query thread within query_timeout_s (504 past
+        it) and max_query_points (413 for a larger answer); stopped if the client goes away."""
         if (request.tsl is None) == (request.warpscript is None):
             raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
+        budget = service.query_budget()
         if request.warpscript is not None:
-            return service.query_ws(request.warpscript, request.variables)
-        return service.query_tsl(request.tsl or "", request.variables,
-                                 explain=explain or request.explain)
+            return await _bounded(http, service, budget, service.query_ws, request.warpscript,
+                                  request.variables)
+        return await _bounded(http, service, budget, service.query_tsl, request.tsl or "",
+                              request.variables, explain=explain or request.explain)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
@@ -317,13 +376,15 @@ PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
 
 
 def _install_warp10(app: FastAPI, service: Service) -> None:
-    @app.post("/api/v0/exec")
+    @app.post("/api/v0/exec", responses={**QUERY_LIMITS, **BUSY})
     async def warp10_exec(request: Request) -> Response:
         """Warp 10's exec endpoint: the script is the body, the answer the stack as a JSON
-        array, top first; an error answers 500 with Warp 10's X-Warp10-Error-* headers."""
+        array, top first; an error answers 500 with Warp 10's X-Warp10-Error-* headers. Bound
+        as /v1/query is (query_timeout_s, max_query_points)."""
         script = (await request.body()).decode("utf-8", errors="replace")
+        budget = service.query_budget()
         try:
-            answer = await run_in_threadpool(service.query_ws, script, {})
+            answer = await _bounded(request, service, budget, service.query_ws, script, {})
         except WarpScriptError as error:
             headers = {"X-Warp10-Error-Message": _header(error.reason)}
             if error.line is not None:
@@ -337,19 +398,20 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
     the `warp10` connector) can push into tsq and delete from it. The token header is
     accepted as it is: tsq has no per-token access control yet."""
 
-    @app.post("/api/v0/update")
+    @app.post("/api/v0/update", responses=BUSY)
     async def warp10_update(request: Request) -> Response:
         """The GTS input format (`TS/LAT:LON/ELEV CLASS{LABELS} VALUE` lines; gzip when the
         content type is application/gzip); a bad line stores nothing and answers 400."""
-        body = await request.body()
-        if request.headers.get("content-type", "").startswith("application/gzip") or \
-                request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _gunzip(body, service.settings.max_body_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
-        written = await run_in_threadpool(_warp10_update, service, text)
+        with service.write_admission.entered():  # before the body, as for line protocol
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("application/gzip") or \
+                    request.headers.get("content-encoding", "").lower() == "gzip":
+                body = _gunzip(body, service.settings.max_body_bytes)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
+            written = await run_in_threadpool(_warp10_update, service, text)
         return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
 
     @app.get("/api/v0/delete")
@@ -369,6 +431,52 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
             service.store.delete(chosen, low, high)
         lines = "".join(gtsformat.series_key(name, labels) + "\n" for name, labels in found)
         return Response(lines, media_type="text/plain")
+
+
+# A query's thread sees its deadline between steps; a step that does not end (a slow read of
+# the store) is answered this long after the deadline, and the thread stops at its next check.
+DEADLINE_GRACE_S = 0.5
+
+
+async def _bounded(request: Request, service: Service, budget: QueryBudget,
+                   query: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
+                   ) -> dict[str, Any]:
+    """The answer of `query(*args, budget=budget, **kwargs)`, run on a query thread (429 past
+    max_queued_queries waiting): QueryTimeout once it is past its deadline, and stopped (at its
+    next step) when that happens or its client disconnects."""
+    ticket = service.query_admission.enter()
+    try:
+        work: Future[dict[str, Any]] = service.queries.submit(query, *args, budget=budget,
+                                                              **kwargs)
+    except BaseException:
+        ticket.release()
+        raise
+    work.add_done_callback(lambda _done: ticket.release())  # ended, or cancelled unstarted
+    answer = asyncio.wrap_future(work)
+    # A query stopped early may still fail on its thread later; nobody waits for that outcome.
+    answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    gone = asyncio.ensure_future(_disconnect(request))
+    racing: set[asyncio.Future[Any]] = {answer, gone}
+    try:
+        await asyncio.wait(racing, timeout=budget.remaining_s + DEADLINE_GRACE_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    budget.stop()
+    work.cancel()  # one still waiting for a thread never starts
+    if gone.done() and not gone.cancelled():
+        raise QueryTimeout("the client went away; the query was stopped",
+                           details={"limit": "disconnect"})
+    raise budget.timed_out()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns once the client has gone (the request's body has been read by then, so the next
+    message the server has for it is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _warp10_update(service: Service, text: str) -> int:
@@ -393,14 +501,16 @@ def _install_influx_health(app: FastAPI) -> None:
     """InfluxDB's health checks, so Telegraf, influxdb-client and load balancers that probe
     InfluxDB see tsq as up: 1.x's /ping (GET and HEAD) and 2.x's /health."""
 
-    @app.api_route("/ping", methods=["GET", "HEAD"], status_code=204)
-    def ping(verbose: bool = False) -> Response:
+    # one route per method: a route of both gives its two operations the same OpenAPI id
+    @app.get("/ping", status_code=204)
+    @app.head("/ping", status_code=204)
+    async def ping(verbose: bool = False) -> Response:
         if verbose:  # InfluxDB then answers 200 with its version in the body
             return OrjsonResponse({"version": __version__}, headers=PING_HEADERS)
         return Response(status_code=204, headers=PING_HEADERS)
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"name": "tsq", "message": "ready for queries and writes", "status": "pass",
                 "checks": [], "version": __version__}
 
@@ -442,7 +552,10 @@ def _run_response(run: Run) -> OrjsonResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TsqError)
     async def tsq_error(_request: Request, exc: TsqError) -> OrjsonResponse:
-        return _error(exc.http_status, exc.to_json())
+        response = _error(exc.http_status, exc.to_json())
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> OrjsonResponse:

@@ -131,6 +131,12 @@ Workers = Annotated[int | None, _flag("--workers", "workers")]
 WorkerMemory = Annotated[int | None, _flag("--worker-memory-mb", "worker_memory_mb")]
 MaxBody = Annotated[int | None, _flag("--max-body-mb", "max_body_mb")]
 MaxResult = Annotated[int | None, _flag("--max-result-kb", "max_result_kb")]
+QueryTimeout = Annotated[int | None, _flag("--query-timeout-s", "query_timeout_s")]
+MaxQueryPoints = Annotated[int | None, _flag("--max-query-points", "max_query_points")]
+MaxQueuedQueries = Annotated[int | None, _flag("--max-queued-queries", "max_queued_queries")]
+MaxQueuedRuns = Annotated[int | None, _flag("--max-queued-runs", "max_queued_runs")]
+MaxProjectRuns = Annotated[int | None, _flag("--max-project-runs", "max_project_runs")]
+MaxWrites = Annotated[int | None, _flag("--max-concurrent-writes", "max_concurrent_writes")]
 MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_depth")]
 MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
 LogLevel = Annotated[str | None, _flag("--log-level", "log_level")]
@@ -153,7 +159,11 @@ ConfigPath = Annotated[Path | None, typer.Option(
 def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = None,
           outbound_allow: OutboundAllow = None, workers: Workers = None,
           worker_memory_mb: WorkerMemory = None, max_body_mb: MaxBody = None,
-          max_result_kb: MaxResult = None, pipeline_max_depth: MaxDepth = None,
+          max_result_kb: MaxResult = None, query_timeout_s: QueryTimeout = None,
+          max_query_points: MaxQueryPoints = None,
+          max_queued_queries: MaxQueuedQueries = None, max_queued_runs: MaxQueuedRuns = None,
+          max_project_runs: MaxProjectRuns = None, max_concurrent_writes: MaxWrites = None,
+          pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
           cluster: Cluster = None, role: Role = None, store_url: StoreUrl = None,
@@ -167,7 +177,11 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
     flags = {"host": host, "port": port, "allowed_hosts": allowed_hosts,
              "outbound_allow": outbound_allow, "workers": workers,
              "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
-             "max_result_kb": max_result_kb, "pipeline_max_depth": pipeline_max_depth,
+             "max_result_kb": max_result_kb, "query_timeout_s": query_timeout_s,
+             "max_query_points": max_query_points, "max_queued_queries": max_queued_queries,
+             "max_queued_runs": max_queued_runs,
+             "max_project_runs": max_project_runs, "max_concurrent_writes": max_concurrent_writes,
+             "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
              "log_format": log_format, "cluster": cluster, "role": role,
              "store_url": store_url, "cluster_name": cluster_name,

@@ -21,7 +21,7 @@ from tsq import datadir, datafiles
 from tsq.errors import ConfigError
 
 __all__ = ["CONFIG_FILE", "OPTIONS", "ROLES", "ClusterSettings", "Option", "PipelineLimits",
-           "Settings"]
+           "Settings", "WorkLimits"]
 
 CONFIG_FILE = "tsq.toml"  # looked for in the data directory
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -95,6 +95,19 @@ OPTIONS: tuple[Option, ...] = (
            256, 1 << 20),
     Option("max_body_mb", 16, "largest API request body, MiB", 1, 4096, shift=20),
     Option("max_result_kb", 1024, "largest JSON result of a run, KiB", 1, 1 << 20, shift=10),
+    Option("query_timeout_s", 30, "seconds an ad-hoc query (/v1/query, /api/v0/exec) may run "
+                                  "before it is stopped and answered 504", 1, 3600),
+    Option("max_query_points", 1_000_000, "points an ad-hoc query's answer may hold; a larger "
+                                          "one is refused with 413", 1, 1_000_000_000),
+    Option("max_queued_queries", 100, "ad-hoc queries waiting for a query thread; past it a "
+                                      "query is refused with 429", 1, 100_000),
+    Option("max_queued_runs", 1000, "runs by hand (POST /v1/loops/{name}/run) waiting for a "
+                                    "worker; past it a run is refused with 429", 1, 1_000_000),
+    Option("max_project_runs", 0, "runs by hand of one project in progress (running or "
+                                  "waiting); past it the project's runs are refused with 429 "
+                                  "(0: no limit)", 0, 1_000_000),
+    Option("max_concurrent_writes", 64, "writes (line protocol, GTS) being stored at once; "
+                                        "past it a write is refused with 429", 1, 100_000),
     Option("pipeline_max_depth", 8, "loops calling loops, counting the first", 1, 100),
     Option("pipeline_max_steps", 1000, "runs in one pipeline", 1, 1_000_000),
     Option("log_level", "info", "the least severe server log lines shown",
@@ -119,6 +132,18 @@ OPTIONS: tuple[Option, ...] = (
 )
 ROLES = ("api", "scheduler", "worker")
 BY_KEY = {option.key: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class WorkLimits:
+    """The bounds on the API's work (docs/configuration.md, "Bounded work")."""
+
+    timeout_s: int = 30  # an ad-hoc query's deadline
+    max_points: int = 1_000_000  # points in an ad-hoc query's answer
+    max_queued_queries: int = 100  # ad-hoc queries waiting for a query thread
+    max_queued_runs: int = 1000  # runs by hand waiting for a worker
+    max_project_runs: int = 0  # runs by hand of one project in progress (0: no limit)
+    max_concurrent_writes: int = 64  # writes being stored at once
 
 
 @dataclass(frozen=True)
@@ -150,6 +175,7 @@ class Settings:
     worker_memory_mb: int  # RLIMIT_DATA of each worker process, beyond its size at start-up
     max_body_bytes: int  # largest API request body
     max_result_bytes: int  # largest JSON result of a run
+    work_limits: WorkLimits
     pipeline_limits: PipelineLimits
     host: str
     port: int
@@ -182,6 +208,12 @@ class Settings:
             worker_memory_mb=number["worker_memory_mb"],
             max_body_bytes=number["max_body_mb"] << BY_KEY["max_body_mb"].shift,
             max_result_bytes=number["max_result_kb"] << BY_KEY["max_result_kb"].shift,
+            work_limits=WorkLimits(timeout_s=number["query_timeout_s"],
+                                     max_points=number["max_query_points"],
+                                     max_queued_queries=number["max_queued_queries"],
+                                     max_queued_runs=number["max_queued_runs"],
+                                     max_project_runs=number["max_project_runs"],
+                                     max_concurrent_writes=number["max_concurrent_writes"]),
             pipeline_limits=PipelineLimits(max_depth=number["pipeline_max_depth"],
                                            max_steps=number["pipeline_max_steps"]),
             host=text["host"],

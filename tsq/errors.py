@@ -11,6 +11,11 @@
     ├── Conflict                 a request that contradicts the current state
     ├── BadRequest               a malformed API request (wrong content type, bad JSON)
     │   └── PayloadTooLarge      a body or value over its size limit
+    ├── QueryTooLarge            a query whose answer would hold more points than
+    │                            max_query_points (413; .details names the limit)
+    ├── QueryTimeout             a query that ran past query_timeout_s (504)
+    ├── TooManyRequests          more work queued than a bound allows (429); .retry_after_s
+    │                            is when to try again (the API's Retry-After header)
     ├── ServerUnavailable        the CLI could not reach the server it was pointed at
     ├── OutboundRefused          a URL tsq would call (a target, a webhook, a connector) whose
     │                            address the outbound policy refuses (tsq.outbound)
@@ -56,8 +61,11 @@ __all__ = [
     "PartialWrite",
     "PayloadTooLarge",
     "Problem",
+    "QueryTimeout",
+    "QueryTooLarge",
     "ScheduleError",
     "ServerUnavailable",
+    "TooManyRequests",
     "TslError",
     "TsqError",
     "WarpScriptError",
@@ -236,6 +244,33 @@ class PartialWrite(BadRequest):
 
 class PayloadTooLarge(BadRequest):
     http_status = 413
+
+
+class QueryTooLarge(TsqError):
+    """A query whose answer would pass `max_query_points`. Not a BadRequest: the TSL evaluator
+    turns those into TslErrors (400), and this one must keep its 413 and its details."""
+
+    http_status = 413
+
+
+class QueryTimeout(TsqError):
+    http_status = 504
+
+
+class TooManyRequests(TsqError):
+    """More work waiting than `details["limit"]` allows; the API answers 429 with a
+    Retry-After of `retry_after_s`, an estimate of when room frees up."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={**(details or {}), "retry_after_s": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> TsqError:
+        return cls(message, retry_after_s=int(details["retry_after_s"]), details=details)
 
 
 class ServerUnavailable(TsqError):

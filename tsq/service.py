@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tsq import datafiles, metronome, outbound
+from tsq.admission import Admission, Quotas
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
@@ -29,7 +30,7 @@ from tsq.connections import DEFAULT_CONNECTOR, Connections
 from tsq.connectors.base import Connector
 from tsq.db import connect
 from tsq.dispatcher import IN_FLIGHT_PER_WORKER, Dispatcher
-from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite
+from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite, WarpScriptError
 from tsq.executors import JobRunner
 from tsq.explain import explaining
 from tsq.history import HistorySweeper
@@ -46,6 +47,7 @@ from tsq.model import EventSpec
 from tsq.notify import Notifier
 from tsq.outcomes import RunResult, RunStatus
 from tsq.pipeline import Pipelines
+from tsq.querybudget import QueryBudget, budgeted
 from tsq.reroll import Rerolls
 from tsq.retention import apply_retention
 from tsq.run import Run
@@ -71,7 +73,7 @@ log = logging.getLogger(__name__)
 NEXT_FIRE_TIMES = 3
 GIL_SWITCH_S = 0.0005
 HELD_PER_IN_FLIGHT = 4  # in a cluster (see _start_in_cluster)
-WS_QUERY_TIMEOUT_S = 30.0  # an ad-hoc WarpScript (/v1/query, /api/v0/exec) runs at most this
+QUERY_THREADS = 4  # ad-hoc queries evaluated at once; more wait for a thread (within deadline)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,26 @@ class Service:
         self.dispatcher.on_finished(self._covered)
         self.dispatcher.on_finished(self.metrics.run_finished)
         self._roles = threading.RLock()  # a lease won or lost, against loops changing
+        limits = settings.work_limits
+        # A run by hand is running once the dispatcher handed it to a worker, which holds a
+        # few at once; beyond those it waits, and max_queued_runs of them may.
+        self.run_admission = Admission(
+            waiting=limits.max_queued_runs, running=settings.workers * IN_FLIGHT_PER_WORKER,
+            what="runs by hand waiting", setting="max_queued_runs",
+            pace_s=1.0 / settings.workers)
+        # and one project's runs by hand may not take all of that room (0: they may)
+        self.project_runs = Quotas(limits.max_project_runs,
+                                   what="runs by hand of project {key!r} in progress",
+                                   setting="max_project_runs")
+        self.write_admission = Admission(  # writes proceed side by side, in milliseconds
+            waiting=limits.max_concurrent_writes, running=0, what="writes",
+            setting="max_concurrent_writes", pace_s=0.01)
+        self.query_admission = Admission(
+            waiting=limits.max_queued_queries, running=QUERY_THREADS, what="queries waiting",
+            setting="max_queued_queries", pace_s=0.1)
+        # Queries have threads of their own, off the API's event loop and its thread pool, so
+        # a slow one holds neither the health checks nor the other endpoints.
+        self.queries = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="tsq-query")
         self._watch_late()
         self.clock = clock
 
@@ -231,6 +253,7 @@ class Service:
         if self.scheduler is not None:
             self.scheduler.close()
         self.dispatcher.close()
+        self.queries.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
@@ -350,10 +373,18 @@ class Service:
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
-        record, done = self.dispatcher.start(NewRun(
-            project=loop.project, loop=name, event=event or trigger, version_id=loop.latest.id,
-            trigger=trigger, params=merged, scheduled_ms=scheduled, window=covered),
-            inline=inline)
+        ticket = self.project_runs.enter(loop.project)  # TooManyRequests past max_project_runs
+        try:
+            record, done = self.dispatcher.start(NewRun(
+                project=loop.project, loop=name, event=event or trigger,
+                version_id=loop.latest.id, trigger=trigger, params=merged,
+                scheduled_ms=scheduled, window=covered), inline=inline)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        if ticket is not None:
+            done.add_done_callback(lambda _done: ticket.release())
         return SubmittedRun(record, done)
 
     def run(self, name: str, params: dict[str, Any] | None = None, **options: Any) -> Run:
@@ -431,31 +462,51 @@ class Service:
 
     # -- points ----------------------------------------------------------------------------
 
+    def query_budget(self) -> QueryBudget:
+        """A budget for one ad-hoc query, its deadline counted from now (query_timeout_s,
+        max_query_points)."""
+        limits = self.settings.work_limits
+        return QueryBudget(float(limits.timeout_s), limits.max_points)
+
     def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None, *,
-                  explain: bool = False) -> dict[str, Any]:
+                  explain: bool = False, budget: QueryBudget | None = None) -> dict[str, Any]:
         """An ad-hoc TSL query on the default connector, evaluated here (TslError if it is bad):
         `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements, and
-        with `explain`, `{plan}`: what the connector was asked for and what tsq computed."""
+        with `explain`, `{plan}`: what the connector was asked for and what tsq computed.
+        Under `budget` (default: a fresh one) past its deadline it stops between steps with
+        QueryTimeout, and an answer over its points is QueryTooLarge before it is built."""
         from tsq import tsl
 
-        with self.metrics.timed("tsl"), explaining() as plan:
+        with self.metrics.timed("tsl"), explaining() as plan, \
+                budgeted(budget or self.query_budget()):
             answer = tsl.query(source, self.store, variables=variables,
                                now=datetime.fromtimestamp(self._clock(), UTC))
         if explain:
             answer["plan"] = plan
         return answer
 
-    def query_ws(self, script: str, variables: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+    def query_ws(self, script: str, variables: Mapping[str, Any] | None = None, *,
+                 budget: QueryBudget | None = None) -> dict[str, Any]:
         """An ad-hoc WarpScript on the default connector, run here (WarpScriptError if it
-        fails): `{series}` (the GTS it leaves, epoch ms) and `{stack}` (top first, as JSON)."""
+        fails): `{series}` (the GTS it leaves, epoch ms) and `{stack}` (top first, as JSON).
+        The script's time limit is what is left of `budget`'s; GTS with more points in all than
+        it allows are QueryTooLarge."""
         from tsq import ws
 
-        with self.metrics.timed("warpscript"):
-            stack = ws.execute(script, connector=self.store, variables=variables,
-                               now_us=int(self._clock() * 1_000_000),
-                               timeout_s=WS_QUERY_TIMEOUT_S)
-        return {"series": ws.stack_series(stack).to_json(), "stack": ws.stack_json(stack)}
+        budget = budget or self.query_budget()
+        with self.metrics.timed("warpscript"), budgeted(budget):
+            try:
+                stack = ws.execute(script, connector=self.store, variables=variables,
+                                   now_us=int(self._clock() * 1_000_000),
+                                   timeout_s=budget.remaining_s)
+            except WarpScriptError as error:
+                # the VM's deadline is the query's, and it stops when the query is stopped
+                if error.kind == "limit" and (budget.expired or budget.stopped.is_set()):
+                    raise budget.timed_out() from None
+                raise
+            series = ws.stack_series(stack)
+            budget.allow(series.points, "the GTS the script left")
+        return {"series": series.to_json(), "stack": ws.stack_json(stack)}
 
     def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
         """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from tsq import querybudget
 from tsq.errors import TslError
 from tsq.runtimes.tsl.binder import parse
 from tsq.series import SeriesSet
@@ -58,7 +59,9 @@ def query(source: str, connector: Any, *, variables: Mapping[str, Any] | None = 
     for names()/labels()/attributes()/selectors() statements."""
     from tsq.runtimes.tsl.evaluate import Evaluation
     results = Evaluation(connector, now=now).run_all(source, dict(variables or {}))
-    answer: dict[str, Any] = {"series": results.joined().to_json()}
+    joined = results.joined()
+    querybudget.allow(joined.points, "the answer")  # the statements' series together
+    answer: dict[str, Any] = {"series": joined.to_json()}
     if results.meta:
         answer["meta"] = results.meta
     return answer

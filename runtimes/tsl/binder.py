@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from tsq import querybudget
 from tsq.errors import TslError
 
 from .ast import (
@@ -167,6 +168,7 @@ class _Binder:
         connect = Connect(api=self.api, token=self.token)
         out: list[Instruction] = []
         for statement in statements:
+            querybudget.check()  # an ad-hoc script of thousands of statements stops in time
             if isinstance(statement, Assign):
                 self.variables[statement.name.lit] = self.declare(statement)
                 continue

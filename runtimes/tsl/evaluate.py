@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tsq import explain
+from tsq import explain, querybudget
 from tsq.connectors.base import grouping, sampling
 from tsq.errors import BadRequest, TslError
 from tsq.isotime import parse_ns
@@ -127,7 +127,14 @@ class Evaluation:
 
     def results(self, instructions: Sequence[Instruction], source: str) -> Results:
         try:
-            return Results(tuple(self.statement(i) for i in instructions))
+            answers: list[SeriesSet | list[Any]] = []
+            points = 0
+            for instruction in instructions:
+                answers.append(answer := self.statement(instruction))
+                if isinstance(answer, SeriesSet):  # the answer joins every statement's series
+                    points += answer.points
+                    querybudget.allow(points, "the statements' series together")
+            return Results(tuple(answers))
         except BadRequest as error:
             raise TslError(error.message) from None
         except TslError as error:
@@ -138,6 +145,7 @@ class Evaluation:
     def statement(self, instruction: Instruction) -> SeriesSet | list[Any]:
         """A statement's series, or for names()/labels()/attributes()/selectors() the list they
         describe the matching series with."""
+        querybudget.check()
         if not instruction.is_meta:
             return self.instruction(instruction)
         method = instruction.select.methods[-1]
@@ -176,10 +184,13 @@ class Evaluation:
             if pushed is not None:   # the connector sampled (and grouped): those methods are done
                 series, done = pushed
                 methods = methods[done:]
+                querybudget.allow(series.points, "the sampled series")
             else:
                 series = self.fetch(instruction, span)
         for method in methods:
+            querybudget.check()  # between steps: a query past its deadline stops here
             series = self.method(method, series, span, instruction)
+            querybudget.allow(series.points, f"{method.op.text}()'s result")
             explain.note("tsq", partial(_step, method, series))
         return series
 
@@ -221,6 +232,10 @@ class Evaluation:
         if plan is None:
             return None
         grid, aggregator, fills = plan
+        if fills and grid.first is not None and grid.last is not None:
+            # filled, every bucket of the grid holds a point in each series found; refused
+            # before the connector is asked for them
+            querybudget.allow((grid.last - grid.first) // grid.span + 1, "the sampleBy's grid")
         grouper = grouping(connector)
         if grouper is not None and len(select.methods) > 1 and \
                 select.methods[1].op in (T.GROUP, T.GROUPBY, T.GROUPWITHOUT):
@@ -288,6 +303,8 @@ class Evaluation:
             return _by_months(series, int(months.group(1)), _aggregator(given, param),
                               _fills(named, method), span.start, span.end)
         grid, aggregator, fills = plan
+        if fills:  # a filled grid is built whole, however few points there are: refuse it first
+            querybudget.allow(_grid_points(grid, series), "the sampleBy's grid")
         return bucketize(series, grid, aggregator, fills)
 
     def sampling_plan(self, method: Method, span: _Range
@@ -501,6 +518,19 @@ class Results:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _grid_points(grid: Buckets, series: SeriesSet) -> int:
+    """The points a filled sampleBy on `grid` makes at most: every bucket of each series that
+    has points (a grid without ends spans the data)."""
+    counts = np.diff(series.offsets)
+    held = int(np.count_nonzero(counts))
+    if not held:
+        return 0
+    if grid.first is not None and grid.last is not None:
+        return ((grid.last - grid.first) // grid.span + 1) * held
+    spread = int(series.timestamps.max()) - int(series.timestamps.min())
+    return (spread // grid.span + 2) * held
+
 
 def _step(method: Method, series: SeriesSet) -> str:
     """A method tsq computed, as a plan shows it, with what it gave."""

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tsq import querybudget
 from tsq.errors import TsqError, WarpScriptError
 from tsq.regex import Pattern, RegexError, compile_user
 
@@ -274,6 +275,8 @@ class Vm:
             raise LimitHit(f"the stack is deeper than MAXDEPTH ({maxdepth})")
         if time.monotonic() > self.deadline:
             raise LimitHit(f"the script ran past its time limit ({self.hard.timeout_s} s)")
+        if querybudget.stopped():
+            raise LimitHit("the script was stopped: the client that asked for it went away")
 
     def eval(self, value: Any) -> None:
         if isinstance(value, Macro):
