@@ -79,8 +79,8 @@ LANE_RETRY_S = 0.5  # in a cluster, how soon a run whose lane is full elsewhere 
 
 
 class RunQueue(Protocol):
-    """Where a cluster's runs wait for a worker node (`tsq.cluster.workqueue`): a run offered
-    anywhere is published, and a worker node's feeder hands it to its own dispatcher (`take`).
+    """Where a cluster's runs wait for a worker process (`tsq.cluster.workqueue`): a run offered
+    anywhere is published, and a worker process's feeder hands it to its own dispatcher (`take`).
     """
 
     def publish(self, runs: list[Run]) -> None: ...
@@ -90,7 +90,7 @@ class RunQueue(Protocol):
         messages are answered, and every process's waiters hear of the runs `ended`."""
 
     def cancel(self, run_id: str) -> None:
-        """Ask the worker node running `run_id` to stop it."""
+        """Ask the worker process running `run_id` to stop it."""
 
     def waiting(self, run_ids: list[str], claimed: set[str]) -> None:
         """`run_ids` wait here for their loop's lane (held, but not taking room for more);
@@ -161,7 +161,7 @@ class Dispatcher:
 
     def offer(self, run: Run) -> None:
         """Run a queued run as soon as its loop's limit and its retry time allow (in a
-        cluster: publish it for a worker node)."""
+        cluster: publish it for a worker process)."""
         self.offer_all([run])
 
     def offer_all(self, queued: list[Run]) -> None:
@@ -266,7 +266,7 @@ class Dispatcher:
                 self._wake(record)
 
     def cancel_here(self, run_id: str) -> None:
-        """Stop `run_id` if this node runs it (a cluster's cancel reaches every worker node);
+        """Stop `run_id` if this process runs it (a cluster's cancel reaches every worker process);
         a run claimed a moment ago is given HANDOFF_S to reach its executor."""
         handoff = time.monotonic() + HANDOFF_S
         while time.monotonic() < handoff:
@@ -341,7 +341,7 @@ class Dispatcher:
             time.sleep(0.01)  # claimed a moment ago, on its way to its executor
 
     def _cancel_in_cluster(self, run_id: str) -> Run:
-        """Ask every worker node to stop a running run, and wait for its end (or, after
+        """Ask every worker process to stop a running run, and wait for its end (or, after
         CANCEL_WAIT_S, answer the run as it is)."""
         assert self.queue is not None
         done = self.wait(run_id)

@@ -15,8 +15,8 @@ every method here runs a coroutine there and waits for it. What JetStream keeps:
 - `tsq-leader`, a KV bucket with a TTL: the scheduler lease, which expires unless its holder
   renews it.
 
-Core NATS subjects (not stored): `tsq.ended` tells nodes that runs ended (their waiters wake),
-`tsq.cancel` asks every worker node to stop a run.
+Core NATS subjects (not stored): `tsq.ended` tells processes that runs ended (their waiters wake),
+`tsq.cancel` asks every worker process to stop a run.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["Bus", "BusNames", "Delivery"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CONNECT_S = 5.0  # how long a node tries to reach NATS at start before it says why it cannot
+CONNECT_S = 5.0  # how long a process tries to reach NATS at start before it says why it cannot
 CALL_S = 10.0  # a JetStream call that takes longer than this has lost its server
 RUNS_SUBJECT = "tsq.runs"
 ENDED_SUBJECT = "tsq.ended"
@@ -108,7 +108,7 @@ def _token(name: str) -> str:
 
 @dataclass
 class Delivery:
-    """One message of `TSQ_RUNS` handed to this worker node: the run it names, how many times
+    """One message of `TSQ_RUNS` handed to this worker process: the run it names, how many times
     it has been delivered, and how to answer it (each from any thread)."""
 
     run_id: str
@@ -336,7 +336,7 @@ class Bus:
     def loop_changed(self, project: str, loop: str, version: dict[str, Any] | None,
                      origin: str) -> None:
         """Say that `project/loop` now runs `version` (None: deleted): the version goes to the
-        history stream, and the loop's KV key points at it, which every node watches."""
+        history stream, and the loop's KV key points at it, which every process watches."""
         self.call(self._loop_changed(project, loop, version, origin))
 
     async def _loop_changed(self, project: str, loop: str, version: dict[str, Any] | None,

@@ -1,11 +1,11 @@
-"""A cluster's runs on their way to the worker nodes, through JetStream's `TSQ_RUNS` stream.
+"""A cluster's runs on their way to the worker processes, through JetStream's `TSQ_RUNS` stream.
 
-Whoever offers a run (the leading scheduler, an API node, a worker node settling a run that
-has followers or a retry) publishes it; every worker node's feeder pulls from the one durable
+Whoever offers a run (the leading scheduler, an api process, a worker process settling a run that
+has followers or a retry) publishes it; every worker process's feeder pulls from the one durable
 consumer, as many runs as it has room for, and hands each to its own dispatcher, which claims it
-in the run store (queued → running: exactly one node gets it), runs it and settles it. Only
-then is the message acknowledged, so a worker node that dies mid-run has its messages delivered
-again after `ack_wait`; while a run waits or runs, its node tells the server so every third of
+in the run store (queued → running: exactly one process gets it), runs it and settles it. Only
+then is the message acknowledged, so a worker process that dies mid-run has its messages delivered
+again after `ack_wait`; while a run waits or runs, its process tells the server so every third of
 `ack_wait`.
 
 A delivered message names a run and an attempt, and the run store decides what it means:
@@ -156,10 +156,10 @@ class WorkQueue:
             self._room.notify()
 
     def cancel(self, run_id: str) -> None:
-        """Ask every worker node to stop `run_id` (the one running it does)."""
+        """Ask every worker process to stop `run_id` (the one running it does)."""
         self.bus.tell(self.bus.names.cancel_subject, [run_id])
 
-    # -- feeding a worker node -------------------------------------------------------------
+    # -- feeding a worker process -------------------------------------------------------------
 
     def feed(self, dispatcher: Dispatcher, capacity: int) -> None:
         """Pull runs for `dispatcher` from now on, holding at most `capacity` at once."""
@@ -172,7 +172,7 @@ class WorkQueue:
             self._threads.append(thread)
 
     def listen_for_ends(self, dispatcher: Dispatcher) -> None:
-        """Wake this node's waiters for runs that ended on other nodes."""
+        """Wake this process's waiters for runs that ended on other processes."""
         self.bus.listen(self.bus.names.ended_subject, dispatcher.ended_elsewhere)
 
     def close(self) -> None:
@@ -242,17 +242,17 @@ class WorkQueue:
             self._dispatcher.take(run)
 
     def _take_over(self, run: Run, delivery: Delivery) -> None:
-        """A run whose node died while running it: its next attempt goes back to the queue,
+        """A run whose process died while running it: its next attempt goes back to the queue,
         or, on the message's last delivery, it is recorded interrupted (its loop's retries
         may still run it again)."""
         assert self._dispatcher is not None
-        why = (f"attempt {run.attempt} was interrupted: the worker node running it stopped "
+        why = (f"attempt {run.attempt} was interrupted: the worker process running it stopped "
                f"answering (delivery {delivery.delivered} of {self.bus.max_deliver})")
         if delivery.delivered >= self.bus.max_deliver:
             self._dispatcher.interrupted(run, why)  # settling it answers the message
             return
         taken = self.runs.take_over(run.id, run.attempt, why)
-        if taken is not None:  # else another node took it first, or it ended meanwhile
+        if taken is not None:  # else another process took it first, or it ended meanwhile
             log.warning("run %s of %s/%s: %s; attempt %d is queued", run.id, run.project,
                         run.loop, why, taken.attempt, extra=run.identity())
             self.publish([taken])
