@@ -18,7 +18,11 @@ open a file for writing, so worker processes reach the store through the service
 from __future__ import annotations
 
 import gc
+import logging
+import re
+import shutil
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +44,9 @@ from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
-__all__ = ["EmbeddedStore"]
+__all__ = ["STORE_FILE", "WAL_SUFFIX", "EmbeddedStore"]
+
+log = logging.getLogger(__name__)
 
 Ints = npt.NDArray[np.int64]
 NUMERIC_KINDS = ("double", "long", "bool")
@@ -55,6 +61,9 @@ SCHEMA = (
     "value VARCHAR)",
 )
 STORE_FILE = "points.duckdb"  # in the data directory
+WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log: the store file's name and this, beside it
+# Where DuckDB's replay found a record whose checksum fails: the records before it are whole
+CORRUPT_AT = re.compile(r"Corrupt WAL file: entry at byte position (\d+)")
 # Series a read names in a list: the row groups whose ids lie outside are skipped unread, where
 # a join scans the whole table (a few ms a million rows); more are joined, from a frame
 FEW_SERIES = 64
@@ -70,10 +79,7 @@ class EmbeddedStore:
         return cls(data_dir / STORE_FILE)
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            self._db = duckdb.connect(str(path))
-        except duckdb.Error as exc:
-            raise ConfigError(f"cannot open the embedded store {path}: {exc}") from None
+        self._db = _connect(str(path))
         self._write_lock = threading.Lock()
         for statement in SCHEMA:
             self._db.execute(statement)
@@ -234,6 +240,38 @@ class EmbeddedStore:
             raise
         finally:
             writing.db.close()
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    """The store's file opened, its write-ahead log replayed. A log DuckDB cannot replay (a
+    record torn by a crash or a bad disk: DuckDB itself skips a record that is only cut short)
+    is copied aside and cut back to its last whole record, or set aside entirely when DuckDB
+    does not say where the damage starts, so the store opens with what came before."""
+    try:
+        return duckdb.connect(path)
+    except duckdb.Error as exc:
+        wal = Path(path + WAL_SUFFIX)
+        if path == ":memory:" or "replaying WAL" not in str(exc) or not wal.is_file():
+            raise ConfigError(f"cannot open the embedded store {path}: {exc}") from None
+        _set_aside(wal, exc)
+    try:
+        return duckdb.connect(path)
+    except duckdb.Error as exc:
+        raise ConfigError(f"cannot open the embedded store {path} even without the damaged "
+                          f"part of its log: {exc}") from None
+
+
+def _set_aside(wal: Path, error: duckdb.Error) -> None:
+    """Keep a copy of the damaged log for inspection, then cut the log before the damage."""
+    kept = wal.with_name(f"{wal.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    shutil.copyfile(wal, kept)
+    found = CORRUPT_AT.search(str(error))
+    whole = int(found.group(1)) if found else 0
+    with wal.open("r+b") as file:
+        file.truncate(whole)
+    log.error("the embedded store's write-ahead log %s could not be replayed (%s); kept its "
+              "first %d of %d bytes (the writes before the damage), a copy of it as %s",
+              wal, error, whole, kept.stat().st_size, kept)
 
 
 @dataclass(frozen=True)
