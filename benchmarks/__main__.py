@@ -9,6 +9,7 @@ import time
 from benchmarks import (
     cardinality,
     cluster,
+    footprint,
     ingest,
     js_data,
     js_invocation,
@@ -23,7 +24,7 @@ from benchmarks.report import Report
 BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invocation.run,
            "js_data": js_data.run, "scheduler": scheduler.run,
            "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
-           "cardinality": cardinality.run, "cluster": cluster.run}
+           "cardinality": cardinality.run, "cluster": cluster.run, "footprint": footprint.run}
 
 
 def main() -> None:

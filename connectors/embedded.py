@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
 import shutil
 import threading
@@ -44,7 +45,7 @@ from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
-__all__ = ["STORE_FILE", "WAL_SUFFIX", "EmbeddedStore"]
+__all__ = ["STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore", "compact"]
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,74 @@ class EmbeddedStore:
             raise
         finally:
             writing.db.close()
+
+
+@dataclass(frozen=True)
+class Compacted:
+    path: Path
+    before: int  # bytes of the store file and its log
+    after: int
+
+
+COMPACTING = ".compacting"  # the fresh file, beside the store's, until it replaces it
+
+
+def compact(path: str | Path) -> Compacted:
+    """Rewrite the store into a fresh file, its points in (series, time) order, and put that in
+    place of the old one: about half the bytes of a store written as /write writes (time-major
+    batches interleave the series, so a row group's timestamps jump back at every series and
+    bit-pack in 40-odd bits instead of a few; docs/store.md). Rewriting in place would not
+    shrink the file: DuckDB keeps freed blocks for reuse. The store must not be open elsewhere
+    (DuckDB's lock refuses it); a crash before the rename leaves the old file as it was."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no embedded store at {path}")
+    fresh = path.with_name(path.name + COMPACTING)
+    for stale in (fresh, Path(f"{fresh}{WAL_SUFFIX}")):  # from a compaction cut short
+        stale.unlink(missing_ok=True)
+    db = _connect(str(path))  # replays the log first
+    try:
+        before = _bytes(path)
+        source = db.execute("SELECT current_database()").fetchone()
+        assert source is not None
+        db.execute(f"ATTACH '{_quoted(fresh)}' AS compacted")
+        db.execute("USE compacted")
+        for statement in SCHEMA:
+            db.execute(statement)
+        origin = '"' + str(source[0]).replace('"', '""') + '"'
+        db.execute(f"INSERT INTO series SELECT * FROM {origin}.series ORDER BY id")
+        for table in ("points", "text_points"):
+            db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM {origin}.{table} "
+                       f"ORDER BY sid, ts")
+        db.execute(f"USE {origin}")
+        db.execute("DETACH compacted")  # checkpointed: all of it in the file
+    finally:
+        db.close()
+    if Path(f"{fresh}{WAL_SUFFIX}").exists() or Path(f"{path}{WAL_SUFFIX}").exists():
+        raise ConfigError(f"compacting {path} left a write-ahead log behind; the store is "
+                          f"unchanged")
+    _synced(fresh)
+    os.replace(fresh, path)
+    _synced(path.parent)
+    return Compacted(path, before, _bytes(path))
+
+
+def _bytes(path: Path) -> int:
+    log = Path(f"{path}{WAL_SUFFIX}")
+    return path.stat().st_size + (log.stat().st_size if log.exists() else 0)
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _synced(path: Path) -> None:
+    """Flush a file or a directory (a rename in it) to the disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:

@@ -82,3 +82,14 @@ def test_cardinality_benchmark_runs_and_finds_its_series() -> None:
     ratios = [f for f in facts if "write_ratio" in f]
     assert len(ratios) == 3 and ratios[0]["write_ratio"] == ratios[0]["select_ratio"] == 1.0
     assert "one-series select, 10000 series" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_footprint_benchmark_runs_and_counts_every_point() -> None:
+    done = quick("footprint")  # each store is counted before it is measured
+    facts = {line.split("{")[0].split(None, 1)[1].strip(): json.loads(line[line.index("{"):])
+             for line in done.stdout.splitlines() if line.startswith("footprint")}
+    tsq = facts["tsq embedded (DuckDB)"]
+    assert tsq["points"] == 10 * 8640 and 0 < tsq["bytes_per_point"] < 64
+    assert facts["tsq embedded, compacted"]["bytes"] <= tsq["bytes"]
