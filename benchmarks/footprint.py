@@ -5,8 +5,9 @@ Prometheus 2.42, each started here on 127.0.0.1 in a temporary directory and cou
 benchmark sends them: line protocol in 5,000-line batches, time-major; Prometheus has no line
 protocol, so promtool imports them as blocks. What each size is, once the store has settled:
 
-- tsq: the DuckDB file (and its log, if any) after the store is closed, which checkpoints; and
-  again after `compact` rewrote it in (series, time) order;
+- tsq: the DuckDB file and its log while the store is open (as a running server holds it),
+  the file once the store is closed, which checkpoints, and again after `compact` rewrote it
+  in (series, time) order;
 - VictoriaMetrics: its data directory after /internal/force_flush and /internal/force_merge;
 - InfluxDB: data and WAL directories after the cache was snapshotted to TSM files and fully
   compacted (cold durations of 1 s), the WAL then empty;
@@ -48,7 +49,8 @@ def run(report: Report, *, quick: bool) -> None:
         ("VictoriaMetrics 1.79", victoriametrics.available, _victoriametrics),
         ("InfluxDB 1.6", influxdb.available, _influxdb),
         ("Prometheus 2.42", prometheus.available, _prometheus)]
-    written, compacted = _tsq(bodies, points)
+    live, written, compacted = _tsq(bodies, points)
+    measured["tsq embedded, open"] = (live, "file + write-ahead log, before close")
     measured["tsq embedded (DuckDB)"] = (written, "file after close (checkpoint)")
     measured["tsq embedded, compacted"] = (compacted, "file after compact()")
     for name, available, measure in peers:
@@ -66,9 +68,9 @@ WHAT = {"VictoriaMetrics 1.79": "data dir after force_flush + force_merge",
         "Prometheus 2.42": "TSDB dir: the imported block, empty head"}
 
 
-def _tsq(bodies: list[bytes], points: int) -> tuple[Sizes, Sizes]:
+def _tsq(bodies: list[bytes], points: int) -> tuple[Sizes, Sizes, Sizes]:
     """The store written as /write writes it: each batch parsed, then stored in one write;
-    then compacted."""
+    measured open (its log not yet checkpointed), closed, then compacted."""
     with tempfile.TemporaryDirectory() as root:
         path = Path(root) / "points.duckdb"
         store = EmbeddedStore(path)
@@ -76,12 +78,13 @@ def _tsq(bodies: list[bytes], points: int) -> tuple[Sizes, Sizes]:
             for body in bodies:
                 store.write(parse_lines(body.decode(), "ns").numbers)
             stored = store.select(parse_selector("cpu")).points
+            live = _size(Path(root))
         finally:
             store.close()
         _check("tsq", stored, points)
         written = _size(Path(root))
         compact(path)
-        return written, _size(Path(root))
+        return live, written, _size(Path(root))
 
 
 def _victoriametrics(bodies: list[bytes], points: int, hosts: int) -> Sizes:
