@@ -13,7 +13,8 @@ reaches SQL as a bound parameter or a registered array, never as SQL text.
 
 A write is acknowledged once committed, and DuckDB syncs its log at every commit, so it survives
 `kill -9`; a log whose end a crash damaged is cut back to its last whole record (`_connect`).
-`compact` rewrites the file in (series, time) order, at about half the bytes (docs/store.md).
+`compact` rewrites the file in (series, time) order, at about half the bytes (docs/store.md); the
+service's store does it as it opens, once the store has doubled since it last did.
 
 One writer at a time (a lock), many readers (a DuckDB cursor per call). DuckDB lets one process
 open a file for writing, so worker processes reach the store through the service.
@@ -49,7 +50,7 @@ from tsq.kernels import Aggregator, Buckets, Fill, bucketize
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
-__all__ = ["STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore", "compact"]
+__all__ = ["STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore", "compact", "compact_if_grown"]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ class EmbeddedStore:
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> EmbeddedStore:
-        """`type: embedded` in a loop file: the store in the data directory."""
-        return cls(data_dir / STORE_FILE)
+        """`type: embedded` in a loop file: the store in the data directory, compacted first
+        when it has doubled since it last was (`compact_if_grown`)."""
+        path = data_dir / STORE_FILE
+        compact_if_grown(path)
+        return cls(path)
 
     def __init__(self, path: str | Path) -> None:
         self._db = _connect(str(path))
@@ -255,6 +259,10 @@ class Compacted:
 
 
 COMPACTING = ".compacting"  # the fresh file, beside the store's, until it replaces it
+# Points a store holds before opening it compacts it; then again each time it has doubled, so
+# each point is rewritten about twice over the store's life, and a small store never (the
+# rewrite moves some ten million points a second)
+COMPACT_FROM = 1_000_000
 # Rows of a row group in a compacted file, eight times DuckDB's default: each row group's
 # column segments have a fixed cost, so the footprint benchmark's day takes 4.3 bytes a point
 # instead of 5.5. A file opened later with the default size reads, appends to and deletes from
@@ -290,10 +298,15 @@ def compact(path: str | Path) -> Compacted:
         for table in ("points", "text_points"):
             db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM {origin}.{table} "
                        f"ORDER BY sid, ts")
+        db.execute(COMPACTED_ROWS)
+        db.execute(f"INSERT INTO compacted_rows SELECT {POINT_ROWS}")
         db.execute(f"USE {origin}")
         db.execute("DETACH compacted")  # checkpointed: all of it in the file
-    finally:
+    except BaseException:
         db.close()
+        fresh.unlink(missing_ok=True)  # a failed copy (a full disk) takes no room
+        raise
+    db.close()
     if Path(f"{fresh}{WAL_SUFFIX}").exists() or Path(f"{path}{WAL_SUFFIX}").exists():
         raise ConfigError(f"compacting {path} left a write-ahead log behind; the store is "
                           f"unchanged")
@@ -301,6 +314,39 @@ def compact(path: str | Path) -> Compacted:
     os.replace(fresh, path)
     _synced(path.parent)
     return Compacted(path, before, _bytes(path))
+
+
+# The points a compaction wrote, kept in the file it wrote
+COMPACTED_ROWS = "CREATE TABLE IF NOT EXISTS compacted_rows (rows BIGINT NOT NULL)"
+POINT_ROWS = "(SELECT count(*) FROM points) + (SELECT count(*) FROM text_points)"
+
+
+def compact_if_grown(path: Path) -> Compacted | None:
+    """Compact the store when it holds COMPACT_FROM points or more and at least twice as many
+    as its last compaction wrote; a compaction that fails leaves the store as it was and is
+    logged, and the store opens all the same."""
+    if not path.is_file():
+        return None
+    db = _connect(str(path))
+    try:
+        db.execute(COMPACTED_ROWS)
+        found = db.execute(f"SELECT {POINT_ROWS}, (SELECT max(rows) FROM compacted_rows)"
+                           ).fetchone()
+    finally:
+        db.close()
+    rows, compacted = (int(found[0]), int(found[1] or 0)) if found else (0, 0)
+    if rows < COMPACT_FROM or rows < 2 * compacted:
+        return None
+    started = time.monotonic()
+    try:
+        done = compact(path)
+    except (duckdb.Error, OSError, ConfigError) as exc:
+        log.warning("could not compact the embedded store %s (%s); it opens as it is", path,
+                    exc)
+        return None
+    log.info("compacted the embedded store %s: %d points, %d bytes → %d in %.1f s", path, rows,
+             done.before, done.after, time.monotonic() - started)
+    return done
 
 
 def _bytes(path: Path) -> int:

@@ -3,6 +3,7 @@ back the same, the file shrinks, and a store open elsewhere is refused and left 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsq.connectors.embedded import COMPACTING, EmbeddedStore, compact
+from tsq.connectors import embedded
+from tsq.connectors.embedded import COMPACTING, STORE_FILE, EmbeddedStore, compact
 from tsq.errors import ConfigError
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -102,3 +104,59 @@ def test_a_file_left_by_an_interrupted_compaction_is_replaced(written: Path) -> 
     stale.write_bytes(b"half a file")
     compact(written)
     assert not stale.exists() and everything(written)[0].points == HOSTS * HOURS * PER_HOUR
+
+
+def test_opening_compacts_a_store_that_has_doubled_since_its_last_compaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(embedded, "COMPACT_FROM", 10 * HOSTS * PER_HOUR)
+    path = tmp_path / STORE_FILE
+
+    def write_hours(hours: range) -> None:
+        store = EmbeddedStore(path)
+        try:
+            for number in hours:
+                store.write(hour(number))
+        finally:
+            store.close()
+
+    def compactions_on_open() -> int:
+        """Open the store as the service does: how many compactions the log has told of."""
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tsq.connectors.embedded"):
+            EmbeddedStore.open({}, tmp_path).close()
+        return caplog.text.count("compacted the embedded store")
+
+    write_hours(range(9))
+    assert compactions_on_open() == 0  # under COMPACT_FROM
+    write_hours(range(9, 12))
+    grown = path.stat().st_size
+    assert compactions_on_open() == 1 and path.stat().st_size < grown
+    write_hours(range(12, 23))  # 23 hours: not yet twice the 12 compacted
+    assert compactions_on_open() == 0
+    write_hours(range(23, 24))
+    assert compactions_on_open() == 1
+    cpu = everything(path)[0]
+    np.testing.assert_array_equal(cpu.offsets, np.arange(HOSTS + 1) * HOURS * PER_HOUR)
+    np.testing.assert_array_equal(
+        cpu.timestamps, np.tile(START + np.arange(HOURS * PER_HOUR, dtype=np.int64) * STEP,
+                                HOSTS))
+
+
+def test_a_compaction_that_fails_on_open_leaves_the_store_to_open_as_it_is(
+        written: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def full_disk(path: Path) -> embedded.Compacted:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(embedded, "COMPACT_FROM", 1)
+    monkeypatch.setattr(embedded, "compact", full_disk)
+    before = everything(written)[0]
+    with caplog.at_level(logging.WARNING, logger="tsq.connectors.embedded"):
+        store = EmbeddedStore.open({}, written.parent)
+    try:
+        assert store.select(parse_selector("cpu")).points == before.points
+    finally:
+        store.close()
+    assert "could not compact the embedded store" in caplog.text
+    assert "No space left on device" in caplog.text
