@@ -62,9 +62,10 @@ class Client:
 
 
 def stream_and_kill(data: Path, port: int, acknowledged_before_kill: int,
-                    per_host: int = PER_HOST) -> Client:
-    """Start the server, stream batches into it and SIGKILL it once that many are in."""
-    client = Client(port, per_host=per_host)
+                    per_host: int = PER_HOST, client: Client | None = None) -> Client:
+    """Start the server, stream batches into it (`client`'s next ones) and SIGKILL it once
+    that many are in."""
+    client = client or Client(port, per_host=per_host)
     with serve(data, port) as process:
         sender = threading.Thread(target=client.run, daemon=True)
         sender.start()
@@ -107,8 +108,7 @@ def whole_batches(ts: np.ndarray, client: Client) -> list[int]:
     numbers = (ts * 10**6 - START_NS) // STEP_NS // client.per_host
     found, counts = np.unique(numbers, return_counts=True)
     assert np.all(counts == HOSTS * client.per_host), "a batch was stored in part"
-    sent = client.sent
-    assert found.size == 0 or int(found.max()) < sent, "points that were never sent"
+    assert found.size == 0 or int(found.max()) < client.sent, "points that were never sent"
     return [int(n) for n in found]
 
 
@@ -154,16 +154,8 @@ def test_a_second_kill_after_restart_loses_nothing_either(tmp_path: Path) -> Non
     first = stream_and_kill(data, port, acknowledged_before_kill=8)
     with serve(data, port):
         kept = assert_acknowledged_survived(port, first)
-    second = Client(port, sent=first.sent)
-    with serve(data, port) as process:
-        sender = threading.Thread(target=second.run, daemon=True)
-        sender.start()
-        while len(second.acknowledged) < 8:
-            assert second.failure is None, second.failure
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        sender.join(timeout=30)
+    second = stream_and_kill(data, port, acknowledged_before_kill=8,
+                             client=Client(port, sent=first.sent))
     merged = Client(port, acknowledged=kept + second.acknowledged, sent=second.sent)
     with serve(data, port):
         assert_acknowledged_survived(port, merged)
