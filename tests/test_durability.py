@@ -129,7 +129,7 @@ def assert_acknowledged_survived(port: int, client: Client) -> list[int]:
 @pytest.mark.parametrize("round_", range(3))
 def test_every_acknowledged_write_survives_kill_9(tmp_path: Path, round_: int) -> None:
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=10 + 7 * round_)
+    client = stream_and_kill(data, port, acknowledged_before_kill=11 + 7 * round_)
     with serve(data, port):
         assert_acknowledged_survived(port, client)
 
@@ -139,7 +139,7 @@ def test_a_kill_after_the_log_was_checkpointed_loses_nothing(tmp_path: Path) -> 
     """Enough writes that DuckDB checkpoints its log into the store file (at 16 MB of log)
     and starts a new one before the kill: what moved and what is in the new log both stay."""
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=60, per_host=5000)
+    client = stream_and_kill(data, port, acknowledged_before_kill=61, per_host=5000)
     store, wal = data / STORE_FILE, data / (STORE_FILE + WAL_SUFFIX)
     assert store.stat().st_size > 2**20, "no checkpoint before the kill"
     assert wal.exists() and wal.stat().st_size > 0, "nothing logged since the checkpoint"
