@@ -9,6 +9,7 @@ import time
 from benchmarks import (
     cardinality,
     cluster,
+    footprint,
     ingest,
     js_data,
     js_invocation,
@@ -25,7 +26,7 @@ BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invoc
            "js_data": js_data.run, "scheduler": scheduler.run,
            "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
            "cardinality": cardinality.run, "cluster": cluster.run,
-           "postgres_runs": postgres_runs.run}
+           "postgres_runs": postgres_runs.run, "footprint": footprint.run}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ bind-address = "127.0.0.1:{rpc}"
   dir = "{root}/data"
   wal-dir = "{root}/wal"
   query-log-enabled = false
+{data_settings}
 [coordinator]
   max-select-point = 0
 [http]
@@ -45,12 +46,16 @@ def available() -> bool:
 
 
 @contextmanager
-def influxdb(database: str) -> Iterator[str]:
-    """The base URL of a fresh InfluxDB with `database` created; stopped afterwards."""
-    with tempfile.TemporaryDirectory() as root:
+def influxdb(database: str, *, root: Path | None = None,
+             data_settings: str = "") -> Iterator[str]:
+    """The base URL of a fresh InfluxDB with `database` created; stopped afterwards. Its files
+    go in `root` when given (kept), else in a temporary directory; `data_settings` are lines
+    added to the config's [data] section."""
+    with nullcontext(str(root)) if root else tempfile.TemporaryDirectory() as top:
         http, rpc = free_port(), free_port()
-        config = Path(root) / "influxdb.conf"
-        config.write_text(CONFIG.format(root=root, http=http, rpc=rpc))
+        config = Path(top) / "influxdb.conf"
+        config.write_text(CONFIG.format(root=top, http=http, rpc=rpc,
+                                        data_settings=data_settings))
         process = subprocess.Popen(["influxd", "-config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

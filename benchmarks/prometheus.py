@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +65,17 @@ WRITABLE_FLAGS = ("--web.enable-remote-write-receiver", "--web.enable-admin-api"
 
 @contextmanager
 def prometheus(openmetrics: str | Path | None = None, *,
-               writable: str | None = None) -> Iterator[str]:
+               writable: str | None = None, root: Path | None = None) -> Iterator[str]:
     """The base URL of a fresh Prometheus serving `openmetrics` (OpenMetrics text, or a file of
     it); stopped afterwards. `writable` (a duration, e.g. "100y") turns on the remote-write
-    receiver and the admin API, and accepts samples that far older than the newest."""
-    with tempfile.TemporaryDirectory() as root:
-        data = Path(root) / "data"
-        log = Path(root) / "prometheus.log"
+    receiver and the admin API, and accepts samples that far older than the newest. Its files
+    go in `root` (the TSDB in `root`/data) when given, else in a temporary directory."""
+    with nullcontext(str(root)) if root else tempfile.TemporaryDirectory() as top:
+        data = Path(top) / "data"
+        log = Path(top) / "prometheus.log"
         if openmetrics is not None:
-            _import(openmetrics, Path(root), data)
-        config = Path(root) / "prometheus.yml"
+            _import(openmetrics, Path(top), data)
+        config = Path(top) / "prometheus.yml"
         config.write_text(CONFIG + (WRITABLE.format(window=writable) if writable else ""))
         port = free_port()
         with running(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from benchmarks.influxdb import free_port
@@ -23,12 +23,13 @@ def available() -> bool:
 
 
 @contextmanager
-def victoriametrics() -> Iterator[str]:
-    """The base URL of a fresh, empty VictoriaMetrics; stopped afterwards."""
-    with tempfile.TemporaryDirectory() as root:
-        log = Path(root) / "victoria-metrics.log"
+def victoriametrics(*, root: Path | None = None) -> Iterator[str]:
+    """The base URL of a fresh, empty VictoriaMetrics; stopped afterwards. Its files go in
+    `root` (its data in `root`/data) when given, else in a temporary directory."""
+    with nullcontext(str(root)) if root else tempfile.TemporaryDirectory() as top:
+        log = Path(top) / "victoria-metrics.log"
         port = free_port()
-        with running([COMMAND, f"-storageDataPath={root}/data",
+        with running([COMMAND, f"-storageDataPath={top}/data",
                       f"-httpListenAddr=127.0.0.1:{port}", "-retentionPeriod=100y",
                       "-search.disableCache"], f"http://127.0.0.1:{port}", "/health",
                      log) as base:

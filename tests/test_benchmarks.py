@@ -99,3 +99,14 @@ def test_postgres_runs_benchmark_measures_both_backends() -> None:
     assert set(facts) == {"SQLite", "PostgreSQL", "PostgreSQL async commit"}, facts
     assert all(f["inserts_per_s"] > 0 and f["claims_per_s_in_batches"] > 0
                for f in facts.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_footprint_benchmark_runs_and_counts_every_point() -> None:
+    done = quick("footprint")  # each store is counted before it is measured
+    facts = {line.split("{")[0].split(None, 1)[1].strip(): json.loads(line[line.index("{"):])
+             for line in done.stdout.splitlines() if line.startswith("footprint")}
+    tsq = facts["tsq embedded (DuckDB)"]
+    assert tsq["points"] == 10 * 8640 and 0 < tsq["bytes_per_point"] < 64
+    assert facts["tsq embedded, compacted"]["bytes"] <= tsq["bytes"]
