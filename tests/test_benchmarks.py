@@ -110,3 +110,19 @@ def test_footprint_benchmark_runs_and_counts_every_point() -> None:
     tsq = facts["tsq embedded (DuckDB)"]
     assert tsq["points"] == 10 * 8640 and 0 < tsq["bytes_per_point"] < 64
     assert facts["tsq embedded, compacted"]["bytes"] <= tsq["bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_cluster_benchmark_measures_the_queue_and_the_failover() -> None:
+    reason = pgserver.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    done = quick("cluster")  # every burst's runs end, every kill is followed by a fire
+    rows = [line for line in done.stdout.splitlines() if line.startswith("cluster_")]
+    assert any(row.startswith("cluster_failover") for row in rows), done.stdout
+    ratios = [json.loads(row[row.index("{"):]) for row in rows
+              if row.startswith("cluster_runs") and "{" in row]
+    assert len(ratios) == 2 and all(r["work_queue"] > 0 and r["one_process"] > 0
+                                    for r in ratios), done.stdout
