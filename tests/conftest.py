@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,13 @@ def api(service: Service) -> Iterator[httpx.Client]:
     """A real uvicorn server on 127.0.0.1 around the module's service."""
     with serving(service) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
+
+
+def demo_reports(started: datetime, ended: datetime) -> set[str]:
+    """What `tsq demo` says of its daily reports, run between `started` and `ended`: one for each
+    whole day of its 9 days of points before the hour it starts in, so 9 when it starts in the
+    hour after midnight (UTC) and 8 otherwise (a demo that crosses an hour may say either)."""
+    return {f"made {9 if t.hour == 0 else 8} daily reports" for t in (started, ended)}
 
 
 def loop_file(name: str, handler: str, extra: str = "") -> str:

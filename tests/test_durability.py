@@ -66,6 +66,9 @@ def stream_and_kill(data: Path, port: int, acknowledged_before_kill: int,
     """Start the server, stream batches into it (`client`'s next ones) and SIGKILL it once
     that many are in."""
     client = client or Client(port, per_host=per_host)
+    data.mkdir(parents=True, exist_ok=True)
+    # Reading every point back is one query larger than a query may be by default.
+    (data / "tsq.toml").write_text("max_query_points = 100000000\n")
     with serve(data, port) as process:
         sender = threading.Thread(target=client.run, daemon=True)
         sender.start()

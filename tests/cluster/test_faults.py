@@ -53,7 +53,7 @@ def test_a_run_whose_worker_is_killed_runs_again_on_another(cluster: Cluster) ->
         assert final["attempt"] == 2
         assert final["result"] == {"attempt": 2}
         logs = client.get(f"/v1/runs/{run_id}/logs").json()["logs"]
-        assert any("attempt 1 was interrupted: the worker node running it stopped answering"
+        assert any("attempt 1 was interrupted: the worker process running it stopped answering"
                    in line["message"] for line in logs), logs
         runs = client.get("/v1/runs", params={"loop": "slow"}).json()["runs"]
         assert [r["id"] for r in runs] == [run_id]  # one record, run twice, succeeded once
