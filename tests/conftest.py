@@ -145,11 +145,11 @@ def api(service: Service) -> Iterator[httpx.Client]:
         yield client
 
 
-def demo_reports(started: datetime, ended: datetime) -> set[str]:
-    """What `tsq demo` says of its daily reports, run between `started` and `ended`: one for each
+def demo_reports(started: datetime, ended: datetime) -> set[int]:
+    """How many daily reports `tsq demo` makes, run between `started` and `ended`: one for each
     whole day of its 9 days of points before the hour it starts in, so 9 when it starts in the
-    hour after midnight (UTC) and 8 otherwise (a demo that crosses an hour may say either)."""
-    return {f"made {9 if t.hour == 0 else 8} daily reports" for t in (started, ended)}
+    hour after midnight (UTC) and 8 otherwise (a demo that crosses an hour may make either)."""
+    return {9 if t.hour == 0 else 8 for t in (started, ended)}
 
 
 def loop_file(name: str, handler: str, extra: str = "") -> str:

@@ -99,9 +99,10 @@ def test_demo_runs_the_example_pipeline(tmp_path: Path) -> None:
     shown = tsq(tmp_path, "demo")
     assert shown.returncode == 0, shown.stderr
     assert "rolled up 216 hours" in shown.stdout
-    assert any(said in shown.stdout for said in demo_reports(started, datetime.now(UTC)))
+    made = demo_reports(started, datetime.now(UTC))
+    assert any(f"made {count} daily reports" in shown.stdout for count in made)
     reports = json.loads(tsq(tmp_path, "runs", "--loop", "cpu-report", "--json").stdout)["runs"]
-    assert len(reports) == 8 and {r["status"] for r in reports} == {"success"}
+    assert len(reports) in made and {r["status"] for r in reports} == {"success"}
     newest = max(reports, key=lambda r: r["scheduled_ms"])
     assert f"newest report: run {newest['id']} (success)" in shown.stdout
     chart = tsq(tmp_path, "artifacts", "get", newest["id"], "cpu-hourly.png", "-o",
