@@ -141,8 +141,14 @@ def tsq_server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def api(service: Service) -> Iterator[httpx.Client]:
     """A real uvicorn server on 127.0.0.1 around the module's service."""
-    with serving(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with serving(service) as url, httpx.Client(base_url=url, timeout=60,
+                                                headers=bearer(service)) as client:
         yield client
+
+
+def bearer(service: Service) -> dict[str, str]:
+    """The headers that authenticate a test's requests with the service's admin token."""
+    return {"Authorization": f"Bearer {service.admin_token}"} if service.admin_token else {}
 
 
 def demo_reports(started: datetime, ended: datetime) -> set[int]:

@@ -20,7 +20,7 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 3
     assert bad.stderr == (f"error: {tmp_path / 'bad.toml'}: unknown key 'log_levle'; did you "
                           f"mean 'log_level'? the keys are host, port, allowed_hosts, "
-                          f"outbound_allow, workers, worker_memory_mb, max_body_mb, "
+                          f"outbound_allow, auth, workers, worker_memory_mb, max_body_mb, "
                           f"max_result_kb, query_timeout_s, max_query_points, "
                           f"max_queued_queries, max_queued_runs, max_project_runs, max_concurrent_writes, "
                           f"pipeline_max_depth, "

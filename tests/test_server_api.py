@@ -15,7 +15,7 @@ from tsq.service import Service
 
 def test_both_clients_answer_a_write_alike(api: httpx.Client, service: Service) -> None:
     body = "srv_write,host=a value=1 1\nsrv_write,host=b value=2 1"
-    over_http = HttpClient(str(api.base_url))
+    over_http = HttpClient(str(api.base_url), service.admin_token)
     try:
         answer = over_http.write(body, "s")
     finally:

@@ -19,23 +19,26 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import orjson
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tsq import __version__, gtsformat, metrics
+from tsq import __version__, access, gtsformat, metrics
 from tsq.errors import (
     BadRequest,
+    NotFound,
     PayloadTooLarge,
     QueryTimeout,
     TooManyRequests,
     TsqError,
+    Unauthorized,
     WarpScriptError,
 )
 from tsq.forgery import ForgeryGuard, allowed_host_names
@@ -46,6 +49,7 @@ from tsq.querybudget import QueryBudget
 from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import Service, run_window
+from tsq.tokens import ANYONE, Principal
 from tsq.ui import install as install_ui
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
@@ -157,7 +161,8 @@ def create_app(service: Service) -> FastAPI:
     # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, so they are blank
     # offline; FastAPIOffline serves the same pages with the assets of the installed package.
     app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
-                         static_url="/docs-assets")
+                         static_url="/docs-assets",
+                         dependencies=[Depends(_authorizer(service))])
     app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
     app.add_middleware(ForgeryGuard, hosts=allowed_host_names(
         service.settings.host, service.settings.allowed_hosts))
@@ -167,6 +172,40 @@ def create_app(service: Service) -> FastAPI:
     metrics.install(app, service)
     install_ui(app, service)  # the web UI at / (tsq/ui, docs/ui.md)
     return app
+
+
+def _authorizer(service: Service) -> Callable[[Request], Awaitable[None]]:
+    """The dependency every route has: the request's principal (`_who`), allowed what its route
+    needs (tsq.access), or Unauthorized (401) or Forbidden (403). Before the body is read."""
+    tokens_on = service.settings.auth == "tokens"
+
+    async def authorize(request: Request) -> None:
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path)
+        need = access.need_of(request.method, path)
+        if need is None or not tokens_on:
+            request.state.principal = ANYONE if not tokens_on else None
+            return
+        given = access.credentials(request.headers, request.query_params, request.cookies,
+                                   path)
+        found = None if given is None else service.tokens.principal(given)
+        request.state.principal = access.check(found, given, need)
+
+    return authorize
+
+
+def _who(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _own_run(request: Request, service: Service, run_id: str) -> str:
+    """`run_id` if the request's token may see that run: one of its project's (an unknown run
+    to a token of another project, as if it were not there)."""
+    who = _who(request)
+    if who.project is not None and service.get_run(run_id)["project"] != who.project:
+        raise NotFound(f"no run with id or id prefix {run_id!r}")
+    return run_id
 
 
 def _install_routes(app: FastAPI, service: Service) -> None:
@@ -181,20 +220,21 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     _install_warp10_ingress(app, service)
 
     @app.post("/v1/loops", status_code=201)
-    def deploy(request: Annotated[DeployRequest, Body()]) -> Any:
+    def deploy(http: Request, request: Annotated[DeployRequest, Body()]) -> Any:
         # A sync endpoint: deploy compiles handlers in V8, which must not see the event loop.
-        return service.deploy(request.content, request.file, request.files.get)
+        return service.deploy(request.content, request.file, request.files.get,
+                              project=_who(http).project)
 
     @app.get("/v1/loops")
-    def list_loops(project: str | None = None) -> Any:
-        return service.list_loops(project)
+    def list_loops(http: Request, project: str | None = None) -> Any:
+        return service.list_loops(_who(http).project_of(project))
 
     @app.get("/v1/loops/{name}")
-    def get_loop(name: str, project: str | None = None) -> Any:
-        return service.get_loop(name, project)
+    def get_loop(http: Request, name: str, project: str | None = None) -> Any:
+        return service.get_loop(name, _who(http).project_of(project))
 
     @app.get("/v1/loops/{name}/ledger")
-    def ledger(name: str, project: str | None = None, event: str | None = None,
+    def ledger(http: Request, name: str, project: str | None = None, event: str | None = None,
                start: Annotated[str | None, Query(
                    alias="from", description="scheduled times at or after this time "
                                              "(ISO-8601 with offset; default: the latest 60 "
@@ -207,23 +247,25 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         its run (and the run's id), or why it has none: before, upcoming, due, missing."""
         return service.ledger(name, LedgerRange(
             parse_time(start, "from") if start else None,
-            parse_time(end, "to") if end else None, event), project)
+            parse_time(end, "to") if end else None, event), _who(http).project_of(project))
 
     @app.post("/v1/loops/{name}/rollback")
-    def rollback(name: str, project: str | None = None,
+    def rollback(http: Request, name: str, project: str | None = None,
                  request: Annotated[RollbackRequest | None, Body()] = None) -> Any:
-        return service.rollback(name, project, request.version if request else None)
+        return service.rollback(name, _who(http).project_of(project),
+                                request.version if request else None)
 
     @app.delete("/v1/loops/{name}")
-    def delete_loop(name: str, project: str | None = None) -> Any:
-        return service.delete_loop(name, project)
+    def delete_loop(http: Request, name: str, project: str | None = None) -> Any:
+        return service.delete_loop(name, _who(http).project_of(project))
 
     @app.post("/v1/loops/{name}/run", responses=BUSY)
-    async def run_loop(name: str, project: str | None = None,
+    async def run_loop(http: Request, name: str, project: str | None = None,
                        is_async: Annotated[bool, Query(alias="async")] = False,
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
         """Run the loop now. Past max_queued_runs runs by hand waiting, or the project's
         max_project_runs in progress, 429 with Retry-After."""
+        project = _who(http).project_of(project)
         body = request or RunRequest(event=None, at=None, window=None)
         at = time_field(body.at, "at") if body.at is not None else None
         window = run_window(body.window)
@@ -244,12 +286,37 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     _install_run_routes(app, service)
     _install_point_routes(app, service)
+    _install_token_routes(app, service)
+
+
+class TokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="what the token is for")
+    roles: list[str] = Field(description="read, write, run, deploy, admin")
+    project: str | None = Field(None, description="the one project the token works in "
+                                                  "(default: every project)")
+
+
+def _install_token_routes(app: FastAPI, service: Service) -> None:
+    """API tokens (tsq.tokens), for a token with the admin role on every project."""
+    @app.get("/v1/tokens")
+    def list_tokens() -> Any:
+        return {"tokens": service.tokens.list()}
+
+    @app.post("/v1/tokens", status_code=201)
+    def create_token(request: Annotated[TokenRequest, Body()]) -> Any:
+        """A new token; its secret is in this answer and nowhere else (tsq keeps a hash)."""
+        record, secret = service.tokens.create(request.name, request.roles, request.project)
+        return {**record, "token": secret}
+
+    @app.delete("/v1/tokens/{token_id}")
+    def revoke_token(token_id: str) -> Any:
+        return service.tokens.revoke(token_id)
 
 
 def _install_run_routes(app: FastAPI, service: Service) -> None:
     """Runs: their records, logs and artifacts, resume, cancel and the history kept."""
     @app.get("/v1/runs")
-    def list_runs(loop: str | None = None, status: RunStatus | None = None,
+    def list_runs(http: Request, loop: str | None = None, status: RunStatus | None = None,
                   project: str | None = None,
                   since: Annotated[int | None, _epoch_ms("inclusive")] = None,
                   until: Annotated[int | None, _epoch_ms("exclusive")] = None,
@@ -261,8 +328,9 @@ def _install_run_routes(app: FastAPI, service: Service) -> None:
                   changed_since: Annotated[int | None, _epoch_ms(
                       "only runs queued, started or finished since then (what `tsq runs "
                       "--follow` polls)")] = None) -> Any:
-        return service.list_runs(RunFilter(project, loop, status.value if status else None,
-                                           since, until, limit, event, trigger,
+        return service.list_runs(RunFilter(_who(http).project_of(project), loop,
+                                           status.value if status else None, since, until,
+                                           limit, event, trigger,
                                            pipeline=pipeline, changed_since_ms=changed_since))
 
     @app.get("/v1/history")
@@ -273,33 +341,33 @@ def _install_run_routes(app: FastAPI, service: Service) -> None:
     # several runs share answers 409, like a loop name several projects share.
 
     @app.get("/v1/runs/{run_id}")
-    def get_run(run_id: str) -> Any:
-        return service.get_run(run_id)
+    def get_run(http: Request, run_id: str) -> Any:
+        return service.get_run(_own_run(http, service, run_id))
 
     @app.get("/v1/runs/{run_id}/logs")
-    def run_logs(run_id: str, after: Annotated[int, Query(
+    def run_logs(http: Request, run_id: str, after: Annotated[int, Query(
             ge=0, le=MAX_OFFSET,
             description="skip the first `after` lines (the `next` of an earlier answer)")
                  ] = 0) -> Any:
-        return service.run_logs(run_id, after)
+        return service.run_logs(_own_run(http, service, run_id), after)
 
     @app.get("/v1/runs/{run_id}/artifacts")
-    def run_artifacts(run_id: str) -> Any:
-        return service.run_artifacts(run_id)
+    def run_artifacts(http: Request, run_id: str) -> Any:
+        return service.run_artifacts(_own_run(http, service, run_id))
 
     @app.get("/v1/runs/{run_id}/artifacts/{name}")
-    def run_artifact(run_id: str, name: str) -> Response:
-        meta, data = service.run_artifact(run_id, name)
+    def run_artifact(http: Request, run_id: str, name: str) -> Response:
+        meta, data = service.run_artifact(_own_run(http, service, run_id), name)
         return Response(data, media_type=meta["contentType"],
                         headers=_artifact_headers(meta["name"]))
 
     @app.post("/v1/runs/{run_id}/resume")
-    def resume(run_id: str) -> Any:
-        return service.resume(run_id)
+    def resume(http: Request, run_id: str) -> Any:
+        return service.resume(_own_run(http, service, run_id))
 
     @app.post("/v1/runs/{run_id}/cancel")
-    def cancel(run_id: str) -> Any:
-        return service.cancel(run_id)
+    def cancel(http: Request, run_id: str) -> Any:
+        return service.cancel(_own_run(http, service, run_id))
 
 
 def _install_point_routes(app: FastAPI, service: Service) -> None:
@@ -345,14 +413,18 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
         return await write(request, precision)
 
     @app.post("/v1/backfill", status_code=202)
-    def backfill(request: Annotated[BackfillRequest, Body()]) -> Any:
+    def backfill(http: Request, request: Annotated[BackfillRequest, Body()]) -> Any:
         return service.backfill(request.loop, parse_time(request.start, "from"),
-                                parse_time(request.end, "to"), project=request.project,
+                                parse_time(request.end, "to"),
+                                project=_who(http).project_of(request.project),
                                 event=request.event)
 
     @app.get("/v1/backfill/{job_id}")
-    def backfill_status(job_id: str) -> Any:
-        return service.backfill_status(job_id)
+    def backfill_status(http: Request, job_id: str) -> Any:
+        status = service.backfill_status(job_id)
+        if not _who(http).owns(status["project"]):
+            raise NotFound(f"no backfill with id {job_id!r}")
+        return status
 
     @app.post("/v1/query", responses={**QUERY_LIMITS, **BUSY})
     async def query(http: Request, request: Annotated[QueryRequest, Body()],
@@ -551,10 +623,14 @@ def _run_response(run: Run) -> OrjsonResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TsqError)
-    async def tsq_error(_request: Request, exc: TsqError) -> OrjsonResponse:
+    async def tsq_error(request: Request, exc: TsqError) -> Response:
+        if isinstance(exc, Unauthorized) and _is_page(request):
+            return RedirectResponse(f"/login?{urlencode({'next': _local(request)})}", 303)
         response = _error(exc.http_status, exc.to_json())
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="tsq"'
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -584,6 +660,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, {"type": "InternalError",
                             "message": f"tsq failed unexpectedly: {type(exc).__name__}: {exc}",
                             "details": {}})
+
+
+def _is_page(request: Request) -> bool:
+    """A web UI page a browser asked for (sent to the login page, not answered 401)."""
+    path = request.url.path
+    return request.method == "GET" and (path == "/" or (
+        path.startswith("/ui/") and not path.startswith("/ui/api/")))
+
+
+def _local(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
 
 
 def _error(status: int, body: dict[str, Any]) -> OrjsonResponse:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tsq import metronome
+from tsq import datafiles, metronome
 from tsq.client import Backend, open_client
 from tsq.config import BY_KEY, Settings
 from tsq.errors import BadRequest, InvalidLoopFile, PartialWrite, TslError, TsqError
@@ -47,6 +47,9 @@ app.add_typer(runs_app, name="runs")
 artifacts_app = typer.Typer(help="The files runs kept: reports, charts, exports.",
                             no_args_is_help=True)
 app.add_typer(artifacts_app, name="artifacts")
+token_app = typer.Typer(help="API tokens: who may call the server, in which project, with "
+                             "which roles (docs/security.md).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -127,6 +130,7 @@ Host = Annotated[str | None, _flag("--host", "host")]
 Port = Annotated[int | None, _flag("--port", "port")]
 AllowedHosts = Annotated[str | None, _flag("--allowed-hosts", "allowed_hosts")]
 OutboundAllow = Annotated[str | None, _flag("--outbound-allow", "outbound_allow")]
+Auth = Annotated[str | None, _flag("--auth", "auth")]
 Workers = Annotated[int | None, _flag("--workers", "workers")]
 WorkerMemory = Annotated[int | None, _flag("--worker-memory-mb", "worker_memory_mb")]
 MaxBody = Annotated[int | None, _flag("--max-body-mb", "max_body_mb")]
@@ -157,7 +161,7 @@ ConfigPath = Annotated[Path | None, typer.Option(
 
 @app.command()
 def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = None,
-          outbound_allow: OutboundAllow = None, workers: Workers = None,
+          outbound_allow: OutboundAllow = None, auth: Auth = None, workers: Workers = None,
           worker_memory_mb: WorkerMemory = None, max_body_mb: MaxBody = None,
           max_result_kb: MaxResult = None, query_timeout_s: QueryTimeout = None,
           max_query_points: MaxQueryPoints = None,
@@ -175,7 +179,7 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
     from tsq.server import serve as run_server
 
     flags = {"host": host, "port": port, "allowed_hosts": allowed_hosts,
-             "outbound_allow": outbound_allow, "workers": workers,
+             "outbound_allow": outbound_allow, "auth": auth, "workers": workers,
              "worker_memory_mb": worker_memory_mb, "max_body_mb": max_body_mb,
              "max_result_kb": max_result_kb, "query_timeout_s": query_timeout_s,
              "max_query_points": max_query_points, "max_queued_queries": max_queued_queries,
@@ -854,6 +858,71 @@ def demo(data_dir: DataDir = None, url: Url = None) -> None:
     out.print(f"newest report: run {report['id']} ({report['status']}); see it with "
               f"`tsq runs show {report['id']}` and `tsq artifacts get {report['id']} "
               f"cpu-hourly.png`", highlight=False, markup=False)
+
+
+@token_app.command("create")
+def token_create(name: Annotated[str, typer.Argument(help="what the token is for, e.g. telegraf")],
+                 role: Annotated[list[str], typer.Option(
+                     "--role", "-r", help="read, write, run, deploy or admin (repeatable)")],
+                 project: Annotated[str | None, typer.Option(
+                     help="the one project it works in (default: every project)")] = None,
+                 data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
+    """Make a token and print its secret, once: tsq keeps only a hash of it."""
+    roles = [part.strip() for given in role for part in given.split(",") if part.strip()]
+    with _client(data_dir, url) as client:
+        made = client.create_token(name, roles, project)
+    if as_json:
+        _print_json(made)
+        return
+    scope = f"project {made['project']}" if made["project"] else "every project"
+    err.print(f"token {made['id']} ({made['name']}): {', '.join(made['roles'])} in {scope}; "
+              f"its secret is shown only now:", highlight=False, markup=False)
+    out.print(made["token"], highlight=False, markup=False)
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDir = None, url: Url = None, as_json: AsJson = False) -> None:
+    """The tokens (never their secrets), revoked ones too."""
+    with _client(data_dir, url) as client:
+        found = client.tokens()
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("id", "name", "project", "roles", "created", "revoked")
+    for token in found["tokens"]:
+        table.add_row(token["id"], token["name"], token["project"] or "(every project)",
+                      ", ".join(token["roles"]), _time(token["created_ms"]),
+                      _time(token["revoked_ms"]))
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="the id `tsq token list` shows")],
+                 data_dir: DataDir = None, url: Url = None) -> None:
+    """Revoke a token: requests with it are refused from now on (401)."""
+    with _client(data_dir, url) as client:
+        revoked = client.revoke_token(token_id)
+    state = "revoked" if revoked.get("was_active", True) else "was already revoked:"
+    out.print(f"{state} token {revoked['id']} ({revoked['name']})", highlight=False,
+              markup=False)
+
+
+@app.command()
+def ui(data_dir: DataDir = None) -> None:
+    """Print the link that opens the running server's web UI signed in (with the data
+    directory's admin token)."""
+    from urllib.parse import quote as quoted
+
+    settings = Settings.load(data_dir)
+    try:
+        url = json.loads(settings.server_file.read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        err.print(f"[red]error:[/red] no tsq server is running on {settings.data_dir}; start "
+                  f"one with `tsq serve`", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    token = datafiles.local_token(settings.data_dir)
+    out.print(f"{url}/login?token={quoted(token, safe='')}" if token else f"{url}/",
+              highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

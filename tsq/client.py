@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from tsq import errors
+from tsq import datafiles, errors
 from tsq.config import Settings
 from tsq.errors import InvalidLoopFile, Problem, ServerUnavailable, TsqError
 from tsq.handlerpaths import WHAT_IS_RIGHT, outside, resolve_beside
@@ -63,6 +63,10 @@ class Backend(Protocol):
     def query_tsl(self, source: str, variables: dict[str, Any],
                   explain: bool = False) -> dict[str, Any]: ...
     def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]: ...
+    def tokens(self) -> dict[str, Any]: ...
+    def create_token(self, name: str, roles: list[str], project: str | None
+                     ) -> dict[str, Any]: ...
+    def revoke_token(self, token_id: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -225,14 +229,26 @@ class LocalClient:
     def query_ws(self, script: str, variables: dict[str, Any]) -> dict[str, Any]:
         return self.service.query_ws(script, variables)
 
+    def tokens(self) -> dict[str, Any]:
+        return {"tokens": self.service.tokens.list()}
+
+    def create_token(self, name: str, roles: list[str], project: str | None) -> dict[str, Any]:
+        record, secret = self.service.tokens.create(name, roles, project)
+        return {**record, "token": secret}
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self.service.tokens.revoke(token_id)
+
     def close(self) -> None:
         self.service.close()
 
 
 class HttpClient:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.where = f"server {url}"
-        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=RUN_WAIT_S))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=RUN_WAIT_S),
+                                 headers=headers)
 
     def deploy(self, loop_file: Path) -> dict[str, Any]:
         text, files = read_bundle(loop_file)
@@ -329,6 +345,16 @@ class HttpClient:
         return self._call("POST", "/v1/query", json={"warpscript": script,
                                                      "variables": variables})
 
+    def tokens(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/tokens")
+
+    def create_token(self, name: str, roles: list[str], project: str | None) -> dict[str, Any]:
+        return self._call("POST", "/v1/tokens", json=_only(name=name, roles=roles,
+                                                             project=project))
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/tokens/{_path(token_id)}")
+
     def close(self) -> None:
         self.http.close()
 
@@ -403,13 +429,14 @@ def _only(**values: Any) -> dict[str, Any]:
 def open_client(settings: Settings, url: str | None, *, will_run: bool = False) -> Backend:
     """`will_run`: the caller is about to run a handler (a local client starts a worker at
     once)."""
+    token = datafiles.local_token(settings.data_dir)
     if url:
-        return HttpClient(url)
+        return HttpClient(url, token)
     try:
         recorded = orjson.loads(settings.server_file.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return LocalClient(settings, will_run=will_run)
-    client = HttpClient(str(recorded["url"]))
+    client = HttpClient(str(recorded["url"]), token)
     if client.healthy():
         return client
     client.close()

@@ -10,6 +10,7 @@ dashes), so the file, the environment, the flags and the docs cannot drift apart
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ __all__ = ["CONFIG_FILE", "OPTIONS", "ROLES", "ClusterSettings", "Option", "Pipe
 CONFIG_FILE = "tsq.toml"  # looked for in the data directory
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+AUTH_MODES = ("tokens", "off")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ OPTIONS: tuple[Option, ...] = (
                                 "comma-separated ('*': any)"),
     Option("outbound_allow", "", "loopback, private and link-local destinations loops may call "
                                  "(CIDRs, host or host:port, comma-separated; '*': any)"),
+    Option("auth", "tokens", "API requests need a token (docs/security.md); 'off' only on a "
+                             "loopback address", choices=AUTH_MODES),
     Option("workers", 2, "worker processes running handlers", 1, 256),
     Option("worker_memory_mb", 2048, "memory a worker process may add after start-up, MiB",
            256, 1 << 20),
@@ -181,6 +185,7 @@ class Settings:
     port: int
     allowed_hosts: str
     outbound_allow: str
+    auth: str  # "tokens": every API request but the health checks needs one; "off": none
     log_level: str
     log_format: str
     config_file: Path | None = None  # the file the settings were read from, if any
@@ -220,6 +225,7 @@ class Settings:
             port=number["port"],
             allowed_hosts=text["allowed_hosts"],
             outbound_allow=text["outbound_allow"],
+            auth=_auth(text["auth"], text["host"]),
             log_level=text["log_level"],
             log_format=text["log_format"],
             config_file=path,
@@ -235,6 +241,24 @@ class Settings:
     def lock_file(self) -> Path:
         """Locked by the running `tsq serve` (and holding its pid): one server per directory."""
         return self.data_dir / "server.lock"
+
+
+def _auth(mode: str, host: str) -> str:
+    """Tokens may be off only where no other machine can connect."""
+    if mode == "off" and not _loopback(host):
+        raise ConfigError(f"auth = 'off' with host = {host!r} would let anyone who reaches "
+                          f"{host} deploy code and read every project; listen on 127.0.0.1, "
+                          f"or keep auth = 'tokens' (TSQ_AUTH, --auth)")
+    return mode
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _cluster(text: Mapping[str, str], number: Mapping[str, int]) -> ClusterSettings | None:

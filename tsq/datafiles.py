@@ -20,9 +20,10 @@ from pathlib import Path
 
 from tsq.errors import ConfigError
 
-__all__ = ["VERSION_KEY_FILE", "key_file", "private_database", "private_directory",
-           "private_file", "private_umask", "version_key"]
+__all__ = ["ADMIN_TOKEN_FILE", "VERSION_KEY_FILE", "key_file", "local_token",
+           "private_database", "private_directory", "private_file", "private_umask", "version_key"]
 
+ADMIN_TOKEN_FILE = "admin.token"  # the data directory's admin token (tsq.tokens), 0600
 VERSION_KEY_FILE = "version.key"  # HMAC key of the secrets in version ids (tsq.model)
 KEY_BYTES = 32
 
@@ -92,3 +93,15 @@ def _whole_key(path: Path, size: int, attempts: int = 50) -> bytes:
         time.sleep(0.01)
     raise ConfigError(f"{path} holds {len(key)} bytes, not a key of {size}; delete it, and tsq "
                       f"makes a new one")
+
+
+def local_token(data_dir: Path) -> str | None:
+    """The token a client on this machine sends: `TSQ_TOKEN`, else the data directory's admin
+    token, else none."""
+    given = os.environ.get("TSQ_TOKEN", "").strip()
+    if given:
+        return given
+    try:
+        return (data_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None

@@ -22,7 +22,7 @@ from tsq import datafiles
 from tsq.errors import ConfigError
 
 __all__ = ["artifacts", "backfills", "connect", "loop_history", "loop_versions", "loops",
-           "metadata", "run_logs", "runs", "schedules", "transaction", "trims"]
+           "metadata", "run_logs", "runs", "schedules", "tokens", "transaction", "trims"]
 
 metadata = sa.MetaData()
 
@@ -142,6 +142,17 @@ trims = sa.Table(  # what retention deleted: a source's points in [start, end)
     sa.Column("run_id", sa.String(32), nullable=False),  # and its run that deleted them
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Index("ix_trims_range", "project", "start_ms"),
+)
+
+tokens = sa.Table(  # API tokens (tsq.tokens): only a hash of each secret is kept
+    "tokens", metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),  # sha256 of the secret
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("project", sa.String(64), nullable=True),  # NULL: every project
+    sa.Column("roles", sa.String(200), nullable=False),  # comma-separated tsq.tokens.Role
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("revoked_ms", sa.BigInteger, nullable=True),
 )
 
 run_logs = sa.Table(

@@ -234,6 +234,18 @@ class Conflict(TsqError):
     http_status = 409
 
 
+class Unauthorized(TsqError):
+    """No token, or one tsq does not know (mistyped, revoked): the API answers 401."""
+
+    http_status = 401
+
+
+class Forbidden(TsqError):
+    """A valid token without the role or the project the request needs: 403."""
+
+    http_status = 403
+
+
 class BadRequest(TsqError):
     http_status = 400
 

@@ -30,7 +30,14 @@ from tsq.connections import DEFAULT_CONNECTOR, Connections
 from tsq.connectors.base import Connector
 from tsq.db import connect
 from tsq.dispatcher import IN_FLIGHT_PER_WORKER, Dispatcher
-from tsq.errors import BadRequest, Conflict, NotFound, PartialWrite, WarpScriptError
+from tsq.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PartialWrite,
+    WarpScriptError,
+)
 from tsq.executors import JobRunner
 from tsq.explain import explaining
 from tsq.history import HistorySweeper
@@ -59,6 +66,7 @@ from tsq.schedulestore import ScheduleStore
 from tsq.sealing import Sealer
 from tsq.selector import parse_selector
 from tsq.shorthands import retention_from_json
+from tsq.tokens import TokenStore
 from tsq.trims import TrimStore, trimmed_window
 from tsq.worker_pool import WorkerPool
 from tsq.worker_process import WorkerOptions
@@ -96,6 +104,10 @@ class Service:
                                version_key=datafiles.version_key(settings.data_dir),
                                sealer=Sealer.of(settings.data_dir))
         self.runs = RunStore(engine, clock)
+        self.tokens = TokenStore(engine, clock)  # who may call the API (tsq.tokens)
+        # the data directory's admin token, which the CLI on this machine sends by itself
+        self.admin_token = (self.tokens.local_admin(settings.data_dir)
+                            if settings.auth == "tokens" else None)
         self.cluster = _join(settings, self.runs)  # None: this process is all of tsq
         self.schedules = ScheduleStore(engine, clock)
         self.notifier = Notifier()
@@ -262,11 +274,18 @@ class Service:
 
     # -- loops -----------------------------------------------------------------------------
 
-    def deploy(self, text: str, file_name: str, read: FileReader) -> dict[str, Any]:
-        """Validate a whole loop file, then store a version of each loop; all or nothing."""
+    def deploy(self, text: str, file_name: str, read: FileReader,
+               project: str | None = None) -> dict[str, Any]:
+        """Validate a whole loop file, then store a version of each loop; all or nothing.
+        `project`: the one project the caller may deploy into (None: any)."""
         items = load_loop_file(text, file_name, read, _compile,
                                deployed_after=self.loops.after_graph,
                                check_url=outbound.current().refusal)
+        elsewhere = {item.spec.project for item in items} - {project} if project else set()
+        if elsewhere:
+            raise Forbidden(f"{file_name}: the loops are for project {elsewhere.pop()!r}, and "
+                            f"this token deploys only into {project!r}; put `project: "
+                            f"{project}` at the top of the file")
         # one transaction for the whole file, schedules included: a crash part-way deploys none
         outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
         self._loops_changed([(o.loop.project, o.loop.name) for o in outcomes])

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from tsq import __version__
+from tsq.access import COOKIE
 from tsq.errors import NotFound, TsqError
 from tsq.isotime import format_ms, parse_time
 from tsq.loopstore import StoredVersion
@@ -63,6 +64,7 @@ def install(app: FastAPI, service: Service) -> None:
                        ms_span=lambda a, b: _span_text(format_ms(a), format_ms(b)))
     render = _renderer(env)
     _install_files(app)
+    _install_login(app, service, render)
     _install_loop_pages(app, service, render)
     _install_run_pages(app, service, render)
     _install_tools(app, render)
@@ -101,6 +103,21 @@ def _install_files(app: FastAPI) -> None:
         return FileResponse(path)
 
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+
+
+def _install_login(app: FastAPI, service: Service,
+                   render: Callable[..., HTMLResponse]) -> None:
+    @app.get("/login", include_in_schema=False)
+    def login(token: str = "", next: str = "/") -> Response:
+        """With a valid token (`tsq ui` prints such a link), the UI's cookie and on to `next`;
+        else the page that asks for one."""
+        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        if token and service.tokens.principal(token) is not None:
+            answer = RedirectResponse(target, status_code=303)
+            answer.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+            return answer
+        return render("login.html", http_status=401 if token else 200, title="Sign in",
+                      nav="", next=target, refused=bool(token))
 
 
 def _install_loop_pages(app: FastAPI, service: Service,
