@@ -36,7 +36,8 @@ demo: install
 	  --from $$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:00Z) --to $$(date -u +%Y-%m-%dT%H:%M:00Z)
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat --limit 6
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq demo
-	@echo "Serving on http://127.0.0.1:$(PORT) (the web UI; API docs at /docs); Ctrl-C stops it."
+	@echo "Serving on http://127.0.0.1:$(PORT) (API docs at /docs); Ctrl-C stops it. The web UI, signed in:"
+	@echo "  http://127.0.0.1:$(PORT)/login?token=$$(TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq token admin)"
 	@echo "heartbeat fires every 10 s: run 'TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq runs --loop heartbeat' in another terminal."
 	TSQ_DATA_DIR=$(DEMO_DATA) $(BIN)/tsq serve --port $(PORT)
 

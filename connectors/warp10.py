@@ -213,7 +213,11 @@ class Warp10:
         """(class, labels, times in ns, values) of each GTS the script leaves on top."""
         explain.note(self._where(), what)
         answer = self._request("POST", "/api/v0/exec", what=what, retry=True,
-                               content=script.encode(), headers={"Content-Type": "text/plain"})
+                               content=script.encode(),
+                               # Warp 10 reads the script's own token; a tsq server asks for
+                               # the header as its other Warp 10 endpoints do
+                               headers={"Content-Type": "text/plain",
+                                        "X-Warp10-Token": self._read_token})
         stack = _loads(answer.content)
         if not isinstance(stack, list) or not stack or not isinstance(stack[0], list):
             raise self._bad_answer(what, "not a stack with a list of GTS on top")

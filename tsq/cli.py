@@ -907,6 +907,23 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="the id `tsq token
               markup=False)
 
 
+@token_app.command("admin")
+def token_admin(data_dir: DataDir = None) -> None:
+    """Print the data directory's admin token (made by the first `tsq serve`), for curl:
+    `-H "Authorization: Bearer $(tsq token admin)"`."""
+    settings = Settings.load(data_dir)
+    path = settings.data_dir / datafiles.ADMIN_TOKEN_FILE
+    try:
+        secret = path.read_text().strip()
+    except OSError:
+        secret = ""
+    if not secret:
+        err.print(f"[red]error:[/red] {path} holds no token yet: `tsq serve` makes it when it "
+                  f"first starts", highlight=False)
+        raise typer.Exit(EXIT_ERROR)
+    out.print(secret, highlight=False, markup=False)
+
+
 @app.command()
 def ui(data_dir: DataDir = None) -> None:
     """Print the link that opens the running server's web UI signed in (with the data

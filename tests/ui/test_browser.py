@@ -81,9 +81,34 @@ def page(browser: Browser, api: httpx.Client) -> Iterator[Page]:
     opened.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(f"/login?token={token_of(api)}")  # the link `tsq ui` prints
     yield opened
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def token_of(api: httpx.Client) -> str:
+    return api.headers["Authorization"].removeprefix("Bearer ")
+
+
+def test_a_browser_without_a_token_is_asked_for_one(browser: Browser, api: httpx.Client,
+                                                    shots: Path) -> None:
+    context = browser.new_context(viewport=DESKTOP, base_url=str(api.base_url))
+    opened = context.new_page()
+    opened.set_default_timeout(WAIT_MS)
+    try:
+        opened.goto("/ui/runs")
+        assert opened.url.endswith("/login?next=%2Fui%2Fruns")
+        opened.get_by_label("token").fill("tsq_wrong")
+        opened.get_by_role("button", name="Sign in").click()
+        expect(opened.get_by_role("alert")).to_contain_text("not valid")
+        snap(opened, shots, "login-refused")
+        opened.get_by_label("token").fill(token_of(api))
+        opened.get_by_role("button", name="Sign in").click()
+        expect(opened.get_by_role("heading", name="Runs")).to_be_visible()
+        assert opened.url.endswith("/ui/runs")
+    finally:
+        context.close()
 
 
 def snap(page: Page, shots: Path, name: str) -> None:
