@@ -223,7 +223,7 @@ def test_write_answers_how_many_points_in_both_clients(api: httpx.Client,
     assert (answer.status_code, answer.content) == (204, b"")  # as InfluxDB answers
     assert answer.headers["x-tsq-written"] == "3"
     assert api.post("/api/v2/write", content=body.encode()).headers["x-tsq-written"] == "3"
-    over_http = HttpClient(str(api.base_url))
+    over_http = HttpClient(str(api.base_url), service.admin_token)
     try:
         assert over_http.write(body, "ns") == {"written": 3} == service.write_lines(body)
     finally:

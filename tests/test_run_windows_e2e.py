@@ -159,7 +159,8 @@ def test_the_http_client_sends_at_and_window_as_the_endpoint_takes_them(
         api: httpx.Client) -> None:
     from tsq.client import HttpClient
 
-    client = HttpClient(str(api.base_url))
+    client = HttpClient(str(api.base_url),
+                        api.headers["Authorization"].removeprefix("Bearer "))
     try:
         at = client.run("man-js", {}, None, "tick", wait=True, at="2026-01-01T00:03:00Z")
         given = client.run("man-js", {}, None, None, wait=True,
