@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import EXAMPLE, tsq
 from tests.scheduling_helpers import ScriptedPool, http_recorder, wait_until
-from tests.test_serve import serving
+from tests.test_serve import admin, serving
 from tsq import outbound
 from tsq.config import Settings
 from tsq.datafiles import VERSION_KEY_FILE
@@ -222,11 +222,13 @@ def test_what_a_server_writes_in_the_data_directory_is_the_owners_alone(tmp_path
     data = tmp_path / "data"
     data.mkdir()
     with serving(data) as (url, _):
-        written = httpx.post(f"{url}/write", content="private,host=a value=1 1000000000")
+        written = httpx.post(f"{url}/write", content="private,host=a value=1 1000000000",
+                             headers=admin(data))
         assert written.status_code == 204, written.text
         assert tsq(data, "deploy", str(EXAMPLE)).returncode == 0
     made = [path for path in data.rglob("*") if path.name != "serve.err"]
-    assert {path.name for path in made} >= {"tsq.db", VERSION_KEY_FILE, KEY_FILE, "server.lock"}
+    assert {path.name for path in made} >= {"tsq.db", VERSION_KEY_FILE, KEY_FILE, "server.lock",
+                                            "admin.token"}
     assert len(made) > 4  # the store's files too
     assert {str(path.relative_to(data)): oct(stat.S_IMODE(path.stat().st_mode)) for path in made
             } == {str(path.relative_to(data)): oct(0o700 if path.is_dir() else 0o600)

@@ -47,6 +47,11 @@ def serving(data: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[byte
                 server.wait()
 
 
+def admin(data: Path) -> dict[str, str]:
+    """The headers of a request with the admin token the server made in `data`."""
+    return {"Authorization": f"Bearer {(data / 'admin.token').read_text().strip()}"}
+
+
 def _wait_healthy(url: str, server: subprocess.Popen[bytes], stderr: Path) -> None:
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
@@ -88,7 +93,8 @@ def test_demo_through_a_running_server(tmp_path: Path) -> None:
         assert "rolled up 216 hours" in shown.stdout
         made = demo_reports(started, datetime.now(UTC))
         assert any(f"made {count} daily reports" in shown.stdout for count in made)
-        reports = httpx.get(f"{url}/v1/runs", params={"loop": "cpu-report"}).json()["runs"]
+        reports = httpx.get(f"{url}/v1/runs", params={"loop": "cpu-report"},
+                            headers=admin(tmp_path)).json()["runs"]
     newest = max(reports, key=lambda r: r["scheduled_ms"])
     assert f"newest report: run {newest['id']} (success)" in shown.stdout
 
@@ -102,8 +108,8 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 def test_json_logs_of_a_deploy_and_requests(tmp_path: Path) -> None:
     with serving(tmp_path, "--log-format", "json") as (url, _):
         assert tsq(tmp_path, "deploy", str(EXAMPLE)).returncode == 0
-        assert httpx.get(f"{url}/v1/loops/hello").status_code == 200
-        assert httpx.get(f"{url}/v1/loops/nope").status_code == 404
+        assert httpx.get(f"{url}/v1/loops/hello", headers=admin(tmp_path)).status_code == 200
+        assert httpx.get(f"{url}/v1/loops/nope", headers=admin(tmp_path)).status_code == 404
         time.sleep(0.3)  # the request line is written once the answer has gone
     lines = _json_lines(tmp_path / "serve.err")  # every line is JSON, or this fails
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
