@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import bearer, serving
 from tsq.backfillstore import BackfillJob
 from tsq.config import Settings
 from tsq.runstore import RunFilter
@@ -75,7 +75,8 @@ def test_a_backfill_answers_and_resumes_after_a_restart(tmp_path: Path,
     second = started(tmp_path, database_url)
     try:
         with serving(second) as url:
-            answer = httpx.get(f"{url}/v1/backfill/{job['id']}", timeout=30)
+            answer = httpx.get(f"{url}/v1/backfill/{job['id']}", timeout=30,
+                               headers=bearer(second))
         assert answer.status_code == 200, answer.text
         assert answer.json()["total"] == 3
         second.write_lines("bf_release value=1 1000000000")

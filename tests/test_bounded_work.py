@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import deploy, serving
+from tests.conftest import bearer, deploy, serving
 from tsq.admission import Admission
 from tsq.config import Settings
 from tsq.errors import TooManyRequests
@@ -34,7 +34,8 @@ def server(tmp_path: Path, *, start: bool = False, **flags: int) -> Iterator[
     if start:
         service.start()
     try:
-        with serving(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with serving(service) as url, httpx.Client(base_url=url, timeout=60,
+                                                    headers=bearer(service)) as client:
             yield service, client
     finally:
         service.close()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import bearer, serving
 from tests.test_cli_runs import tsq
 from tsq.config import Settings
 from tsq.errors import Conflict
@@ -45,8 +45,8 @@ def url(svc: Service) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def api(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=60) as client:
+def api(url: str, svc: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=60, headers=bearer(svc)) as client:
         yield client
 
 
@@ -165,15 +165,15 @@ def test_tsq_runs_cancel_takes_a_short_id_and_says_when_a_run_has_ended(
     until(svc, spinning["id"], "running")
     short = svc.runs.short_ids([spinning["id"]])[spinning["id"]]
 
-    shown = tsq(tmp_path, "runs", "cancel", short, url=url)
+    shown = tsq(tmp_path, "runs", "cancel", short, url=url, token=svc.admin_token)
     assert shown.returncode == 0, shown.stderr
     assert f"run {spinning['id']} cancelled" in shown.stdout
     assert "Cancelled: cancelled by request while it ran" in shown.stderr
 
-    again = tsq(tmp_path, "runs", "cancel", short, url=url)
+    again = tsq(tmp_path, "runs", "cancel", short, url=url, token=svc.admin_token)
     assert again.returncode == 1
     assert f"run {spinning['id']} (c-spin) has ended already (cancelled)" in again.stderr
-    unknown = tsq(tmp_path, "runs", "cancel", "0000ffff", url=url)
+    unknown = tsq(tmp_path, "runs", "cancel", "0000ffff", url=url, token=svc.admin_token)
     assert unknown.returncode == 1
     assert "no run with id or id prefix '0000ffff'" in unknown.stderr
     assert api.post("/v1/runs/0000ffff/cancel").status_code == 404
@@ -215,7 +215,7 @@ def test_a_run_waited_for_over_http_answers_409_once_cancelled(svc: Service, url
     deploy(svc, {"c-spin": (SPIN, "")})
     answers: Queue[httpx.Response] = Queue()
     waiting = threading.Thread(target=lambda: answers.put(
-        httpx.post(f"{url}/v1/loops/c-spin/run", json={}, timeout=60)))
+        httpx.post(f"{url}/v1/loops/c-spin/run", json={}, timeout=60, headers=bearer(svc))))
     waiting.start()
     deadline = time.monotonic() + 30
     while not (running := [r for r in runs_of(svc, "c-spin") if r["status"] == "running"]):

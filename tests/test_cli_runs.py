@@ -34,9 +34,12 @@ LONG_ERROR = "the upstream Prometheus answered 503 Service Unavailable for the t
 
 
 def tsq(data: Path, *args: str, url: str | None = None, columns: int = 200,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cwd: Path | None = None, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`tsq ARGS` on `data`, or on the server at `url` (with `token`, else the data
+    directory's admin token)."""
+    env = _env(data, columns) | ({"TSQ_TOKEN": token} if token else {})
     return subprocess.run(_command(args, url), capture_output=True, text=True, timeout=120,
-                          check=False, cwd=cwd, env=_env(data, columns))
+                          check=False, cwd=cwd, env=env)
 
 
 def _command(args: tuple[str, ...], url: str | None) -> list[str]:

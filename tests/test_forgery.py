@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import deploy, serving
+from tests.conftest import bearer, deploy, serving
 from tsq.config import Settings
 from tsq.forgery import allowed_host_names
 from tsq.service import Service
@@ -87,7 +87,8 @@ def named(tmp_path: Path) -> Iterator[httpx.Client]:
     settings = dataclasses.replace(Settings.load(tmp_path), allowed_hosts="tsq.example.com")
     service = Service(settings)
     try:
-        with serving(service) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with serving(service) as url, httpx.Client(base_url=url, timeout=30,
+                                                    headers=bearer(service)) as client:
             yield client
     finally:
         service.close()

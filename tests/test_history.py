@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, serving
+from tests.conftest import ROOT, bearer, serving
 from tests.scheduling_helpers import FakeClock
 from tests.test_cli_runs import tsq
 from tsq.config import Settings
@@ -149,8 +149,8 @@ def test_the_oldest_artifacts_go_past_max_artifacts_mb(svc: Service, clock: Fake
 def test_the_sweeper_runs_by_itself_and_reports_over_http_and_the_cli(
         svc: Service, clock: FakeClock, tmp_path: Any) -> None:
     with serving(svc) as url:
-        answer = httpx.get(f"{url}/v1/history").json()
-        shown = tsq(tmp_path, "runs", "kept", url=url)
+        answer = httpx.get(f"{url}/v1/history", headers=bearer(svc)).json()
+        shown = tsq(tmp_path, "runs", "kept", url=url, token=svc.admin_token)
     assert answer["total"]["runs"] == sum(r["runs"] for r in answer["loops"])
     assert answer["total"]["artifactBytes"] == 800 * KIB
     assert shown.returncode == 0, shown.stderr

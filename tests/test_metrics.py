@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, loop_file, serving
+from tests.conftest import ROOT, bearer, loop_file, serving
 from tsq.errors import TslError
 from tsq.metrics import CONTENT_TYPE, Metrics, State, change_count, state
 from tsq.notify import Notifier
@@ -183,7 +183,7 @@ def test_metrics_are_served_in_the_text_format(service: Service) -> None:
     deploy(service, "reconcile", RECONCILE)
     service.run("reconcile", {"changes": 1})
     with serving(service) as url:
-        answer = httpx.get(f"{url}/metrics", timeout=30)
+        answer = httpx.get(f"{url}/metrics", timeout=30, headers=bearer(service))
     assert answer.status_code == 200
     assert answer.headers["content-type"] == CONTENT_TYPE
     families = {f.name: f for f in text_string_to_metric_families(answer.text)}

@@ -115,6 +115,9 @@ class Cluster:
                     "TSQ_CLUSTER_ACK_WAIT_S": "2", "TSQ_CLUSTER_LEASE_TTL_S": "1",
                     **{f"TSQ_{key.upper()}": str(value) for key, value in settings.items()}}
         self.env.pop("TSQ_URL", None)
+        # tokens off (on loopback): these tests are of runs through faults, with clients that
+        # talk to any of the processes
+        self.env["TSQ_AUTH"] = "off"
 
     def start(self, name: str, role: str, store_url: str | None = None) -> TsqProcess:
         process = TsqProcess(name, role, self.root, self.env, store_url)
