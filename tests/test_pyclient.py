@@ -51,7 +51,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[tsq.Client]:
             return
         service = Service(Settings.load(data))
         try:
-            with serving(service) as url, tsq.Client(url) as remote:
+            with serving(service) as url, tsq.Client(url, token=service.admin_token) as remote:
                 yield remote
         finally:
             service.close()

@@ -426,10 +426,12 @@ def _only(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def open_client(settings: Settings, url: str | None, *, will_run: bool = False) -> Backend:
+def open_client(settings: Settings, url: str | None, *, will_run: bool = False,
+                token: str | None = None) -> Backend:
     """`will_run`: the caller is about to run a handler (a local client starts a worker at
-    once)."""
-    token = datafiles.local_token(settings.data_dir)
+    once); `token`: the server's (default: TSQ_TOKEN, else the data directory's admin
+    token)."""
+    token = token or datafiles.local_token(settings.data_dir)
     if url:
         return HttpClient(url, token)
     try:
@@ -457,8 +459,11 @@ class Client:
     Errors are the TsqError classes the CLI raises, with the server's message.
     """
 
-    def __init__(self, url: str | None = None, *, data_dir: str | Path | None = None) -> None:
-        self.backend = open_client(Settings.load(data_dir), url)
+    def __init__(self, url: str | None = None, *, data_dir: str | Path | None = None,
+                 token: str | None = None) -> None:
+        """`token`: what a server asks for (default: TSQ_TOKEN, else the data directory's
+        admin token)."""
+        self.backend = open_client(Settings.load(data_dir), url, token=token)
 
     @property
     def where(self) -> str:
