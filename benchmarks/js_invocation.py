@@ -72,7 +72,8 @@ def run(report: Report, *, quick: bool) -> None:
         token = {"Authorization": f"Bearer {service.admin_token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=token) as client:
             report.add("js_invocation", "tsq POST /v1/loops/noop/run", _timed(
-                lambda i: client.post("/v1/loops/noop/run", json={"params": {"n": i}}), n),
+                lambda i: client.post("/v1/loops/noop/run",
+                                      json={"params": {"n": i}}).raise_for_status(), n),
                 baseline)
         server.should_exit = True
         thread.join()
