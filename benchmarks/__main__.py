@@ -16,6 +16,7 @@ from benchmarks import (
     postgres_runs,
     rollup,
     scheduler,
+    trust,
     tsl_compile,
     tsl_rollup,
     ws_rollup,
@@ -26,7 +27,7 @@ BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invoc
            "js_data": js_data.run, "scheduler": scheduler.run,
            "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
            "cardinality": cardinality.run, "cluster": cluster.run,
-           "postgres_runs": postgres_runs.run, "footprint": footprint.run}
+           "postgres_runs": postgres_runs.run, "footprint": footprint.run, "trust": trust.run}
 
 
 def main() -> None:

@@ -126,3 +126,16 @@ def test_cluster_benchmark_measures_the_queue_and_the_failover() -> None:
               if row.startswith("cluster_runs") and "{" in row]
     assert len(ratios) == 2 and all(r["work_queue"] > 0 and r["one_process"] > 0
                                     for r in ratios), done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_trust_probes_run_and_every_route_asks_for_a_token() -> None:
+    done = quick("trust")
+    facts = {line.split("{", 1)[0].split(None, 1)[1].strip(): json.loads(line[line.index("{"):])
+             for line in done.stdout.splitlines()
+             if line.startswith("trust") and line.rstrip().endswith("}")}
+    tokenless = facts["token-less requests"]
+    assert tokenless["refused_401_or_login"] == tokenless["routes_needing_a_token"] > 30
+    assert "GET /healthz" in tokenless["open_routes"]
+    assert set(facts["100 concurrent sync runs"]["answers"]) <= {"200", "429"}
