@@ -34,6 +34,10 @@ EXAMPLES: dict[type[TsqError], TsqError] = {
                                                    kind="syntax", word="DUPP"),
     errors.NotFound: errors.NotFound("no loop named 'nope'"),
     errors.Conflict: errors.Conflict("in two projects", details={"projects": ["a", "b"]}),
+    errors.Unauthorized: errors.Unauthorized("the token is not valid: it is unknown or was "
+                                             "revoked"),
+    errors.Forbidden: errors.Forbidden("the token 'ci' may not do this: it needs the 'deploy' "
+                                       "role (it has read)", details={"needs": "deploy"}),
     errors.BadRequest: errors.BadRequest("not JSON"),
     errors.PartialWrite: errors.PartialWrite("line 2: bad", details={
         "written": 1, "errors": [{"line": 2, "message": "bad"}]}),

@@ -166,7 +166,8 @@ def test_the_bulk_and_line_by_line_parsers_agree(batch: list[str], precision: st
 
 @pytest.fixture
 def influx(api: httpx.Client) -> Iterator[InfluxDBClient]:
-    with InfluxDBClient(url=str(api.base_url), token="unused", org="ops") as client:
+    token = api.headers["Authorization"].removeprefix("Bearer ")  # influxdb-client's `Token`
+    with InfluxDBClient(url=str(api.base_url), token=token, org="ops") as client:
         yield client
 
 
