@@ -29,7 +29,9 @@ class TsqProcess:
         self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = root / f"{name}.log"
-        self._env = env
+        # tokens off (on loopback): what runs here is of runs through faults and of speed,
+        # with clients that talk to any of the processes
+        self._env = {**env, "TSQ_AUTH": "off"}
         self._store_url = store_url
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -115,9 +117,6 @@ class Cluster:
                     "TSQ_CLUSTER_ACK_WAIT_S": "2", "TSQ_CLUSTER_LEASE_TTL_S": "1",
                     **{f"TSQ_{key.upper()}": str(value) for key, value in settings.items()}}
         self.env.pop("TSQ_URL", None)
-        # tokens off (on loopback): these tests are of runs through faults, with clients that
-        # talk to any of the processes
-        self.env["TSQ_AUTH"] = "off"
 
     def start(self, name: str, role: str, store_url: str | None = None) -> TsqProcess:
         process = TsqProcess(name, role, self.root, self.env, store_url)
