@@ -248,3 +248,18 @@ def test_tsq_stop(tmp_path: Path) -> None:
     again = tsq(tmp_path, "stop")
     assert again.returncode == 3
     assert again.stderr == f"error: no tsq server is running for {tmp_path}\n"
+
+
+@pytest.mark.slow
+def test_tsq_ui_prints_a_link_that_signs_the_browser_in(tmp_path: Path) -> None:
+    assert "no tsq server is running" in tsq(tmp_path, "ui").stderr
+    with serving(tmp_path) as (url, _):
+        shown = tsq(tmp_path, "ui")
+        assert shown.returncode == 0, shown.stderr
+        link = shown.stdout.strip()
+        assert link.startswith(f"{url}/login?token=tsq_")
+        with httpx.Client() as browser:
+            assert browser.get(f"{url}/").status_code == 303  # to the sign-in page
+            signed = browser.get(link, follow_redirects=True)
+            assert signed.status_code == 200 and "<title>Loops · tsq</title>" in signed.text
+        assert tsq(tmp_path, "token", "admin").stdout.strip() == link.split("token=")[1]
