@@ -18,6 +18,7 @@ from tsq.connectors import instance_key, load_connector_class, plain_config
 from tsq.connectors.base import Connector
 from tsq.errors import HostError
 from tsq.model import LoopSpec
+from tsq.projectview import ProjectView
 from tsq.series import SeriesSet
 
 __all__ = ["DEFAULT_CONNECTOR", "Connections"]
@@ -39,6 +40,7 @@ class Connections:
         self.on_write = on_write
         self._default = default
         self._open: dict[tuple[Any, ...], Connector] = {}
+        self._views: dict[tuple[int, str], ProjectView] = {}
         self._lock = threading.Lock()  # one instance per back-end, however many runs ask
 
     @property
@@ -46,7 +48,7 @@ class Connections:
         return self.of(self._default)
 
     def for_loop(self, spec: LoopSpec) -> Connector:
-        return self.of(spec.connector or DEFAULT_CONNECTOR)
+        return self._for_project(spec.connector or DEFAULT_CONNECTOR, spec.project)
 
     def key_for(self, spec: LoopSpec) -> tuple[Any, ...]:
         """The instance key of `spec`'s connector: what `on_write` names it by."""
@@ -61,7 +63,7 @@ class Connections:
                 declared = ", ".join(sorted(spec.connectors)) or "none"
                 raise HostError("TypeError", f"no connector named {name!r} in the loop file of "
                                              f"{spec.name} (declared: {declared})")
-            return self.of(config)
+            return self._for_project(config, spec.project)
         return named
 
     def of(self, config: Mapping[str, Any]) -> Connector:
@@ -76,6 +78,19 @@ class Connections:
                     _watch_writes(connector, key, self.on_write)
                 self._open[key] = connector
             return connector
+
+    def _for_project(self, config: Mapping[str, Any], project: str) -> Connector:
+        """The connector for `config` as a loop of `project` sees it: the embedded store, which
+        every project shares, through the project's view of it (tsq.projectview); any other
+        back-end as the loop file configured it."""
+        connector = self.of(config)
+        if config.get("type") != DEFAULT_CONNECTOR["type"]:
+            return connector
+        key = (id(connector), project)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views.setdefault(key, ProjectView(connector, project))
+        return view
 
     def _here(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
         """The embedded store is the default wherever it lives (its owner's, in a cluster)."""

@@ -1,0 +1,103 @@
+"""One project's part of the shared embedded store: what a loop's `db.*`, `tsl()`, WarpScript
+`FETCH`/`UPDATE`, rollups and retentions reach when its loop file names no other connector.
+
+Every project's series live in the one store, told apart by a label, `__project__` (absent for
+the `default` project, so what was stored before projects keeps its place). A view adds the
+matcher `__project__="P"` to every selector it is given (so `cpu{__project__="other"}` matches
+nothing: matchers are ANDed), sets the label on every series it writes (whatever label a handler
+gave), and takes it off every series it returns. The API's points endpoints, for tokens of every
+project, see the whole store, the label included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from tsq.connectors.base import Connector, grouping, sampling
+from tsq.selector import Matcher, Selector
+from tsq.series import SeriesSet
+
+if TYPE_CHECKING:
+    from tsq.kernels import Aggregator, Buckets, Fill, Grouping
+
+__all__ = ["DEFAULT_PROJECT", "PROJECT_LABEL", "ProjectView"]
+
+PROJECT_LABEL = "__project__"
+DEFAULT_PROJECT = "default"  # a loop file without `project:`; its series carry no label
+
+
+class ProjectView:
+    def __init__(self, inner: Connector, project: str) -> None:
+        self.inner = inner
+        self.project = project
+        self.capabilities = inner.capabilities
+        self._value = "" if project == DEFAULT_PROJECT else project  # "": the label absent
+        self._matcher = Matcher.of(PROJECT_LABEL, "=", self._value)
+
+    def __repr__(self) -> str:
+        return f"<project {self.project} of {self.inner!r}>"
+
+    def select(self, selector: Selector, start: int | None = None,
+               end: int | None = None) -> SeriesSet:
+        return self._out(self.inner.select(self._in(selector), start, end))
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        inner = sampling(self.inner)
+        assert inner is not None  # called only when the capabilities (the inner's) say so
+        return self._out(inner.select_sampled(self._in(selector), start, end, buckets,
+                                              aggregator, fills))
+
+    def select_grouped(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                       group: Grouping) -> SeriesSet:
+        inner = grouping(self.inner)
+        assert inner is not None
+        return self._out(inner.select_grouped(self._in(selector), start, end, buckets,
+                                              aggregator, fills, group))
+
+    def write(self, series: SeriesSet) -> int:
+        labels = tuple(self._marked(labels) for labels in series.labels)
+        return self.inner.write(dataclasses.replace(series, labels=labels))
+
+    def delete(self, selector: Selector, start: int | None = None,
+               end: int | None = None) -> int:
+        return self.inner.delete(self._in(selector), start, end)
+
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self.inner.describe(Selector(
+            matchers=(self._matcher,)))})
+
+    def labels(self, selector: Selector | None = None) -> dict[str, list[str]]:
+        found = self.inner.labels(self._in(selector or Selector()))
+        found.pop(PROJECT_LABEL, None)
+        return found
+
+    def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
+        return [(name, _unmarked(labels))
+                for name, labels in self.inner.describe(self._in(selector))]
+
+    def close(self) -> None:
+        """The store is shared: it is closed with the service, not with a view."""
+
+    def _in(self, selector: Selector) -> Selector:
+        return dataclasses.replace(selector, matchers=(*selector.matchers, self._matcher))
+
+    def _out(self, found: SeriesSet) -> SeriesSet:
+        if not any(PROJECT_LABEL in labels for labels in found.labels):
+            return found
+        return dataclasses.replace(found, labels=tuple(_unmarked(labels)
+                                                       for labels in found.labels))
+
+    def _marked(self, labels: Mapping[str, str]) -> dict[str, str]:
+        marked = _unmarked(labels)
+        if self._value:
+            marked[PROJECT_LABEL] = self._value
+        return marked
+
+
+def _unmarked(labels: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in labels.items() if key != PROJECT_LABEL}
