@@ -158,10 +158,7 @@ def test_a_project_token_sees_and_changes_only_its_project(url: str,
             assert alpha.get(f"/v1/runs/{hidden}{path}").status_code == 404, path
         assert alpha.post(f"/v1/runs/{hidden}/cancel").status_code == 404
         assert alpha.get("/metrics").status_code == 403  # every project's series
-        # points are shared by every project: a project's token neither reads nor writes them
-        refused = alpha.post("/v1/query", json={"tsl": 'select("ways")'})
-        assert refused.status_code == 403
-        assert "needs a token for every project" in refused.json()["error"]["message"]
+        assert alpha.get("/v1/history").status_code == 403
         assert alpha.get("/v1/history").status_code == 403
 
 
@@ -257,3 +254,21 @@ def test_with_tokens_off_on_loopback_no_token_is_asked_for(tmp_path: Path) -> No
             assert anonymous.get("/v1/loops").status_code == 200
     finally:
         service.close()
+
+
+def test_a_project_token_writes_its_own_points_and_reads_them_with_the_shared_ones(
+        url: str, admin: httpx.Client) -> None:
+    writer = token(admin, "alpha-points", "read", "write", project="alpha")
+    other = token(admin, "beta-points", "read", "write", project="beta")
+    assert admin.post("/write", content=b"pts,host=shared value=1 1").status_code == 204
+    with as_(url, writer) as alpha, as_(url, other) as beta:
+        assert alpha.post("/write", content=b"pts,host=mine value=2 1").status_code == 204
+        seen = alpha.post("/v1/query", json={"tsl": 'select("pts").from(0)'}).json()
+        assert sorted(s["labels"]["host"] for s in seen["series"]) == ["mine", "shared"]
+        unseen = beta.post("/v1/query", json={"tsl": 'select("pts").from(0)'}).json()
+        assert [s["labels"]["host"] for s in unseen["series"]] == ["shared"]
+        assert beta.get("/api/v0/delete", params={
+            "selector": "pts{host=mine}", "deleteall": ""}).text == ""
+    every = admin.post("/v1/query", json={"tsl": 'select("pts").from(0)'}).json()["series"]
+    assert sorted((s["labels"].get("__project__", ""), s["labels"]["host"]) for s in every) == [
+        ("", "shared"), ("alpha", "mine")]

@@ -31,9 +31,9 @@ class Need:
 
 READ, RUN, DEPLOY = Need(Role.READ), Need(Role.RUN), Need(Role.DEPLOY)
 OPERATOR = Need(Role.READ, every_project=True)
-# The embedded store's points are not partitioned by project (docs/security.md): reading and
-# writing them takes a token for every project.
-POINTS_IN, POINTS_OUT = Need(Role.WRITE, every_project=True), OPERATOR
+# A token for one project reads its project's points and the shared ones, and writes its
+# project's (tsq.projectview); a token for every project, the whole store.
+POINTS_IN, POINTS_OUT = Need(Role.WRITE), READ
 ADMIN = Need(Role.ADMIN, every_project=True)
 # None: open to anyone. Health checks (load balancers, Telegraf and influxdb-client probe them
 # without credentials), the API's own description, the UI's static files and its login page.

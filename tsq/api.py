@@ -382,8 +382,8 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
                 text = body.decode()
             except UnicodeDecodeError as exc:
                 raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-            written: dict[str, Any] = await run_in_threadpool(service.write_lines, text,
-                                                              precision)
+            written: dict[str, Any] = await run_in_threadpool(
+                service.write_lines, text, precision, _who(request).project)
         return written
 
     async def write(request: Request, precision: str) -> Response:
@@ -434,11 +434,13 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
         if (request.tsl is None) == (request.warpscript is None):
             raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
         budget = service.query_budget()
+        project = _who(http).project  # a token for one project: its points and the shared
         if request.warpscript is not None:
             return await _bounded(http, service, budget, service.query_ws, request.warpscript,
-                                  request.variables)
+                                  request.variables, project=project)
         return await _bounded(http, service, budget, service.query_tsl, request.tsl or "",
-                              request.variables, explain=explain or request.explain)
+                              request.variables, explain=explain or request.explain,
+                              project=project)
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
@@ -456,7 +458,8 @@ def _install_warp10(app: FastAPI, service: Service) -> None:
         script = (await request.body()).decode("utf-8", errors="replace")
         budget = service.query_budget()
         try:
-            answer = await _bounded(request, service, budget, service.query_ws, script, {})
+            answer = await _bounded(request, service, budget, service.query_ws, script, {},
+                                    project=_who(request).project)
         except WarpScriptError as error:
             headers = {"X-Warp10-Error-Message": _header(error.reason)}
             if error.line is not None:
@@ -483,11 +486,13 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
                 text = body.decode()
             except UnicodeDecodeError as exc:
                 raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
-            written = await run_in_threadpool(_warp10_update, service, text)
+            written = await run_in_threadpool(_warp10_update, service, text,
+                                              _who(request).project)
         return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
 
     @app.get("/api/v0/delete")
-    def warp10_delete(selector: str, start: str | None = None, end: str | None = None,
+    def warp10_delete(http: Request, selector: str, start: str | None = None,
+                      end: str | None = None,
                       deleteall: str | None = None, dryrun: str | None = None) -> Response:
         """Delete the points of `selector` with ticks in `[start, end]` (µs or ISO-8601), or
         all of them with `deleteall`; answers the matching series, one a line (`dryrun`:
@@ -496,11 +501,12 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
                 (start is None) != (end is None):
             raise BadRequest("give deleteall, or start and end (and not both)")
         chosen = gtsformat.parse_selector(selector)
-        found = service.store.describe(chosen)
+        store = service.points(_who(http).project)
+        found = store.describe(chosen)
         if dryrun is None:
             low, high = (None, None) if start is None or end is None else gtsformat.tick_range(
                 _warp10_tick(start, "start"), _warp10_tick(end, "end"))
-            service.store.delete(chosen, low, high)
+            store.delete(chosen, low, high)
         lines = "".join(gtsformat.series_key(name, labels) + "\n" for name, labels in found)
         return Response(lines, media_type="text/plain")
 
@@ -551,10 +557,11 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
-def _warp10_update(service: Service, text: str) -> int:
+def _warp10_update(service: Service, text: str, project: str | None) -> int:
     numbers, strings = gtsformat.parse_update(text, int(service.clock() * 1_000_000))
     service.metrics.ingest("gts", numbers.points + strings.points)
-    return service.store.write(numbers) + service.store.write(strings)
+    store = service.points(project)
+    return store.write(numbers) + store.write(strings)
 
 
 def _warp10_tick(text: str, what: str) -> int:

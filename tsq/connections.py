@@ -79,6 +79,10 @@ class Connections:
                 self._open[key] = connector
             return connector
 
+    def project_view(self, project: str) -> Connector:
+        """The default store as `project` sees it (tsq.projectview)."""
+        return self._for_project(DEFAULT_CONNECTOR, project)
+
     def _for_project(self, config: Mapping[str, Any], project: str) -> Connector:
         """The connector for `config` as a loop of `project` sees it: the embedded store, which
         every project shares, through the project's view of it (tsq.projectview); any other

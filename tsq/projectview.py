@@ -1,17 +1,21 @@
 """One project's part of the shared embedded store: what a loop's `db.*`, `tsl()`, WarpScript
-`FETCH`/`UPDATE`, rollups and retentions reach when its loop file names no other connector.
+`FETCH`/`UPDATE`, rollups and retentions reach when its loop file names no other connector, and
+what a token for one project reaches through the points endpoints.
 
-Every project's series live in the one store, told apart by a label, `__project__` (absent for
-the `default` project, so what was stored before projects keeps its place). A view adds the
-matcher `__project__="P"` to every selector it is given (so `cpu{__project__="other"}` matches
-nothing: matchers are ANDed), sets the label on every series it writes (whatever label a handler
-gave), and takes it off every series it returns. The API's points endpoints, for tokens of every
-project, see the whole store, the label included.
+Every project's series live in the one store, told apart by a label, `__project__`. Series
+without it are shared: what operators write (Telegraf, `tsq write`, tokens for every project)
+and what loops of the `default` project write, so the points stored before projects keep their
+place. A project reads, and may delete, its own series and the shared ones; no other project's.
+A view adds the matcher `__project__=~"|P"` to every selector it is given (so a handler asking
+for `cpu{__project__="other"}` finds nothing: matchers are ANDed), sets the label on every series
+it writes (whatever label a handler gave) and takes it off every series it returns. Tokens for
+every project see the whole store, the label included.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -34,7 +38,8 @@ class ProjectView:
         self.project = project
         self.capabilities = inner.capabilities
         self._value = "" if project == DEFAULT_PROJECT else project  # "": the label absent
-        self._matcher = Matcher.of(PROJECT_LABEL, "=", self._value)
+        self._matcher = (Matcher.of(PROJECT_LABEL, "=~", f"|{re.escape(project)}")
+                         if self._value else Matcher.of(PROJECT_LABEL, "=", ""))
 
     def __repr__(self) -> str:
         return f"<project {self.project} of {self.inner!r}>"

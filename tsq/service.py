@@ -487,8 +487,14 @@ class Service:
         limits = self.settings.work_limits
         return QueryBudget(float(limits.timeout_s), limits.max_points)
 
+    def points(self, project: str | None = None) -> Connector:
+        """The embedded store as `project` sees it (its own points and the shared ones), or
+        whole (None: a caller for every project)."""
+        return self.store if project is None else self.connections.project_view(project)
+
     def query_tsl(self, source: str, variables: Mapping[str, Any] | None = None, *,
-                  explain: bool = False, budget: QueryBudget | None = None) -> dict[str, Any]:
+                  explain: bool = False, budget: QueryBudget | None = None,
+                  project: str | None = None) -> dict[str, Any]:
         """An ad-hoc TSL query on the default connector, evaluated here (TslError if it is bad):
         `{series}`, plus `{meta}` for names()/labels()/attributes()/selectors() statements, and
         with `explain`, `{plan}`: what the connector was asked for and what tsq computed.
@@ -498,14 +504,15 @@ class Service:
 
         with self.metrics.timed("tsl"), explaining() as plan, \
                 budgeted(budget or self.query_budget()):
-            answer = tsl.query(source, self.store, variables=variables,
+            answer = tsl.query(source, self.points(project), variables=variables,
                                now=datetime.fromtimestamp(self._clock(), UTC))
         if explain:
             answer["plan"] = plan
         return answer
 
     def query_ws(self, script: str, variables: Mapping[str, Any] | None = None, *,
-                 budget: QueryBudget | None = None) -> dict[str, Any]:
+                 budget: QueryBudget | None = None,
+                 project: str | None = None) -> dict[str, Any]:
         """An ad-hoc WarpScript on the default connector, run here (WarpScriptError if it
         fails): `{series}` (the GTS it leaves, epoch ms) and `{stack}` (top first, as JSON).
         The script's time limit is what is left of `budget`'s; GTS with more points in all than
@@ -515,7 +522,7 @@ class Service:
         budget = budget or self.query_budget()
         with self.metrics.timed("warpscript"), budgeted(budget):
             try:
-                stack = ws.execute(script, connector=self.store, variables=variables,
+                stack = ws.execute(script, connector=self.points(project), variables=variables,
                                    now_us=int(self._clock() * 1_000_000),
                                    timeout_s=budget.remaining_s)
             except WarpScriptError as error:
@@ -527,13 +534,15 @@ class Service:
             budget.allow(series.points, "the GTS the script left")
         return {"series": series.to_json(), "stack": ws.stack_json(stack)}
 
-    def write_lines(self, body: str, precision: str = "ns") -> dict[str, Any]:
-        """Store InfluxDB line protocol; PartialWrite (after storing the good lines) if some
-        lines were bad."""
+    def write_lines(self, body: str, precision: str = "ns",
+                    project: str | None = None) -> dict[str, Any]:
+        """Store InfluxDB line protocol (as `project`'s points, or shared: None);
+        PartialWrite (after storing the good lines) if some lines were bad."""
         batch = parse_lines(body, precision)
         self.metrics.ingest("line", batch.points)
+        store = self.points(project)
         for part in (batch.numbers, batch.strings):
-            self.store.write(part)
+            store.write(part)
         if batch.errors:
             raise PartialWrite(batch.error_message(), details={
                 "written": batch.points,
