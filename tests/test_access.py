@@ -7,7 +7,6 @@ import base64
 import re
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from starlette.routing import Route
 
-from tests.conftest import bearer, loop_file, serving, tsq
+from tests.conftest import loop_file, serving, tsq
 from tsq import datafiles
 from tsq.access import ACCESS, COOKIE
 from tsq.api import create_app
@@ -29,15 +28,14 @@ HELLO = "export default async function () { return {ok: true}; }"
 
 
 @pytest.fixture(scope="module")
-def url(service: Service) -> Iterator[str]:
-    with serving(service) as base:
-        yield base
+def admin(api: httpx.Client) -> httpx.Client:
+    """The module's server, with the admin token (conftest's `api`)."""
+    return api
 
 
 @pytest.fixture(scope="module")
-def admin(url: str, service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=60, headers=bearer(service)) as client:
-        yield client
+def url(api: httpx.Client) -> str:
+    return str(api.base_url).rstrip("/")
 
 
 def token(admin: httpx.Client, name: str, *roles: str, project: str | None = None) -> str:
