@@ -27,6 +27,8 @@ scrape_configs:
   - job_name: tsq
     static_configs:
       - targets: ["{target}"]
+    authorization:
+      credentials_file: {token_file}
 """
 HANDLER = """export default async function (event) {
   if (event.params.fail) throw new Error("refused");
@@ -44,8 +46,13 @@ def tsq_and_prometheus() -> Iterator[tuple[Service, str]]:
         service = Service(Settings.load(Path(root) / "tsq"))
         try:
             with serving(service) as url:
+                # a read token for every project, as docs/metrics.md tells operators to make
+                _record, secret = service.tokens.create("prometheus", ["read"])
+                token_file = Path(root) / "tsq.token"
+                token_file.write_text(secret)
                 config = Path(root) / "prometheus.yml"
-                config.write_text(SCRAPED.format(target=url.removeprefix("http://")))
+                config.write_text(SCRAPED.format(target=url.removeprefix("http://"),
+                                                 token_file=token_file))
                 port = free_port()
                 with prometheus_server.running(
                         ["prometheus", f"--config.file={config}",
