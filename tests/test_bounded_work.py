@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import bearer, deploy, serving
-from tsq.admission import Admission
+from tsq.admission import Admission, Rates
 from tsq.config import Settings
 from tsq.errors import TooManyRequests
 from tsq.runtimes.tsl import evaluate
@@ -314,3 +316,63 @@ def test_a_project_past_max_project_runs_gets_429_and_the_others_go_on(tmp_path:
         assert again.status_code == 200, again.text
         assert all(client.get(f"/v1/runs/{a.json()['id']}").json()["status"] == "success"
                    for a in accepted)
+
+
+# -- per-project rates -------------------------------------------------------------------------
+
+def test_rates_refill_with_time_and_say_when_a_request_would_fit() -> None:
+    now = [0.0]
+    rates = Rates(10, burst_s=2, what="points of project {key!r}", setting="project_points_per_s",
+                  clock=lambda: now[0])
+    rates.take("a", 20)  # a whole burst at once
+    with pytest.raises(TooManyRequests) as refused:
+        rates.take("a", 5)
+    assert refused.value.retry_after_s == 1 and refused.value.details["left"] == 0
+    rates.take("b", 20)  # another project has its own bucket
+    now[0] = 0.5
+    rates.take("a", 5)  # refilled at 10 a second
+    with pytest.raises(TooManyRequests) as never:
+        rates.take("a", 21)  # more than a burst never fits: send less at once
+    assert never.value.retry_after_s == 300
+    Rates(0, burst_s=1, what="", setting="x").take("a", 10**9)  # 0: unbounded
+
+
+@given(st.lists(st.tuples(st.floats(0, 5), st.integers(1, 30)), max_size=40))
+def test_a_rate_never_lets_more_through_than_its_burst_and_refill(
+        steps: list[tuple[float, int]]) -> None:
+    now, taken = [0.0], 0
+    rates = Rates(10, burst_s=3, what="{key}", setting="s", clock=lambda: now[0])
+    for wait, amount in steps:
+        now[0] += wait
+        try:
+            rates.take("p", amount)
+            taken += amount
+        except TooManyRequests:
+            pass
+        assert taken <= 30 + 10 * now[0] + 1e-6
+
+
+def test_a_project_past_its_rates_gets_429_naming_the_setting(tmp_path: Path) -> None:
+    with server(tmp_path, start=True, project_runs_per_minute=2,
+                project_points_per_s=10) as (_service, client):
+        made = client.post("/v1/tokens", json={"name": "team", "roles": ["write", "run",
+                                                                          "deploy", "read"],
+                                               "project": "team"}).json()["token"]
+        team = {"Authorization": f"Bearer {made}"}
+        deployed = client.post("/v1/loops", headers=team, json={
+            "content": "project: team\nfunctions:\n  r:\n    handler: r.js\n",
+            "files": {"r.js": "export default async () => 1"}})
+        assert deployed.status_code == 201, deployed.text
+        answers = [client.post("/v1/loops/r/run", headers=team, json={}) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        error = answers[-1].json()["error"]
+        assert error["details"]["limit"] == "project_runs_per_minute"
+        assert int(answers[-1].headers["Retry-After"]) >= 1
+        lines = "\n".join(f"rate,host=h{i} value=1 1" for i in range(101)).encode()
+        refused = client.post("/write", headers=team, content=lines)  # 101 > 10 s of 10/s
+        assert refused.status_code == 429
+        assert refused.json()["error"]["details"]["limit"] == "project_points_per_s"
+        assert client.post("/v1/query", headers=team, json={
+            "tsl": 'select("rate").from(0)'}).json()["series"] == []  # nothing stored
+        within = "\n".join(f"rate,host=h{i} value=1 1" for i in range(100)).encode()
+        assert client.post("/write", headers=team, content=within).status_code == 204

@@ -19,7 +19,7 @@ from typing import Any
 
 from tsq.errors import TooManyRequests
 
-__all__ = ["Admission", "Quotas", "Ticket"]
+__all__ = ["Admission", "Quotas", "Rates", "Ticket"]
 
 MAX_RETRY_AFTER_S = 300
 SMOOTHING = 0.2  # weight of the latest duration in the running estimate
@@ -136,3 +136,45 @@ class Quotas:
                     waiting=self.limit, running=0, what=self.what.format(key=key),
                     setting=self.setting, pace_s=self.pace_s, details={"project": key})
         return admission.enter()
+
+
+class Rates:
+    """A rate per key (a project): at most `per_s` pieces of work a second on average, in bursts
+    of up to `burst_s` seconds' worth (a token bucket per key, made on first use). Past it,
+    TooManyRequests with the seconds until the piece would fit; `per_s` 0 means unbounded.
+    The buckets are in memory, per process, as the other bounds."""
+
+    def __init__(self, per_s: float, *, burst_s: float, what: str, setting: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.capacity = per_s * burst_s
+        self.what = what  # with {key} and {limit}: "runs by hand of project 'x' a minute"
+        self.setting = setting
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, when)
+
+    def take(self, key: str, amount: float = 1.0) -> None:
+        """Count `amount` pieces of `key`'s work, or refuse them all (TooManyRequests)."""
+        if not self.per_s:
+            return
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - then) * self.per_s)
+            if amount > tokens:
+                self._buckets[key] = (tokens, now)
+                raise self._refusal(key, amount, tokens)
+            self._buckets[key] = (tokens - amount, now)
+
+    def _refusal(self, key: str, amount: float, tokens: float) -> TooManyRequests:
+        if amount > self.capacity:
+            wait = MAX_RETRY_AFTER_S  # never fits: the client must send less at once
+        else:
+            wait = min(max(math.ceil((amount - tokens) / self.per_s), 1), MAX_RETRY_AFTER_S)
+        return TooManyRequests(
+            f"{self.what.format(key=key)} is past its limit ({self.setting}); try again in "
+            f"{wait} s, or raise {self.setting} (tsq.toml, --{self.setting.replace('_', '-')}, "
+            f"TSQ_{self.setting.upper()})",
+            retry_after_s=wait, details={"limit": self.setting, "project": key,
+                                         "asked": amount, "left": math.floor(tokens)})

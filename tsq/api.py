@@ -48,7 +48,7 @@ from tsq.outcomes import RunStatus
 from tsq.querybudget import QueryBudget
 from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
-from tsq.service import Service, run_window
+from tsq.service import SHARED, Service, run_window
 from tsq.tokens import ANYONE, Principal
 from tsq.ui import install as install_ui
 
@@ -559,6 +559,7 @@ async def _disconnect(request: Request) -> None:
 
 def _warp10_update(service: Service, text: str, project: str | None) -> int:
     numbers, strings = gtsformat.parse_update(text, int(service.clock() * 1_000_000))
+    service.project_point_rate.take(project or SHARED, numbers.points + strings.points)
     service.metrics.ingest("gts", numbers.points + strings.points)
     store = service.points(project)
     return store.write(numbers) + store.write(strings)

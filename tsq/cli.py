@@ -141,6 +141,9 @@ MaxQueuedQueries = Annotated[int | None, _flag("--max-queued-queries", "max_queu
 MaxQueuedRuns = Annotated[int | None, _flag("--max-queued-runs", "max_queued_runs")]
 MaxProjectRuns = Annotated[int | None, _flag("--max-project-runs", "max_project_runs")]
 MaxWrites = Annotated[int | None, _flag("--max-concurrent-writes", "max_concurrent_writes")]
+ProjectRunRate = Annotated[int | None, _flag("--project-runs-per-minute",
+                                             "project_runs_per_minute")]
+ProjectPointRate = Annotated[int | None, _flag("--project-points-per-s", "project_points_per_s")]
 MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_depth")]
 MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
 LogLevel = Annotated[str | None, _flag("--log-level", "log_level")]
@@ -166,7 +169,9 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           max_result_kb: MaxResult = None, query_timeout_s: QueryTimeout = None,
           max_query_points: MaxQueryPoints = None,
           max_queued_queries: MaxQueuedQueries = None, max_queued_runs: MaxQueuedRuns = None,
-          max_project_runs: MaxProjectRuns = None, max_concurrent_writes: MaxWrites = None,
+          max_project_runs: MaxProjectRuns = None,
+          project_runs_per_minute: ProjectRunRate = None,
+          project_points_per_s: ProjectPointRate = None, max_concurrent_writes: MaxWrites = None,
           pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
@@ -184,7 +189,10 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
              "max_result_kb": max_result_kb, "query_timeout_s": query_timeout_s,
              "max_query_points": max_query_points, "max_queued_queries": max_queued_queries,
              "max_queued_runs": max_queued_runs,
-             "max_project_runs": max_project_runs, "max_concurrent_writes": max_concurrent_writes,
+             "max_project_runs": max_project_runs,
+             "project_runs_per_minute": project_runs_per_minute,
+             "project_points_per_s": project_points_per_s,
+             "max_concurrent_writes": max_concurrent_writes,
              "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
              "log_format": log_format, "cluster": cluster, "role": role,

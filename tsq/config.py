@@ -110,6 +110,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_project_runs", 0, "runs by hand of one project in progress (running or "
                                   "waiting); past it the project's runs are refused with 429 "
                                   "(0: no limit)", 0, 1_000_000),
+    Option("project_runs_per_minute", 0, "runs by hand of one project a minute, in bursts of "
+                                         "up to a minute's; past it 429 (0: no limit)",
+           0, 100_000_000),
+    Option("project_points_per_s", 0, "points one project may write a second, in bursts of "
+                                      "up to 10 s' worth; past it 429 (0: no limit)",
+           0, 1_000_000_000),
     Option("max_concurrent_writes", 64, "writes (line protocol, GTS) being stored at once; "
                                         "past it a write is refused with 429", 1, 100_000),
     Option("pipeline_max_depth", 8, "loops calling loops, counting the first", 1, 100),
@@ -147,6 +153,8 @@ class WorkLimits:
     max_queued_queries: int = 100  # ad-hoc queries waiting for a query thread
     max_queued_runs: int = 1000  # runs by hand waiting for a worker
     max_project_runs: int = 0  # runs by hand of one project in progress (0: no limit)
+    project_runs_per_minute: int = 0  # runs by hand of one project a minute (0: no limit)
+    project_points_per_s: int = 0  # points one project writes a second (0: no limit)
     max_concurrent_writes: int = 64  # writes being stored at once
 
 
@@ -218,6 +226,8 @@ class Settings:
                                      max_queued_queries=number["max_queued_queries"],
                                      max_queued_runs=number["max_queued_runs"],
                                      max_project_runs=number["max_project_runs"],
+                                     project_runs_per_minute=number["project_runs_per_minute"],
+                                     project_points_per_s=number["project_points_per_s"],
                                      max_concurrent_writes=number["max_concurrent_writes"]),
             pipeline_limits=PipelineLimits(max_depth=number["pipeline_max_depth"],
                                            max_steps=number["pipeline_max_steps"]),

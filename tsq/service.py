@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tsq import datafiles, metronome, outbound
-from tsq.admission import Admission, Quotas
+from tsq.admission import Admission, Quotas, Rates
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
@@ -90,6 +90,8 @@ class SubmittedRun:
     done: Future[Run]  # the final run record
 
 
+SHARED = "(shared)"  # how rates name the points written for every project
+
 class Service:
     def __init__(self, settings: Settings, clock: Clock = time.time,
                  workers: JobRunner | None = None) -> None:
@@ -147,6 +149,14 @@ class Service:
         self.project_runs = Quotas(limits.max_project_runs,
                                    what="runs by hand of project {key!r} in progress",
                                    setting="max_project_runs")
+        # and at a rate: runs by hand a minute, points a second (0: unbounded); points written
+        # for every project count as the shared ones'
+        self.project_run_rate = Rates(limits.project_runs_per_minute / 60, burst_s=60,
+                                      what="runs by hand of project {key!r} a minute",
+                                      setting="project_runs_per_minute")
+        self.project_point_rate = Rates(limits.project_points_per_s, burst_s=10,
+                                        what="points written for project {key!r} a second",
+                                        setting="project_points_per_s")
         self.write_admission = Admission(  # writes proceed side by side, in milliseconds
             waiting=limits.max_concurrent_writes, running=0, what="writes",
             setting="max_concurrent_writes", pace_s=0.01)
@@ -392,6 +402,7 @@ class Service:
         loop = self._loop(name, project)
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
+        self.project_run_rate.take(loop.project)  # TooManyRequests past project_runs_per_minute
         ticket = self.project_runs.enter(loop.project)  # TooManyRequests past max_project_runs
         try:
             record, done = self.dispatcher.start(NewRun(
@@ -539,6 +550,7 @@ class Service:
         """Store InfluxDB line protocol (as `project`'s points, or shared: None);
         PartialWrite (after storing the good lines) if some lines were bad."""
         batch = parse_lines(body, precision)
+        self.project_point_rate.take(project or SHARED, batch.points)  # nothing stored if not
         self.metrics.ingest("line", batch.points)
         store = self.points(project)
         for part in (batch.numbers, batch.strings):
