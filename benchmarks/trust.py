@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from benchmarks.report import Report
+from benchmarks.scheduler import _free_port, _Serve
 from tsq.access import ACCESS
-from tsq.api import create_app
-from tsq.config import Settings
-from tsq.service import Service
 
 EVIL = "(a+)+$"
 SLOW = "export default async () => { const end = Date.now() + 20; while (Date.now() < end) {} }"
@@ -34,26 +31,14 @@ HEALTH_EVERY_S = 0.01
 
 def run(report: Report, *, quick: bool) -> None:
     concurrent = 100 if quick else 1000
-    with tempfile.TemporaryDirectory() as data:
-        service = Service(Settings.load(Path(data), flags={"workers": 2}))
-        service.start()
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1",
-                                               port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        base = f"http://127.0.0.1:{port}"
-        token = {"Authorization": f"Bearer {service.admin_token}"}
-        try:
-            _tokenless(report, base)
-            _regex(report, base, token)
-            _busy(report, base, token, concurrent)
-        finally:
-            server.should_exit = True
-            thread.join()
-            service.close()
+    # `tsq serve` in a process of its own: the clients here must not share its GIL
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data, _Serve(Path(data), port):
+        token = {"Authorization": f"Bearer {(Path(data) / 'admin.token').read_text().strip()}"}
+        _tokenless(report, base)
+        _regex(report, base, token)
+        _busy(report, base, token, concurrent)
 
 
 def _tokenless(report: Report, base: str) -> None:
@@ -130,11 +115,3 @@ async def _fire(base: str, token: dict[str, str], concurrent: int) -> list[int]:
         answers = await asyncio.gather(*(client.post("/v1/loops/slow/run", json={})
                                          for _ in range(concurrent)))
     return [answer.status_code for answer in answers]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
