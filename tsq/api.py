@@ -24,13 +24,14 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
-from tsq import __version__, access, gtsformat, metrics
+from tsq import __version__, access, apidoc, gtsformat, metrics
 from tsq.errors import (
     BadRequest,
     NotFound,
@@ -169,6 +170,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
     _install_error_handlers(app)
     _install_routes(app, service)
+    apidoc.document(app)  # the error answers and the tokens, in the OpenAPI description
     metrics.install(app, service)
     install_ui(app, service)  # the web UI at / (tsq/ui, docs/ui.md)
     return app
@@ -444,6 +446,8 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
 
 
 V2_PRECISIONS = ("ns", "us", "ms", "s")
+VERBOSE_PING: dict[int | str, dict[str, Any]] = {200: {
+    "description": "with `verbose`: the version in the body, as InfluxDB answers"}}
 # What InfluxDB's /ping answers in its headers; the build names tsq, not "OSS", so a client
 # that looks can tell it is not talking to InfluxDB itself.
 PING_HEADERS = {"X-Influxdb-Version": __version__, "X-Influxdb-Build": "tsq"}
@@ -473,7 +477,8 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
     the `warp10` connector) can push into tsq and delete from it. The token header is
     accepted as it is: tsq has no per-token access control yet."""
 
-    @app.post("/api/v0/update", responses=BUSY)
+    @app.post("/api/v0/update", responses=BUSY, response_class=Response,
+              response_description="stored: how many points in the X-Tsq-Written header")
     async def warp10_update(request: Request) -> Response:
         """The GTS input format (`TS/LAT:LON/ELEV CLASS{LABELS} VALUE` lines; gzip when the
         content type is application/gzip); a bad line stores nothing and answers 400."""
@@ -490,7 +495,7 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
                                               _who(request).project)
         return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
 
-    @app.get("/api/v0/delete")
+    @app.get("/api/v0/delete", response_class=PlainTextResponse)
     def warp10_delete(http: Request, selector: str, start: str | None = None,
                       end: str | None = None,
                       deleteall: str | None = None, dryrun: str | None = None) -> Response:
@@ -582,8 +587,8 @@ def _install_influx_health(app: FastAPI) -> None:
     InfluxDB see tsq as up: 1.x's /ping (GET and HEAD) and 2.x's /health."""
 
     # one route per method: a route of both gives its two operations the same OpenAPI id
-    @app.get("/ping", status_code=204)
-    @app.head("/ping", status_code=204)
+    @app.get("/ping", status_code=204, responses=VERBOSE_PING)
+    @app.head("/ping", status_code=204, responses=VERBOSE_PING)
     async def ping(verbose: bool = False) -> Response:
         if verbose:  # InfluxDB then answers 200 with its version in the body
             return OrjsonResponse({"version": __version__}, headers=PING_HEADERS)
@@ -658,9 +663,14 @@ def _install_error_handlers(app: FastAPI) -> None:
                                "details": {"problems": problems}})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return _error(exc.status_code, {"type": kind, "message": str(exc.detail), "details": {}})
+        answer = _error(exc.status_code, {"type": kind, "message": str(exc.detail),
+                                          "details": {}})
+        answer.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Allow: every route's methods at the path, not the first's
+            answer.headers["Allow"] = ", ".join(_methods_at(app, request.url.path))
+        return answer
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> OrjsonResponse:
@@ -668,6 +678,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, {"type": "InternalError",
                             "message": f"tsq failed unexpectedly: {type(exc).__name__}: {exc}",
                             "details": {}})
+
+
+def _methods_at(app: FastAPI, path: str) -> list[str]:
+    found: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.path_regex.match(path):
+            found |= route.methods or set()
+    return sorted(found)
 
 
 def _is_page(request: Request) -> bool:
