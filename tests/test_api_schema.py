@@ -9,6 +9,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,3 +86,31 @@ def test_a_method_a_route_does_not_take_is_405_naming_those_it_does(service: Ser
         assert set(answer.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST"}
         assert answer.json()["error"]["type"] == "MethodNotAllowed"
         assert client.patch("/v1/runs/abc").headers["Allow"] == "GET"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sequences_along_the_links_deploy_run_and_read_without_an_undeclared_answer(
+        service: Service) -> None:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(service))
+    token = {"Authorization": f"Bearer {service.admin_token}"}
+    steps: list[tuple[str, int]] = []
+
+    class Sequences(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"headers": token}
+
+        def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
+            steps.append((f"{case.method} {case.path}", response.status_code))
+
+        def validate_response(self, response: schemathesis.Response, case: schemathesis.Case,
+                              additional_checks: Any = None, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Sequences.run(settings=settings(max_examples=100, stateful_step_count=6, deadline=None,
+                                    database=None, suppress_health_check=list(HealthCheck)))
+    followed = set(steps)
+    assert ("POST /v1/loops", 201) in followed
+    assert ("POST /v1/loops/{name}/run", 200) in followed
+    # a run's id is found only by following a run's answer: random ids are 404s
+    assert {("GET /v1/runs/{run_id}", 200), ("GET /v1/runs/{run_id}/logs", 200)} & followed

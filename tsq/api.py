@@ -115,6 +115,10 @@ QUERY_LIMITS: dict[int | str, dict[str, Any]] = {
 
 
 class DeployRequest(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [{
+        "file": "loops.yml", "content": "functions:\n  hi:\n    handler: hi.js\n",
+        "files": {"hi.js": "export default async (event) => ({hi: event.params.who})"}}]}}
+
     file: str = Field("loops.yml", description="the loop file's name, used in error positions")
     content: str = Field(description="the loop file's YAML text")
     files: dict[str, str] = Field(default_factory=dict,

@@ -36,6 +36,26 @@ MEANING = {
     504: "The query or the run ran past its time",
 }
 CHANGES = frozenset({"post", "put", "patch", "delete"})
+# OpenAPI links: what a client does next with an answer (and what schemathesis chains):
+# (operation, status) → name → (the next operation, its parameters from the answer)
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("/v1/loops", "post", "201"): {
+        "RunTheLoop": ("/v1/loops/{name}/run", "post",
+                       {"name": "$response.body#/loops/0/name",
+                        "project": "$response.body#/loops/0/project"}),
+        "ReadTheLoop": ("/v1/loops/{name}", "get", {"name": "$response.body#/loops/0/name"})},
+    ("/v1/loops", "get", "200"): {
+        "RunALoop": ("/v1/loops/{name}/run", "post",
+                     {"name": "$response.body#/loops/0/name",
+                      "project": "$response.body#/loops/0/project"})},
+    ("/v1/loops/{name}/run", "post", "200"): {
+        "ReadTheRun": ("/v1/runs/{run_id}", "get", {"run_id": "$response.body#/id"}),
+        "ReadTheRunsLog": ("/v1/runs/{run_id}/logs", "get", {"run_id": "$response.body#/id"})},
+    ("/v1/loops/{name}/run", "post", "202"): {
+        "ReadTheRun": ("/v1/runs/{run_id}", "get", {"run_id": "$response.body#/id"})},
+    ("/v1/backfill", "post", "202"): {
+        "ReadTheBackfill": ("/v1/backfill/{job_id}", "get", {"job_id": "$response.body#/id"})},
+}
 
 
 def _codes(method: str, path: str) -> set[int]:
@@ -81,9 +101,25 @@ def document(app: FastAPI) -> None:
                     answers[str(code)] = {"description": MEANING[code], "content": {
                         "application/json": {"schema": ERROR_SCHEMA}}}
                 operation["security"] = _security(method, path)
+        _link(spec)
         spec.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
         spec.get("components", {}).get("schemas", {}).pop("ValidationError", None)
         app.openapi_schema = spec
         return spec
 
     app.openapi = described  # type: ignore[method-assign]
+
+
+def _link(spec: dict[str, Any]) -> None:
+    paths = spec.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        answers = paths[path][method]["responses"]
+        answer = answers.setdefault(status, {"description": "accepted"})
+        answer["links"] = {
+            name: {"operationRef": f"#/paths/{_pointer(target)}/{verb}", "parameters": params}
+            for name, (target, verb, params) in links.items()}
+
+
+def _pointer(path: str) -> str:
+    """`path` as a JSON pointer token (RFC 6901)."""
+    return path.replace("~", "~0").replace("/", "~1")
