@@ -30,8 +30,9 @@ def batches(points: int) -> list[bytes]:
     return ["\n".join(lines[i:i + BATCH]).encode() for i in range(0, len(lines), BATCH)]
 
 
-def _post_all(url: str, params: dict[str, str], bodies: list[bytes]) -> float:
-    with httpx.Client(timeout=120) as client:
+def _post_all(url: str, params: dict[str, str], bodies: list[bytes],
+              headers: dict[str, str] | None = None) -> float:
+    with httpx.Client(timeout=120, headers=headers) as client:
         start = time.perf_counter()
         for body in bodies:
             answer = client.post(url, params=params, content=body)
@@ -58,7 +59,10 @@ def _tsq(bodies: list[bytes], points: int) -> float:
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         with _Serve(Path(data), port):
-            elapsed = _post_all(f"http://127.0.0.1:{port}/write", {"precision": "ns"}, bodies)
+            # the token Telegraf would send: checking it is part of every write's cost
+            token = (Path(data) / "admin.token").read_text().strip()
+            elapsed = _post_all(f"http://127.0.0.1:{port}/write", {"precision": "ns"}, bodies,
+                                {"Authorization": f"Bearer {token}"})
         store = EmbeddedStore(Path(data) / "points.duckdb")
         try:
             stored = store.select(parse_selector("cpu")).points
