@@ -98,6 +98,8 @@ def document(app: FastAPI) -> None:
                 answers = operation.setdefault("responses", {})
                 # FastAPI's 422 is in its own shape; tsq answers a bad body in its own
                 for code in sorted(_codes(method, path) | ({422} & set(map(int, answers)))):
+                    if str(code) in answers and code != 422:
+                        continue  # the route's own (a 429's Retry-After, a 413's limit)
                     answers[str(code)] = {"description": MEANING[code], "content": {
                         "application/json": {"schema": ERROR_SCHEMA}}}
                 operation["security"] = _security(method, path)
