@@ -492,6 +492,10 @@ class _Checker:
         if "connector" not in fields:
             return connectors.get("main", {"type": "embedded"})
         name = fields["connector"]
+        if not isinstance(name, str):
+            self.report((*path, "connector"), f"expected the name of a connector declared under "
+                                              f"`connectors:`, got {_describe(name)}")
+            return {"type": "embedded"}
         if name not in connectors:
             declared = sorted(connectors)
             self.report((*path, "connector"), _unknown_choice("connector", name, declared)

@@ -57,9 +57,12 @@ class YamlSyntaxError(Exception):
 
 def load(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document; raise YamlSyntaxError with the position of the first error."""
+    positions = Positions()
     try:
         _check_nesting(text)
         root = yaml.compose(text, Loader=_Loader)
+        # constructing scalars can fail too: an unknown tag such as `!!python/none`
+        return (None if root is None else _Walker(positions).value(root, ())), positions
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = " ".join(part for part in (exc.context, exc.problem) if part)
@@ -67,10 +70,6 @@ def load(text: str) -> tuple[Any, Positions]:
         raise YamlSyntaxError(reason or "not valid YAML", line, col) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), None, None) from None
-    positions = Positions()
-    if root is None:
-        return None, positions
-    return _Walker(positions).value(root, ()), positions
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
