@@ -157,7 +157,17 @@ def test_a_project_token_sees_and_changes_only_its_project(url: str,
         assert alpha.post(f"/v1/runs/{hidden}/cancel").status_code == 404
         assert alpha.get("/metrics").status_code == 403  # every project's series
         assert alpha.get("/v1/history").status_code == 403
-        assert alpha.get("/v1/history").status_code == 403
+        # the web UI shows the project's loops and runs, and no other's
+        loops_page = alpha.get("/")
+        assert loops_page.status_code == 200
+        assert "a-loop" in loops_page.text and "beta-loop" not in loops_page.text
+        assert alpha.get("/ui/loops/a-loop").status_code == 200
+        assert alpha.get("/ui/loops/beta-loop").status_code == 404
+        assert alpha.get("/ui/loops/beta-loop", params={"project": "beta"}).status_code == 403
+        runs_page = alpha.get("/ui/runs")
+        assert ran.json()["id"] in runs_page.text and hidden not in runs_page.text
+        assert alpha.get(f"/ui/runs/{ran.json()['id']}").status_code == 200
+        assert alpha.get(f"/ui/runs/{hidden}").status_code == 404
 
 
 # -- how clients send tokens -------------------------------------------------------------------

@@ -352,6 +352,47 @@ def test_a_rate_never_lets_more_through_than_its_burst_and_refill(
         assert taken <= 30 + 10 * now[0] + 1e-6
 
 
+def test_query_time_is_counted_when_it_ends_and_refuses_the_next_query() -> None:
+    now = [0.0]
+    rates = Rates(1, burst_s=2, what="query time of project {key!r} a minute",
+                  setting="project_query_s_per_minute", clock=lambda: now[0])
+    with rates.spending("a"):
+        now[0] += 5.0  # a query of 5 s: allowed, as its cost was not known before
+    with pytest.raises(TooManyRequests) as refused, rates.spending("a"):
+        pytest.fail("a project that overdrew its seconds runs no query")
+    # 2 s of burst less 5 s spent: 3 s overdrawn, so 4 s until a second is earned again
+    assert refused.value.retry_after_s == 4
+    assert "query time of project 'a' a minute" in refused.value.message
+    with rates.spending("b"):  # another project has its own seconds
+        pass
+    now[0] += 3.5
+    with rates.spending("a"):  # earned back past zero
+        pass
+    with Rates(0, burst_s=1, what="", setting="x").spending("a"):  # 0: unbounded
+        pass
+
+
+def test_a_project_past_its_query_time_gets_429(tmp_path: Path, slow_fetch: list[str]) -> None:
+    with server(tmp_path, project_query_s_per_minute=1) as (service, client):
+        write_span(client, 60)
+        made = client.post("/v1/tokens", json={"name": "team", "roles": ["read"],
+                                               "project": "team"}).json()["token"]
+        team = {"Authorization": f"Bearer {made}"}
+        first = client.post("/v1/query", headers=team, json=sample_by("1s", 60))
+        assert first.status_code == 200, first.text  # 2 s, more than its minute's 1 s
+        refused = client.post("/v1/query", headers=team, json=sample_by("1s", 60))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["details"]["limit"] == "project_query_s_per_minute"
+        assert int(refused.headers["Retry-After"]) >= 60
+        ws = client.post("/api/v0/exec", headers=team, content=b"1 2 +")
+        assert ws.status_code == 429  # WarpScript spends the same seconds
+        assert client.post("/v1/query", json={"tsl": 'select("x").last(1m)'},
+                           headers=bearer(service)).status_code == 200  # others still query
+        scraped = client.get("/metrics").text
+        assert ('tsq_requests_refused_total{limit="project_query_s_per_minute",status="429"} 2.0'
+                in scraped)
+
+
 def test_a_project_past_its_rates_gets_429_naming_the_setting(tmp_path: Path) -> None:
     with server(tmp_path, start=True, project_runs_per_minute=2,
                 project_points_per_s=10) as (_service, client):

@@ -23,7 +23,7 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path: Path) -> None:
                           f"outbound_allow, auth, workers, worker_memory_mb, max_body_mb, "
                           f"max_result_kb, query_timeout_s, max_query_points, "
                           f"max_queued_queries, max_queued_runs, max_project_runs, project_runs_per_minute, "
-                          f"project_points_per_s, max_concurrent_writes, "
+                          f"project_points_per_s, project_query_s_per_minute, max_concurrent_writes, "
                           f"pipeline_max_depth, "
                           f"pipeline_max_steps, log_level, "
                           f"log_format, database_url, cluster, role, store_url, cluster_name, "

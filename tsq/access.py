@@ -15,10 +15,12 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from starlette.requests import Request
+
 from tsq.errors import Unauthorized
 from tsq.tokens import Principal, Role
 
-__all__ = ["ACCESS", "COOKIE", "Need", "credentials", "need_of"]
+__all__ = ["ACCESS", "COOKIE", "Need", "credentials", "need_of", "who"]
 
 COOKIE = "tsq_token"  # the web UI's: HttpOnly, SameSite=Strict, set by /login
 
@@ -76,19 +78,25 @@ ACCESS: dict[tuple[str, str], Need | None] = {
     ("POST", "/v1/tokens"): ADMIN,
     ("DELETE", "/v1/tokens/{token_id}"): ADMIN,
     ("GET", "/metrics"): OPERATOR,  # every loop's series, of every project
-    # The UI's pages show every project's loops and runs: for tokens of every project.
-    ("GET", "/"): OPERATOR,
-    ("GET", "/ui/loops/{name}"): OPERATOR,
-    ("GET", "/ui/runs"): OPERATOR,
-    ("GET", "/ui/runs/{run_id}"): OPERATOR,
-    ("GET", "/ui/explore"): OPERATOR,
-    ("GET", "/ui/deploy"): OPERATOR,
-    ("POST", "/ui/api/compile"): OPERATOR,
+    # The UI's pages show what the token may read: one project's loops and runs, or all.
+    ("GET", "/"): READ,
+    ("GET", "/ui/loops/{name}"): READ,
+    ("GET", "/ui/runs"): READ,
+    ("GET", "/ui/runs/{run_id}"): READ,
+    ("GET", "/ui/explore"): READ,
+    ("GET", "/ui/deploy"): READ,
+    ("POST", "/ui/api/compile"): READ,
 }
 # Bodies a web page could send with a visitor's cookie if it were taken for them: these
 # endpoints take a token only as their clients send it, never the UI's cookie.
 TEXT_BODIES = frozenset({"/v1/write", "/write", "/api/v2/write", "/api/v0/update",
                          "/api/v0/exec"})
+
+
+def who(request: Request) -> Principal:
+    """The principal the app-wide dependency found for `request` (tsq.api)."""
+    principal: Principal = request.state.principal
+    return principal
 
 
 def need_of(method: str, path: str) -> Need | None:

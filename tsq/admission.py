@@ -167,6 +167,31 @@ class Rates:
                 raise self._refusal(key, amount, tokens)
             self._buckets[key] = (tokens - amount, now)
 
+    @contextmanager
+    def spending(self, key: str) -> Iterator[None]:
+        """Count the block's seconds as `key`'s work, once it ends: the cost of a query is known
+        only then. The block is refused (TooManyRequests) while earlier blocks have spent all
+        of the key's seconds and the time since has not earned one back; a long block can
+        overdraw the bucket, which then takes that long to refill."""
+        if not self.per_s:
+            yield
+            return
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - then) * self.per_s)
+            self._buckets[key] = (tokens, now)
+            if tokens <= 0:
+                raise self._refusal(key, 1.0, tokens)
+        try:
+            yield
+        finally:
+            end = self._clock()
+            with self._lock:
+                tokens, then = self._buckets[key]
+                refilled = min(self.capacity, tokens + (end - then) * self.per_s)
+                self._buckets[key] = (refilled - (end - now), end)
+
     def _refusal(self, key: str, amount: float, tokens: float) -> TooManyRequests:
         if amount > self.capacity:
             wait = MAX_RETRY_AFTER_S  # never fits: the client must send less at once

@@ -50,7 +50,7 @@ from tsq.querybudget import QueryBudget
 from tsq.run import Run, RunFilter
 from tsq.series import FIRST_NS, LAST_NS, NS_PER_MS
 from tsq.service import SHARED, Service, run_window
-from tsq.tokens import ANYONE, Principal
+from tsq.tokens import ANYONE
 from tsq.ui import install as install_ui
 
 __all__ = ["WRITTEN_HEADER", "create_app"]
@@ -172,7 +172,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(ForgeryGuard, hosts=allowed_host_names(
         service.settings.host, service.settings.allowed_hosts))
     app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
-    _install_error_handlers(app)
+    _install_error_handlers(app, service)
     _install_routes(app, service)
     apidoc.document(app)  # the error answers and the tokens, in the OpenAPI description
     metrics.install(app, service)
@@ -200,17 +200,10 @@ def _authorizer(service: Service) -> Callable[[Request], Awaitable[None]]:
     return authorize
 
 
-def _who(request: Request) -> Principal:
-    principal: Principal = request.state.principal
-    return principal
-
-
 def _own_run(request: Request, service: Service, run_id: str) -> str:
     """`run_id` if the request's token may see that run: one of its project's (an unknown run
     to a token of another project, as if it were not there)."""
-    who = _who(request)
-    if who.project is not None and service.get_run(run_id)["project"] != who.project:
-        raise NotFound(f"no run with id or id prefix {run_id!r}")
+    service.get_run(run_id, access.who(request).project)
     return run_id
 
 
@@ -229,15 +222,15 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def deploy(http: Request, request: Annotated[DeployRequest, Body()]) -> Any:
         # A sync endpoint: deploy compiles handlers in V8, which must not see the event loop.
         return service.deploy(request.content, request.file, request.files.get,
-                              project=_who(http).project)
+                              project=access.who(http).project)
 
     @app.get("/v1/loops")
     def list_loops(http: Request, project: str | None = None) -> Any:
-        return service.list_loops(_who(http).project_of(project))
+        return service.list_loops(access.who(http).project_of(project))
 
     @app.get("/v1/loops/{name}")
     def get_loop(http: Request, name: str, project: str | None = None) -> Any:
-        return service.get_loop(name, _who(http).project_of(project))
+        return service.get_loop(name, access.who(http).project_of(project))
 
     @app.get("/v1/loops/{name}/ledger")
     def ledger(http: Request, name: str, project: str | None = None, event: str | None = None,
@@ -253,17 +246,17 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         its run (and the run's id), or why it has none: before, upcoming, due, missing."""
         return service.ledger(name, LedgerRange(
             parse_time(start, "from") if start else None,
-            parse_time(end, "to") if end else None, event), _who(http).project_of(project))
+            parse_time(end, "to") if end else None, event), access.who(http).project_of(project))
 
     @app.post("/v1/loops/{name}/rollback")
     def rollback(http: Request, name: str, project: str | None = None,
                  request: Annotated[RollbackRequest | None, Body()] = None) -> Any:
-        return service.rollback(name, _who(http).project_of(project),
+        return service.rollback(name, access.who(http).project_of(project),
                                 request.version if request else None)
 
     @app.delete("/v1/loops/{name}")
     def delete_loop(http: Request, name: str, project: str | None = None) -> Any:
-        return service.delete_loop(name, _who(http).project_of(project))
+        return service.delete_loop(name, access.who(http).project_of(project))
 
     @app.post("/v1/loops/{name}/run", responses=BUSY)
     async def run_loop(http: Request, name: str, project: str | None = None,
@@ -271,7 +264,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                        request: Annotated[RunRequest | None, Body()] = None) -> Any:
         """Run the loop now. Past max_queued_runs runs by hand waiting, or the project's
         max_project_runs in progress, 429 with Retry-After."""
-        project = _who(http).project_of(project)
+        project = access.who(http).project_of(project)
         body = request or RunRequest(event=None, at=None, window=None)
         at = time_field(body.at, "at") if body.at is not None else None
         window = run_window(body.window)
@@ -334,7 +327,7 @@ def _install_run_routes(app: FastAPI, service: Service) -> None:
                   changed_since: Annotated[int | None, _epoch_ms(
                       "only runs queued, started or finished since then (what `tsq runs "
                       "--follow` polls)")] = None) -> Any:
-        return service.list_runs(RunFilter(_who(http).project_of(project), loop,
+        return service.list_runs(RunFilter(access.who(http).project_of(project), loop,
                                            status.value if status else None, since, until,
                                            limit, event, trigger,
                                            pipeline=pipeline, changed_since_ms=changed_since))
@@ -389,7 +382,7 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
             except UnicodeDecodeError as exc:
                 raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
             written: dict[str, Any] = await run_in_threadpool(
-                service.write_lines, text, precision, _who(request).project)
+                service.write_lines, text, precision, access.who(request).project)
         return written
 
     async def write(request: Request, precision: str) -> Response:
@@ -422,13 +415,13 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
     def backfill(http: Request, request: Annotated[BackfillRequest, Body()]) -> Any:
         return service.backfill(request.loop, parse_time(request.start, "from"),
                                 parse_time(request.end, "to"),
-                                project=_who(http).project_of(request.project),
+                                project=access.who(http).project_of(request.project),
                                 event=request.event)
 
     @app.get("/v1/backfill/{job_id}")
     def backfill_status(http: Request, job_id: str) -> Any:
         status = service.backfill_status(job_id)
-        if not _who(http).owns(status["project"]):
+        if not access.who(http).owns(status["project"]):
             raise NotFound(f"no backfill with id {job_id!r}")
         return status
 
@@ -440,7 +433,7 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
         if (request.tsl is None) == (request.warpscript is None):
             raise BadRequest("give one query: {\"tsl\": …} or {\"warpscript\": …}")
         budget = service.query_budget()
-        project = _who(http).project  # a token for one project: its points and the shared
+        project = access.who(http).project  # a token for one project: its points and the shared
         if request.warpscript is not None:
             return await _bounded(http, service, budget, service.query_ws, request.warpscript,
                                   request.variables, project=project)
@@ -467,7 +460,7 @@ def _install_warp10(app: FastAPI, service: Service) -> None:
         budget = service.query_budget()
         try:
             answer = await _bounded(request, service, budget, service.query_ws, script, {},
-                                    project=_who(request).project)
+                                    project=access.who(request).project)
         except WarpScriptError as error:
             headers = {"X-Warp10-Error-Message": _header(error.reason)}
             if error.line is not None:
@@ -496,7 +489,7 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
             except UnicodeDecodeError as exc:
                 raise BadRequest(f"the body is not UTF-8 GTS input format: {exc}") from None
             written = await run_in_threadpool(_warp10_update, service, text,
-                                              _who(request).project)
+                                              access.who(request).project)
         return Response(status_code=200, headers={WRITTEN_HEADER: str(written)})
 
     @app.get("/api/v0/delete", response_class=PlainTextResponse)
@@ -510,7 +503,7 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
                 (start is None) != (end is None):
             raise BadRequest("give deleteall, or start and end (and not both)")
         chosen = gtsformat.parse_selector(selector)
-        store = service.points(_who(http).project)
+        store = service.points(access.who(http).project)
         found = store.describe(chosen)
         if dryrun is None:
             low, high = (None, None) if start is None or end is None else gtsformat.tick_range(
@@ -638,11 +631,12 @@ def _run_response(run: Run) -> OrjsonResponse:
     return OrjsonResponse({"error": body}, status_code=run.status.http_status)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(TsqError)
     async def tsq_error(request: Request, exc: TsqError) -> Response:
         if isinstance(exc, Unauthorized) and _is_page(request):
             return RedirectResponse(f"/login?{urlencode({'next': _local(request)})}", 303)
+        service.metrics.refused(exc)
         response = _error(exc.http_status, exc.to_json())
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after_s)

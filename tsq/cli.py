@@ -144,6 +144,8 @@ MaxWrites = Annotated[int | None, _flag("--max-concurrent-writes", "max_concurre
 ProjectRunRate = Annotated[int | None, _flag("--project-runs-per-minute",
                                              "project_runs_per_minute")]
 ProjectPointRate = Annotated[int | None, _flag("--project-points-per-s", "project_points_per_s")]
+ProjectQueryRate = Annotated[int | None, _flag("--project-query-s-per-minute",
+                                               "project_query_s_per_minute")]
 MaxDepth = Annotated[int | None, _flag("--pipeline-max-depth", "pipeline_max_depth")]
 MaxSteps = Annotated[int | None, _flag("--pipeline-max-steps", "pipeline_max_steps")]
 LogLevel = Annotated[str | None, _flag("--log-level", "log_level")]
@@ -171,7 +173,9 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           max_queued_queries: MaxQueuedQueries = None, max_queued_runs: MaxQueuedRuns = None,
           max_project_runs: MaxProjectRuns = None,
           project_runs_per_minute: ProjectRunRate = None,
-          project_points_per_s: ProjectPointRate = None, max_concurrent_writes: MaxWrites = None,
+          project_points_per_s: ProjectPointRate = None,
+          project_query_s_per_minute: ProjectQueryRate = None,
+          max_concurrent_writes: MaxWrites = None,
           pipeline_max_depth: MaxDepth = None,
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
@@ -192,6 +196,7 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
              "max_project_runs": max_project_runs,
              "project_runs_per_minute": project_runs_per_minute,
              "project_points_per_s": project_points_per_s,
+             "project_query_s_per_minute": project_query_s_per_minute,
              "max_concurrent_writes": max_concurrent_writes,
              "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,

@@ -116,6 +116,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("project_points_per_s", 0, "points one project may write a second, in bursts of "
                                       "up to 10 s' worth; past it 429 (0: no limit)",
            0, 1_000_000_000),
+    Option("project_query_s_per_minute", 0, "seconds of ad-hoc query time one project may use "
+                                            "a minute, in bursts of up to a minute's; past it "
+                                            "429 (0: no limit)", 0, 1_000_000),
     Option("max_concurrent_writes", 64, "writes (line protocol, GTS) being stored at once; "
                                         "past it a write is refused with 429", 1, 100_000),
     Option("pipeline_max_depth", 8, "loops calling loops, counting the first", 1, 100),
@@ -155,6 +158,7 @@ class WorkLimits:
     max_project_runs: int = 0  # runs by hand of one project in progress (0: no limit)
     project_runs_per_minute: int = 0  # runs by hand of one project a minute (0: no limit)
     project_points_per_s: int = 0  # points one project writes a second (0: no limit)
+    project_query_s_per_minute: int = 0  # query seconds one project uses a minute (0: no limit)
     max_concurrent_writes: int = 64  # writes being stored at once
 
 
@@ -228,6 +232,8 @@ class Settings:
                                      max_project_runs=number["max_project_runs"],
                                      project_runs_per_minute=number["project_runs_per_minute"],
                                      project_points_per_s=number["project_points_per_s"],
+                                     project_query_s_per_minute=number[
+                                         "project_query_s_per_minute"],
                                      max_concurrent_writes=number["max_concurrent_writes"]),
             pipeline_limits=PipelineLimits(max_depth=number["pipeline_max_depth"],
                                            max_steps=number["pipeline_max_steps"]),

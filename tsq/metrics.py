@@ -37,6 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tsq.errors import TsqError
 from tsq.hostcalls import Host, HostAnswer
 from tsq.outcomes import RunStatus
 from tsq.run import Run
@@ -57,6 +58,7 @@ LOOP = ("project", "loop")
 # Seconds, from a no-op handler's few milliseconds to an hour-long backfill step.
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                300.0, 900.0, 3600.0)
+REFUSALS = frozenset({413, 429, 504})
 QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                  30.0)
 
@@ -135,6 +137,10 @@ class Metrics:
                                 ["protocol"], registry=registry)
         self.stored = Counter("tsq_points_stored", "Points written to a connector, by the "
                               "write endpoints and by loops", ["connector"], registry=registry)
+        self.refusals = Counter("tsq_requests_refused", "Requests refused to bound the work: "
+                                "429 (a queue or a project's rate), 413 (too large), 504 (past "
+                                "the deadline), by the setting that refused them",
+                                ["status", "limit"], registry=registry)
         self.queries = Histogram("tsq_query_duration_seconds", "Ad-hoc queries (/v1/query, "
                                  "/api/v0/exec)", ["language", "outcome"], buckets=QUERY_BUCKETS,
                                  registry=registry)
@@ -196,6 +202,13 @@ class Metrics:
         return child
 
     # -- points and queries ----------------------------------------------------------------
+
+    def refused(self, error: TsqError) -> None:
+        """Count `error` if it refused work to bound it (429, 413 or 504), by the limit that
+        did (the setting its details name)."""
+        if error.http_status in REFUSALS:
+            limit = str(error.details.get("limit") or type(error).__name__)
+            self.refusals.labels(str(error.http_status), limit).inc()
 
     def ingest(self, protocol: str, points: int) -> None:
         self.ingested.labels(protocol).inc(points)

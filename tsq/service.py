@@ -157,6 +157,10 @@ class Service:
         self.project_point_rate = Rates(limits.project_points_per_s, burst_s=10,
                                         what="points written for project {key!r} a second",
                                         setting="project_points_per_s")
+        # query time is known when a query ends: counted then, and checked before the next
+        self.project_query_time = Rates(limits.project_query_s_per_minute / 60, burst_s=60,
+                                        what="query time of project {key!r} a minute",
+                                        setting="project_query_s_per_minute")
         self.write_admission = Admission(  # writes proceed side by side, in milliseconds
             waiting=limits.max_concurrent_writes, running=0, what="writes",
             setting="max_concurrent_writes", pace_s=0.01)
@@ -513,8 +517,8 @@ class Service:
         QueryTimeout, and an answer over its points is QueryTooLarge before it is built."""
         from tsq import tsl
 
-        with self.metrics.timed("tsl"), explaining() as plan, \
-                budgeted(budget or self.query_budget()):
+        with self.project_query_time.spending(project or SHARED), self.metrics.timed("tsl"), \
+                explaining() as plan, budgeted(budget or self.query_budget()):
             answer = tsl.query(source, self.points(project), variables=variables,
                                now=datetime.fromtimestamp(self._clock(), UTC))
         if explain:
@@ -531,7 +535,8 @@ class Service:
         from tsq import ws
 
         budget = budget or self.query_budget()
-        with self.metrics.timed("warpscript"), budgeted(budget):
+        with self.project_query_time.spending(project or SHARED), \
+                self.metrics.timed("warpscript"), budgeted(budget):
             try:
                 stack = ws.execute(script, connector=self.points(project), variables=variables,
                                    now_us=int(self._clock() * 1_000_000),
@@ -570,8 +575,13 @@ class Service:
 
     # Every method taking a run id accepts a unique prefix of one (`RunStore.resolve`).
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.runs.get(self.runs.resolve(run_id)).to_json()
+    def get_run(self, run_id: str, project: str | None = None) -> dict[str, Any]:
+        """The run `run_id` names (an id or a unique prefix); with `project`, only one of that
+        project's (another project's is NotFound, as if it were not there)."""
+        run = self.runs.get(self.runs.resolve(run_id)).to_json()
+        if project is not None and run["project"] != project:
+            raise NotFound(f"no run with id or id prefix {run_id!r}")
+        return run
 
     def run_logs(self, run_id: str, after: int = 0) -> dict[str, Any]:
         """The run's log lines after the first `after`, its status (read before the lines, so a

@@ -11,14 +11,14 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from tsq import __version__
-from tsq.access import COOKIE
+from tsq.access import COOKIE, who
 from tsq.errors import NotFound, TsqError
 from tsq.isotime import format_ms, parse_time
 from tsq.loopstore import StoredVersion
@@ -126,9 +126,11 @@ def _install_loop_pages(app: FastAPI, service: Service,
 
     @app.get("/", include_in_schema=False)
     @guarded
-    def loops_page(q: str = "", runtime: str = "", status: str = "") -> HTMLResponse:
+    def loops_page(request: Request, q: str = "", runtime: str = "", status: str = ""
+                   ) -> HTMLResponse:
         now = datetime.fromtimestamp(service.clock(), UTC)
-        rows = [_loop_row(service, loop, now) for loop in service.list_loops()["loops"]]
+        rows = [_loop_row(service, loop, now)
+                for loop in service.list_loops(who(request).project)["loops"]]
         runtimes = sorted({row["runtime"] for row in rows})
         shown = [row for row in rows if _matches(row, q, runtime, status)]
         return render("loops.html", title="Loops", nav="loops", rows=shown, total=len(rows),
@@ -137,9 +139,9 @@ def _install_loop_pages(app: FastAPI, service: Service,
 
     @app.get("/ui/loops/{name}", include_in_schema=False)
     @guarded
-    def loop_page(name: str, project: str | None = None, a: str | None = None,
-                  b: str | None = None) -> HTMLResponse:
-        loop = service.get_loop(name, project)
+    def loop_page(request: Request, name: str, project: str | None = None,
+                  a: str | None = None, b: str | None = None) -> HTMLResponse:
+        loop = service.get_loop(name, who(request).project_of(project))
         stored = service.loops.versions(loop["project"], name)
         older, newer = _diff_pair(stored, a, b)
         diff = _version_diff(older, newer) if older and newer else []
@@ -154,21 +156,23 @@ def _install_run_pages(app: FastAPI, service: Service,
 
     @app.get("/ui/runs", include_in_schema=False)
     @guarded
-    def runs_page(loop: str = "", status: str = "", trigger: str = "", since: str = "",
-                  until: str = "", limit: Annotated[int, Query(ge=1, le=1000)] = 100
-                  ) -> HTMLResponse:
-        where = RunFilter(None, loop or None, status or None, _local_ms(since, "since"),
+    def runs_page(request: Request, loop: str = "", status: str = "", trigger: str = "",
+                  since: str = "", until: str = "",
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> HTMLResponse:
+        project = who(request).project
+        where = RunFilter(project, loop or None, status or None, _local_ms(since, "since"),
                           _local_ms(until, "until"), limit, None, trigger or None)
         runs = service.list_runs(where)["runs"]
         return render("runs.html", title="Runs", nav="runs", runs=runs, loop=loop,
                       status=status, trigger=trigger, since=since, until=until, limit=limit,
                       statuses=RUN_STATUSES, triggers=TRIGGERS,
-                      loops=sorted({row["name"] for row in service.list_loops()["loops"]}))
+                      loops=sorted({row["name"]
+                                    for row in service.list_loops(project)["loops"]}))
 
     @app.get("/ui/runs/{run_id}", include_in_schema=False)
     @guarded
-    def run_page(run_id: str) -> HTMLResponse:
-        run = service.get_run(run_id)
+    def run_page(request: Request, run_id: str) -> HTMLResponse:
+        run = service.get_run(run_id, who(request).project)
         logs = service.run_logs(run["id"])["logs"]
         files = sorted((_artifact_view(service, run["id"], meta)
                         for meta in service.run_artifacts(run["id"])["artifacts"]),
