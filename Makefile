@@ -12,6 +12,8 @@ $(BIN)/tsq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[examples]'
+	# bytecode now, as an installed package has it: every `tsq` command starts faster
+	$(BIN)/python -m compileall -q tsq
 	touch $@
 
 # The web UI's chart library, from the npm registry at its pinned version and sha256

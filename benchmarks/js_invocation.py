@@ -1,10 +1,12 @@
 """JS invocation: a trivial async handler through the worker path and through HTTP, beside a
 fresh `node -e` and `python3 -c` process per run (the process-per-run model) and the bare
 engine's floor (a fresh V8 context in a warm isolate, evaluating the same handler); then the
-throughput of no-op runs with both cores busy."""
+throughput of no-op runs with both cores busy; and `tsq run` without a server, a process per
+call as a user types it, beside `node -e`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -55,6 +58,7 @@ def run(report: Report, *, quick: bool) -> None:
                 lambda i, argv=argv: subprocess.run(argv, check=True, capture_output=True),
                 max(5, n // 20)))
         baseline = peers[0][0]
+        _cold_cli(report, baseline, max(3, n // 100))
         report.add("js_invocation", "bare V8: fresh context + eval (floor)",
                    _timed(lambda i: _bare_floor(), n), baseline)
         report.add("js_invocation", "tsq worker path (fresh V8 context per run)",
@@ -78,6 +82,24 @@ def run(report: Report, *, quick: bool) -> None:
         server.should_exit = True
         thread.join()
         service.close()
+
+
+def _cold_cli(report: Report, baseline: str, n: int) -> None:
+    """`tsq run noop` in a new process each time, on a data directory with no server: its
+    start, the worker's, the run and the exit. Bytecode is compiled first, as an installed
+    package has it (`make install` does the same)."""
+    tsq = Path(sys.executable).with_name("tsq")
+    package = Path(__file__).parents[1] / "tsq"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+    with tempfile.TemporaryDirectory() as data:
+        (Path(data) / "loops.yml").write_text("functions:\n  noop:\n    handler: noop.js\n")
+        (Path(data) / "noop.js").write_text(HANDLER)
+        env = {**os.environ, "TSQ_DATA_DIR": str(Path(data) / "data")}
+        subprocess.run([str(tsq), "deploy", str(Path(data) / "loops.yml")], check=True, env=env,
+                       capture_output=True)
+        cli = [str(tsq), "run", "noop", "--param", "n=1"]
+        report.add("js_invocation", "tsq run without a server (new process)", _timed(
+            lambda i: subprocess.run(cli, check=True, capture_output=True, env=env), n), baseline)
 
 
 def _bare_floor() -> None:

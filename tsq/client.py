@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from tsq import datafiles, errors
@@ -28,6 +27,8 @@ from tsq.outcomes import UNFINISHED
 from tsq.run import RunFilter
 
 if TYPE_CHECKING:
+    import httpx
+
     from tsq.answers import Answer, Runs
 
 __all__ = ["Backend", "Client", "HttpClient", "LocalClient", "open_client", "split_window"]
@@ -244,7 +245,11 @@ class LocalClient:
 
 
 class HttpClient:
+    # httpx is imported where it is used: `tsq run` without a server never needs it, and its
+    # import is a tenth of that command's start
     def __init__(self, url: str, token: str | None = None) -> None:
+        import httpx
+
         self.where = f"server {url}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=RUN_WAIT_S),
@@ -359,6 +364,8 @@ class HttpClient:
         self.http.close()
 
     def healthy(self) -> bool:
+        import httpx
+
         try:
             return self.http.get("/healthz", timeout=2.0).status_code == 200
         except httpx.HTTPError:
@@ -370,6 +377,8 @@ class HttpClient:
 
     def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
         """The server's answer to a request that succeeded; its error as a TsqError if not."""
+        import httpx
+
         try:
             response = self.http.request(method, path, **options)
         except httpx.HTTPError as exc:

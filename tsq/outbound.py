@@ -30,13 +30,15 @@ import ipaddress
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from tsq.errors import ConfigError, OutboundRefused
 from tsq.masking import mask_url
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ALLOW_HINT", "OutboundPolicy", "client", "configure", "current"]
 
@@ -218,28 +220,37 @@ def current() -> OutboundPolicy:
     return _current.policy
 
 
-class _Guarded(httpx.BaseTransport):
-    """A transport that checks each request's destination against the process's policy."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            address = current().address(str(request.url))
-        except (OSError, ValueError) as exc:
-            raise httpx.ConnectError(f"{request.url.host} does not resolve: {exc}",
-                                     request=request) from None
-        if request.url.scheme == "http" and address != request.url.host:
-            # connect to the address checked; the Host header keeps the name
-            request.url = request.url.copy_with(host=address)
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def client(**options: Any) -> httpx.Client:
     """An httpx client (with `options`) whose every request obeys the outbound policy: a
     refused one raises OutboundRefused before anything is sent."""
-    return httpx.Client(transport=_Guarded(), trust_env=False, **options)
+    import httpx
+
+    return httpx.Client(transport=_guarded()(), trust_env=False, **options)
+
+
+@cache
+def _guarded() -> type[httpx.BaseTransport]:
+    """The transport class that checks each request's destination against the process's
+    policy; made on first use, as httpx is imported then: a process that never calls out
+    (`tsq run` without a server) does not pay for its import."""
+    import httpx
+
+    class Guarded(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                address = current().address(str(request.url))
+            except (OSError, ValueError) as exc:
+                raise httpx.ConnectError(f"{request.url.host} does not resolve: {exc}",
+                                         request=request) from None
+            if request.url.scheme == "http" and address != request.url.host:
+                # connect to the address checked; the Host header keeps the name
+                request.url = request.url.copy_with(host=address)
+            return self.inner.handle_request(request)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return Guarded
