@@ -17,6 +17,7 @@ up: the worker supervisor replaces the process and reports the run.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,20 @@ POLL_INTERVALS_S = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 def _asset(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _compact(script: str) -> str:
+    """`script` (tsq's own JavaScript, which has no multi-line strings or template literals)
+    without comment lines or indentation, and in ASCII: stpyv8 keeps the source of every script
+    it evaluates for as long as the process lives, so the bootstrap, evaluated in every run's
+    fresh context, costs its size in memory per run. One non-ASCII character would make V8
+    store it with two bytes a character."""
+    lines = (line.strip() for line in script.splitlines())
+    kept = "\n".join(line for line in lines if line and not line.startswith("//"))
+    return _NON_ASCII.sub(lambda found: f"\\u{ord(found.group()):04x}", kept)
+
+
+_NON_ASCII = re.compile("[\u0080-\uffff]")
 
 
 class _Compiler:
@@ -84,7 +99,7 @@ class JsRuntime:
     def __init__(self, *, max_result_bytes: int = 1 << 20) -> None:
         self.max_result_bytes = max_result_bytes
         caps = {**OUTPUT_CAPS, "maxResultChars": max_result_bytes}
-        self.bootstrap = (f"{_asset('bootstrap.js')}({orjson.dumps(caps).decode()})"
+        self.bootstrap = (f"{_compact(_asset('bootstrap.js'))}({orjson.dumps(caps).decode()})"
                           f"\n//# sourceURL={INTERNAL_SOURCE}")
 
     def warm(self, *, runs: bool = False) -> None:
