@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs, transaction
 from tsq.errors import Conflict, NotFound
+from tsq.groupcommit import GroupCommit
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
 from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
@@ -191,6 +192,9 @@ class RunStore:
     def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
         self.clock = clock
+        # the writes of every run (created, settled): those of runs at the same time commit
+        # together
+        self.writes = GroupCommit(engine)
 
     def _now_ms(self) -> int:
         return now_ms(self.clock)
@@ -203,9 +207,12 @@ class RunStore:
         run = new.queued(new_run_id(now), now)
         if running:
             run = run.started(now)
-        with transaction(self.engine) as db:
-            db.execute(runs.insert(), run.row())  # parameters, not .values(): no new statement
-        return run
+        row = run.row()
+
+        def insert(db: Connection) -> Run:
+            db.execute(runs.insert(), row)  # parameters, not .values(): no new statement
+            return run
+        return self.writes.write(insert)
 
     def create_new(self, batch: Sequence[NewRun]) -> list[Run]:
         """Insert the runs whose keys are new, in one transaction; the records created.
@@ -260,7 +267,8 @@ class RunStore:
         finished = [o for o in outcomes if o.retry_at_ms is None]
         retried = [o for o in outcomes if o.retry_at_ms is not None]
         lines = [(o.run.id, line) for o in outcomes for line in o.logs]
-        with transaction(self.engine) as db:
+
+        def settle(db: Connection) -> list[Run]:
             if lines:
                 db.execute(run_logs.insert(), [_log_row(run_id, line) for run_id, line in lines])
             if finished:
@@ -272,7 +280,8 @@ class RunStore:
                 db.execute(_RETRY, [{"b_id": o.run.id, "b_attempt": o.run.attempt + 1,
                                      "b_not_before": o.retry_at_ms, "b_now": now}
                                     for o in retried])
-            created = _insert_new(db, [run for o in finished for run in o.followers], now)
+            return _insert_new(db, [run for o in finished for run in o.followers], now)
+        created = self.writes.write(settle)
         return [o.settled(now) for o in outcomes], created
 
     def cancel(self, run_id: str, was: RunStatus, result: RunResult) -> Run | None:
