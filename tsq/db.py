@@ -226,7 +226,7 @@ def _target(url: str) -> sa.URL:
 def _engine_options(url: sa.URL) -> dict[str, Any]:
     # orjson for the JSON columns (params, results, errors): the stdlib's encoder was a
     # twentieth of the service's time with runs ending a thousand a second.
-    json = {"json_serializer": _json_text, "json_deserializer": _json_value}
+    json = {"json_serializer": json_text, "json_deserializer": _json_value}
     if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, **json}
     connect_args = ({} if "connect_timeout" in url.query or url.get_backend_name() != "postgresql"
@@ -234,7 +234,7 @@ def _engine_options(url: sa.URL) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": connect_args, **json}
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from tsq import hotsql
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs, transaction
 from tsq.errors import Conflict, NotFound
@@ -108,14 +109,6 @@ class Settlement:
                                error=self.result.error, finished_ms=now,
                                init_ms=self.result.init_ms, started_ms=self.run.started_ms or now)
 
-
-# A cancelled run keeps its status, whatever outcome arrives after the cancel.
-_FINISH = (runs.update().where(runs.c.id == sa.bindparam("b_id"),
-                               runs.c.status != RunStatus.CANCELLED.value).values(
-    status=sa.bindparam("b_status"), result=sa.bindparam("b_result", type_=sa.JSON),
-    error=sa.bindparam("b_error", type_=sa.JSON), finished_ms=sa.bindparam("b_now"),
-    init_ms=sa.bindparam("b_init"),
-    started_ms=sa.func.coalesce(runs.c.started_ms, sa.bindparam("b_now"))))
 # One statement object per backend for every claim, so SQLAlchemy compiles it once (a new one
 # per call cost more than the write itself).
 _CLAIMED = {"status": RunStatus.RUNNING.value, "started_ms": sa.bindparam("b_now")}
@@ -210,7 +203,7 @@ class RunStore:
         row = run.row()
 
         def insert(db: Connection) -> Run:
-            db.execute(runs.insert(), row)  # parameters, not .values(): no new statement
+            hotsql.insert_runs(db, [row])
             return run
         return self.writes.write(insert)
 
@@ -269,13 +262,11 @@ class RunStore:
         lines = [(o.run.id, line) for o in outcomes for line in o.logs]
 
         def settle(db: Connection) -> list[Run]:
-            if lines:
-                db.execute(run_logs.insert(), [_log_row(run_id, line) for run_id, line in lines])
-            if finished:
-                db.execute(_FINISH, [{"b_id": o.run.id, "b_status": o.result.status.value,
-                                      "b_result": o.result.result, "b_error": _error(o.result),
-                                      "b_now": now, "b_init": o.result.init_ms}
-                                     for o in finished])
+            hotsql.insert_logs(db, [_log_row(run_id, line) for run_id, line in lines])
+            hotsql.finish_runs(db, [{"b_id": o.run.id, "b_status": o.result.status.value,
+                                     "b_result": o.result.result, "b_error": _error(o.result),
+                                     "b_now": now, "b_init": o.result.init_ms}
+                                    for o in finished])
             if retried:
                 db.execute(_RETRY, [{"b_id": o.run.id, "b_attempt": o.run.attempt + 1,
                                      "b_not_before": o.retry_at_ms, "b_now": now}
@@ -564,8 +555,7 @@ def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[Run]:
 
 
 def _insert_logs(db: Connection, run_id: str, lines: Sequence[LogLine]) -> None:
-    if lines:
-        db.execute(run_logs.insert(), [_log_row(run_id, line) for line in lines])
+    hotsql.insert_logs(db, [_log_row(run_id, line) for line in lines])
 
 
 def _log_row(run_id: str, line: LogLine) -> dict[str, Any]:
