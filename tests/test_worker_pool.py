@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tsq import worker_pool
+from tsq import worker_pool, worker_process
 from tsq.outcomes import RunResult, RunStatus
 from tsq.runtimes.base import Limits
 from tsq.worker_pool import JobListener, WorkerPool
@@ -150,3 +150,21 @@ def test_run_now_never_starts_a_worker_on_the_callers_thread() -> None:
         assert pool.submit(job, listener).result(timeout=60).result == 1
     finally:
         pool.close()
+
+
+def test_a_version_s_source_crosses_the_pipe_once_per_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_process, "KNOWN_VERSIONS", 2)
+    supervisor, worker = worker_process.KnownVersions(), worker_process.KnownVersions()
+
+    def job(version: str) -> Job:
+        return Job(f"run-{version}", "js", version, f"source of {version}", "h.js", {}, {},
+                   Limits(1.0, 64))
+
+    sent = [supervisor.sent(job(v)) for v in ("a", "a", "b", "a", "c", "b")]
+    # "b" was the least recently used when "c" came: forgotten by both ends, so sent again
+    assert [wire[3] for wire in sent] == ["source of a", None, "source of b", None,
+                                          "source of c", "source of b"]
+    assert [worker.received(wire).source for wire in sent] == [
+        f"source of {v}" for v in ("a", "a", "b", "a", "c", "b")]
+    assert list(worker.sources) == list(supervisor.sources) == ["c", "b"]

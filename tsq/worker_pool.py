@@ -30,7 +30,7 @@ from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
 from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
-from tsq.worker_process import Job, WorkerOptions, worker_main
+from tsq.worker_process import Job, KnownVersions, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool", "start_ahead"]
 
@@ -74,6 +74,7 @@ class _Process:
         # and a slot waits on the pipe once or more per run.
         self._poller = select.poll()
         self._poller.register(self.conn.fileno(), select.POLLIN)
+        self.known = KnownVersions()  # the sources this process holds
         self.ready = False
         if wait:
             self.wait_ready()
@@ -366,7 +367,7 @@ class WorkerPool:
         started_ms = (time.perf_counter() - began) * 1000
         if not self._hand_over(slot, process):
             return RunResult.cancelled("before its handler started")
-        process.conn.send(job)
+        process.conn.send(process.known.sent(job))
         listener.started(job)
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.

@@ -53,6 +53,46 @@ class Job:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# A job crosses the pipe as a tuple of plain values: unpickling a dataclass looks its class up
+# by name and builds it field by field, a tenth of a no-op run's time in the worker. The handler's
+# source goes with a version's first job to a process only; both ends remember the last
+# KNOWN_VERSIONS versions sent, in the same order, so they agree on which the worker holds.
+KNOWN_VERSIONS = PROGRAM_CACHE_SIZE
+WireJob = tuple[str, str, str, str | None, str, dict[str, Any], dict[str, str], float, int,
+                dict[str, Any]]
+
+
+class KnownVersions:
+    """The versions whose source a worker process holds, least recently used first: kept the
+    same way by the supervisor (which sends) and the worker (which receives)."""
+
+    def __init__(self) -> None:
+        self.sources: OrderedDict[str, str] = OrderedDict()
+
+    def sent(self, job: Job) -> WireJob:
+        """The job as it crosses: without its source if the worker holds it."""
+        known = job.version_id in self.sources
+        self._use(job.version_id, job.source)
+        return (job.run_id, job.runtime, job.version_id, None if known else job.source,
+                job.file_name, job.event, job.env, job.limits.timeout_s, job.limits.memory_mb,
+                job.info)
+
+    def received(self, wire: WireJob) -> Job:
+        run_id, runtime, version_id, source, file_name, event, env, timeout_s, memory_mb, \
+            info = wire
+        if source is None:
+            source = self.sources[version_id]
+        self._use(version_id, source)
+        return Job(run_id, runtime, version_id, source, file_name, event, env,
+                   Limits(timeout_s, memory_mb), info)
+
+    def _use(self, version_id: str, source: str) -> None:
+        self.sources[version_id] = source
+        self.sources.move_to_end(version_id)
+        if len(self.sources) > KNOWN_VERSIONS:
+            self.sources.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     memory_mb: int  # the worker's data segment cap
@@ -64,14 +104,15 @@ def worker_main(conn: Connection, options: WorkerOptions) -> None:
     worker = _Worker(conn, options)
     _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
     conn.send(("ready", None))
+    known = KnownVersions()
     while True:
         try:
-            job: Job | None = conn.recv()
+            wire: WireJob | None = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
-        if job is None:
+        if wire is None:
             return
-        conn.send(("done", worker.run(job)))
+        conn.send(("done", worker.run(known.received(wire))))
         worker.idle()
 
 
