@@ -112,6 +112,21 @@ class RunResult:
             raise ValueError(f"a run's result is final, not {self.status}")
         object.__setattr__(self, "status", RunStatus(self.status))
 
+    def to_wire(self) -> tuple[str, Any, tuple[str, str, str] | None, float | None]:
+        """Plain values for a pipe: a worker's outcome is unpickled once per run, and a
+        dataclass costs a class lookup and a field-by-field build each."""
+        error = self.error
+        return (self.status.value, self.result,
+                None if error is None else (error.type, error.message, error.stack),
+                self.init_ms)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[str, Any, tuple[str, str, str] | None, float | None]
+                  ) -> RunResult:
+        status, result, error, init_ms = wire
+        return cls(RunStatus(status), result, None if error is None else RunError(*error),
+                   init_ms)
+
     @classmethod
     def failed(cls, kind: str, message: str, stack: str = "") -> RunResult:
         """The handler's own error (`kind` is its type: TypeError, RunFailed, …)."""

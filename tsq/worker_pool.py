@@ -453,9 +453,8 @@ class _Watch:
         if kind == "host":
             self.process.conn.send(self.answer(*payload))
             return None
-        result: RunResult = payload
         self.reported = True
-        return result
+        return RunResult.from_wire(payload)
 
     def answer(self, op: str, args: dict[str, Any], arrays: list[Any]) -> tuple[str, Any]:
         try:

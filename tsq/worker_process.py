@@ -112,7 +112,7 @@ def worker_main(conn: Connection, options: WorkerOptions) -> None:
             return
         if wire is None:
             return
-        conn.send(("done", worker.run(known.received(wire))))
+        conn.send(("done", worker.run(known.received(wire)).to_wire()))
         worker.idle()
 
 
