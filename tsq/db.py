@@ -178,9 +178,15 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     writers (scheduler, dispatcher, settler, API) queue on a lock instead, and each takes the
     file the moment the one before it commits. PostgreSQL's writers lock rows, not the
     database: they run side by side, with no lock here."""
-    lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
-    with lock or contextlib.nullcontext(), engine.begin() as connection:
+    with write_lock(engine), engine.begin() as connection:
         yield connection
+
+
+def write_lock(engine: Engine) -> contextlib.AbstractContextManager[Any]:
+    """What this process's writers to `engine` queue on (`transaction`): a lock on SQLite,
+    nothing on PostgreSQL."""
+    lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
+    return lock or contextlib.nullcontext()
 
 
 # The URL forms tsq takes, named in the error of any other.

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tsq.clock import Clock
@@ -76,6 +76,7 @@ SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for
 CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
 HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
 LANE_RETRY_S = 0.5  # in a cluster, how soon a run whose lane is full elsewhere tries again
+SETTLE_AGAIN_S = 0.5  # in a cluster, how soon the ends of runs the store refused are written again
 
 
 class RunQueue(Protocol):
@@ -585,17 +586,31 @@ class Dispatcher:
             log.exception("could not run the end of %d runs", len(batch))
             failure = RunResult.failed("InternalError", f"tsq could not record how the run "
                                                         f"ended: {exc}")
-            if self.queue is not None:  # another attempt, once the store is back
+            if self.queue is not None:
+                # The runs did end: their outcomes are kept and written once the store is
+                # back. Their messages stay held (and extended), so no process runs them
+                # again meanwhile; were they handed back, each failed write would use up one
+                # of a message's deliveries, and a run that succeeded during an outage of
+                # seconds would be recorded interrupted.
                 for ended in batch:
                     if ended.holds_slot:
                         self._release(ended.run)
-                self.queue.again([ended.run.id for ended in batch])
+                self._settle_later([replace(ended, holds_slot=False) for ended in batch])
                 return
             for ended in batch:
                 if ended.holds_slot:
                     self._release(ended.run)
                 # whoever waits for the run hears of it (the record may still say running)
                 self._wake(ended.run.evolve(status=failure.status, error=failure.error))
+
+    def _settle_later(self, batch: list[_Ended]) -> None:
+        def again() -> None:
+            if not self._closed:
+                for ended in batch:
+                    self._ended.put(ended)
+        timer = threading.Timer(SETTLE_AGAIN_S, again)
+        timer.daemon = True
+        timer.start()
 
     def _settle(self, batch: list[_Ended]) -> None:
         settlements = [self._settlement(ended) for ended in batch]

@@ -10,17 +10,24 @@ A lone write costs what it did (one transaction, at once).
 
 If a batch fails, each of its writes is run again in a transaction of its own, so an error (a
 duplicate run key) reaches only the caller whose write caused it.
+
+On SQLite the batches run on one connection kept open: taking a connection from the pool and
+giving it back (with its reset) cost more than the write. On PostgreSQL each batch takes a pooled
+connection, which the pool checks first, so a restarted server costs no write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from tsq.db import transaction
+from tsq.db import transaction, write_lock
+
+KEEPS_CONNECTION = {"sqlite": True, "postgresql": False}  # by backend (see above)
 
 __all__ = ["GroupCommit"]
 
@@ -47,6 +54,30 @@ class GroupCommit:
         self._waiting: list[_Write[Any]] = []
         self._leading = False  # a thread is running a batch
         self.batches = 0  # batches committed, for tests and benchmarks
+        self._kept: Connection | None = None  # used by the leader only, one at a time
+
+    def close(self) -> None:
+        with write_lock(self.engine):
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        if not KEEPS_CONNECTION.get(self.engine.dialect.name, False):
+            with transaction(self.engine) as db:
+                yield db
+            return
+        with write_lock(self.engine):
+            kept = self._kept or self.engine.connect()
+            self._kept = None  # until the transaction has ended well
+            try:
+                with kept.begin():
+                    yield kept
+            except BaseException:
+                kept.close()
+                raise
+            self._kept = kept
 
     def write(self, write: Callable[[Connection], T]) -> T:
         """`write(connection)`'s result once the transaction it ran in has committed; its
@@ -83,7 +114,7 @@ class GroupCommit:
     def _commit(self, batch: list[_Write[Any]]) -> None:
         self.batches += 1
         try:
-            with transaction(self.engine) as db:
+            with self._transaction() as db:
                 results = [write.write(db) for write in batch]
         except Exception as error:
             if len(batch) == 1:
@@ -91,7 +122,7 @@ class GroupCommit:
                 return
             for write in batch:  # each alone, so that an error is its own write's
                 try:
-                    with transaction(self.engine) as db:
+                    with self._transaction() as db:
                         write.result = write.write(db)
                 except Exception as alone:
                     write.error = alone
