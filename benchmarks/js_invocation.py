@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,10 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from benchmarks.report import Report
-from tsq.api import create_app
+from benchmarks.scheduler import _free_port, _Serve
 from tsq.config import Settings
 from tsq.runtimes.js.engine import isolate
 from tsq.service import Service
@@ -65,23 +63,17 @@ def run(report: Report, *, quick: bool) -> None:
                    _timed(lambda i: service.run("noop", {"n": i}), n),
                    [baseline, "bare V8: fresh context + eval (floor)"])
         _throughput(report, service, n * 2)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        # with the token a client sends: its check is part of every request's cost
         token = {"Authorization": f"Bearer {service.admin_token}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=token) as client:
+        service.close()
+        # `tsq serve` in a process of its own, as deployed: the client must not share its GIL
+        port = _free_port()
+        with _Serve(Path(data), port), httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                                                      headers=token) as client:
+            # with the token a client sends: its check is part of every request's cost
             report.add("js_invocation", "tsq POST /v1/loops/noop/run", _timed(
                 lambda i: client.post("/v1/loops/noop/run",
                                       json={"params": {"n": i}}).raise_for_status(), n),
                 baseline)
-        server.should_exit = True
-        thread.join()
-        service.close()
 
 
 def _cold_cli(report: Report, baseline: str, n: int) -> None:
@@ -132,8 +124,3 @@ def _throughput(report: Report, service: Service, runs: int) -> None:
     report.note("js_invocation", "tsq no-op runs, both cores busy",
                 {"runs": runs, "seconds": round(spent, 2), "runs_per_s": round(runs / spent)})
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -110,6 +110,10 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# one statement object, so SQLAlchemy compiles it once (each lookup after the cache's second)
+_BY_HASH = sa.select(tokens).where(tokens.c.hash == sa.bindparam("b_hash"))
+
+
 class TokenStore:
     def __init__(self, engine: Engine, clock: Clock = wall) -> None:
         self.engine = engine
@@ -158,8 +162,7 @@ class TokenStore:
         if cached is not None and now - cached[0] < CACHE_S:
             return cached[1]
         with self.engine.connect() as db:
-            row = db.execute(sa.select(tokens).where(
-                tokens.c.hash == _hash(secret))).mappings().first()
+            row = db.execute(_BY_HASH, {"b_hash": _hash(secret)}).mappings().first()
         found = None if row is None or row["revoked_ms"] is not None else Principal(
             row["name"], row["project"], roles_of(row["roles"].split(",")))
         with self._lock:
