@@ -87,7 +87,10 @@ def _execute(db: Connection, statement: str, parameters: Sequence[Mapping[str, A
     cursor = db.connection.cursor()  # the transaction's own driver connection
     driver_error = db.dialect.loaded_dbapi.Error
     try:
-        cursor.executemany(sql, parameters)
+        if len(parameters) == 1:  # psycopg's executemany sets up a pipeline, even for one row
+            cursor.execute(sql, parameters[0])
+        else:
+            cursor.executemany(sql, parameters)
     except driver_error as error:  # as SQLAlchemy raises it (IntegrityError for a duplicate)
         raise sa.exc.DBAPIError.instance(sql, parameters, error, driver_error) from error
     finally:
