@@ -251,14 +251,18 @@ class Dispatcher:
     def ended_elsewhere(self, notice: list[dict[str, Any] | str]) -> None:
         """Runs ended on a process of the cluster (each as it ended, or its id when it was too
         large to carry): wake whoever waits for them here."""
-        carried = [Run.from_json(item) for item in notice if not isinstance(item, str)]
-        for listener in self._elsewhere_listeners:
-            for record in carried:
-                listener(record)
+        listeners = self._elsewhere_listeners
         with self._lock:
             waited = {run_id for item in notice
                       if (run_id := item if isinstance(item, str) else item["id"])
                       in self._waiters}
+        if not listeners and not waited:  # a worker process hears every end, and needs few
+            return
+        carried = [Run.from_json(item) for item in notice
+                   if not isinstance(item, str) and (listeners or item["id"] in waited)]
+        for listener in listeners:
+            for record in carried:
+                listener(record)
         records = [record for record in carried if record.id in waited]
         records += self.runs.get_many([item for item in notice if isinstance(item, str)
                                        and item in waited]).values()
