@@ -160,8 +160,7 @@ class Rates:
             return
         now = self._clock()
         with self._lock:
-            tokens, then = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - then) * self.per_s)
+            tokens = self._refilled(key, now)
             if amount > tokens:
                 self._buckets[key] = (tokens, now)
                 raise self._refusal(key, amount, tokens)
@@ -178,8 +177,7 @@ class Rates:
             return
         now = self._clock()
         with self._lock:
-            tokens, then = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - then) * self.per_s)
+            tokens = self._refilled(key, now)
             self._buckets[key] = (tokens, now)
             if tokens <= 0:
                 raise self._refusal(key, 1.0, tokens)
@@ -188,9 +186,13 @@ class Rates:
         finally:
             end = self._clock()
             with self._lock:
-                tokens, then = self._buckets[key]
-                refilled = min(self.capacity, tokens + (end - then) * self.per_s)
-                self._buckets[key] = (refilled - (end - now), end)
+                self._buckets[key] = (self._refilled(key, end) - (end - now), end)
+
+    def _refilled(self, key: str, now: float) -> float:
+        """`key`'s tokens at `now`: what its bucket held, plus what the time since earned, up
+        to the capacity (a full bucket for a key not seen yet). Under the lock."""
+        tokens, then = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - then) * self.per_s)
 
     def _refusal(self, key: str, amount: float, tokens: float) -> TooManyRequests:
         if amount > self.capacity:

@@ -24,7 +24,7 @@ __all__ = ["finish_runs", "insert_logs", "insert_runs"]
 
 RUN_COLUMNS = tuple(column.name for column in runs.columns)
 JSON_COLUMNS = frozenset(column.name for column in runs.columns
-                         if column.type.__class__.__name__ == "JSON")
+                         if isinstance(column.type, sa.JSON))
 LOG_COLUMNS = tuple(column.name for column in run_logs.columns if column.name != "id")
 
 # A parameter as each driver writes it: `{name}` in the statements below, `{name:json}` for a
@@ -62,7 +62,7 @@ SQL: Mapping[str, Mapping[str, str]] = {
 
 
 def insert_runs(db: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert runs (`Run.row()`s); a duplicate key raises the driver's IntegrityError."""
+    """Insert runs (`Run.row()`s); a duplicate key raises SQLAlchemy's IntegrityError."""
     _execute(db, "insert_runs", [
         {name: json_text(row[name]) if name in JSON_COLUMNS else row[name]
          for name in RUN_COLUMNS} for row in rows])
