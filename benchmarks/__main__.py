@@ -13,6 +13,7 @@ from benchmarks import (
     ingest,
     js_data,
     js_invocation,
+    last_window,
     postgres_runs,
     rollup,
     scheduler,
@@ -27,7 +28,8 @@ BENCHES = {"rollup": rollup.run, "ingest": ingest.run, "js_invocation": js_invoc
            "js_data": js_data.run, "scheduler": scheduler.run,
            "tsl_compile": tsl_compile.run, "tsl_rollup": tsl_rollup.run, "ws_rollup": ws_rollup.run,
            "cardinality": cardinality.run, "cluster": cluster.run,
-           "postgres_runs": postgres_runs.run, "footprint": footprint.run, "trust": trust.run}
+           "postgres_runs": postgres_runs.run, "footprint": footprint.run, "trust": trust.run,
+           "last_window": last_window.run}
 
 
 def main() -> None:
