@@ -22,7 +22,6 @@ open a file for writing, so worker processes reach the store through the service
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ import numpy.typing as npt
 import orjson
 
 from tsq import explain
+from tsq.collector import collector_paused
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
@@ -73,6 +73,8 @@ CORRUPT_AT = re.compile(r"Corrupt WAL file: entry at byte position (\d+)")
 # Series a read names in a list: the row groups whose ids lie outside are skipped unread, where
 # a join scans the whole table (a few ms a million rows); more are joined, from a frame
 FEW_SERIES = 64
+# A read of more series scans their id range when at least a quarter of it is wanted
+DENSE_FRACTION = 4
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
 
@@ -97,7 +99,7 @@ class EmbeddedStore:
             "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
             "SELECT sid, ts FROM text_points) GROUP BY sid").fetchall())
         rows = self._db.execute("SELECT id, name, labels, kind FROM series").fetchall()
-        with _collector_paused():
+        with collector_paused():
             self._series.extend(Entry(sid, name, orjson.loads(labels), kind, labels,
                                       newest.get(sid)) for sid, name, labels, kind in rows)
         self._next_id = max((row[0] for row in rows), default=0)
@@ -118,17 +120,20 @@ class EmbeddedStore:
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
             parts.append(self._read(table, ids, start, end))
-        rank_of = np.zeros(max(s.id for s in matching) + 1, dtype=np.int64)
-        rank_of[[s.id for s in matching]] = np.arange(len(matching))
-        rank = rank_of[_joined([p["sid"] for p in parts], np.int64)]
+        ids = [s.id for s in matching]
+        # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
+        rank_of = np.zeros(max(ids) + 1, dtype=np.int16 if len(ids) < 2**15 else np.int64)
+        rank_of[ids] = np.arange(len(ids))
+        rank = _joined([rank_of[p["sid"]] for p in parts], rank_of.dtype)
         ts = _joined([p["ts"] for p in parts], np.int64)
         values = _values([p["value"] for p in parts], matching)
-        order = _series_then_time(rank, ts)
-        if order is not None:
-            rank, ts, values = rank[order], ts[order], values[order]
         counts = np.bincount(rank, minlength=len(matching))
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        order = _series_then_time(rank, ts, offsets)
+        if order is not None:
+            ts, values = ts[order], values[order]
         return SeriesSet(tuple(s.name for s in matching), tuple(s.labels for s in matching),
-                         ts, values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+                         ts, values, offsets)
 
     def select_sampled(self, selector: Selector, start: int | None, end: int | None,
                        buckets: Buckets, aggregator: Aggregator,
@@ -153,6 +158,19 @@ class EmbeddedStore:
                     f"SELECT sid, ts, value FROM {table} WHERE sid IN ({marks}) "
                     f"AND ts >= ? AND ts < ?", [*ids.tolist(), _low(start), _high(end)]
                 ).fetchnumpy()
+            low, high = int(ids.min()), int(ids.max())
+            if len(ids) * DENSE_FRACTION >= high - low + 1:
+                # most ids in their range are wanted: scan the range, in the table's order
+                # (a join gives its rows in any order, and each series must then be sorted)
+                # and drop the few others here
+                found = cursor.execute(
+                    f"SELECT sid, ts, value FROM {table} WHERE sid BETWEEN ? AND ? "
+                    f"AND ts >= ? AND ts < ?", [low, high, _low(start), _high(end)]
+                ).fetchnumpy()
+                wanted = np.zeros(high - low + 1, dtype=bool)
+                wanted[ids - low] = True
+                keep = wanted[np.asarray(found["sid"], np.int64) - low]
+                return found if keep.all() else {k: v[keep] for k, v in found.items()}
             cursor.register("wanted", _frame({"sid": ids}))
             return cursor.execute(
                 f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN wanted w "
@@ -437,20 +455,6 @@ def _insert_points(db: duckdb.DuckDBPyConnection, series: SeriesSet, known: list
     db.unregister("batch")
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector held off: a million new entries would set it off again and
-    again, each time over all of them (a third of the time to open a store of a million
-    series). They make no cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _canonical(labels: Mapping[str, str]) -> str:
     return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -461,25 +465,32 @@ def _frame(columns: dict[str, Any]) -> Any:
     return pd.DataFrame(columns)
 
 
-def _series_then_time(rank: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
-                      ) -> npt.NDArray[np.int64] | None:
-    """The order that groups points by series rank and sorts each by time; None if they are
-    already so. A stable sort on the rank keeps each series' order from the table, mostly time
-    order already; only the series found out of order are sorted again."""
+def _series_then_time(rank: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64],
+                      offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
+    """The order that groups points by series rank and sorts each by time (`offsets`: where
+    each rank's points start in it); None if they are already so. A stable sort on the rank
+    keeps each series' order from the table, mostly time order already; only the series found
+    out of order are sorted again."""
     if len(rank) < 2:
         return None
-    in_place = np.all((rank[1:] > rank[:-1]) | ((rank[1:] == rank[:-1]) & (ts[1:] > ts[:-1])))
-    if in_place:
-        return None
-    narrow = rank.astype(np.int16) if rank.max() < 2**15 else rank  # numpy radix-sorts int16
-    order = np.argsort(narrow, kind="stable").astype(np.int64)
-    ranked, stamps = rank[order], ts[order]
-    unsorted = np.flatnonzero((ranked[1:] == ranked[:-1]) & (stamps[1:] <= stamps[:-1]))
-    if len(unsorted):   # parallel scans can hand a series' row groups out of order
-        bounds = np.searchsorted(ranked, np.arange(int(ranked[-1]) + 2))
-        for series in np.unique(ranked[unsorted]).tolist():
-            lo, hi = int(bounds[series]), int(bounds[series + 1])
-            order[lo:hi] = order[lo:hi][np.argsort(stamps[lo:hi], kind="stable")]
+    if np.all(rank[1:] >= rank[:-1]):  # grouped already: only time order to check
+        order = None
+        stamps = ts
+    else:
+        order = np.argsort(rank, kind="stable").astype(np.int64)
+        stamps = ts[order]
+    backwards = stamps[1:] <= stamps[:-1]
+    between = offsets[1:-1]
+    backwards[between[(between > 0) & (between < len(ts))] - 1] = False  # a series' first
+    unsorted = np.flatnonzero(backwards)
+    if not len(unsorted):
+        return order
+    if order is None:
+        order = np.arange(len(ts), dtype=np.int64)
+    # parallel scans can hand a series' row groups out of order
+    for series in np.unique(np.searchsorted(offsets, unsorted, side="right") - 1).tolist():
+        lo, hi = int(offsets[series]), int(offsets[series + 1])
+        order[lo:hi] = order[lo:hi][np.argsort(stamps[lo:hi], kind="stable")]
     return order
 
 

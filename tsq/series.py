@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tsq.collector import collector_paused
+
 __all__ = ["FIRST_NS", "LAST_NS", "NS_PER_MS", "Series", "SeriesSet"]
 
 NS_PER_MS = 1_000_000
@@ -136,12 +138,35 @@ class SeriesSet:
     # -- conversions ---------------------------------------------------------------------------
 
     def to_json(self) -> list[dict[str, Any]]:
-        """`[{name, labels, timestamps (epoch ms), values}]`, the API's shape."""
-        return [{"name": s.name, "labels": dict(s.labels),
-                 "timestamps": (s.timestamps // NS_PER_MS).tolist(),
-                 "values": [None if isinstance(v, float) and math.isnan(v) else v
-                            for v in s.values.tolist()]}
-                for s in self]
+        """`[{name, labels, timestamps (epoch ms), values}]`, the API's shape. The columns
+        become lists once and each series takes its slice: an answer of 10,000 short series
+        costs no numpy call per series."""
+        with collector_paused():
+            stamps = (self.timestamps // NS_PER_MS).tolist()
+            listed = self.values.tolist()
+            if self.values.dtype.kind != "f" or np.isnan(self.values).any():  # NaN: null
+                listed = [None if isinstance(v, float) and math.isnan(v) else v for v in listed]
+            bounds = self.offsets.tolist()
+            return [{"name": name, "labels": dict(labels), "timestamps": stamps[start:end],
+                     "values": listed[start:end]}
+                    for name, labels, start, end in zip(self.names, self.labels, bounds,
+                                                        bounds[1:], strict=False)]
+
+    @classmethod
+    def joined(cls, sets: Sequence[SeriesSet]) -> SeriesSet:
+        """The series of `sets`, one after another (a series in two sets is listed twice)."""
+        if not sets:
+            return cls.empty()
+        if len(sets) == 1:
+            return sets[0]
+        starts = np.cumsum([0] + [s.points for s in sets[:-1]])
+        return cls(tuple(n for s in sets for n in s.names),
+                   tuple(dict(labels) for s in sets for labels in s.labels),
+                   np.concatenate([s.timestamps for s in sets]),
+                   np.concatenate([s.values for s in sets]),
+                   np.concatenate([[0], *(s.offsets[1:] + start
+                                          for s, start in zip(sets, starts, strict=True))]
+                                  ).astype(np.int64))
 
     @classmethod
     def from_json(cls, items: Iterable[Mapping[str, Any]]) -> SeriesSet:

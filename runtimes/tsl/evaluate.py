@@ -513,8 +513,7 @@ class Results:
         return [out for out in self.statements if not isinstance(out, SeriesSet)]
 
     def joined(self) -> SeriesSet:
-        items = [(s.name, s.labels, s.timestamps, s.values) for out in self.series for s in out]
-        return SeriesSet.from_series(items) if items else SeriesSet.empty()
+        return SeriesSet.joined([out for out in self.series if len(out)]).normalized()
 
 
 # -- helpers ---------------------------------------------------------------------------------

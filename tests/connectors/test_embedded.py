@@ -106,7 +106,8 @@ def test_reads_are_ordered_by_series_then_time_whatever_the_scan_order(
         pairs: set[tuple[int, int]], seed: int) -> None:
     rows = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     shuffled = rows[np.random.default_rng(seed).permutation(len(rows))]
-    rank, ts = shuffled[:, 0].copy(), shuffled[:, 1].copy()
-    order = _series_then_time(rank, ts)
+    rank, ts = shuffled[:, 0].astype(np.int16), shuffled[:, 1].copy()
+    counts = np.bincount(rank, minlength=41)  # ranks that hold no point too
+    order = _series_then_time(rank, ts, np.concatenate(([0], np.cumsum(counts))))
     got = shuffled if order is None else shuffled[order]
     assert got.tolist() == rows.tolist()
