@@ -120,10 +120,10 @@ class EmbeddedStore:
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
             parts.append(self._read(table, ids, start, end))
-        ids = [s.id for s in matching]
+        every = [s.id for s in matching]
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
-        rank_of = np.zeros(max(ids) + 1, dtype=np.int16 if len(ids) < 2**15 else np.int64)
-        rank_of[ids] = np.arange(len(ids))
+        rank_of = np.zeros(max(every) + 1, dtype=np.int16 if len(every) < 2**15 else np.int64)
+        rank_of[every] = np.arange(len(every))
         rank = _joined([rank_of[p["sid"]] for p in parts], rank_of.dtype)
         ts = _joined([p["ts"] for p in parts], np.int64)
         values = _values([p["value"] for p in parts], matching)
