@@ -494,7 +494,7 @@ def _series_then_time(rank: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int
     return order
 
 
-def _joined(parts: list[Any], dtype: type) -> npt.NDArray[Any]:
+def _joined(parts: list[Any], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """One array from the reads, copied only when there are several or the type differs."""
     arrays: list[npt.NDArray[Any]] = [np.asarray(p, dtype=dtype) for p in parts]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
