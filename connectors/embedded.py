@@ -46,7 +46,7 @@ from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
 from tsq.isotime import format_ms
-from tsq.kernels import Aggregator, Buckets, Fill, bucketize
+from tsq.kernels import Aggregator, Buckets, Fill, bucketize, bucketize_unordered
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
@@ -116,6 +116,41 @@ class EmbeddedStore:
                                                f"{_span(start, end)}")
         if not matching:
             return SeriesSet.empty()
+        rank, ts, values = self._columns(matching, start, end)
+        counts = np.bincount(rank, minlength=len(matching))
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        order = _series_then_time(rank, ts, offsets)
+        if order is not None:
+            ts, values = ts[order], values[order]
+        return SeriesSet(*_heads(matching), ts, values, offsets)
+
+    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator,
+                       fills: Sequence[Fill] = ()) -> SeriesSet:
+        """`select` then bucketize, here: the caller gets the buckets, not the raw points.
+        Where the aggregator allows (`bucketize_unordered`), the points are bucketed in the
+        order the table holds them, never grouped by series."""
+        matching = self._matching(selector)
+        found = None
+        if matching and all(s.kind in NUMERIC_KINDS for s in matching):
+            explain.note("embedded store", lambda: f"read {len(matching)} series of "
+                                                   f"{selector} in {_span(start, end)}")
+            rank, ts, values = self._columns(matching, start, end)
+            heads = SeriesSet(*_heads(matching), ts[:0], values[:0],
+                              np.zeros(len(matching) + 1, np.int64))
+            found = bucketize_unordered(heads, rank, ts, values, buckets, aggregator, fills)
+        if found is None:
+            found = bucketize(numbers_only(self.select(selector, start, end), "sampleBy"),
+                              buckets, aggregator, fills)
+        explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
+                                               f"{aggregator.name}: {found.points} buckets")
+        return found
+
+    def _columns(self, matching: list[Entry], start: int | None, end: int | None
+                 ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
+                            npt.NDArray[Any]]:
+        """The points of `matching` in [start, end) as the table holds them: the rank in
+        `matching` of each point's series, its time and its value."""
         parts = []
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
@@ -124,26 +159,9 @@ class EmbeddedStore:
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
         rank_of = np.zeros(max(every) + 1, dtype=np.int16 if len(every) < 2**15 else np.int64)
         rank_of[every] = np.arange(len(every))
-        rank = _joined([rank_of[p["sid"]] for p in parts], rank_of.dtype)
-        ts = _joined([p["ts"] for p in parts], np.int64)
-        values = _values([p["value"] for p in parts], matching)
-        counts = np.bincount(rank, minlength=len(matching))
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        order = _series_then_time(rank, ts, offsets)
-        if order is not None:
-            ts, values = ts[order], values[order]
-        return SeriesSet(tuple(s.name for s in matching), tuple(s.labels for s in matching),
-                         ts, values, offsets)
-
-    def select_sampled(self, selector: Selector, start: int | None, end: int | None,
-                       buckets: Buckets, aggregator: Aggregator,
-                       fills: Sequence[Fill] = ()) -> SeriesSet:
-        """`select` then bucketize, here: the caller gets the buckets, not the raw points."""
-        found = bucketize(numbers_only(self.select(selector, start, end), "sampleBy"), buckets,
-                          aggregator, fills)
-        explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
-                                               f"{aggregator.name}: {found.points} buckets")
-        return found
+        return (_joined([rank_of[p["sid"]] for p in parts], rank_of.dtype),
+                _joined([p["ts"] for p in parts], np.int64),
+                _values([p["value"] for p in parts], matching))
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:
@@ -167,6 +185,8 @@ class EmbeddedStore:
                     f"SELECT sid, ts, value FROM {table} WHERE sid BETWEEN ? AND ? "
                     f"AND ts >= ? AND ts < ?", [low, high, _low(start), _high(end)]
                 ).fetchnumpy()
+                if len(ids) == high - low + 1:
+                    return found  # every id of the range
                 wanted = np.zeros(high - low + 1, dtype=bool)
                 wanted[ids - low] = True
                 keep = wanted[np.asarray(found["sid"], np.int64) - low]
@@ -453,6 +473,11 @@ def _insert_points(db: duckdb.DuckDBPyConnection, series: SeriesSet, known: list
                    f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
     db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
     db.unregister("batch")
+
+
+def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
+    """The names and the labels of a SeriesSet of `matching`."""
+    return tuple(s.name for s in matching), tuple(s.labels for s in matching)
 
 
 def _canonical(labels: Mapping[str, str]) -> str:

@@ -295,3 +295,39 @@ def test_bucketize_reads_strided_timestamps_as_contiguous_ones() -> None:
         assert list(found.timestamps[:2]) == [0, 60]
         assert list(found.values[:2]) == [sum(range(6)), sum(range(6, 12))]
         assert len(found) == 2 and found.points == 34 + 34
+
+
+@slow
+@given(spec=sets, name=st.sampled_from(sorted(buckets_module.UNORDERED)),
+       closed=st.sampled_from(["left", "right"]), fixed=st.booleans(),
+       fill=st.sampled_from(["none", "previous", "interpolate", "auto"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_bucketize_unordered_is_bucketize_of_the_points_in_any_order(
+        spec: list[Any], name: str, closed: str, fixed: bool, fill: str, seed: int) -> None:
+    """As a store reads them, the points of all series interleaved: the same buckets, values
+    within rounding (a bucket's sum is added in another order), or None (then bucketize)."""
+    source = build(spec)
+    grid = Buckets(SPAN, closed=closed,  # type: ignore[arg-type]
+                   first=-20 if fixed else None, last=90 if fixed else None)
+    agg, fills = Aggregator(name), [Fill(fill)]
+    order = np.random.default_rng(seed).permutation(source.points)
+    rank = source.series_ids()[order]
+    found = buckets_module.bucketize_unordered(source, rank, source.timestamps[order],
+                                               source.values[order], grid, agg, fills)
+    expected = bucketize(source, grid, agg, fills)
+    if found is None:  # no point to bucket (none, NaN, or off the fixed grid)
+        assert expected.points == 0
+        return
+    assert found.names == expected.names and found.offsets.tolist() == expected.offsets.tolist()
+    assert found.timestamps.tolist() == expected.timestamps.tolist()
+    np.testing.assert_allclose(found.values, expected.values, rtol=1e-9, atol=1e-6)
+
+
+def test_bucketize_unordered_leaves_other_aggregators_and_sparse_grids_to_bucketize() -> None:
+    source = build([("cpu", "a", "h0", [(0, 1.0), (5, 2.0)])])
+    rank = np.zeros(2, np.int64)
+    assert buckets_module.bucketize_unordered(source, rank, source.timestamps, source.values,
+                                              Buckets(SPAN), Aggregator("last")) is None
+    far = np.array([0, 10**12], np.int64)  # 10^11 buckets for two points
+    assert buckets_module.bucketize_unordered(source, rank, far, source.values, Buckets(SPAN),
+                                              Aggregator("sum")) is None

@@ -32,7 +32,7 @@ from tsq.kernels.aggregate import CHUNK, Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
 __all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "bucket_index",
-           "bucketize"]
+           "bucketize", "bucketize_unordered"]
 
 Ints = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
@@ -161,14 +161,91 @@ class _Indexer:
 
 def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
               fills: Sequence[Fill] = ()) -> SeriesSet:
-    bounds = buckets.bounds
     starts, column, reduced, offsets = _reduced(series, buckets, agg)
     counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
+    return _gridded(series, counts, None, column, reduced, buckets, fills)
+
+
+# What `bucketize_unordered` computes from points in any order: min and max do not care, and a
+# bucket's sum adds its points in the order they come (time order, as a store reads them)
+UNORDERED = frozenset({"sum", "mean", "count", "min", "max"})
+SPARSE_CELLS = 4  # (series by bucket) cells per point above which the grid is too sparse
+
+
+def bucketize_unordered(series: SeriesSet, rank: npt.NDArray[np.integer[Any]], stamps: Ints,
+                        values: Array, buckets: Buckets, agg: Aggregator,
+                        fills: Sequence[Fill] = ()) -> SeriesSet | None:
+    """`bucketize` of points that are not grouped by series: point i belongs to the series
+    `rank[i]` of `series` (whose own points are ignored). A store reads points in the order
+    they were written, time-major; grouping them by series costs a sort and three gathers,
+    several times the aggregation itself, where here each (series, bucket) cell is a key and
+    one `bincount` pass adds them. None when this way does not apply (another aggregator, not
+    floats, no points, a grid much sparser than the points): call `bucketize` then."""
+    if agg.name not in UNORDERED or values.dtype.kind != "f" or len(stamps) == 0:
+        return None
+    keep = ~np.isnan(values) if _any_nan(values) else None
+    earliest, latest = int(stamps.min()), int(stamps.max())
+    if buckets.bounds is not None:
+        low, high = buckets.edges(*buckets.bounds)
+        if earliest <= low or latest > high:
+            inside = (stamps > low) & (stamps <= high)
+            keep = inside if keep is None else keep & inside
+    if keep is not None:
+        rank, stamps, values = rank[keep], stamps[keep], values[keep]
+        if len(stamps) == 0:
+            return None
+        earliest, latest = int(stamps.min()), int(stamps.max())
+    if not _edges_fit(buckets, earliest, latest):
+        return None
+    first, last = bucket_index(np.array([earliest, latest], np.int64), buckets).tolist()
+    width = last - first + 1
+    cells = len(series) * width
+    if cells > SPARSE_CELLS * len(stamps) + CHUNK:
+        return None
+    if width == 1:  # one bucket (a rollup of the window read): the series is the key
+        key = rank
+    else:
+        key = rank.astype(np.int64)
+        key *= width
+        column = bucket_index(stamps, buckets)
+        column -= first
+        key += column
+    held, reduced = _cells(key, values, cells, agg)
+    row, column = np.divmod(held, width)
+    column += first
+    return _gridded(series, np.bincount(row, minlength=len(series)), row, column, reduced,
+                    buckets, fills)
+
+
+def _cells(key: npt.NDArray[np.integer[Any]], values: Array, cells: int, agg: Aggregator
+           ) -> tuple[Ints, Array]:
+    """The cells that hold points (`key`: each point's cell) and their aggregates."""
+    counts = np.bincount(key, minlength=cells)
+    held = np.flatnonzero(counts)
+    if agg.name in ("sum", "mean"):
+        sums = np.asarray(np.bincount(key, weights=values, minlength=cells), np.float64)
+        reduced = sums[held]
+        if agg.name == "mean":
+            reduced = np.divide(reduced, counts[held], out=reduced)
+        return held, reduced
+    if agg.name == "count":
+        return held, counts[held].astype(np.float64)
+    extreme = np.full(cells, np.inf if agg.name == "min" else -np.inf)
+    (np.minimum if agg.name == "min" else np.maximum).at(extreme, key, values)
+    return held, extreme[held]
+
+
+def _gridded(series: SeriesSet, counts: Ints, row: Ints | None, column: Ints,
+             reduced: Array, buckets: Buckets, fills: Sequence[Fill]) -> SeriesSet:
+    """The buckets of `series` as a SeriesSet: the aggregate `reduced` of each (series, bucket)
+    cell that holds points, row-major; `counts` of them in each series (`row`: the series of
+    each, if known), then filled."""
     policies = _policies(fills)
-    row: Ints | None = None
     if policies:
-        row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
-        row, column, reduced = _filled(len(series), row, column, reduced, policies, bounds)
+        if row is None:
+            row = np.repeat(np.arange(len(series), dtype=np.int64), counts)
+        row, column, reduced = _filled(len(series), row, column, reduced, policies,
+                                       buckets.bounds)
     if _holds_nan(reduced):
         # A bucket whose points have no aggregate (the stddev of one point) is left out, after
         # the fills: it had points, so no fill writes over it (as in InfluxDB).
