@@ -1,25 +1,37 @@
-"""Ingest: InfluxDB line protocol over HTTP in 5,000-line batches, one client, into `tsq serve`
-and into InfluxDB 1.6 `/write` (started here on 127.0.0.1 with a temporary config and data
-directory; `apt-get install influxdb`). Both stores are counted afterwards: every point must be
-there."""
+"""Ingest: InfluxDB line protocol over HTTP in 5,000-line batches into `tsq serve`, beside
+VictoriaMetrics 1.79 `/write` and InfluxDB 1.6 `/write` (each started here on 127.0.0.1 with a
+temporary data directory; `apt-get install victoria-metrics influxdb`), from one client and from
+four clients at once (each sending its share of the batches in turn). Every store is counted
+afterwards: every point must be there."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from benchmarks import victoriametrics
 from benchmarks.influxdb import available, free_port, influxdb
 from benchmarks.report import Report
 from benchmarks.rollup import make_data
 from benchmarks.scheduler import _Serve
-from tsq.connectors.embedded import EmbeddedStore
-from tsq.selector import parse_selector
 
 BATCH = 5000
+CLIENTS = (1, 4)
+TSQ = "tsq /write (embedded DuckDB)"
+VM = "VictoriaMetrics 1.79 /write"
+INFLUX = "InfluxDB 1.6 /write"
+
+# A store to write into: (url, params, headers) while it runs, then how many points it holds
+Target = tuple[str, dict[str, str], dict[str, str]]
+
+
 def batches(points: int) -> list[bytes]:
     data = make_data(max(1, points // 8640))
     hosts, per_host = data["hosts"], data["per_host"]
@@ -31,54 +43,82 @@ def batches(points: int) -> list[bytes]:
 
 
 def _post_all(url: str, params: dict[str, str], bodies: list[bytes],
-              headers: dict[str, str] | None = None) -> float:
-    with httpx.Client(timeout=120, headers=headers) as client:
+              headers: dict[str, str] | None = None, clients: int = 1) -> float:
+    """Seconds to send every body, `clients` at once (client k sends bodies k, k + clients, …),
+    each body's answer awaited before its next."""
+    def send(share: list[bytes]) -> None:
+        with httpx.Client(timeout=120, headers=headers) as client:
+            for body in share:
+                answer = client.post(url, params=params, content=body)
+                if answer.status_code != 204:
+                    raise RuntimeError(f"{url} answered {answer.status_code}: "
+                                       f"{answer.text[:200]}")
+
+    shares = [bodies[k::clients] for k in range(clients)]
+    with ThreadPoolExecutor(clients) as pool:
         start = time.perf_counter()
-        for body in bodies:
-            answer = client.post(url, params=params, content=body)
-            if answer.status_code != 204:
-                raise RuntimeError(f"{url} answered {answer.status_code}: {answer.text[:200]}")
+        for done in [pool.submit(send, share) for share in shares]:
+            done.result()
         return time.perf_counter() - start
 
 
 def run(report: Report, *, quick: bool) -> None:
     bodies = batches(100_000 if quick else 1_000_000)
     points = sum(body.count(b"\n") + 1 for body in bodies)
-    rates: dict[str, float] = {}
+    stores: dict[str, Callable[[], Iterator[tuple[Target, Callable[[], int]]]]] = {TSQ: _tsq}
+    if victoriametrics.available():
+        stores[VM] = _victoriametrics
     if available():
-        rates["InfluxDB 1.6 /write"] = points / _influx(bodies, points)
-    rates["tsq /write (embedded DuckDB)"] = points / _tsq(bodies, points)
-    for impl, rate in rates.items():
-        report.add("ingest", impl, [points / rate],
-                   None if impl.startswith("InfluxDB") or len(rates) == 1 else
-                   "InfluxDB 1.6 /write")
-        report.note("ingest", impl, {"points": points, "points_per_s": round(rate)})
+        stores[INFLUX] = _influx
+    for clients in CLIENTS:
+        rates: dict[str, float] = {}
+        for impl, store in stores.items():
+            with contextmanager(store)() as ((url, params, headers), counted):
+                elapsed = _post_all(url, params, bodies, headers, clients)
+                stored = counted()
+            if stored != points:
+                raise RuntimeError(f"{impl} stored {stored} of {points} points")
+            rates[impl] = points / elapsed
+        peers = [f"{impl}, {clients} client(s)" for impl in rates if impl != TSQ]
+        for impl, rate in sorted(rates.items(), key=lambda item: item[0] == TSQ):  # peers first
+            name = f"{impl}, {clients} client(s)"
+            report.add("ingest", name, [points / rate], None if impl != TSQ else peers)
+            report.note("ingest", name, {"points": points, "points_per_s": round(rate)})
 
 
-def _tsq(bodies: list[bytes], points: int) -> float:
+def _tsq() -> Iterator[tuple[Target, Callable[[], int]]]:
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         with _Serve(Path(data), port):
             # the token Telegraf would send: checking it is part of every write's cost
-            token = (Path(data) / "admin.token").read_text().strip()
-            elapsed = _post_all(f"http://127.0.0.1:{port}/write", {"precision": "ns"}, bodies,
-                                {"Authorization": f"Bearer {token}"})
-        store = EmbeddedStore(Path(data) / "points.duckdb")
-        try:
-            stored = store.select(parse_selector("cpu")).points
-        finally:
-            store.close()
-    if stored != points:
-        raise RuntimeError(f"tsq stored {stored} of {points} points")
-    return elapsed
+            token = {"Authorization": f"Bearer {(Path(data) / 'admin.token').read_text().strip()}"}
+            base = f"http://127.0.0.1:{port}"
+
+            def counted() -> int:
+                answer = httpx.post(f"{base}/v1/query", headers=token, timeout=120, json={
+                    "tsl": 'select("cpu").from(0, 4102444800000).sampleBy(1h, count, "none")'})
+                answer.raise_for_status()
+                return int(sum(sum(s["values"]) for s in answer.json()["series"]))
+
+            yield (f"{base}/write", {"precision": "ns"}, token), counted
 
 
-def _influx(bodies: list[bytes], points: int) -> float:
+def _victoriametrics() -> Iterator[tuple[Target, Callable[[], int]]]:
+    with victoriametrics.victoriametrics() as base:
+        def counted() -> int:
+            httpx.get(f"{base}/internal/force_flush", timeout=60).raise_for_status()
+            answer = httpx.get(f"{base}/api/v1/query", params={
+                "query": "sum(count_over_time(cpu_value[10y]))"}, timeout=120).json()
+            return int(float(answer["data"]["result"][0]["value"][1]))
+
+        yield (f"{base}/write", {}, {}), counted
+
+
+def _influx() -> Iterator[tuple[Target, Callable[[], int]]]:
     with influxdb("bench") as base:
-        elapsed = _post_all(f"{base}/write", {"db": "bench", "precision": "ns"}, bodies)
-        answer = httpx.get(f"{base}/query", params={
-            "db": "bench", "q": "SELECT count(value) FROM cpu"}, timeout=120).json()
-        stored = answer["results"][0]["series"][0]["values"][0][1]
-    if stored != points:
-        raise RuntimeError(f"InfluxDB stored {stored} of {points} points")
-    return elapsed
+        def counted() -> int:
+            answer = httpx.get(f"{base}/query", params={
+                "db": "bench", "q": "SELECT count(value) FROM cpu"}, timeout=120).json()
+            return int(answer["results"][0]["series"][0]["values"][0][1])
+
+        yield (f"{base}/write", {"db": "bench", "precision": "ns"}, {}), counted
