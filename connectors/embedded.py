@@ -485,9 +485,12 @@ def _canonical(labels: Mapping[str, str]) -> str:
 
 
 def _frame(columns: dict[str, Any]) -> Any:
-    import pandas as pd
+    """Columns as an Arrow table for DuckDB to scan: a third cheaper than a pandas frame (a
+    5,000-point write 3.7 -> 2.7 ms). NaN goes in as NULL, as pandas had it."""
+    import pyarrow as pa
 
-    return pd.DataFrame(columns)
+    return pa.table({name: pa.array(column, from_pandas=True)
+                     for name, column in columns.items()})
 
 
 def _series_then_time(rank: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64],
