@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from tsq import datafiles, heap, logs
+from tsq import datafiles, logs
 from tsq.config import Settings
 from tsq.errors import ConfigError, Conflict, NotFound
 
@@ -41,7 +41,6 @@ def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (ConfigError or Conflict if the server cannot start)."""
     logs.setup(settings.log_level, settings.log_format)
     datafiles.private_umask()  # what the server writes in the data directory is the user's
-    heap.keep_large_blocks()  # queries' arrays reuse the heap instead of faulting pages in
     try:
         with _signals_stop(), _locked(settings):
             if settings.cluster is not None and "api" not in settings.cluster.roles:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tsq import datafiles, metronome, outbound
+from tsq import datafiles, heap, metronome, outbound
 from tsq.admission import Admission, Quotas, Rates
 from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
@@ -201,6 +201,7 @@ class Service:
         # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
         # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
         sys.setswitchinterval(GIL_SWITCH_S)
+        heap.keep_large_blocks()  # queries' arrays reuse the heap instead of faulting pages in
         self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
             get_runtime(name).warm()  # needs more than one runtime, so it warms none

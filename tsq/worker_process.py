@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from tsq import heap
 from tsq.errors import CompileError, HostError
 from tsq.hostcalls import HostAnswer
 from tsq.runtimes import create_runtime
@@ -101,6 +102,7 @@ class WorkerOptions:
 
 def worker_main(conn: Connection, options: WorkerOptions) -> None:
     _die_with_parent()
+    heap.keep_large_blocks()  # the points a run reads reuse the heap, not fresh pages
     worker = _Worker(conn, options)
     _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
     conn.send(("ready", None))
