@@ -43,7 +43,16 @@ def test_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
 @pytest.mark.timeout(300)
 def test_ingest_benchmark_runs_and_stores_every_point() -> None:
     done = quick("ingest")  # each store is counted after the writes
-    assert "tsq /write (embedded DuckDB)" in done.stdout
+    for clients in (1, 4):
+        assert f"tsq /write (embedded DuckDB), {clients} client(s)" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_last_window_benchmark_runs_and_agrees_with_its_peers() -> None:
+    done = quick("last_window")  # every store's means are checked against numpy first
+    for window in ("1m", "1h"):
+        assert f"tsq POST /v1/query, {window}" in done.stdout
 
 
 @pytest.mark.slow

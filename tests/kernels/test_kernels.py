@@ -331,3 +331,18 @@ def test_bucketize_unordered_leaves_other_aggregators_and_sparse_grids_to_bucket
     far = np.array([0, 10**12], np.int64)  # 10^11 buckets for two points
     assert buckets_module.bucketize_unordered(source, rank, far, source.values, Buckets(SPAN),
                                               Aggregator("sum")) is None
+
+
+def test_joined_sets_keep_their_series_in_order_and_json_shows_nan_as_null() -> None:
+    first = SeriesSet.from_series([("a", {"h": "1"}, [2_000_000, 1_000_000], [2.0, math.nan])])
+    second = SeriesSet.from_series([("b", {}, [], []), ("a", {"h": "2"}, [5_000_000], [5.0])])
+    joined = SeriesSet.joined([first, second])
+    assert joined.names == ("a", "b", "a") and joined.offsets.tolist() == [0, 2, 2, 3]
+    assert joined.to_json() == [
+        {"name": "a", "labels": {"h": "1"}, "timestamps": [1, 2], "values": [None, 2.0]},
+        {"name": "b", "labels": {}, "timestamps": [], "values": []},
+        {"name": "a", "labels": {"h": "2"}, "timestamps": [5], "values": [5.0]}]
+    words = SeriesSet.from_series([("s", {}, [1_000_000, 2_000_000],
+                                    np.array(["x", math.nan], dtype=object))])
+    assert words.to_json()[0]["values"] == ["x", None]
+    assert SeriesSet.joined([]).points == 0 and SeriesSet.joined([first]) is first
