@@ -111,18 +111,10 @@ class EmbeddedStore:
 
     def select(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> SeriesSet:
-        matching = self._matching(selector)
-        explain.note("embedded store", lambda: f"read {len(matching)} series of {selector} in "
-                                               f"{_span(start, end)}")
+        matching = self._reading(selector, start, end)
         if not matching:
             return SeriesSet.empty()
-        rank, ts, values = self._columns(matching, start, end)
-        counts = np.bincount(rank, minlength=len(matching))
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        order = _series_then_time(rank, ts, offsets)
-        if order is not None:
-            ts, values = ts[order], values[order]
-        return SeriesSet(*_heads(matching), ts, values, offsets)
+        return _grouped(matching, *self._columns(matching, start, end))
 
     def select_sampled(self, selector: Selector, start: int | None, end: int | None,
                        buckets: Buckets, aggregator: Aggregator,
@@ -130,21 +122,29 @@ class EmbeddedStore:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points.
         Where the aggregator allows (`bucketize_unordered`), the points are bucketed in the
         order the table holds them, never grouped by series."""
-        matching = self._matching(selector)
+        matching = self._reading(selector, start, end)
         found = None
-        if matching and all(s.kind in NUMERIC_KINDS for s in matching):
-            explain.note("embedded store", lambda: f"read {len(matching)} series of "
-                                                   f"{selector} in {_span(start, end)}")
+        if matching:
             rank, ts, values = self._columns(matching, start, end)
-            heads = SeriesSet(*_heads(matching), ts[:0], values[:0],
-                              np.zeros(len(matching) + 1, np.int64))
-            found = bucketize_unordered(heads, rank, ts, values, buckets, aggregator, fills)
-        if found is None:
-            found = bucketize(numbers_only(self.select(selector, start, end), "sampleBy"),
-                              buckets, aggregator, fills)
+            if all(s.kind in NUMERIC_KINDS for s in matching):
+                heads = SeriesSet(*_heads(matching), ts[:0], values[:0],
+                                  np.zeros(len(matching) + 1, np.int64))
+                found = bucketize_unordered(heads, rank, ts, values, buckets, aggregator, fills)
+            if found is None:
+                found = bucketize(numbers_only(_grouped(matching, rank, ts, values), "sampleBy"),
+                                  buckets, aggregator, fills)
+        else:
+            found = SeriesSet.empty()
         explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
                                                f"{aggregator.name}: {found.points} buckets")
         return found
+
+    def _reading(self, selector: Selector, start: int | None, end: int | None) -> list[Entry]:
+        """The series `selector` matches, noted in the plan as read."""
+        matching = self._matching(selector)
+        explain.note("embedded store", lambda: f"read {len(matching)} series of {selector} in "
+                                               f"{_span(start, end)}")
+        return matching
 
     def _columns(self, matching: list[Entry], start: int | None, end: int | None
                  ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
@@ -473,6 +473,18 @@ def _insert_points(db: duckdb.DuckDBPyConnection, series: SeriesSet, known: list
                    f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
     db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
     db.unregister("batch")
+
+
+def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],
+             ts: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> SeriesSet:
+    """The points of `matching` (`rank`: each one's series) as a SeriesSet: grouped by series,
+    each in time order."""
+    counts = np.bincount(rank, minlength=len(matching))
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    order = _series_then_time(rank, ts, offsets)
+    if order is not None:
+        ts, values = ts[order], values[order]
+    return SeriesSet(*_heads(matching), ts, values, offsets)
 
 
 def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
