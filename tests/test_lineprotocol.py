@@ -234,3 +234,21 @@ def test_writes_outside_the_storable_range_are_refused_and_the_extremes_read_bac
     found = service.store.select(parse_selector(name))
     assert found.timestamps.tolist() == [FIRST_NS, -1, LAST_NS]
     assert found.values.tolist() == [3.0, 1.0, 2.0]
+
+
+def test_a_gzip_body_in_many_chunks_is_decompressed_as_it_arrives(api: httpx.Client,
+                                                                   service: Service) -> None:
+    lines = "\n".join(f"gz_chunks,host=h{i % 7} value={i} {i + 1}" for i in range(20_000))
+    zipped = gzip.compress(lines.encode())
+    pieces = [zipped[i:i + 4096] for i in range(0, len(zipped), 4096)]
+    assert len(pieces) > 5
+    answer = api.post("/write", content=iter(pieces), headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 204, answer.text
+    assert sum(len(v) for v in stored(service, "gz_chunks").values()) == 20_000
+    cut = api.post("/write", content=iter([zipped[:10], b"not gzip at all"]),
+                   headers={"Content-Encoding": "gzip"})
+    assert cut.status_code == 400 and "not valid gzip" in cut.json()["error"]["message"]
+    update = api.post("/api/v0/update", content=gzip.compress(b"1000000// gz_gts{} 42\n"),
+                      headers={"Content-Type": "application/gzip"})
+    assert update.status_code == 200, update.text
+    assert service.store.select(parse_selector("gz_gts"))[0].values.tolist() == [42.0]

@@ -377,9 +377,8 @@ def _install_point_routes(app: FastAPI, service: Service) -> None:
     async def store_lines(request: Request, precision: str) -> dict[str, Any]:
         # admitted before its body is read: a refused write costs neither memory nor a thread
         with service.write_admission.entered():
-            body = await request.body()
-            if request.headers.get("content-encoding", "").lower() == "gzip":
-                body = _gunzip(body, service.settings.max_body_bytes)
+            body = await _body(request, request.headers.get("content-encoding", "").lower()
+                               == "gzip", service.settings.max_body_bytes)
             try:
                 text = body.decode()
             except UnicodeDecodeError as exc:
@@ -486,10 +485,9 @@ def _install_warp10_ingress(app: FastAPI, service: Service) -> None:
         """The GTS input format (`TS/LAT:LON/ELEV CLASS{LABELS} VALUE` lines; gzip when the
         content type is application/gzip); a bad line stores nothing and answers 400."""
         with service.write_admission.entered():  # before the body, as for line protocol
-            body = await request.body()
-            if request.headers.get("content-type", "").startswith("application/gzip") or \
-                    request.headers.get("content-encoding", "").lower() == "gzip":
-                body = _gunzip(body, service.settings.max_body_bytes)
+            zipped = request.headers.get("content-type", "").startswith("application/gzip") or \
+                request.headers.get("content-encoding", "").lower() == "gzip"
+            body = await _body(request, zipped, service.settings.max_body_bytes)
             try:
                 text = body.decode()
             except UnicodeDecodeError as exc:
@@ -611,17 +609,22 @@ def _artifact_headers(name: str) -> dict[str, str]:
             "X-Content-Type-Options": "nosniff"}
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress, refusing more than `limit` bytes out (a small gzip can expand enormously)."""
+async def _body(request: Request, zipped: bool, limit: int) -> bytes:
+    """The request's body; a gzip one decompressed as it arrives (each chunk while the next is
+    on its way), refusing more than `limit` bytes out (a small gzip can expand enormously)."""
+    if not zipped:
+        return await request.body()
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"the body is not valid gzip: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed body is larger than {limit >> 20} MiB "
-                              f"(TSQ_MAX_BODY_MB raises the limit)")
-    return data
+    data = bytearray()
+    async for chunk in request.stream():
+        try:
+            data += inflater.decompress(chunk, limit + 1 - len(data))
+        except zlib.error as exc:
+            raise BadRequest(f"the body is not valid gzip: {exc}") from None
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"the decompressed body is larger than {limit >> 20} MiB "
+                                  f"(TSQ_MAX_BODY_MB raises the limit)")
+    return bytes(data)
 
 
 RUN_ERRORS = {RunStatus.TIMEOUT: "RunTimeout", RunStatus.CANCELLED: "RunCancelled"}
