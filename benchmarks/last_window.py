@@ -29,6 +29,7 @@ import numpy as np
 
 from benchmarks import influxdb, prometheus, victoriametrics
 from benchmarks.influxdb import free_port
+from benchmarks.ingest import _post_all
 from benchmarks.report import Report
 from benchmarks.scheduler import _Serve
 
@@ -118,23 +119,15 @@ def _check(impl: str, got: Answer, expected: Answer) -> None:
                                rtol=1e-9, err_msg=impl)
 
 
-def _post_bodies(client: httpx.Client, url: str, bodies: list[bytes],
-                 params: dict[str, str] | None = None) -> None:
-    for body in bodies:
-        answer = client.post(url, params=params, content=body)
-        if answer.status_code != 204:
-            raise RuntimeError(f"{url} answered {answer.status_code}: {answer.text[:200]}")
-
-
 @contextmanager
 def _tsq(bodies: list[bytes], end_s: int) -> Iterator[Callable[[int], Answer]]:
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         with _Serve(Path(data), port):
-            token = (Path(data) / "admin.token").read_text().strip()
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
-                              headers={"Authorization": f"Bearer {token}"}) as client:
-                _post_bodies(client, "/write", bodies, {"precision": "ns"})
+            token = {"Authorization": f"Bearer {(Path(data) / 'admin.token').read_text().strip()}"}
+            base = f"http://127.0.0.1:{port}"
+            _post_all(f"{base}/write", {"precision": "ns"}, bodies, token)
+            with httpx.Client(base_url=base, timeout=600, headers=token) as client:
                 end_ms = end_s * 1000
 
                 def query(seconds: int) -> Answer:
@@ -168,7 +161,7 @@ def _promql_means(base: str, metric: str, client: httpx.Client, end_s: int
 def _victoriametrics(bodies: list[bytes], end_s: int) -> Iterator[Callable[[int], Answer]]:
     with victoriametrics.victoriametrics() as base, \
             httpx.Client(base_url=base, timeout=600) as client:
-        _post_bodies(client, "/write", bodies)
+        _post_all(f"{base}/write", {}, bodies)
         client.get("/internal/force_flush").raise_for_status()
         yield _promql_means(base, "cpu_value", client, end_s)
 
@@ -188,7 +181,7 @@ def _influxdb(bodies: list[bytes], end_s: int) -> Iterator[Callable[[int], Answe
     end_ns = end_s * 10**9
     with influxdb.influxdb("bench") as base, \
             httpx.Client(base_url=base, timeout=600) as client:
-        _post_bodies(client, "/write", bodies, {"db": "bench", "precision": "ns"})
+        _post_all(f"{base}/write", {"db": "bench", "precision": "ns"}, bodies)
 
         def query(seconds: int) -> Answer:
             text = (f'SELECT mean("value") FROM "cpu" WHERE time >= {end_ns - seconds * 10**9} '
