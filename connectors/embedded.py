@@ -28,7 +28,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,8 @@ import orjson
 from tsq import explain
 from tsq.collector import collector_paused
 from tsq.connectors.base import Capabilities, label_values
+from tsq.connectors.head import Columns, Head, Snapshot
+from tsq.connectors.headlog import Deletion, HeadLog, Writing
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
@@ -50,11 +52,13 @@ from tsq.kernels import Aggregator, Buckets, Fill, bucketize, bucketize_unordere
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
-__all__ = ["STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore", "compact", "compact_if_grown"]
+__all__ = ["HEAD_SPAN", "HEAD_SUFFIX", "STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore",
+           "compact", "compact_if_grown"]
 
 log = logging.getLogger(__name__)
 
 Ints = npt.NDArray[np.int64]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 NUMERIC_KINDS = ("double", "long", "bool")
 KIND_OF_DTYPE = {"f": "double", "i": "long", "u": "long", "b": "bool", "O": "text",
                  "U": "text"}
@@ -65,9 +69,17 @@ SCHEMA = (
     "value DOUBLE)",
     "CREATE TABLE IF NOT EXISTS text_points (sid INTEGER NOT NULL, ts BIGINT NOT NULL, "
     "value VARCHAR)",
+    # where the head begins: `points` holds nothing at or after it (connectors/head.py)
+    "CREATE TABLE IF NOT EXISTS head (start BIGINT NOT NULL)",
 )
 STORE_FILE = "points.duckdb"  # in the data directory
 WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log: the store file's name and this, beside it
+HEAD_SUFFIX = ".head"  # the head's log (connectors/headlog.py): a folder, named so, beside it
+# The span of time the head keeps in memory: a write moves the points older than this into the
+# table once the head holds half as much again (so a move takes an hour of points at a time)
+HEAD_SPAN = 2 * 3600 * 10**9
+# The most points the head keeps, whatever their times (20 bytes each)
+HEAD_POINTS = 20_000_000
 # Where DuckDB's replay found a record whose checksum fails: the records before it are whole
 CORRUPT_AT = re.compile(r"Corrupt WAL file: entry at byte position (\d+)")
 # Series a read names in a list: the row groups whose ids lie outside are skipped unread, where
@@ -89,9 +101,12 @@ class EmbeddedStore:
         compact_if_grown(path)
         return cls(path)
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, head_span: int = HEAD_SPAN,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        """`clock` gives the time in epoch nanoseconds: the head keeps `head_span` before it."""
         self._db = _connect(str(path))
         self._write_lock = threading.Lock()
+        self._span, self._clock = head_span, clock
         for statement in SCHEMA:
             self._db.execute(statement)
         self._series = SeriesIndex()
@@ -103,8 +118,42 @@ class EmbeddedStore:
             self._series.extend(Entry(sid, name, orjson.loads(labels), kind, labels,
                                       newest.get(sid)) for sid, name, labels, kind in rows)
         self._next_id = max((row[0] for row in rows), default=0)
+        self._head = Head(self._head_start())
+        self._log = None if str(path) == ":memory:" else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
+        if self._log is not None:
+            self._replay(self._log, rows)
+
+    def _head_start(self) -> int:
+        """Where the head begins, as stored; in a store that has none yet, `head_span` before
+        now, or after the newest point the table holds if that is later."""
+        found = self._db.execute("SELECT max(start) FROM head").fetchone()
+        if found is not None and found[0] is not None:
+            return int(found[0])
+        newest = self._db.execute("SELECT max(ts) FROM points").fetchone()
+        start = self._clock() - self._span
+        if newest is not None and newest[0] is not None:
+            start = max(start, int(newest[0]) + 1)
+        self._db.execute("INSERT INTO head VALUES (?)", [start])
+        return start
+
+    def _replay(self, headlog: HeadLog, rows: list[tuple[Any, ...]]) -> None:
+        """Rebuild the head from its log. A write naming a series the table does not hold is
+        one whose transaction never committed (the process died between the two): skipped."""
+        known = np.zeros(self._next_id + 2, dtype=bool)
+        known[[sid for sid, _, _, kind in rows if kind in NUMERIC_KINDS]] = True
+        for record in headlog.replay():
+            start = self._head.state.start
+            if isinstance(record, Deletion):
+                self._head.delete(record.sid, max(record.start, start), record.end)
+                continue
+            if not known[np.clip(record.sid, 0, len(known) - 1)].all():
+                continue
+            keep = record.ts >= start
+            self._head.append(record.sid[keep], record.ts[keep], record.value[keep])
 
     def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
         self._db.close()
 
     # -- reading ---------------------------------------------------------------------------
@@ -151,10 +200,17 @@ class EmbeddedStore:
                             npt.NDArray[Any]]:
         """The points of `matching` in [start, end) as the table holds them: the rank in
         `matching` of each point's series, its time and its value."""
+        head = self._head.state  # before the table: a move then adds only what this holds
         parts = []
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
-            parts.append(self._read(table, ids, start, end))
+            if table != "points":
+                parts.append(self._read(table, ids, start, end))
+                continue
+            if _low(start) < head.start:
+                parts.append(self._read(table, ids, start, min(_high(end), head.start)))
+            if _high(end) > head.start:
+                parts.append(_from_head(head, ids, _low(start), _high(end)))
         every = [s.id for s in matching]
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
         rank_of = np.zeros(max(every) + 1, dtype=np.int16 if len(every) < 2**15 else np.int64)
@@ -223,35 +279,111 @@ class EmbeddedStore:
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
         if kind is None:
             raise Conflict(f"cannot store values of type {series.values.dtype}")
+        table = TABLE_OF_KIND[kind]
+        counts = np.diff(series.offsets)
+        ts = series.timestamps
         with self._write_lock:
-            with self._transaction() as writing:
-                known = [self._series_id(name, labels, kind, writing.created)
-                         for name, labels in zip(series.names, series.labels, strict=True)]
-                _insert_series(writing.db, writing.created)
-                _insert_points(writing.db, series, known, TABLE_OF_KIND[kind])
-            counts = np.diff(series.offsets)
-            lasts = series.timestamps[np.maximum(series.offsets[1:] - 1, 0)]
-            for entry, count, last in zip(known, counts, lasts.tolist(), strict=True):
-                if count:  # committed: later writes of these series may append
-                    entry.newest = last if entry.newest is None else max(entry.newest, last)
+            self._move_if_due()
+            start = self._head.state.start
+            recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
+            logged: int | None = None
+            try:
+                with self._transaction() as writing:
+                    known = [self._series_id(name, labels, kind, writing.created)
+                             for name, labels in zip(series.names, series.labels, strict=True)]
+                    _insert_series(writing.db, writing.created)
+                    sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
+                    if recent.any() and self._log is not None:
+                        logged = self._log.append(Writing(sid[recent], ts[recent],
+                                                          _numbers(series.values[recent])))
+                    if not recent.all():
+                        old = ~recent
+                        newest = np.array([INT64_MIN if k.newest is None else k.newest
+                                           for k in known], dtype=np.int64)
+                        back = old & (ts <= np.repeat(newest, counts))
+                        _insert_points(writing.db, table, sid[old], ts[old],
+                                       series.values[old], np.unique(sid[back]).tolist())
+            except BaseException:
+                if logged is not None and self._log is not None:
+                    self._log.undo(logged)
+                raise
+            if recent.any():
+                self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
+            if not recent.all():
+                # committed: later writes of these series may append to the table
+                lasts = np.where(recent, INT64_MIN, ts)
+                _note_newest(known, counts, lasts, series.offsets)
         return series.points
 
     def delete(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> int:
         matching = self._matching(selector)
         removed = 0
-        with self._write_lock, self._transaction() as writing:
-            db = writing.db
-            for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
-                ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table],
-                               np.int32)
-                db.register("doomed", _frame({"sid": ids}))
-                row = db.execute(
-                    f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM doomed) "
-                    f"AND ts >= ? AND ts < ?", [_low(start), _high(end)]).fetchone()
-                removed += int(row[0]) if row else 0
-                db.unregister("doomed")
+        numeric = np.unique(np.array([s.id for s in matching if s.kind in NUMERIC_KINDS],
+                                     dtype=np.int32))
+        with self._write_lock:
+            head_start = max(_low(start), self._head.state.start)
+            logged: int | None = None
+            try:
+                with self._transaction() as writing:
+                    db = writing.db
+                    for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
+                        ids = np.array([s.id for s in matching
+                                        if TABLE_OF_KIND[s.kind] == table], np.int32)
+                        db.register("doomed", _frame({"sid": ids}))
+                        row = db.execute(
+                            f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM doomed) "
+                            f"AND ts >= ? AND ts < ?", [_low(start), _high(end)]).fetchone()
+                        removed += int(row[0]) if row else 0
+                        db.unregister("doomed")
+                    if len(numeric) and head_start < _high(end) and self._log is not None:
+                        logged = self._log.append(Deletion(numeric, head_start, _high(end)))
+            except BaseException:
+                if logged is not None and self._log is not None:
+                    self._log.undo(logged)
+                raise
+            if len(numeric) and head_start < _high(end):
+                removed += self._head.delete(numeric, head_start, _high(end))
         return removed
+
+    def _move_if_due(self) -> None:
+        """Move the head's oldest points into the table once it holds half as much again as
+        `head_span` (then it keeps `head_span`), or more than HEAD_POINTS points (then it keeps
+        the newer half of its span)."""
+        state = self._head.state
+        now = self._clock()
+        boundary = None
+        if now - state.start > self._span + self._span // 2:
+            boundary = now - self._span
+        elif state.points > HEAD_POINTS and state.newest is not None:
+            boundary = state.start + (state.newest - state.start) // 2 + 1
+        if boundary is not None and boundary > state.start:
+            self.move(boundary)
+
+    def move(self, boundary: int) -> int:
+        """Move the head's points before `boundary` into the table, in one transaction with the
+        head's new start, then let the log drop what only those points needed. The caller
+        holds the write lock. Returns how many points moved."""
+        moved, rest = self._head.split(boundary)
+        with self._transaction() as writing:
+            if len(moved["sid"]):
+                writing.db.register("moved", _frame(moved))
+                writing.db.execute("INSERT INTO points SELECT sid, ts, value FROM moved")
+                writing.db.unregister("moved")
+            writing.db.execute("UPDATE head SET start = ?", [rest.start])
+        self._head.advance(rest)
+        sid, ts = moved["sid"], moved["ts"]
+        if len(sid):
+            lasts = np.flatnonzero(np.append(sid[1:] != sid[:-1], True))
+            for found, last in zip(sid[lasts].tolist(), ts[lasts].tolist(), strict=True):
+                entry = self._series.by_id(found)
+                if entry is not None:
+                    entry.newest = last if entry.newest is None else max(entry.newest, last)
+        if self._log is not None:
+            self._log.retire(rest.start)
+        explain.note("embedded store", lambda: f"moved {len(sid)} points from the head into the "
+                                               f"table, up to {_instant(rest.start)}")
+        return len(sid)
 
     def _series_id(self, name: str, labels: Mapping[str, str], kind: str,
                    created: list[Entry]) -> Entry:
@@ -324,6 +456,8 @@ def compact(path: str | Path) -> Compacted:
     before = _bytes(path)
     db = _connect(str(path))  # replays the log first
     try:
+        for statement in SCHEMA:  # a store from before a table was added gets it empty
+            db.execute(statement)
         source = db.execute("SELECT current_database()").fetchone()
         assert source is not None
         db.execute(f"ATTACH '{_quoted(fresh)}' AS compacted "
@@ -333,6 +467,7 @@ def compact(path: str | Path) -> Compacted:
             db.execute(statement)
         origin = '"' + str(source[0]).replace('"', '""') + '"'
         db.execute(f"INSERT INTO series SELECT * FROM {origin}.series ORDER BY id")
+        db.execute(f"INSERT INTO head SELECT * FROM {origin}.head")
         for table in ("points", "text_points"):
             db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM {origin}.{table} "
                        f"ORDER BY sid, ts")
@@ -454,25 +589,41 @@ def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
     db.unregister("fresh")
 
 
-def _insert_points(db: duckdb.DuckDBPyConnection, series: SeriesSet, known: list[Entry],
-                   table: str) -> None:
-    """Append the points; those of series that reach back to stored times replace the points
-    there. `table` comes from TABLE_OF_KIND, never from a user."""
-    ids = np.array([k.id for k in known], dtype=np.int32)
-    counts = np.diff(series.offsets)
-    values = series.values.astype(np.float64) if table == "points" else \
-        series.values.astype(object)
-    db.register("batch", _frame({"sid": np.repeat(ids, counts), "ts": series.timestamps,
-                                 "value": values}))
-    firsts = series.timestamps[np.minimum(series.offsets[:-1], series.points - 1)]
-    reaching_back = [k.id for k, count, first in zip(known, counts, firsts, strict=True)
-                     if count and k.newest is not None and first <= k.newest]
+def _insert_points(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
+                   ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
+                   reaching_back: list[int]) -> None:
+    """Append the points; those of the series `reaching_back` (to stored times) replace the
+    points there. `table` comes from TABLE_OF_KIND, never from a user."""
+    values = _numbers(values) if table == "points" else values.astype(object)
+    db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
     if reaching_back:
         db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN "
                    f"(SELECT sid, ts FROM batch WHERE sid IN "
                    f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
     db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
     db.unregister("batch")
+
+
+def _note_newest(known: list[Entry], counts: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
+                 offsets: npt.NDArray[np.int64]) -> None:
+    """Raise each series' newest time in the table to its newest of `ts` (INT64_MIN where a
+    point went elsewhere)."""
+    firsts = offsets[:-1][counts > 0]
+    lasts = np.maximum.reduceat(ts, firsts).tolist() if len(firsts) else []
+    for entry, last in zip((k for k, c in zip(known, counts, strict=True) if c), lasts,
+                           strict=True):
+        if last != INT64_MIN:
+            entry.newest = last if entry.newest is None else max(entry.newest, last)
+
+
+def _numbers(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    return values.astype(np.float64, copy=False)
+
+
+def _from_head(head: Snapshot, ids: npt.NDArray[np.int64], start: int, end: int) -> Columns:
+    found = head.read(np.sort(ids).astype(np.int32), start, end)
+    explain.note("embedded store", lambda: f"{len(found['ts'])} points from the head (memory)")
+    return found
 
 
 def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],
@@ -549,7 +700,6 @@ def _values(parts: list[Any], matching: list[Entry]) -> npt.NDArray[Any]:
     return filled[0] if len(filled) == 1 else np.concatenate(filled)
 
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _low(start: int | None) -> int:

@@ -48,6 +48,9 @@ class SeriesIndex:
     def get(self, name: str, key: str) -> Entry | None:
         return self._by_key.get((name, key))
 
+    def by_id(self, sid: int) -> Entry | None:
+        return self._by_id.get(sid)
+
     def add(self, entry: Entry) -> None:
         """Index a new series; its entry first, so a posting never names an unknown id."""
         self._by_key[(entry.name, entry.key)] = self._by_id[entry.id] = entry

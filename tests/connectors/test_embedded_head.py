@@ -1,0 +1,281 @@
+"""The embedded store's head (its newest points in memory, made durable by its own log) keeps the
+connector contract whether a read falls in it, in the table or across both; a restart replays
+its log, a torn log tail is cut, and moving points into the table loses or doubles none of
+them. A hypothesis model checks every mix of writes, overwrites, deletes, moves and restarts
+against a dictionary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.connectors.contract import CPU, ConnectorContract, S
+from tsq.connectors import headlog
+from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore
+from tsq.selector import parse_selector
+from tsq.series import SeriesSet
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def store_at(path: Path | str, now: int, span: int = HEAD_SPAN) -> EmbeddedStore:
+    return EmbeddedStore(path, head_span=span, clock=Clock(now))
+
+
+class TestEverythingInTheHead(ConnectorContract):
+    @pytest.fixture
+    def connector(self, tmp_path: Path) -> Iterator[EmbeddedStore]:
+        store = store_at(tmp_path / "points.duckdb", now=0)  # the head starts 2 h before 0
+        yield store
+        store.close()
+
+
+class TestTheHeadStartingAtTwoSeconds(ConnectorContract):
+    """CPU's points at 1 s are in the table, those at 2 s and 3 s in the head."""
+
+    @pytest.fixture
+    def connector(self, tmp_path: Path) -> Iterator[EmbeddedStore]:
+        store = store_at(tmp_path / "points.duckdb", now=2 * S + HEAD_SPAN)
+        yield store
+        store.close()
+
+
+def every_point(store: EmbeddedStore, selector: str = '{__name__=~".+"}'
+                ) -> dict[tuple[str, str, int], float]:
+    found = store.select(parse_selector(selector))
+    return {(s.name, s.labels.get("host", ""), int(t)): float(v)
+            for s in found for t, v in zip(s.timestamps, s.values, strict=True)}
+
+
+def test_a_restart_replays_writes_overwrites_and_deletes(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    store.write(SeriesSet.from_series(CPU))
+    store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"}, [2 * S],
+                                        [-2.0])]))
+    assert store.delete(parse_selector("mem")) == 1
+    before = every_point(store)
+    store.close()
+    assert not (tmp_path / "p.duckdb.head").is_file()
+    assert list((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log")), "no head log"
+    again = store_at(path, now=0)
+    try:
+        assert every_point(again) == before
+        assert before[("cpu", "web01", 2 * S)] == -2.0
+        assert ("mem", "web01", S) not in before
+        # nothing of it went to the table: the head held it all
+        assert again._db.execute("SELECT count(*) FROM points").fetchone() == (0,)
+    finally:
+        again.close()
+
+
+def test_moving_points_into_the_table_keeps_them_once(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    clock = Clock(0)
+    store = EmbeddedStore(path, head_span=10 * S, clock=clock)
+    store.write(SeriesSet.from_series(("up", {"host": f"h{i}"}, [t * S for t in range(20)],
+                                       [float(i * 100 + t) for t in range(20)])
+                                      for i in range(3)))
+    before = every_point(store)
+    clock.now = 30 * S  # more than 1.5 spans past the head's start (-10 s): 20 s onwards stay
+    store.write(SeriesSet.from_series([("up", {"host": "h0"}, [25 * S], [7.0])]))
+    assert store._head.state.start == 20 * S
+    assert store._db.execute("SELECT count(*) FROM points").fetchone() == (60,)
+    before[("up", "h0", 25 * S)] = 7.0
+    assert every_point(store) == before
+    # a write reaching back behind the head replaces the point in the table
+    store.write(SeriesSet.from_series([("up", {"host": "h1"}, [5 * S], [-1.0])]))
+    before[("up", "h1", 5 * S)] = -1.0
+    assert every_point(store) == before
+    segments = sorted((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log"))
+    store.close()
+    again = EmbeddedStore(path, head_span=10 * S, clock=clock)
+    try:
+        assert every_point(again) == before
+        assert again._head.state.points == 1
+    finally:
+        again.close()
+    # the segment that held only moved points is gone
+    assert segments[0].name == "00000002.log"
+
+
+def test_a_torn_head_log_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    store.write(SeriesSet.from_series(CPU))
+    store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"}, [9 * S],
+                                        [9.0])]))
+    store.close()
+    segment = max((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log"))
+    whole = segment.stat().st_size
+    with segment.open("r+b") as log:  # the second record cut short
+        log.truncate(whole - 5)
+    again = store_at(path, now=0)
+    try:
+        found = every_point(again)
+        assert len(found) == 7 and ("cpu", "web01", 9 * S) not in found
+        again.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"}, [8 * S],
+                                            [8.0])]))
+    finally:
+        again.close()
+    assert list(segment.parent.glob("*.damaged-*")), "no copy of the damaged segment"
+    assert segment.stat().st_size < whole - 5
+    third = store_at(path, now=0)
+    try:
+        assert every_point(third)[("cpu", "web01", 8 * S)] == 8.0
+    finally:
+        third.close()
+
+
+def test_a_garbled_record_fails_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    store.write(SeriesSet.from_series(CPU))
+    store.write(SeriesSet.from_series([("mem", {"dc": "gra", "host": "web01"}, [9 * S],
+                                        [9.0])]))
+    store.close()
+    segment = max((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # a value byte of the last record
+    segment.write_bytes(bytes(data))
+    again = store_at(path, now=0)
+    try:
+        assert ("mem", "web01", 9 * S) not in every_point(again)
+        assert len(every_point(again)) == 7
+    finally:
+        again.close()
+
+
+def test_a_write_whose_log_append_fails_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    try:
+        store.write(SeriesSet.from_series(CPU))
+        before = every_point(store), store.names()
+
+        def full(*args: object) -> None:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(headlog.os, "fdatasync", full)
+        with pytest.raises(OSError, match="No space"):
+            store.write(SeriesSet.from_series([("swap", {}, [S], [1.0]),
+                                               ("cpu", {"dc": "gra", "host": "web01"}, [S],
+                                                [-1.0])]))
+        monkeypatch.undo()
+        assert (every_point(store), store.names()) == before
+    finally:
+        store.close()
+    again = store_at(path, now=0)
+    try:
+        assert (every_point(again), again.names()) == before
+    finally:
+        again.close()
+
+
+def test_a_logged_write_of_a_series_never_committed_is_not_replayed(tmp_path: Path) -> None:
+    """The process died after the log record and before the transaction that made its series:
+    the write was never acknowledged, and its points must not come back without a series."""
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    store.write(SeriesSet.from_series(CPU))
+    assert store._log is not None
+    store._log.append(headlog.Writing(np.array([1, 99], np.int32), np.array([5 * S, 5 * S]),
+                                      np.array([1.0, 2.0])))
+    store.close()
+    again = store_at(path, now=0)
+    try:
+        assert len(every_point(again)) == 7
+    finally:
+        again.close()
+
+
+def test_reads_of_few_dense_and_all_series_in_the_head_agree(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "p.duckdb", now=0)
+    try:
+        for batch in range(6):  # several chunks
+            store.write(SeriesSet.from_series(
+                ("up", {"host": f"h{i:03d}"}, [batch * S], [float(i * 10 + batch)])
+                for i in range(100)))
+        every = every_point(store, "up")
+        assert len(every) == 600
+        for selector in ('up{host=~"h00."}', 'up{host=~"h0[0-7].|h09."}', 'up{host="h042"}',
+                         'up{host=~"h0[13579]."}'):
+            assert every_point(store, selector) == {
+                k: v for k, v in every.items() if parse_selector(selector).matchers[0].matches(
+                    k[1])}
+    finally:
+        store.close()
+
+
+OPERATION = st.one_of(
+    st.tuples(st.just("write"), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30),
+                                                   st.integers(-9, 9)), min_size=1,
+                                         max_size=20)),
+    st.tuples(st.just("delete"), st.tuples(st.integers(0, 5), st.integers(0, 30),
+                                           st.integers(0, 30))),
+    st.tuples(st.just("tick"), st.integers(0, 10)),
+    st.tuples(st.just("reopen"), st.none()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(operations=st.lists(OPERATION, max_size=25))
+def test_the_store_holds_what_a_dictionary_holds(
+        tmp_path_factory: pytest.TempPathFactory,
+        operations: list[tuple[str, object]]) -> None:
+    """Writes (overwrites included), deletes, the clock moving (and with it points into the
+    table) and restarts, in any order: every read gives the model's points."""
+    path = tmp_path_factory.mktemp("model") / "p.duckdb"
+    clock = Clock(10 * S)
+    model: dict[tuple[str, str, int], float] = {}
+    store = EmbeddedStore(path, head_span=4 * S, clock=clock)
+    try:
+        for kind, argument in operations:
+            if kind == "write":
+                assert isinstance(argument, list)
+                written: dict[tuple[int, int], float] = {}
+                for host, second, value in argument:
+                    written[(host, second)] = float(value)
+                hosts = sorted({h for h, _ in written})
+                store.write(SeriesSet.from_series(
+                    ("up", {"host": f"h{h}"}, [t * S for (g, t) in sorted(written) if g == h],
+                     [v for (g, t), v in sorted(written.items()) if g == h]) for h in hosts))
+                model.update({("up", f"h{h}", t * S): v for (h, t), v in written.items()})
+            elif kind == "delete":
+                assert isinstance(argument, tuple)
+                host, start, end = argument
+                store.delete(parse_selector(f'up{{host="h{host}"}}'), start * S, end * S)
+                for key in [k for k in model if k[1] == f"h{host}"
+                            and start * S <= k[2] < end * S]:
+                    del model[key]
+            elif kind == "tick":
+                assert isinstance(argument, int)
+                clock.now += argument * S
+            else:
+                store.close()
+                store = EmbeddedStore(path, head_span=4 * S, clock=clock)
+            assert every_point(store) == model
+            for start, end in ((0, 12), (8, 31), (12, 13)):
+                assert every_point_in(store, start * S, end * S) == {
+                    k: v for k, v in model.items() if start * S <= k[2] < end * S}
+    finally:
+        store.close()
+
+
+def every_point_in(store: EmbeddedStore, start: int, end: int
+                   ) -> dict[tuple[str, str, int], float]:
+    found = store.select(parse_selector('{__name__=~".+"}'), start, end)
+    return {(s.name, s.labels.get("host", ""), int(t)): float(v)
+            for s in found for t, v in zip(s.timestamps, s.values, strict=True)}
