@@ -18,21 +18,25 @@ import pytest
 
 from tests.conftest import free_port
 from tests.test_restart import serve
-from tsq.connectors.embedded import STORE_FILE, WAL_SUFFIX
+from tsq.connectors.embedded import HEAD_SUFFIX, STORE_FILE, WAL_SUFFIX
 
 pytestmark = pytest.mark.slow
 
 HOSTS = 4
 PER_HOST = 500  # points of each host in a batch: 2,000 lines a batch
-START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z: behind the head, into the table
+# An hour ago: inside the head of a fresh store (its newest two hours, connectors/head.py);
+# batches of HEAD_PER_HOST points a host then stay in the past (the query reads up to now)
+HEAD_START_NS = (time.time_ns() // 10**9 - 3600) * 10**9
+HEAD_PER_HOST = 100
 STEP_NS = 10**9
 SELECT = 'select("dur").from(0)'
 
 
-def batch(number: int, per_host: int = PER_HOST) -> bytes:
+def batch(number: int, per_host: int = PER_HOST, start_ns: int = START_NS) -> bytes:
     """Batch `number`: each host's next `per_host` seconds, the value naming batch and line."""
     lines = [f"dur,host=h{host} value={number * 100_000 + i} "
-             f"{START_NS + (number * per_host + i) * STEP_NS}"
+             f"{start_ns + (number * per_host + i) * STEP_NS}"
              for host in range(HOSTS) for i in range(per_host)]
     return "\n".join(lines).encode()
 
@@ -44,12 +48,13 @@ class Client:
     acknowledged: list[int] = field(default_factory=list)
     sent: int = 0
     per_host: int = PER_HOST
+    start_ns: int = START_NS
     failure: str | None = None
 
     def run(self) -> None:
         with httpx.Client(timeout=30) as client:
             while True:
-                body = batch(self.sent, self.per_host)
+                body = batch(self.sent, self.per_host, self.start_ns)
                 self.sent += 1
                 try:
                     answer = client.post(f"http://127.0.0.1:{self.port}/write", content=body)
@@ -62,10 +67,11 @@ class Client:
 
 
 def stream_and_kill(data: Path, port: int, acknowledged_before_kill: int,
-                    per_host: int = PER_HOST, client: Client | None = None) -> Client:
+                    per_host: int = PER_HOST, client: Client | None = None,
+                    start_ns: int = START_NS) -> Client:
     """Start the server, stream batches into it (`client`'s next ones) and SIGKILL it once
     that many are in."""
-    client = client or Client(port, per_host=per_host)
+    client = client or Client(port, per_host=per_host, start_ns=start_ns)
     data.mkdir(parents=True, exist_ok=True)
     # Reading every point back is one query larger than a query may be by default.
     (data / "tsq.toml").write_text("max_query_points = 100000000\n")
@@ -95,12 +101,13 @@ def stored(port: int) -> tuple[np.ndarray, np.ndarray]:
     return ts[order], values[order]
 
 
-def expected(batches: list[int], per_host: int) -> tuple[np.ndarray, np.ndarray]:
+def expected(batches: list[int], per_host: int, start_ns: int
+             ) -> tuple[np.ndarray, np.ndarray]:
     """The points of `batches`, as `stored` gives them (the query answers in ms)."""
     numbers = np.asarray(batches, np.int64)[:, None, None]
     line = np.arange(per_host, dtype=np.int64)[None, None, :]
     hosts = np.zeros((1, HOSTS, 1), np.int64)  # every host has the same points
-    ts = (START_NS + (numbers * per_host + line + hosts) * STEP_NS) // 10**6
+    ts = (start_ns + (numbers * per_host + line + hosts) * STEP_NS) // 10**6
     values = (numbers * 100_000 + line + hosts).astype(np.float64)
     order = np.lexsort((values.ravel(), ts.ravel()))
     return ts.ravel()[order], values.ravel()[order]
@@ -108,7 +115,7 @@ def expected(batches: list[int], per_host: int) -> tuple[np.ndarray, np.ndarray]
 
 def whole_batches(ts: np.ndarray, client: Client) -> list[int]:
     """The batches present, each checked to be there whole (one transaction each)."""
-    numbers = (ts * 10**6 - START_NS) // STEP_NS // client.per_host
+    numbers = (ts * 10**6 - client.start_ns) // STEP_NS // client.per_host
     found, counts = np.unique(numbers, return_counts=True)
     assert np.all(counts == HOSTS * client.per_host), "a batch was stored in part"
     assert found.size == 0 or int(found.max()) < client.sent, "points that were never sent"
@@ -122,7 +129,7 @@ def assert_acknowledged_survived(port: int, client: Client) -> list[int]:
         f"acknowledged batches lost: {sorted(set(client.acknowledged) - set(present))}"
     # Beyond the acknowledged ones, at most the batch in flight at the kill
     assert set(present) - set(client.acknowledged) <= {client.sent - 1}
-    want_ts, want_values = expected(present, client.per_host)
+    want_ts, want_values = expected(present, client.per_host, client.start_ns)
     np.testing.assert_array_equal(ts, want_ts)
     np.testing.assert_array_equal(values, want_values)
     return present
@@ -213,3 +220,40 @@ def test_a_damaged_last_record_loses_that_batch_at_most(tmp_path: Path, how: str
     assert set(client.acknowledged) - set(present) <= {client.acknowledged[-1]}
     copies = list(data.glob(f"{STORE_FILE}{WAL_SUFFIX}.damaged-*"))
     assert len(copies) == (1 if how == "garbled" else 0)
+
+
+def head_segments(data: Path) -> list[Path]:
+    """The head log's segments that hold records, oldest first."""
+    return [p for p in sorted((data / f"{STORE_FILE}{HEAD_SUFFIX}").glob("*.log"))
+            if p.stat().st_size]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("round_", range(2))
+def test_every_acknowledged_write_to_the_head_survives_kill_9(tmp_path: Path,
+                                                               round_: int) -> None:
+    """The newest points go to the head (memory, and its own log) instead of DuckDB: what was
+    acknowledged there survives too, replayed from the log."""
+    data, port = tmp_path / "data", free_port()
+    client = stream_and_kill(data, port, acknowledged_before_kill=(13, 19)[round_],
+                             per_host=HEAD_PER_HOST, start_ns=HEAD_START_NS)
+    assert head_segments(data), "nothing was written to the head"
+    with serve(data, port):
+        assert_acknowledged_survived(port, client)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["cut", "garbled"])
+def test_a_damaged_head_log_tail_loses_that_batch_at_most(tmp_path: Path, how: str) -> None:
+    """The head log's last record cut short or garbled (its checksum fails): the server starts,
+    keeps every batch before it and a copy of the damaged segment."""
+    data, port = tmp_path / "data", free_port()
+    client = stream_and_kill(data, port, acknowledged_before_kill=6, per_host=HEAD_PER_HOST,
+                             start_ns=HEAD_START_NS)
+    last = head_segments(data)[-1]
+    tear(last, how)
+    with serve(data, port):
+        ts, _ = stored(port)
+        present = whole_batches(ts, client)
+    assert set(client.acknowledged) - set(present) <= {client.acknowledged[-1]}
+    assert len(list(last.parent.glob(f"{last.name}.damaged-*"))) == 1
