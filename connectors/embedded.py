@@ -99,7 +99,8 @@ class EmbeddedStore:
         when it has doubled since it last was (`compact_if_grown`)."""
         path = data_dir / STORE_FILE
         compact_if_grown(path)
-        return cls(path)
+        minutes = config.get("head_minutes")  # the service's store_head_minutes setting
+        return cls(path, HEAD_SPAN if minutes is None else int(minutes) * 60 * 10**9)
 
     def __init__(self, path: str | Path, head_span: int = HEAD_SPAN,
                  clock: Callable[[], int] = time.time_ns) -> None:

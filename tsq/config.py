@@ -129,6 +129,9 @@ OPTIONS: tuple[Option, ...] = (
            choices=LOG_FORMATS),
     Option("database_url", None, "where loops and runs are kept (SQLAlchemy URL; default: "
                                  "SQLite tsq.db in the data directory)"),
+    Option("store_head_minutes", 120, "minutes of the newest points the embedded store keeps "
+                                      "in memory (its head, docs/store.md) beside its file",
+           0, 10080),
     Option("cluster", "", "the NATS JetStream URL of the cluster this process joins "
                           "(docs/scale-out.md; empty: tsq is this one process)"),
     Option("role", "api,scheduler,worker", "what this cluster process does, comma-separated: "
@@ -202,6 +205,7 @@ class Settings:
     log_format: str
     config_file: Path | None = None  # the file the settings were read from, if any
     cluster: ClusterSettings | None = None  # None: one process, no cluster
+    store_head_minutes: int = 120  # the span the embedded store keeps in memory
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None, *,
@@ -246,6 +250,7 @@ class Settings:
             log_format=text["log_format"],
             config_file=path,
             cluster=_cluster(text, number),
+            store_head_minutes=number["store_head_minutes"],
         )
 
     @property

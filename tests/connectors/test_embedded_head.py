@@ -6,6 +6,7 @@ against a dictionary."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.connectors.contract import CPU, ConnectorContract, S
+from tests.scheduling_helpers import ScriptedPool
+from tsq.config import Settings
 from tsq.connectors import headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
+from tsq.service import Service
 
 
 class Clock:
@@ -279,3 +283,15 @@ def every_point_in(store: EmbeddedStore, start: int, end: int
     found = store.select(parse_selector('{__name__=~".+"}'), start, end)
     return {(s.name, s.labels.get("host", ""), int(t)): float(v)
             for s in found for t, v in zip(s.timestamps, s.values, strict=True)}
+
+
+def test_the_service_keeps_store_head_minutes_in_memory(tmp_path: Path) -> None:
+    service = Service(Settings.load(tmp_path, flags={"store_head_minutes": 5}),
+                      workers=ScriptedPool())
+    try:
+        store = service.store
+        assert isinstance(store, EmbeddedStore)
+        assert store._span == 5 * 60 * 10**9
+        assert abs(store._head.state.start - (time.time_ns() - store._span)) < 60 * 10**9
+    finally:
+        service.close()
