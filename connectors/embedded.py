@@ -42,13 +42,13 @@ import orjson
 from tsq import explain
 from tsq.collector import collector_paused
 from tsq.connectors.base import Capabilities, label_values
-from tsq.connectors.head import Columns, Head, Snapshot
+from tsq.connectors.head import Head
 from tsq.connectors.headlog import Deletion, HeadLog, Writing
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
 from tsq.isotime import format_ms
-from tsq.kernels import Aggregator, Buckets, Fill, bucketize, bucketize_unordered
+from tsq.kernels import Aggregator, Buckets, Fill, Points, bucketize, bucketize_parts
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
@@ -170,19 +170,19 @@ class EmbeddedStore:
                        buckets: Buckets, aggregator: Aggregator,
                        fills: Sequence[Fill] = ()) -> SeriesSet:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points.
-        Where the aggregator allows (`bucketize_unordered`), the points are bucketed in the
-        order the table holds them, never grouped by series."""
+        Where the aggregator allows (`bucketize_parts`), the points are bucketed in the order
+        the table and the head's chunks hold them, never joined or grouped by series."""
         matching = self._reading(selector, start, end)
         found = None
         if matching:
-            rank, ts, values = self._columns(matching, start, end)
+            rank_of, parts = self._parts(matching, start, end)
             if all(s.kind in NUMERIC_KINDS for s in matching):
-                heads = SeriesSet(*_heads(matching), ts[:0], values[:0],
+                heads = SeriesSet(*_heads(matching), np.zeros(0, np.int64), np.zeros(0),
                                   np.zeros(len(matching) + 1, np.int64))
-                found = bucketize_unordered(heads, rank, ts, values, buckets, aggregator, fills)
+                found = bucketize_parts(heads, parts, buckets, aggregator, fills, rank_of)
             if found is None:
-                found = bucketize(numbers_only(_grouped(matching, rank, ts, values), "sampleBy"),
-                                  buckets, aggregator, fills)
+                found = bucketize(numbers_only(_grouped(matching, *_joined_parts(rank_of, parts)),
+                                               "sampleBy"), buckets, aggregator, fills)
         else:
             found = SeriesSet.empty()
         explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
@@ -199,26 +199,35 @@ class EmbeddedStore:
     def _columns(self, matching: list[Entry], start: int | None, end: int | None
                  ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
                             npt.NDArray[Any]]:
-        """The points of `matching` in [start, end) as the table holds them: the rank in
-        `matching` of each point's series, its time and its value."""
+        """The points of `matching` in [start, end) as the table and the head hold them: the
+        rank in `matching` of each point's series, its time and its value."""
+        return _joined_parts(*self._parts(matching, start, end))
+
+    def _parts(self, matching: list[Entry], start: int | None, end: int | None
+               ) -> tuple[npt.NDArray[np.integer[Any]], list[Points]]:
+        """The points of `matching` in [start, end), unjoined: a part per table read and per
+        chunk of the head (series ids, times, values), and the table from a series id to its
+        rank in `matching`."""
         head = self._head.state  # before the table: a move then adds only what this holds
-        parts = []
+        parts: list[Points] = []
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
-            if table != "points":
-                parts.append(self._read(table, ids, start, end))
-                continue
-            if _low(start) < head.start:
-                parts.append(self._read(table, ids, start, min(_high(end), head.start)))
-            if _high(end) > head.start:
-                parts.append(_from_head(head, ids, _low(start), _high(end)))
+            if table == "points" and _high(end) > head.start:
+                chunks = [Points(*part, runs=True) for part in head.read(
+                    np.sort(ids).astype(np.int32), _low(start), _high(end))]
+                _note_head(chunks)
+                parts.extend(chunks)
+            if table != "points" or _low(start) < head.start:
+                read = self._read(table, ids, start,
+                                  min(_high(end), head.start) if table == "points" else end)
+                parts.append(Points(read["sid"], np.asarray(read["ts"], np.int64),
+                                    _values([read["value"]], matching)))
         every = [s.id for s in matching]
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
-        rank_of = np.zeros(max(every) + 1, dtype=np.int16 if len(every) < 2**15 else np.int64)
+        rank_of: npt.NDArray[np.integer[Any]] = np.zeros(
+            max(every) + 1, dtype=np.int16 if len(every) < 2**15 else np.int64)
         rank_of[every] = np.arange(len(every))
-        return (_joined([rank_of[p["sid"]] for p in parts], rank_of.dtype),
-                _joined([p["ts"] for p in parts], np.int64),
-                _values([p["value"] for p in parts], matching))
+        return rank_of, parts
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
               end: int | None) -> dict[str, Any]:
@@ -621,10 +630,20 @@ def _numbers(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     return values.astype(np.float64, copy=False)
 
 
-def _from_head(head: Snapshot, ids: npt.NDArray[np.int64], start: int, end: int) -> Columns:
-    found = head.read(np.sort(ids).astype(np.int32), start, end)
-    explain.note("embedded store", lambda: f"{len(found['ts'])} points from the head (memory)")
-    return found
+def _note_head(chunks: list[Points]) -> None:
+    explain.note("embedded store", lambda: f"{sum(len(c.stamps) for c in chunks)} points from "
+                                           f"the head (memory), in {len(chunks)} chunks")
+
+
+def _joined_parts(rank_of: npt.NDArray[np.integer[Any]], parts: list[Points]
+                  ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
+                             npt.NDArray[Any]]:
+    """The parts as one: each point's rank, time and value."""
+    if not parts:
+        return rank_of[:0], np.zeros(0, np.int64), np.zeros(0)
+    return (_joined([rank_of[p.ids] for p in parts], rank_of.dtype),
+            _joined([p.stamps for p in parts], np.int64),
+            _joined([p.values for p in parts], parts[0].values.dtype))
 
 
 def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],

@@ -93,8 +93,9 @@ class Snapshot:
     def newest(self) -> int | None:
         return max((c.high for c in self.chunks), default=None)
 
-    def read(self, ids: Ids, start: int, end: int) -> Columns:
-        """The points of the series `ids` (sorted, unique) in [start, end), in chunk order."""
+    def read(self, ids: Ids, start: int, end: int) -> list[tuple[Ids, Ints, Floats]]:
+        """The points of the series `ids` (sorted, unique) in [start, end): a part a chunk,
+        each sorted by series id, oldest chunk first."""
         start = max(start, self.start)
         wanted = None
         if len(ids) > 1 and len(ids) * DENSE_FRACTION >= ids[-1] - ids[0] + 1 \
@@ -115,7 +116,7 @@ class Snapshot:
                 sid, ts, value = sid[keep], ts[keep], value[keep]
             if len(sid):
                 parts.append((sid, ts, value))
-        return _columns(parts)
+        return parts
 
 
 class Head:

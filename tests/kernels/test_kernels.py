@@ -323,6 +323,47 @@ def test_bucketize_unordered_is_bucketize_of_the_points_in_any_order(
     np.testing.assert_allclose(found.values, expected.values, rtol=1e-9, atol=1e-6)
 
 
+@slow
+@given(spec=sets, name=st.sampled_from(sorted(buckets_module.UNORDERED)),
+       closed=st.sampled_from(["left", "right"]), fixed=st.booleans(),
+       fill=st.sampled_from(["none", "previous", "interpolate", "auto"]),
+       seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 60), max_size=3))
+def test_bucketize_parts_is_bucketize_of_the_points_in_parts_and_runs(
+        spec: list[Any], name: str, closed: str, fixed: bool, fill: str, seed: int,
+        cuts: list[int]) -> None:
+    """As the embedded store reads a window: the points in parts (its table, its head's
+    chunks), each part's points in runs of one series or in any order, named by series ids
+    that a table maps to ranks: the same buckets as `bucketize`."""
+    source = build(spec)
+    grid = Buckets(SPAN, closed=closed,  # type: ignore[arg-type]
+                   first=-20 if fixed else None, last=90 if fixed else None)
+    agg, fills = Aggregator(name), [Fill(fill)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(source.points)
+    ids_of_rank = rng.permutation(len(source)) + 3  # series ids: not the ranks
+    rank_of = np.zeros(len(source) + 3, np.int64)
+    rank_of[ids_of_rank] = np.arange(len(source))
+    parts = []
+    for number, cut in enumerate(np.split(order, sorted(c % (source.points + 1)
+                                                        for c in cuts))):
+        runs = number % 2 == 0
+        # a head chunk: sorted by series id, each series' points in the order written (here
+        # time order, so that runs of one bucket are long)
+        piece = cut[np.lexsort((source.timestamps[cut], ids_of_rank[source.series_ids()[cut]]))
+                    ] if runs else cut
+        parts.append(buckets_module.Points(ids_of_rank[source.series_ids()[piece]],
+                                           source.timestamps[piece], source.values[piece],
+                                           runs))
+    found = buckets_module.bucketize_parts(source, parts, grid, agg, fills, rank_of)
+    expected = bucketize(source, grid, agg, fills)
+    if found is None:
+        assert expected.points == 0
+        return
+    assert found.names == expected.names and found.offsets.tolist() == expected.offsets.tolist()
+    assert found.timestamps.tolist() == expected.timestamps.tolist()
+    np.testing.assert_allclose(found.values, expected.values, rtol=1e-9, atol=1e-6)
+
+
 def test_bucketize_unordered_leaves_other_aggregators_and_sparse_grids_to_bucketize() -> None:
     source = build([("cpu", "a", "h0", [(0, 1.0), (5, 2.0)])])
     rank = np.zeros(2, np.int64)

@@ -2,10 +2,18 @@
 
 from tsq.kernels import choose, combine, maps
 from tsq.kernels.aggregate import AGGREGATORS, Aggregator, reduce_segments
-from tsq.kernels.buckets import Buckets, Fill, bucket_index, bucketize, bucketize_unordered
+from tsq.kernels.buckets import (
+    Buckets,
+    Fill,
+    Points,
+    bucket_index,
+    bucketize,
+    bucketize_parts,
+    bucketize_unordered,
+)
 from tsq.kernels.group import Grouping, group_by
 from tsq.kernels.window import cumulative, window
 
-__all__ = ["AGGREGATORS", "Aggregator", "Buckets", "Fill", "Grouping", "bucket_index", "bucketize",
-           "bucketize_unordered", "choose", "combine", "cumulative", "group_by", "maps",
-           "reduce_segments", "window"]
+__all__ = ["AGGREGATORS", "Aggregator", "Buckets", "Fill", "Grouping", "Points", "bucket_index",
+           "bucketize", "bucketize_parts", "bucketize_unordered", "choose", "combine",
+           "cumulative", "group_by", "maps", "reduce_segments", "window"]

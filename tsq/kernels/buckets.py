@@ -31,8 +31,8 @@ from tsq.errors import BadRequest
 from tsq.kernels.aggregate import CHUNK, Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
-__all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "bucket_index",
-           "bucketize", "bucketize_unordered"]
+__all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "Points",
+           "bucket_index", "bucketize", "bucketize_parts", "bucketize_unordered"]
 
 Ints = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
@@ -172,6 +172,18 @@ UNORDERED = frozenset({"sum", "mean", "count", "min", "max"})
 SPARSE_CELLS = 4  # (series by bucket) cells per point above which the grid is too sparse
 
 
+@dataclass(frozen=True)
+class Points:
+    """Points of several series in any order: point i belongs to the series `ids[i]` (a rank
+    in the SeriesSet, or an id that a `rank_of` table maps to one). `runs`: each series' points
+    come in runs (a store's chunk sorted by series), which are reduced first."""
+
+    ids: npt.NDArray[np.integer[Any]]
+    stamps: Ints
+    values: Array
+    runs: bool = False
+
+
 def bucketize_unordered(series: SeriesSet, rank: npt.NDArray[np.integer[Any]], stamps: Ints,
                         values: Array, buckets: Buckets, agg: Aggregator,
                         fills: Sequence[Fill] = ()) -> SeriesSet | None:
@@ -181,46 +193,108 @@ def bucketize_unordered(series: SeriesSet, rank: npt.NDArray[np.integer[Any]], s
     several times the aggregation itself, where here each (series, bucket) cell is a key and
     one `bincount` pass adds them. None when this way does not apply (another aggregator, not
     floats, no points, a grid much sparser than the points): call `bucketize` then."""
-    if agg.name not in UNORDERED or values.dtype.kind != "f" or len(stamps) == 0:
+    return bucketize_parts(series, [Points(rank, stamps, values)], buckets, agg, fills)
+
+
+def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets,
+                    agg: Aggregator, fills: Sequence[Fill] = (),
+                    rank_of: npt.NDArray[np.integer[Any]] | None = None) -> SeriesSet | None:
+    """`bucketize_unordered` of points read in parts (a store's table and the chunks of its
+    head), none joined to another: `rank_of[ids[i]]` is the series of a part's point i (None:
+    the ids are ranks). In a part of runs, each run of one (series, bucket) cell is reduced
+    first with `reduceat`, a pass in memory order, and the cells add up runs, not points."""
+    if agg.name not in UNORDERED:
         return None
-    keep = ~np.isnan(values) if _any_nan(values) else None
-    earliest, latest = int(stamps.min()), int(stamps.max())
-    if buckets.bounds is not None:
-        low, high = buckets.edges(*buckets.bounds)
-        if earliest <= low or latest > high:
-            inside = (stamps > low) & (stamps <= high)
-            keep = inside if keep is None else keep & inside
-    if keep is not None:
-        rank, stamps, values = rank[keep], stamps[keep], values[keep]
-        if len(stamps) == 0:
-            return None
-        earliest, latest = int(stamps.min()), int(stamps.max())
+    bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
+    kept = [p for p in (_inside(part, bounds) for part in parts) if p is not None]
+    if any(p.values.dtype.kind != "f" for p in parts) or not kept:
+        return None
+    earliest = min(int(p.stamps.min()) for p in kept)
+    latest = max(int(p.stamps.max()) for p in kept)
     if not _edges_fit(buckets, earliest, latest):
         return None
     first, last = bucket_index(np.array([earliest, latest], np.int64), buckets).tolist()
     width = last - first + 1
     cells = len(series) * width
-    if cells > SPARSE_CELLS * len(stamps) + CHUNK:
+    if cells > SPARSE_CELLS * sum(len(p.stamps) for p in kept) + CHUNK:
         return None
-    if width == 1:  # one bucket (a rollup of the window read): the series is the key
-        key = rank
-    else:
-        key = rank.astype(np.int64)
-        key *= width
-        column = bucket_index(stamps, buckets)
-        column -= first
-        key += column
-    held, reduced = _cells(key, values, cells, agg)
+    reduced = [_reduced_runs(p, buckets, first, width, agg, rank_of) for p in kept]
+    key = _joined([r[0] for r in reduced])
+    values = _joined([r[1] for r in reduced])
+    weights = None if all(r[2] is None for r in reduced) else _joined(
+        [np.ones(len(r[0])) if r[2] is None else r[2] for r in reduced])
+    held, aggregates = _cells(key, values, cells, agg, weights)
     row, column = np.divmod(held, width)
     column += first
-    return _gridded(series, np.bincount(row, minlength=len(series)), row, column, reduced,
+    return _gridded(series, np.bincount(row, minlength=len(series)), row, column, aggregates,
                     buckets, fills)
 
 
-def _cells(key: npt.NDArray[np.integer[Any]], values: Array, cells: int, agg: Aggregator
-           ) -> tuple[Ints, Array]:
-    """The cells that hold points (`key`: each point's cell) and their aggregates."""
-    counts = np.bincount(key, minlength=cells)
+def _inside(part: Points, bounds: tuple[int, int] | None) -> Points | None:
+    """`part` without NaN points and those off the fixed grid `bounds` (low, high]; None if
+    none are left."""
+    if not len(part.stamps):
+        return None
+    keep = ~np.isnan(part.values) if _any_nan(part.values) else None
+    if bounds is not None:
+        low, high = bounds
+        if int(part.stamps.min()) <= low or int(part.stamps.max()) > high:
+            inside = (part.stamps > low) & (part.stamps <= high)
+            keep = inside if keep is None else keep & inside
+    if keep is None:
+        return part
+    if not keep.any():
+        return None
+    return Points(part.ids[keep], part.stamps[keep], part.values[keep], part.runs)
+
+
+def _reduced_runs(part: Points, buckets: Buckets, first: int, width: int, agg: Aggregator,
+                  rank_of: npt.NDArray[np.integer[Any]] | None
+                  ) -> tuple[Ints, Array, Array | None]:
+    """Each point's (or run's) cell, its value (or the run's aggregate) and how many points
+    it stands for (None: one each)."""
+    ids, column = part.ids, None
+    if width > 1:
+        column = bucket_index(part.stamps, buckets)
+        column -= first
+    values: Array = part.values
+    counts = None
+    if part.runs and len(ids) > 1:
+        change = ids[1:] != ids[:-1]
+        if column is not None:
+            change |= column[1:] != column[:-1]
+        starts = np.flatnonzero(change)
+        starts += 1
+        starts = np.concatenate(([0], starts))
+        counts = np.diff(np.append(starts, len(ids))).astype(np.float64)
+        values = RUN_REDUCERS[agg.name].reduceat(values, starts) if agg.name != "count" \
+            else counts
+        ids = ids[starts]
+        if column is not None:
+            column = column[starts]
+    key = (ids if rank_of is None else rank_of[ids]).astype(np.int64)
+    if column is not None:
+        key *= width
+        key += column
+    return key, values, counts
+
+
+# How a run of one cell is reduced before the cells are: sums add, extremes keep theirs
+RUN_REDUCERS = {"sum": np.add, "mean": np.add, "min": np.minimum, "max": np.maximum}
+
+
+def _joined(arrays: list[Array]) -> Array:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _cells(key: npt.NDArray[np.integer[Any]], values: Array, cells: int, agg: Aggregator,
+           weights: Array | None = None) -> tuple[Ints, Array]:
+    """The cells that hold points (`key`: each point's cell, or each run's, `weights` then its
+    number of points) and their aggregates."""
+    if weights is None:
+        counts = np.bincount(key, minlength=cells)
+    else:
+        counts = np.bincount(key, weights=weights, minlength=cells)
     held = np.flatnonzero(counts)
     if agg.name in ("sum", "mean"):
         sums = np.asarray(np.bincount(key, weights=values, minlength=cells), np.float64)
