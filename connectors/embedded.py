@@ -87,6 +87,7 @@ CORRUPT_AT = re.compile(r"Corrupt WAL file: entry at byte position (\d+)")
 FEW_SERIES = 64
 # A read of more series scans their id range when at least a quarter of it is wanted
 DENSE_FRACTION = 4
+MATCHES_KEPT = 256  # selectors whose matching series are kept, oldest dropped first
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
 
@@ -111,6 +112,8 @@ class EmbeddedStore:
         for statement in SCHEMA:
             self._db.execute(statement)
         self._series = SeriesIndex()
+        self._matched: dict[Selector, tuple[int, list[Entry]]] = {}  # `_matching`'s answers
+        self._matched_lock = threading.Lock()
         newest = dict(self._db.execute(
             "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
             "SELECT sid, ts FROM text_points) GROUP BY sid").fetchall())
@@ -278,8 +281,19 @@ class EmbeddedStore:
         return label_values((s.name, s.labels) for s in self._series.matching(selector))
 
     def _matching(self, selector: Selector) -> list[Entry]:
-        """The matching series, sorted by name then labels: the order of `select`."""
-        return sorted(self._series.matching(selector), key=lambda s: (s.name, s.key))
+        """The matching series, sorted by name then labels: the order of `select`. A scheduled
+        loop asks the same selector again and again, and sorting 10,000 series costs 8 ms: the
+        answer is kept until a series is added or removed."""
+        version = self._series.version  # before matching: a series added meanwhile renews it
+        kept = self._matched.get(selector)
+        if kept is not None and kept[0] == version:
+            return list(kept[1])
+        found = sorted(self._series.matching(selector), key=lambda s: (s.name, s.key))
+        with self._matched_lock:
+            if len(self._matched) >= MATCHES_KEPT:
+                del self._matched[next(iter(self._matched))]
+            self._matched[selector] = (version, found)
+        return list(found)
 
     # -- writing ---------------------------------------------------------------------------
 

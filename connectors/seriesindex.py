@@ -41,6 +41,7 @@ class SeriesIndex:
         self._by_id: dict[int, Entry] = {}
         self._names: dict[str, Posting] = {}
         self._labels: dict[str, dict[str, Posting]] = {}
+        self.version = 0  # goes up with every series added or removed
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -53,6 +54,7 @@ class SeriesIndex:
 
     def add(self, entry: Entry) -> None:
         """Index a new series; its entry first, so a posting never names an unknown id."""
+        self.version += 1
         self._by_key[(entry.name, entry.key)] = self._by_id[entry.id] = entry
         _post(self._names, entry.name, entry.id)
         for label, value in entry.labels.items():
@@ -61,6 +63,7 @@ class SeriesIndex:
     def extend(self, entries: Iterable[Entry]) -> None:
         """Index many series at once, as `add` one at a time does (opening a store): each
         posting gathered as a list first, then made once."""
+        self.version += 1
         names: dict[str, list[int]] = {}
         labels: dict[str, dict[str, list[int]]] = {}
         for entry in entries:
@@ -74,6 +77,7 @@ class SeriesIndex:
 
     def remove(self, entry: Entry) -> None:
         """Forget a series `add` indexed (a write rolled back): its postings first."""
+        self.version += 1
         _unpost(self._names, entry.name, entry.id)
         for label, value in entry.labels.items():
             values = self._labels[label]

@@ -111,3 +111,26 @@ def test_reads_are_ordered_by_series_then_time_whatever_the_scan_order(
     order = _series_then_time(rank, ts, np.concatenate(([0], np.cumsum(counts))))
     got = shuffled if order is None else shuffled[order]
     assert got.tolist() == rows.tolist()
+
+
+def test_the_series_a_selector_matched_are_renewed_when_series_are_added_or_rolled_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        up = parse_selector('up{dc="gra"}')
+        store.write(SeriesSet.from_series([("up", {"dc": "gra", "host": "b"}, [S], [1.0])]))
+        assert [s.labels["host"] for s in store.select(up)] == ["b"]
+        store.write(SeriesSet.from_series([("up", {"dc": "gra", "host": "a"}, [S], [2.0])]))
+        assert [s.labels["host"] for s in store.select(up)] == ["a", "b"]
+
+        def broken(*args: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(embedded, "_insert_series", broken)
+        with pytest.raises(OSError):
+            store.write(SeriesSet.from_series([("up", {"dc": "gra", "host": "c"}, [S],
+                                                [3.0])]))
+        assert [s.labels["host"] for s in store.select(up)] == ["a", "b"]
+        assert [s.labels["host"] for s in store.select(up)] == ["a", "b"]  # the kept answer
+    finally:
+        store.close()
