@@ -310,26 +310,32 @@ class EmbeddedStore:
             self._move_if_due()
             start = self._head.state.start
             recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
+            created: list[Entry] = []
             logged: int | None = None
             try:
-                with self._transaction() as writing:
-                    known = [self._series_id(name, labels, kind, writing.created)
-                             for name, labels in zip(series.names, series.labels, strict=True)]
-                    _insert_series(writing.db, writing.created)
-                    sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
-                    if recent.any() and self._log is not None:
-                        logged = self._log.append(Writing(sid[recent], ts[recent],
-                                                          _numbers(series.values[recent])))
-                    if not recent.all():
-                        old = ~recent
-                        newest = np.array([INT64_MIN if k.newest is None else k.newest
-                                           for k in known], dtype=np.int64)
-                        back = old & (ts <= np.repeat(newest, counts))
-                        _insert_points(writing.db, table, sid[old], ts[old],
-                                       series.values[old], np.unique(sid[back]).tolist())
+                known = [self._series_id(name, labels, kind, created)
+                         for name, labels in zip(series.names, series.labels, strict=True)]
+                sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
+                record = Writing(sid[recent], ts[recent], _numbers(series.values[recent])) \
+                    if recent.any() and self._log is not None else None
+                if created or not recent.all():  # the table too: the log record inside
+                    with self._transaction() as db:
+                        _insert_series(db, created)
+                        if record is not None and self._log is not None:
+                            logged = self._log.append(record)
+                        if not recent.all():
+                            old = ~recent
+                            newest = np.array([INT64_MIN if k.newest is None else k.newest
+                                               for k in known], dtype=np.int64)
+                            back = old & (ts <= np.repeat(newest, counts))
+                            _insert_points(db, table, sid[old], ts[old], series.values[old],
+                                           np.unique(sid[back]).tolist())
+                elif record is not None and self._log is not None:  # the head alone
+                    logged = self._log.append(record)
             except BaseException:
                 if logged is not None and self._log is not None:
                     self._log.undo(logged)
+                self._forget(created)
                 raise
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
@@ -349,8 +355,7 @@ class EmbeddedStore:
             head_start = max(_low(start), self._head.state.start)
             logged: int | None = None
             try:
-                with self._transaction() as writing:
-                    db = writing.db
+                with self._transaction() as db:
                     for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
                         ids = np.array([s.id for s in matching
                                         if TABLE_OF_KIND[s.kind] == table], np.int32)
@@ -389,12 +394,12 @@ class EmbeddedStore:
         head's new start, then let the log drop what only those points needed. The caller
         holds the write lock. Returns how many points moved."""
         moved, rest = self._head.split(boundary)
-        with self._transaction() as writing:
+        with self._transaction() as db:
             if len(moved["sid"]):
-                writing.db.register("moved", _frame(moved))
-                writing.db.execute("INSERT INTO points SELECT sid, ts, value FROM moved")
-                writing.db.unregister("moved")
-            writing.db.execute("UPDATE head SET start = ?", [rest.start])
+                db.register("moved", _frame(moved))
+                db.execute("INSERT INTO points SELECT sid, ts, value FROM moved")
+                db.unregister("moved")
+            db.execute("UPDATE head SET start = ?", [rest.start])
         self._head.advance(rest)
         sid, ts = moved["sid"], moved["ts"]
         if len(sid):
@@ -412,7 +417,7 @@ class EmbeddedStore:
     def _series_id(self, name: str, labels: Mapping[str, str], kind: str,
                    created: list[Entry]) -> Entry:
         """The series' entry; a new one is indexed and appended to `created`, which the
-        caller inserts and a rollback forgets."""
+        caller inserts and a failure forgets (`_forget`)."""
         key = _canonical(labels)
         known = self._series.get(name, key)
         if known is not None:
@@ -427,22 +432,25 @@ class EmbeddedStore:
         return known
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Writing]:
-        """A DuckDB transaction; if it fails, the series it added are forgotten again. Only
-        those are kept aside, so a write costs the same with ten series stored or a million."""
-        writing = _Writing(self._db.cursor(), [])
-        writing.db.execute("BEGIN TRANSACTION")
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB transaction on a cursor of its own, rolled back if it fails."""
+        db = self._db.cursor()
+        db.execute("BEGIN TRANSACTION")
         try:
-            yield writing
-            writing.db.execute("COMMIT")
+            yield db
+            db.execute("COMMIT")
         except BaseException:
-            writing.db.execute("ROLLBACK")
-            for entry in reversed(writing.created):
-                self._series.remove(entry)
-            self._next_id -= len(writing.created)
+            db.execute("ROLLBACK")
             raise
         finally:
-            writing.db.close()
+            db.close()
+
+    def _forget(self, created: list[Entry]) -> None:
+        """Forget the series a failed write added. Only those are kept aside, so a write costs
+        the same with ten series stored or a million."""
+        for entry in reversed(created):
+            self._series.remove(entry)
+        self._next_id -= len(created)
 
 
 @dataclass(frozen=True)
@@ -594,12 +602,6 @@ def _set_aside(wal: Path, error: duckdb.Error) -> None:
     log.error("the embedded store's write-ahead log %s could not be replayed (%s); kept its "
               "first %d of %d bytes (the writes before the damage), a copy of it as %s",
               wal, error, whole, kept.stat().st_size, kept)
-
-
-@dataclass(frozen=True)
-class _Writing:
-    db: duckdb.DuckDBPyConnection
-    created: list[Entry]  # the series this transaction added, in order
 
 
 def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:

@@ -192,13 +192,13 @@ class Head:
 def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:
     """`chunks` without the points at the (series, time) pairs given."""
     pairs = _pairs(sid, ts)
-    ids = np.unique(sid).astype(np.int32)
     low, high = int(ts.min()), int(ts.max())
     kept = []
     for chunk in chunks:
         if chunk.high >= low and chunk.low <= high:
-            rows = _ranges(np.searchsorted(chunk.sid, ids, "left"),
-                           np.searchsorted(chunk.sid, ids, "right"))
+            # the times first, a pass in memory order: a write's span is narrow, and its
+            # series may be all a chunk holds (a retried batch)
+            rows = np.flatnonzero((chunk.ts >= low) & (chunk.ts <= high))
             hit = rows[np.isin(_pairs(chunk.sid[rows], chunk.ts[rows]), pairs)]
             if len(hit):
                 keep = np.ones(len(chunk), dtype=bool)

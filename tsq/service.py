@@ -205,6 +205,7 @@ class Service:
         self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
             get_runtime(name).warm()  # needs more than one runtime, so it warms none
+        parse_lines("warm value=1 0")  # the bulk parser's imports (pandas): 0.4 s, not in a write
         if self.cluster is not None:
             return self._start_in_cluster(self.cluster)
         _ = self.pool

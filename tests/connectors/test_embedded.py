@@ -134,3 +134,16 @@ def test_the_series_a_selector_matched_are_renewed_when_series_are_added_or_roll
         assert [s.labels["host"] for s in store.select(up)] == ["a", "b"]  # the kept answer
     finally:
         store.close()
+
+
+def test_a_type_conflict_after_a_new_series_forgets_the_new_one(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        store.write(SeriesSet.from_series([("up", {}, [S], np.array(["yes"], dtype=object))]))
+        with pytest.raises(Conflict, match="holds text values"):
+            store.write(SeriesSet.from_series([("fresh", {}, [S], [1.0]), ("up", {}, [S], [2.0])]))
+        assert store.names() == ["up"]
+        store.write(SeriesSet.from_series([("fresh", {}, [2 * S], [3.0])]))
+        assert [list(s.values) for s in store.select(parse_selector("fresh"))] == [[3.0]]
+    finally:
+        store.close()
