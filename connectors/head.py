@@ -199,7 +199,7 @@ def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:
             # the times first, a pass in memory order: a write's span is narrow, and its
             # series may be all a chunk holds (a retried batch)
             rows = np.flatnonzero((chunk.ts >= low) & (chunk.ts <= high))
-            hit = rows[np.isin(_pairs(chunk.sid[rows], chunk.ts[rows]), pairs)]
+            hit = rows[_among(chunk.sid[rows], chunk.ts[rows], sid, ts, pairs)]
             if len(hit):
                 keep = np.ones(len(chunk), dtype=bool)
                 keep[hit] = False
@@ -209,6 +209,31 @@ def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:
                 continue
         kept.append(chunk)
     return kept
+
+
+def _among(sid: npt.NDArray[Any], ts: Ints, their_sid: Ids, their_ts: Ints,
+           pairs: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Whether each (sid, ts) is one of theirs (`pairs`, as `_pairs` makes them). A 64-bit mix
+    of the two finds it with a sort of integers, and the pair found is compared exactly; where
+    theirs mix to one number twice, the pairs themselves are sorted (a tenth as fast)."""
+    mixed = _mixed(their_sid, their_ts)
+    order = np.argsort(mixed)
+    ordered = mixed[order]
+    if len(ordered) > 1 and bool(np.any(ordered[1:] == ordered[:-1])):
+        return np.isin(_pairs(sid, ts), pairs)
+    mine = _mixed(sid, ts)
+    at = np.minimum(np.searchsorted(ordered, mine), len(ordered) - 1)
+    found = order[at]
+    same: npt.NDArray[np.bool_] = (ordered[at] == mine) & (their_sid[found] == sid)
+    same &= their_ts[found] == ts
+    return same
+
+
+def _mixed(sid: npt.NDArray[Any], ts: Ints) -> npt.NDArray[np.uint64]:
+    mixed = ts.astype(np.uint64)
+    mixed *= np.uint64(0x9E3779B97F4A7C15)  # wraps: a hash, not a value
+    mixed ^= sid.astype(np.uint64)
+    return mixed
 
 
 def _pairs(sid: npt.NDArray[Any], ts: Ints) -> npt.NDArray[Any]:

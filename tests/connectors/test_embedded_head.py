@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.connectors.contract import CPU, ConnectorContract, S
 from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
-from tsq.connectors import headlog
+from tsq.connectors import head, headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -295,3 +295,19 @@ def test_the_service_keeps_store_head_minutes_in_memory(tmp_path: Path) -> None:
         assert abs(store._head.state.start - (time.time_ns() - store._span)) < 60 * 10**9
     finally:
         service.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(mine=st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 3)), max_size=30),
+       theirs=st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 3)), min_size=1,
+                       max_size=30))
+def test_pairs_among_theirs_are_found_exactly(mine: list[tuple[int, int]],
+                                              theirs: list[tuple[int, int]]) -> None:
+    """The hashed look-up of (series, time) pairs, and its sorted fallback when theirs repeat
+    one, both agree with a set."""
+    sid, ts = (np.array([p[i] for p in mine], np.int32 if i == 0 else np.int64).reshape(-1)
+               for i in (0, 1))
+    their_sid = np.array([p[0] for p in theirs], np.int32)
+    their_ts = np.array([p[1] * 10**9 for p in theirs], np.int64)
+    found = head._among(sid, ts * 10**9, their_sid, their_ts, head._pairs(their_sid, their_ts))
+    assert found.tolist() == [(s, t) in {(a, b) for a, b in theirs} for s, t in mine]
