@@ -45,7 +45,7 @@ from tsq.hostcalls import Host
 from tsq.isotime import parse_time, time_field
 from tsq.late import LateLog, Watch
 from tsq.ledger import LedgerRange, ledger
-from tsq.lineprotocol import parse_lines
+from tsq.lineparsers import LineParsers
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
 from tsq.masking import mask_url
@@ -116,9 +116,7 @@ class Service:
         self._pool: JobRunner | None = workers
         self._serving = False  # start() makes it a server, whose workers start at once
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
-        # one parse at a time: parsing holds the GIL, and four writers parsing at once, handing
-        # it over every GIL_SWITCH_S, stored a tenth fewer points a second than one at a time
-        self._parsing = threading.Lock()
+        self.line_parsers = LineParsers()  # in place, or in a helper once serving
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
         self.connections = Connections(
@@ -208,7 +206,7 @@ class Service:
         self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
             get_runtime(name).warm()  # needs more than one runtime, so it warms none
-        parse_lines("warm value=1 0")  # the bulk parser's imports (pandas): 0.4 s, not in a write
+        self.line_parsers.start()
         if self.cluster is not None:
             return self._start_in_cluster(self.cluster)
         _ = self.pool
@@ -285,6 +283,7 @@ class Service:
             self.scheduler.close()
         self.dispatcher.close()
         self.queries.shutdown(wait=False, cancel_futures=True)
+        self.line_parsers.close()
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
@@ -560,8 +559,7 @@ class Service:
                     project: str | None = None) -> dict[str, Any]:
         """Store InfluxDB line protocol (as `project`'s points, or shared: None);
         PartialWrite (after storing the good lines) if some lines were bad."""
-        with self._parsing:
-            batch = parse_lines(body, precision)
+        batch = self.line_parsers.parse(body, precision)
         self.project_point_rate.take(project or SHARED, batch.points)  # nothing stored if not
         self.metrics.ingest("line", batch.points)
         store = self.points(project)

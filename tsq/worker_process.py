@@ -8,12 +8,7 @@ memory ceiling and starts another.
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import os
 import resource
-import signal
-import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -25,6 +20,7 @@ import psutil
 from tsq import heap
 from tsq.errors import CompileError, HostError
 from tsq.hostcalls import HostAnswer
+from tsq.parentage import die_with_parent
 from tsq.runtimes import create_runtime
 from tsq.runtimes.base import (
     Limits,
@@ -38,7 +34,6 @@ from tsq.runtimes.base import (
 __all__ = ["Job", "WorkerOptions", "worker_main"]
 
 PROGRAM_CACHE_SIZE = 4096  # handlers; a prepared JS handler is its rewritten source
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,7 @@ class WorkerOptions:
 
 
 def worker_main(conn: Connection, options: WorkerOptions) -> None:
-    _die_with_parent()
+    die_with_parent()
     heap.keep_large_blocks()  # the points a run reads reuse the heap, not fresh pages
     worker = _Worker(conn, options)
     _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
@@ -177,17 +172,6 @@ class _Worker:
                 programs.popitem(last=False)
         programs.move_to_end(key)
         return program
-
-
-def _die_with_parent() -> None:
-    """Be killed when the supervisor's thread that started this process ends, however it ends
-    (kill -9 included): a handler spinning in V8 must not outlive the service."""
-    parent = multiprocessing.parent_process()
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
-        os._exit(1)
 
 
 def _cap_data_segment(memory_mb: int) -> None:

@@ -1,0 +1,89 @@
+"""A server parses line protocol in place, or in its helper process while a parse is running in
+place; either way the batch is the same, and a dead helper costs no write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from tsq.lineparsers import HELPED_FROM_BYTES, LineParsers
+from tsq.lineprotocol import ParsedBatch, parse_lines
+
+BODY = "\n".join(f"cpu,host=h{i % 50},dc=gra value={i / 4} {1_700_000_000 + i}000000000"
+                 for i in range(4000)) + "\nnot a line\n"
+
+
+def same(one: ParsedBatch, other: ParsedBatch) -> None:
+    assert (one.points, one.errors) == (other.points, other.errors)
+    assert one.numbers.names == other.numbers.names
+    assert one.numbers.labels == other.numbers.labels
+    np.testing.assert_array_equal(one.numbers.timestamps, other.numbers.timestamps)
+    np.testing.assert_array_equal(one.numbers.values, other.numbers.values)
+
+
+@pytest.fixture
+def parsers() -> Iterator[LineParsers]:
+    found = LineParsers()
+    yield found
+    found.close()
+
+
+def test_a_cli_call_parses_in_place_and_starts_no_process(parsers: LineParsers) -> None:
+    assert len(BODY) >= HELPED_FROM_BYTES
+    same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))
+    assert parsers._helper is None
+
+
+def test_a_write_arriving_during_a_parse_is_parsed_by_the_helper(parsers: LineParsers) -> None:
+    parsers.start()
+    with parsers._here:  # a parse running in place
+        helped = parsers.parse(BODY, "ns")
+    same(helped, parse_lines(BODY, "ns"))
+    assert [n for n, _ in helped.errors] == [4001]
+    assert parsers._helper is not None
+
+
+def test_a_dead_helper_costs_no_write(parsers: LineParsers) -> None:
+    parsers.start()
+    helper = parsers._helper
+    assert helper is not None
+    helper.submit(int).result()  # its process is up
+    for process in list(helper._processes.values()):  # type: ignore[attr-defined]
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=10)
+    with parsers._here:
+        same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))
+        assert parsers._helper is None
+        same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))  # a new helper
+    assert parsers._helper is not None and parsers._helper is not helper
+
+
+def test_the_helper_dies_with_the_server_kill_9_included(tmp_path: Path) -> None:
+    script = ("import time\nfrom tsq.lineparsers import LineParsers\n"
+              "if __name__ == '__main__':\n"
+              "    parsers = LineParsers()\n    parsers.start()\n"
+              "    helper = parsers._helper\n    helper.submit(int).result()\n"
+              "    print(*helper._processes, flush=True)\n    time.sleep(60)\n")
+    (tmp_path / "serve.py").write_text(script)
+    with subprocess.Popen([sys.executable, str(tmp_path / "serve.py")],
+                          stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            (helper,) = (int(pid) for pid in server.stdout.readline().split())
+            assert psutil.pid_exists(helper)
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(helper) and psutil.Process(helper).status() != "zombie":
+        assert time.monotonic() < deadline, "the helper outlived the server"
+        time.sleep(0.05)
