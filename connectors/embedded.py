@@ -43,7 +43,7 @@ from tsq import explain
 from tsq.collector import collector_paused
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.head import Head
-from tsq.connectors.headlog import Deletion, HeadLog, Writing
+from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
@@ -515,9 +515,9 @@ def compact(path: str | Path) -> Compacted:
     if Path(f"{fresh}{WAL_SUFFIX}").exists() or Path(f"{path}{WAL_SUFFIX}").exists():
         raise ConfigError(f"compacting {path} left a write-ahead log behind; the store is "
                           f"unchanged")
-    _synced(fresh)
+    synced(fresh)
     os.replace(fresh, path)
-    _synced(path.parent)
+    synced(path.parent)
     return Compacted(path, before, _bytes(path))
 
 
@@ -561,15 +561,6 @@ def _bytes(path: Path) -> int:
 
 def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-def _synced(path: Path) -> None:
-    """Flush a file or a directory (a rename in it) to the disk."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Deletion", "HeadLog", "Writing"]
+__all__ = ["Deletion", "HeadLog", "Writing", "synced"]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class HeadLog:
         self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
         self._segments.append(_Segment(path))
-        _synced(self.folder)
+        synced(self.folder)
 
 
 def _record(data: bytes, at: int) -> tuple[Writing | Deletion, int] | None:
@@ -192,8 +192,9 @@ def _cut(path: Path, data: bytes, whole: int) -> None:
               len(data), kept)
 
 
-def _synced(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
+def synced(path: Path) -> None:
+    """Flush a file or a directory (a file made or renamed in it) to the disk."""
+    handle = os.open(path, os.O_RDONLY)
     try:
         os.fsync(handle)
     finally:

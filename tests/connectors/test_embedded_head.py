@@ -114,14 +114,19 @@ def test_moving_points_into_the_table_keeps_them_once(tmp_path: Path) -> None:
     assert segments[0].name == "00000002.log"
 
 
-def test_a_torn_head_log_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
-    path = tmp_path / "p.duckdb"
+def logged_twice(path: Path, name: str) -> Path:
+    """A store whose head log holds CPU, then `name`{host=web01} at 9 s: its last segment."""
     store = store_at(path, now=0)
     store.write(SeriesSet.from_series(CPU))
-    store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"}, [9 * S],
+    store.write(SeriesSet.from_series([(name, {"dc": "gra", "host": "web01"}, [9 * S],
                                         [9.0])]))
     store.close()
-    segment = max((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log"))
+    return max(path.with_name(f"{path.name}{HEAD_SUFFIX}").glob("*.log"))
+
+
+def test_a_torn_head_log_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
+    path = tmp_path / "p.duckdb"
+    segment = logged_twice(path, "cpu")
     whole = segment.stat().st_size
     with segment.open("r+b") as log:  # the second record cut short
         log.truncate(whole - 5)
@@ -144,12 +149,7 @@ def test_a_torn_head_log_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
 
 def test_a_garbled_record_fails_its_checksum(tmp_path: Path) -> None:
     path = tmp_path / "p.duckdb"
-    store = store_at(path, now=0)
-    store.write(SeriesSet.from_series(CPU))
-    store.write(SeriesSet.from_series([("mem", {"dc": "gra", "host": "web01"}, [9 * S],
-                                        [9.0])]))
-    store.close()
-    segment = max((tmp_path / f"p.duckdb{HEAD_SUFFIX}").glob("*.log"))
+    segment = logged_twice(path, "mem")
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0xFF  # a value byte of the last record
     segment.write_bytes(bytes(data))
