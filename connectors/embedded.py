@@ -637,6 +637,12 @@ def _numbers(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     return values.astype(np.float64, copy=False)
 
 
+def _none_for_nan(values: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+    found = values.astype(object)
+    found[np.isnan(values)] = None
+    return found
+
+
 def _note_head(chunks: list[Points]) -> None:
     explain.note("embedded store", lambda: f"{sum(len(c.stamps) for c in chunks)} points from "
                                            f"the head (memory), in {len(chunks)} chunks")
@@ -648,9 +654,12 @@ def _joined_parts(rank_of: npt.NDArray[np.integer[Any]], parts: list[Points]
     """The parts as one: each point's rank, time and value."""
     if not parts:
         return rank_of[:0], np.zeros(0, np.int64), np.zeros(0)
+    values = [p.values for p in parts]
+    if any(v.dtype == object for v in values):  # strings too: NaN comes back as None
+        values = [v if v.dtype == object else _none_for_nan(v) for v in values]
     return (_joined([rank_of[p.ids] for p in parts], rank_of.dtype),
             _joined([p.stamps for p in parts], np.int64),
-            _joined([p.values for p in parts], parts[0].values.dtype))
+            _joined(values, values[0].dtype))
 
 
 def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],

@@ -131,10 +131,6 @@ class HeadLog:
         while len(self._segments) > 1 and self._segments[0].newest < start:
             self._segments.pop(0).path.unlink(missing_ok=True)
 
-    @property
-    def bytes(self) -> int:
-        return sum(s.path.stat().st_size for s in self._segments if s.path.exists())
-
     def close(self) -> None:
         if self._file is not None:
             os.close(self._file)

@@ -311,3 +311,16 @@ def test_pairs_among_theirs_are_found_exactly(mine: list[tuple[int, int]],
     their_ts = np.array([p[1] * 10**9 for p in theirs], np.int64)
     found = head._among(sid, ts * 10**9, their_sid, their_ts, head._pairs(their_sid, their_ts))
     assert found.tolist() == [(s, t) in {(a, b) for a, b in theirs} for s, t in mine]
+
+
+def test_a_read_of_numbers_in_the_head_and_strings_in_the_table(tmp_path: Path) -> None:
+    """Strings never go to the head: one read joins the head's floats and the table's strings
+    (NaN then comes back as None, as the table gives a number's NULL beside strings)."""
+    store = store_at(tmp_path / "p.duckdb", now=0)
+    try:
+        store.write(SeriesSet.from_series([("a", {}, [S, 2 * S], [1.0, np.nan])]))
+        store.write(SeriesSet.from_series([("b", {}, [S], np.array(["x"], dtype=object))]))
+        found = store.select(parse_selector('{__name__=~".+"}'))
+        assert [(s.name, list(s.values)) for s in found] == [("a", [1.0, None]), ("b", ["x"])]
+    finally:
+        store.close()
