@@ -87,6 +87,9 @@ CORRUPT_AT = re.compile(r"Corrupt WAL file: entry at byte position (\d+)")
 FEW_SERIES = 64
 # A read of more series scans their id range when at least a quarter of it is wanted
 DENSE_FRACTION = 4
+# Rows a read takes from DuckDB at a time, as one Arrow batch: a part of the read
+READ_BATCH = 1 << 20
+RUN_PROBE = 4096  # the first rows of a batch that tell whether it comes in runs of a series
 MATCHES_KEPT = 256  # selectors whose matching series are kept, oldest dropped first
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
@@ -221,10 +224,9 @@ class EmbeddedStore:
                 _note_head(chunks)
                 parts.extend(chunks)
             if table != "points" or _low(start) < head.start:
-                read = self._read(table, ids, start,
-                                  min(_high(end), head.start) if table == "points" else end)
-                parts.append(Points(read["sid"], np.asarray(read["ts"], np.int64),
-                                    _values([read["value"]], matching)))
+                parts.extend(self._read(
+                    table, ids, start, min(_high(end), head.start) if table == "points" else end,
+                    all(s.kind in NUMERIC_KINDS for s in matching)))
         every = [s.id for s in matching]
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
         rank_of: npt.NDArray[np.integer[Any]] = np.zeros(
@@ -233,40 +235,41 @@ class EmbeddedStore:
         return rank_of, parts
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
-              end: int | None) -> dict[str, Any]:
+              end: int | None, numeric: bool) -> list[Points]:
         """The points of the series `ids` in [start, end), in the order the scan gives them
-        (mostly insertion order, so mostly time order per series): sorting the rest here costs
-        a third of an ORDER BY in SQL."""
+        (mostly insertion order, so mostly time order per series), a part per batch of rows
+        as DuckDB hands them to Arrow: numpy views of the batches, never copied or joined
+        (fetchnumpy gathered the day's 8.64 M rows in 266 ms, the batches come in 51)."""
+        low, high = int(ids.min()), int(ids.max())
+        wanted = None
         cursor = self._db.cursor()
         try:
             if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
-                marks = ", ".join("?" * len(ids))
-                return cursor.execute(
-                    f"SELECT sid, ts, value FROM {table} WHERE sid IN ({marks}) "
-                    f"AND ts >= ? AND ts < ?", [*ids.tolist(), _low(start), _high(end)]
-                ).fetchnumpy()
-            low, high = int(ids.min()), int(ids.max())
-            if len(ids) * DENSE_FRACTION >= high - low + 1:
+                marks = ", ".join(f"${n}" for n in range(3, len(ids) + 3))
+                found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE sid IN ({marks}) "
+                                   f"AND ts >= $1 AND ts < $2",
+                                   params=[_low(start), _high(end), *ids.tolist()])
+            elif len(ids) * DENSE_FRACTION >= high - low + 1:
                 # most ids in their range are wanted: scan the range, in the table's order
                 # (a join gives its rows in any order, and each series must then be sorted)
                 # and drop the few others here
-                found = cursor.execute(
-                    f"SELECT sid, ts, value FROM {table} WHERE sid BETWEEN ? AND ? "
-                    f"AND ts >= ? AND ts < ?", [low, high, _low(start), _high(end)]
-                ).fetchnumpy()
-                if len(ids) == high - low + 1:
-                    return found  # every id of the range
-                wanted = np.zeros(high - low + 1, dtype=bool)
-                wanted[ids - low] = True
-                keep = wanted[np.asarray(found["sid"], np.int64) - low]
-                return found if keep.all() else {k: v[keep] for k, v in found.items()}
-            cursor.register("wanted", _frame({"sid": ids}))
-            return cursor.execute(
-                f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN wanted w "
-                f"ON p.sid = w.sid WHERE p.ts >= ? AND p.ts < ?",
-                [_low(start), _high(end)]).fetchnumpy()
+                found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE sid BETWEEN $3 "
+                                   f"AND $4 AND ts >= $1 AND ts < $2",
+                                   params=[_low(start), _high(end), low, high])
+                if len(ids) < high - low + 1:
+                    wanted = np.zeros(high - low + 1, dtype=bool)
+                    wanted[ids - low] = True
+            else:
+                cursor.register("wanted", _frame({"sid": ids}))
+                found = cursor.sql(f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN "
+                                   f"wanted w ON p.sid = w.sid WHERE p.ts >= $1 AND p.ts < $2",
+                                   params=[_low(start), _high(end)])
+            parts = [_part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH)]
         finally:
             cursor.close()
+        if wanted is not None:
+            parts = [_kept(part, wanted[part.ids - low]) for part in parts]
+        return [part for part in parts if len(part.stamps)]
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         """The matching series, without their points: (name, labels), in `select`'s order."""
@@ -721,21 +724,30 @@ def _series_then_time(rank: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int
     return order
 
 
+def _part(batch: Any, numeric: bool) -> Points:
+    """A batch of (sid, ts, value) rows as numpy views; NULL (a NaN written through Arrow) as
+    NaN, or as None among strings. Rows that come sorted by series (a compacted table) are
+    reduced as runs (`bucketize_parts`): a look at the first rows tells."""
+    sid, ts, value = (batch.column(n).to_numpy(zero_copy_only=False) for n in range(3))
+    if not numeric:
+        value = value.astype(object)
+    elif value.dtype != np.float64:
+        value = value.astype(np.float64)
+    head = sid[:RUN_PROBE]
+    runs = len(head) > 1 and int(np.count_nonzero(head[1:] != head[:-1])) * 4 < len(head)
+    return Points(sid, ts, value, runs=runs)
+
+
+def _kept(part: Points, keep: npt.NDArray[np.bool_]) -> Points:
+    if keep.all():
+        return part
+    return Points(part.ids[keep], part.stamps[keep], part.values[keep], part.runs)
+
+
 def _joined(parts: list[Any], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """One array from the reads, copied only when there are several or the type differs."""
     arrays: list[npt.NDArray[Any]] = [np.asarray(p, dtype=dtype) for p in parts]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def _values(parts: list[Any], matching: list[Entry]) -> npt.NDArray[Any]:
-    """One values array; NULL (pandas writes NaN as NULL) comes back as NaN or None."""
-    numeric = all(s.kind in NUMERIC_KINDS for s in matching)
-    dtype = np.float64 if numeric else object
-    filled = [np.ma.filled(p.astype(dtype), np.nan if numeric else None)
-              if isinstance(p, np.ma.MaskedArray) else np.asarray(p, dtype=dtype) for p in parts]
-    return filled[0] if len(filled) == 1 else np.concatenate(filled)
-
-
 
 
 def _low(start: int | None) -> int:
@@ -744,7 +756,6 @@ def _low(start: int | None) -> int:
 
 def _high(end: int | None) -> int:
     return INT64_MAX if end is None else int(end)
-
 
 
 def _span(start: int | None, end: int | None) -> str:

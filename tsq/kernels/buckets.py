@@ -19,7 +19,10 @@ given, as Warp 10 applies INTERPOLATE, FILLPREVIOUS, FILLNEXT and FILLVALUE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
@@ -202,23 +205,24 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
     """`bucketize_unordered` of points read in parts (a store's table and the chunks of its
     head), none joined to another: `rank_of[ids[i]]` is the series of a part's point i (None:
     the ids are ranks). In a part of runs, each run of one (series, bucket) cell is reduced
-    first with `reduceat`, a pass in memory order, and the cells add up runs, not points."""
-    if agg.name not in UNORDERED:
+    first with `reduceat`, a cache-sized piece at a time, and the cells add up runs, not
+    points. Large parts are reduced on every core (numpy lets go of the GIL)."""
+    if agg.name not in UNORDERED or any(p.values.dtype.kind != "f" for p in parts):
         return None
     bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
     kept = [p for p in (_inside(part, bounds) for part in parts) if p is not None]
-    if any(p.values.dtype.kind != "f" for p in parts) or not kept:
+    if not kept:
         return None
-    earliest = min(int(p.stamps.min()) for p in kept)
-    latest = max(int(p.stamps.max()) for p in kept)
+    earliest = min(p.low for p in kept)
+    latest = max(p.high for p in kept)
     if not _edges_fit(buckets, earliest, latest):
         return None
     first, last = bucket_index(np.array([earliest, latest], np.int64), buckets).tolist()
     width = last - first + 1
     cells = len(series) * width
-    if cells > SPARSE_CELLS * sum(len(p.stamps) for p in kept) + CHUNK:
+    if cells > SPARSE_CELLS * sum(len(p.points.stamps) for p in kept) + CHUNK:
         return None
-    reduced = [_reduced_runs(p, buckets, first, width, agg, rank_of) for p in kept]
+    reduced = _on_cores(lambda p: _reduced_runs(p, buckets, first, width, agg, rank_of), kept)
     key = _joined([r[0] for r in reduced])
     values = _joined([r[1] for r in reduced])
     weights = None if all(r[2] is None for r in reduced) else _joined(
@@ -230,53 +234,107 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
                     buckets, fills)
 
 
-def _inside(part: Points, bounds: tuple[int, int] | None) -> Points | None:
+@dataclass(frozen=True)
+class _Kept:
+    """A part's points to bucket, and their earliest and latest times."""
+
+    points: Points
+    low: int
+    high: int
+
+
+def _inside(part: Points, bounds: tuple[int, int] | None) -> _Kept | None:
     """`part` without NaN points and those off the fixed grid `bounds` (low, high]; None if
     none are left."""
     if not len(part.stamps):
         return None
     keep = ~np.isnan(part.values) if _any_nan(part.values) else None
-    if bounds is not None:
-        low, high = bounds
-        if int(part.stamps.min()) <= low or int(part.stamps.max()) > high:
-            inside = (part.stamps > low) & (part.stamps <= high)
-            keep = inside if keep is None else keep & inside
+    low, high = int(part.stamps.min()), int(part.stamps.max())
+    if bounds is not None and (low <= bounds[0] or high > bounds[1]):
+        inside = (part.stamps > bounds[0]) & (part.stamps <= bounds[1])
+        keep = inside if keep is None else keep & inside
     if keep is None:
-        return part
+        return _Kept(part, low, high)
     if not keep.any():
         return None
-    return Points(part.ids[keep], part.stamps[keep], part.values[keep], part.runs)
+    stamps = part.stamps[keep]
+    return _Kept(Points(part.ids[keep], stamps, part.values[keep], part.runs),
+                 int(stamps.min()), int(stamps.max()))
 
 
-def _reduced_runs(part: Points, buckets: Buckets, first: int, width: int, agg: Aggregator,
-                  rank_of: npt.NDArray[np.integer[Any]] | None
-                  ) -> tuple[Ints, Array, Array | None]:
+RUN_PIECE = 1 << 16
+COMPILED_POINTS = 1 << 16  # a part of runs this large is reduced by tsq.kernels.compiled
+PARALLEL_POINTS = 1 << 20  # points above which the parts of a read are reduced on every core
+Reduced = tuple[Ints, Array, Array | None]  # cells, values, weights: see _reduced_runs
+
+
+def _on_cores(work: Callable[[_Kept], Reduced], kept: Sequence[_Kept]) -> list[Reduced]:
+    """`work` on each part, in threads when there is enough to share."""
+    if len(kept) < 2 or sum(len(k.points.stamps) for k in kept) < PARALLEL_POINTS or \
+            (os.cpu_count() or 1) < 2:
+        return [work(k) for k in kept]
+    return list(_kernel_threads().map(work, kept))
+
+
+@functools.cache
+def _kernel_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="tsq-kernels")
+
+
+def _reduced_runs(kept: _Kept, buckets: Buckets, first: int, width: int, agg: Aggregator,
+                  rank_of: npt.NDArray[np.integer[Any]] | None) -> Reduced:
     """Each point's (or run's) cell, its value (or the run's aggregate) and how many points
     it stands for (None: one each)."""
+    part = kept.points
+    if part.runs and len(part.ids) >= COMPILED_POINTS:
+        from tsq.kernels.compiled import reduce_runs
+
+        return reduce_runs(part.ids, part.stamps, part.values, rank_of, buckets.anchor,
+                           buckets.span, buckets.closed == "right", first, width, agg.name)
+    if part.runs and len(part.ids) > 1:
+        return _runs(kept, buckets, first, width, agg, rank_of)
     ids, column = part.ids, None
     if width > 1:
-        column = bucket_index(part.stamps, buckets)
+        column = np.empty(len(part.stamps), np.int64)
+        _Indexer(buckets, kept.low, kept.high).into(part.stamps, column)
         column -= first
-    values: Array = part.values
-    counts = None
-    if part.runs and len(ids) > 1:
-        change = ids[1:] != ids[:-1]
-        if column is not None:
-            change |= column[1:] != column[:-1]
-        starts = np.flatnonzero(change)
-        starts += 1
-        starts = np.concatenate(([0], starts))
-        counts = np.diff(np.append(starts, len(ids))).astype(np.float64)
-        values = RUN_REDUCERS[agg.name].reduceat(values, starts) if agg.name != "count" \
-            else counts
-        ids = ids[starts]
-        if column is not None:
-            column = column[starts]
     key = (ids if rank_of is None else rank_of[ids]).astype(np.int64)
     if column is not None:
         key *= width
         key += column
-    return key, values, counts
+    return key, part.values, None
+
+
+def _runs(kept: _Kept, buckets: Buckets, first: int, width: int, agg: Aggregator,
+          rank_of: npt.NDArray[np.integer[Any]] | None) -> tuple[Ints, Array, Array]:
+    """`_reduced_runs` of a part of runs, a cache-sized piece at a time: a run that crosses
+    two pieces is two runs, which the cells add up again."""
+    part = kept.points
+    indexer = _Indexer(buckets, kept.low, kept.high) if width > 1 else None
+    column = np.zeros(RUN_PIECE, np.int64)
+    change = np.empty(RUN_PIECE, np.bool_)
+    keys, values, counts = [], [], []
+    reducer = RUN_REDUCERS.get(agg.name)
+    for start in range(0, len(part.ids), RUN_PIECE):
+        stop = min(len(part.ids), start + RUN_PIECE)
+        ids, size = part.ids[start:stop], stop - start
+        here, changed = column[:size], change[:size]
+        changed[0] = True
+        np.not_equal(ids[1:], ids[:-1], out=changed[1:])
+        if indexer is not None:
+            indexer.into(part.stamps[start:stop], here)
+            here -= first
+            changed[1:] |= here[1:] != here[:-1]
+        starts = np.flatnonzero(changed)
+        count = np.diff(starts, append=size).astype(np.float64)
+        counts.append(count)
+        values.append(count if reducer is None else reducer.reduceat(part.values[start:stop],
+                                                                     starts))
+        key = (ids[starts] if rank_of is None else rank_of[ids[starts]]).astype(np.int64)
+        key *= width
+        key += here[starts]
+        keys.append(key)
+    return np.concatenate(keys), np.concatenate(values), np.concatenate(counts)
 
 
 # How a run of one cell is reduced before the cells are: sums add, extremes keep theirs

@@ -1,0 +1,96 @@
+"""The bucket pass over runs compiled to machine code (numba), for reads of millions of points.
+
+numpy reduces a part of a store's read in about ten passes over it (bucket numbers by division,
+run boundaries, `reduceat`), some 9 ns a point; one compiled pass that keeps the current bucket's
+edges and divides only when a point leaves them takes a run at a time and a fraction of that.
+numba compiles it on first use (a second or two, then cached on disk beside this file or in
+numba's user cache) and lets go of the GIL, so the parts of a read run on every core. The module
+is imported only for parts this large: small reads never pay for loading numba.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+__all__ = ["OPS", "reduce_runs"]
+
+# How a run's values are combined: sum (sum and mean), min, max, or only counted
+OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
+
+
+@njit(nogil=True, cache=True)
+def _reduce_runs(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
+                 span: int, right: bool, first: int, width: int, op: int
+                 ) -> tuple[Any, Any, Any]:  # pragma: no cover - compiled, tested through
+    n = len(ids)
+    keys = np.empty(n, np.int64)
+    reduced = np.empty(n, np.float64)
+    counts = np.empty(n, np.float64)
+    runs = 0
+    current = -1
+    low = 1  # the current bucket holds [low, high): none yet
+    high = 0
+    bucket = 0
+    total = 0.0  # the current run's sum, extreme and number of points, kept in registers
+    count = 0
+    for i in range(n):
+        series = ids[i]
+        stamp = stamps[i]
+        value = values[i]
+        if series != current or stamp < low or stamp >= high:
+            if count:  # the run before ends
+                reduced[runs] = total
+                counts[runs] = count
+                runs += 1
+            # a new run: its bucket, and that bucket's edges as a half-open [low, high); in
+            # time order it is mostly the next one, found without a division
+            if series == current and high <= stamp < high + span:
+                bucket += 1
+                high += span
+            elif right:  # (anchor + (b - 1) span, anchor + b span]: the ceiling
+                bucket = -((anchor - stamp) // span)
+                high = anchor + bucket * span + 1
+            else:  # [anchor + b span, anchor + (b + 1) span): the floor
+                bucket = (stamp - anchor) // span
+                high = anchor + (bucket + 1) * span
+            low = high - span
+            current = series
+            rank = rank_of[series] if ranked else series
+            keys[runs] = rank * width + (bucket - first)
+            total = value
+            count = 1
+        else:
+            count += 1
+            if op == 0:
+                total += value
+            elif op == 1:
+                total = min(total, value)
+            elif op == 2:
+                total = max(total, value)
+    if count:
+        reduced[runs] = total
+        counts[runs] = count
+        runs += 1
+    if op == 3:
+        reduced[:runs] = counts[:runs]
+    return keys[:runs], reduced[:runs], counts[:runs]
+
+
+def reduce_runs(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64],
+                values: npt.NDArray[np.float64], rank_of: npt.NDArray[np.integer[Any]] | None,
+                anchor: int, span: int, right: bool, first: int, width: int, agg: str
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                           npt.NDArray[np.float64]]:
+    """Each run's cell (`rank * width + bucket - first`; the rank is `rank_of[id]`, or the id
+    when None), its aggregate (`agg` of `OPS`) and its number of points. A run is a stretch of
+    points of one series in one bucket, whatever the order of the part; a point with no run
+    to join starts one. NaN points must be out already."""
+    table = np.zeros(1, np.int64) if rank_of is None else rank_of
+    keys, reduced, counts = _reduce_runs(ids, stamps, np.ascontiguousarray(values, np.float64),
+                                         table, rank_of is not None, anchor, span, right, first,
+                                         width, OPS[agg])
+    return keys, reduced, counts
