@@ -729,8 +729,8 @@ def _part(batch: Any, numeric: bool) -> Points:
     NaN, or as None among strings. Rows that come sorted by series (a compacted table) are
     reduced as runs (`bucketize_parts`): a look at the first rows tells."""
     sid, ts, value = (batch.column(n).to_numpy(zero_copy_only=False) for n in range(3))
-    if not numeric:
-        value = value.astype(object)
+    if not numeric:  # beside strings, a NULL number is None as a NULL string is
+        value = _none_for_nan(value) if value.dtype.kind == "f" else value.astype(object)
     elif value.dtype != np.float64:
         value = value.astype(np.float64)
     head = sid[:RUN_PROBE]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import httpx
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from tsq import lineprotocol
 from tsq.errors import BadRequest
 from tsq.lineprotocol import PRECISIONS, ParsedBatch, parse_lines
 from tsq.selector import parse_selector
@@ -86,9 +88,18 @@ def test_bad_lines_are_reported_by_number_and_the_rest_kept() -> None:
 LINE_BY_LINE = "\n# parsed line by line"
 
 
-def both_paths(text: str, precision: str = "ns") -> tuple[ParsedBatch, ParsedBatch]:
-    return (parse_lines(text, precision, now_ns=NOW),
+def both_paths(text: str, precision: str = "ns") -> tuple[ParsedBatch, ParsedBatch, ParsedBatch]:
+    """The batch parsed by the compiled scan (tsq.linescan, as a large batch is), in bulk by
+    pandas (as a small one is), and line by line."""
+    with patch.object(lineprotocol, "SCAN_CHARS", 0):
+        scanned = parse_lines(text, precision, now_ns=NOW)
+    return (scanned, parse_lines(text, precision, now_ns=NOW),
             parse_lines(text + LINE_BY_LINE, precision, now_ns=NOW))
+
+
+def signs(batch: ParsedBatch) -> dict[object, list[bool]]:
+    return {(s.name, tuple(sorted(s.labels.items()))): np.signbit(s.values).tolist()
+            for s in batch.numbers}
 
 
 def outcome(batch: ParsedBatch) -> tuple[object, ...]:
@@ -141,7 +152,13 @@ stamp_texts = st.one_of(st.none(), st.sampled_from(EDGE_STAMPS).map(str),
 field_values = st.one_of(st.integers(-(10**6), 10**6).map(str),
                          st.integers(-(10**6), 10**6).map(lambda n: f"{n}i"),
                          st.sampled_from(["1.5", "-2.25e3", ".5", "t", "FALSE", "7u", "nan",
-                                          "oops", "1_0"]))
+                                          "oops", "1_0", "-0", "-0.0", "-0i", "0.001234", "1.",
+                                          "+.5e-3", "1e22", "1e23", "1e-22", "3E-23", "-7u",
+                                          "123456789012345678i", "1.5i", "1e", "--1"]),
+                         # exact in one IEEE operation up to 15 digits, handed on beyond
+                         st.floats(-1e30, 1e30).map(lambda x: f"{x:.15g}"),
+                         st.floats(-1e30, 1e30).map(lambda x: f"{x:.16e}"),
+                         st.floats(allow_nan=False, allow_infinity=False).map(repr))
 lines = st.builds(
     lambda name, tags, fields, stamp: " ".join(filter(None, [
         name + "".join(f",{k}={v}" for k, v in tags),
@@ -158,9 +175,10 @@ lines = st.builds(
 @given(st.lists(lines, min_size=1, max_size=8), st.sampled_from(sorted(PRECISIONS)))
 def test_the_bulk_and_line_by_line_parsers_agree(batch: list[str], precision: str) -> None:
     text = "\n".join(batch)
-    bulk, each = both_paths(text, precision)
-    assert outcome(bulk) == outcome(each)
-    for ts in bulk.numbers.timestamps.tolist():
+    scanned, bulk, each = both_paths(text, precision)
+    assert outcome(scanned) == outcome(bulk) == outcome(each)
+    assert signs(scanned) == signs(each)  # -0.0 as well as 0.0
+    for ts in bulk.numbers.timestamps.tolist() + scanned.numbers.timestamps.tolist():
         assert FIRST_NS <= ts <= LAST_NS
 
 

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from tsq.lineprotocol import ParsedBatch, parse_lines
+from tsq.lineprotocol import SCAN_CHARS, ParsedBatch, parse_lines
 from tsq.parentage import die_with_parent
 
 __all__ = ["LineParsers"]
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Smaller bodies are parsed in place: the trip to the helper (the body there, the SeriesSets
 # back) costs about what parsing a few hundred lines does
 HELPED_FROM_BYTES = 32 * 1024
+WARM_BODY = "\n".join(f"warm value={n}.5 {n}" for n in range(SCAN_CHARS // 16))
 
 
 class LineParsers:
@@ -40,10 +41,14 @@ class LineParsers:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Use a helper process from now on, started now (its imports take half a second)."""
+        """Use a helper process from now on, started now (its imports take half a second).
+        Both parse a batch large enough for the compiled scan meanwhile, so that the first
+        write does not wait for numba to load it (or, once after an install, to compile it)."""
         self._helped = True
         parse_lines("warm value=1 0")  # the imports here too: not in the first write
-        self._started().submit(parse_lines, "warm value=1 0")
+        threading.Thread(target=parse_lines, args=(WARM_BODY,), name="tsq-warm-parser",
+                         daemon=True).start()
+        self._started().submit(parse_lines, WARM_BODY)
 
     def parse(self, body: str, precision: str) -> ParsedBatch:
         if not self._helped or len(body) < HELPED_FROM_BYTES:

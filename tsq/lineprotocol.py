@@ -45,6 +45,8 @@ FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 MAX_ERRORS_SHOWN = 20
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Batches from this size on (a few hundred lines) are read by tsq.linescan's compiled pass
+SCAN_CHARS = 16_384
 MAX_STAMP_DIGITS = 25  # longer is out of range at any precision; int() of it would be slow
 
 
@@ -109,6 +111,10 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> 
     stamps = _Stamps(precision, scale)
     now = time.time_ns() if now_ns is None else now_ns
     default_ts = now - now % scale  # a point without a time gets the request's time
+    if len(body) >= SCAN_CHARS:
+        scanned = _parse_scanned(body, stamps, default_ts)
+        if scanned is not None:
+            return scanned
     bulk = _parse_bulk(body, stamps, default_ts)
     if bulk is not None:
         return bulk
@@ -195,9 +201,46 @@ def _parse_bulk(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch | No
         return None
     line_of = np.repeat(np.arange(len(lines)), per_line)
     field_codes, unique_names = pd.factorize(pairs["name"])
-    field_names = unique_names.tolist()
+    return _batch(codes, heads, line_of, field_codes, unique_names.tolist(), line_ts[line_of],
+                  values)
+
+
+def _parse_scanned(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch | None:
+    """The whole batch read by one compiled pass (`tsq.linescan`) when it is plain; None
+    when it is not, or a timestamp is out of range: the other parsers then take it."""
+    from tsq.linescan import scan
+
+    raw = body.encode()
+    scanned = scan(raw)
+    if scanned is None:
+        return None
+    _, first_line, key_code = np.unique(scanned.key_hash, return_index=True,
+                                        return_inverse=True)
+    keys = [raw[a:b].decode() for a, b in zip(scanned.key_start[first_line].tolist(),
+                                              scanned.key_end[first_line].tolist(), strict=True)]
+    found = _series_heads(keys, key_code.astype(np.intp))
+    if found is None:
+        return None
+    line_stamp = scanned.stamp
+    if ((line_stamp < stamps.low) | (line_stamp > stamps.high)).any():
+        return None
+    line_ts = line_stamp * stamps.scale
+    line_ts[~scanned.has_stamp] = default_ts
+    _, first_field, field_codes = np.unique(scanned.name_hash, return_index=True,
+                                            return_inverse=True)
+    names = [raw[a:b].decode() for a, b in zip(scanned.name_start[first_field].tolist(),
+                                               scanned.name_end[first_field].tolist(),
+                                               strict=True)]
+    return _batch(*found, scanned.field_line, field_codes, names,
+                  line_ts[scanned.field_line], scanned.value)
+
+
+def _batch(codes: npt.NDArray[np.int64], heads: list[Head], line_of: npt.NDArray[np.int64],
+           field_codes: npt.NDArray[np.intp], field_names: list[Any], ts: npt.NDArray[np.int64],
+           values: npt.NDArray[np.float64]) -> ParsedBatch:
+    """The parsed batch from each line's series head (`heads[codes[line]]`) and each field's
+    line, name (`field_names[field_codes[field]]`), time and value."""
     series_code = codes[line_of] * len(field_names) + field_codes
-    ts = line_ts[line_of]
     used, inverse = np.unique(series_code, return_inverse=True)
     order = np.lexsort((np.arange(len(ts)), ts, inverse))
     counts = np.bincount(inverse, minlength=len(used))

@@ -313,10 +313,13 @@ def test_pairs_among_theirs_are_found_exactly(mine: list[tuple[int, int]],
     assert found.tolist() == [(s, t) in {(a, b) for a, b in theirs} for s, t in mine]
 
 
-def test_a_read_of_numbers_in_the_head_and_strings_in_the_table(tmp_path: Path) -> None:
-    """Strings never go to the head: one read joins the head's floats and the table's strings
-    (NaN then comes back as None, as the table gives a number's NULL beside strings)."""
-    store = store_at(tmp_path / "p.duckdb", now=0)
+@pytest.mark.parametrize("now", [0, 100 * HEAD_SPAN], ids=["numbers in the head",
+                                                          "numbers in the table"])
+def test_a_read_of_numbers_and_strings_gives_none_for_nan(tmp_path: Path, now: int) -> None:
+    """Strings never go to the head: one read joins the floats, from the head or the table,
+    and the table's strings (NaN then comes back as None, as the table gives a number's NULL
+    beside strings)."""
+    store = store_at(tmp_path / "p.duckdb", now=now)
     try:
         store.write(SeriesSet.from_series([("a", {}, [S, 2 * S], [1.0, np.nan])]))
         store.write(SeriesSet.from_series([("b", {}, [S], np.array(["x"], dtype=object))]))

@@ -89,7 +89,11 @@ def reduce_runs(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64]
     when None), its aggregate (`agg` of `OPS`) and its number of points. A run is a stretch of
     points of one series in one bucket, whatever the order of the part; a point with no run
     to join starts one. NaN points must be out already."""
-    table = np.zeros(1, np.int64) if rank_of is None else rank_of
+    # one machine-code version per type of ids (int32 from DuckDB and the head, or int64):
+    # each new combination of types is compiled again, a second or two
+    table = np.zeros(1, np.int64) if rank_of is None else rank_of.astype(np.int64, copy=False)
+    if ids.dtype != np.int32:
+        ids = ids.astype(np.int64, copy=False)
     keys, reduced, counts = _reduce_runs(ids, stamps, np.ascontiguousarray(values, np.float64),
                                          table, rank_of is not None, anchor, span, right, first,
                                          width, OPS[agg])
