@@ -301,16 +301,26 @@ def _timeshift(vm: Vm) -> None:
     vm.per_gts(shift, "TIMESHIFT")
 
 
+LONG_BOUND = 2.0**63  # the doubles whose integer part is a LONG lie strictly inside it
+
+
 def _timescale(vm: Vm) -> None:
     factor = vm.pop_number("a factor (TIMESCALE)")
 
     def scale(gts: Gts) -> Gts:
         scaled = gts.copy()
-        scaled.set_points(np.floor(scaled.ticks * factor).astype(np.int64), scaled.values,
-                          scaled.locations)
+        ticks = np.floor(scaled.ticks * float(factor))
+        edges = [scaled.lastbucket * factor, scaled.bucketspan * factor] \
+            if scaled.bucketized else []
+        # a tick scaled beyond a LONG (or by NaN or an infinity) has no time to be
+        if not (np.isfinite(ticks).all() and np.all(np.abs(ticks) < LONG_BOUND)) or \
+                any(not math.isfinite(edge) or abs(edge) >= LONG_BOUND for edge in edges):
+            raise Fault(f"TIMESCALE: scaling {gts.name}'s ticks by {factor} leaves the range of "
+                        f"a LONG (±9.2e18); give a factor that keeps them inside")
+        scaled.set_points(ticks.astype(np.int64), scaled.values, scaled.locations)
         if scaled.bucketized:
-            scaled.lastbucket = int(scaled.lastbucket * factor)
-            scaled.bucketspan = max(1, int(scaled.bucketspan * factor))
+            scaled.lastbucket = int(edges[0])
+            scaled.bucketspan = max(1, int(edges[1]))
         return scaled
     vm.per_gts(scale, "TIMESCALE")
 

@@ -82,3 +82,15 @@ def test_frameworks_on_the_documented_example() -> None:
     [gts] = ws.execute(script)
     assert gts.to_json()["v"] == [[800, 14.25], [449, 8.5]]
     assert (gts.lastbucket, gts.bucketspan, gts.bucketcount) == (800, 351, 2)
+
+
+@pytest.mark.parametrize("factor", ["1e300", "NaN", "Infinity", "-1e19"])
+def test_timescale_out_of_a_long_is_a_fault_that_names_it(factor: str) -> None:
+    """Ticks scaled past a LONG had wrapped around (numpy's cast of inf): now a clear fault."""
+    error = _error(f"NEWGTS 'cpu' RENAME 1000 NaN NaN NaN 1.5 ADDVALUE {factor} TIMESCALE")
+    assert "TIMESCALE: scaling cpu's ticks by" in error.reason
+    assert "leaves the range of a LONG" in error.reason
+
+
+def test_timescale_within_a_long_scales_the_ticks() -> None:
+    assert ws.execute("NEWGTS 1000 NaN NaN NaN 1.5 ADDVALUE 0.5 TIMESCALE TICKS") == [[500]]
