@@ -674,6 +674,12 @@ class Dispatcher:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def remember(self, versions: Iterable[StoredVersion]) -> None:
+        """Versions the caller has already read (the scheduler, every live loop's as it
+        starts): thousands of runs offered at once then need no query each for theirs."""
+        for version in versions:
+            self._versions.setdefault(version.id, version)
+
     def _version(self, version_id: str) -> StoredVersion:
         version = self._versions.get(version_id)
         if version is None:  # versions never change, so a cache entry never goes stale

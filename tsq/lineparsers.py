@@ -42,12 +42,12 @@ class LineParsers:
 
     def start(self) -> None:
         """Use a helper process from now on, started now (its imports take half a second).
-        Both parse a batch large enough for the compiled scan meanwhile, so that the first
-        write does not wait for numba to load it (or, once after an install, to compile it)."""
+        The helper parses a batch large enough for the compiled scan meanwhile, so that
+        numba is loaded there (and, once after an install, compiles the scan) before a write
+        waits for it; here, the first large write loads it (half a second, not spent at every
+        start: a restart catching up on thousands of loops needs the CPU)."""
         self._helped = True
         parse_lines("warm value=1 0")  # the imports here too: not in the first write
-        threading.Thread(target=parse_lines, args=(WARM_BODY,), name="tsq-warm-parser",
-                         daemon=True).start()
         self._started().submit(parse_lines, WARM_BODY)
 
     def parse(self, body: str, precision: str) -> ParsedBatch:

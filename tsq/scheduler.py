@@ -236,6 +236,7 @@ class Scheduler:
         """Catch up on the events of `loops` (in a few large transactions), then queue each
         event's next time. `last` holds each event's newest scheduled run."""
         now = datetime.fromtimestamp(self.clock(), UTC)
+        self.dispatcher.remember(loop.latest for loop in loops)
         since = self.schedules.since_all(
             [(loop.project, loop.name, e.name, e.rate) for loop in loops
              for e in loop.latest.spec.events if e.rate])

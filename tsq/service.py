@@ -211,6 +211,7 @@ class Service:
             return self._start_in_cluster(self.cluster)
         _ = self.pool
         unfinished = self.runs.unfinished()
+        self.dispatcher.remember(self.loops.versions_of(run.version_id for run in unfinished))
         backfilled = self.backfills.resume(unfinished)
         recovered = len(backfilled) + self.pipelines.recover(
             [run for run in unfinished if run.id not in backfilled])
