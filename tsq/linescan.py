@@ -81,7 +81,7 @@ def _matches(raw: Any, start: Any, end: Any, first: Any) -> bool:  # pragma: no 
 
 
 @njit(nogil=True, cache=True)
-def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one pass, compiled as one loop
+def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one compiled pass
     # pragma: no cover - compiled, tested through scan
     n = len(raw)
     lines = 1
@@ -108,23 +108,15 @@ def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one pass, c
         if raw[i] == NEWLINE:  # a blank line
             i += 1
             continue
-        start = i
-        i, h = _token(raw, i, n, SPACE, True)
-        if i == start or i >= n:
+        i = _spanned(raw, i, n, SPACE, True, key_start, key_end, key_hash, line)
+        if i < 0:
             return None
-        key_start[line] = start
-        key_end[line] = i
-        key_hash[line] = h
         i += 1
         while True:  # fields: name=value, separated by commas
-            start = i
-            i, h = _token(raw, i, n, EQUALS, False)
-            if i == start or i >= n:
+            i = _spanned(raw, i, n, EQUALS, False, name_start, name_end, name_hash, field)
+            if i < 0:
                 return None
             field_line[field] = line
-            name_start[field] = start
-            name_end[field] = i
-            name_hash[field] = h
             i += 1
             start = i
             while i < n and raw[i] != COMMA and raw[i] != SPACE and raw[i] != NEWLINE:
@@ -155,6 +147,20 @@ def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one pass, c
     return (key_start[:line], key_end[:line], key_hash[:line], stamp[:line], has_stamp[:line],
             field_line[:field], name_start[:field], name_end[:field], name_hash[:field],
             value[:field])
+
+
+@njit(nogil=True, cache=True)
+def _spanned(raw: Any, i: int, n: int, stop: int, key: bool, starts: Any, ends: Any,
+             hashes: Any, k: int) -> Any:  # pragma: no cover - compiled
+    """The key or name from i, noted at k (its start, end and hash); its end, or -1 when it
+    is empty, holds a byte it may not, or runs to the end of the body."""
+    end, h = _token(raw, i, n, stop, key)
+    if end == i or end >= n:
+        return -1
+    starts[k] = i
+    ends[k] = end
+    hashes[k] = h
+    return end
 
 
 @njit(nogil=True, cache=True)
