@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from tsq.jit import machine_code
 
 __all__ = ["Scanned", "scan"]
 
@@ -68,7 +69,7 @@ def _same_bytes(raw: npt.NDArray[np.uint8], start: npt.NDArray[np.int64],
     return bool(_matches(raw, start, end, first[which]))
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _matches(raw: Any, start: Any, end: Any, first: Any) -> bool:  # pragma: no cover
     for k in range(len(start)):
         f = first[k]
@@ -80,7 +81,7 @@ def _matches(raw: Any, start: Any, end: Any, first: Any) -> bool:  # pragma: no 
     return True
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one compiled pass
     # pragma: no cover - compiled, tested through scan
     n = len(raw)
@@ -149,7 +150,7 @@ def _scan(raw: Any, powers: Any) -> Any:  # noqa: PLR0912, PLR0915 - one compile
             value[:field])
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _spanned(raw: Any, i: int, n: int, stop: int, key: bool, starts: Any, ends: Any,
              hashes: Any, k: int) -> Any:  # pragma: no cover - compiled
     """The key or name from i, noted at k (its start, end and hash); its end, or -1 when it
@@ -163,7 +164,7 @@ def _spanned(raw: Any, i: int, n: int, stop: int, key: bool, starts: Any, ends: 
     return end
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _token(raw: Any, i: int, n: int, stop: int, key: bool) -> Any:  # pragma: no cover
     """Where a series key (up to a space) or a field name (up to '=') ends, and its hash; the
     end is n when a byte it may not hold comes first: a control byte, '"', '#', a backslash,
@@ -178,7 +179,7 @@ def _token(raw: Any, i: int, n: int, stop: int, key: bool) -> Any:  # pragma: no
     return i, h
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _integer(raw: Any, i: int, n: int) -> Any:  # pragma: no cover - compiled
     """A timestamp: [+-]digits up to the end of the line, within int64."""
     negative = False
@@ -199,7 +200,7 @@ def _integer(raw: Any, i: int, n: int) -> Any:  # pragma: no cover - compiled
     return True, -signed if negative else signed, i
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _number(raw: Any, start: int, end: int, powers: Any) -> Any:  # noqa: PLR0912 - one pass
     """A field's value where it converts exactly here; (False, 0) otherwise."""
     i = start
@@ -253,7 +254,7 @@ def _number(raw: Any, start: int, end: int, powers: Any) -> Any:  # noqa: PLR091
     return True, -number if negative else number
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _scale(raw: Any, i: int, end: int) -> Any:  # pragma: no cover - compiled
     """An exponent's [+-]digits (held below 1000 in size: beyond 22 it is refused anyway)."""
     negative = False

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from tsq.jit import machine_code
 
 __all__ = ["OPS", "reduce_runs"]
 
@@ -22,7 +23,7 @@ __all__ = ["OPS", "reduce_runs"]
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
 
 
-@njit(nogil=True, cache=True)
+@machine_code
 def _reduce_runs(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
                  span: int, right: bool, first: int, width: int, op: int
                  ) -> tuple[Any, Any, Any]:  # pragma: no cover - compiled, tested through
