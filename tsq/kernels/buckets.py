@@ -205,8 +205,8 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
     """`bucketize_unordered` of points read in parts (a store's table and the chunks of its
     head), none joined to another: `rank_of[ids[i]]` is the series of a part's point i (None:
     the ids are ranks). In a part of runs, each run of one (series, bucket) cell is reduced
-    first with `reduceat`, a cache-sized piece at a time, and the cells add up runs, not
-    points. Large parts are reduced on every core (numpy lets go of the GIL)."""
+    first (`reduceat`, or one compiled pass for a large part), and the cells add up runs, not
+    points. Large reads are reduced on every core (numpy and numba let go of the GIL)."""
     if agg.name not in UNORDERED or any(p.values.dtype.kind != "f" for p in parts):
         return None
     bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
@@ -262,7 +262,6 @@ def _inside(part: Points, bounds: tuple[int, int] | None) -> _Kept | None:
                  int(stamps.min()), int(stamps.max()))
 
 
-RUN_PIECE = 1 << 16
 COMPILED_POINTS = 1 << 16  # a part of runs this large is reduced by tsq.kernels.compiled
 PARALLEL_POINTS = 1 << 20  # points above which the parts of a read are reduced on every core
 Reduced = tuple[Ints, Array, Array | None]  # cells, values, weights: see _reduced_runs
@@ -284,57 +283,42 @@ def _kernel_threads() -> ThreadPoolExecutor:
 def _reduced_runs(kept: _Kept, buckets: Buckets, first: int, width: int, agg: Aggregator,
                   rank_of: npt.NDArray[np.integer[Any]] | None) -> Reduced:
     """Each point's (or run's) cell, its value (or the run's aggregate) and how many points
-    it stands for (None: one each)."""
+    it stands for (None: one each). A large part of runs takes the compiled pass; a small one
+    numpy's, which needs no numba loaded."""
     part = kept.points
     if part.runs and len(part.ids) >= COMPILED_POINTS:
         from tsq.kernels.compiled import reduce_runs
 
         return reduce_runs(part.ids, part.stamps, part.values, rank_of, buckets.anchor,
                            buckets.span, buckets.closed == "right", first, width, agg.name)
-    if part.runs and len(part.ids) > 1:
-        return _runs(kept, buckets, first, width, agg, rank_of)
-    ids, column = part.ids, None
-    if width > 1:
-        column = np.empty(len(part.stamps), np.int64)
-        _Indexer(buckets, kept.low, kept.high).into(part.stamps, column)
-        column -= first
+    ids, values, counts = part.ids, part.values, None
+    column = _columns(kept, buckets, first, width)
+    if part.runs and len(ids) > 1:
+        change = ids[1:] != ids[:-1]
+        if column is not None:
+            change |= column[1:] != column[:-1]
+        starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+        counts = np.diff(starts, append=len(ids)).astype(np.float64)
+        values = counts if agg.name == "count" else \
+            RUN_REDUCERS[agg.name].reduceat(values, starts)
+        ids = ids[starts]
+        if column is not None:
+            column = column[starts]
     key = (ids if rank_of is None else rank_of[ids]).astype(np.int64)
     if column is not None:
         key *= width
         key += column
-    return key, part.values, None
+    return key, values, counts
 
 
-def _runs(kept: _Kept, buckets: Buckets, first: int, width: int, agg: Aggregator,
-          rank_of: npt.NDArray[np.integer[Any]] | None) -> tuple[Ints, Array, Array]:
-    """`_reduced_runs` of a part of runs, a cache-sized piece at a time: a run that crosses
-    two pieces is two runs, which the cells add up again."""
-    part = kept.points
-    indexer = _Indexer(buckets, kept.low, kept.high) if width > 1 else None
-    column = np.zeros(RUN_PIECE, np.int64)
-    change = np.empty(RUN_PIECE, np.bool_)
-    keys, values, counts = [], [], []
-    reducer = RUN_REDUCERS.get(agg.name)
-    for start in range(0, len(part.ids), RUN_PIECE):
-        stop = min(len(part.ids), start + RUN_PIECE)
-        ids, size = part.ids[start:stop], stop - start
-        here, changed = column[:size], change[:size]
-        changed[0] = True
-        np.not_equal(ids[1:], ids[:-1], out=changed[1:])
-        if indexer is not None:
-            indexer.into(part.stamps[start:stop], here)
-            here -= first
-            changed[1:] |= here[1:] != here[:-1]
-        starts = np.flatnonzero(changed)
-        count = np.diff(starts, append=size).astype(np.float64)
-        counts.append(count)
-        values.append(count if reducer is None else reducer.reduceat(part.values[start:stop],
-                                                                     starts))
-        key = (ids[starts] if rank_of is None else rank_of[ids[starts]]).astype(np.int64)
-        key *= width
-        key += here[starts]
-        keys.append(key)
-    return np.concatenate(keys), np.concatenate(values), np.concatenate(counts)
+def _columns(kept: _Kept, buckets: Buckets, first: int, width: int) -> Ints | None:
+    """Each point's bucket counted from `first`; None when there is one bucket."""
+    if width == 1:
+        return None
+    column = np.empty(len(kept.points.stamps), np.int64)
+    _Indexer(buckets, kept.low, kept.high).into(kept.points.stamps, column)
+    column -= first
+    return column
 
 
 # How a run of one cell is reduced before the cells are: sums add, extremes keep theirs
