@@ -214,11 +214,7 @@ def _parse_scanned(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch |
     scanned = scan(raw)
     if scanned is None:
         return None
-    _, first_line, key_code = np.unique(scanned.key_hash, return_index=True,
-                                        return_inverse=True)
-    keys = [raw[a:b].decode() for a, b in zip(scanned.key_start[first_line].tolist(),
-                                              scanned.key_end[first_line].tolist(), strict=True)]
-    found = _series_heads(keys, key_code.astype(np.intp))
+    found = _series_heads(scanned.keys(raw), scanned.key_code)
     if found is None:
         return None
     line_stamp = scanned.stamp
@@ -226,12 +222,7 @@ def _parse_scanned(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch |
         return None
     line_ts = line_stamp * stamps.scale
     line_ts[~scanned.has_stamp] = default_ts
-    _, first_field, field_codes = np.unique(scanned.name_hash, return_index=True,
-                                            return_inverse=True)
-    names = [raw[a:b].decode() for a, b in zip(scanned.name_start[first_field].tolist(),
-                                               scanned.name_end[first_field].tolist(),
-                                               strict=True)]
-    return _batch(*found, scanned.field_line, field_codes, names,
+    return _batch(*found, scanned.field_line, scanned.name_code, scanned.names(raw),
                   line_ts[scanned.field_line], scanned.value)
 
 

@@ -35,18 +35,27 @@ INT64_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Scanned:
-    """A batch's lines and fields. Byte offsets are into the UTF-8 body."""
+    """A batch's lines and fields. Byte offsets are into the UTF-8 body. Keys and names come
+    as distinct ones (`key_first`: the first line of each) and each line's or field's code."""
 
     key_start: npt.NDArray[np.int64]  # each line's series key: measurement and tags
     key_end: npt.NDArray[np.int64]
-    key_hash: npt.NDArray[np.uint64]
+    key_first: npt.NDArray[np.intp]
+    key_code: npt.NDArray[np.intp]
     stamp: npt.NDArray[np.int64]  # each line's timestamp as written (0 when it has none)
     has_stamp: npt.NDArray[np.bool_]
     field_line: npt.NDArray[np.int64]  # each field's line, in order
     name_start: npt.NDArray[np.int64]
     name_end: npt.NDArray[np.int64]
-    name_hash: npt.NDArray[np.uint64]
+    name_first: npt.NDArray[np.intp]
+    name_code: npt.NDArray[np.intp]
     value: npt.NDArray[np.float64]
+
+    def keys(self, body: bytes) -> list[str]:
+        return _texts(body, self.key_start, self.key_end, self.key_first)
+
+    def names(self, body: bytes) -> list[str]:
+        return _texts(body, self.name_start, self.name_end, self.name_first)
 
 
 def scan(body: bytes) -> Scanned | None:
@@ -55,18 +64,29 @@ def scan(body: bytes) -> Scanned | None:
     found = _scan(raw, POWERS)
     if found is None:
         return None
-    scanned = Scanned(*found)
-    # a hash names a key only if every line of it holds the same bytes as its first
-    if not (_same_bytes(raw, scanned.key_start, scanned.key_end, scanned.key_hash) and
-            _same_bytes(raw, scanned.name_start, scanned.name_end, scanned.name_hash)):
+    (key_start, key_end, key_hash, stamp, has_stamp, field_line, name_start, name_end,
+     name_hash, value) = found
+    keys = _distinct(raw, key_start, key_end, key_hash)
+    names = _distinct(raw, name_start, name_end, name_hash)
+    if keys is None or names is None:
         return None
-    return scanned
+    return Scanned(key_start, key_end, *keys, stamp, has_stamp, field_line, name_start, name_end,
+                   *names, value)
 
 
-def _same_bytes(raw: npt.NDArray[np.uint8], start: npt.NDArray[np.int64],
-                end: npt.NDArray[np.int64], hashes: npt.NDArray[np.uint64]) -> bool:
-    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
-    return bool(_matches(raw, start, end, first[which]))
+def _distinct(raw: npt.NDArray[np.uint8], start: npt.NDArray[np.int64],
+              end: npt.NDArray[np.int64], hashes: npt.NDArray[np.uint64]
+              ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
+    """The first of each distinct hash and each one's code; None unless every one holds the
+    same bytes as the first of its hash (a collision: the batch goes to the other parsers)."""
+    _, first, code = np.unique(hashes, return_index=True, return_inverse=True)
+    return (first, code) if _matches(raw, start, end, first[code]) else None
+
+
+def _texts(body: bytes, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64],
+           first: npt.NDArray[np.intp]) -> list[str]:
+    return [body[a:b].decode() for a, b in zip(start[first].tolist(), end[first].tolist(),
+                                                strict=True)]
 
 
 @machine_code

@@ -1,0 +1,31 @@
+"""tsq.linescan's own guards; its agreement with the other line-protocol parsers is held by
+tests/test_lineprotocol.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tsq import linescan
+
+
+def test_keys_sharing_a_hash_but_not_their_bytes_give_the_batch_up() -> None:
+    raw = np.frombuffer(b"cpu,a=1cpu,a=2cpu,a=1", np.uint8)
+    start, end = np.array([0, 7, 14]), np.array([7, 14, 21])
+    collided = np.array([5, 5, 5], np.uint64)  # as if FNV-1a had mapped both keys to 5
+    assert linescan._distinct(raw, start, end, collided) is None
+    first, code = linescan._distinct(raw, start, end, np.array([5, 9, 5], np.uint64)) or ((), ())
+    assert list(first) == [0, 1] and list(code) == [0, 1, 0]
+
+
+def test_a_scan_names_each_distinct_key_and_field_once() -> None:
+    body = b"cpu,host=a value=1 10\ncpu,host=b value=2,idle=3i 20\ncpu,host=a value=4"
+    scanned = linescan.scan(body)
+    assert scanned is not None
+    assert sorted(scanned.keys(body)) == ["cpu,host=a", "cpu,host=b"]  # in hash order
+    keys = scanned.keys(body)
+    assert [keys[c] for c in scanned.key_code] == ["cpu,host=a", "cpu,host=b", "cpu,host=a"]
+    names = scanned.names(body)
+    assert [names[c] for c in scanned.name_code] == ["value", "value", "idle", "value"]
+    assert scanned.value.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert scanned.stamp.tolist() == [10, 20, 0] and scanned.has_stamp.tolist() == [
+        True, True, False]
