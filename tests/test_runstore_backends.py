@@ -13,13 +13,13 @@ import sqlalchemy as sa
 
 from tests import pgserver
 from tests.conftest import free_port, tsq
-from tsq import db
+from tsq import db, hotsql
 from tsq.artifacts import ArtifactStore
 from tsq.db import schedules
 from tsq.errors import BadRequest, ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
-from tsq.runstore import _CLAIM, NewRun, RunStore, Settlement, run_key
+from tsq.runstore import NewRun, RunStore, Settlement, run_key
 from tsq.schedulestore import ScheduleStore
 from tsq.selector import parse_selector
 from tsq.trims import TrimStore
@@ -107,8 +107,8 @@ def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
     try:
         ids = [run.id for run in store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])]
         with other.engine.connect() as held:
-            taking = held.execute(_CLAIM["postgresql"], {"b_ids": ids[:2], "b_now": 1})
-            assert set(taking.scalars()) == set(ids[:2])  # locked, not committed
+            taking = hotsql.claim_runs(held, ids[:2], 1)
+            assert taking == set(ids[:2])  # locked, not committed
             answer: list[set[str]] = []
             claimer = threading.Thread(target=lambda: answer.append(store.claim_many(ids)))
             claimer.start()

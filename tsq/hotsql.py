@@ -11,16 +11,18 @@ serializer, so a row reads back the same whichever path wrote it).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tsq.db import json_text, run_logs, runs
 
-__all__ = ["finish_runs", "insert_logs", "insert_runs"]
+__all__ = ["claim_runs", "finish_runs", "insert_logs", "insert_new_runs", "insert_runs"]
 
 RUN_COLUMNS = tuple(column.name for column in runs.columns)
 JSON_COLUMNS = frozenset(column.name for column in runs.columns
@@ -61,11 +63,68 @@ SQL: Mapping[str, Mapping[str, str]] = {
     for backend in PARAMETER}
 
 
+# Statements whose text differs by more than the parameter style. A list of run ids is one
+# JSON array parameter, so a statement's text is the same for any number of runs (the driver
+# prepares it once) and an id list never meets SQLite's limit on parameters.
+_BY_BACKEND = {
+    # queued → running. `status || ''` keeps the planner on the primary key (runstore says why).
+    "claim_runs": {
+        # SQLite has one writer at a time: no claim races another.
+        "sqlite": "UPDATE runs SET status = 'running', started_ms = :b_now "
+                  "WHERE id IN (SELECT value FROM json_each(:b_ids)) "
+                  "AND status || '' = 'queued' RETURNING id",
+        # Several processes may claim from one PostgreSQL database at once. Each locks the
+        # queued runs it claims and skips those another claimer holds (that one is taking
+        # them) instead of waiting for it to commit; a run whose claim committed first is no
+        # longer queued when it is read, so no run is claimed twice.
+        "postgresql": "UPDATE runs SET status = 'running', started_ms = %(b_now)s "
+                      "WHERE id IN (SELECT queued.id FROM runs AS queued WHERE queued.id IN "
+                      "(SELECT json_array_elements_text(CAST(%(b_ids)s AS JSON))) "
+                      "AND queued.status || '' = 'queued' FOR UPDATE SKIP LOCKED) RETURNING id",
+    },
+    # Runs created whose keys were new (ON CONFLICT DO NOTHING makes a run key unique without
+    # a race): SQLite's executemany returns no rows, so the ids of a
+    # batch (each new) are looked up after it; PostgreSQL makes the rows of one JSON parameter
+    # and says which it inserted (psycopg parses a long multi-row VALUES afresh every time).
+    "insert_new_runs": {
+        "sqlite": SQL["sqlite"]["insert_runs"] + " ON CONFLICT DO NOTHING",
+        "postgresql": f"INSERT INTO runs ({_column_list(RUN_COLUMNS)}) SELECT "
+                      f"{_column_list(RUN_COLUMNS)} FROM json_populate_recordset(NULL::runs, "
+                      f"CAST(%(b_rows)s AS json)) ON CONFLICT DO NOTHING RETURNING id",
+    },
+    "runs_present": {
+        "sqlite": "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(:b_ids))",
+    },
+}
+
+
 def insert_runs(db: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert runs (`Run.row()`s); a duplicate key raises SQLAlchemy's IntegrityError."""
-    _execute(db, "insert_runs", [
-        {name: json_text(row[name]) if name in JSON_COLUMNS else row[name]
-         for name in RUN_COLUMNS} for row in rows])
+    _execute(db, "insert_runs", [_run_row(row) for row in rows])
+
+
+def insert_new_runs(db: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Insert the runs (`Run.row()`s) whose keys are new; the ids inserted."""
+    if not rows:
+        return set()
+    statements = _BY_BACKEND["insert_new_runs"]
+    if db.dialect.name == "postgresql":
+        return _ids(db, statements["postgresql"], {"b_rows": orjson.dumps(
+            [dict(row) for row in rows], option=orjson.OPT_NON_STR_KEYS).decode()})
+    _execute_sql(db, statements["sqlite"], [_run_row(row) for row in rows])
+    return _ids(db, _BY_BACKEND["runs_present"]["sqlite"],
+                {"b_ids": orjson.dumps([row["id"] for row in rows]).decode()})
+
+
+def claim_runs(db: Connection, run_ids: Sequence[str], now: int) -> set[str]:
+    """queued → running, started at `now`: the ids of `run_ids` this transaction claimed."""
+    return _ids(db, _BY_BACKEND["claim_runs"][db.dialect.name],
+                {"b_ids": orjson.dumps(list(run_ids)).decode(), "b_now": now})
+
+
+def _run_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: json_text(row[name]) if name in JSON_COLUMNS else row[name]
+            for name in RUN_COLUMNS}
 
 
 def finish_runs(db: Connection, ends: Sequence[Mapping[str, Any]]) -> None:
@@ -81,17 +140,36 @@ def insert_logs(db: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _execute(db: Connection, statement: str, parameters: Sequence[Mapping[str, Any]]) -> None:
+    """Run `statement` (a name of SQL) once per parameter set."""
+    _execute_sql(db, SQL[db.dialect.name][statement], parameters)
+
+
+def _execute_sql(db: Connection, sql: str, parameters: Sequence[Mapping[str, Any]]) -> None:
     if not parameters:
         return
-    sql = SQL[db.dialect.name][statement]
-    cursor = db.connection.cursor()  # the transaction's own driver connection
-    driver_error = db.dialect.loaded_dbapi.Error
-    try:
+    with _cursor(db, sql, parameters) as cursor:
         if len(parameters) == 1:  # psycopg's executemany sets up a pipeline, even for one row
             cursor.execute(sql, parameters[0])
         else:
             cursor.executemany(sql, parameters)
-    except driver_error as error:  # as SQLAlchemy raises it (IntegrityError for a duplicate)
+
+
+def _ids(db: Connection, sql: str, parameters: Mapping[str, Any]) -> set[str]:
+    """The first column of what `sql` returns, as a set."""
+    with _cursor(db, sql, parameters) as cursor:
+        cursor.execute(sql, parameters)
+        return {row[0] for row in cursor.fetchall()}
+
+
+@contextlib.contextmanager
+def _cursor(db: Connection, sql: str, parameters: Any) -> Iterator[Any]:
+    """A cursor of the transaction's own driver connection; a driver error is raised as
+    SQLAlchemy raises it (IntegrityError for a duplicate key)."""
+    cursor = db.connection.cursor()
+    driver_error = db.dialect.loaded_dbapi.Error
+    try:
+        yield cursor
+    except driver_error as error:
         raise sa.exc.DBAPIError.instance(sql, parameters, error, driver_error) from error
     finally:
         cursor.close()

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tsq import hotsql
@@ -36,19 +34,6 @@ __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
 SHORT_ID_MIN = 8
 AMBIGUOUS_SHOWN = 5  # candidates an ambiguous prefix error lists
 _ID_CHARACTERS = "0123456789abcdefg"  # what a run id is made of, in order, and the one after
-
-# INSERT … ON CONFLICT DO NOTHING: the statement that makes a run key unique without a race.
-_INSERT_OR_SKIP: dict[str, Callable[[sa.Table], Any]] = {
-    "sqlite": sqlite.insert, "postgresql": postgresql.insert}
-# On PostgreSQL a batch of runs is one JSON parameter the server makes rows of. As a multi-row
-# VALUES it had 25 parameters a run, and psycopg parses a statement that long afresh each time
-# (it caches only short ones): 500 runs cost 100 ms of the client's CPU, three times the write.
-_COLUMNS = ", ".join(f'"{column.name}"' for column in runs.c)
-_INSERT_ROWS_OF_JSON = sa.text(
-    f"INSERT INTO runs ({_COLUMNS}) SELECT {_COLUMNS} "
-    f"FROM json_populate_recordset(NULL::runs, CAST(:b_rows AS json)) "
-    f"ON CONFLICT DO NOTHING RETURNING id")
-
 
 
 @dataclass(frozen=True)
@@ -109,33 +94,11 @@ class Settlement:
                                error=self.result.error, finished_ms=now,
                                init_ms=self.result.init_ms, started_ms=self.run.started_ms or now)
 
-# One statement object per backend for every claim, so SQLAlchemy compiles it once (a new one
-# per call cost more than the write itself).
-_CLAIMED = {"status": RunStatus.RUNNING.value, "started_ms": sa.bindparam("b_now")}
-_CLAIM_IDS: sa.BindParameter[list[str]] = sa.bindparam("b_ids", expanding=True)
-_QUEUED = runs.alias("queued")  # not `runs`: the subquery would correlate to the update's table
-# `status || ''` keeps both backends on the primary key: on the bare column they pick the status
-# index and read every queued run, so with a backlog of thousands each claim took milliseconds
-# and the backlog grew (PostgreSQL does so whenever its statistics predate the backlog: 14 ms a
-# claim of 50 among 50 000 queued runs, 2 ms on the primary key).
-_CLAIM: dict[str, sa.Update] = {
-    # SQLite has one writer at a time: no claim races another.
-    "sqlite": (runs.update()
-               .where(runs.c.id.in_(_CLAIM_IDS),
-                      runs.c.status.concat("") == RunStatus.QUEUED.value)
-               .values(_CLAIMED).returning(runs.c.id)),
-    # Several processes may claim from one PostgreSQL database at once. Each locks the queued
-    # runs it claims and skips those another claimer holds (that one is taking them) instead of
-    # waiting for it to commit. A run whose claim committed first is no longer queued when it is
-    # read, so no run is claimed twice.
-    "postgresql": (runs.update()
-                   .where(runs.c.id.in_(
-                       sa.select(_QUEUED.c.id)
-                       .where(_QUEUED.c.id.in_(_CLAIM_IDS),
-                              _QUEUED.c.status.concat("") == RunStatus.QUEUED.value)
-                       .with_for_update(skip_locked=True)))
-                   .values(_CLAIMED).returning(runs.c.id)),
-}
+# The claims (hotsql.claim_runs and the limited claim below) test `status || ''`: that keeps both
+# backends on the primary key. On the bare column they pick the status index and read every
+# queued run, so with a backlog of thousands each claim took milliseconds and the backlog grew
+# (PostgreSQL does so whenever its statistics predate the backlog: 14 ms a claim of 50 among
+# 50 000 queued runs, 2 ms on the primary key).
 # Limited runs' claim in a cluster: of one loop's queued runs `b_ids`, as many as its lane has
 # room for (`b_limit` less its limited runs running anywhere), oldest first. One statement, so
 # SQLite (one writer) counts and claims at once; PostgreSQL first takes a lock per loop for the
@@ -215,18 +178,16 @@ class RunStore:
         """
         if not batch:
             return []
-        with transaction(self.engine) as db:
-            return _insert_new(db, batch, self._now_ms())
+        now = self._now_ms()
+        return self.writes.write(lambda db: _insert_new(db, batch, now))
 
     def claim_many(self, run_ids: Sequence[str]) -> set[str]:
         """queued → running, atomically, in one transaction; the ids this caller got (another
         dispatcher on the same store gets none of them)."""
         if not run_ids:
             return set()
-        with transaction(self.engine) as db:
-            claimed = db.execute(_CLAIM[db.dialect.name],
-                                 {"b_ids": list(run_ids), "b_now": self._now_ms()})
-            return set(claimed.scalars())
+        now = self._now_ms()
+        return self.writes.write(lambda db: hotsql.claim_runs(db, run_ids, now))
 
     def claim_limited(self, wanted: Sequence[tuple[Run, int]]) -> set[str]:
         """queued → running for each `(run, limit)` while fewer than `limit` runs of its loop's
@@ -543,14 +504,7 @@ def _insert_new(db: Connection, batch: Sequence[NewRun], now: int) -> list[Run]:
     if not batch:
         return []
     created = [new.queued(new_run_id(now), now) for new in batch]
-    rows = [run.row() for run in created]
-    if db.dialect.name == "postgresql":
-        found = db.execute(_INSERT_ROWS_OF_JSON, {"b_rows": orjson.dumps(
-            rows, option=orjson.OPT_NON_STR_KEYS).decode()})
-    else:
-        insert = _INSERT_OR_SKIP[db.dialect.name](runs).on_conflict_do_nothing()
-        found = db.execute(insert.returning(runs.c.id), rows)
-    inserted = set(found.scalars())
+    inserted = hotsql.insert_new_runs(db, [run.row() for run in created])
     return [run for run in created if run.id in inserted]
 
 
