@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -185,8 +186,15 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 def write_lock(engine: Engine) -> contextlib.AbstractContextManager[Any]:
     """What this process's writers to `engine` queue on (`transaction`): a lock on SQLite,
     nothing on PostgreSQL."""
-    lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
-    return lock or contextlib.nullcontext()
+    found = _locks_of_engines.get(engine)
+    if found is None:  # the engine's URL as text costs more than a small write: once only
+        lock = _write_locks.get(str(engine.url)) if engine.dialect.name == "sqlite" else None
+        found = _locks_of_engines[engine] = lock or contextlib.nullcontext()
+    return found
+
+
+_locks_of_engines: weakref.WeakKeyDictionary[Engine, contextlib.AbstractContextManager[Any]] = \
+    weakref.WeakKeyDictionary()
 
 
 # The URL forms tsq takes, named in the error of any other.

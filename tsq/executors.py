@@ -15,6 +15,7 @@ worker's, so a burst of webhooks never waits behind handlers.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,7 +124,10 @@ def event_payload(record: Run, version: StoredVersion) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(ms: int) -> str:
+    """`ms` as the event's ISO text. Kept: the runs of a burst share their scheduled time and
+    window edges; formatting took 5 % of the service's busy time at 1,000 fires a second."""
     return format_ms(ms, "milliseconds")
 
 
