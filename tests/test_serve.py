@@ -149,7 +149,7 @@ def _fired_and_ended(lines: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[
 
 
 @pytest.mark.slow
-def test_scheduler_fires_are_logged_and_debug_shows_run_ends(tmp_path: Path) -> None:
+def test_debug_logs_scheduler_fires_and_run_ends(tmp_path: Path) -> None:
     assert tsq(tmp_path, "deploy", str(EXAMPLE)).returncode == 0  # heartbeat: every 10 s
     with serving(tmp_path, "--log-format", "json", "--log-level", "debug"):
         deadline = time.monotonic() + 40

@@ -340,10 +340,12 @@ class Scheduler:
         self.fired += len(runs)
         for start in range(0, len(runs), RECORD_CHUNK):
             created = self.runs.create_new(runs[start:start + RECORD_CHUNK])
-            said = log.isEnabledFor(logging.INFO)  # a line per fire, unless quieted
+            # A line per fire at debug only: thousands of loops fire thousands of times a
+            # minute, and the metrics count them at every level.
+            said = log.isEnabledFor(logging.DEBUG)
             for record in created:
                 if said:
-                    log.info("fired %s/%s event %s for %s", record.project, record.loop,
+                    log.debug("fired %s/%s event %s for %s", record.project, record.loop,
                              record.event, format_ms(record.when_ms),
                              extra={**record.identity(), "scheduled_ms": record.scheduled_ms})
                 self.dispatcher.offer(record)
