@@ -57,8 +57,12 @@ def test_a_run_key_makes_a_scheduled_time_run_once(store: RunStore) -> None:
     # The key is unique per project: another project's same time is a run of its own.
     other = store.create_new([NewRun(**{**scheduled(60_000).__dict__, "project": "other"})])
     assert len(other) == 1
-    assert store.last_scheduled_all() == {("default", "roll", "tick"): 180_000,
-                                          ("other", "roll", "tick"): 60_000}
+    # a later time run by a backfill is not the schedule's newest
+    store.create_new([NewRun(**{**scheduled(240_000).__dict__, "trigger": "backfill",
+                                "key": "backfill:roll:tick:240000"})])
+    events = [("default", "roll", "tick"), ("other", "roll", "tick"), ("other", "none", "tick")]
+    assert store.last_scheduled(events) == {("default", "roll", "tick"): 180_000,
+                                            ("other", "roll", "tick"): 60_000}
 
 
 def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:

@@ -160,7 +160,7 @@ def test_debug_logs_scheduler_fires_and_run_ends(tmp_path: Path) -> None:
     assert found is not None
     fired, ended = found
     assert fired["logger"] == "tsq.scheduler" and fired["trigger"] == "schedule"
-    assert fired["level"] == "info" and fired["loop"] == "heartbeat"
+    assert fired["level"] == "debug" and fired["loop"] == "heartbeat"
     assert ended["status"] == "success" and ended["level"] == "debug"
     assert ended["message"].startswith(f"run {fired['run']} of demo/heartbeat success in ")
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -94,6 +95,17 @@ class Settlement:
                                error=self.result.error, finished_ms=now,
                                init_ms=self.result.init_ms, started_ms=self.run.started_ms or now)
 
+# The newest scheduled run of each event of a JSON list of [project, loop, event]: a correlated
+# MAX that each backend answers from ix_runs_event_scheduled, newest first. The backends differ
+# only in how they make rows of the list.
+_JSON_LIST_ROWS = {"sqlite": "json_each(:b_events)",
+                   "postgresql": "json_array_elements(CAST(:b_events AS json))"}
+_LAST_SCHEDULED = {
+    backend: sa.text(
+        "SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, (SELECT max(r.scheduled_ms) "
+        "FROM runs AS r WHERE r.project = k.value ->> 0 AND r.loop = k.value ->> 1 AND "
+        f"r.event = k.value ->> 2 AND r.\"trigger\" = 'schedule') FROM {rows} AS k")
+    for backend, rows in _JSON_LIST_ROWS.items()}
 # The claims (hotsql.claim_runs and the limited claim below) test `status || ''`: that keeps both
 # backends on the primary key. On the bare column they pick the status index and read every
 # queued run, so with a backlog of thousands each claim took milliseconds and the backlog grew
@@ -290,16 +302,17 @@ class RunStore:
                 found.update((row.key, _from_row(row)) for row in db.execute(query))
         return found
 
-    def last_scheduled_all(self, project: str | None = None, loop: str | None = None
-                           ) -> dict[tuple[str, str, str], int]:
-        """(project, loop, event) → the newest scheduled time that has a scheduled run."""
-        query = sa.select(runs.c.project, runs.c.loop, runs.c.event,
-                          sa.func.max(runs.c.scheduled_ms)).where(runs.c.trigger == "schedule")
-        if project is not None and loop is not None:
-            query = query.where(runs.c.project == project, runs.c.loop == loop)
-        query = query.group_by(runs.c.project, runs.c.loop, runs.c.event)
+    def last_scheduled(self, events: Sequence[tuple[str, str, str]]
+                       ) -> dict[tuple[str, str, str], int]:
+        """(project, loop, event) → the newest scheduled time that has a scheduled run, for
+        each of `events` that has one. One index search per event, in one statement: a scan
+        grouping every run ever recorded took 1.3 s at 1.5 M runs, and grew with them."""
+        if not events:
+            return {}
         with self.engine.connect() as db:
-            return {(p, name, e): int(ms) for p, name, e, ms in db.execute(query)}
+            found = db.execute(_LAST_SCHEDULED[db.dialect.name],
+                               {"b_events": orjson.dumps(list(events)).decode()})
+            return {(p, name, e): int(ms) for p, name, e, ms in found if ms is not None}
 
     def unfinished(self) -> list[Run]:
         """Queued and running runs, oldest first."""

@@ -190,7 +190,7 @@ class Scheduler:
 
     def plan_all(self) -> None:
         """Record the times missed since each event last fired and queue its next fire."""
-        self._plan(self.loops.live(), self.runs.last_scheduled_all())
+        self._plan(self.loops.live())
 
     def close(self) -> None:
         self._closing.set()
@@ -212,7 +212,7 @@ class Scheduler:
         for key in stale:
             self._unschedule(key)
         if loop is not None:
-            self._plan([loop], self.runs.last_scheduled_all(project, name))
+            self._plan([loop])
 
     def scheduled_loops(self) -> set[tuple[str, str]]:
         """(project, loop) of every loop with an event scheduled here."""
@@ -232,14 +232,16 @@ class Scheduler:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _plan(self, loops: list[StoredLoop], last: dict[tuple[str, str, str], int]) -> None:
+    def _plan(self, loops: list[StoredLoop]) -> None:
         """Catch up on the events of `loops` (in a few large transactions), then queue each
-        event's next time. `last` holds each event's newest scheduled run."""
+        event's next time."""
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.dispatcher.remember(loop.latest for loop in loops)
-        since = self.schedules.since_all(
-            [(loop.project, loop.name, e.name, e.rate) for loop in loops
-             for e in loop.latest.spec.events if e.rate])
+        rates = [(loop.project, loop.name, e.name, e.rate) for loop in loops
+                 for e in loop.latest.spec.events if e.rate]
+        since = self.schedules.since_all(rates)
+        last = self.runs.last_scheduled([(project, loop, event)
+                                         for project, loop, event, _ in rates])
         missed: list[NewRun] = []
         for loop in loops:
             spec = loop.latest.spec
