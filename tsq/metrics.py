@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tsq.errors import TsqError
+from tsq.histogram import LabelledHistogram
 from tsq.hostcalls import Host, HostAnswer
 from tsq.outcomes import RunStatus
 from tsq.run import Run
@@ -112,8 +113,8 @@ class Metrics:
         self._series: dict[tuple[str, str], dict[tuple[Any, tuple[str, ...]], Any]] = {}
 
     def _define(self, registry: CollectorRegistry) -> None:
-        def loop_histogram(name: str, what: str) -> Histogram:
-            return Histogram(name, what, LOOP, buckets=RUN_BUCKETS, registry=registry)
+        def loop_histogram(name: str, what: str) -> LabelledHistogram:
+            return LabelledHistogram(name, what, LOOP, buckets=RUN_BUCKETS, registry=registry)
 
         self.runs = Counter("tsq_runs", "Runs that ended, by final status (after retries)",
                             [*LOOP, "status"], registry=registry)
