@@ -26,8 +26,10 @@ from tsq.db import connect, loop_versions
 from tsq.errors import ConfigError
 from tsq.loopstore import LoopStore
 from tsq.masking import MASK
-from tsq.model import version_id
+from tsq.model import LoopSpec, version_id
 from tsq.outcomes import RunResult, RunStatus
+from tsq.redaction import redacted_result, scrubber_for
+from tsq.runlog import LogLine
 from tsq.sealing import KEY_FILE, Sealer
 from tsq.service import Service
 
@@ -215,6 +217,28 @@ def test_results_of_scripted_runs_are_redacted_before_they_are_kept(tmp_path: Pa
     assert kept.error is not None
     assert (kept.error.message, kept.error.stack) == (f"token {MASK} refused",
                                                       f"at h.js:1 ({MASK})")
+
+
+@pytest.mark.parametrize(("result", "kept"), [
+    ([1, 2.5, None, True], [1, 2.5, None, True]),  # no text: nothing to look for
+    ({"k": "hunter22"}, {"k": MASK}),
+    ([3, ["say hunter22"]], [3, [f"say {MASK}"]]),
+    ("hunter22", MASK),
+])
+def test_a_result_is_redacted_wherever_it_holds_text(result: object, kept: object) -> None:
+    spec = dataclasses.replace(_reader_spec(), secrets=frozenset({"API_KEY"}))
+    assert redacted_result("v-redact", spec, RunResult(RunStatus.SUCCESS, result=result)
+                           ).result == kept
+    failed = RunResult.failed("Error", "refused hunter22")
+    error = redacted_result("v-redact", spec, failed).error
+    assert error is not None and error.message == f"refused {MASK}"
+    assert scrubber_for("v-redact", spec)([LogLine(1, "info", "hunter22!")]
+                                          ) == [LogLine(1, "info", f"{MASK}!")]
+
+
+def _reader_spec() -> LoopSpec:
+    return LoopSpec(project="default", name="reader", runtime="js", handler="h.js",
+                    environment={"API_KEY": "hunter22", "REGION": "gra"})
 
 
 @pytest.mark.slow

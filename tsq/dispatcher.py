@@ -56,7 +56,7 @@ from tsq.loopstore import LoopStore, StoredVersion
 from tsq.model import LoopSpec
 from tsq.notify import Notifier
 from tsq.outcomes import FailureKind, RunResult, RunStatus
-from tsq.redaction import redactor_for
+from tsq.redaction import redacted_result, scrubber_for
 from tsq.run import Run
 from tsq.runlog import LogBuffer, LogLine
 from tsq.runpolicy import LIMITED_TRIGGERS, expired, retried, retry_delay_s
@@ -530,7 +530,7 @@ class Dispatcher:
 
     def _execute(self, run: Run, version: StoredVersion,
                  slots: threading.Semaphore | None, *, inline: bool = False) -> None:
-        logs = LogBuffer(self.runs, run.id, redactor_for(version.id, version.spec).lines)
+        logs = LogBuffer(self.runs, run.id, scrubber_for(version.id, version.spec))
         execution = Execution(run, version, event_payload(run, version), logs.add)
         executor = self._executor(version.spec, run)
         result = self._run_here(run, executor, execution) if inline else None
@@ -637,7 +637,7 @@ class Dispatcher:
     def _settlement(self, ended: _Ended) -> Settlement:
         run = ended.run
         spec = self._version(run.version_id).spec
-        result = redactor_for(run.version_id, spec).result(ended.result)  # before it is kept
+        result = redacted_result(run.version_id, spec, ended.result)  # before it is kept
         logs = list(ended.logs)
         if result.status not in (RunStatus.SUCCESS, RunStatus.EXPIRED) and result.error:
             logs.append(LogLine(self._now_ms(), "error", _error_line(result)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -25,7 +25,7 @@ from tsq.model import LoopSpec
 from tsq.outcomes import RunError, RunResult
 from tsq.runlog import LogLine
 
-__all__ = ["MIN_SECRET", "Redactor", "redactor_for"]
+__all__ = ["MIN_SECRET", "Redactor", "redacted_result", "redactor_for", "scrubber_for"]
 
 MIN_SECRET = 4
 # Redactors of this many versions are kept (a version never changes). Every run asks twice, and
@@ -91,3 +91,25 @@ def redactor_for(version_id: str, spec: LoopSpec) -> Redactor:
                 _kept.clear()
             _kept[version_id] = found
     return found
+
+
+def redacted_result(version_id: str, spec: LoopSpec, result: RunResult) -> RunResult:
+    """`result` with the version's secrets masked. A result without any text (a number, a
+    list of them, nothing) and without an error has nothing to mask, and needs no look at the
+    spec: making a version's redactor costs 50-100 µs, paid by each of ten thousand loops at
+    their first run as a service starts."""
+    if result.error is None and not _holds_text(result.result):
+        return result
+    return redactor_for(version_id, spec).result(result)
+
+
+def scrubber_for(version_id: str, spec: LoopSpec) -> Callable[[list[LogLine]], list[LogLine]]:
+    """What masks the version's secrets in a run's log lines, making its redactor only when
+    there are lines (most runs log nothing)."""
+    return lambda lines: redactor_for(version_id, spec).lines(lines) if lines else lines
+
+
+def _holds_text(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_text(item) for item in value)
+    return isinstance(value, str | dict) and bool(value)  # a JSON object's keys are text
