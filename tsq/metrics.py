@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -38,8 +37,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tsq.errors import TsqError
-from tsq.histogram import LabelledHistogram
 from tsq.hostcalls import Host, HostAnswer
+from tsq.labelled import LabelledCounter, LabelledGauge, LabelledHistogram
 from tsq.outcomes import RunStatus
 from tsq.run import Run
 from tsq.series import SeriesSet
@@ -114,26 +113,27 @@ class Metrics:
 
     def _define(self, registry: CollectorRegistry) -> None:
         def loop_histogram(name: str, what: str) -> LabelledHistogram:
-            return LabelledHistogram(name, what, LOOP, buckets=RUN_BUCKETS, registry=registry)
+            return LabelledHistogram(name, what, LOOP, RUN_BUCKETS, registry)
 
-        self.runs = Counter("tsq_runs", "Runs that ended, by final status (after retries)",
-                            [*LOOP, "status"], registry=registry)
-        self.retries = Counter("tsq_run_retries", "Attempts run again after a failure or "
-                               "timeout (counted when the run ends)", LOOP, registry=registry)
+        # Per loop: tsq.labelled's metrics, whose series cost a loop's first run little
+        self.runs = LabelledCounter("tsq_runs", "Runs that ended, by final status (after "
+                                    "retries)", [*LOOP, "status"], registry)
+        self.retries = LabelledCounter("tsq_run_retries", "Attempts run again after a failure "
+                                       "or timeout (counted when the run ends)", LOOP, registry)
         self.duration = loop_histogram("tsq_run_duration_seconds",
                                        "From start to end of a run's last attempt")
         self.queue_delay = loop_histogram("tsq_run_queue_delay_seconds",
                                           "From queued to started, of a run's last attempt")
         self.lateness = loop_histogram("tsq_fire_lateness_seconds", "From a scheduled time to "
                                        "the start of its run (first attempts of scheduled runs)")
-        self.last_changes = Gauge("tsq_loop_last_changes", "The change count of the loop's last "
-                                  "successful run: its result's `changes`, else the points it "
-                                  "wrote", LOOP, registry=registry)
-        self.changes = Counter("tsq_loop_changes", "Change counts of successful runs, added up",
-                               LOOP, registry=registry)
-        self.last_success = Gauge("tsq_loop_last_success_timestamp_seconds",
-                                  "When the loop's last successful run ended", LOOP,
-                                  registry=registry)
+        self.last_changes = LabelledGauge("tsq_loop_last_changes", "The change count of the "
+                                          "loop's last successful run: its result's `changes`, "
+                                          "else the points it wrote", LOOP, registry)
+        self.changes = LabelledCounter("tsq_loop_changes", "Change counts of successful runs, "
+                                       "added up", LOOP, registry)
+        self.last_success = LabelledGauge("tsq_loop_last_success_timestamp_seconds",
+                                          "When the loop's last successful run ended", LOOP,
+                                          registry)
         self.ingested = Counter("tsq_points_ingested", "Points received by the write endpoints",
                                 ["protocol"], registry=registry)
         self.stored = Counter("tsq_points_stored", "Points written to a connector, by the "
