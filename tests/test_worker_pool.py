@@ -8,12 +8,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tsq import worker_pool, worker_process
+from tsq.hostcalls import HostAnswer
 from tsq.outcomes import RunResult, RunStatus
 from tsq.runtimes.base import Limits
 from tsq.worker_pool import JobListener, WorkerPool
@@ -168,3 +170,65 @@ def test_a_version_s_source_crosses_the_pipe_once_per_process(
     assert [worker.received(wire).source for wire in sent] == [
         f"source of {v}" for v in ("a", "a", "b", "a", "c", "b")]
     assert list(worker.sources) == list(supervisor.sources) == ["c", "b"]
+
+
+def _submit(pool: WorkerPool, run_id: str, source: str, timeout_s: float = 5.0,
+            host: object = None) -> Future[RunResult]:
+    job = Job(run_id=run_id, runtime="js", version_id=source, source=source, file_name="h.js",
+              event={}, env={}, limits=Limits(timeout_s=timeout_s, memory_mb=256))
+    listener = JobListener(started=lambda job: None, logs=lambda job, lines: None,
+                           host=host)  # type: ignore[arg-type]
+    return pool.submit(job, listener)
+
+
+PAUSE = "export default async () => { await new Promise(r => setTimeout(r, 300)); return 'paused' }"
+
+
+def _behind(pool: WorkerPool, first: str, second: str, *, host: object = None
+            ) -> tuple[Future[RunResult], Future[RunResult]]:
+    """`first` and `second` queued while the slot's process runs a pause, so the slot sends
+    `second` behind `first`; waits until `first` runs."""
+    paused = _submit(pool, "pause", PAUSE)
+    time.sleep(0.05)  # the pause is sent (with nothing queued behind it)
+    ahead = _submit(pool, "ahead", first, host=host)
+    behind = _submit(pool, "behind", second, host=host)
+    assert paused.result(timeout=30).result == "paused"
+    deadline = time.monotonic() + 10
+    while pool._slots[0].behind is None:  # what the test is about
+        assert time.monotonic() < deadline, "the second job was not sent behind the first"
+        time.sleep(0.005)
+    return ahead, behind
+
+
+def test_a_job_sent_behind_one_that_calls_the_host_waits_for_its_turn(pool: WorkerPool) -> None:
+    calls: list[str] = []
+
+    def host(op: str, args: dict[str, object], arrays: list[object]) -> HostAnswer:
+        time.sleep(0.05)  # the job behind is in the pipe before this answer
+        calls.append(op)
+        return HostAnswer({"written": 1})
+
+    writer = "export default async () => (await db.write('cpu value=1 1')).written + 10"
+    ahead, behind = _behind(pool, writer, "export default async () => 2", host=host)
+    assert ahead.result(timeout=30).result == 11
+    assert behind.result(timeout=30).result == 2
+    assert calls == ["db.write"]
+
+
+def test_cancelling_the_job_behind_leaves_the_one_ahead_running(pool: WorkerPool) -> None:
+    ahead, behind = _behind(pool, PAUSE, "export default async () => 2")
+    assert pool.cancel("behind")
+    assert ahead.result(timeout=30).result == "paused"
+    assert behind.result(timeout=30).status == RunStatus.CANCELLED
+    assert run(pool, "export default async () => 3").result == 3
+
+
+def test_the_job_behind_a_killed_one_runs_in_the_replacement(pool: WorkerPool) -> None:
+    spin = "export default async () => { globalThis.ran = (globalThis.ran || 0) + 1; while (true) {} }"
+    ahead, behind = _behind(pool, spin, "export default async () => typeof ran")
+    (pid,) = pool.pids()
+    time.sleep(0.1)
+    assert pool.cancel("ahead")  # its process is killed, with the job behind in its pipe
+    assert ahead.result(timeout=30).status == RunStatus.CANCELLED
+    assert behind.result(timeout=30).result == "undefined"
+    assert pool.pids() != [pid]

@@ -11,6 +11,7 @@ the same way: its process is killed, and the slot's next job starts a new one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import queue
@@ -76,6 +77,7 @@ class _Process:
         self._poller.register(self.conn.fileno(), select.POLLIN)
         self.known = KnownVersions()  # the sources this process holds
         self.ready = False
+        self.renew = False  # grown too much: replaced once the jobs sent to it have run
         if wait:
             self.wait_ready()
 
@@ -112,14 +114,16 @@ class _Process:
         return int(info.rss), int(getattr(info, "data", 0))
 
     def grown_too_much(self) -> bool:
-        """Whether the process should be renewed; else its size now is the next runs' baseline
-        (a run's memory ceiling counts from where the run starts)."""
+        """Whether the process should be renewed (once it has run the jobs sent to it); else
+        its size now is the next runs' baseline (a run's memory ceiling counts from where the
+        run starts)."""
         now = time.monotonic()
-        if now - self.checked_at < RENEW_CHECK_S:
-            return False
+        if self.renew or now - self.checked_at < RENEW_CHECK_S:
+            return self.renew
         self.checked_at = now
         rss, data = self.memory()
         if max(rss - self.started[0], data - self.started[1]) > RENEW_GROWTH_MB << 20:
+            self.renew = True
             return True
         self.baseline_rss = rss
         return False
@@ -165,6 +169,17 @@ def _started_ahead(options: WorkerOptions) -> _Process | None:
     return None
 
 
+@dataclass
+class _Behind:
+    """A job sent to a slot's process behind the one it runs (see WorkerPool)."""
+
+    job: Job
+    future: Future[RunResult]
+    listener: JobListener
+    process: _Process  # where it was sent
+    cancelled: bool = False  # cancelled before its turn: stopped when it comes
+
+
 class _Slot:
     """One place a job runs: a thread, and the worker process it drives (started on demand).
     Whoever runs a job in it holds its lock: its own thread, or a caller running a job on its
@@ -175,6 +190,7 @@ class _Slot:
         self.lock = threading.Lock()
         self.running: _Process | None = None  # the process its current job was sent to
         self.cancelled = False  # its current job was cancelled
+        self.behind: _Behind | None = None
 
 
 class WorkerPool:
@@ -184,6 +200,13 @@ class WorkerPool:
     meanwhile its slot lends its place (`lending`) and an extra slot serves the queue, so a
     pipeline never waits for a worker its own steps are holding. An extra slot lingers a while
     after the lending ends (pipelines call several steps in a row) and then stops its process.
+
+    A base slot sends its process the next waiting job as soon as the current one is sent, so
+    the process starts it the moment it reports the current one: otherwise it idled until the
+    slot's thread, in a service busy with other threads, got the GIL back to send it (half of
+    a worker's time at 1,000 runs a second). The job behind is only in the pipe: if the
+    current job's process is killed or dies, it never started and goes to the replacement; a
+    job cancelled before its turn is stopped as a running one is, when its turn comes.
     """
 
     def __init__(self, size: int, options: WorkerOptions, *, start_now: bool = False) -> None:
@@ -236,6 +259,9 @@ class WorkerPool:
             slot = self._running.get(run_id)
             if slot is None:
                 return False
+            if slot.behind is not None and slot.behind.job.run_id == run_id:
+                slot.behind.cancelled = True
+                return True
             slot.cancelled = True
             if slot.running is not None:
                 slot.running.process.kill()  # the slot's watch sees it die, and reports
@@ -291,7 +317,7 @@ class WorkerPool:
                 with slot.lock:
                     continue
             try:
-                self._take(slot, *item)
+                self._take(slot, *item, send_next=True)
             finally:
                 slot.lock.release()
 
@@ -318,12 +344,27 @@ class WorkerPool:
                 slot.process.stop()
 
     def _take(self, slot: _Slot, job: Job, future: Future[RunResult],
-              listener: JobListener, *, borrowed: bool = False) -> None:
+              listener: JobListener, *, borrowed: bool = False, send_next: bool = False
+              ) -> None:
+        """Run `job`, then (with `send_next`) each job sent behind it in turn."""
         if not future.set_running_or_notify_cancel():
             return
+        self._finish(future, functools.partial(self._run, slot, job, listener,
+                                               borrowed=borrowed, send_next=send_next))
+        while True:
+            with self._lock:  # a cancel of the job behind is kept, whenever it comes
+                behind, slot.behind = slot.behind, None
+                if behind is None:
+                    return
+                slot.cancelled = behind.cancelled
+            self._finish(behind.future, functools.partial(
+                self._run, slot, behind.job, behind.listener, sent_to=behind.process,
+                send_next=send_next))
+
+    def _finish(self, future: Future[RunResult], run: Callable[[], RunResult]) -> None:
         self._count_busy(1)
         try:
-            future.set_result(self._run(slot, job, listener, borrowed=borrowed))
+            future.set_result(run())
         except Exception as exc:  # never let a slot die: the run fails, the slot goes on
             future.set_result(RunResult.failed("InternalError", f"tsq worker failure: {exc}"))
         finally:
@@ -347,28 +388,43 @@ class WorkerPool:
         return slot.process
 
     def _run(self, slot: _Slot, job: Job, listener: JobListener, *,
-             borrowed: bool = False) -> RunResult:
+             borrowed: bool = False, sent_to: _Process | None = None, send_next: bool = False
+             ) -> RunResult:
         """Run `job` in the slot's worker; `borrowed`: on a caller's thread (`run_now`), which
-        leaves a replacement worker to the slot's own thread. `cancel` finds it meanwhile."""
+        leaves a replacement worker to the slot's own thread; `sent_to`: the process it was
+        sent to behind another job. `cancel` finds it meanwhile."""
         with self._lock:
             self._running[job.run_id] = slot
-            slot.cancelled = False
+            if sent_to is None:  # one sent behind keeps a cancel that came before its turn
+                slot.cancelled = False
         try:
-            return self._run_in(slot, job, listener, borrowed)
+            return self._run_in(slot, job, listener, borrowed, sent_to, send_next)
         finally:
             with self._lock:
                 self._running.pop(job.run_id, None)
                 slot.running = None
 
-    def _run_in(self, slot: _Slot, job: Job, listener: JobListener,
-                borrowed: bool) -> RunResult:
+    def _run_in(self, slot: _Slot, job: Job, listener: JobListener, borrowed: bool,
+                sent_to: _Process | None, send_next: bool) -> RunResult:
         began = time.perf_counter()
-        process = self._process(slot)  # a cold start when the slot had no live process
+        # A job sent behind another is in its process already, unless that process was
+        # replaced (or died) meanwhile: then it never started, and goes to the new one.
+        if sent_to is None or sent_to is not slot.process or not sent_to.process.is_alive():
+            process = self._process(slot)  # a cold start when the slot had no live process
+            if not self._hand_over(slot, process):
+                return RunResult.cancelled("before its handler started")
+            process.conn.send(process.known.sent(job))
+        else:
+            process = sent_to
+            if not self._hand_over(slot, process):  # it starts as its turn comes: stop it
+                process.kill()
+                slot.process = self._replacement()
+                return RunResult.cancelled("as it started; its worker process was stopped "
+                                           "and is replaced")
         started_ms = (time.perf_counter() - began) * 1000
-        if not self._hand_over(slot, process):
-            return RunResult.cancelled("before its handler started")
-        process.conn.send(process.known.sent(job))
         listener.started(job)
+        if send_next and not process.grown_too_much():
+            self._send_next(slot, process)
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         watch = _Watch(process, job, listener)
@@ -382,7 +438,7 @@ class WorkerPool:
         if result.init_ms is not None:
             result = replace(result, init_ms=result.init_ms + started_ms)
         if watch.reported:  # the process answered, so it is alive: only its size may matter
-            if process.grown_too_much():
+            if slot.behind is None and process.grown_too_much():
                 log.info("worker process %s grew past %s MB; starting a new one",
                          process.process.pid, RENEW_GROWTH_MB,
                          extra={"pid": process.process.pid})
@@ -395,6 +451,24 @@ class WorkerPool:
                                "status": result.status.value})
             slot.process = None if borrowed else self._replacement()
         return result
+
+    def _send_next(self, slot: _Slot, process: _Process) -> None:
+        """Send `process` the next waiting job, if there is one, behind the one it runs."""
+        try:
+            item = self._jobs.get_nowait()
+        except queue.Empty:
+            return
+        if item is None:
+            self._jobs.put(None)  # the pool is closing: the sentinel is a slot thread's
+            return
+        job, future, listener = item
+        if not future.set_running_or_notify_cancel():
+            return
+        with self._lock:
+            slot.behind = _Behind(job, future, listener, process)
+            self._running[job.run_id] = slot
+        with contextlib.suppress(OSError):  # the process is gone: it goes to the replacement
+            process.conn.send(process.known.sent(job))
 
     def _hand_over(self, slot: _Slot, process: _Process) -> bool:
         """Let `cancel` kill `process` from now on; False if the job was cancelled already."""

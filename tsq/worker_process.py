@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -104,7 +104,7 @@ def worker_main(conn: Connection, options: WorkerOptions) -> None:
     known = KnownVersions()
     while True:
         try:
-            wire: WireJob | None = conn.recv()
+            wire: WireJob | None = worker.next_message()
         except (EOFError, KeyboardInterrupt):
             return
         if wire is None:
@@ -117,6 +117,9 @@ class _Worker:
     def __init__(self, conn: Connection, options: WorkerOptions) -> None:
         self.conn = conn
         self.options = options
+        # The supervisor sends the next job while this one runs (tsq.worker_pool), so it may
+        # come before the answer to a host call: kept here until this run ends.
+        self.waiting: deque[WireJob | None] = deque()
         self.runtimes: dict[str, Runtime] = {}
         self.programs: OrderedDict[str, Program] = OrderedDict()
         self.runtime("js")  # start the V8 instance pool on the main thread, before any run
@@ -146,11 +149,17 @@ class _Worker:
         """A host call, answered by the supervisor (which holds the store) over the pipe; a
         failed one comes back as its rejection (tsq.hostcalls.rejection)."""
         self.conn.send(("host", (op, args, arrays)))
-        kind, payload = self.conn.recv()
+        while not _is_answer(message := self.conn.recv()):
+            self.waiting.append(message)
+        kind, payload = message
         if kind == "error":
             raise HostError(*payload)
         answer: HostAnswer = payload
         return answer
+
+    def next_message(self) -> WireJob | None:
+        """The next job (None: stop), one that came during the last run first."""
+        return self.waiting.popleft() if self.waiting else self.conn.recv()
 
     def runtime(self, name: str) -> Runtime:
         if name not in self.runtimes:
@@ -172,6 +181,11 @@ class _Worker:
                 programs.popitem(last=False)
         programs.move_to_end(key)
         return program
+
+
+def _is_answer(message: Any) -> bool:
+    """Whether `message` answers a host call (`("answer" | "error", payload)`), not a job."""
+    return isinstance(message, tuple) and len(message) == 2
 
 
 def _cap_data_segment(memory_mb: int) -> None:
