@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -62,6 +63,10 @@ def _run(settings: Settings, sock: socket.socket) -> None:
     service = Service(settings)
     try:
         interrupted = service.start()
+        # What the start built (every live loop's version, spec and jobs) lives as long as the
+        # server: frozen, the cycle collector no longer walks it at each full collection (a
+        # few percent of a core with 10,000 loops).
+        gc.freeze()
         server = uvicorn.Server(uvicorn.Config(
             create_app(service), log_config=None, log_level=None, access_log=False,
             timeout_graceful_shutdown=5))

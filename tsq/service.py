@@ -25,6 +25,7 @@ from tsq.artifacts import ArtifactStore
 from tsq.backfill import Backfills
 from tsq.backfillstore import BackfillStore
 from tsq.clock import Clock
+from tsq.collector import collector_paused
 from tsq.config import Settings
 from tsq.connections import DEFAULT_CONNECTOR, Connections
 from tsq.connectors.base import Connector
@@ -198,7 +199,16 @@ class Service:
 
     def start(self) -> int:
         """Become the running service: take over unfinished runs, start the workers and the
-        scheduler. Returns how many unfinished runs were taken over."""
+        scheduler. Returns how many unfinished runs were taken over.
+
+        Starting builds an object or more per loop (its version, spec, schedule, jobs), and
+        the cycle collector walked every one of them again and again meanwhile: a second of
+        its time for 10,000 loops, while the first runs waited. It waits until the start is
+        done (`tsq serve` then freezes what was built, tsq.server)."""
+        with collector_paused():
+            return self._start()
+
+    def _start(self) -> int:
         # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
         # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
         sys.setswitchinterval(GIL_SWITCH_S)
