@@ -205,8 +205,9 @@ class WorkerPool:
     the process starts it the moment it reports the current one: otherwise it idled until the
     slot's thread, in a service busy with other threads, got the GIL back to send it (half of
     a worker's time at 1,000 runs a second). The job behind is only in the pipe: if the
-    current job's process is killed or dies, it never started and goes to the replacement; a
-    job cancelled before its turn is stopped as a running one is, when its turn comes.
+    process is killed or dies before it reports the current job, the job behind never started
+    and goes to the replacement; a job cancelled before its turn is stopped as a running one
+    is, when its turn comes.
     """
 
     def __init__(self, size: int, options: WorkerOptions, *, start_now: bool = False) -> None:
@@ -407,9 +408,11 @@ class WorkerPool:
     def _run_in(self, slot: _Slot, job: Job, listener: JobListener, borrowed: bool,
                 sent_to: _Process | None, send_next: bool) -> RunResult:
         began = time.perf_counter()
-        # A job sent behind another is in its process already, unless that process was
-        # replaced (or died) meanwhile: then it never started, and goes to the new one.
-        if sent_to is None or sent_to is not slot.process or not sent_to.process.is_alive():
+        # A job sent behind another is in its process already, unless the slot replaced that
+        # process meanwhile (killed for the job ahead): then it never started, and goes to the
+        # new one. A process that died by itself may have started it, so it is not sent again
+        # (its watch reports the death).
+        if sent_to is None or sent_to is not slot.process:
             process = self._process(slot)  # a cold start when the slot had no live process
             if not self._hand_over(slot, process):
                 return RunResult.cancelled("before its handler started")
