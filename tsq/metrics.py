@@ -105,10 +105,9 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         self._lock = threading.Lock()
         self._written: dict[str, int] = {}  # run id → points its current attempt wrote
-        # Per loop, its series: (metric, labels after project and loop) → the child to
-        # update. Kept, because asking
-        # prometheus-client for a child (`labels`) costs more than the update itself, and a
-        # run ends with up to eight updates.
+        # Per loop, its series: (metric, labels after project and loop) → the series to
+        # update. `forget` removes a deleted loop's series by it, and a run's end (up to eight
+        # updates) finds each here rather than building its label tuple under a lock.
         self._series: dict[tuple[str, str], dict[tuple[Any, tuple[str, ...]], Any]] = {}
 
     def _define(self, registry: CollectorRegistry) -> None:
