@@ -97,15 +97,17 @@ class Settlement:
 
 # The newest scheduled run of each event of a JSON list of [project, loop, event]: a correlated
 # MAX that each backend answers from ix_runs_event_scheduled, newest first. The backends differ
-# only in how they make rows of the list.
-_JSON_LIST_ROWS = {"sqlite": "json_each(:b_events)",
-                   "postgresql": "json_array_elements(CAST(:b_events AS json))"}
+# only in how they make rows of the list and read an item of a row (`json_extract` rather than
+# SQLite's `->>`, which only 3.38 and later know).
+_JSON_LIST = {"sqlite": ("json_each(:b_events)", "json_extract(k.value, '$[{}]')"),
+              "postgresql": ("json_array_elements(CAST(:b_events AS json))", "k.value ->> {}")}
 _LAST_SCHEDULED = {
     backend: sa.text(
-        "SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, (SELECT max(r.scheduled_ms) "
-        "FROM runs AS r WHERE r.project = k.value ->> 0 AND r.loop = k.value ->> 1 AND "
-        f"r.event = k.value ->> 2 AND r.\"trigger\" = 'schedule') FROM {rows} AS k")
-    for backend, rows in _JSON_LIST_ROWS.items()}
+        f"SELECT {item.format(0)}, {item.format(1)}, {item.format(2)}, "
+        f"(SELECT max(r.scheduled_ms) FROM runs AS r WHERE r.project = {item.format(0)} AND "
+        f"r.loop = {item.format(1)} AND r.event = {item.format(2)} AND "
+        f"r.\"trigger\" = 'schedule') FROM {rows} AS k")
+    for backend, (rows, item) in _JSON_LIST.items()}
 # The claims (hotsql.claim_runs and the limited claim below) test `status || ''`: that keeps both
 # backends on the primary key. On the bare column they pick the status index and read every
 # queued run, so with a backlog of thousands each claim took milliseconds and the backlog grew
