@@ -101,22 +101,27 @@ class _Number:
         family.add_metric(labels, self.value)
 
 
-class LabelledCounter(_Labelled[_Number]):
+class _Numbers(_Labelled[_Number]):
+    """A metric whose series are single numbers, exposed as a `family`."""
+
+    family: type[Metric]
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        super().__init__(name, documentation, labelnames, registry, self.family,
+                         lambda: _Number(self.lock))
+
+
+class LabelledCounter(_Numbers):
     """A counter (`inc`); exposed as `<name>_total`, as prometheus_client does."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:
-        super().__init__(name, documentation, labelnames, registry, CounterMetricFamily,
-                         lambda: _Number(self.lock))
+    family = CounterMetricFamily
 
 
-class LabelledGauge(_Labelled[_Number]):
+class LabelledGauge(_Numbers):
     """A gauge (`set`)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:
-        super().__init__(name, documentation, labelnames, registry, GaugeMetricFamily,
-                         lambda: _Number(self.lock))
+    family = GaugeMetricFamily
 
 
 class _Buckets:

@@ -29,7 +29,7 @@ __all__ = ["MIN_SECRET", "Redactor", "redacted_result", "redactor_for", "scrubbe
 
 MIN_SECRET = 4
 # Redactors of this many versions are kept (a version never changes). Every run asks twice, and
-# making one walks the whole spec (0.2 ms): a limit below the number of live loops would make
+# making one walks the whole spec (50-100 µs): a limit below the number of live loops would make
 # every scheduled run pay it. One without secrets is a few hundred bytes.
 KEPT = 1 << 16
 
