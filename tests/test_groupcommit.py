@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tsq.db import connect
+from tsq import groupcommit
 from tsq.groupcommit import GroupCommit
 
 ITEMS = sa.table("items", sa.column("id", sa.Integer), sa.column("name", sa.String))
@@ -83,3 +84,63 @@ def test_a_failing_write_fails_only_its_caller(engine: Engine) -> None:
         thread.join(timeout=60)
     assert outcomes == {**dict.fromkeys(range(3, 11), "ok"), 7: "duplicate"}
     assert stored(engine) == list(range(3, 11))
+
+
+def test_a_write_handed_in_soon_rides_with_the_next_write(engine: Engine) -> None:
+    group = GroupCommit(engine)
+    soon = group.write_soon(insert(1))
+    assert stored(engine) == []  # not yet: it waits for a batch
+    assert group.write(insert(2)) == 2
+    assert soon.done.is_set() and group.written(soon) == 1
+    assert group.batches == 1 and stored(engine) == [1, 2]
+    group.close()
+
+
+def test_a_write_handed_in_soon_commits_by_itself_when_no_batch_comes(engine: Engine) -> None:
+    group = GroupCommit(engine)
+    soon = group.write_soon(insert(1))
+    assert soon.done.wait(timeout=groupcommit.SOON_S * 20)
+    assert group.written(soon) == 1 and stored(engine) == [1]
+    group.close()
+
+
+def test_closing_commits_what_was_handed_in_soon(engine: Engine,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(groupcommit, "SOON_S", 60.0)
+    group = GroupCommit(engine)
+    soon = group.write_soon(insert(1))
+    group.close()
+    assert soon.done.is_set() and stored(engine) == [1]
+    with pytest.raises(RuntimeError, match="closed"):
+        group.write_soon(insert(2))
+
+
+def test_a_failing_write_handed_in_soon_reaches_whoever_asks(engine: Engine) -> None:
+    group = GroupCommit(engine)
+    group.write(insert(7))
+    soon = group.write_soon(insert(7))
+    assert group.write(insert(8)) == 8  # its batch failed, and each write ran again alone
+    with pytest.raises(sa.exc.IntegrityError):
+        group.written(soon)
+    assert stored(engine) == [7, 8]
+    group.close()
+
+
+def test_a_write_handed_in_soon_during_a_batch_is_committed_after_it(engine: Engine) -> None:
+    group = GroupCommit(engine)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(db: Connection) -> int:
+        inside.set()
+        release.wait(timeout=30)
+        return insert(1)(db)
+
+    leader = threading.Thread(target=group.write, args=(slow,))
+    leader.start()
+    assert inside.wait(timeout=30)
+    soon = group.write_soon(insert(2))  # no thread waits for it to lead the next batch
+    release.set()
+    leader.join(timeout=30)
+    assert soon.done.wait(timeout=groupcommit.SOON_S * 20)
+    assert group.written(soon) == 2 and stored(engine) == [1, 2]
+    group.close()

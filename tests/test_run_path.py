@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tsq import hotsql
 from tsq.config import Settings
 from tsq.outcomes import RunStatus
+from tsq.run import RunFilter
 from tsq.service import Service
 
 SLOW = "export default () => new Promise(r => setTimeout(() => r('slow'), 400))"
@@ -80,3 +82,39 @@ def test_a_run_on_the_waiting_thread_can_be_cancelled(service: Service) -> None:
         waiting.join(timeout=30)
     assert ended == [RunStatus.CANCELLED]
     assert service.run("fast", {"n": 3}).result == 6  # a new worker took its place
+
+
+def test_a_short_waited_for_run_is_recorded_in_one_write(service: Service) -> None:
+    assert service.run("fast", {"n": 1}).result == 2
+    before = service.runs.writes.batches
+    final = service.run("fast", {"n": 2})
+    assert service.runs.writes.batches == before + 1  # created and ended in one transaction
+    stored = service.runs.get(final.id)
+    assert (stored.status, stored.result) == (RunStatus.SUCCESS, 4)
+    assert stored.started_ms is not None and stored.finished_ms is not None
+
+
+def test_a_long_waited_for_run_is_on_record_while_it_runs(service: Service) -> None:
+    assert service.run("fast", {"n": 1}).result == 2
+    waiting = threading.Thread(target=service.run, args=("slow",))
+    waiting.start()
+    try:
+        threading.Event().wait(0.3)  # past groupcommit.SOON_S, before the run's end
+        assert [r.status for r in service.runs.unfinished() if r.loop == "slow"] == [
+            RunStatus.RUNNING]
+    finally:
+        waiting.join(timeout=30)
+    [slow] = service.runs.find(RunFilter(loop="slow"))
+    assert slow.status == RunStatus.SUCCESS and slow.result == "slow"
+
+
+def test_a_waited_for_run_that_cannot_be_recorded_says_so(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert service.run("fast", {"n": 1}).result == 2
+
+    def broken(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hotsql, "insert_runs", broken)
+    with pytest.raises(OSError, match="disk full"):
+        service.run("fast", {"n": 2})

@@ -197,8 +197,12 @@ class Dispatcher:
             done = self.wait(record.id)
             self.offer(record)
             return record, done
+        created = None
         try:
-            record = self.runs.create(new, running=True)
+            if inline:  # its record commits with its end, one write (RunStore.create_soon)
+                record, created = self.runs.create_soon(new)
+            else:
+                record = self.runs.create(new, running=True)
         except BaseException:
             slots.release()
             raise
@@ -209,6 +213,8 @@ class Dispatcher:
             slots.release()
             self._ended.put(_Ended(record, RunResult.failed(
                 "InternalError", f"tsq could not start the run: {exc}")))
+        if created is not None and created.done.is_set():  # ended here: the caller hears
+            self.runs.writes.written(created)  # that its run is not on record, if it is not
         return record, done
 
     def wait(self, run_id: str) -> Future[Run]:

@@ -11,6 +11,10 @@ A lone write costs what it did (one transaction, at once).
 If a batch fails, each of its writes is run again in a transaction of its own, so an error (a
 duplicate run key) reaches only the caller whose write caused it.
 
+A write nobody needs to wait for yet (`write_soon`: the record of a run whose caller waits for
+its end anyway) rides with the next batch, so a short run by hand costs one commit, not two; if
+no batch comes within SOON_S, a thread of this class commits it then.
+
 On SQLite the batches run on one connection kept open: taking a connection from the pool and
 giving it back (with its reset) cost more than the write. On PostgreSQL each batch takes a pooled
 connection, which the pool checks first, so a restarted server costs no write.
@@ -19,7 +23,9 @@ connection, which the pool checks first, so a restarted server costs no write.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -28,17 +34,23 @@ from sqlalchemy.engine import Connection, Engine
 from tsq.db import transaction, write_lock
 
 KEEPS_CONNECTION = {"sqlite": True, "postgresql": False}  # by backend (see above)
+SOON_S = 0.1  # the longest a `write_soon` waits for a batch to ride with
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "Write"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class _Write(Generic[T]):
-    __slots__ = ("done", "error", "lead", "result", "write")
+class Write(Generic[T]):
+    """A write handed in: its function, then its result or error once its batch ended."""
 
-    def __init__(self, write: Callable[[Connection], T]) -> None:
+    __slots__ = ("done", "error", "lead", "result", "soon", "write")
+
+    def __init__(self, write: Callable[[Connection], T], *, soon: bool = False) -> None:
         self.write = write
+        self.soon = soon  # no thread waits for it to be written (`write_soon`)
         self.done = threading.Event()
         self.lead = False  # woken to lead the next batch, not because its write is done
         self.result: T | None = None
@@ -51,12 +63,24 @@ class GroupCommit:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self._waiting: list[_Write[Any]] = []
+        self._waiting: list[Write[Any]] = []
         self._leading = False  # a thread is running a batch
         self.batches = 0  # batches committed, for tests and benchmarks
         self._kept: Connection | None = None  # used by the leader only, one at a time
+        self._soon_due = threading.Condition(self._lock)  # wakes the `write_soon` thread
+        self._soon_thread: threading.Thread | None = None
+        self._closed = False
 
     def close(self) -> None:
+        """Commit what `write_soon` left waiting, then let the connection go."""
+        with self._lock:
+            self._closed = True
+            self._soon_due.notify()
+            pending = any(write.soon for write in self._waiting)
+        if pending:
+            self.write(_nothing)
+        if self._soon_thread is not None:
+            self._soon_thread.join(timeout=5)
         with write_lock(self.engine):
             if self._kept is not None:
                 self._kept.close()
@@ -82,7 +106,7 @@ class GroupCommit:
     def write(self, write: Callable[[Connection], T]) -> T:
         """`write(connection)`'s result once the transaction it ran in has committed; its
         exception if it failed (in a transaction of its own, then)."""
-        mine: _Write[T] = _Write(write)
+        mine: Write[T] = Write(write)
         with self._lock:
             self._waiting.append(mine)
             lead = not self._leading
@@ -94,6 +118,44 @@ class GroupCommit:
         self._lead()
         return self._outcome(mine)
 
+    def write_soon(self, write: Callable[[Connection], T]) -> Write[T]:
+        """Hand `write` in to be committed with the next batch, or within SOON_S; `written`
+        waits for it. Writes handed in later commit after it, in the same batch or a later
+        one, so a write that needs its rows finds them."""
+        mine: Write[T] = Write(write, soon=True)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the group commit is closed")
+            first = not any(write.soon for write in self._waiting)
+            self._waiting.append(mine)
+            if self._soon_thread is None:
+                self._soon_thread = threading.Thread(target=self._commit_soon_writes,
+                                                     name="tsq-commit-soon", daemon=True)
+                self._soon_thread.start()
+            if first:
+                self._soon_due.notify()
+        return mine
+
+    def written(self, write: Write[T]) -> T:
+        """The result of a `write_soon` once it has committed; its exception if it failed."""
+        write.done.wait()
+        return self._outcome(write)
+
+    def _commit_soon_writes(self) -> None:
+        """The `write_soon` thread: leads a batch for writes no batch took within SOON_S."""
+        while True:
+            with self._lock:
+                while not self._closed and not any(w.soon for w in self._waiting):
+                    self._soon_due.wait()
+                due_at = time.monotonic() + SOON_S  # at least as old as the oldest of them
+                while not self._closed and (left := due_at - time.monotonic()) > 0:
+                    self._soon_due.wait(left)
+                if self._closed:
+                    return
+                due = not self._leading and any(w.soon for w in self._waiting)
+            if due:
+                self.write(_nothing)  # leads a batch, which takes every write waiting
+
     def _lead(self) -> None:
         with self._lock:
             batch, self._waiting = self._waiting, []
@@ -101,17 +163,21 @@ class GroupCommit:
             self._commit(batch)
         finally:
             with self._lock:
-                if self._waiting:  # handed in during the batch: the first of them leads next
-                    successor = self._waiting[0]
+                # The first write handed in during the batch whose thread waits leads next;
+                # `write_soon` ones wait for it or for their thread.
+                successor = next((write for write in self._waiting if not write.soon), None)
+                if successor is not None:
                     successor.lead = True
                     successor.done.set()
                 else:
                     self._leading = False
             for write in batch:
+                if write.soon and write.error is not None:  # no thread of its own hears it
+                    log.error("a write handed in to commit soon failed: %s", write.error)
                 write.lead = False
                 write.done.set()
 
-    def _commit(self, batch: list[_Write[Any]]) -> None:
+    def _commit(self, batch: list[Write[Any]]) -> None:
         self.batches += 1
         try:
             with self._transaction() as db:
@@ -135,7 +201,11 @@ class GroupCommit:
             write.result = result
 
     @staticmethod
-    def _outcome(write: _Write[T]) -> T:
+    def _outcome(write: Write[T]) -> T:
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[return-value]  # set when error is not
+
+
+def _nothing(_db: Connection) -> None:
+    """A write that only makes a batch happen (for the writes waiting in it)."""

@@ -21,7 +21,7 @@ from tsq import hotsql
 from tsq.clock import Clock, now_ms, wall
 from tsq.db import run_logs, runs, transaction
 from tsq.errors import Conflict, NotFound
-from tsq.groupcommit import GroupCommit
+from tsq.groupcommit import GroupCommit, Write
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
 from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
@@ -148,6 +148,20 @@ _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     queued_ms=sa.bindparam("b_now")))
 
 
+class _Insertion:
+    """The write that inserts `run`'s row; the run, as the write's result."""
+
+    __slots__ = ("row", "run")
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.row = run.row()
+
+    def __call__(self, db: Connection) -> Run:
+        hotsql.insert_runs(db, [self.row])
+        return self.run
+
+
 def run_key(loop: str, event: str, scheduled_ms: int) -> str:
     """The key that makes `(loop, event, scheduled time)` run once (unique per project)."""
     return f"{loop}:{event}:{scheduled_ms}"
@@ -173,16 +187,21 @@ class RunStore:
         """Insert a run, queued or, with `running`, created and claimed in one write (a run
         started at once on a free worker); a keyed run whose key exists raises sqlalchemy's
         IntegrityError."""
+        return self.writes.write(self._insertion(new, running))
+
+    def create_soon(self, new: NewRun) -> tuple[Run, Write[Run]]:
+        """A run created and claimed whose record commits with the next batch of writes (its
+        own end, for a short run) or within `groupcommit.SOON_S`: a run by hand whose caller
+        waits for its end, so that it costs one commit, not two. A service killed in that time
+        leaves no record of it, and its caller no answer. `writes.written` of the handle
+        raises what the insert raised."""
+        insert = self._insertion(new, running=True)
+        return insert.run, self.writes.write_soon(insert)
+
+    def _insertion(self, new: NewRun, running: bool) -> _Insertion:
         now = self._now_ms()
         run = new.queued(new_run_id(now), now)
-        if running:
-            run = run.started(now)
-        row = run.row()
-
-        def insert(db: Connection) -> Run:
-            hotsql.insert_runs(db, [row])
-            return run
-        return self.writes.write(insert)
+        return _Insertion(run.started(now) if running else run)
 
     def create_new(self, batch: Sequence[NewRun]) -> list[Run]:
         """Insert the runs whose keys are new, in one transaction; the records created.
