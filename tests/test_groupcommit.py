@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tsq.db import connect
 from tsq import groupcommit
+from tsq.db import connect
 from tsq.groupcommit import GroupCommit
 
 ITEMS = sa.table("items", sa.column("id", sa.Integer), sa.column("name", sa.String))

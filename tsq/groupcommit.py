@@ -48,9 +48,9 @@ class Write(Generic[T]):
 
     __slots__ = ("done", "error", "lead", "result", "soon", "write")
 
-    def __init__(self, write: Callable[[Connection], T], *, soon: bool = False) -> None:
+    def __init__(self, write: Callable[[Connection], T], *, soon: float | None = None) -> None:
         self.write = write
-        self.soon = soon  # no thread waits for it to be written (`write_soon`)
+        self.soon = soon  # handed in at (monotonic) by `write_soon`: no thread waits for it
         self.done = threading.Event()
         self.lead = False  # woken to lead the next batch, not because its write is done
         self.result: T | None = None
@@ -69,6 +69,7 @@ class GroupCommit:
         self._kept: Connection | None = None  # used by the leader only, one at a time
         self._soon_due = threading.Condition(self._lock)  # wakes the `write_soon` thread
         self._soon_thread: threading.Thread | None = None
+        self._soon_idle = False  # the `write_soon` thread waits until told
         self._closed = False
 
     def close(self) -> None:
@@ -76,7 +77,7 @@ class GroupCommit:
         with self._lock:
             self._closed = True
             self._soon_due.notify()
-            pending = any(write.soon for write in self._waiting)
+            pending = self._oldest_soon() is not None
         if pending:
             self.write(_nothing)
         if self._soon_thread is not None:
@@ -122,17 +123,17 @@ class GroupCommit:
         """Hand `write` in to be committed with the next batch, or within SOON_S; `written`
         waits for it. Writes handed in later commit after it, in the same batch or a later
         one, so a write that needs its rows finds them."""
-        mine: Write[T] = Write(write, soon=True)
+        mine: Write[T] = Write(write, soon=time.monotonic())
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group commit is closed")
-            first = not any(write.soon for write in self._waiting)
             self._waiting.append(mine)
             if self._soon_thread is None:
                 self._soon_thread = threading.Thread(target=self._commit_soon_writes,
                                                      name="tsq-commit-soon", daemon=True)
                 self._soon_thread.start()
-            if first:
+            if self._soon_idle:  # told only when it waits idle: not a wake-up per batch
+                self._soon_idle = False
                 self._soon_due.notify()
         return mine
 
@@ -142,19 +143,25 @@ class GroupCommit:
         return self._outcome(write)
 
     def _commit_soon_writes(self) -> None:
-        """The `write_soon` thread: leads a batch for writes no batch took within SOON_S."""
+        """The `write_soon` thread: makes a batch for the writes no batch took in SOON_S."""
         while True:
             with self._lock:
-                while not self._closed and not any(w.soon for w in self._waiting):
+                oldest = self._oldest_soon()
+                if oldest is None and not self._closed:  # nothing to watch: wait to be told
+                    self._soon_idle = True
                     self._soon_due.wait()
-                due_at = time.monotonic() + SOON_S  # at least as old as the oldest of them
-                while not self._closed and (left := due_at - time.monotonic()) > 0:
-                    self._soon_due.wait(left)
+                    continue
                 if self._closed:
                     return
-                due = not self._leading and any(w.soon for w in self._waiting)
-            if due:
-                self.write(_nothing)  # leads a batch, which takes every write waiting
+                assert oldest.soon is not None
+                left = oldest.soon + SOON_S - time.monotonic()
+                if left > 0:
+                    self._soon_due.wait(left)  # a batch may take it meanwhile
+                    continue
+            self.write(_nothing)  # waits in (or leads) the next batch, which takes it
+
+    def _oldest_soon(self) -> Write[Any] | None:
+        return next((write for write in self._waiting if write.soon is not None), None)
 
     def _lead(self) -> None:
         with self._lock:
@@ -165,14 +172,14 @@ class GroupCommit:
             with self._lock:
                 # The first write handed in during the batch whose thread waits leads next;
                 # `write_soon` ones wait for it or for their thread.
-                successor = next((write for write in self._waiting if not write.soon), None)
+                successor = next((write for write in self._waiting if write.soon is None), None)
                 if successor is not None:
                     successor.lead = True
                     successor.done.set()
                 else:
                     self._leading = False
             for write in batch:
-                if write.soon and write.error is not None:  # no thread of its own hears it
+                if write.soon is not None and write.error is not None:  # no thread hears it
                     log.error("a write handed in to commit soon failed: %s", write.error)
                 write.lead = False
                 write.done.set()
