@@ -146,14 +146,13 @@ class GroupCommit:
         """The `write_soon` thread: makes a batch for the writes no batch took in SOON_S."""
         while True:
             with self._lock:
+                if self._closed:  # `close` commits what is left
+                    return
                 oldest = self._oldest_soon()
-                if oldest is None and not self._closed:  # nothing to watch: wait to be told
+                if oldest is None or oldest.soon is None:  # nothing to watch: wait to be told
                     self._soon_idle = True
                     self._soon_due.wait()
                     continue
-                if self._closed:
-                    return
-                assert oldest.soon is not None
                 left = oldest.soon + SOON_S - time.monotonic()
                 if left > 0:
                     self._soon_due.wait(left)  # a batch may take it meanwhile
