@@ -69,7 +69,7 @@ def _measure(report: Report, backend: str, url: str, runs: int, single_claims: i
             "claims_per_s_one_at_a_time": round(len(one_s) / sum(one_s)),
             "claims_per_s_in_batches": round(len(many_s) * CLAIM_BATCH / sum(many_s))})
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 def _claims(store: RunStore, ids: list[str], batch: int) -> list[float]:

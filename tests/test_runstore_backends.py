@@ -34,7 +34,7 @@ def url(database_url: str | None, tmp_path: Path) -> str:
 def store(url: str) -> Iterator[RunStore]:
     made = RunStore(db.connect(url))
     yield made
-    made.engine.dispose()
+    made.close()
 
 
 def scheduled(at_ms: int, loop: str = "roll") -> NewRun:
@@ -98,7 +98,7 @@ def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:
         assert stores[1].claim_many(ids) == set()  # none is queued any more
     finally:
         for made_store in stores:
-            made_store.engine.dispose()
+            made_store.close()
 
 
 @pytest.mark.postgres
@@ -122,7 +122,7 @@ def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
         assert store.claim_many(ids) == set(ids[:2])
     finally:
         for made in (store, other):
-            made.engine.dispose()
+            made.close()
         postgres.drop_database(name)
 
 
@@ -188,14 +188,13 @@ def test_an_id_prefix_ending_in_9_is_found_under_a_linguistic_collation(
     """Under an ICU (or glibc) collation ':' (the character after '9') sorts before the
     digits, so a prefix's range must not end at it."""
     name = postgres.create_database(template=None, name="icu_collation", icu_locale="en-US")
-    engine = db.connect(postgres.url(name))
+    store = RunStore(db.connect(postgres.url(name)))
     try:
-        store = RunStore(engine)
         made = [run.id for run in store.create_new([scheduled(60_000 * i)
                                                     for i in range(1, 60)])]
         assert checked_prefixes(store, made) > 0
     finally:
-        engine.dispose()
+        store.close()
         postgres.drop_database(name)
 
 
@@ -318,10 +317,11 @@ def test_a_plain_postgresql_url_uses_psycopg_3(postgres: pgserver.PostgresServer
     """`postgresql://` would be psycopg2 to SQLAlchemy, which the `postgres` extra does not
     install: tsq reads it as psycopg 3's."""
     name = postgres.create_database()
-    engine = db.connect(postgres.url(name).replace("postgresql+psycopg://", "postgresql://"))
+    store = RunStore(db.connect(postgres.url(name).replace("postgresql+psycopg://",
+                                                          "postgresql://")))
     try:
-        assert engine.dialect.driver == "psycopg"
-        assert RunStore(engine).create_new([scheduled(60_000)])
+        assert store.engine.dialect.driver == "psycopg"
+        assert store.create_new([scheduled(60_000)])
     finally:
-        engine.dispose()
+        store.close()
         postgres.drop_database(name)

@@ -171,7 +171,10 @@ def _statuses(data: Path) -> dict[str, str]:
     from tsq.runstore import RunFilter, RunStore
 
     store = RunStore(connect(Settings.load(data).database_url))
-    return {run.id: run.status for run in store.find(RunFilter(limit=100))}
+    try:
+        return {run.id: run.status for run in store.find(RunFilter(limit=100))}
+    finally:
+        store.close()
 
 
 def _leave_unfinished_runs(data: Path) -> dict[str, str]:
@@ -192,7 +195,7 @@ def _leave_unfinished_runs(data: Path) -> dict[str, str]:
     for status in (RunStatus.QUEUED, RunStatus.RUNNING):
         store.create(NewRun(project="demo", loop="hello", event="gra", version_id=version,
                             trigger="cli", params={}, status=status))
-    engine.dispose()
+    store.close()
     return _statuses(data)
 
 

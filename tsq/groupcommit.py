@@ -15,9 +15,13 @@ A write nobody needs to wait for yet (`write_soon`: the record of a run whose ca
 its end anyway) rides with the next batch, so a short run by hand costs one commit, not two; if
 no batch comes within SOON_S, a thread of this class commits it then.
 
-On SQLite the batches run on one connection kept open: taking a connection from the pool and
-giving it back (with its reset) cost more than the write. On PostgreSQL each batch takes a pooled
-connection, which the pool checks first, so a restarted server costs no write.
+The batches run on one connection kept open: taking a connection from the pool and giving it
+back (with its reset) cost more than the write, and on PostgreSQL the pool's check of it (a
+round trip) was a tenth of a worker process's time under load. A connection idle for more than
+KEEP_IDLE_S goes back to the pool, so the next batch gets a checked one: a server restarted
+while the writes paused costs no write. One that fails a batch is dropped (the batch's writes
+run again alone, each on a new one); so a restart under load fails the writes of one batch,
+which their callers write again (docs/scale-out.md says how each does).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from tsq.db import transaction, write_lock
+from tsq.db import write_lock
 
-KEEPS_CONNECTION = {"sqlite": True, "postgresql": False}  # by backend (see above)
+KEEP_IDLE_S = 1.0  # a connection unused this long is checked before its next batch
 SOON_S = 0.1  # the longest a `write_soon` waits for a batch to ride with
 
 __all__ = ["GroupCommit", "Write"]
@@ -67,6 +71,7 @@ class GroupCommit:
         self._leading = False  # a thread is running a batch
         self.batches = 0  # batches committed, for tests and benchmarks
         self._kept: Connection | None = None  # used by the leader only, one at a time
+        self._used = 0.0  # when the kept connection last ended a transaction (monotonic)
         self._soon_due = threading.Condition(self._lock)  # wakes the `write_soon` thread
         self._soon_thread: threading.Thread | None = None
         self._soon_idle = False  # the `write_soon` thread waits until told
@@ -89,20 +94,20 @@ class GroupCommit:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        if not KEEPS_CONNECTION.get(self.engine.dialect.name, False):
-            with transaction(self.engine) as db:
-                yield db
-            return
         with write_lock(self.engine):
-            kept = self._kept or self.engine.connect()
-            self._kept = None  # until the transaction has ended well
+            kept, self._kept = self._kept, None  # None until the transaction has ended well
+            if kept is not None and time.monotonic() - self._used > KEEP_IDLE_S:
+                kept.close()  # back to the pool, which checks it (pool_pre_ping)
+                kept = None
+            if kept is None:
+                kept = self.engine.connect()
             try:
                 with kept.begin():
                     yield kept
             except BaseException:
                 kept.close()
                 raise
-            self._kept = kept
+            self._kept, self._used = kept, time.monotonic()
 
     def write(self, write: Callable[[Connection], T]) -> T:
         """`write(connection)`'s result once the transaction it ran in has committed; its

@@ -180,6 +180,11 @@ class RunStore:
         # together
         self.writes = GroupCommit(engine)
 
+    def close(self) -> None:
+        """Commit what waits to be written, then let the engine's connections go."""
+        self.writes.close()
+        self.engine.dispose()  # on PostgreSQL each pooled connection is a server process
+
     def _now_ms(self) -> int:
         return now_ms(self.clock)
 

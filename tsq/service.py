@@ -299,8 +299,7 @@ class Service:
         if self._pool is not None:
             self._pool.close()
         self.connections.close()
-        self.runs.writes.close()
-        self.runs.engine.dispose()  # on PostgreSQL each pooled connection is a server process
+        self.runs.close()
 
     # -- loops -----------------------------------------------------------------------------
 

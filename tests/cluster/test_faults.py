@@ -125,11 +125,11 @@ def test_a_run_whose_message_was_lost_is_published_again_by_the_leader(cluster: 
         assert deployed.status_code == 201, deployed.text
         version = client.get("/v1/loops/count").json()["version"]["id"]
         # A process created this run a minute ago and died before publishing it.
-        engine = connect(cluster.database_url)
-        lost = RunStore(engine, clock=lambda: time.time() - 60).create(NewRun(
+        store = RunStore(connect(cluster.database_url), clock=lambda: time.time() - 60)
+        lost = store.create(NewRun(
             project="c", loop="count", event="manual", version_id=version, trigger="manual",
             params={}))
-        engine.dispose()
+        store.close()
         time.sleep(2)
         assert run_record(client, lost.id)["status"] == "queued"  # nobody knows of it
         cluster.start("scheduler", "scheduler", store_url=api.url)
