@@ -118,3 +118,12 @@ def test_a_waited_for_run_that_cannot_be_recorded_says_so(
     monkeypatch.setattr(hotsql, "insert_runs", broken)
     with pytest.raises(OSError, match="disk full"):
         service.run("fast", {"n": 2})
+
+
+def test_the_ends_of_runs_elsewhere_matter_only_while_someone_waits(service: Service) -> None:
+    dispatcher = service.dispatcher
+    assert not dispatcher.hears_ends()  # a cluster's worker process then skips every notice
+    waiting = dispatcher.wait("r1")
+    assert dispatcher.hears_ends()
+    dispatcher.ended_elsewhere([{**service.run("fast", {"n": 1}).to_json(), "id": "r1"}])
+    assert waiting.result(timeout=5).id == "r1" and not dispatcher.hears_ends()

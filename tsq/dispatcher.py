@@ -254,6 +254,12 @@ class Dispatcher:
         self._ended.put(_Ended(run, RunResult.failure(FailureKind.INTERRUPTED, why),
                                holds_slot=False))
 
+    def hears_ends(self) -> bool:
+        """Whether the ends of runs elsewhere matter here now: someone waits for a run, or
+        listens to them all. A run's waiter is made before the run is offered, so no end it
+        waits for can come while this says no."""
+        return bool(self._waiters) or bool(self._elsewhere_listeners)
+
     def ended_elsewhere(self, notice: list[dict[str, Any] | str]) -> None:
         """Runs ended on a process of the cluster (each as it ended, or its id when it was too
         large to carry): wake whoever waits for them here."""

@@ -95,6 +95,26 @@ def test_every_process_hears_of_a_loop_change(nats_server: NatsServer, cluster_n
         other.close()
 
 
+def test_a_listener_hears_notices_only_while_it_wants_them(bus: Bus) -> None:
+    wanted = threading.Event()
+    heard: list[list[Any]] = []
+    arrived = threading.Event()
+
+    def listener(notice: list[Any]) -> None:
+        heard.append(notice)
+        arrived.set()
+
+    subject = bus.names.ended_subject
+    bus.listen(subject, listener, wanted=wanted.is_set)
+    bus.tell(subject, ["unwanted"])
+    time.sleep(0.3)  # the notice came and went: nobody here wanted it
+    wanted.set()
+    bus.tell(subject, ["r1", {"id": "r2"}])
+    assert arrived.wait(5)
+    time.sleep(0.1)
+    assert heard == [["r1", {"id": "r2"}]]
+
+
 def test_an_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"cannot reach NATS at nats://127.0.0.1:1 "
                                           r"\(--cluster\).*nats-server -js"):

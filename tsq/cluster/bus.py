@@ -324,10 +324,14 @@ class Bus:
         if items:
             self.call(self._nc.publish(subject, orjson.dumps(items)), wait=False)
 
-    def listen(self, subject: str, listener: Callable[[list[Any]], None]) -> None:
-        """Call `listener` with the list of each notice on `subject`, off the event loop."""
+    def listen(self, subject: str, listener: Callable[[list[Any]], None],
+               wanted: Callable[[], bool] | None = None) -> None:
+        """Call `listener` with the list of each notice on `subject`, off the event loop; with
+        `wanted`, only while it says so (asked on the event loop, so it must be quick): a
+        notice nobody here wants costs neither its parse nor a thread."""
         async def heard(msg: Msg) -> None:
-            self._loop.run_in_executor(None, listener, orjson.loads(msg.data))
+            if wanted is None or wanted():
+                self._loop.run_in_executor(None, listener, orjson.loads(msg.data))
 
         self.call(self._nc.subscribe(subject, cb=heard))
 

@@ -173,7 +173,9 @@ class WorkQueue:
 
     def listen_for_ends(self, dispatcher: Dispatcher) -> None:
         """Wake this process's waiters for runs that ended on other processes."""
-        self.bus.listen(self.bus.names.ended_subject, dispatcher.ended_elsewhere)
+        # Every process hears every run's end; most worker processes wait for none of them.
+        self.bus.listen(self.bus.names.ended_subject, dispatcher.ended_elsewhere,
+                        wanted=dispatcher.hears_ends)
 
     def close(self) -> None:
         self.republishing(False)
