@@ -17,7 +17,7 @@ no batch comes within SOON_S, a thread of this class commits it then.
 
 The batches run on one connection kept open: taking a connection from the pool and giving it
 back (with its reset) cost more than the write, and on PostgreSQL the pool's check of it (a
-round trip) was a tenth of a worker process's time under load. A connection idle for more than
+round trip) was 7 % of a cluster worker process's time under load. A connection idle for more than
 KEEP_IDLE_S goes back to the pool, so the next batch gets a checked one: a server restarted
 while the writes paused costs no write. One that fails a batch is dropped (the batch's writes
 run again alone, each on a new one); so a restart under load fails the writes of one batch,
