@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -129,6 +130,10 @@ class _Worker:
         # The supervisor sends the next job while this one runs (tsq.worker_pool), so it may
         # come before the answer to a host call: kept here until this run ends.
         self.waiting: deque[WireJob | None] = deque()
+        # One poll object for the pipe, as the supervisor keeps (Connection.poll builds a
+        # selector per call, and `has_message` asks once a run).
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
         self.runtimes: dict[str, Runtime] = {}
         self.programs: OrderedDict[str, Program] = OrderedDict()
         self.runtime("js")  # start the V8 instance pool on the main thread, before any run
@@ -168,7 +173,7 @@ class _Worker:
 
     def has_message(self) -> bool:
         """Whether a message waits (the next job, sent behind the last one)."""
-        return bool(self.waiting) or self.conn.poll(0)
+        return bool(self.waiting) or bool(self._poller.poll(0))
 
     def next_message(self) -> WireJob | None:
         """The next job (None: stop), one that came during the last run first."""
