@@ -328,31 +328,39 @@ def test_bucketize_unordered_is_bucketize_of_the_points_in_any_order(
        closed=st.sampled_from(["left", "right"]), fixed=st.booleans(),
        fill=st.sampled_from(["none", "previous", "interpolate", "auto"]),
        seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 60), max_size=3),
-       compiled=st.booleans(), threads=st.booleans(), time_order=st.booleans())
+       compiled=st.booleans(), dense=st.booleans(), threads=st.booleans(),
+       time_order=st.booleans())
 def test_bucketize_parts_is_bucketize_of_the_points_in_parts_and_runs(
         spec: list[Any], name: str, closed: str, fixed: bool, fill: str, seed: int,
-        cuts: list[int], compiled: bool, threads: bool, time_order: bool) -> None:
+        cuts: list[int], compiled: bool, dense: bool, threads: bool, time_order: bool
+) -> None:
     """As the embedded store reads a window: the points in parts (its table, its head's
     chunks), each part's points in runs of one series or in any order, named by series ids
     that a table maps to ranks: the same buckets as `bucketize`, whether the runs are
-    reduced by numpy or the compiled pass, on one thread or several, and whatever the order
-    of the points within a series' run."""
+    reduced by numpy or the compiled pass, or every point added into dense cells by the
+    compiled accumulation, on one thread or several, and whatever the order of the points
+    within a series' run."""
     with patch.object(buckets_module, "COMPILED_POINTS", 0 if compiled else 2**62), \
+            patch.object(buckets_module, "DENSE_CELLS", 2**40 if dense else 0), \
             patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62):
         _bucketize_parts_is_bucketize(spec, name, closed, fixed, fill, seed, cuts, time_order)
 
 
 @pytest.mark.parametrize("closed", ["left", "right"])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_runs_of_points_on_every_bucket_edge_split_there(closed: str, compiled: bool) -> None:
+@pytest.mark.parametrize("dense", [True, False])
+def test_runs_of_points_on_every_bucket_edge_split_there(closed: str, compiled: bool,
+                                                         dense: bool) -> None:
     """Points every half span, on each edge and between: a run ends exactly at an edge, on
-    the side the buckets close, in the compiled pass as in numpy's."""
+    the side the buckets close, in the compiled passes (over runs, into dense cells) as in
+    numpy's."""
     stamps = np.arange(-40, 60, SPAN // 2, dtype=np.int64)
     source = SeriesSet(("a", "b"), ({}, {}), np.concatenate([stamps, stamps]),
                        np.arange(2.0 * len(stamps)), np.array([0, len(stamps), 2 * len(stamps)]))
     grid = Buckets(SPAN, anchor=3 * SPAN, closed=closed)  # type: ignore[arg-type]
     parts = [buckets_module.Points(source.series_ids(), source.timestamps, source.values, True)]
-    with patch.object(buckets_module, "COMPILED_POINTS", 0 if compiled else 2**62):
+    with patch.object(buckets_module, "COMPILED_POINTS", 0 if compiled else 2**62), \
+            patch.object(buckets_module, "DENSE_CELLS", 2**40 if dense else 0):
         for name in ("sum", "count", "min", "max", "mean"):
             found = buckets_module.bucketize_parts(source, parts, grid, Aggregator(name))
             expected = bucketize(source, grid, Aggregator(name))

@@ -173,6 +173,7 @@ def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
 # bucket's sum adds its points in the order they come (time order, as a store reads them)
 UNORDERED = frozenset({"sum", "mean", "count", "min", "max"})
 SPARSE_CELLS = 4  # (series by bucket) cells per point above which the grid is too sparse
+DENSE_CELLS = 2  # cells per point up to which a large read is added into dense arrays
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,15 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
     if agg.name not in UNORDERED or any(p.values.dtype.kind != "f" for p in parts):
         return None
     bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
+    points = sum(len(p.stamps) for p in parts)
+    if points >= COMPILED_POINTS:
+        window = _window(parts, bounds)
+        if window is None or not _edges_fit(buckets, *window):
+            return None
+        first, last = bucket_index(np.array(window, np.int64), buckets).tolist()
+        if len(series) * (last - first + 1) <= DENSE_CELLS * points:
+            return _accumulated(series, parts, buckets, agg, fills, rank_of, bounds, first,
+                                last - first + 1)
     kept = [p for p in (_inside(part, bounds) for part in parts) if p is not None]
     if not kept:
         return None
@@ -232,6 +242,69 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
     column += first
     return _gridded(series, np.bincount(row, minlength=len(series)), row, column, aggregates,
                     buckets, fills)
+
+
+def _window(parts: Sequence[Points], bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The earliest and latest times of `parts` inside the fixed grid `bounds` (low, high],
+    NaN points or not; None if no part holds a point there."""
+    spans = [(int(p.stamps.min()), int(p.stamps.max())) for p in parts if len(p.stamps)]
+    if not spans:
+        return None
+    earliest, latest = min(low for low, _ in spans), max(high for _, high in spans)
+    if bounds is not None:
+        earliest, latest = max(earliest, bounds[0] + 1), min(latest, bounds[1])
+    return (earliest, latest) if earliest <= latest else None
+
+
+def _accumulated(series: SeriesSet, parts: Sequence[Points], buckets: Buckets,
+                 agg: Aggregator, fills: Sequence[Fill],
+                 rank_of: npt.NDArray[np.integer[Any]] | None,
+                 bounds: tuple[int, int] | None, first: int, width: int) -> SeriesSet | None:
+    """`bucketize_parts` of millions of points into a grid no sparser than them: every point
+    is added into dense arrays of the (series, bucket) cells by one compiled pass, runs or
+    not (tsq.kernels.compiled.accumulate), a share of the parts on each core, each into
+    arrays of its own; the shares' arrays are then combined. None if no point is left."""
+    from tsq.kernels.compiled import accumulate
+
+    cells = len(series) * width
+
+    def share(group: list[Points]) -> tuple[Array, Array]:
+        return accumulate([(p.ids, p.stamps, p.values) for p in group], rank_of,
+                          buckets.anchor, buckets.span, buckets.closed == "right", first, width,
+                          cells, agg.name, bounds)
+
+    shares = [share(list(parts))] if not _parallel(parts) else \
+        list(_kernel_threads().map(share, _shared_out(parts, os.cpu_count() or 1)))
+    totals, counts = shares[0]
+    for more_totals, more_counts in shares[1:]:
+        counts += more_counts
+        COMBINE[agg.name](totals, more_totals, out=totals)
+    held = np.flatnonzero(counts)
+    if not len(held):
+        return None
+    aggregates = counts[held] if agg.name == "count" else totals[held]
+    if agg.name == "mean":
+        aggregates /= counts[held]
+    row, column = np.divmod(held, width)
+    column += first
+    return _gridded(series, np.bincount(row, minlength=len(series)), row, column, aggregates,
+                    buckets, fills)
+
+
+# How the shares' dense arrays of a cell's aggregate are combined (count's go unused)
+COMBINE = {"sum": np.add, "mean": np.add, "count": np.add, "min": np.minimum,
+           "max": np.maximum}
+
+
+def _shared_out(parts: Sequence[Points], shares: int) -> list[list[Points]]:
+    """`parts` in `shares` groups of about as many points, the largest placed first."""
+    groups: list[list[Points]] = [[] for _ in range(min(shares, len(parts)))]
+    loads = [0] * len(groups)
+    for part in sorted(parts, key=lambda p: -len(p.stamps)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(part)
+        loads[lightest] += len(part.stamps)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -269,10 +342,15 @@ Reduced = tuple[Ints, Array, Array | None]  # cells, values, weights: see _reduc
 
 def _on_cores(work: Callable[[_Kept], Reduced], kept: Sequence[_Kept]) -> list[Reduced]:
     """`work` on each part, in threads when there is enough to share."""
-    if len(kept) < 2 or sum(len(k.points.stamps) for k in kept) < PARALLEL_POINTS or \
-            (os.cpu_count() or 1) < 2:
+    if not _parallel([k.points for k in kept]):
         return [work(k) for k in kept]
     return list(_kernel_threads().map(work, kept))
+
+
+def _parallel(parts: Sequence[Points]) -> bool:
+    """Whether `parts` are worth sharing out between the cores."""
+    return len(parts) >= 2 and sum(len(p.stamps) for p in parts) >= PARALLEL_POINTS and \
+        (os.cpu_count() or 1) >= 2
 
 
 @functools.cache
