@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from tsq.errors import BadRequest
 from tsq.kernels.aggregate import CHUNK, Aggregator, reduce_segments
+from tsq.kernels.blocks import Blocks
 from tsq.series import SeriesSet
 
 __all__ = ["FILLS", "MAX_GRID_CELLS", "Buckets", "Closed", "Fill", "Label", "Points",
@@ -200,18 +201,22 @@ def bucketize_unordered(series: SeriesSet, rank: npt.NDArray[np.integer[Any]], s
     return bucketize_parts(series, [Points(rank, stamps, values)], buckets, agg, fills)
 
 
-def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets,
+def bucketize_parts(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets,
                     agg: Aggregator, fills: Sequence[Fill] = (),
                     rank_of: npt.NDArray[np.integer[Any]] | None = None) -> SeriesSet | None:
     """`bucketize_unordered` of points read in parts (a store's table and the chunks of its
     head), none joined to another: `rank_of[ids[i]]` is the series of a part's point i (None:
-    the ids are ranks). In a part of runs, each run of one (series, bucket) cell is reduced
-    first (`reduceat`, or one compiled pass for a large part), and the cells add up runs, not
-    points. Large reads are reduced on every core (numpy and numba let go of the GIL)."""
-    if agg.name not in UNORDERED or any(p.values.dtype.kind != "f" for p in parts):
+    the ids are ranks), and a part of compressed blocks (tsq.kernels.blocks) is decoded. A
+    large read is added into dense cells by a compiled pass (`_accumulated`; the blocks are
+    decoded there a block at a time). Otherwise, in a part of runs, each run of one (series,
+    bucket) cell is reduced first (`reduceat`, or one compiled pass for a large part), and the
+    cells add up runs, not points. Large reads are reduced on every core (numpy and numba let
+    go of the GIL)."""
+    if agg.name not in UNORDERED or \
+            any(isinstance(p, Points) and p.values.dtype.kind != "f" for p in parts):
         return None
     bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
-    points = sum(len(p.stamps) for p in parts)
+    points = sum(_size(p) for p in parts)
     if points >= COMPILED_POINTS:
         window = _window(parts, bounds)
         if window is None or not _edges_fit(buckets, *window):
@@ -220,7 +225,7 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
         if len(series) * (last - first + 1) <= DENSE_CELLS * points:
             return _accumulated(series, parts, buckets, agg, fills, rank_of, bounds, first,
                                 last - first + 1)
-    kept = [p for p in (_inside(part, bounds) for part in parts) if p is not None]
+    kept = [p for p in (_inside(points_of(part), bounds) for part in parts) if p is not None]
     if not kept:
         return None
     earliest = min(p.low for p in kept)
@@ -244,10 +249,25 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points], buckets: Buckets
                     buckets, fills)
 
 
-def _window(parts: Sequence[Points], bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+def points_of(part: Points | Blocks) -> Points:
+    """A part as points: blocks decoded, each block a run of its series."""
+    if isinstance(part, Points):
+        return part
+    return Points(*part.decoded(), runs=True)
+
+
+def _size(part: Points | Blocks) -> int:
+    return len(part.stamps) if isinstance(part, Points) else part.points
+
+
+def _window(parts: Sequence[Points | Blocks], bounds: tuple[int, int] | None
+            ) -> tuple[int, int] | None:
     """The earliest and latest times of `parts` inside the fixed grid `bounds` (low, high],
-    NaN points or not; None if no part holds a point there."""
-    spans = [(int(p.stamps.min()), int(p.stamps.max())) for p in parts if len(p.stamps)]
+    NaN points or not (for blocks, the first and last times their window may hold); None if
+    no part holds a point there."""
+    found = [(int(p.stamps.min()), int(p.stamps.max())) if isinstance(p, Points) else p.window()
+             for p in parts if _size(p)]
+    spans = [span for span in found if span is not None]
     if not spans:
         return None
     earliest, latest = min(low for low, _ in spans), max(high for _, high in spans)
@@ -256,25 +276,38 @@ def _window(parts: Sequence[Points], bounds: tuple[int, int] | None) -> tuple[in
     return (earliest, latest) if earliest <= latest else None
 
 
-def _accumulated(series: SeriesSet, parts: Sequence[Points], buckets: Buckets,
+def _accumulated(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets,
                  agg: Aggregator, fills: Sequence[Fill],
                  rank_of: npt.NDArray[np.integer[Any]] | None,
                  bounds: tuple[int, int] | None, first: int, width: int) -> SeriesSet | None:
     """`bucketize_parts` of millions of points into a grid no sparser than them: every point
     is added into dense arrays of the (series, bucket) cells by one compiled pass, runs or
-    not (tsq.kernels.compiled.accumulate), a share of the parts on each core, each into
-    arrays of its own; the shares' arrays are then combined. None if no point is left."""
+    not (tsq.kernels.compiled.accumulate; blocks decoded a block at a time into a buffer that
+    stays in the cache, tsq.kernels.blocks.accumulate_blocks), a share of the parts on each
+    core, each into arrays of its own; the shares' arrays are then combined. None if no point
+    is left."""
+    from tsq.kernels.blocks import accumulate_blocks
     from tsq.kernels.compiled import accumulate
 
     cells = len(series) * width
+    grid = (buckets.anchor, buckets.span, buckets.closed == "right", first, width)
 
-    def share(group: list[Points]) -> tuple[Array, Array]:
-        return accumulate([(p.ids, p.stamps, p.values) for p in group], rank_of,
-                          buckets.anchor, buckets.span, buckets.closed == "right", first, width,
-                          cells, agg.name, bounds)
+    def share(group: list[Points | Blocks]) -> tuple[Array, Array]:
+        totals = np.full(cells, EMPTY_CELL.get(agg.name, 0.0))
+        counts = np.zeros(cells)
+        for part in group:
+            if isinstance(part, Points):
+                accumulate(part.ids, part.stamps, part.values, rank_of, *grid, agg.name, bounds,
+                           totals, counts)
+            else:
+                accumulate_blocks(part, rank_of, *grid, agg.name, bounds, totals, counts)
+        return totals, counts
 
-    shares = [share(list(parts))] if not _parallel(parts) else \
-        list(_kernel_threads().map(share, _shared_out(parts, os.cpu_count() or 1)))
+    cores = os.cpu_count() or 1
+    pieces = [piece for part in parts
+              for piece in ([part] if isinstance(part, Points) else part.shares(cores))]
+    shares = [share(pieces)] if not _parallel(pieces) else \
+        list(_kernel_threads().map(share, _shared_out(pieces, cores)))
     totals, counts = shares[0]
     for more_totals, more_counts in shares[1:]:
         counts += more_counts
@@ -291,19 +324,21 @@ def _accumulated(series: SeriesSet, parts: Sequence[Points], buckets: Buckets,
                     buckets, fills)
 
 
+# A cell's aggregate before its first point, where it is not 0
+EMPTY_CELL = {"min": np.inf, "max": -np.inf}
 # How the shares' dense arrays of a cell's aggregate are combined (count's go unused)
 COMBINE = {"sum": np.add, "mean": np.add, "count": np.add, "min": np.minimum,
            "max": np.maximum}
 
 
-def _shared_out(parts: Sequence[Points], shares: int) -> list[list[Points]]:
+def _shared_out(parts: Sequence[Points | Blocks], shares: int) -> list[list[Points | Blocks]]:
     """`parts` in `shares` groups of about as many points, the largest placed first."""
-    groups: list[list[Points]] = [[] for _ in range(min(shares, len(parts)))]
+    groups: list[list[Points | Blocks]] = [[] for _ in range(min(shares, len(parts)))]
     loads = [0] * len(groups)
-    for part in sorted(parts, key=lambda p: -len(p.stamps)):
+    for part in sorted(parts, key=lambda p: -_size(p)):
         lightest = loads.index(min(loads))
         groups[lightest].append(part)
-        loads[lightest] += len(part.stamps)
+        loads[lightest] += _size(part)
     return groups
 
 
@@ -347,9 +382,9 @@ def _on_cores(work: Callable[[_Kept], Reduced], kept: Sequence[_Kept]) -> list[R
     return list(_kernel_threads().map(work, kept))
 
 
-def _parallel(parts: Sequence[Points]) -> bool:
+def _parallel(parts: Sequence[Points | Blocks]) -> bool:
     """Whether `parts` are worth sharing out between the cores."""
-    return len(parts) >= 2 and sum(len(p.stamps) for p in parts) >= PARALLEL_POINTS and \
+    return len(parts) >= 2 and sum(_size(p) for p in parts) >= PARALLEL_POINTS and \
         (os.cpu_count() or 1) >= 2
 
 

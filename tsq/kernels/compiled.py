@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "add_into_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -102,10 +102,12 @@ def reduce_runs(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64]
 
 
 @machine_code
-def _accumulate(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
+def add_into_cells(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
                 span: int, right: bool, first: int, width: int, op: int, bounded: bool,
                 after: int, upto: int, totals: Any, counts: Any
                 ) -> None:  # pragma: no cover - compiled, tested through accumulate
+    """Each point of ids, stamps, values added into its cell of `totals` and `counts`
+    (`accumulate`); those off (after, upto] left out when `bounded`."""
     placed = False  # the current bucket holds [low, high), once a point placed one
     low = 0
     high = 0
@@ -149,26 +151,20 @@ def _accumulate(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, 
             totals[cell] = max(totals[cell], value)
 
 
-def accumulate(parts: list[tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
-                                 npt.NDArray[np.float64]]],
-               rank_of: npt.NDArray[np.integer[Any]] | None, anchor: int, span: int,
-               right: bool, first: int, width: int, cells: int, agg: str,
-               bounds: tuple[int, int] | None
-               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Every point of `parts` (ids, times, values; in any order) added into its cell
-    (`rank * width + bucket - first`) of two dense arrays of `cells`: the cells' aggregate
-    (`agg` of `OPS`: the sum for sum and mean, the extreme for min and max, unused for count)
-    and their number of points. NaN points and those off the fixed grid (`bounds`: (low,
-    high]) are left out. One pass a point and no array a point: what the parts of a read of
-    millions of points into a grid no sparser than them need."""
-    op = OPS[agg]
-    totals = np.full(cells, np.inf if op == 1 else -np.inf if op == 2 else 0.0)
-    counts = np.zeros(cells, np.float64)
+def accumulate(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64],
+               values: npt.NDArray[np.float64], rank_of: npt.NDArray[np.integer[Any]] | None,
+               anchor: int, span: int, right: bool, first: int, width: int, agg: str,
+               bounds: tuple[int, int] | None, totals: npt.NDArray[np.float64],
+               counts: npt.NDArray[np.float64]) -> None:
+    """Every point (ids, times, values; in any order) added into its cell (`rank * width +
+    bucket - first`) of two dense arrays: `totals`, the cells' aggregate (`agg` of `OPS`: the
+    sum for sum and mean, the extreme for min and max, unused for count), and `counts`, their
+    number of points. NaN points and those off the fixed grid (`bounds`: (low, high]) are left
+    out. One pass a point and no array a point: what the parts of a read of millions of points
+    into a grid no sparser than them need."""
     table = np.zeros(1, np.int64) if rank_of is None else rank_of.astype(np.int64, copy=False)
     after, upto = bounds if bounds is not None else (0, 0)
-    for given, stamps, values in parts:
-        ids = given if given.dtype == np.int32 else given.astype(np.int64, copy=False)
-        _accumulate(ids, stamps, np.ascontiguousarray(values, np.float64), table,
-                    rank_of is not None, anchor, span, right, first, width, op,
-                    bounds is not None, after, upto, totals, counts)
-    return totals, counts
+    add_into_cells(ids if ids.dtype == np.int32 else ids.astype(np.int64, copy=False), stamps,
+                   np.ascontiguousarray(values, np.float64), table, rank_of is not None,
+                   anchor, span, right, first, width, OPS[agg], bounds is not None, after,
+                   upto, totals, counts)
