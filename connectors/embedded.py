@@ -41,6 +41,7 @@ import orjson
 
 from tsq import explain
 from tsq.collector import collector_paused
+from tsq.connectors import blockstore
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.head import Head
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
@@ -48,7 +49,16 @@ from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
 from tsq.isotime import format_ms
-from tsq.kernels import Aggregator, Buckets, Fill, Points, bucketize, bucketize_parts
+from tsq.kernels import (
+    Aggregator,
+    Blocks,
+    Buckets,
+    Fill,
+    Points,
+    bucketize,
+    bucketize_parts,
+    points_of,
+)
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
@@ -71,6 +81,7 @@ SCHEMA = (
     "value VARCHAR)",
     # where the head begins: `points` holds nothing at or after it (connectors/head.py)
     "CREATE TABLE IF NOT EXISTS head (start BIGINT NOT NULL)",
+    blockstore.SCHEMA,
 )
 STORE_FILE = "points.duckdb"  # in the data directory
 WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log: the store file's name and this, beside it
@@ -119,7 +130,8 @@ class EmbeddedStore:
         self._matched_lock = threading.Lock()
         newest = dict(self._db.execute(
             "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
-            "SELECT sid, ts FROM text_points) GROUP BY sid").fetchall())
+            "SELECT sid, ts FROM text_points UNION ALL SELECT sid, last FROM blocks) "
+            "GROUP BY sid").fetchall())
         rows = self._db.execute("SELECT id, name, labels, kind FROM series").fetchall()
         with collector_paused():
             self._series.extend(Entry(sid, name, orjson.loads(labels), kind, labels,
@@ -136,7 +148,8 @@ class EmbeddedStore:
         found = self._db.execute("SELECT max(start) FROM head").fetchone()
         if found is not None and found[0] is not None:
             return int(found[0])
-        newest = self._db.execute("SELECT max(ts) FROM points").fetchone()
+        newest = self._db.execute("SELECT greatest((SELECT max(ts) FROM points), "
+                                  "(SELECT max(last) FROM blocks))").fetchone()
         start = self._clock() - self._span
         if newest is not None and newest[0] is not None:
             start = max(start, int(newest[0]) + 1)
@@ -210,12 +223,12 @@ class EmbeddedStore:
         return _joined_parts(*self._parts(matching, start, end))
 
     def _parts(self, matching: list[Entry], start: int | None, end: int | None
-               ) -> tuple[npt.NDArray[np.integer[Any]], list[Points]]:
-        """The points of `matching` in [start, end), unjoined: a part per table read and per
-        chunk of the head (series ids, times, values), and the table from a series id to its
-        rank in `matching`."""
+               ) -> tuple[npt.NDArray[np.integer[Any]], list[Points | Blocks]]:
+        """The points of `matching` in [start, end), unjoined: a part per table read, per
+        batch of the table's blocks and per chunk of the head (series ids, times, values), and
+        the table from a series id to its rank in `matching`."""
         head = self._head.state  # before the table: a move then adds only what this holds
-        parts: list[Points] = []
+        parts: list[Points | Blocks] = []
         for table in sorted({TABLE_OF_KIND[s.kind] for s in matching}):
             ids = np.array([s.id for s in matching if TABLE_OF_KIND[s.kind] == table], np.int64)
             if table == "points" and _high(end) > head.start:
@@ -235,42 +248,44 @@ class EmbeddedStore:
         return rank_of, parts
 
     def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
-              end: int | None, numeric: bool) -> list[Points]:
-        """The points of the series `ids` in [start, end), in the order the scan gives them
-        (mostly insertion order, so mostly time order per series), a part per batch of rows
-        as DuckDB hands them to Arrow: numpy views of the batches, never copied or joined
-        (fetchnumpy gathered the day's 8.64 M rows in 266 ms, the batches come in 51).
-        `numeric`: every series read holds numbers; else the values come as objects."""
+              end: int | None, numeric: bool) -> list[Points | Blocks]:
+        """The points of the series `ids` in [start, end): the rows in the order the scan
+        gives them (mostly insertion order, so mostly time order per series), a part per
+        batch of rows as DuckDB hands them to Arrow: numpy views of the batches, never copied
+        or joined (fetchnumpy gathered the day's 8.64 M rows in 266 ms, the batches come in
+        51); and, of `points`, the blocks that hold points there (connectors/blockstore.py),
+        decoded by whoever reads them. `numeric`: every series read holds numbers; else the
+        values come as objects."""
         low, high = int(ids.min()), int(ids.max())
         wanted = None
         cursor = self._db.cursor()
         try:
             if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
-                marks = ", ".join(f"${n}" for n in range(3, len(ids) + 3))
-                found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE sid IN ({marks}) "
-                                   f"AND ts >= $1 AND ts < $2",
-                                   params=[_low(start), _high(end), *ids.tolist()])
+                where = f"sid IN ({', '.join(f'${n}' for n in range(3, len(ids) + 3))})"
+                params: list[Any] = ids.tolist()
             elif len(ids) * DENSE_FRACTION >= high - low + 1:
                 # most ids in their range are wanted: scan the range, in the table's order
                 # (a join gives its rows in any order, and each series must then be sorted)
                 # and drop the few others here
-                found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE sid BETWEEN $3 "
-                                   f"AND $4 AND ts >= $1 AND ts < $2",
-                                   params=[_low(start), _high(end), low, high])
+                where, params = "sid BETWEEN $3 AND $4", [low, high]
                 if len(ids) < high - low + 1:
                     wanted = np.zeros(high - low + 1, dtype=bool)
                     wanted[ids - low] = True
             else:
                 cursor.register("wanted", _frame({"sid": ids}))
-                found = cursor.sql(f"SELECT p.sid, p.ts, p.value FROM {table} p SEMI JOIN "
-                                   f"wanted w ON p.sid = w.sid WHERE p.ts >= $1 AND p.ts < $2",
-                                   params=[_low(start), _high(end)])
-            parts = [_part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH)]
+                where, params = "sid IN (SELECT sid FROM wanted)", []
+            low_ts, high_ts = _low(start), _high(end)
+            found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE {where} "
+                               f"AND ts >= $1 AND ts < $2", params=[low_ts, high_ts, *params])
+            parts: list[Points | Blocks] = [
+                _part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH)]
+            if table == "points":
+                parts.extend(blockstore.read(cursor, where, params, low_ts, high_ts))
         finally:
             cursor.close()
         if wanted is not None:
             parts = [_kept(part, wanted[part.ids - low]) for part in parts]
-        return [part for part in parts if len(part.stamps)]
+        return [part for part in parts if _holds(part)]
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         """The matching series, without their points: (name, labels), in `select`'s order."""
@@ -332,8 +347,8 @@ class EmbeddedStore:
                             newest = np.array([INT64_MIN if k.newest is None else k.newest
                                                for k in known], dtype=np.int64)
                             back = old & (ts <= np.repeat(newest, counts))
-                            _insert_points(db, table, sid[old], ts[old], series.values[old],
-                                           np.unique(sid[back]).tolist())
+                            _write_past(db, table, sid[old], ts[old], series.values[old],
+                                        back[old])
                 elif record is not None and self._log is not None:  # the head alone
                     logged = self._log.append(record)
             except BaseException:
@@ -369,6 +384,8 @@ class EmbeddedStore:
                             f"AND ts >= ? AND ts < ?", [_low(start), _high(end)]).fetchone()
                         removed += int(row[0]) if row else 0
                         db.unregister("doomed")
+                        if table == "points":
+                            removed += blockstore.cut(db, ids, _low(start), _high(end))
                     if len(numeric) and head_start < _high(end) and self._log is not None:
                         logged = self._log.append(Deletion(numeric, head_start, _high(end)))
             except BaseException:
@@ -399,10 +416,9 @@ class EmbeddedStore:
         holds the write lock. Returns how many points moved."""
         moved, rest = self._head.split(boundary)
         with self._transaction() as db:
-            if len(moved["sid"]):
-                db.register("moved", _frame(moved))
-                db.execute("INSERT INTO points SELECT sid, ts, value FROM moved")
-                db.unregister("moved")
+            # sorted by series then time, each series' stretch later than the table holds:
+            # blocks, a series' moved points in one
+            blockstore.write(db, moved["sid"], moved["ts"], moved["value"])
             db.execute("UPDATE head SET start = ?", [rest.start])
         self._head.advance(rest)
         sid, ts = moved["sid"], moved["ts"]
@@ -504,9 +520,9 @@ def compact(path: str | Path) -> Compacted:
         origin = '"' + str(source[0]).replace('"', '""') + '"'
         db.execute(f"INSERT INTO series SELECT * FROM {origin}.series ORDER BY id")
         db.execute(f"INSERT INTO head SELECT * FROM {origin}.head")
-        for table in ("points", "text_points"):
-            db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM {origin}.{table} "
-                       f"ORDER BY sid, ts")
+        db.execute(f"INSERT INTO text_points SELECT sid, ts, value FROM {origin}.text_points "
+                   f"ORDER BY sid, ts")
+        blockstore.fold(db, origin)  # the numbers, rows and blocks, as blocks
         db.execute(COMPACTED_ROWS)
         db.execute(f"INSERT INTO compacted_rows SELECT {POINT_ROWS}")
         db.execute(f"USE {origin}")
@@ -527,7 +543,8 @@ def compact(path: str | Path) -> Compacted:
 
 # The points a compaction wrote, kept in the file it wrote
 COMPACTED_ROWS = "CREATE TABLE IF NOT EXISTS compacted_rows (rows BIGINT NOT NULL)"
-POINT_ROWS = "(SELECT count(*) FROM points) + (SELECT count(*) FROM text_points)"
+POINT_ROWS = ("(SELECT count(*) FROM points) + (SELECT count(*) FROM text_points) + "
+              "(SELECT coalesce(sum(count), 0) FROM blocks)")
 
 
 def compact_if_grown(path: Path) -> Compacted | None:
@@ -538,7 +555,8 @@ def compact_if_grown(path: Path) -> Compacted | None:
         return None
     db = _connect(str(path))
     try:
-        db.execute(COMPACTED_ROWS)
+        for statement in (*SCHEMA, COMPACTED_ROWS):  # a store from before a table was added
+            db.execute(statement)
         found = db.execute(f"SELECT {POINT_ROWS}, (SELECT max(rows) FROM compacted_rows)"
                            ).fetchone()
     finally:
@@ -610,19 +628,32 @@ def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
     db.unregister("fresh")
 
 
-def _insert_points(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
-                   ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
-                   reaching_back: list[int]) -> None:
-    """Append the points; those of the series `reaching_back` (to stored times) replace the
-    points there. `table` comes from TABLE_OF_KIND, never from a user."""
-    values = _numbers(values) if table == "points" else values.astype(object)
-    db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
-    if reaching_back:
-        db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN "
-                   f"(SELECT sid, ts FROM batch WHERE sid IN "
-                   f"(SELECT unnest(?::INTEGER[])))", [reaching_back])
-    db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
-    db.unregister("batch")
+def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
+                ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
+                back: npt.NDArray[np.bool_]) -> None:
+    """Put points into the table; those `back` marks (at or before their series' newest time
+    there) first take out the points they replace, rows or in blocks. A series' long stretch
+    in time order becomes blocks (`blockstore.in_blocks`), the rest rows. `table` comes from
+    TABLE_OF_KIND, never from a user."""
+    if back.any():
+        db.register("replaced", _frame({"sid": sid[back], "ts": ts[back]}))
+        db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN (SELECT sid, ts FROM replaced)")
+        db.unregister("replaced")
+        if table == "points":
+            blockstore.replace_points(db, sid[back], ts[back])
+    if table == "points":
+        values = _numbers(values)
+        blocked = blockstore.in_blocks(sid, ts)
+        if blocked.any():
+            blockstore.write(db, sid[blocked], ts[blocked], values[blocked])
+            rows = ~blocked
+            sid, ts, values = sid[rows], ts[rows], values[rows]
+    else:
+        values = values.astype(object)
+    if len(sid):
+        db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
+        db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
+        db.unregister("batch")
 
 
 def _note_newest(known: list[Entry], counts: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
@@ -652,10 +683,11 @@ def _note_head(chunks: list[Points]) -> None:
                                            f"the head (memory), in {len(chunks)} chunks")
 
 
-def _joined_parts(rank_of: npt.NDArray[np.integer[Any]], parts: list[Points]
+def _joined_parts(rank_of: npt.NDArray[np.integer[Any]], given: list[Points | Blocks]
                   ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.int64],
                              npt.NDArray[Any]]:
-    """The parts as one: each point's rank, time and value."""
+    """The parts as one: each point's rank, time and value (blocks decoded)."""
+    parts = [points_of(part) for part in given]
     if not parts:
         return rank_of[:0], np.zeros(0, np.int64), np.zeros(0)
     values = [p.values for p in parts]
@@ -739,10 +771,16 @@ def _part(batch: Any, numeric: bool) -> Points:
     return Points(sid, ts, value, runs=runs)
 
 
-def _kept(part: Points, keep: npt.NDArray[np.bool_]) -> Points:
+def _kept(part: Points | Blocks, keep: npt.NDArray[np.bool_]) -> Points | Blocks:
     if keep.all():
         return part
+    if isinstance(part, Blocks):
+        return part.only(keep)
     return Points(part.ids[keep], part.stamps[keep], part.values[keep], part.runs)
+
+
+def _holds(part: Points | Blocks) -> bool:
+    return bool(len(part.stamps)) if isinstance(part, Points) else bool(len(part.ids))
 
 
 def _joined(parts: list[Any], dtype: npt.DTypeLike) -> npt.NDArray[Any]:

@@ -61,7 +61,7 @@ def test_a_write_failing_after_its_new_series_forgets_them(
         def broken(*args: object) -> None:
             raise OSError("disk full")
 
-        monkeypatch.setattr(embedded, "_insert_points", broken)
+        monkeypatch.setattr(embedded, "_write_past", broken)
         batch = SeriesSet.from_series([("cpu", {"dc": "new", "host": "web09"}, [S], [1.0]),
                                        ("swap", {"dc": "gra"}, [S], [2.0])])
         with pytest.raises(OSError, match="disk full"):

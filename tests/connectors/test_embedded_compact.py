@@ -22,13 +22,17 @@ START = 1_767_225_600 * 10**9
 STEP = 10 * 10**9
 
 
-def hour(number: int) -> SeriesSet:
-    """An hour of every host, as one /write batch brings it: the hosts interleaved in time."""
-    rng = np.random.default_rng(number)
-    ts = START + (number * PER_HOUR + np.arange(PER_HOUR, dtype=np.int64)) * STEP
+def hour(number: int, part: int | None = None) -> SeriesSet:
+    """An hour of every host (a tenth of it: `part`) in one write. A tenth is as /write
+    batches bring points, a few of each series, too few for blocks: rows, until compaction
+    folds them; the whole hour comes as blocks."""
+    rng = np.random.default_rng(number * 10 + (part or 0))
+    length = PER_HOUR if part is None else PER_HOUR // 10
+    first = number * PER_HOUR + (part or 0) * length
+    ts = START + (first + np.arange(length, dtype=np.int64)) * STEP
     return SeriesSet(tuple(["cpu"] * HOSTS), tuple({"host": f"h{i:02d}"} for i in range(HOSTS)),
-                     np.tile(ts, HOSTS), np.round(rng.uniform(0, 100, HOSTS * PER_HOUR), 2),
-                     np.arange(0, HOSTS * PER_HOUR + 1, PER_HOUR, dtype=np.int64))
+                     np.tile(ts, HOSTS), np.round(rng.uniform(0, 100, HOSTS * length), 2),
+                     np.arange(0, HOSTS * length + 1, length, dtype=np.int64))
 
 
 @pytest.fixture
@@ -37,7 +41,8 @@ def written(tmp_path: Path) -> Path:
     store = EmbeddedStore(path)
     try:
         for number in range(HOURS):
-            store.write(hour(number))
+            for part in range(10):
+                store.write(hour(number, part))
         store.write(SeriesSet(("note",), ({},), np.array([START, START + STEP]),
                               np.array(["a", "b'c"], dtype=object), np.array([0, 2])))
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 from tests.connectors.contract import CPU, ConnectorContract, S
 from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
-from tsq.connectors import head, headlog
-from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore
+from tsq.connectors import blockstore, head, headlog
+from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore, compact
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 from tsq.service import Service
@@ -55,6 +56,14 @@ class TestTheHeadStartingAtTwoSeconds(ConnectorContract):
         store.close()
 
 
+def table_points(store: EmbeddedStore) -> int:
+    """The numeric points the table holds, as rows or in blocks."""
+    found = store._db.execute("SELECT (SELECT count(*) FROM points) + "
+                              "(SELECT coalesce(sum(count), 0) FROM blocks)").fetchone()
+    assert found is not None
+    return int(found[0])
+
+
 def every_point(store: EmbeddedStore, selector: str = '{__name__=~".+"}'
                 ) -> dict[tuple[str, str, int], float]:
     found = store.select(parse_selector(selector))
@@ -79,7 +88,7 @@ def test_a_restart_replays_writes_overwrites_and_deletes(tmp_path: Path) -> None
         assert before[("cpu", "web01", 2 * S)] == -2.0
         assert ("mem", "web01", S) not in before
         # nothing of it went to the table: the head held it all
-        assert again._db.execute("SELECT count(*) FROM points").fetchone() == (0,)
+        assert table_points(again) == 0
     finally:
         again.close()
 
@@ -95,7 +104,7 @@ def test_moving_points_into_the_table_keeps_them_once(tmp_path: Path) -> None:
     clock.now = 30 * S  # more than 1.5 spans past the head's start (-10 s): 20 s onwards stay
     store.write(SeriesSet.from_series([("up", {"host": "h0"}, [25 * S], [7.0])]))
     assert store._head.state.start == 20 * S
-    assert store._db.execute("SELECT count(*) FROM points").fetchone() == (60,)
+    assert table_points(store) == 60
     before[("up", "h0", 25 * S)] = 7.0
     assert every_point(store) == before
     # a write reaching back behind the head replaces the point in the table
@@ -231,51 +240,65 @@ OPERATION = st.one_of(
                                            st.integers(0, 30))),
     st.tuples(st.just("tick"), st.integers(0, 10)),
     st.tuples(st.just("reopen"), st.none()),
+    st.tuples(st.just("compact"), st.none()),
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(operations=st.lists(OPERATION, max_size=25))
+@settings(max_examples=80, deadline=None)
+@given(operations=st.lists(OPERATION, max_size=25), block_from=st.sampled_from([2, 64]))
 def test_the_store_holds_what_a_dictionary_holds(
         tmp_path_factory: pytest.TempPathFactory,
-        operations: list[tuple[str, object]]) -> None:
+        operations: list[tuple[str, object]], block_from: int) -> None:
     """Writes (overwrites included), deletes, the clock moving (and with it points into the
-    table) and restarts, in any order: every read gives the model's points."""
+    table's blocks), restarts and compactions (rows folded into blocks), in any order: every
+    read gives the model's points. With `block_from` 2, a write into the past makes blocks
+    of any series it brings two points of, so overwrites and deletes cut blocks too."""
     path = tmp_path_factory.mktemp("model") / "p.duckdb"
     clock = Clock(10 * S)
     model: dict[tuple[str, str, int], float] = {}
     store = EmbeddedStore(path, head_span=4 * S, clock=clock)
     try:
         for kind, argument in operations:
-            if kind == "write":
-                assert isinstance(argument, list)
-                written: dict[tuple[int, int], float] = {}
-                for host, second, value in argument:
-                    written[(host, second)] = float(value)
-                hosts = sorted({h for h, _ in written})
-                store.write(SeriesSet.from_series(
-                    ("up", {"host": f"h{h}"}, [t * S for (g, t) in sorted(written) if g == h],
-                     [v for (g, t), v in sorted(written.items()) if g == h]) for h in hosts))
-                model.update({("up", f"h{h}", t * S): v for (h, t), v in written.items()})
-            elif kind == "delete":
-                assert isinstance(argument, tuple)
-                host, start, end = argument
-                store.delete(parse_selector(f'up{{host="h{host}"}}'), start * S, end * S)
-                for key in [k for k in model if k[1] == f"h{host}"
-                            and start * S <= k[2] < end * S]:
-                    del model[key]
-            elif kind == "tick":
-                assert isinstance(argument, int)
-                clock.now += argument * S
-            else:
-                store.close()
-                store = EmbeddedStore(path, head_span=4 * S, clock=clock)
+            with patch.object(blockstore, "BLOCK_FROM", block_from):
+                store = _apply(store, kind, argument, model, clock, path)
             assert every_point(store) == model
             for start, end in ((0, 12), (8, 31), (12, 13)):
                 assert every_point_in(store, start * S, end * S) == {
                     k: v for k, v in model.items() if start * S <= k[2] < end * S}
     finally:
         store.close()
+
+
+def _apply(store: EmbeddedStore, kind: str, argument: object,
+           model: dict[tuple[str, str, int], float], clock: Clock, path: Path
+           ) -> EmbeddedStore:
+    """One operation of the model test on the store and on the model; the store it leaves."""
+    if kind in ("reopen", "compact"):
+        store.close()
+        if kind == "compact":
+            compact(path)
+        return EmbeddedStore(path, head_span=4 * S, clock=clock)
+    if kind == "write":
+        assert isinstance(argument, list)
+        written: dict[tuple[int, int], float] = {}
+        for host, second, value in argument:
+            written[(host, second)] = float(value)
+        hosts = sorted({h for h, _ in written})
+        store.write(SeriesSet.from_series(
+            ("up", {"host": f"h{h}"}, [t * S for (g, t) in sorted(written) if g == h],
+             [v for (g, t), v in sorted(written.items()) if g == h]) for h in hosts))
+        model.update({("up", f"h{h}", t * S): v for (h, t), v in written.items()})
+    elif kind == "delete":
+        assert isinstance(argument, tuple)
+        host, start, end = argument
+        store.delete(parse_selector(f'up{{host="h{host}"}}'), start * S, end * S)
+        for key in [k for k in model if k[1] == f"h{host}"
+                    and start * S <= k[2] < end * S]:
+            del model[key]
+    elif kind == "tick":
+        assert isinstance(argument, int)
+        clock.now += argument * S
+    return store
 
 
 def every_point_in(store: EmbeddedStore, start: int, end: int

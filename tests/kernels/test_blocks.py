@@ -37,7 +37,7 @@ def _blocks(stamps: list[np.ndarray[Any, Any]], values: list[np.ndarray[Any, Any
     words, word_offsets = encode(np.concatenate(stamps), np.concatenate(values), offsets)
     return Blocks(np.arange(len(stamps), dtype=np.int64) + 7,
                   np.array([s[0] for s in stamps], np.int64),
-                  np.array([s[-1] for s in stamps], np.int64), counts, word_offsets, words,
+                  np.array([s[-1] for s in stamps], np.int64), counts, word_offsets[:-1], words,
                   start, end)
 
 
@@ -130,7 +130,7 @@ def _parts(pieces: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]], star
            end: int) -> tuple[Any, ...]:
     built = _blocks([s for s, _ in pieces], [v for _, v in pieces], start, end)
     ids = np.array([7, 8, 9, 7], np.int64)
-    return (ids, built.firsts, built.lasts, built.counts, built.offsets, built.words, start,
+    return (ids, built.firsts, built.lasts, built.counts, built.starts, built.words, start,
             end)
 
 

@@ -192,7 +192,7 @@ def _decode(words: Any, at: int, stamps: Any, values: Any,
 
 
 @machine_code
-def decode_all(words: Any, offsets: Any, counts: Any, stamps: Any,
+def decode_all(words: Any, starts: Any, counts: Any, stamps: Any,
                 values: Any) -> None:  # pragma: no cover - compiled
     longest = 1
     for n in counts:
@@ -201,12 +201,12 @@ def decode_all(words: Any, offsets: Any, counts: Any, stamps: Any,
     at = 0
     for b in range(len(counts)):
         n = counts[b]
-        _decode(words, offsets[b], stamps[at:at + n], values[at:at + n], stream)
+        _decode(words, starts[b], stamps[at:at + n], values[at:at + n], stream)
         at += n
 
 
 @machine_code
-def accumulate_all(words: Any, offsets: Any, counts: Any, ids: Any, rank_of: Any,
+def accumulate_all(words: Any, starts: Any, counts: Any, ids: Any, rank_of: Any,
                     ranked: bool, anchor: int, span: int, right: bool, first: int, width: int,
                     op: int, after: int, upto: int, totals: Any,
                     sums: Any) -> None:  # pragma: no cover - compiled
@@ -219,7 +219,7 @@ def accumulate_all(words: Any, offsets: Any, counts: Any, ids: Any, rank_of: Any
     series = np.empty(longest, np.int64)
     for b in range(len(counts)):
         n = counts[b]
-        _decode(words, offsets[b], stamps, values, stream)
+        _decode(words, starts[b], stamps, values, stream)
         series[:n] = ids[b]
         add_into_cells(series[:n], stamps[:n], values[:n], rank_of, ranked, anchor, span, right,
                     first, width, op, True, after, upto, totals, sums)

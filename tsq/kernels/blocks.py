@@ -38,13 +38,13 @@ __all__ = ["Blocks", "accumulate_blocks", "encode"]
 class Blocks:
     """Blocks as a store reads them, to be decoded together: block b holds `counts[b]` points
     of the series `ids[b]`, its first and last times `firsts[b]`, `lasts[b]`, encoded in
-    `words[offsets[b]:offsets[b + 1]]`. Only the points in [start, end) are read."""
+    `words` from `starts[b]`. Only the points in [start, end) are read."""
 
     ids: npt.NDArray[np.int64]
     firsts: npt.NDArray[np.int64]
     lasts: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
-    offsets: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.int64]
     words: npt.NDArray[np.uint64]
     start: int
     end: int
@@ -69,7 +69,7 @@ class Blocks:
 
         stamps = np.empty(self.points, np.int64)
         values = np.empty(self.points, np.float64)
-        decode_all(self.words, self.offsets, self.counts, stamps, values)
+        decode_all(self.words, self.starts, self.counts, stamps, values)
         ids = np.repeat(self.ids, self.counts)
         inside = (stamps >= self.start) & (stamps < self.end)
         if inside.all():
@@ -83,16 +83,23 @@ class Blocks:
         ends = np.cumsum(self.counts)
         cuts = np.searchsorted(ends, np.arange(1, shares) * ends[-1] / shares)
         bounds = [0, *sorted(set(cuts.tolist()) - {0, len(self.ids)}), len(self.ids)]
-        return [Blocks(self.ids[a:b], self.firsts[a:b], self.lasts[a:b], self.counts[a:b],
-                       self.offsets[a:b + 1], self.words, self.start, self.end)
-                for a, b in pairwise(bounds)]
+        return [self._taken(slice(a, b)) for a, b in pairwise(bounds)]
+
+    def only(self, keep: npt.NDArray[np.bool_]) -> Blocks:
+        """The blocks `keep` marks."""
+        return self._taken(keep)
+
+    def _taken(self, which: slice | npt.NDArray[np.bool_]) -> Blocks:
+        return Blocks(self.ids[which], self.firsts[which], self.lasts[which],
+                      self.counts[which], self.starts[which], self.words, self.start, self.end)
 
 
 def encode(stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
            offsets: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.uint64],
                                                      npt.NDArray[np.int64]]:
     """The blocks of the points cut at `offsets` (block b: points offsets[b] to
-    offsets[b + 1], in strictly increasing time), as words and each block's word offsets."""
+    offsets[b + 1], in strictly increasing time), as words and where each block starts and
+    ends in them (one more offset than blocks)."""
     from tsq.kernels.blockcodec import HEADER_WORDS, encode_all
 
     counts = np.diff(offsets)
@@ -132,6 +139,6 @@ def accumulate_blocks(blocks: Blocks, rank_of: npt.NDArray[np.integer[Any]] | No
     from tsq.kernels.compiled import OPS
 
     table = np.zeros(1, np.int64) if rank_of is None else rank_of.astype(np.int64, copy=False)
-    accumulate_all(blocks.words, blocks.offsets, blocks.counts, blocks.ids, table,
+    accumulate_all(blocks.words, blocks.starts, blocks.counts, blocks.ids, table,
                     rank_of is not None, anchor, span, right, first, width, OPS[agg], after,
                     upto, totals, counts)

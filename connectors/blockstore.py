@@ -1,0 +1,224 @@
+"""The embedded store's compressed blocks: its past, a series' points a few bits each.
+
+Table `blocks` holds one row a block: the series id, its first and last times, its number of
+points and the block itself (tsq.kernels.blocks: delta-of-delta times, decimal or XOR values,
+bit-packed), about 1.3 bytes a point for regular metrics where a row of `points` takes 3 to 8.
+A numeric point of the table is in `points` or in one block, never both: a write that reaches a
+time a block holds takes that point out of the block first (the block is written again without
+it), and so does a delete. Blocks are made where a series' points come many at a time and in
+order: the head's moves into the table, a write of a long stretch of a series into the past,
+and compaction, which folds the rows of `points` into blocks. DuckDB keeps the table, so blocks
+are written and removed in the store's transactions, with its log and its crash safety.
+
+Every function takes the DuckDB connection (or transaction) to use; ids are series ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+
+from tsq.kernels import Blocks
+from tsq.kernels.blocks import encode
+
+__all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "in_blocks", "read",
+           "replace_points", "write"]
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
+          "last BIGINT NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL)")
+# The most points a block holds: a day of a series every 10 s fits in one, and a read of a
+# short window of it decodes at most this many
+BLOCK_POINTS = 1 << 14
+WORD = 8  # bytes: blocks are 64-bit words
+FOLD_POINTS = 1 << 22  # points compaction folds into blocks at a time
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A series whose write into the past brings this many points, in time order, gets a block for
+# them; fewer go to `points` as rows (a time-major batch brings a few of each), until compaction
+BLOCK_FROM = 64
+
+
+def write(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
+          ts: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
+    """Points as blocks: each series' points together and in rising time, none at a time the
+    table holds already; a block a series, or more where it has more than BLOCK_POINTS."""
+    if not len(sid):
+        return
+    starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+    ends = np.append(starts[1:], len(sid))
+    cuts = np.unique(np.concatenate([np.arange(a, b, BLOCK_POINTS) for a, b in
+                                     zip(starts.tolist(), ends.tolist(), strict=True)]))
+    offsets = np.append(cuts, len(sid)).astype(np.int64)
+    words, word_offsets = encode(ts, np.asarray(values, np.float64), offsets)
+    _insert(db, sid[cuts], ts[cuts], ts[offsets[1:] - 1], np.diff(offsets), words,
+            word_offsets)
+
+
+def _insert(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
+            firsts: npt.NDArray[np.int64], lasts: npt.NDArray[np.int64],
+            counts: npt.NDArray[np.int64], words: npt.NDArray[np.uint64],
+            word_offsets: npt.NDArray[np.int64]) -> None:
+    import pyarrow as pa
+
+    data = pa.Array.from_buffers(pa.large_binary(), len(sid), [
+        None, pa.py_buffer((word_offsets * WORD).astype(np.int64)), pa.py_buffer(words)])
+    db.register("fresh_blocks", pa.table({
+        "sid": pa.array(np.asarray(sid, np.int32)), "first": pa.array(firsts),
+        "last": pa.array(lasts), "count": pa.array(np.asarray(counts, np.int32)),
+        "data": data}))
+    db.execute("INSERT INTO blocks SELECT sid, first, last, count, data FROM fresh_blocks")
+    db.unregister("fresh_blocks")
+
+
+def read(db: duckdb.DuckDBPyConnection, where: str, params: list[Any], start: int,
+         end: int, source: str = "blocks") -> list[Blocks]:
+    """The blocks of the series `where` selects (SQL on `sid`, its parameters from $3) that may
+    hold points in [start, end), to be read in that window; `source`: the blocks table (of
+    another database attached)."""
+    found = db.sql(f"SELECT sid, first, last, count, data FROM {source} WHERE {where} "
+                   f"AND last >= $1 AND first < $2", params=[start, end, *params]
+                   ).to_arrow_table()
+    return [_blocks(batch, start, end) for batch in found.to_batches() if batch.num_rows]
+
+
+def _blocks(batch: Any, start: int, end: int) -> Blocks:
+    """An Arrow batch of block rows as Blocks: the words in place where they are aligned."""
+    column = batch.column(4)
+    _, offsets_buffer, data_buffer = column.buffers()
+    kind = np.int64 if column.type.id == _large_binary_id() else np.int32
+    offsets = np.frombuffer(offsets_buffer, kind)[column.offset:column.offset + len(column) + 1]
+    raw = np.frombuffer(data_buffer, np.uint8)[int(offsets[0]):int(offsets[-1])]
+    offsets = (offsets - offsets[0]).astype(np.int64)
+    if raw.ctypes.data % WORD:  # numpy's words must be aligned: copied where they are not
+        raw = raw.copy()
+    return Blocks(batch.column(0).to_numpy().astype(np.int64), batch.column(1).to_numpy(),
+                  batch.column(2).to_numpy(), batch.column(3).to_numpy().astype(np.int64),
+                  offsets[:-1] // WORD, raw.view(np.uint64), start, end)
+
+
+def _large_binary_id() -> Any:
+    import pyarrow as pa
+
+    return pa.large_binary().id
+
+
+def cut(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], start: int,
+        end: int) -> int:
+    """Take the points in [start, end) of the series `ids` out of their blocks: a block
+    inside the window is dropped, one across its edge written again without them. Returns
+    how many points went."""
+    return _rewrite(db, ids, start, end - 1,
+                    lambda sid, stamps: (stamps >= start) & (stamps < end))
+
+
+def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
+                   ts: npt.NDArray[np.int64]) -> int:
+    """Take the points at (sid[i], ts[i]) out of their blocks, before a write puts new ones
+    there (the last write wins). Returns how many went."""
+    if not len(sid):
+        return 0
+    order = np.lexsort((ts, sid))
+    sid, ts = sid[order], ts[order]
+    ids = np.unique(sid)
+
+    def doomed(series: int, stamps: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        lo, hi = np.searchsorted(sid, series), np.searchsorted(sid, series, side="right")
+        return np.isin(stamps, ts[lo:hi])
+
+    return _rewrite(db, ids, int(ts.min()), int(ts.max()), doomed)
+
+
+Doomed = Callable[[int, npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
+
+
+def _rewrite(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], low: int,
+             high: int, doomed: Doomed) -> int:
+    """Every block of `ids` that may hold points in [low, high] decoded, its `doomed(sid,
+    stamps)` points taken out, and written again (or dropped when none are left)."""
+    if not len(ids):
+        return 0
+    db.register("touched", _ids_frame(ids))
+    try:
+        rows = db.sql("SELECT rowid, sid, first, last, count, data FROM blocks WHERE sid IN "
+                      "(SELECT sid FROM touched) AND last >= $1 AND first <= $2",
+                      params=[low, high]).fetchall()
+    finally:
+        db.unregister("touched")
+    removed, gone = 0, []
+    kept: list[tuple[npt.NDArray[Any], ...]] = []
+    for rowid, series, first, last, count, data in rows:
+        words = np.frombuffer(bytes(data), np.uint64)
+        block = Blocks(np.array([series], np.int64), np.array([first], np.int64),
+                       np.array([last], np.int64), np.array([count], np.int64),
+                       np.array([0], np.int64), words, first, last + 1)
+        ids_of, stamps, values = block.decoded()
+        drop = doomed(series, stamps)
+        if not drop.any():
+            continue
+        removed += int(drop.sum())
+        gone.append(rowid)
+        if not drop.all():
+            kept.append((ids_of[~drop], stamps[~drop], values[~drop]))
+    if gone:
+        db.execute("DELETE FROM blocks WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [gone])
+    if kept:
+        write(db, *(np.concatenate([k[n] for k in kept]) for n in range(3)))
+    return removed
+
+
+def _ids_frame(ids: npt.NDArray[np.integer[Any]]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({"sid": pa.array(np.asarray(ids, np.int32))})
+
+
+def fold(db: duckdb.DuckDBPyConnection, origin: str) -> None:
+    """Every numeric point of the database `origin` (its rows of `points` and its blocks) into
+    blocks of the current database, a share of the series at a time: what compaction does."""
+    sizes = db.execute(
+        f"SELECT sid, sum(n) FROM (SELECT sid, count(*) AS n FROM {origin}.points GROUP BY sid "
+        f"UNION ALL SELECT sid, sum(count) AS n FROM {origin}.blocks GROUP BY sid) "
+        f"GROUP BY sid ORDER BY sid").fetchall()
+    if not sizes:
+        return
+    ids = np.array([sid for sid, _ in sizes], np.int64)
+    ends = np.cumsum([int(n) for _, n in sizes])
+    share = 0
+    while share < len(ids):
+        # series up to FOLD_POINTS points at a time (at least one series)
+        last = max(share, int(np.searchsorted(ends, (ends[share - 1] if share else 0) +
+                                              FOLD_POINTS, side="right")) - 1)
+        low, high = int(ids[share]), int(ids[last])
+        rows = db.sql(f"SELECT sid, ts, value FROM {origin}.points WHERE sid BETWEEN $1 "
+                      f"AND $2", params=[low, high]).to_arrow_table()
+        columns = [rows.column(n).to_numpy() for n in range(3)]
+        for blocks in read(db, "sid BETWEEN $3 AND $4", [low, high], INT64_MIN, INT64_MAX,
+                           f"{origin}.blocks"):
+            columns = [np.concatenate((a, b)) for a, b in zip(columns, blocks.decoded(),
+                                                              strict=True)]
+        sid, ts, values = columns
+        order = np.lexsort((ts, sid))
+        write(db, sid[order], ts[order], np.asarray(values[order], np.float64))
+        share = last + 1
+
+
+def in_blocks(sid: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]
+              ) -> npt.NDArray[np.bool_]:
+    """Which points of a write into the past go to blocks (`write` takes them as they are):
+    those of a series whose points come together, BLOCK_FROM or more, each later than the
+    one before, as a SeriesSet holds them; the others go to rows."""
+    if len(sid) < BLOCK_FROM:
+        return np.zeros(len(sid), dtype=bool)
+    change = sid[1:] != sid[:-1]
+    starts = np.flatnonzero(np.concatenate(([True], change)))
+    lengths = np.diff(np.append(starts, len(sid)))
+    chosen = lengths >= BLOCK_FROM
+    falling = np.flatnonzero(~change & (ts[1:] <= ts[:-1]))  # within a stretch of a series
+    chosen[np.searchsorted(starts, falling, side="right") - 1] = False
+    found, stretches = np.unique(sid[starts], return_counts=True)
+    if (stretches > 1).any():  # a series in two stretches: its blocks could share a time
+        chosen &= ~np.isin(sid[starts], found[stretches > 1])
+    return np.repeat(chosen, lengths)
