@@ -287,7 +287,7 @@ def _accumulated(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: B
     core, each into arrays of its own; the shares' arrays are then combined. None if no point
     is left."""
     from tsq.kernels.blocks import accumulate_blocks
-    from tsq.kernels.compiled import accumulate
+    from tsq.kernels.compiled import accumulate, held_cells
 
     cells = len(series) * width
     grid = (buckets.anchor, buckets.span, buckets.closed == "right", first, width)
@@ -312,16 +312,11 @@ def _accumulated(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: B
     for more_totals, more_counts in shares[1:]:
         counts += more_counts
         COMBINE[agg.name](totals, more_totals, out=totals)
-    held = np.flatnonzero(counts)
-    if not len(held):
+    rows, column, aggregates = held_cells(totals, counts, width, agg.name)
+    if not len(column):
         return None
-    aggregates = counts[held] if agg.name == "count" else totals[held]
-    if agg.name == "mean":
-        aggregates /= counts[held]
-    row, column = np.divmod(held, width)
     column += first
-    return _gridded(series, np.bincount(row, minlength=len(series)), row, column, aggregates,
-                    buckets, fills)
+    return _gridded(series, rows, None, column, aggregates, buckets, fills)
 
 
 # A cell's aggregate before its first point, where it is not 0

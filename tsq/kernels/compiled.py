@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "add_into_cells", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "add_into_cells", "held_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -168,3 +168,36 @@ def accumulate(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64],
                    np.ascontiguousarray(values, np.float64), table, rank_of is not None,
                    anchor, span, right, first, width, OPS[agg], bounds is not None, after,
                    upto, totals, counts)
+
+
+@machine_code
+def _held(totals: Any, counts: Any, width: int, op: int, rows: Any, columns: Any,
+          aggregates: Any) -> int:  # pragma: no cover - compiled, tested through held_cells
+    held = 0
+    for cell in range(len(counts)):
+        count = counts[cell]
+        if count:
+            row = cell // width
+            rows[row] += 1
+            columns[held] = cell - row * width
+            if op == 3:
+                aggregates[held] = count
+            elif op == 4:
+                aggregates[held] = totals[cell] / count
+            else:
+                aggregates[held] = totals[cell]
+            held += 1
+    return held
+
+
+def held_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,
+               agg: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                  npt.NDArray[np.float64]]:
+    """The dense cells (`accumulate`) that hold points, row-major: how many in each row (a
+    row is `width` cells), each one's column, and its aggregate (the mean divides the sum)."""
+    rows = np.zeros(len(counts) // width, np.int64)
+    columns = np.empty(len(counts), np.int64)
+    aggregates = np.empty(len(counts), np.float64)
+    op = 4 if agg == "mean" else OPS[agg]
+    held = _held(totals, counts, width, op, rows, columns, aggregates)
+    return rows, columns[:held], aggregates[:held]
