@@ -109,9 +109,19 @@ def cut(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], start:
         end: int) -> int:
     """Take the points in [start, end) of the series `ids` out of their blocks: a block
     inside the window is dropped, one across its edge written again without them. Returns
-    how many points went."""
-    return _rewrite(db, ids, start, end - 1,
-                    lambda sid, stamps: (stamps >= start) & (stamps < end))
+    how many points went. Whole blocks go in one statement, never decoded: retention drops
+    a day of blocks as cheaply as a row each."""
+    if not len(ids):
+        return 0
+    db.register("cut_series", _ids_frame(ids))
+    try:
+        inside = db.execute("DELETE FROM blocks WHERE sid IN (SELECT sid FROM cut_series) "
+                            "AND first >= ? AND last < ? RETURNING count",
+                            [start, end]).fetchall()
+    finally:
+        db.unregister("cut_series")
+    return sum(int(count) for (count,) in inside) + _rewrite(
+        db, ids, start, end - 1, lambda sid, stamps: (stamps >= start) & (stamps < end))
 
 
 def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],

@@ -1,0 +1,108 @@
+"""The embedded store's blocks (connectors/blockstore.py): where points become blocks, that a
+point is in one place only, and that a delete drops whole blocks without decoding them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+
+from tsq.connectors.embedded import EmbeddedStore, compact
+from tsq.kernels import Blocks
+from tsq.selector import parse_selector
+from tsq.series import SeriesSet
+
+S = 10**9
+HOSTS = 3
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "p.duckdb"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[EmbeddedStore]:
+    opened = EmbeddedStore(path)  # 1970: every point is behind the head, in the table
+    yield opened
+    opened.close()
+
+
+def stretch(first: int, length: int, value: float = 0.0) -> SeriesSet:
+    """`length` seconds of every host from second `first`, values first + i + value."""
+    return SeriesSet.from_series(
+        ("up", {"host": f"h{h}"}, [(first + i) * S for i in range(length)],
+         [float(first + i) + value for i in range(length)]) for h in range(HOSTS))
+
+
+def held(store: EmbeddedStore) -> tuple[int, int]:
+    """(points in rows, points in blocks)."""
+    found = store._db.execute("SELECT (SELECT count(*) FROM points), "
+                              "(SELECT coalesce(sum(count), 0) FROM blocks)").fetchone()
+    assert found is not None
+    return int(found[0]), int(found[1])
+
+
+def values(store: EmbeddedStore) -> list[list[float]]:
+    return [s.values.tolist() for s in store.select(parse_selector("up"))]
+
+
+def test_a_long_stretch_becomes_a_block_and_a_few_points_rows(store: EmbeddedStore) -> None:
+    store.write(stretch(0, 100))
+    assert held(store) == (0, HOSTS * 100)
+    store.write(stretch(100, 5))  # a few of each, as a time-major /write brings them
+    assert held(store) == (HOSTS * 5, HOSTS * 100)
+    assert values(store) == [[float(t) for t in range(105)]] * HOSTS
+
+
+def test_an_overwrite_replaces_the_point_a_block_holds(store: EmbeddedStore) -> None:
+    store.write(stretch(0, 100))
+    store.write(stretch(40, 3, value=0.5))  # rows, replacing three points of each block
+    assert held(store) == (HOSTS * 3, HOSTS * 97)
+    expected = [float(t) + (0.5 if 40 <= t < 43 else 0.0) for t in range(100)]
+    assert values(store) == [expected] * HOSTS
+    store.write(stretch(0, 100, value=0.25))  # a whole new stretch: blocks again, once
+    assert held(store) == (0, HOSTS * 100)
+    assert values(store) == [[float(t) + 0.25 for t in range(100)]] * HOSTS
+
+
+def test_a_delete_drops_whole_blocks_without_decoding_them(store: EmbeddedStore) -> None:
+    for first in range(0, 400, 100):
+        store.write(stretch(first, 100))
+    with patch.object(Blocks, "decoded", side_effect=AssertionError("decoded")):
+        assert store.delete(parse_selector("up"), 100 * S, 300 * S) == HOSTS * 200
+    assert store.delete(parse_selector("up"), 50 * S, 350 * S) == HOSTS * 100  # two edges
+    assert held(store) == (0, HOSTS * 100)
+    expected = [float(t) for t in [*range(50), *range(350, 400)]]
+    assert values(store) == [expected] * HOSTS
+
+
+def test_compaction_folds_rows_into_blocks(path: Path) -> None:
+    store = EmbeddedStore(path)
+    try:
+        for first in range(0, 200, 5):
+            store.write(stretch(first, 5))
+        assert held(store) == (HOSTS * 200, 0)
+    finally:
+        store.close()
+    compact(path)
+    again = EmbeddedStore(path)
+    try:
+        assert held(again) == (0, HOSTS * 200)
+        assert values(again) == [[float(t) for t in range(200)]] * HOSTS
+        found = again._db.execute("SELECT count(*) FROM blocks").fetchone()
+        assert found == (HOSTS,)  # a block a series
+    finally:
+        again.close()
+
+
+def test_nan_and_negative_zero_come_back_from_a_block(store: EmbeddedStore) -> None:
+    given = np.array([np.nan, -0.0, 1.5, np.inf] * 20)
+    store.write(SeriesSet.from_series([("up", {"host": "h0"}, [t * S for t in range(80)],
+                                        given.tolist())]))
+    assert held(store) == (0, 80)
+    found = store.select(parse_selector("up")).values
+    assert found.view(np.uint64).tolist() == given.view(np.uint64).tolist()
