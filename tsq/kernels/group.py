@@ -96,11 +96,22 @@ def _aligned(series: SeriesSet, class_of_series: Ints, classes: int, agg: Aggreg
         return None
     order = np.argsort(class_of_series, kind="stable")
     class_starts = np.searchsorted(class_of_series[order], np.arange(classes))
-    columns = series.values.reshape(rows, width)[order].T.ravel()  # tick-major: a class's
+    matrix = series.values.reshape(rows, width)
+    if agg.name in ROW_REDUCERS and matrix.dtype.kind == "f":  # a whole row at a time
+        ordered = matrix if np.array_equal(order, np.arange(rows)) else matrix[order]
+        reduced = ROW_REDUCERS[agg.name].reduceat(ordered, class_starts, axis=0)
+        if agg.name == "mean":
+            reduced /= np.diff(np.append(class_starts, rows))[:, None]
+        return np.tile(grid[0], classes), reduced.ravel(), np.full(classes, width, np.int64)
+    columns = matrix[order].T.ravel()  # tick-major: a class's
     starts = (np.arange(width)[:, None] * rows + class_starts[None, :]).ravel()  # rows adjoin
     reduced = reduce_segments(columns, starts.astype(np.int64), agg).reshape(width, classes)
     return (np.tile(grid[0], classes), reduced.T.ravel(),
             np.full(classes, width, dtype=np.int64))
+
+
+# The aggregators the aligned path reduces a whole row at a time (a class's series are rows)
+ROW_REDUCERS = {"sum": np.add, "mean": np.add, "min": np.minimum, "max": np.maximum}
 
 
 def _class_keys(series: SeriesSet, labels: Sequence[str] | None,
