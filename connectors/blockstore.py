@@ -15,7 +15,8 @@ Every function takes the DuckDB connection (or transaction) to use; ids are seri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -113,13 +114,10 @@ def cut(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], start:
     a day of blocks as cheaply as a row each."""
     if not len(ids):
         return 0
-    db.register("cut_series", _ids_frame(ids))
-    try:
-        inside = db.execute("DELETE FROM blocks WHERE sid IN (SELECT sid FROM cut_series) "
+    with _touching(db, ids):
+        inside = db.execute("DELETE FROM blocks WHERE sid IN (SELECT sid FROM touched) "
                             "AND first >= ? AND last < ? RETURNING count",
                             [start, end]).fetchall()
-    finally:
-        db.unregister("cut_series")
     return sum(int(count) for (count,) in inside) + _rewrite(
         db, ids, start, end - 1, lambda sid, stamps: (stamps >= start) & (stamps < end))
 
@@ -150,13 +148,10 @@ def _rewrite(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], l
     stamps)` points taken out, and written again (or dropped when none are left)."""
     if not len(ids):
         return 0
-    db.register("touched", _ids_frame(ids))
-    try:
+    with _touching(db, ids):
         rows = db.sql("SELECT rowid, sid, first, last, count, data FROM blocks WHERE sid IN "
                       "(SELECT sid FROM touched) AND last >= $1 AND first <= $2",
                       params=[low, high]).fetchall()
-    finally:
-        db.unregister("touched")
     removed, gone = 0, []
     kept: list[tuple[npt.NDArray[Any], ...]] = []
     for rowid, series, first, last, count, data in rows:
@@ -177,6 +172,17 @@ def _rewrite(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], l
     if kept:
         write(db, *(np.concatenate([k[n] for k in kept]) for n in range(3)))
     return removed
+
+
+@contextmanager
+def _touching(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]]
+              ) -> Iterator[None]:
+    """The series `ids` as the table `touched` for the statements inside."""
+    db.register("touched", _ids_frame(ids))
+    try:
+        yield
+    finally:
+        db.unregister("touched")
 
 
 def _ids_frame(ids: npt.NDArray[np.integer[Any]]) -> Any:

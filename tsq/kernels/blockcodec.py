@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tsq.jit import machine_code
+from tsq.kernels.compiled import bucket_at
 
 __all__ = ["HEADER_WORDS", "MINI", "accumulate_all", "decode_all", "encode_all"]
 
@@ -39,15 +40,20 @@ def _unzigzag(value: Any) -> Any:  # pragma: no cover - compiled
 
 
 @machine_code
+def _layout(n: int, at: int) -> tuple[int, int, int]:  # pragma: no cover - compiled
+    """A stream of `n` values at `at`: its miniblocks, where their widths are, where the
+    miniblocks begin."""
+    minis = (n + MINI - 1) // MINI
+    return minis, at, at + (minis + 7) // 8
+
+
+@machine_code
 def _put_stream(stream: Any, words: Any, at: int) -> int:  # pragma: no cover - compiled
     """`stream` bit-packed into `words` from `at`: the widths, then the miniblocks."""
     n = len(stream)
-    minis = (n + MINI - 1) // MINI
-    widths_at = at
-    at += (minis + 7) // 8
+    minis, widths_at, at = _layout(n, at)
     for m in range(minis):
-        low = m * MINI
-        high = min(n, low + MINI)
+        low, high = m * MINI, min(n, m * MINI + MINI)
         widest = np.uint64(0)
         for i in range(low, high):
             widest |= stream[i]
@@ -70,12 +76,9 @@ def _put_stream(stream: Any, words: Any, at: int) -> int:  # pragma: no cover - 
 @machine_code
 def _get_stream(words: Any, at: int, n: int, out: Any) -> int:  # pragma: no cover - compiled
     """The `n` values `_put_stream` packed from `at` into `out`; where the stream ends."""
-    minis = (n + MINI - 1) // MINI
-    widths_at = at
-    at += (minis + 7) // 8
+    minis, widths_at, at = _layout(n, at)
     for m in range(minis):
-        low = m * MINI
-        high = min(n, low + MINI)
+        low, high = m * MINI, min(n, m * MINI + MINI)
         width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
         if width == 0:
             for i in range(low, high):
@@ -258,8 +261,8 @@ def _add_block(stamps: Any, values: Any, row: int, anchor: int, span: int, right
     while i < n and stamps[i] <= after:
         i += 1
     while i < n and stamps[i] <= upto:
-        bucket, last = _bucket_of(stamps[i], anchor, span, right)
-        last = min(last, upto)
+        bucket, high = bucket_at(stamps[i], anchor, span, right)
+        last = min(high - 1, upto)
         total = 0.0 if op == 0 else (np.inf if op == 1 else -np.inf)
         count = 0
         while i < n and stamps[i] <= last:
@@ -271,17 +274,6 @@ def _add_block(stamps: Any, values: Any, row: int, anchor: int, span: int, right
         if count:
             counts[row + bucket] += count
             totals[row + bucket] = _combined(totals[row + bucket], total, op)
-
-
-@machine_code
-def _bucket_of(stamp: int, anchor: int, span: int, right: bool
-               ) -> tuple[int, int]:  # pragma: no cover - compiled
-    """The bucket that holds `stamp`, and its last time."""
-    if right:  # (anchor + (b - 1) span, anchor + b span]: the ceiling
-        bucket = -((anchor - stamp) // span)
-        return bucket, anchor + bucket * span
-    bucket = (stamp - anchor) // span  # [anchor + b span, anchor + (b + 1) span): the floor
-    return bucket, anchor + (bucket + 1) * span - 1
 
 
 @machine_code

@@ -17,10 +17,21 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "add_into_cells", "held_cells", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "add_into_cells", "bucket_at", "held_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
+
+
+@machine_code
+def bucket_at(stamp: int, anchor: int, span: int, right: bool
+              ) -> tuple[int, int]:  # pragma: no cover - compiled
+    """The bucket that holds `stamp`, and where its times end, as a half-open [.., high)."""
+    if right:  # (anchor + (b - 1) span, anchor + b span]: the ceiling
+        bucket = -((anchor - stamp) // span)
+        return bucket, anchor + bucket * span + 1
+    bucket = (stamp - anchor) // span  # [anchor + b span, anchor + (b + 1) span): the floor
+    return bucket, anchor + (bucket + 1) * span
 
 
 @machine_code
@@ -52,12 +63,8 @@ def _reduce_runs(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool,
             if series == current and high <= stamp < high + span:
                 bucket += 1
                 high += span
-            elif right:  # (anchor + (b - 1) span, anchor + b span]: the ceiling
-                bucket = -((anchor - stamp) // span)
-                high = anchor + bucket * span + 1
-            else:  # [anchor + b span, anchor + (b + 1) span): the floor
-                bucket = (stamp - anchor) // span
-                high = anchor + (bucket + 1) * span
+            else:
+                bucket, high = bucket_at(stamp, anchor, span, right)
             low = high - span
             current = series
             rank = rank_of[series] if ranked else series
@@ -129,12 +136,8 @@ def add_into_cells(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: boo
             if placed and high <= stamp < high + span:
                 bucket += 1
                 high += span
-            elif right:  # (anchor + (b - 1) span, anchor + b span]: the ceiling
-                bucket = -((anchor - stamp) // span)
-                high = anchor + bucket * span + 1
-            else:  # [anchor + b span, anchor + (b + 1) span): the floor
-                bucket = (stamp - anchor) // span
-                high = anchor + (bucket + 1) * span
+            else:
+                bucket, high = bucket_at(stamp, anchor, span, right)
             low = high - span
             placed = True
             current = -1
