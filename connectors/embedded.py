@@ -259,6 +259,9 @@ class EmbeddedStore:
         low, high = int(ids.min()), int(ids.max())
         wanted = None
         cursor = self._db.cursor()
+        # one snapshot for the rows and the blocks: a write that moves a point from a block
+        # to a row (an overwrite) commits between two statements, never inside a transaction
+        cursor.begin()
         try:
             if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
                 where = f"sid IN ({', '.join(f'${n}' for n in range(3, len(ids) + 3))})"
@@ -281,6 +284,7 @@ class EmbeddedStore:
                 _part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH)]
             if table == "points":
                 parts.extend(blockstore.read(cursor, where, params, low_ts, high_ts))
+            cursor.commit()
         finally:
             cursor.close()
         if wanted is not None:

@@ -3,6 +3,7 @@ point is in one place only, and that a delete drops whole blocks without decodin
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import patch
@@ -106,3 +107,30 @@ def test_nan_and_negative_zero_come_back_from_a_block(store: EmbeddedStore) -> N
     assert held(store) == (0, 80)
     found = store.select(parse_selector("up")).values
     assert found.view(np.uint64).tolist() == given.view(np.uint64).tolist()
+
+
+def test_a_read_sees_every_point_while_writes_move_them_between_blocks_and_rows(
+        store: EmbeddedStore) -> None:
+    """A read takes the rows and the blocks in one snapshot: points that writes move from a
+    block to rows (an overwrite of a few) and back (a long stretch again) are never missed
+    or seen twice."""
+    store.write(stretch(0, 100))
+    stop = threading.Event()
+    failures: list[int] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            found = store.select(parse_selector("up"))
+            if found.points != HOSTS * 100:
+                failures.append(found.points)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for round_ in range(150):
+            store.write(stretch(10, 20, value=round_ % 2 + 0.5))  # rows over a block's points
+            store.write(stretch(0, 100))  # blocks again, the rows replaced
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert not failures, f"reads saw {sorted(set(failures))} points instead of {HOSTS * 100}"
