@@ -129,7 +129,8 @@ def accumulate_blocks(blocks: Blocks, rank_of: npt.NDArray[np.integer[Any]] | No
                       totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64]
                       ) -> None:
     """The points of `blocks` in their window added into the dense cells `totals` and
-    `counts` (tsq.kernels.compiled.add_into_cells), each block decoded into a scratch buffer."""
+    `counts` (as tsq.kernels.compiled.accumulate adds points), each block decoded into a
+    scratch buffer and each of its buckets reduced there before it is added."""
     after, upto = max(blocks.start, -(2**63) + 1) - 1, blocks.end - 1  # (after, upto]
     if bounds is not None:
         after, upto = max(after, bounds[0]), min(upto, bounds[1])

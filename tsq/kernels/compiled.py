@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "add_into_cells", "bucket_at", "held_cells", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "bucket_at", "held_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -109,7 +109,7 @@ def reduce_runs(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64]
 
 
 @machine_code
-def add_into_cells(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
+def _add_into_cells(ids: Any, stamps: Any, values: Any, rank_of: Any, ranked: bool, anchor: int,
                 span: int, right: bool, first: int, width: int, op: int, bounded: bool,
                 after: int, upto: int, totals: Any, counts: Any
                 ) -> None:  # pragma: no cover - compiled, tested through accumulate
@@ -167,7 +167,7 @@ def accumulate(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64],
     into a grid no sparser than them need."""
     table = np.zeros(1, np.int64) if rank_of is None else rank_of.astype(np.int64, copy=False)
     after, upto = bounds if bounds is not None else (0, 0)
-    add_into_cells(ids if ids.dtype == np.int32 else ids.astype(np.int64, copy=False), stamps,
+    _add_into_cells(ids if ids.dtype == np.int32 else ids.astype(np.int64, copy=False), stamps,
                    np.ascontiguousarray(values, np.float64), table, rank_of is not None,
                    anchor, span, right, first, width, OPS[agg], bounds is not None, after,
                    upto, totals, counts)
