@@ -148,3 +148,83 @@ def test_every_packing_width_gives_back_its_values(width: int) -> None:
     _, found_stamps, found = _blocks([stamps], [values]).decoded()
     assert found_stamps.tolist() == stamps.tolist()
     assert found.view(np.uint64).tolist() == values.view(np.uint64).tolist()
+
+
+# a block's values as the fused paths see them: decimals (summed as integers), decimals too
+# large to sum as integers without overflow, and doubles with NaN (decoded as values)
+block_values = st.sampled_from(["decimal", "huge", "nan"])
+
+
+@quick
+@given(kinds=st.lists(st.tuples(st.booleans(), block_values), min_size=1, max_size=3),
+       length=st.integers(1, 300), step=st.integers(1, 200), span=st.integers(1, 20_000),
+       anchor=st.integers(-50_000, 50_000), window=st.tuples(st.integers(-100, 70_000),
+                                                             st.integers(-100, 70_000)),
+       bounded=st.one_of(st.none(), st.tuples(st.integers(-100, 70_000),
+                                              st.integers(-100, 70_000))),
+       name=st.sampled_from(["sum", "mean", "count", "min", "max"]),
+       closed=st.sampled_from(["left", "right"]), seed=st.integers(0, 2**32 - 1))
+def test_blocks_add_into_cells_what_their_points_would(
+        kinds: list[tuple[bool, str]], length: int, step: int, span: int, anchor: int,
+        window: tuple[int, int], bounded: tuple[int, int] | None, name: str, closed: str,
+        seed: int) -> None:
+    """accumulate_blocks, whichever way a block is read (times steady or not; values summed as
+    integers, or decoded), adds into each (series, bucket) cell the count and the sum,
+    minimum or maximum of the block's points in the window and the bounds."""
+    from tsq.kernels.blocks import accumulate_blocks
+
+    rng = np.random.default_rng(seed)
+    stamps, values = [], []
+    for steady, kind in kinds:
+        gaps = np.full(length, step, np.int64) if steady else rng.integers(1, 2 * step + 1,
+                                                                          length)
+        stamps.append(np.cumsum(gaps) - gaps[0] + int(rng.integers(0, 1000)))
+        numbers = rng.integers(-10**6, 10**6, length) / 100
+        if kind == "huge":
+            numbers = rng.integers(2**50, 2**52, length).astype(np.float64)
+        elif kind == "nan":
+            numbers[rng.random(length) < 0.2] = math.nan
+        values.append(numbers)
+    start, end = min(window), max(window)
+    bounds = None if bounded is None else (min(bounded), max(bounded))
+    right = closed == "right"
+
+    def bucket_of(stamp: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return -((anchor - stamp) // span) if right else (stamp - anchor) // span
+
+    everything = np.concatenate(stamps)
+    first = int(bucket_of(everything).min())
+    width = int(bucket_of(everything).max()) - first + 1
+    fresh = {"min": math.inf, "max": -math.inf}.get(name, 0.0)
+    totals, counts = np.full(len(kinds) * width, fresh), np.zeros(len(kinds) * width)
+    expected_totals, expected_counts = totals.copy(), counts.copy()
+    blocks = _blocks(stamps, values, start, end)
+    rank_of = np.zeros(7 + len(kinds), np.int64)
+    rank_of[7:] = np.arange(len(kinds))
+    accumulate_blocks(blocks, rank_of, anchor, span, right, first, width, name, bounds,
+                      totals, counts)
+    for row, (times, numbers) in enumerate(zip(stamps, values, strict=True)):
+        keep = (times >= start) & (times < end) & ~np.isnan(numbers)
+        if bounds is not None:
+            keep &= (times > bounds[0]) & (times <= bounds[1])
+        cells = row * width + bucket_of(times[keep]) - first
+        np.add.at(expected_counts, cells, 1)
+        reduce = {"min": np.minimum, "max": np.maximum}.get(name, np.add)
+        reduce.at(expected_totals, cells, numbers[keep])
+    assert counts.tolist() == expected_counts.tolist()
+    if name != "count":
+        np.testing.assert_allclose(totals, expected_totals, rtol=1e-12, atol=1e-9)
+
+
+def test_integers_that_could_overflow_a_bucket_sum_are_summed_as_doubles() -> None:
+    """2,048 integers near 2**52 in one bucket: their sum passes 2**63, which int64 cannot
+    hold; the block is summed as values instead, and the sum is right."""
+    from tsq.kernels.blocks import accumulate_blocks
+
+    stamps = np.arange(2048, dtype=np.int64)
+    values = np.full(2048, 2.0**52) + np.arange(2048) % 3
+    totals, counts = np.zeros(1), np.zeros(1)
+    accumulate_blocks(_blocks([stamps], [values], 0, 2048), np.zeros(8, np.int64), 0, 4096,
+                      False, 0, 1, "sum", None, totals, counts)
+    assert counts.tolist() == [2048.0]
+    assert totals[0] == pytest.approx(float(values.sum()), rel=1e-15)

@@ -178,12 +178,18 @@ def encode_all(stamps: Any, values: Any, offsets: Any, room: Any, words: Any,
 def _decode(words: Any, at: int, stamps: Any, values: Any,
             stream: Any) -> None:  # pragma: no cover - compiled
     """The block at `at` into `stamps` and `values` (as long as the block), `stream` scratch."""
+    _decode_values(words, at, _decode_times(words, at, stamps, stream), values, stream)
+
+
+@machine_code
+def _decode_times(words: Any, at: int, stamps: Any,
+                  stream: Any) -> int:  # pragma: no cover - compiled
+    """The times of the block at `at` into `stamps` (as long as the block, or the header
+    disagrees: an error), `stream` scratch; where its values' stream begins."""
     header = words[at]
     n = int(header & np.uint64(0xFFFFFFFF))
     if n != len(stamps):
         raise ValueError("a block holds another number of points than its row says")
-    decimal = (header >> np.uint64(32)) & np.uint64(1)
-    scale = int((header >> np.uint64(40)) & np.uint64(0xFF))
     stamp = np.int64(words[at + 1])
     step = np.int64(words[at + 2])
     stamps[0] = stamp
@@ -193,23 +199,40 @@ def _decode(words: Any, at: int, stamps: Any, values: Any,
     if _steady(words, at + HEADER_WORDS, max(n - 2, 0)):  # every step the same
         for i in range(2, n):
             stamps[i] = stamps[0] + i * step
-        end = at + HEADER_WORDS + _width_words(max(n - 2, 0))
-    else:
-        end = _get_stream(words, at + HEADER_WORDS, max(n - 2, 0), stream)
-        for i in range(2, n):
-            step += _unzigzag(stream[i - 2])
-            stamp += step
-            stamps[i] = stamp
+        return int(at + HEADER_WORDS + _width_words(max(n - 2, 0)))
+    end = int(_get_stream(words, at + HEADER_WORDS, max(n - 2, 0), stream))
+    for i in range(2, n):
+        step += _unzigzag(stream[i - 2])
+        stamp += step
+        stamps[i] = stamp
+    return end
+
+
+@machine_code
+def _decimal(header: Any) -> bool:  # pragma: no cover - compiled
+    return bool((header >> np.uint64(32)) & np.uint64(1))
+
+
+@machine_code
+def _power(header: Any) -> float:  # pragma: no cover - compiled
+    return 10.0 ** int((header >> np.uint64(40)) & np.uint64(0xFF))
+
+
+@machine_code
+def _decode_values(words: Any, at: int, end: int, values: Any,
+                   stream: Any) -> None:  # pragma: no cover - compiled
+    """The values of the block at `at`, their stream at `end`, into `values`."""
+    n = len(values)
     _get_stream(words, end, n - 1, stream)
-    if decimal:
-        power = 10.0 ** scale
+    if _decimal(words[at]):
+        power = _power(words[at])
         current = np.int64(words[at + 3])
         values[0] = current / power
         for i in range(1, n):
             current += _unzigzag(stream[i - 1])
             values[i] = current / power
     else:
-        bits = values[:n].view(np.uint64)
+        bits = values.view(np.uint64)
         previous = words[at + 3]
         bits[0] = previous
         for i in range(1, n):
@@ -217,6 +240,20 @@ def _decode(words: Any, at: int, stamps: Any, values: Any,
             bits[i] = previous
 
 
+@machine_code
+def _summable(words: Any, at: int, end: int, n: int) -> bool:  # pragma: no cover - compiled
+    """Whether the block at `at` (its values' stream at `end`) holds decimals whose integers
+    a bucket can sum without overflow: each is at most the first plus every delta the
+    miniblocks' widths allow, and a bucket holds at most `n` of them."""
+    if not _decimal(words[at]):
+        return False
+    bound = abs(float(np.int64(words[at + 3])))
+    minis, widths_at, _ = _layout(n - 1, end)
+    for m in range(minis):
+        width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+        if width:
+            bound += min(MINI, n - 1 - m * MINI) * 2.0 ** (width - 1)
+    return bound * n < 2.0**62
 @machine_code
 def decode_all(words: Any, starts: Any, counts: Any, stamps: Any,
                 values: Any) -> None:  # pragma: no cover - compiled
@@ -244,10 +281,132 @@ def accumulate_all(words: Any, starts: Any, counts: Any, ids: Any, rank_of: Any,
     values = np.empty(longest, np.float64)
     for b in range(len(counts)):
         n = counts[b]
-        _decode(words, starts[b], stamps[:n], values[:n], stream)
+        at = starts[b]
         rank = rank_of[ids[b]] if ranked else ids[b]
-        _add_block(stamps[:n], values[:n], rank * width - first, anchor, span, right, op, after,
-                   upto, totals, sums)
+        row = rank * width - first
+        summed = op in (0, 3)  # what the integers' running sums answer
+        if summed and n > 1 and _steady(words, at + HEADER_WORDS, n - 2):
+            end = at + HEADER_WORDS + _width_words(n - 2)
+            if _summable(words, at, end, n):  # every step the same: no time is made either
+                if n != int(words[at] & np.uint64(0xFFFFFFFF)):
+                    raise ValueError("a block holds another number of points than its row says")
+                running = stream[:n].view(np.int64)
+                _running_sums(words, end, n, np.int64(words[at + 3]), running)
+                _add_steady_sums(np.int64(words[at + 1]), np.int64(words[at + 2]), running,
+                                 _power(words[at]), row, anchor, span, right, op, after, upto,
+                                 totals, sums)
+                continue
+        end = _decode_times(words, at, stamps[:n], stream)
+        if summed and _summable(words, at, end, n):
+            running = stream[:n].view(np.int64)
+            _running_sums(words, end, n, np.int64(words[at + 3]), running)
+            _add_sums(stamps[:n], running, _power(words[at]), row, anchor, span, right, op,
+                      after, upto, totals, sums)
+        else:
+            _decode_values(words, at, end, values[:n], stream)
+            _add_block(stamps[:n], values[:n], row, anchor, span, right, op, after, upto,
+                       totals, sums)
+
+
+@machine_code
+def _running_sums(words: Any, at: int, n: int, current: Any,
+                  sums: Any) -> None:  # pragma: no cover - compiled
+    """A decimal block's integers summed as they come: `sums[i]` is the sum of its first
+    i + 1 integers, the first `current`, each next one the zigzag delta `_put_stream` packed
+    at `at` away from the one before. Unpacked and summed in one pass, never written out."""
+    total = current
+    sums[0] = total
+    minis, widths_at, at = _layout(n - 1, at)
+    for m in range(minis):
+        low, high = m * MINI, min(n - 1, m * MINI + MINI)
+        width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+        if width == 0:  # the same step again and again
+            for i in range(low, high):
+                total += current
+                sums[i + 1] = total
+            continue
+        mask = ALL if width == 64 else (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+        bit = 0
+        for i in range(low, high):
+            word = at + (bit >> 6)
+            offset = np.uint64(bit & 63)
+            value = (words[word] >> offset) | \
+                ((words[word + 1] << (np.uint64(63) - offset)) << np.uint64(1))
+            current += _unzigzag(value & mask)
+            total += current
+            sums[i + 1] = total
+            bit += width
+        at += (bit + 63) >> 6
+
+
+@machine_code
+def _add_steady_sums(start: int, step: int, sums: Any, power: float, row: int, anchor: int,
+                     span: int, right: bool, op: int, after: int, upto: int, totals: Any,
+                     counts: Any) -> None:  # pragma: no cover - compiled
+    """`_add_sums` for a block whose times are `start + i * step`: where each bucket's points
+    begin and end is found from the last bucket's by adding (a quotient and a remainder by
+    `step`), without a time or a division a bucket."""
+    n = len(sums)
+    low = 0 if after < start else min(n, (after - start) // step + 1)
+    high = n if upto >= start + (n - 1) * step else (upto - start) // step + 1 \
+        if upto >= start else 0
+    i = low
+    whole, part = span // step, span % step  # a bucket's span in steps
+    bucket = 0
+    ahead = 0  # the next bucket's first point: `ahead` + (`rest` > 0) steps from the start
+    rest = 0
+    while i < high:
+        end = ahead + (1 if rest else 0)
+        if end <= i:  # the first bucket, or one after buckets without a point
+            bucket, edge = bucket_at(start + i * step, anchor, span, right)
+            ahead, rest = (edge - start) // step, (edge - start) % step
+            end = ahead + (1 if rest else 0)
+        end = min(end, high)
+        counts[row + bucket] += end - i
+        if op == 0:
+            before = sums[i - 1] if i else 0
+            totals[row + bucket] += (sums[end - 1] - before) / power
+        i = end
+        bucket += 1
+        ahead += whole
+        rest += part
+        if rest >= step:
+            rest -= step
+            ahead += 1
+
+
+@machine_code
+def _add_sums(stamps: Any, sums: Any, power: float, row: int, anchor: int, span: int,
+              right: bool, op: int, after: int, upto: int, totals: Any,
+              counts: Any) -> None:  # pragma: no cover - compiled
+    """`_add_block` for a sum, a mean or a count of a decimal block from the running sums of
+    its integers (`_running_sums`): a bucket's sum is the difference of two, exact, divided
+    once by the power of ten; no value is made. None is NaN."""
+    n = len(stamps)
+    i = 0
+    while i < n and stamps[i] <= after:
+        i += 1
+    placed = False
+    bucket = 0
+    high = 0
+    while i < n and stamps[i] <= upto:
+        stamp = stamps[i]
+        # the next bucket is mostly the one after, found without a division
+        if placed and high <= stamp < high + span:
+            bucket += 1
+            high += span
+        else:
+            bucket, high = bucket_at(stamp, anchor, span, right)
+            placed = True
+        last = min(high - 1, upto)
+        start = i
+        i += 1
+        while i < n and stamps[i] <= last:
+            i += 1
+        counts[row + bucket] += i - start
+        if op == 0:
+            before = sums[start - 1] if start else 0
+            totals[row + bucket] += (sums[i - 1] - before) / power
 
 
 @machine_code
