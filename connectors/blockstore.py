@@ -40,6 +40,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A series whose write into the past brings this many points, in time order, gets a block for
 # them; fewer go to `points` as rows (a time-major batch brings a few of each), until compaction
 BLOCK_FROM = 64
+# series (or blocks) a statement names one by one; more are joined as a table
+FEW_SERIES = 64
 
 
 def write(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
@@ -62,6 +64,13 @@ def _insert(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
             firsts: npt.NDArray[np.int64], lasts: npt.NDArray[np.int64],
             counts: npt.NDArray[np.int64], words: npt.NDArray[np.uint64],
             word_offsets: npt.NDArray[np.int64]) -> None:
+    if len(sid) <= FEW_SERIES:  # parameters: DuckDB plans a registered table at some 1 ms
+        rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(sid))
+        db.execute(f"INSERT INTO blocks VALUES {rows}", [
+            value for b in range(len(sid)) for value in (
+                int(sid[b]), int(firsts[b]), int(lasts[b]), int(counts[b]),
+                words[word_offsets[b]:word_offsets[b + 1]].tobytes())])
+        return
     import pyarrow as pa
 
     data = pa.Array.from_buffers(pa.large_binary(), len(sid), [
@@ -114,73 +123,87 @@ def cut(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], start:
     a day of blocks as cheaply as a row each."""
     if not len(ids):
         return 0
-    with _touching(db, ids):
-        inside = db.execute("DELETE FROM blocks WHERE sid IN (SELECT sid FROM touched) "
-                            "AND first >= ? AND last < ? RETURNING count",
-                            [start, end]).fetchall()
-    return sum(int(count) for (count,) in inside) + _rewrite(
-        db, ids, start, end - 1, lambda sid, stamps: (stamps >= start) & (stamps < end))
+    with _touching(db, ids) as (series, params):
+        inside = db.execute(f"DELETE FROM blocks WHERE {series} AND first >= ? AND last < ? "
+                            f"RETURNING count", [*params, start, end]).fetchall()
+    removed, kept = _taken_out(db, ids, start, end - 1,
+                               lambda sid, stamps: (stamps >= start) & (stamps < end))
+    write(db, *kept)
+    return sum(int(count) for (count,) in inside) + removed
+
+
+Stretch = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
 def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
-                   ts: npt.NDArray[np.int64]) -> int:
+                   ts: npt.NDArray[np.int64]) -> Stretch:
     """Take the points at (sid[i], ts[i]) out of their blocks, before a write puts new ones
-    there (the last write wins). Returns how many went."""
+    there (the last write wins). The blocks they were in are dropped; their other points
+    come back (series ids, times, values, by series then time) for the caller to `write`
+    with its own, in one statement and fewer blocks."""
     if not len(sid):
-        return 0
+        return _nothing()
     order = np.lexsort((ts, sid))
     sid, ts = sid[order], ts[order]
-    ids = np.unique(sid)
 
-    def doomed(series: int, stamps: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-        lo, hi = np.searchsorted(sid, series), np.searchsorted(sid, series, side="right")
-        return np.isin(stamps, ts[lo:hi])
+    def doomed(held: npt.NDArray[np.int32], stamps: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.bool_]:
+        found = np.zeros(len(stamps), dtype=bool)
+        for series in np.unique(held).tolist():  # a few series: a write's, in one block each
+            mine = held == series
+            times = ts[np.searchsorted(sid, series):np.searchsorted(sid, series, "right")]
+            at = np.minimum(np.searchsorted(times, stamps[mine]), max(len(times) - 1, 0))
+            found[mine] = times[at] == stamps[mine] if len(times) else False
+        return found
 
-    return _rewrite(db, ids, int(ts.min()), int(ts.max()), doomed)
+    return _taken_out(db, np.unique(sid), int(ts.min()), int(ts.max()), doomed)[1]
 
 
-Doomed = Callable[[int, npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
+Doomed = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
 
 
-def _rewrite(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], low: int,
-             high: int, doomed: Doomed) -> int:
-    """Every block of `ids` that may hold points in [low, high] decoded, its `doomed(sid,
-    stamps)` points taken out, and written again (or dropped when none are left)."""
-    if not len(ids):
-        return 0
-    with _touching(db, ids):
-        rows = db.sql("SELECT rowid, sid, first, last, count, data FROM blocks WHERE sid IN "
-                      "(SELECT sid FROM touched) AND last >= $1 AND first <= $2",
-                      params=[low, high]).fetchall()
-    removed, gone = 0, []
-    kept: list[tuple[npt.NDArray[Any], ...]] = []
-    for rowid, series, first, last, count, data in rows:
-        words = np.frombuffer(bytes(data), np.uint64)
-        block = Blocks(np.array([series], np.int64), np.array([first], np.int64),
-                       np.array([last], np.int64), np.array([count], np.int64),
-                       np.array([0], np.int64), words, first, last + 1)
-        ids_of, stamps, values = block.decoded()
-        drop = doomed(series, stamps)
-        if not drop.any():
-            continue
-        removed += int(drop.sum())
-        gone.append(rowid)
-        if not drop.all():
-            kept.append((ids_of[~drop], stamps[~drop], values[~drop]))
-    if gone:
-        db.execute("DELETE FROM blocks WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [gone])
-    if kept:
-        write(db, *(np.concatenate([k[n] for k in kept]) for n in range(3)))
-    return removed
+def _taken_out(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], low: int,
+               high: int, doomed: Doomed) -> tuple[int, Stretch]:
+    """Every block of `ids` that may hold points in [low, high] dropped (one statement) and
+    decoded (one call): how many of their points `doomed(sids, stamps)` marks, and the
+    others, to be written again."""
+    with _touching(db, ids) as (series, params):
+        rows = db.execute(f"DELETE FROM blocks WHERE {series} AND last >= ? AND first <= ? "
+                          f"RETURNING sid, first, last, count, data",
+                          [*params, low, high]).fetchall()
+    if not rows:
+        return 0, _nothing()
+    sizes = [len(row[4]) // WORD for row in rows]
+    holders, firsts, lasts, counts = (np.array([row[n] for row in rows], np.int64)
+                                      for n in range(4))
+    taken = Blocks(holders, firsts, lasts, counts,
+                   np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64),
+                   np.frombuffer(b"".join(bytes(row[4]) for row in rows), np.uint64),
+                   int(firsts.min()), int(lasts.max()) + 1)  # every point of theirs
+    ids_of, stamps, values = taken.decoded()
+    sid = ids_of.astype(np.int32)
+    keep = ~doomed(sid, stamps)
+    order = np.lexsort((stamps[keep], sid[keep]))  # the blocks came in any order
+    return len(keep) - int(keep.sum()), (sid[keep][order], stamps[keep][order],
+                                         values[keep][order])
+
+
+def _nothing() -> Stretch:
+    return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0)
 
 
 @contextmanager
 def _touching(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]]
-              ) -> Iterator[None]:
-    """The series `ids` as the table `touched` for the statements inside."""
+              ) -> Iterator[tuple[str, list[int]]]:
+    """A condition on `sid` for the series `ids` in the statements inside, and its
+    parameters: a list of values for a few (DuckDB plans a join with a table of them at some
+    2 ms, a list at 0.6), else the table `touched`."""
+    if len(ids) <= FEW_SERIES:
+        yield f"sid IN ({', '.join('?' * len(ids))})", [int(i) for i in ids]
+        return
     db.register("touched", _ids_frame(ids))
     try:
-        yield
+        yield "sid IN (SELECT sid FROM touched)", []
     finally:
         db.unregister("touched")
 

@@ -54,8 +54,10 @@ from tsq.kernels import (
     Blocks,
     Buckets,
     Fill,
+    Grouping,
     Points,
     bucketize,
+    bucketize_groups,
     bucketize_parts,
     points_of,
 )
@@ -106,7 +108,7 @@ TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text":
 
 
 class EmbeddedStore:
-    capabilities = Capabilities(sampling=True)
+    capabilities = Capabilities(sampling=True, grouping=True)
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> EmbeddedStore:
@@ -128,14 +130,17 @@ class EmbeddedStore:
         self._series = SeriesIndex()
         self._matched: dict[Selector, tuple[int, list[Entry]]] = {}  # `_matching`'s answers
         self._matched_lock = threading.Lock()
-        newest = dict(self._db.execute(
-            "SELECT sid, max(ts) FROM (SELECT sid, ts FROM points UNION ALL "
-            "SELECT sid, ts FROM text_points UNION ALL SELECT sid, last FROM blocks) "
-            "GROUP BY sid").fetchall())
+        stored = {sid: (newest, bool(rows), bool(blocks)) for sid, newest, rows, blocks in
+                  self._db.execute(
+            "SELECT sid, max(ts), bool_or(row), bool_or(NOT row) FROM ("
+            "SELECT sid, ts, true AS row FROM points UNION ALL "
+            "SELECT sid, ts, true FROM text_points UNION ALL "
+            "SELECT sid, last, false FROM blocks) GROUP BY sid").fetchall()}
         rows = self._db.execute("SELECT id, name, labels, kind FROM series").fetchall()
         with collector_paused():
             self._series.extend(Entry(sid, name, orjson.loads(labels), kind, labels,
-                                      newest.get(sid)) for sid, name, labels, kind in rows)
+                                      *stored.get(sid, (None, False, False)))
+                                for sid, name, labels, kind in rows)
         self._next_id = max((row[0] for row in rows), default=0)
         self._head = Head(self._head_start())
         self._log = None if str(path) == ":memory:" else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
@@ -191,6 +196,18 @@ class EmbeddedStore:
         """`select` then bucketize, here: the caller gets the buckets, not the raw points.
         Where the aggregator allows (`bucketize_parts`), the points are bucketed in the order
         the table and the head's chunks hold them, never joined or grouped by series."""
+        return self._sampled(selector, start, end, buckets, aggregator, fills, None)
+
+    def select_grouped(self, selector: Selector, start: int | None, end: int | None,
+                       buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                       group: Grouping) -> SeriesSet:
+        """`select_sampled` then `group.apply`; a large read's groups come from its dense
+        cells (`bucketize_groups`), without making each series' buckets."""
+        return self._sampled(selector, start, end, buckets, aggregator, fills, group)
+
+    def _sampled(self, selector: Selector, start: int | None, end: int | None,
+                 buckets: Buckets, aggregator: Aggregator, fills: Sequence[Fill],
+                 group: Grouping | None) -> SeriesSet:
         matching = self._reading(selector, start, end)
         found = None
         if matching:
@@ -198,6 +215,15 @@ class EmbeddedStore:
             if all(s.kind in NUMERIC_KINDS for s in matching):
                 heads = SeriesSet(*_heads(matching), np.zeros(0, np.int64), np.zeros(0),
                                   np.zeros(len(matching) + 1, np.int64))
+                if group is not None:
+                    grouped = bucketize_groups(heads, parts, buckets, aggregator, fills,
+                                               rank_of, group)
+                    if grouped is not None:
+                        done: SeriesSet = grouped
+                        explain.note("embedded store", lambda: f"bucketed by "
+                                     f"{buckets.span / 10**9:g} s, {aggregator.name}, and "
+                                     f"{_grouped_step(group, done)} (dense cells)")
+                        return done
                 found = bucketize_parts(heads, parts, buckets, aggregator, fills, rank_of)
             if found is None:
                 found = bucketize(numbers_only(_grouped(matching, *_joined_parts(rank_of, parts)),
@@ -206,7 +232,11 @@ class EmbeddedStore:
             found = SeriesSet.empty()
         explain.note("embedded store", lambda: f"bucketed by {buckets.span / 10**9:g} s, "
                                                f"{aggregator.name}: {found.points} buckets")
-        return found
+        if group is None:
+            return found
+        grouped = group.apply(found)
+        explain.note("embedded store", lambda: _grouped_step(group, grouped))
+        return grouped
 
     def _reading(self, selector: Selector, start: int | None, end: int | None) -> list[Entry]:
         """The series `selector` matches, noted in the plan as read."""
@@ -335,6 +365,7 @@ class EmbeddedStore:
             recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
             created: list[Entry] = []
             logged: int | None = None
+            blocked = np.zeros(0, dtype=bool)
             try:
                 known = [self._series_id(name, labels, kind, created)
                          for name, labels in zip(series.names, series.labels, strict=True)]
@@ -348,11 +379,11 @@ class EmbeddedStore:
                             logged = self._log.append(record)
                         if not recent.all():
                             old = ~recent
-                            newest = np.array([INT64_MIN if k.newest is None else k.newest
-                                               for k in known], dtype=np.int64)
-                            back = old & (ts <= np.repeat(newest, counts))
-                            _write_past(db, table, sid[old], ts[old], series.values[old],
-                                        back[old])
+                            back = old & (ts <= np.repeat(_newest(known), counts))
+                            blocked = _write_past(
+                                db, table, sid[old], ts[old], series.values[old],
+                                (back & np.repeat([k.rows for k in known], counts))[old],
+                                (back & np.repeat([k.blocks for k in known], counts))[old])
                 elif record is not None and self._log is not None:  # the head alone
                     logged = self._log.append(record)
             except BaseException:
@@ -363,9 +394,11 @@ class EmbeddedStore:
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
             if not recent.all():
-                # committed: later writes of these series may append to the table
+                # committed: later writes of these series may append to the table, and look
+                # for their points where these went
                 lasts = np.where(recent, INT64_MIN, ts)
                 _note_newest(known, counts, lasts, series.offsets)
+                _note_where(known, sid[~recent], blocked)
         return series.points
 
     def delete(self, selector: Selector, start: int | None = None,
@@ -432,6 +465,7 @@ class EmbeddedStore:
                 entry = self._series.by_id(found)
                 if entry is not None:
                     entry.newest = last if entry.newest is None else max(entry.newest, last)
+                    entry.blocks = True
         if self._log is not None:
             self._log.retire(rest.start)
         explain.note("embedded store", lambda: f"moved {len(sid)} points from the head into the "
@@ -634,30 +668,58 @@ def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
 
 def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
                 ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
-                back: npt.NDArray[np.bool_]) -> None:
-    """Put points into the table; those `back` marks (at or before their series' newest time
-    there) first take out the points they replace, rows or in blocks. A series' long stretch
-    in time order becomes blocks (`blockstore.in_blocks`), the rest rows. `table` comes from
-    TABLE_OF_KIND, never from a user."""
-    if back.any():
-        db.register("replaced", _frame({"sid": sid[back], "ts": ts[back]}))
+                over_rows: npt.NDArray[np.bool_], over_blocks: npt.NDArray[np.bool_]
+                ) -> npt.NDArray[np.bool_]:
+    """Put points into the table; those `over_rows` and `over_blocks` mark (at or before
+    their series' newest time there, which may have rows or blocks) first take out the points
+    they replace. A series' long stretch in time order becomes blocks (`blockstore.in_blocks`;
+    merged with what is left of the blocks it replaces points of), the rest rows. Returns
+    which points went to blocks. `table` comes from TABLE_OF_KIND, never from a user."""
+    if over_rows.any():
+        db.register("replaced", _frame({"sid": sid[over_rows], "ts": ts[over_rows]}))
         db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN (SELECT sid, ts FROM replaced)")
         db.unregister("replaced")
-        if table == "points":
-            blockstore.replace_points(db, sid[back], ts[back])
+    blocked = np.zeros(len(sid), dtype=bool)
     if table == "points":
         values = _numbers(values)
+        kept = blockstore.replace_points(db, sid[over_blocks], ts[over_blocks])
         blocked = blockstore.in_blocks(sid, ts)
-        if blocked.any():
-            blockstore.write(db, sid[blocked], ts[blocked], values[blocked])
-            rows = ~blocked
-            sid, ts, values = sid[rows], ts[rows], values[rows]
+        in_sid, in_ts, in_values = sid[blocked], ts[blocked], values[blocked]
+        if len(kept[0]):  # one stretch a series, in time order, the kept and the new
+            in_sid, in_ts = np.concatenate((kept[0], in_sid)), np.concatenate((kept[1], in_ts))
+            in_values = np.concatenate((kept[2], in_values))
+            order = np.lexsort((in_ts, in_sid))
+            in_sid, in_ts, in_values = in_sid[order], in_ts[order], in_values[order]
+        blockstore.write(db, in_sid, in_ts, in_values)
+        rows = ~blocked
+        sid, ts, values = sid[rows], ts[rows], values[rows]
     else:
         values = values.astype(object)
     if len(sid):
         db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
         db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
         db.unregister("batch")
+    return blocked
+
+
+def _grouped_step(group: Grouping, grouped: SeriesSet) -> str:
+    return f"{group}: {len(grouped)} series, {grouped.points} points"
+
+
+def _newest(known: list[Entry]) -> npt.NDArray[np.int64]:
+    """Each series' newest time in the table (INT64_MIN: none)."""
+    return np.array([INT64_MIN if k.newest is None else k.newest for k in known], np.int64)
+
+
+def _note_where(known: list[Entry], sid: npt.NDArray[np.int32],
+                blocked: npt.NDArray[np.bool_]) -> None:
+    """Note the series that now have rows in the table, or blocks (`blocked`: of the points
+    `sid` names, those that went to blocks)."""
+    by_id = {k.id: k for k in known}
+    for found in np.unique(sid[~blocked]).tolist():
+        by_id[found].rows = True
+    for found in np.unique(sid[blocked]).tolist():
+        by_id[found].blocks = True
 
 
 def _note_newest(known: list[Entry], counts: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],

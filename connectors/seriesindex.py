@@ -33,6 +33,10 @@ class Entry:
     kind: str
     key: str  # the labels as canonical JSON: (name, key) names the series
     newest: int | None = None  # the newest timestamp stored
+    # where its stored points may be, rows of its table or blocks: a write over its past
+    # looks only there (false only when it is sure none are)
+    rows: bool = False
+    blocks: bool = False
 
 
 class SeriesIndex:

@@ -70,6 +70,23 @@ def test_an_overwrite_replaces_the_point_a_block_holds(store: EmbeddedStore) -> 
     assert values(store) == [[float(t) + 0.25 for t in range(100)]] * HOSTS
 
 
+def test_a_reopened_store_still_replaces_the_rows_and_blocks_it_holds(path: Path) -> None:
+    """A write over the past looks for the points it replaces only where its series may have
+    some, rows or blocks; a store opened again knows where from its tables."""
+    first = EmbeddedStore(path)
+    first.write(stretch(0, 100))  # blocks
+    first.write(stretch(100, 5))  # rows
+    first.close()
+    again = EmbeddedStore(path)
+    try:
+        again.write(stretch(98, 4, value=0.5))  # two points of the blocks, two rows
+        assert held(again) == (HOSTS * 7, HOSTS * 98)
+        expected = [float(t) + (0.5 if 98 <= t < 102 else 0.0) for t in range(105)]
+        assert values(again) == [expected] * HOSTS
+    finally:
+        again.close()
+
+
 def test_a_delete_drops_whole_blocks_without_decoding_them(store: EmbeddedStore) -> None:
     for first in range(0, 400, 100):
         store.write(stretch(first, 100))

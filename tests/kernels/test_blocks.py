@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsq.kernels import Aggregator, Blocks, Buckets, bucketize, bucketize_parts
-from tsq.kernels import buckets as buckets_module
+from tsq.kernels import dense as dense_module
 from tsq.kernels.blocks import encode
 from tsq.series import SeriesSet
 
@@ -117,7 +117,7 @@ def test_a_sampled_read_of_blocks_is_bucketize_of_their_points(name: str, closed
     inside = SeriesSet.from_series((f"s{row}", {}, *points_of(row)) for row in range(3))
     grid = Buckets(span, closed=closed)  # type: ignore[arg-type]
     rank_of = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2], np.int64)  # ids 7, 8, 9 -> ranks
-    with patch.object(buckets_module, "COMPILED_POINTS", 0 if dense else 2**62):
+    with patch.object(dense_module, "DENSE_POINTS", 0 if dense else 2**62):
         found = bucketize_parts(inside, [blocks], grid, Aggregator(name), (), rank_of)
     expected = bucketize(inside, grid, Aggregator(name))
     assert found is not None

@@ -14,8 +14,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsq.errors import BadRequest
-from tsq.kernels import Aggregator, Buckets, Fill, bucket_index, bucketize, group_by
+from tsq.kernels import (
+    Aggregator,
+    Blocks,
+    Buckets,
+    Fill,
+    Grouping,
+    bucket_index,
+    bucketize,
+    bucketize_groups,
+    group_by,
+)
 from tsq.kernels import buckets as buckets_module
+from tsq.kernels import dense as dense_module
+from tsq.kernels.blocks import encode
 from tsq.series import SeriesSet
 
 SPAN = 10
@@ -341,7 +353,8 @@ def test_bucketize_parts_is_bucketize_of_the_points_in_parts_and_runs(
     compiled accumulation, on one thread or several, and whatever the order of the points
     within a series' run."""
     with patch.object(buckets_module, "COMPILED_POINTS", 0 if compiled else 2**62), \
-            patch.object(buckets_module, "DENSE_CELLS", 2**40 if dense else 0), \
+            patch.object(dense_module, "DENSE_POINTS", 0 if compiled else 2**62), \
+            patch.object(dense_module, "DENSE_CELLS", 2**40 if dense else 0), \
             patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62):
         _bucketize_parts_is_bucketize(spec, name, closed, fixed, fill, seed, cuts, time_order)
 
@@ -360,13 +373,93 @@ def test_runs_of_points_on_every_bucket_edge_split_there(closed: str, compiled: 
     grid = Buckets(SPAN, anchor=3 * SPAN, closed=closed)  # type: ignore[arg-type]
     parts = [buckets_module.Points(source.series_ids(), source.timestamps, source.values, True)]
     with patch.object(buckets_module, "COMPILED_POINTS", 0 if compiled else 2**62), \
-            patch.object(buckets_module, "DENSE_CELLS", 2**40 if dense else 0):
+            patch.object(dense_module, "DENSE_POINTS", 0 if compiled else 2**62), \
+            patch.object(dense_module, "DENSE_CELLS", 2**40 if dense else 0):
         for name in ("sum", "count", "min", "max", "mean"):
             found = buckets_module.bucketize_parts(source, parts, grid, Aggregator(name))
             expected = bucketize(source, grid, Aggregator(name))
             assert found is not None
             assert found.timestamps.tolist() == expected.timestamps.tolist()
             assert found.values.tolist() == expected.values.tolist(), name
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=sets, name=st.sampled_from(sorted(buckets_module.UNORDERED)),
+       group_name=st.sampled_from(sorted(dense_module.GROUPED)),
+       by=st.sampled_from([None, ("dc",), ("host",), ("dc", "host")]), without=st.booleans(),
+       closed=st.sampled_from(["left", "right"]), fixed=st.booleans(),
+       seed=st.integers(0, 2**32 - 1), in_blocks=st.booleans(), threads=st.booleans(),
+       even=st.booleans())
+def test_bucketize_groups_is_group_by_of_bucketize(
+        spec: list[Any], name: str, group_name: str, by: tuple[str, ...] | None, without: bool,
+        closed: str, fixed: bool, seed: int, in_blocks: bool, threads: bool, even: bool
+) -> None:
+    """TSL's sampleBy then groupBy as the embedded store does it for a large read: the
+    groups reduced from the dense cells, the points read as rows or as compressed blocks (a
+    series' points in one or two), on one thread, on several adding into the same cells by
+    ranges of series, or into cells of their own: group_by of bucketize's buckets."""
+    source = _deduplicated(build(spec))
+    grid = Buckets(SPAN, closed=closed,  # type: ignore[arg-type]
+                   first=-20 if fixed else None, last=90 if fixed else None)
+    rng = np.random.default_rng(seed)
+    ids_of_rank = rng.permutation(len(source)) + 3
+    rank_of = np.zeros(len(source) + 3, np.int64)
+    rank_of[ids_of_rank] = np.arange(len(source))
+    ids = ids_of_rank[source.series_ids()]
+    parts: list[Any] = [buckets_module.Points(ids, source.timestamps, source.values, True)]
+    if in_blocks and source.points:
+        halves = [cut for row in range(len(source)) for cut in
+                  np.array_split(np.arange(source.offsets[row], source.offsets[row + 1]), 2)
+                  if len(cut)]
+        offsets = np.cumsum([0, *[len(cut) for cut in halves]]).astype(np.int64)
+        words, starts = encode(source.timestamps, source.values.astype(np.float64), offsets)
+        parts = [Blocks(ids[offsets[:-1]].astype(np.int64), source.timestamps[offsets[:-1]],
+                        source.timestamps[offsets[1:] - 1], np.diff(offsets), starts[:-1],
+                        words, -(2**63), 2**63 - 1)]
+    group = Grouping(by, Aggregator(group_name), without)
+    with patch.object(dense_module, "DENSE_POINTS", 0), \
+            patch.object(dense_module, "DENSE_CELLS", 2**40), \
+            patch.object(dense_module, "EVEN_ENOUGH", 2**40 if even else 1.5), \
+            patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62):
+        found = bucketize_groups(source, parts, grid, Aggregator(name), (), rank_of, group)
+    expected = group.apply(bucketize(source, grid, Aggregator(name)))
+    if found is None:  # no point to bucket (none, or none on the fixed grid)
+        assert expected.points == 0
+        return
+    assert found.names == expected.names and found.labels == expected.labels
+    assert found.offsets.tolist() == expected.offsets.tolist()
+    assert found.timestamps.tolist() == expected.timestamps.tolist()
+    np.testing.assert_allclose(found.values, expected.values, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("group_name", sorted(dense_module.GROUPED))
+def test_a_bucket_without_an_aggregate_is_left_out_of_its_group(group_name: str) -> None:
+    """+inf and -inf in one bucket: its sum is NaN, which group_by leaves out of the group's
+    bucket (as a missing one); so do the dense cells."""
+    source = SeriesSet.from_series([("cpu", {"dc": "a"}, [0, 1, 12], [math.inf, -math.inf, 2.0]),
+                                    ("cpu", {"dc": "a"}, [3, 14], [1.0, 4.0])])
+    parts = [buckets_module.Points(source.series_ids(), source.timestamps, source.values, True)]
+    group = Grouping(("dc",), Aggregator(group_name))
+    with patch.object(dense_module, "DENSE_POINTS", 0):
+        found = bucketize_groups(source, parts, Buckets(SPAN), Aggregator("sum"), (), None,
+                                 group)
+    with np.errstate(invalid="ignore"):  # inf - inf
+        expected = group.apply(bucketize(source, Buckets(SPAN), Aggregator("sum")))
+    assert found is not None
+    assert found.timestamps.tolist() == expected.timestamps.tolist() == [0, 10]
+    assert found.values.tolist() == expected.values.tolist()
+
+
+def _deduplicated(source: SeriesSet) -> SeriesSet:
+    """`source` with each series' points in rising time, one a timestamp (the last written),
+    as a store holds them."""
+    kept = []
+    for row in range(len(source)):
+        stamps, values = source[row].timestamps, source[row].values
+        times, last = np.unique(stamps[::-1], return_index=True)
+        kept.append((source.names[row], source.labels[row], times,
+                     values[::-1][last].astype(np.float64)))
+    return SeriesSet.from_series(kept)
 
 
 def _bucketize_parts_is_bucketize(spec: list[Any], name: str, closed: str, fixed: bool,

@@ -13,10 +13,11 @@ from tsq.kernels.buckets import (
     bucketize_unordered,
     points_of,
 )
+from tsq.kernels.dense import bucketize_groups
 from tsq.kernels.group import Grouping, group_by
 from tsq.kernels.window import cumulative, window
 
 __all__ = ["AGGREGATORS", "Aggregator", "Blocks", "Buckets", "Fill", "Grouping", "Points",
-           "bucket_index", "bucketize", "bucketize_parts", "bucketize_unordered", "choose",
-           "combine",
-           "cumulative", "group_by", "maps", "points_of", "reduce_segments", "window"]
+           "bucket_index", "bucketize", "bucketize_groups", "bucketize_parts",
+           "bucketize_unordered", "choose", "combine", "cumulative", "group_by", "maps",
+           "points_of", "reduce_segments", "window"]

@@ -174,7 +174,6 @@ def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
 # bucket's sum adds its points in the order they come (time order, as a store reads them)
 UNORDERED = frozenset({"sum", "mean", "count", "min", "max"})
 SPARSE_CELLS = 4  # (series by bucket) cells per point above which the grid is too sparse
-DENSE_CELLS = 2  # cells per point up to which a large read is added into dense arrays
 
 
 @dataclass(frozen=True)
@@ -207,7 +206,7 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points | Blocks], buckets
     """`bucketize_unordered` of points read in parts (a store's table and the chunks of its
     head), none joined to another: `rank_of[ids[i]]` is the series of a part's point i (None:
     the ids are ranks), and a part of compressed blocks (tsq.kernels.blocks) is decoded. A
-    large read is added into dense cells by a compiled pass (`_accumulated`; the blocks are
+    large read is added into dense cells by a compiled pass (tsq.kernels.dense; the blocks are
     decoded there a block at a time). Otherwise, in a part of runs, each run of one (series,
     bucket) cell is reduced first (`reduceat`, or one compiled pass for a large part), and the
     cells add up runs, not points. Large reads are reduced on every core (numpy and numba let
@@ -215,16 +214,12 @@ def bucketize_parts(series: SeriesSet, parts: Sequence[Points | Blocks], buckets
     if agg.name not in UNORDERED or \
             any(isinstance(p, Points) and p.values.dtype.kind != "f" for p in parts):
         return None
+    from tsq.kernels.dense import bucketized, dense_grid
+
+    grid = dense_grid(series, parts, buckets)
+    if grid is not None:
+        return bucketized(series, parts, buckets, agg, fills, rank_of, grid)
     bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
-    points = sum(_size(p) for p in parts)
-    if points >= COMPILED_POINTS:
-        window = _window(parts, bounds)
-        if window is None or not _edges_fit(buckets, *window):
-            return None
-        first, last = bucket_index(np.array(window, np.int64), buckets).tolist()
-        if len(series) * (last - first + 1) <= DENSE_CELLS * points:
-            return _accumulated(series, parts, buckets, agg, fills, rank_of, bounds, first,
-                                last - first + 1)
     kept = [p for p in (_inside(points_of(part), bounds) for part in parts) if p is not None]
     if not kept:
         return None
@@ -274,67 +269,6 @@ def _window(parts: Sequence[Points | Blocks], bounds: tuple[int, int] | None
     if bounds is not None:
         earliest, latest = max(earliest, bounds[0] + 1), min(latest, bounds[1])
     return (earliest, latest) if earliest <= latest else None
-
-
-def _accumulated(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets,
-                 agg: Aggregator, fills: Sequence[Fill],
-                 rank_of: npt.NDArray[np.integer[Any]] | None,
-                 bounds: tuple[int, int] | None, first: int, width: int) -> SeriesSet | None:
-    """`bucketize_parts` of millions of points into a grid no sparser than them: every point
-    is added into dense arrays of the (series, bucket) cells by one compiled pass, runs or
-    not (tsq.kernels.compiled.accumulate; blocks decoded a block at a time into a buffer that
-    stays in the cache, tsq.kernels.blocks.accumulate_blocks), a share of the parts on each
-    core, each into arrays of its own; the shares' arrays are then combined. None if no point
-    is left."""
-    from tsq.kernels.blocks import accumulate_blocks
-    from tsq.kernels.compiled import accumulate, held_cells
-
-    cells = len(series) * width
-    grid = (buckets.anchor, buckets.span, buckets.closed == "right", first, width)
-
-    def share(group: list[Points | Blocks]) -> tuple[Array, Array]:
-        totals = np.full(cells, EMPTY_CELL.get(agg.name, 0.0))
-        counts = np.zeros(cells)
-        for part in group:
-            if isinstance(part, Points):
-                accumulate(part.ids, part.stamps, part.values, rank_of, *grid, agg.name, bounds,
-                           totals, counts)
-            else:
-                accumulate_blocks(part, rank_of, *grid, agg.name, bounds, totals, counts)
-        return totals, counts
-
-    cores = os.cpu_count() or 1
-    pieces = [piece for part in parts
-              for piece in ([part] if isinstance(part, Points) else part.shares(cores))]
-    shares = [share(pieces)] if not _parallel(pieces) else \
-        list(_kernel_threads().map(share, _shared_out(pieces, cores)))
-    totals, counts = shares[0]
-    for more_totals, more_counts in shares[1:]:
-        counts += more_counts
-        COMBINE[agg.name](totals, more_totals, out=totals)
-    rows, column, aggregates = held_cells(totals, counts, width, agg.name)
-    if not len(column):
-        return None
-    column += first
-    return _gridded(series, rows, None, column, aggregates, buckets, fills)
-
-
-# A cell's aggregate before its first point, where it is not 0
-EMPTY_CELL = {"min": np.inf, "max": -np.inf}
-# How the shares' dense arrays of a cell's aggregate are combined (count's go unused)
-COMBINE = {"sum": np.add, "mean": np.add, "count": np.add, "min": np.minimum,
-           "max": np.maximum}
-
-
-def _shared_out(parts: Sequence[Points | Blocks], shares: int) -> list[list[Points | Blocks]]:
-    """`parts` in `shares` groups of about as many points, the largest placed first."""
-    groups: list[list[Points | Blocks]] = [[] for _ in range(min(shares, len(parts)))]
-    loads = [0] * len(groups)
-    for part in sorted(parts, key=lambda p: -_size(p)):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(part)
-        loads[lightest] += _size(part)
-    return groups
 
 
 @dataclass(frozen=True)

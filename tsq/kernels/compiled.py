@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "bucket_at", "held_cells", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "bucket_at", "grouped_cells", "held_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -177,20 +177,61 @@ def accumulate(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64],
 def _held(totals: Any, counts: Any, width: int, op: int, rows: Any, columns: Any,
           aggregates: Any) -> int:  # pragma: no cover - compiled, tested through held_cells
     held = 0
-    for cell in range(len(counts)):
-        count = counts[cell]
-        if count:
-            row = cell // width
-            rows[row] += 1
-            columns[held] = cell - row * width
-            if op == 3:
-                aggregates[held] = count
-            elif op == 4:
-                aggregates[held] = totals[cell] / count
-            else:
-                aggregates[held] = totals[cell]
-            held += 1
+    for row in range(len(counts) // width):
+        cells = row * width
+        before = held
+        for column in range(width):  # no division a cell
+            count = counts[cells + column]
+            if count:
+                columns[held] = column
+                aggregates[held] = _aggregate(totals[cells + column], count, op)
+                held += 1
+        rows[row] = held - before
     return held
+
+
+@machine_code
+def _aggregate(total: float, count: float, op: int) -> float:  # pragma: no cover - compiled
+    """A cell's aggregate from its total and its number of points (`op` as in _held)."""
+    if op == 3:
+        return count
+    if op == 4:
+        return total / count
+    return total
+
+
+@machine_code
+def _grouped(totals: Any, counts: Any, width: int, op: int, group_of: Any, group_op: int,
+             group_totals: Any, group_counts: Any) -> None:  # pragma: no cover - compiled
+    for row in range(len(counts) // width):
+        cells = row * width
+        into = group_of[row] * width
+        for column in range(width):
+            count = counts[cells + column]
+            if not count:
+                continue
+            value = _aggregate(totals[cells + column], count, op)
+            if np.isnan(value):  # as group_by, which leaves NaN out
+                continue
+            group_counts[into + column] += 1.0
+            if group_op == 0:
+                group_totals[into + column] += value
+            elif group_op == 1:
+                group_totals[into + column] = min(group_totals[into + column], value)
+            elif group_op == 2:
+                group_totals[into + column] = max(group_totals[into + column], value)
+
+
+def grouped_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,
+                  agg: str, group_of: npt.NDArray[np.int64], group_op: int,
+                  group_totals: npt.NDArray[np.float64],
+                  group_counts: npt.NDArray[np.float64]) -> None:
+    """The dense cells (`accumulate`) of each series (row) reduced into those of its group
+    (`group_of[row]`): a group's cell takes the aggregate (`agg`) of every series' cell that
+    holds points and is not NaN, into `group_totals` (summed, or the extreme: `group_op` of
+    `OPS`) and `group_counts` (how many series)."""
+    _grouped(totals, counts, width, 4 if agg == "mean" else OPS[agg],
+             group_of.astype(np.int64, copy=False), group_op, group_totals, group_counts)
 
 
 def held_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,

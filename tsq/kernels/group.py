@@ -19,7 +19,7 @@ import numpy.typing as npt
 from tsq.kernels.aggregate import Aggregator, reduce_segments
 from tsq.series import SeriesSet
 
-__all__ = ["Grouping", "group_by"]
+__all__ = ["Classes", "Grouping", "classes_of", "group_by"]
 
 Ints = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
@@ -37,6 +37,9 @@ class Grouping:
     def apply(self, series: SeriesSet) -> SeriesSet:
         return group_by(series, self.labels, self.aggregator, without=self.without)
 
+    def classes(self, series: SeriesSet) -> Classes:
+        return classes_of(series, self.labels, self.without)
+
     def __str__(self) -> str:
         how = "groupWithout" if self.without else "groupBy" if self.labels is not None \
             else "group"
@@ -44,15 +47,29 @@ class Grouping:
         return f"{how}({labels}{self.aggregator.name})"
 
 
+@dataclass(frozen=True)
+class Classes:
+    """The equivalence classes of a SeriesSet's series: each series' class, and each class's
+    name (the one its series share, else "") and labels, in the order of their first series."""
+
+    of_series: Ints
+    names: tuple[str, ...]
+    labels: tuple[dict[str, str], ...]
+
+
+def classes_of(series: SeriesSet, labels: Sequence[str] | None, without: bool) -> Classes:
+    keys: dict[tuple[tuple[str, str], ...], int] = {}
+    of_series = np.array([keys.setdefault(key, len(keys))
+                          for key in _class_keys(series, labels, without)], dtype=np.int64)
+    return Classes(of_series, _class_names(series, of_series, len(keys)),
+                   tuple(dict(key) for key in keys))
+
+
 def group_by(series: SeriesSet, labels: Sequence[str] | None, agg: Aggregator, *,
              without: bool = False) -> SeriesSet:
-    keys_of = _class_keys(series, labels, without)
-    classes: dict[tuple[tuple[str, str], ...], int] = {}
-    class_of_series = np.array([classes.setdefault(key, len(classes)) for key in keys_of],
-                               dtype=np.int64)
-    names = _class_names(series, class_of_series, len(classes))
-    class_labels = tuple(dict(key) for key in classes)
-    aligned = _aligned(series, class_of_series, len(classes), agg)
+    classes = classes_of(series, labels, without)
+    class_of_series, names, class_labels = classes.of_series, classes.names, classes.labels
+    aligned = _aligned(series, class_of_series, len(class_labels), agg)
     if aligned is not None:
         stamps, reduced, counts = aligned
         return SeriesSet(names, class_labels, stamps, reduced,
@@ -68,7 +85,7 @@ def group_by(series: SeriesSet, labels: Sequence[str] | None, agg: Aggregator, *
     change[1:] = (members[1:] != members[:-1]) | (stamps[1:] != stamps[:-1])
     starts = np.flatnonzero(change).astype(np.int64)
     reduced = reduce_segments(values, starts, agg)
-    counts = np.bincount(members[starts], minlength=len(classes))
+    counts = np.bincount(members[starts], minlength=len(class_labels))
     return SeriesSet(names, class_labels, stamps[starts], reduced,
                      np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 

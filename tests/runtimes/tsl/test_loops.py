@@ -97,8 +97,9 @@ def test_query_endpoint_evaluates_tsl_on_the_store(api: httpx.Client) -> None:
         "tsl": 'select("tsl_q").from(start, end).sampleBy(1m, max, "none").group(sum)',
         "variables": {"start": BASE * 1000, "end": (BASE + 180) * 1000}}).json()
     assert explained["series"] == answer.json()["series"]
-    assert [step["where"] for step in explained["plan"]] == ["embedded store"] * 2 + ["tsq"]
-    assert explained["plan"][1]["step"] == "bucketed by 60 s, max: 6 buckets"  # pushed down
+    # the sampleBy and the group pushed down: the store groups too
+    assert [step["where"] for step in explained["plan"]] == ["embedded store"] * 3
+    assert explained["plan"][1]["step"] == "bucketed by 60 s, max: 6 buckets"
     assert explained["plan"][2]["step"] == "group(sum): 1 series, 3 points"
     listed = api.post("/v1/query", json={"tsl": 'select("tsl_q").labels("host")'}).json()
     assert listed == {"series": [], "meta": [["h1", "h2"]]}

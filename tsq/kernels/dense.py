@@ -1,0 +1,220 @@
+"""Dense cells: a read of millions of points bucketed in (series, bucket) arrays, then its
+buckets, or the groups of its buckets, taken out.
+
+A large read into a grid no sparser than its points (a day of 10 s points in 1-minute buckets:
+six points a cell) is added into two dense arrays, each cell's aggregate and its number of
+points, by one compiled pass a part (tsq.kernels.compiled.accumulate for rows,
+tsq.kernels.blocks.accumulate_blocks for compressed blocks, decoded a block at a time): no
+key, value and weight arrays a point, no concatenation, no bincount. The cells that hold points
+are then gathered row by row (`bucketized`), or, for TSL's `sampleBy(…).groupBy(…)`, reduced
+into the cells of each group straight away (`grouped`): the series' buckets are never made.
+
+The parts are shared out between the cores. Blocks of different series add into different
+rows, so each core takes a range of series and adds into the same arrays; parts that may meet
+in a cell (rows in any order, or the blocks of one long series) are added into arrays of their
+own, combined at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tsq.kernels.aggregate import Aggregator
+from tsq.kernels.blocks import Blocks
+from tsq.kernels.buckets import (
+    Buckets,
+    Fill,
+    Points,
+    _edges_fit,
+    _gridded,
+    _kernel_threads,
+    _parallel,
+    _policies,
+    _size,
+    _window,
+    bucket_index,
+)
+from tsq.kernels.group import Grouping
+from tsq.series import SeriesSet
+
+__all__ = ["DenseGrid", "bucketize_groups", "bucketized", "dense_grid"]
+
+Array = npt.NDArray[Any]
+Ranks = npt.NDArray[np.integer[Any]] | None
+
+DENSE_POINTS = 1 << 16  # points of a read from which it may be added into dense cells
+DENSE_CELLS = 2  # cells a point up to which it is (a sparser grid goes the way of runs)
+# A cell's aggregate before its first point, where it is not 0
+EMPTY_CELL = {"min": np.inf, "max": -np.inf}
+# How the shares' dense arrays of a cell's aggregate are combined (count's go unused)
+COMBINE = {"sum": np.add, "mean": np.add, "count": np.add, "min": np.minimum,
+           "max": np.maximum}
+# The aggregators a group takes from its series' cells here (others: bucketize, then group_by)
+GROUPED = frozenset({"sum", "mean", "count", "min", "max"})
+# How much more than an even share the heaviest range of series may hold for the cores to add
+# into the same arrays; a read more lopsided (one long series) is shared out by points instead
+EVEN_ENOUGH = 1.5
+
+
+@dataclass(frozen=True)
+class DenseGrid:
+    """The cells of a read: `width` buckets a series from bucket `first`; `bounds`, the
+    fixed grid's (low, high] (None: no fixed grid)."""
+
+    first: int
+    width: int
+    bounds: tuple[int, int] | None
+
+
+def dense_grid(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets
+               ) -> DenseGrid | None:
+    """The dense cells of a read of `parts` for the series `series`, if it is large enough
+    (DENSE_POINTS) and its grid no sparser than DENSE_CELLS cells a point; else None."""
+    points = sum(_size(p) for p in parts)
+    if points < DENSE_POINTS:
+        return None
+    bounds = buckets.edges(*buckets.bounds) if buckets.bounds is not None else None
+    window = _window(parts, bounds)
+    if window is None or not _edges_fit(buckets, *window):
+        return None
+    first, last = bucket_index(np.array(window, np.int64), buckets).tolist()
+    if len(series) * (last - first + 1) > DENSE_CELLS * points:
+        return None
+    return DenseGrid(first, last - first + 1, bounds)
+
+
+def bucketized(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets,
+               agg: Aggregator, fills: Sequence[Fill], rank_of: Ranks,
+               grid: DenseGrid) -> SeriesSet | None:
+    """`bucketize_parts` through the dense cells: the cells that hold points, row by row,
+    then filled. None if no point is left."""
+    from tsq.kernels.compiled import held_cells
+
+    totals, counts = _cells(len(series), parts, buckets, agg, rank_of, grid)
+    rows, column, aggregates = held_cells(totals, counts, grid.width, agg.name)
+    if not len(column):
+        return None
+    column += grid.first
+    return _gridded(series, rows, None, column, aggregates, buckets, fills)
+
+
+def bucketize_groups(series: SeriesSet, parts: Sequence[Points | Blocks], buckets: Buckets,
+                     agg: Aggregator, fills: Sequence[Fill], rank_of: Ranks,
+                     group: Grouping) -> SeriesSet | None:
+    """`group.apply(bucketize_parts(…))` of a large read: each series' cells reduced into
+    its group's cells by one compiled pass (a group's cell takes the aggregates of the
+    series' cells that hold points), without making the series' buckets. None where this way
+    does not apply (a small or sparse read, fills, an aggregator of another kind): bucketize,
+    then group."""
+    from tsq.kernels.compiled import OPS, grouped_cells, held_cells
+
+    if agg.name not in COMBINE or group.aggregator.name not in GROUPED or _policies(fills) or \
+            any(isinstance(p, Points) and p.values.dtype.kind != "f" for p in parts):
+        return None
+    grid = dense_grid(series, parts, buckets)
+    if grid is None:
+        return None
+    totals, counts = _cells(len(series), parts, buckets, agg, rank_of, grid)
+    classes = group.classes(series)
+    fresh = EMPTY_CELL.get(group.aggregator.name, 0.0)
+    group_totals = np.full(len(classes.labels) * grid.width, fresh)
+    group_counts = np.zeros(len(classes.labels) * grid.width)
+    grouped_cells(totals, counts, grid.width, agg.name, classes.of_series,
+                  OPS[group.aggregator.name], group_totals, group_counts)
+    rows, column, aggregates = held_cells(group_totals, group_counts, grid.width,
+                                          group.aggregator.name)
+    column += grid.first
+    heads = SeriesSet(classes.names, classes.labels, np.zeros(0, np.int64), np.zeros(0),
+                      np.zeros(len(classes.labels) + 1, np.int64))
+    return _gridded(heads, rows, None, column, aggregates, buckets, ())
+
+
+def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: Aggregator,
+           rank_of: Ranks, grid: DenseGrid) -> tuple[Array, Array]:
+    """Every point of `parts` added into the dense arrays of `rows` series by `grid.width`
+    cells: each cell's aggregate (the sum for sum and mean, the extreme for min and max) and
+    its number of points."""
+    from tsq.kernels.blocks import accumulate_blocks
+    from tsq.kernels.compiled import accumulate
+
+    layout = (buckets.anchor, buckets.span, buckets.closed == "right", grid.first, grid.width)
+
+    def add(group: Sequence[Points | Blocks], totals: Array, counts: Array) -> None:
+        for part in group:
+            if isinstance(part, Points):
+                accumulate(part.ids, part.stamps, part.values, rank_of, *layout, agg.name,
+                           grid.bounds, totals, counts)
+            else:
+                accumulate_blocks(part, rank_of, *layout, agg.name, grid.bounds, totals,
+                                  counts)
+
+    def fresh() -> tuple[Array, Array]:
+        return np.full(rows * grid.width, EMPTY_CELL.get(agg.name, 0.0)), \
+            np.zeros(rows * grid.width)
+
+    totals, counts = fresh()
+    cores = os.cpu_count() or 1
+    pieces = [piece for part in parts for piece in (
+        [part] if isinstance(part, Points) else part.shares(cores))]
+    if not _parallel(pieces):
+        add(parts, totals, counts)
+        return totals, counts
+    by_series = _by_series(parts, rank_of, rows, cores)
+    if by_series is not None:  # each core its own rows of the same arrays
+        list(_kernel_threads().map(lambda group: add(group, totals, counts), by_series))
+        return totals, counts
+
+    def own(group: Sequence[Points | Blocks]) -> tuple[Array, Array]:
+        more = fresh()
+        add(group, *more)
+        return more
+
+    groups = _shared_out(pieces, cores)
+    others: list[Future[tuple[Array, Array]]] = [_kernel_threads().submit(own, group)
+                                                 for group in groups[1:]]
+    add(groups[0], totals, counts)
+    for other in others:
+        more_totals, more_counts = other.result()
+        counts += more_counts
+        COMBINE[agg.name](totals, more_totals, out=totals)
+    return totals, counts
+
+
+def _by_series(parts: Sequence[Points | Blocks], rank_of: Ranks, rows: int,
+               cores: int) -> list[list[Blocks]] | None:
+    """Blocks cut into a group a core by ranges of series of about as many points; None if
+    there are rows (which may hold any series) or the ranges cannot be even (EVEN_ENOUGH)."""
+    if any(isinstance(part, Points) for part in parts):
+        return None
+    blocks = [part for part in parts if isinstance(part, Blocks)]
+    ranks = [block.ids if rank_of is None else rank_of[block.ids] for block in blocks]
+    load = np.bincount(np.concatenate(ranks), np.concatenate([b.counts for b in blocks]),
+                       minlength=rows)
+    ends = np.cumsum(load)
+    cuts = np.searchsorted(ends, np.arange(1, cores) * ends[-1] / cores, side="right")
+    edges = [0, *sorted(set(cuts.tolist()) - {0, rows}), rows]
+    heaviest = max(ends[high - 1] - (ends[low - 1] if low else 0) for low, high in
+                   pairwise(edges))
+    if len(edges) - 1 < cores or heaviest > EVEN_ENOUGH * ends[-1] / cores:
+        return None
+    return [[block.only((rank >= low) & (rank < high)) for block, rank in
+             zip(blocks, ranks, strict=True)] for low, high in pairwise(edges)]
+
+
+def _shared_out(parts: Sequence[Points | Blocks], shares: int) -> list[list[Points | Blocks]]:
+    """`parts` in `shares` groups of about as many points, the largest placed first."""
+    groups: list[list[Points | Blocks]] = [[] for _ in range(min(shares, len(parts)))]
+    loads = [0] * len(groups)
+    for part in sorted(parts, key=lambda p: -_size(p)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(part)
+        loads[lightest] += _size(part)
+    return groups
