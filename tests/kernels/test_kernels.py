@@ -389,15 +389,16 @@ def test_runs_of_points_on_every_bucket_edge_split_there(closed: str, compiled: 
        by=st.sampled_from([None, ("dc",), ("host",), ("dc", "host")]), without=st.booleans(),
        closed=st.sampled_from(["left", "right"]), fixed=st.booleans(),
        seed=st.integers(0, 2**32 - 1), in_blocks=st.booleans(), threads=st.booleans(),
-       even=st.booleans())
+       even=st.booleans(), split=st.booleans())
 def test_bucketize_groups_is_group_by_of_bucketize(
         spec: list[Any], name: str, group_name: str, by: tuple[str, ...] | None, without: bool,
-        closed: str, fixed: bool, seed: int, in_blocks: bool, threads: bool, even: bool
-) -> None:
+        closed: str, fixed: bool, seed: int, in_blocks: bool, threads: bool, even: bool,
+        split: bool) -> None:
     """TSL's sampleBy then groupBy as the embedded store does it for a large read: the
     groups reduced from the dense cells, the points read as rows or as compressed blocks (a
     series' points in one or two), on one thread, on several adding into the same cells by
-    ranges of series, or into cells of their own: group_by of bucketize's buckets."""
+    ranges of series, or into cells of their own, read in one part or two: group_by of
+    bucketize's buckets."""
     source = _deduplicated(build(spec))
     grid = Buckets(SPAN, closed=closed,  # type: ignore[arg-type]
                    first=-20 if fixed else None, last=90 if fixed else None)
@@ -407,20 +408,20 @@ def test_bucketize_groups_is_group_by_of_bucketize(
     rank_of[ids_of_rank] = np.arange(len(source))
     ids = ids_of_rank[source.series_ids()]
     parts: list[Any] = [buckets_module.Points(ids, source.timestamps, source.values, True)]
-    if in_blocks and source.points:
-        halves = [cut for row in range(len(source)) for cut in
-                  np.array_split(np.arange(source.offsets[row], source.offsets[row + 1]), 2)
-                  if len(cut)]
-        offsets = np.cumsum([0, *[len(cut) for cut in halves]]).astype(np.int64)
-        words, starts = encode(source.timestamps, source.values.astype(np.float64), offsets)
-        parts = [Blocks(ids[offsets[:-1]].astype(np.int64), source.timestamps[offsets[:-1]],
-                        source.timestamps[offsets[1:] - 1], np.diff(offsets), starts[:-1],
-                        words, -(2**63), 2**63 - 1)]
+    if in_blocks and source.points:  # a series' points in up to four blocks
+        pieces = [cut for row in range(len(source)) for cut in np.array_split(
+            np.arange(source.offsets[row], source.offsets[row + 1]), int(rng.integers(1, 5)))
+            if len(cut)]
+        second = rng.random(len(pieces)) < 0.5 if split else np.zeros(len(pieces), bool)
+        parts = [_encoded([cut for cut, chosen in zip(pieces, second, strict=True)
+                           if chosen == half], source, ids) for half in (False, True)
+                 if (second == half).any()]
     group = Grouping(by, Aggregator(group_name), without)
     with patch.object(dense_module, "DENSE_POINTS", 0), \
             patch.object(dense_module, "DENSE_CELLS", 2**40), \
             patch.object(dense_module, "EVEN_ENOUGH", 2**40 if even else 1.5), \
-            patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62):
+            patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62), \
+            patch.object(dense_module.os, "cpu_count", lambda: 4):  # more ranges than cores
         found = bucketize_groups(source, parts, grid, Aggregator(name), (), rank_of, group)
     expected = group.apply(bucketize(source, grid, Aggregator(name)))
     if found is None:  # no point to bucket (none, or none on the fixed grid)
@@ -448,6 +449,17 @@ def test_a_bucket_without_an_aggregate_is_left_out_of_its_group(group_name: str)
     assert found is not None
     assert found.timestamps.tolist() == expected.timestamps.tolist() == [0, 10]
     assert found.values.tolist() == expected.values.tolist()
+
+
+def _encoded(pieces: list[Any], source: SeriesSet, ids: np.ndarray[Any, Any]) -> Blocks:
+    """The points of `source` at each of `pieces` (indices) as a block, series `ids`."""
+    offsets = np.cumsum([0, *[len(cut) for cut in pieces]]).astype(np.int64)
+    at = np.concatenate(pieces)
+    words, starts = encode(source.timestamps[at], source.values[at].astype(np.float64),
+                           offsets)
+    return Blocks(ids[at[offsets[:-1]]].astype(np.int64), source.timestamps[at[offsets[:-1]]],
+                  source.timestamps[at[offsets[1:] - 1]], np.diff(offsets), starts[:-1], words,
+                  -(2**63), 2**63 - 1)
 
 
 def _deduplicated(source: SeriesSet) -> SeriesSet:

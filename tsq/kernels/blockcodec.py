@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from tsq.jit import machine_code
-from tsq.kernels.compiled import bucket_at
+from tsq.kernels.compiled import bucket_at, fold_row
 
-__all__ = ["HEADER_WORDS", "MINI", "accumulate_all", "decode_all", "encode_all"]
+__all__ = ["HEADER_WORDS", "MINI", "accumulate_all", "accumulate_groups_all", "decode_all",
+           "encode_all"]
 
 MINI = 128  # values a miniblock packs at one width
 MAX_SCALE = 15  # decimal digits a value may have to be kept as an integer (10^15 < 2^53)
@@ -280,32 +281,65 @@ def accumulate_all(words: Any, starts: Any, counts: Any, ids: Any, rank_of: Any,
     stamps = np.empty(longest, np.int64)
     values = np.empty(longest, np.float64)
     for b in range(len(counts)):
-        n = counts[b]
-        at = starts[b]
         rank = rank_of[ids[b]] if ranked else ids[b]
-        row = rank * width - first
-        summed = op in (0, 3)  # what the integers' running sums answer
-        if summed and n > 1 and _steady(words, at + HEADER_WORDS, n - 2):
-            end = at + HEADER_WORDS + _width_words(n - 2)
-            if _summable(words, at, end, n):  # every step the same: no time is made either
-                if n != int(words[at] & np.uint64(0xFFFFFFFF)):
-                    raise ValueError("a block holds another number of points than its row says")
-                running = stream[:n].view(np.int64)
-                _running_sums(words, end, n, np.int64(words[at + 3]), running)
-                _add_steady_sums(np.int64(words[at + 1]), np.int64(words[at + 2]), running,
-                                 _power(words[at]), row, anchor, span, right, op, after, upto,
-                                 totals, sums)
-                continue
-        end = _decode_times(words, at, stamps[:n], stream)
-        if summed and _summable(words, at, end, n):
+        _add_one(words, starts[b], counts[b], rank * width - first, anchor, span, right, op,
+                 after, upto, totals, sums, stream, stamps, values)
+
+
+@machine_code
+def accumulate_groups_all(words: Any, starts: Any, counts: Any, ranks: Any, group_of: Any,
+                          anchor: int, span: int, right: bool, first: int, width: int,
+                          op: int, after: int, upto: int, empty: float, cell_op: int,
+                          group_op: int, group_totals: Any,
+                          group_counts: Any) -> None:  # pragma: no cover - compiled
+    """The blocks (in order of their series' `ranks`) added into one series' cells at a
+    time, which are reduced into its group's (`fold_row`) once its last block is in."""
+    longest = 1
+    for n in counts:
+        longest = max(longest, n)
+    stream = np.empty(longest, np.uint64)
+    stamps = np.empty(longest, np.int64)
+    values = np.empty(longest, np.float64)
+    totals = np.full(width, empty)
+    sums = np.zeros(width)
+    for b in range(len(counts)):
+        _add_one(words, starts[b], counts[b], -first, anchor, span, right, op, after, upto,
+                 totals, sums, stream, stamps, values)
+        if b + 1 == len(counts) or ranks[b + 1] != ranks[b]:  # the series is complete
+            fold_row(totals, sums, 0, width, cell_op, group_of[ranks[b]] * width, group_op,
+                     group_totals, group_counts)
+            totals[:] = empty
+            sums[:] = 0.0
+
+
+@machine_code
+def _add_one(words: Any, at: int, n: int, row: int, anchor: int, span: int, right: bool,
+             op: int, after: int, upto: int, totals: Any, sums: Any, stream: Any, stamps: Any,
+             values: Any) -> None:  # pragma: no cover - compiled
+    """The block of `n` points at `at` added into the cells from `row` (`accumulate_all`),
+    `stream`, `stamps` and `values` scratch."""
+    summed = op in (0, 3)  # what the integers' running sums answer
+    if summed and n > 1 and _steady(words, at + HEADER_WORDS, n - 2):
+        end = at + HEADER_WORDS + _width_words(n - 2)
+        if _summable(words, at, end, n):  # every step the same: no time is made either
+            if n != int(words[at] & np.uint64(0xFFFFFFFF)):
+                raise ValueError("a block holds another number of points than its row says")
             running = stream[:n].view(np.int64)
             _running_sums(words, end, n, np.int64(words[at + 3]), running)
-            _add_sums(stamps[:n], running, _power(words[at]), row, anchor, span, right, op,
-                      after, upto, totals, sums)
-        else:
-            _decode_values(words, at, end, values[:n], stream)
-            _add_block(stamps[:n], values[:n], row, anchor, span, right, op, after, upto,
-                       totals, sums)
+            _add_steady_sums(np.int64(words[at + 1]), np.int64(words[at + 2]), running,
+                             _power(words[at]), row, anchor, span, right, op, after, upto,
+                             totals, sums)
+            return
+    end = _decode_times(words, at, stamps[:n], stream)
+    if summed and _summable(words, at, end, n):
+        running = stream[:n].view(np.int64)
+        _running_sums(words, end, n, np.int64(words[at + 3]), running)
+        _add_sums(stamps[:n], running, _power(words[at]), row, anchor, span, right, op,
+                  after, upto, totals, sums)
+    else:
+        _decode_values(words, at, end, values[:n], stream)
+        _add_block(stamps[:n], values[:n], row, anchor, span, right, op, after, upto,
+                   totals, sums)
 
 
 @machine_code

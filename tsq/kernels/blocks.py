@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Blocks", "accumulate_blocks", "encode"]
+__all__ = ["EMPTY_CELL", "Blocks", "accumulate_block_groups", "accumulate_blocks", "encode"]
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,29 @@ class Blocks:
         """The blocks `keep` marks."""
         return self._taken(keep)
 
-    def _taken(self, which: slice | npt.NDArray[np.bool_]) -> Blocks:
+    def taken(self, order: npt.NDArray[np.intp]) -> Blocks:
+        """The blocks at `order`, in that order."""
+        return self._taken(order)
+
+    def _taken(self, which: slice | npt.NDArray[Any]) -> Blocks:
         return Blocks(self.ids[which], self.firsts[which], self.lasts[which],
                       self.counts[which], self.starts[which], self.words, self.start, self.end)
+
+    @staticmethod
+    def joined(parts: list[Blocks]) -> Blocks:
+        """Blocks read in several parts (of one window) as one: their words copied into one
+        array."""
+        if len(parts) == 1:
+            return parts[0]
+        shifts = np.cumsum([0, *(len(part.words) for part in parts[:-1])])
+        return Blocks(np.concatenate([part.ids for part in parts]),
+                      np.concatenate([part.firsts for part in parts]),
+                      np.concatenate([part.lasts for part in parts]),
+                      np.concatenate([part.counts for part in parts]),
+                      np.concatenate([part.starts + shift for part, shift in
+                                      zip(parts, shifts, strict=True)]),
+                      np.concatenate([part.words for part in parts]), parts[0].start,
+                      parts[0].end)
 
 
 def encode(stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
@@ -131,15 +151,47 @@ def accumulate_blocks(blocks: Blocks, rank_of: npt.NDArray[np.integer[Any]] | No
     """The points of `blocks` in their window added into the dense cells `totals` and
     `counts` (as tsq.kernels.compiled.accumulate adds points), each block decoded into a
     scratch buffer and each of its buckets reduced there before it is added."""
-    after, upto = max(blocks.start, -(2**63) + 1) - 1, blocks.end - 1  # (after, upto]
-    if bounds is not None:
-        after, upto = max(after, bounds[0]), min(upto, bounds[1])
-    if not len(blocks.ids) or after >= upto:
+    reading = _reading(blocks, bounds)
+    if reading is None:
         return
     from tsq.kernels.blockcodec import accumulate_all
     from tsq.kernels.compiled import OPS
 
     table = np.zeros(1, np.int64) if rank_of is None else rank_of.astype(np.int64, copy=False)
     accumulate_all(blocks.words, blocks.starts, blocks.counts, blocks.ids, table,
-                    rank_of is not None, anchor, span, right, first, width, OPS[agg], after,
-                    upto, totals, counts)
+                    rank_of is not None, anchor, span, right, first, width, OPS[agg],
+                    *reading, totals, counts)
+
+
+def accumulate_block_groups(blocks: Blocks, ranks: npt.NDArray[np.int64],
+                            group_of: npt.NDArray[np.int64], anchor: int, span: int,
+                            right: bool, first: int, width: int, agg: str, group_agg: str,
+                            bounds: tuple[int, int] | None, group_totals: npt.NDArray[np.float64],
+                            group_counts: npt.NDArray[np.float64]) -> None:
+    """The points of `blocks` (each series' blocks together: `ranks`, their series, in rising
+    order) bucketed one series at a time in cells that stay in the cache, each series' cells
+    then reduced into its group's (`group_of[rank]`; as tsq.kernels.compiled.grouped_cells),
+    `group_totals` and `group_counts`, (group, bucket) cells from bucket `first`."""
+    reading = _reading(blocks, bounds)
+    if reading is None:
+        return
+    from tsq.kernels.blockcodec import accumulate_groups_all
+    from tsq.kernels.compiled import OPS, cell_op
+
+    accumulate_groups_all(blocks.words, blocks.starts, blocks.counts, ranks, group_of, anchor,
+                          span, right, first, width, OPS[agg], *reading,
+                          float(EMPTY_CELL.get(agg, 0.0)), cell_op(agg), OPS[group_agg],
+                          group_totals, group_counts)
+
+
+def _reading(blocks: Blocks, bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The times to read of `blocks` as (after, upto]: their window, inside the fixed grid
+    `bounds` (low, high]; None if no time is left."""
+    after, upto = max(blocks.start, -(2**63) + 1) - 1, blocks.end - 1
+    if bounds is not None:
+        after, upto = max(after, bounds[0]), min(upto, bounds[1])
+    return None if not len(blocks.ids) or after >= upto else (after, upto)
+
+
+# A cell's aggregate before its first point, where it is not 0
+EMPTY_CELL = {"min": np.inf, "max": -np.inf}

@@ -313,8 +313,12 @@ def _on_cores(work: Callable[[_Kept], Reduced], kept: Sequence[_Kept]) -> list[R
 
 def _parallel(parts: Sequence[Points | Blocks]) -> bool:
     """Whether `parts` are worth sharing out between the cores."""
-    return len(parts) >= 2 and sum(_size(p) for p in parts) >= PARALLEL_POINTS and \
-        (os.cpu_count() or 1) >= 2
+    return len(parts) >= 2 and _worth_sharing(sum(_size(p) for p in parts))
+
+
+def _worth_sharing(points: int) -> bool:
+    """Whether a read of `points` is worth sharing out between the cores."""
+    return points >= PARALLEL_POINTS and (os.cpu_count() or 1) >= 2
 
 
 @functools.cache

@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "bucket_at", "grouped_cells", "held_cells", "reduce_runs"]
+__all__ = ["OPS", "accumulate", "bucket_at", "cell_op", "fold_row", "grouped_cells", "held_cells",
+           "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -204,22 +205,30 @@ def _aggregate(total: float, count: float, op: int) -> float:  # pragma: no cove
 def _grouped(totals: Any, counts: Any, width: int, op: int, group_of: Any, group_op: int,
              group_totals: Any, group_counts: Any) -> None:  # pragma: no cover - compiled
     for row in range(len(counts) // width):
-        cells = row * width
-        into = group_of[row] * width
-        for column in range(width):
-            count = counts[cells + column]
-            if not count:
-                continue
-            value = _aggregate(totals[cells + column], count, op)
-            if np.isnan(value):  # as group_by, which leaves NaN out
-                continue
-            group_counts[into + column] += 1.0
-            if group_op == 0:
-                group_totals[into + column] += value
-            elif group_op == 1:
-                group_totals[into + column] = min(group_totals[into + column], value)
-            elif group_op == 2:
-                group_totals[into + column] = max(group_totals[into + column], value)
+        fold_row(totals, counts, row * width, width, op, group_of[row] * width, group_op,
+                 group_totals, group_counts)
+
+
+@machine_code
+def fold_row(totals: Any, counts: Any, cells: int, width: int, op: int, into: int,
+             group_op: int, group_totals: Any,
+             group_counts: Any) -> None:  # pragma: no cover - compiled
+    """The `width` cells of a series from `cells` reduced into its group's from `into`
+    (`grouped_cells`)."""
+    for column in range(width):
+        count = counts[cells + column]
+        if not count:
+            continue
+        value = _aggregate(totals[cells + column], count, op)
+        if np.isnan(value):  # as group_by, which leaves NaN out
+            continue
+        group_counts[into + column] += 1.0
+        if group_op == 0:
+            group_totals[into + column] += value
+        elif group_op == 1:
+            group_totals[into + column] = min(group_totals[into + column], value)
+        elif group_op == 2:
+            group_totals[into + column] = max(group_totals[into + column], value)
 
 
 def grouped_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,
@@ -230,8 +239,13 @@ def grouped_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float6
     (`group_of[row]`): a group's cell takes the aggregate (`agg`) of every series' cell that
     holds points and is not NaN, into `group_totals` (summed, or the extreme: `group_op` of
     `OPS`) and `group_counts` (how many series)."""
-    _grouped(totals, counts, width, 4 if agg == "mean" else OPS[agg],
+    _grouped(totals, counts, width, cell_op(agg),
              group_of.astype(np.int64, copy=False), group_op, group_totals, group_counts)
+
+
+def cell_op(agg: str) -> int:
+    """How a cell's aggregate comes from its total and count (`_aggregate`), for `agg`."""
+    return 4 if agg == "mean" else OPS[agg]
 
 
 def held_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,
@@ -242,6 +256,6 @@ def held_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64],
     rows = np.zeros(len(counts) // width, np.int64)
     columns = np.empty(len(counts), np.int64)
     aggregates = np.empty(len(counts), np.float64)
-    op = 4 if agg == "mean" else OPS[agg]
+    op = cell_op(agg)
     held = _held(totals, counts, width, op, rows, columns, aggregates)
     return rows, columns[:held], aggregates[:held]

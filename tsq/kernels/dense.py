@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsq.kernels.aggregate import Aggregator
-from tsq.kernels.blocks import Blocks
+from tsq.kernels.blocks import EMPTY_CELL, Blocks
 from tsq.kernels.buckets import (
     Buckets,
     Fill,
@@ -40,6 +40,7 @@ from tsq.kernels.buckets import (
     _policies,
     _size,
     _window,
+    _worth_sharing,
     bucket_index,
 )
 from tsq.kernels.group import Grouping
@@ -52,8 +53,6 @@ Ranks = npt.NDArray[np.integer[Any]] | None
 
 DENSE_POINTS = 1 << 16  # points of a read from which it may be added into dense cells
 DENSE_CELLS = 2  # cells a point up to which it is (a sparser grid goes the way of runs)
-# A cell's aggregate before its first point, where it is not 0
-EMPTY_CELL = {"min": np.inf, "max": -np.inf}
 # How the shares' dense arrays of a cell's aggregate are combined (count's go unused)
 COMBINE = {"sum": np.add, "mean": np.add, "count": np.add, "min": np.minimum,
            "max": np.maximum}
@@ -122,19 +121,68 @@ def bucketize_groups(series: SeriesSet, parts: Sequence[Points | Blocks], bucket
     grid = dense_grid(series, parts, buckets)
     if grid is None:
         return None
-    totals, counts = _cells(len(series), parts, buckets, agg, rank_of, grid)
     classes = group.classes(series)
+    cells = len(classes.labels) * grid.width
     fresh = EMPTY_CELL.get(group.aggregator.name, 0.0)
-    group_totals = np.full(len(classes.labels) * grid.width, fresh)
-    group_counts = np.zeros(len(classes.labels) * grid.width)
-    grouped_cells(totals, counts, grid.width, agg.name, classes.of_series,
-                  OPS[group.aggregator.name], group_totals, group_counts)
+    if all(isinstance(part, Blocks) for part in parts):
+        group_totals, group_counts = _block_groups(
+            Blocks.joined([part for part in parts if isinstance(part, Blocks)]), buckets, agg,
+            rank_of, grid, classes.of_series, group.aggregator.name, cells)
+    else:
+        totals, counts = _cells(len(series), parts, buckets, agg, rank_of, grid)
+        group_totals, group_counts = np.full(cells, fresh), np.zeros(cells)
+        grouped_cells(totals, counts, grid.width, agg.name, classes.of_series,
+                      OPS[group.aggregator.name], group_totals, group_counts)
     rows, column, aggregates = held_cells(group_totals, group_counts, grid.width,
                                           group.aggregator.name)
     column += grid.first
     heads = SeriesSet(classes.names, classes.labels, np.zeros(0, np.int64), np.zeros(0),
                       np.zeros(len(classes.labels) + 1, np.int64))
     return _gridded(heads, rows, None, column, aggregates, buckets, ())
+
+
+def _block_groups(blocks: Blocks, buckets: Buckets, agg: Aggregator, rank_of: Ranks,
+                  grid: DenseGrid, group_of: npt.NDArray[np.int64], group_agg: str,
+                  cells: int) -> tuple[Array, Array]:
+    """The (group, bucket) cells of `blocks`: sorted by series, a range of series a core,
+    each series bucketed in cells that stay in the cache and reduced into its group's
+    (tsq.kernels.blocks.accumulate_block_groups); the cores' group cells combined."""
+    from tsq.kernels.blocks import accumulate_block_groups
+
+    ranks = (blocks.ids if rank_of is None else rank_of[blocks.ids]).astype(np.int64)
+    order = np.argsort(ranks, kind="stable")
+    blocks, ranks = blocks.taken(order), ranks[order]
+    fresh = EMPTY_CELL.get(group_agg, 0.0)
+    layout = (buckets.anchor, buckets.span, buckets.closed == "right", grid.first, grid.width)
+
+    def share(low: int, high: int) -> tuple[Array, Array]:
+        totals, counts = np.full(cells, fresh), np.zeros(cells)
+        accumulate_block_groups(blocks.taken(np.arange(low, high)), ranks[low:high],
+                                group_of.astype(np.int64), *layout, agg.name, group_agg,
+                                grid.bounds, totals, counts)
+        return totals, counts
+
+    cores = os.cpu_count() or 1
+    edges = _series_edges(ranks, blocks.counts, cores) if _worth_sharing(blocks.points) \
+        else [0, len(ranks)]
+    shares = list(_kernel_threads().map(lambda bounds: share(*bounds), pairwise(edges))) \
+        if len(edges) > 2 else [share(0, len(ranks))]
+    totals, counts = shares[0]
+    for more_totals, more_counts in shares[1:]:
+        counts += more_counts
+        COMBINE[group_agg](totals, more_totals, out=totals)
+    return totals, counts
+
+
+def _series_edges(ranks: npt.NDArray[np.int64], counts: npt.NDArray[np.int64],
+                  cores: int) -> list[int]:
+    """Where to cut blocks sorted by series (`ranks`) into `cores` runs of about as many
+    points, never inside a series."""
+    ends = np.cumsum(counts)
+    cuts = np.searchsorted(ends, np.arange(1, cores) * ends[-1] / cores, side="right")
+    starts = np.flatnonzero(np.concatenate(([True], ranks[1:] != ranks[:-1])))
+    at_series = starts[np.minimum(np.searchsorted(starts, cuts), len(starts) - 1)]
+    return [0, *sorted(set(at_series.tolist()) - {0, len(ranks)}), len(ranks)]
 
 
 def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: Aggregator,
