@@ -268,7 +268,8 @@ class EmbeddedStore:
                 parts.extend(chunks)
             if table != "points" or _low(start) < head.start:
                 parts.extend(self._read(
-                    table, ids, start, min(_high(end), head.start) if table == "points" else end,
+                    table, [s for s in matching if TABLE_OF_KIND[s.kind] == table], start,
+                    min(_high(end), head.start) if table == "points" else end,
                     all(s.kind in NUMERIC_KINDS for s in matching)))
         every = [s.id for s in matching]
         # numpy radix-sorts 16-bit integers: the ranks take that type when they fit in it
@@ -277,49 +278,61 @@ class EmbeddedStore:
         rank_of[every] = np.arange(len(every))
         return rank_of, parts
 
-    def _read(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
-              end: int | None, numeric: bool) -> list[Points | Blocks]:
-        """The points of the series `ids` in [start, end): the rows in the order the scan
+    def _read(self, table: str, entries: list[Entry], start: int | None, end: int | None,
+              numeric: bool) -> list[Points | Blocks]:
+        """The points of the series `entries` in [start, end): the rows in the order the scan
         gives them (mostly insertion order, so mostly time order per series), a part per
         batch of rows as DuckDB hands them to Arrow: numpy views of the batches, never copied
         or joined (fetchnumpy gathered the day's 8.64 M rows in 266 ms, the batches come in
         51); and, of `points`, the blocks that hold points there (connectors/blockstore.py),
         decoded by whoever reads them. `numeric`: every series read holds numbers; else the
-        values come as objects."""
-        low, high = int(ids.min()), int(ids.max())
-        wanted = None
+        values come as objects.
+
+        Rows and blocks are read in one snapshot (a transaction): a write that moves a point
+        from a block to a row (an overwrite) commits between two statements, never inside
+        one. Where the series have only rows, or only blocks (`_stored_in`), one statement is
+        its own snapshot: the other is not read, and no transaction is begun (each statement
+        costs DuckDB a millisecond or more). A write notes where its series' points go before
+        it commits; so if, after the statement, the series may have points in the other too,
+        that write committed before the statement began, and the read is made again, both in
+        one transaction."""
+        ids = np.array([s.id for s in entries], np.int64)
+        stored = _stored_in(table, entries)
+        parts = self._snapshot(table, ids, start, end, numeric, stored)
+        if stored != (True, True) and _stored_in(table, entries) != stored:
+            parts = self._snapshot(table, ids, start, end, numeric, (True, True))
+        return [part for part in parts if _holds(part)]
+
+    def _snapshot(self, table: str, ids: npt.NDArray[np.int64], start: int | None,
+                  end: int | None, numeric: bool, stored: tuple[bool, bool]
+                  ) -> list[Points | Blocks]:
+        """The rows (`stored[0]`) and the blocks (`stored[1]`) of the series `ids` in [start,
+        end), in one snapshot (`_read`)."""
+        rows, blocks = stored
+        if not rows and not blocks:
+            return []
         cursor = self._db.cursor()
-        # one snapshot for the rows and the blocks: a write that moves a point from a block
-        # to a row (an overwrite) commits between two statements, never inside a transaction
-        cursor.begin()
+        both = rows and blocks
+        if both:
+            cursor.begin()
         try:
-            if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
-                where = f"sid IN ({', '.join(f'${n}' for n in range(3, len(ids) + 3))})"
-                params: list[Any] = ids.tolist()
-            elif len(ids) * DENSE_FRACTION >= high - low + 1:
-                # most ids in their range are wanted: scan the range, in the table's order
-                # (a join gives its rows in any order, and each series must then be sorted)
-                # and drop the few others here
-                where, params = "sid BETWEEN $3 AND $4", [low, high]
-                if len(ids) < high - low + 1:
-                    wanted = np.zeros(high - low + 1, dtype=bool)
-                    wanted[ids - low] = True
-            else:
-                cursor.register("wanted", _frame({"sid": ids}))
-                where, params = "sid IN (SELECT sid FROM wanted)", []
+            where, params, wanted = _where(cursor, ids)
             low_ts, high_ts = _low(start), _high(end)
-            found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE {where} "
-                               f"AND ts >= $1 AND ts < $2", params=[low_ts, high_ts, *params])
-            parts: list[Points | Blocks] = [
-                _part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH)]
-            if table == "points":
+            parts: list[Points | Blocks] = []
+            if rows:
+                found = cursor.sql(f"SELECT sid, ts, value FROM {table} WHERE {where} "
+                                   f"AND ts >= $1 AND ts < $2", params=[low_ts, high_ts, *params])
+                parts.extend(_part(batch, numeric) for batch in found.to_arrow_reader(READ_BATCH))
+            if blocks:
                 parts.extend(blockstore.read(cursor, where, params, low_ts, high_ts))
-            cursor.commit()
+            if both:
+                cursor.commit()
         finally:
             cursor.close()
-        if wanted is not None:
-            parts = [_kept(part, wanted[part.ids - low]) for part in parts]
-        return [part for part in parts if _holds(part)]
+        if wanted is None:
+            return parts
+        low = int(ids.min())
+        return [_kept(part, wanted[part.ids - low]) for part in parts]
 
     def describe(self, selector: Selector) -> list[tuple[str, dict[str, str]]]:
         """The matching series, without their points: (name, labels), in `select`'s order."""
@@ -365,11 +378,14 @@ class EmbeddedStore:
             recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
             created: list[Entry] = []
             logged: int | None = None
-            blocked = np.zeros(0, dtype=bool)
             try:
                 known = [self._series_id(name, labels, kind, created)
                          for name, labels in zip(series.names, series.labels, strict=True)]
                 sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
+                if not recent.all():  # before the commit: see `_read`
+                    blocked = blockstore.in_blocks(sid[~recent], ts[~recent]) \
+                        if table == "points" else np.zeros(int((~recent).sum()), dtype=bool)
+                    _note_where(known, sid[~recent], blocked)
                 record = Writing(sid[recent], ts[recent], _numbers(series.values[recent])) \
                     if recent.any() and self._log is not None else None
                 if created or not recent.all():  # the table too: the log record inside
@@ -380,8 +396,8 @@ class EmbeddedStore:
                         if not recent.all():
                             old = ~recent
                             back = old & (ts <= np.repeat(_newest(known), counts))
-                            blocked = _write_past(
-                                db, table, sid[old], ts[old], series.values[old],
+                            _write_past(
+                                db, table, sid[old], ts[old], series.values[old], blocked,
                                 (back & np.repeat([k.rows for k in known], counts))[old],
                                 (back & np.repeat([k.blocks for k in known], counts))[old])
                 elif record is not None and self._log is not None:  # the head alone
@@ -394,11 +410,9 @@ class EmbeddedStore:
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
             if not recent.all():
-                # committed: later writes of these series may append to the table, and look
-                # for their points where these went
+                # committed: later writes of these series may append to the table
                 lasts = np.where(recent, INT64_MIN, ts)
                 _note_newest(known, counts, lasts, series.offsets)
-                _note_where(known, sid[~recent], blocked)
         return series.points
 
     def delete(self, selector: Selector, start: int | None = None,
@@ -452,6 +466,10 @@ class EmbeddedStore:
         head's new start, then let the log drop what only those points needed. The caller
         holds the write lock. Returns how many points moved."""
         moved, rest = self._head.split(boundary)
+        for found in np.unique(moved["sid"]).tolist():  # before the commit: see `_read`
+            entry = self._series.by_id(found)
+            if entry is not None:
+                entry.blocks = True
         with self._transaction() as db:
             # sorted by series then time, each series' stretch later than the table holds:
             # blocks, a series' moved points in one
@@ -465,7 +483,6 @@ class EmbeddedStore:
                 entry = self._series.by_id(found)
                 if entry is not None:
                     entry.newest = last if entry.newest is None else max(entry.newest, last)
-                    entry.blocks = True
         if self._log is not None:
             self._log.retire(rest.start)
         explain.note("embedded store", lambda: f"moved {len(sid)} points from the head into the "
@@ -668,22 +685,20 @@ def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
 
 def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
                 ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
-                over_rows: npt.NDArray[np.bool_], over_blocks: npt.NDArray[np.bool_]
-                ) -> npt.NDArray[np.bool_]:
-    """Put points into the table; those `over_rows` and `over_blocks` mark (at or before
+                blocked: npt.NDArray[np.bool_], over_rows: npt.NDArray[np.bool_],
+                over_blocks: npt.NDArray[np.bool_]) -> None:
+    """Put points into the table, those `blocked` marks as blocks (`blockstore.in_blocks`:
+    a series' long stretch in time order; merged with what is left of the blocks it replaces
+    points of), the others as rows; those `over_rows` and `over_blocks` mark (at or before
     their series' newest time there, which may have rows or blocks) first take out the points
-    they replace. A series' long stretch in time order becomes blocks (`blockstore.in_blocks`;
-    merged with what is left of the blocks it replaces points of), the rest rows. Returns
-    which points went to blocks. `table` comes from TABLE_OF_KIND, never from a user."""
+    they replace. `table` comes from TABLE_OF_KIND, never from a user."""
     if over_rows.any():
         db.register("replaced", _frame({"sid": sid[over_rows], "ts": ts[over_rows]}))
         db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN (SELECT sid, ts FROM replaced)")
         db.unregister("replaced")
-    blocked = np.zeros(len(sid), dtype=bool)
     if table == "points":
         values = _numbers(values)
         kept = blockstore.replace_points(db, sid[over_blocks], ts[over_blocks])
-        blocked = blockstore.in_blocks(sid, ts)
         in_sid, in_ts, in_values = sid[blocked], ts[blocked], values[blocked]
         if len(kept[0]):  # one stretch a series, in time order, the kept and the new
             in_sid, in_ts = np.concatenate((kept[0], in_sid)), np.concatenate((kept[1], in_ts))
@@ -699,7 +714,35 @@ def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.i
         db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
         db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
         db.unregister("batch")
-    return blocked
+
+
+def _stored_in(table: str, entries: list[Entry]) -> tuple[bool, bool]:
+    """Whether any of `entries` (series of `table`) may have rows there, and blocks."""
+    if table != "points":
+        return True, False
+    return any(s.rows for s in entries), any(s.blocks for s in entries)
+
+
+def _where(cursor: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.int64]
+           ) -> tuple[str, list[Any], npt.NDArray[np.bool_] | None]:
+    """A condition on `sid` for the series `ids` and its parameters (from $3), for a read on
+    `cursor`; and, where it takes other series too, which of them are wanted (by id from the
+    lowest)."""
+    low, high = int(ids.min()), int(ids.max())
+    if len(ids) <= FEW_SERIES:  # a list DuckDB checks against each row group's range
+        return f"sid IN ({', '.join(f'${n}' for n in range(3, len(ids) + 3))})", ids.tolist(), \
+            None
+    if len(ids) * DENSE_FRACTION >= high - low + 1:
+        # most ids in their range are wanted: scan the range, in the table's order (a join
+        # gives its rows in any order, and each series must then be sorted) and drop the few
+        # others
+        wanted = None
+        if len(ids) < high - low + 1:
+            wanted = np.zeros(high - low + 1, dtype=bool)
+            wanted[ids - low] = True
+        return "sid BETWEEN $3 AND $4", [low, high], wanted
+    cursor.register("wanted", _frame({"sid": ids}))
+    return "sid IN (SELECT sid FROM wanted)", [], None
 
 
 def _grouped_step(group: Grouping, grouped: SeriesSet) -> str:
@@ -713,8 +756,9 @@ def _newest(known: list[Entry]) -> npt.NDArray[np.int64]:
 
 def _note_where(known: list[Entry], sid: npt.NDArray[np.int32],
                 blocked: npt.NDArray[np.bool_]) -> None:
-    """Note the series that now have rows in the table, or blocks (`blocked`: of the points
-    `sid` names, those that went to blocks)."""
+    """Note the series that may now have rows in the table, or blocks (`blocked`: of the
+    points `sid` names, those going to blocks), before the write that puts them there
+    commits."""
     by_id = {k.id: k for k in known}
     for found in np.unique(sid[~blocked]).tolist():
         by_id[found].rows = True

@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import numpy as np
 import pytest
 
+from tsq.connectors import embedded
 from tsq.connectors.embedded import EmbeddedStore, compact
 from tsq.kernels import Blocks
 from tsq.selector import parse_selector
@@ -151,3 +153,27 @@ def test_a_read_sees_every_point_while_writes_move_them_between_blocks_and_rows(
         stop.set()
         reader.join(timeout=30)
     assert not failures, f"reads saw {sorted(set(failures))} points instead of {HOSTS * 100}"
+
+
+def test_a_read_of_blocks_alone_sees_the_points_a_write_moves_to_their_first_rows(
+        store: EmbeddedStore) -> None:
+    """Series with blocks alone are read in one statement, without a transaction. A write
+    that brings them their first rows, taking points out of their blocks, notes before it
+    commits that they may have rows: a read whose statement saw that commit finds the note
+    after it and reads rows and blocks again, in one snapshot, rather than miss the points.
+    Here the write commits right after the read has looked where the points are."""
+    store.write(stretch(0, 100))
+    looked = embedded._stored_in
+    writes = [stretch(10, 20, value=0.5)]  # rows over a block's points
+
+    def look_then_write(table: str, entries: list[Any]) -> tuple[bool, bool]:
+        found = looked(table, entries)
+        if writes:
+            store.write(writes.pop())
+        return found
+
+    with patch.object(embedded, "_stored_in", look_then_write):
+        found = store.select(parse_selector("up"))
+    assert not writes
+    expected = [float(t) + (0.5 if 10 <= t < 30 else 0.0) for t in range(100)]
+    assert [s.values.tolist() for s in found] == [expected] * HOSTS
