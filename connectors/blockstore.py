@@ -26,8 +26,8 @@ import numpy.typing as npt
 from tsq.kernels import Blocks
 from tsq.kernels.blocks import encode
 
-__all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "in_blocks", "read",
-           "replace_points", "write"]
+__all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "fold_rows", "in_blocks",
+           "read", "replace_points", "write"]
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
           "last BIGINT NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL)")
@@ -242,6 +242,30 @@ def fold(db: duckdb.DuckDBPyConnection, origin: str) -> None:
         order = np.lexsort((ts, sid))
         write(db, sid[order], ts[order], np.asarray(values[order], np.float64))
         share = last + 1
+
+
+def fold_rows(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]]) -> int:
+    """The rows of `points` of the series `ids` folded into blocks, with the points of the
+    blocks they fall among (those blocks are written again): the store's background
+    compaction, a few series at a time in a transaction of its own. Returns how many rows
+    went."""
+    if not len(ids):
+        return 0
+    with _touching(db, ids) as (series, params):
+        found = db.sql(f"SELECT sid, ts, value FROM points WHERE {series}",
+                       params=params).to_arrow_table()
+        if not found.num_rows:
+            return 0
+        db.execute(f"DELETE FROM points WHERE {series}", params)
+    sid, ts, values = (np.asarray(found.column(n).to_numpy()) for n in range(3))
+    _, kept = _taken_out(db, np.unique(sid), int(ts.min()), int(ts.max()),
+                         lambda held, stamps: np.zeros(len(stamps), dtype=bool))
+    sid = np.concatenate((kept[0], sid.astype(np.int32)))
+    ts = np.concatenate((kept[1], ts.astype(np.int64)))
+    values = np.concatenate((kept[2], values.astype(np.float64)))
+    order = np.lexsort((ts, sid))
+    write(db, sid[order], ts[order], values[order])
+    return int(found.num_rows)
 
 
 def in_blocks(sid: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]

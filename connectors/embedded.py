@@ -104,6 +104,10 @@ DENSE_FRACTION = 4
 READ_BATCH = 1 << 20
 RUN_PROBE = 4096  # the first rows of a batch that tell whether it comes in runs of a series
 MATCHES_KEPT = 256  # selectors whose matching series are kept, oldest dropped first
+# Rows written to the table (a few points of each series a write, behind the head) from which
+# the store folds them into blocks in the background, FOLD_SERIES series a transaction
+FOLD_FROM = 1 << 20
+FOLD_SERIES = 1024
 TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text": "text_points"}
 
 
@@ -124,6 +128,10 @@ class EmbeddedStore:
         """`clock` gives the time in epoch nanoseconds: the head keeps `head_span` before it."""
         self._db = _connect(str(path))
         self._write_lock = threading.Lock()
+        self._unfolded = 0  # rows written to the table since it was last folded
+        self._folder: threading.Thread | None = None
+        self._fold_lock = threading.Lock()
+        self._closing = threading.Event()
         self._span, self._clock = head_span, clock
         for statement in SCHEMA:
             self._db.execute(statement)
@@ -177,6 +185,11 @@ class EmbeddedStore:
             self._head.append(record.sid[keep], record.ts[keep], record.value[keep])
 
     def close(self) -> None:
+        self._closing.set()
+        with self._fold_lock:
+            folder = self._folder
+        if folder is not None:
+            folder.join()  # it stops after the share it is folding
         if self._log is not None:
             self._log.close()
         self._db.close()
@@ -410,10 +423,67 @@ class EmbeddedStore:
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
             if not recent.all():
-                # committed: later writes of these series may append to the table
-                lasts = np.where(recent, INT64_MIN, ts)
-                _note_newest(known, counts, lasts, series.offsets)
+                self._wrote_past(known, counts, np.where(recent, INT64_MIN, ts),
+                                 series.offsets, int((~blocked).sum()) if table == "points"
+                                 else 0)
         return series.points
+
+    def _wrote_past(self, known: list[Entry], counts: npt.NDArray[np.int64],
+                    ts: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                    rows: int) -> None:
+        """After a write into the table committed (`ts`: INT64_MIN where a point went to the
+        head), `rows` of them numeric rows: later writes of these series may append to the
+        table, and the rows are folded into blocks once there are FOLD_FROM of them."""
+        _note_newest(known, counts, ts, offsets)
+        self._unfolded += rows
+        if self._unfolded >= FOLD_FROM:
+            self._fold_in_background()
+
+    # -- folding rows into blocks ----------------------------------------------------------
+
+    def fold_rows(self) -> int:
+        """Fold the numeric rows of the table into blocks (with the blocks they fall
+        among), FOLD_SERIES series at a time, each share in a transaction of its own under
+        the write lock, which writes take in between: compaction while the store serves.
+        Returns how many rows went into blocks."""
+        folded = 0
+        with self._write_lock:
+            self._unfolded = 0
+            ids = sorted(e.id for e in self._series.entries()
+                         if e.rows and e.kind in NUMERIC_KINDS)
+        for share in range(0, len(ids), FOLD_SERIES):
+            if self._closing.is_set():
+                break
+            with self._write_lock:
+                entries = [e for e in (self._series.by_id(i) for i in
+                                       ids[share:share + FOLD_SERIES]) if e is not None]
+                for entry in entries:  # before the commit: see `_read`
+                    entry.blocks = True
+                with self._transaction() as db:
+                    folded += blockstore.fold_rows(db, np.array([e.id for e in entries],
+                                                                np.int32))
+                for entry in entries:  # committed, the write lock held: none came back
+                    entry.rows = False
+        return folded
+
+    def _fold_in_background(self) -> None:
+        """Start folding the table's rows into blocks in a thread, unless one is at it."""
+        with self._fold_lock:
+            if self._folder is not None and self._folder.is_alive():
+                return
+            self._folder = threading.Thread(target=self._fold_logged, name="tsq-store-fold",
+                                            daemon=True)
+            self._folder.start()
+
+    def _fold_logged(self) -> None:
+        started = time.monotonic()
+        try:
+            folded = self.fold_rows()
+        except Exception:  # the rows stay rows: a fold changes nothing unless it commits
+            log.exception("could not fold the embedded store's rows into blocks")
+            return
+        log.info("folded %d rows of the embedded store into blocks in %.1f s", folded,
+                 time.monotonic() - started)
 
     def delete(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> int:

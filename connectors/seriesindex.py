@@ -56,6 +56,9 @@ class SeriesIndex:
     def by_id(self, sid: int) -> Entry | None:
         return self._by_id.get(sid)
 
+    def entries(self) -> list[Entry]:
+        return list(self._by_id.values())
+
     def add(self, entry: Entry) -> None:
         """Index a new series; its entry first, so a posting never names an unknown id."""
         self.version += 1

@@ -177,3 +177,34 @@ def test_a_read_of_blocks_alone_sees_the_points_a_write_moves_to_their_first_row
     assert not writes
     expected = [float(t) + (0.5 if 10 <= t < 30 else 0.0) for t in range(100)]
     assert [s.values.tolist() for s in found] == [expected] * HOSTS
+
+
+def test_rows_are_folded_into_blocks_in_the_background(store: EmbeddedStore) -> None:
+    """Once FOLD_FROM rows are written, a thread folds them into blocks, with the points of
+    the blocks they fall among, while the store serves; reads meanwhile find every point."""
+    store.write(stretch(0, 100))
+    stop = threading.Event()
+    failures: list[int] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            found = store.select(parse_selector("up")).points
+            if found != HOSTS * 100:
+                failures.append(found)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with patch.object(embedded, "FOLD_FROM", HOSTS * 20):
+            for round_ in range(30):
+                store.write(stretch(10, 20, value=round_ % 2 + 0.5))  # rows: a fold starts
+                folder = store._folder
+                assert folder is not None
+                folder.join(timeout=30)
+                assert held(store) == (0, HOSTS * 100)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert not failures, f"reads saw {sorted(set(failures))} points instead of {HOSTS * 100}"
+    expected = [float(t) + (1.5 if 10 <= t < 30 else 0.0) for t in range(100)]
+    assert values(store) == [expected] * HOSTS

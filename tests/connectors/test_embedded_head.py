@@ -241,6 +241,7 @@ OPERATION = st.one_of(
     st.tuples(st.just("tick"), st.integers(0, 10)),
     st.tuples(st.just("reopen"), st.none()),
     st.tuples(st.just("compact"), st.none()),
+    st.tuples(st.just("fold"), st.none()),
 )
 
 
@@ -250,7 +251,7 @@ def test_the_store_holds_what_a_dictionary_holds(
         tmp_path_factory: pytest.TempPathFactory,
         operations: list[tuple[str, object]], block_from: int) -> None:
     """Writes (overwrites included), deletes, the clock moving (and with it points into the
-    table's blocks), restarts and compactions (rows folded into blocks), in any order: every
+    table's blocks), restarts, compactions and folds (rows into blocks), in any order: every
     read gives the model's points. With `block_from` 2, a write into the past makes blocks
     of any series it brings two points of, so overwrites and deletes cut blocks too."""
     path = tmp_path_factory.mktemp("model") / "p.duckdb"
@@ -298,6 +299,8 @@ def _apply(store: EmbeddedStore, kind: str, argument: object,
     elif kind == "tick":
         assert isinstance(argument, int)
         clock.now += argument * S
+    elif kind == "fold":
+        store.fold_rows()
     return store
 
 
