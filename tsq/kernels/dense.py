@@ -6,8 +6,10 @@ six points a cell) is added into two dense arrays, each cell's aggregate and its
 points, by one compiled pass a part (tsq.kernels.compiled.accumulate for rows,
 tsq.kernels.blocks.accumulate_blocks for compressed blocks, decoded a block at a time): no
 key, value and weight arrays a point, no concatenation, no bincount. The cells that hold points
-are then gathered row by row (`bucketized`), or, for TSL's `sampleBy(…).groupBy(…)`, reduced
-into the cells of each group straight away (`grouped`): the series' buckets are never made.
+are then gathered row by row (`bucketized`). For TSL's `sampleBy(…).groupBy(…)`
+(`bucketize_groups`) the series' cells are reduced into their group's instead, and a read of
+blocks alone never makes the series' arrays: each series is bucketed in cells of its own that
+stay in the cache, then reduced into its group's.
 
 The parts are shared out between the cores. Blocks of different series add into different
 rows, so each core takes a range of series and adds into the same arrays; parts that may meet
