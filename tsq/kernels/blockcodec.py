@@ -80,25 +80,40 @@ def _get_stream(words: Any, at: int, n: int, out: Any) -> int:  # pragma: no cov
     minis, widths_at, at = _layout(n, at)
     for m in range(minis):
         low, high = m * MINI, min(n, m * MINI + MINI)
-        width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+        width = _width(words, widths_at, m)
         if width == 0:
             for i in range(low, high):
                 out[i] = np.uint64(0)
             continue
-        mask = ALL if width == 64 else (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+        mask = _mask(width)
         bit = 0
         for i in range(low, high):
-            # the value's bits from its word and the next, without a branch (a block ends
-            # with a spare word for the last): a branch on whether it straddles two words is
-            # mispredicted about once in five values
-            word = at + (bit >> 6)
-            offset = np.uint64(bit & 63)
-            value = (words[word] >> offset) | \
-                ((words[word + 1] << (np.uint64(63) - offset)) << np.uint64(1))
-            out[i] = value & mask
+            out[i] = _unpacked(words, at, bit, mask)
             bit += width
         at += (bit + 63) >> 6
     return at
+
+
+@machine_code
+def _width(words: Any, widths_at: int, m: int) -> int:  # pragma: no cover - compiled
+    """The width of miniblock `m` of the stream whose widths are at `widths_at`."""
+    return int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+
+
+@machine_code
+def _mask(width: int) -> Any:  # pragma: no cover - compiled
+    return ALL if width == 64 else (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+
+
+@machine_code
+def _unpacked(words: Any, at: int, bit: int, mask: Any) -> Any:  # pragma: no cover - compiled
+    """The value `bit` bits from word `at`, `mask` wide: from its word and the next, without
+    a branch (a block ends with a spare word for the last; a branch on whether a value
+    straddles two words is mispredicted about once in five values)."""
+    word = at + (bit >> 6)
+    offset = np.uint64(bit & 63)
+    return ((words[word] >> offset) |
+            ((words[word + 1] << (np.uint64(63) - offset)) << np.uint64(1))) & mask
 
 
 @machine_code
@@ -251,7 +266,7 @@ def _summable(words: Any, at: int, end: int, n: int) -> bool:  # pragma: no cove
     bound = abs(float(np.int64(words[at + 3])))
     minis, widths_at, _ = _layout(n - 1, end)
     for m in range(minis):
-        width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+        width = _width(words, widths_at, m)
         if width:
             bound += min(MINI, n - 1 - m * MINI) * 2.0 ** (width - 1)
     return bound * n < 2.0**62
@@ -353,20 +368,16 @@ def _running_sums(words: Any, at: int, n: int, current: Any,
     minis, widths_at, at = _layout(n - 1, at)
     for m in range(minis):
         low, high = m * MINI, min(n - 1, m * MINI + MINI)
-        width = int((words[widths_at + m // 8] >> np.uint64(8 * (m % 8))) & np.uint64(0xFF))
+        width = _width(words, widths_at, m)
         if width == 0:  # the same step again and again
             for i in range(low, high):
                 total += current
                 sums[i + 1] = total
             continue
-        mask = ALL if width == 64 else (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+        mask = _mask(width)
         bit = 0
         for i in range(low, high):
-            word = at + (bit >> 6)
-            offset = np.uint64(bit & 63)
-            value = (words[word] >> offset) | \
-                ((words[word + 1] << (np.uint64(63) - offset)) << np.uint64(1))
-            current += _unzigzag(value & mask)
+            current += _unzigzag(_unpacked(words, at, bit, mask))
             total += current
             sums[i + 1] = total
             bit += width
