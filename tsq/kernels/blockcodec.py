@@ -289,12 +289,7 @@ def accumulate_all(words: Any, starts: Any, counts: Any, ids: Any, rank_of: Any,
                     ranked: bool, anchor: int, span: int, right: bool, first: int, width: int,
                     op: int, after: int, upto: int, totals: Any,
                     sums: Any) -> None:  # pragma: no cover - compiled
-    longest = 1
-    for n in counts:
-        longest = max(longest, n)
-    stream = np.empty(longest, np.uint64)
-    stamps = np.empty(longest, np.int64)
-    values = np.empty(longest, np.float64)
+    stream, stamps, values = _scratch(counts)
     for b in range(len(counts)):
         rank = rank_of[ids[b]] if ranked else ids[b]
         _add_one(words, starts[b], counts[b], rank * width - first, anchor, span, right, op,
@@ -309,12 +304,7 @@ def accumulate_groups_all(words: Any, starts: Any, counts: Any, ranks: Any, grou
                           group_counts: Any) -> None:  # pragma: no cover - compiled
     """The blocks (in order of their series' `ranks`) added into one series' cells at a
     time, which are reduced into its group's (`fold_row`) once its last block is in."""
-    longest = 1
-    for n in counts:
-        longest = max(longest, n)
-    stream = np.empty(longest, np.uint64)
-    stamps = np.empty(longest, np.int64)
-    values = np.empty(longest, np.float64)
+    stream, stamps, values = _scratch(counts)
     totals = np.full(width, empty)
     sums = np.zeros(width)
     for b in range(len(counts)):
@@ -325,6 +315,17 @@ def accumulate_groups_all(words: Any, starts: Any, counts: Any, ranks: Any, grou
                      group_totals, group_counts)
             totals[:] = empty
             sums[:] = 0.0
+
+
+@machine_code
+def _scratch(counts: Any) -> tuple[Any, Any, Any]:  # pragma: no cover - compiled
+    """Buffers for the stream, the times and the values of the longest of blocks of
+    `counts` points, reused block after block (they stay in the cache)."""
+    longest = 1
+    for n in counts:
+        longest = max(longest, n)
+    return np.empty(longest, np.uint64), np.empty(longest, np.int64), \
+        np.empty(longest, np.float64)
 
 
 @machine_code
