@@ -27,7 +27,7 @@ from tsq.kernels import Blocks
 from tsq.kernels.blocks import encode
 
 __all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "fold_rows", "in_blocks",
-           "read", "replace_points", "write"]
+           "read", "replace_points", "write", "write_joined"]
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
           "last BIGINT NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL)")
@@ -42,6 +42,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 BLOCK_FROM = 64
 # series (or blocks) a statement names one by one; more are joined as a table
 FEW_SERIES = 64
+# Points of the table as three columns: series ids, times, values
+Stretch = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
 def write(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
@@ -58,6 +60,19 @@ def write(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
     words, word_offsets = encode(ts, np.asarray(values, np.float64), offsets)
     _insert(db, sid[cuts], ts[cuts], ts[offsets[1:] - 1], np.diff(offsets), words,
             word_offsets)
+
+
+def write_joined(db: duckdb.DuckDBPyConnection, *stretches: Stretch) -> None:
+    """The points of `stretches` as blocks (each stretch as `write` takes it, no two points
+    of a series at one time), joined: a series' points of all of them in one stretch. A
+    single stretch with points is written as it is, unsorted."""
+    held = [stretch for stretch in stretches if len(stretch[0])]
+    if len(held) <= 1:
+        write(db, *(held[0] if held else stretches[0]))
+        return
+    sid, ts, values = (np.concatenate([stretch[n] for stretch in held]) for n in range(3))
+    order = np.lexsort((ts, sid))
+    write(db, sid[order], ts[order], values[order])
 
 
 def _insert(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
@@ -128,19 +143,16 @@ def cut(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]], start:
                             f"RETURNING count", [*params, start, end]).fetchall()
     removed, kept = _taken_out(db, ids, start, end - 1,
                                lambda sid, stamps: (stamps >= start) & (stamps < end))
-    write(db, *kept)
+    write_joined(db, kept)
     return sum(int(count) for (count,) in inside) + removed
-
-
-Stretch = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
 def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
                    ts: npt.NDArray[np.int64]) -> Stretch:
     """Take the points at (sid[i], ts[i]) out of their blocks, before a write puts new ones
     there (the last write wins). The blocks they were in are dropped; their other points
-    come back (series ids, times, values, by series then time) for the caller to `write`
-    with its own, in one statement and fewer blocks."""
+    come back (series ids, times, values) for the caller to write with its own
+    (`write_joined`), in one statement and fewer blocks."""
     if not len(sid):
         return _nothing()
     order = np.lexsort((ts, sid))
@@ -260,11 +272,8 @@ def fold_rows(db: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.integer[Any]]) 
     sid, ts, values = (np.asarray(found.column(n).to_numpy()) for n in range(3))
     _, kept = _taken_out(db, np.unique(sid), int(ts.min()), int(ts.max()),
                          lambda held, stamps: np.zeros(len(stamps), dtype=bool))
-    sid = np.concatenate((kept[0], sid.astype(np.int32)))
-    ts = np.concatenate((kept[1], ts.astype(np.int64)))
-    values = np.concatenate((kept[2], values.astype(np.float64)))
-    order = np.lexsort((ts, sid))
-    write(db, sid[order], ts[order], values[order])
+    write_joined(db, kept, (sid.astype(np.int32), ts.astype(np.int64),
+                            values.astype(np.float64)))
     return int(found.num_rows)
 
 

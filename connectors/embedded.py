@@ -769,13 +769,7 @@ def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.i
     if table == "points":
         values = _numbers(values)
         kept = blockstore.replace_points(db, sid[over_blocks], ts[over_blocks])
-        in_sid, in_ts, in_values = sid[blocked], ts[blocked], values[blocked]
-        if len(kept[0]):  # one stretch a series, in time order, the kept and the new
-            in_sid, in_ts = np.concatenate((kept[0], in_sid)), np.concatenate((kept[1], in_ts))
-            in_values = np.concatenate((kept[2], in_values))
-            order = np.lexsort((in_ts, in_sid))
-            in_sid, in_ts, in_values = in_sid[order], in_ts[order], in_values[order]
-        blockstore.write(db, in_sid, in_ts, in_values)
+        blockstore.write_joined(db, kept, (sid[blocked], ts[blocked], values[blocked]))
         rows = ~blocked
         sid, ts, values = sid[rows], ts[rows], values[rows]
     else:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tsq.jit import machine_code
-from tsq.kernels.compiled import bucket_at, fold_row
+from tsq.kernels.compiled import bucket_at, combined, fold_row
 
 __all__ = ["HEADER_WORDS", "MINI", "accumulate_all", "accumulate_groups_all", "decode_all",
            "encode_all"]
@@ -475,19 +475,7 @@ def _add_block(stamps: Any, values: Any, row: int, anchor: int, span: int, right
             i += 1
             if not np.isnan(value):
                 count += 1
-                total = _combined(total, value, op)
+                total = combined(total, value, op)
         if count:
             counts[row + bucket] += count
-            totals[row + bucket] = _combined(totals[row + bucket], total, op)
-
-
-@machine_code
-def _combined(total: float, value: float, op: int) -> float:  # pragma: no cover - compiled
-    """A sum (op 0), a minimum (1) or a maximum (2) with one more value; a count's (3) unused."""
-    if op == 0:
-        return total + value
-    if op == 1:
-        return min(total, value)
-    if op == 2:
-        return max(total, value)
-    return total
+            totals[row + bucket] = combined(totals[row + bucket], total, op)

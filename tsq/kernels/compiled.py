@@ -17,8 +17,8 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["OPS", "accumulate", "bucket_at", "cell_op", "fold_row", "grouped_cells", "held_cells",
-           "reduce_runs"]
+__all__ = ["OPS", "accumulate", "bucket_at", "cell_op", "combined", "fold_row", "grouped_cells",
+           "held_cells", "reduce_runs"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -223,12 +223,19 @@ def fold_row(totals: Any, counts: Any, cells: int, width: int, op: int, into: in
         if np.isnan(value):  # as group_by, which leaves NaN out
             continue
         group_counts[into + column] += 1.0
-        if group_op == 0:
-            group_totals[into + column] += value
-        elif group_op == 1:
-            group_totals[into + column] = min(group_totals[into + column], value)
-        elif group_op == 2:
-            group_totals[into + column] = max(group_totals[into + column], value)
+        group_totals[into + column] = combined(group_totals[into + column], value, group_op)
+
+
+@machine_code
+def combined(total: float, value: float, op: int) -> float:  # pragma: no cover - compiled
+    """A sum (op 0), a minimum (1) or a maximum (2) with one more value; a count's (3) unused."""
+    if op == 0:
+        return total + value
+    if op == 1:
+        return min(total, value)
+    if op == 2:
+        return max(total, value)
+    return total
 
 
 def grouped_cells(totals: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], width: int,
