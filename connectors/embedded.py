@@ -822,12 +822,17 @@ def _note_where(known: list[Entry], sid: npt.NDArray[np.int32],
                 blocked: npt.NDArray[np.bool_]) -> None:
     """Note the series that may now have rows in the table, or blocks (`blocked`: of the
     points `sid` names, those going to blocks), before the write that puts them there
-    commits."""
-    by_id = {k.id: k for k in known}
+    commits. Series already noted for both are passed over, without a look at their
+    points."""
+    by_id = {k.id: k for k in known if not (k.rows and k.blocks)}
+    if not by_id:
+        return
     for found in np.unique(sid[~blocked]).tolist():
-        by_id[found].rows = True
+        if found in by_id:
+            by_id[found].rows = True
     for found in np.unique(sid[blocked]).tolist():
-        by_id[found].blocks = True
+        if found in by_id:
+            by_id[found].blocks = True
 
 
 def _note_newest(known: list[Entry], counts: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],

@@ -170,9 +170,8 @@ def _block_groups(blocks: Blocks, buckets: Buckets, agg: Aggregator, rank_of: Ra
     shares = list(_kernel_threads().map(lambda bounds: share(*bounds), pairwise(edges))) \
         if len(edges) > 2 else [share(0, len(ranks))]
     totals, counts = shares[0]
-    for more_totals, more_counts in shares[1:]:
-        counts += more_counts
-        COMBINE[group_agg](totals, more_totals, out=totals)
+    for more in shares[1:]:
+        _combine_into(totals, counts, more, group_agg)
     return totals, counts
 
 
@@ -232,10 +231,15 @@ def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: A
                                                  for group in groups[1:]]
     add(groups[0], totals, counts)
     for other in others:
-        more_totals, more_counts = other.result()
-        counts += more_counts
-        COMBINE[agg.name](totals, more_totals, out=totals)
+        _combine_into(totals, counts, other.result(), agg.name)
     return totals, counts
+
+
+def _combine_into(totals: Array, counts: Array, more: tuple[Array, Array], agg: str) -> None:
+    """A core's cells (`more`: their aggregates and counts) added into `totals` and
+    `counts`, each aggregate combined as `agg` combines its cells' (COMBINE)."""
+    counts += more[1]
+    COMBINE[agg](totals, more[0], out=totals)
 
 
 def _by_series(parts: Sequence[Points | Blocks], rank_of: Ranks, rows: int,
