@@ -4,6 +4,8 @@ unsorted and duplicate timestamps included."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from unittest.mock import patch
 
@@ -90,14 +92,25 @@ def searching(searched: bool) -> Any:
     return patch.object(buckets_module, "SEARCH_MIN_POINTS", 0 if searched else 2**62)
 
 
+@contextmanager
+def segmenting(compiled: bool, threads: bool = False) -> Iterator[None]:
+    """A SeriesSet's segments found by the compiled pass (on one core, or shared out by
+    ranges of series between more cores than there are) or by numpy's."""
+    with patch.object(buckets_module, "COMPILED_SEGMENTS", 0 if compiled else 2**62), \
+            patch.object(buckets_module, "PARALLEL_POINTS", 0 if threads else 2**62), \
+            patch.object(buckets_module.os, "cpu_count", lambda: 3):
+        yield
+
+
 @slow
 @given(spec=sets, name=st.sampled_from(NUMERIC), closed=st.sampled_from(["right", "left"]),
-       label=st.sampled_from(["start", "end"]), p=st.integers(0, 100), searched=st.booleans())
+       label=st.sampled_from(["start", "end"]), p=st.integers(0, 100), searched=st.booleans(),
+       compiled=st.booleans(), threads=st.booleans())
 def test_bucketize_matches_pandas(spec: list[Any], name: str, closed: str, label: str,
-                                  p: int, searched: bool) -> None:
+                                  p: int, searched: bool, compiled: bool, threads: bool) -> None:
     agg = Aggregator(name, p if name == "percentile" else None)
     grid = Buckets(SPAN, closed=closed, label=label)  # type: ignore[arg-type]
-    with searching(searched):
+    with searching(searched), segmenting(compiled, threads):
         result = bucketize(build(spec), grid, agg)
     assert len(result) == len(spec)
     for i, series in enumerate(result):

@@ -165,8 +165,7 @@ class _Indexer:
 
 def bucketize(series: SeriesSet, buckets: Buckets, agg: Aggregator,
               fills: Sequence[Fill] = ()) -> SeriesSet:
-    starts, column, reduced, offsets = _reduced(series, buckets, agg)
-    counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
+    counts, column, reduced = _reduced(series, buckets, agg)
     return _gridded(series, counts, None, column, reduced, buckets, fills)
 
 
@@ -300,6 +299,7 @@ def _inside(part: Points, bounds: tuple[int, int] | None) -> _Kept | None:
 
 
 COMPILED_POINTS = 1 << 16  # a part of runs this large is reduced by tsq.kernels.compiled
+COMPILED_SEGMENTS = 1 << 16  # a SeriesSet this large is cut into segments by the compiled pass
 PARALLEL_POINTS = 1 << 20  # points above which the parts of a read are reduced on every core
 Reduced = tuple[Ints, Array, Array | None]  # cells, values, weights: see _reduced_runs
 
@@ -427,24 +427,81 @@ NAN_SPREADS = frozenset({"sum", "mean", "min", "max", "stddev", "stdvar"})
 
 
 def _reduced(series: SeriesSet, buckets: Buckets, agg: Aggregator, *, nan: bool = False
-             ) -> tuple[Ints, Ints, Array, Ints]:
-    """The (series, bucket) segments, their buckets and aggregates, and the offsets of the
-    points aggregated: NaN points (`nan`: known to be there) and those off a fixed grid are
-    left out. Through the aggregators a NaN spreads to, NaN points are looked for among the
-    aggregates, six times fewer than the points of a rollup: only when one is NaN are the
-    points checked, and if NaN is among them the pass is made again without them."""
+             ) -> tuple[Ints, Ints, Array]:
+    """The (series, bucket) segments: how many each series has, their buckets and their
+    aggregates. NaN points (`nan`: known to be there) and those off a fixed grid are left out.
+    Through the aggregators a NaN spreads to, NaN points are looked for among the aggregates,
+    six times fewer than the points of a rollup: only when one is NaN are the points checked,
+    and if NaN is among them the pass is made again without them."""
     values, stamps, offsets = series.values, series.timestamps, series.offsets
     lazy = agg.name in NAN_SPREADS and not nan
     keep = _kept(values, stamps, offsets, buckets, not lazy) if len(values) else None
     if keep is not None:
         values, stamps, offsets = values[keep], stamps[keep], _kept_offsets(offsets, keep)
-    bounds, column = _segments(stamps, offsets, buckets)
-    starts = bounds[:-1]
-    reduced = reduce_segments(values, starts, agg, ends=bounds[1:])
+    compiled = _segments_compiled(values, stamps, offsets, buckets, agg)
+    if compiled is not None:
+        counts, column, reduced = compiled
+    else:
+        bounds, column = _segments(stamps, offsets, buckets)
+        starts = bounds[:-1]
+        reduced = reduce_segments(values, starts, agg, ends=bounds[1:])
+        counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
     if lazy and _holds_nan(reduced) and _any_nan(values):
         return _reduced(SeriesSet(series.names, series.labels, stamps, values, offsets),
                         buckets, agg, nan=True)
-    return starts, column, reduced, offsets
+    return counts, column, reduced
+
+
+def _segments_compiled(values: Array, stamps: Ints, offsets: Ints, buckets: Buckets,
+                       agg: Aggregator) -> tuple[Ints, Ints, Array] | None:
+    """`_reduced`'s segments from one compiled pass over each series' points, which follows
+    the current bucket's end and divides only when a point skips buckets; a sum, mean, count,
+    min or max of floats is taken in the same pass, any other aggregator reduces the
+    segments after. The series are shared out between the cores in ranges of about as many
+    points. None for a read too small to load numba for, or at the edges of time."""
+    if len(stamps) < max(COMPILED_SEGMENTS, 1):
+        return None
+    sizes = np.diff(offsets)
+    nonempty = np.flatnonzero(sizes)
+    firsts, lasts = offsets[:-1][nonempty], offsets[1:][nonempty] - 1
+    if not _edges_fit(buckets, int(stamps[firsts].min()), int(stamps[lasts].max())):
+        return None
+    from tsq.kernels.compiled import OPS, series_segments
+
+    # room for each series' segments: no more than its points, nor than its buckets
+    room = np.zeros(len(sizes), np.int64)
+    room[nonempty] = np.minimum(sizes[nonempty], bucket_index(stamps[lasts], buckets) -
+                                bucket_index(stamps[firsts], buckets) + 1)
+    room_from = np.concatenate(([0], np.cumsum(room)))
+    folded = agg.name in OPS and values.dtype == np.float64
+    starts, column = np.empty(int(room_from[-1]), np.int64), np.empty(int(room_from[-1]), np.int64)
+    reduced = np.empty(len(starts) if folded else 0, np.float64)
+    counts = np.zeros(len(sizes), np.int64)
+    stamps = np.ascontiguousarray(stamps, np.int64)
+    source = np.ascontiguousarray(values) if folded else reduced
+
+    def segments(first: int, last: int) -> int:
+        at, upto = int(room_from[first]), int(room_from[last])
+        return series_segments(stamps, source, offsets, (first, last), buckets.anchor,
+                               buckets.span, buckets.closed == "right",
+                               agg.name if folded else None, starts[at:upto], column[at:upto],
+                               reduced[at:upto] if folded else reduced, counts)
+
+    shares = (os.cpu_count() or 1) if _worth_sharing(len(stamps)) else 1
+    cuts = np.searchsorted(offsets, np.arange(1, shares) * (len(stamps) // shares))
+    ranges = list(pairwise(sorted({0, *cuts.tolist(), len(sizes)})))
+    made = [segments(*ranges[0])] if len(ranges) == 1 else \
+        list(_kernel_threads().map(lambda r: segments(*r), ranges))
+    held = [slice(int(room_from[a]), int(room_from[a]) + runs)
+            for (a, _), runs in zip(ranges, made, strict=True)]
+    if sum(made) < len(starts):  # some series had empty buckets: their room is not all used
+        starts, column = np.concatenate([starts[h] for h in held]), \
+            np.concatenate([column[h] for h in held])
+        if folded:
+            reduced = np.concatenate([reduced[h] for h in held])
+    if not folded:
+        reduced = reduce_segments(values, starts, agg)
+    return counts, column, reduced
 
 
 def _holds_nan(values: Array) -> bool:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from tsq.jit import machine_code
 
 __all__ = ["OPS", "accumulate", "bucket_at", "cell_op", "combined", "fold_row", "grouped_cells",
-           "held_cells", "reduce_runs"]
+           "held_cells", "reduce_runs", "series_segments"]
 
 # How a run's values are combined: sum (sum and mean), min, max, or only counted
 OPS = {"sum": 0, "mean": 0, "min": 1, "max": 2, "count": 3}
@@ -107,6 +107,64 @@ def reduce_runs(ids: npt.NDArray[np.integer[Any]], stamps: npt.NDArray[np.int64]
                                          table, rank_of is not None, anchor, span, right, first,
                                          width, OPS[agg])
     return keys, reduced, counts
+
+
+@machine_code
+def _series_segments(stamps: Any, values: Any, offsets: Any, low: int, high: int, anchor: int,
+                     span: int, right: bool, op: int, starts: Any, columns: Any, reduced: Any,
+                     per_series: Any) -> int:  # pragma: no cover - compiled, tested through
+    """`series_segments` for the series from `low` to `high`, into the arrays from 0."""
+    how = 0 if op == 4 else op  # how a point joins its segment's total: a mean's is a sum
+    runs = 0
+    for series in range(low, high):
+        before = runs
+        first, last = offsets[series], offsets[series + 1]
+        if first < last:
+            bucket, ends = bucket_at(stamps[first], anchor, span, right)
+            starts[runs] = first
+            columns[runs] = bucket
+            total = values[first] if op >= 0 else 0.0
+            count = 1
+            for i in range(first + 1, last):
+                stamp = stamps[i]
+                if stamp >= ends:  # the times are sorted: the bucket is over
+                    if op >= 0:
+                        reduced[runs] = _aggregate(total, count, op)
+                    runs += 1
+                    if stamp < ends + span:  # mostly the next one: no division
+                        bucket += 1
+                        ends += span
+                    else:
+                        bucket, ends = bucket_at(stamp, anchor, span, right)
+                    starts[runs] = i
+                    columns[runs] = bucket
+                    count = 1
+                    if op >= 0:
+                        total = values[i]
+                elif op >= 0:
+                    count += 1
+                    total = combined(total, values[i], how)
+            if op >= 0:
+                reduced[runs] = _aggregate(total, count, op)
+            runs += 1
+        per_series[series] = runs - before
+    return runs
+
+
+def series_segments(stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
+                    offsets: npt.NDArray[np.int64], series: tuple[int, int], anchor: int,
+                    span: int, right: bool, agg: str | None, starts: npt.NDArray[np.int64],
+                    columns: npt.NDArray[np.int64], reduced: npt.NDArray[np.float64],
+                    per_series: npt.NDArray[np.int64]) -> int:
+    """The (series, bucket) segments of the sorted points of the series from `series[0]` to
+    `series[1]` (of a SeriesSet's `offsets`), in one pass: where each begins (`starts`), its
+    bucket (`columns`), its aggregate (`reduced`) when `agg` is one of `cell_op`'s (None: the
+    caller reduces the segments itself, `values` and `reduced` unused), written from the
+    arrays' first element; and how many each series has (`per_series[series]`). Returns how
+    many segments it wrote; the arrays must have room for them."""
+    op = -1 if agg is None else cell_op(agg)
+    return int(_series_segments(stamps, values, offsets, series[0], series[1], anchor, span,
+                                right, op, starts, columns, reduced, per_series))
 
 
 @machine_code
