@@ -396,6 +396,28 @@ def test_runs_of_points_on_every_bucket_edge_split_there(closed: str, compiled: 
             assert found.values.tolist() == expected.values.tolist(), name
 
 
+@pytest.mark.parametrize("closed", ["left", "right"])
+@pytest.mark.parametrize("threads", [True, False])
+@pytest.mark.parametrize("name", ["sum", "count", "min", "max", "mean", "median", "last"])
+def test_compiled_segments_split_on_every_bucket_edge(closed: str, threads: bool,
+                                                       name: str) -> None:
+    """Points every half span, on each edge and between, in series that skip buckets: the
+    compiled pass over a SeriesSet ends a segment exactly at an edge, on the side the buckets
+    close, and finds the next bucket after a gap, as numpy's pass does."""
+    stamps = np.arange(-40, 60, SPAN // 2, dtype=np.int64)
+    gappy = stamps[(stamps // SPAN) % 3 != 1]
+    source = SeriesSet(("a", "b", "c"), ({}, {}, {}), np.concatenate([stamps, gappy, stamps]),
+                       np.arange(2.0 * len(stamps) + len(gappy)) % 7,
+                       np.cumsum([0, len(stamps), len(gappy), len(stamps)]))
+    grid = Buckets(SPAN, anchor=3 * SPAN, closed=closed)  # type: ignore[arg-type]
+    expected = bucketize(source, grid, Aggregator(name))
+    with segmenting(True, threads):
+        found = bucketize(source, grid, Aggregator(name))
+    assert found.offsets.tolist() == expected.offsets.tolist()
+    assert found.timestamps.tolist() == expected.timestamps.tolist()
+    assert found.values.tolist() == expected.values.tolist()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=sets, name=st.sampled_from(sorted(buckets_module.UNORDERED)),
        group_name=st.sampled_from(sorted(dense_module.GROUPED)),
