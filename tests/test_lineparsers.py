@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -87,3 +89,41 @@ def test_the_helper_dies_with_the_server_kill_9_included(tmp_path: Path) -> None
     while psutil.pid_exists(helper) and psutil.Process(helper).status() != "zombie":
         assert time.monotonic() < deadline, "the helper outlived the server"
         time.sleep(0.05)
+
+
+def by_series(batch: ParsedBatch) -> dict[Any, tuple[list[int], list[float]]]:
+    """The batch's points by series, whatever order a parser gives its series in."""
+    numbers = batch.numbers
+    return {(s.name, tuple(sorted(s.labels.items()))): (s.timestamps.tolist(), s.values.tolist())
+            for s in (numbers[i] for i in range(len(numbers)))}
+
+
+def test_a_server_reads_without_the_compiled_scan_until_it_is_loaded(
+        parsers: LineParsers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first write starts loading the scan in a thread and is not made to wait for it
+    (pandas' reader reads it); once loaded, large plain batches take the scan."""
+    from tsq import lineparsers, lineprotocol
+
+    plain = BODY.rsplit("\n", 2)[0]  # no bad line: the scan would take it
+    expected = parse_lines(plain, "ns")
+    scanned: list[str] = []
+    real = lineprotocol._parse_scanned
+    monkeypatch.setattr(lineprotocol, "_parse_scanned",
+                        lambda body, *a: scanned.append(body[:4]) or real(body, *a))
+    loading, loaded = threading.Event(), threading.Event()
+
+    def load_held(body: str, *args: Any, **kwargs: Any) -> ParsedBatch:
+        if body == lineparsers.WARM_BODY:  # the loading thread: held until the test says
+            loading.set()
+            assert loaded.wait(10)
+        return parse_lines(body, *args, **kwargs)
+
+    monkeypatch.setattr(lineparsers, "parse_lines", load_held)
+    parsers._helped = True  # a server's, without starting its helper
+    assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
+    assert loading.wait(10) and scanned == []  # read while the scan loads, not waiting for it
+    loaded.set()
+    assert parsers._scanner.wait(10)
+    assert scanned == ["warm"]
+    assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
+    assert scanned == ["warm", "cpu,"]

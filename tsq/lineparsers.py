@@ -39,24 +39,28 @@ class LineParsers:
         self._helper: ProcessPoolExecutor | None = None
         self._helped = False  # a server's parsers: `start` makes them so
         self._lock = threading.Lock()
+        self._scanner = threading.Event()  # the compiled scan is loaded here
+        self._loading = False
 
     def start(self) -> None:
         """Use a helper process from now on, started now (its imports take half a second).
         The helper parses a batch large enough for the compiled scan meanwhile, so that
         numba is loaded there (and, once after an install, compiles the scan) before a write
-        waits for it; here, the first large write loads it (half a second, not spent at every
-        start: a restart catching up on thousands of loops needs the CPU)."""
+        waits for it. Here, the first write starts loading it in a thread (half a second of
+        CPU, not spent at every start: a restart catching up on thousands of loops needs it),
+        and the writes until it is loaded are read by pandas' reader instead of waiting."""
         self._helped = True
         parse_lines("warm value=1 0")  # the imports here too: not in the first write
         self._started().submit(parse_lines, WARM_BODY)
 
     def parse(self, body: str, precision: str) -> ParsedBatch:
+        scan = not self._helped or self._scanner_loaded()
         if not self._helped or len(body) < HELPED_FROM_BYTES:
             with self._here:
-                return parse_lines(body, precision)
+                return parse_lines(body, precision, scan=scan)
         if self._here.acquire(blocking=False):
             try:
-                return parse_lines(body, precision)
+                return parse_lines(body, precision, scan=scan)
             finally:
                 self._here.release()
         now = time.time_ns()  # the request's time, for lines without one
@@ -68,6 +72,25 @@ class LineParsers:
             with self._lock:
                 self._helper = None
             return parse_lines(body, precision, now)
+
+    def _scanner_loaded(self) -> bool:
+        """Whether the compiled scan is loaded here; if not, begin loading it in a thread."""
+        if self._scanner.is_set():
+            return True
+        with self._lock:
+            if not self._loading:
+                self._loading = True
+                threading.Thread(target=self._load_scanner, name="tsq-line-scan",
+                                 daemon=True).start()
+        return False
+
+    def _load_scanner(self) -> None:
+        try:
+            parse_lines(WARM_BODY)
+        except Exception:  # numba missing or broken: pandas' reader goes on reading
+            log.exception("the compiled line-protocol scan could not be loaded")
+            return
+        self._scanner.set()
 
     def close(self) -> None:
         with self._lock:

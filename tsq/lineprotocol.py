@@ -103,7 +103,10 @@ def _iso(ns: int) -> str:
         "%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> ParsedBatch:
+def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None, *,
+                scan: bool = True) -> ParsedBatch:
+    """The points of `body`; a large plain batch is read by the compiled pass (`tsq.linescan`)
+    unless `scan` is False (numba not loaded yet: see `tsq.lineparsers`)."""
     scale = PRECISIONS.get(precision)
     if scale is None:
         raise BadRequest(f"unknown precision {precision!r}; expected one of "
@@ -111,7 +114,7 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None) -> 
     stamps = _Stamps(precision, scale)
     now = time.time_ns() if now_ns is None else now_ns
     default_ts = now - now % scale  # a point without a time gets the request's time
-    if len(body) >= SCAN_CHARS:
+    if scan and len(body) >= SCAN_CHARS:
         scanned = _parse_scanned(body, stamps, default_ts)
         if scanned is not None:
             return scanned
