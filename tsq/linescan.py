@@ -77,10 +77,13 @@ def scan(body: bytes) -> Scanned | None:
 def _distinct(raw: npt.NDArray[np.uint8], start: npt.NDArray[np.int64],
               end: npt.NDArray[np.int64], hashes: npt.NDArray[np.uint64]
               ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
-    """The first of each distinct hash and each one's code; None unless every one holds the
-    same bytes as the first of its hash (a collision: the batch goes to the other parsers)."""
-    _, first, code = np.unique(hashes, return_index=True, return_inverse=True)
-    return (first, code) if _matches(raw, start, end, first[code]) else None
+    """The first of each distinct hash and each one's code, in the order they first come;
+    None unless every one holds the same bytes as the first of its hash (a collision: the
+    batch goes to the other parsers)."""
+    first = np.empty(len(hashes), np.intp)
+    code = np.empty(len(hashes), np.intp)
+    distinct = _coded(raw, start, end, hashes, first, code)
+    return (first[:distinct], code) if distinct >= 0 else None
 
 
 def _texts(body: bytes, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64],
@@ -90,14 +93,43 @@ def _texts(body: bytes, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 
 
 @machine_code
-def _matches(raw: Any, start: Any, end: Any, first: Any) -> bool:  # pragma: no cover
-    for k in range(len(start)):
-        f = first[k]
-        if end[k] - start[k] != end[f] - start[f]:
+def _coded(raw: Any, start: Any, end: Any, hashes: Any, first: Any,
+           code: Any) -> int:  # pragma: no cover - compiled, tested through scan
+    """`_distinct` by an open-addressing table of the hashes (one probe each, mostly), the
+    bytes of each compared with the first of its hash; -1 on a collision."""
+    size = 2
+    while size < 2 * len(hashes):
+        size *= 2
+    table = np.full(size, -1, np.int64)  # each slot's code
+    distinct = 0
+    for k in range(len(hashes)):
+        h = hashes[k]
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            found = table[slot]
+            if found < 0:  # a new one
+                table[slot] = distinct
+                first[distinct] = k
+                code[k] = distinct
+                distinct += 1
+                break
+            f = first[found]
+            if hashes[f] == h:
+                if not _same(raw, start[k], end[k], start[f], end[f]):
+                    return -1
+                code[k] = found
+                break
+            slot = (slot + 1) & (size - 1)
+    return distinct
+
+
+@machine_code
+def _same(raw: Any, a: int, a_end: int, b: int, b_end: int) -> bool:  # pragma: no cover
+    if a_end - a != b_end - b:
+        return False
+    for j in range(a_end - a):  # noqa: SIM110 - a loop numba compiles
+        if raw[a + j] != raw[b + j]:
             return False
-        for j in range(end[k] - start[k]):
-            if raw[start[k] + j] != raw[start[f] + j]:
-                return False
     return True
 
 
