@@ -61,6 +61,23 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.sid)
 
+    def merged(self, newer: Chunk) -> Chunk:
+        """This chunk and a newer one as one, sorted by series, each series' newer points
+        after its older ones (as a stable sort of the two would place them), in one pass."""
+        size = len(self) + len(newer)
+        at = np.searchsorted(self.sid, newer.sid, "right") + np.arange(len(newer))
+        older = np.ones(size, dtype=bool)
+        older[at] = False
+        columns = []
+        for mine, theirs in ((self.sid, newer.sid), (self.ts, newer.ts),
+                             (self.value, newer.value)):
+            both = np.empty(size, mine.dtype)
+            both[at] = theirs
+            both[older] = mine
+            columns.append(both)
+        sid, ts, value = columns
+        return Chunk(sid, ts, value, min(self.low, newer.low), max(self.high, newer.high))
+
     def kept(self, keep: npt.NDArray[np.bool_]) -> Chunk | None:
         """The chunk without the points `keep` is False for; None if none are left."""
         if keep.all():
@@ -139,16 +156,18 @@ class Head:
         back = ts <= self._newest[sid]
         if back.any():
             chunks = _replaced(chunks, sid[back], ts[back])
-        chunks.append(Chunk.of(sid.astype(np.int32, copy=False), ts,
-                               value.astype(np.float64, copy=False)))
+        added = Chunk.of(sid.astype(np.int32, copy=False), ts,
+                         value.astype(np.float64, copy=False))
+        chunks.append(added)
         while len(chunks) > 1 and len(chunks[-2]) <= len(chunks[-1]) \
                 and len(chunks[-2]) + len(chunks[-1]) <= MAX_CHUNK:
             newer = chunks.pop()
-            older = chunks.pop()
-            chunks.append(Chunk.of(np.concatenate((older.sid, newer.sid)),
-                                   np.concatenate((older.ts, newer.ts)),
-                                   np.concatenate((older.value, newer.value))))
-        np.maximum.at(self._newest, sid, ts)
+            chunks.append(chunks.pop().merged(newer))
+        # each series' newest time: the maximum of each of its runs in the sorted chunk (a
+        # ufunc's `at` takes a slow path a point)
+        runs = np.flatnonzero(np.concatenate(([True], added.sid[1:] != added.sid[:-1])))
+        ids = added.sid[runs]
+        self._newest[ids] = np.maximum(self._newest[ids], np.maximum.reduceat(added.ts, runs))
         self.state = Snapshot(self.state.start, tuple(chunks))
 
     def delete(self, ids: Ids, start: int, end: int) -> int:

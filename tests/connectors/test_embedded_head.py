@@ -353,3 +353,29 @@ def test_a_read_of_numbers_and_strings_gives_none_for_nan(tmp_path: Path, now: i
         assert [(s.name, list(s.values)) for s in found] == [("a", [1.0, None]), ("b", ["x"])]
     finally:
         store.close()
+
+
+chunk_points = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 50)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(older=chunk_points, newer=chunk_points)
+def test_two_chunks_merge_as_a_stable_sort_of_both_would_place_them(
+        older: list[tuple[int, int]], newer: list[tuple[int, int]]) -> None:
+    """Sorted by series, and within a series the older chunk's points first, in their order:
+    the order `_replaced` and the reads rely on."""
+    def chunk(points: list[tuple[int, int]], mark: float) -> head.Chunk:
+        sid = np.array([p[0] for p in points], np.int32)
+        ts = np.array([p[1] for p in points], np.int64)
+        return head.Chunk.of(sid, ts, np.arange(len(points)) + mark)
+
+    if not older or not newer:
+        return
+    a, b = chunk(older, 0.0), chunk(newer, 0.5)
+    merged = a.merged(b)
+    sid = np.concatenate((a.sid, b.sid))
+    order = np.argsort(sid, kind="stable")
+    assert merged.sid.tolist() == sid[order].tolist()
+    assert merged.ts.tolist() == np.concatenate((a.ts, b.ts))[order].tolist()
+    assert merged.value.tolist() == np.concatenate((a.value, b.value))[order].tolist()
+    assert (merged.low, merged.high) == (min(a.low, b.low), max(a.high, b.high))
