@@ -38,6 +38,7 @@ Columns = dict[str, npt.NDArray[Any]]  # "sid", "ts", "value": as DuckDB's fetch
 INT64_MIN = -(2**63)
 # Chunks stop growing here: merging two of a million points costs some 10 ms of a write
 MAX_CHUNK = 1 << 20
+COMPILED_MERGE = 1 << 16  # points from which two chunks are merged by tsq.kernels.sortedmerge
 # A read of more than one id in this many of the id range they span masks whole chunks
 DENSE_FRACTION = 4
 PAIR = np.dtype([("sid", "<i8"), ("ts", "<i8")])
@@ -63,7 +64,14 @@ class Chunk:
 
     def merged(self, newer: Chunk) -> Chunk:
         """This chunk and a newer one as one, sorted by series, each series' newer points
-        after its older ones (as a stable sort of the two would place them), in one pass."""
+        after its older ones (as a stable sort of the two would place them), in one pass:
+        compiled for large chunks (a write that loads numba for a small one would wait)."""
+        low, high = min(self.low, newer.low), max(self.high, newer.high)
+        if len(self) + len(newer) >= COMPILED_MERGE:
+            from tsq.kernels.sortedmerge import merge_by_series
+
+            return Chunk(*merge_by_series((self.sid, self.ts, self.value),
+                                          (newer.sid, newer.ts, newer.value)), low, high)
         size = len(self) + len(newer)
         at = np.searchsorted(self.sid, newer.sid, "right") + np.arange(len(newer))
         older = np.ones(size, dtype=bool)
@@ -76,7 +84,7 @@ class Chunk:
             both[older] = mine
             columns.append(both)
         sid, ts, value = columns
-        return Chunk(sid, ts, value, min(self.low, newer.low), max(self.high, newer.high))
+        return Chunk(sid, ts, value, low, high)
 
     def kept(self, keep: npt.NDArray[np.bool_]) -> Chunk | None:
         """The chunk without the points `keep` is False for; None if none are left."""

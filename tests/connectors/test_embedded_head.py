@@ -359,11 +359,11 @@ chunk_points = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 50)), max_si
 
 
 @settings(max_examples=200, deadline=None)
-@given(older=chunk_points, newer=chunk_points)
+@given(older=chunk_points, newer=chunk_points, compiled=st.booleans())
 def test_two_chunks_merge_as_a_stable_sort_of_both_would_place_them(
-        older: list[tuple[int, int]], newer: list[tuple[int, int]]) -> None:
+        older: list[tuple[int, int]], newer: list[tuple[int, int]], compiled: bool) -> None:
     """Sorted by series, and within a series the older chunk's points first, in their order:
-    the order `_replaced` and the reads rely on."""
+    the order `_replaced` and the reads rely on; by numpy or by the compiled merge."""
     def chunk(points: list[tuple[int, int]], mark: float) -> head.Chunk:
         sid = np.array([p[0] for p in points], np.int32)
         ts = np.array([p[1] for p in points], np.int64)
@@ -372,7 +372,8 @@ def test_two_chunks_merge_as_a_stable_sort_of_both_would_place_them(
     if not older or not newer:
         return
     a, b = chunk(older, 0.0), chunk(newer, 0.5)
-    merged = a.merged(b)
+    with patch.object(head, "COMPILED_MERGE", 0 if compiled else 2**62):
+        merged = a.merged(b)
     sid = np.concatenate((a.sid, b.sid))
     order = np.argsort(sid, kind="stable")
     assert merged.sid.tolist() == sid[order].tolist()
