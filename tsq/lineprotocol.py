@@ -235,9 +235,16 @@ def _batch(codes: npt.NDArray[np.int64], heads: list[Head], line_of: npt.NDArray
     """The parsed batch from each line's series head (`heads[codes[line]]`) and each field's
     line, name (`field_names[field_codes[field]]`), time and value."""
     series_code = codes[line_of] * len(field_names) + field_codes
-    used, inverse = np.unique(series_code, return_inverse=True)
-    order = np.lexsort((np.arange(len(ts)), ts, inverse))
-    counts = np.bincount(inverse, minlength=len(used))
+    per_code = np.bincount(series_code)
+    used = np.flatnonzero(per_code)
+    rank = np.zeros(len(per_code), np.int64)
+    rank[used] = np.arange(len(used))
+    inverse = rank[series_code]
+    # grouped by series, each series' points in the order written (a stable sort, a radix
+    # sort on 16 bits); `normalized` then sorts a series by time only if it is not already
+    order = np.argsort(inverse.astype(np.uint16) if len(used) <= 1 << 16 else inverse,
+                       kind="stable")
+    counts = per_code[used]
     names, labels = [], []
     for code in used.tolist():
         measurement, tags = heads[code // len(field_names)]
