@@ -45,6 +45,7 @@ from tsq.connectors import blockstore
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.head import Head
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
+from tsq.connectors.pastbuffer import PAST_POINTS, PastBuffer
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
@@ -64,8 +65,8 @@ from tsq.kernels import (
 from tsq.selector import Selector
 from tsq.series import SeriesSet
 
-__all__ = ["HEAD_SPAN", "HEAD_SUFFIX", "STORE_FILE", "WAL_SUFFIX", "Compacted", "EmbeddedStore",
-           "compact", "compact_if_grown"]
+__all__ = ["HEAD_SPAN", "HEAD_SUFFIX", "PAST_SUFFIX", "STORE_FILE", "WAL_SUFFIX", "Compacted",
+           "EmbeddedStore", "compact", "compact_if_grown"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ SCHEMA = (
 STORE_FILE = "points.duckdb"  # in the data directory
 WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log: the store file's name and this, beside it
 HEAD_SUFFIX = ".head"  # the head's log (connectors/headlog.py): a folder, named so, beside it
+PAST_SUFFIX = ".past"  # the log of the points behind the head not yet in the table, likewise
 # The span of time the head keeps in memory: a write moves the points older than this into the
 # table once the head holds half as much again (so a move takes an hour of points at a time)
 HEAD_SPAN = 2 * 3600 * 10**9
@@ -121,11 +123,17 @@ class EmbeddedStore:
         path = data_dir / STORE_FILE
         compact_if_grown(path)
         minutes = config.get("head_minutes")  # the service's store_head_minutes setting
-        return cls(path, HEAD_SPAN if minutes is None else int(minutes) * 60 * 10**9)
+        past = config.get("past_points")  # and its store_past_points
+        return cls(path, HEAD_SPAN if minutes is None else int(minutes) * 60 * 10**9,
+                   past_points=None if past is None else int(past))
 
     def __init__(self, path: str | Path, head_span: int = HEAD_SPAN,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        """`clock` gives the time in epoch nanoseconds: the head keeps `head_span` before it."""
+                 clock: Callable[[], int] = time.time_ns, past_points: int | None = None
+                 ) -> None:
+        """`clock` gives the time in epoch nanoseconds: the head keeps `head_span` before it.
+        `past_points`: points behind the head held back (`connectors/pastbuffer.py`; None:
+        PAST_POINTS)."""
+        self._past_points = PAST_POINTS if past_points is None else past_points
         self._db = _connect(str(path))
         self._write_lock = threading.Lock()
         self._unfolded = 0  # rows written to the table since it was last folded
@@ -151,9 +159,12 @@ class EmbeddedStore:
                                 for sid, name, labels, kind in rows)
         self._next_id = max((row[0] for row in rows), default=0)
         self._head = Head(self._head_start())
-        self._log = None if str(path) == ":memory:" else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
-        if self._log is not None:
-            self._replay(self._log, rows)
+        in_memory = str(path) == ":memory:"
+        self._log = None if in_memory else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
+        self._past = PastBuffer()
+        self._past_log = None if in_memory else HeadLog(Path(f"{path}{PAST_SUFFIX}"))
+        if self._log is not None and self._past_log is not None:
+            self._replay(self._log, self._past_log, rows)
 
     def _head_start(self) -> int:
         """Where the head begins, as stored; in a store that has none yet, `head_span` before
@@ -169,11 +180,18 @@ class EmbeddedStore:
         self._db.execute("INSERT INTO head VALUES (?)", [start])
         return start
 
-    def _replay(self, headlog: HeadLog, rows: list[tuple[Any, ...]]) -> None:
-        """Rebuild the head from its log. A write naming a series the table does not hold is
-        one whose transaction never committed (the process died between the two): skipped."""
+    def _replay(self, headlog: HeadLog, past_log: HeadLog, rows: list[tuple[Any, ...]]
+                ) -> None:
+        """Rebuild the head from its log, and write the past's log into the table. A write
+        naming a series the table does not hold is one whose transaction never committed
+        (the process died between the two): skipped."""
         known = np.zeros(self._next_id + 2, dtype=bool)
         known[[sid for sid, _, _, kind in rows if kind in NUMERIC_KINDS]] = True
+        for record in past_log.replay():
+            if isinstance(record, Writing) and known[np.clip(record.sid, 0,
+                                                              len(known) - 1)].all():
+                self._past.add(record.sid, record.ts, record.value)
+        self._write_behind()
         for record in headlog.replay():
             start = self._head.state.start
             if isinstance(record, Deletion):
@@ -190,8 +208,14 @@ class EmbeddedStore:
             folder = self._folder
         if folder is not None:
             folder.join()  # it stops after the share it is folding
-        if self._log is not None:
-            self._log.close()
+        try:
+            with self._write_lock:
+                self._write_behind()
+        except Exception:  # kept in its log: the next open writes it
+            log.exception("could not write the buffer of the past into the embedded store")
+        for log_ in (self._log, self._past_log):
+            if log_ is not None:
+                log_.close()
         self._db.close()
 
     # -- reading ---------------------------------------------------------------------------
@@ -280,6 +304,8 @@ class EmbeddedStore:
                 _note_head(chunks)
                 parts.extend(chunks)
             if table != "points" or _low(start) < head.start:
+                if table == "points":
+                    self._behind_written()
                 parts.extend(self._read(
                     table, [s for s in matching if TABLE_OF_KIND[s.kind] == table], start,
                     min(_high(end), head.start) if table == "points" else end,
@@ -377,6 +403,9 @@ class EmbeddedStore:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, series: SeriesSet) -> int:
+        """Store the points: numbers from the head's start on in the head, numbers before it
+        in the buffer of the past (`connectors/pastbuffer.py`), each logged first; text in
+        the table, in a transaction."""
         if series.points == 0:
             return 0
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
@@ -389,44 +418,82 @@ class EmbeddedStore:
             self._move_if_due()
             start = self._head.state.start
             recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
+            behind = ~recent if table == "points" and self._past_log is not None else \
+                np.zeros(len(ts), dtype=bool)
+            direct = ~recent & ~behind  # into the table now: text, or a store in memory
             created: list[Entry] = []
-            logged: int | None = None
+            logged: list[tuple[HeadLog, int]] = []
             try:
                 known = [self._series_id(name, labels, kind, created)
                          for name, labels in zip(series.names, series.labels, strict=True)]
                 sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
-                if not recent.all():  # before the commit: see `_read`
-                    blocked = blockstore.in_blocks(sid[~recent], ts[~recent]) \
-                        if table == "points" else np.zeros(int((~recent).sum()), dtype=bool)
-                    _note_where(known, sid[~recent], blocked)
-                record = Writing(sid[recent], ts[recent], _numbers(series.values[recent])) \
-                    if recent.any() and self._log is not None else None
-                if created or not recent.all():  # the table too: the log record inside
+                if direct.any():  # before the commit: see `_read`
+                    blocked = blockstore.in_blocks(sid[direct], ts[direct]) \
+                        if table == "points" else np.zeros(int(direct.sum()), dtype=bool)
+                    _note_where(known, sid[direct], blocked)
+                records = [(log_, Writing(sid[part], ts[part], _numbers(series.values[part])))
+                           for log_, part in ((self._log, recent), (self._past_log, behind))
+                           if log_ is not None and part.any()]
+                if created or direct.any():  # the table too: the log records inside
                     with self._transaction() as db:
                         _insert_series(db, created)
-                        if record is not None and self._log is not None:
-                            logged = self._log.append(record)
-                        if not recent.all():
-                            old = ~recent
-                            back = old & (ts <= np.repeat(_newest(known), counts))
+                        logged.extend((log_, log_.append(r)) for log_, r in records)
+                        if direct.any():
+                            back = direct & (ts <= np.repeat(_newest(known), counts))
                             _write_past(
-                                db, table, sid[old], ts[old], series.values[old], blocked,
-                                (back & np.repeat([k.rows for k in known], counts))[old],
-                                (back & np.repeat([k.blocks for k in known], counts))[old])
-                elif record is not None and self._log is not None:  # the head alone
-                    logged = self._log.append(record)
+                                db, table, sid[direct], ts[direct], series.values[direct],
+                                blocked,
+                                (back & np.repeat([k.rows for k in known], counts))[direct],
+                                (back & np.repeat([k.blocks for k in known], counts))[direct])
+                else:  # the logs alone
+                    logged.extend((log_, log_.append(r)) for log_, r in records)
             except BaseException:
-                if logged is not None and self._log is not None:
-                    self._log.undo(logged)
+                for log_, mark in logged:
+                    log_.undo(mark)
                 self._forget(created)
                 raise
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
-            if not recent.all():
-                self._wrote_past(known, counts, np.where(recent, INT64_MIN, ts),
+            if behind.any():
+                self._past.add(sid[behind], ts[behind], _numbers(series.values[behind]))
+                if self._past.points >= self._past_points:
+                    self._write_behind()
+            if direct.any():
+                self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
                                  series.offsets, int((~blocked).sum()) if table == "points"
                                  else 0)
         return series.points
+
+    def _write_behind(self) -> None:
+        """Write the buffer of the past into the table in one transaction, then empty it and
+        its log. The caller holds the write lock. If the transaction fails, both stay as they
+        were, and the caller gets its error."""
+        if not self._past.points or self._past_log is None:
+            return
+        sid, ts, values = self._past.held()
+        firsts = np.flatnonzero(np.append(True, sid[1:] != sid[:-1]))
+        known = [self._series.by_id(found) for found in sid[firsts].tolist()]
+        entries = [k for k in known if k is not None]
+        if len(entries) != len(known):  # written after a check of its series: never so
+            raise RuntimeError("the buffer of the past holds points of an unknown series")
+        counts = np.diff(np.append(firsts, len(sid)))
+        blocked = blockstore.in_blocks(sid, ts)
+        _note_where(entries, sid, blocked)  # before the commit: see `_read`
+        back = ts <= np.repeat(_newest(entries), counts)
+        with self._transaction() as db:
+            _write_past(db, "points", sid, ts, values, blocked,
+                        back & np.repeat([k.rows for k in entries], counts),
+                        back & np.repeat([k.blocks for k in entries], counts))
+        self._past.clear()
+        self._past_log.clear()
+        self._wrote_past(entries, counts, ts, np.append(firsts, len(sid)),
+                         int((~blocked).sum()))
+
+    def _behind_written(self) -> None:
+        """Before the table is read: the buffer of the past written into it."""
+        if self._past.points:
+            with self._write_lock:
+                self._write_behind()
 
     def _wrote_past(self, known: list[Entry], counts: npt.NDArray[np.int64],
                     ts: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
@@ -448,6 +515,7 @@ class EmbeddedStore:
         Returns how many rows went into blocks."""
         folded = 0
         with self._write_lock:
+            self._write_behind()
             self._unfolded = 0
             ids = sorted(e.id for e in self._series.entries()
                          if e.rows and e.kind in NUMERIC_KINDS)
@@ -492,6 +560,7 @@ class EmbeddedStore:
         numeric = np.unique(np.array([s.id for s in matching if s.kind in NUMERIC_KINDS],
                                      dtype=np.int32))
         with self._write_lock:
+            self._write_behind()
             head_start = max(_low(start), self._head.state.start)
             logged: int | None = None
             try:
@@ -535,6 +604,7 @@ class EmbeddedStore:
         """Move the head's points before `boundary` into the table, in one transaction with the
         head's new start, then let the log drop what only those points needed. The caller
         holds the write lock. Returns how many points moved."""
+        self._write_behind()  # older than the moved points: their blocks come after
         moved, rest = self._head.split(boundary)
         for found in np.unique(moved["sid"]).tolist():  # before the commit: see `_read`
             entry = self._series.by_id(found)

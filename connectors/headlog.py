@@ -131,6 +131,14 @@ class HeadLog:
         while len(self._segments) > 1 and self._segments[0].newest < start:
             self._segments.pop(0).path.unlink(missing_ok=True)
 
+    def clear(self) -> None:
+        """Delete every segment, once what they hold is stored elsewhere, and begin anew."""
+        self.close()
+        for segment in self._segments:
+            segment.path.unlink(missing_ok=True)
+        self._segments = []
+        self._begin()
+
     def close(self) -> None:
         if self._file is not None:
             os.close(self._file)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.test_restart import serve
-from tsq.connectors.embedded import HEAD_SUFFIX, STORE_FILE, WAL_SUFFIX
+from tsq.connectors.embedded import HEAD_SUFFIX, PAST_SUFFIX, STORE_FILE, WAL_SUFFIX
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +70,17 @@ class Client:
 
 def stream_and_kill(data: Path, port: int, acknowledged_before_kill: int,
                     per_host: int = PER_HOST, client: Client | None = None,
-                    start_ns: int = START_NS, hosts: int = HOSTS) -> Client:
+                    start_ns: int = START_NS, hosts: int = HOSTS,
+                    at_once: bool = False) -> Client:
     """Start the server, stream batches into it (`client`'s next ones) and SIGKILL it once
-    that many are in."""
+    that many are in. `at_once`: each batch into the past goes into DuckDB as it comes (a
+    transaction each, in DuckDB's log) instead of waiting in the store's buffer of the past
+    (its own log)."""
     client = client or Client(port, per_host=per_host, start_ns=start_ns, hosts=hosts)
     data.mkdir(parents=True, exist_ok=True)
     # Reading every point back is one query larger than a query may be by default.
-    (data / "tsq.toml").write_text("max_query_points = 100000000\n")
+    (data / "tsq.toml").write_text("max_query_points = 100000000\n" +
+                                   ("store_past_points = 0\n" if at_once else ""))
     with serve(data, port) as process:
         sender = threading.Thread(target=client.run, daemon=True)
         sender.start()
@@ -155,7 +159,8 @@ def test_a_kill_after_the_log_was_checkpointed_loses_nothing(tmp_path: Path) -> 
     The batches bring a few points of many series, as time-major /write batches do: rows
     (a long stretch of a series would make a block, a few bytes a point in the log)."""
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=61, per_host=50, hosts=400)
+    client = stream_and_kill(data, port, acknowledged_before_kill=61, per_host=50, hosts=400,
+                             at_once=True)
     store, wal = data / STORE_FILE, data / (STORE_FILE + WAL_SUFFIX)
     assert store.stat().st_size > 2**20, "no checkpoint before the kill"
     assert wal.exists() and wal.stat().st_size > 0, "nothing logged since the checkpoint"
@@ -185,7 +190,7 @@ def test_a_torn_log_tail_still_opens_and_keeps_the_acknowledged_writes(
     acknowledged batches is followed by a record that is cut short (`torn_bytes` of garbage,
     as a half-written batch leaves). The server must start and keep every acknowledged point."""
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=5)
+    client = stream_and_kill(data, port, acknowledged_before_kill=5, at_once=True)
     wal = data / (STORE_FILE + WAL_SUFFIX)
     assert wal.exists() and wal.stat().st_size > 0, "the kill left no log to tear"
     with wal.open("ab") as log:
@@ -213,7 +218,7 @@ def test_a_damaged_last_record_loses_that_batch_at_most(tmp_path: Path, how: str
     garbled record fails its checksum, which DuckDB refuses to open past: the store keeps a copy
     of the log and cuts it back to the last whole record."""
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=6)
+    client = stream_and_kill(data, port, acknowledged_before_kill=6, at_once=True)
     wal = data / (STORE_FILE + WAL_SUFFIX)
     tear(wal, how)
     with serve(data, port):
@@ -226,9 +231,9 @@ def test_a_damaged_last_record_loses_that_batch_at_most(tmp_path: Path, how: str
     assert len(copies) == (1 if how == "garbled" else 0)
 
 
-def head_segments(data: Path) -> list[Path]:
-    """The head log's segments that hold records, oldest first."""
-    return [p for p in sorted((data / f"{STORE_FILE}{HEAD_SUFFIX}").glob("*.log"))
+def head_segments(data: Path, suffix: str = HEAD_SUFFIX) -> list[Path]:
+    """The head log's segments that hold records (or the past's: `suffix`), oldest first."""
+    return [p for p in sorted((data / f"{STORE_FILE}{suffix}").glob("*.log"))
             if p.stat().st_size]
 
 
@@ -255,6 +260,26 @@ def test_a_damaged_head_log_tail_loses_that_batch_at_most(tmp_path: Path, how: s
     client = stream_and_kill(data, port, acknowledged_before_kill=6, per_host=HEAD_PER_HOST,
                              start_ns=HEAD_START_NS)
     last = head_segments(data)[-1]
+    tear(last, how)
+    with serve(data, port):
+        ts, _ = stored(port)
+        present = whole_batches(ts, client)
+    assert set(client.acknowledged) - set(present) <= {client.acknowledged[-1]}
+    assert len(list(last.parent.glob(f"{last.name}.damaged-*"))) == 1
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["cut", "garbled"])
+def test_a_damaged_log_of_the_past_loses_that_batch_at_most(tmp_path: Path, how: str) -> None:
+    """Batches into the past wait in the store's buffer, each logged before it is
+    acknowledged: that log's last record cut short or garbled, the server starts, keeps every
+    batch before it (written into the table as it opens) and a copy of the damaged
+    segment."""
+    data, port = tmp_path / "data", free_port()
+    client = stream_and_kill(data, port, acknowledged_before_kill=6)
+    assert not (data / (STORE_FILE + WAL_SUFFIX)).exists() or \
+        (data / (STORE_FILE + WAL_SUFFIX)).stat().st_size < 2**16, "batches went into DuckDB"
+    last = head_segments(data, PAST_SUFFIX)[-1]
     tear(last, how)
     with serve(data, port):
         ts, _ = stored(port)

@@ -132,6 +132,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("store_head_minutes", 120, "minutes of the newest points the embedded store keeps "
                                       "in memory (its head, docs/store.md) beside its file",
            0, 10080),
+    Option("store_past_points", 524288, "points written behind the embedded store's head "
+                                        "(into the past) held in memory, logged, before they "
+                                        "go into its table together (0: each write at once)",
+           0, 100_000_000),
     Option("cluster", "", "the NATS JetStream URL of the cluster this process joins "
                           "(docs/scale-out.md; empty: tsq is this one process)"),
     Option("role", "api,scheduler,worker", "what this cluster process does, comma-separated: "
@@ -206,6 +210,7 @@ class Settings:
     config_file: Path | None = None  # the file the settings were read from, if any
     cluster: ClusterSettings | None = None  # None: one process, no cluster
     store_head_minutes: int = 120  # the span the embedded store keeps in memory
+    store_past_points: int = 524288  # points behind the head the embedded store holds back
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None, *,
@@ -251,6 +256,7 @@ class Settings:
             config_file=path,
             cluster=_cluster(text, number),
             store_head_minutes=number["store_head_minutes"],
+            store_past_points=number["store_past_points"],
         )
 
     @property

@@ -638,7 +638,8 @@ def _store_of(settings: Settings) -> Mapping[str, Any]:
     the embedded store of the api process at that URL, through its Warp 10 endpoints."""
     if settings.cluster is not None and settings.cluster.store_url:
         return {"type": "warp10", "url": settings.cluster.store_url}
-    return {**DEFAULT_CONNECTOR, "head_minutes": settings.store_head_minutes}
+    return {**DEFAULT_CONNECTOR, "head_minutes": settings.store_head_minutes,
+            "past_points": settings.store_past_points}
 
 
 def _compile(runtime: str, source: str, file_name: str) -> None:

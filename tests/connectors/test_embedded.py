@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.connectors.contract import CPU, ConnectorContract, S
-from tsq.connectors import embedded
+from tsq.connectors import embedded, headlog
 from tsq.connectors.embedded import EmbeddedStore, _series_then_time
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
@@ -61,7 +61,8 @@ def test_a_write_failing_after_its_new_series_forgets_them(
         def broken(*args: object) -> None:
             raise OSError("disk full")
 
-        monkeypatch.setattr(embedded, "_write_past", broken)
+        # the points' log record, after the transaction inserted the new series
+        monkeypatch.setattr(headlog.HeadLog, "append", broken)
         batch = SeriesSet.from_series([("cpu", {"dc": "new", "host": "web09"}, [S], [1.0]),
                                        ("swap", {"dc": "gra"}, [S], [2.0])])
         with pytest.raises(OSError, match="disk full"):
@@ -145,5 +146,49 @@ def test_a_type_conflict_after_a_new_series_forgets_the_new_one(tmp_path: Path) 
         assert store.names() == ["up"]
         store.write(SeriesSet.from_series([("fresh", {}, [2 * S], [3.0])]))
         assert [list(s.values) for s in store.select(parse_selector("fresh"))] == [[3.0]]
+    finally:
+        store.close()
+
+
+def test_points_behind_the_head_wait_in_the_buffer_until_the_table_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write into the past is logged and held; the table gets the buffer in one
+    transaction when a read needs it. If that transaction fails, the read gets the error and
+    the buffer and its log stay: the next read writes them."""
+    store = EmbeddedStore(tmp_path / "p.duckdb")  # 1970: every point is behind the head
+    try:
+        for second in range(3):
+            store.write(SeriesSet.from_series([("swap", {"dc": "gra"}, [second * S],
+                                                [float(second)])]))
+        assert store._past.points == 3
+        assert store._db.execute("SELECT count(*) FROM points").fetchone() == (0,)
+
+        def broken(*args: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(embedded, "_write_past", broken)
+        with pytest.raises(OSError, match="disk full"):
+            store.select(parse_selector("swap"))
+        assert store._past.points == 3
+        monkeypatch.undo()
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [
+            [0.0, 1.0, 2.0]]
+        assert store._past.points == 0
+        assert store._db.execute("SELECT count(*) FROM points").fetchone() == (3,)
+    finally:
+        store.close()
+
+
+def test_a_full_buffer_of_the_past_goes_into_the_table_with_the_write_that_fills_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "PAST_POINTS", 4)
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S, 3 * S], [1.0, 2.0, 3.0])]))
+        assert store._past.points == 3
+        store.write(SeriesSet.from_series([("swap", {}, [2 * S, 4 * S], [-2.0, 4.0])]))
+        assert store._past.points == 0  # the later write of 2 s kept, once
+        assert store._db.execute("SELECT ts // 1000000000, value FROM points ORDER BY ts"
+                                 ).fetchall() == [(1, 1.0), (2, -2.0), (3, 3.0), (4, 4.0)]
     finally:
         store.close()

@@ -38,7 +38,7 @@ def hour(number: int, part: int | None = None) -> SeriesSet:
 @pytest.fixture
 def written(tmp_path: Path) -> Path:
     path = tmp_path / "points.duckdb"
-    store = EmbeddedStore(path)
+    store = EmbeddedStore(path, past_points=0)  # each write into the table as it comes: rows
     try:
         for number in range(HOURS):
             for part in range(10):

@@ -6,6 +6,7 @@ against a dictionary."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,14 +233,15 @@ def test_reads_of_few_dense_and_all_series_in_the_head_agree(tmp_path: Path) -> 
         store.close()
 
 
+WRITTEN = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30), st.integers(-9, 9)),
+                   min_size=1, max_size=20)
 OPERATION = st.one_of(
-    st.tuples(st.just("write"), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30),
-                                                   st.integers(-9, 9)), min_size=1,
-                                         max_size=20)),
+    st.tuples(st.just("write"), WRITTEN),
     st.tuples(st.just("delete"), st.tuples(st.integers(0, 5), st.integers(0, 30),
                                            st.integers(0, 30))),
     st.tuples(st.just("tick"), st.integers(0, 10)),
     st.tuples(st.just("reopen"), st.none()),
+    st.tuples(st.just("crash"), WRITTEN),  # a write, then the process killed at once
     st.tuples(st.just("compact"), st.none()),
     st.tuples(st.just("fold"), st.none()),
 )
@@ -274,6 +276,9 @@ def _apply(store: EmbeddedStore, kind: str, argument: object,
            model: dict[tuple[str, str, int], float], clock: Clock, path: Path
            ) -> EmbeddedStore:
     """One operation of the model test on the store and on the model; the store it leaves."""
+    if kind == "crash":  # the files as a kill -9 leaves them: what close would write is not
+        _apply(store, "write", argument, model, clock, path)
+        return _crashed(store, path, clock)
     if kind in ("reopen", "compact"):
         store.close()
         if kind == "compact":
@@ -302,6 +307,22 @@ def _apply(store: EmbeddedStore, kind: str, argument: object,
     elif kind == "fold":
         store.fold_rows()
     return store
+
+
+def _crashed(store: EmbeddedStore, path: Path, clock: Clock) -> EmbeddedStore:
+    """The store opened again from a copy of its files taken while it was open (each
+    acknowledged write is synced: the copy holds what a kill -9 would leave)."""
+    saved = path.parent / "saved"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir()
+    for found in path.parent.glob(f"{path.name}*"):
+        (shutil.copytree if found.is_dir() else shutil.copy2)(found, saved / found.name)
+    store.close()
+    for found in path.parent.glob(f"{path.name}*"):
+        shutil.rmtree(found) if found.is_dir() else found.unlink()
+    for found in saved.iterdir():
+        found.rename(path.parent / found.name)
+    return EmbeddedStore(path, head_span=4 * S, clock=clock)
 
 
 def every_point_in(store: EmbeddedStore, start: int, end: int

@@ -23,7 +23,7 @@ import os, sys
 import numpy as np
 from tsq.connectors.embedded import EmbeddedStore
 from tsq.series import SeriesSet
-store = EmbeddedStore(sys.argv[1])
+store = EmbeddedStore(sys.argv[1], past_points=0)  # a transaction a write
 for number in range({batches}):
     ts = (number * {points} + np.arange({points}, dtype=np.int64)) * 10**9
     store.write(SeriesSet(("wal",), ({{}},), ts, ts.astype(np.float64), np.array([0, {points}])))
