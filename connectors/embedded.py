@@ -457,7 +457,7 @@ class EmbeddedStore:
             if behind.any():
                 self._past.add(sid[behind], ts[behind], _numbers(series.values[behind]))
                 if self._past.points >= self._past_points:
-                    self._write_behind()
+                    self._write_behind_logged()
             if direct.any():
                 self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
                                  series.offsets, int((~blocked).sum()) if table == "points"
@@ -488,6 +488,15 @@ class EmbeddedStore:
         self._past_log.clear()
         self._wrote_past(entries, counts, ts, np.append(firsts, len(sid)),
                          int((~blocked).sum()))
+
+    def _write_behind_logged(self) -> None:
+        """`_write_behind` for a write that filled the buffer: that write is logged and held
+        already, so a failure here is not its own (the next read tries again, and fails)."""
+        try:
+            self._write_behind()
+        except Exception:
+            log.exception("could not write the buffer of the past into the embedded store; "
+                          "the next read of the past tries again")
 
     def _behind_written(self) -> None:
         """Before the table is read: the buffer of the past written into it."""

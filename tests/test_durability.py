@@ -251,35 +251,28 @@ def test_every_acknowledged_write_to_the_head_survives_kill_9(tmp_path: Path,
         assert_acknowledged_survived(port, client)
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("how", ["cut", "garbled"])
-def test_a_damaged_head_log_tail_loses_that_batch_at_most(tmp_path: Path, how: str) -> None:
-    """The head log's last record cut short or garbled (its checksum fails): the server starts,
-    keeps every batch before it and a copy of the damaged segment."""
-    data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=6, per_host=HEAD_PER_HOST,
-                             start_ns=HEAD_START_NS)
-    last = head_segments(data)[-1]
-    tear(last, how)
-    with serve(data, port):
-        ts, _ = stored(port)
-        present = whole_batches(ts, client)
-    assert set(client.acknowledged) - set(present) <= {client.acknowledged[-1]}
-    assert len(list(last.parent.glob(f"{last.name}.damaged-*"))) == 1
+# Where a batch waits in a log of the store's own: the head (the newest points), or the buffer
+# of the past (points behind the head, before they go into the table together)
+OWN_LOGS = {"head": (HEAD_SUFFIX, HEAD_PER_HOST, HEAD_START_NS),
+            "past": (PAST_SUFFIX, PER_HOST, START_NS)}
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("how", ["cut", "garbled"])
-def test_a_damaged_log_of_the_past_loses_that_batch_at_most(tmp_path: Path, how: str) -> None:
-    """Batches into the past wait in the store's buffer, each logged before it is
-    acknowledged: that log's last record cut short or garbled, the server starts, keeps every
-    batch before it (written into the table as it opens) and a copy of the damaged
-    segment."""
+@pytest.mark.parametrize("log", sorted(OWN_LOGS))
+def test_a_damaged_tail_of_the_stores_own_log_loses_that_batch_at_most(
+        tmp_path: Path, how: str, log: str) -> None:
+    """The last record of the head's log, or of the past's, cut short or garbled (its
+    checksum fails): the server starts, keeps every batch before it (the past's written into
+    the table as it opens) and a copy of the damaged segment."""
+    suffix, per_host, start_ns = OWN_LOGS[log]
     data, port = tmp_path / "data", free_port()
-    client = stream_and_kill(data, port, acknowledged_before_kill=6)
-    assert not (data / (STORE_FILE + WAL_SUFFIX)).exists() or \
-        (data / (STORE_FILE + WAL_SUFFIX)).stat().st_size < 2**16, "batches went into DuckDB"
-    last = head_segments(data, PAST_SUFFIX)[-1]
+    client = stream_and_kill(data, port, acknowledged_before_kill=6, per_host=per_host,
+                             start_ns=start_ns)
+    duckdb_log = data / (STORE_FILE + WAL_SUFFIX)
+    assert not duckdb_log.exists() or duckdb_log.stat().st_size < 2**16, \
+        "the batches went into DuckDB"
+    last = head_segments(data, suffix)[-1]
     tear(last, how)
     with serve(data, port):
         ts, _ = stored(port)

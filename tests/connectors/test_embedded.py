@@ -192,3 +192,23 @@ def test_a_full_buffer_of_the_past_goes_into_the_table_with_the_write_that_fills
                                  ).fetchall() == [(1, 1.0), (2, -2.0), (3, 3.0), (4, 4.0)]
     finally:
         store.close()
+
+
+def test_a_write_that_fills_the_buffer_succeeds_though_the_table_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write is logged and held before the buffer goes into the table: a failure there is
+    not the write's, and the read after it tries again."""
+    monkeypatch.setattr(embedded, "PAST_POINTS", 2)
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:
+        def broken(*args: object) -> None:
+            raise OSError("disk full")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(embedded, "_write_past", broken)
+            assert store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S], [1.0, 2.0])])) == 2
+            assert store._past.points == 2
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[1.0, 2.0]]
+        assert store._past.points == 0
+    finally:
+        store.close()
