@@ -305,7 +305,7 @@ class EmbeddedStore:
                 parts.extend(chunks)
             if table != "points" or _low(start) < head.start:
                 if table == "points":
-                    self._behind_written()
+                    self._behind_written(ids)
                 parts.extend(self._read(
                     table, [s for s in matching if TABLE_OF_KIND[s.kind] == table], start,
                     min(_high(end), head.start) if table == "points" else end,
@@ -498,9 +498,10 @@ class EmbeddedStore:
             log.exception("could not write the buffer of the past into the embedded store; "
                           "the next read of the past tries again")
 
-    def _behind_written(self) -> None:
-        """Before the table is read: the buffer of the past written into it."""
-        if self._past.points:
+    def _behind_written(self, ids: npt.NDArray[np.int64]) -> None:
+        """Before the table is read for the series `ids`: the buffer of the past written into
+        it, if it holds points of theirs."""
+        if self._past.points and self._past.holds_any(ids):
             with self._write_lock:
                 self._write_behind()
 

@@ -5,10 +5,11 @@ A write into the past made a DuckDB transaction of its own: registering the batc
 and a `COMMIT` with DuckDB's log sync, some 2.5 ms for a 5,000-point batch on top of the
 request, where a TSDB appends to a log. So the store logs such points as it logs the head's
 (a `HeadLog` of their own, synced before the write is acknowledged), keeps them here, and writes
-them into the table when PAST_POINTS are held, and before anything reads, deletes, folds or
-moves points there: nothing ever reads the table with points waiting here, so no read merges
-the two. A transaction of many batches is a few statements for them all, and a large enough
-stretch of a series goes straight into a compressed block.
+them into the table when PAST_POINTS are held, before a read of a series with points here
+reads the table, and before anything deletes, folds or moves points there: nothing ever reads
+a series in the table with points of it waiting here, so no read merges the two. A
+transaction of many batches is a few statements for them all, and a large enough stretch of a
+series goes straight into a compressed block.
 
 Two writes of one (series, time) keep the later; once the table holds the points, the log is
 emptied. A restart replays the log into a fresh buffer and writes it into the table. If the
@@ -18,6 +19,8 @@ as the write lock is held throughout.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +36,7 @@ class PastBuffer:
     def __init__(self) -> None:
         self._parts: list[Columns] = []
         self.points = 0
+        self._held = np.zeros(0, dtype=bool)  # by series id: whether it has points here
 
     def add(self, sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
             value: npt.NDArray[np.float64]) -> None:
@@ -40,6 +44,17 @@ class PastBuffer:
             self._parts.append((sid.astype(np.int32, copy=False), ts,
                                 value.astype(np.float64, copy=False)))
             self.points += len(sid)
+            highest = int(sid.max())
+            if highest >= len(self._held):
+                grown = np.zeros(max(highest + 1, 2 * len(self._held)), dtype=bool)
+                grown[:len(self._held)] = self._held
+                self._held = grown
+            self._held[sid] = True
+
+    def holds_any(self, ids: npt.NDArray[np.integer[Any]]) -> bool:
+        """Whether any of the series `ids` has points here."""
+        known = ids[ids < len(self._held)]
+        return bool(self._held[known].any())
 
     def held(self) -> Columns:
         """Every point held, sorted by series then time, one a (series, time): the last one
@@ -54,3 +69,4 @@ class PastBuffer:
     def clear(self) -> None:
         self._parts.clear()
         self.points = 0
+        self._held[:] = False
