@@ -172,10 +172,15 @@ lines = st.builds(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(lines, min_size=1, max_size=8), st.sampled_from(sorted(PRECISIONS)))
-def test_the_bulk_and_line_by_line_parsers_agree(batch: list[str], precision: str) -> None:
+@given(st.lists(lines, min_size=1, max_size=8), st.sampled_from(sorted(PRECISIONS)),
+       st.booleans())
+def test_the_bulk_and_line_by_line_parsers_agree(batch: list[str], precision: str,
+                                                 sorted_codes: bool) -> None:
+    """`sorted_codes`: the bulk parsers group the points by series by sorting their codes, as
+    for a batch of many keys and field names, instead of counting them in an array."""
     text = "\n".join(batch)
-    scanned, bulk, each = both_paths(text, precision)
+    with patch.object(lineprotocol, "CODES_PER_POINT", -(2**40) if sorted_codes else 4):
+        scanned, bulk, each = both_paths(text, precision)
     assert outcome(scanned) == outcome(bulk) == outcome(each)
     assert signs(scanned) == signs(each)  # -0.0 as well as 0.0
     for ts in bulk.numbers.timestamps.tolist() + scanned.numbers.timestamps.tolist():

@@ -235,16 +235,11 @@ def _batch(codes: npt.NDArray[np.int64], heads: list[Head], line_of: npt.NDArray
     """The parsed batch from each line's series head (`heads[codes[line]]`) and each field's
     line, name (`field_names[field_codes[field]]`), time and value."""
     series_code = codes[line_of] * len(field_names) + field_codes
-    per_code = np.bincount(series_code)
-    used = np.flatnonzero(per_code)
-    rank = np.zeros(len(per_code), np.int64)
-    rank[used] = np.arange(len(used))
-    inverse = rank[series_code]
+    used, inverse, counts = _series_codes(series_code, len(heads) * len(field_names))
     # grouped by series, each series' points in the order written (a stable sort, a radix
     # sort on 16 bits); `normalized` then sorts a series by time only if it is not already
     order = np.argsort(inverse.astype(np.uint16) if len(used) <= 1 << 16 else inverse,
                        kind="stable")
-    counts = per_code[used]
     names, labels = [], []
     for code in used.tolist():
         measurement, tags = heads[code // len(field_names)]
@@ -254,6 +249,25 @@ def _batch(codes: npt.NDArray[np.int64], heads: list[Head], line_of: npt.NDArray
     numbers = SeriesSet(tuple(names), tuple(labels), ts[order], values[order],
                         np.concatenate(([0], np.cumsum(counts))).astype(np.int64)).normalized()
     return ParsedBatch(numbers, SeriesSet.empty(), len(values))
+
+
+# Series codes are counted in an array as long as the codes' range while it is at most this many
+# times the points: a batch of many keys and many field names sorts its codes instead
+CODES_PER_POINT = 4
+
+
+def _series_codes(series_code: npt.NDArray[np.int64], span: int
+                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The distinct codes (of `span` possible ones) in order, each point's rank among them,
+    and each one's number of points."""
+    if span > CODES_PER_POINT * len(series_code) + 1024:
+        used, inverse, counts = np.unique(series_code, return_inverse=True, return_counts=True)
+        return used, inverse, counts
+    per_code = np.bincount(series_code, minlength=span)
+    used = np.flatnonzero(per_code)
+    rank = np.zeros(span, np.int64)
+    rank[used] = np.arange(len(used))
+    return used, rank[series_code], per_code[used]
 
 
 def _series_heads(keys: list[str], codes: npt.NDArray[np.intp]
