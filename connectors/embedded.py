@@ -29,6 +29,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,8 @@ class EmbeddedStore:
         in_memory = str(path) == ":memory:"
         self._log = None if in_memory else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
         self._past = PastBuffer()
+        # a write's log records are synced here while its points go into memory
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="tsq-store-sync")
         self._past_log = None if in_memory else HeadLog(Path(f"{path}{PAST_SUFFIX}"))
         if self._log is not None and self._past_log is not None:
             self._replay(self._log, self._past_log, rows)
@@ -213,6 +216,7 @@ class EmbeddedStore:
                 self._write_behind()
         except Exception:  # kept in its log: the next open writes it
             log.exception("could not write the buffer of the past into the embedded store")
+        self._syncer.shutdown()
         for log_ in (self._log, self._past_log):
             if log_ is not None:
                 log_.close()
@@ -423,6 +427,7 @@ class EmbeddedStore:
             direct = ~recent & ~behind  # into the table now: text, or a store in memory
             created: list[Entry] = []
             logged: list[tuple[HeadLog, int]] = []
+            syncing: Future[None] | None = None
             try:
                 known = [self._series_id(name, labels, kind, created)
                          for name, labels in zip(series.names, series.labels, strict=True)]
@@ -445,24 +450,46 @@ class EmbeddedStore:
                                 blocked,
                                 (back & np.repeat([k.rows for k in known], counts))[direct],
                                 (back & np.repeat([k.blocks for k in known], counts))[direct])
-                else:  # the logs alone
-                    logged.extend((log_, log_.append(r)) for log_, r in records)
+                else:  # the logs alone, synced while the points go into memory (below)
+                    logged.extend((log_, log_.written(r)) for log_, r in records)
+                    syncing = self._syncer.submit(_synced, [log_ for log_, _ in logged])
             except BaseException:
                 for log_, mark in logged:
                     log_.undo(mark)
                 self._forget(created)
                 raise
-            if recent.any():
-                self._head.append(sid[recent], ts[recent], _numbers(series.values[recent]))
-            if behind.any():
-                self._past.add(sid[behind], ts[behind], _numbers(series.values[behind]))
-                if self._past.points >= self._past_points:
-                    self._write_behind_logged()
+            self._into_memory(sid, ts, series.values, recent, behind, syncing, logged)
+            if self._past.points >= self._past_points:
+                self._write_behind_logged()
             if direct.any():
                 self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
                                  series.offsets, int((~blocked).sum()) if table == "points"
                                  else 0)
         return series.points
+
+    def _into_memory(self, sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
+                     values: npt.NDArray[Any], recent: npt.NDArray[np.bool_],
+                     behind: npt.NDArray[np.bool_], syncing: Future[None] | None,
+                     logged: list[tuple[HeadLog, int]]) -> None:
+        """A write's points into the head (`recent`) and the buffer of the past (`behind`)
+        while `syncing` makes its log records durable; if that fails, they are taken out of
+        both again and the records cut off (the write is not acknowledged; a read meanwhile
+        may have seen them)."""
+        before = self._head.state, self._past.mark()
+        if recent.any():
+            self._head.append(sid[recent], ts[recent], _numbers(values[recent]))
+        if behind.any():
+            self._past.add(sid[behind], ts[behind], _numbers(values[behind]))
+        if syncing is None:
+            return
+        try:
+            syncing.result()
+        except BaseException:
+            self._head.advance(before[0])
+            self._past.undo(before[1])
+            for log_, mark in logged:
+                log_.undo(mark)
+            raise
 
     def _write_behind(self) -> None:
         """Write the buffer of the past into the table in one transaction, then empty it and
@@ -891,6 +918,11 @@ def _where(cursor: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.int64]
 
 def _grouped_step(group: Grouping, grouped: SeriesSet) -> str:
     return f"{group}: {len(grouped)} series, {grouped.points} points"
+
+
+def _synced(logs: list[HeadLog]) -> None:
+    for found in logs:
+        found.sync()
 
 
 def _newest(known: list[Entry]) -> npt.NDArray[np.int64]:

@@ -89,6 +89,17 @@ class HeadLog:
 
     def append(self, record: Writing | Deletion) -> int:
         """Write and sync one record; returns where the segment ended before it, for `undo`."""
+        mark = self.written(record)
+        try:
+            self.sync()
+        except BaseException:
+            self.undo(mark)
+            raise
+        return mark
+
+    def written(self, record: Writing | Deletion) -> int:
+        """Write one record, not yet synced (`sync`); returns where the segment ended before
+        it, for `undo`."""
         if self._file is None:
             raise RuntimeError("the head log is appended to only after it is replayed")
         if self._size >= SEGMENT_BYTES:
@@ -108,7 +119,6 @@ class HeadLog:
         mark = self._size
         try:
             os.write(self._file, body)
-            os.fdatasync(self._file)
         except BaseException:
             self.undo(mark)
             raise
@@ -117,6 +127,11 @@ class HeadLog:
             current = self._segments[-1]
             current.newest = max(current.newest, int(record.ts.max()))
         return mark
+
+    def sync(self) -> None:
+        """Make what was written durable (`fdatasync`: it lets go of the GIL)."""
+        if self._file is not None:
+            os.fdatasync(self._file)
 
     def undo(self, mark: int) -> None:
         """Cut the current segment back to `mark` (a write that failed after its record)."""

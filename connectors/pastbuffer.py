@@ -51,6 +51,16 @@ class PastBuffer:
                 self._held = grown
             self._held[sid] = True
 
+    def mark(self) -> tuple[int, int]:
+        """Where the buffer is now, for `undo`."""
+        return len(self._parts), self.points
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Drop what was added since `mark` (its series may still be noted as held: a read
+        of them then writes the buffer into the table for nothing)."""
+        del self._parts[mark[0]:]
+        self.points = mark[1]
+
     def holds_any(self, ids: npt.NDArray[np.integer[Any]]) -> bool:
         """Whether any of the series `ids` has points here."""
         known = ids[ids < len(self._held)]

@@ -198,6 +198,38 @@ def test_a_write_whose_log_append_fails_changes_nothing(
         again.close()
 
 
+@pytest.mark.parametrize("where", ["head", "past"])
+def test_a_write_whose_log_sync_fails_is_taken_out_of_memory_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A write of known series only: its log records are synced while its points go into the
+    head or the buffer of the past; the sync failing, the points are taken out again, the
+    records cut off, and the write changes nothing, now or after a restart."""
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0 if where == "head" else 100 * HEAD_SPAN)
+    at = 9 * S  # in the head of a store whose clock is at 0; far behind it otherwise
+    try:
+        store.write(SeriesSet.from_series(CPU))
+        before = every_point(store)
+
+        def full(*args: object) -> None:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(headlog.os, "fdatasync", full)
+        with pytest.raises(OSError, match="No space"):
+            store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"},
+                                                [2 * S, at], [-2.0, -9.0])]))
+        monkeypatch.undo()
+        assert every_point(store) == before
+        assert store._past.points == 0
+    finally:
+        store.close()
+    again = store_at(path, now=0 if where == "head" else 100 * HEAD_SPAN)
+    try:
+        assert every_point(again) == before
+    finally:
+        again.close()
+
+
 def test_a_logged_write_of_a_series_never_committed_is_not_replayed(tmp_path: Path) -> None:
     """The process died after the log record and before the transaction that made its series:
     the write was never acknowledged, and its points must not come back without a series."""
