@@ -444,12 +444,10 @@ class EmbeddedStore:
                         _insert_series(db, created)
                         logged.extend((log_, log_.append(r)) for log_, r in records)
                         if direct.any():
-                            back = direct & (ts <= np.repeat(_newest(known), counts))
-                            _write_past(
-                                db, table, sid[direct], ts[direct], series.values[direct],
-                                blocked,
-                                (back & np.repeat([k.rows for k in known], counts))[direct],
-                                (back & np.repeat([k.blocks for k in known], counts))[direct])
+                            over_rows, over_blocks = _replacing(known, counts, ts)
+                            _write_past(db, table, sid[direct], ts[direct],
+                                        series.values[direct], blocked, over_rows[direct],
+                                        over_blocks[direct])
                 else:  # the logs alone, synced while the points go into memory (below)
                     logged.extend((log_, log_.written(r)) for log_, r in records)
                     syncing = self._syncer.submit(_synced, [log_ for log_, _ in logged])
@@ -506,11 +504,9 @@ class EmbeddedStore:
         counts = np.diff(np.append(firsts, len(sid)))
         blocked = blockstore.in_blocks(sid, ts)
         _note_where(entries, sid, blocked)  # before the commit: see `_read`
-        back = ts <= np.repeat(_newest(entries), counts)
         with self._transaction() as db:
             _write_past(db, "points", sid, ts, values, blocked,
-                        back & np.repeat([k.rows for k in entries], counts),
-                        back & np.repeat([k.blocks for k in entries], counts))
+                        *_replacing(entries, counts, ts))
         self._past.clear()
         self._past_log.clear()
         self._wrote_past(entries, counts, ts, np.append(firsts, len(sid)),
@@ -923,6 +919,16 @@ def _grouped_step(group: Grouping, grouped: SeriesSet) -> str:
 def _synced(logs: list[HeadLog]) -> None:
     for found in logs:
         found.sync()
+
+
+def _replacing(known: list[Entry], counts: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
+               ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Of the points of the series `known` (`counts` each, times `ts`), those at or before
+    their series' newest time in the table, where its rows may hold a point they replace, and
+    where its blocks may: what `_write_past` takes out first."""
+    back = ts <= np.repeat(_newest(known), counts)
+    return (back & np.repeat([k.rows for k in known], counts),
+            back & np.repeat([k.blocks for k in known], counts))
 
 
 def _newest(known: list[Entry]) -> npt.NDArray[np.int64]:
