@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tsq.lineparsers import HELPED_FROM_BYTES, LineParsers
+from tsq.lineparsers import HELPED_FROM_BYTES, CompiledLoad, LineParsers
 from tsq.lineprotocol import ParsedBatch, parse_lines
 
 BODY = "\n".join(f"cpu,host=h{i % 50},dc=gra value={i / 4} {1_700_000_000 + i}000000000"
@@ -34,7 +34,7 @@ def same(one: ParsedBatch, other: ParsedBatch) -> None:
 
 @pytest.fixture
 def parsers() -> Iterator[LineParsers]:
-    found = LineParsers()
+    found = LineParsers(CompiledLoad())  # its own: the process's may be loaded already
     yield found
     found.close()
 
@@ -123,7 +123,36 @@ def test_a_server_reads_without_the_compiled_scan_until_it_is_loaded(
     assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
     assert loading.wait(10) and scanned == []  # read while the scan loads, not waiting for it
     loaded.set()
-    assert parsers._scanner.wait(10)
+    assert parsers.compiled.wait(10)
     assert scanned == ["warm"]
     assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
     assert scanned == ["warm", "cpu,"]
+
+
+def test_the_compiled_code_is_loaded_once_and_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq import lineparsers
+
+    loads: list[str] = []
+    real = lineparsers.parse_lines
+    monkeypatch.setattr(lineparsers, "parse_lines",
+                        lambda body, *a, **k: loads.append(body[:4]) or real(body, *a, **k))
+    load = CompiledLoad()
+    assert not load.ready()  # begun, not done
+    assert load.wait(30) and load.ready() and load.wait(0)
+    assert loads == ["warm"]  # one load, however often asked
+
+
+def test_compiled_code_that_cannot_load_leaves_pandas_reading(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from tsq import lineparsers
+
+    def broken(body: str, *args: Any, **kwargs: Any) -> ParsedBatch:
+        raise RuntimeError("numba is broken")
+
+    monkeypatch.setattr(lineparsers, "parse_lines", broken)
+    load = CompiledLoad()
+    started = time.monotonic()
+    assert not load.wait(30)
+    assert time.monotonic() - started < 10  # told at once, not at the timeout
+    assert not load.ready()
+    assert "could not be loaded" in caplog.text

@@ -23,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from tsq.lineprotocol import SCAN_CHARS, ParsedBatch, parse_lines
 from tsq.parentage import die_with_parent
 
-__all__ = ["LineParsers"]
+__all__ = ["WRITE_PATH", "CompiledLoad", "LineParsers"]
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,69 @@ HELPED_FROM_BYTES = 32 * 1024
 WARM_BODY = "\n".join(f"warm value={n}.5 {n}" for n in range(SCAN_CHARS // 16))
 
 
-class LineParsers:
+class CompiledLoad:
+    """numba's code for a write (the line-protocol scan, the head's merge), loaded once a
+    process in a thread: half a second of CPU from numba's cache. `tsq serve` begins it first
+    thing, beside its own imports, and waits for it before it answers; elsewhere the first
+    large write begins it. Until it is done, writes are read by pandas' reader."""
+
     def __init__(self) -> None:
+        self._finished = threading.Event()  # loaded, or failed to
+        self._loaded = False
+        self._lock = threading.Lock()
+        self._begun = False
+
+    def ready(self) -> bool:
+        """Whether the code is loaded; if not, begin loading it."""
+        if self._loaded:
+            return True
+        with self._lock:
+            if not self._begun:
+                self._begun = True
+                threading.Thread(target=self._load, name="tsq-line-scan", daemon=True).start()
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        """Begin loading if not begun; wait up to `timeout` seconds; whether it is loaded."""
+        return self.ready() or (self._finished.wait(timeout) and self._loaded)
+
+    def _load(self) -> None:
+        try:
+            parse_lines(WARM_BODY)
+            from tsq.kernels import sortedmerge  # numba: imported here, not by a CLI call
+
+            sortedmerge.warm()
+        except Exception:  # numba missing or broken: pandas' reader goes on reading
+            log.exception("the compiled line-protocol scan could not be loaded")
+        else:
+            self._loaded = True
+        finally:
+            self._finished.set()
+
+
+WRITE_PATH = CompiledLoad()  # the process's
+
+
+class LineParsers:
+    def __init__(self, compiled: CompiledLoad = WRITE_PATH) -> None:
+        self.compiled = compiled
         self._here = threading.Lock()
         self._helper: ProcessPoolExecutor | None = None
         self._helped = False  # a server's parsers: `start` makes them so
         self._lock = threading.Lock()
-        self._scanner = threading.Event()  # the compiled scan is loaded here
-        self._loading = False
 
     def start(self) -> None:
         """Use a helper process from now on, started now (its imports take half a second).
         The helper parses a batch large enough for the compiled scan meanwhile, so that
         numba is loaded there (and, once after an install, compiles the scan) before a write
-        waits for it. Here, the first write starts loading it in a thread (half a second of
-        CPU, not spent at every start: a restart catching up on thousands of loops needs it),
-        and the writes until it is loaded are read by pandas' reader instead of waiting."""
+        waits for it; here, `compiled` loads it in a thread."""
         self._helped = True
         parse_lines("warm value=1 0")  # the imports here too: not in the first write
         self._started().submit(parse_lines, WARM_BODY)
+        self.compiled.ready()
 
     def parse(self, body: str, precision: str) -> ParsedBatch:
-        scan = not self._helped or self._scanner_loaded()
+        scan = not self._helped or self.compiled.ready()
         if not self._helped or len(body) < HELPED_FROM_BYTES:
             with self._here:
                 return parse_lines(body, precision, scan=scan)
@@ -72,25 +113,6 @@ class LineParsers:
             with self._lock:
                 self._helper = None
             return parse_lines(body, precision, now)
-
-    def _scanner_loaded(self) -> bool:
-        """Whether the compiled scan is loaded here; if not, begin loading it in a thread."""
-        if self._scanner.is_set():
-            return True
-        with self._lock:
-            if not self._loading:
-                self._loading = True
-                threading.Thread(target=self._load_scanner, name="tsq-line-scan",
-                                 daemon=True).start()
-        return False
-
-    def _load_scanner(self) -> None:
-        try:
-            parse_lines(WARM_BODY)
-        except Exception:  # numba missing or broken: pandas' reader goes on reading
-            log.exception("the compiled line-protocol scan could not be loaded")
-            return
-        self._scanner.set()
 
     def close(self) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 2048  # uvicorn's default
 STOP_POLL_S = 0.1
+SCAN_LOAD_WAIT_S = 5.0  # from numba's cache, half a second; compiling it after an install, more
 
 
 class _Stopped(BaseException):
@@ -41,6 +42,9 @@ class _Stopped(BaseException):
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (ConfigError or Conflict if the server cannot start)."""
     logs.setup(settings.log_level, settings.log_format)
+    from tsq.lineparsers import WRITE_PATH
+
+    WRITE_PATH.ready()  # begun now, beside the imports and the start: waited for in _run
     datafiles.private_umask()  # what the server writes in the data directory is the user's
     try:
         with _signals_stop(), _locked(settings):
@@ -63,6 +67,11 @@ def _run(settings: Settings, sock: socket.socket) -> None:
     service = Service(settings)
     try:
         interrupted = service.start()
+        # The first writes are as fast as the rest: the compiled line-protocol scan is loaded
+        # before the server answers (a write meanwhile would be parsed by pandas' reader)
+        if not service.line_parsers.compiled.wait(SCAN_LOAD_WAIT_S):
+            log.warning("the compiled line-protocol scan is still loading (numba compiles it "
+                        "once after an install); writes are parsed more slowly until then")
         # What the start built (every live loop's version, spec and jobs) lives as long as the
         # server: frozen, the cycle collector no longer walks it at each full collection (a
         # few percent of a core with 10,000 loops).
