@@ -356,7 +356,7 @@ class EmbeddedStore:
         rows, blocks = stored
         if not rows and not blocks:
             return []
-        cursor = self._db.cursor()
+        cursor = _cursor(self._db)
         both = rows and blocks
         if both:
             cursor.begin()
@@ -684,7 +684,7 @@ class EmbeddedStore:
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB transaction on a cursor of its own, rolled back if it fails."""
-        db = self._db.cursor()
+        db = _cursor(self._db)
         db.execute("BEGIN TRANSACTION")
         try:
             yield db
@@ -729,15 +729,15 @@ COMPACTING = ".compacting"  # the fresh file, beside the store's, until it repla
 # each point is rewritten about twice over the store's life, and a small store never (the
 # rewrite moves some ten million points a second)
 COMPACT_FROM = 1_000_000
-# Rows of a row group in a compacted file, eight times DuckDB's default: each row group's
-# column segments have a fixed cost, so the footprint benchmark's day takes 4.3 bytes a point
-# instead of 5.5. A file opened later with the default size reads, appends to and deletes from
-# these row groups as from any other, and reads one series as fast.
-COMPACTED_ROW_GROUP = 1_048_576
 # DuckDB's blocks in a store file, a sixteenth of its default: a table's last block is mostly
 # empty, and a small store's file was a few whole 256 KiB blocks (the footprint benchmark's
 # 864,000 points: 2.74 bytes a point against 1.44; the day's 8.64 M points 1.49 against 1.34)
 STORE_BLOCK_SIZE = 16_384
+# Rows of a row group, DuckDB's smallest (its default is 122,880): a checkpoint after appends to
+# a list column now and then writes the row group's whole column again, leaving the old copy
+# as free blocks that the file keeps (measured: 14 MB of blocks appended 0.7 MB at a time, a
+# checkpoint each, made a file of 23 MB in one row group, 15.6 MB in row groups of 2,048)
+STORE_ROW_GROUP = 2048
 # A transaction that leaves DuckDB's log longer than this checkpoints (DuckDB's own threshold is
 # 16 MB): until a checkpoint, each append to the blocks' list column logs that column's earlier
 # appends again (four appends of 0.4 MB log 0.4, 0.8, 1.2 and 1.6 MB), and a checkpoint of
@@ -767,7 +767,7 @@ def compact(path: str | Path) -> Compacted:
         source = db.execute("SELECT current_database()").fetchone()
         assert source is not None
         db.execute(f"ATTACH '{_quoted(fresh)}' AS compacted "
-                   f"(ROW_GROUP_SIZE {COMPACTED_ROW_GROUP}, BLOCK_SIZE {STORE_BLOCK_SIZE})")
+                   f"(ROW_GROUP_SIZE {STORE_ROW_GROUP}, BLOCK_SIZE {STORE_BLOCK_SIZE})")
         db.execute("USE compacted")
         for statement in SCHEMA:
             db.execute(statement)
@@ -845,27 +845,43 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
     is copied aside and cut back to its last whole record, or set aside entirely when DuckDB
     does not say where the damage starts, so the store opens with what came before."""
     try:
-        if path != ":memory:" and not Path(path).exists():
-            _create(path)
-        return duckdb.connect(path)
+        return _attached(path)
     except duckdb.Error as exc:
         wal = Path(path + WAL_SUFFIX)
         if path == ":memory:" or "replaying WAL" not in str(exc) or not wal.is_file():
             raise ConfigError(f"cannot open the embedded store {path}: {exc}") from None
         _set_aside(wal, exc)
     try:
-        return duckdb.connect(path)
+        return _attached(path)
     except duckdb.Error as exc:
         raise ConfigError(f"cannot open the embedded store {path} even without the damaged "
                           f"part of its log: {exc}") from None
 
 
-def _create(path: str) -> None:
-    """An empty store file of STORE_BLOCK_SIZE blocks (DuckDB reads the size from the file
-    whenever it opens it again)."""
-    with duckdb.connect() as db:
-        db.execute(f"ATTACH '{_quoted(Path(path))}' AS created (BLOCK_SIZE {STORE_BLOCK_SIZE})")
-        db.execute("DETACH created")
+STORE_DATABASE = "store"  # the name the store's file is attached by
+
+
+def _cursor(db: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of `db` on the store's database (a cursor starts in DuckDB's own)."""
+    cursor = db.cursor()
+    cursor.execute(f"USE {STORE_DATABASE}")
+    return cursor
+
+
+def _attached(path: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose database is the store's file, with STORE_ROW_GROUP rows a row
+    group (a setting of the attachment, not of the file); a new file gets STORE_BLOCK_SIZE
+    blocks (kept in the file: giving it again for an older file of other blocks is an error)."""
+    db = duckdb.connect()
+    size = f", BLOCK_SIZE {STORE_BLOCK_SIZE}" if not Path(path).exists() else ""
+    try:
+        db.execute(f"ATTACH '{_quoted(Path(path))}' AS {STORE_DATABASE} "
+                   f"(ROW_GROUP_SIZE {STORE_ROW_GROUP}{size})")
+        db.execute(f"USE {STORE_DATABASE}")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _set_aside(wal: Path, error: duckdb.Error) -> None:

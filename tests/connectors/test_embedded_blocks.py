@@ -304,3 +304,21 @@ def test_duckdb_s_log_stays_short_as_blocks_are_appended(store: EmbeddedStore,
     assert longest <= embedded.CHECKPOINT_AFTER + 100_000
     assert held(store) == (0, 30 * 1000 * HOSTS)
     assert values(store)[0] == noise[:, 0].ravel().tolist()
+
+
+def test_a_growing_store_keeps_no_copies_of_its_blocks(
+        store: EmbeddedStore, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint after appends to a list column rewrites the column of the row group
+    appended to, and the file keeps the old copy as free blocks: in one large row group that
+    is every block so far (a file of twice the blocks' bytes), in DuckDB's smallest the last
+    2,048 blocks at most."""
+    monkeypatch.setattr(embedded, "CHECKPOINT_AFTER", 0)  # a checkpoint after each write
+    rng = np.random.default_rng(3)
+    for n in range(12):  # 400 blocks a write: 4,800 in all
+        store.write(SeriesSet.from_series(
+            ("up", {"host": f"h{h}"}, [(n * 64 + i) * S for i in range(64)],
+             rng.random(64).tolist()) for h in range(400)))
+    found = store._db.execute("SELECT 8 * sum(len(data)), count(*) FROM blocks").fetchone()
+    assert found is not None and found[1] == 4800
+    store.close()
+    assert path.stat().st_size <= 1.5 * int(found[0]) + 200_000
