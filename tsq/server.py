@@ -42,15 +42,15 @@ class _Stopped(BaseException):
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (ConfigError or Conflict if the server cannot start)."""
     logs.setup(settings.log_level, settings.log_format)
-    from tsq.lineparsers import WRITE_PATH
-
-    WRITE_PATH.ready()  # begun now, beside the imports and the start: waited for in _run
     datafiles.private_umask()  # what the server writes in the data directory is the user's
     try:
         with _signals_stop(), _locked(settings):
             if settings.cluster is not None and "api" not in settings.cluster.roles:
                 _run_without_api(settings)
             else:
+                from tsq.lineparsers import WRITE_PATH
+
+                WRITE_PATH.ready()  # begun beside _run's imports and the start; waited for there
                 with contextlib.closing(listen(settings.host, settings.port)) as sock:
                     _run(settings, sock)
     except _Stopped:
