@@ -99,11 +99,11 @@ def _insert(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
         "data": data}))
 
 
-def _insert_table(db: duckdb.DuckDBPyConnection, blocks: Any) -> None:
+def _insert_table(db: duckdb.DuckDBPyConnection, blocks: Any, table: str = "blocks") -> None:
     """Block rows of an Arrow table (sid, first, last, count, data) into the blocks table."""
     db.register("fresh_blocks", blocks)
     try:
-        db.execute("INSERT INTO blocks SELECT sid, first, last, count, data FROM fresh_blocks")
+        db.execute(f"INSERT INTO {table} SELECT sid, first, last, count, data FROM fresh_blocks")
     finally:
         db.unregister("fresh_blocks")
 
@@ -293,8 +293,9 @@ def in_blocks(sid: npt.NDArray[np.integer[Any]], ts: npt.NDArray[np.int64]
 
 def upgrade(db: duckdb.DuckDBPyConnection) -> int:
     """A store written before blocks were lists of words (a BLOB each, the same words) gets its
-    blocks table rewritten as lists, in one transaction; how many blocks were. Arrow reads
-    the BLOBs' bytes as the lists' words: one copy of them, which aligns them."""
+    blocks table rewritten as lists, in one transaction, UPGRADE_ROWS blocks at a time; how
+    many blocks were. Arrow reads the BLOBs' bytes as the lists' words: one copy of them,
+    which aligns them."""
     found = db.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = "
                        "current_database() AND schema_name = current_schema() AND "
                        "table_name = 'blocks' AND column_name = 'data'").fetchone()
@@ -304,19 +305,31 @@ def upgrade(db: duckdb.DuckDBPyConnection) -> int:
 
     db.execute("BEGIN TRANSACTION")
     try:
-        old = db.sql("SELECT sid, first, last, count, data FROM blocks").to_arrow_table()
+        db.execute(SCHEMA.replace(" blocks (", " upgraded_blocks (", 1))
+        (last,), = db.execute("SELECT coalesce(max(rowid), -1) FROM blocks").fetchall()
+        upper, copied = int(last) + 1, 0
+        for low in range(0, upper, UPGRADE_ROWS):
+            old = db.sql("SELECT sid, first, last, count, data FROM blocks WHERE rowid >= $1 "
+                         "AND rowid < $2", params=[low, low + UPGRADE_ROWS]).to_arrow_table()
+            for batch in old.to_batches():
+                if batch.num_rows:
+                    _insert_table(db, pa.table({**{name: batch.column(name) for name in
+                                                   ("sid", "first", "last", "count")},
+                                                "data": _as_words(batch.column("data"))}),
+                                  "upgraded_blocks")
+                    copied += batch.num_rows
         db.execute("DROP TABLE blocks")
-        db.execute(SCHEMA)
-        for batch in old.to_batches():
-            if batch.num_rows:
-                _insert_table(db, pa.table({**{name: batch.column(name) for name in
-                                               ("sid", "first", "last", "count")},
-                                            "data": _as_words(batch.column("data"))}))
+        db.execute("ALTER TABLE upgraded_blocks RENAME TO blocks")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return int(old.num_rows)
+    return copied
+
+
+# Blocks an upgrade copies at a time: some 100 MB of them at most (a block is up to 16,384
+# points), where the whole table at once would be the store's size in memory
+UPGRADE_ROWS = 8192
 
 
 def _as_words(blobs: Any) -> Any:

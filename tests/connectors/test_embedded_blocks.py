@@ -242,7 +242,13 @@ def blob_store(path: Path) -> None:
 UPGRADED = [t + 0.5 for t in range(50)] + [99.5]
 
 
-def test_a_store_of_blob_blocks_reads_writes_and_deletes_as_lists(path: Path) -> None:
+@pytest.mark.parametrize("at_a_time", [1, 8192])
+def test_a_store_of_blob_blocks_reads_writes_and_deletes_as_lists(
+        path: Path, at_a_time: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgraded as it opens, a few blocks at a time (one: each of its two blocks alone)."""
+    from tsq.connectors import blockstore
+
+    monkeypatch.setattr(blockstore, "UPGRADE_ROWS", at_a_time)
     blob_store(path)
     store = EmbeddedStore(path)
     try:
