@@ -154,8 +154,9 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path, round_: int) -
 
 @pytest.mark.timeout(240)
 def test_a_kill_after_the_log_was_checkpointed_loses_nothing(tmp_path: Path) -> None:
-    """Enough writes that DuckDB checkpoints its log into the store file (at 16 MB of log)
-    and starts a new one before the kill: what moved and what is in the new log both stay.
+    """Enough writes that the store checkpoints DuckDB's log into the store file (once a
+    transaction leaves more than 1 MB of log, `CHECKPOINT_AFTER`) and starts a new one before
+    the kill: what moved and what is in the new log both stay.
     The batches bring a few points of many series, as time-major /write batches do: rows
     (a long stretch of a series would make a block, a few bytes a point in the log)."""
     data, port = tmp_path / "data", free_port()
