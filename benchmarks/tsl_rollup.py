@@ -7,7 +7,8 @@ millisecond, cache off) and Prometheus 2.42 (`avg by (dc)(avg_over_time(cpu[59s]
 same points. All four are loaded first, every answer is checked against numpy, then they are
 timed in turns, round after round, so that a noisy neighbour slows each of them alike. The tsq
 run's parts (store read, kernels, the rest: the pipe to the worker) are timed alone afterwards
-and noted.
+and noted. Beside the loop, the same minutes by dc as an ad-hoc query: `POST /v1/query` through
+HTTP to a `tsq serve` whose store holds the day, as the peers are asked (answered, not stored).
 
 Bucket edges (docs/time.md). A run reads its window [t0, t0 + 1 day), every point of the day,
 and its minute t holds the points in [t, t + 1m), t … t + 50 s, labelled t: InfluxDB's
@@ -48,12 +49,15 @@ import httpx
 import numpy as np
 
 from benchmarks import influxdb, prometheus, victoriametrics
+from benchmarks.influxdb import free_port
 from benchmarks.ingest import batches
 from benchmarks.report import Report, timed
 from benchmarks.rollup import DAY_NS, MINUTE_NS, START_NS, STEP_NS, as_series_set, make_data
+from benchmarks.scheduler import _Serve
 from tsq import tsl
 from tsq.config import Settings
 from tsq.connectors.base import Capabilities
+from tsq.connectors.embedded import STORE_FILE, EmbeddedStore
 from tsq.explain import explaining
 from tsq.kernels import Aggregator, Buckets, Grouping
 from tsq.selector import Selector, parse_selector
@@ -79,6 +83,10 @@ PROMQL = "avg by (dc)(avg_over_time(cpu[59s]))"
 PROMQL_SHIFT_S = -59  # the step that holds tsq's minute t is t + 59 s
 TOOK = re.compile(r" in ([0-9.]+) ms$")  # the TSL run's log line: "… points in 118.2 ms"
 TSQ = "tsq TSL loop run (deployed)"
+TSQ_QUERY = "tsq TSL query, POST /v1/query"
+# The loop's read and buckets as an ad-hoc query: the minutes by dc answered, not stored
+QUERY = (f'select("cpu").from({START_NS // 10**6}, {(START_NS + DAY_NS) // 10**6})'
+         f'.sampleBy(1m, mean, "none").groupBy(["dc"], mean)')
 TSQ_INFLUX = "tsq TSL loop via influxdb connector"
 INFLUX_LOOP = "cpu-1m-influx"
 INFLUX = "InfluxDB 1.6 GROUP BY time(1m),dc"
@@ -127,6 +135,7 @@ def run(report: Report, *, quick: bool) -> None:
     with ExitStack() as stack:
         tsq_loop = stack.enter_context(_tsq(data, expected))
         calls: dict[str, Callable[[], object]] = {TSQ: tsq_loop.run}
+        calls[TSQ_QUERY] = stack.enter_context(_tsq_query(data, expected))
         if influxdb.available():
             calls.update(stack.enter_context(_influx(data, expected, tsq_loop, report)))
         else:
@@ -148,10 +157,11 @@ def run(report: Report, *, quick: bool) -> None:
                     call()
                     samples[name].append(time.perf_counter() - start)
         tsq_facts = tsq_loop.breakdown(samples[TSQ], repeat)
-    peers = [name for name in samples if name not in (TSQ, TSQ_INFLUX, TSQ_PROM)]
+    peers = [name for name in samples if name not in (TSQ, TSQ_QUERY, TSQ_INFLUX, TSQ_PROM)]
     for name in peers:
         report.add(BENCH, name, samples[name])
     report.add(BENCH, TSQ, samples[TSQ], peers)
+    report.add(BENCH, TSQ_QUERY, samples[TSQ_QUERY], peers)
     if TSQ_INFLUX in samples:  # the same loop through the influxdb connector, beside InfluxDB
         report.add(BENCH, TSQ_INFLUX, samples[TSQ_INFLUX], [INFLUX, INFLUX_EXACT])
     if TSQ_PROM in samples:  # the same loop through the prometheus connector, beside Prometheus
@@ -277,6 +287,34 @@ def _tsq(data: dict[str, Any], expected: Answer) -> Iterator[_TsqLoop]:
             yield loop
         finally:
             service.close()
+
+
+@contextmanager
+def _tsq_query(data: dict[str, Any], expected: Answer) -> Iterator[Callable[[], Answer]]:
+    """A `tsq serve` whose store holds the day (written into its file before it starts), and
+    a call of POST /v1/query for the day's minutes by dc through HTTP, as a client asks."""
+    with tempfile.TemporaryDirectory() as root:
+        store = EmbeddedStore(Path(root) / STORE_FILE)
+        try:
+            store.write(as_series_set(data))
+        finally:
+            store.close()
+        port = free_port()
+        with _Serve(Path(root), port), httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", timeout=600, headers={
+                    "Authorization": f"Bearer {(Path(root) / 'admin.token').read_text().strip()}"
+                }) as client:
+
+            def query() -> Answer:
+                answer = client.post("/v1/query", json={"tsl": QUERY})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"tsq answered {answer.status_code}: {answer.text[:300]}")
+                return {s["labels"]["dc"]: (np.array(s["timestamps"], np.int64) // 1000,
+                                            np.array(s["values"], np.float64))
+                        for s in answer.json()["series"]}
+
+            check("tsq query", query(), expected)  # the first also opens the store
+            yield query
 
 
 # -- InfluxDB 1.6 ------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ def test_tsl_compile_benchmark_runs_and_prints_its_rows() -> None:
 def test_tsl_rollup_benchmark_runs_and_agrees_with_its_peers() -> None:
     done = quick("tsl_rollup")  # every answer is checked before timing
     assert "tsq TSL loop run (deployed)" in done.stdout
+    assert "tsq TSL query, POST /v1/query" in done.stdout
     facts = [json.loads(line[line.index("{"):]) for line in done.stdout.splitlines()
              if line.startswith("tsl_rollup") and line.rstrip().endswith("}")]
     assert any(f.get("points_read") == 100 * 8640 for f in facts)  # [t0, t0 + 1 day): all
