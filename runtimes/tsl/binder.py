@@ -10,6 +10,7 @@ it. Each method's accepted argument types are data: `Accept` tables below.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,10 +58,22 @@ def parse(source: str, *, token: str = "", api: str = "", variables: Sequence[st
     defined before the script, as if it began with `name = value` lines (a string such as "5m"
     is a duration)."""
     try:
-        script = parse_script(source)
+        script = _parsed(source) if len(source) <= PARSED_CHARS else parse_script(source)
     except TslError as error:
         raise with_caret(error, source.replace("\r\n", "\n")) from None
     return bind(script, source, token=token, api=api, variables=variables, values=values)
+
+
+# Scripts parsed lately, by their text: a dashboard asks the same queries again and again, and
+# parsing is 0.4 ms of a 7 ms query of a small day. The syntax trees are immutable; a script
+# that fails to parse is not kept, and one longer than PARSED_CHARS is parsed each time.
+PARSED_KEPT = 256
+PARSED_CHARS = 4096
+
+
+@functools.lru_cache(maxsize=PARSED_KEPT)
+def _parsed(source: str) -> tuple[Assign | Chain, ...]:
+    return tuple(parse_script(source))
 
 
 def bind(script: Sequence[Assign | Chain], source: str, *, token: str = "", api: str = "",

@@ -299,3 +299,23 @@ def test_a_variable_keeps_its_sampling_for_the_methods_after_it(store: EmbeddedS
     assert all(times == [0, 300] for times, _ in inline.values())
     assert tsl.compile(f"x = {chain}\nx.{then}", "warpscript") == \
         tsl.compile(f"{chain}.{then}", "warpscript")
+
+
+def test_a_script_asked_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq.runtimes.tsl import binder
+
+    parsed: list[str] = []
+    real = binder.parse_script
+    monkeypatch.setattr(binder, "parse_script", lambda text: parsed.append(text) or real(text))
+    binder._parsed.cache_clear()
+    source = 'select("cpu").where("dc=gra").last(1m)'
+    assert binder.parse(source) == binder.parse(source)
+    assert parsed == [source]
+    bad = 'select("cpu").last('
+    for _ in range(2):
+        with pytest.raises(TslError):
+            binder.parse(bad)
+    assert parsed == [source, bad, bad]  # a script that fails is not kept
+    long = source + "\n" * binder.PARSED_CHARS
+    assert binder.parse(long) == binder.parse(long) == binder.parse(source)
+    assert parsed == [source, bad, bad, long, long]  # too long to keep
