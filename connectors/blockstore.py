@@ -32,8 +32,12 @@ from tsq.kernels.blocks import encode
 __all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "fold_rows", "in_blocks",
            "read", "replace_points", "upgrade", "write", "write_joined"]
 
-SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
-          "last BIGINT NOT NULL, count INTEGER NOT NULL, data UBIGINT[] NOT NULL)")
+def _schema(table: str) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {table} (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
+            f"last BIGINT NOT NULL, count INTEGER NOT NULL, data UBIGINT[] NOT NULL)")
+
+
+SCHEMA = _schema("blocks")
 # The most points a block holds: a day of a series every 10 s fits in one, and a read of a
 # short window of it decodes at most this many
 BLOCK_POINTS = 1 << 14
@@ -305,7 +309,7 @@ def upgrade(db: duckdb.DuckDBPyConnection) -> int:
 
     db.execute("BEGIN TRANSACTION")
     try:
-        db.execute(SCHEMA.replace(" blocks (", " upgraded_blocks (", 1))
+        db.execute(_schema("upgraded_blocks"))
         (last,), = db.execute("SELECT coalesce(max(rowid), -1) FROM blocks").fetchall()
         upper, copied = int(last) + 1, 0
         for low in range(0, upper, UPGRADE_ROWS):
