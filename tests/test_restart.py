@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,27 +44,29 @@ def serve(data: Path, port: int, workers: int = 1,
            "TSQ_AUTH": "off"}
     if database_url is not None:
         env["TSQ_DATABASE_URL"] = database_url
-    process = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"tsq serve did not start: {process.stderr.read()!r}"
-                                     if process.stderr else "tsq serve did not start")
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KB: a few hundred
+    # request lines) and the server then blocks on its next log line
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz",
+                                 timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"tsq serve did not start: {log.read()[-4000:]!r}")
+                time.sleep(0.1)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
 
 
 def runs(port: int) -> list[dict]:
