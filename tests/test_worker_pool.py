@@ -215,7 +215,9 @@ def test_a_job_sent_behind_one_that_calls_the_host_waits_for_its_turn(pool: Work
     assert calls == ["db.write"]
 
 
-def test_cancelling_the_job_behind_leaves_the_one_ahead_running(pool: WorkerPool) -> None:
+def test_cancelling_the_job_behind_leaves_the_one_ahead_running(
+        pool: WorkerPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_pool, "BEHIND_WAIT_S", 60.0)  # it stays behind
     ahead, behind = _behind(pool, PAUSE, "export default async () => 2")
     assert pool.cancel("behind")
     assert ahead.result(timeout=30).result == "paused"
@@ -223,7 +225,9 @@ def test_cancelling_the_job_behind_leaves_the_one_ahead_running(pool: WorkerPool
     assert run(pool, "export default async () => 3").result == 3
 
 
-def test_the_job_behind_a_killed_one_runs_in_the_replacement(pool: WorkerPool) -> None:
+def test_the_job_behind_a_killed_one_runs_in_the_replacement(
+        pool: WorkerPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_pool, "BEHIND_WAIT_S", 60.0)  # it stays behind
     spin = "export default async () => { globalThis.ran = (globalThis.ran || 0) + 1; while (true) {} }"
     ahead, behind = _behind(pool, spin, "export default async () => typeof ran")
     (pid,) = pool.pids()
@@ -232,3 +236,33 @@ def test_the_job_behind_a_killed_one_runs_in_the_replacement(pool: WorkerPool) -
     assert ahead.result(timeout=30).status == RunStatus.CANCELLED
     assert behind.result(timeout=30).result == "undefined"
     assert pool.pids() != [pid]
+
+
+LONG = "export default async () => { await new Promise(r => setTimeout(r, 20000)); return 'long' }"
+
+
+def test_a_job_behind_a_long_run_is_taken_back_for_a_free_slot(pool: WorkerPool) -> None:
+    # As in a pipeline: the one base slot runs a long step with another job sent behind it,
+    # while a caller waiting on a step lends its place to an extra slot, which is free.
+    ahead, behind = _behind(pool, LONG, "export default async () => 'quick'")
+    with pool.lending():
+        assert behind.result(timeout=15).result == "quick"
+        assert not ahead.done()  # it did not wait out the long run
+    assert pool.cancel("ahead")
+    assert ahead.result(timeout=30).status == RunStatus.CANCELLED
+
+
+def test_a_job_taken_back_can_be_cancelled_while_it_waits_again(pool: WorkerPool) -> None:
+    ahead, behind = _behind(pool, LONG, "export default async () => 'quick'")
+    deadline = time.monotonic() + 10
+    while pool._slots[0].behind is not None:  # taken back: no other slot is free to run it
+        assert time.monotonic() < deadline, "the job behind was not taken back"
+        time.sleep(0.01)
+    assert pool.cancel("behind")
+    cancelled = behind.result(timeout=5)
+    assert cancelled.status == RunStatus.CANCELLED
+    assert cancelled.error is not None and "it never started" in cancelled.error.message
+    assert not ahead.done()
+    assert pool.cancel("ahead")
+    assert ahead.result(timeout=30).status == RunStatus.CANCELLED
+    assert run(pool, "export default async () => 3").result == 3  # the queue is sound

@@ -761,7 +761,7 @@ def _executors(pool: Callable[[], JobRunner], hosts: HostFactory | None, steps: 
 
 def _outcome(done: Future[RunResult]) -> RunResult:
     if done.cancelled():
-        return RunResult.cancelled("before a worker took it; it never started")
+        return RunResult.never_started()
     try:
         return done.result()
     except Exception as exc:

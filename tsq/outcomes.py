@@ -149,6 +149,11 @@ class RunResult:
         return cls.failure(FailureKind.CANCELLED, f"cancelled by request {how}")
 
     @classmethod
+    def never_started(cls) -> RunResult:
+        """A run cancelled while it waited for a worker."""
+        return cls.cancelled("before a worker took it; it never started")
+
+    @classmethod
     def over_memory(cls, memory_mb: int, how: str = "") -> RunResult:
         """A handler over its loop's `memory:` (`how`: what counted, what was done)."""
         return cls.failure(FailureKind.MEMORY_LIMIT,

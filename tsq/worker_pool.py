@@ -31,7 +31,7 @@ from tsq.errors import WorkerError
 from tsq.hostcalls import Host, rejection, unavailable
 from tsq.outcomes import RunResult
 from tsq.runlog import LogLine
-from tsq.worker_process import Job, KnownVersions, WorkerOptions, worker_main
+from tsq.worker_process import Job, KnownVersions, Turns, WorkerOptions, worker_main
 
 __all__ = ["JobListener", "WorkerPool", "start_ahead"]
 
@@ -42,6 +42,9 @@ WATCH_INTERVAL_S = 0.05
 START_TIMEOUT_S = 60.0
 RSS_SLACK_MB = 64
 EXTRA_LINGER_S = 10.0  # an extra slot's process is kept this long for the next step
+# A job sent behind one that has run this long is taken back for the next free slot (see
+# WorkerPool): runs take milliseconds, and one that does not may take its whole timeout.
+BEHIND_WAIT_S = 0.1
 # A worker grown this much since it started is replaced between two runs. V8 under stpyv8 does
 # not give back all of a dropped context's memory (about 60 KB per no-op run, more for runs
 # that allocate), so a long-lived worker is renewed before it nears its data segment cap.
@@ -67,8 +70,11 @@ class _Process:
         self.options = options
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
+        self.turns = Turns(context)
+        self.sent = 0  # jobs sent, which the process numbers the same way
         self.process: BaseProcess = context.Process(
-            target=worker_main, args=(child, options), name="tsq-worker", daemon=True)
+            target=worker_main, args=(child, options, self.turns), name="tsq-worker",
+            daemon=True)
         self.process.start()
         child.close()
         # One poll object for the life of the pipe: Connection.poll builds a selector per call,
@@ -97,6 +103,10 @@ class _Process:
         self.baseline_rss = self.started[0]
         self.checked_at = time.monotonic()
         self.ready = True
+
+    def send(self, job: Job) -> None:
+        self.sent += 1
+        self.conn.send(self.known.sent(job))
 
     def answered(self, within_s: float) -> bool:
         """Whether the process wrote to the pipe (or closed it) within `within_s`."""
@@ -177,6 +187,8 @@ class _Behind:
     future: Future[RunResult]
     listener: JobListener
     process: _Process  # where it was sent
+    number: int  # among the jobs sent to that process
+    sent_at: float  # time.monotonic()
     cancelled: bool = False  # cancelled before its turn: stopped when it comes
 
 
@@ -207,7 +219,9 @@ class WorkerPool:
     a worker's time at 1,000 runs a second). The job behind is only in the pipe: if the
     process is killed or dies before it reports the current job, the job behind never started
     and goes to the replacement; a job cancelled before its turn is stopped as a running one
-    is, when its turn comes.
+    is, when its turn comes. If the current job is still running BEHIND_WAIT_S later, the slot
+    takes the job behind back (unless its process has just started it) and puts it first in
+    the queue: it must not wait out a long run while other slots are free.
     """
 
     def __init__(self, size: int, options: WorkerOptions, *, start_now: bool = False) -> None:
@@ -219,6 +233,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._lent = 0  # slots waiting on another run
         self._running: dict[str, _Slot] = {}  # run id → the slot running it
+        # Jobs taken back from behind another, waiting again; their futures are running.
+        self._taken_back: dict[str, Future[RunResult]] = {}
         self._extra = 0  # extra slots serving in their place
         self._busy = 0  # slots running a job now
         self._threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True,
@@ -257,15 +273,20 @@ class WorkerPool:
         handler spinning in V8 stops only so) and the run ends `cancelled`. False if no slot
         has taken it (a job still waiting is cancelled through its future)."""
         with self._lock:  # the slot cannot move on to its next job meanwhile
+            waiting = self._taken_back.pop(run_id, None)
             slot = self._running.get(run_id)
-            if slot is None:
+            if waiting is None and slot is None:
                 return False
-            if slot.behind is not None and slot.behind.job.run_id == run_id:
+            if slot is not None and slot.behind is not None \
+                    and slot.behind.job.run_id == run_id:
                 slot.behind.cancelled = True
                 return True
-            slot.cancelled = True
-            if slot.running is not None:
-                slot.running.process.kill()  # the slot's watch sees it die, and reports
+            if slot is not None:
+                slot.cancelled = True
+                if slot.running is not None:
+                    slot.running.process.kill()  # the slot's watch sees it die, and reports
+        if waiting is not None:  # no slot takes it now (see `_starts`)
+            waiting.set_result(RunResult.never_started())
         return True
 
     def pids(self) -> list[int]:
@@ -348,7 +369,7 @@ class WorkerPool:
               listener: JobListener, *, borrowed: bool = False, send_next: bool = False
               ) -> None:
         """Run `job`, then (with `send_next`) each job sent behind it in turn."""
-        if not future.set_running_or_notify_cancel():
+        if not self._starts(job, future):
             return
         self._finish(future, functools.partial(self._run, slot, job, listener,
                                                borrowed=borrowed, send_next=send_next))
@@ -416,7 +437,7 @@ class WorkerPool:
             process = self._process(slot)  # a cold start when the slot had no live process
             if not self._hand_over(slot, process):
                 return RunResult.cancelled("before its handler started")
-            process.conn.send(process.known.sent(job))
+            process.send(job)
         else:
             process = sent_to
             if not self._hand_over(slot, process):  # it starts as its turn comes: stop it
@@ -431,7 +452,7 @@ class WorkerPool:
         # A handler stopped at its deadline by the worker's watchdog leaves a healthy process
         # (V8 stops even a spin after an `await`); the process is killed only past the grace.
         watch = _Watch(process, job, listener)
-        result = watch.until_done()
+        result = watch.until_done(lambda: self._take_back_if_late(slot, process))
         if self._was_cancelled(slot):  # killed by `cancel`: the next job starts a new process
             slot.process = None
             log.info("worker process %s stopped: run %s was cancelled", process.process.pid,
@@ -465,13 +486,44 @@ class WorkerPool:
             self._jobs.put(None)  # the pool is closing: the sentinel is a slot thread's
             return
         job, future, listener = item
-        if not future.set_running_or_notify_cancel():
+        if not self._starts(job, future):
             return
         with self._lock:
-            slot.behind = _Behind(job, future, listener, process)
+            slot.behind = _Behind(job, future, listener, process, process.sent + 1,
+                                  time.monotonic())
             self._running[job.run_id] = slot
         with contextlib.suppress(OSError):  # the process is gone: it goes to the replacement
-            process.conn.send(process.known.sent(job))
+            process.send(job)
+
+    def _starts(self, job: Job, future: Future[RunResult]) -> bool:
+        """Whether a job taken from the queue starts (False: cancelled while it waited)."""
+        with self._lock:
+            if self._taken_back.pop(job.run_id, None) is not None:
+                return True  # taken back from behind another (its future is running)
+        if future.running() or future.done() and not future.cancelled():
+            return False  # taken back, then cancelled by `cancel`
+        return future.set_running_or_notify_cancel()
+
+    def _take_back_if_late(self, slot: _Slot, process: _Process) -> None:
+        """Put the job behind `process`'s current one first in the queue again if it has
+        waited BEHIND_WAIT_S and the process has not started it."""
+        behind = slot.behind
+        if behind is None or behind.process is not process \
+                or time.monotonic() - behind.sent_at < BEHIND_WAIT_S \
+                or not process.turns.take_back(behind.number):
+            return
+        with self._lock:
+            slot.behind = None
+            self._running.pop(behind.job.run_id, None)
+            if not behind.cancelled:
+                self._taken_back[behind.job.run_id] = behind.future
+        if behind.cancelled:
+            behind.future.set_result(RunResult.never_started())
+            return
+        with self._jobs.mutex:  # first: it has waited longer than any job in the queue
+            self._jobs.queue.appendleft((behind.job, behind.future, behind.listener))
+            self._jobs.unfinished_tasks += 1
+            self._jobs.not_empty.notify()
 
     def _hand_over(self, slot: _Slot, process: _Process) -> bool:
         """Let `cancel` kill `process` from now on; False if the job was cancelled already."""
@@ -504,8 +556,10 @@ class _Watch:
         self.rss_ceiling = process.baseline_rss + (ceiling_mb << 20)
         self.reported = False  # the outcome came from the process itself
 
-    def until_done(self) -> RunResult:
+    def until_done(self, between: Callable[[], None]) -> RunResult:
+        """The job's outcome; `between` is called each time the watch wakes."""
         while True:
+            between()
             wait = min(WATCH_INTERVAL_S, self.deadline - time.monotonic())
             if wait <= 0:
                 self.process.kill()

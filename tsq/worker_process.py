@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 from typing import Any
 
 import psutil
@@ -33,7 +34,7 @@ from tsq.runtimes.base import (
     Runtime,
 )
 
-__all__ = ["Job", "WorkerOptions", "worker_main"]
+__all__ = ["Job", "Turns", "WorkerOptions", "worker_main"]
 
 PROGRAM_CACHE_SIZE = 4096  # handlers; a prepared JS handler is its rewritten source
 
@@ -91,19 +92,48 @@ class KnownVersions:
             self.sources.popitem(last=False)
 
 
+class Turns:
+    """Whether a job sent to a process behind another still starts there. A slot takes back the
+    job it sent behind one that runs long, for a free worker to run; the process starts a job
+    only if it was not taken back, and a job it started cannot be. Both ends number the jobs
+    sent to the process in order; one word they share says which started last (n) or was taken
+    back (-n), and changes under its lock."""
+
+    def __init__(self, context: BaseContext) -> None:
+        self._word = context.Value("q", 0)
+
+    def start(self, number: int) -> bool:
+        """In the process: whether job `number` starts (False: its slot took it back)."""
+        with self._word.get_lock():
+            if self._word.value == -number:
+                return False
+            self._word.value = number
+            return True
+
+    def take_back(self, number: int) -> bool:
+        """In the supervisor: whether job `number` was taken back before the process started
+        it (the process starts jobs in order, so it has started it if it started any later)."""
+        with self._word.get_lock():
+            if self._word.value >= number:
+                return False
+            self._word.value = -number
+            return True
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     memory_mb: int  # the worker's data segment cap
     max_result_bytes: int
 
 
-def worker_main(conn: Connection, options: WorkerOptions) -> None:
+def worker_main(conn: Connection, options: WorkerOptions, turns: Turns) -> None:
     die_with_parent()
     heap.keep_large_blocks()  # the points a run reads reuse the heap, not fresh pages
     worker = _Worker(conn, options)
     _cap_data_segment(options.memory_mb)  # after V8's start-up, which reserves ~1.7 GB
     conn.send(("ready", None))
     known = KnownVersions()
+    number = 0  # of the jobs received, as the supervisor counts those it sent
     while True:
         try:
             wire: WireJob | None = worker.next_message()
@@ -111,7 +141,11 @@ def worker_main(conn: Connection, options: WorkerOptions) -> None:
             return
         if wire is None:
             return
-        conn.send(("done", worker.run(known.received(wire)).to_wire()))
+        number += 1
+        job = known.received(wire)  # its source is kept even if it does not start
+        if not turns.start(number):
+            continue  # taken back by its slot, for a free worker to run
+        conn.send(("done", worker.run(job).to_wire()))
         # Linux wakes a pipe's reader on the writer's core, expecting the writer to sleep; this
         # one goes on to make the next run's context (0.6 ms), and the supervisor's thread
         # waited behind it for the outcome: 0.7 ms from the send to its read, 0.1 ms after a
