@@ -500,7 +500,7 @@ class WorkerPool:
         with self._lock:
             if self._taken_back.pop(job.run_id, None) is not None:
                 return True  # taken back from behind another (its future is running)
-        if future.running() or future.done() and not future.cancelled():
+        if future.running() or (future.done() and not future.cancelled()):
             return False  # taken back, then cancelled by `cancel`
         return future.set_running_or_notify_cancel()
 
