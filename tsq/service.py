@@ -53,6 +53,7 @@ from tsq.masking import mask_url
 from tsq.metrics import Metrics, state
 from tsq.model import EventSpec
 from tsq.notify import Notifier
+from tsq.osthreads import batch_threads
 from tsq.outcomes import RunResult, RunStatus
 from tsq.pipeline import Pipelines
 from tsq.querybudget import QueryBudget, budgeted
@@ -212,6 +213,7 @@ class Service:
         # Threads hand runs to each other here (scheduler, dispatcher, worker slots); a thread
         # woken by a worker's answer waits for the GIL up to this long, 5 ms by default.
         sys.setswitchinterval(GIL_SWITCH_S)
+        batch_threads()  # and a thread woken by a hand-off never preempts the one holding the GIL
         heap.keep_large_blocks()  # queries' arrays reuse the heap instead of faulting pages in
         self._serving = True  # the workers start now, not with the first run
         for name in runtime_names():  # a server compiles deploys at once; a CLI call never
