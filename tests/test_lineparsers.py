@@ -142,6 +142,20 @@ def test_the_compiled_code_is_loaded_once_and_waited_for(monkeypatch: pytest.Mon
     assert loads == ["warm"]  # one load, however often asked
 
 
+def test_the_blocks_codec_is_loaded_after_the_scan_without_holding_it_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq.kernels import blocks
+
+    warmed = threading.Event()
+    release = threading.Event()
+    monkeypatch.setattr(blocks, "warm", lambda: (warmed.set(), release.wait(30)))
+    load = CompiledLoad()
+    assert load.wait(30)  # the scan is there while the codec still loads
+    assert warmed.wait(30) and not load.codec_loaded.is_set()
+    release.set()
+    assert load.codec_loaded.wait(30)
+
+
 def test_compiled_code_that_cannot_load_leaves_pandas_reading(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from tsq import lineparsers

@@ -37,10 +37,12 @@ class CompiledLoad:
     """numba's code for a write (the line-protocol scan, the head's merge), loaded once a
     process in a thread: half a second of CPU from numba's cache. `tsq serve` begins it first
     thing, beside its own imports, and waits for it before it answers; elsewhere the first
-    large write begins it. Until it is done, writes are read by pandas' reader."""
+    large write begins it. Until it is done, writes are read by pandas' reader. The blocks'
+    codec is loaded after it, while the server answers."""
 
     def __init__(self) -> None:
         self._finished = threading.Event()  # loaded, or failed to
+        self.codec_loaded = threading.Event()  # the blocks' codec, afterwards (or failed to)
         self._loaded = False
         self._lock = threading.Lock()
         self._begun = False
@@ -71,6 +73,16 @@ class CompiledLoad:
             self._loaded = True
         finally:
             self._finished.set()
+        # Then, while writes come in, the blocks' codec: a write that fills the buffer of the
+        # past encodes it (the first encode loaded it in 0.1-0.3 s, every writer waiting)
+        try:
+            from tsq.kernels import blocks
+
+            blocks.warm()
+        except Exception:  # the first write into blocks loads it, or says why it cannot
+            log.exception("the compiled block codec could not be loaded")
+        finally:
+            self.codec_loaded.set()
 
 
 WRITE_PATH = CompiledLoad()  # the process's

@@ -228,3 +228,11 @@ def test_integers_that_could_overflow_a_bucket_sum_are_summed_as_doubles() -> No
                       False, 0, 1, "sum", None, totals, counts)
     assert counts.tolist() == [2048.0]
     assert totals[0] == pytest.approx(float(values.sum()), rel=1e-15)
+
+
+def test_warming_loads_the_encoder_and_the_decoder() -> None:
+    from tsq.kernels import blockcodec
+    from tsq.kernels.blocks import warm
+
+    warm()
+    assert blockcodec.encode_all.signatures and blockcodec.decode_all.signatures

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EMPTY_CELL", "Blocks", "accumulate_block_groups", "accumulate_blocks", "encode"]
+__all__ = ["EMPTY_CELL", "Blocks", "accumulate_block_groups", "accumulate_blocks", "encode",
+           "warm"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,15 @@ def encode(stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
     packed = np.concatenate([words[room[b]:room[b] + sizes[b]] for b in range(len(counts))]) \
         if len(counts) else words[:0]
     return packed, kept.astype(np.int64)
+
+
+def warm() -> None:
+    """Load the compiled encoder and decoder (from numba's cache: some 0.3 s of a first
+    call) before a write needs them."""
+    stamps, values = np.arange(3, dtype=np.int64), np.array([0.5, 1.5, 2.5])
+    words, starts = encode(stamps, values, np.array([0, 3], np.int64))
+    Blocks(np.zeros(1, np.int64), stamps[:1], stamps[2:], np.array([3], np.int64), starts[:1],
+           words, 0, 3).decoded()
 
 
 def _width_words(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -1,0 +1,58 @@
+"""The buffer of the past (connectors/pastbuffer.py) gives back what was added sorted by series
+then time, one point a (series, time): the last one added. Writes come grouped by series and
+mostly in time order, which `held` relies on for speed; any order must give the same."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tsq.connectors.pastbuffer import PastBuffer
+
+WRITES = st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), min_size=1,
+                           max_size=30), min_size=1, max_size=8)
+
+
+def _reference(writes: list[list[tuple[int, int]]]) -> list[tuple[int, int, float]]:
+    kept: dict[tuple[int, int], float] = {}
+    value = 0.0
+    for write in writes:
+        for point in write:
+            value += 1.0
+            kept[point] = value  # the last added wins
+    return [(sid, ts, kept[sid, ts]) for sid, ts in sorted(kept)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(WRITES, st.booleans())
+def test_held_is_sorted_and_keeps_the_last_point_added(
+        writes: list[list[tuple[int, int]]], grouped: bool) -> None:
+    buffer = PastBuffer()
+    value = 0.0
+    for write in writes:
+        points = sorted(write, key=lambda p: p[0]) if grouped else write  # stable: as added
+        numbered = []
+        for point in write:  # values in the order added, as the reference numbers them
+            value += 1.0
+            numbered.append((point, value))
+        if grouped:
+            numbered = sorted(numbered, key=lambda pv: pv[0][0])
+        assert [p for p, _ in numbered] == points
+        buffer.add(np.array([p[0] for p, _ in numbered], np.int32),
+                   np.array([p[1] for p, _ in numbered], np.int64),
+                   np.array([v for _, v in numbered]))
+    sid, ts, values = buffer.held()
+    assert list(zip(sid.tolist(), ts.tolist(), values.tolist(), strict=True)) == \
+        _reference(writes)
+
+
+def test_writes_in_time_order_grouped_by_series_come_back_as_they_were() -> None:
+    buffer = PastBuffer()
+    for step in range(3):  # each write: three series, two times each, later than the last
+        sid = np.repeat(np.arange(3, dtype=np.int32), 2)
+        ts = np.tile(np.array([2 * step, 2 * step + 1], np.int64), 3)
+        buffer.add(sid, ts, (10 * step + sid + ts / 100).astype(np.float64))
+    sid, ts, _ = buffer.held()
+    assert sid.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert ts.tolist() == list(range(6)) * 3
