@@ -29,8 +29,8 @@ import numpy.typing as npt
 from tsq.kernels import Blocks
 from tsq.kernels.blocks import encode
 
-__all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "fold_rows", "in_blocks",
-           "read", "replace_points", "upgrade", "write", "write_joined"]
+__all__ = ["BLOCK_FROM", "BLOCK_POINTS", "SCHEMA", "cut", "fold", "fold_rows", "held_in_blocks",
+           "in_blocks", "read", "replace_points", "upgrade", "write", "write_joined"]
 
 def _schema(table: str) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {table} (sid INTEGER NOT NULL, first BIGINT NOT NULL, "
@@ -171,6 +171,36 @@ def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[An
         return found
 
     return _taken_out(db, np.unique(sid), int(ts.min()), int(ts.max()), doomed)[1]
+
+
+def held_in_blocks(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[Any]],
+                   ts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Which of the points (sid[i], ts[i]) are at a time a block of their series holds a point
+    at: those a write replaces there (`replace_points`). The blocks are read, not changed."""
+    held = np.zeros(len(sid), dtype=bool)
+    if not len(sid):
+        return held
+    with _touching(db, np.unique(sid)) as (series, params):
+        rows = db.sql(f"SELECT sid, first, last, count, data FROM blocks WHERE {series} "
+                      f"AND last >= ? AND first <= ?",
+                      params=[*params, int(ts.min()), int(ts.max())]).to_arrow_table()
+    order = np.lexsort((ts, sid))
+    sid, ts = sid[order], ts[order]
+    for batch in rows.to_batches():
+        if not batch.num_rows:
+            continue
+        blocks = _blocks(batch, INT64_MIN, INT64_MAX)
+        _, stamps, _ = blocks.decoded()  # block after block, each in time order
+        ends = np.cumsum(blocks.counts)
+        for block, (series, end) in enumerate(zip(blocks.ids.tolist(), ends.tolist(),
+                                                   strict=True)):
+            low, high = np.searchsorted(sid, series), np.searchsorted(sid, series, "right")
+            if low == high:
+                continue
+            times = stamps[end - int(blocks.counts[block]):end]
+            at = np.minimum(np.searchsorted(times, ts[low:high]), len(times) - 1)
+            held[order[low:high]] |= times[at] == ts[low:high]
+    return held
 
 
 Doomed = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64]], npt.NDArray[np.bool_]]

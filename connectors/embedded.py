@@ -434,10 +434,9 @@ class EmbeddedStore:
                 known = [self._series_id(name, labels, kind, created)
                          for name, labels in zip(series.names, series.labels, strict=True)]
                 sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
-                if direct.any():  # before the commit: see `_read`
+                if direct.any():
                     blocked = blockstore.in_blocks(sid[direct], ts[direct]) \
                         if table == "points" else np.zeros(int(direct.sum()), dtype=bool)
-                    _note_where(known, sid[direct], blocked)
                 records = [(log_, Writing(sid[part], ts[part], _numbers(series.values[part])))
                            for log_, part in ((self._log, recent), (self._past_log, behind))
                            if log_ is not None and part.any()]
@@ -447,9 +446,9 @@ class EmbeddedStore:
                         logged.extend((log_, log_.append(r)) for log_, r in records)
                         if direct.any():
                             over_rows, over_blocks = _replacing(known, counts, ts)
-                            _write_past(db, table, sid[direct], ts[direct],
-                                        series.values[direct], blocked, over_rows[direct],
-                                        over_blocks[direct])
+                            blocked = _write_past(db, table, known, sid[direct], ts[direct],
+                                                  series.values[direct], blocked,
+                                                  over_rows[direct], over_blocks[direct])
                 else:  # the logs alone, synced while the points go into memory (below)
                     logged.extend((log_, log_.written(r)) for log_, r in records)
                     syncing = self._syncer.submit(_synced, [log_ for log_, _ in logged])
@@ -504,11 +503,9 @@ class EmbeddedStore:
         if len(entries) != len(known):  # written after a check of its series: never so
             raise RuntimeError("the buffer of the past holds points of an unknown series")
         counts = np.diff(np.append(firsts, len(sid)))
-        blocked = blockstore.in_blocks(sid, ts)
-        _note_where(entries, sid, blocked)  # before the commit: see `_read`
         with self._transaction() as db:
-            _write_past(db, "points", sid, ts, values, blocked,
-                        *_replacing(entries, counts, ts))
+            blocked = _write_past(db, "points", entries, sid, ts, values,
+                                  blockstore.in_blocks(sid, ts), *_replacing(entries, counts, ts))
         self._past.clear()
         self._past_log.clear()
         self._wrote_past(entries, counts, ts, np.append(firsts, len(sid)),
@@ -908,15 +905,29 @@ def _insert_series(db: duckdb.DuckDBPyConnection, created: list[Entry]) -> None:
     db.unregister("fresh")
 
 
-def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.int32],
-                ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
+def _write_past(db: duckdb.DuckDBPyConnection, table: str, known: list[Entry],
+                sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64], values: npt.NDArray[Any],
                 blocked: npt.NDArray[np.bool_], over_rows: npt.NDArray[np.bool_],
-                over_blocks: npt.NDArray[np.bool_]) -> None:
-    """Put points into the table, those `blocked` marks as blocks (`blockstore.in_blocks`:
-    a series' long stretch in time order; merged with what is left of the blocks it replaces
-    points of), the others as rows; those `over_rows` and `over_blocks` mark (at or before
-    their series' newest time there, which may have rows or blocks) first take out the points
-    they replace. `table` comes from TABLE_OF_KIND, never from a user."""
+                over_blocks: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Put points of the series `known` into the table, those `blocked` marks as blocks
+    (`blockstore.in_blocks`: a series' long stretch in time order; merged with what is left of
+    the blocks it replaces points of), the others as rows; those `over_rows` and `over_blocks`
+    mark (at or before their series' newest time there, which may have rows or blocks) first
+    take out the points they replace. Returns which went to blocks. `table` comes from
+    TABLE_OF_KIND, never from a user.
+
+    A point among the times of its series' blocks replaces one there only where a block holds
+    its time. Where none of a series' points does, they go to rows, which the background fold
+    takes into the blocks later, and its blocks are not written again for them: writers
+    racing each other, or a collector catching up, bring a few points among blocks a write
+    has just made, and rewriting each such block at every write of the buffer of the past held
+    four writers up for most of their time. A series whose blocks are written again anyway
+    has all its points go there."""
+    if table == "points" and over_blocks.any():
+        replacing = blockstore.held_in_blocks(db, sid[over_blocks], ts[over_blocks])
+        among = over_blocks & ~np.isin(sid, sid[over_blocks][replacing])
+        blocked, over_blocks = blocked & ~among, over_blocks & ~among
+    _note_where(known, sid, blocked)  # before the commit: see `_read`
     if over_rows.any():
         db.register("replaced", _frame({"sid": sid[over_rows], "ts": ts[over_rows]}))
         db.execute(f"DELETE FROM {table} WHERE (sid, ts) IN (SELECT sid, ts FROM replaced)")
@@ -933,6 +944,7 @@ def _write_past(db: duckdb.DuckDBPyConnection, table: str, sid: npt.NDArray[np.i
         db.register("batch", _frame({"sid": sid, "ts": ts, "value": values}))
         db.execute(f"INSERT INTO {table} SELECT sid, ts, value FROM batch")
         db.unregister("batch")
+    return blocked
 
 
 def _stored_in(table: str, entries: list[Entry]) -> tuple[bool, bool]:

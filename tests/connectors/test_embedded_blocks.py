@@ -79,6 +79,51 @@ def test_an_overwrite_replaces_the_point_a_block_holds(store: EmbeddedStore) -> 
     assert values(store) == [[float(t) + 0.25 for t in range(100)]] * HOSTS
 
 
+def blocks_table(store: EmbeddedStore) -> list[tuple[int, int, int, int]]:
+    return store._db.execute("SELECT sid, first, last, count FROM blocks ORDER BY ALL"
+                             ).fetchall()
+
+
+def test_points_among_a_blocks_times_replacing_none_go_to_rows_and_leave_it_be(
+        store: EmbeddedStore) -> None:
+    """A late batch (writers racing each other) brings points at new times among a block's:
+    they go to rows, and the block is not written again for them."""
+    every_other = SeriesSet.from_series(
+        ("up", {"host": f"h{h}"}, [2 * t * S for t in range(100)],
+         [float(2 * t) for t in range(100)]) for h in range(HOSTS))
+    store.write(every_other)  # a block a host: 0, 2, 4 … 198 s
+    before = blocks_table(store)
+    late = SeriesSet.from_series(
+        ("up", {"host": f"h{h}"}, [(2 * t + 1) * S for t in range(20, 90)],
+         [float(2 * t + 1) for t in range(20, 90)]) for h in range(HOSTS))
+    store.write(late)  # 41, 43 … 179 s, enough for a block: none a time the block holds
+    assert blocks_table(store) == before
+    assert held(store) == (HOSTS * 70, HOSTS * 100)
+    expected = sorted([float(2 * t) for t in range(100)] +
+                      [float(2 * t + 1) for t in range(20, 90)])
+    assert values(store) == [expected] * HOSTS
+    assert store.fold_rows() == HOSTS * 70  # the background fold takes them in
+    assert held(store) == (0, HOSTS * 170)
+    assert values(store) == [expected] * HOSTS
+
+
+def test_a_series_whose_block_is_written_again_anyway_has_all_its_points_go_there(
+        store: EmbeddedStore) -> None:
+    store.write(stretch(0, 100))  # a block a host at 0 … 99 s
+    halves = [(t * S + S // 2) for t in range(10, 80)]  # 10.5 … 79.5 s: 70 new times
+    store.write(SeriesSet.from_series([
+        ("up", {"host": "h0"}, [10 * S, *halves], [-1.0] * 71),  # and 10 s, which it replaces
+        ("up", {"host": "h1"}, halves, [-2.0] * 70)]))  # replacing nothing
+    h1_block = [row for row in blocks_table(store) if row[0] == 2]
+    assert held(store) == (70, HOSTS * 100 + 70)  # h0's all in its block, h1's rows
+    assert h1_block == [(2, 0, 99 * S, 100)]  # not written again
+    found = {s.labels["host"]: dict(zip(s.timestamps.tolist(), s.values.tolist(), strict=True))
+             for s in store.select(parse_selector("up"))}
+    assert found["h0"][10 * S] == -1.0 and found["h0"][20 * S + S // 2] == -1.0
+    assert found["h1"][20 * S + S // 2] == -2.0 and found["h1"][20 * S] == 20.0
+    assert [len(found[h]) for h in ("h0", "h1", "h2")] == [170, 170, 100]
+
+
 def test_a_reopened_store_still_replaces_the_rows_and_blocks_it_holds(path: Path) -> None:
     """A write over the past looks for the points it replaces only where its series may have
     some, rows or blocks; a store opened again knows where from its tables."""
