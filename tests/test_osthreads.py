@@ -13,12 +13,17 @@ import pytest
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no SCHED_BATCH here")
 
 # In a process of its own: the policy sticks to the threads of the process that sets it.
+# Each probe starts as normal work: the test process may be batch work already (a service
+# started in it by another test), and its children inherit that.
+NORMAL = "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))"
+
 PROBE = textwrap.dedent("""
     import os, threading, sys
     from tsq.osthreads import batch_threads
+    %s
 
     before = threading.Event(); stop = threading.Event()
-    earlier = threading.Thread(target=lambda: (before.set(), stop.wait()))
+    earlier = threading.Thread(target=lambda: (before.set(), stop.wait()), daemon=True)
     earlier.start(); before.wait()
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
     changed = batch_threads()
@@ -33,7 +38,7 @@ PROBE = textwrap.dedent("""
     stop.set(); earlier.join()
     print(changed, policies == {os.SCHED_BATCH}, later == [os.SCHED_BATCH], status == 0,
           batch_threads())
-""")
+""") % NORMAL
 
 
 def test_every_thread_becomes_batch_work_and_what_it_starts_too() -> None:
@@ -48,6 +53,7 @@ SERVICE = textwrap.dedent("""
     import os, sys, tempfile
     from tsq.config import Settings
     from tsq.service import Service
+    %s
 
     with tempfile.TemporaryDirectory() as data:
         service = Service(Settings.load(data))
@@ -63,7 +69,7 @@ SERVICE = textwrap.dedent("""
                   all(os.sched_getscheduler(pid) == os.SCHED_BATCH for pid in workers))
         finally:
             service.close()
-""")
+""") % NORMAL
 
 
 @pytest.mark.slow

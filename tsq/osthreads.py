@@ -11,8 +11,10 @@ a second went through; as batch threads, 1,700. A batch thread that wakes never 
 runs on an idle core at once, or when the running thread waits, or at the next tick.
 
 Threads and processes started later inherit the policy from the thread that starts them, so
-the worker processes are batch work too. A thread with another policy (an administrator's
-`chrt`) keeps it. A no-op where the OS has no SCHED_BATCH.
+the worker processes are batch work too. `Service.start` sets it once for the process's life:
+a `tsq serve` process is the service's; a program that starts a service in itself (a test, a
+notebook) has its own threads made batch work as well. A thread with another policy (an
+administrator's `chrt`) keeps it. A no-op where the OS has no SCHED_BATCH.
 """
 
 from __future__ import annotations
