@@ -165,9 +165,9 @@ def replace_points(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[An
         found = np.zeros(len(stamps), dtype=bool)
         for series in np.unique(held).tolist():  # a few series: a write's, in one block each
             mine = held == series
-            times = ts[np.searchsorted(sid, series):np.searchsorted(sid, series, "right")]
-            at = np.minimum(np.searchsorted(times, stamps[mine]), max(len(times) - 1, 0))
-            found[mine] = times[at] == stamps[mine] if len(times) else False
+            found[mine] = _among(
+                ts[np.searchsorted(sid, series):np.searchsorted(sid, series, "right")],
+                stamps[mine])
         return found
 
     return _taken_out(db, np.unique(sid), int(ts.min()), int(ts.max()), doomed)[1]
@@ -197,10 +197,18 @@ def held_in_blocks(db: duckdb.DuckDBPyConnection, sid: npt.NDArray[np.integer[An
             low, high = np.searchsorted(sid, series), np.searchsorted(sid, series, "right")
             if low == high:
                 continue
-            times = stamps[end - int(blocks.counts[block]):end]
-            at = np.minimum(np.searchsorted(times, ts[low:high]), len(times) - 1)
-            held[order[low:high]] |= times[at] == ts[low:high]
+            held[order[low:high]] |= _among(stamps[end - int(blocks.counts[block]):end],
+                                            ts[low:high])
     return held
+
+
+def _among(times: npt.NDArray[np.int64], stamps: npt.NDArray[np.int64]
+           ) -> npt.NDArray[np.bool_]:
+    """Which of `stamps` are among `times` (sorted)."""
+    if not len(times):
+        return np.zeros(len(stamps), dtype=bool)
+    at = np.minimum(np.searchsorted(times, stamps), len(times) - 1)
+    return np.asarray(times[at] == stamps)
 
 
 Doomed = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
