@@ -231,25 +231,30 @@ class RunStore:
         """queued → running for each `(run, limit)` while fewer than `limit` runs of its loop's
         lane (scheduled, `after:`, backfilled) are running, whichever process runs them: a
         loop's `max_concurrency` across a cluster. The ids claimed; a run not claimed is still
-        queued (its lane is full) or was taken by another process."""
+        queued (its lane is full) or was taken by another process. The claim rides the group
+        commit with this process's settles (no transaction and connection check of its own: in
+        a cluster worker those were most of what a run cost its process); the lane locks are
+        held until that batch commits."""
         if not wanted:
             return set()
         now = self._now_ms()
-        claimed: set[str] = set()
-        with transaction(self.engine) as db:
+        lanes: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        for run, limit in wanted:
+            lanes.setdefault((run.project, run.loop), (limit, []))[1].append(run.id)
+
+        def claim(db: Connection) -> set[str]:
             if db.dialect.name == "postgresql":  # counts and claims race otherwise
-                for project, loop in sorted({(run.project, run.loop) for run, _ in wanted}):
+                for project, loop in sorted(lanes):
                     db.execute(sa.select(sa.func.pg_advisory_xact_lock(
                         sa.func.hashtext(f"tsq lane {project}/{loop}"))))
-            lanes: dict[tuple[str, str], tuple[int, list[str]]] = {}
-            for run, limit in wanted:
-                lanes.setdefault((run.project, run.loop), (limit, []))[1].append(run.id)
-            claim = _CLAIM_LIMITED[db.dialect.name]
+            statement = _CLAIM_LIMITED[db.dialect.name]
+            claimed: set[str] = set()
             for (project, loop), (limit, ids) in lanes.items():
-                claimed.update(db.execute(claim, {
+                claimed.update(db.execute(statement, {
                     "b_ids": ids, "b_project": project, "b_loop": loop, "b_limit": limit,
                     "b_now": now}).scalars())
-        return claimed
+            return claimed
+        return self.writes.write(claim)
 
     def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
