@@ -44,6 +44,7 @@ from tsq import explain
 from tsq.collector import collector_paused
 from tsq.connectors import blockstore
 from tsq.connectors.base import Capabilities, label_values
+from tsq.connectors.duckcursors import Cursors
 from tsq.connectors.head import Head
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
 from tsq.connectors.pastbuffer import PAST_POINTS, PastBuffer
@@ -136,6 +137,7 @@ class EmbeddedStore:
         PAST_POINTS)."""
         self._past_points = PAST_POINTS if past_points is None else past_points
         self._db = _connect(str(path))
+        self._cursors = Cursors(self._db, STORE_DATABASE)
         self._wal = None if str(path) == ":memory:" else Path(f"{path}{WAL_SUFFIX}")
         self._write_lock = threading.Lock()
         self._unfolded = 0  # rows written to the table since it was last folded
@@ -222,6 +224,7 @@ class EmbeddedStore:
         for log_ in (self._log, self._past_log):
             if log_ is not None:
                 log_.close()
+        self._cursors.close()
         self._db.close()
 
     # -- reading ---------------------------------------------------------------------------
@@ -356,11 +359,10 @@ class EmbeddedStore:
         rows, blocks = stored
         if not rows and not blocks:
             return []
-        cursor = _cursor(self._db)
         both = rows and blocks
-        if both:
-            cursor.begin()
-        try:
+        with self._cursors.borrowed() as cursor:
+            if both:
+                cursor.begin()
             where, params, wanted = _where(cursor, ids)
             low_ts, high_ts = _low(start), _high(end)
             parts: list[Points | Blocks] = []
@@ -372,8 +374,7 @@ class EmbeddedStore:
                 parts.extend(blockstore.read(cursor, where, params, low_ts, high_ts))
             if both:
                 cursor.commit()
-        finally:
-            cursor.close()
+            cursor.unregister(WANTED)  # if `_where` made it: the kept cursor lets it go
         if wanted is None:
             return parts
         low = int(ids.min())
@@ -681,16 +682,14 @@ class EmbeddedStore:
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB transaction on a cursor of its own, rolled back if it fails."""
-        db = _cursor(self._db)
-        db.execute("BEGIN TRANSACTION")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+        with self._cursors.borrowed() as db:
+            db.execute("BEGIN TRANSACTION")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         self._checkpoint_if_long()
 
     def _checkpoint_if_long(self) -> None:
@@ -856,13 +855,7 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
 
 
 STORE_DATABASE = "store"  # the name the store's file is attached by
-
-
-def _cursor(db: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """A cursor of `db` on the store's database (a cursor starts in DuckDB's own)."""
-    cursor = db.cursor()
-    cursor.execute(f"USE {STORE_DATABASE}")
-    return cursor
+WANTED = "wanted"  # the series ids of a read of many, scattered ones, as a view of its cursor
 
 
 def _attached(path: str) -> duckdb.DuckDBPyConnection:
@@ -972,8 +965,8 @@ def _where(cursor: duckdb.DuckDBPyConnection, ids: npt.NDArray[np.int64]
             wanted = np.zeros(high - low + 1, dtype=bool)
             wanted[ids - low] = True
         return "sid BETWEEN $3 AND $4", [low, high], wanted
-    cursor.register("wanted", _frame({"sid": ids}))
-    return "sid IN (SELECT sid FROM wanted)", [], None
+    cursor.register(WANTED, _frame({"sid": ids}))
+    return f"sid IN (SELECT sid FROM {WANTED})", [], None
 
 
 def _grouped_step(group: Grouping, grouped: SeriesSet) -> str:
