@@ -308,6 +308,7 @@ def test_a_script_asked_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatc
     real = binder.parse_script
     monkeypatch.setattr(binder, "parse_script", lambda text: parsed.append(text) or real(text))
     binder._parsed.cache_clear()
+    binder._bound.cache_clear()
     source = 'select("cpu").where("dc=gra").last(1m)'
     assert binder.parse(source) == binder.parse(source)
     assert parsed == [source]
@@ -319,3 +320,28 @@ def test_a_script_asked_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatc
     long = source + "\n" * binder.PARSED_CHARS
     assert binder.parse(long) == binder.parse(long) == binder.parse(source)
     assert parsed == [source, bad, bad, long, long]  # too long to keep
+
+
+def test_a_script_asked_again_without_values_is_not_bound_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard's query binds once; a run's (its values change each time) binds each time,
+    each with its own values."""
+    from tsq.runtimes.tsl import binder
+
+    bound: list[str] = []
+    real = binder.bind
+    monkeypatch.setattr(binder, "bind", lambda script, source, **kw: bound.append(source)
+                        or real(script, source, **kw))
+    binder._bound.cache_clear()
+    source = 'select("cpu").where("dc=gra").last(n)'
+    with pytest.raises(TslError):
+        binder.parse(source)  # n is not defined: not kept
+    assert len(bound) == 1
+    asked = 'select("cpu").where("dc=gra").last(1m)'
+    first = binder.parse(asked)
+    assert binder.parse(asked) is first
+    assert binder.parse(asked, token="other") is not first  # the token is part of what binds
+    assert len(bound) == 3
+    one, two = binder.parse(source, values={"n": "1m"}), binder.parse(source, values={"n": "2m"})
+    assert one != two and len(bound) == 5
+    assert binder.parse(source, values={"n": "1m"}) == one and len(bound) == 6
