@@ -24,6 +24,7 @@ import csv
 import io
 import math
 import re
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -45,8 +46,14 @@ FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 MAX_ERRORS_SHOWN = 20
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-# Batches from this size on (a few hundred lines) are read by tsq.linescan's compiled pass
+# Batches from this size on (a few hundred lines) are read by tsq.linescan's compiled pass even
+# where it is not loaded yet (a second of numba's); once it is, it reads those from a few lines
+# on (a hundred in 0.2 ms; below LOADED_SCAN_CHARS, parsing line by line is as quick).
 SCAN_CHARS = 16_384
+LOADED_SCAN_CHARS = 256
+# Smaller batches that the pass does not read are read line by line: pandas' reader costs some
+# 3 ms whatever the batch, which parsing line by line reaches at about 30 KB.
+BULK_CHARS = 32_768
 MAX_STAMP_DIGITS = 25  # longer is out of range at any precision; int() of it would be slow
 
 
@@ -114,14 +121,22 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None, *,
     stamps = _Stamps(precision, scale)
     now = time.time_ns() if now_ns is None else now_ns
     default_ts = now - now % scale  # a point without a time gets the request's time
-    if scan and len(body) >= SCAN_CHARS:
+    if scan and (len(body) >= SCAN_CHARS or
+                 (len(body) >= LOADED_SCAN_CHARS and _scan_loaded())):
         scanned = _parse_scanned(body, stamps, default_ts)
         if scanned is not None:
             return scanned
-    bulk = _parse_bulk(body, stamps, default_ts)
-    if bulk is not None:
-        return bulk
+    if len(body) >= BULK_CHARS:
+        bulk = _parse_bulk(body, stamps, default_ts)
+        if bulk is not None:
+            return bulk
     return _parse_each(body, stamps, default_ts)
+
+
+def _scan_loaded() -> bool:
+    """Whether the compiled pass is loaded in this process (never loading it)."""
+    linescan = sys.modules.get("tsq.linescan")
+    return linescan is not None and bool(linescan.loaded())
 
 
 def _parse_each(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch:

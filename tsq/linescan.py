@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["Scanned", "scan"]
+__all__ = ["Scanned", "loaded", "scan"]
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)  # FNV-1a, 64 bits: keys and names by their bytes
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -56,6 +56,11 @@ class Scanned:
 
     def names(self, body: bytes) -> list[str]:
         return _texts(body, self.name_start, self.name_end, self.name_first)
+
+
+def loaded() -> bool:
+    """Whether the pass is compiled (or loaded from numba's cache) in this process."""
+    return bool(_scan.signatures and _coded.signatures and _same.signatures)
 
 
 def scan(body: bytes) -> Scanned | None:
