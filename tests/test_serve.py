@@ -266,3 +266,28 @@ def test_tsq_ui_prints_a_link_that_signs_the_browser_in(tmp_path: Path) -> None:
             signed = browser.get(link, follow_redirects=True)
             assert signed.status_code == 200 and "<title>Loops · tsq</title>" in signed.text
         assert tsq(tmp_path, "token", "admin").stdout.strip() == link.split("token=")[1]
+
+
+def test_the_server_loads_the_javascript_compiler_ahead_of_the_first_deploy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first deploy paid for importing the runtime and its first compile (80 ms of a
+    deploy that takes 7 after); `tsq serve` does both in a thread as it starts. A failure
+    there is left to the first deploy to report."""
+    from tsq import runtimes, server
+
+    asked: list[str] = []
+
+    class Runtime:
+        def prepare(self, source: str, file_name: str) -> None:
+            asked.append(file_name)
+            runtimes.create_runtime("js").prepare(source, file_name)  # a real compile
+
+    monkeypatch.setattr(runtimes, "get_runtime", lambda name: asked.append(name) or Runtime())
+    server._warm_deploys()
+    assert asked == ["js", "warm.js"]
+
+    def broken(name: str) -> object:
+        raise RuntimeError("no V8 here")
+
+    monkeypatch.setattr(runtimes, "get_runtime", broken)
+    server._warm_deploys()  # no exception: the first deploy will say what is wrong
