@@ -78,12 +78,17 @@ runs = sa.Table(
     sa.Column("init_ms", sa.Float, nullable=True),  # of the duration, before the handler ran
     sa.UniqueConstraint("project", "key", name="uq_runs_project_key"),
     sa.Index("ix_runs_loop_queued", "project", "loop", "queued_ms"),
-    sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_event_scheduled", "project", "loop", "event", "scheduled_ms"),
     sa.Index("ix_runs_pipeline", "pipeline_id"),
     sa.Index("ix_runs_parent", "parent_id"),
     sa.Index("ix_runs_loop_window", "project", "loop", "window_start_ms"),
 )
+# When a run stands for (its scheduled time, else when it was queued): listings show the newest
+# first, and without an index on it, the newest 50 of 300,000 runs took 400 ms (a sort of all).
+RUN_TIME = sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms)
+sa.Index("ix_runs_time", RUN_TIME)
+sa.Index("ix_runs_loop_time", runs.c.loop, RUN_TIME)
+sa.Index("ix_runs_status_time", runs.c.status, RUN_TIME)  # unfinished runs, in order
 
 loop_history = sa.Table(  # which version each loop's `latest` pointed at, and since when
     "loop_history", metadata,

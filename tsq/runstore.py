@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tsq import hotsql
 from tsq.clock import Clock, now_ms, wall
-from tsq.db import run_logs, runs, transaction
+from tsq.db import RUN_TIME, run_logs, runs, transaction
 from tsq.errors import Conflict, NotFound
 from tsq.groupcommit import GroupCommit, Write
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
@@ -350,7 +350,7 @@ class RunStore:
         with self.engine.connect() as db:
             rows = db.execute(
                 sa.select(runs).where(runs.c.status.in_([status.value for status in UNFINISHED]))
-                .order_by(sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms), runs.c.id))
+                .order_by(RUN_TIME, runs.c.id))
             return [_from_row(row) for row in rows]
 
     def queued_before(self, queued_ms: int) -> list[Run]:
@@ -498,8 +498,7 @@ class RunStore:
         # Newest first by the time a run stands for: its scheduled time, else when it was
         # queued. A backfill queues all its runs at once and they end in any order; by their
         # scheduled time they read as the history they fill in.
-        when = sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms)
-        query = query.order_by(when.desc(), runs.c.id.desc()).limit(where.limit)
+        query = query.order_by(RUN_TIME.desc(), runs.c.id.desc()).limit(where.limit)
         with self.engine.connect() as db:
             return [_from_row(row) for row in db.execute(query)]
 
