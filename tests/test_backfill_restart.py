@@ -26,8 +26,10 @@ functions:
   slow-hours:
     handler: slow.js
     max_concurrency: 1
-    events: [{hourly: {rate: R/2026-01-01T00:00:00Z/PT1H/ET1H}}]
+    events: [{hourly: {rate: R6/2026-01-01T00:00:00Z/PT1H/ET1H}}]
 """
+# Six times, all long past: the scheduler never fires while a test runs (an hour turning during
+# one made a scheduled run beside the backfill's), and the backfilled hours are all on it.
 # Each run leaves a point, so the test counts how often a scheduled time really ran; the
 # first one waits for a release point, so the service stops while it runs.
 SLOW = """export default async function (event) {
