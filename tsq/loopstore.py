@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 MAX_DEPLOY_ATTEMPTS = 5
 FOUND_FOR_S = 1.0  # how long find() trusts an answer (writes by this store clear it at once)
 FOUND_KEPT = 4096
-VERSIONS_READ = 500  # versions read by id at once
 VERSIONS_SPARE = 1024  # parsed versions kept beyond twice the live loops before a clear-out
 
 
@@ -200,7 +199,10 @@ class LoopStore:
             query = query.where(loops.c.project == project)
         with self.engine.connect() as db:
             rows = db.execute(query.order_by(loops.c.project, loops.c.name)).all()
-            kept = self._parsed_versions(db, [row.latest_version for row in rows])
+        kept = {vid: version for vid in {row.latest_version for row in rows}
+                if (version := self._versions.get(vid)) is not None}
+        kept.update((version.id, version) for version in self.versions_of(
+            row.latest_version for row in rows if row.latest_version not in kept))
         if project is None and len(self._versions) > 2 * len(rows) + VERSIONS_SPARE:
             self._versions = dict(kept)  # only the live ones stay
         return [StoredLoop(row.project, row.name, kept[row.latest_version]) for row in rows
@@ -212,17 +214,6 @@ class LoopStore:
         if version is None:
             version = self._versions[row.id] = self._to_version(row)
         return version
-
-    def _parsed_versions(self, db: Connection, ids: list[str]) -> dict[str, StoredVersion]:
-        """The versions `ids` (those that exist) by id, each parsed once per process."""
-        kept = self._versions
-        found = {vid: kept[vid] for vid in ids if vid in kept}
-        missing = [vid for vid in ids if vid not in found]
-        for start in range(0, len(missing), VERSIONS_READ):
-            for row in db.execute(sa.select(loop_versions).where(
-                    loop_versions.c.id.in_(missing[start:start + VERSIONS_READ]))):
-                found[row.id] = self._kept_version(row)
-        return found
 
     def deleted(self) -> list[tuple[StoredLoop, int]]:
         """The deleted loops, each at the version it had when deleted, with when (epoch ms)."""
@@ -247,14 +238,17 @@ class LoopStore:
 
     def versions_of(self, ids: Iterable[str]) -> list[StoredVersion]:
         """The versions with these ids, in one query a thousand ids (those not found left
-        out): what the runs a restart takes over run at."""
+        out), each parsed once per process: what the runs a restart takes over run at, and
+        the versions `live` has not parsed yet."""
         wanted = sorted(set(ids))
+        if not wanted:
+            return []
         found: list[StoredVersion] = []
         with self.engine.connect() as db:
             for first in range(0, len(wanted), 1000):
                 rows = db.execute(sa.select(loop_versions).where(
                     loop_versions.c.id.in_(wanted[first:first + 1000]))).all()
-                found.extend(self._to_version(row) for row in rows)
+                found.extend(self._kept_version(row) for row in rows)
         return found
 
     def rollback(self, project: str, name: str, to: str | int | None = None) -> StoredLoop:
