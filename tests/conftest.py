@@ -20,7 +20,7 @@ import uvicorn
 
 from tests import pgserver
 from tsq import db
-from tsq.api import create_app
+from tsq.api import create_server_app
 from tsq.config import Settings
 from tsq.service import Service
 
@@ -111,8 +111,8 @@ def free_port() -> int:
 def serving(service: Service) -> Iterator[str]:
     """A real uvicorn server on 127.0.0.1 around `service`; its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_server_app(service), host="127.0.0.1",
+                                           port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

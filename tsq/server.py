@@ -61,7 +61,7 @@ def serve(settings: Settings) -> None:
 def _run(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
-    from tsq.api import create_app
+    from tsq.api import create_server_app
     from tsq.service import Service
 
     url = _url(settings.host, int(sock.getsockname()[1]))
@@ -79,7 +79,7 @@ def _run(settings: Settings, sock: socket.socket) -> None:
         gc.freeze()
         threading.Thread(target=_warm_deploys, name="tsq-warm-deploys", daemon=True).start()
         server = uvicorn.Server(uvicorn.Config(
-            create_app(service), log_config=None, log_level=None, access_log=False,
+            create_server_app(service), log_config=None, log_level=None, access_log=False,
             timeout_graceful_shutdown=5))
         settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
         taken = f"; took over {interrupted} unfinished runs" if interrupted else ""

@@ -1,0 +1,133 @@
+"""The write endpoints as a server answers them (`create_server_app`, beside FastAPI's layers)
+and as the FastAPI app does: the same answer to every request, good and bad."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tsq.api import WRITTEN_HEADER, create_app, create_server_app
+from tsq.config import Settings
+from tsq.selector import Selector
+from tsq.service import Service
+
+HEADERS_COMPARED = ("content-type", "retry-after", "www-authenticate", WRITTEN_HEADER.lower())
+BIG = b"x" * ((1 << 20) + 1)  # over the 1 MiB limit of the service below
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(Settings.load(tmp_path_factory.mktemp("data"), flags={"max_body_mb": 1}))
+    yield svc
+    svc.close()
+
+
+def _answers(app: Any, service: Service, *requests: dict[str, Any]
+             ) -> list[tuple[int, bytes, dict[str, str]]]:
+    """Each request's status, body and the headers compared, as `app` answers it."""
+    async def asked() -> list[tuple[int, bytes, dict[str, str]]]:
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app, raise_app_exceptions=False),
+                base_url="http://127.0.0.1",
+                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+            answers = [await client.request(request.get("method", "POST"), **{
+                key: value for key, value in request.items() if key != "method"})
+                for request in requests]
+        return [(answer.status_code, answer.content,
+                 {key: answer.headers[key] for key in HEADERS_COMPARED if key in answer.headers})
+                for answer in answers]
+
+    return asyncio.run(asked())
+
+
+REQUESTS: dict[str, dict[str, Any]] = {
+    "influx v1": {"url": "/write", "params": {"precision": "s", "db": "x"},
+                  "content": b"wp,host=a value=1 1\nwp,host=b value=2 1"},
+    "influx v2": {"url": "/api/v2/write", "params": {"precision": "ms", "bucket": "b"},
+                  "content": b"wp value=3 1000"},
+    "tsq": {"url": "/v1/write", "params": {"precision": "s"}, "content": b"wp value=4 2"},
+    "gzip": {"url": "/write", "content": gzip.compress(b"wp value=5 3000000000"),
+             "headers": {"Content-Encoding": "gzip"}},
+    "v2 precision": {"url": "/api/v2/write", "params": {"precision": "h"},
+                     "content": b"wp value=1 1"},
+    "bad line": {"url": "/v1/write", "content": b"wp value=1 1\nwp value=oops 2\n"},
+    "bad precision": {"url": "/write", "params": {"precision": "fortnight"},
+                      "content": b"wp value=1 1"},
+    "not utf-8": {"url": "/write", "content": b"wp,host=\xff value=1 1"},
+    "no token": {"url": "/write", "content": b"wp value=1 1",
+                 "headers": {"Authorization": ""}},
+    "wrong token": {"url": "/write", "content": b"wp value=1 1",
+                    "headers": {"Authorization": "Bearer nope"}},
+    "foreign host": {"url": "/write", "content": b"wp value=1 1",
+                     "headers": {"Host": "evil.example"}},
+    "foreign origin": {"url": "/write", "content": b"wp value=1 1",
+                       "headers": {"Origin": "http://evil.example"}},
+    "too large": {"url": "/write", "content": BIG},
+    "too large unzipped": {"url": "/write", "content": gzip.compress(BIG + BIG),
+                           "headers": {"Content-Encoding": "gzip"}},
+    "not gzip": {"url": "/write", "content": b"plain", "headers": {"Content-Encoding": "gzip"}},
+}
+EXPECTED_STATUS = {"influx v1": 204, "influx v2": 204, "tsq": 200, "gzip": 204,
+                   "v2 precision": 400, "bad line": 400, "bad precision": 400, "not utf-8": 400,
+                   "no token": 401, "wrong token": 401, "foreign host": 400,
+                   "foreign origin": 403, "too large": 413, "too large unzipped": 413,
+                   "not gzip": 400}
+
+
+@pytest.mark.parametrize("case", sorted(REQUESTS))
+def test_a_write_is_answered_alike_with_and_without_the_framework(service: Service,
+                                                                  case: str) -> None:
+    [through_app] = _answers(create_app(service), service, REQUESTS[case])
+    [through_server] = _answers(create_server_app(service), service, REQUESTS[case])
+    assert through_server == through_app
+    assert through_server[0] == EXPECTED_STATUS[case], through_server
+
+
+def test_the_writes_stored_and_counted(service: Service) -> None:
+    influx, tsq = _answers(create_server_app(service), service, {
+        "url": "/write", "params": {"precision": "s"},
+        "content": b"wp_count,host=a value=1 1\nwp_count,host=b value=2 1"}, {
+        "url": "/v1/write", "params": {"precision": "s"}, "content": b"wp_count value=3 1"})
+    assert influx == (204, b"", {WRITTEN_HEADER.lower(): "2"})
+    assert (tsq[0], tsq[1]) == (200, b'{"written":1}')
+    found = service.points().select(Selector("wp_count"))
+    assert sorted(found.values.tolist()) == [1.0, 2.0, 3.0]
+
+
+def test_an_unexpected_failure_is_answered_alike(service: Service,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "write_lines", broken)
+    answers = [_answers(make(service), service, REQUESTS["influx v1"])[0]
+               for make in (create_app, create_server_app)]
+    assert answers[0] == answers[1]
+    assert answers[1][0] == 500 and b"disk on fire" in answers[1][1]
+
+
+def test_a_server_answers_writes_without_the_framework_and_the_rest_through_it(
+        service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    server_app = create_server_app(service)
+    asked: list[str] = []
+
+    async def framework(scope: Any, receive: Any, send: Any) -> None:
+        asked.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    server_app.app = framework  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="tsq.api"):
+        answers = _answers(server_app, service, REQUESTS["influx v1"],
+                           {"method": "GET", "url": "/write"},  # not a write: the app's
+                           {"url": "/v1/query", "json": {}})
+    assert [status for status, _, _ in answers] == [204, 418, 418]
+    assert asked == ["GET /write", "POST /v1/query"]
+    assert any(record.getMessage().startswith("POST /write 204")
+               for record in caplog.records)  # the request log sees the writes too
