@@ -291,3 +291,30 @@ def test_the_server_loads_the_javascript_compiler_ahead_of_the_first_deploy(
 
     monkeypatch.setattr(runtimes, "get_runtime", broken)
     server._warm_deploys()  # no exception: the first deploy will say what is wrong
+
+
+def test_the_server_opens_the_store_ahead_of_the_first_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first write opened the store and loaded pyarrow (and with it pandas), 0.4-0.5 s;
+    `tsq serve` does both in a thread as it starts. A store that cannot open is left to the
+    first write to report."""
+    from connectors.embedded import STORE_FILE
+    from tsq import server
+    from tsq.config import Settings
+    from tsq.service import Service
+
+    service = Service(Settings.load(tmp_path / "data"))
+    try:
+        store_file = service.settings.data_dir / STORE_FILE
+        assert not store_file.exists()
+        server._warm_writes(service)
+        assert store_file.exists()
+        assert "pandas" in sys.modules
+    finally:
+        service.close()
+
+    def unopenable(_self: Service) -> object:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(Service, "store", property(unopenable))
+    server._warm_writes(service)  # no exception: the first write will say what is wrong
