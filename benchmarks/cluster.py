@@ -2,7 +2,7 @@
 processes:
 
 - deploy → live on 4 worker processes: from the deploy request to each process's log line
-  saying it follows the change;
+  saying it follows the change, once the processes have settled after their start;
 - no-op runs through the work queue, api + 2 worker processes, beside one process with 2
   workers (the single-process run path), the same requests from the same client;
 - scheduler failover: a leader killed with SIGKILL, to the next run record the standby creates;
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import sqlalchemy as sa
 
 from benchmarks.report import Report
@@ -75,6 +76,7 @@ def _deploys(report: Report, root: Path, nats: NatsServer, databases: _Databases
     try:
         api = cluster.start("api", "api")
         workers = [cluster.start(f"w{i}", "worker", store_url=api.url) for i in range(4)]
+        _settled([api, *workers])
         delays: list[float] = []
         with httpx.Client(base_url=api.url, timeout=60) as client:
             for i in range(times):
@@ -89,6 +91,27 @@ def _deploys(report: Report, root: Path, nats: NatsServer, databases: _Databases
         report.add("cluster_deploy", "deploy live on 4 worker processes", delays)
     finally:
         cluster.close()
+
+
+def _settled(processes: list[TsqProcess], quiet_cpu_s: float = 0.05, interval_s: float = 0.5,
+             timeout_s: float = 30.0) -> None:
+    """Wait until `processes` have finished starting: their imports, compiles and warm-ups in
+    threads after they answer (five processes starting on two cores made the first deploys
+    wait behind them, 100-250 ms: a measure of the start, not of a deploy). Settled is less
+    than `quiet_cpu_s` of CPU over `interval_s`, all together."""
+    watched = [psutil.Process(p.process.pid) for p in processes if p.process is not None]
+
+    def used() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in watched)
+
+    deadline = time.monotonic() + timeout_s
+    before = used()
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)
+        now = used()
+        if now - before < quiet_cpu_s:
+            return
+        before = now
 
 
 def _followed(worker: TsqProcess, loop: str, timeout_s: float = 10.0) -> float:

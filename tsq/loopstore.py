@@ -105,9 +105,12 @@ class LoopStore:
             try:
                 with transaction(self.engine) as db:
                     created = [self._deploy_one(db, item, also) for item in items]
+                    # read back in the transaction: no connection of its own for each
+                    stored = [self._found_in(db, item.spec.name, item.spec.project)[0]
+                              for item in items]
                 self.forget()
-                outcomes = [DeployOutcome(self.get(item.spec.project, item.spec.name), new)
-                            for item, new in zip(items, created, strict=True)]
+                outcomes = [DeployOutcome(loop, new)
+                            for loop, new in zip(stored, created, strict=True)]
                 for outcome in outcomes:
                     _log_deploy(outcome)
                 return outcomes
@@ -171,16 +174,19 @@ class LoopStore:
         if hit is not None and now - hit[0] < FOUND_FOR_S:
             return list(hit[1])
         with self.engine.connect() as db:
-            if project is None:
-                rows = db.execute(_FIND_ANYWHERE, {"b_name": name}).all()
-            else:
-                rows = db.execute(_FIND_IN, {"b_name": name, "b_project": project}).all()
-        found = [StoredLoop(r.project, r.name, self._kept_version(r)) for r in rows]
+            found = self._found_in(db, name, project)
         if len(self._found) >= FOUND_KEPT:
             self._found.clear()
         if generation == self._generation:
             self._found[key] = (now, found)
         return list(found)
+
+    def _found_in(self, db: Connection, name: str, project: str | None) -> list[StoredLoop]:
+        if project is None:
+            rows = db.execute(_FIND_ANYWHERE, {"b_name": name}).all()
+        else:
+            rows = db.execute(_FIND_IN, {"b_name": name, "b_project": project}).all()
+        return [StoredLoop(r.project, r.name, self._kept_version(r)) for r in rows]
 
     def forget(self) -> None:
         """This store (or another process of a cluster) wrote: what find() remembers may be

@@ -319,7 +319,7 @@ class Service:
                             f"{project}` at the top of the file")
         # one transaction for the whole file, schedules included: a crash part-way deploys none
         outcomes = self.loops.deploy_all(items, also=self.schedules.deployed)
-        self._loops_changed([(o.loop.project, o.loop.name) for o in outcomes])
+        self._announce([(o.loop.project, o.loop.name, o.loop.latest) for o in outcomes])
         return {"loops": [{**o.loop.to_json(), "created": o.created} for o in outcomes]}
 
     def list_loops(self, project: str | None = None) -> dict[str, Any]:
@@ -356,19 +356,28 @@ class Service:
         return {"deleted": name, "project": loop.project}
 
     def _loops_changed(self, changed: list[tuple[str, str]]) -> None:
-        """Schedules, `after:` triggers and jobs follow a deploy, rollback or delete at once;
-        what reads every loop runs once per change, not once per loop of a file."""
-        versions: list[tuple[str, str, dict[str, Any] | None]] = []
+        """A rollback or delete: the loops' schedules recorded, then followed (`_announce`);
+        what reads every loop runs once per change, not once per loop."""
+        live: list[tuple[str, str, StoredVersion | None]] = []
         for project, name in changed:
             try:
                 latest: StoredVersion | None = self.loops.get(project, name).latest
             except NotFound:
                 latest = None
             self.schedules.sync(project, name, latest.spec if latest else None)
-            versions.append((project, name, latest.to_json() if latest else None))
-        self._follow_loops(changed)
-        if self.cluster is not None:
-            self.cluster.loops_changed(versions)
+            live.append((project, name, latest))
+        self._announce(live)
+
+    def _announce(self, live: list[tuple[str, str, StoredVersion | None]]) -> None:
+        """Loops now at these versions (None: deleted), their schedules recorded: the other
+        processes of a cluster hear first and follow while this one does (a deploy was live
+        on the workers only once this process had read every loop again)."""
+        try:
+            if self.cluster is not None:
+                self.cluster.loops_changed([(project, name, latest.to_json() if latest else None)
+                                            for project, name, latest in live])
+        finally:  # NATS out of reach or not: the change is stored, and this process follows it
+            self._follow_loops([(project, name) for project, name, _ in live])
 
     def _follow_loops(self, changed: list[tuple[str, str]]) -> None:
         """What this process does when loops change, wherever they were changed."""
