@@ -3,7 +3,8 @@ VictoriaMetrics 1.79 `/write` and InfluxDB 1.6 `/write` (each started here on 12
 temporary data directory; `apt-get install victoria-metrics influxdb`), from one client and from
 four clients at once (each sending its share of the batches in turn). Every store is counted
 afterwards: every point must be there. Each store takes one batch of another measurement
-before the clock starts, its first write's loads out of the rate.
+before the clock starts, its first write's loads out of the rate. Each store's CPU (its process
+and children, from the OS) is noted beside its rate: per point, and the cores it kept busy.
 
 The points are sent twice over, to fresh stores: as a past day (the rollup benchmark's
 2026-01-01, which tsq keeps in its DuckDB table) and as the newest 72 minutes (the same points
@@ -16,11 +17,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import psutil
 
 from benchmarks import victoriametrics
 from benchmarks.influxdb import available, free_port, influxdb
@@ -53,6 +56,25 @@ def batches(points: int, newest: bool = False) -> list[bytes]:
     lines = [f"cpu,host=web{(i // per_host):03d},dc={dcs[(i // per_host) % 4]} "
              f"value={data['values'][i]:.2f} {data['timestamps'][i]}" for i in order[:points]]
     return ["\n".join(lines[i:i + BATCH]).encode() for i in range(0, len(lines), BATCH)]
+
+
+def _server_cpu(url: str) -> Callable[[], float]:
+    """The CPU seconds used so far by the server listening at `url`'s port and its child
+    processes (tsq's parsing helper): how much of the machine a rate took."""
+    port = urlsplit(url).port
+    pid = next(c.pid for c in psutil.net_connections("tcp")
+               if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port)
+    server = psutil.Process(pid)
+
+    def used() -> float:
+        total = 0.0
+        for process in (server, *server.children(recursive=True)):
+            with suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    return used
 
 
 def _warmup(body: bytes) -> bytes:
@@ -93,10 +115,14 @@ def run(report: Report, *, quick: bool) -> None:
         points = sum(body.count(b"\n") + 1 for body in bodies)
         for clients in CLIENTS:
             rates: dict[str, float] = {}
+            cpu_s: dict[str, float] = {}
             for impl, store in stores.items():
                 with contextmanager(store)() as ((url, params, headers), counted):
                     _post_all(url, params, [_warmup(bodies[0])], headers)  # not timed
+                    used = _server_cpu(url)
+                    before = used()
                     elapsed = _post_all(url, params, bodies, headers, clients)
+                    cpu_s[impl] = used() - before
                     stored = counted()
                 if stored != points:
                     raise RuntimeError(f"{impl} stored {stored} of {points} points")
@@ -106,7 +132,10 @@ def run(report: Report, *, quick: bool) -> None:
             for impl, rate in sorted(rates.items(), key=lambda item: item[0] == TSQ):
                 name = f"{impl}, {when}, {clients} client(s)"
                 report.add("ingest", name, [points / rate], None if impl != TSQ else peers)
-                report.note("ingest", name, {"points": points, "points_per_s": round(rate)})
+                report.note("ingest", name, {
+                    "points": points, "points_per_s": round(rate),
+                    "server_cpu_us_per_point": round(cpu_s[impl] / points * 1e6, 3),
+                    "server_cores": round(cpu_s[impl] * rate / points, 2)})
 
 
 def _tsq() -> Iterator[tuple[Target, Callable[[], int]]]:
