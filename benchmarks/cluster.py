@@ -26,7 +26,7 @@ import httpx
 import psutil
 import sqlalchemy as sa
 
-from benchmarks.report import Report
+from benchmarks.report import Report, cpu_s
 from tests.cluster.processes import Cluster, TsqProcess
 from tests.natsserver import NatsServer
 from tests.pgserver import PostgresServer, postgres_server
@@ -100,15 +100,11 @@ def _settled(processes: list[TsqProcess], quiet_cpu_s: float = 0.05, interval_s:
     wait behind them, 100-250 ms: a measure of the start, not of a deploy). Settled is less
     than `quiet_cpu_s` of CPU over `interval_s`, all together."""
     watched = [psutil.Process(p.process.pid) for p in processes if p.process is not None]
-
-    def used() -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in watched)
-
     deadline = time.monotonic() + timeout_s
-    before = used()
+    before = cpu_s(watched)
     while time.monotonic() < deadline:
         time.sleep(interval_s)
-        now = used()
+        now = cpu_s(watched)
         if now - before < quiet_cpu_s:
             return
         before = now

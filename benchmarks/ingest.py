@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ import psutil
 
 from benchmarks import victoriametrics
 from benchmarks.influxdb import available, free_port, influxdb
-from benchmarks.report import Report
+from benchmarks.report import Report, cpu_s
 from benchmarks.rollup import DAY_NS, START_NS, make_data
 from benchmarks.scheduler import _Serve
 
@@ -65,16 +65,7 @@ def _server_cpu(url: str) -> Callable[[], float]:
     pid = next(c.pid for c in psutil.net_connections("tcp")
                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port)
     server = psutil.Process(pid)
-
-    def used() -> float:
-        total = 0.0
-        for process in (server, *server.children(recursive=True)):
-            with suppress(psutil.NoSuchProcess):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
-
-    return used
+    return lambda: cpu_s([server, *server.children(recursive=True)])
 
 
 def _warmup(body: bytes) -> bytes:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 RESULTS = Path(__file__).parent / "results" / "results.jsonl"
 
@@ -70,3 +73,14 @@ def timed(call: Callable[[], object], repeat: int, *, warm: int = 0) -> list[flo
         call()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def cpu_s(processes: Iterable[psutil.Process]) -> float:
+    """The CPU seconds (user and system) `processes` have used so far, from the OS; one that
+    is gone counts nothing."""
+    total = 0.0
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total

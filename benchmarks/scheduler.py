@@ -28,7 +28,7 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from benchmarks.report import Report
+from benchmarks.report import Report, cpu_s
 from tsq.config import Settings
 from tsq.service import Service
 
@@ -101,9 +101,9 @@ def _tsq(report: Report, data: Path, loops: int, seconds: int) -> None:
     with _Serve(data, port) as first:
         started = time.time()
         process = psutil.Process(first.pid)
-        cpu = sum(process.cpu_times()[:2])
+        cpu = cpu_s([process])
         time.sleep(seconds)
-        cpu = (sum(process.cpu_times()[:2]) - cpu) / seconds
+        cpu = (cpu_s([process]) - cpu) / seconds
         first.send_signal(signal.SIGKILL)
         first.wait()
     killed = time.time()

@@ -174,9 +174,8 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPIOffline(title="tsq", version=__version__, default_response_class=OrjsonResponse,
                          static_url="/docs-assets",
                          dependencies=[Depends(_authorizer(service))])
-    app.add_middleware(_BodyLimit, limit=service.settings.max_body_bytes)
-    app.add_middleware(ForgeryGuard, hosts=_host_names(service))
-    app.add_middleware(_RequestLog)  # added last, so outermost: it sees the 413s too
+    for layer, options in _layers(service):
+        app.add_middleware(layer, **options)
     _install_error_handlers(app, service)
     _install_routes(app, service)
     apidoc.document(app)  # the error answers and the tokens, in the OpenAPI description
@@ -189,18 +188,18 @@ class _WritePath:
     """The line-protocol write endpoints answered beside FastAPI's layers (its routing,
     dependencies and exception middlewares): a 5,000-line write took 1.2 ms of the event
     loop's time with them, 0.9 without (measured per thread), and with four clients the event
-    loop shares one GIL with the writes. The same checks in the same order as `create_app`
-    makes them, with the same code: the request log, the host and origin check, the body
-    limit, the token, then the answer of the path (`WRITES`), its errors answered as the app's
-    handlers answer them. Every other request goes to the app."""
+    loop shares one GIL with the writes. The same checks in the same order as the app makes
+    them, with the same code: tsq's middleware (`_layers`: the request log, the host and origin
+    check, the body limit), the token, then the answer of the path (`WRITES`), its errors
+    answered as the app's handlers answer them. Every other request goes to the app."""
 
     def __init__(self, app: FastAPI, service: Service) -> None:
         self.app = app
         self.service = service
         self.authorize = _authorizer(service)
-        self.writes = _RequestLog(ForgeryGuard(
-            _BodyLimit(self._write, service.settings.max_body_bytes),
-            _host_names(service)))
+        self.writes: ASGIApp = self._write
+        for layer, options in _layers(service):
+            self.writes = layer(self.writes, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in WRITES:
@@ -222,8 +221,12 @@ class _WritePath:
         await response(scope, receive, send)
 
 
-def _host_names(service: Service) -> frozenset[str] | None:
-    return allowed_host_names(service.settings.host, service.settings.allowed_hosts)
+def _layers(service: Service) -> list[tuple[Callable[..., ASGIApp], dict[str, Any]]]:
+    """tsq's own middleware around every request, innermost first: the request log last, so
+    outermost, sees the 413s too."""
+    hosts = allowed_host_names(service.settings.host, service.settings.allowed_hosts)
+    return [(_BodyLimit, {"limit": service.settings.max_body_bytes}),
+            (ForgeryGuard, {"hosts": hosts}), (_RequestLog, {})]
 
 
 def _authorizer(service: Service) -> Callable[[Request], Awaitable[None]]:
