@@ -62,8 +62,10 @@ def _server_cpu(url: str) -> Callable[[], float]:
     """The CPU seconds used so far by the server listening at `url`'s port and its child
     processes (tsq's parsing helper): how much of the machine a rate took."""
     port = urlsplit(url).port
-    pid = next(c.pid for c in psutil.net_connections("tcp")
-               if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port)
+    pid = next((c.pid for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port), None)
+    if pid is None:
+        raise RuntimeError(f"no process of this machine listens on {url}'s port")
     server = psutil.Process(pid)
     return lambda: cpu_s([server, *server.children(recursive=True)])
 

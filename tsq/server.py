@@ -70,7 +70,7 @@ def _run(settings: Settings, sock: socket.socket) -> None:
 
     url = _url(settings.host, int(sock.getsockname()[1]))
     service = Service(settings)
-    warm_writes: threading.Thread | None = None
+    warming: threading.Thread | None = None
     try:
         interrupted = service.start()
         # The first writes are as fast as the rest: the compiled line-protocol scan is loaded
@@ -82,10 +82,9 @@ def _run(settings: Settings, sock: socket.socket) -> None:
         # server: frozen, the cycle collector no longer walks it at each full collection (a
         # few percent of a core with 10,000 loops).
         gc.freeze()
-        threading.Thread(target=_warm_deploys, name="tsq-warm-deploys", daemon=True).start()
-        warm_writes = threading.Thread(target=_warm_writes, args=(service,),
-                                       name="tsq-warm-writes", daemon=True)
-        warm_writes.start()
+        warming = threading.Thread(target=_warm_up, args=(service,), name="tsq-warm-up",
+                                   daemon=True)
+        warming.start()
         server = uvicorn.Server(uvicorn.Config(
             create_server_app(service), log_config=None, log_level=None, access_log=False,
             timeout_graceful_shutdown=5))
@@ -101,9 +100,16 @@ def _run(settings: Settings, sock: socket.socket) -> None:
         server.run(sockets=[sock])
     finally:
         settings.server_file.unlink(missing_ok=True)  # first: a second signal may cut close()
-        if warm_writes is not None:  # not a store opened after close() closed the others
-            warm_writes.join()
+        if warming is not None:  # not a store opened after close() closed the others
+            warming.join()
         service.close()
+
+
+def _warm_up(service: Service) -> None:
+    """What a first write and a first deploy would load, loaded in a thread as the server
+    starts answering: the writes' first, they come sooner."""
+    _warm_writes(service)
+    _warm_deploys()
 
 
 def _warm_deploys() -> None:
