@@ -218,15 +218,20 @@ class Head:
 
 def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:
     """`chunks` without the points at the (series, time) pairs given."""
-    pairs = _pairs(sid, ts)
+    among = _Among(sid, ts)
     low, high = int(ts.min()), int(ts.max())
+    ids = np.unique(sid)
     kept = []
     for chunk in chunks:
         if chunk.high >= low and chunk.low <= high:
-            # the times first, a pass in memory order: a write's span is narrow, and its
-            # series may be all a chunk holds (a retried batch)
-            rows = np.flatnonzero((chunk.ts >= low) & (chunk.ts <= high))
-            hit = rows[_among(chunk.sid[rows], chunk.ts[rows], sid, ts, pairs)]
+            # the write's series first, found by binary searches, then their times: a late
+            # write costs what its series hold here, not what the whole head does (writes
+            # from several clients at once arrive out of order all the time)
+            span = chunk.rows_of(ids, None)
+            times = chunk.ts[span]
+            inside = np.flatnonzero((times >= low) & (times <= high))
+            rows = inside + span.start if isinstance(span, slice) else span[inside]
+            hit = rows[among(chunk.sid[rows], chunk.ts[rows])]
             if len(hit):
                 keep = np.ones(len(chunk), dtype=bool)
                 keep[hit] = False
@@ -238,22 +243,28 @@ def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:
     return kept
 
 
-def _among(sid: npt.NDArray[Any], ts: Ints, their_sid: Ids, their_ts: Ints,
-           pairs: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """Whether each (sid, ts) is one of theirs (`pairs`, as `_pairs` makes them). A 64-bit mix
-    of the two finds it with a sort of integers, and the pair found is compared exactly; where
-    theirs mix to one number twice, the pairs themselves are sorted (a tenth as fast)."""
-    mixed = _mixed(their_sid, their_ts)
-    order = np.argsort(mixed)
-    ordered = mixed[order]
-    if len(ordered) > 1 and bool(np.any(ordered[1:] == ordered[:-1])):
-        return np.isin(_pairs(sid, ts), pairs)
-    mine = _mixed(sid, ts)
-    at = np.minimum(np.searchsorted(ordered, mine), len(ordered) - 1)
-    found = order[at]
-    same: npt.NDArray[np.bool_] = (ordered[at] == mine) & (their_sid[found] == sid)
-    same &= their_ts[found] == ts
-    return same
+class _Among:
+    """Whether (sid, ts) pairs are among theirs. A 64-bit mix of the two finds each with a
+    search of sorted integers (sorted once, for every chunk asked), and the pair found is
+    compared exactly; where theirs mix to one number twice, the pairs themselves are compared
+    (a tenth as fast)."""
+
+    def __init__(self, sid: Ids, ts: Ints) -> None:
+        self.sid, self.ts = sid, ts
+        mixed = _mixed(sid, ts)
+        self.order = np.argsort(mixed)
+        self.ordered = mixed[self.order]
+        self.collide = len(mixed) > 1 and bool(np.any(self.ordered[1:] == self.ordered[:-1]))
+
+    def __call__(self, sid: npt.NDArray[Any], ts: Ints) -> npt.NDArray[np.bool_]:
+        if self.collide:
+            return np.isin(_pairs(sid, ts), _pairs(self.sid, self.ts))
+        mine = _mixed(sid, ts)
+        at = np.minimum(np.searchsorted(self.ordered, mine), len(self.ordered) - 1)
+        found = self.order[at]
+        same: npt.NDArray[np.bool_] = (self.ordered[at] == mine) & (self.sid[found] == sid)
+        same &= self.ts[found] == ts
+        return same
 
 
 def _mixed(sid: npt.NDArray[Any], ts: Ints) -> npt.NDArray[np.uint64]:

@@ -392,7 +392,7 @@ def test_pairs_among_theirs_are_found_exactly(mine: list[tuple[int, int]],
                for i in (0, 1))
     their_sid = np.array([p[0] for p in theirs], np.int32)
     their_ts = np.array([p[1] * 10**9 for p in theirs], np.int64)
-    found = head._among(sid, ts * 10**9, their_sid, their_ts, head._pairs(their_sid, their_ts))
+    found = head._Among(their_sid, their_ts)(sid, ts * 10**9)
     assert found.tolist() == [(s, t) in {(a, b) for a, b in theirs} for s, t in mine]
 
 
