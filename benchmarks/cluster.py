@@ -45,7 +45,7 @@ def run(report: Report, *, quick: bool) -> None:
             databases = _Databases(postgres)
             _deploys(report, Path(root) / "deploys", nats, databases, 3 if quick else 20)
             _throughput(report, Path(root) / "throughput", nats, databases,
-                        40 if quick else 600)
+                        40 if quick else 2000)
             _failover(report, Path(root) / "failover", nats, databases, 1 if quick else 10)
             _publishes(report, nats, 1000 if quick else 50_000)
         _planning(report, 10_000 if quick else 1_000_000)
@@ -132,14 +132,14 @@ def _throughput(report: Report, root: Path, nats: NatsServer, databases: _Databa
                         {**_env(), "TSQ_WORKERS": "2", "TSQ_DATABASE_URL": databases.new()}, None)
     try:
         single.start()
+        _settled([single])
         alone = _burst(single.url, runs), _backfilled(single.url, runs)
     finally:
         single.stop()
     cluster = _cluster(root / "cluster", nats, "bthroughput", databases.new())
     try:
         api = cluster.start("api", "api")
-        for i in (1, 2):
-            cluster.start(f"w{i}", "worker", store_url=api.url)
+        _settled([api, *(cluster.start(f"w{i}", "worker", store_url=api.url) for i in (1, 2))])
         queued = _burst(api.url, runs), _backfilled(api.url, runs)
     finally:
         cluster.close()
