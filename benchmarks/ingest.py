@@ -60,7 +60,7 @@ def batches(points: int, newest: bool = False) -> list[bytes]:
 
 def _server_cpu(url: str) -> Callable[[], float]:
     """The CPU seconds used so far by the server listening at `url`'s port and its child
-    processes (tsq's parsing helper): how much of the machine a rate took."""
+    processes: how much of the machine a rate took."""
     port = urlsplit(url).port
     pid = next((c.pid for c in psutil.net_connections("tcp")
                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port), None)

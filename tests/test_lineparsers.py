@@ -1,23 +1,16 @@
-"""A server parses line protocol in place, or in its helper process while a parse is running in
-place; either way the batch is the same, and a dead helper costs no write."""
+"""Line protocol is parsed by the compiled scan once numba's code is loaded; a server reads with
+pandas' reader until then, without waiting for it, and the batch is the same either way."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 
-from tsq.lineparsers import HELPED_FROM_BYTES, CompiledLoad, LineParsers
+from tsq.lineparsers import CompiledLoad, LineParsers
 from tsq.lineprotocol import ParsedBatch, parse_lines
 
 BODY = "\n".join(f"cpu,host=h{i % 50},dc=gra value={i / 4} {1_700_000_000 + i}000000000"
@@ -33,62 +26,16 @@ def same(one: ParsedBatch, other: ParsedBatch) -> None:
 
 
 @pytest.fixture
-def parsers() -> Iterator[LineParsers]:
-    found = LineParsers(CompiledLoad())  # its own: the process's may be loaded already
-    yield found
-    found.close()
+def parsers() -> LineParsers:
+    return LineParsers(CompiledLoad())  # its own: the process's may be loaded already
 
 
-def test_a_cli_call_parses_in_place_and_starts_no_process(parsers: LineParsers) -> None:
-    assert len(BODY) >= HELPED_FROM_BYTES
-    same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))
-    assert parsers._helper is None
-
-
-def test_a_write_arriving_during_a_parse_is_parsed_by_the_helper(parsers: LineParsers) -> None:
-    parsers.start()
-    with parsers._here:  # a parse running in place
-        helped = parsers.parse(BODY, "ns")
-    same(helped, parse_lines(BODY, "ns"))
-    assert [n for n, _ in helped.errors] == [4001]
-    assert parsers._helper is not None
-
-
-def test_a_dead_helper_costs_no_write(parsers: LineParsers) -> None:
-    parsers.start()
-    helper = parsers._helper
-    assert helper is not None
-    helper.submit(int).result()  # its process is up
-    for process in list(helper._processes.values()):  # type: ignore[attr-defined]
-        os.kill(process.pid, signal.SIGKILL)
-        process.join(timeout=10)
-    with parsers._here:
-        same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))
-        assert parsers._helper is None
-        same(parsers.parse(BODY, "ns"), parse_lines(BODY, "ns"))  # a new helper
-    assert parsers._helper is not None and parsers._helper is not helper
-
-
-def test_the_helper_dies_with_the_server_kill_9_included(tmp_path: Path) -> None:
-    script = ("import time\nfrom tsq.lineparsers import LineParsers\n"
-              "if __name__ == '__main__':\n"
-              "    parsers = LineParsers()\n    parsers.start()\n"
-              "    helper = parsers._helper\n    helper.submit(int).result()\n"
-              "    print(*helper._processes, flush=True)\n    time.sleep(60)\n")
-    (tmp_path / "serve.py").write_text(script)
-    with subprocess.Popen([sys.executable, str(tmp_path / "serve.py")],
-                          stdout=subprocess.PIPE, text=True) as server:
-        try:
-            assert server.stdout is not None
-            (helper,) = (int(pid) for pid in server.stdout.readline().split())
-            assert psutil.pid_exists(helper)
-        finally:
-            server.kill()
-            server.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while psutil.pid_exists(helper) and psutil.Process(helper).status() != "zombie":
-        assert time.monotonic() < deadline, "the helper outlived the server"
-        time.sleep(0.05)
+def test_outside_a_server_a_parse_is_what_parse_lines_gives(parsers: LineParsers) -> None:
+    """Outside a server (`tsq write`, a notebook) a parse waits for nothing to load: the batch
+    is the scan's, and the same as `parse_lines` gives."""
+    parsed = parsers.parse(BODY, "ns")
+    same(parsed, parse_lines(BODY, "ns"))
+    assert [n for n, _ in parsed.errors] == [4001]
 
 
 def by_series(batch: ParsedBatch) -> dict[Any, tuple[list[int], list[float]]]:
@@ -119,7 +66,7 @@ def test_a_server_reads_without_the_compiled_scan_until_it_is_loaded(
         return parse_lines(body, *args, **kwargs)
 
     monkeypatch.setattr(lineparsers, "parse_lines", load_held)
-    parsers._helped = True  # a server's, without starting its helper
+    parsers._serving = True  # a server's, without `start` beginning the load
     assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
     assert loading.wait(10) and scanned == []  # read while the scan loads, not waiting for it
     loaded.set()

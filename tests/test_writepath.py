@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +133,44 @@ def test_a_server_answers_writes_without_the_framework_and_the_rest_through_it(
     assert asked == ["GET /write", "POST /v1/query"]
     assert any(record.getMessage().startswith("POST /write 204")
                for record in caplog.records)  # the request log sees the writes too
+
+
+def test_writes_arriving_together_are_stored_one_at_a_time_on_one_thread(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four writes sent at once: each is parsed and stored on the service's write thread, one
+    after the other (never two at once), and every point is there afterwards."""
+    real = service.write_lines
+    threads: list[str] = []
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def write_lines(*args: Any) -> dict[str, Any]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            threads.append(threading.current_thread().name)
+        try:
+            time.sleep(0.05)  # long enough for the others to arrive meanwhile
+            return real(*args)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(service, "write_lines", write_lines)
+    app = create_server_app(service)
+
+    async def together() -> list[int]:
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
+                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+            answers = await asyncio.gather(*(
+                client.post("/write", params={"precision": "s"},
+                            content=f"together,client=c{n} value={n} {n + 1}".encode())
+                for n in range(4)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(together()) == [204] * 4
+    assert most[0] == 1 and len(threads) == 4
+    assert all(name.startswith("tsq-write") for name in threads), threads
+    found = service.points().select(Selector("together"))
+    assert sorted(float(s.values[0]) for s in found) == [0.0, 1.0, 2.0, 3.0]

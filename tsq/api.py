@@ -430,8 +430,8 @@ async def _store_lines(service: Service, request: Request, precision: str) -> di
             text = body.decode()
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
-        written: dict[str, Any] = await run_in_threadpool(
-            service.write_lines, text, precision, access.who(request).project)
+        written: dict[str, Any] = await asyncio.wrap_future(service.line_writes.submit(
+            service.write_lines, text, precision, access.who(request).project))
     return written
 
 

@@ -1,35 +1,26 @@
-"""Where a server parses line protocol: on the writing thread, or, while a parse is already
-running there, in a helper process, so that concurrent writers use a second core.
+"""How line protocol is parsed: by one compiled pass over the bytes (`tsq.linescan`) once numba's
+code is loaded (`CompiledLoad`), by pandas' reader until then in a server, which does not make a
+write wait for the load.
 
-Parsing holds the GIL (pandas' C reader and the checks around it), so writes parsed on several
-threads at once take turns on one core, and handing the GIL over every few hundred
-microseconds made them slower than one at a time. One parse runs in the server process; a
-write arriving meanwhile sends its body to the helper and waits (the GIL free) for the
-SeriesSets, while the server goes on storing what was parsed. A single writer never pays the
-trip to the helper. The helper is started with the server (a CLI call parses in place) and dies
-with the thread that started it (`tsq.parentage`); if it dies, the write is parsed here and a
-new helper starts with the next one.
+A server takes its line-protocol writes one at a time, on one thread (`Service.line_writes`):
+parsing and storing hold the GIL for most of a write, and four writes at once on four threads
+(with a helper process parsing what waited) took 1.4-1.7 times the CPU a point that one at a
+time does, handing the GIL to each other every half millisecond: four clients wrote 0.69-1.03 M
+points a second that way, 0.82-1.20 M one write at a time (three rounds of three each, taking
+turns in one probe).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 from tsq.lineprotocol import SCAN_CHARS, ParsedBatch, parse_lines
-from tsq.parentage import die_with_parent
 
 __all__ = ["WRITE_PATH", "CompiledLoad", "LineParsers"]
 
 log = logging.getLogger(__name__)
 
-# Smaller bodies are parsed in place: the trip to the helper (the body there, the SeriesSets
-# back) costs about what parsing a few hundred lines does
-HELPED_FROM_BYTES = 32 * 1024
 WARM_BODY = "\n".join(f"warm value={n}.5 {n}" for n in range(SCAN_CHARS // 16))
 
 
@@ -91,51 +82,14 @@ WRITE_PATH = CompiledLoad()  # the process's
 class LineParsers:
     def __init__(self, compiled: CompiledLoad = WRITE_PATH) -> None:
         self.compiled = compiled
-        self._here = threading.Lock()
-        self._helper: ProcessPoolExecutor | None = None
-        self._helped = False  # a server's parsers: `start` makes them so
-        self._lock = threading.Lock()
+        self._serving = False  # a server's parsers: `start` makes them so
 
     def start(self) -> None:
-        """Use a helper process from now on, started now (its imports take half a second).
-        The helper parses a batch large enough for the compiled scan meanwhile, so that
-        numba is loaded there (and, once after an install, compiles the scan) before a write
-        waits for it; here, `compiled` loads it in a thread."""
-        self._helped = True
-        parse_lines("warm value=1 0")  # the imports here too: not in the first write
-        self._started().submit(parse_lines, WARM_BODY)
+        """Parse as a server does from now on: with the compiled scan once it is loaded, whose
+        loading begins now, in a thread."""
+        self._serving = True
+        parse_lines("warm value=1 0")  # the imports: not in the first write
         self.compiled.ready()
 
     def parse(self, body: str, precision: str) -> ParsedBatch:
-        scan = not self._helped or self.compiled.ready()
-        if not self._helped or len(body) < HELPED_FROM_BYTES:
-            with self._here:
-                return parse_lines(body, precision, scan=scan)
-        if self._here.acquire(blocking=False):
-            try:
-                return parse_lines(body, precision, scan=scan)
-            finally:
-                self._here.release()
-        now = time.time_ns()  # the request's time, for lines without one
-        try:
-            return self._started().submit(parse_lines, body, precision, now).result()
-        except BrokenProcessPool:
-            log.warning("the line-protocol helper process died; parsing here, and starting "
-                        "another with the next write")
-            with self._lock:
-                self._helper = None
-            return parse_lines(body, precision, now)
-
-    def close(self) -> None:
-        with self._lock:
-            helper, self._helper = self._helper, None
-        if helper is not None:
-            helper.shutdown(wait=False, cancel_futures=True)
-
-    def _started(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._helper is None:
-                self._helper = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=die_with_parent)
-            return self._helper
+        return parse_lines(body, precision, scan=not self._serving or self.compiled.ready())

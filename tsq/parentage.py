@@ -1,8 +1,8 @@
 """A child process that dies with its parent, kill -9 included.
 
 Linux sends a child a signal of its choice when the thread that started it ends
-(`PR_SET_PDEATHSIG`, prctl(2)); a process the supervisor started must not outlive it, whether it
-spins in V8 (a worker) or waits for lines to parse (the line-protocol helper)."""
+(`PR_SET_PDEATHSIG`, prctl(2)); a process the supervisor started must not outlive it, even one
+spinning in V8 (a worker)."""
 
 from __future__ import annotations
 

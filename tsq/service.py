@@ -118,7 +118,9 @@ class Service:
         self._pool: JobRunner | None = workers
         self._serving = False  # start() makes it a server, whose workers start at once
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
-        self.line_parsers = LineParsers()  # in place, or in a helper once serving
+        self.line_parsers = LineParsers()
+        # A server's line-protocol writes, one at a time (tsq.lineparsers says why)
+        self.line_writes = ThreadPoolExecutor(1, thread_name_prefix="tsq-write")
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
         self.connections = Connections(
@@ -296,7 +298,7 @@ class Service:
             self.scheduler.close()
         self.dispatcher.close()
         self.queries.shutdown(wait=False, cancel_futures=True)
-        self.line_parsers.close()
+        self.line_writes.shutdown(cancel_futures=True)  # the write begun ends before the store
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
