@@ -107,7 +107,7 @@ def test_an_unexpected_failure_is_answered_alike(service: Service,
     def broken(*_args: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(service, "write_lines", broken)
+    monkeypatch.setattr(service.line_parsers, "parse", broken)
     answers = [_answers(make(service), service, REQUESTS["influx v1"])[0]
                for make in (create_app, create_server_app)]
     assert answers[0] == answers[1]
@@ -135,42 +135,55 @@ def test_a_server_answers_writes_without_the_framework_and_the_rest_through_it(
                for record in caplog.records)  # the request log sees the writes too
 
 
-def test_writes_arriving_together_are_stored_one_at_a_time_on_one_thread(
+def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four writes sent at once: each is parsed and stored on the service's write thread, one
-    after the other (never two at once), and every point is there afterwards."""
-    real = service.write_lines
+    """Four writes sent at once, the first store write held: all parsed on the service's write
+    thread, never two at once; those that waited are stored as one write of the store (fewer
+    writes than requests), every point is there, and each request is answered for its own."""
+    real_parse, real_write = service.line_parsers.parse, service.store.write
     threads: list[str] = []
+    stored: list[int] = []
     inside, most = [0], [0]
     lock = threading.Lock()
 
-    def write_lines(*args: Any) -> dict[str, Any]:
+    def parse(*args: Any) -> Any:
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
             threads.append(threading.current_thread().name)
         try:
-            time.sleep(0.05)  # long enough for the others to arrive meanwhile
-            return real(*args)
+            return real_parse(*args)
         finally:
             with lock:
                 inside[0] -= 1
 
-    monkeypatch.setattr(service, "write_lines", write_lines)
+    def write(series: Any) -> int:
+        if series.points:
+            stored.append(series.points)
+            if len(stored) == 1:
+                time.sleep(0.2)  # the others arrive meanwhile
+        return real_write(series)
+
+    monkeypatch.setattr(service.line_parsers, "parse", parse)
+    monkeypatch.setattr(service.store, "write", write)
     app = create_server_app(service)
 
-    async def together() -> list[int]:
+    async def together() -> list[httpx.Response]:
         async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
                 headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
-            answers = await asyncio.gather(*(
-                client.post("/write", params={"precision": "s"},
-                            content=f"together,client=c{n} value={n} {n + 1}".encode())
+            return await asyncio.gather(*(
+                client.post("/v1/write", params={"precision": "s"}, content="\n".join(
+                    f"together,client=c{n} value={n} {n + 1 + k}" for k in range(n + 1)
+                ).encode())
                 for n in range(4)))
-        return [answer.status_code for answer in answers]
 
-    assert asyncio.run(together()) == [204] * 4
+    answers = asyncio.run(together())
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"written": n + 1}) for n in range(4)]
     assert most[0] == 1 and len(threads) == 4
     assert all(name.startswith("tsq-write") for name in threads), threads
+    assert len(stored) < 4 and sum(stored) == 1 + 2 + 3 + 4, stored
     found = service.points().select(Selector("together"))
-    assert sorted(float(s.values[0]) for s in found) == [0.0, 1.0, 2.0, 3.0]
+    assert sorted((s.labels["client"], len(s.values)) for s in found) == [
+        (f"c{n}", n + 1) for n in range(4)]

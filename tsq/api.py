@@ -431,7 +431,7 @@ async def _store_lines(service: Service, request: Request, precision: str) -> di
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
         written: dict[str, Any] = await asyncio.wrap_future(service.line_writes.submit(
-            service.write_lines, text, precision, access.who(request).project))
+            text, precision, access.who(request).project))
     return written
 
 

@@ -2,12 +2,8 @@
 code is loaded (`CompiledLoad`), by pandas' reader until then in a server, which does not make a
 write wait for the load.
 
-A server takes its line-protocol writes one at a time, on one thread (`Service.line_writes`):
-parsing and storing hold the GIL for most of a write, and four writes at once on four threads
-(with a helper process parsing what waited) took 1.4-1.7 times the CPU a point that one at a
-time does, handing the GIL to each other every half millisecond: four clients wrote 0.69-1.03 M
-points a second that way, 0.82-1.20 M one write at a time (three rounds of three each, taking
-turns in one probe).
+A server takes its line-protocol writes on one thread (`tsq.linewrites`), which parses them one
+at a time.
 """
 
 from __future__ import annotations

@@ -169,6 +169,34 @@ class SeriesSet:
                                   ).astype(np.int64))
 
     @classmethod
+    def merged(cls, sets: Sequence[SeriesSet]) -> SeriesSet:
+        """The points of `sets` as if written one set after another: a series in several sets
+        is one series, and of the points sharing one of its timestamps the last one stays."""
+        if len(sets) == 1:
+            return sets[0]
+        joined = cls.joined(sets)
+        of_key: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        firsts: list[int] = []
+        entry = np.empty(len(joined.names), np.int64)
+        for at, (name, labels) in enumerate(zip(joined.names, joined.labels, strict=True)):
+            known = of_key.setdefault((name, tuple(sorted(labels.items()))), len(of_key))
+            if known == len(firsts):
+                firsts.append(at)
+            entry[at] = known
+        if len(of_key) == len(joined.names):
+            return joined
+        point = np.repeat(entry, np.diff(joined.offsets))
+        # grouped by series, each one's points in the order of the sets (a stable sort, a radix
+        # sort on 16 bits where the series are that few); `normalized` then sorts by time
+        order = np.argsort(point.astype(np.uint16) if len(of_key) <= 1 << 16 else point,
+                           kind="stable")
+        counts = np.bincount(point, minlength=len(of_key))
+        return cls(tuple(joined.names[at] for at in firsts),
+                   tuple(joined.labels[at] for at in firsts),
+                   joined.timestamps[order], joined.values[order],
+                   np.concatenate(([0], np.cumsum(counts))).astype(np.int64)).normalized()
+
+    @classmethod
     def from_json(cls, items: Iterable[Mapping[str, Any]]) -> SeriesSet:
         return cls.from_series(
             (str(item["name"]), dict(item.get("labels") or {}),

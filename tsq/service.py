@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -47,6 +47,8 @@ from tsq.isotime import parse_time, time_field
 from tsq.late import LateLog, Watch
 from tsq.ledger import LedgerRange, ledger
 from tsq.lineparsers import LineParsers
+from tsq.lineprotocol import ParsedBatch
+from tsq.linewrites import LineWrite, LineWrites, Outcome
 from tsq.loopfile import FileReader, load_loop_file
 from tsq.loopstore import LoopStore, StoredLoop, StoredVersion
 from tsq.masking import mask_url
@@ -67,6 +69,7 @@ from tsq.scheduler import Scheduler
 from tsq.schedulestore import ScheduleStore
 from tsq.sealing import Sealer
 from tsq.selector import parse_selector
+from tsq.series import SeriesSet
 from tsq.shorthands import retention_from_json
 from tsq.tokens import TokenStore
 from tsq.trims import TrimStore, trimmed_window
@@ -119,8 +122,7 @@ class Service:
         self._serving = False  # start() makes it a server, whose workers start at once
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
         self.line_parsers = LineParsers()
-        # A server's line-protocol writes, one at a time (tsq.lineparsers says why)
-        self.line_writes = ThreadPoolExecutor(1, thread_name_prefix="tsq-write")
+        self.line_writes = LineWrites(self.write_lines_together)  # a server's (tsq.linewrites)
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
         self.connections = Connections(
@@ -298,7 +300,7 @@ class Service:
             self.scheduler.close()
         self.dispatcher.close()
         self.queries.shutdown(wait=False, cancel_futures=True)
-        self.line_writes.shutdown(cancel_futures=True)  # the write begun ends before the store
+        self.line_writes.close()  # what waits is stored, before the store closes
         self.notifier.close()
         if self._pool is not None:
             self._pool.close()
@@ -582,17 +584,50 @@ class Service:
                     project: str | None = None) -> dict[str, Any]:
         """Store InfluxDB line protocol (as `project`'s points, or shared: None);
         PartialWrite (after storing the good lines) if some lines were bad."""
+        batch = self._parsed_lines(body, precision, project)
+        _store_batches(self.points(project), [batch])
+        return _lines_written(batch)
+
+    def write_lines_together(self, writes: list[LineWrite]) -> list[Outcome]:
+        """Each write's answer as `write_lines` gives it (its result, or the error it raises),
+        the writes parsed one by one and stored as one write a project (tsq.linewrites): their
+        points as if written one after another. If that write fails, each is written alone,
+        so that an error is its own write's (a point written twice is replaced, not doubled)."""
+        outcomes: list[Outcome | None] = [None] * len(writes)
+        parsed: dict[str | None, list[tuple[int, ParsedBatch]]] = {}
+        for at, write in enumerate(writes):
+            try:
+                batch = self._parsed_lines(write.body, write.precision, write.project)
+            except Exception as exc:
+                outcomes[at] = exc
+            else:
+                parsed.setdefault(write.project, []).append((at, batch))
+        for project, batches in parsed.items():
+            store = self.points(project)
+            try:
+                _store_batches(store, [batch for _, batch in batches])
+            except Exception:
+                for at, batch in batches:
+                    try:
+                        _store_batches(store, [batch])
+                    except Exception as exc:
+                        outcomes[at] = exc
+            for at, batch in batches:
+                if outcomes[at] is None:
+                    try:
+                        outcomes[at] = _lines_written(batch)
+                    except PartialWrite as exc:
+                        outcomes[at] = exc
+        assert all(outcome is not None for outcome in outcomes)
+        return cast(list[Outcome], outcomes)
+
+    def _parsed_lines(self, body: str, precision: str, project: str | None) -> ParsedBatch:
+        """The batch, counted against the project's point rate (TooManyRequests: nothing is
+        stored) and in the metrics."""
         batch = self.line_parsers.parse(body, precision)
-        self.project_point_rate.take(project or SHARED, batch.points)  # nothing stored if not
+        self.project_point_rate.take(project or SHARED, batch.points)
         self.metrics.ingest("line", batch.points)
-        store = self.points(project)
-        for part in (batch.numbers, batch.strings):
-            store.write(part)
-        if batch.errors:
-            raise PartialWrite(batch.error_message(), details={
-                "written": batch.points,
-                "errors": [{"line": n, "message": why} for n, why in batch.errors]})
-        return {"written": batch.points}
+        return batch
 
     def list_runs(self, where: RunFilter) -> dict[str, Any]:
         """The runs `where` selects, newest first, each with `short_id`: the prefix of its id
@@ -724,3 +759,17 @@ def run_window(value: Any) -> tuple[datetime, datetime] | None:
         raise BadRequest(f"window must be {shape}: {wrong}")
     return time_field(value["start"], "window.start"), time_field(value["end"], "window.end")
 
+
+def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
+    """The batches' points in one write of the store each for numbers and for strings."""
+    for part in ("numbers", "strings"):
+        store.write(SeriesSet.merged([getattr(batch, part) for batch in batches]))
+
+
+def _lines_written(batch: ParsedBatch) -> dict[str, Any]:
+    """A stored batch's answer; PartialWrite if some of its lines were bad."""
+    if batch.errors:
+        raise PartialWrite(batch.error_message(), details={
+            "written": batch.points,
+            "errors": [{"line": n, "message": why} for n, why in batch.errors]})
+    return {"written": batch.points}

@@ -1,0 +1,136 @@
+"""A server's line-protocol writes taken by one thread, those that waited stored together: as if
+written one after another, each answered for its own lines, an error its own write's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tsq.config import Settings
+from tsq.errors import Conflict, PartialWrite
+from tsq.linewrites import LineWrite, LineWrites, Outcome
+from tsq.selector import Selector
+from tsq.series import SeriesSet
+from tsq.service import Service
+
+POINT = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([{}, {"h": "x"}, {"h": "y"}]),
+                  st.integers(0, 5), st.floats(-10, 10))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(POINT, max_size=8), min_size=1, max_size=4))
+def test_merged_sets_hold_the_points_of_writing_them_one_after_another(
+        writes: list[list[tuple[str, dict[str, str], int, float]]]) -> None:
+    expected: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, float]] = {}
+    sets = []
+    for write in writes:
+        one: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, float]] = {}
+        for name, labels, ts, value in write:
+            key = (name, tuple(sorted(labels.items())))
+            one.setdefault(key, {})[ts] = value
+            expected.setdefault(key, {})[ts] = value  # the last write of a time wins
+        sets.append(SeriesSet.from_series([
+            (name, dict(labels), list(points), list(points.values()))
+            for (name, labels), points in one.items()]).normalized())
+    merged = SeriesSet.merged(sets)
+    found = {(s.name, tuple(sorted(s.labels.items()))): dict(zip(
+        s.timestamps.tolist(), s.values.tolist(), strict=True)) for s in merged}
+    assert {key: points for key, points in found.items() if points} == \
+        {key: points for key, points in expected.items() if points}
+    assert len(found) == len({key for key, points in found.items() if points})  # one a series
+    for series in merged:  # each in time order, as a write of one set is
+        assert series.timestamps.tolist() == sorted(series.timestamps.tolist())
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(Settings.load(tmp_path))
+    yield svc
+    svc.close()
+
+
+def _values(service: Service, name: str) -> list[float]:
+    return [float(v) for s in service.points().select(Selector(name)) for v in s.values]
+
+
+def test_a_bad_write_among_others_fails_alone(service: Service) -> None:
+    """A write the store refuses (numbers into a series of text) fails alone; the others of its
+    group are stored, a partly bad one answered as when written alone."""
+    service.write_lines('words value="text" 1')
+    outcomes = service.write_lines_together([
+        LineWrite("fine value=1 1", "s", None),
+        LineWrite("words value=2 2", "s", None),
+        LineWrite("fine value=3 3\nnot a line", "s", None),
+        LineWrite("fine value=4 4", "s", None)])
+    assert outcomes[0] == {"written": 1} and outcomes[3] == {"written": 1}
+    assert isinstance(outcomes[1], Conflict)
+    assert isinstance(outcomes[2], PartialWrite) and outcomes[2].details["written"] == 1
+    assert _values(service, "fine") == [1.0, 3.0, 4.0]
+
+
+def test_writes_of_several_projects_go_to_their_own_points(service: Service) -> None:
+    outcomes = service.write_lines_together([LineWrite("mine value=1 1", "s", "p1"),
+                                             LineWrite("mine value=2 1", "s", "p2")])
+    assert outcomes == [{"written": 1}, {"written": 1}]
+    assert [float(s.values[0]) for s in service.points("p1").select(Selector("mine"))] == [1.0]
+    assert [float(s.values[0]) for s in service.points("p2").select(Selector("mine"))] == [2.0]
+
+
+def test_the_writing_thread_takes_what_waited_together_and_lives_through_errors() -> None:
+    groups: list[list[str]] = []
+    held = threading.Event()
+
+    def together(writes: list[LineWrite]) -> list[Outcome]:
+        groups.append([w.body for w in writes])
+        if len(groups) == 1:
+            assert held.wait(10)
+        if any(w.body == "boom" for w in writes):
+            raise RuntimeError("boom")
+        return [{"written": len(w.body)} for w in writes]
+
+    writes = LineWrites(together)
+    try:
+        first = writes.submit("one", "ns", None)
+        deadline = time.monotonic() + 10
+        while not groups:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        waiting = [writes.submit(body, "ns", None) for body in ("two", "three", "gone")]
+        assert waiting[2].cancel()  # its caller went away before it began: never stored
+        held.set()
+        assert [f.result(10) for f in (first, *waiting[:2])] == [
+            {"written": 3}, {"written": 3}, {"written": 5}]
+        with pytest.raises(CancelledError):
+            waiting[2].result(0)
+        failed = writes.submit("boom", "ns", None)
+        with pytest.raises(RuntimeError, match="boom"):
+            failed.result(10)
+        assert writes.submit("after", "ns", None).result(10) == {"written": 5}
+        assert groups == [["one"], ["two", "three"], ["boom"], ["after"]]
+    finally:
+        writes.close()
+
+
+def test_closing_stores_what_waits_then_takes_no_more() -> None:
+    taken: list[str] = []
+
+    def together(writes: list[LineWrite]) -> list[Any]:
+        time.sleep(0.05)
+        taken.extend(w.body for w in writes)
+        return [{"written": 1} for _ in writes]
+
+    writes = LineWrites(together)
+    answers = [writes.submit(str(n), "ns", None) for n in range(5)]
+    writes.close()
+    assert all(a.done() and a.result() == {"written": 1} for a in answers)
+    assert taken == ["0", "1", "2", "3", "4"]
+    with pytest.raises(RuntimeError, match="closing"):
+        writes.submit("late", "ns", None)
