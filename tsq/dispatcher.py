@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tsq.clock import Clock
+from tsq.draining import drain
 from tsq.errors import Conflict, HostError
 from tsq.executors import (
     TARGET,
@@ -431,7 +432,7 @@ class Dispatcher:
     # -- starting runs (tsq-dispatch) ------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        while (batch := _drain(self._ready)) is not None:
+        while (batch := drain(self._ready, BATCH)) is not None:
             try:
                 self._dispatch(batch)
             except Exception as exc:  # the store failed: these runs fail, dispatching goes on
@@ -591,7 +592,7 @@ class Dispatcher:
     # -- ending runs (tsq-settle) ----------------------------------------------------------
 
     def _settle_loop(self) -> None:
-        while (batch := _drain(self._ended)) is not None:
+        while (batch := drain(self._ended, BATCH)) is not None:
             self._settle_safely(batch)
 
     def _settle_safely(self, batch: list[_Ended]) -> None:
@@ -713,22 +714,6 @@ class Dispatcher:
 BATCH = 500  # runs per transaction, at most
 
 
-def _drain(items: queue.Queue[Any]) -> list[Any] | None:
-    """The next item and whatever else is waiting (up to BATCH); None once closed."""
-    first = items.get()
-    if first is None:
-        return None
-    batch = [first]
-    while len(batch) < BATCH:
-        try:
-            item = items.get_nowait()
-        except queue.Empty:
-            break
-        if item is None:
-            items.put(None)  # seen again by the next _drain, after this batch
-            break
-        batch.append(item)
-    return batch
 
 
 def _log_end(final: Run) -> None:

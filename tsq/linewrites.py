@@ -21,6 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from tsq.draining import drain
+
 __all__ = ["LineWrite", "LineWrites"]
 
 log = logging.getLogger(__name__)
@@ -66,20 +68,7 @@ class LineWrites:
         self._thread.join(timeout=60)
 
     def _take(self) -> None:
-        while True:
-            first = self._waiting.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < TOGETHER_MAX:
-                try:
-                    write = self._waiting.get_nowait()
-                except queue.Empty:
-                    break
-                if write is None:
-                    self._waiting.put(None)  # after this group
-                    break
-                group.append(write)
+        while (group := drain(self._waiting, TOGETHER_MAX)) is not None:
             # a write whose caller went away before it began is not stored
             group = [w for w in group if w.answer.set_running_or_notify_cancel()]
             if group:

@@ -37,6 +37,7 @@ from apscheduler.triggers.base import BaseTrigger
 from tsq import metronome
 from tsq.clock import Clock
 from tsq.dispatcher import Dispatcher
+from tsq.draining import drain
 from tsq.isotime import format_ms
 from tsq.loopstore import LoopStore, StoredLoop
 from tsq.outcomes import FailureKind, RunError, RunStatus
@@ -296,20 +297,7 @@ class Scheduler:
         self._queue.put((key, run_times))
 
     def _record_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < RECORD_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
+        while (batch := drain(self._queue, RECORD_BATCH)) is not None:
             self._record_until_done(batch)
 
     def _record_until_done(self, batch: list[tuple[str, list[datetime]]]) -> None:
