@@ -714,8 +714,6 @@ class Dispatcher:
 BATCH = 500  # runs per transaction, at most
 
 
-
-
 def _log_end(final: Run) -> None:
     """How a run ended: DEBUG for a success (there are many), WARNING for a failure or timeout
     (an expiry was said when it happened)."""

@@ -13,7 +13,6 @@ write at a time, 1.05-1.35 M taking what waited together (probes of three rounds
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from typing import Any
 from tsq.draining import drain
 
 __all__ = ["LineWrite", "LineWrites"]
-
-log = logging.getLogger(__name__)
 
 TOGETHER_MAX = 8  # writes stored as one, at most: a group's answers wait for all of it
 
