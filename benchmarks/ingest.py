@@ -108,14 +108,14 @@ def run(report: Report, *, quick: bool) -> None:
         points = sum(body.count(b"\n") + 1 for body in bodies)
         for clients in CLIENTS:
             rates: dict[str, float] = {}
-            cpu_s: dict[str, float] = {}
+            used_s: dict[str, float] = {}  # each store's CPU seconds for the batches
             for impl, store in stores.items():
                 with contextmanager(store)() as ((url, params, headers), counted):
                     _post_all(url, params, [_warmup(bodies[0])], headers)  # not timed
                     used = _server_cpu(url)
                     before = used()
                     elapsed = _post_all(url, params, bodies, headers, clients)
-                    cpu_s[impl] = used() - before
+                    used_s[impl] = used() - before
                     stored = counted()
                 if stored != points:
                     raise RuntimeError(f"{impl} stored {stored} of {points} points")
@@ -127,8 +127,8 @@ def run(report: Report, *, quick: bool) -> None:
                 report.add("ingest", name, [points / rate], None if impl != TSQ else peers)
                 report.note("ingest", name, {
                     "points": points, "points_per_s": round(rate),
-                    "server_cpu_us_per_point": round(cpu_s[impl] / points * 1e6, 3),
-                    "server_cores": round(cpu_s[impl] * rate / points, 2)})
+                    "server_cpu_us_per_point": round(used_s[impl] / points * 1e6, 3),
+                    "server_cores": round(used_s[impl] * rate / points, 2)})
 
 
 def _tsq() -> Iterator[tuple[Target, Callable[[], int]]]:
