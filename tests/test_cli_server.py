@@ -26,7 +26,7 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path: Path) -> None:
                           f"project_points_per_s, project_query_s_per_minute, max_concurrent_writes, "
                           f"pipeline_max_depth, "
                           f"pipeline_max_steps, log_level, "
-                          f"log_format, database_url, store_head_minutes, store_past_points, cluster, role, store_url, cluster_name, "
+                          f"log_format, database_url, store_head_minutes, store_past_points, store_cache_mb, cluster, role, store_url, cluster_name, "
                           f"cluster_ack_wait_s, cluster_max_deliver, cluster_lease_ttl_s\n")
     assert not (tmp_path / "server.json").exists()
 

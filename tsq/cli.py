@@ -154,6 +154,7 @@ DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", "--database", help=_help("database_url"), show_default=False)]
 HeadMinutes = Annotated[int | None, _flag("--store-head-minutes", "store_head_minutes")]
 PastPoints = Annotated[int | None, _flag("--store-past-points", "store_past_points")]
+CacheMb = Annotated[int | None, _flag("--store-cache-mb", "store_cache_mb")]
 Cluster = Annotated[str | None, _flag("--cluster", "cluster")]
 Role = Annotated[str | None, _flag("--role", "role")]
 StoreUrl = Annotated[str | None, _flag("--store-url", "store_url")]
@@ -182,6 +183,7 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
           pipeline_max_steps: MaxSteps = None, log_level: LogLevel = None,
           log_format: LogFormat = None, database_url: DatabaseUrl = None,
           store_head_minutes: HeadMinutes = None, store_past_points: PastPoints = None,
+          store_cache_mb: CacheMb = None,
           cluster: Cluster = None, role: Role = None,
           store_url: StoreUrl = None,
           cluster_name: ClusterName = None, cluster_ack_wait_s: AckWait = None,
@@ -205,7 +207,7 @@ def serve(host: Host = None, port: Port = None, allowed_hosts: AllowedHosts = No
              "pipeline_max_depth": pipeline_max_depth,
              "pipeline_max_steps": pipeline_max_steps, "log_level": log_level,
              "log_format": log_format, "store_head_minutes": store_head_minutes,
-             "store_past_points": store_past_points,
+             "store_past_points": store_past_points, "store_cache_mb": store_cache_mb,
              "cluster": cluster, "role": role,
              "store_url": store_url, "cluster_name": cluster_name,
              "cluster_ack_wait_s": cluster_ack_wait_s, "cluster_max_deliver": cluster_max_deliver,

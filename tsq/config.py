@@ -136,6 +136,8 @@ OPTIONS: tuple[Option, ...] = (
                                         "(into the past) held in memory, logged, before they "
                                         "go into its table together (0: each write at once)",
            0, 100_000_000),
+    Option("store_cache_mb", 256, "MiB of blocks of recent reads the embedded store keeps in "
+                                  "memory for the reads after them (0: none)", 0, 1_048_576),
     Option("cluster", "", "the NATS JetStream URL of the cluster this process joins "
                           "(docs/scale-out.md; empty: tsq is this one process)"),
     Option("role", "api,scheduler,worker", "what this cluster process does, comma-separated: "
@@ -211,6 +213,7 @@ class Settings:
     cluster: ClusterSettings | None = None  # None: one process, no cluster
     store_head_minutes: int = 120  # the span the embedded store keeps in memory
     store_past_points: int = 524288  # points behind the head the embedded store holds back
+    store_cache_mb: int = 256  # blocks of recent reads the embedded store keeps in memory
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, database_url: str | None = None, *,
@@ -257,6 +260,7 @@ class Settings:
             cluster=_cluster(text, number),
             store_head_minutes=number["store_head_minutes"],
             store_past_points=number["store_past_points"],
+            store_cache_mb=number["store_cache_mb"],
         )
 
     @property

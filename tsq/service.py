@@ -687,7 +687,7 @@ def _store_of(settings: Settings) -> Mapping[str, Any]:
     if settings.cluster is not None and settings.cluster.store_url:
         return {"type": "warp10", "url": settings.cluster.store_url}
     return {**DEFAULT_CONNECTOR, "head_minutes": settings.store_head_minutes,
-            "past_points": settings.store_past_points}
+            "past_points": settings.store_past_points, "cache_mb": settings.store_cache_mb}
 
 
 def _compile(runtime: str, source: str, file_name: str) -> None:
