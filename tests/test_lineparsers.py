@@ -56,7 +56,7 @@ def test_a_server_reads_without_the_compiled_scan_until_it_is_loaded(
     scanned: list[str] = []
     real = lineprotocol._parse_scanned
     monkeypatch.setattr(lineprotocol, "_parse_scanned",
-                        lambda body, *a: scanned.append(body[:4]) or real(body, *a))
+                        lambda raw, *a: scanned.append(raw[:4].decode()) or real(raw, *a))
     loading, loaded = threading.Event(), threading.Event()
 
     def load_held(body: str, *args: Any, **kwargs: Any) -> ParsedBatch:
@@ -69,11 +69,15 @@ def test_a_server_reads_without_the_compiled_scan_until_it_is_loaded(
     parsers._serving = True  # a server's, without `start` beginning the load
     assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
     assert loading.wait(10) and scanned == []  # read while the scan loads, not waiting for it
+    assert parsers.parse_joined([plain, plain], "ns") is None  # each alone, meanwhile
     loaded.set()
     assert parsers.compiled.wait(10)
     assert scanned == ["warm"]
     assert by_series(parsers.parse(plain, "ns")) == by_series(expected)
     assert scanned == ["warm", "cpu,"]
+    joined = parsers.parse_joined([plain, plain], "ns")
+    assert joined is not None and joined[1] == [expected.points] * 2
+    assert by_series(joined[0]) == by_series(expected)  # the same points again: replaced
 
 
 def test_the_compiled_code_is_loaded_once_and_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tsq.config import Settings
 from tsq.errors import Conflict, PartialWrite
+from tsq.lineprotocol import parse_joined, parse_lines
 from tsq.linewrites import LineWrite, LineWrites, Outcome
 from tsq.selector import Selector
 from tsq.series import SeriesSet
@@ -50,6 +51,34 @@ def test_merged_sets_hold_the_points_of_writing_them_one_after_another(
         assert series.timestamps.tolist() == sorted(series.timestamps.tolist())
 
 
+LINE = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["", ",h=x", ",h=y,z=1"]),
+                 st.sampled_from(["value", "f", "value=1,f"]), st.integers(0, 5),
+                 st.integers(-1000, 1000))
+
+
+def _points(series: SeriesSet) -> dict[Any, tuple[list[int], list[float]]]:
+    return {(s.name, tuple(sorted(s.labels.items()))): (s.timestamps.tolist(),
+                                                        s.values.tolist()) for s in series}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(LINE, min_size=1, max_size=8), min_size=1, max_size=4),
+       st.booleans())
+def test_writes_parsed_as_one_are_their_batches_merged(
+        writes: list[list[tuple[str, str, str, int, int]]], newline_after: bool) -> None:
+    """Several writes' lines parsed as one batch hold the points of each parsed alone, merged
+    as if written one after another; and each write's number of points is its own."""
+    bodies = ["\n".join(f"{name}{tags} {field}={value / 100} {ts}"
+                         for name, tags, field, ts, value in write) + "\n" * newline_after
+              for write in writes]
+    joined = parse_joined(bodies, "s")
+    assert joined is not None
+    batch, points = joined
+    alone = [parse_lines(body, "s") for body in bodies]
+    assert points == [one.points for one in alone] and batch.points == sum(points)
+    assert _points(batch.numbers) == _points(SeriesSet.merged([one.numbers for one in alone]))
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     svc = Service(Settings.load(tmp_path))
@@ -74,6 +103,32 @@ def test_a_bad_write_among_others_fails_alone(service: Service) -> None:
     assert isinstance(outcomes[1], Conflict)
     assert isinstance(outcomes[2], PartialWrite) and outcomes[2].details["written"] == 1
     assert _values(service, "fine") == [1.0, 3.0, 4.0]
+
+
+def test_writes_parsed_as_one_that_the_store_refuses_are_each_written_alone(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain writes are parsed as one batch; when the store refuses it, each is written alone,
+    so that the refusal is the one bad write's."""
+    service.write_lines('words value="text" 1')
+    joined: list[int] = []
+    real = service.line_parsers.parse_joined
+
+    def parse_joined(bodies: list[str], precision: str) -> Any:
+        found = real(bodies, precision)
+        joined.append(len(bodies) if found is not None else 0)
+        return found
+
+    monkeypatch.setattr(service.line_parsers, "parse_joined", parse_joined)
+    outcomes = service.write_lines_together([
+        LineWrite("fine value=1 1", "s", None),
+        LineWrite("words value=2 2", "s", None),
+        LineWrite("fine value=3 3\nfine value=4 4", "s", None),
+        LineWrite("fine value=5 5", "ms", None)])  # another precision: parsed apart
+    assert joined == [3]
+    assert outcomes[0] == {"written": 1} and outcomes[2] == {"written": 2}
+    assert outcomes[3] == {"written": 1}
+    assert isinstance(outcomes[1], Conflict)
+    assert _values(service, "fine") == [5.0, 1.0, 3.0, 4.0]  # 5 ms, then 1, 3 and 4 s
 
 
 def test_writes_of_several_projects_go_to_their_own_points(service: Service) -> None:

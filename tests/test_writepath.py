@@ -138,24 +138,29 @@ def test_a_server_answers_writes_without_the_framework_and_the_rest_through_it(
 def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four writes sent at once, the first store write held: all parsed on the service's write
-    thread, never two at once; those that waited are stored as one write of the store (fewer
-    writes than requests), every point is there, and each request is answered for its own."""
+    thread, never two at once, those that waited as one batch; they are stored as one write of
+    the store (fewer writes than requests), every point is there, and each request is answered
+    for its own."""
     real_parse, real_write = service.line_parsers.parse, service.store.write
-    threads: list[str] = []
+    real_joined = service.line_parsers.parse_joined
+    threads: list[str] = []  # each write's parse
     stored: list[int] = []
     inside, most = [0], [0]
     lock = threading.Lock()
 
-    def parse(*args: Any) -> Any:
-        with lock:
-            inside[0] += 1
-            most[0] = max(most[0], inside[0])
-            threads.append(threading.current_thread().name)
-        try:
-            return real_parse(*args)
-        finally:
+    def parsing(real: Any, writes: int) -> Any:
+        def parse(*args: Any) -> Any:
             with lock:
-                inside[0] -= 1
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                threads.extend([threading.current_thread().name] * writes(*args))
+            try:
+                return real(*args)
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+        return parse
 
     def write(series: Any) -> int:
         if series.points:
@@ -164,7 +169,9 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
                 time.sleep(0.2)  # the others arrive meanwhile
         return real_write(series)
 
-    monkeypatch.setattr(service.line_parsers, "parse", parse)
+    monkeypatch.setattr(service.line_parsers, "parse", parsing(real_parse, lambda *_: 1))
+    monkeypatch.setattr(service.line_parsers, "parse_joined",
+                        parsing(real_joined, lambda bodies, _: len(bodies)))
     monkeypatch.setattr(service.store, "write", write)
     app = create_server_app(service)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
-from tsq.lineprotocol import SCAN_CHARS, ParsedBatch, parse_lines
+from tsq.lineprotocol import SCAN_CHARS, ParsedBatch, parse_joined, parse_lines
 
 __all__ = ["WRITE_PATH", "CompiledLoad", "LineParsers"]
 
@@ -88,4 +89,12 @@ class LineParsers:
         self.compiled.ready()
 
     def parse(self, body: str, precision: str) -> ParsedBatch:
-        return parse_lines(body, precision, scan=not self._serving or self.compiled.ready())
+        return parse_lines(body, precision, scan=self._scanning())
+
+    def parse_joined(self, bodies: Sequence[str], precision: str
+                     ) -> tuple[ParsedBatch, list[int]] | None:
+        """`tsq.lineprotocol.parse_joined`: None until the compiled scan is loaded."""
+        return parse_joined(bodies, precision, scan=self._scanning())
+
+    def _scanning(self) -> bool:
+        return not self._serving or self.compiled.ready()

@@ -27,9 +27,10 @@ import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +38,10 @@ import numpy.typing as npt
 from tsq.errors import BadRequest
 from tsq.series import FIRST_NS, LAST_NS, SeriesSet
 
-__all__ = ["PRECISIONS", "ParsedBatch", "parse_lines"]
+if TYPE_CHECKING:
+    from tsq.linescan import Scanned
+
+__all__ = ["PRECISIONS", "ParsedBatch", "parse_joined", "parse_lines"]
 
 PRECISIONS = {"n": 1, "ns": 1, "u": 1_000, "us": 1_000, "µ": 1_000, "ms": 1_000_000,
               "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
@@ -114,23 +118,49 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None, *,
                 scan: bool = True) -> ParsedBatch:
     """The points of `body`; a large plain batch is read by the compiled pass (`tsq.linescan`)
     unless `scan` is False (numba not loaded yet: see `tsq.lineparsers`)."""
-    scale = PRECISIONS.get(precision)
-    if scale is None:
-        raise BadRequest(f"unknown precision {precision!r}; expected one of "
-                         f"{', '.join(p for p in PRECISIONS if p != 'µ')}")
-    stamps = _Stamps(precision, scale)
-    now = time.time_ns() if now_ns is None else now_ns
-    default_ts = now - now % scale  # a point without a time gets the request's time
+    stamps, default_ts = _stamps(precision, now_ns)
     if scan and (len(body) >= SCAN_CHARS or
                  (len(body) >= LOADED_SCAN_CHARS and _scan_loaded())):
-        scanned = _parse_scanned(body, stamps, default_ts)
+        scanned = _parse_scanned(body.encode(), stamps, default_ts)
         if scanned is not None:
-            return scanned
+            return scanned[0]
     if len(body) >= BULK_CHARS:
         bulk = _parse_bulk(body, stamps, default_ts)
         if bulk is not None:
             return bulk
     return _parse_each(body, stamps, default_ts)
+
+
+def parse_joined(bodies: Sequence[str], precision: str = "ns", now_ns: int | None = None, *,
+                 scan: bool = True) -> tuple[ParsedBatch, list[int]] | None:
+    """The points of `bodies` as if written one after another (a series in several is one
+    series; of the points of one time the last stays), parsed as one batch, and how many points
+    each body brought; None where the compiled pass does not take them all (a bad or unusual
+    line, or `scan` False: see `parse_lines`): then each is parsed alone. Several writes'
+    lines parsed together make each series' name and labels once, not once a write."""
+    stamps, default_ts = _stamps(precision, now_ns)
+    if not scan:
+        return None
+    raws = [body.encode() for body in bodies]
+    scanned = _parse_scanned(b"\n".join(raws), stamps, default_ts)
+    if scanned is None:
+        return None
+    batch, lines = scanned
+    # where each body begins in the joined bytes, and so which body each point's line is in
+    begins = np.cumsum([0] + [len(raw) + 1 for raw in raws[:-1]])
+    body_of = np.searchsorted(begins, lines.key_start[lines.field_line], "right") - 1
+    return batch, np.bincount(body_of, minlength=len(bodies)).tolist()
+
+
+def _stamps(precision: str, now_ns: int | None) -> tuple[_Stamps, int]:
+    """The precision's timestamps (BadRequest if there is no such precision), and the time
+    of a point written without one: the request's."""
+    scale = PRECISIONS.get(precision)
+    if scale is None:
+        raise BadRequest(f"unknown precision {precision!r}; expected one of "
+                         f"{', '.join(p for p in PRECISIONS if p != 'µ')}")
+    now = time.time_ns() if now_ns is None else now_ns
+    return _Stamps(precision, scale), now - now % scale
 
 
 def _scan_loaded() -> bool:
@@ -223,12 +253,13 @@ def _parse_bulk(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch | No
                   values)
 
 
-def _parse_scanned(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch | None:
-    """The whole batch read by one compiled pass (`tsq.linescan`) when it is plain; None
-    when it is not, or a timestamp is out of range: the other parsers then take it."""
+def _parse_scanned(raw: bytes, stamps: _Stamps, default_ts: int
+                   ) -> tuple[ParsedBatch, Scanned] | None:
+    """The whole batch read by one compiled pass (`tsq.linescan`) when it is plain, and its
+    lines as the pass found them; None when it is not, or a timestamp is out of range: the
+    other parsers then take it."""
     from tsq.linescan import scan
 
-    raw = body.encode()
     scanned = scan(raw)
     if scanned is None:
         return None
@@ -241,7 +272,7 @@ def _parse_scanned(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch |
     line_ts = line_stamp * stamps.scale
     line_ts[~scanned.has_stamp] = default_ts
     return _batch(*found, scanned.field_line, scanned.name_code, scanned.names(raw),
-                  line_ts[scanned.field_line], scanned.value)
+                  line_ts[scanned.field_line], scanned.value), scanned
 
 
 def _batch(codes: npt.NDArray[np.int64], heads: list[Head], line_of: npt.NDArray[np.int64],

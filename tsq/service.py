@@ -590,44 +590,64 @@ class Service:
 
     def write_lines_together(self, writes: list[LineWrite]) -> list[Outcome]:
         """Each write's answer as `write_lines` gives it (its result, or the error it raises),
-        the writes parsed one by one and stored as one write a project (tsq.linewrites): their
-        points as if written one after another. If that write fails, each is written alone,
-        so that an error is its own write's (a point written twice is replaced, not doubled)."""
+        the writes stored as one write a project (tsq.linewrites): their points as if written
+        one after another. A project's writes of one precision are parsed as one batch where
+        the compiled scan takes them all (each series' name and labels made once, not once a
+        write), else one by one. If the store refuses a project's write, each write is written
+        alone, so that an error is its own write's (a point written twice is replaced, not
+        doubled)."""
         outcomes: list[Outcome | None] = [None] * len(writes)
-        parsed: dict[str | None, list[tuple[int, ParsedBatch]]] = {}
-        for at, write in enumerate(writes):
+        parsed: dict[str | None, list[_Parsed]] = {}
+        for (project, precision), ats in _by_project(writes).items():
+            parsed.setdefault(project, []).extend(
+                self._parsed_writes(writes, ats, precision, project, outcomes))
+        for project, items in parsed.items():
+            store = self.points(project)
             try:
-                batch = self._parsed_lines(write.body, write.precision, write.project)
+                _store_batches(store, [item.batch for item in items])
+            except Exception:
+                for item in items:
+                    _stored_alone(store, self.line_parsers, writes, item, outcomes)
+            for item in items:
+                for at, answer in item.answers():
+                    if outcomes[at] is None:
+                        outcomes[at] = answer
+        assert all(outcome is not None for outcome in outcomes)
+        return cast(list[Outcome], outcomes)
+
+    def _parsed_writes(self, writes: list[LineWrite], ats: list[int], precision: str,
+                       project: str | None, outcomes: list[Outcome | None]) -> list[_Parsed]:
+        """The writes at `ats` (of one project and precision) parsed and counted: as one batch
+        where they can be, else each alone, a write that cannot be getting its error."""
+        if len(ats) > 1:
+            try:
+                joined = self.line_parsers.parse_joined([writes[at].body for at in ats],
+                                                        precision)
+                if joined is not None:
+                    self._counted(joined[0], project)
+                    return [_Parsed(ats, *joined)]
+            except Exception:  # parsed alone below, where each write gets its own error
+                pass
+        alone = []
+        for at in ats:
+            try:
+                batch = self._parsed_lines(writes[at].body, precision, project)
             except Exception as exc:
                 outcomes[at] = exc
             else:
-                parsed.setdefault(write.project, []).append((at, batch))
-        for project, batches in parsed.items():
-            store = self.points(project)
-            try:
-                _store_batches(store, [batch for _, batch in batches])
-            except Exception:
-                for at, batch in batches:
-                    try:
-                        _store_batches(store, [batch])
-                    except Exception as exc:
-                        outcomes[at] = exc
-            for at, batch in batches:
-                if outcomes[at] is None:
-                    try:
-                        outcomes[at] = _lines_written(batch)
-                    except PartialWrite as exc:
-                        outcomes[at] = exc
-        assert all(outcome is not None for outcome in outcomes)
-        return cast(list[Outcome], outcomes)
+                alone.append(_Parsed([at], batch, [batch.points]))
+        return alone
 
     def _parsed_lines(self, body: str, precision: str, project: str | None) -> ParsedBatch:
         """The batch, counted against the project's point rate (TooManyRequests: nothing is
         stored) and in the metrics."""
         batch = self.line_parsers.parse(body, precision)
+        self._counted(batch, project)
+        return batch
+
+    def _counted(self, batch: ParsedBatch, project: str | None) -> None:
         self.project_point_rate.take(project or SHARED, batch.points)
         self.metrics.ingest("line", batch.points)
-        return batch
 
     def list_runs(self, where: RunFilter) -> dict[str, Any]:
         """The runs `where` selects, newest first, each with `short_id`: the prefix of its id
@@ -764,6 +784,46 @@ def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
     """The batches' points in one write of the store each for numbers and for strings."""
     for part in ("numbers", "strings"):
         store.write(SeriesSet.merged([getattr(batch, part) for batch in batches]))
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """The batch of the line writes at `ats` (one, or several parsed as one), and how many
+    points each of them brought."""
+
+    ats: list[int]
+    batch: ParsedBatch
+    points: list[int]
+
+    def answers(self) -> list[tuple[int, Outcome]]:
+        """Each write's answer once its points are stored (a batch of several has no bad
+        lines: the compiled scan takes a batch whole or not at all)."""
+        if len(self.ats) > 1:
+            return [(at, {"written": n}) for at, n in zip(self.ats, self.points, strict=True)]
+        try:
+            return [(self.ats[0], _lines_written(self.batch))]
+        except PartialWrite as exc:
+            return [(self.ats[0], exc)]
+
+
+def _by_project(writes: list[LineWrite]) -> dict[tuple[str | None, str], list[int]]:
+    """The writes' places by project and precision, in the order they came."""
+    grouped: dict[tuple[str | None, str], list[int]] = {}
+    for at, write in enumerate(writes):
+        grouped.setdefault((write.project, write.precision), []).append(at)
+    return grouped
+
+
+def _stored_alone(store: Connector, parsers: LineParsers, writes: list[LineWrite],
+                  item: _Parsed, outcomes: list[Outcome | None]) -> None:
+    """Each write of `item` stored alone (parsed again where it was parsed with others): a
+    write the store refuses gets its error."""
+    for at in item.ats:
+        try:
+            _store_batches(store, [item.batch if len(item.ats) == 1 else
+                                   parsers.parse(writes[at].body, writes[at].precision)])
+        except Exception as exc:
+            outcomes[at] = exc
 
 
 def _lines_written(batch: ParsedBatch) -> dict[str, Any]:
