@@ -131,6 +131,20 @@ def test_writes_parsed_as_one_that_the_store_refuses_are_each_written_alone(
     assert _values(service, "fine") == [5.0, 1.0, 3.0, 4.0]  # 5 ms, then 1, 3 and 4 s
 
 
+def test_the_last_write_of_a_time_stays_whatever_the_precisions_between(
+        service: Service) -> None:
+    """Writes of one precision are parsed as one only in a row: a write of another precision
+    between them stays between them."""
+    outcomes = service.write_lines_together([
+        LineWrite("order value=1 1000000000", "ns", None),
+        LineWrite("order value=2 1000", "ms", None),
+        LineWrite("order value=3 1000", "ms", None),  # parsed with the one before
+        LineWrite("order value=4 1", "s", None),
+        LineWrite("order value=5 1000000000", "ns", None)])
+    assert outcomes == [{"written": 1}] * 5
+    assert _values(service, "order") == [5.0]
+
+
 def test_writes_of_several_projects_go_to_their_own_points(service: Service) -> None:
     outcomes = service.write_lines_together([LineWrite("mine value=1 1", "s", "p1"),
                                              LineWrite("mine value=2 1", "s", "p2")])

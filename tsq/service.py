@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import groupby, islice
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -591,14 +591,14 @@ class Service:
     def write_lines_together(self, writes: list[LineWrite]) -> list[Outcome]:
         """Each write's answer as `write_lines` gives it (its result, or the error it raises),
         the writes stored as one write a project (tsq.linewrites): their points as if written
-        one after another. A project's writes of one precision are parsed as one batch where
-        the compiled scan takes them all (each series' name and labels made once, not once a
-        write), else one by one. If the store refuses a project's write, each write is written
-        alone, so that an error is its own write's (a point written twice is replaced, not
-        doubled)."""
+        one after another. A project's writes in a row of one precision are parsed as one
+        batch where the compiled scan takes them all (each series' name and labels made once,
+        not once a write), else one by one. If the store refuses a project's write, each write
+        is written alone, so that an error is its own write's (a point written twice is
+        replaced, not doubled)."""
         outcomes: list[Outcome | None] = [None] * len(writes)
         parsed: dict[str | None, list[_Parsed]] = {}
-        for (project, precision), ats in _by_project(writes).items():
+        for project, precision, ats in _runs(writes):
             parsed.setdefault(project, []).extend(
                 self._parsed_writes(writes, ats, precision, project, outcomes))
         for project, items in parsed.items():
@@ -806,12 +806,15 @@ class _Parsed:
             return [(self.ats[0], exc)]
 
 
-def _by_project(writes: list[LineWrite]) -> dict[tuple[str | None, str], list[int]]:
-    """The writes' places by project and precision, in the order they came."""
-    grouped: dict[tuple[str | None, str], list[int]] = {}
+def _runs(writes: list[LineWrite]) -> list[tuple[str | None, str, list[int]]]:
+    """The writes' places by project, in the order they came, cut into runs of one precision
+    (the writes of a run can be parsed as one, and a project's runs stay in order: of points
+    at one time, the last written stays)."""
+    by_project: dict[str | None, list[int]] = {}
     for at, write in enumerate(writes):
-        grouped.setdefault((write.project, write.precision), []).append(at)
-    return grouped
+        by_project.setdefault(write.project, []).append(at)
+    return [(project, precision, list(run)) for project, ats in by_project.items()
+            for precision, run in groupby(ats, key=lambda at: writes[at].precision)]
 
 
 def _stored_alone(store: Connector, parsers: LineParsers, writes: list[LineWrite],
