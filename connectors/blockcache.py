@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,6 +91,9 @@ class BlockCache:
         size = sum(_bytes(part) for part in parts)
         if size > self.budget:
             return
+        for part in parts:  # later reads share them: none may change them in place
+            for column in _columns(part):
+                column.flags.writeable = False
         key = _key(ids)
         with self._lock:
             if generation != self._generation:
@@ -114,6 +118,9 @@ def _within(part: Blocks, start: int, end: int) -> Blocks:
     return replace(part if reach.all() else part.only(reach), start=start, end=end)
 
 
+def _columns(part: Blocks) -> tuple[npt.NDArray[Any], ...]:
+    return part.ids, part.firsts, part.lasts, part.counts, part.starts, part.words
+
+
 def _bytes(part: Blocks) -> int:
-    return int(part.words.nbytes) + sum(int(column.nbytes) for column in (
-        part.ids, part.firsts, part.lasts, part.counts, part.starts))
+    return sum(int(column.nbytes) for column in _columns(part))

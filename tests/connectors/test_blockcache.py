@@ -50,6 +50,14 @@ def test_a_read_inside_a_kept_one_gets_the_blocks_that_reach_into_its_window() -
     assert cache.found(np.array([3], np.int64), 10, 20) is None  # other series
 
 
+def test_the_blocks_kept_cannot_be_changed_in_place() -> None:
+    cache = BlockCache(1 << 20)
+    part = blocks([1], [0], [40])
+    cache.keep(np.array([1], np.int64), cache.generation, 0, 100, [part])
+    with pytest.raises(ValueError, match="read-only"):
+        part.counts[0] = 3
+
+
 def test_a_read_up_to_the_head_holds_every_later_block() -> None:
     cache = BlockCache(1 << 20)
     ids = np.array([1], np.int64)
