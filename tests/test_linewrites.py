@@ -7,13 +7,16 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tsq import lineprotocol
 from tsq.config import Settings
 from tsq.errors import Conflict, PartialWrite
 from tsq.lineprotocol import parse_joined, parse_lines
@@ -51,6 +54,21 @@ def test_merged_sets_hold_the_points_of_writing_them_one_after_another(
         assert series.timestamps.tolist() == sorted(series.timestamps.tolist())
 
 
+@contextmanager
+def joining_any() -> Iterator[None]:
+    """Writes of a few lines parsed as one too (they are parsed one by one otherwise, as
+    quick), the compiled scan loaded if it is not."""
+    with patch.object(lineprotocol, "LOADED_SCAN_CHARS", 0), \
+            patch.object(lineprotocol, "SCAN_CHARS", 0):
+        yield
+
+
+def test_a_few_lines_are_parsed_write_by_write() -> None:
+    assert parse_joined(["a value=1 1", "a value=2 2"], "s") is None
+    with joining_any():
+        assert parse_joined(["a value=1 1", "a value=2 2"], "s") is not None
+
+
 LINE = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["", ",h=x", ",h=y,z=1"]),
                  st.sampled_from(["value", "f", "value=1,f"]), st.integers(0, 5),
                  st.integers(-1000, 1000))
@@ -71,7 +89,8 @@ def test_writes_parsed_as_one_are_their_batches_merged(
     bodies = ["\n".join(f"{name}{tags} {field}={value / 100} {ts}"
                          for name, tags, field, ts, value in write) + "\n" * newline_after
               for write in writes]
-    joined = parse_joined(bodies, "s")
+    with joining_any():
+        joined = parse_joined(bodies, "s")
     assert joined is not None
     batch, points = joined
     alone = [parse_lines(body, "s") for body in bodies]
@@ -119,6 +138,8 @@ def test_writes_parsed_as_one_that_the_store_refuses_are_each_written_alone(
         return found
 
     monkeypatch.setattr(service.line_parsers, "parse_joined", parse_joined)
+    monkeypatch.setattr(lineprotocol, "LOADED_SCAN_CHARS", 0)
+    monkeypatch.setattr(lineprotocol, "SCAN_CHARS", 0)
     outcomes = service.write_lines_together([
         LineWrite("fine value=1 1", "s", None),
         LineWrite("words value=2 2", "s", None),
@@ -135,12 +156,13 @@ def test_the_last_write_of_a_time_stays_whatever_the_precisions_between(
         service: Service) -> None:
     """Writes of one precision are parsed as one only in a row: a write of another precision
     between them stays between them."""
-    outcomes = service.write_lines_together([
-        LineWrite("order value=1 1000000000", "ns", None),
-        LineWrite("order value=2 1000", "ms", None),
-        LineWrite("order value=3 1000", "ms", None),  # parsed with the one before
-        LineWrite("order value=4 1", "s", None),
-        LineWrite("order value=5 1000000000", "ns", None)])
+    with joining_any():
+        outcomes = service.write_lines_together([
+            LineWrite("order value=1 1000000000", "ns", None),
+            LineWrite("order value=2 1000", "ms", None),
+            LineWrite("order value=3 1000", "ms", None),  # parsed with the one before
+            LineWrite("order value=4 1", "s", None),
+            LineWrite("order value=5 1000000000", "ns", None)])
     assert outcomes == [{"written": 1}] * 5
     assert _values(service, "order") == [5.0]
 

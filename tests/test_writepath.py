@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tsq import lineprotocol
 from tsq.api import WRITTEN_HEADER, create_app, create_server_app
 from tsq.config import Settings
 from tsq.selector import Selector
@@ -169,6 +170,8 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
                 time.sleep(0.2)  # the others arrive meanwhile
         return real_write(series)
 
+    monkeypatch.setattr(lineprotocol, "LOADED_SCAN_CHARS", 0)  # these few lines joined too
+    monkeypatch.setattr(lineprotocol, "SCAN_CHARS", 0)
     monkeypatch.setattr(service.line_parsers, "parse", parsing(real_parse, lambda *_: 1))
     monkeypatch.setattr(service.line_parsers, "parse_joined",
                         parsing(real_joined, lambda bodies, _: len(bodies)))

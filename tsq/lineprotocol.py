@@ -139,8 +139,9 @@ def parse_joined(bodies: Sequence[str], precision: str = "ns", now_ns: int | Non
     line, or `scan` False: see `parse_lines`): then each is parsed alone. Several writes'
     lines parsed together make each series' name and labels once, not once a write."""
     stamps, default_ts = _stamps(precision, now_ns)
-    if not scan:
-        return None
+    size = sum(len(body) for body in bodies)
+    if not scan or size < LOADED_SCAN_CHARS or (size < SCAN_CHARS and not _scan_loaded()):
+        return None  # as parse_lines chooses: a few lines are as quick one write at a time
     raws = [body.encode() for body in bodies]
     scanned = _parse_scanned(b"\n".join(raws), stamps, default_ts)
     if scanned is None:
