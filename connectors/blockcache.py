@@ -55,6 +55,8 @@ class BlockCache:
         self._bytes = 0
         self._generation = 0
         self._lock = threading.Lock()
+        self.hits = 0  # reads answered from here
+        self.misses = 0  # reads that asked DuckDB
 
     @property
     def generation(self) -> int:
@@ -80,8 +82,10 @@ class BlockCache:
         with self._lock:
             kept = self._kept.get(key)
             if kept is None or not kept.low <= start <= end <= kept.high:
+                self.misses += 1
                 return None
             self._kept.move_to_end(key)
+            self.hits += 1
         return [_within(part, start, end) for part in kept.parts]
 
     def keep(self, ids: npt.NDArray[np.int64], generation: int, low: int, high: int,

@@ -235,6 +235,12 @@ class EmbeddedStore:
         self._cursors.close()
         self._db.close()
 
+    def cache_counts(self) -> dict[str, int]:
+        """The blocks of recent reads kept (`connectors/blockcache.py`): their bytes, and how
+        many reads of the past took them from memory and how many asked the table."""
+        cache = self._block_cache
+        return {"bytes": cache.size, "hits": cache.hits, "misses": cache.misses}
+
     # -- reading ---------------------------------------------------------------------------
 
     def select(self, selector: Selector, start: int | None = None,

@@ -108,6 +108,23 @@ def test_the_worker_pool_is_read_at_each_scrape(service: Service) -> None:
     assert value(service, "tsq_scheduler_missed_total") == 0
 
 
+def test_the_stores_kept_blocks_are_counted_at_each_scrape(service: Service) -> None:
+    """A read of the past asks the table (a miss) and keeps its blocks; the same read again
+    takes them from memory (a hit)."""
+    def hits() -> tuple[float | None, float | None]:
+        return (value(service, "tsq_store_cache_reads_total", outcome="hit"),
+                value(service, "tsq_store_cache_reads_total", outcome="miss"))
+
+    service.write_lines("\n".join(f"kept value={i} {i}" for i in range(200)), "s")  # 1970
+    assert value(service, "tsq_store_cache_bytes") == 0
+    hit, miss = hits()
+    query = 'select("kept").from(0, 200000)'
+    for _ in range(2):
+        assert len(service.query_tsl(query)["series"][0]["values"]) == 200
+    assert (value(service, "tsq_store_cache_bytes") or 0) > 0
+    assert hits() == ((hit or 0) + 1, (miss or 0) + 1)
+
+
 @pytest.fixture
 def notifier() -> Iterator[Notifier]:
     sender = Notifier(attempts=2, backoff_s=0.01)

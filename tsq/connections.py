@@ -100,6 +100,11 @@ class Connections:
         """The embedded store is the default wherever it lives (its owner's, in a cluster)."""
         return self._default if config.get("type") == DEFAULT_CONNECTOR["type"] else config
 
+    def opened(self) -> list[Connector]:
+        """The connectors open now (none is opened by asking)."""
+        with self._lock:
+            return list(self._open.values())
+
     def close(self) -> None:
         with self._lock:
             opened, self._open = list(self._open.values()), {}

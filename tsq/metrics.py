@@ -74,6 +74,9 @@ class State:
     fired: int = 0  # scheduled times fired since start
     missed: int = 0  # times missed while stopped, caught up at start (queued or expired)
     webhooks: Mapping[str, int] = field(default_factory=dict)  # outcome → notifications
+    # the embedded store's blocks of recent reads: bytes kept, reads that took them (hits)
+    # and reads that asked its table (misses)
+    store_cache: Mapping[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -81,11 +84,23 @@ class _Gauged(Protocol):
     def gauges(self) -> Mapping[str, int]: ...
 
 
-def state(pool: object, scheduler: Scheduler | None, notifier: Notifier) -> State:
+@runtime_checkable
+class _Cached(Protocol):
+    def cache_counts(self) -> Mapping[str, int]: ...
+
+
+def state(pool: object, scheduler: Scheduler | None, notifier: Notifier,
+          connectors: Iterable[object] = ()) -> State:
     """The State of a service's worker pool (None before it starts; a test's stand-in has no
-    gauges), scheduler (None unless it serves) and notifier."""
+    gauges), scheduler (None unless it serves), notifier and open connectors (the embedded
+    store's, if open, count its cache)."""
     gauges = pool.gauges() if isinstance(pool, _Gauged) else {}
-    return State(
+    cached: dict[str, int] = {"bytes": 0, "hits": 0, "misses": 0}
+    for connector in connectors:
+        if isinstance(connector, _Cached):
+            for key, count in connector.cache_counts().items():
+                cached[key] = cached.get(key, 0) + count
+    return State(store_cache=cached,
         workers=gauges.get("size", 0), workers_alive=gauges.get("alive", 0),
         slots_busy=gauges.get("busy", 0), slots_extra=gauges.get("extra", 0),
         fired=scheduler.fired if scheduler else 0, missed=scheduler.missed if scheduler else 0,
@@ -271,6 +286,15 @@ class _StateCollector(Collector):
         for outcome, count in now.webhooks.items():
             webhooks.add_metric([outcome], count)
         yield webhooks
+        yield GaugeMetricFamily("tsq_store_cache_bytes", "Bytes of the embedded store's blocks "
+                                "of recent reads kept in memory (store_cache_mb)",
+                                now.store_cache.get("bytes", 0))
+        reads = CounterMetricFamily("tsq_store_cache_reads", "Reads of the embedded store's "
+                                    "past: from the blocks kept in memory (hit) or from its "
+                                    "table (miss)", labels=["outcome"])
+        reads.add_metric(["hit"], now.store_cache.get("hits", 0))
+        reads.add_metric(["miss"], now.store_cache.get("misses", 0))
+        yield reads
 
 
 def install(app: FastAPI, service: Service) -> None:

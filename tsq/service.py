@@ -124,7 +124,8 @@ class Service:
         self.line_parsers = LineParsers()
         self.line_writes = LineWrites(self.write_lines_together)  # a server's (tsq.linewrites)
         self.scheduler: Scheduler | None = None
-        self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier))
+        self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier,
+                                             self.connections.opened()))
         self.connections = Connections(
             settings.data_dir, on_write=self.metrics.counting_writes(self.late.written),
             default=_store_of(settings))

@@ -140,6 +140,8 @@ def test_a_second_read_takes_its_blocks_from_memory(store: EmbeddedStore,
     assert values(store, 10 * S, 20 * S) == [[float(t) for t in range(10, 20)]] * HOSTS
     assert values(store) == [[float(t) for t in range(100)]] * HOSTS
     assert len(statements) == 1
+    counts = store.cache_counts()
+    assert (counts["hits"], counts["misses"]) == (2, 1) and counts["bytes"] > 0
 
 
 def test_a_write_into_the_blocks_is_seen_by_the_next_read(store: EmbeddedStore,
