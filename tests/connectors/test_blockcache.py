@@ -6,6 +6,7 @@ on; it fails if a transaction does not forget."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,38 @@ def test_the_budget_is_the_settings_store_cache_mb(tmp_path: Path) -> None:
         assert store._block_cache.budget == 3 << 20
     finally:
         store.close()
+
+
+def test_reads_beside_writes_never_go_back_to_older_points(store: EmbeddedStore) -> None:
+    """Writes replace a stretch's blocks again and again, each with higher values; reads on
+    another thread, most from memory, see each series whole at one write's values and never
+    an older write's after a newer one's (a kept read outliving a transaction would)."""
+    store.write(stretch(0, 100))
+    stop = threading.Event()
+    seen: list[float] = []
+    failures: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            for series in store.select(parse_selector("up")):
+                offsets = set((series.values - np.arange(100)).tolist())
+                if len(offsets) != 1:
+                    failures.append(f"a series at several writes' values: {sorted(offsets)}")
+                    return
+                latest = offsets.pop()
+                if seen and latest < seen[-1]:
+                    failures.append(f"went back from {seen[-1]} to {latest}")
+                    return
+                seen.append(latest)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for round_ in range(1, 80):
+            store.write(stretch(0, 100, value=float(round_)))
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert not failures, failures
+    assert values(store) == [[float(t) + 79 for t in range(100)]] * HOSTS
+    assert store.cache_counts()["hits"] > 0
