@@ -100,12 +100,13 @@ def state(pool: object, scheduler: Scheduler | None, notifier: Notifier,
         if isinstance(connector, _Cached):
             for key, count in connector.cache_counts().items():
                 cached[key] = cached.get(key, 0) + count
-    return State(store_cache=cached,
+    return State(
         workers=gauges.get("size", 0), workers_alive=gauges.get("alive", 0),
         slots_busy=gauges.get("busy", 0), slots_extra=gauges.get("extra", 0),
         fired=scheduler.fired if scheduler else 0, missed=scheduler.missed if scheduler else 0,
         webhooks={"delivered": notifier.delivered, "failed": notifier.failed,
-                  "dropped": notifier.dropped})
+                  "dropped": notifier.dropped},
+        store_cache=cached)
 
 
 class Metrics:
