@@ -12,6 +12,7 @@ import pytest
 
 from tsq import hotsql
 from tsq.config import Settings
+from tsq.errors import BadRequest
 from tsq.outcomes import RunStatus
 from tsq.run import RunFilter
 from tsq.service import Service
@@ -92,6 +93,20 @@ def test_a_short_waited_for_run_is_recorded_in_one_write(service: Service) -> No
     stored = service.runs.get(final.id)
     assert (stored.status, stored.result) == (RunStatus.SUCCESS, 4)
     assert stored.started_ms is not None and stored.finished_ms is not None
+
+
+def test_a_run_with_an_integer_its_record_cannot_hold_is_refused_naming_it(
+        service: Service) -> None:
+    """JSON has no bound on integers; the run store's holds 64 bits. A param past them is a 400
+    naming where it is, and no run is recorded (it was a 500 from the run store's write)."""
+    before = len(service.runs.find(RunFilter(loop="fast")))
+    with pytest.raises(BadRequest, match=r"params\.n\[1\]\.x = 1180591620717411303424 is out "
+                                         r"of range: an integer must be from -2\^63 to 2\^64 - 1"):
+        service.run("fast", {"n": [1, {"x": 2**70}]})
+    with pytest.raises(BadRequest, match=r"params\.n = an integer of 4001 bits is out of range"):
+        service.run("fast", {"n": 2**4000})
+    assert len(service.runs.find(RunFilter(loop="fast"))) == before
+    assert service.run("fast", {"n": 2**62}).status == RunStatus.SUCCESS  # within: runs
 
 
 def test_a_long_waited_for_run_is_on_record_while_it_runs(service: Service) -> None:

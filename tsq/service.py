@@ -435,6 +435,7 @@ class Service:
         (`done` is then resolved on return).
         """
         loop = self._loop(name, project)
+        _check_storable(params or {}, "params")  # before anything is taken or written
         merged = {**self._event_params(loop, event), **(params or {})}
         scheduled, covered = self._manual_window(loop, event, at, window)
         self.project_run_rate.take(loop.project)  # TooManyRequests past project_runs_per_minute
@@ -713,6 +714,29 @@ def _store_of(settings: Settings) -> Mapping[str, Any]:
 
 def _compile(runtime: str, source: str, file_name: str) -> None:
     get_runtime(runtime).prepare(source, file_name)
+
+
+# The integers a run's record can hold (orjson's range): JSON itself has no bound, V8 none below
+# 2^53 exactly, and a larger one stored would fail in the run store's write
+JSON_INTEGERS = (-(2**63), 2**64 - 1)
+
+
+def _check_storable(value: Any, where: str) -> None:
+    """BadRequest naming the place of the first integer in `value` that a run's record cannot
+    hold."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        low, high = JSON_INTEGERS
+        if not low <= value <= high:
+            shown = str(value) if value.bit_length() <= 128 else \
+                f"an integer of {value.bit_length()} bits"
+            raise BadRequest(f"{where} = {shown} is out of range: an integer must be from "
+                             f"-2^63 to 2^64 - 1; send a larger number as a float or a string")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for at, item in enumerate(value):
+            _check_storable(item, f"{where}[{at}]")
 
 
 def _schedule_of(loop: StoredLoop, event: str | None, *, needed: bool
