@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tsq.clock import Clock
-from tsq.draining import drain
+from tsq.draining import drain, drain_now
 from tsq.errors import Conflict, HostError
 from tsq.executors import (
     TARGET,
@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 TARGET_THREADS = 8
 IN_FLIGHT_PER_WORKER = 8
+SETTLE_GATHER_S = 0.001  # a cluster worker's ends wait this long for others about to end
 SLOT_WAIT_S = 0.2  # how often a dispatcher waiting for a free worker checks for shutdown
 CANCEL_WAIT_S = 10.0  # a cancel answers once the run ended, or with it as it is after this
 HANDOFF_S = 1.0  # a claimed run reaches its executor within this (else its service is gone)
@@ -593,7 +594,17 @@ class Dispatcher:
 
     def _settle_loop(self) -> None:
         while (batch := drain(self._ended, BATCH)) is not None:
+            if self.queue is not None and self._more_ending(batch):
+                # In a cluster each settle is a commit, an acknowledgement and a notice to
+                # every process; ends that come one by one while more runs are about to end
+                # here are worth a moment's wait to share them.
+                time.sleep(SETTLE_GATHER_S)
+                batch += drain_now(self._ended, BATCH - len(batch))
             self._settle_safely(batch)
+
+    def _more_ending(self, batch: list[_Ended]) -> bool:
+        with self._lock:
+            return len(batch) < BATCH and len(self._running) > 0
 
     def _settle_safely(self, batch: list[_Ended]) -> None:
         """Settle on this thread: `tsq-settle`'s batches, and a run that ran inline."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 from typing import Protocol, TypeVar
 
-__all__ = ["drain"]
+__all__ = ["drain", "drain_now"]
 
 T = TypeVar("T")
 
@@ -25,7 +25,12 @@ def drain(items: _Queue[T | None], most: int) -> list[T] | None:
     first = items.get()
     if first is None:
         return None
-    batch = [first]
+    return [first, *drain_now(items, most - 1)]
+
+
+def drain_now(items: _Queue[T | None], most: int) -> list[T]:
+    """The items waiting now, up to `most`, without waiting for one."""
+    batch: list[T] = []
     while len(batch) < most:
         try:
             item = items.get_nowait()

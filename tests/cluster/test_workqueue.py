@@ -1,0 +1,115 @@
+"""The work queue's feeder against a bus that only answers pulls: when it pulls again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+
+from tsq.cluster import workqueue
+from tsq.cluster.bus import Bus, BusNames, Delivery
+from tsq.cluster.workqueue import WorkQueue
+from tsq.dispatcher import Dispatcher
+from tsq.outcomes import RunStatus
+from tsq.run import Run
+from tsq.runstore import NewRun, RunStore
+
+PULLS_S = 5.0  # the longest a test waits for the pulls it expects
+
+
+class PullingBus:
+    """Hands out `first` on the first pull and nothing after; notes when each pull began."""
+
+    def __init__(self, first: list[Delivery]) -> None:
+        self.names = BusNames("tq")
+        self.max_deliver = 3
+        self.ack_wait_s = 30.0
+        self.acked: list[Delivery] = []
+        self.pulled_at: list[float] = []
+        self.answered_at = 0.0
+        self._first = first
+        self.two_pulls = threading.Event()
+
+    def pull(self, batch: int, timeout_s: float) -> list[Delivery]:
+        self.pulled_at.append(time.monotonic())
+        if len(self.pulled_at) == 2:
+            self.two_pulls.set()
+        if len(self.pulled_at) == 1:
+            self.answered_at = time.monotonic()
+            return self._first
+        time.sleep(0.01)
+        return []
+
+    def ack_all(self, deliveries: list[Delivery]) -> None:
+        self.acked += deliveries
+
+    def listen(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def in_progress_all(self, _deliveries: list[Delivery]) -> None:
+        pass
+
+    def publish_runs(self, _runs: list[Any]) -> None:
+        pass
+
+
+class NoRuns:
+    """A run store asked only for runs delivered again, of which there are none."""
+
+    def get_many(self, _run_ids: list[str]) -> dict[str, Run]:
+        return {}
+
+
+class HoldingDispatcher:
+    """Takes runs and keeps them (they run here for as long as the test lasts)."""
+
+    def __init__(self) -> None:
+        self.taken: list[Run] = []
+
+    def take(self, run: Run) -> None:
+        self.taken.append(run)
+
+
+def delivery(bus: PullingBus, status: RunStatus) -> Delivery:
+    run = NewRun(project="p", loop="l", event="manual", version_id="v", trigger="manual",
+                 params={}).queued("r1", 0)
+    record = run.evolve(status=status).to_json()
+    return Delivery("r1", run.attempt, 1, record, cast(Any, None), cast(Bus, bus))
+
+
+def fed(bus: PullingBus) -> tuple[WorkQueue, HoldingDispatcher]:
+    queue = WorkQueue(cast(Bus, bus), cast(RunStore, NoRuns()))
+    dispatcher = HoldingDispatcher()
+    queue.feed(cast(Dispatcher, dispatcher), capacity=8)
+    return queue, dispatcher
+
+
+def test_a_busy_worker_process_lets_runs_gather_before_it_pulls_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workqueue, "GATHER_S", 0.3)
+    bus = PullingBus([])
+    bus._first = [delivery(bus, RunStatus.QUEUED)]
+    queue, dispatcher = fed(bus)
+    try:
+        assert bus.two_pulls.wait(PULLS_S)
+        assert [run.id for run in dispatcher.taken] == ["r1"]
+        assert bus.pulled_at[1] - bus.answered_at >= 0.3
+    finally:
+        queue.close()
+
+
+def test_a_process_with_nothing_to_do_pulls_again_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the run it was handed had ended already: acknowledged, nothing held, nothing to wait for
+    monkeypatch.setattr(workqueue, "GATHER_S", 60.0)
+    bus = PullingBus([])
+    bus._first = [delivery(bus, RunStatus.SUCCESS)]
+    queue, dispatcher = fed(bus)
+    try:
+        assert bus.two_pulls.wait(PULLS_S)
+        assert dispatcher.taken == []
+        assert [d.run_id for d in bus.acked] == ["r1"]
+    finally:
+        queue.close()
