@@ -101,6 +101,65 @@ def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:
             made_store.close()
 
 
+def test_a_limited_claim_takes_the_oldest_runs_its_loops_lane_has_room_for(
+        store: RunStore) -> None:
+    roll = store.create_new([scheduled(60_000 * i) for i in (3, 1, 2, 4)])
+    other = store.create_new([scheduled(60_000 * i, loop="other") for i in (1, 2)])
+    by_time = {run.scheduled_ms: run for run in roll}
+    assert store.claim_many([by_time[60_000 * 4].id]) == {by_time[60_000 * 4].id}  # running
+    wanted = [(run, 3) for run in roll] + [(run, 1) for run in other]
+    claimed = store.claim_limited(wanted)
+    # 3 less the one running: the two oldest queued; the other loop's lane has its own room
+    assert claimed == {by_time[60_000].id, by_time[120_000].id, other[0].id}
+    assert store.claim_limited(wanted) == set()  # both lanes are full now
+    manual = NewRun(**{**scheduled(0).__dict__, "trigger": "manual", "key": None})
+    assert store.claim_many([store.create(manual).id])  # a run by hand takes no lane room
+    store.settle_many([Settlement(store.get(by_time[60_000].id), RunResult(RunStatus.SUCCESS),
+                                  [])])
+    assert store.claim_limited(wanted) == {by_time[180_000].id}
+
+
+def test_concurrent_limited_claimers_never_run_more_than_the_limit(url: str) -> None:
+    """Two stores (as two worker processes) claim one loop's runs with a limit of 5, each in
+    batches, settling what they claimed: never more than 5 run at once, and each run once."""
+    stores = [RunStore(db.connect(url)) for _ in range(2)]
+    try:
+        made = stores[0].create_new([scheduled(60_000 * (i + 1)) for i in range(60)])
+        got: list[list[str]] = [[], []]
+        most_running: list[int] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def claim(which: int) -> None:
+            mine = stores[which]
+            order = made if which == 0 else made[::-1]
+            try:
+                start.wait(timeout=30)
+                for _ in range(200):
+                    claimed = mine.claim_limited([(run, 5) for run in order])
+                    most_running.append(sum(run.status == RunStatus.RUNNING
+                                            for run in mine.unfinished()))
+                    got[which].extend(claimed)
+                    mine.settle_many([Settlement(mine.get(run_id), RunResult(RunStatus.SUCCESS),
+                                                 []) for run_id in claimed])
+                    if len(got[0]) + len(got[1]) == len(made):
+                        return
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=claim, args=(which,)) for which in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert sorted(got[0] + got[1]) == sorted(run.id for run in made)
+        assert max(most_running) <= 5
+    finally:
+        for made_store in stores:
+            made_store.close()
+
+
 @pytest.mark.postgres
 def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
         postgres: pgserver.PostgresServer) -> None:

@@ -21,8 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tsq.db import json_text, run_logs, runs
+from tsq.outcomes import RunStatus
+from tsq.runpolicy import LIMITED_TRIGGERS
 
-__all__ = ["claim_runs", "finish_runs", "insert_logs", "insert_new_runs", "insert_runs"]
+__all__ = ["claim_limited", "claim_runs", "finish_runs", "insert_logs", "insert_new_runs",
+           "insert_runs"]
 
 RUN_COLUMNS = tuple(column.name for column in runs.columns)
 JSON_COLUMNS = frozenset(column.name for column in runs.columns
@@ -93,6 +96,26 @@ _BY_BACKEND = {
                       f"{_column_list(RUN_COLUMNS)} FROM json_populate_recordset(NULL::runs, "
                       f"CAST(%(b_rows)s AS json)) ON CONFLICT DO NOTHING RETURNING id",
     },
+    # Limited runs' claim in a cluster: of one loop's queued runs `b_ids`, as many as its lane
+    # has room for (`b_limit` less its limited runs running anywhere), oldest first. One
+    # statement, so SQLite (one writer) counts and claims at once; PostgreSQL first takes a lock
+    # per loop for the transaction (`claim_limited`). A negative LIMIT means none to SQLite and
+    # is an error to PostgreSQL, so the room is clamped at 0 by each one's own maximum.
+    "claim_limited": {
+        backend: f"UPDATE runs SET status = 'running', started_ms = {p('b_now')} "
+                 f"WHERE id IN (SELECT mine.id FROM runs AS mine WHERE mine.id IN ({ids}) "
+                 f"AND mine.status || '' = 'queued' "
+                 f"ORDER BY coalesce(mine.scheduled_ms, mine.queued_ms), mine.id "
+                 f"LIMIT {greatest}(0, {p('b_limit')} - (SELECT count(*) FROM runs AS others "
+                 f"WHERE others.project = {p('b_project')} AND others.loop = {p('b_loop')} "
+                 f"AND others.status = '{RunStatus.RUNNING.value}' AND others.\"trigger\" IN "
+                 f"({', '.join(repr(trigger) for trigger in sorted(LIMITED_TRIGGERS))})))) "
+                 f"RETURNING id"
+        for backend, ids, greatest, p in (
+            ("sqlite", "SELECT value FROM json_each(:b_ids)", "max", ":{}".format),
+            ("postgresql", "SELECT json_array_elements_text(CAST(%(b_ids)s AS JSON))",
+             "greatest", "%({})s".format))},
+    "lane_lock": {"postgresql": "SELECT pg_advisory_xact_lock(hashtext(%(b_lane)s))"},
     "runs_present": {
         "sqlite": "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(:b_ids))",
     },
@@ -121,6 +144,23 @@ def claim_runs(db: Connection, run_ids: Sequence[str], now: int) -> set[str]:
     """queued → running, started at `now`: the ids of `run_ids` this transaction claimed."""
     return _ids(db, _BY_BACKEND["claim_runs"][db.dialect.name],
                 {"b_ids": orjson.dumps(list(run_ids)).decode(), "b_now": now})
+
+
+def claim_limited(db: Connection, lanes: Mapping[tuple[str, str], tuple[int, Sequence[str]]],
+                  now: int) -> set[str]:
+    """queued → running, started at `now`, for each loop `(project, loop)` of `lanes`: of its
+    runs `ids`, as many as `limit` less its limited runs running leaves room for; the ids this
+    transaction claimed. On PostgreSQL each loop's lock is held until the transaction ends."""
+    backend = db.dialect.name
+    if backend == "postgresql":  # counts and claims race otherwise
+        for project, loop in sorted(lanes):
+            _ids(db, _BY_BACKEND["lane_lock"][backend], {"b_lane": f"tsq lane {project}/{loop}"})
+    claimed: set[str] = set()
+    for (project, loop), (limit, ids) in lanes.items():
+        claimed |= _ids(db, _BY_BACKEND["claim_limited"][backend], {
+            "b_ids": orjson.dumps(list(ids)).decode(), "b_project": project, "b_loop": loop,
+            "b_limit": limit, "b_now": now})
+    return claimed
 
 
 def _run_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from tsq.groupcommit import GroupCommit, Write
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
 from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
-from tsq.runpolicy import LIMITED_TRIGGERS
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
            "new_run_id", "run_key"]
@@ -108,40 +107,11 @@ _LAST_SCHEDULED = {
         f"r.loop = {item.format(1)} AND r.event = {item.format(2)} AND "
         f"r.\"trigger\" = 'schedule') FROM {rows} AS k")
     for backend, (rows, item) in _JSON_LIST.items()}
-# The claims (hotsql.claim_runs and the limited claim below) test `status || ''`: that keeps both
+# The claims (hotsql.claim_runs and hotsql.claim_limited) test `status || ''`: that keeps both
 # backends on the primary key. On the bare column they pick the status index and read every
 # queued run, so with a backlog of thousands each claim took milliseconds and the backlog grew
 # (PostgreSQL does so whenever its statistics predate the backlog: 14 ms a claim of 50 among
 # 50 000 queued runs, 2 ms on the primary key).
-# Limited runs' claim in a cluster: of one loop's queued runs `b_ids`, as many as its lane has
-# room for (`b_limit` less its limited runs running anywhere), oldest first. One statement, so
-# SQLite (one writer) counts and claims at once; PostgreSQL first takes a lock per loop for the
-# transaction (`claim_limited`). A negative LIMIT means none to SQLite and is an error to
-# PostgreSQL, so the room is clamped at 0 by each one's own two-argument maximum.
-_OTHERS = runs.alias("others")
-_MINE = runs.alias("mine")
-_GREATEST: dict[str, Any] = {"sqlite": sa.func.max, "postgresql": sa.func.greatest}
-
-
-def _claim_limited(dialect: str) -> Any:
-    running = (sa.select(sa.func.count()).select_from(_OTHERS)
-               .where(_OTHERS.c.project == sa.bindparam("b_project"),
-                      _OTHERS.c.loop == sa.bindparam("b_loop"),
-                      _OTHERS.c.status == RunStatus.RUNNING.value,
-                      _OTHERS.c.trigger.in_(sorted(LIMITED_TRIGGERS)))
-               .scalar_subquery())
-    room = _GREATEST[dialect](sa.literal(0), sa.bindparam("b_limit") - running)
-    oldest = (sa.select(_MINE.c.id)
-              .where(_MINE.c.id.in_(sa.bindparam("b_ids", expanding=True)),
-                     _MINE.c.status.concat("") == RunStatus.QUEUED.value)
-              .order_by(sa.func.coalesce(_MINE.c.scheduled_ms, _MINE.c.queued_ms), _MINE.c.id)
-              .limit(room))
-    return (runs.update().where(runs.c.id.in_(oldest))
-            .values(status=RunStatus.RUNNING.value, started_ms=sa.bindparam("b_now"))
-            .returning(runs.c.id))
-
-
-_CLAIM_LIMITED = {dialect: _claim_limited(dialect) for dialect in _GREATEST}
 _RETRY = (runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=RunStatus.QUEUED.value, attempt=sa.bindparam("b_attempt"),
     not_before_ms=sa.bindparam("b_not_before"), started_ms=None, finished_ms=None,
@@ -242,19 +212,7 @@ class RunStore:
         for run, limit in wanted:
             lanes.setdefault((run.project, run.loop), (limit, []))[1].append(run.id)
 
-        def claim(db: Connection) -> set[str]:
-            if db.dialect.name == "postgresql":  # counts and claims race otherwise
-                for project, loop in sorted(lanes):
-                    db.execute(sa.select(sa.func.pg_advisory_xact_lock(
-                        sa.func.hashtext(f"tsq lane {project}/{loop}"))))
-            statement = _CLAIM_LIMITED[db.dialect.name]
-            claimed: set[str] = set()
-            for (project, loop), (limit, ids) in lanes.items():
-                claimed.update(db.execute(statement, {
-                    "b_ids": ids, "b_project": project, "b_loop": loop, "b_limit": limit,
-                    "b_now": now}).scalars())
-            return claimed
-        return self.writes.write(claim)
+        return self.writes.write(lambda db: hotsql.claim_limited(db, lanes, now))
 
     def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
