@@ -5,7 +5,7 @@ what the stores beside it keep alike on both; and what a wrong PostgreSQL URL sa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,27 @@ def scheduled(at_ms: int, loop: str = "roll") -> NewRun:
                   window=(at_ms - 60_000, at_ms))
 
 
+def side_by_side(claimer: Callable[[int], None]) -> None:
+    """`claimer(0)` and `claimer(1)` on two threads let go at once (as two processes would
+    claim); what either raised fails the test."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(which: int) -> None:
+        try:
+            start.wait(timeout=30)
+            claimer(which)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(which,)) for which in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+
+
 def test_a_run_key_makes_a_scheduled_time_run_once(store: RunStore) -> None:
     first = store.create_new([scheduled(60_000), scheduled(120_000)])
     again = store.create_new([scheduled(120_000), scheduled(180_000), scheduled(180_000)])
@@ -73,24 +94,13 @@ def test_concurrent_claimers_never_claim_a_run_twice(url: str) -> None:
         made = stores[0].create_new([scheduled(60_000 * (i + 1)) for i in range(400)])
         ids = [run.id for run in made]
         got: list[list[str]] = [[], []]
-        errors: list[BaseException] = []
-        start = threading.Barrier(2)
 
         def claim(which: int) -> None:
             order = ids if which == 0 else ids[::-1]
-            try:
-                start.wait(timeout=30)
-                for at in range(0, len(order), 20):
-                    got[which].extend(stores[which].claim_many(order[at:at + 40]))
-            except BaseException as exc:
-                errors.append(exc)
+            for at in range(0, len(order), 20):
+                got[which].extend(stores[which].claim_many(order[at:at + 40]))
 
-        threads = [threading.Thread(target=claim, args=(which,)) for which in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors, errors
+        side_by_side(claim)
         assert not set(got[0]) & set(got[1]), "a run was claimed by both"
         assert len(got[0]) == len(set(got[0])) and len(got[1]) == len(set(got[1]))
         assert sorted(got[0] + got[1]) == sorted(ids)
@@ -127,32 +137,21 @@ def test_concurrent_limited_claimers_never_run_more_than_the_limit(url: str) -> 
         made = stores[0].create_new([scheduled(60_000 * (i + 1)) for i in range(60)])
         got: list[list[str]] = [[], []]
         most_running: list[int] = []
-        errors: list[BaseException] = []
-        start = threading.Barrier(2)
 
         def claim(which: int) -> None:
             mine = stores[which]
             order = made if which == 0 else made[::-1]
-            try:
-                start.wait(timeout=30)
-                for _ in range(200):
-                    claimed = mine.claim_limited([(run, 5) for run in order])
-                    most_running.append(sum(run.status == RunStatus.RUNNING
-                                            for run in mine.unfinished()))
-                    got[which].extend(claimed)
-                    mine.settle_many([Settlement(mine.get(run_id), RunResult(RunStatus.SUCCESS),
-                                                 []) for run_id in claimed])
-                    if len(got[0]) + len(got[1]) == len(made):
-                        return
-            except BaseException as exc:
-                errors.append(exc)
+            for _ in range(200):
+                claimed = mine.claim_limited([(run, 5) for run in order])
+                most_running.append(sum(run.status == RunStatus.RUNNING
+                                        for run in mine.unfinished()))
+                got[which].extend(claimed)
+                mine.settle_many([Settlement(mine.get(run_id), RunResult(RunStatus.SUCCESS), [])
+                                  for run_id in claimed])
+                if len(got[0]) + len(got[1]) == len(made):
+                    return
 
-        threads = [threading.Thread(target=claim, args=(which,)) for which in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors, errors
+        side_by_side(claim)
         assert sorted(got[0] + got[1]) == sorted(run.id for run in made)
         assert max(most_running) <= 5
     finally:

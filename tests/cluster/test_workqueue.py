@@ -86,30 +86,22 @@ def fed(bus: PullingBus) -> tuple[WorkQueue, HoldingDispatcher]:
     return queue, dispatcher
 
 
-def test_a_busy_worker_process_lets_runs_gather_before_it_pulls_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workqueue, "GATHER_S", 0.3)
+@pytest.mark.parametrize(("status", "busy"), [
+    (RunStatus.QUEUED, True),  # taken: it runs here, so the next runs gather a moment
+    (RunStatus.SUCCESS, False),  # ended already: acknowledged, nothing held, nothing to wait for
+])
+def test_a_busy_worker_process_lets_runs_gather_before_it_pulls_again_an_idle_one_does_not(
+        monkeypatch: pytest.MonkeyPatch, status: RunStatus, busy: bool) -> None:
+    gather_s = 0.3 if busy else 60.0
+    monkeypatch.setattr(workqueue, "GATHER_S", gather_s)
     bus = PullingBus([])
-    bus._first = [delivery(bus, RunStatus.QUEUED)]
+    bus._first = [delivery(bus, status)]
     queue, dispatcher = fed(bus)
     try:
-        assert bus.two_pulls.wait(PULLS_S)
-        assert [run.id for run in dispatcher.taken] == ["r1"]
-        assert bus.pulled_at[1] - bus.answered_at >= 0.3
-    finally:
-        queue.close()
-
-
-def test_a_process_with_nothing_to_do_pulls_again_at_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # the run it was handed had ended already: acknowledged, nothing held, nothing to wait for
-    monkeypatch.setattr(workqueue, "GATHER_S", 60.0)
-    bus = PullingBus([])
-    bus._first = [delivery(bus, RunStatus.SUCCESS)]
-    queue, dispatcher = fed(bus)
-    try:
-        assert bus.two_pulls.wait(PULLS_S)
-        assert dispatcher.taken == []
-        assert [d.run_id for d in bus.acked] == ["r1"]
+        assert bus.two_pulls.wait(PULLS_S)  # an idle process's within PULLS_S, not 60 s
+        assert [run.id for run in dispatcher.taken] == (["r1"] if busy else [])
+        assert [d.run_id for d in bus.acked] == ([] if busy else ["r1"])
+        if busy:
+            assert bus.pulled_at[1] - bus.answered_at >= gather_s
     finally:
         queue.close()
