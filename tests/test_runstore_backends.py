@@ -207,16 +207,18 @@ def test_many_runs_settled_at_once_read_back_as_each_alone(store: RunStore) -> N
     result, an error, the set-up time, and a cancelled run that stays cancelled."""
     shapes: list[object] = [42, 2.5, "text with a \x00 in it", None, [1, "a"],
                             {"nested": {"ok": True, "n": None}}, "", {"k": "caf\u00e9 \"q\""}]
-    made = store.create_new([scheduled(60_000 * (i + 1)) for i in range(len(shapes) + 2)])
+    made = store.create_new([scheduled(60_000 * (i + 1)) for i in range(len(shapes) + 3)])
     assert store.claim_many([run.id for run in made]) == {run.id for run in made}
-    *succeeded, failing, cancelled = made
+    *succeeded, failing, cancelled, twice = made
     assert store.cancel(cancelled.id, RunStatus.RUNNING, RunResult.cancelled("in a test"))
     failure = RunResult.failed("TypeError", "x is undefined", "at h.js:1")
     outcomes = [Settlement(store.get(run.id), RunResult(RunStatus.SUCCESS, result=shape,
                                                         init_ms=1.5 * i))
                 for i, (run, shape) in enumerate(zip(succeeded, shapes, strict=True))]
     outcomes += [Settlement(store.get(failing.id), failure),
-                 Settlement(store.get(cancelled.id), RunResult(RunStatus.SUCCESS, result=1))]
+                 Settlement(store.get(cancelled.id), RunResult(RunStatus.SUCCESS, result=1)),
+                 *(Settlement(store.get(twice.id), RunResult(RunStatus.SUCCESS, result=n))
+                   for n in range(5))]  # ended twice in one batch: the last stays
     store.settle_many(outcomes)
     for i, (run, shape) in enumerate(zip(succeeded, shapes, strict=True)):
         stored = store.get(run.id)
@@ -226,6 +228,7 @@ def test_many_runs_settled_at_once_read_back_as_each_alone(store: RunStore) -> N
     stored_failure = store.get(failing.id)
     assert (stored_failure.status, stored_failure.error) == (RunStatus.FAILED, failure.error)
     assert store.get(cancelled.id).status == RunStatus.CANCELLED
+    assert store.get(twice.id).result == 4
 
 
 def test_a_failure_a_retry_and_a_cancel_are_recorded(store: RunStore) -> None:
