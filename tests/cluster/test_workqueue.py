@@ -17,6 +17,7 @@ from tsq.run import Run
 from tsq.runstore import NewRun, RunStore
 
 PULLS_S = 5.0  # the longest a test waits for the pulls it expects
+CAPACITY = 2 * workqueue.PULL_BATCH  # runs the worker process holds at once
 
 
 class PullingBus:
@@ -72,36 +73,38 @@ class HoldingDispatcher:
         self.taken.append(run)
 
 
-def delivery(bus: PullingBus, status: RunStatus) -> Delivery:
+def delivery(bus: PullingBus, status: RunStatus, run_id: str) -> Delivery:
     run = NewRun(project="p", loop="l", event="manual", version_id="v", trigger="manual",
-                 params={}).queued("r1", 0)
+                 params={}).queued(run_id, 0)
     record = run.evolve(status=status).to_json()
-    return Delivery("r1", run.attempt, 1, record, cast(Any, None), cast(Bus, bus))
+    return Delivery(run_id, run.attempt, 1, record, cast(Any, None), cast(Bus, bus))
 
 
 def fed(bus: PullingBus) -> tuple[WorkQueue, HoldingDispatcher]:
     queue = WorkQueue(cast(Bus, bus), cast(RunStore, NoRuns()))
     dispatcher = HoldingDispatcher()
-    queue.feed(cast(Dispatcher, dispatcher), capacity=8)
+    queue.feed(cast(Dispatcher, dispatcher), capacity=CAPACITY)
     return queue, dispatcher
 
 
-@pytest.mark.parametrize(("status", "busy"), [
-    (RunStatus.QUEUED, True),  # taken: it runs here, so the next runs gather a moment
-    (RunStatus.SUCCESS, False),  # ended already: acknowledged, nothing held, nothing to wait for
+@pytest.mark.parametrize(("status", "runs", "gathers"), [
+    (RunStatus.QUEUED, 1, True),  # taken: it runs here, so the next runs gather a moment
+    (RunStatus.SUCCESS, 1, False),  # ended already: acknowledged, nothing held, nothing to do
+    (RunStatus.QUEUED, workqueue.PULL_BATCH, False),  # all it asked for: more are waiting
 ])
 def test_a_busy_worker_process_lets_runs_gather_before_it_pulls_again_an_idle_one_does_not(
-        monkeypatch: pytest.MonkeyPatch, status: RunStatus, busy: bool) -> None:
-    gather_s = 0.3 if busy else 60.0
+        monkeypatch: pytest.MonkeyPatch, status: RunStatus, runs: int, gathers: bool) -> None:
+    gather_s = 0.3 if gathers else 60.0
     monkeypatch.setattr(workqueue, "GATHER_S", gather_s)
     bus = PullingBus([])
-    bus._first = [delivery(bus, status)]
+    bus._first = [delivery(bus, status, f"r{n}") for n in range(runs)]
     queue, dispatcher = fed(bus)
     try:
-        assert bus.two_pulls.wait(PULLS_S)  # an idle process's within PULLS_S, not 60 s
-        assert [run.id for run in dispatcher.taken] == (["r1"] if busy else [])
-        assert [d.run_id for d in bus.acked] == ([] if busy else ["r1"])
-        if busy:
+        assert bus.two_pulls.wait(PULLS_S)  # within PULLS_S, not 60 s, unless it gathers
+        taken = [f"r{n}" for n in range(runs)] if status == RunStatus.QUEUED else []
+        assert [run.id for run in dispatcher.taken] == taken
+        assert [d.run_id for d in bus.acked] == ([] if taken else ["r0"])
+        if gathers:
             assert bus.pulled_at[1] - bus.answered_at >= gather_s
     finally:
         queue.close()

@@ -204,8 +204,9 @@ class WorkQueue:
                 if room <= 0:
                     self._room.wait(PULL_WAIT_S)
                     continue
+            asked = min(room, PULL_BATCH)
             try:
-                deliveries = self.bus.pull(min(room, PULL_BATCH), PULL_WAIT_S)
+                deliveries = self.bus.pull(asked, PULL_WAIT_S)
             except Exception as exc:  # NATS is away: it reconnects by itself
                 log.warning("could not pull runs from NATS: %s", exc)
                 self._stop.wait(PULL_WAIT_S)
@@ -214,12 +215,13 @@ class WorkQueue:
                 self._take_all(deliveries)
             except Exception:  # the run store failed: the messages come back later
                 log.exception("could not take %d runs from the queue", len(deliveries))
-            if deliveries and self._busy():
+            if 0 < len(deliveries) < asked and self._busy():
                 # Runs taken one pull at a time are claimed, settled and acknowledged one
                 # transaction and one hop at a time; while this process has runs to get on
                 # with, letting the next ones gather makes those batches (a busy worker
                 # process's claims 1.7 runs a pull -> 3, its PostgreSQL commits a run 1.7 ->
-                # 1.3). An idle process's pull is answered at once, as before.
+                # 1.3). A pull that found nothing waits for the next run as before, and one
+                # that got all it asked for pulls again at once: more are waiting.
                 self._stop.wait(GATHER_S)
 
     def _busy(self) -> bool:
