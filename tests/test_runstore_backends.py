@@ -160,6 +160,33 @@ def test_concurrent_limited_claimers_never_run_more_than_the_limit(url: str) -> 
 
 
 @pytest.mark.postgres
+def test_a_run_cancelled_while_a_limited_claim_waits_for_it_stays_cancelled(
+        postgres: pgserver.PostgresServer) -> None:
+    """A cancel holds a queued run's row when a worker process's limited claim reaches it;
+    once the cancel commits, the claim takes the others and leaves that one cancelled."""
+    name = postgres.create_database()
+    store = RunStore(db.connect(postgres.url(name)))
+    try:
+        runs = store.create_new([scheduled(60_000 * i) for i in (1, 2)])
+        answer: list[set[str]] = []
+        with store.engine.connect() as cancelling:
+            cancelling.execute(sa.text("UPDATE runs SET status = 'cancelled' WHERE id = :id"),
+                               {"id": runs[0].id})
+            claimer = threading.Thread(target=lambda: answer.append(
+                store.claim_limited([(run, 5) for run in runs])))
+            claimer.start()
+            claimer.join(timeout=1.0)
+            assert answer == [], "the claim did not wait for the cancel's row"
+            cancelling.commit()
+        claimer.join(timeout=10)
+        assert answer == [{runs[1].id}]
+        assert store.get(runs[0].id).status == RunStatus.CANCELLED
+    finally:
+        store.close()
+        postgres.drop_database(name)
+
+
+@pytest.mark.postgres
 def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
         postgres: pgserver.PostgresServer) -> None:
     """While one process's claim of some runs is not yet committed, another's claim of the

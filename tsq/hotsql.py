@@ -100,10 +100,14 @@ _BY_BACKEND = {
     # has room for (`b_limit` less its limited runs running anywhere), oldest first. One
     # statement, so SQLite (one writer) counts and claims at once; PostgreSQL first takes a lock
     # per loop for the transaction (`claim_limited`). A negative LIMIT means none to SQLite and
-    # is an error to PostgreSQL, so the room is clamped at 0 by each one's own maximum.
+    # is an error to PostgreSQL, so the room is clamped at 0 by each one's own maximum. The
+    # lane lock is the claimers' only: a run cancelled while the claim waited for its row is
+    # checked again as it is then (PostgreSQL re-reads the updated row for the outer WHERE),
+    # so it stays cancelled.
     "claim_limited": {
         backend: f"UPDATE runs SET status = 'running', started_ms = {p('b_now')} "
-                 f"WHERE id IN (SELECT mine.id FROM runs AS mine WHERE mine.id IN ({ids}) "
+                 f"WHERE status || '' = 'queued' "
+                 f"AND id IN (SELECT mine.id FROM runs AS mine WHERE mine.id IN ({ids}) "
                  f"AND mine.status || '' = 'queued' "
                  f"ORDER BY coalesce(mine.scheduled_ms, mine.queued_ms), mine.id "
                  f"LIMIT {greatest}(0, {p('b_limit')} - (SELECT count(*) FROM runs AS others "
