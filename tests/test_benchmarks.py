@@ -135,8 +135,9 @@ def test_cluster_benchmark_measures_the_queue_and_the_failover() -> None:
     assert any(row.startswith("cluster_failover") for row in rows), done.stdout
     ratios = [json.loads(row[row.index("{"):]) for row in rows
               if row.startswith("cluster_runs") and "{" in row]
-    assert len(ratios) == 2 and all(r["work_queue"] > 0 and r["one_process"] > 0
-                                    for r in ratios), done.stdout
+    assert len(ratios) == 2 and all(
+        len(r["ratios"]) == len(r["work_queue"]) == len(r["one_process"]) >= 2
+        and min(r["work_queue"] + r["one_process"]) > 0 for r in ratios), done.stdout
 
 
 @pytest.mark.slow
