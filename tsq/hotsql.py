@@ -171,7 +171,8 @@ def claim_limited(db: Connection, lanes: Mapping[tuple[str, str], tuple[int, Seq
     backend = db.dialect.name
     if backend == "postgresql":  # counts and claims race otherwise
         for project, loop in sorted(lanes):
-            _ids(db, _BY_BACKEND["lane_lock"][backend], {"b_lane": f"tsq lane {project}/{loop}"})
+            _execute_sql(db, _BY_BACKEND["lane_lock"][backend],
+                         [{"b_lane": f"tsq lane {project}/{loop}"}])
     claimed: set[str] = set()
     for (project, loop), (limit, ids) in lanes.items():
         claimed |= _ids(db, _BY_BACKEND["claim_limited"][backend], {
