@@ -119,8 +119,7 @@ def parse_lines(body: str, precision: str = "ns", now_ns: int | None = None, *,
     """The points of `body`; a large plain batch is read by the compiled pass (`tsq.linescan`)
     unless `scan` is False (numba not loaded yet: see `tsq.lineparsers`)."""
     stamps, default_ts = _stamps(precision, now_ns)
-    if scan and (len(body) >= SCAN_CHARS or
-                 (len(body) >= LOADED_SCAN_CHARS and _scan_loaded())):
+    if scan and _worth_scanning(len(body)):
         scanned = _parse_scanned(body.encode(), stamps, default_ts)
         if scanned is not None:
             return scanned[0]
@@ -140,7 +139,7 @@ def parse_joined(bodies: Sequence[str], precision: str = "ns", now_ns: int | Non
     lines parsed together make each series' name and labels once, not once a write."""
     stamps, default_ts = _stamps(precision, now_ns)
     size = sum(len(body) for body in bodies)
-    if not scan or size < LOADED_SCAN_CHARS or (size < SCAN_CHARS and not _scan_loaded()):
+    if not scan or not _worth_scanning(size):
         return None  # as parse_lines chooses: a few lines are as quick one write at a time
     raws = [body.encode() for body in bodies]
     scanned = _parse_scanned(b"\n".join(raws), stamps, default_ts)
@@ -162,6 +161,12 @@ def _stamps(precision: str, now_ns: int | None) -> tuple[_Stamps, int]:
                          f"{', '.join(p for p in PRECISIONS if p != 'µ')}")
     now = time.time_ns() if now_ns is None else now_ns
     return _Stamps(precision, scale), now - now % scale
+
+
+def _worth_scanning(chars: int) -> bool:
+    """Whether `chars` of lines go to the compiled pass: a large batch always (loading it), a
+    smaller one once it is loaded, a few lines never."""
+    return chars >= SCAN_CHARS or (chars >= LOADED_SCAN_CHARS and _scan_loaded())
 
 
 def _scan_loaded() -> bool:
