@@ -57,6 +57,17 @@ def test_a_run_published_twice_is_delivered_once(bus: Bus) -> None:
     assert bus.pull(10, 1.2) == []  # acknowledged: never again
 
 
+def test_a_new_run_of_a_key_seen_before_is_delivered(bus: Bus) -> None:
+    """A run store made afresh (or restored) beside the same NATS streams gives a scheduled
+    time a new run: its message is not the old run's duplicate."""
+    bus.publish_runs([("old", "p/loop:e:1000", 1, b"")])
+    bus.publish_runs([("new", "p/loop:e:1000", 1, b"")])
+    got = bus.pull(10, 1.0)
+    assert sorted(d.run_id for d in got) == ["new", "old"]
+    for delivery in got:
+        delivery.ack()
+
+
 def test_an_unanswered_run_comes_back_after_ack_wait_and_in_progress_holds_it(bus: Bus) -> None:
     bus.publish_runs([("held", "p/held", 1, b""), ("dropped", "p/dropped", 1, b"")])
     first = {d.run_id: d for d in bus.pull(10, 1.0)}

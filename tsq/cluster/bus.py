@@ -253,8 +253,8 @@ class Bus:
 
     def publish_runs(self, runs: list[tuple[str, str, int, bytes]]) -> None:
         """Publish `(run id, key or id, attempt, record)` each as a message to start; a message
-        whose key and attempt the server has seen within its duplicate window is dropped there.
-        `record` is the run's JSON (or empty when it is too large to carry)."""
+        whose key, run and attempt the server has seen within its duplicate window is dropped
+        there. `record` is the run's JSON (or empty when it is too large to carry)."""
         if runs:
             self.call(self._publish_runs(runs))
 
@@ -262,7 +262,8 @@ class Bus:
         subject = self.names.runs_subject
         await asyncio.gather(*(self._js.publish(
             subject, f"{run_id} {attempt}\n".encode() + record,
-            headers={"Nats-Msg-Id": f"{key}#{attempt}"}) for run_id, key, attempt, record in runs))
+            headers={"Nats-Msg-Id": _message_id(run_id, key, attempt)})
+            for run_id, key, attempt, record in runs))
 
     def pull(self, batch: int, timeout_s: float) -> list[Delivery]:
         """Up to `batch` runs to start, waiting at most `timeout_s` for the first."""
@@ -398,6 +399,15 @@ class Bus:
     async def _give_up(self, revision: int) -> None:
         with contextlib.suppress(nats.js.errors.APIError):  # it expired or moved on already
             await self._leader_kv.delete("scheduler", last=revision)
+
+
+def _message_id(run_id: str, key: str, attempt: int) -> str:
+    """What the server drops a second publish of within its duplicate window: a scheduled
+    time's key, its run and its attempt. The key alone named a new run (of a database
+    restored or made afresh, with the same NATS streams) as the one that had it before, and
+    its messages were dropped for the window's ten minutes; in one database a key has one run,
+    so the run's id takes no duplicate through."""
+    return f"{key}#{attempt}" if key.endswith(f"/{run_id}") else f"{key}#{run_id}#{attempt}"
 
 
 def _log_failure(future: Any) -> None:
