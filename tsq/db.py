@@ -89,6 +89,10 @@ RUN_TIME = sa.func.coalesce(runs.c.scheduled_ms, runs.c.queued_ms)
 sa.Index("ix_runs_time", RUN_TIME)
 sa.Index("ix_runs_loop_time", runs.c.loop, RUN_TIME)
 sa.Index("ix_runs_status_time", runs.c.status, RUN_TIME)  # unfinished runs, in order
+# A loop's running runs, its lane's count (migration 0010 says why)
+_RUNNING = runs.c.status == "running"
+sa.Index("ix_runs_running", runs.c.project, runs.c.loop, sqlite_where=_RUNNING,
+         postgresql_where=_RUNNING)
 
 loop_history = sa.Table(  # which version each loop's `latest` pointed at, and since when
     "loop_history", metadata,

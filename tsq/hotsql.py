@@ -67,8 +67,12 @@ SQL: Mapping[str, Mapping[str, str]] = {
 
 
 # Statements whose text differs by more than the parameter style. A list of run ids is one
-# JSON array parameter, so a statement's text is the same for any number of runs (the driver
-# prepares it once) and an id list never meets SQLite's limit on parameters.
+# parameter, so a statement's text is the same for any number of runs (the driver prepares it
+# once) and an id list never meets SQLite's limit on parameters: a JSON array on SQLite, an
+# array on PostgreSQL, where `id = ANY(array)` is a search of the primary key whatever the
+# statistics say. Rows made of a JSON array (`IN (SELECT json_array_elements_text(…))`) count
+# as a hundred to the planner, and up to some 50,000 runs it read the whole table rather than
+# search a hundred times: 2 ms a claim or a settle of 4 runs at 6,000 runs, 0.1 ms by `ANY`.
 _BY_BACKEND = {
     # queued → running. `status || ''` keeps the planner on the primary key (runstore says why).
     "claim_runs": {
@@ -81,8 +85,8 @@ _BY_BACKEND = {
         # them) instead of waiting for it to commit; a run whose claim committed first is no
         # longer queued when it is read, so no run is claimed twice.
         "postgresql": "UPDATE runs SET status = 'running', started_ms = %(b_now)s "
-                      "WHERE id IN (SELECT queued.id FROM runs AS queued WHERE queued.id IN "
-                      "(SELECT json_array_elements_text(CAST(%(b_ids)s AS JSON))) "
+                      "WHERE id IN (SELECT queued.id FROM runs AS queued WHERE queued.id = "
+                      "ANY(CAST(%(b_ids)s AS text[])) "
                       "AND queued.status || '' = 'queued' FOR UPDATE SKIP LOCKED) RETURNING id",
     },
     # Runs created whose keys were new (ON CONFLICT DO NOTHING makes a run key unique without
@@ -107,7 +111,7 @@ _BY_BACKEND = {
     "claim_limited": {
         backend: f"UPDATE runs SET status = 'running', started_ms = {p('b_now')} "
                  f"WHERE status || '' = 'queued' "
-                 f"AND id IN (SELECT mine.id FROM runs AS mine WHERE mine.id IN ({ids}) "
+                 f"AND id IN (SELECT mine.id FROM runs AS mine WHERE mine.id {ids} "
                  f"AND mine.status || '' = 'queued' "
                  f"ORDER BY coalesce(mine.scheduled_ms, mine.queued_ms), mine.id "
                  f"LIMIT {greatest}(0, {p('b_limit')} - (SELECT count(*) FROM runs AS others "
@@ -116,9 +120,8 @@ _BY_BACKEND = {
                  f"({', '.join(repr(trigger) for trigger in sorted(LIMITED_TRIGGERS))})))) "
                  f"RETURNING id"
         for backend, ids, greatest, p in (
-            ("sqlite", "SELECT value FROM json_each(:b_ids)", "max", ":{}".format),
-            ("postgresql", "SELECT json_array_elements_text(CAST(%(b_ids)s AS JSON))",
-             "greatest", "%({})s".format))},
+            ("sqlite", "IN (SELECT value FROM json_each(:b_ids))", "max", ":{}".format),
+            ("postgresql", "= ANY(CAST(%(b_ids)s AS text[]))", "greatest", "%({})s".format))},
     "lane_lock": {"postgresql": "SELECT pg_advisory_xact_lock(hashtext(%(b_lane)s))"},
     # Runs' ends from one JSON parameter: psycopg's executemany sends a statement a run, and
     # its pipeline is driven from Python, where a cluster worker's settles spent a fifth of
@@ -131,7 +134,8 @@ _BY_BACKEND = {
                       "FROM json_to_recordset(CAST(%(b_ends)s AS JSON)) AS e(b_id text, "
                       "b_status text, b_result text, b_error text, b_now bigint, "
                       "b_init double precision) "
-                      "WHERE runs.id = e.b_id AND runs.status != 'cancelled'",
+                      "WHERE runs.id = e.b_id AND runs.id = ANY(CAST(%(b_ids)s AS text[])) "
+                      "AND runs.status != 'cancelled'",
     },
     "runs_present": {
         "sqlite": "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(:b_ids))",
@@ -160,7 +164,7 @@ def insert_new_runs(db: Connection, rows: Sequence[Mapping[str, Any]]) -> set[st
 def claim_runs(db: Connection, run_ids: Sequence[str], now: int) -> set[str]:
     """queued → running, started at `now`: the ids of `run_ids` this transaction claimed."""
     return _ids(db, _BY_BACKEND["claim_runs"][db.dialect.name],
-                {"b_ids": orjson.dumps(list(run_ids)).decode(), "b_now": now})
+                {"b_ids": _id_list(db, run_ids), "b_now": now})
 
 
 def claim_limited(db: Connection, lanes: Mapping[tuple[str, str], tuple[int, Sequence[str]]],
@@ -176,9 +180,16 @@ def claim_limited(db: Connection, lanes: Mapping[tuple[str, str], tuple[int, Seq
     claimed: set[str] = set()
     for (project, loop), (limit, ids) in lanes.items():
         claimed |= _ids(db, _BY_BACKEND["claim_limited"][backend], {
-            "b_ids": orjson.dumps(list(ids)).decode(), "b_project": project, "b_loop": loop,
+            "b_ids": _id_list(db, ids), "b_project": project, "b_loop": loop,
             "b_limit": limit, "b_now": now})
     return claimed
+
+
+def _id_list(db: Connection, run_ids: Sequence[str]) -> str | list[str]:
+    """Run ids as one parameter: a JSON array on SQLite, an array on PostgreSQL."""
+    if db.dialect.name == "postgresql":
+        return list(run_ids)
+    return orjson.dumps(list(run_ids)).decode()
 
 
 def _run_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,9 +204,10 @@ def finish_runs(db: Connection, ends: Sequence[Mapping[str, Any]]) -> None:
             for end in ends]
     if db.dialect.name == "postgresql" and len(rows) > 1:
         # one row a run: of an UPDATE's several matching rows PostgreSQL takes any one
-        last = list({row["b_id"]: row for row in rows}.values())
+        last = {row["b_id"]: row for row in rows}
         _execute_sql(db, _BY_BACKEND["finish_runs"]["postgresql"],
-                     [{"b_ends": orjson.dumps(last).decode()}])
+                     [{"b_ends": orjson.dumps(list(last.values())).decode(),
+                       "b_ids": list(last)}])
     else:
         _execute(db, "finish_runs", rows)
 
