@@ -5,8 +5,10 @@ what the stores beside it keep alike on both; and what a wrong PostgreSQL URL sa
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 import sqlalchemy as sa
@@ -209,6 +211,76 @@ def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
         for made in (store, other):
             made.close()
         postgres.drop_database(name)
+
+
+RUNS_BEFORE_STATISTICS = 6000  # a backlog or a history the planner's statistics predate
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("plans", ["auto", "force_generic_plan"])
+def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
+        postgres: pgserver.PostgresServer, plans: str) -> None:
+    """A cluster's claims and settles of a few runs among thousands read those runs, by the
+    primary key, and the lane's count reads its running runs alone: before the ids went as an
+    array, each read the whole table (2 ms at 6,000 runs, growing with them), as PostgreSQL
+    plans them until its statistics catch up with the table, and as its generic plan does."""
+    name = postgres.create_database()
+    engine = db.connect(postgres.url(name))
+    try:
+        with engine.begin() as made:
+            made.execute(sa.text(
+                "INSERT INTO runs (id, key, project, loop, event, version_id, \"trigger\", "
+                "status, params, attempt, queued_ms, scheduled_ms) SELECT 'r' || i, 'k' || i, "
+                "'p', 'l', 'e', 'v', 'backfill', CASE WHEN i % 100 = 0 THEN 'queued' "
+                "ELSE 'success' END, '{}', 1, i, i FROM generate_series(1, :n) AS i"),
+                {"n": RUNS_BEFORE_STATISTICS})
+        ids = ["r100", "r200", "r300", "r400"]
+        ends = [{"b_id": run_id, "b_status": "success", "b_result": "1", "b_error": None,
+                 "b_now": 5, "b_init": None} for run_id in ids]
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SET plan_cache_mode = {plans}"))
+            plans_of = {
+                "claim": _plan(conn, lambda c: hotsql.claim_runs(c, ids, 1)),
+                "limited claim": _plan(conn, lambda c: hotsql.claim_limited(
+                    c, {("p", "l"): (2, ids)}, 1)),
+                "settle": _plan(conn, lambda c: hotsql.finish_runs(c, ends))}
+        for what, plan in plans_of.items():
+            assert "Seq Scan on runs" not in plan, f"the {what} reads every run:\n{plan}"
+            assert "runs_pkey" in plan, f"the {what} does not search by id:\n{plan}"
+        assert "ix_runs_running" in plans_of["limited claim"], plans_of["limited claim"]
+    finally:
+        engine.dispose()
+        postgres.drop_database(name)
+
+
+def _plan(conn: sa.Connection, statement: Callable[[sa.Connection], object]) -> str:
+    """The plans PostgreSQL chose for what `statement` executes (each EXPLAINed, not run)."""
+    found: list[str] = []
+    cursor_of = conn.connection.cursor
+
+    class Explaining:
+        def __init__(self) -> None:
+            self.cursor = cursor_of()
+
+        def __enter__(self) -> Explaining:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            self.cursor.close()
+
+        def execute(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
+            self.cursor.execute(f"EXPLAIN {sql}", parameters)
+            found.append("\n".join(row[0] for row in self.cursor.fetchall()))
+
+        def fetchall(self) -> list[tuple[object, ...]]:
+            return []
+
+        def close(self) -> None:
+            self.cursor.close()
+
+    with patch.object(conn.connection, "cursor", Explaining):
+        statement(conn)
+    return "\n".join(found)
 
 
 @pytest.mark.parametrize("result", [42, 2.5, "text with a \x00 in it", None, [1, "a"],
