@@ -5,7 +5,7 @@ worker slots), so the connection lives on an event loop of its own, on thread `t
 every method here runs a coroutine there and waits for it. What JetStream keeps:
 
 - `TSQ_RUNS`, a work-queue stream on subject `tsq.runs`: one message per run attempt to start.
-  Its `Nats-Msg-Id` is the run's key (or id) and attempt, so a second publish is dropped.
+  Its `Nats-Msg-Id` is the run's key (or id), its id and attempt, so a second publish is dropped.
 - `tsq-workers`, the durable pull consumer of `TSQ_RUNS` that every worker process shares;
   a message not acknowledged within `ack_wait` is delivered again.
 - `tsq-loops`, a KV bucket: each live loop's version id, which every process watches for
