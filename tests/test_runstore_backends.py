@@ -264,12 +264,6 @@ def _plan(conn: sa.Connection, statement: Callable[[sa.Connection], object]) -> 
         def __init__(self) -> None:
             self.cursor = cursor_of()
 
-        def __enter__(self) -> Explaining:
-            return self
-
-        def __exit__(self, *_exc: object) -> None:
-            self.cursor.close()
-
         def execute(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
             self.cursor.execute(f"EXPLAIN {sql}", parameters)
             found.append("\n".join(row[0] for row in self.cursor.fetchall()))
