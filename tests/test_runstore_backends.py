@@ -244,7 +244,7 @@ def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
             plans_of = {
                 "claim": _plan(conn, lambda c: hotsql.claim_runs(c, ids, 1)),
                 "limited claim": _plan(conn, lambda c: hotsql.claim_limited(
-                    c, {("p", "l"): (2, ids)}, 1)),
+                    c, {("p", "l"): (2, ids)}, lambda: 1)),
                 "settle": _plan(conn, lambda c: hotsql.finish_runs(c, ends))}
         for what, plan in plans_of.items():
             assert "Seq Scan on runs" not in plan, f"the {what} reads every run:\n{plan}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -168,15 +168,19 @@ def claim_runs(db: Connection, run_ids: Sequence[str], now: int) -> set[str]:
 
 
 def claim_limited(db: Connection, lanes: Mapping[tuple[str, str], tuple[int, Sequence[str]]],
-                  now: int) -> set[str]:
-    """queued → running, started at `now`, for each loop `(project, loop)` of `lanes`: of its
-    runs `ids`, as many as `limit` less its limited runs running leaves room for; the ids this
-    transaction claimed. On PostgreSQL each loop's lock is held until the transaction ends."""
+                  clock: Callable[[], int]) -> set[str]:
+    """queued → running, started at `clock()` once the lanes are locked, for each loop
+    `(project, loop)` of `lanes`: of its runs `ids`, as many as `limit` less its limited runs
+    running leaves room for; the ids this transaction claimed. On PostgreSQL each loop's lock is
+    held until the transaction ends. The time is read after the locks: a claim that waited for
+    another's gets the time it was granted, so a lane's runs never seem to overlap (one run's
+    end was recorded after the next one's start when the time was read before the wait)."""
     backend = db.dialect.name
     if backend == "postgresql":  # counts and claims race otherwise
         for project, loop in sorted(lanes):
             _execute_sql(db, _BY_BACKEND["lane_lock"][backend],
                          [{"b_lane": f"tsq lane {project}/{loop}"}])
+    now = clock()
     claimed: set[str] = set()
     for (project, loop), (limit, ids) in lanes.items():
         claimed |= _ids(db, _BY_BACKEND["claim_limited"][backend], {

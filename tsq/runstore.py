@@ -194,8 +194,8 @@ class RunStore:
         dispatcher on the same store gets none of them)."""
         if not run_ids:
             return set()
-        now = self._now_ms()
-        return self.writes.write(lambda db: hotsql.claim_runs(db, run_ids, now))
+        # the time the claim is made, not asked for: it may wait for the batch before it
+        return self.writes.write(lambda db: hotsql.claim_runs(db, run_ids, self._now_ms()))
 
     def claim_limited(self, wanted: Sequence[tuple[Run, int]]) -> set[str]:
         """queued → running for each `(run, limit)` while fewer than `limit` runs of its loop's
@@ -207,12 +207,11 @@ class RunStore:
         held until that batch commits."""
         if not wanted:
             return set()
-        now = self._now_ms()
         lanes: dict[tuple[str, str], tuple[int, list[str]]] = {}
         for run, limit in wanted:
             lanes.setdefault((run.project, run.loop), (limit, []))[1].append(run.id)
 
-        return self.writes.write(lambda db: hotsql.claim_limited(db, lanes, now))
+        return self.writes.write(lambda db: hotsql.claim_limited(db, lanes, self._now_ms))
 
     def settle_many(self, outcomes: Sequence[Settlement]) -> tuple[list[Run], list[Run]]:
         """Write the ends of many runs in one transaction: outcomes, log lines, retries (back
