@@ -27,7 +27,7 @@ def _timed(call: Callable[[], object], repeat: int) -> list[float]:
 
 def run(report: Report, *, quick: bool) -> None:
     fast, slow = (50, 5) if quick else (3000, 200)
-    earley = Lark(GRAMMAR.read_text(), parser="earley")
+    earley = Lark(GRAMMAR.read_text(encoding="utf-8"), parser="earley")
     script = parse_script(SOURCE)
     if len(script) != 1 or not isinstance(script[0], Chain):
         raise RuntimeError("the source is not one chain")

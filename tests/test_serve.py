@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +24,12 @@ START_S = 60.0
 
 
 @contextmanager
-def serving(data: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving(data: Path, *args: str, locale: Mapping[str, str] | None = None
+            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`tsq serve` on a free port of 127.0.0.1 until the block ends (then SIGINT, then kill);
     its stderr goes to `data`/serve.err (a file: a pipe nobody reads would block its logs)."""
     port = free_port()
-    env = {**os.environ, "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
+    env = {**os.environ, **(locale or {}), "TSQ_DATA_DIR": str(data), "TSQ_WORKERS": "1"}
     env.pop("TSQ_URL", None)
     with (data / "serve.err").open("wb") as stderr:
         server = subprocess.Popen([sys.executable, "-m", "tsq", "serve", "--port", str(port),
@@ -97,6 +98,26 @@ def test_demo_through_a_running_server(tmp_path: Path) -> None:
                             headers=admin(tmp_path)).json()["runs"]
     newest = max(reports, key=lambda r: r["scheduled_ms"])
     assert f"newest report: run {newest['id']} (success)" in shown.stdout
+
+
+# A machine whose locale is not UTF-8 and Python's UTF-8 mode off: open() and read_text()
+# without an encoding read ASCII there, and the grammars are UTF-8 text.
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+@pytest.mark.slow
+def test_a_server_starts_and_answers_in_an_ascii_locale(tmp_path: Path) -> None:
+    with serving(tmp_path, locale=ASCII_LOCALE) as (url, _):
+        query = 'select("temp\u00b0C").where("room=\u00e9t\u00e9").last(1m)'
+        answer = httpx.post(f"{url}/v1/query", json={"tsl": query}, headers=admin(tmp_path))
+        assert answer.status_code == 200, answer.text
+    (tmp_path / "query.tsl").write_text(query, encoding="utf-8")
+    compiled = subprocess.run(
+        [sys.executable, "-m", "tsq", "tsl", "compile", f"@{tmp_path / 'query.tsl'}"],
+        capture_output=True, env={**os.environ, **ASCII_LOCALE}, timeout=120, check=False)
+    assert compiled.returncode == 0, compiled.stderr.decode(errors="replace")
+    # UTF-8 out, as Python itself writes in the C locale unless told not to
+    assert "'temp\u00b0C'" in compiled.stdout.decode("utf-8"), compiled.stdout
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

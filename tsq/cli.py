@@ -6,6 +6,8 @@ it failed, 2 for a timeout); any other error prints one clear line and exits 3.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import sys
@@ -90,6 +92,7 @@ def _options(version: Annotated[bool, typer.Option(
 
 
 def main() -> None:
+    _utf8_if_ascii()
     try:
         app()
     except TsqError as exc:
@@ -97,6 +100,16 @@ def main() -> None:
         if isinstance(exc, TslError) and exc.caret:
             err.print(exc.caret, highlight=False, markup=False)
         sys.exit(EXIT_ERROR)
+
+
+def _utf8_if_ascii() -> None:
+    """Under a C or POSIX locale with Python's UTF-8 mode turned off the standard streams are
+    ASCII, and the first name or result beyond it would end the command with a
+    UnicodeEncodeError; they write UTF-8 there instead, as Python itself does by default."""
+    for stream in (sys.stdout, sys.stderr):
+        if (isinstance(stream, io.TextIOWrapper)
+                and codecs.lookup(stream.encoding).name == "ascii"):
+            stream.reconfigure(encoding="utf-8", errors=stream.errors)
 
 
 @contextmanager
@@ -935,7 +948,7 @@ def token_admin(data_dir: DataDir = None) -> None:
     settings = Settings.load(data_dir)
     path = settings.data_dir / datafiles.ADMIN_TOKEN_FILE
     try:
-        secret = path.read_text().strip()
+        secret = path.read_text(encoding="utf-8").strip()
     except OSError:
         secret = ""
     if not secret:
@@ -953,7 +966,7 @@ def ui(data_dir: DataDir = None) -> None:
 
     settings = Settings.load(data_dir)
     try:
-        url = json.loads(settings.server_file.read_text())["url"]
+        url = json.loads(settings.server_file.read_text(encoding="utf-8"))["url"]
     except (OSError, ValueError, KeyError):
         err.print(f"[red]error:[/red] no tsq server is running on {settings.data_dir}; start "
                   f"one with `tsq serve`", highlight=False)

@@ -102,6 +102,6 @@ def local_token(data_dir: Path) -> str | None:
     if given:
         return given
     try:
-        return (data_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+        return (data_dir / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None

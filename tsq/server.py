@@ -88,7 +88,8 @@ def _run(settings: Settings, sock: socket.socket) -> None:
         server = uvicorn.Server(uvicorn.Config(
             create_server_app(service), log_config=None, log_level=None, access_log=False,
             timeout_graceful_shutdown=5))
-        settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}),
+                                        encoding="utf-8")
         taken = f"; took over {interrupted} unfinished runs" if interrupted else ""
         # Which file the settings came from, if one: a tsq.toml found in the data directory is
         # otherwise read without a word.
@@ -245,7 +246,7 @@ def running_pid(settings: Settings) -> int | None:
 
 def _recorded(settings: Settings) -> dict[str, object]:
     try:
-        data = json.loads(settings.server_file.read_text())
+        data = json.loads(settings.server_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -176,7 +176,7 @@ class TokenStore:
         is none or the one there is no longer valid (revoked, or from another database)."""
         path = data_dir / datafiles.ADMIN_TOKEN_FILE
         try:
-            secret = path.read_text().strip()
+            secret = path.read_text(encoding="utf-8").strip()
         except OSError:
             secret = ""
         if secret and self.principal(secret) is not None:
@@ -185,7 +185,7 @@ class TokenStore:
         datafiles.private_file(path)
         temporary = path.with_suffix(".tmp")
         datafiles.private_file(temporary)
-        temporary.write_text(secret + "\n")
+        temporary.write_text(secret + "\n", encoding="utf-8")
         os.replace(temporary, path)
         return secret
 

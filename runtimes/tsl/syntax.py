@@ -197,7 +197,7 @@ def _node(value: object) -> Node:
 
 @cache
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", maybe_placeholders=False)
+    return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", maybe_placeholders=False)
 
 
 # Mistakes lark's match_examples can name, each with a few scripts that make it.

@@ -57,7 +57,8 @@ Word = Callable[[Any], None]
 
 @cache
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", lexer="basic", maybe_placeholders=False)
+    return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="basic",
+                maybe_placeholders=False)
 
 
 def read(text: str, words: Mapping[str, Word], *, line: int = 0, col: int = 0) -> Macro:

@@ -77,7 +77,7 @@ def fetch(asset: Asset, into: Path = VENDOR) -> None:
             if member is None:
                 raise RuntimeError(f"{asset.url} has no file {inside}")
             (into / name).write_bytes(member.read())
-    (into / asset.stamp).write_text(f"{asset.url} sha256 {asset.sha256}\n")
+    (into / asset.stamp).write_text(f"{asset.url} sha256 {asset.sha256}\n", encoding="utf-8")
 
 
 def main() -> int:
