@@ -21,7 +21,7 @@ from tsq.db import schedules
 from tsq.errors import BadRequest, ConfigError
 from tsq.outcomes import RunError, RunResult, RunStatus
 from tsq.runlog import LogLine
-from tsq.runstore import NewRun, RunStore, Settlement, run_key
+from tsq.runstore import NewRun, RunStore, Settlement, keyed_statuses_query, run_key
 from tsq.schedulestore import ScheduleStore
 from tsq.selector import parse_selector
 from tsq.trims import TrimStore
@@ -254,6 +254,34 @@ def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
         engine.dispose()
         postgres.drop_database(name)
 
+
+
+@pytest.mark.postgres
+def test_a_backfills_progress_reads_its_range_right_after_its_runs_are_made(
+        postgres: pgserver.PostgresServer) -> None:
+    """The progress of a backfill (`keyed_statuses`) searches its event's runs in its range,
+    not the loop's whole history, from the moment its thousands of runs are made: before the
+    run store renewed PostgreSQL's statistics after such a burst, the planner took the loop's
+    window index (all of its runs) until autovacuum's next look."""
+    name = postgres.create_database()
+    engine = db.connect(postgres.url(name))
+    store = RunStore(engine)
+    try:
+        with engine.begin() as made:  # no statistics but those the run store renews itself
+            made.execute(sa.text("ALTER TABLE runs SET (autovacuum_enabled = false)"))
+        store.create_new([scheduled(60_000 * i) for i in range(1, RUNS_BEFORE_STATISTICS)])
+        progress = keyed_statuses_query("default", "roll", ["tick"], 60_000 * 3000,
+                                        60_000 * 3100).compile(
+            dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+        with engine.connect() as conn:
+            plan = _plan(conn, lambda c: c.connection.cursor().execute(str(progress),
+                                                                        progress.params))
+        assert "ix_runs_event_scheduled" in plan, plan
+        assert store.keyed_statuses("default", "roll", ["tick"], 60_000 * 3000,
+                                    60_000 * 3100) == {"queued": 100}
+    finally:
+        store.close()
+        postgres.drop_database(name)
 
 def _plan(conn: sa.Connection, statement: Callable[[sa.Connection], object]) -> str:
     """The plans PostgreSQL chose for what `statement` executes (each EXPLAINed, not run)."""
