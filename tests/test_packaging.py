@@ -48,3 +48,12 @@ def test_editable_install_is_quiet_and_a_path_entry(tmp_path: Path) -> None:
     origin, version = imported.stdout.split()
     assert origin == str(ROOT / "tsq" / "runtimes" / "tsl" / "__init__.py")
     assert version == metadata.version("tsq")
+
+
+def test_the_ui_assets_step_make_runs_warns_of_nothing() -> None:
+    """`make` runs `python -m tsq.ui.assets`: with the package importing the module first,
+    every new user's `make demo` printed runpy's RuntimeWarning about it."""
+    ran = subprocess.run([sys.executable, "-W", "error", "-m", "tsq.ui.assets"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "Warning" not in ran.stderr, ran.stderr
