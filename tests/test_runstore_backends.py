@@ -5,6 +5,7 @@ what the stores beside it keep alike on both; and what a wrong PostgreSQL URL sa
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,49 @@ def test_a_backfills_progress_reads_its_range_right_after_its_runs_are_made(
         assert store.keyed_statuses("default", "roll", ["tick"], 60_000 * 3000,
                                     60_000 * 3100) == {"queued": 100}
     finally:
+        store.close()
+        postgres.drop_database(name)
+
+
+def _analyzes(engine: sa.Engine) -> list[str]:
+    """The ANALYZE statements `engine` sends from now on, as they are sent."""
+    sent: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("ANALYZE"):
+            sent.append(statement)
+
+    return sent
+
+
+def test_the_statistics_are_renewed_once_a_minute_at_most(store: RunStore) -> None:
+    """A scheduler creating runs all the time would otherwise sample the table at every batch
+    of a thousand (and SQLite needs none of it)."""
+    sent = _analyzes(store.engine)
+    store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
+    store.create_new([scheduled(60_000 * i) for i in range(1501, 3001)])
+    assert sent == (["ANALYZE runs"] if store.engine.dialect.name == "postgresql" else [])
+    assert store.keyed_statuses("default", "roll", ["tick"], 0, 10**12) == {"queued": 3000}
+
+
+@pytest.mark.postgres
+def test_renewing_the_statistics_waits_for_no_one(postgres: pgserver.PostgresServer) -> None:
+    """While autovacuum (here: another session) holds the runs' statistics, a burst of runs is
+    created without waiting for it."""
+    name = postgres.create_database()
+    store = RunStore(db.connect(postgres.url(name)))
+    holder = db.connect(postgres.url(name))
+    try:
+        sent = _analyzes(store.engine)
+        with holder.begin() as held:
+            held.execute(sa.text("LOCK TABLE runs IN SHARE UPDATE EXCLUSIVE MODE"))
+            started = time.monotonic()
+            made = store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
+            assert time.monotonic() - started < 10
+        assert len(made) == 1500 and sent == ["ANALYZE runs"]
+    finally:
+        holder.dispose()
         store.close()
         postgres.drop_database(name)
 

@@ -23,6 +23,7 @@ from tsq.db import RUN_TIME, run_logs, runs, transaction
 from tsq.errors import Conflict, NotFound
 from tsq.groupcommit import GroupCommit, Write
 from tsq.outcomes import UNFINISHED, RunError, RunResult, RunStatus
+from tsq.planstats import RunStatistics
 from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
 
@@ -33,7 +34,6 @@ __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
 # so a prefix a user copies today is likely to stay unique as runs accumulate.
 SHORT_ID_MIN = 8
 AMBIGUOUS_SHOWN = 5  # candidates an ambiguous prefix error lists
-ANALYZE_AFTER = 1000  # runs created at once after which PostgreSQL renews its statistics of them
 _ID_CHARACTERS = "0123456789abcdefg"  # what a run id is made of, in order, and the one after
 
 
@@ -150,6 +150,7 @@ class RunStore:
         # the writes of every run (created, settled): those of runs at the same time commit
         # together
         self.writes = GroupCommit(engine)
+        self.statistics = RunStatistics(engine)  # PostgreSQL's, after bursts of new runs
 
     def close(self) -> None:
         """Commit what waits to be written, then let the engine's connections go."""
@@ -189,13 +190,7 @@ class RunStore:
             return []
         now = self._now_ms()
         created = self.writes.write(lambda db: _insert_new(db, batch, now))
-        if len(created) >= ANALYZE_AFTER and self.engine.dialect.name == "postgresql":
-            # PostgreSQL plans by statistics that autovacuum renews only a while after a
-            # burst: until then it took a loop's thousands of new runs for one, and the
-            # progress of a backfill read the loop's whole history (2.6 -> 8.7 ms a poll
-            # as 6,000 runs ran) where its event's index reads the range asked for.
-            with self.engine.begin() as db:
-                db.exec_driver_sql("ANALYZE runs")
+        self.statistics.created(len(created))
         return created
 
     def claim_many(self, run_ids: Sequence[str]) -> set[str]:
