@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from tests import pgserver
 from tests.conftest import free_port, tsq
-from tsq import db, hotsql
+from tsq import db, hotsql, planstats
 from tsq.artifacts import ArtifactStore
 from tsq.db import schedules
 from tsq.errors import BadRequest, ConfigError
@@ -256,7 +256,6 @@ def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
         postgres.drop_database(name)
 
 
-
 @pytest.mark.postgres
 def test_a_backfills_progress_reads_its_range_right_after_its_runs_are_made(
         postgres: pgserver.PostgresServer) -> None:
@@ -271,6 +270,7 @@ def test_a_backfills_progress_reads_its_range_right_after_its_runs_are_made(
         with engine.begin() as made:  # no statistics but those the run store renews itself
             made.execute(sa.text("ALTER TABLE runs SET (autovacuum_enabled = false)"))
         store.create_new([scheduled(60_000 * i) for i in range(1, RUNS_BEFORE_STATISTICS)])
+        assert store.statistics.wait_renewed(1, timeout_s=30)
         progress = keyed_statuses_query("default", "roll", ["tick"], 60_000 * 3000,
                                         60_000 * 3100).compile(
             dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
@@ -302,30 +302,53 @@ def test_the_statistics_are_renewed_once_a_minute_at_most(store: RunStore) -> No
     of a thousand (and SQLite needs none of it)."""
     sent = _analyzes(store.engine)
     store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
+    on = store.engine.dialect.name == "postgresql"
+    assert store.statistics.wait_renewed(1, timeout_s=30) is on
     store.create_new([scheduled(60_000 * i) for i in range(1501, 3001)])
-    assert sent == (["ANALYZE runs"] if store.engine.dialect.name == "postgresql" else [])
+    assert not store.statistics.wait_renewed(2, timeout_s=0.5)
+    assert sent == (["ANALYZE runs"] if on else [])
     assert store.keyed_statuses("default", "roll", ["tick"], 0, 10**12) == {"queued": 3000}
 
 
 @pytest.mark.postgres
-def test_renewing_the_statistics_waits_for_no_one(postgres: pgserver.PostgresServer) -> None:
-    """While autovacuum (here: another session) holds the runs' statistics, a burst of runs is
-    created without waiting for it."""
+def test_a_burst_soon_after_a_renewal_is_renewed_once_it_is_due(
+        postgres: pgserver.PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planstats, "ANALYZE_EVERY_S", 0.5)
+    name = postgres.create_database()
+    store = RunStore(db.connect(postgres.url(name)))
+    try:
+        store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
+        assert store.statistics.wait_renewed(1, timeout_s=30)
+        store.create_new([scheduled(60_000 * i) for i in range(1501, 3001)])
+        assert store.statistics.wait_renewed(2, timeout_s=30)  # with no third create
+    finally:
+        store.close()
+        postgres.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_renewing_the_statistics_waits_for_no_one(postgres: pgserver.PostgresServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """While autovacuum (here: another session) holds the table's maintenance lock, a burst
+    of runs is created without waiting for it, and the statistics are renewed once it is
+    let go."""
+    monkeypatch.setattr(planstats, "ANALYZE_EVERY_S", 0.5)
     name = postgres.create_database()
     store = RunStore(db.connect(postgres.url(name)))
     holder = db.connect(postgres.url(name))
     try:
-        sent = _analyzes(store.engine)
         with holder.begin() as held:
             held.execute(sa.text("LOCK TABLE runs IN SHARE UPDATE EXCLUSIVE MODE"))
             started = time.monotonic()
             made = store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
-            assert time.monotonic() - started < 10
-        assert len(made) == 1500 and sent == ["ANALYZE runs"]
+            assert time.monotonic() - started < 10 and len(made) == 1500
+            assert not store.statistics.wait_renewed(1, timeout_s=1)  # tried, and left be
+        assert store.statistics.wait_renewed(1, timeout_s=30)
     finally:
         holder.dispose()
         store.close()
         postgres.drop_database(name)
+
 
 def _plan(conn: sa.Connection, statement: Callable[[sa.Connection], object]) -> str:
     """The plans PostgreSQL chose for what `statement` executes (each EXPLAINed, not run)."""

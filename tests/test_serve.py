@@ -111,13 +111,17 @@ def test_a_server_starts_and_answers_in_an_ascii_locale(tmp_path: Path) -> None:
         query = 'select("temp\u00b0C").where("room=\u00e9t\u00e9").last(1m)'
         answer = httpx.post(f"{url}/v1/query", json={"tsl": query}, headers=admin(tmp_path))
         assert answer.status_code == 200, answer.text
-    (tmp_path / "query.tsl").write_text(query, encoding="utf-8")
-    compiled = subprocess.run(
-        [sys.executable, "-m", "tsq", "tsl", "compile", f"@{tmp_path / 'query.tsl'}"],
-        capture_output=True, env={**os.environ, **ASCII_LOCALE}, timeout=120, check=False)
-    assert compiled.returncode == 0, compiled.stderr.decode(errors="replace")
-    # UTF-8 out, as Python itself writes in the C locale unless told not to
-    assert "'temp\u00b0C'" in compiled.stdout.decode("utf-8"), compiled.stdout
+    plain = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"}
+    script = 'select("temp\u00b0C").where("room=\u00e9t\u00e9").last(1h).sampleBy(1m, last)'
+    (tmp_path / "query.tsl").write_text(script, encoding="utf-8")
+    for how in ([f"@{tmp_path / 'query.tsl'}"], [script], ["-"]):  # a file, an argument, stdin
+        compiled = subprocess.run(
+            [sys.executable, "-m", "tsq", "tsl", "compile", "--to", "promql", "--now",
+             "2026-01-01T00:00:00Z", *how], capture_output=True, input=script.encode(),
+            env={**plain, **ASCII_LOCALE}, timeout=120, check=False)
+        assert compiled.returncode == 0, (how, compiled.stderr.decode(errors="replace"))
+        [request] = json.loads(compiled.stdout.decode("utf-8"))
+        assert request["query"] == 'temp\u00b0C{room="\u00e9t\u00e9"}', (how, request)
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

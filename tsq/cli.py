@@ -103,13 +103,18 @@ def main() -> None:
 
 
 def _utf8_if_ascii() -> None:
-    """Under a C or POSIX locale with Python's UTF-8 mode turned off the standard streams are
-    ASCII, and the first name or result beyond it would end the command with a
-    UnicodeEncodeError; they write UTF-8 there instead, as Python itself does by default."""
-    for stream in (sys.stdout, sys.stderr):
+    """Under a C or POSIX locale with Python's UTF-8 mode turned off, the standard streams and
+    the arguments are ASCII: the first name or result beyond it ended the command with a
+    UnicodeEncodeError, and what came in (`tsq write -`, `tsq query 'select("temp°C")'`)
+    as surrogates no request can carry. They are UTF-8 there instead, as Python itself makes
+    them by default."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
         if (isinstance(stream, io.TextIOWrapper)
                 and codecs.lookup(stream.encoding).name == "ascii"):
             stream.reconfigure(encoding="utf-8", errors=stream.errors)
+    if codecs.lookup(sys.getfilesystemencoding()).name == "ascii":
+        sys.argv[1:] = [os.fsencode(arg).decode("utf-8", "surrogateescape")
+                        for arg in sys.argv[1:]]
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from tsq.run import Run, RunFilter
 from tsq.runlog import LogLine
 
 __all__ = ["SHORT_ID_MIN", "NewRun", "RunFilter", "RunStore", "Settlement",
-           "new_run_id", "run_key"]
+           "keyed_statuses_query", "new_run_id", "run_key"]
 
 # As git shows commits: the shortest prefix unique among all runs, but never shorter than this,
 # so a prefix a user copies today is likely to stay unique as runs accumulate.
@@ -155,6 +155,7 @@ class RunStore:
     def close(self) -> None:
         """Commit what waits to be written, then let the engine's connections go."""
         self.writes.close()
+        self.statistics.close()
         self.engine.dispose()  # on PostgreSQL each pooled connection is a server process
 
     def _now_ms(self) -> int:
