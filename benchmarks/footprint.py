@@ -15,6 +15,7 @@ protocol, so promtool imports them as blocks. What each size is, once the store 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -168,6 +169,15 @@ class Sizes(NamedTuple):
 
 
 def _size(directory: Path) -> Sizes:
-    found = [f.stat() for f in directory.rglob("*") if f.is_file()]
+    """What the files under `directory` hold now. A store merging in the background makes
+    and removes files and folders meanwhile (VictoriaMetrics' `tmp/…`): those that vanish
+    during the walk are not counted, and `_settled` waits until nothing changes."""
+    found: list[os.stat_result] = []
+    for folder, _, files in os.walk(directory):  # a folder gone meanwhile is skipped
+        for name in files:
+            try:
+                found.append(os.stat(os.path.join(folder, name)))
+            except FileNotFoundError:
+                continue
     return Sizes(int(np.sum([s.st_blocks * 512 for s in found])),
                  int(np.sum([s.st_size for s in found])))
