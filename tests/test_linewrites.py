@@ -225,3 +225,59 @@ def test_closing_stores_what_waits_then_takes_no_more() -> None:
     assert taken == ["0", "1", "2", "3", "4"]
     with pytest.raises(RuntimeError, match="closing"):
         writes.submit("late", "ns", None)
+
+
+def test_a_group_is_parsed_while_the_one_before_it_is_stored() -> None:
+    storing = threading.Event()
+    parsed_meanwhile = threading.Event()
+    let_go = threading.Event()
+    prepared: list[list[str]] = []
+
+    def prepare(writes: list[LineWrite]) -> list[str]:
+        bodies = [w.body.upper() for w in writes]
+        prepared.append(bodies)
+        if storing.is_set():
+            parsed_meanwhile.set()
+        return bodies
+
+    def store(bodies: list[str]) -> list[Outcome]:
+        if bodies == ["ONE"]:
+            storing.set()
+            assert let_go.wait(10)
+        return [{"written": body} for body in bodies]
+
+    writes = LineWrites(store, prepare)
+    try:
+        first = writes.submit("one", "ns", None)
+        assert storing.wait(10)
+        second = writes.submit("two", "ns", None)
+        assert parsed_meanwhile.wait(10)  # parsed while "one" is still being stored
+        assert not first.done() and not second.done()
+        let_go.set()
+        assert [first.result(10), second.result(10)] == [{"written": "ONE"}, {"written": "TWO"}]
+        assert prepared == [["ONE"], ["TWO"]]
+    finally:
+        let_go.set()
+        writes.close()
+
+
+def test_a_group_that_cannot_be_parsed_gets_the_error_and_the_next_is_stored() -> None:
+    stored: list[list[str]] = []
+
+    def prepare(writes: list[LineWrite]) -> list[str]:
+        if any(w.body == "bad" for w in writes):
+            raise ValueError("bad")
+        return [w.body for w in writes]
+
+    def store(bodies: list[str]) -> list[Outcome]:
+        stored.append(bodies)
+        return [{"written": len(body)} for body in bodies]
+
+    writes = LineWrites(store, prepare)
+    try:
+        with pytest.raises(ValueError, match="bad"):
+            writes.submit("bad", "ns", None).result(10)
+        assert writes.submit("good", "ns", None).result(10) == {"written": 4}
+        assert stored == [["good"]]
+    finally:
+        writes.close()

@@ -138,7 +138,7 @@ def test_a_server_answers_writes_without_the_framework_and_the_rest_through_it(
 
 def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four writes sent at once, the first store write held: all parsed on the service's write
+    """Four writes sent at once, the first store write held: all parsed on the service's parsing
     thread, never two at once, those that waited as one batch; they are stored as one write of
     the store (fewer writes than requests), every point is there, and each request is answered
     for its own."""
@@ -192,7 +192,7 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
     assert [(a.status_code, a.json()) for a in answers] == [
         (200, {"written": n + 1}) for n in range(4)]
     assert most[0] == 1 and len(threads) == 4
-    assert all(name.startswith("tsq-write") for name in threads), threads
+    assert all(name.startswith("tsq-parse") for name in threads), threads
     assert len(stored) < 4 and sum(stored) == 1 + 2 + 3 + 4, stored
     found = service.points().select(Selector("together"))
     assert sorted((s.labels["client"], len(s.values)) for s in found) == [

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby, islice
 from typing import TYPE_CHECKING, Any, cast
@@ -122,7 +122,8 @@ class Service:
         self._serving = False  # start() makes it a server, whose workers start at once
         self.late = LateLog()  # writes into windows rollups covered (tsq.late)
         self.line_parsers = LineParsers()
-        self.line_writes = LineWrites(self.write_lines_together)  # a server's (tsq.linewrites)
+        self.line_writes = LineWrites(  # a server's (tsq.linewrites)
+            self.store_lines_together, self.parse_lines_together)
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics(lambda: state(self._pool, self.scheduler, self.notifier,
                                              self.connections.opened()))
@@ -598,18 +599,27 @@ class Service:
         not once a write), else one by one. If the store refuses a project's write, each write
         is written alone, so that an error is its own write's (a point written twice is
         replaced, not doubled)."""
-        outcomes: list[Outcome | None] = [None] * len(writes)
-        parsed: dict[str | None, list[_Parsed]] = {}
+        return self.store_lines_together(self.parse_lines_together(writes))
+
+    def parse_lines_together(self, writes: list[LineWrite]) -> ParsedWrites:
+        """`write_lines_together`'s first half: the writes parsed and counted, by project."""
+        parsed = ParsedWrites(writes, [None] * len(writes))
         for project, precision, ats in _runs(writes):
-            parsed.setdefault(project, []).extend(
-                self._parsed_writes(writes, ats, precision, project, outcomes))
-        for project, items in parsed.items():
+            parsed.projects.setdefault(project, []).extend(
+                self._parsed_writes(writes, ats, precision, project, parsed.outcomes))
+        return parsed
+
+    def store_lines_together(self, parsed: ParsedWrites) -> list[Outcome]:
+        """`write_lines_together`'s second half: the parsed writes stored, and each one's
+        answer."""
+        outcomes = parsed.outcomes
+        for project, items in parsed.projects.items():
             store = self.points(project)
             try:
                 _store_batches(store, [item.batch for item in items])
             except Exception:
                 for item in items:
-                    _stored_alone(store, self.line_parsers, writes, item, outcomes)
+                    _stored_alone(store, self.line_parsers, parsed.writes, item, outcomes)
             for item in items:
                 for at, answer in item.answers():
                     if outcomes[at] is None:
@@ -809,6 +819,16 @@ def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
     """The batches' points in one write of the store each for numbers and for strings."""
     for part in ("numbers", "strings"):
         store.write(SeriesSet.merged([getattr(batch, part) for batch in batches]))
+
+
+@dataclass(frozen=True)
+class ParsedWrites:
+    """Line writes parsed, waiting to be stored: each project's batches, and the answers of
+    the writes that could not be parsed."""
+
+    writes: list[LineWrite]
+    outcomes: list[Outcome | None]
+    projects: dict[str | None, list[_Parsed]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
