@@ -2,8 +2,8 @@
 code is loaded (`CompiledLoad`), by pandas' reader until then in a server, which does not make a
 write wait for the load.
 
-A server takes its line-protocol writes on one thread (`tsq.linewrites`), which parses them one
-at a time.
+A server parses its line-protocol writes on one thread (`tsq.linewrites`), one group at a time,
+while another stores the group before.
 """
 
 from __future__ import annotations
