@@ -72,11 +72,8 @@ def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield None
         return
     server: pgserver.PostgresServer = request.getfixturevalue("postgres")
-    name = server.create_database()
-    try:
-        yield server.url(name)
-    finally:
-        server.drop_database(name)
+    with server.own_database() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -103,6 +103,15 @@ class PostgresServer:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
 
+    @contextmanager
+    def own_database(self) -> Iterator[str]:
+        """The URL of a new database (a copy of the template), dropped afterwards."""
+        name = self.create_database()
+        try:
+            yield self.url(name)
+        finally:
+            self.drop_database(name)
+
 
 @contextmanager
 def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:

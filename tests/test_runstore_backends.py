@@ -40,6 +40,21 @@ def store(url: str) -> Iterator[RunStore]:
     made.close()
 
 
+@pytest.fixture
+def pg_url(postgres: pgserver.PostgresServer) -> Iterator[str]:
+    """A PostgreSQL database of the test's own, dropped after it."""
+    with postgres.own_database() as made:
+        yield made
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[RunStore]:
+    """A run store on the test's own PostgreSQL database."""
+    made = RunStore(db.connect(pg_url))
+    yield made
+    made.close()
+
+
 def scheduled(at_ms: int, loop: str = "roll") -> NewRun:
     return NewRun(project="default", loop=loop, event="tick", version_id="v1",
                   trigger="schedule", params={"cell": "gra"},
@@ -164,41 +179,36 @@ def test_concurrent_limited_claimers_never_run_more_than_the_limit(url: str) -> 
 
 @pytest.mark.postgres
 def test_a_run_cancelled_while_a_limited_claim_waits_for_it_stays_cancelled(
-        postgres: pgserver.PostgresServer) -> None:
+        pg_store: RunStore) -> None:
     """A cancel holds a queued run's row when a worker process's limited claim reaches it;
     once the cancel commits, the claim takes the others and leaves that one cancelled."""
-    name = postgres.create_database()
-    store = RunStore(db.connect(postgres.url(name)))
-    try:
-        runs = store.create_new([scheduled(60_000 * i) for i in (1, 2)])
-        answer: list[set[str]] = []
-        with store.engine.connect() as cancelling:
-            cancelling.execute(sa.text("UPDATE runs SET status = 'cancelled' WHERE id = :id"),
-                               {"id": runs[0].id})
-            claimer = threading.Thread(target=lambda: answer.append(
-                store.claim_limited([(run, 5) for run in runs])))
-            claimer.start()
-            claimer.join(timeout=1.0)
-            assert answer == [], "the claim did not wait for the cancel's row"
-            cancelling.commit()
-        claimer.join(timeout=10)
-        assert answer == [{runs[1].id}]
-        assert store.get(runs[0].id).status == RunStatus.CANCELLED
-    finally:
-        store.close()
-        postgres.drop_database(name)
+    store = pg_store
+    runs = store.create_new([scheduled(60_000 * i) for i in (1, 2)])
+    answer: list[set[str]] = []
+    with store.engine.connect() as cancelling:
+        cancelling.execute(sa.text("UPDATE runs SET status = 'cancelled' WHERE id = :id"),
+                           {"id": runs[0].id})
+        claimer = threading.Thread(target=lambda: answer.append(
+            store.claim_limited([(run, 5) for run in runs])))
+        claimer.start()
+        claimer.join(timeout=1.0)
+        assert answer == [], "the claim did not wait for the cancel's row"
+        cancelling.commit()
+    claimer.join(timeout=10)
+    assert answer == [{runs[1].id}]
+    assert store.get(runs[0].id).status == RunStatus.CANCELLED
 
 
 @pytest.mark.postgres
 def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
-        postgres: pgserver.PostgresServer) -> None:
+        pg_store: RunStore, pg_url: str) -> None:
     """While one process's claim of some runs is not yet committed, another's claim of the
     same runs returns at once with the others; when the first rolls back, they are queued."""
-    name = postgres.create_database()
-    store, other = (RunStore(db.connect(postgres.url(name))) for _ in range(2))
+    store = pg_store
+    ids = [run.id for run in store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])]
+    other = db.connect(pg_url)
     try:
-        ids = [run.id for run in store.create_new([scheduled(60_000 * i) for i in (1, 2, 3)])]
-        with other.engine.connect() as held:
+        with other.connect() as held:
             taking = hotsql.claim_runs(held, ids[:2], 1)
             assert taking == set(ids[:2])  # locked, not committed
             answer: list[set[str]] = []
@@ -207,11 +217,9 @@ def test_a_claim_skips_the_runs_another_claimer_is_taking_without_waiting(
             claimer.join(timeout=10)
             assert answer == [{ids[2]}], "the claim waited for the other, or took its runs"
             held.rollback()
-        assert store.claim_many(ids) == set(ids[:2])
     finally:
-        for made in (store, other):
-            made.close()
-        postgres.drop_database(name)
+        other.dispose()
+    assert store.claim_many(ids) == set(ids[:2])
 
 
 RUNS_BEFORE_STATISTICS = 6000  # a backlog or a history the planner's statistics predate
@@ -220,13 +228,12 @@ RUNS_BEFORE_STATISTICS = 6000  # a backlog or a history the planner's statistics
 @pytest.mark.postgres
 @pytest.mark.parametrize("plans", ["auto", "force_generic_plan"])
 def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
-        postgres: pgserver.PostgresServer, plans: str) -> None:
+        pg_url: str, plans: str) -> None:
     """A cluster's claims and settles of a few runs among thousands read those runs, by the
     primary key, and the lane's count reads its running runs alone: before the ids went as an
     array, each read the whole table (2 ms at 6,000 runs, growing with them), as PostgreSQL
     plans them until its statistics catch up with the table, and as its generic plan does."""
-    name = postgres.create_database()
-    engine = db.connect(postgres.url(name))
+    engine = db.connect(pg_url)
     try:
         with engine.begin() as made:
             # no statistics meanwhile, as between a burst of runs and autovacuum's next look
@@ -253,36 +260,29 @@ def test_claims_and_settles_search_runs_by_key_however_many_runs_there_are(
         assert "ix_runs_running" in plans_of["limited claim"], plans_of["limited claim"]
     finally:
         engine.dispose()
-        postgres.drop_database(name)
 
 
 @pytest.mark.postgres
 def test_a_backfills_progress_reads_its_range_right_after_its_runs_are_made(
-        postgres: pgserver.PostgresServer) -> None:
+        pg_store: RunStore) -> None:
     """The progress of a backfill (`keyed_statuses`) searches its event's runs in its range,
     not the loop's whole history, from the moment its thousands of runs are made: before the
     run store renewed PostgreSQL's statistics after such a burst, the planner took the loop's
     window index (all of its runs) until autovacuum's next look."""
-    name = postgres.create_database()
-    engine = db.connect(postgres.url(name))
-    store = RunStore(engine)
-    try:
-        with engine.begin() as made:  # no statistics but those the run store renews itself
-            made.execute(sa.text("ALTER TABLE runs SET (autovacuum_enabled = false)"))
-        store.create_new([scheduled(60_000 * i) for i in range(1, RUNS_BEFORE_STATISTICS)])
-        assert store.statistics.wait_renewed(1, timeout_s=30)
-        progress = keyed_statuses_query("default", "roll", ["tick"], 60_000 * 3000,
-                                        60_000 * 3100).compile(
-            dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
-        with engine.connect() as conn:
-            plan = _plan(conn, lambda c: c.connection.cursor().execute(str(progress),
-                                                                        progress.params))
-        assert "ix_runs_event_scheduled" in plan, plan
-        assert store.keyed_statuses("default", "roll", ["tick"], 60_000 * 3000,
-                                    60_000 * 3100) == {"queued": 100}
-    finally:
-        store.close()
-        postgres.drop_database(name)
+    store, engine = pg_store, pg_store.engine
+    with engine.begin() as made:  # no statistics but those the run store renews itself
+        made.execute(sa.text("ALTER TABLE runs SET (autovacuum_enabled = false)"))
+    store.create_new([scheduled(60_000 * i) for i in range(1, RUNS_BEFORE_STATISTICS)])
+    assert store.statistics.wait_renewed(1, timeout_s=30)
+    progress = keyed_statuses_query("default", "roll", ["tick"], 60_000 * 3000,
+                                    60_000 * 3100).compile(
+        dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    with engine.connect() as conn:
+        plan = _plan(conn, lambda c: c.connection.cursor().execute(str(progress),
+                                                                    progress.params))
+    assert "ix_runs_event_scheduled" in plan, plan
+    assert store.keyed_statuses("default", "roll", ["tick"], 60_000 * 3000,
+                                60_000 * 3100) == {"queued": 100}
 
 
 def _analyzes(engine: sa.Engine) -> list[str]:
@@ -312,30 +312,23 @@ def test_the_statistics_are_renewed_once_a_minute_at_most(store: RunStore) -> No
 
 @pytest.mark.postgres
 def test_a_burst_soon_after_a_renewal_is_renewed_once_it_is_due(
-        postgres: pgserver.PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        pg_store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(planstats, "ANALYZE_EVERY_S", 0.5)
-    name = postgres.create_database()
-    store = RunStore(db.connect(postgres.url(name)))
-    try:
-        store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
-        assert store.statistics.wait_renewed(1, timeout_s=30)
-        store.create_new([scheduled(60_000 * i) for i in range(1501, 3001)])
-        assert store.statistics.wait_renewed(2, timeout_s=30)  # with no third create
-    finally:
-        store.close()
-        postgres.drop_database(name)
+    pg_store.create_new([scheduled(60_000 * i) for i in range(1, 1501)])
+    assert pg_store.statistics.wait_renewed(1, timeout_s=30)
+    pg_store.create_new([scheduled(60_000 * i) for i in range(1501, 3001)])
+    assert pg_store.statistics.wait_renewed(2, timeout_s=30)  # with no third create
 
 
 @pytest.mark.postgres
-def test_renewing_the_statistics_waits_for_no_one(postgres: pgserver.PostgresServer,
+def test_renewing_the_statistics_waits_for_no_one(pg_store: RunStore, pg_url: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """While autovacuum (here: another session) holds the table's maintenance lock, a burst
     of runs is created without waiting for it, and the statistics are renewed once it is
     let go."""
     monkeypatch.setattr(planstats, "ANALYZE_EVERY_S", 0.5)
-    name = postgres.create_database()
-    store = RunStore(db.connect(postgres.url(name)))
-    holder = db.connect(postgres.url(name))
+    store = pg_store
+    holder = db.connect(pg_url)
     try:
         with holder.begin() as held:
             held.execute(sa.text("LOCK TABLE runs IN SHARE UPDATE EXCLUSIVE MODE"))
@@ -346,8 +339,6 @@ def test_renewing_the_statistics_waits_for_no_one(postgres: pgserver.PostgresSer
         assert store.statistics.wait_renewed(1, timeout_s=30)
     finally:
         holder.dispose()
-        store.close()
-        postgres.drop_database(name)
 
 
 def _plan(conn: sa.Connection, statement: Callable[[sa.Connection], object]) -> str:
@@ -590,15 +581,12 @@ def test_the_cli_says_what_a_database_url_should_be(tmp_path: Path,
 
 
 @pytest.mark.postgres
-def test_a_plain_postgresql_url_uses_psycopg_3(postgres: pgserver.PostgresServer) -> None:
+def test_a_plain_postgresql_url_uses_psycopg_3(pg_url: str) -> None:
     """`postgresql://` would be psycopg2 to SQLAlchemy, which the `postgres` extra does not
     install: tsq reads it as psycopg 3's."""
-    name = postgres.create_database()
-    store = RunStore(db.connect(postgres.url(name).replace("postgresql+psycopg://",
-                                                          "postgresql://")))
+    store = RunStore(db.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")))
     try:
         assert store.engine.dialect.driver == "psycopg"
         assert store.create_new([scheduled(60_000)])
     finally:
         store.close()
-        postgres.drop_database(name)

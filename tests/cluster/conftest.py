@@ -34,10 +34,9 @@ def cluster(tmp_path: Path, nats_server: NatsServer, cluster_name: str,
             postgres: PostgresServer) -> Iterator[Cluster]:
     """A cluster of the test's own (its processes are started by the test), its runs in a
     PostgreSQL database of its own; every process started is stopped."""
-    database = postgres.create_database()
-    made = Cluster(tmp_path, nats_server.url, cluster_name, postgres.url(database))
-    try:
-        yield made
-    finally:
-        made.close()
-        postgres.drop_database(database)
+    with postgres.own_database() as url:
+        made = Cluster(tmp_path, nats_server.url, cluster_name, url)
+        try:
+            yield made
+        finally:
+            made.close()
