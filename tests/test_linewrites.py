@@ -281,3 +281,13 @@ def test_a_group_that_cannot_be_parsed_gets_the_error_and_the_next_is_stored() -
         assert stored == [["good"]]
     finally:
         writes.close()
+
+
+def test_a_store_that_answers_too_few_writes_fails_them_and_the_thread_lives_on() -> None:
+    writes = LineWrites(lambda group: [{"written": 1}] if group[0].body == "fine" else [])
+    try:
+        with pytest.raises(RuntimeError, match="answered 0 of 1 writes"):
+            writes.submit("lost", "ns", None).result(10)
+        assert writes.submit("fine", "ns", None).result(10) == {"written": 1}
+    finally:
+        writes.close()

@@ -5,10 +5,11 @@ Parsing and storing hold the GIL for most of a write, so writes on several threa
 turns on one core, handing the GIL to each other every half millisecond: four at once (and a
 helper process parsing those that waited) spent 1.4-1.7 times the CPU a point of one at a time.
 Taken together, the waiting writes are parsed one by one and stored as one write of the store
-(`Service.write_lines_together`): what every store write pays whatever its size (its log record
-and sync, its chunk of the head) was about half of a 5,000-point write, 1.4-1.7 ms alone, 0.7-0.8
-ms each in fours. Four clients wrote 0.69-1.03 M points a second on four threads, 0.82-1.20 M one
-write at a time, 1.05-1.35 M taking what waited together (probes of three rounds each).
+(`Service.parse_lines_together`, then `store_lines_together`): what every store write pays
+whatever its size (its log record and sync, its chunk of the head) was about half of a
+5,000-point write, 1.4-1.7 ms alone, 0.7-0.8 ms each in fours. Four clients wrote 0.69-1.03 M
+points a second on four threads, 0.82-1.20 M one write at a time, 1.05-1.35 M taking what waited
+together (probes of three rounds each).
 
 Parsing a group and storing the one before it overlap: the compiled scan lets go of the GIL
 (two thirds of a parse's time) and the store waits for its log's sync, so the two threads keep
@@ -62,11 +63,13 @@ class LineWrites:
         self._store = store
         self._prepare = prepare
         self._waiting: queue.SimpleQueue[LineWrite | None] = queue.SimpleQueue()
-        # one group parsed ahead at most: while it waits, what comes gathers into the next
+        # One group parsed ahead: the parsing thread hands it over and waits until the write
+        # thread takes it, so that what comes meanwhile gathers into one group after it.
         self._prepared: queue.Queue[tuple[list[LineWrite], Any, BaseException | None] | None] = \
             queue.Queue(maxsize=1)
         self._threads = [threading.Thread(target=self._parse, name="tsq-parse", daemon=True),
                          threading.Thread(target=self._write, name="tsq-write", daemon=True)]
+        self._closing = threading.Lock()  # no write put behind the None that stops the threads
         self._closed = False
         for thread in self._threads:
             thread.start()
@@ -74,16 +77,18 @@ class LineWrites:
     def submit(self, body: str, precision: str, project: str | None
                ) -> Future[dict[str, Any]]:
         """The answer of the write, once stored: `{"written": points}`, or its error."""
-        if self._closed:
-            raise RuntimeError("the service is closing: it takes no more writes")
         write = LineWrite(body, precision, project)
-        self._waiting.put(write)
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("the service is closing: it takes no more writes")
+            self._waiting.put(write)
         return write.answer
 
     def close(self) -> None:
         """Store what waits, then stop."""
-        self._closed = True
-        self._waiting.put(None)
+        with self._closing:
+            self._closed = True
+            self._waiting.put(None)
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -96,15 +101,20 @@ class LineWrites:
                     self._prepared.put((group, self._prepare(group), None))
                 except BaseException as exc:
                     self._prepared.put((group, None, exc))
+                self._prepared.join()  # taken by the write thread
         self._prepared.put(None)
 
     def _write(self) -> None:
         while (item := self._prepared.get()) is not None:
+            self._prepared.task_done()
             group, prepared, failed = item
             try:
                 if failed is not None:
                     raise failed
                 outcomes = self._store(prepared)
+                if len(outcomes) != len(group):
+                    raise RuntimeError(f"the store answered {len(outcomes)} of {len(group)} "
+                                       f"writes")
             except BaseException as exc:
                 outcomes = [exc] * len(group)
             for write, outcome in zip(group, outcomes, strict=True):
