@@ -7,6 +7,8 @@ against a dictionary."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -429,7 +431,8 @@ def test_two_chunks_merge_as_a_stable_sort_of_both_would_place_them(
     if not older or not newer:
         return
     a, b = chunk(older, 0.0), chunk(newer, 0.5)
-    with patch.object(head, "COMPILED_MERGE", 0 if compiled else 2**62):
+    with patch.object(head, "COMPILED_MERGE", 0 if compiled else 2**62), \
+            patch.object(head, "COMPILED_MERGE_LOADED", 0 if compiled else 2**62):
         merged = a.merged(b)
     sid = np.concatenate((a.sid, b.sid))
     order = np.argsort(sid, kind="stable")
@@ -437,3 +440,35 @@ def test_two_chunks_merge_as_a_stable_sort_of_both_would_place_them(
     assert merged.ts.tolist() == np.concatenate((a.ts, b.ts))[order].tolist()
     assert merged.value.tolist() == np.concatenate((a.value, b.value))[order].tolist()
     assert (merged.low, merged.high) == (min(a.low, b.low), max(a.high, b.high))
+
+
+def _chunk_of(points: int, seed: int) -> head.Chunk:
+    rng = np.random.default_rng(seed)
+    return head.Chunk.of(rng.integers(0, 100, points).astype(np.int32),
+                         rng.integers(0, 10**6, points), rng.random(points))
+
+
+def test_chunks_of_a_write_or_two_are_merged_compiled_once_the_merge_is_loaded() -> None:
+    """Two 5,000-point chunks (a write each) merge by the compiled pass when this process has
+    it (3-5 times quicker than numpy, and without the GIL), by numpy below that size."""
+    from tsq.kernels import sortedmerge
+
+    sortedmerge.warm()
+    big, small = (_chunk_of(5000, 1), _chunk_of(5000, 2)), (_chunk_of(100, 3), _chunk_of(100, 4))
+    for (older, newer), compiled in ((big, True), (small, False)):
+        with patch.object(sortedmerge, "merge_by_series",
+                          wraps=sortedmerge.merge_by_series) as merge:
+            merged = older.merged(newer)
+        assert merge.called is compiled
+        order = np.argsort(np.concatenate((older.sid, newer.sid)), kind="stable")
+        assert merged.ts.tolist() == np.concatenate((older.ts, newer.ts))[order].tolist()
+
+
+def test_a_process_without_the_compiled_merge_does_not_load_numba_for_a_small_merge() -> None:
+    """A CLI or a first small write merges two mid-size chunks with numpy rather than wait a
+    second for numba to load."""
+    code = ("import sys; from tests.connectors.test_embedded_head import _chunk_of; "
+            "_chunk_of(5000, 1).merged(_chunk_of(5000, 2)); print('numba' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=120)
+    assert found.stdout.strip() == "False"

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["merge_by_series", "warm"]
+__all__ = ["loaded", "merge_by_series", "warm"]
 
 Columns = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -46,6 +46,11 @@ def merge_by_series(older: Columns, newer: Columns) -> Columns:
     merged = (np.empty(size, np.int32), np.empty(size, np.int64), np.empty(size, np.float64))
     _merge(*older, *newer, *merged)
     return merged
+
+
+def loaded() -> bool:
+    """Whether the merge is compiled (or loaded from numba's cache) in this process."""
+    return bool(_merge.signatures)
 
 
 def warm() -> None:
