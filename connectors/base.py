@@ -16,8 +16,9 @@ from tsq.series import SeriesSet
 if TYPE_CHECKING:  # annotations only: the kernels need not load with the protocol
     from tsq.kernels import Aggregator, Buckets, Fill, Grouping
 
-__all__ = ["Capabilities", "Connector", "ConnectorClass", "GroupingConnector", "SamplingConnector",
-           "grouping", "label_values", "sampling"]
+__all__ = ["Capabilities", "Connector", "ConnectorClass", "GroupingConnector", "Prepared",
+           "PreparingConnector", "SamplingConnector", "grouping", "label_values", "preparing",
+           "sampling"]
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -29,6 +30,7 @@ class Capabilities:
     strings: bool = True  # stores string values (Prometheus does not: a write of them is refused)
     replaces: bool = True  # a point written again at a held timestamp replaces the old one
     range_delete: bool = True  # deletes a time range (VictoriaMetrics deletes whole series only)
+    prepares: bool = False  # does part of a write ahead: the connector is a PreparingConnector
 
 
 class Connector(Protocol):
@@ -76,6 +78,25 @@ class GroupingConnector(SamplingConnector, Protocol):
         """`select_sampled`, then `group.apply`: only the groups come back."""
 
 
+class Prepared(Protocol):
+    """A write `PreparingConnector.prepare` began: its series, and what was done ahead."""
+
+    @property
+    def series(self) -> SeriesSet: ...
+
+
+class PreparingConnector(Connector, Protocol):
+    """A connector whose `capabilities.prepares` is set: part of a write can be done ahead,
+    on another thread, while the write before it is stored (the embedded store looks up the
+    series off its write lock). `write(s)` is `write_prepared(prepare(s))`."""
+
+    def prepare(self, series: SeriesSet) -> Prepared:
+        """What `write_prepared` takes: `series` with the work that needs no lock done."""
+
+    def write_prepared(self, prepared: Any) -> int:
+        """`write` of the series `prepare` was given; still right if the store changed since."""
+
+
 def label_values(described: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:
     """`labels()` from `describe()`: each label key of the series → its values, sorted."""
     values: dict[str, set[str]] = {}
@@ -95,6 +116,11 @@ def grouping(connector: Connector) -> GroupingConnector | None:
     """`connector` as a GroupingConnector when its capabilities say it groups, else None."""
     flags = connector.capabilities
     return cast(GroupingConnector, connector) if flags.sampling and flags.grouping else None
+
+
+def preparing(connector: Connector) -> PreparingConnector | None:
+    """`connector` as a PreparingConnector when its capabilities say it prepares, else None."""
+    return cast(PreparingConnector, connector) if connector.capabilities.prepares else None
 
 
 class ConnectorClass(Protocol):

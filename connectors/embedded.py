@@ -120,7 +120,7 @@ TABLE_OF_KIND = {"double": "points", "long": "points", "bool": "points", "text":
 
 
 class EmbeddedStore:
-    capabilities = Capabilities(sampling=True, grouping=True)
+    capabilities = Capabilities(sampling=True, grouping=True, prepares=True)
 
     @classmethod
     def open(cls, config: Mapping[str, Any], data_dir: Path) -> EmbeddedStore:
@@ -439,6 +439,19 @@ class EmbeddedStore:
         """Store the points: numbers from the head's start on in the head, numbers before it
         in the buffer of the past (`connectors/pastbuffer.py`), each logged first; text in
         the table, in a transaction."""
+        return self.write_prepared(self.prepare(series))
+
+    def prepare(self, series: SeriesSet) -> PreparedWrite:
+        """`write`'s lookups, made without its lock: a server's parsing thread makes them while
+        the write before is stored (tsq.linewrites)."""
+        version = self._series.version  # before looking up: a change meanwhile renews it
+        keys = [_canonical(labels) for labels in series.labels]
+        return PreparedWrite(series, version, keys, [
+            self._series.get(name, key) for name, key in zip(series.names, keys, strict=True)])
+
+    def write_prepared(self, prepared: PreparedWrite) -> int:
+        """`write` of `prepared.series`."""
+        series = prepared.series
         if series.points == 0:
             return 0
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
@@ -458,8 +471,7 @@ class EmbeddedStore:
             logged: list[tuple[HeadLog, int]] = []
             syncing: Future[None] | None = None
             try:
-                known = [self._series_id(name, labels, kind, created)
-                         for name, labels in zip(series.names, series.labels, strict=True)]
+                known = self._entries(prepared, kind, created)
                 sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
                 if direct.any():
                     blocked = blockstore.in_blocks(sid[direct], ts[direct]) \
@@ -690,17 +702,26 @@ class EmbeddedStore:
                                                f"table, up to {_instant(rest.start)}")
         return len(sid)
 
+    def _entries(self, prepared: PreparedWrite, kind: str, created: list[Entry]
+                 ) -> list[Entry]:
+        """Each series' entry: as `prepare` found it while no series was added or removed
+        since, else looked up again; a series it did not find is looked up (it may have come
+        meanwhile) and made if it is new."""
+        series = prepared.series
+        found: Sequence[Entry | None] = prepared.found \
+            if prepared.version == self._series.version else [None] * len(prepared.keys)
+        return [self._series_id(name, labels, kind, created, key) if entry is None
+                else _of_kind(entry, kind)
+                for name, labels, key, entry in zip(series.names, series.labels, prepared.keys,
+                                                    found, strict=True)]
+
     def _series_id(self, name: str, labels: Mapping[str, str], kind: str,
-                   created: list[Entry]) -> Entry:
-        """The series' entry; a new one is indexed and appended to `created`, which the
-        caller inserts and a failure forgets (`_forget`)."""
-        key = _canonical(labels)
+                   created: list[Entry], key: str) -> Entry:
+        """The series' entry (`key`: its labels made canonical); a new one is indexed and
+        appended to `created`, which the caller inserts and a failure forgets (`_forget`)."""
         known = self._series.get(name, key)
         if known is not None:
-            if (known.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
-                raise Conflict(f"series {name}{key} holds {known.kind} values; "
-                               f"{kind} values cannot be added to it")
-            return known
+            return _of_kind(known, kind)
         self._next_id += 1
         known = Entry(self._next_id, name, dict(labels), kind, key)
         self._series.add(known)
@@ -1098,6 +1119,26 @@ def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],
 def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
     """The names and the labels of a SeriesSet of `matching`."""
     return tuple(s.name for s in matching), tuple(s.labels for s in matching)
+
+
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A write's series looked up before the store's write lock (`EmbeddedStore.prepare`):
+    each one's canonical labels and entry (None: none yet), good while the series index is
+    at `version` (a series added or removed since, the store looks them up again)."""
+
+    series: SeriesSet
+    version: int
+    keys: list[str]
+    found: list[Entry | None]
+
+
+def _of_kind(entry: Entry, kind: str) -> Entry:
+    """`entry`, if it holds values like those of `kind` (numbers or text); Conflict if not."""
+    if (entry.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
+        raise Conflict(f"series {entry.name}{entry.key} holds {entry.kind} values; "
+                       f"{kind} values cannot be added to it")
+    return entry
 
 
 def _canonical(labels: Mapping[str, str]) -> str:

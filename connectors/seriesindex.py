@@ -92,6 +92,9 @@ class SeriesIndex:
             if not values:
                 del self._labels[label]
         del self._by_key[(entry.name, entry.key)], self._by_id[entry.id]
+        # and again once it is gone: a lookup made while it went (the store's `prepare`, off
+        # its lock) may have found it, and must find the version changed
+        self.version += 1
 
     def names(self) -> list[str]:
         return sorted(self._names)

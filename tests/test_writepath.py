@@ -142,7 +142,7 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
     thread, never two at once, those that waited as one batch; they are stored as one write of
     the store (fewer writes than requests), every point is there, and each request is answered
     for its own."""
-    real_parse, real_write = service.line_parsers.parse, service.store.write
+    real_parse, real_write = service.line_parsers.parse, service.store.write_prepared
     real_joined = service.line_parsers.parse_joined
     threads: list[str] = []  # each write's parse
     stored: list[int] = []
@@ -163,19 +163,19 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
 
         return parse
 
-    def write(series: Any) -> int:
-        if series.points:
-            stored.append(series.points)
+    def write(prepared: Any) -> int:
+        if prepared.series.points:
+            stored.append(prepared.series.points)
             if len(stored) == 1:
                 time.sleep(0.2)  # the others arrive meanwhile
-        return real_write(series)
+        return real_write(prepared)
 
     monkeypatch.setattr(lineprotocol, "LOADED_SCAN_CHARS", 0)  # these few lines joined too
     monkeypatch.setattr(lineprotocol, "SCAN_CHARS", 0)
     monkeypatch.setattr(service.line_parsers, "parse", parsing(real_parse, lambda *_: 1))
     monkeypatch.setattr(service.line_parsers, "parse_joined",
                         parsing(real_joined, lambda bodies, _: len(bodies)))
-    monkeypatch.setattr(service.store, "write", write)
+    monkeypatch.setattr(service.store, "write_prepared", write)
     app = create_server_app(service)
 
     async def together() -> list[httpx.Response]:

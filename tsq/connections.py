@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tsq.connectors import instance_key, load_connector_class, plain_config
-from tsq.connectors.base import Connector
+from tsq.connectors.base import Connector, preparing
 from tsq.errors import HostError
 from tsq.model import LoopSpec
 from tsq.projectview import ProjectView
@@ -116,7 +116,19 @@ class Connections:
 def _watch_writes(connector: Connector, key: tuple[Any, ...], listener: WriteListener) -> None:
     """Tell `listener` of every write to `connector`. The instance's own `write` is replaced
     rather than the connector wrapped, so it stays an instance of its class for every caller
-    (and its optional methods, such as `select_sampled`, stay as they are)."""
+    (and its optional methods, such as `select_sampled`, stay as they are). A connector that
+    prepares writes has its `write_prepared` replaced: its `write` calls that."""
+    prepares = preparing(connector)
+    if prepares is not None:
+        write_prepared = prepares.write_prepared
+
+        def watched_prepared(prepared: Any) -> int:
+            written = write_prepared(prepared)
+            listener(key, prepared.series)
+            return written
+
+        setattr(connector, "write_prepared", watched_prepared)  # noqa: B010
+        return
     write = connector.write
 
     def watched(series: SeriesSet) -> int:

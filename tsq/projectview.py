@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tsq.connectors.base import Connector, grouping, sampling
+from tsq.connectors.base import Connector, Prepared, grouping, preparing, sampling
 from tsq.selector import Matcher, Selector
 from tsq.series import SeriesSet
 
@@ -65,8 +65,21 @@ class ProjectView:
                                               aggregator, fills, group))
 
     def write(self, series: SeriesSet) -> int:
-        labels = tuple(self._marked(labels) for labels in series.labels)
-        return self.inner.write(dataclasses.replace(series, labels=labels))
+        return self.inner.write(self._marked_set(series))
+
+    def prepare(self, series: SeriesSet) -> Prepared:
+        inner = preparing(self.inner)
+        assert inner is not None  # called only when the capabilities (the inner's) say so
+        return inner.prepare(self._marked_set(series))
+
+    def write_prepared(self, prepared: Any) -> int:
+        inner = preparing(self.inner)
+        assert inner is not None
+        return inner.write_prepared(prepared)
+
+    def _marked_set(self, series: SeriesSet) -> SeriesSet:
+        return dataclasses.replace(series, labels=tuple(self._marked(labels)
+                                                        for labels in series.labels))
 
     def delete(self, selector: Selector, start: int | None = None,
                end: int | None = None) -> int:

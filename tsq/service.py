@@ -28,7 +28,7 @@ from tsq.clock import Clock
 from tsq.collector import collector_paused
 from tsq.config import Settings
 from tsq.connections import DEFAULT_CONNECTOR, Connections
-from tsq.connectors.base import Connector
+from tsq.connectors.base import Connector, preparing
 from tsq.db import connect
 from tsq.dispatcher import IN_FLIGHT_PER_WORKER, Dispatcher
 from tsq.errors import (
@@ -607,6 +607,12 @@ class Service:
         for project, precision, ats in _runs(writes):
             parsed.projects.setdefault(project, []).extend(
                 self._parsed_writes(writes, ats, precision, project, parsed.outcomes))
+        for project, items in parsed.projects.items():
+            try:  # the store's part of each write that needs no lock, on this thread too
+                parsed.ready[project] = _prepared(self.points(project),
+                                                  [item.batch for item in items])
+            except Exception:  # the write thread stores them as they are, and says why not
+                continue
         return parsed
 
     def store_lines_together(self, parsed: ParsedWrites) -> list[Outcome]:
@@ -616,7 +622,9 @@ class Service:
         for project, items in parsed.projects.items():
             store = self.points(project)
             try:
-                _store_batches(store, [item.batch for item in items])
+                ready = parsed.ready.get(project)
+                _written(store, ready if ready is not None else
+                         _prepared(store, [item.batch for item in items]))
             except Exception:
                 for item in items:
                     _stored_alone(store, self.line_parsers, parsed.writes, item, outcomes)
@@ -817,8 +825,26 @@ def run_window(value: Any) -> tuple[datetime, datetime] | None:
 
 def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
     """The batches' points in one write of the store each for numbers and for strings."""
-    for part in ("numbers", "strings"):
-        store.write(SeriesSet.merged([getattr(batch, part) for batch in batches]))
+    _written(store, _prepared(store, batches))
+
+
+def _prepared(store: Connector, batches: list[ParsedBatch]) -> list[Any]:
+    """The batches' points as one write each for numbers and for strings, each `prepare`d
+    where the store does part of a write ahead (connectors.base.PreparingConnector)."""
+    sets = [SeriesSet.merged([getattr(batch, part) for batch in batches])
+            for part in ("numbers", "strings")]
+    prepares = preparing(store)
+    return list(sets) if prepares is None else [prepares.prepare(s) for s in sets]
+
+
+def _written(store: Connector, writes: list[Any]) -> None:
+    """The writes `_prepared` made, stored."""
+    prepares = preparing(store)
+    for write in writes:
+        if prepares is None:
+            store.write(write)
+        else:
+            prepares.write_prepared(write)
 
 
 @dataclass(frozen=True)
@@ -829,6 +855,7 @@ class ParsedWrites:
     writes: list[LineWrite]
     outcomes: list[Outcome | None]
     projects: dict[str | None, list[_Parsed]] = field(default_factory=dict)
+    ready: dict[str | None, list[Any]] = field(default_factory=dict)  # `_prepared`, by project
 
 
 @dataclass(frozen=True)

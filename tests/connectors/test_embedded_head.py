@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import numpy as np
@@ -228,6 +229,49 @@ def test_a_write_whose_log_sync_fails_is_taken_out_of_memory_again(
     again = store_at(path, now=0 if where == "head" else 100 * HEAD_SPAN)
     try:
         assert every_point(again) == before
+    finally:
+        again.close()
+
+
+def test_a_write_prepared_before_series_came_or_went_stores_every_point_under_one_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prepare` looks the series up off the write lock (a server's parsing thread does, while
+    the write before is stored): a series another write made meanwhile, and one it found that
+    a failing write then forgot, are looked up again, so each series has one entry and every
+    point is there, now and after a restart (a point of a forgotten entry would not be)."""
+    def one(host: str, at: int, value: float) -> SeriesSet:
+        return SeriesSet.from_series([("cpu", {"host": host}, [at * S], [value])])
+
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    try:
+        store.write(one("a", 1, 1.0))
+        later = store.prepare(SeriesSet.from_series([("cpu", {"host": "a"}, [2 * S], [2.0]),
+                                                     ("cpu", {"host": "b"}, [2 * S], [3.0])]))
+        assert [entry is not None for entry in later.found] == [True, False]
+        store.write(one("b", 1, 4.0))  # b made meanwhile
+        assert store.write_prepared(later) == 2
+        during: list[Any] = []
+
+        def full(*args: object) -> None:  # c is indexed, its write not yet done: it fails
+            during.append(store.prepare(one("c", 3, 5.0)))
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(headlog.os, "fdatasync", full)
+        with pytest.raises(OSError, match="No space"):
+            store.write(one("c", 1, 6.0))
+        monkeypatch.undo()
+        assert during[0].found[0] is not None  # found c while the failing write had it
+        assert store.write_prepared(during[0]) == 1
+        expected = {("cpu", "a", S): 1.0, ("cpu", "a", 2 * S): 2.0, ("cpu", "b", S): 4.0,
+                    ("cpu", "b", 2 * S): 3.0, ("cpu", "c", 3 * S): 5.0}
+        assert every_point(store) == expected
+        assert len(store.describe(parse_selector("cpu"))) == 3
+    finally:
+        store.close()
+    again = store_at(path, now=0)
+    try:
+        assert every_point(again) == expected
     finally:
         again.close()
 
