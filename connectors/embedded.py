@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import numpy as np
@@ -446,8 +446,13 @@ class EmbeddedStore:
         the write before is stored (tsq.linewrites)."""
         version = self._series.version  # before looking up: a change meanwhile renews it
         keys = [_canonical(labels) for labels in series.labels]
-        return PreparedWrite(series, version, keys, [
-            self._series.get(name, key) for name, key in zip(series.names, keys, strict=True)])
+        numeric = KIND_OF_DTYPE.get(series.values.dtype.kind) in NUMERIC_KINDS
+        found = [self._series.get(name, key) for name, key in zip(series.names, keys, strict=True)]
+        # one holding the other kind of values is left to the write, which says so
+        usable = [entry if entry is not None and (entry.kind in NUMERIC_KINDS) == numeric
+                  else None for entry in found]
+        return PreparedWrite(series, version, keys, usable,
+                             all(entry is not None for entry in usable))
 
     def write_prepared(self, prepared: PreparedWrite) -> int:
         """`write` of `prepared.series`."""
@@ -708,10 +713,12 @@ class EmbeddedStore:
         since, else looked up again; a series it did not find is looked up (it may have come
         meanwhile) and made if it is new."""
         series = prepared.series
-        found: Sequence[Entry | None] = prepared.found \
-            if prepared.version == self._series.version else [None] * len(prepared.keys)
-        return [self._series_id(name, labels, kind, created, key) if entry is None
-                else _of_kind(entry, kind)
+        found: Sequence[Entry | None] = [None] * len(prepared.keys)
+        if prepared.version == self._series.version:
+            if prepared.whole:  # the common case
+                return cast(list[Entry], prepared.found)
+            found = prepared.found
+        return [self._series_id(name, labels, kind, created, key) if entry is None else entry
                 for name, labels, key, entry in zip(series.names, series.labels, prepared.keys,
                                                     found, strict=True)]
 
@@ -721,7 +728,10 @@ class EmbeddedStore:
         appended to `created`, which the caller inserts and a failure forgets (`_forget`)."""
         known = self._series.get(name, key)
         if known is not None:
-            return _of_kind(known, kind)
+            if (known.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
+                raise Conflict(f"series {name}{key} holds {known.kind} values; "
+                               f"{kind} values cannot be added to it")
+            return known
         self._next_id += 1
         known = Entry(self._next_id, name, dict(labels), kind, key)
         self._series.add(known)
@@ -1124,21 +1134,15 @@ def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str]
 @dataclass(frozen=True)
 class PreparedWrite:
     """A write's series looked up before the store's write lock (`EmbeddedStore.prepare`):
-    each one's canonical labels and entry (None: none yet), good while the series index is
-    at `version` (a series added or removed since, the store looks them up again)."""
+    each one's canonical labels and entry (None: none yet, or one holding the other kind of
+    values), good while the series index is at `version` (a series added or removed since,
+    the store looks them up again)."""
 
     series: SeriesSet
     version: int
     keys: list[str]
     found: list[Entry | None]
-
-
-def _of_kind(entry: Entry, kind: str) -> Entry:
-    """`entry`, if it holds values like those of `kind` (numbers or text); Conflict if not."""
-    if (entry.kind in NUMERIC_KINDS) != (kind in NUMERIC_KINDS):
-        raise Conflict(f"series {entry.name}{entry.key} holds {entry.kind} values; "
-                       f"{kind} values cannot be added to it")
-    return entry
+    whole: bool  # every series found, holding values of its kind
 
 
 def _canonical(labels: Mapping[str, str]) -> str:

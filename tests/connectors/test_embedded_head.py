@@ -25,6 +25,7 @@ from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
 from tsq.connectors import blockstore, head, headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore, compact
+from tsq.errors import Conflict
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
 from tsq.service import Service
@@ -267,6 +268,11 @@ def test_a_write_prepared_before_series_came_or_went_stores_every_point_under_on
                     ("cpu", "b", 2 * S): 3.0, ("cpu", "c", 3 * S): 5.0}
         assert every_point(store) == expected
         assert len(store.describe(parse_selector("cpu"))) == 3
+        text = store.prepare(SeriesSet.from_series([("cpu", {"host": "a"}, [4 * S],
+                                                     np.array(["up"], dtype=object))]))
+        assert not text.whole  # a series of numbers: the write says why it cannot be
+        with pytest.raises(Conflict, match="holds double values; text values cannot"):
+            store.write_prepared(text)
     finally:
         store.close()
     again = store_at(path, now=0)
