@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,7 +452,7 @@ class EmbeddedStore:
         # one holding the other kind of values is left to the write, which says so
         usable = [entry if entry is not None and (entry.kind in NUMERIC_KINDS) == numeric
                   else None for entry in found]
-        return PreparedWrite(series, version, keys, usable,
+        return PreparedWrite(series, self._series, version, keys, usable,
                              all(entry is not None for entry in usable))
 
     def write_prepared(self, prepared: PreparedWrite) -> int:
@@ -515,19 +516,20 @@ class EmbeddedStore:
                      behind: npt.NDArray[np.bool_], syncing: Future[None] | None,
                      logged: list[tuple[HeadLog, int]]) -> None:
         """A write's points into the head (`recent`) and the buffer of the past (`behind`)
-        while `syncing` makes its log records durable; if that fails, they are taken out of
-        both again and the records cut off (the write is not acknowledged; a read meanwhile
-        may have seen them)."""
+        while `syncing` makes its log records durable; if that fails, or the points' move into
+        memory does, they are taken out of both again and the records cut off (the write is
+        not acknowledged; a read meanwhile may have seen them)."""
         before = self._head.state, self._past.mark()
-        if recent.any():
-            self._head.append(sid[recent], ts[recent], _numbers(values[recent]))
-        if behind.any():
-            self._past.add(sid[behind], ts[behind], _numbers(values[behind]))
-        if syncing is None:
-            return
         try:
-            syncing.result()
+            if recent.any():
+                self._head.append(sid[recent], ts[recent], _numbers(values[recent]))
+            if behind.any():
+                self._past.add(sid[behind], ts[behind], _numbers(values[behind]))
+            if syncing is not None:
+                syncing.result()
         except BaseException:
+            if syncing is not None:
+                futures_wait([syncing])  # its sync done before the records are cut off
             self._head.advance(before[0])
             self._past.undo(before[1])
             for log_, mark in logged:
@@ -714,7 +716,7 @@ class EmbeddedStore:
         meanwhile) and made if it is new."""
         series = prepared.series
         found: Sequence[Entry | None] = [None] * len(prepared.keys)
-        if prepared.version == self._series.version:
+        if prepared.index is self._series and prepared.version == self._series.version:
             if prepared.whole:  # the common case
                 return cast(list[Entry], prepared.found)
             found = prepared.found
@@ -1139,6 +1141,7 @@ class PreparedWrite:
     the store looks them up again)."""
 
     series: SeriesSet
+    index: SeriesIndex  # the store's, which `version` is of
     version: int
     keys: list[str]
     found: list[Entry | None]

@@ -223,7 +223,9 @@ class Head:
 
 def _merge_loaded() -> bool:
     merging = sys.modules.get("tsq.kernels.sortedmerge")  # not imported here: that loads numba
-    return merging is not None and merging.loaded()
+    # None while another thread is still importing it (it is in sys.modules from the start)
+    loaded = getattr(merging, "loaded", None)
+    return loaded is not None and bool(loaded())
 
 
 def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:

@@ -172,7 +172,9 @@ def _worth_scanning(chars: int) -> bool:
 def _scan_loaded() -> bool:
     """Whether the compiled pass is loaded in this process (never loading it)."""
     linescan = sys.modules.get("tsq.linescan")
-    return linescan is not None and bool(linescan.loaded())
+    # None while another thread is still importing it (it is in sys.modules from the start)
+    loaded = getattr(linescan, "loaded", None)
+    return loaded is not None and bool(loaded())
 
 
 def _parse_each(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch:

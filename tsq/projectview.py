@@ -73,6 +73,7 @@ class ProjectView:
         return inner.prepare(self._marked_set(series))
 
     def write_prepared(self, prepared: Any) -> int:
+        """A write this view's `prepare` made (its series marked as the project's)."""
         inner = preparing(self.inner)
         assert inner is not None
         return inner.write_prepared(prepared)

@@ -10,10 +10,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby, islice
 from typing import TYPE_CHECKING, Any, cast
 
@@ -623,8 +624,9 @@ class Service:
             store = self.points(project)
             try:
                 ready = parsed.ready.get(project)
-                _written(store, ready if ready is not None else
-                         _prepared(store, [item.batch for item in items]))
+                for write in ready if ready is not None else \
+                        _prepared(store, [item.batch for item in items]):
+                    write()
             except Exception:
                 for item in items:
                     _stored_alone(store, self.line_parsers, parsed.writes, item, outcomes)
@@ -825,26 +827,20 @@ def run_window(value: Any) -> tuple[datetime, datetime] | None:
 
 def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
     """The batches' points in one write of the store each for numbers and for strings."""
-    _written(store, _prepared(store, batches))
+    for write in _prepared(store, batches):
+        write()
 
 
-def _prepared(store: Connector, batches: list[ParsedBatch]) -> list[Any]:
-    """The batches' points as one write each for numbers and for strings, each `prepare`d
-    where the store does part of a write ahead (connectors.base.PreparingConnector)."""
+def _prepared(store: Connector, batches: list[ParsedBatch]) -> list[Callable[[], int]]:
+    """The batches' points as one write each for numbers and for strings, ready to be made:
+    the store's part that needs no lock done now where it does part of a write ahead
+    (connectors.base.PreparingConnector)."""
     sets = [SeriesSet.merged([getattr(batch, part) for batch in batches])
             for part in ("numbers", "strings")]
     prepares = preparing(store)
-    return list(sets) if prepares is None else [prepares.prepare(s) for s in sets]
-
-
-def _written(store: Connector, writes: list[Any]) -> None:
-    """The writes `_prepared` made, stored."""
-    prepares = preparing(store)
-    for write in writes:
-        if prepares is None:
-            store.write(write)
-        else:
-            prepares.write_prepared(write)
+    if prepares is None:
+        return [partial(store.write, series) for series in sets]
+    return [partial(prepares.write_prepared, prepares.prepare(series)) for series in sets]
 
 
 @dataclass(frozen=True)
@@ -855,7 +851,7 @@ class ParsedWrites:
     writes: list[LineWrite]
     outcomes: list[Outcome | None]
     projects: dict[str | None, list[_Parsed]] = field(default_factory=dict)
-    ready: dict[str | None, list[Any]] = field(default_factory=dict)  # `_prepared`, by project
+    ready: dict[str | None, list[Callable[[], int]]] = field(default_factory=dict)  # _prepared
 
 
 @dataclass(frozen=True)

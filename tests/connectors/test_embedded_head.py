@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -520,5 +521,51 @@ def test_a_process_without_the_compiled_merge_does_not_load_numba_for_a_small_me
     code = ("import sys; from tests.connectors.test_embedded_head import _chunk_of; "
             "_chunk_of(5000, 1).merged(_chunk_of(5000, 2)); print('numba' in sys.modules)")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, timeout=120)
+                           check=True, timeout=120, cwd=Path(__file__).parents[2])
     assert found.stdout.strip() == "False"
+
+
+def test_a_merge_or_scan_module_another_thread_is_still_importing_counts_as_not_loaded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server imports the compiled merge and scan on a thread of their own while writes come
+    in, and a module is in sys.modules before its code has run: a write meanwhile takes numpy
+    rather than fail on the half-made module."""
+    from tsq import lineprotocol
+
+    half_made = types.ModuleType("half-made")
+    monkeypatch.setitem(sys.modules, "tsq.kernels.sortedmerge", half_made)
+    monkeypatch.setitem(sys.modules, "tsq.linescan", half_made)
+    assert not head._merge_loaded() and not lineprotocol._scan_loaded()
+    older, newer = _chunk_of(5000, 1), _chunk_of(5000, 2)
+    order = np.argsort(np.concatenate((older.sid, newer.sid)), kind="stable")
+    assert older.merged(newer).ts.tolist() == \
+        np.concatenate((older.ts, newer.ts))[order].tolist()
+
+
+def test_a_write_whose_points_cannot_go_into_memory_is_cut_off_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of known series whose points fail on their way into the head (here, no memory
+    left) is not acknowledged, and its log record goes too: a restart does not bring back a
+    write its client was told failed."""
+    path = tmp_path / "p.duckdb"
+    store = store_at(path, now=0)
+    try:
+        store.write(SeriesSet.from_series(CPU))
+        before = every_point(store)
+
+        def no_memory(*args: object) -> None:
+            raise MemoryError
+
+        monkeypatch.setattr(head.Head, "append", no_memory)
+        with pytest.raises(MemoryError):
+            store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"},
+                                                [7 * S], [-7.0])]))
+        monkeypatch.undo()
+        assert every_point(store) == before
+    finally:
+        store.close()
+    again = store_at(path, now=0)
+    try:
+        assert every_point(again) == before
+    finally:
+        again.close()
