@@ -77,6 +77,15 @@ def every_point(store: EmbeddedStore, selector: str = '{__name__=~".+"}'
             for s in found for t, v in zip(s.timestamps, s.values, strict=True)}
 
 
+def points_after_restart(path: Path, now: int = 0) -> dict[tuple[str, str, int], float]:
+    """Every point of the store at `path` as a restart finds it (opened, read, closed)."""
+    again = store_at(path, now=now)
+    try:
+        return every_point(again)
+    finally:
+        again.close()
+
+
 def test_a_restart_replays_writes_overwrites_and_deletes(tmp_path: Path) -> None:
     path = tmp_path / "p.duckdb"
     store = store_at(path, now=0)
@@ -155,11 +164,7 @@ def test_a_torn_head_log_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
         again.close()
     assert list(segment.parent.glob("*.damaged-*")), "no copy of the damaged segment"
     assert segment.stat().st_size < whole - 5
-    third = store_at(path, now=0)
-    try:
-        assert every_point(third)[("cpu", "web01", 8 * S)] == 8.0
-    finally:
-        third.close()
+    assert points_after_restart(path)[("cpu", "web01", 8 * S)] == 8.0
 
 
 def test_a_garbled_record_fails_its_checksum(tmp_path: Path) -> None:
@@ -168,12 +173,8 @@ def test_a_garbled_record_fails_its_checksum(tmp_path: Path) -> None:
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0xFF  # a value byte of the last record
     segment.write_bytes(bytes(data))
-    again = store_at(path, now=0)
-    try:
-        assert ("mem", "web01", 9 * S) not in every_point(again)
-        assert len(every_point(again)) == 7
-    finally:
-        again.close()
+    found = points_after_restart(path)
+    assert ("mem", "web01", 9 * S) not in found and len(found) == 7
 
 
 def test_a_write_whose_log_append_fails_changes_nothing(
@@ -228,11 +229,7 @@ def test_a_write_whose_log_sync_fails_is_taken_out_of_memory_again(
         assert store._past.points == 0
     finally:
         store.close()
-    again = store_at(path, now=0 if where == "head" else 100 * HEAD_SPAN)
-    try:
-        assert every_point(again) == before
-    finally:
-        again.close()
+    assert points_after_restart(path, now=0 if where == "head" else 100 * HEAD_SPAN) == before
 
 
 def test_a_write_prepared_before_series_came_or_went_stores_every_point_under_one_entry(
@@ -276,11 +273,7 @@ def test_a_write_prepared_before_series_came_or_went_stores_every_point_under_on
             store.write_prepared(text)
     finally:
         store.close()
-    again = store_at(path, now=0)
-    try:
-        assert every_point(again) == expected
-    finally:
-        again.close()
+    assert points_after_restart(path) == expected
 
 
 def test_a_logged_write_of_a_series_never_committed_is_not_replayed(tmp_path: Path) -> None:
@@ -293,11 +286,7 @@ def test_a_logged_write_of_a_series_never_committed_is_not_replayed(tmp_path: Pa
     store._log.append(headlog.Writing(np.array([1, 99], np.int32), np.array([5 * S, 5 * S]),
                                       np.array([1.0, 2.0])))
     store.close()
-    again = store_at(path, now=0)
-    try:
-        assert len(every_point(again)) == 7
-    finally:
-        again.close()
+    assert len(points_after_restart(path)) == 7
 
 
 def test_reads_of_few_dense_and_all_series_in_the_head_agree(tmp_path: Path) -> None:
@@ -564,8 +553,4 @@ def test_a_write_whose_points_cannot_go_into_memory_is_cut_off_its_log(
         assert every_point(store) == before
     finally:
         store.close()
-    again = store_at(path, now=0)
-    try:
-        assert every_point(again) == before
-    finally:
-        again.close()
+    assert points_after_restart(path) == before
