@@ -22,13 +22,14 @@ lock: a reader takes one and needs no lock.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from tsq.jitloaded import loaded
 
 __all__ = ["Chunk", "Head", "Snapshot"]
 
@@ -222,10 +223,7 @@ class Head:
 
 
 def _merge_loaded() -> bool:
-    merging = sys.modules.get("tsq.kernels.sortedmerge")  # not imported here: that loads numba
-    # None while another thread is still importing it (it is in sys.modules from the start)
-    loaded = getattr(merging, "loaded", None)
-    return loaded is not None and bool(loaded())
+    return loaded("tsq.kernels.sortedmerge")
 
 
 def _replaced(chunks: Sequence[Chunk], sid: Ids, ts: Ints) -> list[Chunk]:

@@ -24,7 +24,6 @@ import csv
 import io
 import math
 import re
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsq.errors import BadRequest
+from tsq.jitloaded import loaded
 from tsq.series import FIRST_NS, LAST_NS, SeriesSet
 
 if TYPE_CHECKING:
@@ -171,10 +171,7 @@ def _worth_scanning(chars: int) -> bool:
 
 def _scan_loaded() -> bool:
     """Whether the compiled pass is loaded in this process (never loading it)."""
-    linescan = sys.modules.get("tsq.linescan")
-    # None while another thread is still importing it (it is in sys.modules from the start)
-    loaded = getattr(linescan, "loaded", None)
-    return loaded is not None and bool(loaded())
+    return loaded("tsq.linescan")
 
 
 def _parse_each(body: str, stamps: _Stamps, default_ts: int) -> ParsedBatch:
