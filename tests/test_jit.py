@@ -3,6 +3,7 @@ where it cannot (numba refuses to decorate then)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from unittest.mock import patch
 
@@ -32,3 +33,15 @@ def test_without_a_writable_cache_it_compiles_in_memory(caplog: pytest.LogCaptur
         compiled = jit.machine_code(_twice)
     assert compiled(21) == 42
     assert "numba cannot cache _twice" in caplog.text
+
+
+def _divided(x: float, y: float) -> float:
+    return x / y
+
+
+def test_a_helper_is_copied_into_its_callers_and_divides_as_ieee_does() -> None:
+    helper = jit.inlined_machine_code(_divided)
+    assert helper.targetoptions["inline"] == "always"
+    assert helper(3.0, 2.0) == 1.5
+    # numba's numpy error model: no check for a zero divisor, so no ZeroDivisionError
+    assert helper(1.0, 0.0) == math.inf

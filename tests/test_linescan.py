@@ -40,3 +40,9 @@ def test_a_scan_names_each_distinct_key_and_field_once() -> None:
     assert scanned.value.tolist() == [1.0, 2.0, 3.0, 4.0]
     assert scanned.stamp.tolist() == [10, 20, 0] and scanned.has_stamp.tolist() == [
         True, True, False]
+
+
+def test_once_a_batch_is_scanned_the_pass_counts_as_loaded() -> None:
+    # what a server asks before it gives a mid-sized write to the scan (tsq.lineprotocol)
+    assert linescan.scan(b"cpu,host=a value=1 1\ncpu,host=b value=2 2\n") is not None
+    assert linescan.loaded()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsq.jit import machine_code
+from tsq.jit import inlined_machine_code, machine_code
 
 __all__ = ["Scanned", "loaded", "scan"]
 
@@ -59,8 +59,9 @@ class Scanned:
 
 
 def loaded() -> bool:
-    """Whether the pass is compiled (or loaded from numba's cache) in this process."""
-    return bool(_scan.signatures and _coded.signatures and _same.signatures)
+    """Whether the pass is compiled (or loaded from numba's cache) in this process: its two
+    entry points (the helpers are copied into them, never compiled alone)."""
+    return bool(_scan.signatures and _coded.signatures)
 
 
 def scan(body: bytes) -> Scanned | None:
@@ -131,7 +132,7 @@ def _coded(raw: Any, start: Any, end: Any, hashes: Any, first: Any,
     return distinct
 
 
-@machine_code
+@inlined_machine_code
 def _same(raw: Any, a: int, a_end: int, b: int, b_end: int) -> bool:  # pragma: no cover
     if a_end - a != b_end - b:
         return False
@@ -205,7 +206,7 @@ def _scan(raw: Any, powers: Any, lines: int, fields: int  # noqa: PLR0912
             value[:field])
 
 
-@machine_code
+@inlined_machine_code
 def _spanned(raw: Any, i: int, n: int, stop: int, key: bool, starts: Any, ends: Any,
              hashes: Any, k: int) -> Any:  # pragma: no cover - compiled
     """The key or name from i, noted at k (its start, end and hash); its end, or -1 when it
@@ -219,7 +220,7 @@ def _spanned(raw: Any, i: int, n: int, stop: int, key: bool, starts: Any, ends: 
     return end
 
 
-@machine_code
+@inlined_machine_code
 def _token(raw: Any, i: int, n: int, stop: int, key: bool) -> Any:  # pragma: no cover
     """Where a series key (up to a space) or a field name (up to '=') ends, and its hash; the
     end is n when a byte it may not hold comes first: a control byte, '"', '#', a backslash,
@@ -234,7 +235,7 @@ def _token(raw: Any, i: int, n: int, stop: int, key: bool) -> Any:  # pragma: no
     return i, h
 
 
-@machine_code
+@inlined_machine_code
 def _integer(raw: Any, i: int, n: int) -> Any:  # pragma: no cover - compiled
     """A timestamp: [+-]digits up to the end of the line, within int64."""
     negative = False
@@ -255,7 +256,7 @@ def _integer(raw: Any, i: int, n: int) -> Any:  # pragma: no cover - compiled
     return True, -signed if negative else signed, i
 
 
-@machine_code
+@inlined_machine_code
 def _number(raw: Any, start: int, end: int, powers: Any) -> Any:  # noqa: PLR0912 - one pass
     """A field's value where it converts exactly here; (False, 0) otherwise."""
     i = start
@@ -309,7 +310,7 @@ def _number(raw: Any, start: int, end: int, powers: Any) -> Any:  # noqa: PLR091
     return True, -number if negative else number
 
 
-@machine_code
+@inlined_machine_code
 def _scale(raw: Any, i: int, end: int) -> Any:  # pragma: no cover - compiled
     """An exponent's [+-]digits (held below 1000 in size: beyond 22 it is refused anyway)."""
     negative = False
