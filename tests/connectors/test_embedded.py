@@ -212,3 +212,13 @@ def test_a_write_that_fills_the_buffer_succeeds_though_the_table_fails(
         assert store._past.points == 0
     finally:
         store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=40), st.lists(st.integers(0, 60), max_size=20,
+                                                             unique=True))
+def test_the_series_a_write_names_are_found_among_those_asked(sid: list[int],
+                                                               ids: list[int]) -> None:
+    # which series a write into the table gives rows or blocks (`_note_where`)
+    named = embedded._named(np.array(sid, dtype=np.int32), ids)
+    assert named == [found for found in ids if found in set(sid)]
