@@ -146,3 +146,15 @@ def test_the_ends_of_runs_elsewhere_matter_only_while_someone_waits(service: Ser
     assert dispatcher.hears_ends()
     dispatcher.ended_elsewhere([{**service.run("fast", {"n": 1}).to_json(), "id": "r1"}])
     assert waiting.result(timeout=5).id == "r1" and not dispatcher.hears_ends()
+
+
+def test_a_listener_to_the_ends_elsewhere_hears_only_those_it_wants(service: Service) -> None:
+    dispatcher = service.dispatcher
+    heard: list[str] = []
+    dispatcher.on_finished_elsewhere(lambda run: heard.append(run.id),
+                                     lambda item: item["id"] != "skipped")
+    waiting = dispatcher.wait("skipped")
+    ended = service.run("fast", {"n": 1}).to_json()
+    dispatcher.ended_elsewhere([{**ended, "id": "skipped"}, {**ended, "id": "wanted"}])
+    assert heard == ["wanted"]
+    assert waiting.result(timeout=5).id == "skipped"  # its waiter still wakes

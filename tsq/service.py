@@ -252,7 +252,7 @@ class Service:
         if cluster.has("api") and not cluster.settings.store_url:
             # Late points reach this process's store, and the windows that rollups covered,
             # wherever they ran, reach its invalidation log.
-            self.dispatcher.on_finished_elsewhere(self._covered)
+            self.dispatcher.on_finished_elsewhere(self._covered, _covers_a_window)
             self.rerolls.start()
         # A worker process holds a few times what its workers have in flight: pulls, claims
         # and settles then go in batches, and its workers never wait on a round trip to NATS.
@@ -823,6 +823,13 @@ def run_window(value: Any) -> tuple[datetime, datetime] | None:
                            *(f"unknown key window.{k}" for k in unknown)])
         raise BadRequest(f"window must be {shape}: {wrong}")
     return time_field(value["start"], "window.start"), time_field(value["end"], "window.end")
+
+
+def _covers_a_window(run: Mapping[str, Any]) -> bool:
+    """`Service._covered`'s test, of a run's JSON as a cluster's notice carries it: of the
+    runs that end elsewhere, only those the invalidation log may want are made `Run`s."""
+    return run.get("status") == RunStatus.SUCCESS.value and bool(run.get("key")) \
+        and run.get("window_end_ms") is not None
 
 
 def _store_batches(store: Connector, batches: list[ParsedBatch]) -> None:
