@@ -3,7 +3,6 @@ where it cannot (numba refuses to decorate then)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from unittest.mock import patch
 
@@ -35,13 +34,19 @@ def test_without_a_writable_cache_it_compiles_in_memory(caplog: pytest.LogCaptur
     assert "numba cannot cache _twice" in caplog.text
 
 
-def _divided(x: float, y: float) -> float:
-    return x / y
+def _thrice(x: int) -> int:
+    return 3 * x
 
 
-def test_a_helper_is_copied_into_its_callers_and_divides_as_ieee_does() -> None:
-    helper = jit.inlined_machine_code(_divided)
-    assert helper.targetoptions["inline"] == "always"
-    assert helper(3.0, 2.0) == 1.5
-    # numba's numpy error model: no check for a zero divisor, so no ZeroDivisionError
-    assert helper(1.0, 0.0) == math.inf
+_inlined_thrice = jit.inlined_machine_code(_thrice)
+
+
+def _thrice_plus_one(x: int) -> int:
+    return _inlined_thrice(x) + 1
+
+
+def test_a_helper_is_copied_into_its_callers_and_never_compiled_alone() -> None:
+    caller = jit.machine_code(_thrice_plus_one)
+    assert caller(4) == 13
+    assert _inlined_thrice.targetoptions["inline"] == "always"
+    assert caller.signatures and not _inlined_thrice.signatures  # what `loaded()` checks rely on
