@@ -15,7 +15,7 @@ from tsq.config import Settings
 from tsq.errors import BadRequest
 from tsq.outcomes import RunStatus
 from tsq.run import RunFilter
-from tsq.service import Service
+from tsq.service import Service, _covers_a_window
 
 SLOW = "export default () => new Promise(r => setTimeout(() => r('slow'), 400))"
 
@@ -158,3 +158,20 @@ def test_a_listener_to_the_ends_elsewhere_hears_only_those_it_wants(service: Ser
     dispatcher.ended_elsewhere([{**ended, "id": "skipped"}, {**ended, "id": "wanted"}])
     assert heard == ["wanted"]
     assert waiting.result(timeout=5).id == "skipped"  # its waiter still wakes
+
+
+@pytest.mark.parametrize("status", [RunStatus.SUCCESS, RunStatus.FAILED])
+@pytest.mark.parametrize("key", ["cpu:s:60000", "", None])
+@pytest.mark.parametrize("window_end_ms", [120_000, None])
+def test_the_api_process_takes_from_the_ends_elsewhere_exactly_the_runs_it_records(
+        service: Service, monkeypatch: pytest.MonkeyPatch, status: RunStatus, key: str | None,
+        window_end_ms: int | None) -> None:
+    # a cluster's api process asks `_covers_a_window` of each run's JSON before `_covered`
+    # sees it: the two must agree, or windows covered elsewhere are never recorded
+    recorded: list[int] = []
+    monkeypatch.setattr(service.late, "covered", lambda _p, _l, end: recorded.append(end))
+    run = dataclasses.replace(service.run("fast", {"n": 1}), status=status, key=key,
+                              window_start_ms=60_000 if window_end_ms else None,
+                              window_end_ms=window_end_ms)
+    service._covered(run)
+    assert _covers_a_window(run.to_json()) == bool(recorded)
