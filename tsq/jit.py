@@ -31,7 +31,7 @@ def machine_code(function: Callable[..., Any], **options: Any) -> Any:
 
 def inlined_machine_code(function: Callable[..., Any]) -> Any:
     """`machine_code` for a small helper of a byte-by-byte loop: numba copies its code into
-    each caller (which then compiles it with its own options), where LLVM alone left a call a
-    token or a number (the line scan: 0.77 -> 0.62 ms for 5,000 lines). Never compiled on its
-    own unless called from Python, so its `signatures` stay empty."""
+    each caller (which compiles it with its own options), where LLVM alone left a call for
+    each token and number (the line scan: 0.77 -> 0.62 ms for 5,000 lines). It is never
+    compiled on its own unless called from Python, so its `signatures` stay empty."""
     return machine_code(function, inline="always")
