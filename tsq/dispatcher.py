@@ -281,14 +281,18 @@ class Dispatcher:
                       in self._waiters}
         if not listeners and not waited:  # a worker process hears every end, and needs few
             return
-        carried = [(item, Run.from_json(item)) for item in notice
-                   if not isinstance(item, str)
-                   and (item["id"] in waited or any(wanted(item) for _, wanted in listeners))]
-        for listener, wanted in listeners:
-            for item, record in carried:
-                if wanted(item):
-                    listener(record)
-        records = [record for _, record in carried if record.id in waited]
+        records = []
+        for item in notice:
+            if isinstance(item, str):
+                continue
+            takers = [listener for listener, wanted in listeners if wanted(item)]
+            if not takers and item["id"] not in waited:
+                continue
+            record = Run.from_json(item)
+            for listener in takers:
+                listener(record)
+            if record.id in waited:
+                records.append(record)
         records += self.runs.get_many([item for item in notice if isinstance(item, str)
                                        and item in waited]).values()
         for record in records:
