@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsq import lineprotocol
+from tsq import lineprotocol, linewrites
 from tsq.config import Settings
 from tsq.errors import Conflict, PartialWrite
 from tsq.lineprotocol import parse_joined, parse_lines
@@ -291,3 +291,75 @@ def test_a_store_that_answers_too_few_writes_fails_them_and_the_thread_lives_on(
         assert writes.submit("fine", "ns", None).result(10) == {"written": 1}
     finally:
         writes.close()
+
+
+def _here_when_free(writes: LineWrites, body: str) -> Outcome | None:
+    """`stored_here` once the last answer's callbacks ran (they follow its waiters' wake-up)."""
+    deadline = time.monotonic() + 10
+    while (outcome := writes.stored_here(body, "ns", None)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return outcome
+
+
+def test_a_write_alone_is_stored_on_the_callers_thread_unless_another_is_in_hand(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    storing, held = threading.Event(), threading.Event()
+    stored: list[tuple[str, str]] = []
+
+    def store(group: list[LineWrite]) -> list[Outcome]:
+        stored.extend((w.body, threading.current_thread().name) for w in group)
+        if group[0].body == "held":
+            storing.set()
+            assert held.wait(10)
+        if group[0].body == "boom":
+            raise RuntimeError("boom")
+        return [{"written": w.body} for w in group]
+
+    writes = LineWrites(store)
+    here = threading.current_thread().name
+    try:
+        assert writes.stored_here("alone", "ns", None) == {"written": "alone"}
+        failed = writes.stored_here("boom", "ns", None)
+        assert isinstance(failed, RuntimeError) and str(failed) == "boom"
+        first = writes.submit("held", "ns", None)
+        assert storing.wait(10)
+        assert writes.stored_here("meanwhile", "ns", None) is None  # one is in hand
+        gone = writes.submit("gone", "ns", None)
+        assert gone.cancel()  # in hand no more, never stored
+        held.set()
+        assert first.result(10) == {"written": "held"}
+        assert _here_when_free(writes, "after") == {"written": "after"}
+        monkeypatch.setattr(linewrites, "HERE_MAX_CHARS", 4)
+        assert writes.stored_here("large", "ns", None) is None
+        assert writes.submit("large", "ns", None).result(10) == {"written": "large"}
+        assert stored == [("alone", here), ("boom", here), ("held", "tsq-write"),
+                          ("after", here), ("large", "tsq-write")]
+    finally:
+        held.set()
+        writes.close()
+    assert writes.stored_here("closed", "ns", None) is None
+
+
+def test_closing_waits_for_a_write_stored_here() -> None:
+    storing, held = threading.Event(), threading.Event()
+
+    def store(group: list[LineWrite]) -> list[Outcome]:
+        storing.set()
+        assert held.wait(10)
+        return [{"written": 1} for _ in group]
+
+    writes = LineWrites(store)
+    outcomes: list[Outcome | None] = []
+    caller = threading.Thread(target=lambda: outcomes.append(
+        writes.stored_here("here", "ns", None)))
+    caller.start()
+    assert storing.wait(10)
+    closer = threading.Thread(target=writes.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waits for the write in hand
+    held.set()
+    closer.join(10)
+    caller.join(10)
+    assert not closer.is_alive() and outcomes == [{"written": 1}]

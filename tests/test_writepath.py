@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tsq import lineprotocol
+from tsq import lineprotocol, linewrites
 from tsq.api import WRITTEN_HEADER, create_app, create_server_app
 from tsq.config import Settings
 from tsq.selector import Selector
@@ -172,6 +172,9 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
 
     monkeypatch.setattr(lineprotocol, "LOADED_SCAN_CHARS", 0)  # these few lines joined too
     monkeypatch.setattr(lineprotocol, "SCAN_CHARS", 0)
+    # none stored on the event loop's thread: in memory, each request would run whole before
+    # the next came (below for that)
+    monkeypatch.setattr(linewrites, "HERE_MAX_CHARS", -1)
     monkeypatch.setattr(service.line_parsers, "parse", parsing(real_parse, lambda *_: 1))
     monkeypatch.setattr(service.line_parsers, "parse_joined",
                         parsing(real_joined, lambda bodies, _: len(bodies)))
@@ -197,3 +200,62 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
     found = service.points().select(Selector("together"))
     assert sorted((s.labels["client"], len(s.values)) for s in found) == [
         (f"c{n}", n + 1) for n in range(4)]
+
+
+def _stored_on(service: Service, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads the store writes of `service` are made on, from now on."""
+    threads: list[str] = []
+    real = service.store.write_prepared
+
+    def write(prepared: Any) -> int:
+        if prepared.series.points:
+            threads.append(threading.current_thread().name)
+        return real(prepared)
+
+    monkeypatch.setattr(service.store, "write_prepared", write)
+    return threads
+
+
+def test_a_write_alone_is_stored_on_the_event_loops_thread(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = _stored_on(service, monkeypatch)
+    answers = _answers(create_server_app(service), service, {
+        "url": "/v1/write", "params": {"precision": "s"},
+        "content": b"alone,n=1 value=1 1\nalone,n=2 value=2 2"}, {
+        "url": "/v1/write", "content": b"alone,n=1 value=oops 3"})
+    assert [answer[:2] for answer in answers] == [(200, b'{"written":2}'), (400, answers[1][1])]
+    assert b"oops" in answers[1][1]  # its error, answered as from the threads
+    assert threads == [threading.current_thread().name]  # asyncio.run's loop: this thread
+    assert service.points().select(Selector("alone")).points == 2
+
+
+def test_a_write_that_comes_while_another_is_on_its_way_goes_to_the_threads(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first write's body comes slowly: the second, admitted meanwhile, is not alone and
+    goes to the write thread; the first, alone again once its body is in (the second answered
+    by then), is stored on the event loop's."""
+    threads = _stored_on(service, monkeypatch)
+    app = create_server_app(service)
+
+    async def slowly() -> Any:
+        yield b"onway,n=1 value=1 1\n"
+        await asyncio.sleep(0.2)
+        yield b"onway,n=1 value=2 2\n"
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
+                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+            async def second() -> httpx.Response:
+                await asyncio.sleep(0.05)  # the first is admitted, reading its body
+                return await client.post("/v1/write", params={"precision": "s"},
+                                         content=b"onway,n=2 value=3 3")
+            return await asyncio.gather(
+                client.post("/v1/write", params={"precision": "s"}, content=slowly()),
+                second())
+
+    answers = asyncio.run(both())
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"written": 2}),
+                                                             (200, {"written": 1})]
+    assert threads == ["tsq-write", threading.current_thread().name]
+    assert service.points().select(Selector("onway")).points == 3
