@@ -664,10 +664,25 @@ class EmbeddedStore:
                 removed += self._head.delete(numeric, head_start, _high(end))
         return removed
 
+    def writes_quickly(self, points: int) -> bool:
+        """Whether a write of at most `points` points would now do only its own work: no other
+        writer holds the store, no move of the head is due and the buffer of the past would not
+        fill (a write that fills it writes it into the table: 60-70 ms for half a million
+        points). A server stores a lone line write that would on its event loop's thread,
+        which must not wait long (tsq.linewrites)."""
+        return not self._write_lock.locked() and self._move_boundary() is None and \
+            (self._past_log is None or self._past.points + points < self._past_points)
+
     def _move_if_due(self) -> None:
-        """Move the head's oldest points into the table once it holds half as much again as
-        `head_span` (then it keeps `head_span`), or more than HEAD_POINTS points (then it keeps
-        the newer half of its span)."""
+        """Move the head's oldest points into the table once it is due (`_move_boundary`)."""
+        boundary = self._move_boundary()
+        if boundary is not None:
+            self.move(boundary)
+
+    def _move_boundary(self) -> int | None:
+        """Where the head should start now, if its oldest points are due to move into the
+        table: once it holds half as much again as `head_span` (then it keeps `head_span`), or
+        more than HEAD_POINTS points (then it keeps the newer half of its span)."""
         state = self._head.state
         now = self._clock()
         boundary = None
@@ -675,8 +690,7 @@ class EmbeddedStore:
             boundary = now - self._span
         elif state.points > HEAD_POINTS and state.newest is not None:
             boundary = state.start + (state.newest - state.start) // 2 + 1
-        if boundary is not None and boundary > state.start:
-            self.move(boundary)
+        return boundary if boundary is not None and boundary > state.start else None
 
     def move(self, boundary: int) -> int:
         """Move the head's points before `boundary` into the table, in one transaction with the

@@ -259,3 +259,37 @@ def test_a_write_that_comes_while_another_is_on_its_way_goes_to_the_threads(
                                                              (200, {"written": 1})]
     assert threads == ["tsq-write", threading.current_thread().name]
     assert service.points().select(Selector("onway")).points == 3
+
+
+def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that would wait for the store (another holds its write lock: a fold, a
+    delete, a read writing the past) is not stored on the event loop's thread."""
+    threads = _stored_on(service, monkeypatch)
+    held, taken = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with service.store._write_lock:
+            taken.set()
+            held.wait(10)
+
+    app = create_server_app(service)
+
+    async def write() -> httpx.Response:
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
+                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+            asyncio.get_running_loop().call_later(0.2, held.set)  # the loop runs meanwhile
+            return await client.post("/v1/write", params={"precision": "s"},
+                                     content=b"heldstore value=1 1")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert taken.wait(10)
+        answer = asyncio.run(write())
+    finally:
+        held.set()
+        thread.join(10)
+    assert (answer.status_code, answer.json()) == (200, {"written": 1})
+    assert threads == ["tsq-write"]

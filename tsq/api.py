@@ -431,9 +431,8 @@ async def _store_lines(service: Service, request: Request, precision: str) -> di
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the body is not UTF-8 line protocol: {exc}") from None
         project = access.who(request).project
-        # alone (no other write admitted), stored on this thread: no hand-offs (tsq.linewrites)
-        outcome = service.line_writes.stored_here(text, precision, project) \
-            if service.write_admission.inside == 1 else None
+        # stored on this thread when it is alone and quick: no hand-offs (tsq.linewrites)
+        outcome = service.stored_at_once(text, precision, project)
         if isinstance(outcome, BaseException):
             raise outcome
         written: dict[str, Any] = outcome if outcome is not None else \

@@ -21,13 +21,17 @@ run's time, the parsing thread parsed 81 %), so the parsing thread also does wha
 write needs no lock (`Service.parse_lines_together`: the series' lookups, docs/store.md).
 
 A write alone, with none other in the threads' hands or on its way, is parsed and stored on the
-caller's thread instead (`stored_here`; the API asks for it when no other write is admitted):
-the three hand-offs between threads (to the parsing thread, to the write thread, the answer back
-to the event loop), each a wake-up and a pass of the GIL, cost about a millisecond of a
-5,000-line write's five in latency, and 0.5-0.6 ms of CPU. One client, 5,000-line writes, two
-alternating rounds: a past day 897-945 k -> 1,089-1,116 k points a second, the newest points
-913-963 k -> 1,156-1,166 k; four clients, whose writes nearly always find another in hand, the
-same within a round's noise."""
+caller's thread instead (`stored_here`; `Service.stored_at_once` asks for it when no other write
+is admitted and the store would take it at once, so that a server's event loop never waits
+for another writer, a move of the head or a flush of the buffer of the past): the three
+hand-offs between threads (to the parsing thread, to the write thread, the answer back to the
+event loop), each a wake-up and a pass of the GIL, cost about a millisecond of a 5,000-line
+write's five in latency, and 0.5-0.6 ms of CPU. One client, 5,000-line writes, three
+alternating rounds: a past day 812-902 k -> 966-1,123 k points a second, the newest points
+859-942 k -> 970-1,188 k; four clients, whose writes nearly always find another on its way,
+the same within the rounds' noise. Such a write holds the event loop for its time (3.5-4 ms
+for 5,000 lines; a body over HERE_MAX_CHARS goes to the threads), as the parsing thread would
+hold the GIL for most of it."""
 
 from __future__ import annotations
 

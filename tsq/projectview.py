@@ -78,6 +78,11 @@ class ProjectView:
         assert inner is not None
         return inner.write_prepared(prepared)
 
+    def writes_quickly(self, points: int) -> bool:
+        inner = preparing(self.inner)
+        assert inner is not None
+        return inner.writes_quickly(points)
+
     def _marked_set(self, series: SeriesSet) -> SeriesSet:
         return dataclasses.replace(series, labels=tuple(self._marked(labels)
                                                         for labels in series.labels))

@@ -592,6 +592,20 @@ class Service:
         _store_batches(self.points(project), [batch])
         return _lines_written(batch)
 
+    def stored_at_once(self, body: str, precision: str, project: str | None
+                       ) -> Outcome | None:
+        """A line write parsed and stored on the caller's thread (a server's event loop), and
+        its outcome, when it is the only write admitted and the store would take it at once
+        (`PreparingConnector.writes_quickly`: it waits for no other work, and does none but its
+        own); else None, and `line_writes.submit` takes it (tsq.linewrites)."""
+        if self.write_admission.inside != 1:
+            return None
+        store = preparing(self.points(project))
+        # a point is at least 4 characters of its line (",f=1"), the line's first 5 ("m f=1")
+        if store is None or not store.writes_quickly(len(body) // 4 + 1):
+            return None
+        return self.line_writes.stored_here(body, precision, project)
+
     def write_lines_together(self, writes: list[LineWrite]) -> list[Outcome]:
         """Each write's answer as `write_lines` gives it (its result, or the error it raises),
         the writes stored as one write a project (tsq.linewrites): their points as if written

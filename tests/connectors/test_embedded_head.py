@@ -138,6 +138,26 @@ def test_moving_points_into_the_table_keeps_them_once(tmp_path: Path) -> None:
     assert segments[0].name == "00000002.log"
 
 
+def test_a_write_is_quick_unless_the_store_is_held_a_move_is_due_or_the_past_would_fill(
+        tmp_path: Path) -> None:
+    clock = Clock(0)
+    store = EmbeddedStore(tmp_path / "p.duckdb", head_span=10 * S, clock=clock, past_points=5)
+    try:
+        assert store.writes_quickly(4)
+        assert not store.writes_quickly(5)  # the write that fills the buffer writes it
+        store.write(SeriesSet.from_series([("up", {}, [-30 * S, -29 * S], [1.0, 2.0])]))
+        assert store._past.points == 2
+        assert store.writes_quickly(2) and not store.writes_quickly(3)
+        with store._write_lock:  # another writer: a read writing the past, a fold, a delete
+            assert not store.writes_quickly(1)
+        clock.now = 6 * S  # the head starts at -10 s: more than 1.5 spans later, a move is due
+        assert not store.writes_quickly(1)
+        store.write(SeriesSet.from_series([("up", {}, [5 * S], [3.0])]))  # moves the head
+        assert store._head.state.start == -4 * S and store.writes_quickly(1)
+    finally:
+        store.close()
+
+
 def logged_twice(path: Path, name: str) -> Path:
     """A store whose head log holds CPU, then `name`{host=web01} at 9 s: its last segment."""
     store = store_at(path, now=0)
