@@ -97,8 +97,8 @@ class PreparingConnector(Connector, Protocol):
         """`write` of the series `prepare` was given; still right if the store changed since."""
 
     def writes_quickly(self, points: int) -> bool:
-        """Whether a write of at most `points` points would now be stored without waiting for
-        other work or doing more than its own (a server then stores it on its event loop)."""
+        """Whether a write of `points` numbers would now be stored without waiting for other
+        work or doing more than its own (a server then stores it on its event loop)."""
 
 
 def label_values(described: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, list[str]]:

@@ -665,13 +665,14 @@ class EmbeddedStore:
         return removed
 
     def writes_quickly(self, points: int) -> bool:
-        """Whether a write of at most `points` points would now do only its own work: no other
-        writer holds the store, no move of the head is due and the buffer of the past would not
-        fill (a write that fills it writes it into the table: 60-70 ms for half a million
-        points). A server stores a lone line write that would on its event loop's thread,
-        which must not wait long (tsq.linewrites)."""
-        return not self._write_lock.locked() and self._move_boundary() is None and \
-            (self._past_log is None or self._past.points + points < self._past_points)
+        """Whether a write of `points` numbers would now be stored without waiting for other
+        work or doing more than its own: no other writer holds the store, no move of the head
+        is due, and the buffer of the past would not fill (the write that fills it writes it
+        into the table: 60-70 ms for half a million points). A store in memory writes points
+        behind the head into its table: never. A server stores a lone line write on its event
+        loop's thread when this holds, just before it is stored (tsq.linewrites)."""
+        return self._past_log is not None and not self._write_lock.locked() and \
+            self._move_boundary() is None and self._past.points + points < self._past_points
 
     def _move_if_due(self) -> None:
         """Move the head's oldest points into the table once it is due (`_move_boundary`)."""

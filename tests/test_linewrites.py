@@ -293,13 +293,21 @@ def test_a_store_that_answers_too_few_writes_fails_them_and_the_thread_lives_on(
         writes.close()
 
 
-def _here_when_free(writes: LineWrites, body: str) -> Outcome | None:
+
+def _here_when_free(writes: LineWrites, body: str) -> Any:
     """`stored_here` once the last answer's callbacks ran (they follow its waiters' wake-up)."""
     deadline = time.monotonic() + 10
-    while (outcome := writes.stored_here(body, "ns", None)) is None:
+    while (answer := writes.stored_here(body, "ns", None, lambda _: True)) is None:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    return outcome
+    return answer.result(0)
+
+
+def _until(done: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
 
 
 def test_a_write_alone_is_stored_on_the_callers_thread_unless_another_is_in_hand(
@@ -319,26 +327,58 @@ def test_a_write_alone_is_stored_on_the_callers_thread_unless_another_is_in_hand
     writes = LineWrites(store)
     here = threading.current_thread().name
     try:
-        assert writes.stored_here("alone", "ns", None) == {"written": "alone"}
-        failed = writes.stored_here("boom", "ns", None)
-        assert isinstance(failed, RuntimeError) and str(failed) == "boom"
+        assert writes.stored_here("alone", "ns", None, lambda _: True).result(0) == {
+            "written": "alone"}
+        with pytest.raises(RuntimeError, match="boom"):
+            writes.stored_here("boom", "ns", None, lambda _: True).result(0)
         first = writes.submit("held", "ns", None)
         assert storing.wait(10)
-        assert writes.stored_here("meanwhile", "ns", None) is None  # one is in hand
+        assert writes.stored_here("meanwhile", "ns", None, lambda _: True) is None  # in hand
+        # the parsing thread waits for the write thread to take "queued": "gone" stays queued
+        queued = writes.submit("queued", "ns", None)
+        _until(lambda: writes._prepared.qsize() == 1)
         gone = writes.submit("gone", "ns", None)
         assert gone.cancel()  # in hand no more, never stored
         held.set()
-        assert first.result(10) == {"written": "held"}
+        assert [first.result(10), queued.result(10)] == [{"written": "held"},
+                                                          {"written": "queued"}]
         assert _here_when_free(writes, "after") == {"written": "after"}
         monkeypatch.setattr(linewrites, "HERE_MAX_CHARS", 4)
-        assert writes.stored_here("large", "ns", None) is None
+        assert writes.stored_here("large", "ns", None, lambda _: True) is None
         assert writes.submit("large", "ns", None).result(10) == {"written": "large"}
         assert stored == [("alone", here), ("boom", here), ("held", "tsq-write"),
-                          ("after", here), ("large", "tsq-write")]
+                          ("queued", "tsq-write"), ("after", here), ("large", "tsq-write")]
     finally:
         held.set()
         writes.close()
-    assert writes.stored_here("closed", "ns", None) is None
+    assert writes.stored_here("closed", "ns", None, lambda _: True) is None
+
+
+def test_a_write_parsed_here_that_the_store_would_not_take_at_once_goes_to_the_write_thread(
+        ) -> None:
+    stored: list[tuple[str, str]] = []
+    asked: list[list[str]] = []
+
+    def prepare(group: list[LineWrite]) -> list[str]:
+        return [w.body.upper() for w in group]
+
+    def store(bodies: list[str]) -> list[Outcome]:
+        stored.extend((body, threading.current_thread().name) for body in bodies)
+        return [{"written": body} for body in bodies]
+
+    def quick(prepared: list[str]) -> bool:
+        asked.append(prepared)
+        return prepared != ["SLOW"]
+
+    writes = LineWrites(store, prepare)
+    try:
+        assert writes.stored_here("fast", "ns", None, quick).result(0) == {"written": "FAST"}
+        assert writes.stored_here("slow", "ns", None, quick).result(10) == {"written": "SLOW"}
+        assert asked == [["FAST"], ["SLOW"]]  # asked of what was parsed, on this thread
+        assert stored == [("FAST", threading.current_thread().name), ("SLOW", "tsq-write")]
+        assert _here_when_free(writes, "again") == {"written": "AGAIN"}
+    finally:
+        writes.close()
 
 
 def test_closing_waits_for_a_write_stored_here() -> None:
@@ -350,16 +390,19 @@ def test_closing_waits_for_a_write_stored_here() -> None:
         return [{"written": 1} for _ in group]
 
     writes = LineWrites(store)
-    outcomes: list[Outcome | None] = []
-    caller = threading.Thread(target=lambda: outcomes.append(
-        writes.stored_here("here", "ns", None)))
-    caller.start()
-    assert storing.wait(10)
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(
+        writes.stored_here("here", "ns", None, lambda _: True)))
     closer = threading.Thread(target=writes.close)
-    closer.start()
-    closer.join(0.2)
-    assert closer.is_alive()  # waits for the write in hand
-    held.set()
-    closer.join(10)
-    caller.join(10)
-    assert not closer.is_alive() and outcomes == [{"written": 1}]
+    caller.start()
+    try:
+        assert storing.wait(10)
+        closer.start()
+        closer.join(0.2)
+        assert closer.is_alive()  # waits for the write in hand
+    finally:
+        held.set()
+        caller.join(10)
+        if closer.ident is not None:
+            closer.join(10)
+    assert not closer.is_alive() and answers[0].result(0) == {"written": 1}

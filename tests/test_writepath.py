@@ -31,14 +31,18 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.close()
 
 
+def _client(app: Any, service: Service, **options: Any) -> httpx.AsyncClient:
+    """A client of `app` in this process, with the service's admin token."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app, **options),
+                             base_url="http://127.0.0.1",
+                             headers={"Authorization": f"Bearer {service.admin_token}"})
+
+
 def _answers(app: Any, service: Service, *requests: dict[str, Any]
              ) -> list[tuple[int, bytes, dict[str, str]]]:
     """Each request's status, body and the headers compared, as `app` answers it."""
     async def asked() -> list[tuple[int, bytes, dict[str, str]]]:
-        async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app, raise_app_exceptions=False),
-                base_url="http://127.0.0.1",
-                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+        async with _client(app, service, raise_app_exceptions=False) as client:
             answers = [await client.request(request.get("method", "POST"), **{
                 key: value for key, value in request.items() if key != "method"})
                 for request in requests]
@@ -83,9 +87,12 @@ EXPECTED_STATUS = {"influx v1": 204, "influx v2": 204, "tsq": 200, "gzip": 204,
                    "not gzip": 400}
 
 
+@pytest.mark.parametrize("stored", ["here", "by the threads"])
 @pytest.mark.parametrize("case", sorted(REQUESTS))
-def test_a_write_is_answered_alike_with_and_without_the_framework(service: Service,
-                                                                  case: str) -> None:
+def test_a_write_is_answered_alike_with_and_without_the_framework(
+        service: Service, case: str, stored: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if stored != "here":  # every write to the threads, as when others are on their way
+        monkeypatch.setattr(linewrites, "HERE_MAX_CHARS", -1)
     [through_app] = _answers(create_app(service), service, REQUESTS[case])
     [through_server] = _answers(create_server_app(service), service, REQUESTS[case])
     assert through_server == through_app
@@ -182,9 +189,7 @@ def test_writes_arriving_while_one_is_stored_are_stored_together_after_it(
     app = create_server_app(service)
 
     async def together() -> list[httpx.Response]:
-        async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
-                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+        async with _client(app, service) as client:
             return await asyncio.gather(*(
                 client.post("/v1/write", params={"precision": "s"}, content="\n".join(
                     f"together,client=c{n} value={n} {n + 1 + k}" for k in range(n + 1)
@@ -237,22 +242,26 @@ def test_a_write_that_comes_while_another_is_on_its_way_goes_to_the_threads(
     threads = _stored_on(service, monkeypatch)
     app = create_server_app(service)
 
-    async def slowly() -> Any:
-        yield b"onway,n=1 value=1 1\n"
-        await asyncio.sleep(0.2)
-        yield b"onway,n=1 value=2 2\n"
-
     async def both() -> list[httpx.Response]:
-        async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
-                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+        reading, answered = asyncio.Event(), asyncio.Event()
+
+        async def slowly() -> Any:
+            yield b"onway,n=1 value=1 1\n"
+            reading.set()  # the first is admitted, reading its body
+            await answered.wait()
+            yield b"onway,n=1 value=2 2\n"
+
+        async with _client(app, service) as client:
             async def second() -> httpx.Response:
-                await asyncio.sleep(0.05)  # the first is admitted, reading its body
-                return await client.post("/v1/write", params={"precision": "s"},
-                                         content=b"onway,n=2 value=3 3")
-            return await asyncio.gather(
+                await reading.wait()
+                try:
+                    return await client.post("/v1/write", params={"precision": "s"},
+                                             content=b"onway,n=2 value=3 3")
+                finally:
+                    answered.set()
+            return list(await asyncio.wait_for(asyncio.gather(
                 client.post("/v1/write", params={"precision": "s"}, content=slowly()),
-                second())
+                second()), 30))
 
     answers = asyncio.run(both())
     assert [(a.status_code, a.json()) for a in answers] == [(200, {"written": 2}),
@@ -264,7 +273,8 @@ def test_a_write_that_comes_while_another_is_on_its_way_goes_to_the_threads(
 def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
         service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that would wait for the store (another holds its write lock: a fold, a
-    delete, a read writing the past) is not stored on the event loop's thread."""
+    delete, a read writing the past) is parsed on the event loop's thread and stored by the
+    write thread: the loop goes on meanwhile."""
     threads = _stored_on(service, monkeypatch)
     held, taken = threading.Event(), threading.Event()
 
@@ -276,9 +286,7 @@ def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
     app = create_server_app(service)
 
     async def write() -> httpx.Response:
-        async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app), base_url="http://127.0.0.1",
-                headers={"Authorization": f"Bearer {service.admin_token}"}) as client:
+        async with _client(app, service) as client:
             asyncio.get_running_loop().call_later(0.2, held.set)  # the loop runs meanwhile
             return await client.post("/v1/write", params={"precision": "s"},
                                      content=b"heldstore value=1 1")
@@ -293,3 +301,14 @@ def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
         thread.join(10)
     assert (answer.status_code, answer.json()) == (200, {"written": 1})
     assert threads == ["tsq-write"]
+
+
+def test_a_write_alone_with_strings_is_stored_by_the_write_thread(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strings go to the table, each write of them a DuckDB transaction: not on the loop."""
+    threads = _stored_on(service, monkeypatch)
+    [answer] = _answers(create_server_app(service), service, {
+        "url": "/v1/write", "params": {"precision": "s"},
+        "content": b'strung status="up" 1\nstrung value=2 1'})
+    assert answer[:2] == (200, b'{"written":2}')
+    assert threads == ["tsq-write", "tsq-write"]  # numbers and strings, one group

@@ -47,6 +47,11 @@ class Connections:
     def default(self) -> Connector:
         return self.of(self._default)
 
+    def default_if_open(self) -> Connector | None:
+        """The default connector if it is open already: never opening it (the embedded store
+        replays its logs), nor waiting while another connector opens."""
+        return self._open.get(instance_key(plain_config(self._here(self._default))))
+
     def for_loop(self, spec: LoopSpec) -> Connector:
         return self._for_project(spec.connector or DEFAULT_CONNECTOR, spec.project)
 
@@ -70,6 +75,9 @@ class Connections:
         """The open connector for `config`, opened now if no loop used it before."""
         plain = plain_config(self._here(config))
         key = instance_key(plain)
+        connector = self._open.get(key)
+        if connector is not None:  # not behind the lock, which another's opening may hold
+            return connector
         with self._lock:
             connector = self._open.get(key)
             if connector is None:

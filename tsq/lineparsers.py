@@ -3,7 +3,7 @@ code is loaded (`CompiledLoad`), by pandas' reader until then in a server, which
 write wait for the load.
 
 A server parses its line-protocol writes on one thread (`tsq.linewrites`), one group at a time,
-while another stores the group before.
+while another stores the group before; a write alone on its event loop's thread.
 """
 
 from __future__ import annotations

@@ -20,18 +20,20 @@ the same either way. With four clients the write thread is the busier (it stored
 run's time, the parsing thread parsed 81 %), so the parsing thread also does what of a store
 write needs no lock (`Service.parse_lines_together`: the series' lookups, docs/store.md).
 
-A write alone, with none other in the threads' hands or on its way, is parsed and stored on the
-caller's thread instead (`stored_here`; `Service.stored_at_once` asks for it when no other write
-is admitted and the store would take it at once, so that a server's event loop never waits
-for another writer, a move of the head or a flush of the buffer of the past): the three
-hand-offs between threads (to the parsing thread, to the write thread, the answer back to the
-event loop), each a wake-up and a pass of the GIL, cost about a millisecond of a 5,000-line
-write's five in latency, and 0.5-0.6 ms of CPU. One client, 5,000-line writes, three
-alternating rounds: a past day 812-902 k -> 966-1,123 k points a second, the newest points
-859-942 k -> 970-1,188 k; four clients, whose writes nearly always find another on its way,
-the same within the rounds' noise. Such a write holds the event loop for its time (3.5-4 ms
-for 5,000 lines; a body over HERE_MAX_CHARS goes to the threads), as the parsing thread would
-hold the GIL for most of it."""
+A write alone, with none other in the threads' hands or on its way, is parsed on the caller's
+thread instead, a server's event loop (`stored_here`, which `Service.stored_at_once` asks for
+when no other write is admitted and the store is open), and stored there too when the store
+would take it at once, asked just before: numbers only, no other writer holding the store, no
+move of the head due, the buffer of the past not filling (`writes_quickly`); else the write
+thread stores it, and the loop goes on meanwhile. The three hand-offs between threads (to the
+parsing thread, to the write thread, the answer back to the event loop), each a wake-up and a
+pass of the GIL, cost about a millisecond of a 5,000-line write's five in latency, and 0.5-0.6
+ms of CPU. One client, 5,000-line writes, three alternating rounds: a past day 812-902 k ->
+966-1,123 k points a second, the newest points 859-942 k -> 970-1,188 k; four clients, whose
+writes nearly always find another on its way, the same within the rounds' noise. Such a write
+holds the event loop for its time, its log's sync included: 3.5-4 ms for 5,000 lines (a body
+over HERE_MAX_CHARS goes to the threads); a write that makes series also commits them to
+DuckDB."""
 
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class LineWrite:
 
 # what `store` gives for each write: its answer, or the error it raises
 Outcome = dict[str, Any] | BaseException
+# a group for the write thread: its writes, what `prepare` made of them, or why it could not
+_Item = tuple[list[LineWrite], Any, BaseException | None]
 
 
 def _as_is(writes: list[LineWrite]) -> Any:
@@ -83,14 +87,14 @@ class LineWrites:
         self._waiting: queue.SimpleQueue[LineWrite | None] = queue.SimpleQueue()
         # One group parsed ahead: the parsing thread hands it over and waits until the write
         # thread takes it, so that what comes meanwhile gathers into one group after it.
-        self._prepared: queue.Queue[tuple[list[LineWrite], Any, BaseException | None] | None] = \
-            queue.Queue(maxsize=1)
+        self._prepared: queue.Queue[_Item | None] = queue.Queue(maxsize=1)
         self._threads = [threading.Thread(target=self._parse, name="tsq-parse", daemon=True),
                          threading.Thread(target=self._write, name="tsq-write", daemon=True)]
         self._closing = threading.Lock()  # no write put behind the None that stops the threads
         self._closed = False
         self._counting = threading.Condition()
-        self._in_hand = 0  # writes submitted and not answered, or being stored here
+        # writes submitted or taken here and not yet answered (a cancelled one: not even begun)
+        self._in_hand = 0
         for thread in self._threads:
             thread.start()
 
@@ -106,25 +110,33 @@ class LineWrites:
             self._waiting.put(write)
         return write.answer
 
-    def stored_here(self, body: str, precision: str, project: str | None) -> Outcome | None:
-        """The write parsed and stored on the caller's thread, and its outcome (its answer or
-        its error), when no other write is in hand and the body is at most HERE_MAX_CHARS; else
-        None, and `submit` takes it."""
+    def stored_here(self, body: str, precision: str, project: str | None,
+                    quick: Callable[[Any], bool]) -> Future[dict[str, Any]] | None:
+        """The write parsed on the caller's thread, and stored there too if `quick` says so of
+        what `prepare` made of it, else by the write thread: its answer (done when stored here).
+        None, and `submit` takes it, when another write is in hand, the body is over
+        HERE_MAX_CHARS or the threads are closed."""
         if len(body) > HERE_MAX_CHARS:
             return None
         with self._counting:
             if self._in_hand or self._closed:
                 return None
             self._in_hand += 1
+        write = LineWrite(body, precision, project)
+        write.answer.set_running_or_notify_cancel()
+        write.answer.add_done_callback(lambda _: self._count(-1))
+        item: _Item
         try:
-            outcomes = self._store(self._prepare([LineWrite(body, precision, project)]))
-            if len(outcomes) != 1:
-                raise RuntimeError(f"the store answered {len(outcomes)} of 1 writes")
-            return outcomes[0]
-        except Exception as exc:  # as the write thread answers a failed group
-            return exc
-        finally:
-            self._count(-1)
+            item = ([write], self._prepare([write]), None)
+        except BaseException as exc:
+            item = ([write], None, exc)
+        if item[2] is None and not quick(item[1]):
+            with self._closing:  # the write thread is free (nothing else is in hand)
+                if not self._closed:
+                    self._prepared.put(item)
+                    return write.answer
+        self._answer(*item)
+        return write.answer
 
     def _count(self, change: int) -> None:
         with self._counting:
@@ -147,28 +159,34 @@ class LineWrites:
             # a write whose caller went away before it began is not stored
             group = [w for w in group if w.answer.set_running_or_notify_cancel()]
             if group:
+                item: _Item
                 try:
-                    self._prepared.put((group, self._prepare(group), None))
+                    item = (group, self._prepare(group), None)
                 except BaseException as exc:
-                    self._prepared.put((group, None, exc))
+                    item = (group, None, exc)
+                self._prepared.put(item)
                 self._prepared.join()  # taken by the write thread
         self._prepared.put(None)
 
     def _write(self) -> None:
         while (item := self._prepared.get()) is not None:
             self._prepared.task_done()
-            group, prepared, failed = item
-            try:
-                if failed is not None:
-                    raise failed
-                outcomes = self._store(prepared)
-                if len(outcomes) != len(group):
-                    raise RuntimeError(f"the store answered {len(outcomes)} of {len(group)} "
-                                       f"writes")
-            except BaseException as exc:
-                outcomes = [exc] * len(group)
-            for write, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    write.answer.set_exception(outcome)
-                else:
-                    write.answer.set_result(outcome)
+            self._answer(*item)
+
+    def _answer(self, group: list[LineWrite], prepared: Any, failed: BaseException | None
+                ) -> None:
+        """Store a prepared group (or not: `failed` says why it could not be parsed) and set
+        each write's answer."""
+        try:
+            if failed is not None:
+                raise failed
+            outcomes = self._store(prepared)
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"the store answered {len(outcomes)} of {len(group)} writes")
+        except BaseException as exc:
+            outcomes = [exc] * len(group)
+        for write, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                write.answer.set_exception(outcome)
+            else:
+                write.answer.set_result(outcome)

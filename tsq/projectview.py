@@ -80,7 +80,7 @@ class ProjectView:
 
     def writes_quickly(self, points: int) -> bool:
         inner = preparing(self.inner)
-        assert inner is not None
+        assert inner is not None  # called only when the capabilities (the inner's) say so
         return inner.writes_quickly(points)
 
     def _marked_set(self, series: SeriesSet) -> SeriesSet:

@@ -29,7 +29,7 @@ from tsq.clock import Clock
 from tsq.collector import collector_paused
 from tsq.config import Settings
 from tsq.connections import DEFAULT_CONNECTOR, Connections
-from tsq.connectors.base import Connector, preparing
+from tsq.connectors.base import Connector, PreparingConnector, preparing
 from tsq.db import connect
 from tsq.dispatcher import IN_FLIGHT_PER_WORKER, Dispatcher
 from tsq.errors import (
@@ -593,18 +593,18 @@ class Service:
         return _lines_written(batch)
 
     def stored_at_once(self, body: str, precision: str, project: str | None
-                       ) -> Outcome | None:
-        """A line write parsed and stored on the caller's thread (a server's event loop), and
-        its outcome, when it is the only write admitted and the store would take it at once
-        (`PreparingConnector.writes_quickly`: it waits for no other work, and does none but its
-        own); else None, and `line_writes.submit` takes it (tsq.linewrites)."""
-        if self.write_admission.inside != 1:
+                       ) -> Future[dict[str, Any]] | None:
+        """A line write alone (the only one admitted) parsed on the caller's thread, a server's
+        event loop, and stored there too if the store takes it at once (`_taken_at_once`),
+        else by the write thread: its answer. None, and `line_writes.submit` takes it, when
+        another write is admitted or the store is not open yet (tsq.linewrites)."""
+        if self.write_admission.inside != 1 or self.connections.default_if_open() is None:
             return None
         store = preparing(self.points(project))
-        # a point is at least 4 characters of its line (",f=1"), the line's first 5 ("m f=1")
-        if store is None or not store.writes_quickly(len(body) // 4 + 1):
+        if store is None:
             return None
-        return self.line_writes.stored_here(body, precision, project)
+        return self.line_writes.stored_here(body, precision, project,
+                                            partial(_taken_at_once, store))
 
     def write_lines_together(self, writes: list[LineWrite]) -> list[Outcome]:
         """Each write's answer as `write_lines` gives it (its result, or the error it raises),
@@ -862,6 +862,15 @@ def _prepared(store: Connector, batches: list[ParsedBatch]) -> list[Callable[[],
     if prepares is None:
         return [partial(store.write, series) for series in sets]
     return [partial(prepares.write_prepared, prepares.prepare(series)) for series in sets]
+
+
+def _taken_at_once(store: PreparingConnector, parsed: ParsedWrites) -> bool:
+    """Whether the store would take the parsed writes without waiting for other work or doing
+    more than their own (`writes_quickly`): numbers only, as strings go to the table, each
+    write of them a DuckDB transaction."""
+    batches = [item.batch for items in parsed.projects.values() for item in items]
+    return not any(batch.strings.points for batch in batches) and \
+        store.writes_quickly(sum(batch.numbers.points for batch in batches))
 
 
 @dataclass(frozen=True)

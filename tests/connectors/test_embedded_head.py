@@ -156,6 +156,11 @@ def test_a_write_is_quick_unless_the_store_is_held_a_move_is_due_or_the_past_wou
         assert store._head.state.start == -4 * S and store.writes_quickly(1)
     finally:
         store.close()
+    in_memory = EmbeddedStore(":memory:")  # points behind its head go to its table: never
+    try:
+        assert not in_memory.writes_quickly(1)
+    finally:
+        in_memory.close()
 
 
 def logged_twice(path: Path, name: str) -> Path:
