@@ -47,7 +47,7 @@ from tsq.connectors import blockstore
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.blockcache import OPEN_END, BlockCache
 from tsq.connectors.duckcursors import Cursors
-from tsq.connectors.head import Head
+from tsq.connectors.head import Head, merges_loaded
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
 from tsq.connectors.pastbuffer import PAST_POINTS, PastBuffer
 from tsq.connectors.seriesindex import Entry, SeriesIndex
@@ -667,12 +667,14 @@ class EmbeddedStore:
     def writes_quickly(self, points: int) -> bool:
         """Whether a write of `points` numbers would now be stored without waiting for other
         work or doing more than its own: no other writer holds the store, no move of the head
-        is due, and the buffer of the past would not fill (the write that fills it writes it
-        into the table: 60-70 ms for half a million points). A store in memory writes points
-        behind the head into its table: never. A server stores a lone line write on its event
-        loop's thread when this holds, just before it is stored (tsq.linewrites)."""
+        is due, the buffer of the past would not fill (the write that fills it writes it into
+        the table: 60-70 ms for half a million points), and the head's merge is compiled. A
+        store in memory writes points behind the head into its table: never. A server stores a
+        lone line write on its event loop's thread when this holds, just before it is stored
+        (tsq.linewrites)."""
         return self._past_log is not None and not self._write_lock.locked() and \
-            self._move_boundary() is None and self._past.points + points < self._past_points
+            self._move_boundary() is None and \
+            self._past.points + points < self._past_points and merges_loaded()
 
     def _move_if_due(self) -> None:
         """Move the head's oldest points into the table once it is due (`_move_boundary`)."""

@@ -74,7 +74,7 @@ class Chunk:
         compiled for large chunks (a write that loads numba for a small one would wait)."""
         low, high = min(self.low, newer.low), max(self.high, newer.high)
         size = len(self) + len(newer)
-        if size >= COMPILED_MERGE or (size >= COMPILED_MERGE_LOADED and _merge_loaded()):
+        if size >= COMPILED_MERGE or (size >= COMPILED_MERGE_LOADED and merges_loaded()):
             from tsq.kernels.sortedmerge import merge_by_series
 
             return Chunk(*merge_by_series((self.sid, self.ts, self.value),
@@ -222,7 +222,9 @@ class Head:
         self.state = state
 
 
-def _merge_loaded() -> bool:
+def merges_loaded() -> bool:
+    """Whether this process has the compiled merge: a large merge without it loads numba (and
+    after an install compiles the merge) on the writing thread."""
     return loaded("tsq.kernels.sortedmerge")
 
 

@@ -26,6 +26,9 @@ BIG = b"x" * ((1 << 20) + 1)  # over the 1 MiB limit of the service below
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from tsq.kernels import sortedmerge  # numba: loaded by these tests only
+
+    sortedmerge.warm()  # as a server does at its start: a write alone may then stay on the loop
     svc = Service(Settings.load(tmp_path_factory.mktemp("data"), flags={"max_body_mb": 1}))
     yield svc
     svc.close()

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.connectors.contract import CPU, ConnectorContract, S
 from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
-from tsq.connectors import blockstore, head, headlog
+from tsq.connectors import blockstore, embedded, head, headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore, compact
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
@@ -139,7 +139,10 @@ def test_moving_points_into_the_table_keeps_them_once(tmp_path: Path) -> None:
 
 
 def test_a_write_is_quick_unless_the_store_is_held_a_move_is_due_or_the_past_would_fill(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq.kernels import sortedmerge  # here: a test below imports this module without numba
+
+    sortedmerge.warm()
     clock = Clock(0)
     store = EmbeddedStore(tmp_path / "p.duckdb", head_span=10 * S, clock=clock, past_points=5)
     try:
@@ -149,6 +152,9 @@ def test_a_write_is_quick_unless_the_store_is_held_a_move_is_due_or_the_past_wou
         assert store._past.points == 2
         assert store.writes_quickly(2) and not store.writes_quickly(3)
         with store._write_lock:  # another writer: a read writing the past, a fold, a delete
+            assert not store.writes_quickly(1)
+        with monkeypatch.context() as before_the_merge_loads:
+            before_the_merge_loads.setattr(embedded, "merges_loaded", lambda: False)
             assert not store.writes_quickly(1)
         clock.now = 6 * S  # the head starts at -10 s: more than 1.5 spans later, a move is due
         assert not store.writes_quickly(1)
@@ -549,7 +555,7 @@ def test_a_merge_or_scan_module_another_thread_is_still_importing_counts_as_not_
     half_made = types.ModuleType("half-made")
     monkeypatch.setitem(sys.modules, "tsq.kernels.sortedmerge", half_made)
     monkeypatch.setitem(sys.modules, "tsq.linescan", half_made)
-    assert not head._merge_loaded() and not lineprotocol._scan_loaded()
+    assert not head.merges_loaded() and not lineprotocol._scan_loaded()
     older, newer = _chunk_of(5000, 1), _chunk_of(5000, 2)
     order = np.argsort(np.concatenate((older.sid, newer.sid)), kind="stable")
     assert older.merged(newer).ts.tolist() == \
