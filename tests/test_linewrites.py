@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest.mock import patch
 
 import pytest
@@ -293,14 +293,9 @@ def test_a_store_that_answers_too_few_writes_fails_them_and_the_thread_lives_on(
         writes.close()
 
 
-
-def _here_when_free(writes: LineWrites, body: str) -> Any:
+def _here_when_free(writes: LineWrites, body: str) -> dict[str, Any]:
     """`stored_here` once the last answer's callbacks ran (they follow its waiters' wake-up)."""
-    deadline = time.monotonic() + 10
-    while (answer := writes.stored_here(body, "ns", None, lambda _: True)) is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    return answer.result(0)
+    return cast(dict[str, Any], _here_when_free_answer(writes, body, lambda _: True).result(0))
 
 
 def _until(done: Any) -> None:
@@ -358,27 +353,52 @@ def test_a_write_parsed_here_that_the_store_would_not_take_at_once_goes_to_the_w
         ) -> None:
     stored: list[tuple[str, str]] = []
     asked: list[list[str]] = []
+    held = threading.Event()
 
     def prepare(group: list[LineWrite]) -> list[str]:
+        if group[0].body == "bad":
+            raise ValueError("bad")
         return [w.body.upper() for w in group]
 
     def store(bodies: list[str]) -> list[Outcome]:
         stored.extend((body, threading.current_thread().name) for body in bodies)
+        if bodies == ["SLOW"]:
+            assert held.wait(10)
         return [{"written": body} for body in bodies]
 
     def quick(prepared: list[str]) -> bool:
         asked.append(prepared)
-        return prepared != ["SLOW"]
+        if prepared == ["BROKEN"]:
+            raise RuntimeError("the store is closed")
+        return prepared not in (["SLOW"], ["BROKEN"])
 
     writes = LineWrites(store, prepare)
+    here = threading.current_thread().name
     try:
         assert writes.stored_here("fast", "ns", None, quick).result(0) == {"written": "FAST"}
-        assert writes.stored_here("slow", "ns", None, quick).result(10) == {"written": "SLOW"}
-        assert asked == [["FAST"], ["SLOW"]]  # asked of what was parsed, on this thread
-        assert stored == [("FAST", threading.current_thread().name), ("SLOW", "tsq-write")]
+        slow = writes.stored_here("slow", "ns", None, quick)
+        assert slow is not None and not slow.done()  # handed over: the caller goes on
+        held.set()
+        assert slow.result(10) == {"written": "SLOW"}
+        with pytest.raises(ValueError, match="bad"):  # not parsed: its error, stored nowhere
+            _here_when_free(writes, "bad")
+        broken = _here_when_free_answer(writes, "broken", quick)  # `quick` failing: threads
+        assert broken.result(10) == {"written": "BROKEN"}
+        assert asked == [["FAST"], ["SLOW"], ["BROKEN"]]  # of what was parsed, on this thread
         assert _here_when_free(writes, "again") == {"written": "AGAIN"}
+        assert stored == [("FAST", here), ("SLOW", "tsq-write"), ("BROKEN", "tsq-write"),
+                          ("AGAIN", here)]
     finally:
+        held.set()
         writes.close()
+
+
+def _here_when_free_answer(writes: LineWrites, body: str, quick: Any) -> Any:
+    deadline = time.monotonic() + 10
+    while (answer := writes.stored_here(body, "ns", None, quick)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return answer
 
 
 def test_closing_waits_for_a_write_stored_here() -> None:
@@ -405,4 +425,6 @@ def test_closing_waits_for_a_write_stored_here() -> None:
         caller.join(10)
         if closer.ident is not None:
             closer.join(10)
+        else:
+            writes.close()
     assert not closer.is_alive() and answers[0].result(0) == {"written": 1}

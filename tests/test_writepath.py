@@ -280,11 +280,12 @@ def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
     write thread: the loop goes on meanwhile."""
     threads = _stored_on(service, monkeypatch)
     held, taken = threading.Event(), threading.Event()
+    released: list[bool] = []
 
     def holder() -> None:
         with service.store._write_lock:
             taken.set()
-            held.wait(10)
+            released.append(held.wait(10))  # False: the loop did not go on
 
     app = create_server_app(service)
 
@@ -302,6 +303,7 @@ def test_a_write_alone_goes_to_the_threads_while_the_store_is_held(
     finally:
         held.set()
         thread.join(10)
+    assert released == [True]
     assert (answer.status_code, answer.json()) == (200, {"written": 1})
     assert threads == ["tsq-write"]
 

@@ -86,8 +86,9 @@ class LineWrites:
         self._prepare = prepare
         self._waiting: queue.SimpleQueue[LineWrite | None] = queue.SimpleQueue()
         # One group parsed ahead: the parsing thread hands it over and waits until the write
-        # thread takes it, so that what comes meanwhile gathers into one group after it.
-        self._prepared: queue.Queue[_Item | None] = queue.Queue(maxsize=1)
+        # thread takes it, so that what comes meanwhile gathers into one group after it. A
+        # write parsed here (`stored_here`) is handed over too: never waiting for a place.
+        self._prepared: queue.Queue[_Item | None] = queue.Queue()
         self._threads = [threading.Thread(target=self._parse, name="tsq-parse", daemon=True),
                          threading.Thread(target=self._write, name="tsq-write", daemon=True)]
         self._closing = threading.Lock()  # no write put behind the None that stops the threads
@@ -113,9 +114,9 @@ class LineWrites:
     def stored_here(self, body: str, precision: str, project: str | None,
                     quick: Callable[[Any], bool]) -> Future[dict[str, Any]] | None:
         """The write parsed on the caller's thread, and stored there too if `quick` says so of
-        what `prepare` made of it, else by the write thread: its answer (done when stored here).
-        None, and `submit` takes it, when another write is in hand, the body is over
-        HERE_MAX_CHARS or the threads are closed."""
+        what `prepare` made of it, else by the write thread: its answer (done when stored here;
+        stored here as well if the threads close meanwhile). None, and `submit` takes it, when
+        another write is in hand, the body is over HERE_MAX_CHARS or the threads are closed."""
         if len(body) > HERE_MAX_CHARS:
             return None
         with self._counting:
@@ -130,8 +131,12 @@ class LineWrites:
             item = ([write], self._prepare([write]), None)
         except BaseException as exc:
             item = ([write], None, exc)
-        if item[2] is None and not quick(item[1]):
-            with self._closing:  # the write thread is free (nothing else is in hand)
+        try:
+            here = item[2] is not None or quick(item[1])
+        except Exception:  # the write thread stores it, and says why not if it cannot
+            here = False
+        if not here:
+            with self._closing:
                 if not self._closed:
                     self._prepared.put(item)
                     return write.answer

@@ -597,7 +597,8 @@ class Service:
         """A line write alone (the only one admitted) parsed on the caller's thread, a server's
         event loop, and stored there too if the store takes it at once (`_taken_at_once`),
         else by the write thread: its answer. None, and `line_writes.submit` takes it, when
-        another write is admitted or the store is not open yet (tsq.linewrites)."""
+        another write is admitted or in hand, the store is not open yet (the loop never opens
+        it) or does not prepare writes, or the body is large (tsq.linewrites)."""
         if self.write_admission.inside != 1 or self.connections.default_if_open() is None:
             return None
         store = preparing(self.points(project))
@@ -867,8 +868,11 @@ def _prepared(store: Connector, batches: list[ParsedBatch]) -> list[Callable[[],
 def _taken_at_once(store: PreparingConnector, parsed: ParsedWrites) -> bool:
     """Whether the store would take the parsed writes without waiting for other work or doing
     more than their own (`writes_quickly`): numbers only, as strings go to the table, each
-    write of them a DuckDB transaction."""
+    write of them a DuckDB transaction (numbers of a new series commit it there too, once).
+    Writes that could not be parsed only get their error."""
     batches = [item.batch for items in parsed.projects.values() for item in items]
+    if not batches:
+        return True
     return not any(batch.strings.points for batch in batches) and \
         store.writes_quickly(sum(batch.numbers.points for batch in batches))
 
