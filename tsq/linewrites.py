@@ -31,9 +31,12 @@ pass of the GIL, cost about a millisecond of a 5,000-line write's five in latenc
 ms of CPU. One client, 5,000-line writes, three alternating rounds: a past day 812-902 k ->
 966-1,123 k points a second, the newest points 859-942 k -> 970-1,188 k; four clients, whose
 writes nearly always find another on its way, the same within the rounds' noise. Such a write
-holds the event loop for its time, its log's sync included: 3.5-4 ms for 5,000 lines (a body
-over HERE_MAX_CHARS goes to the threads); a write that makes series also commits them to
-DuckDB."""
+holds the event loop for its time, 3-3.5 ms for 5,000 lines (a body over HERE_MAX_CHARS goes
+to the threads); a write that makes series also commits them to DuckDB.
+
+Neither the write thread nor the event loop waits for the store's log sync: a store's write
+returns once its points are in memory and its record written, and the sync's end, on the
+store's sync thread, sets the answers (`tsq.durability`, docs/store.md "Durability")."""
 
 from __future__ import annotations
 
@@ -42,9 +45,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tsq.draining import drain
+from tsq.durability import after_all, deferred
 
 __all__ = ["LineWrite", "LineWrites"]
 
@@ -181,17 +185,25 @@ class LineWrites:
     def _answer(self, group: list[LineWrite], prepared: Any, failed: BaseException | None
                 ) -> None:
         """Store a prepared group (or not: `failed` says why it could not be parsed) and set
-        each write's answer."""
-        try:
-            if failed is not None:
-                raise failed
-            outcomes = self._store(prepared)
-            if len(outcomes) != len(group):
-                raise RuntimeError(f"the store answered {len(outcomes)} of {len(group)} writes")
-        except BaseException as exc:
-            outcomes = [exc] * len(group)
-        for write, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                write.answer.set_exception(outcome)
-            else:
-                write.answer.set_result(outcome)
+        each write's answer once what the store wrote is durable: the syncs the store defers
+        (tsq.durability) end on their own thread while this one goes on to the next group. If
+        one fails, the whole group gets its error: none of it was acknowledged."""
+        with deferred() as syncs:
+            try:
+                if failed is not None:
+                    raise failed
+                outcomes = self._store(prepared)
+                if len(outcomes) != len(group):
+                    raise RuntimeError(
+                        f"the store answered {len(outcomes)} of {len(group)} writes")
+            except BaseException as exc:
+                outcomes = [exc] * len(group)
+
+        def answered(unsynced: BaseException | None) -> None:
+            for write, outcome in zip(group, outcomes, strict=True):
+                if unsynced is not None or isinstance(outcome, BaseException):
+                    write.answer.set_exception(unsynced or cast(BaseException, outcome))
+                else:
+                    write.answer.set_result(outcome)
+
+        after_all(syncs, answered)
