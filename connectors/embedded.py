@@ -474,19 +474,20 @@ class EmbeddedStore:
         deferred_syncs = deferring()
         with self._write_lock:
             self._settle(wait=False)
-            syncing = self._written(prepared, kind)
-            if syncing is not None and deferred_syncs is None:
+            acknowledged = self._written(prepared, kind)
+            if acknowledged is not None and deferred_syncs is None:
                 self._settle()  # this write's sync too: undone here if it failed
-        if syncing is not None:
+        if acknowledged is not None:
             if deferred_syncs is None:
-                syncing.result()  # its failure, the write undone
+                acknowledged.result()  # its failure, the write undone
             else:
-                deferred_syncs.append(syncing)
+                deferred_syncs.append(acknowledged)
         return series.points
 
     def _written(self, prepared: PreparedWrite, kind: str) -> Future[None] | None:
-        """`write_prepared` under the write lock: the sync of its log records, if it is on
-        its way (`_settle`)."""
+        """`write_prepared` under the write lock: if its log records' sync is on its way, the
+        write's acknowledgement, done once they are durable, or failed once the write is
+        undone (`_settle`)."""
         series = prepared.series
         table = TABLE_OF_KIND[kind]
         counts = np.diff(series.offsets)
@@ -500,6 +501,7 @@ class EmbeddedStore:
         created: list[Entry] = []
         logged: list[tuple[HeadLog, int]] = []
         syncing: Future[None] | None = None
+        acknowledged: Future[None] | None = None
         try:
             known = self._entries(prepared, kind, created)
             sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
@@ -523,31 +525,34 @@ class EmbeddedStore:
                 if any(log_.full for log_, _ in records):
                     self._settle()  # undoing cuts back the current segment alone
                 logged.extend((log_, log_.written(r)) for log_, r in records)
+                acknowledged = Future()
                 syncing = self._syncer.submit(self._synced_in_turn,
-                                              [log_ for log_, _ in logged])
+                                              [log_ for log_, _ in logged], acknowledged)
         except BaseException:
             for log_, mark in logged:
                 log_.undo(mark)
             self._forget(created)
             raise
-        self._into_memory(sid, ts, series.values, recent, behind, syncing, logged)
+        self._into_memory(sid, ts, series.values, recent, behind, logged,
+                          None if syncing is None or acknowledged is None else
+                          (syncing, acknowledged))
         if self._past.points >= self._past_points:
             self._write_behind_logged()
         if direct.any():
             self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
                              series.offsets, int((~blocked).sum()) if table == "points"
                              else 0)
-        return syncing
+        return acknowledged
 
     def _into_memory(self, sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
                      values: npt.NDArray[Any], recent: npt.NDArray[np.bool_],
-                     behind: npt.NDArray[np.bool_], syncing: Future[None] | None,
-                     logged: list[tuple[HeadLog, int]]) -> None:
+                     behind: npt.NDArray[np.bool_], logged: list[tuple[HeadLog, int]],
+                     sync: tuple[Future[None], Future[None]] | None) -> None:
         """A write's points into the head (`recent`) and the buffer of the past (`behind`)
-        while `syncing` makes its log records durable (`_settle` waits for it, and takes them
-        out of both again and cuts the records off if it fails: the write is not acknowledged;
-        a read meanwhile may have seen them); if the points' move into memory fails, that is
-        done here."""
+        while `sync` (the sync of its log records, and the write's acknowledgement) makes them
+        durable (`_settle` waits for it, and takes them out of both again and cuts the records
+        off if it fails: the write is not acknowledged; a read meanwhile may have seen them);
+        if the points' move into memory fails, that is done here."""
         before = self._head.state, self._past.mark()
         try:
             if recent.any():
@@ -555,20 +560,22 @@ class EmbeddedStore:
             if behind.any():
                 self._past.add(sid[behind], ts[behind], _numbers(values[behind]))
         except BaseException:
-            if syncing is not None:
-                futures_wait([syncing])  # its sync done before the records are cut off
+            if sync is not None:
+                futures_wait([sync[0]])  # its sync done before the records are cut off
             self._head.advance(before[0])
             self._past.undo(before[1])
             for log_, mark in logged:
                 log_.undo(mark)
             raise
-        if syncing is not None:
-            self._unsynced.append(_Unsynced(syncing, *before, logged))
+        if sync is not None:
+            self._unsynced.append(_Unsynced(*sync, *before, logged))
 
-    def _synced_in_turn(self, logs: list[HeadLog]) -> None:
+    def _synced_in_turn(self, logs: list[HeadLog], acknowledged: Future[None]) -> None:
         """A write's log records made durable, on the sync thread, in the order the writes
-        came: once one write's sync failed, every later one's fails too, until `_settle` has
-        undone them all (a later `fdatasync` may succeed without the earlier data)."""
+        came, and the write acknowledged. Once one write's sync failed, every later one's
+        fails too (a later `fdatasync` may succeed without the earlier data) until `_settle`
+        has undone them all, which a thread of its own does at once (this one may be what the
+        holder of the write lock waits for); only then is each write told it failed."""
         if self._sync_failure is not None:
             raise OSError(errno.EIO, "an earlier write's log could not be synced "
                                      f"({self._sync_failure}): this write was not stored")
@@ -576,7 +583,17 @@ class EmbeddedStore:
             _synced(logs)
         except BaseException as exc:
             self._sync_failure = exc
+            threading.Thread(target=self._undo_unsynced, name="tsq-store-undo",
+                             daemon=True).start()
             raise
+        acknowledged.set_result(None)
+
+    def _undo_unsynced(self) -> None:
+        try:
+            with self._write_lock:
+                self._settle()
+        except Exception:  # the next write settles again
+            log.exception("could not undo the embedded store's writes whose log sync failed")
 
     def _settle(self, wait: bool = True) -> None:
         """The writes whose log sync was on its way done with (the caller holds the write
@@ -592,6 +609,7 @@ class EmbeddedStore:
                 self._unsynced.popleft()
                 continue
             futures_wait([pending.syncing for pending in self._unsynced])  # all failed
+            undone = list(self._unsynced)
             self._head.advance(first.head)
             self._past.undo(first.past)
             marks: dict[int, tuple[HeadLog, int]] = {}
@@ -601,6 +619,10 @@ class EmbeddedStore:
             for log_, mark in marks.values():
                 log_.undo(mark)
             self._unsynced.clear()
+            for pending in undone:  # told only now: a read after the answer finds them gone
+                failure = pending.syncing.exception()
+                assert failure is not None
+                pending.acknowledged.set_exception(failure)
         if not self._unsynced:  # every sync submitted is settled (or undone by its write)
             self._sync_failure = None
 
@@ -1231,11 +1253,13 @@ def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str]
 
 @dataclass(frozen=True)
 class _Unsynced:
-    """A write whose log records are written and on their way to durable (`syncing`): the
-    head and the buffer of the past as they were before it, and where its records begin in
-    each log, for undoing it and every write after it if the sync fails."""
+    """A write whose log records are written and on their way to durable (`syncing`; the
+    write's caller waits for `acknowledged`): the head and the buffer of the past as they were
+    before it, and where its records begin in each log, for undoing it and every write after
+    it if the sync fails."""
 
     syncing: Future[None]
+    acknowledged: Future[None]
     head: Snapshot
     past: tuple[int, int]
     logged: list[tuple[HeadLog, int]]

@@ -484,4 +484,3 @@ def test_answers_wait_for_the_syncs_the_store_leaves_and_a_failed_one_fails_its_
             if not sync.done():
                 sync.set_result(None)
         writes.close()
-    assert deferring() is None  # outside the write thread's call: a store waits

@@ -1,7 +1,7 @@
 """Writes acknowledged once durable, without the writer waiting for it: a store's write made
 inside `deferred()` returns once its points are in memory and its log record is written, and
-leaves the sync that makes the record durable to the caller, who acknowledges the write when
-that sync is done (`after_all`).
+leaves its acknowledgement to the caller: a future done once the record is durable, or failed
+once the write is undone (`after_all` waits for a group's).
 
 A server's write thread stores the next group of writes while the last one's log is synced
 (`tsq.linewrites`): waiting for `fdatasync` (0.3-0.5 ms here) held it for a fifth of its time
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 
 __all__ = ["after_all", "deferred", "deferring"]
@@ -44,7 +44,8 @@ def deferring() -> Syncs | None:
 
 def after_all(syncs: Syncs, then: Callable[[BaseException | None], None]) -> None:
     """Call `then` once every one of `syncs` is done, with the first failure among them or
-    None: at once if they are, else on the thread that ends the last of them."""
+    None: at once if they are, else on the thread that ends the last of them (a store's: `then`
+    must not write to a store, which would wait for that thread)."""
     left = [len(syncs)]
     lock = threading.Lock()
 
@@ -53,10 +54,13 @@ def after_all(syncs: Syncs, then: Callable[[BaseException | None], None]) -> Non
             left[0] -= 1
             if left[0]:
                 return
-        then(next((failure for sync in syncs if (failure := sync.exception()) is not None),
-                  None))
+        then(next((failure for failure in map(_failure, syncs) if failure is not None), None))
 
     if not syncs:
         then(None)
     for sync in syncs:
         sync.add_done_callback(one_done)
+
+
+def _failure(sync: Future[None]) -> BaseException | None:
+    return CancelledError() if sync.cancelled() else sync.exception()

@@ -380,9 +380,9 @@ def test_a_deferred_write_returns_before_its_sync_and_is_durable_once_that_is_do
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "p.duckdb"
     store = store_at(path, now=0)
+    gate = GatedSync(headlog.os.fdatasync)
     try:
         store.write(SeriesSet.from_series(CPU))  # the series made: later writes only log
-        gate = GatedSync(headlog.os.fdatasync)
         monkeypatch.setattr(headlog.os, "fdatasync", gate)
         with deferred() as syncs:
             store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"},
@@ -399,20 +399,23 @@ def test_a_deferred_write_returns_before_its_sync_and_is_durable_once_that_is_do
     assert points_after_restart(path) == expected
 
 
-@pytest.mark.parametrize("then", ["write", "delete", "close"])
+@pytest.mark.parametrize("where", ["head", "past"])
+@pytest.mark.parametrize("then", ["read", "write", "delete", "close"])
 def test_a_failed_deferred_sync_undoes_its_write_and_every_write_after_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str, where: str) -> None:
     """The kernel reports a failed writeback once, so a later sync may succeed without the
-    earlier write's data: every write logged after the failed one fails too, and whatever
-    the store does next (a write, a delete, closing) first takes all of them out again, in
-    memory and in the log."""
+    earlier write's data: every write logged after the failed one fails too. They are taken
+    out again, in memory and in the log, before any of them is told it failed (a read right
+    after finds them gone), and whatever the store does next (a write, a delete, closing)
+    finds them gone too."""
     path = tmp_path / "p.duckdb"
-    store = store_at(path, now=0)
+    now = 0 if where == "head" else 100 * HEAD_SPAN  # the points far behind the head
+    store = store_at(path, now=now)
     web01 = {"dc": "gra", "host": "web01"}
+    gate = GatedSync(headlog.os.fdatasync)
     try:
         store.write(SeriesSet.from_series(CPU))
         before = every_point(store)
-        gate = GatedSync(headlog.os.fdatasync)
         gate.fail = 1  # the second write's own sync would succeed
         monkeypatch.setattr(headlog.os, "fdatasync", gate)
         with deferred() as syncs:
@@ -424,7 +427,9 @@ def test_a_failed_deferred_sync_undoes_its_write_and_every_write_after_it(
             with pytest.raises(OSError):
                 sync.result(timeout=10)
         monkeypatch.undo()
-        if then == "write":
+        if then == "read":
+            assert every_point(store) == before
+        elif then == "write":
             store.write(SeriesSet.from_series([("cpu", web01, [9 * S], [9.0])]))
             before[("cpu", "web01", 9 * S)] = 9.0
             assert every_point(store) == before
@@ -435,7 +440,7 @@ def test_a_failed_deferred_sync_undoes_its_write_and_every_write_after_it(
     finally:
         gate.go.set()
         store.close()
-    assert points_after_restart(path) == before
+    assert points_after_restart(path, now=now) == before
 
 
 @settings(max_examples=80, deadline=None)
