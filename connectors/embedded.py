@@ -22,14 +22,12 @@ open a file for writing, so worker processes reach the store through the service
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -49,11 +47,10 @@ from tsq.connectors import blockstore
 from tsq.connectors.base import Capabilities, label_values
 from tsq.connectors.blockcache import OPEN_END, BlockCache
 from tsq.connectors.duckcursors import Cursors
-from tsq.connectors.head import Head, Snapshot, merges_loaded
+from tsq.connectors.head import Head, merges_loaded
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
 from tsq.connectors.pastbuffer import PAST_POINTS, PastBuffer
 from tsq.connectors.seriesindex import Entry, SeriesIndex
-from tsq.durability import deferring
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
 from tsq.isotime import format_ms
@@ -179,11 +176,8 @@ class EmbeddedStore:
         in_memory = str(path) == ":memory:"
         self._log = None if in_memory else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
         self._past = PastBuffer()
-        # a write's log records are synced here while its points go into memory, and, for a
-        # caller that defers the wait (tsq.durability), while the next writes are made
+        # a write's log records are synced here while its points go into memory
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="tsq-store-sync")
-        self._unsynced: deque[_Unsynced] = deque()
-        self._sync_failure: BaseException | None = None
         self._past_log = None if in_memory else HeadLog(Path(f"{path}{PAST_SUFFIX}"))
         if self._log is not None and self._past_log is not None:
             self._replay(self._log, self._past_log, rows)
@@ -462,176 +456,90 @@ class EmbeddedStore:
                              all(entry is not None for entry in usable))
 
     def write_prepared(self, prepared: PreparedWrite) -> int:
-        """`write` of `prepared.series`. Inside `tsq.durability.deferred()`, a write that only
-        logs its points returns once they are in memory and its log records written, leaving
-        their sync to the caller (`_settle`)."""
+        """`write` of `prepared.series`."""
         series = prepared.series
         if series.points == 0:
             return 0
         kind = KIND_OF_DTYPE.get(series.values.dtype.kind)
         if kind is None:
             raise Conflict(f"cannot store values of type {series.values.dtype}")
-        deferred_syncs = deferring()
-        with self._write_lock:
-            self._settle(wait=False)
-            acknowledged = self._written(prepared, kind)
-            if acknowledged is not None and deferred_syncs is None:
-                self._settle()  # this write's sync too: undone here if it failed
-        if acknowledged is not None:
-            if deferred_syncs is None:
-                acknowledged.result()  # its failure, the write undone
-            else:
-                deferred_syncs.append(acknowledged)
-        return series.points
-
-    def _written(self, prepared: PreparedWrite, kind: str) -> Future[None] | None:
-        """`write_prepared` under the write lock: if its log records' sync is on its way, the
-        write's acknowledgement, done once they are durable, or failed once the write is
-        undone (`_settle`)."""
-        series = prepared.series
         table = TABLE_OF_KIND[kind]
         counts = np.diff(series.offsets)
         ts = series.timestamps
-        self._move_if_due()
-        start = self._head.state.start
-        recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
-        behind = ~recent if table == "points" and self._past_log is not None else \
-            np.zeros(len(ts), dtype=bool)
-        direct = ~recent & ~behind  # into the table now: text, or a store in memory
-        created: list[Entry] = []
-        logged: list[tuple[HeadLog, int]] = []
-        syncing: Future[None] | None = None
-        acknowledged: Future[None] | None = None
-        try:
-            known = self._entries(prepared, kind, created)
-            sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
+        with self._write_lock:
+            self._move_if_due()
+            start = self._head.state.start
+            recent = ts >= start if table == "points" else np.zeros(len(ts), dtype=bool)
+            behind = ~recent if table == "points" and self._past_log is not None else \
+                np.zeros(len(ts), dtype=bool)
+            direct = ~recent & ~behind  # into the table now: text, or a store in memory
+            created: list[Entry] = []
+            logged: list[tuple[HeadLog, int]] = []
+            syncing: Future[None] | None = None
+            try:
+                known = self._entries(prepared, kind, created)
+                sid = np.repeat(np.array([k.id for k in known], dtype=np.int32), counts)
+                if direct.any():
+                    blocked = blockstore.in_blocks(sid[direct], ts[direct]) \
+                        if table == "points" else np.zeros(int(direct.sum()), dtype=bool)
+                records = [(log_, Writing(sid[part], ts[part], _numbers(series.values[part])))
+                           for log_, part in ((self._log, recent), (self._past_log, behind))
+                           if log_ is not None and part.any()]
+                if created or direct.any():  # the table too: the log records inside
+                    with self._transaction() as db:
+                        _insert_series(db, created)
+                        logged.extend((log_, log_.append(r)) for log_, r in records)
+                        if direct.any():
+                            over_rows, over_blocks = _replacing(known, counts, ts)
+                            blocked = _write_past(db, table, known, sid[direct], ts[direct],
+                                                  series.values[direct], blocked,
+                                                  over_rows[direct], over_blocks[direct])
+                else:  # the logs alone, synced while the points go into memory (below)
+                    logged.extend((log_, log_.written(r)) for log_, r in records)
+                    syncing = self._syncer.submit(_synced, [log_ for log_, _ in logged])
+            except BaseException:
+                for log_, mark in logged:
+                    log_.undo(mark)
+                self._forget(created)
+                raise
+            self._into_memory(sid, ts, series.values, recent, behind, syncing, logged)
+            if self._past.points >= self._past_points:
+                self._write_behind_logged()
             if direct.any():
-                blocked = blockstore.in_blocks(sid[direct], ts[direct]) \
-                    if table == "points" else np.zeros(int(direct.sum()), dtype=bool)
-            records = [(log_, Writing(sid[part], ts[part], _numbers(series.values[part])))
-                       for log_, part in ((self._log, recent), (self._past_log, behind))
-                       if log_ is not None and part.any()]
-            if created or direct.any():  # the table too: the log records inside
-                self._settle()  # a failed sync's undoing would cut these records off
-                with self._transaction() as db:
-                    _insert_series(db, created)
-                    logged.extend((log_, log_.append(r)) for log_, r in records)
-                    if direct.any():
-                        over_rows, over_blocks = _replacing(known, counts, ts)
-                        blocked = _write_past(db, table, known, sid[direct], ts[direct],
-                                              series.values[direct], blocked,
-                                              over_rows[direct], over_blocks[direct])
-            else:  # the logs alone, synced while the points go into memory (below)
-                if any(log_.full for log_, _ in records):
-                    self._settle()  # undoing cuts back the current segment alone
-                logged.extend((log_, log_.written(r)) for log_, r in records)
-                acknowledged = Future()
-                syncing = self._syncer.submit(self._synced_in_turn,
-                                              [log_ for log_, _ in logged], acknowledged)
-        except BaseException:
-            for log_, mark in logged:
-                log_.undo(mark)
-            self._forget(created)
-            raise
-        self._into_memory(sid, ts, series.values, recent, behind, logged,
-                          None if syncing is None or acknowledged is None else
-                          (syncing, acknowledged))
-        if self._past.points >= self._past_points:
-            self._write_behind_logged()
-        if direct.any():
-            self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
-                             series.offsets, int((~blocked).sum()) if table == "points"
-                             else 0)
-        return acknowledged
+                self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
+                                 series.offsets, int((~blocked).sum()) if table == "points"
+                                 else 0)
+        return series.points
 
     def _into_memory(self, sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
                      values: npt.NDArray[Any], recent: npt.NDArray[np.bool_],
-                     behind: npt.NDArray[np.bool_], logged: list[tuple[HeadLog, int]],
-                     sync: tuple[Future[None], Future[None]] | None) -> None:
+                     behind: npt.NDArray[np.bool_], syncing: Future[None] | None,
+                     logged: list[tuple[HeadLog, int]]) -> None:
         """A write's points into the head (`recent`) and the buffer of the past (`behind`)
-        while `sync` (the sync of its log records, and the write's acknowledgement) makes them
-        durable (`_settle` waits for it, and takes them out of both again and cuts the records
-        off if it fails: the write is not acknowledged; a read meanwhile may have seen them);
-        if the points' move into memory fails, that is done here."""
+        while `syncing` makes its log records durable; if that fails, or the points' move into
+        memory does, they are taken out of both again and the records cut off (the write is
+        not acknowledged; a read meanwhile may have seen them)."""
         before = self._head.state, self._past.mark()
         try:
             if recent.any():
                 self._head.append(sid[recent], ts[recent], _numbers(values[recent]))
             if behind.any():
                 self._past.add(sid[behind], ts[behind], _numbers(values[behind]))
+            if syncing is not None:
+                syncing.result()
         except BaseException:
-            if sync is not None:
-                futures_wait([sync[0]])  # its sync done before the records are cut off
+            if syncing is not None:
+                futures_wait([syncing])  # its sync done before the records are cut off
             self._head.advance(before[0])
             self._past.undo(before[1])
             for log_, mark in logged:
                 log_.undo(mark)
             raise
-        if sync is not None:
-            self._unsynced.append(_Unsynced(*sync, *before, logged))
-
-    def _synced_in_turn(self, logs: list[HeadLog], acknowledged: Future[None]) -> None:
-        """A write's log records made durable, on the sync thread, in the order the writes
-        came, and the write acknowledged. Once one write's sync failed, every later one's
-        fails too (a later `fdatasync` may succeed without the earlier data) until `_settle`
-        has undone them all, which a thread of its own does at once (this one may be what the
-        holder of the write lock waits for); only then is each write told it failed."""
-        if self._sync_failure is not None:
-            raise OSError(errno.EIO, "an earlier write's log could not be synced "
-                                     f"({self._sync_failure}): this write was not stored")
-        try:
-            _synced(logs)
-        except BaseException as exc:
-            self._sync_failure = exc
-            threading.Thread(target=self._undo_unsynced, name="tsq-store-undo",
-                             daemon=True).start()
-            raise
-        acknowledged.set_result(None)
-
-    def _undo_unsynced(self) -> None:
-        try:
-            with self._write_lock:
-                self._settle()
-        except Exception:  # the next write settles again
-            log.exception("could not undo the embedded store's writes whose log sync failed")
-
-    def _settle(self, wait: bool = True) -> None:
-        """The writes whose log sync was on its way done with (the caller holds the write
-        lock): waited for (without `wait`, only those already done); if a sync failed, that
-        write and every later one undone, in memory and in their logs. Whatever else changes
-        the head, the buffer of the past or the logs settles first: undoing restores what was
-        there before the first write that failed."""
-        while self._unsynced and (wait or self._unsynced[0].syncing.done()
-                                  or self._sync_failure is not None):
-            first = self._unsynced[0]
-            futures_wait([first.syncing])
-            if first.syncing.exception() is None:
-                self._unsynced.popleft()
-                continue
-            futures_wait([pending.syncing for pending in self._unsynced])  # all failed
-            undone = list(self._unsynced)
-            self._head.advance(first.head)
-            self._past.undo(first.past)
-            marks: dict[int, tuple[HeadLog, int]] = {}
-            for pending in self._unsynced:
-                for log_, mark in pending.logged:
-                    marks.setdefault(id(log_), (log_, mark))  # the earliest
-            for log_, mark in marks.values():
-                log_.undo(mark)
-            self._unsynced.clear()
-            for pending in undone:  # told only now: a read after the answer finds them gone
-                failure = pending.syncing.exception()
-                assert failure is not None
-                pending.acknowledged.set_exception(failure)
-        if not self._unsynced:  # every sync submitted is settled (or undone by its write)
-            self._sync_failure = None
 
     def _write_behind(self) -> None:
         """Write the buffer of the past into the table in one transaction, then empty it and
         its log. The caller holds the write lock. If the transaction fails, both stay as they
-        were, and the caller gets its error. Writes whose sync is on its way are settled
-        first: moves of the head, deletes and folds begin here too."""
-        self._settle()
+        were, and the caller gets its error."""
         if not self._past.points or self._past_log is None:
             return
         sid, ts, values = self._past.held()
@@ -1249,20 +1157,6 @@ def _grouped(matching: list[Entry], rank: npt.NDArray[np.integer[Any]],
 def _heads(matching: list[Entry]) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
     """The names and the labels of a SeriesSet of `matching`."""
     return tuple(s.name for s in matching), tuple(s.labels for s in matching)
-
-
-@dataclass(frozen=True)
-class _Unsynced:
-    """A write whose log records are written and on their way to durable (`syncing`; the
-    write's caller waits for `acknowledged`): the head and the buffer of the past as they were
-    before it, and where its records begin in each log, for undoing it and every write after
-    it if the sync fails."""
-
-    syncing: Future[None]
-    acknowledged: Future[None]
-    head: Snapshot
-    past: tuple[int, int]
-    logged: list[tuple[HeadLog, int]]
 
 
 @dataclass(frozen=True)

@@ -128,11 +128,6 @@ class HeadLog:
             current.newest = max(current.newest, int(record.ts.max()))
         return mark
 
-    @property
-    def full(self) -> bool:
-        """Whether the next record begins a new segment (`undo` cuts the current one back)."""
-        return self._file is None or self._size >= SEGMENT_BYTES
-
     def sync(self) -> None:
         """Make what was written durable (`fdatasync`: it lets go of the GIL)."""
         if self._file is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from tsq import lineprotocol, linewrites
 from tsq.config import Settings
-from tsq.durability import deferring
 from tsq.errors import Conflict, PartialWrite
 from tsq.lineprotocol import parse_joined, parse_lines
 from tsq.linewrites import LineWrite, LineWrites, Outcome
@@ -429,58 +428,3 @@ def test_closing_waits_for_a_write_stored_here() -> None:
         else:
             writes.close()
     assert not closer.is_alive() and answers[0].result(0) == {"written": 1}
-
-
-def test_answers_wait_for_the_syncs_the_store_leaves_and_a_failed_one_fails_its_group() -> None:
-    """A store that returns before its log is synced (tsq.durability) leaves the sync to the
-    write thread's caller: each write is answered once the syncs of its group are done, and
-    the write thread takes the next group meanwhile; a failed sync is every write's error of
-    that group (none of it was acknowledged), even one that had its own error."""
-    syncs: dict[str, Future[None]] = {}
-
-    def store(group: list[LineWrite]) -> list[Outcome]:
-        left = deferring()
-        assert left is not None  # the write thread defers
-        for write in group:
-            syncs[write.body] = Future()
-            left.append(syncs[write.body])
-        return [PartialWrite("a bad line") if w.body == "half" else {"written": w.body}
-                for w in group]
-
-    gated, parsing = threading.Event(), threading.Event()
-
-    def prepare(group: list[LineWrite]) -> list[LineWrite]:
-        if group[0].body == "gate":  # what comes meanwhile waits: the next group
-            gated.set()
-            assert parsing.wait(10)
-        return group
-
-    writes = LineWrites(store, prepare)
-    try:
-        first = writes.submit("first", "ns", None)
-        _until(lambda: "first" in syncs)
-        second = writes.submit("second", "ns", None)
-        _until(lambda: "second" in syncs)  # stored while the first is not yet synced
-        assert not first.done() and not second.done()
-        syncs["second"].set_result(None)
-        assert second.result(10) == {"written": "second"} and not first.done()
-        syncs["first"].set_result(None)
-        assert first.result(10) == {"written": "first"}
-        gate = writes.submit("gate", "ns", None)
-        assert gated.wait(10)
-        failing = [writes.submit(body, "ns", None) for body in ("lost", "half")]
-        parsing.set()
-        _until(lambda: "half" in syncs)
-        syncs["gate"].set_result(None)
-        assert gate.result(10) == {"written": "gate"}
-        syncs["lost"].set_exception(OSError("Input/output error"))
-        assert not failing[1].done()  # one group: "half" waits for "lost" too
-        syncs["half"].set_result(None)
-        for answer in failing:
-            with pytest.raises(OSError, match="Input/output"):
-                answer.result(10)
-    finally:
-        for sync in syncs.values():
-            if not sync.done():
-                sync.set_result(None)
-        writes.close()

@@ -12,7 +12,7 @@ points a second on four threads, 0.82-1.20 M one write at a time, 1.05-1.35 M ta
 together (probes of three rounds each).
 
 Parsing a group and storing the one before it overlap: the compiled scan lets go of the GIL
-(two thirds of a parse's time) and the store waited for its log's sync, so the two threads keep
+(two thirds of a parse's time) and the store waits for its log's sync, so the two threads keep
 more of the second core busy. Four clients (six alternating rounds): the newest points
 1.23-1.33 M points a second with one thread for both, 1.25-1.37 M with two; a past day's
 1.17-1.24 M and 1.24-1.45 M (1.0 -> 1.1-1.2 cores). One client, which waits for each answer,
@@ -31,15 +31,9 @@ pass of the GIL, cost about a millisecond of a 5,000-line write's five in latenc
 ms of CPU. One client, 5,000-line writes, three alternating rounds: a past day 812-902 k ->
 966-1,123 k points a second, the newest points 859-942 k -> 970-1,188 k; four clients, whose
 writes nearly always find another on its way, the same within the rounds' noise. Such a write
-holds the event loop for its time, 3-3.5 ms for 5,000 lines (a body over HERE_MAX_CHARS goes
-to the threads); a write that makes series also commits them to DuckDB.
-
-Neither the write thread nor the event loop waits for the log sync of a write that only logs
-its points (nearly every write): the store's write returns once its points are in memory and
-its record written, and the sync's end, on the store's sync thread, sets the answers
-(`tsq.durability`, docs/store.md "Durability"). A write that makes series, or moves the head,
-or fills the buffer of the past, or finds an earlier sync failed, waits for the syncs on their
-way first."""
+holds the event loop for its time, its log's sync included: 3.5-4 ms for 5,000 lines (a body
+over HERE_MAX_CHARS goes to the threads); a write that makes series also commits them to
+DuckDB."""
 
 from __future__ import annotations
 
@@ -51,8 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tsq.draining import drain
-from tsq.durability import after_all, deferred
-from tsq.errors import PartialWrite
 
 __all__ = ["LineWrite", "LineWrites"]
 
@@ -122,9 +114,8 @@ class LineWrites:
     def stored_here(self, body: str, precision: str, project: str | None,
                     quick: Callable[[Any], bool]) -> Future[dict[str, Any]] | None:
         """The write parsed on the caller's thread, and stored there too if `quick` says so of
-        what `prepare` made of it, else by the write thread: its answer (done once stored here
-        and synced: on the store's sync thread; stored here as well if the threads close
-        meanwhile). None, and `submit` takes it, when
+        what `prepare` made of it, else by the write thread: its answer (done when stored here;
+        stored here as well if the threads close meanwhile). None, and `submit` takes it, when
         another write is in hand, the body is over HERE_MAX_CHARS or the threads are closed."""
         if len(body) > HERE_MAX_CHARS:
             return None
@@ -190,29 +181,17 @@ class LineWrites:
     def _answer(self, group: list[LineWrite], prepared: Any, failed: BaseException | None
                 ) -> None:
         """Store a prepared group (or not: `failed` says why it could not be parsed) and set
-        each write's answer once what the store wrote is durable: the syncs the store defers
-        (tsq.durability) end on their own thread while this one goes on to the next group. If
-        one fails, each write of the group that stored points (answered, or partly: bad lines)
-        gets its error instead (a write of another store that did sync is told so too: written
-        again, its points replace themselves); a write that stored nothing keeps its own."""
-        with deferred() as syncs:
-            try:
-                if failed is not None:
-                    raise failed
-                outcomes = self._store(prepared)
-                if len(outcomes) != len(group):
-                    raise RuntimeError(
-                        f"the store answered {len(outcomes)} of {len(group)} writes")
-            except BaseException as exc:
-                outcomes = [exc] * len(group)
-
-        def answered(unsynced: BaseException | None) -> None:
-            for write, outcome in zip(group, outcomes, strict=True):
-                stored = isinstance(outcome, dict | PartialWrite)  # its points, or some
-                answer = unsynced if unsynced is not None and stored else outcome
-                if isinstance(answer, BaseException):
-                    write.answer.set_exception(answer)
-                else:
-                    write.answer.set_result(answer)
-
-        after_all(syncs, answered)
+        each write's answer."""
+        try:
+            if failed is not None:
+                raise failed
+            outcomes = self._store(prepared)
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"the store answered {len(outcomes)} of {len(group)} writes")
+        except BaseException as exc:
+            outcomes = [exc] * len(group)
+        for write, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                write.answer.set_exception(outcome)
+            else:
+                write.answer.set_result(outcome)

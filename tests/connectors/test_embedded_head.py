@@ -9,11 +9,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import types
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -28,7 +26,6 @@ from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
 from tsq.connectors import blockstore, embedded, head, headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore, compact
-from tsq.durability import deferred
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -345,8 +342,6 @@ WRITTEN = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30), st.integers(
                    min_size=1, max_size=20)
 OPERATION = st.one_of(
     st.tuples(st.just("write"), WRITTEN),
-    # a server's write: acknowledged once its sync, left running, is done (tsq.durability)
-    st.tuples(st.just("deferred"), WRITTEN),
     st.tuples(st.just("delete"), st.tuples(st.integers(0, 5), st.integers(0, 30),
                                            st.integers(0, 30))),
     st.tuples(st.just("tick"), st.integers(0, 10)),
@@ -357,92 +352,6 @@ OPERATION = st.one_of(
 )
 
 
-class GatedSync:
-    """`fdatasync` for the head log's tests: each call waits until let go; the first `fail`
-    calls then fail, the later ones sync."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.go = threading.Event()
-        self.entered = threading.Semaphore(0)
-        self.fail = 0
-
-    def __call__(self, fd: int) -> None:
-        self.entered.release()
-        assert self.go.wait(10)
-        if self.fail:
-            self.fail -= 1
-            raise OSError("Input/output error")
-        self.real(fd)
-
-
-def test_a_deferred_write_returns_before_its_sync_and_is_durable_once_that_is_done(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "p.duckdb"
-    store = store_at(path, now=0)
-    gate = GatedSync(headlog.os.fdatasync)
-    try:
-        store.write(SeriesSet.from_series(CPU))  # the series made: later writes only log
-        monkeypatch.setattr(headlog.os, "fdatasync", gate)
-        with deferred() as syncs:
-            store.write(SeriesSet.from_series([("cpu", {"dc": "gra", "host": "web01"},
-                                                [7 * S], [-7.0])]))
-        assert len(syncs) == 1 and gate.entered.acquire(timeout=10)
-        assert not syncs[0].done()  # its sync on its way: the write returned before it
-        assert every_point(store)[("cpu", "web01", 7 * S)] == -7.0
-        gate.go.set()
-        assert syncs[0].exception(timeout=10) is None
-        expected = every_point(store)
-    finally:
-        gate.go.set()
-        store.close()
-    assert points_after_restart(path) == expected
-
-
-@pytest.mark.parametrize("where", ["head", "past"])
-@pytest.mark.parametrize("then", ["read", "write", "delete", "close"])
-def test_a_failed_deferred_sync_undoes_its_write_and_every_write_after_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str, where: str) -> None:
-    """The kernel reports a failed writeback once, so a later sync may succeed without the
-    earlier write's data: every write logged after the failed one fails too. They are taken
-    out again, in memory and in the log, before any of them is told it failed (a read right
-    after finds them gone), and whatever the store does next (a write, a delete, closing)
-    finds them gone too."""
-    path = tmp_path / "p.duckdb"
-    now = 0 if where == "head" else 100 * HEAD_SPAN  # the points far behind the head
-    store = store_at(path, now=now)
-    web01 = {"dc": "gra", "host": "web01"}
-    gate = GatedSync(headlog.os.fdatasync)
-    try:
-        store.write(SeriesSet.from_series(CPU))
-        before = every_point(store)
-        gate.fail = 1  # the second write's own sync would succeed
-        monkeypatch.setattr(headlog.os, "fdatasync", gate)
-        with deferred() as syncs:
-            store.write(SeriesSet.from_series([("cpu", web01, [7 * S], [-7.0])]))
-            assert gate.entered.acquire(timeout=10)  # the first sync has begun, and waits
-            store.write(SeriesSet.from_series([("cpu", web01, [8 * S], [-8.0])]))
-        gate.go.set()
-        for sync in syncs:
-            with pytest.raises(OSError):
-                sync.result(timeout=10)
-        monkeypatch.undo()
-        if then == "read":
-            assert every_point(store) == before
-        elif then == "write":
-            store.write(SeriesSet.from_series([("cpu", web01, [9 * S], [9.0])]))
-            before[("cpu", "web01", 9 * S)] = 9.0
-            assert every_point(store) == before
-        elif then == "delete":
-            store.delete(parse_selector('cpu{host="web02"}'))
-            before = {k: v for k, v in before.items() if k[1] != "web02"}
-            assert every_point(store) == before
-    finally:
-        gate.go.set()
-        store.close()
-    assert points_after_restart(path, now=now) == before
-
-
 @settings(max_examples=80, deadline=None)
 @given(operations=st.lists(OPERATION, max_size=25), block_from=st.sampled_from([2, 64]))
 def test_the_store_holds_what_a_dictionary_holds(
@@ -451,23 +360,15 @@ def test_the_store_holds_what_a_dictionary_holds(
     """Writes (overwrites included), deletes, the clock moving (and with it points into the
     table's blocks), restarts, compactions and folds (rows into blocks), in any order: every
     read gives the model's points. With `block_from` 2, a write into the past makes blocks
-    of any series it brings two points of, so overwrites and deletes cut blocks too. A
-    deferred write returns before its log is synced: whatever comes next settles it first,
-    and its sync succeeds."""
+    of any series it brings two points of, so overwrites and deletes cut blocks too."""
     path = tmp_path_factory.mktemp("model") / "p.duckdb"
     clock = Clock(10 * S)
     model: dict[tuple[str, str, int], float] = {}
     store = EmbeddedStore(path, head_span=4 * S, clock=clock)
-    syncs: list[Future[None]] = []
     try:
         for kind, argument in operations:
             with patch.object(blockstore, "BLOCK_FROM", block_from):
-                if kind == "deferred":
-                    with deferred() as left:
-                        store = _apply(store, "write", argument, model, clock, path)
-                    syncs.extend(left)
-                else:
-                    store = _apply(store, kind, argument, model, clock, path)
+                store = _apply(store, kind, argument, model, clock, path)
             # one series first: a read of it writes the buffer of the past into the table
             # only if the series has points there
             assert every_point(store, 'up{host="h1"}') == {
@@ -476,7 +377,6 @@ def test_the_store_holds_what_a_dictionary_holds(
             for start, end in ((0, 12), (8, 31), (12, 13)):
                 assert every_point_in(store, start * S, end * S) == {
                     k: v for k, v in model.items() if start * S <= k[2] < end * S}
-        assert [sync.exception(timeout=10) for sync in syncs] == [None] * len(syncs)
     finally:
         store.close()
 
