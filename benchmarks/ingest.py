@@ -9,7 +9,13 @@ and children, from the OS) is noted beside its rate: per point, and the cores it
 The points are sent twice over, to fresh stores: as a past day (the rollup benchmark's
 2026-01-01, which tsq keeps in its DuckDB table) and as the newest 72 minutes (the same points
 every 0.5 s, ending a minute ago, as collectors send them: tsq keeps these in its head,
-docs/store.md)."""
+docs/store.md).
+
+Each case is run REPEATS times, the stores taking turns (each repetition begun by another,
+so that a slower spell of the machine falls on each in turn), and the median taken: a run of
+a million points lasts under a second, and one store's rate moved by a fifth from one run to
+the next within an hour here (VictoriaMetrics from four clients: 1,344-1,743 k points a
+second), more than the differences the ratios are read for."""
 
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from benchmarks.scheduler import _Serve
 
 BATCH = 5000
 CLIENTS = (1, 4)
+REPEATS = 5  # runs of each case and store, alternating; the median reported (quick: one)
 TSQ = "tsq /write (embedded)"
 PAST, NEWEST = "a past day", "the newest 72 minutes"
 NEWEST_STEP_DIVISOR = 20  # the day's 10 s step becomes 0.5 s: 8,640 points in 72 minutes
@@ -119,28 +126,42 @@ def run(report: Report, *, quick: bool) -> None:
         bodies = batches(100_000 if quick else 1_000_000, newest=when == NEWEST)
         points = sum(body.count(b"\n") + 1 for body in bodies)
         for clients in CLIENTS:
-            rates: dict[str, float] = {}
-            used_s: dict[str, float] = {}  # each store's CPU seconds for the batches
-            for impl, store in stores.items():
-                with contextmanager(store)() as ((url, params, headers), counted):
-                    _post_all(url, params, [_warmup(bodies[0])], headers)  # not timed
-                    used = _server_cpu(url)
-                    before = used()
-                    elapsed = _post_all(url, params, bodies, headers, clients)
-                    used_s[impl] = used() - before
-                    stored = counted()
-                if stored != points:
-                    raise RuntimeError(f"{impl} stored {stored} of {points} points")
-                rates[impl] = points / elapsed
-            peers = [f"{impl}, {when}, {clients} client(s)" for impl in rates if impl != TSQ]
-            # peers first
-            for impl, rate in sorted(rates.items(), key=lambda item: item[0] == TSQ):
+            elapsed: dict[str, list[float]] = {impl: [] for impl in stores}
+            used_s: dict[str, float] = dict.fromkeys(stores, 0.0)  # CPU seconds, every run
+            names = list(stores)
+            for turn in range(1 if quick else REPEATS):
+                for impl in names[turn % len(names):] + names[:turn % len(names)]:
+                    took, used = _run(stores[impl], bodies, clients, impl)
+                    elapsed[impl].append(took)
+                    used_s[impl] += used
+            peers = [f"{impl}, {when}, {clients} client(s)" for impl in stores if impl != TSQ]
+            for impl in sorted(stores, key=lambda impl: impl == TSQ):  # peers first
                 name = f"{impl}, {when}, {clients} client(s)"
-                report.add("ingest", name, [points / rate], None if impl != TSQ else peers)
+                report.add("ingest", name, elapsed[impl], None if impl != TSQ else peers)
+                rates = sorted(round(points / took) for took in elapsed[impl])
                 report.note("ingest", name, {
-                    "points": points, "points_per_s": round(rate),
-                    "server_cpu_us_per_point": round(used_s[impl] / points * 1e6, 3),
-                    "server_cores": round(used_s[impl] * rate / points, 2)})
+                    "points": points, "points_per_s": rates[len(rates) // 2],
+                    "points_per_s_each_run": rates,
+                    "server_cpu_us_per_point": round(
+                        used_s[impl] / (points * len(rates)) * 1e6, 3),
+                    "server_cores": round(used_s[impl] / sum(elapsed[impl]), 2)})
+
+
+def _run(store: Callable[[], Iterator[tuple[Target, Callable[[], int]]]], bodies: list[bytes],
+         clients: int, impl: str) -> tuple[float, float]:
+    """One run into a fresh `store`: the seconds the batches took, and the server's CPU
+    seconds meanwhile; every point must be there afterwards."""
+    points = sum(body.count(b"\n") + 1 for body in bodies)
+    with contextmanager(store)() as ((url, params, headers), counted):
+        _post_all(url, params, [_warmup(bodies[0])], headers)  # not timed
+        used = _server_cpu(url)
+        before = used()
+        took = _post_all(url, params, bodies, headers, clients)
+        spent = used() - before
+        stored = counted()
+    if stored != points:
+        raise RuntimeError(f"{impl} stored {stored} of {points} points")
+    return took, spent
 
 
 def _tsq() -> Iterator[tuple[Target, Callable[[], int]]]:
