@@ -131,7 +131,7 @@ def run(report: Report, *, quick: bool) -> None:
             names = list(stores)
             for turn in range(1 if quick else REPEATS):
                 for impl in names[turn % len(names):] + names[:turn % len(names)]:
-                    took, used = _run(stores[impl], bodies, clients, impl)
+                    took, used = _run(stores[impl], bodies, points, clients, impl)
                     elapsed[impl].append(took)
                     used_s[impl] += used
             peers = [f"{impl}, {when}, {clients} client(s)" for impl in stores if impl != TSQ]
@@ -148,10 +148,9 @@ def run(report: Report, *, quick: bool) -> None:
 
 
 def _run(store: Callable[[], Iterator[tuple[Target, Callable[[], int]]]], bodies: list[bytes],
-         clients: int, impl: str) -> tuple[float, float]:
+         points: int, clients: int, impl: str) -> tuple[float, float]:
     """One run into a fresh `store`: the seconds the batches took, and the server's CPU
-    seconds meanwhile; every point must be there afterwards."""
-    points = sum(body.count(b"\n") + 1 for body in bodies)
+    seconds meanwhile; all the bodies' `points` must be there afterwards."""
     with contextmanager(store)() as ((url, params, headers), counted):
         _post_all(url, params, [_warmup(bodies[0])], headers)  # not timed
         used = _server_cpu(url)
