@@ -49,7 +49,7 @@ from tsq.connectors.blockcache import OPEN_END, BlockCache
 from tsq.connectors.duckcursors import Cursors
 from tsq.connectors.head import Head, merges_loaded
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
-from tsq.connectors.pastbuffer import PAST_POINTS, PastBuffer
+from tsq.connectors.pastbuffer import PAST_POINTS, Flush, PastBuffer
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
@@ -176,6 +176,7 @@ class EmbeddedStore:
         in_memory = str(path) == ":memory:"
         self._log = None if in_memory else HeadLog(Path(f"{path}{HEAD_SUFFIX}"))
         self._past = PastBuffer()
+        self._flush: Flush | None = None  # a full buffer of the past a thread writes
         # a write's log records are synced here while its points go into memory
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="tsq-store-sync")
         self._past_log = None if in_memory else HeadLog(Path(f"{path}{PAST_SUFFIX}"))
@@ -486,6 +487,7 @@ class EmbeddedStore:
                            for log_, part in ((self._log, recent), (self._past_log, behind))
                            if log_ is not None and part.any()]
                 if created or direct.any():  # the table too: the log records inside
+                    self._settle()
                     with self._transaction() as db:
                         _insert_series(db, created)
                         logged.extend((log_, log_.append(r)) for log_, r in records)
@@ -504,7 +506,8 @@ class EmbeddedStore:
                 raise
             self._into_memory(sid, ts, series.values, recent, behind, syncing, logged)
             if self._past.points >= self._past_points:
-                self._write_behind_logged()
+                # at once where the store keeps no buffer (`past_points` 0)
+                self._write_behind_soon() if self._past_points else self._write_behind_logged()
             if direct.any():
                 self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
                                  series.offsets, int((~blocked).sum()) if table == "points"
@@ -538,24 +541,74 @@ class EmbeddedStore:
 
     def _write_behind(self) -> None:
         """Write the buffer of the past into the table in one transaction, then empty it and
-        its log. The caller holds the write lock. If the transaction fails, both stay as they
-        were, and the caller gets its error."""
+        its log; the buffer a thread writes settled first. The caller holds the write lock.
+        If the transaction fails, both stay as they were, and the caller gets its error."""
+        self._settle()
         if not self._past.points or self._past_log is None:
             return
-        sid, ts, values = self._past.held()
+        written = self._into_table(self._past)
+        self._past.clear()
+        self._past_log.clear()
+        self._wrote_past(*written)
+
+    def _into_table(self, buffer: PastBuffer, checkpoint: bool = True) -> tuple[Any, ...]:
+        """`buffer`'s points written into the table in one transaction; what `_wrote_past`
+        then notes of them."""
+        sid, ts, values = buffer.held()
         firsts = np.flatnonzero(np.append(True, sid[1:] != sid[:-1]))
         known = [self._series.by_id(found) for found in sid[firsts].tolist()]
         entries = [k for k in known if k is not None]
         if len(entries) != len(known):  # written after a check of its series: never so
             raise RuntimeError("the buffer of the past holds points of an unknown series")
         counts = np.diff(np.append(firsts, len(sid)))
-        with self._transaction() as db:
+        with self._transaction(checkpoint) as db:
             blocked = _write_past(db, "points", entries, sid, ts, values,
                                   blockstore.in_blocks(sid, ts), *_replacing(entries, counts, ts))
-        self._past.clear()
-        self._past_log.clear()
-        self._wrote_past(entries, counts, ts, np.append(firsts, len(sid)),
-                         int((~blocked).sum()))
+        return entries, counts, ts, np.append(firsts, len(sid)), int((~blocked).sum())
+
+    def _write_behind_soon(self) -> None:
+        """For a write that filled the buffer (the caller holds the write lock): the buffer
+        handed to a thread that writes it into the table, the writes after it going into a
+        fresh one and a fresh segment of the log meanwhile (connectors/pastbuffer.py); the
+        one a thread wrote before settled first."""
+        self._settle()
+        if not self._past.points or self._past_log is None:
+            return
+        try:
+            flush = Flush(self._past, self._past_log.rotate())
+        except OSError:  # no new segment: this write writes it, as if held no buffer
+            self._write_behind_logged()
+            return
+        self._past, self._flush = PastBuffer(), flush
+        threading.Thread(target=self._flush_past, args=(flush,), name="tsq-store-behind",
+                         daemon=True).start()
+
+    def _flush_past(self, flush: Flush) -> None:
+        """The thread of a `_write_behind_soon`: never takes the write lock (whoever waits
+        for it holds it), nor checkpoints (the store's connection is the writers')."""
+        try:
+            flush.written = self._into_table(flush.buffer, checkpoint=False)
+        except Exception:
+            log.exception("could not write the buffer of the past into the embedded store; "
+                          "the next read of the past tries again")
+        finally:
+            flush.done.set()
+
+    def _settle(self) -> None:
+        """Wait for the buffer a thread writes into the table, if one does, and take its
+        outcome: its segments of the log deleted and its points noted once written; put back
+        in front of the buffer's if not, for the next write-behind to try again. The caller
+        holds the write lock."""
+        flush, self._flush = self._flush, None
+        if flush is None:
+            return
+        flush.done.wait()
+        if flush.written is None:
+            self._past.put_back(flush.buffer)
+            return
+        if self._past_log is not None:
+            self._past_log.drop(flush.segments)
+        self._wrote_past(*flush.written)
 
     def _write_behind_logged(self) -> None:
         """`_write_behind` for a write that filled the buffer: that write is logged and held
@@ -568,8 +621,10 @@ class EmbeddedStore:
 
     def _behind_written(self, ids: npt.NDArray[np.int64]) -> None:
         """Before the table is read for the series `ids`: the buffer of the past written into
-        it, if it holds points of theirs."""
-        if self._past.points and self._past.holds_any(ids):
+        it, if it holds points of theirs (or the buffer a thread writes does)."""
+        flush = self._flush
+        if (flush is not None and flush.buffer.holds_any(ids)) or \
+                (self._past.points and self._past.holds_any(ids)):
             with self._write_lock:
                 self._write_behind()
 
@@ -601,6 +656,7 @@ class EmbeddedStore:
             if self._closing.is_set():
                 break
             with self._write_lock:
+                self._settle()  # a buffer of the past filled meanwhile: in the table first
                 entries = [e for e in (self._series.by_id(i) for i in
                                        ids[share:share + FOLD_SERIES]) if e is not None]
                 for entry in entries:  # before the commit: see `_read`
@@ -666,14 +722,15 @@ class EmbeddedStore:
 
     def writes_quickly(self, points: int) -> bool:
         """Whether a write of `points` numbers would now be stored without waiting for other
-        work or doing more than its own: no other writer holds the store, no move of the head
-        is due, the buffer of the past would not fill (the write that fills it writes it into
-        the table: 60-70 ms for half a million points), and the head's merge is compiled. A
+        work or doing more than its own: no other writer holds the store, no thread is writing
+        a full buffer of the past into the table (a write of a new series would wait for it),
+        no move of the head is due, the buffer of the past would not fill (the write that
+        fills it hands it to that thread), and the head's merge is compiled. A
         store in memory writes points behind the head into its table: never. A server stores a
         lone line write on its event loop's thread when this holds, just before it is stored
         (tsq.linewrites)."""
         return self._past_log is not None and not self._write_lock.locked() and \
-            self._move_boundary() is None and \
+            self._flush is None and self._move_boundary() is None and \
             self._past.points + points < self._past_points and merges_loaded()
 
     def _move_if_due(self) -> None:
@@ -758,8 +815,9 @@ class EmbeddedStore:
         return known
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB transaction on a cursor of its own, rolled back if it fails."""
+    def _transaction(self, checkpoint: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB transaction on a cursor of its own, rolled back if it fails; then a
+        checkpoint if due."""
         with self._cursors.borrowed() as db:
             self._block_cache.changed()  # the blocks read before may change from here
             db.execute("BEGIN TRANSACTION")
@@ -771,7 +829,8 @@ class EmbeddedStore:
                 raise
             finally:  # and a read during the transaction saw them as they were before it
                 self._block_cache.changed()
-        self._checkpoint_if_long()
+        if checkpoint:
+            self._checkpoint_if_long()
 
     def _checkpoint_if_long(self) -> None:
         """Checkpoint once DuckDB's log is longer than CHECKPOINT_AFTER. The transaction before

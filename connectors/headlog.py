@@ -146,6 +146,18 @@ class HeadLog:
         while len(self._segments) > 1 and self._segments[0].newest < start:
             self._segments.pop(0).path.unlink(missing_ok=True)
 
+    def rotate(self) -> int:
+        """Begin a new segment for the records from here on; how many segments hold those
+        before it (`drop` deletes them once they are stored elsewhere)."""
+        self._begin()
+        return len(self._segments) - 1
+
+    def drop(self, count: int) -> None:
+        """Delete the oldest `count` segments, once what they hold is stored elsewhere."""
+        for segment in self._segments[:count]:
+            segment.path.unlink(missing_ok=True)
+        del self._segments[:count]
+
     def clear(self) -> None:
         """Delete every segment, once what they hold is stored elsewhere, and begin anew."""
         self.close()

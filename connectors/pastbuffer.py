@@ -16,16 +16,30 @@ emptied. A restart replays the log into a fresh buffer and writes it into the ta
 process dies after that transaction committed and before the log was emptied, the replay
 writes the same points again over themselves: nothing else can have touched them in between,
 as the write lock is held throughout.
+
+The write that fills the buffer does not write it: it hands it to a thread (`Flush`) and
+leaves a fresh buffer, and a fresh segment of the log, to the writes after it, which go on
+meanwhile. Writing half a million points into the table took 50-70 ms, which that one write
+waited for, and every writer behind it (a past day from one client: some 10 % of its time).
+Until the thread is done, the buffer it writes counts as held: whatever would read those series
+in the table, or write the table at all (a delete, a fold, a move of the head, a write of text
+or of a new series, the next buffer), waits for it first, under the write lock, and takes its
+outcome (`EmbeddedStore._settle`): its segments of the log deleted once it committed; its points
+put back in front of the buffer's if it failed, for the next write-behind to try again. The
+thread never takes the write lock, so waiting for it there cannot deadlock. A restart replays
+every segment, oldest first: the thread's buffer, then the one after it.
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PAST_POINTS", "PastBuffer"]
+__all__ = ["PAST_POINTS", "Flush", "PastBuffer"]
 
 PAST_POINTS = 1 << 19  # points held before they are written into the table
 
@@ -88,7 +102,30 @@ class PastBuffer:
         last = np.append(~twice, True)
         return sid[last], ts[last], value[last]
 
+    def put_back(self, older: PastBuffer) -> None:
+        """Take `older`'s points back in front of these (a write-behind of it failed): as if
+        they had never left, the later points of a (series, time) still the ones kept."""
+        self._parts[:0] = older._parts
+        self.points += older.points
+        if len(older._held) > len(self._held):
+            self._held, older_held = older._held.copy(), self._held
+        else:
+            older_held = older._held
+        self._held[:len(older_held)] |= older_held
+
     def clear(self) -> None:
         self._parts.clear()
         self.points = 0
         self._held[:] = False
+
+
+@dataclass
+class Flush:
+    """A full buffer that a thread writes into the table, and the log's first `segments`
+    segments that hold it (module docstring): what the thread found once `done` is set, the
+    store's notes for the points written (`written`) or None if it failed."""
+
+    buffer: PastBuffer
+    segments: int
+    done: threading.Event = field(default_factory=threading.Event)
+    written: tuple[Any, ...] | None = None

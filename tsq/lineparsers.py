@@ -61,8 +61,8 @@ class CompiledLoad:
             self._loaded = True
         finally:
             self._finished.set()
-        # Then, while writes come in, the blocks' codec: a write that fills the buffer of the
-        # past encodes it (the first encode loaded it in 0.1-0.3 s, every writer waiting)
+        # Then, while writes come in, the blocks' codec: a full buffer of the past is encoded
+        # (the first encode loaded it in 0.1-0.3 s, with the store's write lock held)
         try:
             from tsq.kernels import blocks
 

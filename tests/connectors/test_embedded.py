@@ -3,8 +3,10 @@ write that fails half way."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,27 +181,65 @@ def test_points_behind_the_head_wait_in_the_buffer_until_the_table_is_read(
         store.close()
 
 
-def test_a_full_buffer_of_the_past_goes_into_the_table_with_the_write_that_fills_it(
+def test_a_full_buffer_of_the_past_goes_into_the_table_by_a_thread_while_writes_go_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write that fills the buffer hands it to a thread; later writes go into a fresh
+    buffer meanwhile, and a read of its series waits until the table holds it, then finds
+    the later write of a time kept."""
     monkeypatch.setattr(embedded, "PAST_POINTS", 4)
-    store = EmbeddedStore(tmp_path / "p.duckdb")
+    path = tmp_path / "p.duckdb"
+    store = EmbeddedStore(path)
+    gate, entered = threading.Event(), threading.Event()
+    real = embedded._write_past
+
+    def gated(*args: Any) -> Any:
+        entered.set()
+        assert gate.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(embedded, "_write_past", gated)
+    read: list[list[float]] = []
+    reader = threading.Thread(target=lambda: read.extend(
+        list(s.values) for s in store.select(parse_selector("swap"))))
     try:
         store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S, 3 * S], [1.0, 2.0, 3.0])]))
         assert store._past.points == 3
         store.write(SeriesSet.from_series([("swap", {}, [2 * S, 4 * S], [-2.0, 4.0])]))
-        assert store._past.points == 0  # the later write of 2 s kept, once
+        assert entered.wait(10) and store._past.points == 0  # the thread has it
+        # the table still empty, a later write of 2 s held in the fresh buffer and its log
+        store.write(SeriesSet.from_series([("swap", {}, [2 * S, 5 * S], [-20.0, 5.0])]))
+        assert store._past.points == 2
+        assert len(list(Path(f"{path}{embedded.PAST_SUFFIX}").glob("*.log"))) == 2
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not read, "the read did not wait for the table"
+        gate.set()
+        reader.join(10)
+        assert read == [[1.0, -20.0, 3.0, 4.0, 5.0]]
+        assert store._past.points == 0 and store._flush is None
         assert store._db.execute("SELECT ts // 1000000000, value FROM points ORDER BY ts"
-                                 ).fetchall() == [(1, 1.0), (2, -2.0), (3, 3.0), (4, 4.0)]
+                                 ).fetchall() == [(1, 1.0), (2, -20.0), (3, 3.0), (4, 4.0),
+                                                  (5, 5.0)]
     finally:
+        gate.set()
         store.close()
+    again = EmbeddedStore(path)
+    try:
+        assert [list(s.values) for s in again.select(parse_selector("swap"))] == [
+            [1.0, -20.0, 3.0, 4.0, 5.0]]
+    finally:
+        again.close()
 
 
 def test_a_write_that_fills_the_buffer_succeeds_though_the_table_fails(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The write is logged and held before the buffer goes into the table: a failure there is
-    not the write's, and the read after it tries again."""
+    not the write's. The buffer's points come back in front of the later ones, which still
+    win, and the read after it tries again; a restart before that finds every point in the
+    log."""
     monkeypatch.setattr(embedded, "PAST_POINTS", 2)
-    store = EmbeddedStore(tmp_path / "p.duckdb")
+    path = tmp_path / "p.duckdb"
+    store = EmbeddedStore(path)
     try:
         def broken(*args: object) -> None:
             raise OSError("disk full")
@@ -207,11 +247,29 @@ def test_a_write_that_fills_the_buffer_succeeds_though_the_table_fails(
         with monkeypatch.context() as patched:
             patched.setattr(embedded, "_write_past", broken)
             assert store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S], [1.0, 2.0])])) == 2
-            assert store._past.points == 2
-        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[1.0, 2.0]]
+            flush = store._flush
+            assert flush is not None and flush.done.wait(10) and flush.written is None
+        assert store.write(SeriesSet.from_series([("swap", {}, [2 * S], [-2.0])])) == 1
+        assert store._flush is flush and store._past.points == 1  # not taken back until read
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[1.0, -2.0]]
         assert store._past.points == 0
     finally:
         store.close()
+    with monkeypatch.context() as patched:
+        store = EmbeddedStore(path)
+        patched.setattr(embedded, "_write_past", broken)
+        try:  # the thread fails, and so does the write-behind of closing: the log keeps them
+            store.write(SeriesSet.from_series([("swap", {}, [3 * S, 4 * S], [3.0, 4.0])]))
+            flush = store._flush
+            assert flush is not None and flush.done.wait(10)
+        finally:
+            store.close()
+    again = EmbeddedStore(path)
+    try:
+        assert [list(s.values) for s in again.select(parse_selector("swap"))] == [
+            [1.0, -2.0, 3.0, 4.0]]
+    finally:
+        again.close()
 
 
 @settings(max_examples=200, deadline=None)

@@ -26,6 +26,7 @@ from tests.scheduling_helpers import ScriptedPool
 from tsq.config import Settings
 from tsq.connectors import blockstore, embedded, head, headlog
 from tsq.connectors.embedded import HEAD_SPAN, HEAD_SUFFIX, EmbeddedStore, compact
+from tsq.connectors.pastbuffer import PAST_POINTS
 from tsq.errors import Conflict
 from tsq.selector import parse_selector
 from tsq.series import SeriesSet
@@ -353,17 +354,22 @@ OPERATION = st.one_of(
 
 
 @settings(max_examples=80, deadline=None)
-@given(operations=st.lists(OPERATION, max_size=25), block_from=st.sampled_from([2, 64]))
+@given(operations=st.lists(OPERATION, max_size=25), block_from=st.sampled_from([2, 64]),
+       past_points=st.sampled_from([PAST_POINTS, 1]))
 def test_the_store_holds_what_a_dictionary_holds(
         tmp_path_factory: pytest.TempPathFactory,
-        operations: list[tuple[str, object]], block_from: int) -> None:
+        operations: list[tuple[str, object]], block_from: int, past_points: int) -> None:
     """Writes (overwrites included), deletes, the clock moving (and with it points into the
     table's blocks), restarts, compactions and folds (rows into blocks), in any order: every
     read gives the model's points. With `block_from` 2, a write into the past makes blocks
-    of any series it brings two points of, so overwrites and deletes cut blocks too."""
+    of any series it brings two points of, so overwrites and deletes cut blocks too. With
+    `past_points` 1, a write into the past fills the buffer, which a thread then writes
+    into the table while the operations after it go on."""
     path = tmp_path_factory.mktemp("model") / "p.duckdb"
     clock = Clock(10 * S)
     model: dict[tuple[str, str, int], float] = {}
+    small_buffer = patch.object(embedded, "PAST_POINTS", past_points)
+    small_buffer.start()
     store = EmbeddedStore(path, head_span=4 * S, clock=clock)
     try:
         for kind, argument in operations:
@@ -379,6 +385,7 @@ def test_the_store_holds_what_a_dictionary_holds(
                     k: v for k, v in model.items() if start * S <= k[2] < end * S}
     finally:
         store.close()
+        small_buffer.stop()
 
 
 def _apply(store: EmbeddedStore, kind: str, argument: object,

@@ -56,3 +56,26 @@ def test_writes_in_time_order_grouped_by_series_come_back_as_they_were() -> None
     sid, ts, _ = buffer.held()
     assert sid.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     assert ts.tolist() == list(range(6)) * 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(WRITES, st.integers(0, 8))
+def test_a_buffer_put_back_in_front_of_a_later_one_is_as_if_it_never_left(
+        writes: list[list[tuple[int, int]]], split: int) -> None:
+    """A write-behind that failed gives its buffer back (connectors/pastbuffer.py): the
+    points added to the fresh buffer since still come after its own."""
+    older, newer = PastBuffer(), PastBuffer()
+    value = 0.0
+    for at, write in enumerate(writes):
+        values = np.arange(value + 1.0, value + len(write) + 1.0)
+        value += len(write)
+        (older if at < split else newer).add(np.array([p[0] for p in write], np.int32),
+                                             np.array([p[1] for p in write], np.int64), values)
+    newer.put_back(older)
+    assert newer.points == sum(len(write) for write in writes)
+    sid, ts, values = newer.held()
+    assert list(zip(sid.tolist(), ts.tolist(), values.tolist(), strict=True)) == \
+        _reference(writes)
+    added = {p[0] for write in writes for p in write}
+    for series in range(7):
+        assert newer.holds_any(np.array([series])) == (series in added)
