@@ -547,9 +547,9 @@ class EmbeddedStore:
         if not self._past.points or self._past_log is None:
             return
         written = self._into_table(self._past)
+        self._wrote_past(*written)  # noted first: what the table holds, whatever follows
         self._past.clear()
         self._past_log.clear()
-        self._wrote_past(*written)
 
     def _into_table(self, buffer: PastBuffer, checkpoint: bool = True) -> tuple[Any, ...]:
         """`buffer`'s points written into the table in one transaction; what `_wrote_past`
@@ -579,9 +579,16 @@ class EmbeddedStore:
         except OSError:  # no new segment: this write writes it, as if held no buffer
             self._write_behind_logged()
             return
-        self._past, self._flush = PastBuffer(), flush
-        threading.Thread(target=self._flush_past, args=(flush,), name="tsq-store-behind",
-                         daemon=True).start()
+        # the thread's buffer named before the fresh one replaces it: a reader that looks at
+        # the buffer, then at the thread's (`_behind_written`), sees the points in one of them
+        self._flush = flush
+        self._past = PastBuffer()
+        try:
+            threading.Thread(target=self._flush_past, args=(flush,), name="tsq-store-behind",
+                             daemon=True).start()
+        except RuntimeError:  # no thread to be had: the next write-behind takes it back
+            log.exception("could not start a thread to write the buffer of the past")
+            flush.done.set()
 
     def _flush_past(self, flush: Flush) -> None:
         """The thread of a `_write_behind_soon`: never takes the write lock (whoever waits
@@ -599,16 +606,21 @@ class EmbeddedStore:
         outcome: its segments of the log deleted and its points noted once written; put back
         in front of the buffer's if not, for the next write-behind to try again. The caller
         holds the write lock."""
-        flush, self._flush = self._flush, None
+        flush = self._flush
         if flush is None:
             return
         flush.done.wait()
+        # the thread's buffer stays named until its points are back or noted in the table:
+        # a reader that finds neither waits for the lock (`_behind_written`)
         if flush.written is None:
             self._past.put_back(flush.buffer)
+            self._flush = None
             return
+        self._wrote_past(*flush.written)
+        self._flush = None
         if self._past_log is not None:
             self._past_log.drop(flush.segments)
-        self._wrote_past(*flush.written)
+        self._checkpoint_if_long()  # the thread's transaction left it to the lock's holder
 
     def _write_behind_logged(self) -> None:
         """`_write_behind` for a write that filled the buffer: that write is logged and held
@@ -622,9 +634,9 @@ class EmbeddedStore:
     def _behind_written(self, ids: npt.NDArray[np.int64]) -> None:
         """Before the table is read for the series `ids`: the buffer of the past written into
         it, if it holds points of theirs (or the buffer a thread writes does)."""
-        flush = self._flush
-        if (flush is not None and flush.buffer.holds_any(ids)) or \
-                (self._past.points and self._past.holds_any(ids)):
+        past, flush = self._past, self._flush  # in this order: see `_write_behind_soon`
+        if (past.points and past.holds_any(ids)) or \
+                (flush is not None and flush.buffer.holds_any(ids)):
             with self._write_lock:
                 self._write_behind()
 
@@ -730,7 +742,8 @@ class EmbeddedStore:
         lone line write on its event loop's thread when this holds, just before it is stored
         (tsq.linewrites)."""
         return self._past_log is not None and not self._write_lock.locked() and \
-            self._flush is None and self._move_boundary() is None and \
+            (self._flush is None or self._flush.done.is_set()) and \
+            self._move_boundary() is None and \
             self._past.points + points < self._past_points and merges_loaded()
 
     def _move_if_due(self) -> None:

@@ -175,10 +175,12 @@ class HeadLog:
         """Start appending to a new segment (an empty current one is reused)."""
         if self._file is not None and self._size == 0:
             return
-        self.close()
         number = int(self._segments[-1].path.stem) + 1 if self._segments else 1
         path = self.folder / f"{number:08d}{SUFFIX}"
-        self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # opened before the current one is closed: if it cannot be, appending goes on there
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.close()
+        self._file = handle
         self._size = 0
         self._segments.append(_Segment(path))
         synced(self.folder)

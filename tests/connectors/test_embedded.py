@@ -4,6 +4,7 @@ write that fails half way."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,47 @@ def test_the_series_a_write_names_are_found_among_those_asked(sid: list[int],
     # which series a write into the table gives rows or blocks (`_note_where`)
     named = embedded._named(np.array(sid, dtype=np.int32), ids)
     assert named == [found for found in ids if found in set(sid)]
+
+
+def test_a_read_waits_for_the_full_buffer_while_another_writer_waits_for_it_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of a new series waits for the thread's buffer under the write lock; a read of
+    that buffer's series meanwhile still finds it held, and waits, rather than read a table
+    that does not hold its points yet."""
+    monkeypatch.setattr(embedded, "PAST_POINTS", 2)
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    gate, entered = threading.Event(), threading.Event()
+    real = embedded._write_past
+
+    def gated(*args: Any) -> Any:
+        entered.set()
+        assert gate.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(embedded, "_write_past", gated)
+    now = time.time_ns()
+    read: list[list[float]] = []
+    writer = threading.Thread(target=store.write, args=(
+        SeriesSet.from_series([("fresh", {}, [now], [9.0])]),))
+    reader = threading.Thread(target=lambda: read.extend(
+        list(s.values) for s in store.select(parse_selector("swap"))))
+    try:
+        store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S], [1.0, 2.0])]))
+        assert entered.wait(10)
+        writer.start()
+        for _ in range(200):  # until the writer holds the lock, waiting for the thread
+            if store._write_lock.locked():
+                break
+            time.sleep(0.01)
+        assert store._write_lock.locked() and writer.is_alive()
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not read, "the read did not wait for the table"
+        gate.set()
+        writer.join(10)
+        reader.join(10)
+        assert read == [[1.0, 2.0]]
+        assert [list(s.values) for s in store.select(parse_selector("fresh"))] == [[9.0]]
+    finally:
+        gate.set()
+        store.close()

@@ -366,10 +366,14 @@ def test_the_store_holds_what_a_dictionary_holds(
     `past_points` 1, a write into the past fills the buffer, which a thread then writes
     into the table while the operations after it go on."""
     path = tmp_path_factory.mktemp("model") / "p.duckdb"
+    with patch.object(embedded, "PAST_POINTS", past_points):
+        _holds_what_the_model_holds(path, operations, block_from)
+
+
+def _holds_what_the_model_holds(path: Path, operations: list[tuple[str, object]],
+                                block_from: int) -> None:
     clock = Clock(10 * S)
     model: dict[tuple[str, str, int], float] = {}
-    small_buffer = patch.object(embedded, "PAST_POINTS", past_points)
-    small_buffer.start()
     store = EmbeddedStore(path, head_span=4 * S, clock=clock)
     try:
         for kind, argument in operations:
@@ -385,7 +389,6 @@ def test_the_store_holds_what_a_dictionary_holds(
                     k: v for k, v in model.items() if start * S <= k[2] < end * S}
     finally:
         store.close()
-        small_buffer.stop()
 
 
 def _apply(store: EmbeddedStore, kind: str, argument: object,
