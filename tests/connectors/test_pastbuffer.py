@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsq.connectors.pastbuffer import PastBuffer
+from tsq.connectors.pastbuffer import PastBuffer, _by_numpy
 
 WRITES = st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), min_size=1,
                            max_size=30), min_size=1, max_size=8)
@@ -79,3 +79,22 @@ def test_a_buffer_put_back_in_front_of_a_later_one_is_as_if_it_never_left(
     added = {p[0] for write in writes for p in write}
     for series in range(7):
         assert newer.holds_any(np.array([series])) == (series in added)
+
+
+@settings(max_examples=300, deadline=None)
+@given(WRITES, st.integers(0, 3))
+def test_the_compiled_sort_gives_what_numpy_gives(
+        writes: list[list[tuple[int, int]]], offset: int) -> None:
+    """The buffer's points sorted by series then time, the last added of each kept, by the
+    compiled kernel (a server's) and by numpy (elsewhere); ids need not start at 0."""
+    from tsq.kernels.sortedmerge import last_by_series_and_time
+
+    sid = np.array([p[0] + 1000 * offset for write in writes for p in write], np.int32)
+    ts = np.array([p[1] for write in writes for p in write], np.int64)
+    values = np.arange(1.0, len(sid) + 1.0)
+    compiled = last_by_series_and_time(sid, ts, values)
+    expected = _by_numpy(sid, ts, values)
+    for got, want in zip(compiled, expected, strict=True):
+        assert got.tolist() == want.tolist() and got.dtype == want.dtype
+    assert [(s - 1000 * offset, t, v) for s, t, v in zip(*(c.tolist() for c in compiled),
+                                                         strict=True)] == _reference(writes)
