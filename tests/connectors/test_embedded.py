@@ -190,15 +190,7 @@ def test_a_full_buffer_of_the_past_goes_into_the_table_by_a_thread_while_writes_
     monkeypatch.setattr(embedded, "PAST_POINTS", 4)
     path = tmp_path / "p.duckdb"
     store = EmbeddedStore(path)
-    gate, entered = threading.Event(), threading.Event()
-    real = embedded._write_past
-
-    def gated(*args: Any) -> Any:
-        entered.set()
-        assert gate.wait(10)
-        return real(*args)
-
-    monkeypatch.setattr(embedded, "_write_past", gated)
+    gate, entered = _gated_table_writes(monkeypatch)
     read: list[list[float]] = []
     reader = threading.Thread(target=lambda: read.extend(
         list(s.values) for s in store.select(parse_selector("swap"))))
@@ -290,15 +282,7 @@ def test_a_read_waits_for_the_full_buffer_while_another_writer_waits_for_it_too(
     that does not hold its points yet."""
     monkeypatch.setattr(embedded, "PAST_POINTS", 2)
     store = EmbeddedStore(tmp_path / "p.duckdb")
-    gate, entered = threading.Event(), threading.Event()
-    real = embedded._write_past
-
-    def gated(*args: Any) -> Any:
-        entered.set()
-        assert gate.wait(10)
-        return real(*args)
-
-    monkeypatch.setattr(embedded, "_write_past", gated)
+    gate, entered = _gated_table_writes(monkeypatch)
     now = time.time_ns()
     read: list[list[float]] = []
     writer = threading.Thread(target=store.write, args=(
@@ -325,3 +309,19 @@ def test_a_read_waits_for_the_full_buffer_while_another_writer_waits_for_it_too(
     finally:
         gate.set()
         store.close()
+
+
+def _gated_table_writes(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
+                                                                  threading.Event]:
+    """Writes into the table wait until the first event is set; the second is set when one
+    begins to wait."""
+    gate, entered = threading.Event(), threading.Event()
+    real = embedded._write_past
+
+    def gated(*args: Any) -> Any:
+        entered.set()
+        assert gate.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(embedded, "_write_past", gated)
+    return gate, entered
