@@ -741,9 +741,9 @@ class EmbeddedStore:
         store in memory writes points behind the head into its table: never. A server stores a
         lone line write on its event loop's thread when this holds, just before it is stored
         (tsq.linewrites)."""
+        flush = self._flush  # once: a settle may clear it meanwhile
         return self._past_log is not None and not self._write_lock.locked() and \
-            (self._flush is None or self._flush.done.is_set()) and \
-            self._move_boundary() is None and \
+            (flush is None or flush.done.is_set()) and self._move_boundary() is None and \
             self._past.points + points < self._past_points and merges_loaded()
 
     def _move_if_due(self) -> None:

@@ -84,11 +84,11 @@ class PastBuffer:
 
     def held(self) -> Columns:
         """Every point held, sorted by series then time, one a (series, time): the last one
-        added of each. Compiled where this process has loaded it (a server does, at its
-        start: tsq.lineparsers), else by numpy."""
+        added of each. Compiled where this process has loaded it (`tsq.kernels.pastsort`: a
+        server does, at its start, in tsq.lineparsers), else by numpy."""
         sid, ts, value = (np.concatenate(column) for column in zip(*self._parts, strict=True))
-        if loaded("tsq.kernels.sortedmerge") and _dense(sid):
-            from tsq.kernels.sortedmerge import last_by_series_and_time
+        if loaded("tsq.kernels.pastsort") and _dense(sid):
+            from tsq.kernels.pastsort import last_by_series_and_time
 
             return last_by_series_and_time(sid, ts, value)
         return _by_numpy(sid, ts, value)
@@ -98,11 +98,11 @@ class PastBuffer:
         they had never left, the later points of a (series, time) still the ones kept."""
         self._parts[:0] = older._parts
         self.points += older.points
-        if len(older._held) > len(self._held):
-            self._held, older_held = older._held.copy(), self._held
-        else:
-            older_held = older._held
-        self._held[:len(older_held)] |= older_held
+        # made whole before it replaces the old one: a reader asks `holds_any` without a lock
+        held = np.zeros(max(len(self._held), len(older._held)), dtype=bool)
+        held[:len(self._held)] |= self._held
+        held[:len(older._held)] |= older._held
+        self._held = held
 
     def clear(self) -> None:
         self._parts.clear()

@@ -61,12 +61,16 @@ class CompiledLoad:
             self._loaded = True
         finally:
             self._finished.set()
-        # Then, while writes come in, the blocks' codec: a full buffer of the past is encoded
-        # (the first encode loaded it in 0.1-0.3 s, with the store's write lock held)
+        # Then, while writes come in, what a full buffer of the past is written with: the
+        # blocks' codec (the first encode loaded it in 0.1-0.3 s) and the buffer's sort
         try:
-            from tsq.kernels import blocks
+            from tsq.kernels import blocks, pastsort
 
             blocks.warm()
+            try:
+                pastsort.warm()
+            except Exception:  # numpy sorts the buffer instead
+                log.exception("the compiled sort of the buffer of the past could not be loaded")
         except Exception:  # the first write into blocks loads it, or says why it cannot
             log.exception("the compiled block codec could not be loaded")
         finally:

@@ -325,3 +325,27 @@ def _gated_table_writes(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Even
 
     monkeypatch.setattr(embedded, "_write_past", gated)
     return gate, entered
+
+
+def test_a_full_buffer_no_thread_can_take_is_written_by_the_next_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "PAST_POINTS", 2)
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    real = threading.Thread
+
+    class NoThreadToBeHad(real):  # type: ignore[misc, valid-type]
+        def start(self) -> None:
+            if self.name == "tsq-store-behind":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(threading, "Thread", NoThreadToBeHad)
+            assert store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S], [1.0, 2.0])])) == 2
+        flush = store._flush
+        assert flush is not None and flush.done.is_set() and flush.written is None
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[1.0, 2.0]]
+        assert store._flush is None and store._past.points == 0
+    finally:
+        store.close()

@@ -4,7 +4,10 @@ mostly in time order, which `held` relies on for speed; any order must give the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,7 +90,7 @@ def test_the_compiled_sort_gives_what_numpy_gives(
         writes: list[list[tuple[int, int]]], offset: int) -> None:
     """The buffer's points sorted by series then time, the last added of each kept, by the
     compiled kernel (a server's) and by numpy (elsewhere); ids need not start at 0."""
-    from tsq.kernels.sortedmerge import last_by_series_and_time
+    from tsq.kernels.pastsort import last_by_series_and_time
 
     sid = np.array([p[0] + 1000 * offset for write in writes for p in write], np.int32)
     ts = np.array([p[1] for write in writes for p in write], np.int64)
@@ -98,3 +101,26 @@ def test_the_compiled_sort_gives_what_numpy_gives(
         assert got.tolist() == want.tolist() and got.dtype == want.dtype
     assert [(s - 1000 * offset, t, v) for s, t, v in zip(*(c.tolist() for c in compiled),
                                                          strict=True)] == _reference(writes)
+
+
+def test_a_server_sorts_the_buffer_compiled_and_elsewhere_by_numpy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsq.kernels import pastsort
+
+    pastsort.warm()
+    buffer = PastBuffer()
+    buffer.add(np.array([7, 5, 7], np.int32), np.array([2, 1, 2], np.int64),
+               np.array([1.0, 2.0, 3.0]))
+    sorts = {"compiled": 0}
+    real = pastsort.last_by_series_and_time
+
+    def counted(*columns: Any) -> Any:
+        sorts["compiled"] += 1
+        return real(*columns)
+
+    monkeypatch.setattr(pastsort, "last_by_series_and_time", counted)
+    for compiled in (True, False):
+        monkeypatch.setattr(pastsort, "loaded", lambda compiled=compiled: compiled)
+        sid, ts, values = buffer.held()
+        assert (sid.tolist(), ts.tolist(), values.tolist()) == ([5, 7], [1, 2], [2.0, 3.0])
+    assert sorts["compiled"] == 1

@@ -1,19 +1,10 @@
-"""(series id, time, value) columns put in series order by compiled passes (numba).
+"""Two sets of (series id, time, value) columns, each sorted by series id, merged into one in a
+compiled pass (numba): the head's chunks as they grow (`connectors/head.py`).
 
-Two sets, each sorted by series id, merged into one: the head's chunks as they grow
-(`connectors/head.py`). numpy merges them by scattering the newer points to where
-`searchsorted` places them and the older ones around them: two boolean-masked passes a column,
-about 35 ns a point for two chunks of half a million. One pass comparing the two sides' ids
-takes a few. A stable merge: a series' points from the older side come before its points from
-the newer.
-
-The points of many writes, in the order added, sorted by series then time with one point a
-(series, time), the last added: the buffer of the past as it goes into the table
-(`connectors/pastbuffer.py`), which a thread writes while the writers go on: numpy's stable
-sort by series, its gathers and checks take 9.6-11.5 ms for half a million points, the gathers
-holding the GIL the writers want; a counting sort by id (a buffer's series are a dense range of
-ids), then each series' times checked and, where a series came out of time order, sorted, takes
-7.7-8.8 ms without it.
+numpy merges them by scattering the newer points to where `searchsorted` places them and the
+older ones around them: two boolean-masked passes a column, about 35 ns a point for two chunks
+of half a million. One pass comparing the two sides' ids takes a few. A stable merge: a
+series' points from the older side come before its points from the newer.
 """
 
 from __future__ import annotations
@@ -25,7 +16,7 @@ import numpy.typing as npt
 
 from tsq.jit import machine_code
 
-__all__ = ["last_by_series_and_time", "loaded", "merge_by_series", "warm"]
+__all__ = ["loaded", "merge_by_series", "warm"]
 
 Columns = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -57,65 +48,12 @@ def merge_by_series(older: Columns, newer: Columns) -> Columns:
     return merged
 
 
-@machine_code
-def _by_series(sid: Any, ts: Any, value: Any, low: int, span: int, out_sid: Any, out_ts: Any,
-               out_value: Any) -> int:  # pragma: no cover - compiled, tested through the caller
-    """The points into `out_*` sorted by series (ids `low`..`low + span - 1`), then time, one
-    a (series, time): the last added; how many."""
-    starts = np.zeros(span + 1, np.int64)
-    for k in range(len(sid)):
-        starts[sid[k] - low + 1] += 1
-    for j in range(span):
-        starts[j + 1] += starts[j]
-    at = starts[:span].copy()
-    for k in range(len(sid)):  # stable: a series' points in the order added
-        j = sid[k] - low
-        out_sid[at[j]] = sid[k]
-        out_ts[at[j]] = ts[k]
-        out_value[at[j]] = value[k]
-        at[j] += 1
-    kept = 0
-    for j in range(span):
-        first, stop = starts[j], starts[j + 1]
-        ordered = True
-        for k in range(first + 1, stop):
-            if out_ts[k] < out_ts[k - 1]:
-                ordered = False
-                break
-        if not ordered:  # by time, stably: of equal times the one added last stays last
-            order = np.argsort(out_ts[first:stop], kind="mergesort") + first
-            out_ts[first:stop] = out_ts[order]
-            out_value[first:stop] = out_value[order]
-        for k in range(first, stop):  # the last of each time, moved down over the others
-            if k + 1 < stop and out_ts[k + 1] == out_ts[k]:
-                continue
-            out_sid[kept] = out_sid[k]
-            out_ts[kept] = out_ts[k]
-            out_value[kept] = out_value[k]
-            kept += 1
-    return kept
-
-
-def last_by_series_and_time(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
-                            value: npt.NDArray[np.float64]) -> Columns:
-    """The points sorted by series then time, one a (series, time): the last in the order
-    given."""
-    if not len(sid):
-        return sid, ts, value
-    low = int(sid.min())
-    out = (np.empty(len(sid), np.int32), np.empty(len(sid), np.int64),
-           np.empty(len(sid), np.float64))
-    kept = _by_series(sid, ts, value, low, int(sid.max()) - low + 1, *out)
-    return out[0][:kept], out[1][:kept], out[2][:kept]
-
-
 def loaded() -> bool:
-    """Whether the kernels are compiled (or loaded from numba's cache) in this process."""
-    return bool(_merge.signatures and _by_series.signatures)
+    """Whether the merge is compiled (or loaded from numba's cache) in this process."""
+    return bool(_merge.signatures)
 
 
 def warm() -> None:
-    """Load the compiled kernels (from numba's cache: some 30 ms) before a write needs them."""
+    """Load the compiled merge (from numba's cache: some 30 ms) before a write needs it."""
     one = (np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, np.float64))
     merge_by_series(one, one)
-    last_by_series_and_time(*one)
