@@ -638,7 +638,9 @@ class EmbeddedStore:
         if (past.points and past.holds_any(ids)) or \
                 (flush is not None and flush.buffer.holds_any(ids)):
             with self._write_lock:
-                self._write_behind()
+                self._settle()  # then the buffer only if it holds theirs: a backfill may fill it
+                if self._past.points and self._past.holds_any(ids):
+                    self._write_behind()
 
     def _wrote_past(self, known: list[Entry], counts: npt.NDArray[np.int64],
                     ts: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],

@@ -349,3 +349,22 @@ def test_a_full_buffer_no_thread_can_take_is_written_by_the_next_read(
         assert store._flush is None and store._past.points == 0
     finally:
         store.close()
+
+
+def test_a_read_of_the_threads_buffer_leaves_the_fresh_one_to_fill(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of series only the thread's buffer holds waits for the thread, and leaves the
+    fresh buffer (another series' backfill) to fill on."""
+    monkeypatch.setattr(embedded, "PAST_POINTS", 2)
+    store = EmbeddedStore(tmp_path / "p.duckdb")
+    try:  # "other" made first (in the head): a write that makes a series waits for the thread
+        store.write(SeriesSet.from_series([("other", {}, [time.time_ns()], [0.0])]))
+        store.write(SeriesSet.from_series([("swap", {}, [S, 2 * S], [1.0, 2.0])]))
+        store.write(SeriesSet.from_series([("other", {}, [S], [5.0])]))
+        assert store._flush is not None and store._past.points == 1
+        assert [list(s.values) for s in store.select(parse_selector("swap"))] == [[1.0, 2.0]]
+        assert store._flush is None and store._past.points == 1  # "other" still waits
+        assert [list(s.values) for s in store.select(parse_selector("other"))] == [[5.0, 0.0]]
+        assert store._past.points == 0
+    finally:
+        store.close()
