@@ -87,10 +87,12 @@ class PastBuffer:
         added of each. Compiled where this process has loaded it (`tsq.kernels.pastsort`: a
         server does, at its start, in tsq.lineparsers), else by numpy."""
         sid, ts, value = (np.concatenate(column) for column in zip(*self._parts, strict=True))
-        if loaded("tsq.kernels.pastsort") and _dense(sid):
+        if loaded("tsq.kernels.pastsort"):
             from tsq.kernels.pastsort import last_by_series_and_time
 
-            return last_by_series_and_time(sid, ts, value)
+            found = last_by_series_and_time(sid, ts, value)
+            if found is not None:
+                return found
         return _by_numpy(sid, ts, value)
 
     def put_back(self, older: PastBuffer) -> None:
@@ -130,12 +132,6 @@ def _by_numpy(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
         return sid, ts, value
     last = np.append(~twice, True)
     return sid[last], ts[last], value[last]
-
-
-def _dense(sid: npt.NDArray[np.int32]) -> bool:
-    """Whether the ids span few enough for the compiled counting sort: at most four times as
-    many as the points (an array of a count a series in their range)."""
-    return len(sid) > 0 and int(sid.max()) - int(sid.min()) < 4 * len(sid) + 1024
 
 
 @dataclass

@@ -96,6 +96,7 @@ def test_the_compiled_sort_gives_what_numpy_gives(
     ts = np.array([p[1] for write in writes for p in write], np.int64)
     values = np.arange(1.0, len(sid) + 1.0)
     compiled = last_by_series_and_time(sid, ts, values)
+    assert compiled is not None  # a few ids close together: counted
     expected = _by_numpy(sid, ts, values)
     for got, want in zip(compiled, expected, strict=True):
         assert got.tolist() == want.tolist() and got.dtype == want.dtype
@@ -124,3 +125,18 @@ def test_a_server_sorts_the_buffer_compiled_and_elsewhere_by_numpy(
         sid, ts, values = buffer.held()
         assert (sid.tolist(), ts.tolist(), values.tolist()) == ([5, 7], [1, 2], [2.0, 3.0])
     assert sorts["compiled"] == 1
+
+
+def test_ids_spread_far_apart_are_sorted_by_numpy() -> None:
+    """A counting sort over ids spanning far more than the points would count mostly series
+    with none: the kernel declines, and numpy sorts them."""
+    from tsq.kernels import pastsort
+
+    pastsort.warm()
+    sid = np.array([10**6, 0, 10**6], np.int32)
+    ts, values = np.array([2, 1, 2], np.int64), np.array([1.0, 2.0, 3.0])
+    assert pastsort.last_by_series_and_time(sid, ts, values) is None
+    buffer = PastBuffer()
+    buffer.add(sid, ts, values)
+    held = buffer.held()
+    assert [c.tolist() for c in held] == [[0, 10**6], [1, 2], [2.0, 3.0]]

@@ -63,15 +63,18 @@ def _by_series(sid: Any, ts: Any, value: Any, low: int, span: int, out_sid: Any,
 
 
 def last_by_series_and_time(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
-                            value: npt.NDArray[np.float64]) -> Columns:
+                            value: npt.NDArray[np.float64]) -> Columns | None:
     """The points sorted by series then time, one a (series, time): the last in the order
-    given."""
+    given. None when the ids span more than four times the points (and a thousand): the
+    counting sort would then count mostly series that have none."""
     if not len(sid):
         return sid, ts, value
-    low = int(sid.min())
+    low, high = int(sid.min()), int(sid.max())
+    if high - low >= 4 * len(sid) + 1024:
+        return None
     out = (np.empty(len(sid), np.int32), np.empty(len(sid), np.int64),
            np.empty(len(sid), np.float64))
-    kept = _by_series(sid, ts, value, low, int(sid.max()) - low + 1, *out)
+    kept = _by_series(sid, ts, value, low, high - low + 1, *out)
     return out[0][:kept], out[1][:kept], out[2][:kept]
 
 
