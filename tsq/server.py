@@ -53,9 +53,6 @@ def serve(settings: Settings) -> None:
             if settings.cluster is not None and "api" not in settings.cluster.roles:
                 _run_without_api(settings)
             else:
-                from tsq.lineparsers import WRITE_PATH
-
-                WRITE_PATH.ready()  # begun beside _run's imports and the start; waited for there
                 with contextlib.closing(listen(settings.host, settings.port)) as sock:
                     _run(settings, sock)
     except _Stopped:
@@ -66,10 +63,16 @@ def _run(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
     from tsq.api import create_server_app
+    from tsq.lineparsers import WRITE_PATH
     from tsq.service import Service
 
     url = _url(settings.host, int(sock.getsockname()[1]))
     service = Service(settings)
+    # The app is built before any thread of the process starts: FastAPI reads each route's
+    # signature as it adds it, and a start in CI once found `name: str` of a route not a plain
+    # type while the compiling and warming threads imported beside it (60 ms, alone)
+    app = create_server_app(service)
+    WRITE_PATH.ready()  # begun beside the start; waited for below
     warming: threading.Thread | None = None
     try:
         interrupted = service.start()
@@ -86,7 +89,7 @@ def _run(settings: Settings, sock: socket.socket) -> None:
                                    daemon=True)
         warming.start()
         server = uvicorn.Server(uvicorn.Config(
-            create_server_app(service), log_config=None, log_level=None, access_log=False,
+            app, log_config=None, log_level=None, access_log=False,
             timeout_graceful_shutdown=5))
         settings.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}),
                                         encoding="utf-8")
