@@ -49,7 +49,7 @@ from tsq.connectors.blockcache import OPEN_END, BlockCache
 from tsq.connectors.duckcursors import Cursors
 from tsq.connectors.head import Head, merges_loaded
 from tsq.connectors.headlog import Deletion, HeadLog, Writing, synced
-from tsq.connectors.pastbuffer import PAST_POINTS, Flush, PastBuffer
+from tsq.connectors.pastbuffer import PAST_POINTS, Flush, PastBuffer, Written
 from tsq.connectors.seriesindex import Entry, SeriesIndex
 from tsq.errors import ConfigError, Conflict
 from tsq.hostcalls import numbers_only
@@ -509,9 +509,9 @@ class EmbeddedStore:
                 # at once where the store keeps no buffer (`past_points` 0)
                 self._write_behind_soon() if self._past_points else self._write_behind_logged()
             if direct.any():
-                self._wrote_past(known, counts, np.where(direct, ts, INT64_MIN),
-                                 series.offsets, int((~blocked).sum()) if table == "points"
-                                 else 0)
+                self._wrote_past(Written(known, counts, np.where(direct, ts, INT64_MIN),
+                                         series.offsets, int((~blocked).sum())
+                                         if table == "points" else 0))
         return series.points
 
     def _into_memory(self, sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
@@ -546,12 +546,12 @@ class EmbeddedStore:
         self._settle()
         if not self._past.points or self._past_log is None:
             return
-        written = self._into_table(self._past)
-        self._wrote_past(*written)  # noted first: what the table holds, whatever follows
+        # noted first: what the table holds, whatever follows
+        self._wrote_past(self._into_table(self._past))
         self._past.clear()
         self._past_log.clear()
 
-    def _into_table(self, buffer: PastBuffer, checkpoint: bool = True) -> tuple[Any, ...]:
+    def _into_table(self, buffer: PastBuffer, checkpoint: bool = True) -> Written:
         """`buffer`'s points written into the table in one transaction; what `_wrote_past`
         then notes of them."""
         sid, ts, values = buffer.held()
@@ -564,7 +564,7 @@ class EmbeddedStore:
         with self._transaction(checkpoint) as db:
             blocked = _write_past(db, "points", entries, sid, ts, values,
                                   blockstore.in_blocks(sid, ts), *_replacing(entries, counts, ts))
-        return entries, counts, ts, np.append(firsts, len(sid)), int((~blocked).sum())
+        return Written(entries, counts, ts, np.append(firsts, len(sid)), int((~blocked).sum()))
 
     def _write_behind_soon(self) -> None:
         """For a write that filled the buffer (the caller holds the write lock): the buffer
@@ -616,7 +616,7 @@ class EmbeddedStore:
             self._past.put_back(flush.buffer)
             self._flush = None
             return
-        self._wrote_past(*flush.written)
+        self._wrote_past(flush.written)
         self._flush = None
         if self._past_log is not None:
             self._past_log.drop(flush.segments)
@@ -642,14 +642,11 @@ class EmbeddedStore:
                 if self._past.points and self._past.holds_any(ids):
                     self._write_behind()
 
-    def _wrote_past(self, known: list[Entry], counts: npt.NDArray[np.int64],
-                    ts: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
-                    rows: int) -> None:
-        """After a write into the table committed (`ts`: INT64_MIN where a point went to the
-        head), `rows` of them numeric rows: later writes of these series may append to the
-        table, and the rows are folded into blocks once there are FOLD_FROM of them."""
-        _note_newest(known, counts, ts, offsets)
-        self._unfolded += rows
+    def _wrote_past(self, written: Written) -> None:
+        """After a write into the table committed: later writes of its series may append to
+        the table, and its rows are folded into blocks once there are FOLD_FROM of them."""
+        _note_newest(written.series, written.counts, written.ts, written.offsets)
+        self._unfolded += written.rows
         if self._unfolded >= FOLD_FROM:
             self._fold_in_background()
 

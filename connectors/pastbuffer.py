@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tsq.jitloaded import loaded
+
+if TYPE_CHECKING:
+    from tsq.connectors.seriesindex import Entry
 
 __all__ = ["PAST_POINTS", "Flush", "PastBuffer"]
 
@@ -134,6 +137,19 @@ def _by_numpy(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
     return sid[last], ts[last], value[last]
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a write into the table leaves the store to note of it: the series written, how
+    many points of each, their times (INT64_MIN where a point went to the head instead), where
+    each series' points begin and the last end, and how many went in as rows, not blocks."""
+
+    series: list[Entry]
+    counts: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    rows: int
+
+
 @dataclass
 class Flush:
     """A full buffer that a thread writes into the table, and the log's first `segments`
@@ -143,4 +159,4 @@ class Flush:
     buffer: PastBuffer
     segments: int
     done: threading.Event = field(default_factory=threading.Event)
-    written: tuple[Any, ...] | None = None
+    written: Written | None = None
