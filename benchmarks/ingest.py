@@ -12,10 +12,13 @@ every 0.5 s, ending a minute ago, as collectors send them: tsq keeps these in it
 docs/store.md).
 
 Each case is run REPEATS times, the stores taking turns (each repetition begun by another,
-so that a slower spell of the machine falls on each in turn), and the median taken: a run of
-a million points lasts under a second, and one store's rate moved by a fifth from one run to
-the next within an hour here (VictoriaMetrics from four clients: 1,344-1,743 k points a
-second), more than the differences the ratios are read for."""
+so that a slower spell of the machine falls on each in turn), and the median taken: one
+store's rate moved by a fifth from one run to the next within an hour here (VictoriaMetrics
+from four clients: 1,344-1,743 k points a second), more than the differences the ratios are
+read for. A run is of POINTS points, 1-2 s for tsq and VictoriaMetrics: runs of a million
+points lasted under half a second, as long as a store's start-up work (the first writes of a
+series, the head's first chunks) and the four clients' ramp at each end, and four clients'
+ratios moved 0.77 -> 1.01 -> 0.80 over an afternoon with the same code."""
 
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ from benchmarks.scheduler import _Serve
 BATCH = 5000
 CLIENTS = (1, 4)
 REPEATS = 5  # runs of each case and store, alternating; the median reported (quick: one)
+POINTS = 3_000_000  # a run's (quick: QUICK_POINTS)
+QUICK_POINTS = 100_000
 TSQ = "tsq /write (embedded)"
 PAST, NEWEST = "a past day", "the newest 72 minutes"
 NEWEST_STEP_DIVISOR = 20  # the day's 10 s step becomes 0.5 s: 8,640 points in 72 minutes
@@ -123,7 +128,7 @@ def run(report: Report, *, quick: bool) -> None:
     if available():
         stores[INFLUX] = _influx
     for when in (PAST, NEWEST):
-        bodies = batches(100_000 if quick else 1_000_000, newest=when == NEWEST)
+        bodies = batches(QUICK_POINTS if quick else POINTS, newest=when == NEWEST)
         points = sum(body.count(b"\n") + 1 for body in bodies)
         for clients in CLIENTS:
             elapsed: dict[str, list[float]] = {impl: [] for impl in stores}
