@@ -343,3 +343,44 @@ def test_the_server_opens_the_store_ahead_of_the_first_write(
 
     monkeypatch.setattr(Service, "store", property(unopenable))
     server._warm_writes(service)  # no exception: the first write will say what is wrong
+
+
+def test_the_server_builds_its_app_before_its_threads_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI reads each route's signature as it builds the app; a start in CI once found a
+    route's `name: str` not a plain type while the warming and compiling threads imported
+    beside it. The app is built first, then the compiled code's loading and the warm-up
+    begin, and the server answers last."""
+    import threading
+
+    import uvicorn
+
+    from tsq import api, lineparsers, server
+    from tsq.config import Settings
+
+    happened: list[str] = []
+    warming = threading.Event()  # the warm-up stays alive until the test is done with it
+    build = api.create_server_app
+
+    def create_server_app(service: Any) -> Any:
+        alive = {thread.name for thread in threading.enumerate()}
+        happened.append("app" if "tsq-warm-up" not in alive else "app after the warm-up began")
+        return build(service)
+
+    def ready() -> bool:
+        happened.append("compiled code")
+        return True
+
+    monkeypatch.setattr(api, "create_server_app", create_server_app)
+    monkeypatch.setattr(lineparsers.WRITE_PATH, "ready", ready)
+    monkeypatch.setattr(server, "_warm_up", lambda service: warming.wait(30))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: happened.append("serve"))
+    settings = Settings.load(tmp_path / "data")
+    sock = server.listen("127.0.0.1", 0)
+    try:
+        threading.Timer(0.5, warming.set).start()  # _run joins the warm-up as it stops
+        server._run(settings, sock)
+    finally:
+        warming.set()
+        sock.close()
+    assert happened[:2] == ["app", "compiled code"] and happened[-1] == "serve", happened
