@@ -44,7 +44,7 @@ from tsq.jitloaded import loaded
 if TYPE_CHECKING:
     from tsq.connectors.seriesindex import Entry
 
-__all__ = ["PAST_POINTS", "Flush", "PastBuffer"]
+__all__ = ["PAST_POINTS", "Flush", "PastBuffer", "Written"]
 
 PAST_POINTS = 1 << 19  # points held before they are written into the table
 
@@ -137,7 +137,7 @@ def _by_numpy(sid: npt.NDArray[np.int32], ts: npt.NDArray[np.int64],
     return sid[last], ts[last], value[last]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, never by value
 class Written:
     """What a write into the table leaves the store to note of it: the series written, how
     many points of each, their times (INT64_MIN where a point went to the head instead), where

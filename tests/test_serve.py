@@ -351,6 +351,7 @@ def test_the_server_builds_its_app_before_its_threads_start(
     route's `name: str` not a plain type while the warming and compiling threads imported
     beside it. The app is built first, then the compiled code's loading and the warm-up
     begin, and the server answers last."""
+    import gc
     import threading
 
     import uvicorn
@@ -374,11 +375,16 @@ def test_the_server_builds_its_app_before_its_threads_start(
     monkeypatch.setattr(api, "create_server_app", create_server_app)
     monkeypatch.setattr(lineparsers.WRITE_PATH, "ready", ready)
     monkeypatch.setattr(server, "_warm_up", lambda service: warming.wait(30))
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: happened.append("serve"))
+
+    def run(self: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        happened.append("serve")
+        warming.set()  # _run joins the warm-up as it stops
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # not this test process's objects
     settings = Settings.load(tmp_path / "data")
     sock = server.listen("127.0.0.1", 0)
     try:
-        threading.Timer(0.5, warming.set).start()  # _run joins the warm-up as it stops
         server._run(settings, sock)
     finally:
         warming.set()

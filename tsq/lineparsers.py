@@ -23,10 +23,10 @@ WARM_BODY = "\n".join(f"warm value={n}.5 {n}" for n in range(SCAN_CHARS // 16))
 
 class CompiledLoad:
     """numba's code for a write (the line-protocol scan, the head's merge), loaded once a
-    process in a thread: half a second of CPU from numba's cache. `tsq serve` begins it first
-    thing, beside its own imports, and waits for it before it answers; elsewhere the first
-    large write begins it. Until it is done, writes are read by pandas' reader. The blocks'
-    codec is loaded after it, while the server answers."""
+    process in a thread: half a second of CPU from numba's cache. `tsq serve` begins it once
+    its app is built, beside the service's start, and waits for it before it answers;
+    elsewhere the first large write begins it. Until it is done, writes are read by pandas'
+    reader. The blocks' codec is loaded after it, while the server answers."""
 
     def __init__(self) -> None:
         self._finished = threading.Event()  # loaded, or failed to

@@ -68,13 +68,14 @@ def _run(settings: Settings, sock: socket.socket) -> None:
 
     url = _url(settings.host, int(sock.getsockname()[1]))
     service = Service(settings)
-    # The app is built before any thread of the process starts: FastAPI reads each route's
-    # signature as it adds it, and a start in CI once found `name: str` of a route not a plain
-    # type while the compiling and warming threads imported beside it (60 ms, alone)
-    app = create_server_app(service)
-    WRITE_PATH.ready()  # begun beside the start; waited for below
     warming: threading.Thread | None = None
     try:
+        # The app is built before the threads that import (the compiled code's loading, the
+        # warm-up) start: FastAPI reads each route's signature as it adds it, and a start in
+        # CI once found `name: str` of a route not a plain type while they imported beside it
+        # (60 ms, alone)
+        app = create_server_app(service)
+        WRITE_PATH.ready()  # begun beside the start; waited for below
         interrupted = service.start()
         # The first writes are as fast as the rest: the compiled line-protocol scan is loaded
         # before the server answers (a write meanwhile would be parsed by pandas' reader)
