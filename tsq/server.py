@@ -63,19 +63,17 @@ def _run(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
     from tsq.api import create_server_app
-    from tsq.lineparsers import WRITE_PATH
     from tsq.service import Service
 
     url = _url(settings.host, int(sock.getsockname()[1]))
     service = Service(settings)
     warming: threading.Thread | None = None
     try:
-        # The app is built before the threads that import (the compiled code's loading, the
-        # warm-up) start: FastAPI reads each route's signature as it adds it, and a start in
-        # CI once found `name: str` of a route not a plain type while they imported beside it
-        # (60 ms, alone)
+        # The app is built before the threads that import (the compiled code's loading, which
+        # the start begins, and the warm-up) start: FastAPI reads each route's signature as it
+        # adds it, and a start in CI once found `name: str` of a route not a plain type while
+        # they imported beside it (60 ms, alone)
         app = create_server_app(service)
-        WRITE_PATH.ready()  # begun beside the start; waited for below
         interrupted = service.start()
         # The first writes are as fast as the rest: the compiled line-protocol scan is loaded
         # before the server answers (a write meanwhile would be parsed by pandas' reader)
