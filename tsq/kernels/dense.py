@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -35,9 +34,9 @@ from tsq.kernels.buckets import (
     Buckets,
     Fill,
     Points,
+    _each_on_a_core,
     _edges_fit,
     _gridded,
-    _kernel_threads,
     _parallel,
     _policies,
     _size,
@@ -167,8 +166,7 @@ def _block_groups(blocks: Blocks, buckets: Buckets, agg: Aggregator, rank_of: Ra
     cores = os.cpu_count() or 1
     edges = _series_edges(ranks, blocks.counts, cores) if _worth_sharing(blocks.points) \
         else [0, len(ranks)]
-    shares = list(_kernel_threads().map(lambda bounds: share(*bounds), pairwise(edges))) \
-        if len(edges) > 2 else [share(0, len(ranks))]
+    shares = _each_on_a_core(lambda bounds: share(*bounds), list(pairwise(edges)))
     totals, counts = shares[0]
     for more in shares[1:]:
         _combine_into(totals, counts, more, group_agg)
@@ -218,7 +216,7 @@ def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: A
         return totals, counts
     by_series = _by_series(parts, rank_of, rows, cores)
     if by_series is not None:  # each core its own rows of the same arrays
-        list(_kernel_threads().map(lambda group: add(group, totals, counts), by_series))
+        _each_on_a_core(lambda group: add(group, totals, counts), by_series)
         return totals, counts
 
     def own(group: Sequence[Points | Blocks]) -> tuple[Array, Array]:
@@ -227,11 +225,8 @@ def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: A
         return more
 
     groups = _shared_out(pieces, cores)
-    others: list[Future[tuple[Array, Array]]] = [_kernel_threads().submit(own, group)
-                                                 for group in groups[1:]]
-    add(groups[0], totals, counts)
-    for other in others:
-        _combine_into(totals, counts, other.result(), agg.name)
+    for more in _each_on_a_core(own, groups):
+        _combine_into(totals, counts, more, agg.name)
     return totals, counts
 
 
