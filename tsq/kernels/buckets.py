@@ -300,7 +300,7 @@ def _inside(part: Points, bounds: tuple[int, int] | None) -> _Kept | None:
 
 COMPILED_POINTS = 1 << 16  # a part of runs this large is reduced by tsq.kernels.compiled
 COMPILED_SEGMENTS = 1 << 16  # a SeriesSet this large is cut into segments by the compiled pass
-# Points above which the parts of a read are reduced on every core: the tenth of the rollup
+# Points from which the parts of a read are reduced on every core: the tenth of the rollup
 # benchmark's day (864 k points in blocks, 2.7 ms of decoding on one core) took 4.9-5.1 ms a
 # query at 1 << 20 and 4.1 at 1 << 18; the threads' hand-off is tens of microseconds
 PARALLEL_POINTS = 1 << 18
@@ -333,7 +333,12 @@ def _each_on_a_core(work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
     threads. One thread fewer to wake and wait for: a query of the rollup benchmark's tenth of
     a day (864 k points in blocks, two shares) took 4.07-4.15 ms instead of 4.32."""
     others = [_kernel_threads().submit(work, item) for item in items[1:]]
-    done = [work(items[0])] if items else []
+    try:
+        done = [work(items[0])] if items else []
+    except BaseException:
+        for other in others:  # those not begun yet: the read has failed
+            other.cancel()
+        raise
     return done + [other.result() for other in others]
 
 

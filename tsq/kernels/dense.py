@@ -219,13 +219,15 @@ def _cells(rows: int, parts: Sequence[Points | Blocks], buckets: Buckets, agg: A
         _each_on_a_core(lambda group: add(group, totals, counts), by_series)
         return totals, counts
 
-    def own(group: Sequence[Points | Blocks]) -> tuple[Array, Array]:
-        more = fresh()
-        add(group, *more)
-        return more
-
     groups = _shared_out(pieces, cores)
-    for more in _each_on_a_core(own, groups):
+
+    def cells_of(at: int) -> tuple[Array, Array]:
+        """The first group added into the read's own cells, each other into cells of its own."""
+        cells = (totals, counts) if at == 0 else fresh()
+        add(groups[at], *cells)
+        return cells
+
+    for more in _each_on_a_core(cells_of, range(len(groups)))[1:]:
         _combine_into(totals, counts, more, agg.name)
     return totals, counts
 
