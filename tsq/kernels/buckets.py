@@ -511,8 +511,7 @@ def _segments_compiled(values: Array, stamps: Ints, offsets: Ints, buckets: Buck
     shares = (os.cpu_count() or 1) if _worth_sharing(len(stamps)) else 1
     cuts = np.searchsorted(offsets, np.arange(1, shares) * (len(stamps) // shares))
     ranges = list(pairwise(sorted({0, *cuts.tolist(), len(sizes)})))
-    made = [segments(*ranges[0])] if len(ranges) == 1 else \
-        _each_on_a_core(lambda r: segments(*r), ranges)
+    made = _each_on_a_core(lambda r: segments(*r), ranges)
     held = [slice(int(room_from[a]), int(room_from[a]) + runs)
             for (a, _), runs in zip(ranges, made, strict=True)]
     if sum(made) < len(starts):  # some series had empty buckets: their room is not all used
